@@ -1,0 +1,957 @@
+//! The [`App`] builder and the Lambda service it becomes.
+
+use std::collections::HashSet;
+use std::num::NonZeroUsize;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use aws_lambda_events::alb::AlbTargetGroupRequest;
+use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
+use aws_lambda_events::dynamodb::Event as DynamoDbEvent;
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use aws_lambda_events::sns::SnsEvent;
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use futures_util::future::{Either, FutureExt};
+use futures_util::stream::{self, StreamExt};
+use http::{HeaderValue, Method, header};
+use lambda_runtime::LambdaEvent;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceExt};
+use tracing::Instrument;
+
+use crate::context::{Context, HttpRequest, Payload, Source};
+use crate::error::{BoxError, Chain, Error};
+use crate::handler::{BoxFuture, Dispatch, Endpoint, Handler};
+use crate::http_event;
+use crate::response::{Body, Response, json_response};
+use crate::router::Router;
+
+/// The boxed middleware stack every request and record goes through.
+pub type BoxService = BoxCloneSyncService<Context, Response, BoxError>;
+
+/// Lambda's synchronous invocation payload limit (6 MB), the default body limit.
+pub const DEFAULT_BODY_LIMIT: usize = 6 * 1024 * 1024;
+
+struct EventRoute {
+    source: String,
+    detail_type: Option<String>,
+    endpoint: Endpoint,
+}
+
+/// A Lambda function: handlers for every event source, one middleware stack, one binary.
+///
+/// The event's shape picks the handler: HTTP events (API Gateway REST and HTTP APIs,
+/// Function URLs, ALB) are routed by method and path; SQS, DynamoDB Streams and SNS batches
+/// run one handler call per record; EventBridge events are routed by `source` and
+/// `detail-type`.
+///
+/// ```no_run
+/// use lift_core::{App, Context, Json, Result};
+///
+/// async fn hello(ctx: Context) -> Result<Json<String>> {
+///     Ok(Json(format!("Hello, {}!", ctx.path_param("name")?)))
+/// }
+///
+/// # async fn run() -> Result<()> {
+/// App::new().get("/hello/{name}", hello).run().await
+/// # }
+/// ```
+pub struct App {
+    router: Router,
+    sqs: Option<Endpoint>,
+    dynamodb: Option<Endpoint>,
+    sns: Option<Endpoint>,
+    events: Vec<EventRoute>,
+    schedule: Option<Endpoint>,
+    event_fallback: Option<Endpoint>,
+    service: Option<BoxService>,
+    body_limit: usize,
+    sqs_concurrency: NonZeroUsize,
+    config_error: Option<String>,
+}
+
+impl Default for App {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("body_limit", &self.body_limit)
+            .field("sqs_concurrency", &self.sqs_concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! method_routes {
+    ($($(#[$doc:meta])* $name:ident => $method:ident;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name<H: Handler<Args>, Args: 'static>(self, path: &str, handler: H) -> Self {
+                self.route(Method::$method, path, handler)
+            }
+        )*
+    };
+}
+
+impl App {
+    /// An App with no handlers, no middleware and a body limit of 6 MB.
+    pub fn new() -> Self {
+        App {
+            router: Router::default(),
+            sqs: None,
+            dynamodb: None,
+            sns: None,
+            events: Vec::new(),
+            schedule: None,
+            event_fallback: None,
+            service: None,
+            body_limit: DEFAULT_BODY_LIMIT,
+            sqs_concurrency: NonZeroUsize::MIN,
+            config_error: None,
+        }
+    }
+
+    fn remember(&mut self, result: Result<(), String>) {
+        if let Err(error) = result
+            && self.config_error.is_none()
+        {
+            self.config_error = Some(error);
+        }
+    }
+
+    /// Routes `method` on `path` to `handler`. Paths take `{param}` segments and a final
+    /// `{*rest}` catch-all. A conflicting or duplicate route is reported by
+    /// [`App::into_service`] and [`App::run`].
+    pub fn route<H: Handler<Args>, Args: 'static>(
+        mut self,
+        method: Method,
+        path: &str,
+        handler: H,
+    ) -> Self {
+        let result = self
+            .router
+            .add(Some(method), path, Endpoint::new(handler));
+        self.remember(result);
+        self
+    }
+
+    /// Routes every method on `path` that has no route of its own to `handler`.
+    pub fn any<H: Handler<Args>, Args: 'static>(mut self, path: &str, handler: H) -> Self {
+        let result = self.router.add(None, path, Endpoint::new(handler));
+        self.remember(result);
+        self
+    }
+
+    method_routes! {
+        /// Routes `GET` on `path`.
+        get => GET;
+        /// Routes `POST` on `path`.
+        post => POST;
+        /// Routes `PUT` on `path`.
+        put => PUT;
+        /// Routes `PATCH` on `path`.
+        patch => PATCH;
+        /// Routes `DELETE` on `path`.
+        delete => DELETE;
+    }
+
+    /// Handles each record of an SQS batch. Failed records are reported in
+    /// `batchItemFailures` (enable `ReportBatchItemFailures` on the event source mapping);
+    /// on a FIFO queue, the records after a failure in the same message group are reported
+    /// failed without running, so the group's order holds.
+    pub fn sqs<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
+        self.sqs = Some(Endpoint::new(handler));
+        self
+    }
+
+    /// Handles each record of a DynamoDB Streams batch; failed records are reported by
+    /// sequence number in `batchItemFailures`. Typed input comes from the new image (the old
+    /// image for `REMOVE`).
+    pub fn dynamodb<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
+        self.dynamodb = Some(Endpoint::new(handler));
+        self
+    }
+
+    /// Handles each SNS notification; typed input comes from the `Message`.
+    pub fn sns<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
+        self.sns = Some(Endpoint::new(handler));
+        self
+    }
+
+    /// Handles EventBridge events with this `source` and `detail-type`; typed input comes
+    /// from `detail`.
+    pub fn event<H: Handler<Args>, Args: 'static>(
+        mut self,
+        source: &str,
+        detail_type: &str,
+        handler: H,
+    ) -> Self {
+        self.events.push(EventRoute {
+            source: source.to_owned(),
+            detail_type: Some(detail_type.to_owned()),
+            endpoint: Endpoint::new(handler),
+        });
+        self
+    }
+
+    /// Handles EventBridge events with this `source` and a `detail-type` no
+    /// [`App::event`] route names.
+    pub fn event_source<H: Handler<Args>, Args: 'static>(
+        mut self,
+        source: &str,
+        handler: H,
+    ) -> Self {
+        self.events.push(EventRoute {
+            source: source.to_owned(),
+            detail_type: None,
+            endpoint: Endpoint::new(handler),
+        });
+        self
+    }
+
+    /// Handles scheduled events (`source: aws.events`, `detail-type: Scheduled Event`).
+    pub fn schedule<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
+        self.schedule = Some(Endpoint::new(handler));
+        self
+    }
+
+    /// Handles EventBridge events no other route matches.
+    pub fn event_fallback<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
+        self.event_fallback = Some(Endpoint::new(handler));
+        self
+    }
+
+    /// Wraps every handler call (each HTTP request and each record) in `layer`.
+    ///
+    /// Layers see the [`Context`] after routing, so [`Context::route`] is known. The layer
+    /// added last is the outermost. Any `tower` layer whose service is `Clone + Send + Sync`
+    /// fits; errors it raises are mapped through [`Error::from_boxed`].
+    pub fn layer<L, E>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxService>,
+        L::Service: Service<Context, Response = Response, Error = E> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Context>>::Future: Send + 'static,
+        E: Into<BoxError> + 'static,
+    {
+        let inner = self
+            .service
+            .take()
+            .unwrap_or_else(|| BoxCloneSyncService::new(Dispatch));
+        let layered = layer.layer(inner).map_err(Into::into);
+        self.service = Some(BoxCloneSyncService::new(layered));
+        self
+    }
+
+    /// Refuses HTTP bodies over `bytes` with `413 Payload Too Large`, before any parsing.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Runs up to `limit` records of a standard SQS batch at once (default 1). FIFO batches
+    /// always run in order.
+    pub fn sqs_concurrency(mut self, limit: NonZeroUsize) -> Self {
+        self.sqs_concurrency = limit;
+        self
+    }
+
+    /// Freezes the App into the service the Lambda runtime drives.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid or conflicting route.
+    pub fn into_service(self) -> Result<LiftService, Error> {
+        if let Some(error) = self.config_error {
+            return Err(Error::Config(error));
+        }
+        Ok(LiftService {
+            inner: Arc::new(Inner {
+                router: self.router,
+                sqs: self.sqs,
+                dynamodb: self.dynamodb,
+                sns: self.sns,
+                events: self.events,
+                schedule: self.schedule,
+                event_fallback: self.event_fallback,
+                service: self.service,
+                body_limit: self.body_limit,
+                sqs_concurrency: self.sqs_concurrency.get(),
+            }),
+        })
+    }
+
+    /// Serves invocations until the runtime stops. Installs Lift's log format
+    /// ([`crate::logging`]) unless a global subscriber is already set. Invocations run
+    /// concurrently when Lambda Managed Instances ask for it (`AWS_LAMBDA_MAX_CONCURRENCY`).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid App, [`Error::Environment`] outside Lambda, and the
+    /// runtime's own error if its loop fails.
+    pub async fn run(self) -> Result<(), Error> {
+        let service = self.into_service()?;
+        for variable in [
+            "AWS_LAMBDA_RUNTIME_API",
+            "AWS_LAMBDA_FUNCTION_NAME",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+            "AWS_LAMBDA_FUNCTION_VERSION",
+        ] {
+            if std::env::var_os(variable).is_none() {
+                return Err(Error::Environment(variable));
+            }
+        }
+        crate::logging::try_init();
+        lambda_runtime::run_concurrent(service)
+            .await
+            .map_err(Error::Internal)
+    }
+}
+
+struct Inner {
+    router: Router,
+    sqs: Option<Endpoint>,
+    dynamodb: Option<Endpoint>,
+    sns: Option<Endpoint>,
+    events: Vec<EventRoute>,
+    schedule: Option<Endpoint>,
+    event_fallback: Option<Endpoint>,
+    service: Option<BoxService>,
+    body_limit: usize,
+    sqs_concurrency: usize,
+}
+
+/// A frozen [`App`]: the `tower::Service` the Lambda runtime calls with each raw event.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct LiftService {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LiftService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiftService").finish_non_exhaustive()
+    }
+}
+
+impl Service<LambdaEvent<Box<RawValue>>> for LiftService {
+    type Response = Box<RawValue>;
+    type Error = Error;
+    type Future = BoxFuture<Result<Box<RawValue>, Error>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, event: LambdaEvent<Box<RawValue>>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.invoke(&event.payload, event.context).await })
+    }
+}
+
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(rename = "Records")]
+    records: Option<Vec<RecordProbe>>,
+    #[serde(rename = "requestContext")]
+    request_context: Option<ContextProbe>,
+    #[serde(rename = "httpMethod")]
+    http_method: Option<IgnoredAny>,
+    #[serde(rename = "detail-type")]
+    detail_type: Option<IgnoredAny>,
+    source: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct ContextProbe {
+    http: Option<IgnoredAny>,
+    elb: Option<IgnoredAny>,
+    #[serde(rename = "connectionId")]
+    connection_id: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct RecordProbe {
+    #[serde(rename = "eventSource", alias = "EventSource")]
+    event_source: Option<String>,
+}
+
+enum Kind {
+    ApiGatewayV1,
+    ApiGatewayV2,
+    Alb,
+    Sqs,
+    DynamoDb,
+    Sns,
+    EventBridge,
+    Unknown(String),
+}
+
+impl Probe {
+    fn kind(self) -> Kind {
+        if let Some(records) = self.records {
+            return match records.first().and_then(|r| r.event_source.as_deref()) {
+                Some("aws:sqs") => Kind::Sqs,
+                Some("aws:dynamodb") => Kind::DynamoDb,
+                Some("aws:sns") => Kind::Sns,
+                Some(other) => Kind::Unknown(format!("a batch of `{other}` records")),
+                None => Kind::Unknown("a `Records` batch with no event source".to_owned()),
+            };
+        }
+        if let Some(context) = self.request_context {
+            if context.http.is_some() {
+                return Kind::ApiGatewayV2;
+            }
+            if context.elb.is_some() {
+                return Kind::Alb;
+            }
+            if context.connection_id.is_some() {
+                return Kind::Unknown("an API Gateway WebSocket event".to_owned());
+            }
+            if self.http_method.is_some() {
+                return Kind::ApiGatewayV1;
+            }
+        }
+        if self.detail_type.is_some() && self.source.is_some() {
+            return Kind::EventBridge;
+        }
+        Kind::Unknown(String::new())
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(kind: &'static str, raw: &RawValue) -> Result<T, Error> {
+    serde_json::from_str(raw.get()).map_err(|source| Error::InvalidEvent { kind, source })
+}
+
+fn describe_unknown(raw: &RawValue) -> String {
+    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw.get()) {
+        Ok(map) => {
+            let keys: Vec<&str> = map.keys().take(12).map(String::as_str).collect();
+            format!("an event with top-level keys {keys:?}")
+        }
+        Err(_) => "an event that is not a JSON object".to_owned(),
+    }
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    match panic.downcast::<String>() {
+        Ok(message) => *message,
+        Err(panic) => match panic.downcast::<&'static str>() {
+            Ok(message) => (*message).to_owned(),
+            Err(_) => "a non-string panic payload".to_owned(),
+        },
+    }
+}
+
+/// The HTTP response for an error: status, `Allow` for 405, and the JSON error body.
+pub(crate) fn error_response(error: &Error, request_id: &str) -> Response {
+    let mut response = json_response(error.status(), &error.to_body(request_id));
+    if let Error::MethodNotAllowed { allow, .. } = error {
+        let joined = allow
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if let Ok(value) = HeaderValue::from_str(&joined) {
+            response.headers_mut().insert(header::ALLOW, value);
+        }
+    }
+    response
+}
+
+fn log_error(error: &Error, what: &'static str) {
+    if error.status().is_server_error() {
+        tracing::error!(target: "lift", code = error.code(), error = %Chain(error), "{what} failed");
+    } else {
+        tracing::info!(target: "lift", code = error.code(), error = %error, "{what} refused");
+    }
+}
+
+/// The JSON a non-HTTP handler's response becomes as the invocation's response.
+fn output_json(response: &Response) -> Result<Box<RawValue>, Error> {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(crate::input::is_json);
+    let raw = match response.body() {
+        Body::Text(text) if is_json => RawValue::from_string(text.clone()),
+        Body::Text(text) => serde_json::value::to_raw_value(text),
+        Body::Binary(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) if is_json => RawValue::from_string(text.to_owned()),
+            Ok(text) => serde_json::value::to_raw_value(text),
+            Err(_) => serde_json::value::to_raw_value(&base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                bytes,
+            )),
+        },
+        _ => RawValue::from_string("null".to_owned()),
+    };
+    raw.map_err(Error::internal)
+}
+
+fn raw(json: String) -> Result<Box<RawValue>, Error> {
+    RawValue::from_string(json).map_err(Error::internal)
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchResponse {
+    batch_item_failures: Vec<ItemFailure>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemFailure {
+    item_identifier: String,
+}
+
+fn batch_response(failures: Vec<String>) -> Result<Box<RawValue>, Error> {
+    let response = BatchResponse {
+        batch_item_failures: failures
+            .into_iter()
+            .map(|item_identifier| ItemFailure { item_identifier })
+            .collect(),
+    };
+    serde_json::value::to_raw_value(&response).map_err(Error::internal)
+}
+
+/// One unit of work (a request or a record) before it becomes a [`Context`].
+struct Unit {
+    source: Source,
+    payload: Payload,
+    correlation_id: Option<String>,
+    endpoint: Endpoint,
+    route: Option<Arc<str>>,
+    params: Vec<(String, String)>,
+    span: tracing::Span,
+}
+
+impl LiftService {
+    /// Handles one raw event the way the Lambda runtime would, returning the invocation's
+    /// response JSON. The entry point of the [`crate::testing`] kit and of benchmarks.
+    ///
+    /// # Errors
+    /// An invocation error: an event no handler is registered for, an event that cannot be
+    /// decoded, a failed EventBridge or SNS handler, or a batch whose failed record cannot be
+    /// reported individually.
+    pub async fn invoke(
+        &self,
+        event: &RawValue,
+        lambda: lambda_runtime::Context,
+    ) -> Result<Box<RawValue>, Error> {
+        let lambda = Arc::new(lambda);
+        let probe: Probe = decode("JSON", event)?;
+        match probe.kind() {
+            Kind::ApiGatewayV2 => {
+                let request = http_event::from_v2(decode::<ApiGatewayV2httpRequest>(
+                    "API Gateway HTTP API",
+                    event,
+                )?);
+                self.http(Source::ApiGatewayV2, request, lambda).await
+            }
+            Kind::ApiGatewayV1 => {
+                let request = http_event::from_v1(decode::<ApiGatewayProxyRequest>(
+                    "API Gateway REST API",
+                    event,
+                )?);
+                self.http(Source::ApiGatewayV1, request, lambda).await
+            }
+            Kind::Alb => {
+                let request =
+                    http_event::from_alb(decode::<AlbTargetGroupRequest>("ALB", event)?);
+                self.http(Source::Alb, request, lambda).await
+            }
+            Kind::Sqs => {
+                let batch: SqsEvent = decode("SQS", event)?;
+                self.sqs(batch.records, lambda).await
+            }
+            Kind::DynamoDb => {
+                let batch: DynamoDbEvent = decode("DynamoDB Streams", event)?;
+                self.dynamodb(batch, lambda).await
+            }
+            Kind::Sns => {
+                let batch: SnsEvent = decode("SNS", event)?;
+                self.sns(batch, lambda).await
+            }
+            Kind::EventBridge => {
+                let event: EventBridgeEvent<Box<RawValue>> = decode("EventBridge", event)?;
+                self.eventbridge(event, lambda).await
+            }
+            Kind::Unknown(description) => {
+                let description = if description.is_empty() {
+                    describe_unknown(event)
+                } else {
+                    description
+                };
+                tracing::error!(target: "lift", event = %description, "no handler for the event");
+                Err(Error::NoHandler(description))
+            }
+        }
+    }
+
+    fn context(&self, lambda: &Arc<lambda_runtime::Context>, unit: Unit) -> Context {
+        Context {
+            correlation_id: unit
+                .correlation_id
+                .unwrap_or_else(|| lambda.request_id.clone()),
+            invocation: lambda.clone(),
+            source: unit.source,
+            payload: unit.payload,
+            route: unit.route,
+            params: unit.params,
+            endpoint: unit.endpoint,
+            extensions: http::Extensions::new(),
+            span: unit.span,
+        }
+    }
+
+    /// Runs one context through the middleware stack and its endpoint; a panic anywhere in
+    /// there becomes [`Error::Panic`].
+    async fn run_unit(&self, ctx: Context) -> Result<Response, Error> {
+        let span = ctx.span.clone();
+        let fut = match &self.inner.service {
+            Some(service) => Either::Left(service.clone().oneshot(ctx)),
+            None => Either::Right(async move { Dispatch.call(ctx).await }),
+        };
+        match AssertUnwindSafe(fut).catch_unwind().instrument(span).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(error)) => Err(Error::from_boxed(error)),
+            Err(panic) => Err(Error::Panic(panic_message(panic))),
+        }
+    }
+
+    async fn http(
+        &self,
+        source: Source,
+        request: Result<HttpRequest, http_event::Rejected>,
+        lambda: Arc<lambda_runtime::Context>,
+    ) -> Result<Box<RawValue>, Error> {
+        let (multi_value, response) = match request {
+            Err(rejected) => {
+                log_error(&rejected.error, "request");
+                (
+                    rejected.multi_value,
+                    error_response(&rejected.error, &lambda.request_id),
+                )
+            }
+            Ok(request) if request.body.len() > self.inner.body_limit => {
+                let error = Error::PayloadTooLarge {
+                    size: request.body.len(),
+                    limit: self.inner.body_limit,
+                };
+                log_error(&error, "request");
+                (
+                    request.multi_value,
+                    error_response(&error, &lambda.request_id),
+                )
+            }
+            Ok(request) => {
+                let multi_value = request.multi_value;
+                let resolved = self.inner.router.resolve(
+                    &request.method,
+                    &request.path,
+                    request.path_is_encoded,
+                );
+                let correlation_id = request
+                    .headers
+                    .get("x-correlation-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let span = tracing::info_span!(
+                    target: "lift",
+                    "request",
+                    requestId = %lambda.request_id,
+                    correlationId = correlation_id.as_deref().unwrap_or(&lambda.request_id),
+                    source = source.as_str(),
+                    method = %request.method,
+                    route = resolved.route.as_deref().unwrap_or_default(),
+                );
+                let ctx = self.context(
+                    &lambda,
+                    Unit {
+                        source,
+                        payload: Payload::Http(Box::new(request)),
+                        correlation_id,
+                        endpoint: resolved.endpoint,
+                        route: resolved.route,
+                        params: resolved.params,
+                        span: span.clone(),
+                    },
+                );
+                let response = match self.run_unit(ctx).await {
+                    Ok(response) => response,
+                    Err(error) => {
+                        let _entered = span.enter();
+                        log_error(&error, "request");
+                        error_response(&error, &lambda.request_id)
+                    }
+                };
+                (multi_value, response)
+            }
+        };
+        raw(http_event::to_event_response(source, multi_value, &response).map_err(Error::internal)?)
+    }
+
+    /// Runs one record; `true` when it succeeded (a 2xx or 3xx response).
+    async fn record(&self, lambda: &Arc<lambda_runtime::Context>, unit: Unit) -> bool {
+        let span = unit.span.clone();
+        let ctx = self.context(lambda, unit);
+        let error = match self.run_unit(ctx).await {
+            Ok(response) if !response.status().is_client_error() && !response.status().is_server_error() => return true,
+            Ok(response) => Error::new(response.status(), "record_failed", "the handler answered with an error status"),
+            Err(error) => error,
+        };
+        let _entered = span.enter();
+        tracing::warn!(target: "lift", code = error.code(), error = %Chain(&error), "record failed");
+        false
+    }
+
+    fn sqs_unit(&self, endpoint: &Endpoint, lambda: &lambda_runtime::Context, message: SqsMessage) -> Unit {
+        let correlation_id = message
+            .message_attributes
+            .get("correlationId")
+            .and_then(|a| a.string_value.clone());
+        let span = tracing::info_span!(
+            target: "lift",
+            "record",
+            requestId = %lambda.request_id,
+            correlationId = correlation_id.as_deref().unwrap_or(&lambda.request_id),
+            source = "sqs",
+            messageId = message.message_id.as_deref().unwrap_or_default(),
+        );
+        Unit {
+            source: Source::Sqs,
+            payload: Payload::Sqs(Box::new(message)),
+            correlation_id,
+            endpoint: endpoint.clone(),
+            route: None,
+            params: Vec::new(),
+            span,
+        }
+    }
+
+    async fn sqs(
+        &self,
+        records: Vec<SqsMessage>,
+        lambda: Arc<lambda_runtime::Context>,
+    ) -> Result<Box<RawValue>, Error> {
+        let Some(endpoint) = self.inner.sqs.clone() else {
+            return Err(Error::NoHandler(
+                "an SQS batch (register one with App::sqs)".to_owned(),
+            ));
+        };
+        let fifo = records
+            .first()
+            .and_then(|r| r.event_source_arn.as_deref())
+            .is_some_and(|arn| arn.ends_with(".fifo"));
+        let mut failures: Vec<Option<String>> = Vec::new();
+        if fifo || self.inner.sqs_concurrency == 1 {
+            let mut failed_groups: HashSet<String> = HashSet::new();
+            for message in records {
+                let id = message.message_id.clone();
+                let group = message.attributes.get("MessageGroupId").cloned();
+                if let Some(group) = group.as_ref().filter(|g| failed_groups.contains(*g)) {
+                    tracing::warn!(target: "lift", messageId = id.as_deref().unwrap_or_default(), group = %group, "record skipped: an earlier record of its message group failed");
+                    failures.push(id);
+                    continue;
+                }
+                let unit = self.sqs_unit(&endpoint, &lambda, message);
+                if !self.record(&lambda, unit).await {
+                    failures.push(id);
+                    if let Some(group) = group.filter(|_| fifo) {
+                        failed_groups.insert(group);
+                    }
+                }
+            }
+        } else {
+            let results: Vec<(Option<String>, bool)> = stream::iter(records)
+                .map(|message| {
+                    let id = message.message_id.clone();
+                    let unit = self.sqs_unit(&endpoint, &lambda, message);
+                    let lambda = &lambda;
+                    async move { (id, self.record(lambda, unit).await) }
+                })
+                .buffered(self.inner.sqs_concurrency)
+                .collect()
+                .await;
+            failures.extend(results.into_iter().filter(|(_, ok)| !ok).map(|(id, _)| id));
+        }
+        report(failures, "messageId")
+    }
+
+    async fn dynamodb(
+        &self,
+        batch: DynamoDbEvent,
+        lambda: Arc<lambda_runtime::Context>,
+    ) -> Result<Box<RawValue>, Error> {
+        let Some(endpoint) = self.inner.dynamodb.clone() else {
+            return Err(Error::NoHandler(
+                "a DynamoDB Streams batch (register one with App::dynamodb)".to_owned(),
+            ));
+        };
+        let mut failures = Vec::new();
+        for record in batch.records {
+            let sequence = record.change.sequence_number.clone();
+            let span = tracing::info_span!(
+                target: "lift",
+                "record",
+                requestId = %lambda.request_id,
+                source = "dynamodb",
+                eventName = %record.event_name,
+                sequenceNumber = sequence.as_deref().unwrap_or_default(),
+            );
+            let unit = Unit {
+                source: Source::DynamoDbStream,
+                payload: Payload::DynamoDb(Box::new(record)),
+                correlation_id: None,
+                endpoint: endpoint.clone(),
+                route: None,
+                params: Vec::new(),
+                span,
+            };
+            if !self.record(&lambda, unit).await {
+                failures.push(sequence);
+            }
+        }
+        report(failures, "SequenceNumber")
+    }
+
+    async fn sns(
+        &self,
+        batch: SnsEvent,
+        lambda: Arc<lambda_runtime::Context>,
+    ) -> Result<Box<RawValue>, Error> {
+        let Some(endpoint) = self.inner.sns.clone() else {
+            return Err(Error::NoHandler(
+                "an SNS notification (register one with App::sns)".to_owned(),
+            ));
+        };
+        let mut outputs = Vec::with_capacity(batch.records.len());
+        let mut first_error = None;
+        for record in batch.records {
+            let correlation_id = record
+                .sns
+                .message_attributes
+                .get("correlationId")
+                .map(|a| a.value.clone());
+            let span = tracing::info_span!(
+                target: "lift",
+                "record",
+                requestId = %lambda.request_id,
+                correlationId = correlation_id.as_deref().unwrap_or(&lambda.request_id),
+                source = "sns",
+                messageId = %record.sns.message_id,
+            );
+            let ctx = self.context(
+                &lambda,
+                Unit {
+                    source: Source::Sns,
+                    payload: Payload::Sns(Box::new(record)),
+                    correlation_id,
+                    endpoint: endpoint.clone(),
+                    route: None,
+                    params: Vec::new(),
+                    span: span.clone(),
+                },
+            );
+            match self.run_unit(ctx).await {
+                Ok(response) => outputs.push(output_json(&response)?),
+                Err(error) => {
+                    let _entered = span.enter();
+                    log_error(&error, "notification");
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(error) = first_error {
+            return Err(error);
+        }
+        if outputs.len() == 1 {
+            return Ok(outputs.remove(0));
+        }
+        serde_json::value::to_raw_value(&outputs).map_err(Error::internal)
+    }
+
+    async fn eventbridge(
+        &self,
+        event: EventBridgeEvent<Box<RawValue>>,
+        lambda: Arc<lambda_runtime::Context>,
+    ) -> Result<Box<RawValue>, Error> {
+        let scheduled = event.source == "aws.events" && event.detail_type == "Scheduled Event";
+        let inner = &self.inner;
+        let exact = inner.events.iter().find(|r| {
+            r.source == event.source && r.detail_type.as_deref() == Some(event.detail_type.as_str())
+        });
+        let by_source = || {
+            inner
+                .events
+                .iter()
+                .find(|r| r.source == event.source && r.detail_type.is_none())
+        };
+        let endpoint = exact
+            .or_else(by_source)
+            .map(|r| r.endpoint.clone())
+            .or_else(|| if scheduled { inner.schedule.clone() } else { None })
+            .or_else(|| inner.event_fallback.clone());
+        let Some(endpoint) = endpoint else {
+            return Err(Error::NoHandler(format!(
+                "the EventBridge event `{}` / `{}`",
+                event.source, event.detail_type
+            )));
+        };
+        let span = tracing::info_span!(
+            target: "lift",
+            "event",
+            requestId = %lambda.request_id,
+            source = %event.source,
+            detailType = %event.detail_type,
+            eventId = event.id.as_deref().unwrap_or_default(),
+        );
+        let ctx = self.context(
+            &lambda,
+            Unit {
+                source: if scheduled {
+                    Source::Schedule
+                } else {
+                    Source::EventBridge
+                },
+                payload: Payload::EventBridge(Arc::new(event)),
+                correlation_id: None,
+                endpoint,
+                route: None,
+                params: Vec::new(),
+                span: span.clone(),
+            },
+        );
+        match self.run_unit(ctx).await {
+            Ok(response) => output_json(&response),
+            Err(error) => {
+                let _entered = span.enter();
+                log_error(&error, "event");
+                Err(error)
+            }
+        }
+    }
+}
+
+/// The batch response; a failed record without an identifier fails the whole invocation so
+/// Lambda retries every record rather than losing one.
+fn report(failures: Vec<Option<String>>, what: &str) -> Result<Box<RawValue>, Error> {
+    let mut ids = Vec::with_capacity(failures.len());
+    for failure in failures {
+        match failure {
+            Some(id) if !id.is_empty() => ids.push(id),
+            _ => {
+                return Err(Error::Internal(
+                    format!("a record failed and has no {what} to report it by; failing the batch").into(),
+                ));
+            }
+        }
+    }
+    batch_response(ids)
+}

@@ -1,0 +1,304 @@
+//! The per-invocation (per-record, for batches) state a handler and its middleware see.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lambda_events::dynamodb::EventRecord as DynamoDbRecord;
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use aws_lambda_events::sns::SnsRecord;
+use aws_lambda_events::sqs::SqsMessage;
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use serde_json::value::RawValue;
+
+use crate::error::{Error, Result};
+use crate::handler::Endpoint;
+
+/// Which kind of event a [`Context`] came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Source {
+    /// API Gateway REST API (payload format 1.0).
+    ApiGatewayV1,
+    /// API Gateway HTTP API or a Lambda Function URL (payload format 2.0).
+    ApiGatewayV2,
+    /// An Application Load Balancer target group.
+    Alb,
+    /// One record of an SQS batch.
+    Sqs,
+    /// One record of a DynamoDB Streams batch.
+    DynamoDbStream,
+    /// One SNS notification.
+    Sns,
+    /// An EventBridge event.
+    EventBridge,
+    /// A scheduled EventBridge event (`detail-type: Scheduled Event`).
+    Schedule,
+}
+
+impl Source {
+    /// A short stable name: `apigw_v1`, `apigw_v2`, `alb`, `sqs`, `dynamodb`, `sns`,
+    /// `eventbridge`, `schedule`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::ApiGatewayV1 => "apigw_v1",
+            Source::ApiGatewayV2 => "apigw_v2",
+            Source::Alb => "alb",
+            Source::Sqs => "sqs",
+            Source::DynamoDbStream => "dynamodb",
+            Source::Sns => "sns",
+            Source::EventBridge => "eventbridge",
+            Source::Schedule => "schedule",
+        }
+    }
+
+    /// Whether the source is an HTTP front end (API Gateway, Function URL, ALB).
+    pub fn is_http(self) -> bool {
+        matches!(
+            self,
+            Source::ApiGatewayV1 | Source::ApiGatewayV2 | Source::Alb
+        )
+    }
+}
+
+/// An HTTP request as Lift parsed it from an API Gateway, Function URL or ALB event.
+#[derive(Debug)]
+pub struct HttpRequest {
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) path_is_encoded: bool,
+    pub(crate) query: Vec<(String, String)>,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) multi_value: bool,
+    pub(crate) request_context: lambda_http::request::RequestContext,
+}
+
+impl HttpRequest {
+    /// The request method.
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+    /// The request path, without the API Gateway stage and without the query string.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    /// Every query parameter, decoded, in the order the source gave them.
+    pub fn query_pairs(&self) -> &[(String, String)] {
+        &self.query
+    }
+    /// The request headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+    /// The decoded request body (base64 already undone).
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+    /// The source's request context (authorizer claims, source IP, stage, ...).
+    pub fn request_context(&self) -> &lambda_http::request::RequestContext {
+        &self.request_context
+    }
+}
+
+/// What one unit of work (an HTTP request or one record) carries.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    Http(Box<HttpRequest>),
+    Sqs(Box<SqsMessage>),
+    DynamoDb(Box<DynamoDbRecord>),
+    Sns(Box<SnsRecord>),
+    EventBridge(Arc<EventBridgeEvent<Box<RawValue>>>),
+}
+
+/// Per-invocation state: who asked, for what, and how long is left.
+///
+/// A batch (SQS, DynamoDB Streams, SNS) gives each record a `Context` of its own that shares
+/// the invocation's data, so per-request middleware applies per record. Nothing here lives in
+/// a static or an environment variable, so concurrent invocations in one process (Lambda
+/// Managed Instances) never see each other's state.
+#[derive(Debug)]
+pub struct Context {
+    pub(crate) invocation: Arc<lambda_runtime::Context>,
+    pub(crate) source: Source,
+    pub(crate) payload: Payload,
+    pub(crate) correlation_id: String,
+    pub(crate) route: Option<Arc<str>>,
+    pub(crate) params: Vec<(String, String)>,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) extensions: http::Extensions,
+    pub(crate) span: tracing::Span,
+}
+
+impl Context {
+    /// The Lambda request id of the invocation.
+    pub fn request_id(&self) -> &str {
+        &self.invocation.request_id
+    }
+
+    /// The correlation id: the caller's `x-correlation-id` header or `correlationId` message
+    /// attribute when one was sent, otherwise the Lambda request id.
+    pub fn correlation_id(&self) -> &str {
+        &self.correlation_id
+    }
+
+    /// The X-Ray trace header of the invocation, if tracing is active.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.invocation.xray_trace_id.as_deref()
+    }
+
+    /// The name of the running function.
+    pub fn function_name(&self) -> &str {
+        &self.invocation.env_config.function_name
+    }
+
+    /// The version of the running function.
+    pub fn function_version(&self) -> &str {
+        &self.invocation.env_config.version
+    }
+
+    /// The ARN the function was invoked with (it names an alias or version when one was used).
+    pub fn invoked_function_arn(&self) -> &str {
+        &self.invocation.invoked_function_arn
+    }
+
+    /// The Lambda runtime's own context, for anything Lift does not surface.
+    pub fn lambda(&self) -> &lambda_runtime::Context {
+        &self.invocation
+    }
+
+    /// When Lambda will stop the invocation.
+    pub fn deadline(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.invocation.deadline)
+    }
+
+    /// Time left before the deadline, as seen at `now` (zero once it has passed).
+    pub fn remaining_at(&self, now: SystemTime) -> Duration {
+        self.deadline().duration_since(now).unwrap_or(Duration::ZERO)
+    }
+
+    /// Time left before the deadline (zero once it has passed).
+    pub fn remaining(&self) -> Duration {
+        self.remaining_at(SystemTime::now())
+    }
+
+    /// The kind of event this context came from.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// The matched route pattern (`/orders/{id}`), for HTTP requests that matched one.
+    pub fn route(&self) -> Option<&str> {
+        self.route.as_deref()
+    }
+
+    /// The `tracing` span of this request or record; every log line inside carries its fields.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// Typed values that middleware attach for handlers (tenant, principal, ...).
+    pub fn extensions(&self) -> &http::Extensions {
+        &self.extensions
+    }
+
+    /// Mutable access to the typed extensions.
+    pub fn extensions_mut(&mut self) -> &mut http::Extensions {
+        &mut self.extensions
+    }
+
+    /// The HTTP request, when the event came from an HTTP source.
+    pub fn http(&self) -> Option<&HttpRequest> {
+        match &self.payload {
+            Payload::Http(request) => Some(request),
+            _ => None,
+        }
+    }
+
+    /// The path parameter `name` of the matched route, decoded.
+    ///
+    /// # Errors
+    /// [`Error::MissingPathParam`] (a 500: the route and the handler disagree) when the route
+    /// declares no such parameter.
+    pub fn path_param(&self, name: &str) -> Result<&str> {
+        self.params
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+            .ok_or_else(|| Error::MissingPathParam(name.to_owned()))
+    }
+
+    /// Every path parameter of the matched route, in route order.
+    pub fn path_params(&self) -> &[(String, String)] {
+        &self.params
+    }
+
+    /// The first value of the query parameter `name`, decoded.
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.http()?
+            .query
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Every value of the query parameter `name`, decoded, in order.
+    pub fn query_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.http()
+            .into_iter()
+            .flat_map(|request| request.query.iter())
+            .filter(move |(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The first value of header `name` when it is valid UTF-8 (HTTP sources only).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.http()?.headers.get(name)?.to_str().ok()
+    }
+
+    /// The raw payload: the HTTP body, the SQS message body, the SNS message or the
+    /// EventBridge `detail` JSON. DynamoDB stream records have no byte payload (see
+    /// [`Context::dynamodb_record`]).
+    pub fn body(&self) -> &[u8] {
+        match &self.payload {
+            Payload::Http(request) => &request.body,
+            Payload::Sqs(message) => message.body.as_deref().unwrap_or_default().as_bytes(),
+            Payload::Sns(record) => record.sns.message.as_bytes(),
+            Payload::EventBridge(event) => event.detail.get().as_bytes(),
+            Payload::DynamoDb(_) => &[],
+        }
+    }
+
+    /// The SQS message, for an SQS record.
+    pub fn sqs_message(&self) -> Option<&SqsMessage> {
+        match &self.payload {
+            Payload::Sqs(message) => Some(message),
+            _ => None,
+        }
+    }
+
+    /// The DynamoDB Streams record, for a stream record.
+    pub fn dynamodb_record(&self) -> Option<&DynamoDbRecord> {
+        match &self.payload {
+            Payload::DynamoDb(record) => Some(record),
+            _ => None,
+        }
+    }
+
+    /// The SNS record, for an SNS notification.
+    pub fn sns_record(&self) -> Option<&SnsRecord> {
+        match &self.payload {
+            Payload::Sns(record) => Some(record),
+            _ => None,
+        }
+    }
+
+    /// The EventBridge event (its `detail` kept as raw JSON), for EventBridge and scheduled
+    /// events.
+    pub fn eventbridge_event(&self) -> Option<&EventBridgeEvent<Box<RawValue>>> {
+        match &self.payload {
+            Payload::EventBridge(event) => Some(event),
+            _ => None,
+        }
+    }
+}

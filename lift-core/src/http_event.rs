@@ -1,0 +1,288 @@
+//! HTTP events in and out: API Gateway REST (v1), HTTP API and Function URLs (v2), ALB.
+
+use std::borrow::Cow;
+
+use aws_lambda_events::alb::AlbTargetGroupRequest;
+use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::{HeaderMap, header};
+use lambda_http::request::RequestContext;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use crate::context::{HttpRequest, Source};
+use crate::error::Error;
+use crate::response::{Body, Response};
+
+/// An HTTP event that could not be turned into a request; answered in the source's shape.
+pub(crate) struct Rejected {
+    pub(crate) multi_value: bool,
+    pub(crate) error: Error,
+}
+
+fn decode_body(body: Option<String>, base64: bool, multi_value: bool) -> Result<Bytes, Rejected> {
+    match body {
+        None => Ok(Bytes::new()),
+        Some(body) if base64 => STANDARD.decode(body).map(Bytes::from).map_err(|_| Rejected {
+            multi_value,
+            error: Error::bad_request("the body is marked base64-encoded but is not valid base64"),
+        }),
+        Some(body) => Ok(Bytes::from(body)),
+    }
+}
+
+/// Headers from a v1 or ALB event: the multi-value map when the source sent one (it holds
+/// every value), plus any name only the single-value map has.
+fn merge_headers(multi: HeaderMap, single: HeaderMap) -> HeaderMap {
+    if multi.is_empty() {
+        return single;
+    }
+    let mut headers = multi;
+    for (name, value) in &single {
+        if !headers.contains_key(name) {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    headers
+}
+
+fn decode_component(text: &str) -> String {
+    let spaced = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+pub(crate) fn from_v2(event: ApiGatewayV2httpRequest) -> Result<HttpRequest, Rejected> {
+    let body = decode_body(event.body, event.is_base64_encoded, false)?;
+    let mut path = event
+        .raw_path
+        .or_else(|| event.request_context.http.path.clone())
+        .unwrap_or_else(|| "/".to_owned());
+    if let Some(stage) = event.request_context.stage.as_deref()
+        && stage != "$default"
+        && let Some(rest) = path.strip_prefix('/').and_then(|p| p.strip_prefix(stage))
+        && (rest.is_empty() || rest.starts_with('/'))
+    {
+        path = if rest.is_empty() {
+            "/".to_owned()
+        } else {
+            rest.to_owned()
+        };
+    }
+    let query = match event.raw_query_string.as_deref() {
+        Some(raw) if !raw.is_empty() => form_urlencoded::parse(raw.as_bytes())
+            .into_owned()
+            .collect(),
+        _ => event
+            .query_string_parameters
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    };
+    let mut headers = event.headers;
+    if let Some(cookies) = event.cookies.filter(|c| !c.is_empty())
+        && let Ok(value) = http::HeaderValue::from_str(&cookies.join("; "))
+    {
+        headers.insert(header::COOKIE, value);
+    }
+    Ok(HttpRequest {
+        method: event.request_context.http.method.clone(),
+        path,
+        path_is_encoded: true,
+        query,
+        headers,
+        body,
+        multi_value: false,
+        request_context: RequestContext::ApiGatewayV2(event.request_context),
+    })
+}
+
+pub(crate) fn from_v1(event: ApiGatewayProxyRequest) -> Result<HttpRequest, Rejected> {
+    let multi_value = !event.multi_value_headers.is_empty();
+    let body = decode_body(event.body, event.is_base64_encoded, multi_value)?;
+    let source = if event.multi_value_query_string_parameters.is_empty() {
+        &event.query_string_parameters
+    } else {
+        &event.multi_value_query_string_parameters
+    };
+    let query = source
+        .iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    Ok(HttpRequest {
+        method: event.http_method,
+        path: event.path.unwrap_or_else(|| "/".to_owned()),
+        path_is_encoded: false,
+        query,
+        headers: merge_headers(event.multi_value_headers, event.headers),
+        body,
+        multi_value,
+        request_context: RequestContext::ApiGatewayV1(event.request_context),
+    })
+}
+
+pub(crate) fn from_alb(event: AlbTargetGroupRequest) -> Result<HttpRequest, Rejected> {
+    let multi_value = !event.multi_value_headers.is_empty();
+    let body = decode_body(event.body, event.is_base64_encoded, multi_value)?;
+    let source = if event.multi_value_query_string_parameters.is_empty() {
+        &event.query_string_parameters
+    } else {
+        &event.multi_value_query_string_parameters
+    };
+    // ALB passes the query string through as the client encoded it.
+    let query = source
+        .iter()
+        .map(|(k, v)| (decode_component(k), decode_component(v)))
+        .collect();
+    Ok(HttpRequest {
+        method: event.http_method,
+        path: event.path.unwrap_or_else(|| "/".to_owned()),
+        path_is_encoded: true,
+        query,
+        headers: merge_headers(event.multi_value_headers, event.headers),
+        body,
+        multi_value,
+        request_context: RequestContext::Alb(event.request_context),
+    })
+}
+
+/// Whether a body of this content type can travel as text.
+fn is_textual(headers: &HeaderMap) -> bool {
+    if headers.contains_key(header::CONTENT_ENCODING) {
+        return false;
+    }
+    let Some(content_type) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return true;
+    };
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence.starts_with("text/")
+        || essence.ends_with("json")
+        || essence.ends_with("xml")
+        || essence == "application/javascript"
+        || essence == "application/x-www-form-urlencoded"
+}
+
+/// The body as the event response carries it: text, or base64 with the flag set.
+fn encode_body<'a>(body: &'a Body, headers: &HeaderMap) -> (Cow<'a, str>, bool) {
+    let textual = is_textual(headers);
+    match body {
+        Body::Empty => (Cow::Borrowed(""), false),
+        Body::Text(text) if textual => (Cow::Borrowed(text), false),
+        Body::Text(text) => (Cow::Owned(STANDARD.encode(text)), true),
+        Body::Binary(bytes) => match std::str::from_utf8(bytes) {
+            Ok(text) if textual => (Cow::Borrowed(text), false),
+            _ => (Cow::Owned(STANDARD.encode(bytes)), true),
+        },
+        _ => (Cow::Borrowed(""), false),
+    }
+}
+
+/// Serializes a header map one value per name, repeated values joined with `, `.
+struct SingleHeaders<'a> {
+    headers: &'a HeaderMap,
+    skip_cookies: bool,
+}
+
+impl Serialize for SingleHeaders<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for name in self.headers.keys() {
+            if self.skip_cookies && name == header::SET_COOKIE {
+                continue;
+            }
+            let mut joined = String::new();
+            for value in self.headers.get_all(name) {
+                if !joined.is_empty() {
+                    joined.push_str(", ");
+                }
+                joined.push_str(&String::from_utf8_lossy(value.as_bytes()));
+            }
+            map.serialize_entry(name.as_str(), &joined)?;
+        }
+        map.end()
+    }
+}
+
+/// Serializes a header map with every value of each name in a list.
+struct MultiHeaders<'a>(&'a HeaderMap);
+
+impl Serialize for MultiHeaders<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.keys_len()))?;
+        for name in self.0.keys() {
+            let values: Vec<Cow<'_, str>> = self
+                .0
+                .get_all(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                .collect();
+            map.serialize_entry(name.as_str(), &values)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventResponse<'a> {
+    status_code: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<SingleHeaders<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    multi_value_headers: Option<MultiHeaders<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cookies: Option<Vec<Cow<'a, str>>>,
+    body: Cow<'a, str>,
+    is_base64_encoded: bool,
+}
+
+/// Writes `response` in the shape `source` expects: multi-value headers where the request
+/// came with them, `cookies` for payload 2.0, a status description for ALB, base64 for
+/// binary bodies.
+pub(crate) fn to_event_response(
+    source: Source,
+    multi_value: bool,
+    response: &Response,
+) -> Result<String, serde_json::Error> {
+    let headers = response.headers();
+    let (body, is_base64_encoded) = encode_body(response.body(), headers);
+    let status = response.status();
+    let v2 = source == Source::ApiGatewayV2;
+    let out = EventResponse {
+        status_code: status.as_u16(),
+        status_description: (source == Source::Alb).then(|| {
+            format!(
+                "{} {}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or_default()
+            )
+        }),
+        headers: (!multi_value || v2).then_some(SingleHeaders {
+            headers,
+            skip_cookies: v2,
+        }),
+        multi_value_headers: (multi_value && !v2).then_some(MultiHeaders(headers)),
+        cookies: v2.then(|| {
+            headers
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                .collect()
+        }),
+        body,
+        is_base64_encoded,
+    };
+    serde_json::to_string(&out)
+}

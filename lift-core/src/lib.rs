@@ -1,0 +1,68 @@
+//! # lift-core
+//!
+//! The foundation of Lift, a framework for AWS Lambda functions in Rust: one [`App`] that
+//! serves HTTP (API Gateway REST and HTTP APIs, Function URLs, ALB), SQS, DynamoDB Streams,
+//! SNS, EventBridge and scheduled events; plain async handlers over a per-invocation
+//! [`Context`] with typed, validated [`Input`] and typed output; one error model
+//! ([`Error`]); Lambda-shaped JSON logs ([`logging`]); and a [`testing`] kit.
+//!
+//! ```no_run
+//! use lift_core::{App, Context, Created, Json, Result};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Deserialize, garde::Validate)]
+//! struct NewGreeting {
+//!     #[garde(length(min = 1, max = 64))]
+//!     name: String,
+//! }
+//!
+//! #[derive(Serialize)]
+//! struct Greeting {
+//!     message: String,
+//! }
+//!
+//! async fn hello(ctx: Context) -> Result<Json<Greeting>> {
+//!     let name = ctx.path_param("name")?;
+//!     Ok(Json(Greeting { message: format!("Hello, {name}!") }))
+//! }
+//!
+//! async fn create(_ctx: Context, input: NewGreeting) -> Result<Created<Greeting>> {
+//!     Ok(Created(Greeting { message: format!("Hello, {}!", input.name) }))
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<()> {
+//!     App::new()
+//!         .get("/hello/{name}", hello)
+//!         .post("/greetings", create)
+//!         .run()
+//!         .await
+//! }
+//! ```
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
+)]
+
+mod app;
+mod context;
+mod error;
+mod handler;
+mod http_event;
+mod input;
+mod response;
+mod router;
+
+pub mod logging;
+pub mod testing;
+
+pub use app::{App, BoxService, DEFAULT_BODY_LIMIT, LiftService};
+pub use context::{Context, HttpRequest, Source};
+pub use error::{BoxError, Error, ErrorBody, ErrorDetail, FieldError, Result};
+pub use handler::{BoxFuture, Dispatch, DispatchFuture, Handler};
+pub use input::Input;
+pub use response::{Body, Created, IntoResponse, Json, NoContent, Response};
+
+pub use aws_lambda_events;
+pub use http;
+pub use lambda_runtime;

@@ -1,0 +1,167 @@
+//! HTTP routing by method and path, on `matchit`'s radix tree.
+
+use std::sync::Arc;
+
+use http::Method;
+
+use crate::handler::Endpoint;
+
+/// Where a request was routed: the matched pattern, its parameters and the endpoint.
+pub(crate) struct Resolved {
+    pub(crate) route: Option<Arc<str>>,
+    pub(crate) params: Vec<(String, String)>,
+    pub(crate) endpoint: Endpoint,
+}
+
+struct RouteEntry {
+    pattern: Arc<str>,
+    methods: Vec<(Method, Endpoint)>,
+    any: Option<Endpoint>,
+    allow: Arc<[Method]>,
+}
+
+/// Routes `{param}` and `{*catch_all}` patterns by method.
+#[derive(Default)]
+pub(crate) struct Router {
+    tree: matchit::Router<usize>,
+    routes: Vec<RouteEntry>,
+}
+
+impl Router {
+    /// Adds `endpoint` for `method` (`None`: any method) on `pattern`.
+    pub(crate) fn add(
+        &mut self,
+        method: Option<Method>,
+        pattern: &str,
+        endpoint: Endpoint,
+    ) -> Result<(), String> {
+        if !pattern.starts_with('/') {
+            return Err(format!("route `{pattern}` must start with `/`"));
+        }
+        let index = match self.routes.iter().position(|r| &*r.pattern == pattern) {
+            Some(index) => index,
+            None => {
+                self.tree
+                    .insert(pattern, self.routes.len())
+                    .map_err(|error| format!("route `{pattern}`: {error}"))?;
+                self.routes.push(RouteEntry {
+                    pattern: Arc::from(pattern),
+                    methods: Vec::new(),
+                    any: None,
+                    allow: Arc::from(Vec::new()),
+                });
+                self.routes.len() - 1
+            }
+        };
+        let entry = &mut self.routes[index];
+        match method {
+            Some(method) => {
+                if entry.methods.iter().any(|(m, _)| *m == method) {
+                    return Err(format!("route `{method} {pattern}` is registered twice"));
+                }
+                entry.methods.push((method, endpoint));
+                entry.allow = entry.methods.iter().map(|(m, _)| m.clone()).collect();
+            }
+            None => {
+                if entry.any.is_some() {
+                    return Err(format!("route `* {pattern}` is registered twice"));
+                }
+                entry.any = Some(endpoint);
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds the endpoint for a request. `decode` says whether the path is still
+    /// percent-encoded, so that parameters are handed out decoded.
+    pub(crate) fn resolve(&self, method: &Method, path: &str, decode: bool) -> Resolved {
+        let Ok(matched) = self.tree.at(path) else {
+            return Resolved {
+                route: None,
+                params: Vec::new(),
+                endpoint: Endpoint::NotFound,
+            };
+        };
+        let entry = &self.routes[*matched.value];
+        let endpoint = entry
+            .methods
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, endpoint)| endpoint.clone())
+            .or_else(|| entry.any.clone())
+            .unwrap_or_else(|| Endpoint::MethodNotAllowed(entry.allow.clone()));
+        let params = matched
+            .params
+            .iter()
+            .map(|(key, value)| {
+                let value = if decode {
+                    percent_encoding::percent_decode_str(value)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                } else {
+                    value.to_owned()
+                };
+                (key.to_owned(), value)
+            })
+            .collect();
+        Resolved {
+            route: Some(entry.pattern.clone()),
+            params,
+            endpoint,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint() -> Endpoint {
+        Endpoint::new(|| async { Ok::<_, crate::Error>(()) })
+    }
+
+    #[test]
+    fn methods_params_and_allow() {
+        let mut router = Router::default();
+        router
+            .add(Some(Method::GET), "/orders/{id}", endpoint())
+            .expect("added");
+        router
+            .add(Some(Method::DELETE), "/orders/{id}", endpoint())
+            .expect("added");
+        router
+            .add(None, "/files/{*rest}", endpoint())
+            .expect("added");
+
+        let found = router.resolve(&Method::GET, "/orders/a%20b", true);
+        assert_eq!(found.route.as_deref(), Some("/orders/{id}"));
+        assert_eq!(found.params, vec![("id".to_owned(), "a b".to_owned())]);
+        assert!(matches!(found.endpoint, Endpoint::Handler(_)));
+
+        let refused = router.resolve(&Method::POST, "/orders/1", true);
+        match refused.endpoint {
+            Endpoint::MethodNotAllowed(allow) => {
+                assert_eq!(&*allow, &[Method::GET, Method::DELETE])
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+
+        let any = router.resolve(&Method::PATCH, "/files/a/b/c", true);
+        assert_eq!(any.params, vec![("rest".to_owned(), "a/b/c".to_owned())]);
+        assert!(matches!(
+            router.resolve(&Method::GET, "/nope", true).endpoint,
+            Endpoint::NotFound
+        ));
+    }
+
+    #[test]
+    fn conflicts_are_configuration_errors() {
+        let mut router = Router::default();
+        router
+            .add(Some(Method::GET), "/a/{id}", endpoint())
+            .expect("added");
+        assert!(router.add(Some(Method::GET), "/a/{id}", endpoint()).is_err());
+        assert!(router.add(Some(Method::GET), "/a/{name}", endpoint()).is_err());
+        assert!(router.add(Some(Method::GET), "no-slash", endpoint()).is_err());
+    }
+}
