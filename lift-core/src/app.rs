@@ -135,9 +135,7 @@ impl App {
         path: &str,
         handler: H,
     ) -> Self {
-        let result = self
-            .router
-            .add(Some(method), path, Endpoint::new(handler));
+        let result = self.router.add(Some(method), path, Endpoint::new(handler));
         self.remember(result);
         self
     }
@@ -236,7 +234,8 @@ impl App {
     pub fn layer<L, E>(mut self, layer: L) -> Self
     where
         L: Layer<BoxService>,
-        L::Service: Service<Context, Response = Response, Error = E> + Clone + Send + Sync + 'static,
+        L::Service:
+            Service<Context, Response = Response, Error = E> + Clone + Send + Sync + 'static,
         <L::Service as Service<Context>>::Future: Send + 'static,
         E: Into<BoxError> + 'static,
     {
@@ -364,6 +363,8 @@ struct Probe {
     #[serde(rename = "detail-type")]
     detail_type: Option<IgnoredAny>,
     source: Option<IgnoredAny>,
+    #[serde(rename = "multiValueHeaders")]
+    multi_value_headers: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -381,9 +382,9 @@ struct RecordProbe {
 }
 
 enum Kind {
-    ApiGatewayV1,
+    ApiGatewayV1 { multi_value: bool },
     ApiGatewayV2,
-    Alb,
+    Alb { multi_value: bool },
     Sqs,
     DynamoDb,
     Sns,
@@ -393,6 +394,7 @@ enum Kind {
 
 impl Probe {
     fn kind(self) -> Kind {
+        let multi_value = self.multi_value_headers.is_some();
         if let Some(records) = self.records {
             return match records.first().and_then(|r| r.event_source.as_deref()) {
                 Some("aws:sqs") => Kind::Sqs,
@@ -407,13 +409,13 @@ impl Probe {
                 return Kind::ApiGatewayV2;
             }
             if context.elb.is_some() {
-                return Kind::Alb;
+                return Kind::Alb { multi_value };
             }
             if context.connection_id.is_some() {
                 return Kind::Unknown("an API Gateway WebSocket event".to_owned());
             }
             if self.http_method.is_some() {
-                return Kind::ApiGatewayV1;
+                return Kind::ApiGatewayV1 { multi_value };
             }
         }
         if self.detail_type.is_some() && self.source.is_some() {
@@ -554,16 +556,18 @@ impl LiftService {
                 )?);
                 self.http(Source::ApiGatewayV2, request, lambda).await
             }
-            Kind::ApiGatewayV1 => {
-                let request = http_event::from_v1(decode::<ApiGatewayProxyRequest>(
-                    "API Gateway REST API",
-                    event,
-                )?);
+            Kind::ApiGatewayV1 { multi_value } => {
+                let request = http_event::from_v1(
+                    decode::<ApiGatewayProxyRequest>("API Gateway REST API", event)?,
+                    multi_value,
+                );
                 self.http(Source::ApiGatewayV1, request, lambda).await
             }
-            Kind::Alb => {
-                let request =
-                    http_event::from_alb(decode::<AlbTargetGroupRequest>("ALB", event)?);
+            Kind::Alb { multi_value } => {
+                let request = http_event::from_alb(
+                    decode::<AlbTargetGroupRequest>("ALB", event)?,
+                    multi_value,
+                );
                 self.http(Source::Alb, request, lambda).await
             }
             Kind::Sqs => {
@@ -694,7 +698,10 @@ impl LiftService {
                 (multi_value, response)
             }
         };
-        raw(http_event::to_event_response(source, multi_value, &response).map_err(Error::internal)?)
+        raw(
+            http_event::to_event_response(source, multi_value, &response)
+                .map_err(Error::internal)?,
+        )
     }
 
     /// Runs one record; `true` when it succeeded (a 2xx or 3xx response).
@@ -702,8 +709,16 @@ impl LiftService {
         let span = unit.span.clone();
         let ctx = self.context(lambda, unit);
         let error = match self.run_unit(ctx).await {
-            Ok(response) if !response.status().is_client_error() && !response.status().is_server_error() => return true,
-            Ok(response) => Error::new(response.status(), "record_failed", "the handler answered with an error status"),
+            Ok(response)
+                if !response.status().is_client_error() && !response.status().is_server_error() =>
+            {
+                return true;
+            }
+            Ok(response) => Error::new(
+                response.status(),
+                "record_failed",
+                "the handler answered with an error status",
+            ),
             Err(error) => error,
         };
         let _entered = span.enter();
@@ -711,7 +726,12 @@ impl LiftService {
         false
     }
 
-    fn sqs_unit(&self, endpoint: &Endpoint, lambda: &lambda_runtime::Context, message: SqsMessage) -> Unit {
+    fn sqs_unit(
+        &self,
+        endpoint: &Endpoint,
+        lambda: &lambda_runtime::Context,
+        message: SqsMessage,
+    ) -> Unit {
         let correlation_id = message
             .message_attributes
             .get("correlationId")
@@ -896,7 +916,13 @@ impl LiftService {
         let endpoint = exact
             .or_else(by_source)
             .map(|r| r.endpoint.clone())
-            .or_else(|| if scheduled { inner.schedule.clone() } else { None })
+            .or_else(|| {
+                if scheduled {
+                    inner.schedule.clone()
+                } else {
+                    None
+                }
+            })
             .or_else(|| inner.event_fallback.clone());
         let Some(endpoint) = endpoint else {
             return Err(Error::NoHandler(format!(
@@ -948,7 +974,8 @@ fn report(failures: Vec<Option<String>>, what: &str) -> Result<Box<RawValue>, Er
             Some(id) if !id.is_empty() => ids.push(id),
             _ => {
                 return Err(Error::Internal(
-                    format!("a record failed and has no {what} to report it by; failing the batch").into(),
+                    format!("a record failed and has no {what} to report it by; failing the batch")
+                        .into(),
                 ));
             }
         }

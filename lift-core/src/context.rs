@@ -174,7 +174,9 @@ impl Context {
 
     /// Time left before the deadline, as seen at `now` (zero once it has passed).
     pub fn remaining_at(&self, now: SystemTime) -> Duration {
-        self.deadline().duration_since(now).unwrap_or(Duration::ZERO)
+        self.deadline()
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
     }
 
     /// Time left before the deadline (zero once it has passed).

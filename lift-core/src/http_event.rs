@@ -24,10 +24,15 @@ pub(crate) struct Rejected {
 fn decode_body(body: Option<String>, base64: bool, multi_value: bool) -> Result<Bytes, Rejected> {
     match body {
         None => Ok(Bytes::new()),
-        Some(body) if base64 => STANDARD.decode(body).map(Bytes::from).map_err(|_| Rejected {
-            multi_value,
-            error: Error::bad_request("the body is marked base64-encoded but is not valid base64"),
-        }),
+        Some(body) if base64 => STANDARD
+            .decode(body)
+            .map(Bytes::from)
+            .map_err(|_| Rejected {
+                multi_value,
+                error: Error::bad_request(
+                    "the body is marked base64-encoded but is not valid base64",
+                ),
+            }),
         Some(body) => Ok(Bytes::from(body)),
     }
 }
@@ -99,8 +104,12 @@ pub(crate) fn from_v2(event: ApiGatewayV2httpRequest) -> Result<HttpRequest, Rej
     })
 }
 
-pub(crate) fn from_v1(event: ApiGatewayProxyRequest) -> Result<HttpRequest, Rejected> {
-    let multi_value = !event.multi_value_headers.is_empty();
+/// `multi_value`: whether the event carried a `multiValueHeaders` map, so that the response
+/// answers in kind.
+pub(crate) fn from_v1(
+    event: ApiGatewayProxyRequest,
+    multi_value: bool,
+) -> Result<HttpRequest, Rejected> {
     let body = decode_body(event.body, event.is_base64_encoded, multi_value)?;
     let source = if event.multi_value_query_string_parameters.is_empty() {
         &event.query_string_parameters
@@ -123,8 +132,12 @@ pub(crate) fn from_v1(event: ApiGatewayProxyRequest) -> Result<HttpRequest, Reje
     })
 }
 
-pub(crate) fn from_alb(event: AlbTargetGroupRequest) -> Result<HttpRequest, Rejected> {
-    let multi_value = !event.multi_value_headers.is_empty();
+/// `multi_value`: whether the target group sends multi-value headers (the event carried
+/// `multiValueHeaders`); the response must then use them too.
+pub(crate) fn from_alb(
+    event: AlbTargetGroupRequest,
+    multi_value: bool,
+) -> Result<HttpRequest, Rejected> {
     let body = decode_body(event.body, event.is_base64_encoded, multi_value)?;
     let source = if event.multi_value_query_string_parameters.is_empty() {
         &event.query_string_parameters

@@ -53,24 +53,19 @@ struct JsonVisitor<'a>(&'a mut Map<String, Value>);
 
 impl Visit for JsonVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0
-            .insert(field.name().to_owned(), Value::from(value));
+        self.0.insert(field.name().to_owned(), Value::from(value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0
-            .insert(field.name().to_owned(), Value::from(value));
+        self.0.insert(field.name().to_owned(), Value::from(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0
-            .insert(field.name().to_owned(), Value::from(value));
+        self.0.insert(field.name().to_owned(), Value::from(value));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0
-            .insert(field.name().to_owned(), Value::from(value));
+        self.0.insert(field.name().to_owned(), Value::from(value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0
-            .insert(field.name().to_owned(), Value::from(value));
+        self.0.insert(field.name().to_owned(), Value::from(value));
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.0.insert(
@@ -119,11 +114,12 @@ where
         let mut line = Map::new();
         line.insert(
             "timestamp".to_owned(),
-            Value::from(
-                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            ),
+            Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
         );
-        line.insert("level".to_owned(), Value::from(level_name(metadata.level())));
+        line.insert(
+            "level".to_owned(),
+            Value::from(level_name(metadata.level())),
+        );
         line.insert("message".to_owned(), Value::from(""));
         line.insert("target".to_owned(), Value::from(metadata.target()));
         if let Some(scope) = ctx.event_scope(event) {

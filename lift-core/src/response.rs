@@ -37,7 +37,11 @@ impl IntoResponse for StatusCode {
 
 impl IntoResponse for String {
     fn into_response(self) -> Response {
-        with_type(StatusCode::OK, "text/plain; charset=utf-8", Body::Text(self))
+        with_type(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            Body::Text(self),
+        )
     }
 }
 
@@ -110,7 +114,9 @@ pub(crate) fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T
             with_type(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "application/json",
-                Body::Text(r#"{"error":{"code":"internal","message":"internal error"}}"#.to_owned()),
+                Body::Text(
+                    r#"{"error":{"code":"internal","message":"internal error"}}"#.to_owned(),
+                ),
             )
         }
     }

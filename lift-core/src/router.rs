@@ -160,8 +160,20 @@ mod tests {
         router
             .add(Some(Method::GET), "/a/{id}", endpoint())
             .expect("added");
-        assert!(router.add(Some(Method::GET), "/a/{id}", endpoint()).is_err());
-        assert!(router.add(Some(Method::GET), "/a/{name}", endpoint()).is_err());
-        assert!(router.add(Some(Method::GET), "no-slash", endpoint()).is_err());
+        assert!(
+            router
+                .add(Some(Method::GET), "/a/{id}", endpoint())
+                .is_err()
+        );
+        assert!(
+            router
+                .add(Some(Method::GET), "/a/{name}", endpoint())
+                .is_err()
+        );
+        assert!(
+            router
+                .add(Some(Method::GET), "no-slash", endpoint())
+                .is_err()
+        );
     }
 }

@@ -93,7 +93,8 @@ impl HttpResponse {
     pub fn from_value(value: &Value) -> Result<Self, Error> {
         let status = value["statusCode"]
             .as_u64()
-            .ok_or_else(|| Error::internal("the response has no statusCode"))? as u16;
+            .ok_or_else(|| Error::internal("the response has no statusCode"))?
+            as u16;
         let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
         if let Some(map) = value["headers"].as_object() {
             for (name, v) in map {
@@ -182,7 +183,8 @@ impl TestApp {
     /// # Errors
     /// The invocation error the runtime would report.
     pub async fn invoke(&self, event: &Value) -> Result<Value, Error> {
-        self.invoke_with(event, lambda_context("test-request-id")).await
+        self.invoke_with(event, lambda_context("test-request-id"))
+            .await
     }
 
     /// Invokes the App with a raw event and a given Lambda context.

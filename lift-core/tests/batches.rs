@@ -1,0 +1,272 @@
+//! SQS, DynamoDB Streams, SNS and EventBridge behaviour of an App, driven in-process.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use lift_core::testing::{TestApp, batch_failures, events};
+use lift_core::{App, Context, Error, Json, Result, Source};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Debug, Deserialize, garde::Validate)]
+struct Charge {
+    #[garde(range(min = 1))]
+    cents: u64,
+}
+
+async fn charge(_ctx: Context, charge: Charge) -> Result<()> {
+    if charge.cents == 13 {
+        panic!("unlucky");
+    }
+    if charge.cents == 99 {
+        return Err(Error::internal("card processor unavailable"));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sqs_reports_only_the_failed_records() {
+    let app = TestApp::new(App::new().sqs(charge)).expect("app");
+    let response = app
+        .invoke(&events::sqs([
+            r#"{"cents": 100}"#,
+            r#"{"cents": 99}"#,
+            r#"not json"#,
+            r#"{"cents": 13}"#,
+            r#"{"cents": 0}"#,
+            r#"{"cents": 5}"#,
+        ]))
+        .await
+        .expect("batch response");
+    assert_eq!(batch_failures(&response), ["m1", "m2", "m3", "m4"]);
+}
+
+#[tokio::test]
+async fn sqs_fifo_fails_the_rest_of_a_group_after_a_failure() {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let app = TestApp::new(App::new().sqs(move |ctx: Context| {
+        let seen = seen.clone();
+        async move {
+            let body = String::from_utf8_lossy(ctx.body()).into_owned();
+            seen.lock().expect("lock").push(body.clone());
+            if body == "a2" {
+                return Err(Error::internal("a2 failed"));
+            }
+            Ok(())
+        }
+    }))
+    .expect("app");
+    let response = app
+        .invoke(&events::sqs_fifo([
+            ("a", "a1"),
+            ("b", "b1"),
+            ("a", "a2"),
+            ("b", "b2"),
+            ("a", "a3"),
+        ]))
+        .await
+        .expect("batch response");
+    assert_eq!(batch_failures(&response), ["m2", "m4"]);
+    assert_eq!(*calls.lock().expect("lock"), ["a1", "b1", "a2", "b2"]);
+}
+
+#[tokio::test]
+async fn sqs_concurrency_runs_records_together_and_keeps_reports_exact() {
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (r, p) = (running.clone(), peak.clone());
+    let app = TestApp::new(
+        App::new()
+            .sqs(move |ctx: Context| {
+                let (r, p) = (r.clone(), p.clone());
+                async move {
+                    let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                    p.fetch_max(now, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    r.fetch_sub(1, Ordering::SeqCst);
+                    if ctx.body() == b"bad" {
+                        return Err(Error::internal("bad"));
+                    }
+                    Ok(())
+                }
+            })
+            .sqs_concurrency(std::num::NonZeroUsize::new(4).expect("non-zero")),
+    )
+    .expect("app");
+    let response = app
+        .invoke(&events::sqs(["ok", "bad", "ok", "ok", "bad", "ok"]))
+        .await
+        .expect("batch response");
+    assert_eq!(batch_failures(&response), ["m1", "m4"]);
+    assert!(peak.load(Ordering::SeqCst) > 1, "records ran one at a time");
+}
+
+#[tokio::test]
+async fn a_failed_record_without_an_id_fails_the_whole_batch() {
+    let app = TestApp::new(App::new().sqs(charge)).expect("app");
+    let mut batch = events::sqs([r#"{"cents": 99}"#]);
+    batch["Records"][0]["messageId"] = json!("");
+    assert!(app.invoke(&batch).await.is_err());
+}
+
+#[tokio::test]
+async fn sqs_without_a_handler_is_an_invocation_error() {
+    let app = TestApp::new(App::new().get("/", || async { Ok::<_, Error>(()) })).expect("app");
+    let error = app
+        .invoke(&events::sqs(["x"]))
+        .await
+        .expect_err("no handler");
+    assert!(matches!(error, Error::NoHandler(ref what) if what.contains("SQS")));
+}
+
+#[derive(Debug, Deserialize, garde::Validate)]
+struct Item {
+    #[garde(length(min = 1))]
+    name: String,
+}
+
+#[tokio::test]
+async fn dynamodb_reports_sequence_numbers_and_reads_images() {
+    let names = Arc::new(Mutex::new(Vec::new()));
+    let seen = names.clone();
+    let app = TestApp::new(App::new().dynamodb(move |ctx: Context, item: Item| {
+        let seen = seen.clone();
+        async move {
+            let record = ctx.dynamodb_record().expect("record");
+            seen.lock()
+                .expect("lock")
+                .push(format!("{}:{}", record.event_name, item.name));
+            if record.event_name == "REMOVE" {
+                return Err(Error::internal("cannot remove"));
+            }
+            Ok(())
+        }
+    }))
+    .expect("app");
+    let response = app
+        .invoke(&events::dynamodb([
+            ("INSERT", json!({"name": {"S": "apple"}}), json!({})),
+            (
+                "MODIFY",
+                json!({"name": {"S": "pear"}}),
+                json!({"name": {"S": "apple"}}),
+            ),
+            ("REMOVE", json!({}), json!({"name": {"S": "pear"}})),
+            ("INSERT", json!({"name": {"S": ""}}), json!({})),
+        ]))
+        .await
+        .expect("batch response");
+    assert_eq!(batch_failures(&response), ["102", "103"]);
+    assert_eq!(
+        *names.lock().expect("lock"),
+        ["INSERT:apple", "MODIFY:pear", "REMOVE:pear"]
+    );
+}
+
+#[tokio::test]
+async fn sns_answers_with_the_handler_output_and_fails_loudly() {
+    #[derive(Debug, Deserialize, garde::Validate)]
+    struct Alert {
+        #[garde(skip)]
+        level: String,
+    }
+    let app = TestApp::new(App::new().sns(|ctx: Context, alert: Alert| async move {
+        if alert.level == "panic" {
+            return Err(Error::internal("refused"));
+        }
+        assert_eq!(ctx.source(), Source::Sns);
+        Ok(Json(json!({"level": alert.level})))
+    }))
+    .expect("app");
+    let ok = app
+        .invoke(&events::sns(r#"{"level": "warn"}"#))
+        .await
+        .expect("ok");
+    assert_eq!(ok, json!({"level": "warn"}));
+    assert!(
+        app.invoke(&events::sns(r#"{"level": "panic"}"#))
+            .await
+            .is_err()
+    );
+    assert!(app.invoke(&events::sns("not json")).await.is_err());
+}
+
+async fn named(name: &'static str, ctx: Context) -> Result<Json<Value>> {
+    Ok(Json(json!({
+        "handler": name,
+        "source": ctx.source().as_str(),
+        "detail": serde_json::from_slice::<Value>(ctx.body()).map_err(Error::internal)?,
+    })))
+}
+
+#[tokio::test]
+async fn eventbridge_routes_by_source_and_detail_type() {
+    let app = TestApp::new(
+        App::new()
+            .event("orders", "OrderPlaced", |ctx| named("placed", ctx))
+            .event_source("orders", |ctx| named("orders", ctx))
+            .schedule(|ctx| named("schedule", ctx))
+            .event_fallback(|ctx| named("fallback", ctx)),
+    )
+    .expect("app");
+    let cases = [
+        (
+            events::eventbridge("orders", "OrderPlaced", json!({"id": 1})),
+            "placed",
+            "eventbridge",
+        ),
+        (
+            events::eventbridge("orders", "OrderShipped", json!({"id": 2})),
+            "orders",
+            "eventbridge",
+        ),
+        (events::schedule(), "schedule", "schedule"),
+        (
+            events::eventbridge("billing", "Paid", json!({})),
+            "fallback",
+            "eventbridge",
+        ),
+    ];
+    for (event, handler, source) in cases {
+        let response = app.invoke(&event).await.expect("routed");
+        assert_eq!(response["handler"], handler);
+        assert_eq!(response["source"], source);
+        assert_eq!(response["detail"], event["detail"]);
+    }
+}
+
+#[tokio::test]
+async fn eventbridge_without_a_route_names_the_event() {
+    let app = TestApp::new(App::new().event("orders", "OrderPlaced", |ctx| named("placed", ctx)))
+        .expect("app");
+    let error = app
+        .invoke(&events::eventbridge("billing", "Paid", json!({})))
+        .await
+        .expect_err("no route");
+    let message = error.to_string();
+    assert!(
+        message.contains("billing") && message.contains("Paid"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_events_name_what_arrived() {
+    let app = TestApp::new(App::new()).expect("app");
+    let error = app
+        .invoke(&json!({"foo": 1, "bar": [2]}))
+        .await
+        .expect_err("unknown");
+    let message = error.to_string();
+    assert!(
+        message.contains("foo") && message.contains("bar"),
+        "{message}"
+    );
+    let kinesis = app
+        .invoke(&json!({"Records": [{"eventSource": "aws:kinesis"}]}))
+        .await
+        .expect_err("unsupported");
+    assert!(kinesis.to_string().contains("aws:kinesis"));
+    assert!(app.invoke(&json!("just a string")).await.is_err());
+}
