@@ -35,10 +35,12 @@ use crate::error::Error;
 /// A Lambda context for tests: the given request id, a deadline 30 s from now, function
 /// `lift-test` version `$LATEST`.
 pub fn lambda_context(request_id: &str) -> lambda_runtime::Context {
-    let mut config = lambda_runtime::Config::default();
-    config.function_name = "lift-test".to_owned();
-    config.version = "$LATEST".to_owned();
-    config.memory = 128;
+    let config = lambda_runtime::Config {
+        function_name: "lift-test".to_owned(),
+        version: "$LATEST".to_owned(),
+        memory: 128,
+        ..Default::default()
+    };
     let deadline = SystemTime::now()
         .checked_add(Duration::from_secs(30))
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
