@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Drive the deployed example functions end to end (called by scripts/demo.sh).
+
+Reads target/lift-local/stack.json (written by scripts/deploy.py), then:
+  * calls hello through its local Function URL: GET /hello/world, POST /greetings, and an
+    invalid POST /greetings that must come back as a 4xx with an error body;
+  * invokes echo through the Lambda Invoke API with every fixture in ../shared/fixtures/events.
+Exits non-zero if any call does not answer as expected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+
+try:
+    import boto3
+    from botocore.config import Config
+except ImportError:  # not the venv: re-run under it if it exists
+    if VENV_PYTHON.exists() and Path(sys.executable) != VENV_PYTHON:
+        os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), *sys.argv])
+    sys.exit("demo_calls.py needs boto3: run scripts/emulator.sh install first")
+
+GREEN, RED, DIM, RESET = (
+    ("\033[32m", "\033[31m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "", "")
+)
+
+
+def short(text: str, limit: int = 110) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def compact(body: bytes | str) -> str:
+    """Body as one compact line: re-serialised if it is JSON."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    try:
+        return json.dumps(json.loads(body), separators=(",", ":"), ensure_ascii=False)
+    except ValueError:
+        return body
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed = 0
+
+    def report(self, ok: bool, line: str) -> None:
+        mark = f"{GREEN}ok  {RESET}" if ok else f"{RED}FAIL{RESET}"
+        print(f"  {mark} {line}", flush=True)
+        if ok:
+            self.passed += 1
+        else:
+            self.failed += 1
+
+
+def http(method: str, url: str, body: dict | None = None) -> tuple[int, str]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, compact(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, compact(e.read())
+
+
+def drive_hello(hello: dict, checks: Checks) -> None:
+    base = hello["local_url"].rstrip("/")
+    print(f"hello via its Function URL  {DIM}{hello['local_url']}{RESET}")
+    print(f"  {DIM}(on AWS: {hello['url']}){RESET}")
+    calls = [
+        ("GET", "/hello/world", None, lambda s: s == 200, "200"),
+        ("POST", "/greetings", {"name": "Lift"}, lambda s: s == 201, "201"),
+        ("POST", "/greetings", {"name": ""}, lambda s: 400 <= s < 500, "4xx"),
+    ]
+    for method, path, body, expect, expected in calls:
+        shown = f"{method:4} {path}" + (f" {json.dumps(body)}" if body is not None else "")
+        try:
+            status, text = http(method, base + path, body)
+        except OSError as e:
+            checks.report(False, f"{shown:38} -> {e}")
+            continue
+        ok = expect(status)
+        note = "" if ok else f"   (expected {expected})"
+        checks.report(ok, f"{shown:38} -> {status} {short(text, 200)}{note}")
+
+
+def drive_echo(echo: dict, endpoint: str, region: str, fixtures: Path, checks: Checks) -> None:
+    print(f"\necho via the Lambda Invoke API  {DIM}{echo['name']}{RESET}")
+    if not fixtures.is_dir():
+        print(f"  skipped: no fixtures folder at {fixtures}")
+        return
+    files = sorted(fixtures.glob("*.json"))
+    if not files:
+        print(f"  skipped: no *.json in {fixtures}")
+        return
+    client = boto3.client(
+        "lambda", endpoint_url=endpoint, region_name=region,
+        config=Config(read_timeout=60, retries={"max_attempts": 1}),
+    )
+    width = max(len(f.stem) for f in files)
+    for f in files:
+        try:
+            resp = client.invoke(FunctionName=echo["name"], Payload=f.read_bytes())
+        except Exception as e:  # noqa: BLE001 - report and go on with the next fixture
+            checks.report(False, f"{f.stem:{width}} -> {type(e).__name__}: {short(str(e))}")
+            continue
+        payload = resp["Payload"].read().decode("utf-8", errors="replace")
+        error = resp.get("FunctionError")
+        try:
+            parsed = json.loads(payload)
+        except ValueError:
+            parsed = None
+        if error:
+            summary = f"{resp['StatusCode']} {error}: {short(compact(payload))}"
+        elif isinstance(parsed, dict) and "statusCode" in parsed:
+            summary = f"{resp['StatusCode']} HTTP {parsed['statusCode']} {short(compact(parsed.get('body') or ''), 70)}"
+        else:
+            summary = f"{resp['StatusCode']} {short(compact(payload), 80)}"
+        checks.report(not error and resp["StatusCode"] == 200, f"{f.stem:{width}} -> {summary}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--stack-file", type=Path, default=ROOT / "target" / "lift-local" / "stack.json")
+    p.add_argument("--fixtures", type=Path,
+                   default=ROOT.parent / "shared" / "fixtures" / "events")
+    args = p.parse_args()
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+
+    stack = json.loads(args.stack_file.read_text(encoding="utf-8"))
+    functions = stack["functions"]
+    checks = Checks()
+    drive_hello(functions["hello"], checks)
+    drive_echo(functions["echo"], stack["endpoint"], stack["region"], args.fixtures, checks)
+    print(f"\n{checks.passed} passed, {checks.failed} failed")
+    return 1 if checks.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

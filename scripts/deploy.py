@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""Deploy template.yaml to a local AWS emulator (ministack) or any CloudFormation endpoint.
+
+What `sam package` + `sam deploy` would do, without SAM CLI or cargo-lambda:
+
+1. zip each function's host-built binary (``<target-dir>/<profile>/<Binary>``) as ``bootstrap``
+   into ``target/lift-local/<binary>.zip``;
+2. upload the zips to an S3 bucket (created if missing);
+3. write a deploy copy of the template (``target/lift-local/template.deploy.json``) whose
+   functions' ``CodeUri`` is the uploaded ``s3://bucket/key``;
+4. delete an existing stack of the same name, create it again and wait for CREATE_COMPLETE;
+5. write ``target/lift-local/stack.json`` with each function's name and URLs.
+
+Run it with the project venv's python (``scripts/emulator.sh install`` creates it):
+
+    .venv/bin/python scripts/deploy.py [--profile debug|release] [--stack lift-local]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+import zipfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+
+try:
+    import boto3
+    import yaml
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+except ImportError:  # not the venv: re-run under it if it exists
+    if VENV_PYTHON.exists() and Path(sys.executable) != VENV_PYTHON:
+        os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), *sys.argv])
+    sys.exit("deploy.py needs boto3 and PyYAML: run scripts/emulator.sh install first")
+
+STATE_DIR = ROOT / "target" / "lift-local"
+FUNCTION_TYPE = "AWS::Serverless::Function"
+# A fixed timestamp keeps the zip byte-identical for an unchanged binary.
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def log(msg: str) -> None:
+    print(f"[deploy] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class CfnLoader(yaml.SafeLoader):
+    """SafeLoader that understands CloudFormation short-form tags (!Ref, !GetAtt, !If, ...).
+
+    Short forms become the long JSON forms ({"Ref": ..}, {"Fn::GetAtt": [..]}, ..), as
+    cfn-flip does, so the result can be written out as a JSON template. Dates stay strings.
+    """
+
+
+def _construct_cfn_tag(loader: CfnLoader, tag_suffix: str, node: yaml.Node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if tag_suffix == "Ref":
+        return {"Ref": value}
+    if tag_suffix == "Condition":
+        return {"Condition": value}
+    if tag_suffix == "GetAtt" and isinstance(value, str):
+        resource, _, attribute = value.partition(".")
+        return {"Fn::GetAtt": [resource, attribute]}
+    return {f"Fn::{tag_suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _construct_cfn_tag)
+# Keep YAML timestamps (AWSTemplateFormatVersion: 2010-09-09) as plain strings.
+CfnLoader.add_constructor(
+    "tag:yaml.org,2002:timestamp", lambda loader, node: loader.construct_scalar(node)
+)
+
+
+def load_template(path: Path) -> dict:
+    with path.open(encoding="utf-8") as f:
+        template = yaml.load(f, Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
+    if not isinstance(template, dict) or "Resources" not in template:
+        sys.exit(f"{path}: not a CloudFormation template (no Resources)")
+    return template
+
+
+# --------------------------------------------------------------------------- packaging
+
+
+def functions_of(template: dict) -> dict[str, str]:
+    """Logical id -> binary name for every function built with cargo-lambda."""
+    found = {}
+    for logical_id, resource in template["Resources"].items():
+        if resource.get("Type") != FUNCTION_TYPE:
+            continue
+        binary = ((resource.get("Metadata") or {}).get("BuildProperties") or {}).get("Binary")
+        if not binary:
+            sys.exit(f"{logical_id}: no Metadata.BuildProperties.Binary in the template")
+        found[logical_id] = binary
+    if not found:
+        sys.exit(f"no {FUNCTION_TYPE} resources in the template")
+    return found
+
+
+def make_zip(binary_path: Path, zip_path: Path) -> bytes:
+    info = zipfile.ZipInfo("bootstrap", date_time=ZIP_DATE)
+    info.external_attr = (0o100755 & 0xFFFF) << 16  # regular file, rwxr-xr-x
+    info.create_system = 3  # Unix, so the mode bits are honoured
+    info.compress_type = zipfile.ZIP_DEFLATED
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        zf.writestr(info, binary_path.read_bytes())
+    return zip_path.read_bytes()
+
+
+def ensure_bucket(s3, bucket: str, region: str) -> None:
+    try:
+        s3.head_bucket(Bucket=bucket)
+        return
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+            raise
+    log(f"creating bucket s3://{bucket}")
+    kwargs = {"Bucket": bucket}
+    if region != "us-east-1":
+        kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+    s3.create_bucket(**kwargs)
+
+
+# --------------------------------------------------------------------------- CloudFormation
+
+
+def stack_status(cfn, stack: str) -> str | None:
+    try:
+        stacks = cfn.describe_stacks(StackName=stack)["Stacks"]
+    except ClientError as e:
+        if "does not exist" in str(e):
+            return None
+        raise
+    return stacks[0]["StackStatus"] if stacks else None
+
+
+def wait_for(cfn, stack: str, timeout: float) -> str | None:
+    """Poll until the stack is in no *_IN_PROGRESS state; return the final status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = stack_status(cfn, stack)
+        if status is None or not status.endswith("_IN_PROGRESS"):
+            return status
+        if time.monotonic() > deadline:
+            sys.exit(f"stack {stack} still {status} after {timeout:.0f}s")
+        time.sleep(1)
+
+
+def print_failure_events(cfn, stack: str) -> None:
+    try:
+        events = cfn.describe_stack_events(StackName=stack)["StackEvents"]
+    except ClientError as e:
+        print(f"  (could not read stack events: {e})", file=sys.stderr)
+        return
+    failed = [e for e in events if "FAILED" in e.get("ResourceStatus", "")] or events[:15]
+    for e in reversed(failed):
+        print(
+            f"  {e.get('LogicalResourceId', '?')} {e.get('ResourceType', '')} "
+            f"{e.get('ResourceStatus', '')}: {e.get('ResourceStatusReason', '')}",
+            file=sys.stderr,
+        )
+
+
+def delete_stack(cfn, stack: str, timeout: float) -> None:
+    status = stack_status(cfn, stack)
+    if status is None or status == "DELETE_COMPLETE":
+        return
+    if status.endswith("_IN_PROGRESS"):
+        status = wait_for(cfn, stack, timeout)
+    log(f"deleting existing stack {stack} ({status})")
+    cfn.delete_stack(StackName=stack)
+    status = wait_for(cfn, stack, timeout)
+    if status not in (None, "DELETE_COMPLETE"):
+        print_failure_events(cfn, stack)
+        sys.exit(f"stack {stack} could not be deleted: {status}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", choices=("debug", "release"), default="debug",
+                   help="cargo profile whose binaries to deploy (default: debug)")
+    p.add_argument("--stack", default="lift-local", help="stack name (default: lift-local)")
+    p.add_argument("--endpoint",
+                   default=os.environ.get("AWS_ENDPOINT_URL") or "http://127.0.0.1:4566",
+                   help="AWS endpoint (default: $AWS_ENDPOINT_URL or http://127.0.0.1:4566)")
+    p.add_argument("--target-dir", type=Path,
+                   default=Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target"),
+                   help="cargo target dir holding <profile>/<binary> (default: $CARGO_TARGET_DIR or target/)")
+    p.add_argument("--template", type=Path, default=ROOT / "template.yaml")
+    p.add_argument("--bucket", default=None, help="artifact bucket (default: <stack>-artifacts)")
+    p.add_argument("--timeout", type=float, default=300, help="seconds to wait per stack operation")
+    return p.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    endpoint = args.endpoint.rstrip("/")
+    bucket = args.bucket or f"{args.stack}-artifacts"
+    target_dir = args.target_dir.resolve()
+
+    template = load_template(args.template)
+    functions = functions_of(template)
+
+    # Every binary must exist before anything is touched.
+    binaries = {}
+    for logical_id, binary in functions.items():
+        path = target_dir / args.profile / binary
+        if not path.is_file():
+            flag = " --release" if args.profile == "release" else ""
+            sys.exit(f"{path} not found: build it first (cargo build{flag} --workspace --bins)")
+        binaries[logical_id] = path
+
+    session = boto3.session.Session(region_name=region)
+    cfg = Config(retries={"max_attempts": 3, "mode": "standard"})
+    s3 = session.client("s3", endpoint_url=endpoint, config=cfg)
+    cfn = session.client("cloudformation", endpoint_url=endpoint, config=cfg)
+    log(f"endpoint {endpoint}, region {region}, stack {args.stack}, profile {args.profile}")
+
+    ensure_bucket(s3, bucket, region)
+    for logical_id, binary in functions.items():
+        zip_path = STATE_DIR / f"{binary}.zip"
+        data = make_zip(binaries[logical_id], zip_path)
+        key = f"{args.stack}/{binary}-{hashlib.sha256(data).hexdigest()[:16]}.zip"
+        s3.put_object(Bucket=bucket, Key=key, Body=data)
+        template["Resources"][logical_id]["Properties"]["CodeUri"] = f"s3://{bucket}/{key}"
+        log(f"{binary}: {binaries[logical_id]} -> s3://{bucket}/{key} ({len(data) / 1048576:.1f} MiB)")
+
+    deploy_template = STATE_DIR / "template.deploy.json"
+    deploy_template.write_text(json.dumps(template, indent=2) + "\n", encoding="utf-8")
+
+    delete_stack(cfn, args.stack, args.timeout)
+    log(f"creating stack {args.stack}")
+    cfn.create_stack(
+        StackName=args.stack,
+        TemplateBody=deploy_template.read_text(encoding="utf-8"),
+        Parameters=[{"ParameterKey": "AwsEndpointUrl", "ParameterValue": endpoint}],
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
+    )
+    status = wait_for(cfn, args.stack, args.timeout)
+    if status != "CREATE_COMPLETE":
+        print(f"[deploy] stack {args.stack} ended in {status}; failure events:", file=sys.stderr)
+        print_failure_events(cfn, args.stack)
+        return 1
+
+    stack = cfn.describe_stacks(StackName=args.stack)["Stacks"][0]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    template_outputs = template.get("Outputs") or {}
+    lam = session.client("lambda", endpoint_url=endpoint, config=cfg)
+
+    result = {"endpoint": endpoint, "region": region, "stack": args.stack, "functions": {}}
+    for logical_id, binary in functions.items():
+        name = cfn.describe_stack_resource(StackName=args.stack, LogicalResourceId=logical_id)[
+            "StackResourceDetail"]["PhysicalResourceId"]
+        # The output whose value is !GetAtt <LogicalId>Url.FunctionUrl, else ask Lambda.
+        url = next(
+            (outputs[k] for k, o in template_outputs.items()
+             if k in outputs and (o or {}).get("Value") == {"Fn::GetAtt": [f"{logical_id}Url", "FunctionUrl"]}),
+            None,
+        ) or lam.get_function_url_config(FunctionName=name)["FunctionUrl"]
+        url_id = (urlparse(url).hostname or "").split(".")[0]
+        result["functions"][binary] = {
+            "name": name,
+            "url": url,
+            "local_url": f"{endpoint}/_aws/lambda-url/{url_id}/",
+        }
+        log(f"{binary}: {name}  {url}")
+
+    stack_file = STATE_DIR / "stack.json"
+    stack_file.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    log(f"{args.stack} is CREATE_COMPLETE; wrote {stack_file.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

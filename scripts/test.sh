@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Run Lift's checks and tests, as CI does (.ci/run calls this):
+#   format, clippy, local AWS emulator + deployment of template.yaml, cfn-lint,
+#   the test suites (nextest, or cargo test without it) and the doc tests.
+#
+#   scripts/test.sh
+#
+# Env: LIFT_EMULATOR_PORT (default 4566). Cargo's own variables (CARGO_TARGET_DIR, ...) apply.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PORT="${LIFT_EMULATOR_PORT:-4566}"
+ENDPOINT="http://127.0.0.1:$PORT"
+STEPS=8
+STEP=0
+STARTED_AT=$SECONDS
+
+step() {
+  STEP=$((STEP + 1))
+  printf '\n==> [%d/%d] %s   (t=%ds)\n' "$STEP" "$STEPS" "$*" "$((SECONDS - STARTED_AT))"
+}
+
+on_exit() {
+  local rc=$?
+  if [[ -n "${STOP_EMULATOR:-}" ]]; then
+    printf '\n==> stopping the emulator\n'
+    bash scripts/emulator.sh stop || true
+  fi
+  if ((rc == 0)); then
+    printf '\n==> all steps passed in %ds\n' "$((SECONDS - STARTED_AT))"
+  else
+    printf '\n==> FAILED at step %d/%d (exit %d) after %ds\n' "$STEP" "$STEPS" "$rc" \
+      "$((SECONDS - STARTED_AT))" >&2
+  fi
+  exit "$rc"
+}
+trap on_exit EXIT
+
+step "cargo fmt --all --check"
+cargo fmt --all --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "local AWS emulator: install and start on $ENDPOINT"
+bash scripts/emulator.sh install
+if bash scripts/emulator.sh status >/dev/null 2>&1; then
+  echo "an emulator already answers on $ENDPOINT: using it, and leaving it running"
+else
+  STOP_EMULATOR=1
+  bash scripts/emulator.sh start
+fi
+
+step "cargo build --workspace --bins"
+cargo build --workspace --bins
+
+step "deploy template.yaml to the emulator (scripts/deploy.py)"
+.venv/bin/python scripts/deploy.py --profile debug --stack lift-local --endpoint "$ENDPOINT"
+
+step "cfn-lint template.yaml"
+if [[ -x .venv-lint/bin/cfn-lint ]]; then
+  .venv-lint/bin/cfn-lint template.yaml
+else
+  .venv/bin/cfn-lint template.yaml
+fi
+echo "template.yaml: no cfn-lint findings"
+
+export AWS_ENDPOINT_URL="$ENDPOINT"
+export AWS_ACCESS_KEY_ID=test
+export AWS_SECRET_ACCESS_KEY=test
+export AWS_REGION=us-east-1
+export LIFT_STACK_FILE="$ROOT/target/lift-local/stack.json"
+
+if cargo nextest --version >/dev/null 2>&1; then
+  step "cargo nextest run --workspace --no-fail-fast"
+  cargo nextest run --workspace --no-fail-fast
+else
+  step "cargo test --workspace --no-fail-fast (cargo-nextest is not installed)"
+  cargo test --workspace --no-fail-fast
+fi
+
+step "cargo test --workspace --doc"
+cargo test --workspace --doc
