@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run Lift's checks and tests, as CI does (.ci/run calls this):
 #   format, clippy, local AWS emulator + deployment of template.yaml, cfn-lint,
-#   the test suites (nextest, or cargo test without it) and the doc tests.
+#   the doc tests, then the test suites (nextest, or cargo test without it).
 #
 #   scripts/test.sh
 #
@@ -72,6 +72,10 @@ export AWS_SECRET_ACCESS_KEY=test
 export AWS_REGION=us-east-1
 export LIFT_STACK_FILE="$ROOT/target/lift-local/stack.json"
 
+# Doc tests first, so that the run closes on the main suite's summary.
+step "cargo test --workspace --doc"
+cargo test --workspace --doc
+
 if cargo nextest --version >/dev/null 2>&1; then
   step "cargo nextest run --workspace --no-fail-fast"
   cargo nextest run --workspace --no-fail-fast
@@ -80,5 +84,3 @@ else
   cargo test --workspace --no-fail-fast
 fi
 
-step "cargo test --workspace --doc"
-cargo test --workspace --doc
