@@ -2,6 +2,10 @@
 //! against the same handler in a Lift `App`, on the same event, from event JSON in to
 //! response JSON out (what the runtime does around a handler, minus the network).
 //!
+//! Both sides decode the event the way `lambda_runtime` 1.5 does before it calls any handler
+//! (`serde_path_to_error::deserialize` over `serde_json::Deserializer::from_slice`, in its
+//! `deserializer.rs`): the bare path into its typed event, Lift into `Box<RawValue>`.
+//!
 //! `cargo bench -p lift-core --bench dispatch`
 
 use std::hint::black_box;
@@ -27,6 +31,12 @@ struct Charge {
     account: String,
     #[garde(range(min = 1))]
     cents: u64,
+}
+
+/// Decodes an event payload exactly as the Lambda runtime does.
+fn runtime_decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> T {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut deserializer).expect("event")
 }
 
 fn v2_event() -> Vec<u8> {
@@ -155,7 +165,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("raw/apigw_v2", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let request: LambdaRequest = serde_json::from_slice(black_box(&v2)).expect("event");
+                let request: LambdaRequest = runtime_decode(black_box(&v2));
                 let response = raw_http
                     .call(LambdaEvent::new(request, lambda.clone()))
                     .await
@@ -167,7 +177,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("lift/apigw_v2", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let event: Box<RawValue> = serde_json::from_slice(black_box(&v2)).expect("event");
+                let event: Box<RawValue> = runtime_decode(black_box(&v2));
                 let response = lift.invoke(&event, lambda.clone()).await.expect("lift");
                 black_box(serde_json::to_vec(&response).expect("json"))
             })
@@ -176,7 +186,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("lift_layered/apigw_v2", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let event: Box<RawValue> = serde_json::from_slice(black_box(&v2)).expect("event");
+                let event: Box<RawValue> = runtime_decode(black_box(&v2));
                 let response = lift_layered
                     .invoke(&event, lambda.clone())
                     .await
@@ -188,8 +198,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("raw/sqs_batch_10", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let event: aws_lambda_events::sqs::SqsEvent =
-                    serde_json::from_slice(black_box(&sqs)).expect("event");
+                let event: aws_lambda_events::sqs::SqsEvent = runtime_decode(black_box(&sqs));
                 let response = raw_batch
                     .call(LambdaEvent::new(event, lambda.clone()))
                     .await
@@ -201,7 +210,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("lift/sqs_batch_10", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let event: Box<RawValue> = serde_json::from_slice(black_box(&sqs)).expect("event");
+                let event: Box<RawValue> = runtime_decode(black_box(&sqs));
                 let response = lift_batch
                     .invoke(&event, lambda.clone())
                     .await

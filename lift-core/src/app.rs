@@ -16,8 +16,6 @@ use futures_util::future::{Either, FutureExt};
 use futures_util::stream::{self, StreamExt};
 use http::{HeaderValue, Method, header};
 use lambda_runtime::LambdaEvent;
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
@@ -27,6 +25,7 @@ use crate::context::{Context, HttpRequest, Payload, Source};
 use crate::error::{BoxError, Chain, Error};
 use crate::handler::{BoxFuture, Dispatch, Endpoint, Handler};
 use crate::http_event;
+use crate::probe::{Kind, probe};
 use crate::response::{Body, Response, json_response};
 use crate::router::Router;
 
@@ -352,79 +351,6 @@ impl Service<LambdaEvent<Box<RawValue>>> for LiftService {
     }
 }
 
-#[derive(Deserialize)]
-struct Probe {
-    #[serde(rename = "Records")]
-    records: Option<Vec<RecordProbe>>,
-    #[serde(rename = "requestContext")]
-    request_context: Option<ContextProbe>,
-    #[serde(rename = "httpMethod")]
-    http_method: Option<IgnoredAny>,
-    #[serde(rename = "detail-type")]
-    detail_type: Option<IgnoredAny>,
-    source: Option<IgnoredAny>,
-    #[serde(rename = "multiValueHeaders")]
-    multi_value_headers: Option<IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-struct ContextProbe {
-    http: Option<IgnoredAny>,
-    elb: Option<IgnoredAny>,
-    #[serde(rename = "connectionId")]
-    connection_id: Option<IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-struct RecordProbe {
-    #[serde(rename = "eventSource", alias = "EventSource")]
-    event_source: Option<String>,
-}
-
-enum Kind {
-    ApiGatewayV1 { multi_value: bool },
-    ApiGatewayV2,
-    Alb { multi_value: bool },
-    Sqs,
-    DynamoDb,
-    Sns,
-    EventBridge,
-    Unknown(String),
-}
-
-impl Probe {
-    fn kind(self) -> Kind {
-        let multi_value = self.multi_value_headers.is_some();
-        if let Some(records) = self.records {
-            return match records.first().and_then(|r| r.event_source.as_deref()) {
-                Some("aws:sqs") => Kind::Sqs,
-                Some("aws:dynamodb") => Kind::DynamoDb,
-                Some("aws:sns") => Kind::Sns,
-                Some(other) => Kind::Unknown(format!("a batch of `{other}` records")),
-                None => Kind::Unknown("a `Records` batch with no event source".to_owned()),
-            };
-        }
-        if let Some(context) = self.request_context {
-            if context.http.is_some() {
-                return Kind::ApiGatewayV2;
-            }
-            if context.elb.is_some() {
-                return Kind::Alb { multi_value };
-            }
-            if context.connection_id.is_some() {
-                return Kind::Unknown("an API Gateway WebSocket event".to_owned());
-            }
-            if self.http_method.is_some() {
-                return Kind::ApiGatewayV1 { multi_value };
-            }
-        }
-        if self.detail_type.is_some() && self.source.is_some() {
-            return Kind::EventBridge;
-        }
-        Kind::Unknown(String::new())
-    }
-}
-
 fn decode<T: serde::de::DeserializeOwned>(kind: &'static str, raw: &RawValue) -> Result<T, Error> {
     serde_json::from_str(raw.get()).map_err(|source| Error::InvalidEvent { kind, source })
 }
@@ -547,8 +473,10 @@ impl LiftService {
         lambda: lambda_runtime::Context,
     ) -> Result<Box<RawValue>, Error> {
         let lambda = Arc::new(lambda);
-        let probe: Probe = decode("JSON", event)?;
-        match probe.kind() {
+        let Some(kind) = probe(event.get()) else {
+            return Err(Error::NoHandler(describe_unknown(event)));
+        };
+        match kind {
             Kind::ApiGatewayV2 => {
                 let request = http_event::from_v2(decode::<ApiGatewayV2httpRequest>(
                     "API Gateway HTTP API",

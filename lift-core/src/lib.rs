@@ -50,6 +50,7 @@ mod error;
 mod handler;
 mod http_event;
 mod input;
+mod probe;
 mod response;
 mod router;
 

@@ -1,0 +1,328 @@
+//! Recognises the kind of an event from its JSON, reading no further than it has to: the
+//! first record's `eventSource` for a batch, `requestContext.http` for payload 2.0, and
+//! `detail-type` with `source` for EventBridge. The typed parse that follows reads the
+//! whole event once.
+
+use std::cell::Cell;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// What arrived.
+pub(crate) enum Kind {
+    ApiGatewayV1 {
+        multi_value: bool,
+    },
+    ApiGatewayV2,
+    Alb {
+        multi_value: bool,
+    },
+    Sqs,
+    DynamoDb,
+    Sns,
+    EventBridge,
+    /// A described event Lift has no adapter for (empty: describe it from its keys).
+    Unknown(String),
+}
+
+/// Stops the parse once the kind is known; the kind itself travels in the cell.
+const FOUND: &str = "event kind found";
+
+/// Returns the event's kind, or `None` when it is not a JSON object.
+pub(crate) fn probe(json: &str) -> Option<Kind> {
+    let found = Cell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let finished = Top(&found).deserialize(&mut deserializer).is_ok();
+    match found.take() {
+        Some(kind) => Some(kind),
+        None if finished => Some(Kind::Unknown(String::new())),
+        None => None,
+    }
+}
+
+#[derive(Deserialize)]
+enum TopKey {
+    Records,
+    #[serde(rename = "requestContext")]
+    RequestContext,
+    #[serde(rename = "httpMethod")]
+    HttpMethod,
+    #[serde(rename = "multiValueHeaders")]
+    MultiValueHeaders,
+    #[serde(rename = "detail-type")]
+    DetailType,
+    #[serde(rename = "source")]
+    Source,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+enum ContextKey {
+    #[serde(rename = "http")]
+    Http,
+    #[serde(rename = "elb")]
+    Elb,
+    #[serde(rename = "connectionId")]
+    ConnectionId,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+enum RecordKey {
+    #[serde(rename = "eventSource", alias = "EventSource")]
+    EventSource,
+    #[serde(other)]
+    Other,
+}
+
+fn stop<E: de::Error>(found: &Cell<Option<Kind>>, kind: Kind) -> Result<(), E> {
+    found.set(Some(kind));
+    Err(E::custom(FOUND))
+}
+
+struct Top<'a>(&'a Cell<Option<Kind>>);
+
+impl<'de> DeserializeSeed<'de> for Top<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Top<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Lambda event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let (mut http_method, mut multi_value, mut alb, mut context) = (false, false, false, false);
+        let (mut detail_type, mut source) = (false, false);
+        while let Some(key) = map.next_key::<TopKey>()? {
+            match key {
+                TopKey::Records => {
+                    map.next_value_seed(Records(self.0))?;
+                    return stop(
+                        self.0,
+                        Kind::Unknown("a `Records` batch with no event source".to_owned()),
+                    );
+                }
+                TopKey::RequestContext => {
+                    context = true;
+                    alb = map.next_value_seed(RequestContext(self.0))?;
+                }
+                TopKey::HttpMethod => {
+                    http_method = true;
+                    map.next_value::<IgnoredAny>()?;
+                }
+                TopKey::MultiValueHeaders => {
+                    multi_value = map.next_value::<Option<IgnoredAny>>()?.is_some();
+                }
+                TopKey::DetailType => {
+                    detail_type = true;
+                    map.next_value::<IgnoredAny>()?;
+                }
+                TopKey::Source => {
+                    source = true;
+                    map.next_value::<IgnoredAny>()?;
+                }
+                TopKey::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            if detail_type && source && !context {
+                return stop(self.0, Kind::EventBridge);
+            }
+        }
+        let kind = if alb {
+            Kind::Alb { multi_value }
+        } else if context && http_method {
+            Kind::ApiGatewayV1 { multi_value }
+        } else {
+            Kind::Unknown(String::new())
+        };
+        self.0.set(Some(kind));
+        Ok(())
+    }
+}
+
+/// `requestContext`: payload 2.0 and WebSocket events are known at once; `true` for ALB.
+struct RequestContext<'a>(&'a Cell<Option<Kind>>);
+
+impl<'de> DeserializeSeed<'de> for RequestContext<'_> {
+    type Value = bool;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RequestContext<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a request context")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut alb = false;
+        while let Some(key) = map.next_key::<ContextKey>()? {
+            match key {
+                ContextKey::Http => {
+                    stop::<A::Error>(self.0, Kind::ApiGatewayV2)?;
+                }
+                ContextKey::ConnectionId => {
+                    stop::<A::Error>(
+                        self.0,
+                        Kind::Unknown("an API Gateway WebSocket event".to_owned()),
+                    )?;
+                }
+                ContextKey::Elb => alb = true,
+                ContextKey::Other => {}
+            }
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(alb)
+    }
+}
+
+/// `Records`: the first record's `eventSource` decides.
+struct Records<'a>(&'a Cell<Option<Kind>>);
+
+impl<'de> DeserializeSeed<'de> for Records<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Records<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of records")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        seq.next_element_seed(FirstRecord(self.0))?;
+        stop(
+            self.0,
+            Kind::Unknown("a `Records` batch with no event source".to_owned()),
+        )
+    }
+}
+
+/// The first record: its `eventSource` decides (the parse stops there).
+struct FirstRecord<'a>(&'a Cell<Option<Kind>>);
+
+impl<'de> DeserializeSeed<'de> for FirstRecord<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FirstRecord<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a record")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<RecordKey>()? {
+            match key {
+                RecordKey::EventSource => {
+                    let source = map.next_value::<Option<String>>()?;
+                    let kind = match source.as_deref() {
+                        Some("aws:sqs") => Kind::Sqs,
+                        Some("aws:dynamodb") => Kind::DynamoDb,
+                        Some("aws:sns") => Kind::Sns,
+                        Some(other) => Kind::Unknown(format!("a batch of `{other}` records")),
+                        None => Kind::Unknown("a `Records` batch with no event source".to_owned()),
+                    };
+                    return stop(self.0, kind);
+                }
+                RecordKey::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(json: &str) -> &'static str {
+        match probe(json) {
+            Some(Kind::ApiGatewayV1 { multi_value: true }) => "v1-multi",
+            Some(Kind::ApiGatewayV1 { multi_value: false }) => "v1",
+            Some(Kind::ApiGatewayV2) => "v2",
+            Some(Kind::Alb { multi_value: true }) => "alb-multi",
+            Some(Kind::Alb { multi_value: false }) => "alb",
+            Some(Kind::Sqs) => "sqs",
+            Some(Kind::DynamoDb) => "dynamodb",
+            Some(Kind::Sns) => "sns",
+            Some(Kind::EventBridge) => "eventbridge",
+            Some(Kind::Unknown(_)) => "unknown",
+            None => "none",
+        }
+    }
+
+    #[test]
+    fn recognises_each_shape() {
+        assert_eq!(
+            kind(r#"{"Records":[{"eventSource":"aws:sqs"},{"x":1}]}"#),
+            "sqs"
+        );
+        assert_eq!(kind(r#"{"Records":[{"EventSource":"aws:sns"}]}"#), "sns");
+        assert_eq!(
+            kind(r#"{"Records":[{"eventID":"1","eventSource":"aws:dynamodb","dynamodb":{}}]}"#),
+            "dynamodb"
+        );
+        assert_eq!(kind(r#"{"Records":[{"eventID":"1"}]}"#), "unknown");
+        assert_eq!(
+            kind(r#"{"Records":[{"eventSource":"aws:dynamodb"}]}"#),
+            "dynamodb"
+        );
+        assert_eq!(kind(r#"{"Records":[{"eventSource":"aws:s3"}]}"#), "unknown");
+        assert_eq!(kind(r#"{"Records":[]}"#), "unknown");
+        assert_eq!(
+            kind(r#"{"rawPath":"/","requestContext":{"http":{"method":"GET"}}}"#),
+            "v2"
+        );
+        assert_eq!(
+            kind(r#"{"requestContext":{"elb":{}},"httpMethod":"GET","multiValueHeaders":{}}"#),
+            "alb-multi"
+        );
+        assert_eq!(
+            kind(r#"{"requestContext":{"elb":{}},"httpMethod":"GET","headers":{}}"#),
+            "alb"
+        );
+        assert_eq!(
+            kind(r#"{"httpMethod":"GET","multiValueHeaders":null,"requestContext":{"stage":"p"}}"#),
+            "v1"
+        );
+        assert_eq!(
+            kind(r#"{"source":"a","detail-type":"b","detail":{}}"#),
+            "eventbridge"
+        );
+        assert_eq!(
+            kind(r#"{"requestContext":{"connectionId":"x"}}"#),
+            "unknown"
+        );
+        assert_eq!(kind(r#"{"foo":1}"#), "unknown");
+        assert_eq!(kind(r#"[1,2]"#), "none");
+        assert_eq!(kind(r#""text""#), "none");
+    }
+}
