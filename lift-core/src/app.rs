@@ -293,20 +293,30 @@ impl App {
     /// runtime's own error if its loop fails.
     pub async fn run(self) -> Result<(), Error> {
         let service = self.into_service()?;
-        for variable in [
-            "AWS_LAMBDA_RUNTIME_API",
-            "AWS_LAMBDA_FUNCTION_NAME",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
-            "AWS_LAMBDA_FUNCTION_VERSION",
-        ] {
-            if std::env::var_os(variable).is_none() {
-                return Err(Error::Environment(variable));
-            }
-        }
+        check_environment(|name| std::env::var(name).ok())?;
         crate::logging::try_init();
         lambda_runtime::run_concurrent(service)
             .await
             .map_err(Error::Internal)
+    }
+}
+
+/// Checks, once at cold start, the variables `lambda_runtime` would otherwise `expect`, so
+/// that a missing one is an error rather than a panic.
+fn check_environment(get: impl Fn(&str) -> Option<String>) -> Result<(), Error> {
+    for variable in [
+        "AWS_LAMBDA_RUNTIME_API",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+    ] {
+        if get(variable).is_none() {
+            return Err(Error::Environment(variable));
+        }
+    }
+    let memory = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE";
+    match get(memory).map(|value| value.parse::<i32>()) {
+        Some(Ok(_)) => Ok(()),
+        _ => Err(Error::Environment(memory)),
     }
 }
 
@@ -909,4 +919,49 @@ fn report(failures: Vec<Option<String>>, what: &str) -> Result<Box<RawValue>, Er
         }
     }
     batch_response(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_or_broken_lambda_environment_is_an_error() {
+        let full = |name: &str| -> Option<String> {
+            Some(match name {
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE" => "128".to_owned(),
+                _ => "x".to_owned(),
+            })
+        };
+        assert!(check_environment(full).is_ok());
+        let no_api = |name: &str| {
+            (name != "AWS_LAMBDA_RUNTIME_API")
+                .then(|| full(name))
+                .flatten()
+        };
+        assert!(matches!(
+            check_environment(no_api),
+            Err(Error::Environment("AWS_LAMBDA_RUNTIME_API"))
+        ));
+        let bad_memory = |name: &str| {
+            if name == "AWS_LAMBDA_FUNCTION_MEMORY_SIZE" {
+                Some("lots".to_owned())
+            } else {
+                full(name)
+            }
+        };
+        assert!(matches!(
+            check_environment(bad_memory),
+            Err(Error::Environment("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"))
+        ));
+    }
+
+    #[tokio::test]
+    async fn run_outside_lambda_is_an_error_not_a_panic() {
+        // The test process has no Lambda Runtime API.
+        if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+            let result = App::new().run().await;
+            assert!(matches!(result, Err(Error::Environment(_))), "{result:?}");
+        }
+    }
 }

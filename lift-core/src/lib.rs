@@ -54,6 +54,8 @@ mod probe;
 mod response;
 mod router;
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod logging;
 pub mod testing;
 

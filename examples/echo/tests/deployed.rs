@@ -38,8 +38,7 @@ fn function(name: &str) -> Function {
 }
 
 async fn lambda() -> aws_sdk_lambda::Client {
-    let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    aws_sdk_lambda::Client::new(&config)
+    aws_sdk_lambda::Client::new(lift_core::aws::sdk_config().await)
 }
 
 /// Invokes `function` with `event`; `Err` carries the function error's payload.
