@@ -14,7 +14,7 @@ use aws_lambda_events::sns::SnsEvent;
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use futures_util::future::{Either, FutureExt};
 use futures_util::stream::{self, StreamExt};
-use http::{HeaderValue, Method, header};
+use http::{Method, header};
 use lambda_runtime::LambdaEvent;
 use serde_json::value::RawValue;
 use tower::util::BoxCloneSyncService;
@@ -385,19 +385,11 @@ fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// The HTTP response for an error: status, `Allow` for 405, and the JSON error body.
+/// The HTTP response for an error: status, its headers (`Allow`, `Retry-After`,
+/// `RateLimit-*`) and the JSON error body.
 pub(crate) fn error_response(error: &Error, request_id: &str) -> Response {
     let mut response = json_response(error.status(), &error.to_body(request_id));
-    if let Error::MethodNotAllowed { allow, .. } = error {
-        let joined = allow
-            .iter()
-            .map(Method::as_str)
-            .collect::<Vec<_>>()
-            .join(", ");
-        if let Ok(value) = HeaderValue::from_str(&joined) {
-            response.headers_mut().insert(header::ALLOW, value);
-        }
-    }
+    response.headers_mut().extend(error.response_headers());
     response
 }
 

@@ -62,7 +62,7 @@ impl Source {
 }
 
 /// An HTTP request as Lift parsed it from an API Gateway, Function URL or ALB event.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct HttpRequest {
     pub(crate) method: Method,
     pub(crate) path: String,
@@ -102,7 +102,7 @@ impl HttpRequest {
 }
 
 /// What one unit of work (an HTTP request or one record) carries.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Payload {
     Http(Box<HttpRequest>),
     Sqs(Box<SqsMessage>),
@@ -117,7 +117,10 @@ pub(crate) enum Payload {
 /// the invocation's data, so per-request middleware applies per record. Nothing here lives in
 /// a static or an environment variable, so concurrent invocations in one process (Lambda
 /// Managed Instances) never see each other's state.
-#[derive(Debug)]
+///
+/// Cloning is cheap for the invocation data (shared) and copies the request; middleware
+/// that replays a call (retry) clones it.
+#[derive(Debug, Clone)]
 pub struct Context {
     pub(crate) invocation: Arc<lambda_runtime::Context>,
     pub(crate) source: Source,

@@ -3,8 +3,10 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
-use http::{Method, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use serde::Serialize;
 
 /// A boxed error, the type middleware and handler errors travel as.
@@ -111,6 +113,44 @@ pub enum Error {
     /// The Lambda environment is incomplete (a variable the runtime needs is missing).
     #[error("the Lambda environment variable `{0}` is not set")]
     Environment(&'static str),
+    /// A circuit breaker is open: the protected call was not attempted.
+    #[error("circuit `{name}` is open")]
+    CircuitOpen {
+        /// The breaker's name (and key, for keyed breakers).
+        name: Arc<str>,
+        /// When the breaker will let a probe call through.
+        retry_after: Duration,
+    },
+    /// A bulkhead has no capacity left and its wait queue is full or timed out.
+    #[error("bulkhead `{name}` is full")]
+    BulkheadFull {
+        /// The bulkhead's name (and key, for keyed bulkheads).
+        name: Arc<str>,
+    },
+    /// A call did not finish in time; it was cancelled.
+    #[error("timed out after {after:?}")]
+    Timeout {
+        /// The timeout that applied (the configured one or the remaining invocation time).
+        after: Duration,
+    },
+    /// A rate limit refused the call.
+    #[error("rate limit of {limit} exceeded")]
+    RateLimited {
+        /// Calls allowed per window.
+        limit: u64,
+        /// Calls left in the current window.
+        remaining: u64,
+        /// Time until the window resets.
+        reset: Duration,
+        /// When a retry may succeed.
+        retry_after: Duration,
+    },
+    /// Load shedding refused the call to protect the function.
+    #[error("overloaded: {reason}")]
+    Overloaded {
+        /// Why the call was shed.
+        reason: &'static str,
+    },
     /// A failure inside the function; shown to clients only as "internal error".
     #[error("internal error: {0}")]
     Internal(#[source] BoxError),
@@ -170,6 +210,11 @@ impl Error {
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::Status { status, .. } => *status,
             Error::InvalidEvent { .. } => StatusCode::BAD_REQUEST,
+            Error::CircuitOpen { .. } | Error::BulkheadFull { .. } | Error::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::MissingPathParam(_)
             | Error::Panic(_)
             | Error::NoHandler(_)
@@ -191,11 +236,61 @@ impl Error {
             Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::Status { code, .. } => code,
             Error::InvalidEvent { .. } => "invalid_event",
+            Error::CircuitOpen { .. } => "circuit_open",
+            Error::BulkheadFull { .. } => "bulkhead_full",
+            Error::Timeout { .. } => "timeout",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::Overloaded { .. } => "overloaded",
             Error::NoHandler(_) => "no_handler",
             Error::Config(_) => "invalid_configuration",
             Error::Environment(_) => "environment",
             Error::MissingPathParam(_) | Error::Panic(_) | Error::Internal(_) => "internal",
         }
+    }
+
+    /// When the client may try again, for errors that know (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::CircuitOpen { retry_after, .. } | Error::RateLimited { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            Error::BulkheadFull { .. } | Error::Overloaded { .. } => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
+    /// The headers an HTTP response for this error carries: `Retry-After` (whole seconds,
+    /// rounded up), the `RateLimit-*` headers for [`Error::RateLimited`] and `Allow` for
+    /// [`Error::MethodNotAllowed`].
+    pub fn response_headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(after) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(ceil_secs(after)));
+        }
+        match self {
+            Error::RateLimited {
+                limit,
+                remaining,
+                reset,
+                ..
+            } => {
+                headers.insert("ratelimit-limit", HeaderValue::from(*limit));
+                headers.insert("ratelimit-remaining", HeaderValue::from(*remaining));
+                headers.insert("ratelimit-reset", HeaderValue::from(ceil_secs(*reset)));
+            }
+            Error::MethodNotAllowed { allow, .. } => {
+                let joined = allow
+                    .iter()
+                    .map(Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if let Ok(value) = HeaderValue::from_str(&joined) {
+                    headers.insert(header::ALLOW, value);
+                }
+            }
+            _ => {}
+        }
+        headers
     }
 
     /// Whether the error is the client's (4xx) rather than the function's (5xx).
@@ -268,6 +363,11 @@ impl From<Error> for lambda_runtime::Diagnostic {
     }
 }
 
+/// Whole seconds, rounded up, so that a client never retries too early.
+fn ceil_secs(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
 /// Renders an error with its whole `source()` chain, for logs.
 pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
 
@@ -319,6 +419,35 @@ mod tests {
         assert!(body.contains("\"code\":\"internal\""), "{body}");
         assert!(body.contains("\"requestId\":\"req-1\""), "{body}");
         assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn resilience_errors_carry_retry_headers() {
+        let limited = Error::RateLimited {
+            limit: 10,
+            remaining: 0,
+            reset: Duration::from_millis(1500),
+            retry_after: Duration::from_millis(200),
+        };
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        let headers = limited.response_headers();
+        assert_eq!(headers["retry-after"], "1");
+        assert_eq!(headers["ratelimit-limit"], "10");
+        assert_eq!(headers["ratelimit-remaining"], "0");
+        assert_eq!(headers["ratelimit-reset"], "2");
+        let open = Error::CircuitOpen {
+            name: Arc::from("db"),
+            retry_after: Duration::from_secs(30),
+        };
+        assert_eq!(open.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(open.response_headers()["retry-after"], "30");
+        assert_eq!(
+            Error::Timeout {
+                after: Duration::from_secs(1)
+            }
+            .status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
     }
 
     #[test]

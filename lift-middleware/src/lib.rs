@@ -1,7 +1,20 @@
 //! # lift-middleware
 //!
-//! Tower layers for Lift Apps: resilience (circuit breaker, bulkhead, retry, timeout, rate
-//! limiting, load shedding), tenancy and security, observability, idempotency and caching.
+//! Tower layers that protect a Lift function and what it calls: [`circuit_breaker`],
+//! [`timeout`]. Each is a `tower::Layer`, so it wraps a whole [`lift_core::App`] (through
+//! `App::layer`), or any tower service such as an outbound client. Configurations are
+//! validated when built ([`ConfigError`]); refusals are typed [`lift_core::Error`]s with
+//! their HTTP status and headers.
 //!
-//! Not built yet: this crate is an empty shell so the workspace has its final shape. Any
-//! `tower::Layer` already composes with a Lift App through [`lift_core::App::layer`].
+//! Not built yet: tenancy, security, observability, idempotency and caching layers.
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
+)]
+
+pub mod circuit_breaker;
+pub mod classify;
+mod error;
+pub mod timeout;
+
+pub use error::ConfigError;
