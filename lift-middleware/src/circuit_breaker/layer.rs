@@ -10,7 +10,7 @@ use tower::{Layer, Service};
 
 use super::config::CircuitBreakerConfig;
 use super::future::{Guard, ResponseFuture};
-use super::state::{Breaker, Metrics, State, StateChange};
+use super::state::{Breaker, Metrics, OnChange, State, StateChange};
 use crate::classify::{Classifier, DefaultClassifier};
 
 /// Picks the breaker a request goes through, for keyed breakers.
@@ -62,8 +62,6 @@ where
         self(error)
     }
 }
-
-type OnChange = Arc<dyn Fn(&StateChange) + Send + Sync>;
 
 pub(crate) struct Shared<C, K, F> {
     config: CircuitBreakerConfig,

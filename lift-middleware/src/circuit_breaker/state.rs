@@ -44,6 +44,9 @@ pub struct StateChange {
     pub to: State,
 }
 
+/// The callback a breaker calls on each state change.
+pub(crate) type OnChange = Arc<dyn Fn(&StateChange) + Send + Sync>;
+
 /// Counters of one breaker since it was created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Metrics {
@@ -236,14 +239,14 @@ pub(crate) struct Breaker {
     failures: AtomicU64,
     rejected: AtomicU64,
     trips: AtomicU64,
-    on_change: Option<Arc<dyn Fn(&StateChange) + Send + Sync>>,
+    on_change: Option<OnChange>,
 }
 
 impl Breaker {
     pub(crate) fn new(
         config: CircuitBreakerConfig,
         name: Arc<str>,
-        on_change: Option<Arc<dyn Fn(&StateChange) + Send + Sync>>,
+        on_change: Option<OnChange>,
     ) -> Self {
         Breaker {
             window: Slots::new(config.window),
