@@ -1,18 +1,32 @@
 //! What counts as a failure, and what a request tells middleware about itself.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use lift_core::{BoxError, Context, Error};
 
-/// The status of a response, for classifiers that look at it.
+/// What middleware reads of a response: its status, and when it says to retry.
 pub trait ResponseStatus {
     /// The HTTP status code, if the response has one.
     fn status_code(&self) -> Option<u16>;
+    /// The `Retry-After` the response asks for, if any (in seconds).
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
 }
 
 impl<B> ResponseStatus for http::Response<B> {
     fn status_code(&self) -> Option<u16> {
         Some(self.status().as_u16())
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        self.headers()
+            .get(http::header::RETRY_AFTER)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(Duration::from_secs)
     }
 }
 
@@ -128,6 +142,32 @@ impl<B> RequestInfo for http::Request<B> {
             .and_then(|v| v.to_str().ok())
             .and_then(Priority::parse)
             .unwrap_or_default()
+    }
+}
+
+/// Picks the compartment (breaker, bulkhead, limiter) a request goes through, for keyed
+/// layers: by tenant, by operation, by anything the request carries.
+pub trait KeyOf<Req>: Send + Sync + 'static {
+    /// The key, or `None` for the compartment shared by unkeyed requests.
+    fn key_of(&self, request: &Req) -> Option<String>;
+}
+
+/// One compartment for every request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unkeyed;
+
+impl<Req> KeyOf<Req> for Unkeyed {
+    fn key_of(&self, _: &Req) -> Option<String> {
+        None
+    }
+}
+
+impl<Req, F> KeyOf<Req> for F
+where
+    F: Fn(&Req) -> Option<String> + Send + Sync + 'static,
+{
+    fn key_of(&self, request: &Req) -> Option<String> {
+        self(request)
     }
 }
 

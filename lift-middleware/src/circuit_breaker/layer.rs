@@ -11,32 +11,7 @@ use tower::{Layer, Service};
 use super::config::CircuitBreakerConfig;
 use super::future::{Guard, ResponseFuture};
 use super::state::{Breaker, Metrics, OnChange, State, StateChange};
-use crate::classify::{Classifier, DefaultClassifier};
-
-/// Picks the breaker a request goes through, for keyed breakers.
-pub trait KeyOf<Req>: Send + Sync + 'static {
-    /// The key, or `None` for the breaker shared by unkeyed requests.
-    fn key_of(&self, request: &Req) -> Option<String>;
-}
-
-/// One breaker for every request.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Unkeyed;
-
-impl<Req> KeyOf<Req> for Unkeyed {
-    fn key_of(&self, _: &Req) -> Option<String> {
-        None
-    }
-}
-
-impl<Req, F> KeyOf<Req> for F
-where
-    F: Fn(&Req) -> Option<String> + Send + Sync + 'static,
-{
-    fn key_of(&self, request: &Req) -> Option<String> {
-        self(request)
-    }
-}
+use crate::classify::{Classifier, DefaultClassifier, KeyOf, Unkeyed};
 
 /// What to answer instead of failing fast while the breaker is open.
 pub trait Fallback<Res>: Send + Sync + 'static {

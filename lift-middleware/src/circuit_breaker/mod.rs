@@ -38,8 +38,5 @@ mod state;
 
 pub use config::{CircuitBreakerConfig, CircuitBreakerConfigBuilder, Window};
 pub use future::ResponseFuture;
-pub use layer::{
-    CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerLayer, Fallback, KeyOf, NoFallback,
-    Unkeyed,
-};
+pub use layer::{CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerLayer, Fallback, NoFallback};
 pub use state::{Metrics, State, StateChange};
