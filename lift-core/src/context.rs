@@ -61,6 +61,11 @@ impl Source {
     }
 }
 
+/// The tenant a request acts for, as tenancy middleware resolved it; stored in the
+/// [`Context`]'s extensions and read with [`Context::tenant`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TenantId(pub Arc<str>);
+
 /// An HTTP request as Lift parsed it from an API Gateway, Function URL or ALB event.
 #[derive(Debug, Clone)]
 pub struct HttpRequest {
@@ -200,6 +205,11 @@ impl Context {
     /// The `tracing` span of this request or record; every log line inside carries its fields.
     pub fn span(&self) -> &tracing::Span {
         &self.span
+    }
+
+    /// The tenant the request acts for, once tenancy middleware resolved one.
+    pub fn tenant(&self) -> Option<&str> {
+        self.extensions.get::<TenantId>().map(|t| &*t.0)
     }
 
     /// Typed values that middleware attach for handlers (tenant, principal, ...).

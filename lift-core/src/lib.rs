@@ -60,7 +60,7 @@ pub mod logging;
 pub mod testing;
 
 pub use app::{App, BoxService, DEFAULT_BODY_LIMIT, LiftService};
-pub use context::{Context, HttpRequest, Source};
+pub use context::{Context, HttpRequest, Source, TenantId};
 pub use error::{BoxError, Error, ErrorBody, ErrorDetail, FieldError, Result};
 pub use handler::{BoxFuture, Dispatch, DispatchFuture, Handler};
 pub use input::Input;

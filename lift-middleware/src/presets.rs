@@ -1,0 +1,194 @@
+//! Named, ready-made configurations with documented defaults, for Lift [`Context`]s.
+//!
+//! | preset | what it is |
+//! |---|---|
+//! | [`basic_breaker`] | one breaker: 5 failures in a row, or 50% of the last 50 calls once 10 were seen; open 30 s, doubling on repeated trips up to 5 min; 1 probe at a time, closes after 2 successes |
+//! | [`per_tenant_breaker`] | the same, one per tenant ([`Context::tenant`]), at most 10 000 tenants, idle ones dropped after 10 min |
+//! | [`per_operation_breaker`] | the same, one per operation ([`operation`]: method and route, or the event source) |
+//! | [`basic_bulkhead`] | `max` calls at once, no queue |
+//! | [`tenant_isolated_bulkhead`] | `max` at once in all, `per_tenant` for each tenant |
+//! | [`operation_isolated_bulkhead`] | `max` at once in all, `per_operation` for each operation |
+//! | [`priority_bulkhead`] | `max` at once, `reserved` of them for high priority, a queue of `max` waiting up to 100 ms |
+//! | [`http_retry`] / [`database_retry`] | [`RetryConfig::http`] / [`RetryConfig::database`] |
+//!
+//! # Order
+//! Outermost first: load shed → rate limit → bulkhead → circuit breaker → timeout → retry.
+//! Cheap refusals come first; the breaker sees one outcome per call, not one per attempt
+//! when it wraps the retry (put the breaker inside the retry to count attempts instead);
+//! the timeout bounds the whole retried call.
+
+use std::time::Duration;
+
+use lift_core::Context;
+
+use crate::ConfigError;
+use crate::bulkhead::{BulkheadConfig, BulkheadLayer};
+use crate::circuit_breaker::NoFallback;
+use crate::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+use crate::classify::DefaultClassifier;
+use crate::retry::{RetryConfig, RetryLayer};
+
+/// A key function over a Lift [`Context`].
+pub type ContextKey = fn(&Context) -> Option<String>;
+
+/// The tenant of the request, once tenancy middleware resolved one.
+pub fn tenant(ctx: &Context) -> Option<String> {
+    ctx.tenant().map(str::to_owned)
+}
+
+/// The operation: `METHOD /route` for HTTP, the source (and `detail-type`) for events.
+pub fn operation(ctx: &Context) -> Option<String> {
+    if let Some(request) = ctx.http() {
+        return Some(format!(
+            "{} {}",
+            request.method(),
+            ctx.route().unwrap_or("(no route)")
+        ));
+    }
+    match ctx.eventbridge_event() {
+        Some(event) => Some(format!("{}/{}", event.source, event.detail_type)),
+        None => Some(ctx.source().as_str().to_owned()),
+    }
+}
+
+fn breaker_config(name: &str) -> Result<CircuitBreakerConfig, ConfigError> {
+    CircuitBreakerConfig::builder(name)
+        .consecutive_failures(5)
+        .failure_rate(0.5)
+        .min_calls(10)
+        .window(crate::circuit_breaker::Window::Count {
+            size: std::num::NonZeroU32::new(50).unwrap_or(std::num::NonZeroU32::MIN),
+        })
+        .open_for(Duration::from_secs(30))
+        .open_backoff(2.0, Duration::from_secs(300))
+        .half_open(1, 2)
+        .build()
+}
+
+/// One breaker for every call (see the table above).
+///
+/// # Errors
+/// Never with these values; the `Result` keeps presets and hand-made configs alike.
+pub fn basic_breaker(name: &str) -> Result<CircuitBreakerLayer, ConfigError> {
+    Ok(CircuitBreakerLayer::new(breaker_config(name)?))
+}
+
+/// One breaker per tenant.
+///
+/// # Errors
+/// Never with these values.
+pub fn per_tenant_breaker(
+    name: &str,
+) -> Result<CircuitBreakerLayer<DefaultClassifier, ContextKey, NoFallback>, ConfigError> {
+    Ok(CircuitBreakerLayer::builder(breaker_config(name)?)
+        .keyed(tenant as ContextKey, 10_000, Duration::from_secs(600))
+        .build())
+}
+
+/// One breaker per operation.
+///
+/// # Errors
+/// Never with these values.
+pub fn per_operation_breaker(
+    name: &str,
+) -> Result<CircuitBreakerLayer<DefaultClassifier, ContextKey, NoFallback>, ConfigError> {
+    Ok(CircuitBreakerLayer::builder(breaker_config(name)?)
+        .keyed(operation as ContextKey, 1_000, Duration::from_secs(600))
+        .build())
+}
+
+/// At most `max` calls at once, no queue.
+///
+/// # Errors
+/// [`ConfigError`] when `max` is 0.
+pub fn basic_bulkhead(name: &str, max: u32) -> Result<BulkheadLayer, ConfigError> {
+    Ok(BulkheadLayer::new(
+        BulkheadConfig::builder(name).max_concurrent(max).build()?,
+    ))
+}
+
+/// At most `max` calls at once, and `per_tenant` for any one tenant.
+///
+/// # Errors
+/// [`ConfigError`] when a limit is 0.
+pub fn tenant_isolated_bulkhead(
+    name: &str,
+    max: u32,
+    per_tenant: u32,
+) -> Result<BulkheadLayer<ContextKey>, ConfigError> {
+    let per_key = BulkheadConfig::builder(name)
+        .max_concurrent(per_tenant)
+        .build()?;
+    Ok(basic_bulkhead(name, max)?.keyed(
+        tenant as ContextKey,
+        per_key,
+        10_000,
+        Duration::from_secs(600),
+    ))
+}
+
+/// At most `max` calls at once, and `per_operation` for any one operation.
+///
+/// # Errors
+/// [`ConfigError`] when a limit is 0.
+pub fn operation_isolated_bulkhead(
+    name: &str,
+    max: u32,
+    per_operation: u32,
+) -> Result<BulkheadLayer<ContextKey>, ConfigError> {
+    let per_key = BulkheadConfig::builder(name)
+        .max_concurrent(per_operation)
+        .build()?;
+    Ok(basic_bulkhead(name, max)?.keyed(
+        operation as ContextKey,
+        per_key,
+        1_000,
+        Duration::from_secs(600),
+    ))
+}
+
+/// At most `max` calls at once, `reserved` of them for high priority, a queue of `max`
+/// waiting up to 100 ms (low priority never waits).
+///
+/// # Errors
+/// [`ConfigError`] when `reserved >= max`.
+pub fn priority_bulkhead(
+    name: &str,
+    max: u32,
+    reserved: u32,
+) -> Result<BulkheadLayer, ConfigError> {
+    Ok(BulkheadLayer::new(
+        BulkheadConfig::builder(name)
+            .max_concurrent(max)
+            .reserve_for_high(reserved)
+            .queue(max, Duration::from_millis(100))
+            .build()?,
+    ))
+}
+
+/// Retries for outbound HTTP calls ([`RetryConfig::http`]).
+pub fn http_retry() -> RetryLayer {
+    RetryLayer::new(RetryConfig::http())
+}
+
+/// Retries for database calls ([`RetryConfig::database`]).
+pub fn database_retry() -> RetryLayer {
+    RetryLayer::new(RetryConfig::database())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_build() {
+        assert!(basic_breaker("a").is_ok());
+        assert!(per_tenant_breaker("a").is_ok());
+        assert!(per_operation_breaker("a").is_ok());
+        assert!(tenant_isolated_bulkhead("a", 10, 2).is_ok());
+        assert!(operation_isolated_bulkhead("a", 10, 2).is_ok());
+        assert!(priority_bulkhead("a", 10, 2).is_ok());
+        assert!(priority_bulkhead("a", 2, 2).is_err());
+        assert!(basic_bulkhead("a", 0).is_err());
+    }
+}
