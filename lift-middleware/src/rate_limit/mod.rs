@@ -5,8 +5,7 @@
 //! `RateLimit-Remaining` and `RateLimit-Reset` headers.
 //!
 //! Lambda runs many environments at once: a local limit is per environment, not per
-//! function. A limit across environments needs shared state (DynamoDB), which this module
-//! does not have yet.
+//! function. For one limit across environments, use [`dynamodb`].
 //!
 //! ```
 //! use std::num::NonZeroU32;
@@ -33,6 +32,8 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::classify::{KeyOf, Unkeyed};
+
+pub mod dynamodb;
 
 type Limiter<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
 

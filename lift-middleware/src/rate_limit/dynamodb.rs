@@ -1,0 +1,387 @@
+//! Distributed rate limiting in DynamoDB: one limit shared by every execution environment
+//! of every function that uses the same table.
+//!
+//! Fixed windows aligned on the wall clock (so all environments agree on them), one item per
+//! key and window, and **one conditional `UpdateItem` per request**: `ADD count 1` if the
+//! count is still under the limit. DynamoDB applies the condition atomically, so under any
+//! concurrency the admitted count never exceeds the limit in a window. The `expires_at`
+//! attribute (enable TTL on it) only collects old windows; the code never relies on it.
+//!
+//! The table needs a string partition key named `pk`.
+//!
+//! When DynamoDB fails or throttles, [`FailureMode`] decides: admit (fail open) or refuse
+//! with [`Error::Overloaded`] (fail closed). Either way the failure is logged (WARN, target
+//! `lift::rate_limit`) and counted ([`DistributedRateLimitLayer::store_failures`]).
+//!
+//! Cost: one write request unit per admitted or refused call (the refused update fails its
+//! condition, which DynamoDB still bills as a write).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use lift_middleware::rate_limit::dynamodb::{DistributedRateLimitConfig, DistributedRateLimitLayer, FailureMode};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
+//! let config = DistributedRateLimitConfig::builder("rate-limits", 100, Duration::from_secs(60))
+//!     .failure_mode(FailureMode::Open)
+//!     .build()?;
+//! let layer = DistributedRateLimitLayer::builder(client, config)
+//!     .keyed(|ctx: &lift_core::Context| ctx.header("x-api-key").map(str::to_owned))
+//!     .build();
+//! # let _ = layer;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use lift_core::{BoxError, Error};
+use tower::{Layer, Service, ServiceExt};
+
+use crate::classify::{KeyOf, SystemClock, Unkeyed, WallClock};
+use crate::error::{ConfigError, check};
+
+/// What to do when DynamoDB cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    /// Admit the request (availability first).
+    Open,
+    /// Refuse it with [`Error::Overloaded`] (protection first).
+    Closed,
+}
+
+/// A validated distributed rate limit.
+#[derive(Debug, Clone)]
+pub struct DistributedRateLimitConfig {
+    table: String,
+    limit: u64,
+    window: Duration,
+    prefix: String,
+    failure_mode: FailureMode,
+}
+
+/// Builds a [`DistributedRateLimitConfig`].
+#[derive(Debug, Clone)]
+pub struct DistributedRateLimitConfigBuilder {
+    config: DistributedRateLimitConfig,
+}
+
+impl DistributedRateLimitConfig {
+    /// `limit` calls per `window` and key, counted in `table`.
+    ///
+    /// # Default
+    /// Item prefix `rl`, fail open.
+    pub fn builder(table: &str, limit: u64, window: Duration) -> DistributedRateLimitConfigBuilder {
+        DistributedRateLimitConfigBuilder {
+            config: DistributedRateLimitConfig {
+                table: table.to_owned(),
+                limit,
+                window,
+                prefix: "rl".to_owned(),
+                failure_mode: FailureMode::Open,
+            },
+        }
+    }
+}
+
+impl DistributedRateLimitConfigBuilder {
+    /// Prefixes item keys (several limits can share a table).
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        self.config.prefix = prefix.to_owned();
+        self
+    }
+    /// What to do when DynamoDB fails or throttles.
+    pub fn failure_mode(mut self, mode: FailureMode) -> Self {
+        self.config.failure_mode = mode;
+        self
+    }
+    /// Validates the configuration.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the field.
+    pub fn build(self) -> Result<DistributedRateLimitConfig, ConfigError> {
+        let c = &self.config;
+        check(!c.table.is_empty(), "table", "must name a table")?;
+        check(c.limit >= 1, "limit", "must be at least 1")?;
+        check(
+            c.window >= Duration::from_secs(1),
+            "window",
+            "must be at least one second",
+        )?;
+        Ok(self.config)
+    }
+}
+
+/// The answer of the shared counter for one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Admitted; `remaining` calls are left in the window.
+    Admitted {
+        /// Calls left in the window.
+        remaining: u64,
+    },
+    /// Refused: the window is full.
+    Refused,
+    /// DynamoDB did not answer; the failure mode decided.
+    StoreFailed,
+}
+
+struct Shared<K> {
+    client: Client,
+    config: DistributedRateLimitConfig,
+    key: K,
+    clock: Arc<dyn WallClock>,
+    store_failures: AtomicU64,
+}
+
+impl<K> Shared<K> {
+    async fn admit(&self, key: &str) -> Admission {
+        let config = &self.config;
+        let now = self
+            .clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        let window = config.window.as_secs().max(1);
+        let index = now.as_secs() / window;
+        let expires_at = (index + 2) * window;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&config.table)
+            .key(
+                "pk",
+                AttributeValue::S(format!("{}#{key}#{index}", config.prefix)),
+            )
+            .update_expression("ADD #count :one SET #expires = if_not_exists(#expires, :expires)")
+            .condition_expression("attribute_not_exists(#count) OR #count < :limit")
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_names("#expires", "expires_at")
+            .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
+            .expression_attribute_values(":limit", AttributeValue::N(config.limit.to_string()))
+            .expression_attribute_values(":expires", AttributeValue::N(expires_at.to_string()))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                let count = output
+                    .attributes()
+                    .and_then(|a| a.get("count"))
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(config.limit);
+                Admission::Admitted {
+                    remaining: config.limit.saturating_sub(count),
+                }
+            }
+            Err(error) => match error.into_service_error() {
+                UpdateItemError::ConditionalCheckFailedException(_) => Admission::Refused,
+                other => {
+                    self.store_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        target: "lift::rate_limit",
+                        table = %config.table,
+                        mode = ?config.failure_mode,
+                        error = %lift_core::Error::internal(other),
+                        "the rate-limit store failed"
+                    );
+                    Admission::StoreFailed
+                }
+            },
+        }
+    }
+
+    /// Time until the current window ends.
+    fn reset(&self) -> Duration {
+        let now = self
+            .clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        let window = self.config.window.as_secs().max(1);
+        let end = Duration::from_secs((now.as_secs() / window + 1) * window);
+        end.saturating_sub(now)
+    }
+}
+
+/// Builds a [`DistributedRateLimitLayer`].
+pub struct DistributedRateLimitBuilder<K = Unkeyed> {
+    client: Client,
+    config: DistributedRateLimitConfig,
+    key: K,
+    clock: Arc<dyn WallClock>,
+}
+
+impl<K> DistributedRateLimitBuilder<K> {
+    /// Counts per key (tenant, user, API key, IP, ...); requests without a key share `*`.
+    pub fn keyed<K2>(self, key: K2) -> DistributedRateLimitBuilder<K2> {
+        DistributedRateLimitBuilder {
+            client: self.client,
+            config: self.config,
+            key,
+            clock: self.clock,
+        }
+    }
+
+    /// Reads the wall time (which decides the window) from `clock`.
+    pub fn clock(mut self, clock: impl WallClock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The layer.
+    pub fn build(self) -> DistributedRateLimitLayer<K> {
+        DistributedRateLimitLayer {
+            shared: Arc::new(Shared {
+                client: self.client,
+                config: self.config,
+                key: self.key,
+                clock: self.clock,
+                store_failures: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+/// Applies a [`DistributedRateLimit`].
+pub struct DistributedRateLimitLayer<K = Unkeyed> {
+    shared: Arc<Shared<K>>,
+}
+
+impl<K> Clone for DistributedRateLimitLayer<K> {
+    fn clone(&self) -> Self {
+        DistributedRateLimitLayer {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<K> std::fmt::Debug for DistributedRateLimitLayer<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DistributedRateLimitLayer")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DistributedRateLimitLayer {
+    /// Starts a limit counted through `client` (built once at init and shared).
+    pub fn builder(
+        client: Client,
+        config: DistributedRateLimitConfig,
+    ) -> DistributedRateLimitBuilder {
+        DistributedRateLimitBuilder {
+            client,
+            config,
+            key: Unkeyed,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl<K> DistributedRateLimitLayer<K> {
+    /// Calls whose count DynamoDB could not update.
+    pub fn store_failures(&self) -> u64 {
+        self.shared.store_failures.load(Ordering::Relaxed)
+    }
+
+    /// Counts one call for `key` in the current window (for use outside a service stack).
+    pub async fn admit(&self, key: &str) -> Admission {
+        self.shared.admit(key).await
+    }
+}
+
+impl<S, K> Layer<S> for DistributedRateLimitLayer<K> {
+    type Service = DistributedRateLimit<S, K>;
+    fn layer(&self, inner: S) -> Self::Service {
+        DistributedRateLimit {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The distributed rate-limit service.
+pub struct DistributedRateLimit<S, K = Unkeyed> {
+    inner: S,
+    shared: Arc<Shared<K>>,
+}
+
+impl<S: Clone, K> Clone for DistributedRateLimit<S, K> {
+    fn clone(&self) -> Self {
+        DistributedRateLimit {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S, K> std::fmt::Debug for DistributedRateLimit<S, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DistributedRateLimit")
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future of [`DistributedRateLimit`] (it awaits DynamoDB, so it is boxed).
+pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+
+impl<S, K, Req> Service<Req> for DistributedRateLimit<S, K>
+where
+    S: Service<Req> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    S::Response: Send + 'static,
+    K: KeyOf<Req>,
+    Req: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let key = self
+            .shared
+            .key
+            .key_of(&request)
+            .unwrap_or_else(|| "*".to_owned());
+        let shared = self.shared.clone();
+        let fresh = self.inner.clone();
+        let service = std::mem::replace(&mut self.inner, fresh);
+        Box::pin(async move {
+            match shared.admit(&key).await {
+                Admission::Admitted { .. } => {}
+                Admission::Refused => {
+                    let reset = shared.reset();
+                    return Err(Box::new(Error::RateLimited {
+                        limit: shared.config.limit,
+                        remaining: 0,
+                        reset,
+                        retry_after: reset,
+                    }) as BoxError);
+                }
+                Admission::StoreFailed => {
+                    if shared.config.failure_mode == FailureMode::Closed {
+                        return Err(Box::new(Error::Overloaded {
+                            reason: "the rate-limit store is unavailable",
+                        }) as BoxError);
+                    }
+                }
+            }
+            service.oneshot(request).await.map_err(Into::into)
+        })
+    }
+}

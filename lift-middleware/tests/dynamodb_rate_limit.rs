@@ -1,0 +1,209 @@
+//! The distributed rate limit against DynamoDB on the local emulator (real SDK client, real
+//! wire protocol): several limiter instances, as separate Lambda environments would be,
+//! share one table under concurrency.
+//!
+//! `scripts/test.sh` starts the emulator and exports `AWS_ENDPOINT_URL`; without it these
+//! tests fail loudly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use lift_core::{BoxError, Error};
+use lift_middleware::classify::WallClock;
+use lift_middleware::rate_limit::dynamodb::{
+    Admission, DistributedRateLimitConfig, DistributedRateLimitLayer, FailureMode,
+};
+use tower::{Layer, ServiceExt};
+
+async fn client() -> Client {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
+    );
+    // A client of its own per "environment", as separate Lambda sandboxes would have.
+    Client::new(lift_core::aws::sdk_config().await)
+}
+
+async fn table(client: &Client, name: &str) -> String {
+    let name = format!(
+        "{name}-{}",
+        SystemTime::now().duration_since(UNIX_EPOCH).expect("time").as_nanos()
+    );
+    client
+        .create_table()
+        .table_name(&name)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key"),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create table");
+    name
+}
+
+async fn served(_: String) -> Result<(), BoxError> {
+    Ok(())
+}
+
+/// A wall clock stopped at one instant, so a test never straddles two windows.
+#[derive(Clone, Copy)]
+struct Frozen(SystemTime);
+
+impl WallClock for Frozen {
+    fn now(&self) -> SystemTime {
+        self.0
+    }
+}
+
+fn frozen() -> Frozen {
+    // The middle of a 60 s window.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("time");
+    Frozen(UNIX_EPOCH + Duration::from_secs(now.as_secs() / 60 * 60 + 30))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_limiters_never_admit_more_than_the_limit() {
+    let setup = client().await;
+    let table = table(&setup, "lift-rate-limit").await;
+    let config = DistributedRateLimitConfig::builder(&table, 20, Duration::from_secs(60))
+        .build()
+        .expect("config");
+    let clock = frozen();
+    let admitted = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _environment in 0..3 {
+        let layer = DistributedRateLimitLayer::builder(client().await, config.clone())
+            .keyed(|key: &String| Some(key.clone()))
+            .clock(clock)
+            .build();
+        for _ in 0..25 {
+            let service = layer.layer(tower::service_fn(served));
+            let (admitted, refused) = (admitted.clone(), refused.clone());
+            tasks.push(tokio::spawn(async move {
+                match service.oneshot("tenant-a".to_owned()).await {
+                    Ok(()) => admitted.fetch_add(1, Ordering::SeqCst),
+                    Err(error) => {
+                        match error.downcast_ref::<Error>() {
+                            Some(Error::RateLimited {
+                                limit: 20,
+                                remaining: 0,
+                                retry_after,
+                                ..
+                            }) => assert!(*retry_after <= Duration::from_secs(30)),
+                            other => panic!("unexpected error {other:?}"),
+                        }
+                        refused.fetch_add(1, Ordering::SeqCst)
+                    }
+                };
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    assert_eq!(admitted.load(Ordering::SeqCst), 20, "exactly the limit admitted");
+    assert_eq!(refused.load(Ordering::SeqCst), 55);
+}
+
+#[tokio::test]
+async fn keys_and_windows_are_counted_apart() {
+    let client = client().await;
+    let table = table(&client, "lift-rate-keys").await;
+    let config = DistributedRateLimitConfig::builder(&table, 2, Duration::from_secs(60))
+        .build()
+        .expect("config");
+    let clock = frozen();
+    let layer = DistributedRateLimitLayer::builder(client.clone(), config.clone())
+        .clock(clock)
+        .build();
+    assert_eq!(layer.admit("a").await, Admission::Admitted { remaining: 1 });
+    assert_eq!(layer.admit("a").await, Admission::Admitted { remaining: 0 });
+    assert_eq!(layer.admit("a").await, Admission::Refused);
+    assert_eq!(layer.admit("b").await, Admission::Admitted { remaining: 1 });
+
+    let next_window = DistributedRateLimitLayer::builder(client, config)
+        .clock(Frozen(clock.0 + Duration::from_secs(60)))
+        .build();
+    assert_eq!(
+        next_window.admit("a").await,
+        Admission::Admitted { remaining: 1 },
+        "a new window starts from zero"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_store_fails_open_or_closed_as_configured() {
+    let client = client().await;
+    let missing = "lift-no-such-table";
+    let service = || tower::service_fn(|_: ()| async { Ok::<_, BoxError>("served") });
+
+    let open = DistributedRateLimitLayer::builder(
+        client.clone(),
+        DistributedRateLimitConfig::builder(missing, 5, Duration::from_secs(60))
+            .failure_mode(FailureMode::Open)
+            .build()
+            .expect("config"),
+    )
+    .build();
+    assert_eq!(
+        open.layer(service()).oneshot(()).await.expect("admitted"),
+        "served"
+    );
+    assert_eq!(open.store_failures(), 1);
+
+    let closed = DistributedRateLimitLayer::builder(
+        client,
+        DistributedRateLimitConfig::builder(missing, 5, Duration::from_secs(60))
+            .failure_mode(FailureMode::Closed)
+            .build()
+            .expect("config"),
+    )
+    .build();
+    let error = closed
+        .layer(service())
+        .oneshot(())
+        .await
+        .expect_err("refused");
+    assert!(matches!(
+        error.downcast_ref::<Error>(),
+        Some(Error::Overloaded { .. })
+    ));
+    assert_eq!(closed.store_failures(), 1);
+}
+
+#[test]
+fn invalid_limits_are_refused_at_build() {
+    assert!(
+        DistributedRateLimitConfig::builder("t", 0, Duration::from_secs(60))
+            .build()
+            .is_err()
+    );
+    assert!(
+        DistributedRateLimitConfig::builder("t", 5, Duration::from_millis(10))
+            .build()
+            .is_err()
+    );
+    assert!(
+        DistributedRateLimitConfig::builder("", 5, Duration::from_secs(1))
+            .build()
+            .is_err()
+    );
+}
