@@ -26,7 +26,8 @@ impl RequestInfo for Req {}
 
 type Res = http::Response<u64>;
 
-fn trivial() -> impl Service<Req, Response = Res, Error = Infallible, Future: Send> + Clone + Send + 'static {
+fn trivial()
+-> impl Service<Req, Response = Res, Error = Infallible, Future: Send> + Clone + Send + 'static {
     tower::service_fn(|req: Req| async move { Ok::<_, Infallible>(http::Response::new(req.0)) })
 }
 
@@ -76,8 +77,11 @@ fn retry() -> RetryLayer {
     RetryLayer::new(RetryConfig::builder().build().expect("config"))
 }
 
-fn bench_one<S>(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, mut service: S)
-where
+fn bench_one<S>(
+    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    mut service: S,
+) where
     S: Service<Req, Response = Res>,
     S::Error: std::fmt::Debug,
 {

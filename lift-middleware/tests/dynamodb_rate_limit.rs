@@ -32,7 +32,10 @@ async fn client() -> Client {
 async fn table(client: &Client, name: &str) -> String {
     let name = format!(
         "{name}-{}",
-        SystemTime::now().duration_since(UNIX_EPOCH).expect("time").as_nanos()
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("time")
+            .as_nanos()
     );
     client
         .create_table()
@@ -119,7 +122,11 @@ async fn concurrent_limiters_never_admit_more_than_the_limit() {
     for task in tasks {
         task.await.expect("task");
     }
-    assert_eq!(admitted.load(Ordering::SeqCst), 20, "exactly the limit admitted");
+    assert_eq!(
+        admitted.load(Ordering::SeqCst),
+        20,
+        "exactly the limit admitted"
+    );
     assert_eq!(refused.load(Ordering::SeqCst), 55);
 }
 

@@ -29,14 +29,18 @@
 //!
 //! # Lambda
 //! One execution environment sees few calls, so a local breaker with a high `min_calls` may
-//! never trip: prefer consecutive failures or a small window there.
+//! never trip: prefer consecutive failures or a small window there, or share the state of
+//! all environments in DynamoDB with [`SharedCircuitBreakerLayer`] (its cost in DynamoDB
+//! calls is documented there).
 
 mod config;
 mod future;
 mod layer;
+mod shared;
 mod state;
 
 pub use config::{CircuitBreakerConfig, CircuitBreakerConfigBuilder, Window};
 pub use future::ResponseFuture;
 pub use layer::{CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerLayer, Fallback, NoFallback};
+pub use shared::{SharedCircuitBreaker, SharedCircuitBreakerLayer, SharedResponseFuture};
 pub use state::{Metrics, State, StateChange};
