@@ -182,3 +182,85 @@ impl std::fmt::Debug for DispatchFuture {
         f.write_str("DispatchFuture")
     }
 }
+
+/// A handler wrapped in its own middleware, for one route: see [`with_layer`].
+pub struct Layered {
+    service: tower::util::BoxCloneSyncService<Context, Response, BoxError>,
+}
+
+impl Clone for Layered {
+    fn clone(&self) -> Self {
+        Layered {
+            service: self.service.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Layered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Layered")
+    }
+}
+
+/// Marks [`Layered`]'s `Handler` impl apart from the function impls.
+#[derive(Debug)]
+pub struct LayeredArgs;
+
+/// Calls a handler as a `tower::Service`, the innermost service of a route's own stack.
+struct HandlerService<H, Args> {
+    handler: H,
+    _args: PhantomData<fn() -> Args>,
+}
+
+impl<H: Clone, Args> Clone for HandlerService<H, Args> {
+    fn clone(&self) -> Self {
+        HandlerService {
+            handler: self.handler.clone(),
+            _args: PhantomData,
+        }
+    }
+}
+
+impl<H: Handler<Args>, Args: 'static> tower::Service<Context> for HandlerService<H, Args> {
+    type Response = Response;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Response, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, ctx: Context) -> Self::Future {
+        self.handler.call(ctx)
+    }
+}
+
+/// Wraps one handler in `layer`, for a route that needs its own timeout, breaker or limit:
+/// `App::new().get("/report", with_layer(report, TimeoutLayer::new(..)))`. The App's own
+/// layers (from [`crate::App::layer`]) still run outside it.
+pub fn with_layer<H, Args, L, E>(handler: H, layer: L) -> Layered
+where
+    H: Handler<Args>,
+    Args: 'static,
+    L: tower::Layer<tower::util::BoxCloneSyncService<Context, Response, BoxError>>,
+    L::Service:
+        tower::Service<Context, Response = Response, Error = E> + Clone + Send + Sync + 'static,
+    <L::Service as tower::Service<Context>>::Future: Send + 'static,
+    E: Into<BoxError> + 'static,
+{
+    use tower::ServiceExt;
+    let inner = tower::util::BoxCloneSyncService::new(HandlerService {
+        handler,
+        _args: PhantomData,
+    });
+    Layered {
+        service: tower::util::BoxCloneSyncService::new(layer.layer(inner).map_err(Into::into)),
+    }
+}
+
+impl Handler<LayeredArgs> for Layered {
+    fn call(&self, ctx: Context) -> BoxFuture<Result<Response, BoxError>> {
+        use tower::ServiceExt;
+        Box::pin(self.service.clone().oneshot(ctx))
+    }
+}

@@ -62,7 +62,7 @@ pub mod testing;
 pub use app::{App, BoxService, DEFAULT_BODY_LIMIT, LiftService};
 pub use context::{Context, HttpRequest, Source, TenantId};
 pub use error::{BoxError, Error, ErrorBody, ErrorDetail, FieldError, Result};
-pub use handler::{BoxFuture, Dispatch, DispatchFuture, Handler};
+pub use handler::{BoxFuture, Dispatch, DispatchFuture, Handler, Layered, LayeredArgs, with_layer};
 pub use input::Input;
 pub use response::{Body, Created, IntoResponse, Json, NoContent, Response};
 

@@ -420,3 +420,46 @@ async fn middleware_sees_the_route_and_can_refuse() {
         ["/orders/{id}", "/orders/{id}", "-"]
     );
 }
+
+#[tokio::test]
+async fn one_route_can_have_its_own_layer() {
+    use tower::ServiceExt;
+
+    let deny_all = tower::layer::layer_fn(|inner: lift_core::BoxService| {
+        tower::service_fn(move |ctx: Context| {
+            let inner = inner.clone();
+            async move {
+                if ctx.header("x-pass").is_none() {
+                    return Err::<Response, lift_core::BoxError>(Box::new(Error::new(
+                        StatusCode::FORBIDDEN,
+                        "route_guard",
+                        "this route needs x-pass",
+                    )));
+                }
+                inner.oneshot(ctx).await
+            }
+        })
+    });
+    let app = TestApp::new(
+        App::new()
+            .get("/guarded/{id}", lift_core::with_layer(get_order, deny_all))
+            .get("/open/{id}", get_order),
+    )
+    .expect("app");
+    let refused = send(&app, events::http("GET", "/guarded/1").v2()).await;
+    assert_eq!(refused.status, 403);
+    let passed = send(
+        &app,
+        events::http("GET", "/guarded/1").header("x-pass", "1").v2(),
+    )
+    .await;
+    assert_eq!(passed.status, 200);
+    assert_eq!(
+        passed.json::<Value>().expect("json")["route"],
+        "/guarded/{id}"
+    );
+    assert_eq!(
+        send(&app, events::http("GET", "/open/1").v2()).await.status,
+        200
+    );
+}
