@@ -10,6 +10,7 @@
 //! | [`operation_isolated_bulkhead`] | `max` at once in all, `per_operation` for each operation |
 //! | [`priority_bulkhead`] | `max` at once, `reserved` of them for high priority, a queue of `max` waiting up to 100 ms |
 //! | [`http_retry`] / [`database_retry`] | [`RetryConfig::http`] / [`RetryConfig::database`] |
+//! | [`dynamodb_retry`] | [`RetryConfig::database`] with DynamoDB's transient errors retried and failed conditions never |
 //!
 //! # Order
 //! Outermost first: load shed → rate limit → bulkhead → circuit breaker → timeout → retry.
@@ -174,6 +175,13 @@ pub fn http_retry() -> RetryLayer {
 /// Retries for database calls ([`RetryConfig::database`]).
 pub fn database_retry() -> RetryLayer {
     RetryLayer::new(RetryConfig::database())
+}
+
+/// Retries for DynamoDB calls: [`RetryConfig::database`] with the
+/// [`DynamoDbPolicy`](crate::retry::dynamodb::DynamoDbPolicy) (throttling retried,
+/// failed conditions never).
+pub fn dynamodb_retry() -> RetryLayer<crate::retry::dynamodb::DynamoDbPolicy> {
+    RetryLayer::new(RetryConfig::database()).policy(crate::retry::dynamodb::DynamoDbPolicy)
 }
 
 #[cfg(test)]

@@ -35,6 +35,7 @@
 
 mod backoff;
 mod budget;
+pub mod dynamodb;
 
 use std::future::Future;
 use std::pin::Pin;
