@@ -143,10 +143,13 @@ impl Compartment {
         })
     }
 
+    /// Waits for a slot until `until` at the latest (one deadline for every compartment a
+    /// call goes through).
     async fn acquire(
         &self,
         priority: Priority,
         config: &BulkheadConfig,
+        until: tokio::time::Instant,
     ) -> Result<OwnedSemaphorePermit, Error> {
         if let Some(permit) = self.try_acquire(priority) {
             return Ok(permit);
@@ -165,6 +168,8 @@ impl Compartment {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(full());
         }
+        // Leaves the queue however the wait ends, cancellation included.
+        let _queued = Queued(&self.waiting);
         let wait = async {
             if priority == Priority::High {
                 tokio::select! {
@@ -175,12 +180,19 @@ impl Compartment {
                 self.shared.clone().acquire_owned().await
             }
         };
-        let result = tokio::time::timeout(config.max_wait, wait).await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        match result {
+        match tokio::time::timeout_at(until, wait).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(full()),
         }
+    }
+}
+
+/// A place in a compartment's wait queue, given back when dropped.
+struct Queued<'a>(&'a AtomicU32);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -363,11 +375,15 @@ where
         let service = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, service);
         ResponseFuture::waiting(Box::pin(async move {
+            let until = tokio::time::Instant::now() + shared.config.max_wait;
             let key_permit = match (&compartment, &shared.per_key) {
-                (Some(c), Some((config, _))) => Some(c.acquire(priority, config).await?),
+                (Some(c), Some((config, _))) => Some(c.acquire(priority, config, until).await?),
                 _ => None,
             };
-            let global = shared.global.acquire(priority, &shared.config).await?;
+            let global = shared
+                .global
+                .acquire(priority, &shared.config, until)
+                .await?;
             let _permits = Permits {
                 _key: key_permit,
                 _global: global,

@@ -324,7 +324,8 @@ impl Breaker {
                     }
                     self.leave_probe(generation);
                     self.rejected.fetch_add(1, Relaxed);
-                    return Err(Duration::ZERO);
+                    // Probes are under way; their outcome is a call's length away.
+                    return Err(Duration::from_secs(1));
                 }
             }
         }
@@ -406,18 +407,20 @@ impl Breaker {
     }
 
     fn trip(&self, from: u8, now: Instant) {
-        let in_a_row = self.trips_in_a_row.load(Acquire);
-        let factor = self.config.backoff_multiplier.powi(in_a_row.min(64) as i32);
-        let open_for = self
-            .config
-            .open_for
-            .mul_f64(factor.min(1e6))
-            .min(self.config.max_open_for);
-        let until = self.since_epoch(now) + open_for;
-        self.open_until.store(until.as_nanos() as u64, Release);
-        if self.transition(from, OPEN) {
+        let tripped = self.transition_with(from, OPEN, || {
+            // Decided under the transition lock, so only the caller that trips sets it.
+            let in_a_row = self.trips_in_a_row.fetch_add(1, AcqRel);
+            let factor = self.config.backoff_multiplier.powi(in_a_row.min(64) as i32);
+            let open_for = self
+                .config
+                .open_for
+                .mul_f64(factor.min(1e6))
+                .min(self.config.max_open_for);
+            let until = self.since_epoch(now) + open_for;
+            self.open_until.store(until.as_nanos() as u64, Release);
+        });
+        if tripped {
             self.trips.fetch_add(1, Relaxed);
-            self.trips_in_a_row.fetch_add(1, AcqRel);
             self.window.reset();
             self.consecutive.store(0, Release);
         }
@@ -425,6 +428,11 @@ impl Breaker {
 
     /// Moves `from` → `to` if no other caller did first; logs and reports the change.
     fn transition(&self, from: u8, to: u8) -> bool {
+        self.transition_with(from, to, || {})
+    }
+
+    /// As [`Self::transition`], running `prepare` under the lock before the new state shows.
+    fn transition_with(&self, from: u8, to: u8, prepare: impl FnOnce()) -> bool {
         {
             // Transitions are rare: they take this lock, the call path never does.
             let _guard = self
@@ -440,6 +448,7 @@ impl Breaker {
                 self.probes_in_flight.store(0, Release);
                 self.probe_successes.store(0, Release);
             }
+            prepare();
             self.state.store(to, Release);
         }
         let change = StateChange {

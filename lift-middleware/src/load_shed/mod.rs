@@ -3,9 +3,10 @@
 //!
 //! A call is shed when:
 //! - the requests in flight reach the limit (low priority at three quarters of it);
-//! - the observed latency (an exponentially weighted average) is over the target: low
-//!   priority at once, normal priority past twice the target; high priority never for
-//!   latency;
+//! - the observed latency (an exponentially weighted average, halving for every second
+//!   without an observation so that shedding ends once the load is gone) is over the
+//!   target: low priority at once, normal priority past twice the target; high priority
+//!   never for latency;
 //! - the request's remaining time (the Lambda deadline) is shorter than the useful minimum.
 //!
 //! ```
@@ -106,38 +107,76 @@ struct Shared {
     in_flight: AtomicUsize,
     /// Average latency in nanoseconds (0: nothing observed yet).
     latency: AtomicU64,
+    /// When the average last moved, in nanoseconds since `epoch`.
+    observed_at: AtomicU64,
+    epoch: Instant,
     shed: AtomicU64,
     clock: Arc<dyn WallClock>,
 }
 
 impl Shared {
-    fn observe(&self, took: Duration) {
-        let sample = took.as_nanos().min(u128::from(u64::MAX)) as u64;
-        let _ = self
-            .latency
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
-                Some(if old == 0 {
-                    sample
-                } else {
-                    old - old / 5 + sample / 5
-                })
-            });
+    fn nanos_since_epoch(&self) -> u64 {
+        Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_nanos()
+            .min(u128::from(u64::MAX)) as u64
     }
 
-    fn refuse(&self, request: &impl RequestInfo) -> Option<&'static str> {
+    /// The average latency at `now`: it halves for every second without an observation, so
+    /// that shedding which admits nothing still ends once the load is gone.
+    fn current(&self, now: u64) -> u64 {
+        let latency = self.latency.load(Ordering::Acquire);
+        let idle = now.saturating_sub(self.observed_at.load(Ordering::Acquire));
+        let halvings = idle / 1_000_000_000;
+        if halvings >= 64 {
+            0
+        } else {
+            latency >> halvings
+        }
+    }
+
+    fn observe(&self, took: Duration) {
+        let sample = took.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let now = self.nanos_since_epoch();
+        let decayed = self.current(now);
+        let _ = self
+            .latency
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |_| {
+                Some(if decayed == 0 {
+                    sample
+                } else {
+                    decayed - decayed / 5 + sample / 5
+                })
+            });
+        self.observed_at.store(now, Ordering::Release);
+    }
+
+    /// Takes a place in flight, or says why not (keeping no place then).
+    fn admit(&self, request: &impl RequestInfo) -> Result<(), &'static str> {
         let priority = request.priority();
-        let in_flight = self.in_flight.load(Ordering::Acquire);
         let max = self.config.max_in_flight;
         let limit = if priority == Priority::Low {
             max * 3 / 4
         } else {
             max
         };
-        if in_flight >= limit.max(1) {
-            return Some("too many requests in flight");
+        // Count first, then check: two calls at once cannot both take the last place.
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= limit.max(1) {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err("too many requests in flight");
         }
+        match self.refuse(request, priority) {
+            Some(reason) => {
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                Err(reason)
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn refuse(&self, request: &impl RequestInfo, priority: Priority) -> Option<&'static str> {
         if let Some(target) = self.config.latency_target {
-            let latency = Duration::from_nanos(self.latency.load(Ordering::Acquire));
+            let latency = Duration::from_nanos(self.current(self.nanos_since_epoch()));
             let shed = match priority {
                 Priority::Low => latency > target,
                 Priority::Normal => latency > target * 2,
@@ -186,6 +225,8 @@ impl LoadShedLayer {
                 config,
                 in_flight: AtomicUsize::new(0),
                 latency: AtomicU64::new(0),
+                observed_at: AtomicU64::new(0),
+                epoch: Instant::now(),
                 shed: AtomicU64::new(0),
                 clock: Arc::new(clock),
             }),
@@ -197,9 +238,9 @@ impl LoadShedLayer {
         self.shared.shed.load(Ordering::Relaxed)
     }
 
-    /// The current average latency.
+    /// The current average latency (decayed while nothing was observed).
     pub fn latency(&self) -> Duration {
-        Duration::from_nanos(self.shared.latency.load(Ordering::Acquire))
+        Duration::from_nanos(self.shared.current(self.shared.nanos_since_epoch()))
     }
 }
 
@@ -268,7 +309,7 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        if let Some(reason) = self.shared.refuse(&request) {
+        if let Err(reason) = self.shared.admit(&request) {
             self.shared.shed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(target: "lift::load_shed", reason, "request shed");
             return ResponseFuture {
@@ -277,7 +318,6 @@ where
                 refused: Some(reason),
             };
         }
-        self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
         let guard = InFlight {
             shared: self.shared.clone(),
             started: Instant::now(),
