@@ -1,0 +1,357 @@
+//! Circuit breaker under injected failures: trip, fail fast, half-open, recover.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lift_core::Error;
+use lift_middleware::circuit_breaker::{
+    CircuitBreakerConfig, CircuitBreakerLayer, Metrics, State, StateChange,
+};
+use support::{Behaviour, Dependency, Response, TestRequest, call, expect_lift_err, status};
+use tower::{Layer, Service, ServiceExt};
+
+const OPEN_FOR: Duration = Duration::from_secs(30);
+
+/// Trips after `failures` in a row, stays open 30 s, admits `probes` probes and closes
+/// after `successes`.
+fn config(failures: u32, probes: u32, successes: u32) -> CircuitBreakerConfig {
+    CircuitBreakerConfig::builder("dep")
+        .consecutive_failures(failures)
+        .no_failure_rate()
+        .open_for(OPEN_FOR)
+        .half_open(probes, successes)
+        .build()
+        .expect("valid config")
+}
+
+fn req() -> TestRequest {
+    TestRequest::new()
+}
+
+fn retry_after_of(error: &Error) -> Duration {
+    match error {
+        Error::CircuitOpen { retry_after, .. } => *retry_after,
+        other => panic!("expected CircuitOpen, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn opens_after_consecutive_failures_then_fails_fast_without_calling() {
+    let dep = Dependency::new(Behaviour::Status(503));
+    dep.script([Behaviour::Status(503), Behaviour::Transport]);
+    let layer = CircuitBreakerLayer::new(config(3, 1, 1));
+    let mut svc = layer.layer(dep.clone());
+
+    assert_eq!(status(&call(&mut svc, req()).await), 503);
+    assert!(call(&mut svc, req()).await.is_err(), "transport error");
+    assert_eq!(
+        layer.state(None),
+        Some(State::Closed),
+        "two failures < three"
+    );
+    assert_eq!(status(&call(&mut svc, req()).await), 503);
+    assert_eq!(layer.state(None), Some(State::Open));
+    assert_eq!(dep.calls(), 3);
+
+    let refused = call(&mut svc, req()).await;
+    let error = expect_lift_err(&refused);
+    match error {
+        Error::CircuitOpen { name, retry_after } => {
+            assert_eq!(&**name, "dep");
+            assert_eq!(*retry_after, OPEN_FOR);
+        }
+        other => panic!("expected CircuitOpen, got {other:?}"),
+    }
+    assert_eq!(error.status().as_u16(), 503);
+    assert_eq!(error.response_headers()["retry-after"], "30");
+    assert_eq!(dep.calls(), 3, "the dependency is not called while open");
+
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let refused = call(&mut svc, req()).await;
+    assert_eq!(
+        retry_after_of(expect_lift_err(&refused)),
+        Duration::from_secs(20),
+        "retry_after counts down"
+    );
+    assert_eq!(dep.calls(), 3);
+    assert_eq!(
+        layer.metrics(None),
+        Some(Metrics {
+            calls: 3,
+            failures: 3,
+            rejected: 2,
+            trips: 1
+        })
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_errors_do_not_count_as_failures() {
+    let dep = Dependency::new(Behaviour::ClientError);
+    let layer = CircuitBreakerLayer::new(config(3, 1, 1));
+    let mut svc = layer.layer(dep.clone());
+
+    for _ in 0..10 {
+        let result = call(&mut svc, req()).await;
+        assert_eq!(expect_lift_err(&result).status().as_u16(), 400);
+    }
+    // 4xx responses are not failures either.
+    dep.set(Behaviour::Status(404));
+    for _ in 0..5 {
+        assert_eq!(status(&call(&mut svc, req()).await), 404);
+    }
+    assert_eq!(layer.state(None), Some(State::Closed));
+    assert_eq!(dep.calls(), 15);
+    assert_eq!(layer.metrics(None).map(|m| m.failures), Some(0));
+
+    // A client error breaks a run of failures, as a success does.
+    dep.script([
+        Behaviour::Status(503),
+        Behaviour::Status(503),
+        Behaviour::ClientError,
+        Behaviour::Status(503),
+        Behaviour::Status(503),
+    ]);
+    for _ in 0..5 {
+        let _ = call(&mut svc, req()).await;
+    }
+    assert_eq!(layer.state(None), Some(State::Closed));
+    assert_eq!(layer.metrics(None).map(|m| m.failures), Some(4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_opens_after_open_for_and_closes_after_enough_successes() {
+    let dep = Dependency::new(Behaviour::Status(503));
+    let layer = CircuitBreakerLayer::new(config(3, 2, 2));
+    let mut svc = layer.layer(dep.clone());
+    for _ in 0..3 {
+        let _ = call(&mut svc, req()).await;
+    }
+    assert_eq!(layer.state(None), Some(State::Open));
+
+    tokio::time::advance(OPEN_FOR - Duration::from_millis(1)).await;
+    assert_eq!(layer.state(None), Some(State::Open));
+    assert!(call(&mut svc, req()).await.is_err());
+    assert_eq!(dep.calls(), 3);
+
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(layer.state(None), Some(State::HalfOpen));
+    dep.set(Behaviour::Ok);
+    assert_eq!(status(&call(&mut svc, req()).await), 200);
+    assert_eq!(
+        layer.state(None),
+        Some(State::HalfOpen),
+        "one success of two"
+    );
+    assert_eq!(status(&call(&mut svc, req()).await), 200);
+    assert_eq!(layer.state(None), Some(State::Closed));
+    assert_eq!(dep.calls(), 5);
+
+    // Closed again: it takes a full run of failures to trip.
+    dep.set(Behaviour::Status(503));
+    for _ in 0..2 {
+        let _ = call(&mut svc, req()).await;
+    }
+    assert_eq!(layer.state(None), Some(State::Closed));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_probe_reopens() {
+    let dep = Dependency::new(Behaviour::Status(503));
+    let layer = CircuitBreakerLayer::new(config(3, 1, 1));
+    let mut svc = layer.layer(dep.clone());
+    for _ in 0..3 {
+        let _ = call(&mut svc, req()).await;
+    }
+    tokio::time::advance(OPEN_FOR).await;
+    assert_eq!(layer.state(None), Some(State::HalfOpen));
+
+    assert_eq!(
+        status(&call(&mut svc, req()).await),
+        503,
+        "the probe reaches the dependency"
+    );
+    assert_eq!(dep.calls(), 4);
+    assert_eq!(layer.state(None), Some(State::Open));
+    let refused = call(&mut svc, req()).await;
+    assert_eq!(retry_after_of(expect_lift_err(&refused)), OPEN_FOR);
+    assert_eq!(dep.calls(), 4);
+    assert_eq!(layer.metrics(None).map(|m| m.trips), Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_fallback_answers_while_open() {
+    let dep = Dependency::new(Behaviour::Transport);
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen_in = seen.clone();
+    let layer = CircuitBreakerLayer::builder(config(2, 1, 1))
+        .fallback(move |error: &Error| -> Option<Response> {
+            seen_in.lock().expect("lock").push(error.code().to_owned());
+            http::Response::builder()
+                .status(200)
+                .header("x-fallback", "cache")
+                .body("stale".to_owned())
+                .ok()
+        })
+        .build();
+    let mut svc = layer.layer(dep.clone());
+    for _ in 0..2 {
+        assert!(call(&mut svc, req()).await.is_err());
+    }
+    assert_eq!(layer.state(None), Some(State::Open));
+
+    let response = call(&mut svc, req()).await.expect("the fallback answers");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-fallback"], "cache");
+    assert_eq!(response.body(), "stale");
+    assert_eq!(dep.calls(), 2, "the dependency is not called");
+    assert_eq!(*seen.lock().expect("lock"), vec!["circuit_open".to_owned()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_breakers_isolate_tenants() {
+    let dep = Dependency::new(Behaviour::Ok);
+    dep.set_for("noisy", Behaviour::Status(503));
+    let layer = CircuitBreakerLayer::builder(config(3, 1, 1))
+        .keyed(
+            |r: &TestRequest| r.tenant.clone(),
+            100,
+            Duration::from_secs(600),
+        )
+        .build();
+    let mut svc = layer.layer(dep.clone());
+    let noisy = || TestRequest::new().for_tenant("noisy");
+    let quiet = || TestRequest::new().for_tenant("quiet");
+
+    for _ in 0..3 {
+        assert_eq!(status(&call(&mut svc, noisy()).await), 503);
+    }
+    assert_eq!(layer.state(Some("noisy")), Some(State::Open));
+    let refused = call(&mut svc, noisy()).await;
+    match expect_lift_err(&refused) {
+        Error::CircuitOpen { name, .. } => assert_eq!(&**name, "dep:noisy"),
+        other => panic!("expected CircuitOpen, got {other:?}"),
+    }
+    assert_eq!(dep.calls_for(Some("noisy")), 3);
+
+    for _ in 0..5 {
+        assert_eq!(status(&call(&mut svc, quiet()).await), 200);
+    }
+    assert_eq!(layer.state(Some("quiet")), Some(State::Closed));
+    assert_eq!(dep.calls_for(Some("quiet")), 5);
+    // Unkeyed requests share the unkeyed breaker, untouched by the noisy tenant.
+    assert_eq!(status(&call(&mut svc, req()).await), 200);
+    assert_eq!(layer.state(None), Some(State::Closed));
+    assert_eq!(layer.state(Some("never-seen")), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_state_change_sees_every_transition() {
+    let changes = Arc::new(Mutex::new(Vec::<StateChange>::new()));
+    let sink = changes.clone();
+    let dep = Dependency::new(Behaviour::Status(500));
+    let layer = CircuitBreakerLayer::builder(config(2, 1, 1))
+        .on_state_change(move |change| sink.lock().expect("lock").push(change.clone()))
+        .build();
+    let mut svc = layer.layer(dep.clone());
+    let transitions = || {
+        changes
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|c| {
+                assert_eq!(&*c.name, "dep");
+                (c.from, c.to)
+            })
+            .collect::<Vec<_>>()
+    };
+
+    for _ in 0..2 {
+        let _ = call(&mut svc, req()).await;
+    }
+    assert_eq!(transitions(), vec![(State::Closed, State::Open)]);
+
+    tokio::time::advance(OPEN_FOR).await;
+    dep.set(Behaviour::Ok);
+    assert_eq!(status(&call(&mut svc, req()).await), 200);
+    assert_eq!(
+        transitions(),
+        vec![
+            (State::Closed, State::Open),
+            (State::Open, State::HalfOpen),
+            (State::HalfOpen, State::Closed),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_dropped_before_completion_frees_its_place() {
+    let dep = Dependency::new(Behaviour::Status(503));
+    let layer = CircuitBreakerLayer::new(config(1, 1, 1));
+    let svc = layer.layer(dep.clone());
+    let _ = call(&mut svc.clone(), req()).await;
+    tokio::time::advance(OPEN_FOR).await;
+
+    dep.set(Behaviour::Hang);
+    let probe = tokio::spawn(svc.clone().oneshot(req()));
+    support::settle().await;
+    assert_eq!(dep.calls(), 2, "the probe reached the dependency");
+    assert_eq!(dep.in_flight(), 1);
+
+    let refused = call(&mut svc.clone(), req()).await;
+    assert!(
+        matches!(expect_lift_err(&refused), Error::CircuitOpen { .. }),
+        "the only probe place is taken"
+    );
+    assert_eq!(dep.calls(), 2);
+
+    probe.abort();
+    assert!(probe.await.expect_err("aborted").is_cancelled());
+    assert_eq!(dep.in_flight(), 0);
+    assert_eq!(layer.state(None), Some(State::HalfOpen));
+
+    dep.set(Behaviour::Ok);
+    assert_eq!(
+        status(&call(&mut svc.clone(), req()).await),
+        200,
+        "the dropped probe gave its place back"
+    );
+    assert_eq!(dep.calls(), 3);
+    assert_eq!(layer.state(None), Some(State::Closed));
+}
+
+/// Two probes of one half-open period both fail: the breaker opens once (the second trip)
+/// and should stay open for the second trip's backoff (2 × 10 s), not for a third trip's.
+#[tokio::test(start_paused = true)]
+async fn concurrent_failing_probes_back_off_once() {
+    let dep = Dependency::new(Behaviour::Status(503));
+    let config = CircuitBreakerConfig::builder("dep")
+        .consecutive_failures(1)
+        .no_failure_rate()
+        .open_for(Duration::from_secs(10))
+        .open_backoff(2.0, Duration::from_secs(600))
+        .half_open(2, 2)
+        .build()
+        .expect("valid config");
+    let layer = CircuitBreakerLayer::new(config);
+    let mut svc = layer.layer(dep.clone());
+    let _ = call(&mut svc, req()).await;
+    tokio::time::advance(Duration::from_secs(10)).await;
+
+    // Both probes are admitted before either finishes.
+    let first = svc.call(req());
+    let second = svc.call(req());
+    assert_eq!(dep.calls(), 3);
+    assert_eq!(status(&first.await), 503);
+    assert_eq!(status(&second.await), 503);
+    assert_eq!(layer.metrics(None).map(|m| m.trips), Some(2));
+
+    let refused = call(&mut svc, req()).await;
+    assert_eq!(
+        retry_after_of(expect_lift_err(&refused)),
+        Duration::from_secs(20),
+        "the second trip opens for open_for × 2"
+    );
+}
