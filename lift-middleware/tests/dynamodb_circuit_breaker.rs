@@ -250,3 +250,47 @@ async fn a_missing_store_fails_open() {
     assert!(layer.store_failures() >= 1);
     assert_eq!(layer.state().await, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_environments_trip_it_exactly_once() {
+    let setup = client().await;
+    let table = table(&setup).await;
+    let clock = Manual::new();
+    let dependency = Dependency::default();
+    dependency.failing.store(true, Ordering::SeqCst);
+    let mut tasks = Vec::new();
+    for _environment in 0..3 {
+        let layer = SharedCircuitBreakerLayer::new(client().await, &table, config())
+            .cache_for(Duration::ZERO)
+            .with_clock(clock.clone());
+        for _ in 0..4 {
+            let (layer, dependency) = (layer.clone(), dependency.clone());
+            tasks.push(tokio::spawn(async move { call(&layer, &dependency).await }));
+        }
+    }
+    for task in tasks {
+        let _ = task.await.expect("task");
+    }
+    let item = setup
+        .get_item()
+        .table_name(&table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("cb#payments".to_owned()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("read state")
+        .item()
+        .cloned()
+        .expect("state item");
+    assert_eq!(item["state"].as_s().expect("state"), "open");
+    assert_eq!(
+        item["version"].as_n().expect("version"),
+        "1",
+        "one conditional write won; the others lost the race"
+    );
+    let called = dependency.calls.load(Ordering::SeqCst);
+    assert!((6..=12).contains(&called), "{called} calls reached the dependency");
+}

@@ -214,3 +214,46 @@ fn invalid_limits_are_refused_at_build() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn the_sliding_window_carries_the_previous_window_over() {
+    use lift_middleware::rate_limit::dynamodb::Algorithm;
+
+    let client = client().await;
+    let table = table(&client, "lift-rate-sliding").await;
+    let config = DistributedRateLimitConfig::builder(&table, 10, Duration::from_secs(60))
+        .algorithm(Algorithm::SlidingWindow)
+        .build()
+        .expect("config");
+    let start = {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("time");
+        UNIX_EPOCH + Duration::from_secs(now.as_secs() / 60 * 60)
+    };
+    let at = |offset: u64| {
+        DistributedRateLimitLayer::builder(client.clone(), config.clone())
+            .clock(Frozen(start + Duration::from_secs(offset)))
+            .build()
+    };
+    // The first window fills up.
+    let first = at(50);
+    for _ in 0..10 {
+        assert!(matches!(first.admit("k").await, Admission::Admitted { .. }));
+    }
+    assert_eq!(first.admit("k").await, Admission::Refused);
+
+    // 15 s into the next window, 75% of the previous one still counts: 10 - ceil(7.5) = 2.
+    let early = at(75);
+    assert_eq!(early.admit("k").await, Admission::Admitted { remaining: 1 });
+    assert_eq!(early.admit("k").await, Admission::Admitted { remaining: 0 });
+    assert_eq!(early.admit("k").await, Admission::Refused);
+
+    // 45 s in, 25% counts: 10 - ceil(2.5) = 7 in all, 2 of them already taken.
+    let late = at(105);
+    for left in (0..5).rev() {
+        assert_eq!(
+            late.admit("k").await,
+            Admission::Admitted { remaining: left }
+        );
+    }
+    assert_eq!(late.admit("k").await, Admission::Refused);
+}

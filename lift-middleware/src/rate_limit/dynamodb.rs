@@ -1,9 +1,10 @@
 //! Distributed rate limiting in DynamoDB: one limit shared by every execution environment
 //! of every function that uses the same table.
 //!
-//! Fixed windows aligned on the wall clock (so all environments agree on them), one item per
-//! key and window, and **one conditional `UpdateItem` per request**: `ADD count 1` if the
-//! count is still under the limit. DynamoDB applies the condition atomically, so under any
+//! Windows aligned on the wall clock (so all environments agree on them), one item per key
+//! and window, and **one conditional `UpdateItem` per request**: `ADD count 1` if the count
+//! is still under the limit. Fixed or sliding windows ([`Algorithm`]); the sliding one
+//! also reads each finished window's count once per key and environment. DynamoDB applies the condition atomically, so under any
 //! concurrency the admitted count never exceeds the limit in a window. The `expires_at`
 //! attribute (enable TTL on it) only collects old windows; the code never relies on it.
 //!
@@ -49,6 +50,20 @@ use tower::{Layer, Service, ServiceExt};
 use crate::classify::{KeyOf, SystemClock, Unkeyed, WallClock};
 use crate::error::{ConfigError, check};
 
+/// How calls are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    /// Windows aligned on the wall clock; a window's count starts from zero. Simple, but a
+    /// burst at the end of one window and the start of the next can reach twice the limit
+    /// within one window's length.
+    #[default]
+    FixedWindow,
+    /// The current window's count plus the previous window's, weighted by how much of it
+    /// the sliding window still covers: no double burst at the boundary. Costs one extra
+    /// read per key, window and environment (the previous window's count, then cached).
+    SlidingWindow,
+}
+
 /// What to do when DynamoDB cannot answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureMode {
@@ -66,6 +81,7 @@ pub struct DistributedRateLimitConfig {
     window: Duration,
     prefix: String,
     failure_mode: FailureMode,
+    algorithm: Algorithm,
 }
 
 /// Builds a [`DistributedRateLimitConfig`].
@@ -78,7 +94,7 @@ impl DistributedRateLimitConfig {
     /// `limit` calls per `window` and key, counted in `table`.
     ///
     /// # Default
-    /// Item prefix `rl`, fail open.
+    /// Item prefix `rl`, fixed windows, fail open.
     pub fn builder(table: &str, limit: u64, window: Duration) -> DistributedRateLimitConfigBuilder {
         DistributedRateLimitConfigBuilder {
             config: DistributedRateLimitConfig {
@@ -87,6 +103,7 @@ impl DistributedRateLimitConfig {
                 window,
                 prefix: "rl".to_owned(),
                 failure_mode: FailureMode::Open,
+                algorithm: Algorithm::FixedWindow,
             },
         }
     }
@@ -96,6 +113,11 @@ impl DistributedRateLimitConfigBuilder {
     /// Prefixes item keys (several limits can share a table).
     pub fn prefix(mut self, prefix: &str) -> Self {
         self.config.prefix = prefix.to_owned();
+        self
+    }
+    /// Fixed or sliding windows (default fixed).
+    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.config.algorithm = algorithm;
         self
     }
     /// What to do when DynamoDB fails or throttles.
@@ -140,9 +162,55 @@ struct Shared<K> {
     key: K,
     clock: Arc<dyn WallClock>,
     store_failures: AtomicU64,
+    /// Counts of finished windows, by item key, for the sliding algorithm.
+    previous: moka::sync::Cache<String, u64>,
 }
 
 impl<K> Shared<K> {
+    fn store_failed(&self, error: impl Into<BoxError>) {
+        self.store_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            target: "lift::rate_limit",
+            table = %self.config.table,
+            mode = ?self.config.failure_mode,
+            error = %Error::internal(error),
+            "the rate-limit store failed"
+        );
+    }
+
+    /// The final count of a finished window: cached, else read once.
+    async fn finished_count(&self, pk: String) -> Option<u64> {
+        if let Some(count) = self.previous.get(&pk) {
+            return Some(count);
+        }
+        let read = self
+            .client
+            .get_item()
+            .table_name(&self.config.table)
+            .key("pk", AttributeValue::S(pk.clone()))
+            .consistent_read(true)
+            .projection_expression("#count")
+            .expression_attribute_names("#count", "count")
+            .send()
+            .await;
+        match read {
+            Ok(output) => {
+                let count = output
+                    .item()
+                    .and_then(|item| item.get("count"))
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+                self.previous.insert(pk, count);
+                Some(count)
+            }
+            Err(error) => {
+                self.store_failed(error);
+                None
+            }
+        }
+    }
+
     async fn admit(&self, key: &str) -> Admission {
         let config = &self.config;
         let now = self
@@ -153,6 +221,22 @@ impl<K> Shared<K> {
         let window = config.window.as_secs().max(1);
         let index = now.as_secs() / window;
         let expires_at = (index + 2) * window;
+        let allowed = match config.algorithm {
+            Algorithm::FixedWindow => config.limit,
+            Algorithm::SlidingWindow => {
+                let pk = format!("{}#{key}#{}", config.prefix, index.saturating_sub(1));
+                let Some(previous) = self.finished_count(pk).await else {
+                    return Admission::StoreFailed;
+                };
+                let into_window = now.as_secs_f64() - (index * window) as f64;
+                let still_covered = (1.0 - into_window / window as f64).clamp(0.0, 1.0);
+                let carried = (previous as f64 * still_covered).ceil() as u64;
+                config.limit.saturating_sub(carried)
+            }
+        };
+        if allowed == 0 {
+            return Admission::Refused;
+        }
         let result = self
             .client
             .update_item()
@@ -166,7 +250,7 @@ impl<K> Shared<K> {
             .expression_attribute_names("#count", "count")
             .expression_attribute_names("#expires", "expires_at")
             .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
-            .expression_attribute_values(":limit", AttributeValue::N(config.limit.to_string()))
+            .expression_attribute_values(":limit", AttributeValue::N(allowed.to_string()))
             .expression_attribute_values(":expires", AttributeValue::N(expires_at.to_string()))
             .return_values(ReturnValue::UpdatedNew)
             .send()
@@ -178,22 +262,15 @@ impl<K> Shared<K> {
                     .and_then(|a| a.get("count"))
                     .and_then(|v| v.as_n().ok())
                     .and_then(|n| n.parse::<u64>().ok())
-                    .unwrap_or(config.limit);
+                    .unwrap_or(allowed);
                 Admission::Admitted {
-                    remaining: config.limit.saturating_sub(count),
+                    remaining: allowed.saturating_sub(count),
                 }
             }
             Err(error) => match error.into_service_error() {
                 UpdateItemError::ConditionalCheckFailedException(_) => Admission::Refused,
                 other => {
-                    self.store_failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        target: "lift::rate_limit",
-                        table = %config.table,
-                        mode = ?config.failure_mode,
-                        error = %lift_core::Error::internal(other),
-                        "the rate-limit store failed"
-                    );
+                    self.store_failed(other);
                     Admission::StoreFailed
                 }
             },
@@ -240,11 +317,16 @@ impl<K> DistributedRateLimitBuilder<K> {
 
     /// The layer.
     pub fn build(self) -> DistributedRateLimitLayer<K> {
+        let window = self.config.window;
         DistributedRateLimitLayer {
             shared: Arc::new(Shared {
                 client: self.client,
                 config: self.config,
                 key: self.key,
+                previous: moka::sync::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(window * 2)
+                    .build(),
                 clock: self.clock,
                 store_failures: AtomicU64::new(0),
             }),
