@@ -12,6 +12,9 @@
 //! | [`http_retry`] / [`database_retry`] | [`RetryConfig::http`] / [`RetryConfig::database`] |
 //! | [`dynamodb_retry`] | [`RetryConfig::database`] with DynamoDB's transient errors retried and failed conditions never |
 //!
+//! Key functions for keyed layers (breakers, bulkheads, local and distributed rate limits):
+//! [`tenant`], [`operation`], [`client_ip`], [`api_key`], [`user`].
+//!
 //! # Order
 //! Outermost first: load shed → rate limit → bulkhead → circuit breaker → timeout → retry.
 //! Cheap refusals come first; the breaker sees one outcome per call, not one per attempt
@@ -50,6 +53,45 @@ pub fn operation(ctx: &Context) -> Option<String> {
         Some(event) => Some(format!("{}/{}", event.source, event.detail_type)),
         None => Some(ctx.source().as_str().to_owned()),
     }
+}
+
+/// The client's IP address: API Gateway's `sourceIp`, or the first `x-forwarded-for`
+/// entry behind an ALB.
+pub fn client_ip(ctx: &Context) -> Option<String> {
+    use lambda_http::request::RequestContext;
+    let request = ctx.http()?;
+    match request.request_context() {
+        RequestContext::ApiGatewayV2(c) => c.http.source_ip.clone(),
+        RequestContext::ApiGatewayV1(c) => c.identity.source_ip.clone(),
+        _ => ctx
+            .header("x-forwarded-for")
+            .and_then(|list| list.split(',').next())
+            .map(|ip| ip.trim().to_owned())
+            .filter(|ip| !ip.is_empty()),
+    }
+}
+
+/// The `x-api-key` header.
+pub fn api_key(ctx: &Context) -> Option<String> {
+    ctx.header("x-api-key").map(str::to_owned)
+}
+
+/// The authenticated user, as API Gateway's authorizer saw it: the JWT's `sub` claim, or a
+/// Lambda authorizer's `principalId`.
+pub fn user(ctx: &Context) -> Option<String> {
+    let authorizer = ctx.http()?.request_context().authorizer()?;
+    if let Some(sub) = authorizer
+        .jwt
+        .as_ref()
+        .and_then(|jwt| jwt.claims.get("sub"))
+    {
+        return Some(sub.clone());
+    }
+    authorizer
+        .fields
+        .get("principalId")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
 }
 
 fn breaker_config(name: &str) -> Result<CircuitBreakerConfig, ConfigError> {
@@ -187,6 +229,46 @@ pub fn dynamodb_retry() -> RetryLayer<crate::retry::dynamodb::DynamoDbPolicy> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lift_core::testing::{TestApp, events};
+    use lift_core::{App, Json};
+
+    async fn keys(event: serde_json::Value) -> serde_json::Value {
+        let app = TestApp::new(App::new().any("/{*path}", |ctx: Context| async move {
+            Ok::<_, lift_core::Error>(Json(serde_json::json!({
+                "ip": client_ip(&ctx),
+                "api_key": api_key(&ctx),
+                "user": user(&ctx),
+                "operation": operation(&ctx),
+            })))
+        }))
+        .expect("app");
+        app.http(event)
+            .await
+            .expect("response")
+            .json()
+            .expect("json")
+    }
+
+    #[tokio::test]
+    async fn keys_come_from_each_source() {
+        let v2 = keys(events::http("GET", "/a").header("x-api-key", "k1").v2()).await;
+        assert_eq!(v2["ip"], "192.0.2.1");
+        assert_eq!(v2["api_key"], "k1");
+        assert_eq!(v2["operation"], "GET /{*path}");
+        let v1 = keys(events::http("POST", "/a").v1()).await;
+        assert_eq!(v1["ip"], "192.0.2.1");
+        let alb = keys(
+            events::http("GET", "/a")
+                .header("x-forwarded-for", "203.0.113.9, 10.0.0.1")
+                .alb(),
+        )
+        .await;
+        assert_eq!(alb["ip"], "203.0.113.9");
+        let mut with_jwt = events::http("GET", "/a").v2();
+        with_jwt["requestContext"]["authorizer"] =
+            serde_json::json!({"jwt": {"claims": {"sub": "user-7"}, "scopes": []}});
+        assert_eq!(keys(with_jwt).await["user"], "user-7");
+    }
 
     #[test]
     fn presets_build() {

@@ -292,5 +292,8 @@ async fn concurrent_environments_trip_it_exactly_once() {
         "one conditional write won; the others lost the race"
     );
     let called = dependency.calls.load(Ordering::SeqCst);
-    assert!((6..=12).contains(&called), "{called} calls reached the dependency");
+    assert!(
+        (6..=12).contains(&called),
+        "{called} calls reached the dependency"
+    );
 }
