@@ -41,8 +41,10 @@
 //! # }
 //! ```
 //!
-//! Not built yet: tenancy, security, observability, idempotency and caching layers; the
-//! shared (DynamoDB) state for breakers and rate limits.
+//! Shared state across execution environments lives in DynamoDB:
+//! [`circuit_breaker::SharedCircuitBreakerLayer`] and [`rate_limit::dynamodb`].
+//!
+//! Not built yet: tenancy, security, observability, idempotency and caching layers.
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
