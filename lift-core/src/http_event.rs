@@ -4,6 +4,7 @@ use std::borrow::Cow;
 
 use aws_lambda_events::alb::AlbTargetGroupRequest;
 use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
+use aws_lambda_events::query_map::QueryMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
@@ -59,6 +60,17 @@ fn decode_component(text: &str) -> String {
         .into_owned()
 }
 
+/// The query of a v1 or ALB event: the multi-value map when the source sent one (it holds
+/// every value), else the single-value one; each name and value through `decode`.
+fn query_pairs(
+    single: &QueryMap,
+    multi: &QueryMap,
+    decode: fn(&str) -> String,
+) -> Vec<(String, String)> {
+    let source = if multi.is_empty() { single } else { multi };
+    source.iter().map(|(k, v)| (decode(k), decode(v))).collect()
+}
+
 pub(crate) fn from_v2(event: ApiGatewayV2httpRequest) -> Result<HttpRequest, Rejected> {
     let body = decode_body(event.body, event.is_base64_encoded, false)?;
     let mut path = event
@@ -111,15 +123,12 @@ pub(crate) fn from_v1(
     multi_value: bool,
 ) -> Result<HttpRequest, Rejected> {
     let body = decode_body(event.body, event.is_base64_encoded, multi_value)?;
-    let source = if event.multi_value_query_string_parameters.is_empty() {
-        &event.query_string_parameters
-    } else {
-        &event.multi_value_query_string_parameters
-    };
-    let query = source
-        .iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+    // API Gateway decodes the query string itself.
+    let query = query_pairs(
+        &event.query_string_parameters,
+        &event.multi_value_query_string_parameters,
+        str::to_owned,
+    );
     Ok(HttpRequest {
         method: event.http_method,
         path: event.path.unwrap_or_else(|| "/".to_owned()),
@@ -139,16 +148,12 @@ pub(crate) fn from_alb(
     multi_value: bool,
 ) -> Result<HttpRequest, Rejected> {
     let body = decode_body(event.body, event.is_base64_encoded, multi_value)?;
-    let source = if event.multi_value_query_string_parameters.is_empty() {
-        &event.query_string_parameters
-    } else {
-        &event.multi_value_query_string_parameters
-    };
     // ALB passes the query string through as the client encoded it.
-    let query = source
-        .iter()
-        .map(|(k, v)| (decode_component(k), decode_component(v)))
-        .collect();
+    let query = query_pairs(
+        &event.query_string_parameters,
+        &event.multi_value_query_string_parameters,
+        decode_component,
+    );
     Ok(HttpRequest {
         method: event.http_method,
         path: event.path.unwrap_or_else(|| "/".to_owned()),
@@ -172,12 +177,7 @@ fn is_textual(headers: &HeaderMap) -> bool {
     else {
         return true;
     };
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let essence = crate::input::media_essence(content_type);
     essence.starts_with("text/")
         || essence.ends_with("json")
         || essence.ends_with("xml")

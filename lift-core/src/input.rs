@@ -132,14 +132,19 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// `application/json`, `application/*+json`, with or without parameters.
-pub(crate) fn is_json(content_type: &str) -> bool {
-    let essence = content_type
+/// The media type without its parameters, lower-cased (`Text/HTML; charset=x` → `text/html`).
+pub(crate) fn media_essence(content_type: &str) -> String {
+    content_type
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+/// `application/json`, `application/*+json`, with or without parameters.
+pub(crate) fn is_json(content_type: &str) -> bool {
+    let essence = media_essence(content_type);
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }

@@ -6,10 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use lift_core::{BoxError, Error};
 use lift_middleware::circuit_breaker::{
     CircuitBreakerConfig, SharedCircuitBreakerLayer, State, Window,
@@ -17,45 +13,8 @@ use lift_middleware::circuit_breaker::{
 use lift_middleware::classify::WallClock;
 use tower::{Layer, ServiceExt};
 
-async fn client() -> Client {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
-    );
-    Client::new(lift_core::aws::sdk_config().await)
-}
-
-async fn table(client: &Client) -> String {
-    let name = format!(
-        "lift-breaker-{}",
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("time")
-            .as_nanos()
-    );
-    client
-        .create_table()
-        .table_name(&name)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attribute"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("key"),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("create table");
-    name
-}
+mod aws;
+use aws::client;
 
 /// A wall clock the test moves by hand.
 #[derive(Clone)]
@@ -143,7 +102,7 @@ fn is_open(result: &Result<(), BoxError>) -> bool {
 #[tokio::test]
 async fn environments_trip_and_recover_together() {
     let setup = client().await;
-    let table = table(&setup).await;
+    let table = aws::table(&setup, "lift-breaker").await;
     let clock = Manual::new();
     let mut environments = Vec::new();
     for _ in 0..3 {
@@ -226,7 +185,7 @@ async fn environments_trip_and_recover_together() {
 #[tokio::test]
 async fn client_errors_do_not_trip_it() {
     let client = client().await;
-    let table = table(&client).await;
+    let table = aws::table(&client, "lift-breaker").await;
     let layer = SharedCircuitBreakerLayer::new(client, &table, config())
         .cache_for(Duration::ZERO)
         .with_clock(Manual::new());
@@ -254,7 +213,7 @@ async fn a_missing_store_fails_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_environments_trip_it_exactly_once() {
     let setup = client().await;
-    let table = table(&setup).await;
+    let table = aws::table(&setup, "lift-breaker").await;
     let clock = Manual::new();
     let dependency = Dependency::default();
     dependency.failing.store(true, Ordering::SeqCst);

@@ -9,10 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use lift_core::{BoxError, Error};
 use lift_middleware::classify::WallClock;
 use lift_middleware::rate_limit::dynamodb::{
@@ -20,46 +16,8 @@ use lift_middleware::rate_limit::dynamodb::{
 };
 use tower::{Layer, ServiceExt};
 
-async fn client() -> Client {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
-    );
-    // A client of its own per "environment", as separate Lambda sandboxes would have.
-    Client::new(lift_core::aws::sdk_config().await)
-}
-
-async fn table(client: &Client, name: &str) -> String {
-    let name = format!(
-        "{name}-{}",
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("time")
-            .as_nanos()
-    );
-    client
-        .create_table()
-        .table_name(&name)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attribute"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("key"),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("create table");
-    name
-}
+mod aws;
+use aws::{client, table};
 
 async fn served(_: String) -> Result<(), BoxError> {
     Ok(())

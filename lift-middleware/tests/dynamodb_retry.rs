@@ -2,17 +2,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use lift_core::BoxError;
 use lift_middleware::classify::RequestInfo;
 use lift_middleware::presets;
 use tower::{Layer, ServiceExt};
+
+mod aws;
 
 #[derive(Clone)]
 struct Put(String);
@@ -21,39 +18,8 @@ impl RequestInfo for Put {}
 
 #[tokio::test]
 async fn a_failed_condition_is_tried_once() {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
-    );
-    let client = Client::new(lift_core::aws::sdk_config().await);
-    let table = format!(
-        "lift-retry-{}",
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("time")
-            .as_nanos()
-    );
-    client
-        .create_table()
-        .table_name(&table)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attribute"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("key"),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("create table");
+    let client = aws::client().await;
+    let table = aws::table(&client, "lift-retry").await;
 
     let attempts = Arc::new(AtomicU32::new(0));
     let service = {

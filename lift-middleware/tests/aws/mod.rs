@@ -1,0 +1,53 @@
+//! The local emulator's DynamoDB, for the tests that need it: a real SDK client and a fresh
+//! table per test.
+
+#![allow(dead_code)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+
+/// A client of the emulator; fails loudly when the emulator is not configured.
+pub(crate) async fn client() -> Client {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
+    );
+    Client::new(lift_core::aws::sdk_config().await)
+}
+
+/// Creates a table with a string partition key `pk`, named `{prefix}-{unique}`.
+pub(crate) async fn table(client: &Client, prefix: &str) -> String {
+    let name = format!(
+        "{prefix}-{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("time")
+            .as_nanos()
+    );
+    client
+        .create_table()
+        .table_name(&name)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key"),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create table");
+    name
+}
