@@ -599,6 +599,7 @@ impl LiftService {
                 let span = tracing::info_span!(
                     target: "lift",
                     "request",
+                    tenant = tracing::field::Empty,
                     requestId = %lambda.request_id,
                     correlationId = correlation_id.as_deref().unwrap_or(&lambda.request_id),
                     source = source.as_str(),
@@ -669,6 +670,7 @@ impl LiftService {
         let span = tracing::info_span!(
             target: "lift",
             "record",
+            tenant = tracing::field::Empty,
             requestId = %lambda.request_id,
             correlationId = correlation_id.as_deref().unwrap_or(&lambda.request_id),
             source = "sqs",
@@ -750,6 +752,7 @@ impl LiftService {
             let span = tracing::info_span!(
                 target: "lift",
                 "record",
+                tenant = tracing::field::Empty,
                 requestId = %lambda.request_id,
                 source = "dynamodb",
                 eventName = %record.event_name,
@@ -792,6 +795,7 @@ impl LiftService {
             let span = tracing::info_span!(
                 target: "lift",
                 "record",
+                tenant = tracing::field::Empty,
                 requestId = %lambda.request_id,
                 correlationId = correlation_id.as_deref().unwrap_or(&lambda.request_id),
                 source = "sns",
@@ -863,6 +867,7 @@ impl LiftService {
         let span = tracing::info_span!(
             target: "lift",
             "event",
+            tenant = tracing::field::Empty,
             requestId = %lambda.request_id,
             source = %event.source,
             detailType = %event.detail_type,

@@ -212,6 +212,13 @@ impl Context {
         self.extensions.get::<TenantId>().map(|t| &*t.0)
     }
 
+    /// Sets the tenant the request acts for (tenancy middleware calls this): it goes into
+    /// the extensions and on the request's span, so every later log line carries it.
+    pub fn set_tenant(&mut self, tenant: TenantId) {
+        self.span.record("tenant", &*tenant.0);
+        self.extensions.insert(tenant);
+    }
+
     /// Typed values that middleware attach for handlers (tenant, principal, ...).
     pub fn extensions(&self) -> &http::Extensions {
         &self.extensions

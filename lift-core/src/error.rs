@@ -151,6 +151,25 @@ pub enum Error {
         /// Why the call was shed.
         reason: &'static str,
     },
+    /// The request is not authenticated: no credentials, or credentials that do not verify.
+    /// Answered 401 with a `WWW-Authenticate` challenge; the credentials are never echoed.
+    #[error("unauthenticated: {reason}")]
+    Unauthorized {
+        /// The `WWW-Authenticate` header value (e.g. `Bearer realm="lift", error="invalid_token"`).
+        challenge: Cow<'static, str>,
+        /// A client-safe reason (never the token).
+        reason: Cow<'static, str>,
+    },
+    /// The caller is authenticated but not allowed to do this.
+    #[error("{message}")]
+    Forbidden {
+        /// Stable machine-readable code (`insufficient_scope`, `tenant_mismatch`, ...).
+        code: Cow<'static, str>,
+        /// Client-safe message.
+        message: Cow<'static, str>,
+        /// A `WWW-Authenticate` challenge for bearer-token scope errors, if any.
+        challenge: Option<Cow<'static, str>>,
+    },
     /// A failure inside the function; shown to clients only as "internal error".
     #[error("internal error: {0}")]
     Internal(#[source] BoxError),
@@ -185,6 +204,18 @@ impl Error {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
 
+    /// A 403 Forbidden with a stable code and a client-safe message.
+    pub fn forbidden(
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Error::Forbidden {
+            code: code.into(),
+            message: message.into(),
+            challenge: None,
+        }
+    }
+
     /// Wraps any error as an internal (500) error.
     pub fn internal(error: impl Into<BoxError>) -> Self {
         Error::Internal(error.into())
@@ -214,6 +245,8 @@ impl Error {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Error::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::MissingPathParam(_)
             | Error::Panic(_)
@@ -241,6 +274,8 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::RateLimited { .. } => "rate_limited",
             Error::Overloaded { .. } => "overloaded",
+            Error::Unauthorized { .. } => "unauthorized",
+            Error::Forbidden { code, .. } => code,
             Error::NoHandler(_) => "no_handler",
             Error::Config(_) => "invalid_configuration",
             Error::Environment(_) => "environment",
@@ -277,6 +312,15 @@ impl Error {
                 headers.insert("ratelimit-limit", HeaderValue::from(*limit));
                 headers.insert("ratelimit-remaining", HeaderValue::from(*remaining));
                 headers.insert("ratelimit-reset", HeaderValue::from(ceil_secs(*reset)));
+            }
+            Error::Unauthorized { challenge, .. }
+            | Error::Forbidden {
+                challenge: Some(challenge),
+                ..
+            } => {
+                if let Ok(value) = HeaderValue::from_str(challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
             }
             Error::MethodNotAllowed { allow, .. } => {
                 let joined = allow
