@@ -50,6 +50,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
 )]
 
+pub mod auth;
 pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod classify;

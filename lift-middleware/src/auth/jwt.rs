@@ -1,0 +1,468 @@
+//! Bearer JWT authentication.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use lambda_http::request::RequestContext;
+use lift_core::{BoxError, Context, Error, Response};
+use serde_json::{Map, Value};
+use tower::{Layer, Service, ServiceExt};
+
+use super::keys::{JwksCache, JwksSource, Key};
+use super::principal::{Principal, VerifiedBy};
+use crate::error::{ConfigError, check};
+
+/// A validated JWT configuration; see [`JwtConfig::builder`].
+#[derive(Clone)]
+pub struct JwtConfig {
+    keys: HashMap<Option<String>, Key>,
+    jwks: Option<Arc<dyn JwksSource>>,
+    jwks_min_interval: Duration,
+    algorithms: Vec<Algorithm>,
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    leeway: Duration,
+    trust_api_gateway: bool,
+    optional: bool,
+    realm: String,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("algorithms", &self.algorithms)
+            .field("issuers", &self.issuers)
+            .field("audiences", &self.audiences)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`JwtConfig`].
+pub struct JwtConfigBuilder {
+    config: JwtConfig,
+    key_error: Option<&'static str>,
+}
+
+impl JwtConfig {
+    /// Starts a configuration.
+    ///
+    /// # Default
+    /// No keys (add at least one, or a JWKS), no accepted algorithm (pin them), no issuer or
+    /// audience check (set them), 60 s leeway on `exp` and `nbf`, a token required, realm
+    /// `lift`, API Gateway's authorizer not trusted.
+    pub fn builder() -> JwtConfigBuilder {
+        JwtConfigBuilder {
+            config: JwtConfig {
+                keys: HashMap::new(),
+                jwks: None,
+                jwks_min_interval: Duration::from_secs(60),
+                algorithms: Vec::new(),
+                issuers: Vec::new(),
+                audiences: Vec::new(),
+                leeway: Duration::from_secs(60),
+                trust_api_gateway: false,
+                optional: false,
+                realm: "lift".to_owned(),
+            },
+            key_error: None,
+        }
+    }
+}
+
+impl JwtConfigBuilder {
+    fn key(
+        mut self,
+        kid: Option<&str>,
+        key: Result<DecodingKey, jsonwebtoken::errors::Error>,
+        algorithm: Algorithm,
+        what: &'static str,
+    ) -> Self {
+        match key {
+            Ok(key) => {
+                self.config
+                    .keys
+                    .insert(kid.map(str::to_owned), Key { key, algorithm });
+            }
+            Err(_) => {
+                self.key_error.get_or_insert(what);
+            }
+        }
+        self
+    }
+
+    /// An HS256 shared secret (`kid`: the key id tokens name, or `None` for tokens without).
+    pub fn hs256_secret(self, kid: Option<&str>, secret: &[u8]) -> Self {
+        self.key(
+            kid,
+            Ok(DecodingKey::from_secret(secret)),
+            Algorithm::HS256,
+            "hs256_secret",
+        )
+    }
+
+    /// An RS256 public key in PEM.
+    pub fn rs256_pem(self, kid: Option<&str>, pem: &[u8]) -> Self {
+        self.key(
+            kid,
+            DecodingKey::from_rsa_pem(pem),
+            Algorithm::RS256,
+            "rs256_pem",
+        )
+    }
+
+    /// An ES256 public key in PEM.
+    pub fn es256_pem(self, kid: Option<&str>, pem: &[u8]) -> Self {
+        self.key(
+            kid,
+            DecodingKey::from_ec_pem(pem),
+            Algorithm::ES256,
+            "es256_pem",
+        )
+    }
+
+    /// Keys from a JWKS (e.g. [`HttpJwks`](super::HttpJwks)), fetched on first use, cached,
+    /// and fetched again when a token names an unknown key id, at most once per
+    /// `min_interval`.
+    pub fn jwks(mut self, source: impl JwksSource, min_interval: Duration) -> Self {
+        self.config.jwks = Some(Arc::new(source));
+        self.config.jwks_min_interval = min_interval;
+        self
+    }
+
+    /// The only algorithms accepted. A token with any other `alg` (`none` included) is
+    /// refused, and a key only ever verifies its own algorithm, so RS/HS confusion fails.
+    pub fn algorithms(mut self, algorithms: &[Algorithm]) -> Self {
+        self.config.algorithms = algorithms.to_vec();
+        self
+    }
+
+    /// Accepted issuers (`iss`).
+    pub fn issuers(mut self, issuers: &[&str]) -> Self {
+        self.config.issuers = issuers.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    /// Accepted audiences (`aud`).
+    pub fn audiences(mut self, audiences: &[&str]) -> Self {
+        self.config.audiences = audiences.iter().map(|s| (*s).to_owned()).collect();
+        self
+    }
+
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.config.leeway = leeway;
+        self
+    }
+
+    /// Trusts the claims of API Gateway's JWT authorizer instead of verifying the token
+    /// again (only when the authorizer ran; otherwise the token is verified).
+    pub fn trust_api_gateway_authorizer(mut self, trust: bool) -> Self {
+        self.config.trust_api_gateway = trust;
+        self
+    }
+
+    /// Lets requests without a token through (without a principal); a token that is sent
+    /// must still be valid.
+    pub fn optional(mut self, optional: bool) -> Self {
+        self.config.optional = optional;
+        self
+    }
+
+    /// The realm named in `WWW-Authenticate`.
+    pub fn realm(mut self, realm: &str) -> Self {
+        self.config.realm = realm.to_owned();
+        self
+    }
+
+    /// Validates the configuration.
+    ///
+    /// # Errors
+    /// [`ConfigError`]: a key that does not parse, no key source, no pinned algorithm, or a
+    /// key whose algorithm is not pinned.
+    pub fn build(self) -> Result<JwtConfig, ConfigError> {
+        if let Some(field) = self.key_error {
+            return Err(ConfigError::OutOfRange {
+                field,
+                reason: "the key does not parse",
+            });
+        }
+        let c = &self.config;
+        check(
+            !c.keys.is_empty() || c.jwks.is_some(),
+            "keys",
+            "add a key or a JWKS",
+        )?;
+        check(
+            !c.algorithms.is_empty(),
+            "algorithms",
+            "pin the accepted algorithms",
+        )?;
+        check(
+            c.keys.values().all(|k| c.algorithms.contains(&k.algorithm)),
+            "algorithms",
+            "every key's algorithm must be pinned",
+        )?;
+        check(!c.realm.contains('"'), "realm", "must not contain quotes")?;
+        Ok(self.config)
+    }
+}
+
+/// Verifies bearer tokens against a [`JwtConfig`]; the engine of [`JwtAuthLayer`], usable
+/// on its own.
+#[derive(Clone)]
+pub struct JwtVerifier {
+    config: Arc<JwtConfig>,
+    jwks: Option<Arc<JwksCache>>,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn reason(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::ExpiredSignature => "the token has expired",
+        ErrorKind::ImmatureSignature => "the token is not valid yet",
+        ErrorKind::InvalidIssuer => "the token's issuer is not accepted",
+        ErrorKind::InvalidAudience => "the token's audience is not accepted",
+        ErrorKind::InvalidSignature => "the token's signature does not verify",
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::UnsupportedAlgorithm => "the token's algorithm is not accepted",
+        ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim",
+        _ => "the token is malformed",
+    }
+}
+
+impl JwtVerifier {
+    /// A verifier for `config`.
+    pub fn new(config: JwtConfig) -> Self {
+        let jwks = config
+            .jwks
+            .clone()
+            .map(|source| Arc::new(JwksCache::new(source, config.jwks_min_interval)));
+        JwtVerifier {
+            config: Arc::new(config),
+            jwks,
+        }
+    }
+
+    /// How many times the JWKS was fetched.
+    pub fn jwks_fetches(&self) -> u64 {
+        self.jwks.as_ref().map_or(0, |c| c.fetches())
+    }
+
+    fn unauthorized(&self, error: Option<&'static str>, reason: &'static str) -> Error {
+        let challenge = match error {
+            Some(code) => format!(
+                "Bearer realm=\"{}\", error=\"{code}\", error_description=\"{reason}\"",
+                self.config.realm
+            ),
+            None => format!("Bearer realm=\"{}\"", self.config.realm),
+        };
+        Error::Unauthorized {
+            challenge: Cow::Owned(challenge),
+            reason: Cow::Borrowed(reason),
+        }
+    }
+
+    fn invalid(&self, reason: &'static str) -> Error {
+        self.unauthorized(Some("invalid_token"), reason)
+    }
+
+    /// Verifies a compact JWT and returns its principal.
+    ///
+    /// # Errors
+    /// [`Error::Unauthorized`] with an `invalid_token` challenge naming why (never the token).
+    pub async fn verify_token(&self, token: &str) -> Result<Principal, Error> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| self.invalid(reason(e.kind())))?;
+        if !self.config.algorithms.contains(&header.alg) {
+            return Err(self.invalid("the token's algorithm is not accepted"));
+        }
+        let key = match self.config.keys.get(&header.kid) {
+            Some(key) => key.clone(),
+            None => match (&self.jwks, header.kid.as_deref()) {
+                (Some(jwks), Some(kid)) => jwks
+                    .key(kid)
+                    .await
+                    .ok_or_else(|| self.invalid("the token's key id is unknown"))?,
+                _ => return Err(self.invalid("the token's key id is unknown")),
+            },
+        };
+        if key.algorithm != header.alg || !self.config.algorithms.contains(&key.algorithm) {
+            return Err(self.invalid("the token's algorithm is not accepted"));
+        }
+        let mut validation = Validation::new(key.algorithm);
+        validation.leeway = self.config.leeway.as_secs();
+        validation.validate_nbf = true;
+        if self.config.issuers.is_empty() {
+            validation.iss = None;
+        } else {
+            validation.set_issuer(&self.config.issuers);
+        }
+        if self.config.audiences.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&self.config.audiences);
+        }
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+            .map_err(|e| self.invalid(reason(e.kind())))?;
+        Ok(Principal::from_claims(data.claims, VerifiedBy::Lift))
+    }
+
+    /// Authenticates a request: API Gateway's verified claims when trusted, else the bearer
+    /// token of the `Authorization` header. `Ok(None)`: no token, and none required.
+    ///
+    /// # Errors
+    /// [`Error::Unauthorized`] for a missing (when required), malformed or invalid token.
+    pub async fn authenticate(&self, ctx: &Context) -> Result<Option<Principal>, Error> {
+        if self.config.trust_api_gateway
+            && let Some(claims) = api_gateway_claims(ctx)
+        {
+            return Ok(Some(Principal::from_claims(claims, VerifiedBy::ApiGateway)));
+        }
+        let Some(authorization) = ctx.header("authorization") else {
+            return if self.config.optional {
+                Ok(None)
+            } else {
+                Err(self.unauthorized(None, "a bearer token is required"))
+            };
+        };
+        let token = match authorization.split_once(' ') {
+            Some((scheme, token))
+                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+            {
+                token.trim()
+            }
+            _ => {
+                return Err(self.unauthorized(
+                    Some("invalid_request"),
+                    "the Authorization header is not a bearer token",
+                ));
+            }
+        };
+        self.verify_token(token).await.map(Some)
+    }
+}
+
+/// The claims API Gateway's JWT authorizer verified, if it ran.
+fn api_gateway_claims(ctx: &Context) -> Option<Map<String, Value>> {
+    let request = ctx.http()?;
+    let authorizer = match request.request_context() {
+        RequestContext::ApiGatewayV2(c) => c.authorizer.as_ref()?,
+        RequestContext::ApiGatewayV1(c) => &c.authorizer,
+        _ => return None,
+    };
+    let jwt = authorizer.jwt.as_ref()?;
+    if jwt.claims.is_empty() {
+        return None;
+    }
+    Some(
+        jwt.claims
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+/// Authenticates every request with a bearer JWT and puts the [`Principal`] in the
+/// context; a missing or invalid token is a 401 with a `WWW-Authenticate` challenge.
+#[derive(Clone, Debug)]
+pub struct JwtAuthLayer {
+    verifier: JwtVerifier,
+}
+
+impl JwtAuthLayer {
+    /// Authenticates with `config`.
+    pub fn new(config: JwtConfig) -> Self {
+        JwtAuthLayer {
+            verifier: JwtVerifier::new(config),
+        }
+    }
+
+    /// The verifier (shared with the services this layer makes).
+    pub fn verifier(&self) -> &JwtVerifier {
+        &self.verifier
+    }
+}
+
+impl<S> Layer<S> for JwtAuthLayer {
+    type Service = JwtAuth<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        JwtAuth {
+            inner,
+            verifier: self.verifier.clone(),
+        }
+    }
+}
+
+/// The JWT authentication service.
+#[derive(Clone, Debug)]
+pub struct JwtAuth<S> {
+    inner: S,
+    verifier: JwtVerifier,
+}
+
+impl<S> JwtAuth<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The future of [`JwtAuth`] (it may await a JWKS fetch, so it is boxed).
+pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response, BoxError>> + Send>>;
+
+impl<S> Service<Context> for JwtAuth<S>
+where
+    S: Service<Context, Response = Response> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut ctx: Context) -> Self::Future {
+        let verifier = self.verifier.clone();
+        let fresh = self.inner.clone();
+        let service = std::mem::replace(&mut self.inner, fresh);
+        Box::pin(async move {
+            match verifier.authenticate(&ctx).await {
+                Ok(Some(principal)) => {
+                    ctx.extensions_mut().insert(principal);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::info!(target: "lift::auth", code = error.code(), error = %error, "authentication refused");
+                    return Err(Box::new(error) as BoxError);
+                }
+            }
+            service.oneshot(ctx).await.map_err(Into::into)
+        })
+    }
+}

@@ -1,0 +1,192 @@
+//! Verification keys: static keys, and JWKS fetched from a URL, cached, refreshed when a
+//! token names an unknown key id (at most once per interval, one fetch at a time).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use lift_core::{BoxError, BoxFuture};
+use tokio::time::Instant;
+
+/// A key and the one algorithm it verifies.
+#[derive(Clone)]
+pub(crate) struct Key {
+    pub(crate) key: DecodingKey,
+    pub(crate) algorithm: Algorithm,
+}
+
+/// Where a JWKS comes from.
+pub trait JwksSource: Send + Sync + 'static {
+    /// Fetches the current key set.
+    fn fetch(&self) -> BoxFuture<Result<JwkSet, BoxError>>;
+}
+
+/// A JWKS served over HTTPS (or plain HTTP, for local tests).
+#[derive(Clone)]
+pub struct HttpJwks {
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Empty<Bytes>,
+    >,
+    url: http::Uri,
+}
+
+impl std::fmt::Debug for HttpJwks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpJwks").field("url", &self.url).finish()
+    }
+}
+
+impl HttpJwks {
+    /// A JWKS at `url`; the client trusts the system's root certificates.
+    ///
+    /// # Errors
+    /// When `url` is not a URL or the system's roots cannot be loaded.
+    pub fn new(url: &str) -> Result<Self, BoxError> {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()?
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(connector);
+        Ok(HttpJwks {
+            client,
+            url: url.parse()?,
+        })
+    }
+}
+
+impl JwksSource for HttpJwks {
+    fn fetch(&self) -> BoxFuture<Result<JwkSet, BoxError>> {
+        let (client, url) = (self.client.clone(), self.url.clone());
+        Box::pin(async move {
+            let response = client.get(url).await?;
+            if !response.status().is_success() {
+                return Err(format!("the JWKS endpoint answered {}", response.status()).into());
+            }
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok(serde_json::from_slice(&body)?)
+        })
+    }
+}
+
+/// The algorithm a JWK verifies: its `alg`, else what its key type implies.
+fn algorithm_of(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
+    if let Some(alg) = jwk.common.key_algorithm {
+        return match alg {
+            KeyAlgorithm::RS256 => Some(Algorithm::RS256),
+            KeyAlgorithm::RS384 => Some(Algorithm::RS384),
+            KeyAlgorithm::RS512 => Some(Algorithm::RS512),
+            KeyAlgorithm::PS256 => Some(Algorithm::PS256),
+            KeyAlgorithm::ES256 => Some(Algorithm::ES256),
+            KeyAlgorithm::ES384 => Some(Algorithm::ES384),
+            KeyAlgorithm::EdDSA => Some(Algorithm::EdDSA),
+            _ => None,
+        };
+    }
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => Some(Algorithm::ES256),
+            EllipticCurve::P384 => Some(Algorithm::ES384),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn index(set: &JwkSet) -> HashMap<String, Key> {
+    set.keys
+        .iter()
+        .filter_map(|jwk| {
+            let kid = jwk.common.key_id.clone()?;
+            let algorithm = algorithm_of(jwk)?;
+            let key = DecodingKey::from_jwk(jwk).ok()?;
+            Some((kid, Key { key, algorithm }))
+        })
+        .collect()
+}
+
+/// A JWKS cache: keys by id, refreshed on an unknown id at most once per `min_interval`.
+pub(crate) struct JwksCache {
+    source: Arc<dyn JwksSource>,
+    keys: RwLock<Arc<HashMap<String, Key>>>,
+    min_interval: Duration,
+    epoch: Instant,
+    /// Milliseconds since `epoch` of the last fetch attempt, plus one (0: never).
+    last_fetch: AtomicU64,
+    fetching: tokio::sync::Mutex<()>,
+    fetches: AtomicU64,
+}
+
+impl JwksCache {
+    pub(crate) fn new(source: Arc<dyn JwksSource>, min_interval: Duration) -> Self {
+        JwksCache {
+            source,
+            keys: RwLock::new(Arc::new(HashMap::new())),
+            min_interval,
+            epoch: Instant::now(),
+            last_fetch: AtomicU64::new(0),
+            fetching: tokio::sync::Mutex::new(()),
+            fetches: AtomicU64::new(0),
+        }
+    }
+
+    fn cached(&self, kid: &str) -> Option<Key> {
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(kid)
+            .cloned()
+    }
+
+    pub(crate) fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// The key `kid`, fetching the set when it is unknown and the last fetch is old enough.
+    pub(crate) async fn key(&self, kid: &str) -> Option<Key> {
+        if let Some(key) = self.cached(kid) {
+            return Some(key);
+        }
+        let _one_at_a_time = self.fetching.lock().await;
+        // Another caller may have fetched while this one waited.
+        if let Some(key) = self.cached(kid) {
+            return Some(key);
+        }
+        let now = Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
+            + 1;
+        let last = self.last_fetch.load(Ordering::Acquire);
+        if last != 0 && now.saturating_sub(last) < self.min_interval.as_millis() as u64 {
+            tracing::debug!(target: "lift::auth", kid, "unknown key id; JWKS refresh rate-limited");
+            return None;
+        }
+        self.last_fetch.store(now, Ordering::Release);
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        match self.source.fetch().await {
+            Ok(set) => {
+                let keys = Arc::new(index(&set));
+                tracing::info!(target: "lift::auth", keys = keys.len(), "JWKS refreshed");
+                *self
+                    .keys
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+                self.cached(kid)
+            }
+            Err(error) => {
+                // The old keys stay in use: a rotation-safe cache never drops keys on a failure.
+                tracing::warn!(target: "lift::auth", error = %lift_core::Error::internal(error), "JWKS fetch failed");
+                None
+            }
+        }
+    }
+}

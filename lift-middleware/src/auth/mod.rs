@@ -1,0 +1,50 @@
+//! Authentication with bearer JWTs, and requirements on who may call a route.
+//!
+//! [`JwtAuthLayer`] verifies the `Authorization: Bearer` token with the `jsonwebtoken`
+//! crate (AWS-LC backend): HS256, RS256 and ES256 keys, or a JWKS fetched from a URL,
+//! cached, and fetched again when a token names an unknown key id (at most once per
+//! interval, one fetch at a time, old keys kept if a fetch fails). It checks `exp` and
+//! `nbf` with leeway, `iss` and `aud`; accepted algorithms are pinned, and each key only
+//! verifies its own algorithm, so `alg: none` and RS/HS confusion are refused. The claims
+//! become a typed [`Principal`] in the context ([`PrincipalExt::principal`]). A missing or
+//! invalid token is a 401 with a `WWW-Authenticate` challenge; error bodies never echo the
+//! token. When API Gateway's JWT authorizer already verified the token, its claims can be
+//! trusted instead (configured explicitly).
+//!
+//! [`RequireLayer`] then demands scopes, roles or any rule on a route: 403
+//! `insufficient_scope` when the principal falls short.
+//!
+//! ```
+//! use jsonwebtoken::Algorithm;
+//! use lift_core::{App, Context, Result, with_layer};
+//! use lift_middleware::auth::{JwtAuthLayer, JwtConfig, PrincipalExt, RequireLayer};
+//!
+//! async fn me(ctx: Context) -> Result<String> {
+//!     Ok(ctx.principal().and_then(|p| p.subject.clone()).unwrap_or_default())
+//! }
+//!
+//! # fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+//! let config = JwtConfig::builder()
+//!     .hs256_secret(None, b"a shared secret of at least 32 bytes!!")
+//!     .algorithms(&[Algorithm::HS256])
+//!     .issuers(&["https://id.example.com"])
+//!     .audiences(&["orders"])
+//!     .build()?;
+//! let app = App::new()
+//!     .get("/me", with_layer(me, RequireLayer::scopes(&["profile"])))
+//!     .layer(JwtAuthLayer::new(config));
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
+
+mod jwt;
+mod keys;
+mod principal;
+mod require;
+
+pub use jsonwebtoken::Algorithm;
+pub use jwt::{JwtAuth, JwtAuthLayer, JwtConfig, JwtConfigBuilder, JwtVerifier, ResponseFuture};
+pub use keys::{HttpJwks, JwksSource};
+pub use principal::{Principal, PrincipalExt, VerifiedBy};
+pub use require::{Require, RequireLayer};

@@ -1,0 +1,390 @@
+//! Bearer-token authentication on a real App: a table of bad tokens, each with the status
+//! and challenge it must get; valid HS256, RS256 and ES256 tokens; JWKS rotation and its
+//! rate limit; API Gateway's verified claims; scope requirements.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use lift_core::testing::{HttpResponse, TestApp, events};
+use lift_core::{App, BoxError, BoxFuture, Context, Json, with_layer};
+use lift_middleware::auth::{
+    JwksSource, JwtAuthLayer, JwtConfig, PrincipalExt, RequireLayer, VerifiedBy,
+};
+use serde_json::{Value, json};
+
+const SECRET: &[u8] = b"lift-test-secret-of-32-bytes-or-more!";
+const ISSUER: &str = "https://id.example.com";
+const AUDIENCE: &str = "orders";
+
+fn key(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))).expect("test key")
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64
+}
+
+fn claims() -> Value {
+    json!({"sub": "user-1", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600, "scope": "orders:read"})
+}
+
+fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value, key: &EncodingKey) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, key).expect("sign")
+}
+
+fn hs(claims: &Value) -> String {
+    sign(
+        Algorithm::HS256,
+        None,
+        claims,
+        &EncodingKey::from_secret(SECRET),
+    )
+}
+
+async fn whoami(ctx: Context) -> lift_core::Result<Json<Value>> {
+    let principal = ctx.principal().expect("authenticated");
+    Ok(Json(json!({
+        "sub": principal.subject,
+        "by": format!("{:?}", principal.verified_by),
+    })))
+}
+
+fn app(config: JwtConfig) -> TestApp {
+    TestApp::new(
+        App::new()
+            .get("/me", whoami)
+            .get(
+                "/orders",
+                with_layer(whoami, RequireLayer::scopes(&["orders:read"])),
+            )
+            .get(
+                "/admin",
+                with_layer(whoami, RequireLayer::scopes(&["orders:admin"])),
+            )
+            .layer(JwtAuthLayer::new(config)),
+    )
+    .expect("app")
+}
+
+fn hs_config() -> JwtConfig {
+    JwtConfig::builder()
+        .hs256_secret(None, SECRET)
+        .rs256_pem(Some("rsa"), &key("rsa_public.pem"))
+        .es256_pem(Some("ec"), &key("ec_public.pem"))
+        .algorithms(&[Algorithm::HS256, Algorithm::RS256, Algorithm::ES256])
+        .issuers(&[ISSUER])
+        .audiences(&[AUDIENCE])
+        .leeway(Duration::from_secs(5))
+        .build()
+        .expect("config")
+}
+
+async fn get(app: &TestApp, path: &str, authorization: Option<&str>) -> HttpResponse {
+    let mut event = events::http("GET", path);
+    if let Some(value) = authorization {
+        event = event.header("authorization", value);
+    }
+    app.http(event.v2()).await.expect("response")
+}
+
+#[tokio::test]
+async fn valid_tokens_of_every_algorithm() {
+    let app = app(hs_config());
+    let rsa = EncodingKey::from_rsa_pem(&key("rsa_private.pem")).expect("rsa");
+    let ec = EncodingKey::from_ec_pem(&key("ec_private.pem")).expect("ec");
+    for token in [
+        hs(&claims()),
+        sign(Algorithm::RS256, Some("rsa"), &claims(), &rsa),
+        sign(Algorithm::ES256, Some("ec"), &claims(), &ec),
+    ] {
+        let response = get(&app, "/me", Some(&format!("Bearer {token}"))).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(response.json::<Value>().expect("json")["sub"], "user-1");
+    }
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_with_a_challenge() {
+    let app = app(hs_config());
+    let rsa_public = key("rsa_public.pem");
+    let mut expired = claims();
+    expired["exp"] = json!(now() - 3600);
+    let mut early = claims();
+    early["nbf"] = json!(now() + 3600);
+    let mut wrong_issuer = claims();
+    wrong_issuer["iss"] = json!("https://evil.example.com");
+    let mut wrong_audience = claims();
+    wrong_audience["aud"] = json!("payments");
+    let mut no_exp = claims();
+    no_exp.as_object_mut().expect("object").remove("exp");
+    let unsigned = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims().to_string())
+    );
+    let other_key = EncodingKey::from_secret(b"another-secret-of-32-bytes-or-more!!");
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("missing", None, "Bearer realm=\"lift\""),
+        (
+            "expired",
+            Some(format!("Bearer {}", hs(&expired))),
+            "expired",
+        ),
+        (
+            "not yet valid",
+            Some(format!("Bearer {}", hs(&early))),
+            "not valid yet",
+        ),
+        (
+            "wrong issuer",
+            Some(format!("Bearer {}", hs(&wrong_issuer))),
+            "issuer",
+        ),
+        (
+            "wrong audience",
+            Some(format!("Bearer {}", hs(&wrong_audience))),
+            "audience",
+        ),
+        (
+            "no exp",
+            Some(format!("Bearer {}", hs(&no_exp))),
+            "required claim",
+        ),
+        (
+            "bad signature",
+            Some(format!(
+                "Bearer {}",
+                sign(Algorithm::HS256, None, &claims(), &other_key)
+            )),
+            "signature",
+        ),
+        (
+            "alg none",
+            Some(format!("Bearer {unsigned}")),
+            "invalid_token",
+        ),
+        (
+            "HS256 signed with the RSA public key",
+            Some(format!(
+                "Bearer {}",
+                sign(
+                    Algorithm::HS256,
+                    Some("rsa"),
+                    &claims(),
+                    &EncodingKey::from_secret(&rsa_public)
+                )
+            )),
+            "algorithm",
+        ),
+        (
+            "unknown kid",
+            Some(format!(
+                "Bearer {}",
+                sign(
+                    Algorithm::HS256,
+                    Some("nope"),
+                    &claims(),
+                    &EncodingKey::from_secret(SECRET)
+                )
+            )),
+            "key id",
+        ),
+        ("malformed", Some("Bearer abc.def".to_owned()), "malformed"),
+        (
+            "not bearer",
+            Some("Basic dXNlcjpwYXNz".to_owned()),
+            "invalid_request",
+        ),
+        (
+            "empty bearer",
+            Some("Bearer ".to_owned()),
+            "invalid_request",
+        ),
+    ];
+    for (name, authorization, challenge_has) in cases {
+        let response = get(&app, "/me", authorization.as_deref()).await;
+        assert_eq!(response.status, 401, "{name}: {}", response.text());
+        let challenge = response.header("www-authenticate").unwrap_or_default();
+        assert!(challenge.contains(challenge_has), "{name}: {challenge}");
+        let body: Value = response.json().expect("json");
+        assert_eq!(body["error"]["code"], "unauthorized", "{name}");
+        if let Some(token) = authorization
+            .as_deref()
+            .and_then(|a| a.split(' ').nth(1))
+            .filter(|t| t.len() > 8)
+        {
+            assert!(
+                !response.text().contains(token),
+                "{name}: the body echoes the token"
+            );
+            assert!(
+                !challenge.contains(token),
+                "{name}: the challenge echoes the token"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn scope_requirements() {
+    let app = app(hs_config());
+    let token = format!("Bearer {}", hs(&claims()));
+    assert_eq!(get(&app, "/orders", Some(&token)).await.status, 200);
+    let refused = get(&app, "/admin", Some(&token)).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        refused.json::<Value>().expect("json")["error"]["code"],
+        "insufficient_scope"
+    );
+    assert!(
+        refused
+            .header("www-authenticate")
+            .is_some_and(|c| c.contains("insufficient_scope") && c.contains("orders:admin"))
+    );
+}
+
+#[tokio::test]
+async fn api_gateway_claims_are_trusted_only_when_configured() {
+    let mut event = events::http("GET", "/me").v2();
+    event["requestContext"]["authorizer"] =
+        json!({"jwt": {"claims": {"sub": "gw-user", "scope": "orders:read"}, "scopes": []}});
+    let trusting = TestApp::new(
+        App::new().get("/me", whoami).layer(JwtAuthLayer::new(
+            JwtConfig::builder()
+                .hs256_secret(None, SECRET)
+                .algorithms(&[Algorithm::HS256])
+                .trust_api_gateway_authorizer(true)
+                .build()
+                .expect("config"),
+        )),
+    )
+    .expect("app");
+    let response = trusting.http(event.clone()).await.expect("response");
+    assert_eq!(response.status, 200, "{}", response.text());
+    let body: Value = response.json().expect("json");
+    assert_eq!(body["sub"], "gw-user");
+    assert_eq!(body["by"], format!("{:?}", VerifiedBy::ApiGateway));
+
+    let strict = app(hs_config());
+    assert_eq!(strict.http(event).await.expect("response").status, 401);
+}
+
+/// A JWKS that the test rotates, counting fetches.
+#[derive(Clone)]
+struct Rotating {
+    set: Arc<std::sync::Mutex<JwkSet>>,
+    fetches: Arc<AtomicU32>,
+}
+
+impl JwksSource for Rotating {
+    fn fetch(&self) -> BoxFuture<Result<JwkSet, BoxError>> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        let set = self.set.lock().expect("lock").clone();
+        Box::pin(async move { Ok(set) })
+    }
+}
+
+fn jwks(name: &str) -> JwkSet {
+    serde_json::from_slice(&key(name)).expect("jwks")
+}
+
+#[tokio::test]
+async fn jwks_rotation_is_picked_up_and_refreshes_are_rate_limited() {
+    let source = Rotating {
+        set: Arc::new(std::sync::Mutex::new(jwks("jwks.json"))),
+        fetches: Arc::new(AtomicU32::new(0)),
+    };
+    let layer = JwtAuthLayer::new(
+        JwtConfig::builder()
+            .jwks(source.clone(), Duration::from_secs(60))
+            .algorithms(&[Algorithm::RS256])
+            .build()
+            .expect("config"),
+    );
+    let app = TestApp::new(App::new().get("/me", whoami).layer(layer.clone())).expect("app");
+    let key1 = EncodingKey::from_rsa_pem(&key("rsa_private.pem")).expect("rsa");
+    let key2 = EncodingKey::from_rsa_pem(&key("rsa2_private.pem")).expect("rsa2");
+    let token1 = format!(
+        "Bearer {}",
+        sign(Algorithm::RS256, Some("key-1"), &claims(), &key1)
+    );
+    let token2 = format!(
+        "Bearer {}",
+        sign(Algorithm::RS256, Some("key-2"), &claims(), &key2)
+    );
+
+    assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
+    assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
+    assert_eq!(
+        source.fetches.load(Ordering::SeqCst),
+        1,
+        "cached after the first fetch"
+    );
+
+    // key-2 is not published yet: one refresh, then the rate limit holds.
+    assert_eq!(get(&app, "/me", Some(&token2)).await.status, 401);
+    *source.set.lock().expect("lock") = jwks("jwks_rotated.json");
+    assert_eq!(get(&app, "/me", Some(&token2)).await.status, 401);
+    assert_eq!(
+        source.fetches.load(Ordering::SeqCst),
+        1,
+        "no second fetch within a minute"
+    );
+    assert_eq!(layer.verifier().jwks_fetches(), 1);
+
+    // A verifier whose interval has passed picks the rotated key up, and keeps key-1.
+    let fresh = JwtAuthLayer::new(
+        JwtConfig::builder()
+            .jwks(source.clone(), Duration::ZERO)
+            .algorithms(&[Algorithm::RS256])
+            .build()
+            .expect("config"),
+    );
+    let app = TestApp::new(App::new().get("/me", whoami).layer(fresh)).expect("app");
+    assert_eq!(get(&app, "/me", Some(&token2)).await.status, 200);
+    assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
+}
+
+#[test]
+fn configurations_that_would_be_unsafe_do_not_build() {
+    assert!(
+        JwtConfig::builder()
+            .hs256_secret(None, SECRET)
+            .build()
+            .is_err(),
+        "no pinned algorithm"
+    );
+    assert!(
+        JwtConfig::builder()
+            .rs256_pem(None, &key("rsa_public.pem"))
+            .algorithms(&[Algorithm::HS256])
+            .build()
+            .is_err(),
+        "a key whose algorithm is not pinned"
+    );
+    assert!(
+        JwtConfig::builder()
+            .rs256_pem(None, b"not a pem")
+            .algorithms(&[Algorithm::RS256])
+            .build()
+            .is_err(),
+        "a key that does not parse"
+    );
+    assert!(
+        JwtConfig::builder()
+            .algorithms(&[Algorithm::RS256])
+            .build()
+            .is_err(),
+        "no key"
+    );
+}
