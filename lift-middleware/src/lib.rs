@@ -59,6 +59,7 @@ pub mod load_shed;
 pub mod presets;
 pub mod rate_limit;
 pub mod retry;
+pub mod tenancy;
 pub mod timeout;
 
 pub use error::ConfigError;

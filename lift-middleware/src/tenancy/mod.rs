@@ -1,0 +1,317 @@
+//! Tenancy: which tenant a request acts for, and isolation of its data.
+//!
+//! [`TenantLayer`] resolves the tenant from the sources you configure, in order: a claim of
+//! the verified token ([`TenantSource::Claim`], needs [`crate::auth::JwtAuthLayer`] outside
+//! it), API Gateway's authorizer context ([`TenantSource::Authorizer`]), a header, a path
+//! parameter, or the host's first label. A header is unverified: it is only honoured when
+//! the configuration says it is trusted (behind a gateway that sets it). When two sources
+//! name different tenants the request is refused (403 `tenant_mismatch`, logged); when none
+//! names one and a tenant is required, 400 `tenant_required`. Tenant ids are 1 to 64 ASCII
+//! letters, digits, `-` or `_` (400 `invalid_tenant` otherwise), so they cannot smuggle a
+//! key separator into storage keys.
+//!
+//! The tenant goes into the [`Context`] ([`Context::tenant`]) and on the request's span, so
+//! every later log line carries it; [`propagate`] copies it onto outbound calls.
+//! [`TenantTable`] scopes DynamoDB access to the tenant.
+//!
+//! ```
+//! use lift_core::App;
+//! use lift_middleware::tenancy::{TenantConfig, TenantLayer, TenantSource};
+//!
+//! # fn main() -> Result<(), lift_middleware::ConfigError> {
+//! let tenancy = TenantConfig::builder()
+//!     .source(TenantSource::Claim("tenant_id".to_owned()))
+//!     .source(TenantSource::PathParam("tenant".to_owned()))
+//!     .build()?;
+//! let app = App::new().layer(TenantLayer::new(tenancy));
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
+
+mod table;
+
+use std::future::{Ready, ready};
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use futures_util::future::{Either, MapErr, TryFutureExt};
+use http::StatusCode;
+use lambda_http::request::RequestContext;
+use lift_core::{BoxError, Context, Error, Response, TenantId};
+use tower::{Layer, Service};
+
+use crate::auth::PrincipalExt;
+use crate::error::{ConfigError, check};
+
+pub use table::{Item, TenantTable};
+
+/// The header the tenant travels in on outbound calls and, when trusted, on inbound ones.
+pub const TENANT_HEADER: &str = "x-tenant-id";
+
+/// Where a tenant id can come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TenantSource {
+    /// A claim of the verified token (the [`Principal`](crate::auth::Principal)).
+    Claim(String),
+    /// A claim of API Gateway's JWT authorizer, or a field of a Lambda authorizer's context.
+    Authorizer(String),
+    /// A request header; unverified, honoured only with [`TenantConfigBuilder::trust_headers`].
+    Header(String),
+    /// A path parameter of the matched route.
+    PathParam(String),
+    /// The first label of the `Host` (`acme.api.example.com` → `acme`).
+    Subdomain,
+}
+
+/// A validated tenancy configuration.
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    sources: Vec<TenantSource>,
+    trust_headers: bool,
+    required: bool,
+}
+
+/// Builds a [`TenantConfig`].
+#[derive(Debug, Clone)]
+pub struct TenantConfigBuilder {
+    config: TenantConfig,
+}
+
+impl TenantConfig {
+    /// Starts a configuration.
+    ///
+    /// # Default
+    /// No source (add one), headers not trusted, a tenant required.
+    pub fn builder() -> TenantConfigBuilder {
+        TenantConfigBuilder {
+            config: TenantConfig {
+                sources: Vec::new(),
+                trust_headers: false,
+                required: true,
+            },
+        }
+    }
+}
+
+impl TenantConfigBuilder {
+    /// Adds a source, tried after the ones before it.
+    pub fn source(mut self, source: TenantSource) -> Self {
+        self.config.sources.push(source);
+        self
+    }
+    /// Honours header sources (only behind something that sets the header itself).
+    pub fn trust_headers(mut self, trust: bool) -> Self {
+        self.config.trust_headers = trust;
+        self
+    }
+    /// Whether a request without a tenant is refused (default) or passes without one.
+    pub fn required(mut self, required: bool) -> Self {
+        self.config.required = required;
+        self
+    }
+    /// Validates the configuration.
+    ///
+    /// # Errors
+    /// [`ConfigError`] without sources, or with a header source that is not trusted.
+    pub fn build(self) -> Result<TenantConfig, ConfigError> {
+        let c = &self.config;
+        check(!c.sources.is_empty(), "sources", "add at least one source")?;
+        check(
+            c.trust_headers
+                || !c
+                    .sources
+                    .iter()
+                    .any(|s| matches!(s, TenantSource::Header(_))),
+            "trust_headers",
+            "a header source is unverified: trust it explicitly",
+        )?;
+        Ok(self.config)
+    }
+}
+
+/// Whether `id` is a well-formed tenant id.
+pub fn is_valid_tenant(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn authorizer_value(ctx: &Context, name: &str) -> Option<String> {
+    let request = ctx.http()?;
+    let authorizer = match request.request_context() {
+        RequestContext::ApiGatewayV2(c) => c.authorizer.as_ref()?,
+        RequestContext::ApiGatewayV1(c) => &c.authorizer,
+        _ => return None,
+    };
+    if let Some(value) = authorizer.jwt.as_ref().and_then(|jwt| jwt.claims.get(name)) {
+        return Some(value.clone());
+    }
+    authorizer
+        .fields
+        .get(name)
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+        .or_else(|| {
+            authorizer
+                .fields
+                .get("lambda")
+                .and_then(|l| l.get(name))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        })
+}
+
+fn value_of(ctx: &Context, source: &TenantSource) -> Option<String> {
+    match source {
+        TenantSource::Claim(name) => ctx
+            .principal()
+            .and_then(|p| p.claim_str(name))
+            .map(str::to_owned),
+        TenantSource::Authorizer(name) => authorizer_value(ctx, name),
+        TenantSource::Header(name) => ctx.header(name).map(str::to_owned),
+        TenantSource::PathParam(name) => ctx.path_param(name).ok().map(str::to_owned),
+        TenantSource::Subdomain => {
+            let host = ctx.header("host")?;
+            let host = host.split(':').next()?;
+            let mut labels = host.split('.');
+            let first = labels.next()?;
+            (labels.count() >= 2).then(|| first.to_owned())
+        }
+    }
+}
+
+/// Resolves the request's tenant as `config` says.
+///
+/// # Errors
+/// 400 `invalid_tenant` or `tenant_required`, 403 `tenant_mismatch`.
+pub fn resolve(config: &TenantConfig, ctx: &Context) -> Result<Option<String>, Error> {
+    let mut found: Option<(String, &TenantSource)> = None;
+    for source in &config.sources {
+        let Some(value) = value_of(ctx, source) else {
+            continue;
+        };
+        if !is_valid_tenant(&value) {
+            return Err(Error::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_tenant",
+                "the tenant id is not 1-64 letters, digits, '-' or '_'",
+            ));
+        }
+        match &found {
+            None => found = Some((value, source)),
+            Some((tenant, first)) if *tenant != value => {
+                tracing::warn!(
+                    target: "lift::tenancy",
+                    tenant = %tenant, from = ?first, other = %value, other_from = ?source,
+                    "tenant mismatch"
+                );
+                return Err(Error::forbidden(
+                    "tenant_mismatch",
+                    "the request names two different tenants",
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    match found {
+        Some((tenant, _)) => Ok(Some(tenant)),
+        None if config.required => Err(Error::new(
+            StatusCode::BAD_REQUEST,
+            "tenant_required",
+            "the request does not say which tenant it is for",
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Copies the request's tenant onto an outbound call's headers.
+pub fn propagate(ctx: &Context, headers: &mut http::HeaderMap) {
+    if let Some(value) = ctx
+        .tenant()
+        .and_then(|t| http::HeaderValue::from_str(t).ok())
+    {
+        headers.insert(TENANT_HEADER, value);
+    }
+}
+
+/// Resolves the tenant of every request; see the module docs.
+#[derive(Clone, Debug)]
+pub struct TenantLayer {
+    config: Arc<TenantConfig>,
+}
+
+impl TenantLayer {
+    /// Resolves tenants as `config` says.
+    pub fn new(config: TenantConfig) -> Self {
+        TenantLayer {
+            config: Arc::new(config),
+        }
+    }
+}
+
+impl<S> Layer<S> for TenantLayer {
+    type Service = Tenant<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Tenant {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The tenancy service.
+#[derive(Clone, Debug)]
+pub struct Tenant<S> {
+    inner: S,
+    config: Arc<TenantConfig>,
+}
+
+impl<S> Tenant<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+type IntoBox<E> = fn(E) -> BoxError;
+
+impl<S> Service<Context> for Tenant<S>
+where
+    S: Service<Context, Response = Response>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = BoxError;
+    type Future = Either<Ready<Result<Response, BoxError>>, MapErr<S::Future, IntoBox<S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut ctx: Context) -> Self::Future {
+        match resolve(&self.config, &ctx) {
+            Ok(tenant) => {
+                if let Some(tenant) = tenant {
+                    ctx.set_tenant(TenantId(Arc::from(tenant)));
+                }
+                Either::Right(
+                    self.inner
+                        .call(ctx)
+                        .map_err(Into::into as IntoBox<S::Error>),
+                )
+            }
+            Err(error) => Either::Left(ready(Err(Box::new(error)))),
+        }
+    }
+}

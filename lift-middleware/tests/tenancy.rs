@@ -1,0 +1,225 @@
+//! Tenant resolution on a real App: from a verified claim, API Gateway's authorizer, a
+//! trusted header, a path parameter or the subdomain; refusals for a missing, malformed or
+//! mismatched tenant; the tenant on log lines and on outbound calls.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use lift_core::testing::{HttpResponse, TestApp, events};
+use lift_core::{App, Context, Json};
+use lift_middleware::auth::{JwtAuthLayer, JwtConfig};
+use lift_middleware::tenancy::{self, TenantConfig, TenantLayer, TenantSource};
+use serde_json::{Value, json};
+use tower::ServiceBuilder;
+
+const SECRET: &[u8] = b"lift-test-secret-of-32-bytes-or-more!";
+
+fn token(tenant: &str) -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("time")
+        .as_secs()
+        + 600;
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "u1", "exp": exp, "tenant_id": tenant}),
+        &EncodingKey::from_secret(SECRET),
+    )
+    .expect("sign")
+}
+
+async fn show(ctx: Context) -> lift_core::Result<Json<Value>> {
+    let mut outbound = http::HeaderMap::new();
+    tenancy::propagate(&ctx, &mut outbound);
+    tracing::info!("handled");
+    Ok(Json(json!({
+        "tenant": ctx.tenant(),
+        "outbound": outbound.get(tenancy::TENANT_HEADER).and_then(|v| v.to_str().ok()),
+    })))
+}
+
+fn app(config: TenantConfig) -> TestApp {
+    let jwt = JwtConfig::builder()
+        .hs256_secret(None, SECRET)
+        .algorithms(&[Algorithm::HS256])
+        .optional(true)
+        .build()
+        .expect("jwt");
+    TestApp::new(
+        App::new()
+            .get("/t/{tenant}/orders", show)
+            .get("/orders", show)
+            .layer(
+                ServiceBuilder::new()
+                    .layer(JwtAuthLayer::new(jwt))
+                    .layer(TenantLayer::new(config)),
+            ),
+    )
+    .expect("app")
+}
+
+fn claim_then_path() -> TenantConfig {
+    TenantConfig::builder()
+        .source(TenantSource::Claim("tenant_id".to_owned()))
+        .source(TenantSource::PathParam("tenant".to_owned()))
+        .build()
+        .expect("config")
+}
+
+async fn send(app: &TestApp, event: Value) -> HttpResponse {
+    app.http(event).await.expect("response")
+}
+
+#[tokio::test]
+async fn the_verified_claim_names_the_tenant_and_travels_on() {
+    let app = app(claim_then_path());
+    let response = send(
+        &app,
+        events::http("GET", "/orders")
+            .header("authorization", &format!("Bearer {}", token("acme")))
+            .v2(),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let body: Value = response.json().expect("json");
+    assert_eq!(body["tenant"], "acme");
+    assert_eq!(body["outbound"], "acme");
+}
+
+#[tokio::test]
+async fn a_path_that_names_another_tenant_than_the_token_is_forbidden() {
+    let app = app(claim_then_path());
+    let same = send(
+        &app,
+        events::http("GET", "/t/acme/orders")
+            .header("authorization", &format!("Bearer {}", token("acme")))
+            .v2(),
+    )
+    .await;
+    assert_eq!(same.status, 200);
+    let other = send(
+        &app,
+        events::http("GET", "/t/globex/orders")
+            .header("authorization", &format!("Bearer {}", token("acme")))
+            .v2(),
+    )
+    .await;
+    assert_eq!(other.status, 403);
+    assert_eq!(
+        other.json::<Value>().expect("json")["error"]["code"],
+        "tenant_mismatch"
+    );
+}
+
+#[tokio::test]
+async fn missing_and_malformed_tenants_are_refused() {
+    let app = app(claim_then_path());
+    let missing = send(&app, events::http("GET", "/orders").v2()).await;
+    assert_eq!(missing.status, 400);
+    assert_eq!(
+        missing.json::<Value>().expect("json")["error"]["code"],
+        "tenant_required"
+    );
+    let malformed = send(&app, events::http("GET", "/t/acme%23admin/orders").v2()).await;
+    assert_eq!(malformed.status, 400);
+    assert_eq!(
+        malformed.json::<Value>().expect("json")["error"]["code"],
+        "invalid_tenant"
+    );
+}
+
+#[tokio::test]
+async fn headers_count_only_when_trusted_and_other_sources_work() {
+    assert!(
+        TenantConfig::builder()
+            .source(TenantSource::Header(tenancy::TENANT_HEADER.to_owned()))
+            .build()
+            .is_err(),
+        "an untrusted header source does not build"
+    );
+    let trusted = app(TenantConfig::builder()
+        .source(TenantSource::Header(tenancy::TENANT_HEADER.to_owned()))
+        .trust_headers(true)
+        .build()
+        .expect("config"));
+    let by_header = send(
+        &trusted,
+        events::http("GET", "/orders")
+            .header("x-tenant-id", "initech")
+            .v1(),
+    )
+    .await;
+    assert_eq!(
+        by_header.json::<Value>().expect("json")["tenant"],
+        "initech"
+    );
+
+    let by_host = app(TenantConfig::builder()
+        .source(TenantSource::Subdomain)
+        .build()
+        .expect("config"));
+    let response = send(
+        &by_host,
+        events::http("GET", "/orders")
+            .header("host", "umbrella.api.example.com")
+            .alb(),
+    )
+    .await;
+    assert_eq!(
+        response.json::<Value>().expect("json")["tenant"],
+        "umbrella"
+    );
+
+    let by_authorizer = app(TenantConfig::builder()
+        .source(TenantSource::Authorizer("tenant".to_owned()))
+        .build()
+        .expect("config"));
+    let mut event = events::http("GET", "/orders").v2();
+    event["requestContext"]["authorizer"] =
+        json!({"jwt": {"claims": {"tenant": "hooli"}, "scopes": []}});
+    let response = send(&by_authorizer, event).await;
+    assert_eq!(response.json::<Value>().expect("json")["tenant"], "hooli");
+}
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
+    type Writer = Buffer;
+    fn make_writer(&'a self) -> Buffer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn the_tenant_is_on_every_later_log_line() {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let buffer = Buffer::default();
+    let subscriber =
+        tracing_subscriber::registry().with(lift_core::logging::JsonLayer::new(buffer.clone()));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = app(claim_then_path());
+    let response = send(&app, events::http("GET", "/t/acme/orders").v2()).await;
+    assert_eq!(response.status, 200);
+    let text = String::from_utf8(buffer.0.lock().expect("lock").clone()).expect("utf8");
+    let line: Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json line"))
+        .find(|l| l["message"] == "handled")
+        .expect("the handler's line");
+    assert_eq!(line["tenant"], "acme");
+    assert_eq!(line["requestId"], "test-request-id");
+}
