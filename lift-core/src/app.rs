@@ -4,7 +4,9 @@ use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context as TaskContext, Poll};
+use std::time::{Instant, SystemTime};
 
 use aws_lambda_events::alb::AlbTargetGroupRequest;
 use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
@@ -25,6 +27,7 @@ use crate::context::{Context, HttpRequest, Payload, Source};
 use crate::error::{BoxError, Chain, Error};
 use crate::handler::{BoxFuture, Dispatch, Endpoint, Handler};
 use crate::http_event;
+use crate::metrics::{Metrics, MetricsConfig};
 use crate::probe::{Kind, probe};
 use crate::response::{Body, Response, json_response};
 use crate::router::Router;
@@ -70,6 +73,7 @@ pub struct App {
     service: Option<BoxService>,
     body_limit: usize,
     sqs_concurrency: NonZeroUsize,
+    metrics: Option<MetricsConfig>,
     config_error: Option<String>,
 }
 
@@ -113,6 +117,7 @@ impl App {
             service: None,
             body_limit: DEFAULT_BODY_LIMIT,
             sqs_concurrency: NonZeroUsize::MIN,
+            metrics: None,
             config_error: None,
         }
     }
@@ -260,6 +265,14 @@ impl App {
         self
     }
 
+    /// Flushes the invocation's metrics ([`Context::metrics`]) as CloudWatch EMF once per
+    /// invocation, with per-route `Requests`, `Errors` and `Latency` and a `ColdStart`
+    /// count unless switched off (see [`MetricsConfig`]). Without it, nothing is flushed.
+    pub fn metrics(mut self, config: MetricsConfig) -> Self {
+        self.metrics = Some(config);
+        self
+    }
+
     /// Freezes the App into the service the Lambda runtime drives.
     ///
     /// # Errors
@@ -280,6 +293,8 @@ impl App {
                 service: self.service,
                 body_limit: self.body_limit,
                 sqs_concurrency: self.sqs_concurrency.get(),
+                metrics: self.metrics,
+                cold: AtomicBool::new(true),
             }),
         })
     }
@@ -331,6 +346,8 @@ struct Inner {
     service: Option<BoxService>,
     body_limit: usize,
     sqs_concurrency: usize,
+    metrics: Option<MetricsConfig>,
+    cold: AtomicBool,
 }
 
 /// A frozen [`App`]: the `tower::Service` the Lambda runtime calls with each raw event.
@@ -475,6 +492,46 @@ impl LiftService {
         lambda: lambda_runtime::Context,
     ) -> Result<Box<RawValue>, Error> {
         let lambda = Arc::new(lambda);
+        let metrics = Metrics::default();
+        let result = self.dispatch(event, &lambda, &metrics).await;
+        self.flush(&metrics, &lambda);
+        result
+    }
+
+    fn flush(&self, metrics: &Metrics, lambda: &lambda_runtime::Context) {
+        let Some(config) = &self.inner.metrics else {
+            return;
+        };
+        if config.cold_start && self.inner.cold.swap(false, Ordering::AcqRel) {
+            let _ = metrics.count("ColdStart", 1.0);
+        }
+        let _ = metrics.property("requestId", lambda.request_id.clone());
+        if let Some(trace) = &lambda.xray_trace_id {
+            let _ = metrics.property("xrayTraceId", trace.clone());
+        }
+        for document in metrics.take_documents(config, SystemTime::now()) {
+            config.sink.write(&document);
+        }
+    }
+
+    /// Per-route `Requests`, `Errors` and `Latency`, when configured.
+    fn observe(&self, metrics: &Metrics, operation: &str, failed: bool, started: Instant) {
+        if !self.inner.metrics.as_ref().is_some_and(|c| c.route_metrics) {
+            return;
+        }
+        let _ = metrics.dimension("route", operation);
+        let _ = metrics.count("Requests", 1.0);
+        let _ = metrics.count("Errors", if failed { 1.0 } else { 0.0 });
+        let _ = metrics.timing("Latency", started.elapsed());
+    }
+
+    async fn dispatch(
+        &self,
+        event: &RawValue,
+        lambda: &Arc<lambda_runtime::Context>,
+        metrics: &Metrics,
+    ) -> Result<Box<RawValue>, Error> {
+        let lambda = lambda.clone();
         let Some(kind) = probe(event.get()) else {
             return Err(Error::NoHandler(describe_unknown(event)));
         };
@@ -484,37 +541,39 @@ impl LiftService {
                     "API Gateway HTTP API",
                     event,
                 )?);
-                self.http(Source::ApiGatewayV2, request, lambda).await
+                self.http(Source::ApiGatewayV2, request, lambda, metrics)
+                    .await
             }
             Kind::ApiGatewayV1 { multi_value } => {
                 let request = http_event::from_v1(
                     decode::<ApiGatewayProxyRequest>("API Gateway REST API", event)?,
                     multi_value,
                 );
-                self.http(Source::ApiGatewayV1, request, lambda).await
+                self.http(Source::ApiGatewayV1, request, lambda, metrics)
+                    .await
             }
             Kind::Alb { multi_value } => {
                 let request = http_event::from_alb(
                     decode::<AlbTargetGroupRequest>("ALB", event)?,
                     multi_value,
                 );
-                self.http(Source::Alb, request, lambda).await
+                self.http(Source::Alb, request, lambda, metrics).await
             }
             Kind::Sqs => {
                 let batch: SqsEvent = decode("SQS", event)?;
-                self.sqs(batch.records, lambda).await
+                self.sqs(batch.records, lambda, metrics).await
             }
             Kind::DynamoDb => {
                 let batch: DynamoDbEvent = decode("DynamoDB Streams", event)?;
-                self.dynamodb(batch, lambda).await
+                self.dynamodb(batch, lambda, metrics).await
             }
             Kind::Sns => {
                 let batch: SnsEvent = decode("SNS", event)?;
-                self.sns(batch, lambda).await
+                self.sns(batch, lambda, metrics).await
             }
             Kind::EventBridge => {
                 let event: EventBridgeEvent<Box<RawValue>> = decode("EventBridge", event)?;
-                self.eventbridge(event, lambda).await
+                self.eventbridge(event, lambda, metrics).await
             }
             Kind::Unknown(description) => {
                 let description = if description.is_empty() {
@@ -528,8 +587,14 @@ impl LiftService {
         }
     }
 
-    fn context(&self, lambda: &Arc<lambda_runtime::Context>, unit: Unit) -> Context {
+    fn context(
+        &self,
+        lambda: &Arc<lambda_runtime::Context>,
+        metrics: &Metrics,
+        unit: Unit,
+    ) -> Context {
         Context {
+            metrics: metrics.clone(),
             correlation_id: unit
                 .correlation_id
                 .unwrap_or_else(|| lambda.request_id.clone()),
@@ -564,7 +629,10 @@ impl LiftService {
         source: Source,
         request: Result<HttpRequest, http_event::Rejected>,
         lambda: Arc<lambda_runtime::Context>,
+        metrics: &Metrics,
     ) -> Result<Box<RawValue>, Error> {
+        let started = Instant::now();
+        let mut operation = String::from("rejected");
         let (multi_value, response) = match request {
             Err(rejected) => {
                 log_error(&rejected.error, "request");
@@ -591,6 +659,11 @@ impl LiftService {
                     &request.path,
                     request.path_is_encoded,
                 );
+                operation = format!(
+                    "{} {}",
+                    request.method,
+                    resolved.route.as_deref().unwrap_or("unmatched")
+                );
                 let correlation_id = request
                     .headers
                     .get("x-correlation-id")
@@ -608,6 +681,7 @@ impl LiftService {
                 );
                 let ctx = self.context(
                     &lambda,
+                    metrics,
                     Unit {
                         source,
                         payload: Payload::Http(Box::new(request)),
@@ -629,6 +703,12 @@ impl LiftService {
                 (multi_value, response)
             }
         };
+        self.observe(
+            metrics,
+            &operation,
+            response.status().is_server_error(),
+            started,
+        );
         raw(
             http_event::to_event_response(source, multi_value, &response)
                 .map_err(Error::internal)?,
@@ -636,10 +716,20 @@ impl LiftService {
     }
 
     /// Runs one record; `true` when it succeeded (a 2xx or 3xx response).
-    async fn record(&self, lambda: &Arc<lambda_runtime::Context>, unit: Unit) -> bool {
+    async fn record(
+        &self,
+        lambda: &Arc<lambda_runtime::Context>,
+        metrics: &Metrics,
+        unit: Unit,
+    ) -> bool {
         let span = unit.span.clone();
-        let ctx = self.context(lambda, unit);
-        let error = match self.run_unit(ctx).await {
+        let started = Instant::now();
+        let operation = unit.source.as_str();
+        let ctx = self.context(lambda, metrics, unit);
+        let outcome = self.run_unit(ctx).await;
+        let failed = !matches!(&outcome, Ok(r) if !r.status().is_client_error() && !r.status().is_server_error());
+        self.observe(metrics, operation, failed, started);
+        let error = match outcome {
             Ok(response)
                 if !response.status().is_client_error() && !response.status().is_server_error() =>
             {
@@ -691,6 +781,7 @@ impl LiftService {
         &self,
         records: Vec<SqsMessage>,
         lambda: Arc<lambda_runtime::Context>,
+        metrics: &Metrics,
     ) -> Result<Box<RawValue>, Error> {
         let Some(endpoint) = self.inner.sqs.clone() else {
             return Err(Error::NoHandler(
@@ -713,7 +804,7 @@ impl LiftService {
                     continue;
                 }
                 let unit = self.sqs_unit(&endpoint, &lambda, message);
-                if !self.record(&lambda, unit).await {
+                if !self.record(&lambda, metrics, unit).await {
                     failures.push(id);
                     if let Some(group) = group.filter(|_| fifo) {
                         failed_groups.insert(group);
@@ -726,7 +817,7 @@ impl LiftService {
                     let id = message.message_id.clone();
                     let unit = self.sqs_unit(&endpoint, &lambda, message);
                     let lambda = &lambda;
-                    async move { (id, self.record(lambda, unit).await) }
+                    async move { (id, self.record(lambda, metrics, unit).await) }
                 })
                 .buffered(self.inner.sqs_concurrency)
                 .collect()
@@ -740,6 +831,7 @@ impl LiftService {
         &self,
         batch: DynamoDbEvent,
         lambda: Arc<lambda_runtime::Context>,
+        metrics: &Metrics,
     ) -> Result<Box<RawValue>, Error> {
         let Some(endpoint) = self.inner.dynamodb.clone() else {
             return Err(Error::NoHandler(
@@ -767,7 +859,7 @@ impl LiftService {
                 params: Vec::new(),
                 span,
             };
-            if !self.record(&lambda, unit).await {
+            if !self.record(&lambda, metrics, unit).await {
                 failures.push(sequence);
             }
         }
@@ -778,6 +870,7 @@ impl LiftService {
         &self,
         batch: SnsEvent,
         lambda: Arc<lambda_runtime::Context>,
+        metrics: &Metrics,
     ) -> Result<Box<RawValue>, Error> {
         let Some(endpoint) = self.inner.sns.clone() else {
             return Err(Error::NoHandler(
@@ -803,6 +896,7 @@ impl LiftService {
             );
             let ctx = self.context(
                 &lambda,
+                metrics,
                 Unit {
                     source: Source::Sns,
                     payload: Payload::Sns(Box::new(record)),
@@ -813,7 +907,10 @@ impl LiftService {
                     span: span.clone(),
                 },
             );
-            match self.run_unit(ctx).await {
+            let started = Instant::now();
+            let outcome = self.run_unit(ctx).await;
+            self.observe(metrics, "sns", outcome.is_err(), started);
+            match outcome {
                 Ok(response) => outputs.push(output_json(&response)?),
                 Err(error) => {
                     let _entered = span.enter();
@@ -835,6 +932,7 @@ impl LiftService {
         &self,
         event: EventBridgeEvent<Box<RawValue>>,
         lambda: Arc<lambda_runtime::Context>,
+        metrics: &Metrics,
     ) -> Result<Box<RawValue>, Error> {
         let scheduled = event.source == "aws.events" && event.detail_type == "Scheduled Event";
         let inner = &self.inner;
@@ -864,6 +962,7 @@ impl LiftService {
                 event.source, event.detail_type
             )));
         };
+        let operation = format!("{}/{}", event.source, event.detail_type);
         let span = tracing::info_span!(
             target: "lift",
             "event",
@@ -875,6 +974,7 @@ impl LiftService {
         );
         let ctx = self.context(
             &lambda,
+            metrics,
             Unit {
                 source: if scheduled {
                     Source::Schedule
@@ -889,7 +989,10 @@ impl LiftService {
                 span: span.clone(),
             },
         );
-        match self.run_unit(ctx).await {
+        let started = Instant::now();
+        let outcome = self.run_unit(ctx).await;
+        self.observe(metrics, &operation, outcome.is_err(), started);
+        match outcome {
             Ok(response) => output_json(&response),
             Err(error) => {
                 let _entered = span.enter();

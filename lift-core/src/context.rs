@@ -136,6 +136,7 @@ pub struct Context {
     pub(crate) endpoint: Endpoint,
     pub(crate) extensions: http::Extensions,
     pub(crate) span: tracing::Span,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl Context {
@@ -200,6 +201,12 @@ impl Context {
     /// The matched route pattern (`/orders/{id}`), for HTTP requests that matched one.
     pub fn route(&self) -> Option<&str> {
         self.route.as_deref()
+    }
+
+    /// The invocation's metrics, flushed as CloudWatch EMF when the invocation ends (when the
+    /// App has a [`MetricsConfig`](crate::metrics::MetricsConfig)).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// The `tracing` span of this request or record; every log line inside carries its fields.

@@ -57,6 +57,7 @@ mod router;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod logging;
+pub mod metrics;
 pub mod testing;
 
 pub use app::{App, BoxService, DEFAULT_BODY_LIMIT, LiftService};

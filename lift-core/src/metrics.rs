@@ -1,0 +1,534 @@
+//! Metrics in CloudWatch Embedded Metric Format (EMF): recorded through a handle in the
+//! [`Context`](crate::Context), flushed once per invocation as EMF JSON lines on stdout,
+//! which CloudWatch Logs turns into metrics without an API call.
+//!
+//! Each invocation gets one [`Metrics`] handle shared by all its records. Names, units and
+//! dimensions are checked where they are recorded ([`MetricsError`]), never dropped in
+//! silence. A document holds at most 100 metrics (more are split over several documents),
+//! 30 dimensions and 100 values per metric, as CloudWatch requires.
+//!
+//! ```
+//! use lift_core::metrics::{MetricsConfig, Unit};
+//! use lift_core::{App, Context, Result};
+//!
+//! async fn place(ctx: Context) -> Result<()> {
+//!     ctx.metrics().count("OrdersPlaced", 1.0).map_err(lift_core::Error::internal)?;
+//!     ctx.metrics().value("OrderValue", 42.5, Unit::None).map_err(lift_core::Error::internal)?;
+//!     Ok(())
+//! }
+//!
+//! let app = App::new()
+//!     .post("/orders", place)
+//!     .metrics(MetricsConfig::new("Shop").service("orders"));
+//! # let _ = app;
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+
+/// A CloudWatch unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Unit {
+    /// No unit.
+    None,
+    /// A count.
+    Count,
+    /// Seconds.
+    Seconds,
+    /// Milliseconds.
+    Milliseconds,
+    /// Microseconds.
+    Microseconds,
+    /// Bytes.
+    Bytes,
+    /// Kilobytes.
+    Kilobytes,
+    /// Megabytes.
+    Megabytes,
+    /// Percent.
+    Percent,
+    /// Count per second.
+    CountPerSecond,
+    /// Bytes per second.
+    BytesPerSecond,
+}
+
+impl Unit {
+    /// The name CloudWatch uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::None => "None",
+            Unit::Count => "Count",
+            Unit::Seconds => "Seconds",
+            Unit::Milliseconds => "Milliseconds",
+            Unit::Microseconds => "Microseconds",
+            Unit::Bytes => "Bytes",
+            Unit::Kilobytes => "Kilobytes",
+            Unit::Megabytes => "Megabytes",
+            Unit::Percent => "Percent",
+            Unit::CountPerSecond => "Count/Second",
+            Unit::BytesPerSecond => "Bytes/Second",
+        }
+    }
+}
+
+/// A metric, dimension or property that CloudWatch would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetricsError {
+    /// A name that is empty, longer than 255 characters, not printable ASCII, or starts
+    /// with `:`; or a reserved property name.
+    #[error("invalid metric or dimension name `{0}`")]
+    InvalidName(String),
+    /// A value that is not finite.
+    #[error("metric `{0}` has a value that is not a finite number")]
+    InvalidValue(String),
+    /// The same metric recorded with two units.
+    #[error("metric `{name}` was recorded in {first} and in {second}")]
+    UnitMismatch {
+        /// The metric.
+        name: String,
+        /// The unit it was first recorded with.
+        first: &'static str,
+        /// The other unit.
+        second: &'static str,
+    },
+    /// More than 30 dimensions.
+    #[error("more than 30 dimensions")]
+    TooManyDimensions,
+    /// A dimension value that is empty or longer than 1024 characters.
+    #[error("invalid value for dimension `{0}`")]
+    InvalidDimensionValue(String),
+}
+
+fn check_name(name: &str) -> Result<(), MetricsError> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with(':')
+        && name.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && name != "_aws";
+    if ok {
+        Ok(())
+    } else {
+        Err(MetricsError::InvalidName(name.to_owned()))
+    }
+}
+
+/// Where flushed EMF lines go.
+pub trait MetricsSink: Send + Sync + 'static {
+    /// Writes one EMF document (a JSON object, without a newline).
+    fn write(&self, document: &str);
+}
+
+/// Writes EMF lines to stdout, where Lambda's log agent picks them up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StdoutSink;
+
+impl MetricsSink for StdoutSink {
+    fn write(&self, document: &str) {
+        let stdout = std::io::stdout();
+        let mut lock = stdout.lock();
+        // A metrics line that cannot be written has nowhere else to go.
+        let _ = writeln!(lock, "{document}");
+    }
+}
+
+/// Metrics configuration for an App.
+#[derive(Clone)]
+pub struct MetricsConfig {
+    pub(crate) namespace: Arc<str>,
+    pub(crate) defaults: BTreeMap<String, String>,
+    pub(crate) route_metrics: bool,
+    pub(crate) cold_start: bool,
+    pub(crate) sink: Arc<dyn MetricsSink>,
+}
+
+impl std::fmt::Debug for MetricsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsConfig")
+            .field("namespace", &self.namespace)
+            .field("defaults", &self.defaults)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetricsConfig {
+    /// Metrics in `namespace`.
+    ///
+    /// # Default
+    /// No default dimensions, per-route `Requests`, `Errors` and `Latency` on, a
+    /// `ColdStart` count on the first invocation, written to stdout.
+    pub fn new(namespace: &str) -> Self {
+        MetricsConfig {
+            namespace: Arc::from(namespace),
+            defaults: BTreeMap::new(),
+            route_metrics: true,
+            cold_start: true,
+            sink: Arc::new(StdoutSink),
+        }
+    }
+
+    /// Adds the `service` dimension to every metric.
+    pub fn service(self, service: &str) -> Self {
+        self.default_dimension("service", service)
+    }
+
+    /// Adds a dimension to every metric.
+    pub fn default_dimension(mut self, name: &str, value: &str) -> Self {
+        self.defaults.insert(name.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Switches the automatic per-route `Requests`, `Errors` and `Latency` metrics.
+    pub fn route_metrics(mut self, on: bool) -> Self {
+        self.route_metrics = on;
+        self
+    }
+
+    /// Switches the `ColdStart` metric.
+    pub fn cold_start(mut self, on: bool) -> Self {
+        self.cold_start = on;
+        self
+    }
+
+    /// Sends documents to `sink` instead of stdout.
+    pub fn sink(mut self, sink: impl MetricsSink) -> Self {
+        self.sink = Arc::new(sink);
+        self
+    }
+}
+
+#[derive(Debug, Default)]
+struct Metric {
+    unit: &'static str,
+    values: Vec<f64>,
+    high_resolution: bool,
+}
+
+#[derive(Debug, Default)]
+struct Recorder {
+    dimensions: BTreeMap<String, String>,
+    metrics: BTreeMap<String, Metric>,
+    properties: Map<String, Value>,
+}
+
+/// The metrics of one invocation; cheap to clone (every record's [`Context`](crate::Context)
+/// holds the same one).
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    inner: Arc<Mutex<Recorder>>,
+}
+
+impl Metrics {
+    fn with<T>(&self, f: impl FnOnce(&mut Recorder) -> T) -> T {
+        let mut recorder = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut recorder)
+    }
+
+    fn record(
+        &self,
+        name: &str,
+        value: f64,
+        unit: Unit,
+        high_resolution: bool,
+    ) -> Result<(), MetricsError> {
+        check_name(name)?;
+        if !value.is_finite() {
+            return Err(MetricsError::InvalidValue(name.to_owned()));
+        }
+        self.with(|r| {
+            let metric = r.metrics.entry(name.to_owned()).or_insert_with(|| Metric {
+                unit: unit.as_str(),
+                values: Vec::new(),
+                high_resolution,
+            });
+            if metric.unit != unit.as_str() {
+                return Err(MetricsError::UnitMismatch {
+                    name: name.to_owned(),
+                    first: metric.unit,
+                    second: unit.as_str(),
+                });
+            }
+            metric.values.push(value);
+            metric.high_resolution |= high_resolution;
+            Ok(())
+        })
+    }
+
+    /// Adds `n` to the count `name`.
+    ///
+    /// # Errors
+    /// [`MetricsError`] for an invalid name or value, or a unit other than before.
+    pub fn count(&self, name: &str, n: f64) -> Result<(), MetricsError> {
+        self.record(name, n, Unit::Count, false)
+    }
+
+    /// Records a value of `name` in `unit`.
+    ///
+    /// # Errors
+    /// As [`Metrics::count`].
+    pub fn value(&self, name: &str, value: f64, unit: Unit) -> Result<(), MetricsError> {
+        self.record(name, value, unit, false)
+    }
+
+    /// Records a value at one-second resolution.
+    ///
+    /// # Errors
+    /// As [`Metrics::count`].
+    pub fn high_resolution(&self, name: &str, value: f64, unit: Unit) -> Result<(), MetricsError> {
+        self.record(name, value, unit, true)
+    }
+
+    /// Records a duration in milliseconds.
+    ///
+    /// # Errors
+    /// As [`Metrics::count`].
+    pub fn timing(&self, name: &str, duration: Duration) -> Result<(), MetricsError> {
+        self.record(
+            name,
+            duration.as_secs_f64() * 1000.0,
+            Unit::Milliseconds,
+            false,
+        )
+    }
+
+    /// Adds a dimension to every metric of this invocation (tenant, route, ...).
+    ///
+    /// # Errors
+    /// [`MetricsError`] for an invalid name or value, or past 30 dimensions.
+    pub fn dimension(&self, name: &str, value: &str) -> Result<(), MetricsError> {
+        check_name(name)?;
+        if value.is_empty() || value.len() > 1024 {
+            return Err(MetricsError::InvalidDimensionValue(name.to_owned()));
+        }
+        self.with(|r| {
+            if !r.dimensions.contains_key(name) && r.dimensions.len() >= 30 {
+                return Err(MetricsError::TooManyDimensions);
+            }
+            r.dimensions.insert(name.to_owned(), value.to_owned());
+            Ok(())
+        })
+    }
+
+    /// Adds a property: a searchable field of the log line that is not a dimension
+    /// (request id, order id).
+    ///
+    /// # Errors
+    /// [`MetricsError::InvalidName`] for `_aws` or an invalid name.
+    pub fn property(&self, name: &str, value: impl Into<Value>) -> Result<(), MetricsError> {
+        check_name(name)?;
+        self.with(|r| {
+            r.properties.insert(name.to_owned(), value.into());
+        });
+        Ok(())
+    }
+
+    /// Builds the EMF documents for what was recorded, and empties the handle.
+    pub fn take_documents(&self, config: &MetricsConfig, now: SystemTime) -> Vec<String> {
+        let recorder = self.with(std::mem::take);
+        if recorder.metrics.is_empty() {
+            return Vec::new();
+        }
+        let mut dimensions = config.defaults.clone();
+        for (k, v) in recorder.dimensions {
+            dimensions.insert(k, v);
+        }
+        // Default and invocation dimensions together stay within CloudWatch's 30.
+        let dimensions: BTreeMap<String, String> = dimensions.into_iter().take(30).collect();
+        let names: Vec<&String> = dimensions.keys().collect();
+        let timestamp = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let metrics: Vec<(String, Metric)> = recorder.metrics.into_iter().collect();
+        let mut documents = Vec::new();
+        // At most 100 metrics per document, and at most 100 values per metric.
+        let mut pending: Vec<(String, &'static str, bool, Vec<f64>)> = Vec::new();
+        for (name, metric) in metrics {
+            for chunk in metric.values.chunks(100) {
+                pending.push((
+                    name.clone(),
+                    metric.unit,
+                    metric.high_resolution,
+                    chunk.to_vec(),
+                ));
+            }
+        }
+        while !pending.is_empty() {
+            let mut batch = Vec::new();
+            let mut rest = Vec::new();
+            for entry in pending {
+                if batch.len() < 100
+                    && !batch
+                        .iter()
+                        .any(|(n, ..): &(String, _, _, _)| *n == entry.0)
+                {
+                    batch.push(entry);
+                } else {
+                    rest.push(entry);
+                }
+            }
+            pending = rest;
+            let mut document = Map::new();
+            let definitions: Vec<Value> = batch
+                .iter()
+                .map(|(name, unit, high, _)| {
+                    let mut definition = json!({"Name": name, "Unit": unit});
+                    if *high {
+                        definition["StorageResolution"] = json!(1);
+                    }
+                    definition
+                })
+                .collect();
+            document.insert(
+                "_aws".to_owned(),
+                json!({
+                    "Timestamp": timestamp,
+                    "CloudWatchMetrics": [{
+                        "Namespace": &*config.namespace,
+                        "Dimensions": [names],
+                        "Metrics": definitions,
+                    }]
+                }),
+            );
+            for (k, v) in &dimensions {
+                document.insert(k.clone(), Value::from(v.clone()));
+            }
+            for (k, v) in &recorder.properties {
+                document.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            for (name, _, _, values) in batch {
+                let value = if values.len() == 1 {
+                    json!(values[0])
+                } else {
+                    json!(values)
+                };
+                document.insert(name, value);
+            }
+            documents.push(Value::Object(document).to_string());
+        }
+        documents
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> MetricsConfig {
+        MetricsConfig::new("Shop").service("orders")
+    }
+
+    fn parse(documents: &[String]) -> Vec<Value> {
+        documents
+            .iter()
+            .map(|d| serde_json::from_str(d).expect("json"))
+            .collect()
+    }
+
+    #[test]
+    fn a_document_in_emf_shape() {
+        let m = Metrics::default();
+        m.count("Placed", 1.0).expect("count");
+        m.count("Placed", 2.0).expect("count");
+        m.timing("Took", Duration::from_millis(12)).expect("timing");
+        m.high_resolution("Depth", 3.0, Unit::None).expect("value");
+        m.dimension("tenant", "acme").expect("dimension");
+        m.property("requestId", "r-1").expect("property");
+        let docs = parse(&m.take_documents(&config(), UNIX_EPOCH + Duration::from_secs(10)));
+        assert_eq!(docs.len(), 1);
+        let doc = &docs[0];
+        assert_eq!(doc["_aws"]["Timestamp"], 10_000);
+        let cw = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(cw["Namespace"], "Shop");
+        assert_eq!(cw["Dimensions"], json!([["service", "tenant"]]));
+        assert_eq!(doc["Placed"], json!([1.0, 2.0]));
+        assert_eq!(doc["Took"], json!(12.0));
+        assert_eq!(doc["tenant"], "acme");
+        assert_eq!(doc["requestId"], "r-1");
+        let depth = cw["Metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .find(|d| d["Name"] == "Depth")
+            .expect("Depth");
+        assert_eq!(depth["StorageResolution"], 1);
+        assert!(
+            m.take_documents(&config(), UNIX_EPOCH).is_empty(),
+            "emptied"
+        );
+    }
+
+    #[test]
+    fn past_100_metrics_documents_split() {
+        let m = Metrics::default();
+        for i in 0..250 {
+            m.count(&format!("m{i}"), 1.0).expect("count");
+        }
+        for _ in 0..150 {
+            m.count("many", 1.0).expect("count");
+        }
+        let docs = parse(&m.take_documents(&config(), UNIX_EPOCH));
+        assert!(docs.iter().all(|d| {
+            d["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .is_some_and(|a| a.len() <= 100)
+        }));
+        let total: usize = docs
+            .iter()
+            .map(|d| {
+                d["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                    .as_array()
+                    .map_or(0, Vec::len)
+            })
+            .sum();
+        assert_eq!(
+            total, 252,
+            "250 metrics, and `many` in two documents of 100 and 50 values"
+        );
+        let many: usize = docs
+            .iter()
+            .filter_map(|d| d["many"].as_array().map(Vec::len))
+            .sum();
+        assert_eq!(many, 150);
+    }
+
+    #[test]
+    fn invalid_input_is_an_error_where_it_is_recorded() {
+        let m = Metrics::default();
+        assert!(matches!(
+            m.count("", 1.0),
+            Err(MetricsError::InvalidName(_))
+        ));
+        assert!(matches!(
+            m.count("bad\nname", 1.0),
+            Err(MetricsError::InvalidName(_))
+        ));
+        assert!(matches!(
+            m.count("x", f64::NAN),
+            Err(MetricsError::InvalidValue(_))
+        ));
+        m.count("x", 1.0).expect("count");
+        assert!(matches!(
+            m.value("x", 1.0, Unit::Bytes),
+            Err(MetricsError::UnitMismatch { .. })
+        ));
+        for i in 0..30 {
+            m.dimension(&format!("d{i}"), "v").expect("dimension");
+        }
+        assert_eq!(
+            m.dimension("d31", "v"),
+            Err(MetricsError::TooManyDimensions)
+        );
+        assert!(m.dimension("d0", "").is_err());
+        assert!(m.property("_aws", 1).is_err());
+    }
+}

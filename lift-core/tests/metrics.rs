@@ -1,0 +1,114 @@
+//! EMF metrics flushed by an App: one flush per invocation, automatic per-route metrics, the
+//! cold start once, handler metrics and properties.
+
+use std::sync::{Arc, Mutex};
+
+use lift_core::metrics::{MetricsConfig, MetricsSink, Unit};
+use lift_core::testing::{TestApp, events};
+use lift_core::{App, Context, Error, Result};
+use serde_json::{Value, json};
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<String>>>);
+
+impl MetricsSink for Captured {
+    fn write(&self, document: &str) {
+        self.0.lock().expect("lock").push(document.to_owned());
+    }
+}
+
+impl Captured {
+    fn take(&self) -> Vec<Value> {
+        std::mem::take(&mut *self.0.lock().expect("lock"))
+            .iter()
+            .map(|d| serde_json::from_str(d).expect("EMF JSON"))
+            .collect()
+    }
+}
+
+async fn place(ctx: Context) -> Result<()> {
+    ctx.metrics()
+        .value("OrderValue", 42.5, Unit::None)
+        .map_err(Error::internal)?;
+    ctx.metrics()
+        .dimension("tenant", "acme")
+        .map_err(Error::internal)?;
+    Ok(())
+}
+
+async fn charge(ctx: Context) -> Result<()> {
+    if ctx.body() == b"fail" {
+        return Err(Error::internal("declined"));
+    }
+    Ok(())
+}
+
+fn app(sink: &Captured) -> TestApp {
+    TestApp::new(
+        App::new().post("/orders", place).sqs(charge).metrics(
+            MetricsConfig::new("Shop")
+                .service("orders")
+                .sink(sink.clone()),
+        ),
+    )
+    .expect("app")
+}
+
+#[tokio::test]
+async fn an_http_invocation_flushes_one_document() {
+    let sink = Captured::default();
+    let app = app(&sink);
+    let response = app
+        .http(events::http("POST", "/orders").v2())
+        .await
+        .expect("response");
+    assert_eq!(response.status, 204);
+    let docs = sink.take();
+    assert_eq!(docs.len(), 1);
+    let doc = &docs[0];
+    let cw = &doc["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(cw["Namespace"], "Shop");
+    assert_eq!(cw["Dimensions"], json!([["route", "service", "tenant"]]));
+    assert_eq!(doc["route"], "POST /orders");
+    assert_eq!(doc["service"], "orders");
+    assert_eq!(doc["tenant"], "acme");
+    assert_eq!(doc["OrderValue"], 42.5);
+    assert_eq!(doc["Requests"], 1.0);
+    assert_eq!(doc["Errors"], 0.0);
+    assert!(doc["Latency"].as_f64().is_some_and(|ms| ms >= 0.0));
+    assert_eq!(doc["ColdStart"], 1.0);
+    assert_eq!(doc["requestId"], "test-request-id");
+
+    app.http(events::http("POST", "/orders").v2())
+        .await
+        .expect("response");
+    let second = sink.take();
+    assert!(
+        second[0].get("ColdStart").is_none(),
+        "only the first invocation is cold"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_flushes_once_with_every_record_counted() {
+    let sink = Captured::default();
+    let app = app(&sink);
+    app.invoke(&events::sqs(["ok", "fail", "ok"]))
+        .await
+        .expect("batch");
+    let docs = sink.take();
+    assert_eq!(docs.len(), 1, "one flush per invocation");
+    assert_eq!(docs[0]["route"], "sqs");
+    assert_eq!(docs[0]["Requests"], json!([1.0, 1.0, 1.0]));
+    assert_eq!(docs[0]["Errors"], json!([0.0, 1.0, 0.0]));
+}
+
+#[tokio::test]
+async fn nothing_is_flushed_without_a_config() {
+    let app = TestApp::new(App::new().post("/orders", place)).expect("app");
+    let response = app
+        .http(events::http("POST", "/orders").v2())
+        .await
+        .expect("response");
+    assert_eq!(response.status, 204);
+}
