@@ -223,3 +223,39 @@ async fn the_tenant_is_on_every_later_log_line() {
     assert_eq!(line["tenant"], "acme");
     assert_eq!(line["requestId"], "test-request-id");
 }
+
+#[tokio::test]
+async fn the_tenant_can_be_a_metrics_dimension() {
+    use lift_core::metrics::{MetricsConfig, MetricsSink};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<String>>>);
+    impl MetricsSink for Captured {
+        fn write(&self, document: &str) {
+            self.0.lock().expect("lock").push(document.to_owned());
+        }
+    }
+    let sink = Captured::default();
+    let app = TestApp::new(
+        App::new()
+            .get("/t/{tenant}/orders", show)
+            .layer(TenantLayer::new(
+                TenantConfig::builder()
+                    .source(TenantSource::PathParam("tenant".to_owned()))
+                    .metrics_dimension(true)
+                    .build()
+                    .expect("config"),
+            ))
+            .metrics(MetricsConfig::new("Shop").sink(sink.clone())),
+    )
+    .expect("app");
+    send(&app, events::http("GET", "/t/acme/orders").v2()).await;
+    let documents = sink.0.lock().expect("lock").clone();
+    let document: Value = serde_json::from_str(&documents[0]).expect("EMF");
+    assert_eq!(document["tenant"], "acme");
+    assert!(
+        document["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0]
+            .as_array()
+            .is_some_and(|d| d.contains(&json!("tenant")))
+    );
+}

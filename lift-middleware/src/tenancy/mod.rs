@@ -10,8 +10,10 @@
 //! letters, digits, `-` or `_` (400 `invalid_tenant` otherwise), so they cannot smuggle a
 //! key separator into storage keys.
 //!
-//! The tenant goes into the [`Context`] ([`Context::tenant`]) and on the request's span, so
-//! every later log line carries it; [`propagate`] copies it onto outbound calls.
+//! The tenant goes into the [`Context`] ([`Context::tenant`]), on the request's span (so
+//! every later log line carries it), optionally into the metrics' dimensions
+//! ([`TenantConfigBuilder::metrics_dimension`]); [`propagate`] copies it onto outbound
+//! calls.
 //! [`TenantTable`] scopes DynamoDB access to the tenant.
 //!
 //! ```
@@ -71,6 +73,7 @@ pub struct TenantConfig {
     sources: Vec<TenantSource>,
     trust_headers: bool,
     required: bool,
+    metrics_dimension: bool,
 }
 
 /// Builds a [`TenantConfig`].
@@ -83,13 +86,15 @@ impl TenantConfig {
     /// Starts a configuration.
     ///
     /// # Default
-    /// No source (add one), headers not trusted, a tenant required.
+    /// No source (add one), headers not trusted, a tenant required, no `tenant` metrics
+    /// dimension (each tenant is a metric series of its own: mind the cardinality).
     pub fn builder() -> TenantConfigBuilder {
         TenantConfigBuilder {
             config: TenantConfig {
                 sources: Vec::new(),
                 trust_headers: false,
                 required: true,
+                metrics_dimension: false,
             },
         }
     }
@@ -109,6 +114,11 @@ impl TenantConfigBuilder {
     /// Whether a request without a tenant is refused (default) or passes without one.
     pub fn required(mut self, required: bool) -> Self {
         self.config.required = required;
+        self
+    }
+    /// Adds the tenant as the `tenant` dimension of the invocation's metrics.
+    pub fn metrics_dimension(mut self, on: bool) -> Self {
+        self.config.metrics_dimension = on;
         self
     }
     /// Validates the configuration.
@@ -303,6 +313,11 @@ where
         match resolve(&self.config, &ctx) {
             Ok(tenant) => {
                 if let Some(tenant) = tenant {
+                    if self.config.metrics_dimension
+                        && let Err(error) = ctx.metrics().dimension("tenant", &tenant)
+                    {
+                        tracing::warn!(target: "lift::tenancy", %error, "tenant not added to metrics");
+                    }
                     ctx.set_tenant(TenantId(Arc::from(tenant)));
                 }
                 Either::Right(
