@@ -44,7 +44,11 @@
 //! Shared state across execution environments lives in DynamoDB:
 //! [`circuit_breaker::SharedCircuitBreakerLayer`] and [`rate_limit::dynamodb`].
 //!
-//! Not built yet: tenancy, security, observability, idempotency and caching layers.
+//! Who may call: [`auth`] (bearer JWTs, scope and role requirements), [`tenancy`] (tenant
+//! resolution and tenant-scoped DynamoDB access), [`service_auth`] (service-to-service
+//! authorization) and [`http_security`] (CORS, security headers).
+//!
+//! Not built yet: idempotency, caching and validation layers.
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
@@ -55,10 +59,12 @@ pub mod bulkhead;
 pub mod circuit_breaker;
 pub mod classify;
 mod error;
+pub mod http_security;
 pub mod load_shed;
 pub mod presets;
 pub mod rate_limit;
 pub mod retry;
+pub mod service_auth;
 pub mod tenancy;
 pub mod timeout;
 

@@ -1,0 +1,258 @@
+//! The service authorization layer, its service and future.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use lambda_http::request::RequestContext;
+use lift_core::{BoxError, Context, Error, HttpRequest, Response};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use super::config::ServiceAuthConfig;
+use super::token::{self, SERVICE_TOKEN_HEADER};
+use crate::classify::{SystemClock, WallClock};
+
+const CHALLENGE: &str = r#"LiftService realm="lift""#;
+const INVALID_TOKEN_CHALLENGE: &str = r#"LiftService realm="lift", error="invalid_token""#;
+
+/// The calling service, as [`ServiceAuth`] identified and allowed it: a service name (from
+/// a service token) or an IAM principal ARN. Stored in the [`Context`]'s extensions:
+/// `ctx.extensions().get::<ServiceCaller>()`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceCaller(pub String);
+
+impl std::fmt::Display for ServiceCaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The IAM principal API Gateway authenticated for `request`, if any: REST API
+/// `requestContext.identity.userArn` (else `caller`), HTTP API / Function URL
+/// `requestContext.authorizer.iam.userArn`. ALB requests have none.
+pub fn iam_principal(request: &HttpRequest) -> Option<&str> {
+    let principal = match request.request_context() {
+        RequestContext::ApiGatewayV1(c) => c
+            .identity
+            .user_arn
+            .as_deref()
+            .filter(|a| !a.is_empty())
+            .or(c.identity.caller.as_deref()),
+        RequestContext::ApiGatewayV2(c) => c
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.iam.as_ref())
+            .and_then(|iam| iam.user_arn.as_deref()),
+        _ => None,
+    };
+    principal.filter(|p| !p.trim().is_empty())
+}
+
+/// Applies [`ServiceAuth`] to a service.
+#[derive(Clone)]
+pub struct ServiceAuthLayer {
+    config: Arc<ServiceAuthConfig>,
+    clock: Arc<dyn WallClock>,
+}
+
+impl std::fmt::Debug for ServiceAuthLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceAuthLayer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceAuthLayer {
+    /// A layer enforcing `config`.
+    pub fn new(config: ServiceAuthConfig) -> Self {
+        ServiceAuthLayer {
+            config: Arc::new(config),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Uses `clock` to check service token expiries.
+    pub fn with_clock(mut self, clock: impl WallClock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+}
+
+impl<S> Layer<S> for ServiceAuthLayer {
+    type Service = ServiceAuth<S>;
+    fn layer(&self, inner: S) -> ServiceAuth<S> {
+        ServiceAuth {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// Lets only allowed calling services through; see the [module docs](super).
+#[derive(Clone, Debug)]
+pub struct ServiceAuth<S> {
+    inner: S,
+    layer: ServiceAuthLayer,
+}
+
+impl<S> ServiceAuth<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+fn unauthorized(challenge: &'static str, reason: &'static str) -> Error {
+    Error::Unauthorized {
+        challenge: Cow::Borrowed(challenge),
+        reason: Cow::Borrowed(reason),
+    }
+}
+
+impl ServiceAuthLayer {
+    /// Who is calling: a verified service token, else the IAM principal.
+    fn identify(&self, request: &HttpRequest) -> Result<String, Error> {
+        let config = &self.config;
+        if !config.secrets.is_empty()
+            && let Some(value) = request.headers().get(SERVICE_TOKEN_HEADER)
+        {
+            let verified = value
+                .to_str()
+                .map_err(|_| token::Rejection::Malformed)
+                .and_then(|text| {
+                    token::verify(
+                        text.trim(),
+                        &config.secrets,
+                        self.clock.now(),
+                        config.max_token_lifetime,
+                    )
+                });
+            return match verified {
+                Ok(service) => Ok(service.to_owned()),
+                Err(rejection) => {
+                    tracing::debug!(target: "lift::service_auth", reason = rejection.reason(), "service token refused");
+                    Err(unauthorized(INVALID_TOKEN_CHALLENGE, rejection.reason()))
+                }
+            };
+        }
+        if config.iam
+            && let Some(principal) = iam_principal(request)
+        {
+            return Ok(principal.to_owned());
+        }
+        tracing::debug!(target: "lift::service_auth", "no service identity");
+        Err(unauthorized(CHALLENGE, "no service identity"))
+    }
+
+    /// Identifies the caller and checks the route's allow-list.
+    fn authorize(&self, ctx: &Context, request: &HttpRequest) -> Result<String, Error> {
+        let caller = self.identify(request)?;
+        let allowed = self
+            .config
+            .policy_for(ctx.route())
+            .iter()
+            .any(|pattern| pattern.matches(&caller));
+        if !allowed {
+            tracing::warn!(
+                target: "lift::service_auth",
+                caller = %caller,
+                callee = ctx.function_name(),
+                route = ctx.route().unwrap_or("-"),
+                "service not allowed"
+            );
+            return Err(Error::forbidden(
+                "service_not_allowed",
+                "the calling service is not allowed to call this route",
+            ));
+        }
+        tracing::debug!(target: "lift::service_auth", caller = %caller, route = ctx.route().unwrap_or("-"), "service allowed");
+        Ok(caller)
+    }
+}
+
+impl<S> Service<Context> for ServiceAuth<S>
+where
+    S: Service<Context, Response = Response>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut ctx: Context) -> Self::Future {
+        let decision = match ctx.http() {
+            Some(request) => Some(self.layer.authorize(&ctx, request)),
+            // Batch records are authorized by the event source's IAM policy.
+            None => None,
+        };
+        match decision {
+            Some(Err(error)) => ResponseFuture {
+                state: State::Refused {
+                    error: Some(Box::new(error)),
+                },
+            },
+            Some(Ok(caller)) => {
+                ctx.extensions_mut().insert(ServiceCaller(caller));
+                ResponseFuture::inner(self.inner.call(ctx))
+            }
+            None => ResponseFuture::inner(self.inner.call(ctx)),
+        }
+    }
+}
+
+pin_project! {
+    /// Resolves to the refusal, or to the inner service's result.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Refused { error: Option<BoxError> },
+        Inner { #[pin] inner: F },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn inner(inner: F) -> Self {
+        ResponseFuture {
+            state: State::Inner { inner },
+        }
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Refused { error } => Poll::Ready(Err(error
+                .take()
+                .unwrap_or_else(|| "ResponseFuture polled after completion".into()))),
+            StateProj::Inner { inner } => inner.poll(cx).map_err(Into::into),
+        }
+    }
+}
