@@ -388,3 +388,70 @@ fn configurations_that_would_be_unsafe_do_not_build() {
         "no key"
     );
 }
+
+/// A JWKS endpoint on 127.0.0.1 serving `jwks.json`, counting requests.
+async fn jwks_server() -> (String, Arc<AtomicU32>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://{}/.well-known/jwks.json",
+        listener.local_addr().expect("address")
+    );
+    let hits = Arc::new(AtomicU32::new(0));
+    let counter = hits.clone();
+    let body = String::from_utf8(key("jwks.json")).expect("utf8");
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (counter, body) = (counter.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 4096];
+                let mut read = 0;
+                while !buffer[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buffer[read..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read += n,
+                    }
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+#[tokio::test]
+async fn a_jwks_url_is_fetched_once_and_cached() {
+    let (url, hits) = jwks_server().await;
+    let source = lift_middleware::auth::HttpJwks::new(&url).expect("jwks client");
+    let app = TestApp::new(
+        App::new().get("/me", whoami).layer(JwtAuthLayer::new(
+            JwtConfig::builder()
+                .jwks(source, Duration::from_secs(60))
+                .algorithms(&[Algorithm::RS256])
+                .build()
+                .expect("config"),
+        )),
+    )
+    .expect("app");
+    let rsa = EncodingKey::from_rsa_pem(&key("rsa_private.pem")).expect("rsa");
+    let token = format!(
+        "Bearer {}",
+        sign(Algorithm::RS256, Some("key-1"), &claims(), &rsa)
+    );
+    for _ in 0..3 {
+        let response = get(&app, "/me", Some(&token)).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "fetched over HTTP once, then cached"
+    );
+}
