@@ -54,6 +54,27 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
 )]
 
+/// Implements `get_ref`, `get_mut` and `into_inner` for a service that wraps `inner: S`.
+macro_rules! inner_accessors {
+    ($service:ident < S $(, $param:ident $(: $bound:path)?)* >) => {
+        impl<S $(, $param $(: $bound)?)*> $service<S $(, $param)*> {
+            /// The wrapped service.
+            pub fn get_ref(&self) -> &S {
+                &self.inner
+            }
+            /// The wrapped service, mutably.
+            pub fn get_mut(&mut self) -> &mut S {
+                &mut self.inner
+            }
+            /// Unwraps the service.
+            pub fn into_inner(self) -> S {
+                self.inner
+            }
+        }
+    };
+}
+pub(crate) use inner_accessors;
+
 pub mod auth;
 pub mod bulkhead;
 pub mod circuit_breaker;

@@ -415,20 +415,7 @@ pub struct JwtAuth<S> {
     verifier: JwtVerifier,
 }
 
-impl<S> JwtAuth<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::inner_accessors!(JwtAuth<S>);
 
 /// The future of [`JwtAuth`] (it may await a JWKS fetch, so it is boxed).
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response, BoxError>> + Send>>;

@@ -305,20 +305,7 @@ impl<S, K> std::fmt::Debug for Bulkhead<S, K> {
     }
 }
 
-impl<S, K> Bulkhead<S, K> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::inner_accessors!(Bulkhead<S, K>);
 
 /// Permits held for the duration of a call.
 struct Permits {

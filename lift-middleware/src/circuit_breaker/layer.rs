@@ -252,20 +252,7 @@ impl<S, C, K, F> std::fmt::Debug for CircuitBreaker<S, C, K, F> {
     }
 }
 
-impl<S, C, K, F> CircuitBreaker<S, C, K, F> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::inner_accessors!(CircuitBreaker<S, C, K, F>);
 
 impl<S, Req, C, K, F> Service<Req> for CircuitBreaker<S, C, K, F>
 where

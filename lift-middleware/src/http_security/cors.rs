@@ -393,20 +393,7 @@ pub struct Cors<S> {
     config: Arc<CorsConfig>,
 }
 
-impl<S> Cors<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::inner_accessors!(Cors<S>);
 
 impl<S> Service<Context> for Cors<S>
 where

@@ -167,20 +167,7 @@ pub struct SecurityHeaders<S> {
     headers: Arc<Vec<(HeaderName, HeaderValue)>>,
 }
 
-impl<S> SecurityHeaders<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::inner_accessors!(SecurityHeaders<S>);
 
 impl<S> Service<Context> for SecurityHeaders<S>
 where

@@ -267,20 +267,7 @@ impl<S> std::fmt::Debug for LoadShed<S> {
     }
 }
 
-impl<S> LoadShed<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::inner_accessors!(LoadShed<S>);
 
 /// Counts a request in flight until it finishes or is dropped.
 struct InFlight {

@@ -144,20 +144,7 @@ impl<S, K, C: Clock> std::fmt::Debug for RateLimit<S, K, C> {
     }
 }
 
-impl<S, K, C: Clock> RateLimit<S, K, C> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::inner_accessors!(RateLimit<S, K, C: Clock>);
 
 impl<S, K, C, Req> Service<Req> for RateLimit<S, K, C>
 where

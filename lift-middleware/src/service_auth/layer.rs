@@ -99,20 +99,7 @@ pub struct ServiceAuth<S> {
     layer: ServiceAuthLayer,
 }
 
-impl<S> ServiceAuth<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::inner_accessors!(ServiceAuth<S>);
 
 fn unauthorized(challenge: &'static str, reason: &'static str) -> Error {
     Error::Unauthorized {

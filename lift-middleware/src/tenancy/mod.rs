@@ -279,20 +279,7 @@ pub struct Tenant<S> {
     config: Arc<TenantConfig>,
 }
 
-impl<S> Tenant<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::inner_accessors!(Tenant<S>);
 
 type IntoBox<E> = fn(E) -> BoxError;
 

@@ -87,20 +87,7 @@ pub struct Timeout<S> {
     layer: TimeoutLayer,
 }
 
-impl<S> Timeout<S> {
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::inner_accessors!(Timeout<S>);
 
 /// The timeout that applies to a request with `deadline` at `now`.
 pub(crate) fn effective(
