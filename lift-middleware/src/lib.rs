@@ -48,7 +48,9 @@
 //! resolution and tenant-scoped DynamoDB access), [`service_auth`] (service-to-service
 //! authorization) and [`http_security`] (CORS, security headers).
 //!
-//! Not built yet: idempotency, caching and validation layers.
+//! Exactly-once effects: [`idempotency`], in Powertools for AWS Lambda's DynamoDB layout.
+//!
+//! Not built yet: caching and validation layers.
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
@@ -81,6 +83,7 @@ pub mod circuit_breaker;
 pub mod classify;
 mod error;
 pub mod http_security;
+pub mod idempotency;
 pub mod load_shed;
 pub mod presets;
 pub mod rate_limit;

@@ -21,6 +21,11 @@ pub(crate) async fn client() -> Client {
 
 /// Creates a table with a string partition key `pk`, named `{prefix}-{unique}`.
 pub(crate) async fn table(client: &Client, prefix: &str) -> String {
+    table_keyed(client, prefix, "pk").await
+}
+
+/// Creates a table with the string partition key `key`, named `{prefix}-{unique}`.
+pub(crate) async fn table_keyed(client: &Client, prefix: &str, key: &str) -> String {
     let name = format!(
         "{prefix}-{}",
         SystemTime::now()
@@ -33,14 +38,14 @@ pub(crate) async fn table(client: &Client, prefix: &str) -> String {
         .table_name(&name)
         .attribute_definitions(
             AttributeDefinition::builder()
-                .attribute_name("pk")
+                .attribute_name(key)
                 .attribute_type(ScalarAttributeType::S)
                 .build()
                 .expect("attribute"),
         )
         .key_schema(
             KeySchemaElement::builder()
-                .attribute_name("pk")
+                .attribute_name(key)
                 .key_type(KeyType::Hash)
                 .build()
                 .expect("key"),

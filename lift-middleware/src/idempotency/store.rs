@@ -1,0 +1,313 @@
+//! Idempotency records in DynamoDB, in Powertools for AWS Lambda's item layout.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use lift_core::{Body, Error, Response};
+use serde::{Deserialize, Serialize};
+
+const IN_PROGRESS: &str = "INPROGRESS";
+const COMPLETED: &str = "COMPLETED";
+
+/// A stored idempotency record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The idempotency key (`id`).
+    pub id: String,
+    /// Whether the handler finished (`COMPLETED`) or is running (`INPROGRESS`).
+    pub completed: bool,
+    /// When the record stops counting, in epoch seconds (`expiration`).
+    pub expiration: u64,
+    /// When an in-progress lock lapses, in epoch milliseconds (`in_progress_expiration`).
+    pub in_progress_expiration: Option<u64>,
+    /// The stored response (`data`), as JSON.
+    pub data: Option<String>,
+    /// The payload hash (`validation`).
+    pub validation: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredResponse {
+    #[serde(rename = "statusCode")]
+    status: u16,
+    headers: HashMap<String, String>,
+    body: String,
+    #[serde(rename = "isBase64Encoded")]
+    base64: bool,
+}
+
+impl Record {
+    /// Whether the record no longer counts at `now` (since the epoch).
+    pub fn expired(&self, now: Duration) -> bool {
+        now.as_secs() >= self.expiration
+    }
+
+    pub(crate) fn completed(
+        id: &str,
+        response: &Response,
+        validation: &str,
+        now: Duration,
+        ttl: Duration,
+    ) -> Result<Record, serde_json::Error> {
+        let (body, base64) = super::body_text(response.body());
+        let stored = StoredResponse {
+            status: response.status().as_u16(),
+            headers: response
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect(),
+            body,
+            base64,
+        };
+        Ok(Record {
+            id: id.to_owned(),
+            completed: true,
+            expiration: (now + ttl).as_secs(),
+            in_progress_expiration: None,
+            data: Some(serde_json::to_string(&stored)?),
+            validation: Some(validation.to_owned()),
+        })
+    }
+
+    /// The stored response.
+    ///
+    /// # Errors
+    /// When the record holds no response or one that does not decode.
+    pub fn response(&self) -> Result<Response, String> {
+        use base64::Engine;
+        let data = self.data.as_deref().ok_or("the record holds no response")?;
+        let stored: StoredResponse = serde_json::from_str(data).map_err(|e| e.to_string())?;
+        let body = if stored.base64 {
+            Body::Binary(
+                base64::engine::general_purpose::STANDARD
+                    .decode(&stored.body)
+                    .map_err(|e| e.to_string())?,
+            )
+        } else if stored.body.is_empty() {
+            Body::Empty
+        } else {
+            Body::Text(stored.body)
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() =
+            http::StatusCode::from_u16(stored.status).map_err(|e| e.to_string())?;
+        for (name, value) in stored.headers {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::try_from(name),
+                http::HeaderValue::try_from(value),
+            ) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+        Ok(response)
+    }
+
+    fn from_item(item: &HashMap<String, AttributeValue>) -> Option<Record> {
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        let number = |name: &str| {
+            item.get(name)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse::<u64>().ok())
+        };
+        Some(Record {
+            id: text("id")?,
+            completed: text("status").as_deref() == Some(COMPLETED),
+            expiration: number("expiration").unwrap_or(0),
+            in_progress_expiration: number("in_progress_expiration"),
+            data: text("data"),
+            validation: text("validation"),
+        })
+    }
+
+    fn to_item(&self) -> HashMap<String, AttributeValue> {
+        let mut item = HashMap::from([
+            ("id".to_owned(), AttributeValue::S(self.id.clone())),
+            (
+                "status".to_owned(),
+                AttributeValue::S(
+                    if self.completed {
+                        COMPLETED
+                    } else {
+                        IN_PROGRESS
+                    }
+                    .to_owned(),
+                ),
+            ),
+            (
+                "expiration".to_owned(),
+                AttributeValue::N(self.expiration.to_string()),
+            ),
+        ]);
+        if let Some(ms) = self.in_progress_expiration {
+            item.insert(
+                "in_progress_expiration".to_owned(),
+                AttributeValue::N(ms.to_string()),
+            );
+        }
+        if let Some(data) = &self.data {
+            item.insert("data".to_owned(), AttributeValue::S(data.clone()));
+        }
+        if let Some(validation) = &self.validation {
+            item.insert(
+                "validation".to_owned(),
+                AttributeValue::S(validation.clone()),
+            );
+        }
+        item
+    }
+}
+
+/// The outcome of trying to claim a key.
+pub(crate) enum Claim {
+    /// This call owns the key: run the handler.
+    Won,
+    /// Another call finished with this key: here is its record.
+    Completed(Record),
+    /// Another call holds the key and has not finished.
+    InProgress,
+}
+
+pub(crate) struct Store {
+    client: Client,
+    table: String,
+}
+
+impl Store {
+    pub(crate) fn new(client: Client, table: &str) -> Self {
+        Store {
+            client,
+            table: table.to_owned(),
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Record>, Error> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("id", AttributeValue::S(key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(Error::internal)?;
+        Ok(output.item().and_then(Record::from_item))
+    }
+
+    /// One conditional put claims the key unless a live record holds it.
+    pub(crate) async fn claim(
+        &self,
+        key: &str,
+        validation: &str,
+        now: Duration,
+        ttl: Duration,
+        lock_for: Duration,
+    ) -> Result<Claim, Error> {
+        let record = Record {
+            id: key.to_owned(),
+            completed: false,
+            expiration: (now + ttl).as_secs(),
+            in_progress_expiration: Some((now + lock_for).as_millis() as u64),
+            data: None,
+            validation: Some(validation.to_owned()),
+        };
+        for _ in 0..3 {
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(record.to_item()))
+                .condition_expression(
+                    "attribute_not_exists(id) OR expiration < :now OR (#status = :in_progress AND in_progress_expiration < :now_ms)",
+                )
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":now", AttributeValue::N(now.as_secs().to_string()))
+                .expression_attribute_values(
+                    ":now_ms",
+                    AttributeValue::N((now.as_millis() as u64).to_string()),
+                )
+                .expression_attribute_values(":in_progress", AttributeValue::S(IN_PROGRESS.to_owned()))
+                .send()
+                .await;
+            match put {
+                Ok(_) => return Ok(Claim::Won),
+                Err(error) => match error.into_service_error() {
+                    PutItemError::ConditionalCheckFailedException(_) => {}
+                    other => return Err(Error::internal(other)),
+                },
+            }
+            // Someone holds the key: see how (checked in code, whatever TTL did).
+            match self.get(key).await? {
+                Some(existing) if existing.completed && !existing.expired(now) => {
+                    return Ok(Claim::Completed(existing));
+                }
+                Some(existing)
+                    if !existing.completed
+                        && existing
+                            .in_progress_expiration
+                            .is_some_and(|ms| ms > now.as_millis() as u64) =>
+                {
+                    return Ok(Claim::InProgress);
+                }
+                // Gone or lapsed since the put: try again.
+                _ => {}
+            }
+        }
+        Ok(Claim::InProgress)
+    }
+
+    pub(crate) async fn complete(&self, record: &Record) -> Result<(), Error> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(record.to_item()))
+            .send()
+            .await
+            .map_err(Error::internal)?;
+        Ok(())
+    }
+
+    /// Deletes an in-progress record (its handler failed).
+    pub(crate) async fn release(&self, key: &str) -> Result<(), Error> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("id", AttributeValue::S(key.to_owned()))
+            .condition_expression("#status = :in_progress")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":in_progress", AttributeValue::S(IN_PROGRESS.to_owned()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(Error::internal(error)),
+        }
+    }
+
+    /// Polls a key in progress for up to `max`; the completed record, or `None`.
+    pub(crate) async fn wait_for(&self, key: &str, max: Duration) -> Result<Option<Record>, Error> {
+        let deadline = tokio::time::Instant::now() + max;
+        let mut pause = Duration::from_millis(20);
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(pause.min(deadline - tokio::time::Instant::now())).await;
+            match self.get(key).await? {
+                Some(record) if record.completed => return Ok(Some(record)),
+                Some(_) => {}
+                None => return Ok(None),
+            }
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+        Ok(None)
+    }
+}

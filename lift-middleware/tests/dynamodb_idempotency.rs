@@ -1,0 +1,259 @@
+//! Idempotency against DynamoDB on the local emulator: concurrent duplicates run the
+//! handler once, failures release the key, payloads are validated, records take
+//! Powertools' layout, and expiry is checked in code.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use lift_core::testing::{HttpResponse, TestApp, batch_failures, events};
+use lift_core::{App, Context, Created, Error, Json};
+use lift_middleware::idempotency::{IdempotencyConfig, IdempotencyLayer};
+use serde_json::{Value, json};
+
+mod aws;
+
+struct Fixture {
+    app: TestApp,
+    calls: Arc<AtomicU32>,
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+async fn fixture(
+    configure: impl FnOnce(
+        lift_middleware::idempotency::IdempotencyConfigBuilder,
+    ) -> lift_middleware::idempotency::IdempotencyConfigBuilder,
+) -> Fixture {
+    let client = aws::client().await;
+    let table = aws::table_keyed(&client, "lift-idempotency", "id").await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let place = move |ctx: Context| {
+        let counter = counter.clone();
+        async move {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            let body: Value = serde_json::from_slice(ctx.body()).map_err(Error::internal)?;
+            if body["fail_first"] == true && n == 1 {
+                return Err(Error::internal("the payment provider timed out"));
+            }
+            // Long enough for concurrent duplicates to find the key in progress.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            Ok::<_, Error>(Created(json!({"order": body["orderId"], "run": n})))
+        }
+    };
+    let charge = {
+        let counter = calls.clone();
+        move |ctx: Context| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                if ctx.body() == b"\"fail\"" {
+                    return Err(Error::internal("declined"));
+                }
+                Ok::<_, Error>(Json(json!({"charged": true})))
+            }
+        }
+    };
+    let config = configure(IdempotencyConfig::builder(&table))
+        .build()
+        .expect("config");
+    let app = TestApp::new(
+        App::new()
+            .post("/orders", place)
+            .sqs(charge)
+            .layer(IdempotencyLayer::new(client.clone(), config)),
+    )
+    .expect("app");
+    Fixture {
+        app,
+        calls,
+        client,
+        table,
+    }
+}
+
+fn order(body: &Value) -> Value {
+    events::http("POST", "/orders").json(body).v2()
+}
+
+async fn send(app: &TestApp, body: &Value) -> HttpResponse {
+    app.http(order(body)).await.expect("response")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_duplicates_run_once_and_all_get_the_same_answer() {
+    let f = fixture(|c| c.wait_for_in_progress(Duration::from_secs(5))).await;
+    let body = json!({"orderId": "o-1", "total": 10});
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (app, body) = (f.app.clone(), body.clone());
+        tasks.push(tokio::spawn(async move { send(&app, &body).await }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("task"));
+    }
+    assert_eq!(f.calls.load(Ordering::SeqCst), 1, "the handler ran once");
+    for answer in &answers {
+        assert_eq!(answer.status, 201, "{}", answer.text());
+        assert_eq!(answer.body, answers[0].body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_waiting_a_duplicate_in_progress_is_a_409() {
+    let f = fixture(|c| c).await;
+    let body = json!({"orderId": "o-2"});
+    let first = {
+        let (app, body) = (f.app.clone(), body.clone());
+        tokio::spawn(async move { send(&app, &body).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let duplicate = send(&f.app, &body).await;
+    assert_eq!(duplicate.status, 409, "{}", duplicate.text());
+    assert_eq!(
+        duplicate.json::<Value>().expect("json")["error"]["code"],
+        "idempotency_in_progress"
+    );
+    assert_eq!(first.await.expect("task").status, 201);
+    let later = send(&f.app, &body).await;
+    assert_eq!(later.status, 201, "completed: the stored answer");
+    assert_eq!(f.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_failure_releases_the_key_for_a_retry() {
+    let f = fixture(|c| c).await;
+    let body = json!({"orderId": "o-3", "fail_first": true});
+    assert_eq!(send(&f.app, &body).await.status, 500);
+    let retry = send(&f.app, &body).await;
+    assert_eq!(retry.status, 201, "{}", retry.text());
+    assert_eq!(retry.json::<Value>().expect("json")["run"], 2);
+    assert_eq!(send(&f.app, &body).await.body, retry.body, "now remembered");
+    assert_eq!(f.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_payload_is_refused() {
+    let f = fixture(|c| c.key_fields(&["/orderId"]).validate_payload(true)).await;
+    assert_eq!(
+        send(&f.app, &json!({"orderId": "o-4", "total": 10}))
+            .await
+            .status,
+        201
+    );
+    let reused = send(&f.app, &json!({"orderId": "o-4", "total": 99})).await;
+    assert_eq!(reused.status, 422);
+    assert_eq!(
+        reused.json::<Value>().expect("json")["error"]["code"],
+        "idempotency_key_reused"
+    );
+    assert_eq!(f.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn records_take_powertools_layout_and_expiry_is_checked_in_code() {
+    let f = fixture(|c| c.expires_after(Duration::from_secs(600))).await;
+    let body = json!({"orderId": "o-5"});
+    assert_eq!(send(&f.app, &body).await.status, 201);
+    let items = f
+        .client
+        .scan()
+        .table_name(&f.table)
+        .send()
+        .await
+        .expect("scan")
+        .items
+        .unwrap_or_default();
+    assert_eq!(items.len(), 1);
+    let item = &items[0];
+    let id = item["id"].as_s().expect("id").clone();
+    assert!(id.starts_with("lift-test./orders#"), "{id}");
+    assert_eq!(item["status"].as_s().expect("status"), "COMPLETED");
+    let expiration: u64 = item["expiration"].as_n().expect("n").parse().expect("secs");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    assert!(
+        (now + 590..=now + 610).contains(&expiration),
+        "{expiration} vs {now}"
+    );
+    let data: Value = serde_json::from_str(item["data"].as_s().expect("data")).expect("json");
+    assert_eq!(data["statusCode"], 201);
+    assert!(item.contains_key("validation"));
+
+    // An expired record still in the table (TTL deletes late) does not count.
+    f.client
+        .update_item()
+        .table_name(&f.table)
+        .key("id", AttributeValue::S(id))
+        .update_expression("SET expiration = :past")
+        .expression_attribute_values(":past", AttributeValue::N((now - 10).to_string()))
+        .send()
+        .await
+        .expect("age the record");
+    let again = send(&f.app, &body).await;
+    assert_eq!(again.json::<Value>().expect("json")["run"], 2);
+}
+
+#[tokio::test]
+async fn a_stale_in_progress_lock_does_not_block_forever() {
+    let f = fixture(|c| c).await;
+    let body = json!({"orderId": "o-6"});
+    // A crashed invocation left this lock; its time is up.
+    let key = {
+        assert_eq!(send(&f.app, &body).await.status, 201);
+        let items = f
+            .client
+            .scan()
+            .table_name(&f.table)
+            .send()
+            .await
+            .expect("scan")
+            .items
+            .unwrap_or_default();
+        items[0]["id"].as_s().expect("id").clone()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time");
+    f.client
+        .put_item()
+        .table_name(&f.table)
+        .item("id", AttributeValue::S(key))
+        .item("status", AttributeValue::S("INPROGRESS".to_owned()))
+        .item(
+            "expiration",
+            AttributeValue::N((now.as_secs() + 3600).to_string()),
+        )
+        .item(
+            "in_progress_expiration",
+            AttributeValue::N((now.as_millis() as u64 - 1000).to_string()),
+        )
+        .send()
+        .await
+        .expect("plant a stale lock");
+    let response = send(&f.app, &body).await;
+    assert_eq!(response.status, 201, "{}", response.text());
+    assert_eq!(f.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn each_batch_record_is_its_own_key() {
+    let f = fixture(|c| c).await;
+    let batch = events::sqs([r#""a""#, r#""a""#, r#""fail""#, r#""b""#]);
+    let response = f.app.invoke(&batch).await.expect("batch");
+    assert_eq!(batch_failures(&response), ["m2"]);
+    assert_eq!(
+        f.calls.load(Ordering::SeqCst),
+        3,
+        "a, fail, b: the second a was a repeat"
+    );
+    // Redelivery: only the failed record runs again.
+    let response = f.app.invoke(&batch).await.expect("batch");
+    assert_eq!(batch_failures(&response), ["m2"]);
+    assert_eq!(f.calls.load(Ordering::SeqCst), 4);
+}
