@@ -156,6 +156,27 @@ impl Context {
         self.invocation.xray_trace_id.as_deref()
     }
 
+    /// The headers that carry this request's trace onto an outbound call:
+    /// `x-amzn-trace-id` (the X-Ray trace header, when tracing is active),
+    /// `x-correlation-id`, and `x-tenant-id` once a tenant is resolved. Values that are not
+    /// valid header values are left out.
+    pub fn outbound_headers(&self) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::with_capacity(3);
+        let mut put = |name: &'static str, value: &str| {
+            if let Ok(value) = http::HeaderValue::from_str(value) {
+                headers.insert(name, value);
+            }
+        };
+        if let Some(trace) = self.trace_id() {
+            put("x-amzn-trace-id", trace);
+        }
+        put("x-correlation-id", &self.correlation_id);
+        if let Some(tenant) = self.tenant() {
+            put("x-tenant-id", tenant);
+        }
+        headers
+    }
+
     /// The name of the running function.
     pub fn function_name(&self) -> &str {
         &self.invocation.env_config.function_name

@@ -33,6 +33,8 @@ pub struct PriceRequest {
     pub symbol: String,
     /// The invocation's deadline, so the stack never starts what cannot finish.
     pub deadline: Option<SystemTime>,
+    /// Trace, correlation and tenant headers to send along ([`Context::outbound_headers`]).
+    pub headers: http::HeaderMap,
 }
 
 impl RequestInfo for PriceRequest {
@@ -77,7 +79,9 @@ impl Service<PriceRequest> for PriceClient {
                 .filter(char::is_ascii_alphanumeric)
                 .collect();
             let uri: http::Uri = format!("{base}/prices/{symbol}").parse()?;
-            let response = client.get(uri).await?;
+            let mut outbound = http::Request::get(uri).body(Empty::new())?;
+            outbound.headers_mut().extend(request.headers);
+            let response = client.request(outbound).await?;
             let (parts, body) = response.into_parts();
             let body = body.collect().await?.to_bytes();
             Ok(http::Response::from_parts(parts, body))
@@ -172,6 +176,7 @@ async fn quote(prices: Prices, ctx: Context) -> Result<Json<Quote>, BoxError> {
         .oneshot(PriceRequest {
             symbol: symbol.clone(),
             deadline: Some(ctx.deadline()),
+            headers: ctx.outbound_headers(),
         })
         .await?;
     match response.status() {

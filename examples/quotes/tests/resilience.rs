@@ -23,6 +23,8 @@ struct Upstream {
     url: String,
     mode: Arc<AtomicU8>,
     requests: Arc<AtomicU32>,
+    /// The head of the last request received.
+    last_head: Arc<std::sync::Mutex<String>>,
 }
 
 async fn upstream() -> Upstream {
@@ -30,13 +32,14 @@ async fn upstream() -> Upstream {
     let url = format!("http://{}", listener.local_addr().expect("address"));
     let mode = Arc::new(AtomicU8::new(UP));
     let requests = Arc::new(AtomicU32::new(0));
-    let (m, r) = (mode.clone(), requests.clone());
+    let last_head = Arc::new(std::sync::Mutex::new(String::new()));
+    let (m, r, h) = (mode.clone(), requests.clone(), last_head.clone());
     tokio::spawn(async move {
         loop {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
-            let (mode, requests) = (m.clone(), r.clone());
+            let (mode, requests, last) = (m.clone(), r.clone(), h.clone());
             tokio::spawn(async move {
                 let mut buffer = vec![0u8; 4096];
                 let mut read = 0;
@@ -48,6 +51,7 @@ async fn upstream() -> Upstream {
                 }
                 requests.fetch_add(1, Ordering::SeqCst);
                 let head = String::from_utf8_lossy(&buffer[..read]).into_owned();
+                *last.lock().expect("lock") = head.clone();
                 let current = mode.load(Ordering::SeqCst);
                 if current == BLIP {
                     mode.store(UP, Ordering::SeqCst);
@@ -71,6 +75,7 @@ async fn upstream() -> Upstream {
         url,
         mode,
         requests,
+        last_head,
     }
 }
 
@@ -170,4 +175,29 @@ async fn an_unreachable_upstream_is_a_clean_error() {
         "{}",
         response.text()
     );
+}
+
+#[tokio::test]
+async fn the_trace_and_correlation_travel_to_the_upstream() {
+    let upstream = upstream().await;
+    let app = app(&upstream);
+    let response = app
+        .http(
+            events::http("GET", "/quotes/acme")
+                .header("x-correlation-id", "corr-7")
+                .v2(),
+        )
+        .await
+        .expect("response");
+    assert_eq!(response.status, 200);
+    let head = upstream
+        .last_head
+        .lock()
+        .expect("lock")
+        .to_ascii_lowercase();
+    assert!(
+        head.contains("x-amzn-trace-id: root=1-5759e988-bd862e3fe1be46a994272793;sampled=1"),
+        "{head}"
+    );
+    assert!(head.contains("x-correlation-id: corr-7"), "{head}");
 }
