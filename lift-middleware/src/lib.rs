@@ -85,6 +85,7 @@ mod error;
 pub mod http_security;
 pub mod idempotency;
 pub mod load_shed;
+pub mod metrics_sink;
 pub mod presets;
 pub mod rate_limit;
 pub mod retry;
