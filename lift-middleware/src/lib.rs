@@ -77,6 +77,16 @@ macro_rules! inner_accessors {
 }
 pub(crate) use inner_accessors;
 
+/// Takes the service that `poll_ready` readied out of `slot` for a call that outlives
+/// `&mut self` (a boxed future), leaving a clone in its place, as tower's docs advise.
+pub(crate) fn take_ready<S: Clone>(slot: &mut S) -> S {
+    let fresh = slot.clone();
+    std::mem::replace(slot, fresh)
+}
+
+/// Boxes a service's error, as a named function pointer for `TryFutureExt::map_err`.
+pub(crate) type IntoBox<E> = fn(E) -> lift_core::BoxError;
+
 pub mod auth;
 pub mod bulkhead;
 pub mod circuit_breaker;

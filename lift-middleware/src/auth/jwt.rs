@@ -436,8 +436,7 @@ where
 
     fn call(&mut self, mut ctx: Context) -> Self::Future {
         let verifier = self.verifier.clone();
-        let fresh = self.inner.clone();
-        let service = std::mem::replace(&mut self.inner, fresh);
+        let service = crate::take_ready(&mut self.inner);
         Box::pin(async move {
             match verifier.authenticate(&ctx).await {
                 Ok(Some(principal)) => {

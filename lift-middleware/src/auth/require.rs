@@ -81,8 +81,6 @@ pub struct Require<S> {
     layer: RequireLayer,
 }
 
-type IntoBox<E> = fn(E) -> BoxError;
-
 impl<S> Service<Context> for Require<S>
 where
     S: Service<Context, Response = Response>,
@@ -90,7 +88,8 @@ where
 {
     type Response = Response;
     type Error = BoxError;
-    type Future = Either<Ready<Result<Response, BoxError>>, MapErr<S::Future, IntoBox<S::Error>>>;
+    type Future =
+        Either<Ready<Result<Response, BoxError>>, MapErr<S::Future, crate::IntoBox<S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -117,7 +116,7 @@ where
             None => Either::Right(
                 self.inner
                     .call(ctx)
-                    .map_err(Into::into as IntoBox<S::Error>),
+                    .map_err(Into::into as crate::IntoBox<S::Error>),
             ),
         }
     }

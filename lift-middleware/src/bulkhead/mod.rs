@@ -359,8 +359,7 @@ where
         }
         // Slow path: wait in the queue, then call.
         let shared = self.shared.clone();
-        let service = self.inner.clone();
-        let service = std::mem::replace(&mut self.inner, service);
+        let service = crate::take_ready(&mut self.inner);
         ResponseFuture::waiting(Box::pin(async move {
             let until = tokio::time::Instant::now() + shared.config.max_wait;
             let key_permit = match (&compartment, &shared.per_key) {

@@ -461,8 +461,7 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let shared = self.shared.clone();
-        let fresh = self.inner.clone();
-        let service = std::mem::replace(&mut self.inner, fresh);
+        let service = crate::take_ready(&mut self.inner);
         Box::pin(async move {
             let now = shared.clock.now();
             let pass = match shared.snapshot(now).await {

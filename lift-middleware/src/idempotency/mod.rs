@@ -337,8 +337,7 @@ where
 
     fn call(&mut self, ctx: Context) -> Self::Future {
         let shared = self.shared.clone();
-        let fresh = self.inner.clone();
-        let service = std::mem::replace(&mut self.inner, fresh);
+        let service = crate::take_ready(&mut self.inner);
         Box::pin(async move {
             let Some((key, validation)) = key_of(&shared.config, &ctx)? else {
                 return service.oneshot(ctx).await.map_err(Into::into);

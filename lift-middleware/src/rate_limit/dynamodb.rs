@@ -441,8 +441,7 @@ where
             .key_of(&request)
             .unwrap_or_else(|| "*".to_owned());
         let shared = self.shared.clone();
-        let fresh = self.inner.clone();
-        let service = std::mem::replace(&mut self.inner, fresh);
+        let service = crate::take_ready(&mut self.inner);
         Box::pin(async move {
             match shared.admit(&key).await {
                 Admission::Admitted { .. } => {}

@@ -418,8 +418,7 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let fresh = self.inner.clone();
-        let service = std::mem::replace(&mut self.inner, fresh);
+        let service = crate::take_ready(&mut self.inner);
         let layer = RetryLayer {
             config: self.layer.config.clone(),
             policy: self.layer.policy.clone(),

@@ -281,8 +281,6 @@ pub struct Tenant<S> {
 
 crate::inner_accessors!(Tenant<S>);
 
-type IntoBox<E> = fn(E) -> BoxError;
-
 impl<S> Service<Context> for Tenant<S>
 where
     S: Service<Context, Response = Response>,
@@ -290,7 +288,8 @@ where
 {
     type Response = Response;
     type Error = BoxError;
-    type Future = Either<Ready<Result<Response, BoxError>>, MapErr<S::Future, IntoBox<S::Error>>>;
+    type Future =
+        Either<Ready<Result<Response, BoxError>>, MapErr<S::Future, crate::IntoBox<S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -310,7 +309,7 @@ where
                 Either::Right(
                     self.inner
                         .call(ctx)
-                        .map_err(Into::into as IntoBox<S::Error>),
+                        .map_err(Into::into as crate::IntoBox<S::Error>),
                 )
             }
             Err(error) => Either::Left(ready(Err(Box::new(error)))),
