@@ -74,6 +74,20 @@ async fn fixture(
     }
 }
 
+impl Fixture {
+    /// Every record in the table.
+    async fn items(&self) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+        self.client
+            .scan()
+            .table_name(&self.table)
+            .send()
+            .await
+            .expect("scan")
+            .items
+            .unwrap_or_default()
+    }
+}
+
 fn order(body: &Value) -> Value {
     events::http("POST", "/orders").json(body).v2()
 }
@@ -158,15 +172,7 @@ async fn records_take_powertools_layout_and_expiry_is_checked_in_code() {
     let f = fixture(|c| c.expires_after(Duration::from_secs(600))).await;
     let body = json!({"orderId": "o-5"});
     assert_eq!(send(&f.app, &body).await.status, 201);
-    let items = f
-        .client
-        .scan()
-        .table_name(&f.table)
-        .send()
-        .await
-        .expect("scan")
-        .items
-        .unwrap_or_default();
+    let items = f.items().await;
     assert_eq!(items.len(), 1);
     let item = &items[0];
     let id = item["id"].as_s().expect("id").clone();
@@ -206,15 +212,7 @@ async fn a_stale_in_progress_lock_does_not_block_forever() {
     // A crashed invocation left this lock; its time is up.
     let key = {
         assert_eq!(send(&f.app, &body).await.status, 201);
-        let items = f
-            .client
-            .scan()
-            .table_name(&f.table)
-            .send()
-            .await
-            .expect("scan")
-            .items
-            .unwrap_or_default();
+        let items = f.items().await;
         items[0]["id"].as_s().expect("id").clone()
     };
     let now = std::time::SystemTime::now()
