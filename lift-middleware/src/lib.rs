@@ -50,7 +50,9 @@
 //!
 //! Exactly-once effects: [`idempotency`], in Powertools for AWS Lambda's DynamoDB layout.
 //!
-//! Not built yet: caching and validation layers.
+//! Answers kept for reuse: [`cache`], in memory, in DynamoDB or both.
+//!
+//! Not built yet: the validation layer.
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
@@ -89,6 +91,7 @@ pub(crate) type IntoBox<E> = fn(E) -> lift_core::BoxError;
 
 pub mod auth;
 pub mod bulkhead;
+pub mod cache;
 pub mod circuit_breaker;
 pub mod classify;
 mod error;

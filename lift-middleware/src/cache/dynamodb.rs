@@ -1,0 +1,235 @@
+//! The DynamoDB store: one item per cached key, in a table with a string partition key
+//! `pk` (the namespace and tenant) and a string sort key `sk` (the key), so a prefix of
+//! keys is one `Query`.
+//!
+//! Item attributes: `stored_at` (epoch milliseconds), `expires_at` (epoch seconds, for
+//! DynamoDB's TTL), `expires_ms` (epoch milliseconds, checked in code since TTL deletes
+//! late), `status`, `headers` (a list of `[name, value]` pairs), `body` (string) or
+//! `body_bin` (binary), and `gone` on a tombstone left by an invalidation.
+//!
+//! Every write is conditional on `stored_at`: the write whose time is later wins. A fill
+//! carries the time its computation *started*, so a computation that began before an
+//! invalidation cannot put back what the invalidation removed.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::AttributeValue;
+use futures_util::{StreamExt, TryStreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use lift_core::Body;
+
+use super::CacheError;
+use super::entry::{Entry, millis};
+
+/// How long a tombstone outlives its invalidation: longer than any invocation (15 min),
+/// so no computation that started before it can still be running.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(16 * 60);
+
+/// At most this many tombstones are written at once by a prefix invalidation.
+const PARALLEL_WRITES: usize = 8;
+
+fn store_error(error: impl std::error::Error + Send + Sync + 'static) -> CacheError {
+    CacheError::Store(aws_sdk_dynamodb::error::DisplayErrorContext(error).to_string())
+}
+
+pub(crate) struct DynamoDbStore {
+    client: Client,
+    table: String,
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+fn decode(item: &HashMap<String, AttributeValue>) -> Option<Entry> {
+    if item.contains_key("gone") {
+        return None;
+    }
+    let status = u16::try_from(number(item, "status")?).ok()?;
+    let mut headers = HeaderMap::new();
+    if let Some(AttributeValue::L(pairs)) = item.get("headers") {
+        for pair in pairs {
+            let Ok([name, value]) = pair.as_l().map(Vec::as_slice) else {
+                continue;
+            };
+            if let (Ok(name), Ok(value)) = (name.as_s(), value.as_s())
+                && let (Ok(name), Ok(value)) = (
+                    HeaderName::try_from(name.as_str()),
+                    HeaderValue::try_from(value.as_str()),
+                )
+            {
+                headers.append(name, value);
+            }
+        }
+    }
+    let body = match (item.get("body"), item.get("body_bin")) {
+        (Some(AttributeValue::S(text)), _) => Body::Text(text.clone()),
+        (_, Some(AttributeValue::B(bytes))) => Body::Binary(bytes.clone().into_inner()),
+        _ => Body::Empty,
+    };
+    Some(Entry {
+        status: StatusCode::from_u16(status).ok()?,
+        headers,
+        body,
+        stored_at: number(item, "stored_at")?,
+        expires_at: number(item, "expires_ms")?,
+    })
+}
+
+impl DynamoDbStore {
+    pub(crate) fn new(client: Client, table: &str) -> DynamoDbStore {
+        DynamoDbStore {
+            client,
+            table: table.to_owned(),
+        }
+    }
+
+    /// The live entry under `scope`/`key`, if any (tombstones and unreadable items are
+    /// misses). Reads are strongly consistent, so an invalidation is seen at once.
+    pub(crate) async fn get(&self, scope: &str, key: &str) -> Result<Option<Entry>, CacheError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(scope))
+            .key("sk", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(output.item().and_then(decode))
+    }
+
+    /// Writes `item` for `scope`/`key` unless an item written later is there. A lost race
+    /// is not an error: the newer item stands.
+    async fn put_newer(
+        &self,
+        scope: &str,
+        key: &str,
+        stored_at: u64,
+        mut item: HashMap<String, AttributeValue>,
+    ) -> Result<(), CacheError> {
+        item.insert("pk".into(), s(scope));
+        item.insert("sk".into(), s(key));
+        item.insert("stored_at".into(), n(stored_at));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR stored_at < :t")
+            .expression_attribute_values(":t", n(stored_at))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(store_error(error)),
+        }
+    }
+
+    pub(crate) async fn put(
+        &self,
+        scope: &str,
+        key: &str,
+        entry: &Entry,
+    ) -> Result<(), CacheError> {
+        let mut item = HashMap::new();
+        item.insert("expires_at".into(), n(entry.expires_at.div_ceil(1000)));
+        item.insert("expires_ms".into(), n(entry.expires_at));
+        item.insert("status".into(), n(u64::from(entry.status.as_u16())));
+        let headers = entry
+            .headers
+            .iter()
+            .filter_map(|(name, value)| {
+                Some(AttributeValue::L(vec![
+                    s(name.as_str()),
+                    s(value.to_str().ok()?),
+                ]))
+            })
+            .collect();
+        item.insert("headers".into(), AttributeValue::L(headers));
+        match &entry.body {
+            Body::Text(text) => {
+                item.insert("body".into(), s(text.as_str()));
+            }
+            Body::Binary(bytes) => {
+                item.insert(
+                    "body_bin".into(),
+                    AttributeValue::B(Blob::new(bytes.clone())),
+                );
+            }
+            _ => {}
+        }
+        self.put_newer(scope, key, entry.stored_at, item).await
+    }
+
+    /// Leaves a tombstone for `scope`/`key` at `now`.
+    pub(crate) async fn invalidate(
+        &self,
+        scope: &str,
+        key: &str,
+        now: u64,
+    ) -> Result<(), CacheError> {
+        let expires = now.saturating_add(millis(TOMBSTONE_TTL));
+        let mut item = HashMap::new();
+        item.insert("gone".into(), AttributeValue::Bool(true));
+        item.insert("expires_at".into(), n(expires.div_ceil(1000)));
+        item.insert("expires_ms".into(), n(expires));
+        self.put_newer(scope, key, now, item).await
+    }
+
+    /// Leaves a tombstone on every key under `scope` that starts with `prefix`; returns
+    /// how many keys it found.
+    pub(crate) async fn invalidate_prefix(
+        &self,
+        scope: &str,
+        prefix: &str,
+        now: u64,
+    ) -> Result<usize, CacheError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(scope))
+            .expression_attribute_values(":prefix", s(prefix))
+            .filter_expression("attribute_not_exists(gone)")
+            .projection_expression("sk")
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(store_error)?;
+            if let Some(key) = item.get("sk").and_then(|v| v.as_s().ok()) {
+                keys.push(key.clone());
+            }
+        }
+        let found = keys.len();
+        futures_util::stream::iter(keys)
+            .map(|key| async move { self.invalidate(scope, &key, now).await })
+            .buffer_unordered(PARALLEL_WRITES)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(found)
+    }
+}

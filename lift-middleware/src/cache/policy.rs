@@ -1,0 +1,289 @@
+//! What to cache: a [`CachePolicy`] turns a request into a [`CacheRule`] (its key, time to
+//! live and freshness demands) and decides whether an answer may be kept.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use http::{HeaderName, Method, header};
+use lift_core::{Context, Response};
+
+/// How one request uses the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheRule {
+    /// The key within the tenant (the tenant is always added by the cache).
+    pub key: String,
+    /// How long an answer is kept, at most.
+    pub ttl: Duration,
+    /// Skip the lookup and compute a fresh answer, which then replaces the stored one
+    /// (a request's `Cache-Control: no-cache`).
+    pub refresh: bool,
+    /// Accept only an answer stored at most this long ago (a request's `max-age`).
+    pub max_age: Option<Duration>,
+    /// Keep the answer only when the response allows shared caching (`public` or
+    /// `s-maxage`), as for a request that carried credentials.
+    pub shared_only: bool,
+}
+
+impl CacheRule {
+    /// Caches under `key` for `ttl`.
+    pub fn new(key: impl Into<String>, ttl: Duration) -> CacheRule {
+        CacheRule {
+            key: key.into(),
+            ttl,
+            refresh: false,
+            max_age: None,
+            shared_only: false,
+        }
+    }
+
+    /// Computes afresh instead of looking up (the answer is still stored).
+    pub fn refresh(mut self, on: bool) -> CacheRule {
+        self.refresh = on;
+        self
+    }
+
+    /// Accepts only answers stored at most `max_age` ago.
+    pub fn max_age(mut self, max_age: Duration) -> CacheRule {
+        self.max_age = Some(max_age);
+        self
+    }
+}
+
+/// Decides, per request, whether and how to cache.
+///
+/// Any `Fn(&Context) -> Option<CacheRule>` is a policy that keeps 2xx answers as
+/// [`CachePolicy::keep`] describes.
+pub trait CachePolicy: Send + Sync + 'static {
+    /// The rule for this request, or `None` to pass it through untouched.
+    fn rule(&self, ctx: &Context) -> Option<CacheRule>;
+
+    /// How long to keep `response`, or `None` not to keep it.
+    ///
+    /// The default keeps 2xx answers without `Set-Cookie` whose `Cache-Control` does not
+    /// say `no-store`, `no-cache` or `private`, for the rule's time to live shortened to
+    /// the response's `s-maxage` or `max-age`; under [`CacheRule::shared_only`] the
+    /// response must say `public` or `s-maxage`.
+    fn keep(&self, rule: &CacheRule, response: &Response) -> Option<Duration> {
+        keep_http(rule, response)
+    }
+}
+
+impl<F> CachePolicy for F
+where
+    F: Fn(&Context) -> Option<CacheRule> + Send + Sync + 'static,
+{
+    fn rule(&self, ctx: &Context) -> Option<CacheRule> {
+        self(ctx)
+    }
+}
+
+/// The directives of a `Cache-Control` header that caching depends on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheControl {
+    /// `no-store`.
+    pub no_store: bool,
+    /// `no-cache`.
+    pub no_cache: bool,
+    /// `private`.
+    pub private: bool,
+    /// `public`.
+    pub public: bool,
+    /// `max-age`, in seconds.
+    pub max_age: Option<u64>,
+    /// `s-maxage`, in seconds.
+    pub s_maxage: Option<u64>,
+}
+
+impl CacheControl {
+    /// Parses every `Cache-Control` value of `headers`; unknown directives are ignored
+    /// and a malformed number makes the entry uncacheable (`no-store`), as the safe
+    /// reading.
+    pub fn parse(headers: &http::HeaderMap) -> CacheControl {
+        let mut cc = CacheControl::default();
+        for value in headers.get_all(header::CACHE_CONTROL) {
+            let Ok(value) = value.to_str() else {
+                cc.no_store = true;
+                continue;
+            };
+            for directive in value.split(',') {
+                let (name, arg) = match directive.split_once('=') {
+                    Some((name, arg)) => (name.trim(), Some(arg.trim().trim_matches('"'))),
+                    None => (directive.trim(), None),
+                };
+                let seconds = || arg.and_then(|a| a.parse::<u64>().ok());
+                match name.to_ascii_lowercase().as_str() {
+                    "no-store" => cc.no_store = true,
+                    "no-cache" => cc.no_cache = true,
+                    "private" => cc.private = true,
+                    "public" => cc.public = true,
+                    "max-age" => match seconds() {
+                        Some(s) => cc.max_age = Some(s),
+                        None => cc.no_store = true,
+                    },
+                    "s-maxage" => match seconds() {
+                        Some(s) => cc.s_maxage = Some(s),
+                        None => cc.no_store = true,
+                    },
+                    _ => {}
+                }
+            }
+        }
+        cc
+    }
+}
+
+fn keep_http(rule: &CacheRule, response: &Response) -> Option<Duration> {
+    if !response.status().is_success() || response.headers().contains_key(header::SET_COOKIE) {
+        return None;
+    }
+    let cc = CacheControl::parse(response.headers());
+    if cc.no_store || cc.no_cache || cc.private {
+        return None;
+    }
+    if rule.shared_only && !cc.public && cc.s_maxage.is_none() {
+        return None;
+    }
+    let ttl = match cc.s_maxage.or(cc.max_age) {
+        Some(seconds) => rule.ttl.min(Duration::from_secs(seconds)),
+        None => rule.ttl,
+    };
+    (!ttl.is_zero()).then_some(ttl)
+}
+
+/// The usual HTTP policy: `GET` and `HEAD` requests are cached under their method, path,
+/// sorted query and the values of the [`vary`](HttpGetPolicy::vary) headers, honouring
+/// the request's `Cache-Control` (`no-store` passes through, `no-cache` and `max-age=0`
+/// refresh, `max-age` bounds the age). A request with an `Authorization` header is kept
+/// only when the response allows shared caching. Other events pass through.
+#[derive(Debug, Clone)]
+pub struct HttpGetPolicy {
+    ttl: Duration,
+    vary: Vec<HeaderName>,
+}
+
+impl HttpGetPolicy {
+    /// Keeps answers for at most `ttl`.
+    pub fn new(ttl: Duration) -> HttpGetPolicy {
+        HttpGetPolicy {
+            ttl,
+            vary: Vec::new(),
+        }
+    }
+
+    /// Adds a request header whose value is part of the key (such as `accept-language`).
+    pub fn vary(mut self, header: HeaderName) -> HttpGetPolicy {
+        self.vary.push(header);
+        self
+    }
+}
+
+impl CachePolicy for HttpGetPolicy {
+    fn rule(&self, ctx: &Context) -> Option<CacheRule> {
+        let http = ctx.http()?;
+        let method = http.method();
+        if method != Method::GET && method != Method::HEAD {
+            return None;
+        }
+        let cc = CacheControl::parse(http.headers());
+        if cc.no_store {
+            return None;
+        }
+        let mut key = String::with_capacity(64);
+        key.push_str(method.as_str());
+        key.push(' ');
+        key.push_str(http.path());
+        let mut query: Vec<&(String, String)> = http.query_pairs().iter().collect();
+        if !query.is_empty() {
+            query.sort();
+            for (i, (name, value)) in query.into_iter().enumerate() {
+                key.push(if i == 0 { '?' } else { '&' });
+                let _ = write!(key, "{name}={value}");
+            }
+        }
+        for name in &self.vary {
+            key.push('\u{1f}');
+            key.push_str(name.as_str());
+            key.push('=');
+            for value in http.headers().get_all(name) {
+                key.push_str(value.to_str().unwrap_or(""));
+            }
+        }
+        let mut rule = CacheRule::new(key, self.ttl);
+        rule.refresh = cc.no_cache || cc.max_age == Some(0);
+        rule.max_age = cc.max_age.map(Duration::from_secs);
+        rule.shared_only = http.headers().contains_key(header::AUTHORIZATION);
+        Some(rule)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue, StatusCode};
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn parses_directives() {
+        let cc = CacheControl::parse(&headers("public, max-age=60, S-MAXAGE=\"30\", foo=bar"));
+        assert!(cc.public && !cc.private && !cc.no_store);
+        assert_eq!((cc.max_age, cc.s_maxage), (Some(60), Some(30)));
+        assert!(CacheControl::parse(&headers("max-age=soon")).no_store);
+        assert_eq!(
+            CacheControl::parse(&HeaderMap::new()),
+            CacheControl::default()
+        );
+    }
+
+    fn response(status: u16, cc: Option<&str>) -> Response {
+        let mut r = Response::new(lift_core::Body::Empty);
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        if let Some(cc) = cc {
+            *r.headers_mut() = headers(cc);
+        }
+        r
+    }
+
+    #[test]
+    fn keeps_by_status_and_directives() {
+        let rule = CacheRule::new("k", Duration::from_secs(100));
+        assert_eq!(
+            keep_http(&rule, &response(200, None)),
+            Some(Duration::from_secs(100))
+        );
+        assert_eq!(
+            keep_http(&rule, &response(200, Some("max-age=10"))),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            keep_http(&rule, &response(200, Some("max-age=10, s-maxage=20"))),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(keep_http(&rule, &response(200, Some("max-age=0"))), None);
+        assert_eq!(keep_http(&rule, &response(500, None)), None);
+        assert_eq!(keep_http(&rule, &response(404, None)), None);
+        for cc in ["no-store", "no-cache", "private"] {
+            assert_eq!(keep_http(&rule, &response(200, Some(cc))), None, "{cc}");
+        }
+        let mut cookie = response(200, None);
+        cookie
+            .headers_mut()
+            .insert(header::SET_COOKIE, HeaderValue::from_static("a=b"));
+        assert_eq!(keep_http(&rule, &cookie), None);
+    }
+
+    #[test]
+    fn shared_only_needs_public() {
+        let mut rule = CacheRule::new("k", Duration::from_secs(100));
+        rule.shared_only = true;
+        assert_eq!(keep_http(&rule, &response(200, None)), None);
+        assert!(keep_http(&rule, &response(200, Some("public"))).is_some());
+        assert!(keep_http(&rule, &response(200, Some("s-maxage=5"))).is_some());
+    }
+}
