@@ -52,7 +52,8 @@
 //!
 //! Answers kept for reuse: [`cache`], in memory, in DynamoDB or both.
 //!
-//! Not built yet: the validation layer.
+//! Payloads checked against JSON Schemas (draft 2020-12) and custom rules, and responses
+//! against theirs: [`validation`].
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
@@ -105,5 +106,6 @@ pub mod retry;
 pub mod service_auth;
 pub mod tenancy;
 pub mod timeout;
+pub mod validation;
 
 pub use error::ConfigError;
