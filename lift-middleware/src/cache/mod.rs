@@ -212,12 +212,20 @@ impl CacheBuilder {
     }
 }
 
-/// Where a key lives: the tenant's scope and the key within it.
+/// Where a key lives: the tenant's scope and the key within it, joined by a separator
+/// (one string: the in-memory and single-flight key).
 struct Slot {
-    scope: String,
-    key: String,
-    /// `scope` and `key` joined, the in-memory and single-flight key.
     joined: String,
+    split: usize,
+}
+
+impl Slot {
+    fn scope(&self) -> &str {
+        &self.joined[..self.split]
+    }
+    fn key(&self) -> &str {
+        &self.joined[self.split + SEPARATOR.len_utf8()..]
+    }
 }
 
 const SEPARATOR: char = '\u{1f}';
@@ -261,24 +269,22 @@ impl Cache {
             .map_or(0, millis)
     }
 
-    fn scope(&self, tenant: Option<&str>) -> String {
-        match tenant {
-            Some(tenant) => format!("{}#t#{tenant}", self.inner.namespace),
-            None => format!("{}#-", self.inner.namespace),
-        }
-    }
-
     fn slot(&self, tenant: Option<&str>, key: &str) -> Slot {
-        let scope = self.scope(tenant);
-        let mut joined = String::with_capacity(scope.len() + key.len() + 1);
-        joined.push_str(&scope);
+        let namespace = &self.inner.namespace;
+        let tenant_len = tenant.map_or(1, |t| t.len() + 2);
+        let mut joined = String::with_capacity(namespace.len() + tenant_len + key.len() + 2);
+        joined.push_str(namespace);
+        match tenant {
+            Some(tenant) => {
+                joined.push_str("#t#");
+                joined.push_str(tenant);
+            }
+            None => joined.push_str("#-"),
+        }
+        let split = joined.len();
         joined.push(SEPARATOR);
         joined.push_str(key);
-        Slot {
-            scope,
-            key: key.to_owned(),
-            joined,
-        }
+        Slot { joined, split }
     }
 
     fn failed(&self, what: &str, error: &CacheError) {
@@ -293,7 +299,7 @@ impl Cache {
             return Some(entry);
         }
         let remote = self.inner.remote.as_ref()?;
-        match remote.get(&slot.scope, &slot.key).await {
+        match remote.get(slot.scope(), slot.key()).await {
             Ok(Some(entry)) if entry.usable(now, max_age) => {
                 let entry = Arc::new(entry);
                 if let Some(memory) = &self.inner.memory {
@@ -311,7 +317,7 @@ impl Cache {
 
     async fn store(&self, slot: &Slot, entry: Arc<Entry>) {
         if let Some(remote) = &self.inner.remote
-            && let Err(error) = remote.put(&slot.scope, &slot.key, &entry).await
+            && let Err(error) = remote.put(slot.scope(), slot.key(), &entry).await
         {
             self.failed("write", &error);
             return;
@@ -453,7 +459,11 @@ impl Cache {
             memory.remove(&slot.joined);
         }
         match &self.inner.remote {
-            Some(remote) => remote.invalidate(&slot.scope, &slot.key, self.now()).await,
+            Some(remote) => {
+                remote
+                    .invalidate(slot.scope(), slot.key(), self.now())
+                    .await
+            }
             None => Ok(()),
         }
     }
@@ -477,7 +487,7 @@ impl Cache {
         match &self.inner.remote {
             Some(remote) => {
                 remote
-                    .invalidate_prefix(&slot.scope, &slot.key, self.now())
+                    .invalidate_prefix(slot.scope(), slot.key(), self.now())
                     .await
             }
             None => Ok(0),
