@@ -1,5 +1,7 @@
 //! The [`App`] builder and the Lambda service it becomes.
 
+mod streaming;
+
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::panic::AssertUnwindSafe;
@@ -74,6 +76,7 @@ pub struct App {
     body_limit: usize,
     sqs_concurrency: NonZeroUsize,
     metrics: Option<MetricsConfig>,
+    streaming: streaming::StreamingConfig,
     config_error: Option<String>,
 }
 
@@ -118,6 +121,7 @@ impl App {
             body_limit: DEFAULT_BODY_LIMIT,
             sqs_concurrency: NonZeroUsize::MIN,
             metrics: None,
+            streaming: streaming::StreamingConfig::default(),
             config_error: None,
         }
     }
@@ -294,6 +298,7 @@ impl App {
                 body_limit: self.body_limit,
                 sqs_concurrency: self.sqs_concurrency.get(),
                 metrics: self.metrics,
+                streaming: self.streaming,
                 cold: AtomicBool::new(true),
             }),
         })
@@ -347,6 +352,7 @@ struct Inner {
     body_limit: usize,
     sqs_concurrency: usize,
     metrics: Option<MetricsConfig>,
+    streaming: streaming::StreamingConfig,
     cold: AtomicBool,
 }
 
@@ -363,10 +369,12 @@ impl std::fmt::Debug for LiftService {
     }
 }
 
+/// What the runtime sends back: the buffered JSON response, or (for a Function URL under
+/// [`App::response_streaming`]) a streamed one. See [`LiftService::respond`].
 impl Service<LambdaEvent<Box<RawValue>>> for LiftService {
-    type Response = Box<RawValue>;
+    type Response = streaming::Reply;
     type Error = Error;
-    type Future = BoxFuture<Result<Box<RawValue>, Error>>;
+    type Future = BoxFuture<Result<streaming::Reply, Error>>;
 
     fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -374,7 +382,7 @@ impl Service<LambdaEvent<Box<RawValue>>> for LiftService {
 
     fn call(&mut self, event: LambdaEvent<Box<RawValue>>) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move { this.invoke(&event.payload, event.context).await })
+        Box::pin(async move { this.respond(&event.payload, event.context).await })
     }
 }
 
@@ -631,6 +639,26 @@ impl LiftService {
         lambda: Arc<lambda_runtime::Context>,
         metrics: &Metrics,
     ) -> Result<Box<RawValue>, Error> {
+        let (multi_value, response) = self
+            .http_response(source, request, lambda, metrics, true)
+            .await;
+        raw(
+            http_event::to_event_response(source, multi_value, &response)
+                .map_err(Error::internal)?,
+        )
+    }
+
+    /// Routes and runs one HTTP request: its `multi_value` flag and the response. With
+    /// `collect`, a streamed body ([`crate::stream::StreamBody`]) is collected into an
+    /// ordinary one; without it, it is left in the response for the caller to stream.
+    async fn http_response(
+        &self,
+        source: Source,
+        request: Result<HttpRequest, http_event::Rejected>,
+        lambda: Arc<lambda_runtime::Context>,
+        metrics: &Metrics,
+        collect: bool,
+    ) -> (bool, Response) {
         let started = Instant::now();
         let mut operation = String::from("rejected");
         let (multi_value, response) = match request {
@@ -700,6 +728,11 @@ impl LiftService {
                         error_response(&error, &lambda.request_id)
                     }
                 };
+                let response = if collect && crate::stream::is_streaming(&response) {
+                    self.collected(response, &span, &lambda.request_id).await
+                } else {
+                    response
+                };
                 (multi_value, response)
             }
         };
@@ -709,10 +742,7 @@ impl LiftService {
             response.status().is_server_error(),
             started,
         );
-        raw(
-            http_event::to_event_response(source, multi_value, &response)
-                .map_err(Error::internal)?,
-        )
+        (multi_value, response)
     }
 
     /// Runs one record; `true` when it succeeded (a 2xx or 3xx response).

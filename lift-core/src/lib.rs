@@ -2,8 +2,8 @@
 //!
 //! The foundation of Lift, a framework for AWS Lambda functions in Rust: one [`App`] that
 //! serves HTTP (API Gateway REST and HTTP APIs, Function URLs, ALB), SQS, DynamoDB Streams,
-//! SNS, EventBridge and scheduled events; plain async handlers over a per-invocation
-//! [`Context`] with typed, validated [`Input`] and typed output; one error model
+//! SNS, EventBridge and scheduled events; plain async handlers over a per-invocation [`Context`] with typed, validated [`Input`] and
+//! typed output, HTTP bodies streamed to Function URLs included ([`stream`]); one error model
 //! ([`Error`]); Lambda-shaped JSON logs ([`logging`]); and a [`testing`] kit.
 //!
 //! ```no_run
@@ -58,6 +58,7 @@ mod router;
 pub mod aws;
 pub mod logging;
 pub mod metrics;
+pub mod stream;
 pub mod testing;
 
 pub use app::{App, BoxService, DEFAULT_BODY_LIMIT, LiftService};

@@ -212,6 +212,99 @@ impl TestApp {
     }
 }
 
+/// A streamed HTTP response, read back chunk by chunk as the Lambda runtime would send it
+/// (see [`crate::stream`]).
+#[derive(Debug)]
+pub struct StreamedResponse {
+    /// The status code from the prelude.
+    pub status: u16,
+    /// The prelude's headers, by lower-case name (one value each; `set-cookie` is in
+    /// [`StreamedResponse::cookies`]).
+    pub headers: BTreeMap<String, String>,
+    /// The prelude's cookies.
+    pub cookies: Vec<String>,
+    body: crate::stream::ResponseStream,
+}
+
+impl StreamedResponse {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    /// Whether the body is produced as it goes (a streamed body) rather than a buffered
+    /// body sent as one chunk.
+    pub fn is_live(&self) -> bool {
+        self.body.is_live()
+    }
+
+    /// The next chunk of the body, `None` at its end. Chunks come one by one, as produced;
+    /// until this is called, the producer gets no further than its backpressure allows.
+    pub async fn next_chunk(&mut self) -> Option<bytes::Bytes> {
+        use futures_util::StreamExt;
+        match self.body.next().await {
+            Some(Ok(chunk)) => Some(chunk),
+            Some(Err(never)) => match never {},
+            None => None,
+        }
+    }
+
+    /// The rest of the body.
+    pub async fn body(mut self) -> Vec<u8> {
+        let mut body = Vec::new();
+        while let Some(chunk) = self.next_chunk().await {
+            body.extend_from_slice(&chunk);
+        }
+        body
+    }
+
+    /// The body's stream, as the runtime receives it.
+    pub fn into_stream(self) -> crate::stream::ResponseStream {
+        self.body
+    }
+}
+
+impl TestApp {
+    /// Invokes the App as [`App::run`] does ([`LiftService::respond`]) and returns its
+    /// streamed HTTP response without reading the body.
+    ///
+    /// # Errors
+    /// The invocation error; [`Error::Internal`] when the reply is buffered (the App has no
+    /// [`App::response_streaming`], or the event is not payload 2.0).
+    pub async fn stream(&self, event: Value) -> Result<StreamedResponse, Error> {
+        let raw: Box<RawValue> =
+            serde_json::value::to_raw_value(&event).map_err(Error::internal)?;
+        let reply = self
+            .service
+            .respond(&raw, lambda_context("test-request-id"))
+            .await?;
+        let lambda_runtime::FunctionResponse::StreamingResponse(response) = reply else {
+            return Err(Error::internal(
+                "the reply is buffered: enable App::response_streaming and send a payload 2.0 event",
+            ));
+        };
+        let prelude = response.metadata_prelude;
+        let headers = prelude
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        Ok(StreamedResponse {
+            status: prelude.status_code.as_u16(),
+            headers,
+            cookies: prelude.cookies,
+            body: response.stream,
+        })
+    }
+}
+
 /// One-line builders for every event source Lift serves.
 pub mod events {
     use serde_json::{Map, Value, json};

@@ -4,8 +4,13 @@
 //! - `POST /greetings` with `{"name": "..."}` (1 to 64 characters) → `201` with the greeting;
 //!   an invalid body is a `422` naming the field, malformed JSON a `400` naming line and
 //!   column.
+//! - `GET /stream?count=N` → `200 application/x-ndjson`: `N` greetings (1 to 100, default 3),
+//!   one JSON line each, produced as the client reads them. Behind a Function URL with
+//!   `InvokeMode: RESPONSE_STREAM`, serve `app().response_streaming()` and each line leaves
+//!   as it is produced; otherwise the lines are collected into one body.
 
-use lift_core::{App, Context, Created, Json, Result};
+use lift_core::stream::StreamBody;
+use lift_core::{App, Context, Created, Error, Json, Result};
 use serde::{Deserialize, Serialize};
 
 /// The body of `POST /greetings`.
@@ -37,9 +42,34 @@ async fn create(ctx: Context, input: NewGreeting) -> Result<Created<Greeting>> {
     }))
 }
 
+async fn stream(ctx: Context) -> Result<StreamBody> {
+    let count = match ctx.query("count") {
+        None => 3,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| Error::bad_request("`count` must be a whole number from 1 to 100"))?,
+    };
+    // At most 8 lines wait for a slow reader; the task pauses until the reader catches up.
+    let (tx, body) = StreamBody::ndjson_channel(8);
+    tokio::spawn(async move {
+        for n in 1..=count {
+            let greeting = Greeting {
+                message: format!("Hello #{n}!"),
+            };
+            if tx.send_json(&greeting).await.is_err() {
+                return; // the reader is gone
+            }
+        }
+    });
+    Ok(body)
+}
+
 /// The hello App.
 pub fn app() -> App {
     App::new()
         .get("/hello/{name}", hello)
         .post("/greetings", create)
+        .get("/stream", stream)
 }

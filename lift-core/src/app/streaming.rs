@@ -1,0 +1,132 @@
+//! Streamed HTTP responses for Function URLs: the App settings and the runtime's reply.
+//! The body types and the rules live in [`crate::stream`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use lambda_runtime::{FunctionResponse, StreamResponse};
+use serde_json::value::RawValue;
+
+use super::{App, LiftService, decode, error_response, log_error};
+use crate::context::Source;
+use crate::error::Error;
+use crate::http_event;
+use crate::metrics::Metrics;
+use crate::probe::{Kind, probe};
+use crate::response::Response;
+use crate::stream::{self, DEFAULT_COLLECT_LIMIT, ResponseStream};
+
+/// What the Lambda runtime sends back for one invocation.
+pub(super) type Reply = FunctionResponse<Box<RawValue>, ResponseStream>;
+
+/// How HTTP responses leave the function.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StreamingConfig {
+    /// Stream every payload-2.0 response (a `RESPONSE_STREAM` Function URL).
+    enabled: bool,
+    /// The most bytes of a streamed body collected into a buffered response.
+    collect_limit: usize,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            enabled: false,
+            collect_limit: DEFAULT_COLLECT_LIMIT,
+        }
+    }
+}
+
+impl App {
+    /// Streams HTTP responses, for a function behind a Function URL whose invoke mode is
+    /// `RESPONSE_STREAM`: every payload-2.0 event is answered with a streamed reply, a
+    /// [`StreamBody`](crate::stream::StreamBody) chunk by chunk and any other body as one
+    /// chunk. Leave it off for `BUFFERED` URLs, API Gateway and ALB; their streamed bodies
+    /// are collected instead ([`App::stream_collect_limit`]). See [`crate::stream`].
+    pub fn response_streaming(mut self) -> Self {
+        self.streaming.enabled = true;
+        self
+    }
+
+    /// The most bytes of a [`StreamBody`](crate::stream::StreamBody) collected into a
+    /// buffered response (default [`DEFAULT_COLLECT_LIMIT`], 6 MiB). A longer body is cut
+    /// off at the limit and answered with a `500`
+    /// ([`StreamError::TooLarge`](crate::stream::StreamError::TooLarge) in the log).
+    pub fn stream_collect_limit(mut self, bytes: usize) -> Self {
+        self.streaming.collect_limit = bytes;
+        self
+    }
+}
+
+impl LiftService {
+    /// Handles one raw event as [`App::run`] does, returning what the runtime sends back:
+    /// under [`App::response_streaming`], a streamed reply for a payload-2.0 (Function URL)
+    /// event; otherwise the buffered JSON of [`LiftService::invoke`].
+    ///
+    /// # Errors
+    /// As [`LiftService::invoke`]; for a streamed reply only an event that cannot be
+    /// decoded, every other failure being an error response.
+    pub async fn respond(
+        &self,
+        event: &RawValue,
+        lambda: lambda_runtime::Context,
+    ) -> Result<Reply, Error> {
+        if self.inner.streaming.enabled && matches!(probe(event.get()), Some(Kind::ApiGatewayV2)) {
+            let lambda = Arc::new(lambda);
+            let metrics = Metrics::default();
+            let result = self.stream_http(event, &lambda, &metrics).await;
+            self.flush(&metrics, &lambda);
+            return result.map(FunctionResponse::StreamingResponse);
+        }
+        self.invoke(event, lambda)
+            .await
+            .map(FunctionResponse::BufferedResponse)
+    }
+
+    async fn stream_http(
+        &self,
+        event: &RawValue,
+        lambda: &Arc<lambda_runtime::Context>,
+        metrics: &Metrics,
+    ) -> Result<StreamResponse<ResponseStream>, Error> {
+        let request = http_event::from_v2(decode::<ApiGatewayV2httpRequest>(
+            "API Gateway HTTP API",
+            event,
+        )?);
+        let (_, response) = self
+            .http_response(
+                Source::ApiGatewayV2,
+                request,
+                lambda.clone(),
+                metrics,
+                false,
+            )
+            .await;
+        Ok(stream::into_stream_response(response, &lambda.request_id))
+    }
+
+    /// Collects a streamed body for a buffered reply; over the limit or on a producer
+    /// failure, the logged error's response instead.
+    pub(super) async fn collected(
+        &self,
+        response: Response,
+        span: &tracing::Span,
+        request_id: &str,
+    ) -> Response {
+        let started = Instant::now();
+        match stream::collect(response, self.inner.streaming.collect_limit).await {
+            Ok(response) => {
+                let _entered = span.enter();
+                tracing::debug!(target: "lift::stream", elapsed = ?started.elapsed(), "streamed body collected for a buffered response");
+                response
+            }
+            Err(error) => {
+                let error = Error::internal(error);
+                let _entered = span.enter();
+                log_error(&error, "response stream");
+                error_response(&error, request_id)
+            }
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! What becomes of a streamed body: the [`ResponseStream`] handed to the Lambda runtime,
+//! or an ordinary body collected up to a limit.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use futures_util::stream::{Stream, StreamExt};
+use http::header::{CONTENT_LENGTH, SET_COOKIE, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue};
+use lambda_runtime::{MetadataPrelude, StreamResponse};
+
+use super::body::{ByteStream, StreamSlot, take_stream};
+use crate::error::{BoxError, Chain};
+use crate::response::{Body, Response};
+
+/// The default bound on a streamed body that is collected rather than streamed: 6 MiB,
+/// Lambda's limit for a buffered response.
+pub const DEFAULT_COLLECT_LIMIT: usize = 6 * 1024 * 1024;
+
+/// Why a streamed body could not be delivered whole.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// Collecting the body would exceed the limit; it was dropped at that point.
+    #[error(
+        "the streamed body exceeds the collect limit of {limit} bytes (responses are buffered: \
+         serve it from a RESPONSE_STREAM Function URL with App::response_streaming, or raise \
+         App::stream_collect_limit)"
+    )]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The producer reported an error.
+    #[error("the response stream failed after {bytes} bytes")]
+    Failed {
+        /// Bytes produced before the error.
+        bytes: u64,
+        /// The producer's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The producer panicked.
+    #[error("the response stream panicked after {bytes} bytes: {message}")]
+    Panicked {
+        /// Bytes produced before the panic.
+        bytes: u64,
+        /// The panic message.
+        message: String,
+    },
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    match panic.downcast::<String>() {
+        Ok(message) => *message,
+        Err(panic) => match panic.downcast::<&'static str>() {
+            Ok(message) => (*message).to_owned(),
+            Err(_) => "a non-string panic payload".to_owned(),
+        },
+    }
+}
+
+/// Collects a streamed response's body into [`Body::Binary`], refusing to hold more than
+/// `limit` bytes. A response that is not streamed comes back as it was.
+///
+/// # Errors
+/// [`StreamError::TooLarge`], or the producer's failure or panic.
+pub(crate) async fn collect(response: Response, limit: usize) -> Result<Response, StreamError> {
+    let Some(mut stream) = take_stream(&response) else {
+        return Ok(response);
+    };
+    let (mut parts, _) = response.into_parts();
+    let mut body = BytesMut::new();
+    loop {
+        let next = AssertUnwindSafe(stream.next()).catch_unwind().await;
+        let bytes = body.len() as u64;
+        match next {
+            Ok(Some(Ok(chunk))) => {
+                if body.len().saturating_add(chunk.len()) > limit {
+                    return Err(StreamError::TooLarge { limit });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Some(Err(source))) => return Err(StreamError::Failed { bytes, source }),
+            Ok(None) => break,
+            Err(panic) => {
+                return Err(StreamError::Panicked {
+                    bytes,
+                    message: panic_message(panic),
+                });
+            }
+        }
+    }
+    parts.extensions.remove::<StreamSlot>();
+    parts.headers.remove(CONTENT_LENGTH);
+    parts.headers.remove(TRANSFER_ENCODING);
+    let body = if body.is_empty() {
+        Body::Empty
+    } else {
+        Body::Binary(Vec::from(body))
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Turns a response into the runtime's streaming reply: the HTTP-integration prelude
+/// (status, headers, cookies) and the body as a [`ResponseStream`]. A body that is not
+/// streamed goes out as one chunk.
+///
+/// The prelude follows `lambda_http`'s `into_stream_response` (`Set-Cookie` values move to
+/// `cookies`); in addition, repeated header values are joined with `, ` (the prelude's
+/// `headers` holds one string per name) and `content-length` / `transfer-encoding` are
+/// dropped, the body being chunked by the runtime.
+pub(crate) fn into_stream_response(
+    response: Response,
+    request_id: &str,
+) -> StreamResponse<ResponseStream> {
+    let live = take_stream(&response);
+    let (parts, body) = response.into_parts();
+    let mut headers = parts.headers;
+    let cookies = headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    headers.remove(SET_COOKIE);
+    headers.remove(CONTENT_LENGTH);
+    headers.remove(TRANSFER_ENCODING);
+    let headers = single_valued(headers);
+    let stream = match live {
+        Some(stream) => ResponseStream::live(stream, request_id),
+        None => ResponseStream::once(match body {
+            Body::Text(text) => Bytes::from(text),
+            Body::Binary(bytes) => Bytes::from(bytes),
+            _ => Bytes::new(),
+        }),
+    };
+    StreamResponse {
+        metadata_prelude: MetadataPrelude {
+            status_code: parts.status,
+            headers,
+            cookies,
+        },
+        stream,
+    }
+}
+
+/// Joins repeated values of a header with `, `; a map without repeats is returned as is.
+fn single_valued(headers: HeaderMap) -> HeaderMap {
+    if headers.keys_len() == headers.len() {
+        return headers;
+    }
+    let mut joined = HeaderMap::with_capacity(headers.keys_len());
+    for name in headers.keys() {
+        let mut values = headers.get_all(name).iter();
+        let Some(first) = values.next() else {
+            continue;
+        };
+        let mut value = first.as_bytes().to_vec();
+        for next in values {
+            value.extend_from_slice(b", ");
+            value.extend_from_slice(next.as_bytes());
+        }
+        if let Ok(value) = HeaderValue::from_bytes(&value) {
+            joined.insert(name.clone(), value);
+        }
+    }
+    joined
+}
+
+/// The body of a streamed response as the Lambda runtime reads it: chunks in order, never
+/// an error.
+///
+/// A producer's error or panic is logged (target `lift::stream`, with the request id and
+/// the bytes already sent) and ends the stream. The runtime is never handed the error:
+/// `lambda_runtime` 1.5 would write its error trailer into the body as data, where the
+/// client would read it (see the [module docs](crate::stream)). Empty chunks are skipped.
+pub struct ResponseStream {
+    state: State,
+}
+
+enum State {
+    Once(Option<Bytes>),
+    Live {
+        stream: ByteStream,
+        request_id: Box<str>,
+        chunks: u64,
+        bytes: u64,
+    },
+    Done,
+}
+
+impl fmt::Debug for ResponseStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Once(_) => "once",
+            State::Live { .. } => "live",
+            State::Done => "done",
+        };
+        f.debug_struct("ResponseStream")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl ResponseStream {
+    fn once(body: Bytes) -> Self {
+        ResponseStream {
+            state: State::Once((!body.is_empty()).then_some(body)),
+        }
+    }
+
+    fn live(stream: ByteStream, request_id: &str) -> Self {
+        ResponseStream {
+            state: State::Live {
+                stream,
+                request_id: request_id.into(),
+                chunks: 0,
+                bytes: 0,
+            },
+        }
+    }
+
+    /// Whether the body is produced as it goes (a [`StreamBody`](super::StreamBody)) rather
+    /// than sent as the one chunk of a buffered body.
+    pub fn is_live(&self) -> bool {
+        matches!(self.state, State::Live { .. })
+    }
+}
+
+impl Stream for ResponseStream {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let (stream, request_id, chunks, bytes) = match &mut this.state {
+            State::Done => return Poll::Ready(None),
+            State::Once(body) => {
+                let body = body.take();
+                this.state = State::Done;
+                return Poll::Ready(body.map(Ok));
+            }
+            State::Live {
+                stream,
+                request_id,
+                chunks,
+                bytes,
+            } => (stream, request_id, chunks, bytes),
+        };
+        loop {
+            let polled =
+                std::panic::catch_unwind(AssertUnwindSafe(|| stream.as_mut().poll_next(cx)));
+            let failure = match polled {
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(Some(Ok(chunk)))) if chunk.is_empty() => continue,
+                Ok(Poll::Ready(Some(Ok(chunk)))) => {
+                    *chunks += 1;
+                    *bytes += chunk.len() as u64;
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+                Ok(Poll::Ready(None)) => {
+                    tracing::debug!(target: "lift::stream", requestId = %request_id, chunks = *chunks, bytes = *bytes, "response stream finished");
+                    None
+                }
+                Ok(Poll::Ready(Some(Err(source)))) => Some(StreamError::Failed {
+                    bytes: *bytes,
+                    source,
+                }),
+                Err(panic) => Some(StreamError::Panicked {
+                    bytes: *bytes,
+                    message: panic_message(panic),
+                }),
+            };
+            if let Some(error) = failure {
+                tracing::error!(target: "lift::stream", requestId = %request_id, code = "stream_failed", chunks = *chunks, bytes = *bytes, error = %Chain(&error), "response stream failed; the body was cut short");
+            }
+            this.state = State::Done;
+            return Poll::Ready(None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_headers_are_joined_for_the_prelude() {
+        let mut headers = HeaderMap::new();
+        headers.append("vary", HeaderValue::from_static("origin"));
+        headers.append("vary", HeaderValue::from_static("accept"));
+        headers.insert("x-one", HeaderValue::from_static("1"));
+        let joined = single_valued(headers);
+        assert_eq!(joined["vary"], "origin, accept");
+        assert_eq!(joined["x-one"], "1");
+        assert_eq!(joined.len(), 2);
+    }
+}
