@@ -518,3 +518,32 @@ fn configuration_is_validated() {
     let err = Cache::builder("a#b").memory(1).build().unwrap_err();
     assert!(err.to_string().contains("namespace"), "{err}");
 }
+
+#[tokio::test]
+async fn a_streamed_response_is_not_kept() {
+    let cache = Cache::builder("streams").memory(10).build().unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let feed = move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let items = (0..3).map(move |i| Ok::<_, Error>(json!({"run": n, "i": i})));
+            Ok::<_, Error>(lift_core::stream::StreamBody::ndjson(
+                futures_util::stream::iter(items),
+            ))
+        }
+    };
+    let app = App::new().get("/feed", feed).layer(CacheLayer::new(
+        cache.clone(),
+        HttpGetPolicy::new(Duration::from_secs(60)),
+    ));
+    let app = TestApp::new(app).unwrap();
+    for run in 0..2 {
+        let response = app.http(events::http("GET", "/feed").v2()).await.unwrap();
+        assert_eq!(response.header("x-cache"), Some("miss"));
+        assert_eq!(response.text().lines().count(), 3, "{}", response.text());
+        assert!(response.text().contains(&format!("\"run\":{run}")));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(cache.stats().stores, 0);
+}

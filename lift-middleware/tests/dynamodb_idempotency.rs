@@ -255,3 +255,47 @@ async fn each_batch_record_is_its_own_key() {
     assert_eq!(batch_failures(&response), ["m2"]);
     assert_eq!(f.calls.load(Ordering::SeqCst), 4);
 }
+
+#[tokio::test]
+async fn a_streamed_response_is_not_stored_and_releases_its_key() {
+    let client = aws::client().await;
+    let table = aws::table_keyed(&client, "lift-idempotency", "id").await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let export = move |_ctx: Context| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            let rows = (0..2).map(move |i| Ok::<_, Error>(json!({"run": n, "row": i})));
+            Ok::<_, Error>(lift_core::stream::StreamBody::ndjson(
+                futures_util::stream::iter(rows),
+            ))
+        }
+    };
+    let config = IdempotencyConfig::builder(&table).build().expect("config");
+    let app = TestApp::new(
+        App::new()
+            .post("/exports", export)
+            .layer(IdempotencyLayer::new(client.clone(), config)),
+    )
+    .expect("app");
+    let event = events::http("POST", "/exports")
+        .json(&json!({"month": "2026-10"}))
+        .v2();
+    for run in 1..=2 {
+        let response = app.http(event.clone()).await.expect("response");
+        assert_eq!(response.status, 200);
+        assert!(
+            response.text().contains(&format!("\"run\":{run}")),
+            "{}",
+            response.text()
+        );
+        assert_eq!(response.text().lines().count(), 2);
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "nothing empty was replayed"
+    );
+    let items = client.scan().table_name(&table).send().await.expect("scan");
+    assert_eq!(items.count(), 0, "the key was released");
+}

@@ -593,8 +593,10 @@ where
                     |entry| Some(entry.to_response(now, "hit")),
                     || async {
                         let response = service.oneshot(ctx).await.map_err(Into::into)?;
-                        let payload = policy
-                            .keep(&rule, &response)
+                        // A streamed body is not in the response yet: nothing to keep.
+                        let payload = (!lift_core::stream::is_streaming(&response))
+                            .then(|| policy.keep(&rule, &response))
+                            .flatten()
                             .map(|ttl| Payload::of_response(&response, ttl));
                         Ok::<_, BoxError>((response, payload))
                     },

@@ -18,7 +18,8 @@
 //! - A completed key answers with the stored response without running the handler. A key
 //!   in progress answers 409 `idempotency_in_progress`, or, when
 //!   [`IdempotencyConfig::wait_for_in_progress`] allows, waits for the first call's answer.
-//! - A failed handler (an error or a 5xx) deletes its record, so a retry can run.
+//! - A failed handler (an error or a 5xx) deletes its record, so a retry can run. So does
+//!   a streamed response ([`lift_core::stream`]), whose body cannot be stored and replayed.
 //! - Works per request and per batch record (each record its own key, with partial batch
 //!   failures as usual), and can keep completed answers in a bounded local cache in front
 //!   of DynamoDB.
@@ -376,7 +377,10 @@ where
             }
             let result = service.oneshot(ctx).await.map_err(Into::into);
             match &result {
-                Ok(response) if !response.status().is_server_error() => {
+                Ok(response)
+                    if !response.status().is_server_error()
+                        && !lift_core::stream::is_streaming(response) =>
+                {
                     let record = Record::completed(
                         &key,
                         response,
@@ -395,7 +399,8 @@ where
                     }
                 }
                 _ => {
-                    // A failure must not be remembered: release the key for a retry.
+                    // A failure must not be remembered, and a streamed body cannot be
+                    // replayed: release the key.
                     if let Err(error) = shared.store.release(&key).await {
                         tracing::warn!(target: "lift::idempotency", %error, "could not release a failed key");
                     }
