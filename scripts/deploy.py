@@ -9,7 +9,8 @@ What `sam package` + `sam deploy` would do, without SAM CLI or cargo-lambda:
 3. write a deploy copy of the template (``target/lift-local/template.deploy.json``) whose
    functions' ``CodeUri`` is the uploaded ``s3://bucket/key``;
 4. delete an existing stack of the same name, create it again and wait for CREATE_COMPLETE;
-5. write ``target/lift-local/stack.json`` with each function's name and URLs.
+5. write ``target/lift-local/stack.json`` with each function's name and URLs, and each
+   WebSocket API's id, stage and URLs.
 
 Run it with the project venv's python (``scripts/emulator.sh install`` creates it):
 
@@ -43,6 +44,8 @@ except ImportError:  # not the venv: re-run under it if it exists
 
 STATE_DIR = ROOT / "target" / "lift-local"
 FUNCTION_TYPE = "AWS::Serverless::Function"
+WEBSOCKET_API_TYPE = "AWS::ApiGatewayV2::Api"
+STAGE_TYPE = "AWS::ApiGatewayV2::Stage"
 # A fixed timestamp keeps the zip byte-identical for an unchanged binary.
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -135,6 +138,25 @@ def ensure_bucket(s3, bucket: str, region: str) -> None:
     if region != "us-east-1":
         kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
     s3.create_bucket(**kwargs)
+
+
+def websocket_apis_of(template: dict) -> dict[str, str]:
+    """Logical id of each WebSocket API -> logical id of its stage."""
+    resources = template["Resources"]
+    apis = {}
+    for logical_id, resource in resources.items():
+        props = resource.get("Properties") or {}
+        if resource.get("Type") != WEBSOCKET_API_TYPE or props.get("ProtocolType") != "WEBSOCKET":
+            continue
+        stages = [
+            stage_id for stage_id, stage in resources.items()
+            if stage.get("Type") == STAGE_TYPE
+            and (stage.get("Properties") or {}).get("ApiId") == {"Ref": logical_id}
+        ]
+        if len(stages) != 1:
+            sys.exit(f"{logical_id}: expected one {STAGE_TYPE} with ApiId !Ref {logical_id}, found {len(stages)}")
+        apis[logical_id] = stages[0]
+    return apis
 
 
 # --------------------------------------------------------------------------- CloudFormation
@@ -269,23 +291,47 @@ def main() -> int:
     template_outputs = template.get("Outputs") or {}
     lam = session.client("lambda", endpoint_url=endpoint, config=cfg)
 
-    result = {"endpoint": endpoint, "region": region, "stack": args.stack, "functions": {}}
+    result = {"endpoint": endpoint, "region": region, "stack": args.stack, "functions": {},
+              "websockets": {}}
     for logical_id, binary in functions.items():
         name = cfn.describe_stack_resource(StackName=args.stack, LogicalResourceId=logical_id)[
             "StackResourceDetail"]["PhysicalResourceId"]
-        # The output whose value is !GetAtt <LogicalId>Url.FunctionUrl, else ask Lambda.
+        # The output whose value is !GetAtt <LogicalId>Url.FunctionUrl, else ask Lambda;
+        # a function without a Function URL (one behind a WebSocket API) has none.
         url = next(
             (outputs[k] for k, o in template_outputs.items()
              if k in outputs and (o or {}).get("Value") == {"Fn::GetAtt": [f"{logical_id}Url", "FunctionUrl"]}),
             None,
-        ) or lam.get_function_url_config(FunctionName=name)["FunctionUrl"]
-        url_id = (urlparse(url).hostname or "").split(".")[0]
-        result["functions"][binary] = {
-            "name": name,
-            "url": url,
-            "local_url": f"{endpoint}/_aws/lambda-url/{url_id}/",
+        )
+        if url is None:
+            try:
+                url = lam.get_function_url_config(FunctionName=name)["FunctionUrl"]
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                    raise
+        entry = {"name": name, "url": url, "local_url": None}
+        if url:
+            url_id = (urlparse(url).hostname or "").split(".")[0]
+            entry["local_url"] = f"{endpoint}/_aws/lambda-url/{url_id}/"
+        result["functions"][binary] = entry
+        log(f"{binary}: {name}  {url or '(no Function URL)'}")
+
+    apigw = session.client("apigatewayv2", endpoint_url=endpoint, config=cfg)
+    for api_logical_id, stage_logical_id in websocket_apis_of(template).items():
+        api_id = cfn.describe_stack_resource(StackName=args.stack, LogicalResourceId=api_logical_id)[
+            "StackResourceDetail"]["PhysicalResourceId"]
+        stage = template["Resources"][stage_logical_id]["Properties"].get("StageName", "$default")
+        api_endpoint = apigw.get_api(ApiId=api_id)["ApiEndpoint"]
+        result["websockets"][api_logical_id] = {
+            "api_id": api_id,
+            "stage": stage,
+            # The host clients connect to: the domainName of the API's events.
+            "domain_name": urlparse(api_endpoint).hostname,
+            "url": f"{api_endpoint}/{stage}",
+            # The emulator's path-based form, which needs no wildcard DNS.
+            "local_url": f"{endpoint.replace('http', 'ws', 1)}/_aws/execute-api/{api_id}/{stage}",
         }
-        log(f"{binary}: {name}  {url}")
+        log(f"{api_logical_id}: {api_endpoint}/{stage}")
 
     stack_file = STATE_DIR / "stack.json"
     stack_file.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -1,6 +1,7 @@
 //! The [`App`] builder and the Lambda service it becomes.
 
 mod streaming;
+mod websocket;
 
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
@@ -11,7 +12,9 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Instant, SystemTime};
 
 use aws_lambda_events::alb::AlbTargetGroupRequest;
-use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
+use aws_lambda_events::apigw::{
+    ApiGatewayProxyRequest, ApiGatewayV2httpRequest, ApiGatewayWebsocketProxyRequest,
+};
 use aws_lambda_events::dynamodb::Event as DynamoDbEvent;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::sns::SnsEvent;
@@ -49,9 +52,9 @@ struct EventRoute {
 /// A Lambda function: handlers for every event source, one middleware stack, one binary.
 ///
 /// The event's shape picks the handler: HTTP events (API Gateway REST and HTTP APIs,
-/// Function URLs, ALB) are routed by method and path; SQS, DynamoDB Streams and SNS batches
-/// run one handler call per record; EventBridge events are routed by `source` and
-/// `detail-type`.
+/// Function URLs, ALB) are routed by method and path; WebSocket API events by route key
+/// ([`App::websocket`]); SQS, DynamoDB Streams and SNS batches run one handler call per
+/// record; EventBridge events are routed by `source` and `detail-type`.
 ///
 /// ```no_run
 /// use lift_core::{App, Context, Json, Result};
@@ -72,6 +75,7 @@ pub struct App {
     events: Vec<EventRoute>,
     schedule: Option<Endpoint>,
     event_fallback: Option<Endpoint>,
+    websocket: websocket::WebSocketRoutes,
     service: Option<BoxService>,
     body_limit: usize,
     sqs_concurrency: NonZeroUsize,
@@ -117,6 +121,7 @@ impl App {
             events: Vec::new(),
             schedule: None,
             event_fallback: None,
+            websocket: websocket::WebSocketRoutes::default(),
             service: None,
             body_limit: DEFAULT_BODY_LIMIT,
             sqs_concurrency: NonZeroUsize::MIN,
@@ -294,6 +299,7 @@ impl App {
                 events: self.events,
                 schedule: self.schedule,
                 event_fallback: self.event_fallback,
+                websocket: self.websocket,
                 service: self.service,
                 body_limit: self.body_limit,
                 sqs_concurrency: self.sqs_concurrency.get(),
@@ -348,6 +354,7 @@ struct Inner {
     events: Vec<EventRoute>,
     schedule: Option<Endpoint>,
     event_fallback: Option<Endpoint>,
+    websocket: websocket::WebSocketRoutes,
     service: Option<BoxService>,
     body_limit: usize,
     sqs_concurrency: usize,
@@ -582,6 +589,11 @@ impl LiftService {
             Kind::EventBridge => {
                 let event: EventBridgeEvent<Box<RawValue>> = decode("EventBridge", event)?;
                 self.eventbridge(event, lambda, metrics).await
+            }
+            Kind::WebSocket => {
+                let event: ApiGatewayWebsocketProxyRequest =
+                    decode("API Gateway WebSocket", event)?;
+                self.websocket(event, lambda, metrics).await
             }
             Kind::Unknown(description) => {
                 let description = if description.is_empty() {

@@ -34,11 +34,14 @@ pub enum Source {
     EventBridge,
     /// A scheduled EventBridge event (`detail-type: Scheduled Event`).
     Schedule,
+    /// An API Gateway WebSocket API event (`$connect`, `$disconnect` or a message); see
+    /// [`Context::websocket`].
+    WebSocket,
 }
 
 impl Source {
     /// A short stable name: `apigw_v1`, `apigw_v2`, `alb`, `sqs`, `dynamodb`, `sns`,
-    /// `eventbridge`, `schedule`.
+    /// `eventbridge`, `schedule`, `websocket`.
     pub fn as_str(self) -> &'static str {
         match self {
             Source::ApiGatewayV1 => "apigw_v1",
@@ -49,6 +52,7 @@ impl Source {
             Source::Sns => "sns",
             Source::EventBridge => "eventbridge",
             Source::Schedule => "schedule",
+            Source::WebSocket => "websocket",
         }
     }
 
@@ -114,6 +118,7 @@ pub(crate) enum Payload {
     DynamoDb(Box<DynamoDbRecord>),
     Sns(Box<SnsRecord>),
     EventBridge(Arc<EventBridgeEvent<Box<RawValue>>>),
+    WebSocket(Box<crate::websocket::WebSocketRequest>),
 }
 
 /// Per-invocation state: who asked, for what, and how long is left.
@@ -219,7 +224,10 @@ impl Context {
         self.source
     }
 
-    /// The matched route pattern (`/orders/{id}`), for HTTP requests that matched one.
+    /// The matched route pattern (`/orders/{id}`), for HTTP requests that matched one; for
+    /// WebSocket events, the route key of the [`App::websocket`](crate::App::websocket)
+    /// handler that runs (`$default` when a message's own key has no handler; the key API
+    /// Gateway selected is [`WebSocketRequest::route_key`](crate::websocket::WebSocketRequest::route_key)).
     pub fn route(&self) -> Option<&str> {
         self.route.as_deref()
     }
@@ -283,10 +291,29 @@ impl Context {
         &self.params
     }
 
-    /// The first value of the query parameter `name`, decoded.
+    /// The request's headers: an HTTP request's, or a WebSocket `$connect`'s handshake
+    /// headers (API Gateway sends headers with `$connect` only).
+    fn request_headers(&self) -> Option<&HeaderMap> {
+        match &self.payload {
+            Payload::Http(request) => Some(&request.headers),
+            Payload::WebSocket(request) => Some(&request.headers),
+            _ => None,
+        }
+    }
+
+    /// The request's decoded query: an HTTP request's, or a WebSocket `$connect`'s.
+    fn request_query(&self) -> &[(String, String)] {
+        match &self.payload {
+            Payload::Http(request) => &request.query,
+            Payload::WebSocket(request) => &request.query,
+            _ => &[],
+        }
+    }
+
+    /// The first value of the query parameter `name`, decoded (HTTP requests and WebSocket
+    /// `$connect` events).
     pub fn query(&self, name: &str) -> Option<&str> {
-        self.http()?
-            .query
+        self.request_query()
             .iter()
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_str())
@@ -294,24 +321,25 @@ impl Context {
 
     /// Every value of the query parameter `name`, decoded, in order.
     pub fn query_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.http()
-            .into_iter()
-            .flat_map(|request| request.query.iter())
+        self.request_query()
+            .iter()
             .filter(move |(key, _)| key == name)
             .map(|(_, value)| value.as_str())
     }
 
-    /// The first value of header `name` when it is valid UTF-8 (HTTP sources only).
+    /// The first value of header `name` when it is valid UTF-8 (HTTP sources, and the
+    /// handshake headers of a WebSocket `$connect`).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.http()?.headers.get(name)?.to_str().ok()
+        self.request_headers()?.get(name)?.to_str().ok()
     }
 
-    /// The raw payload: the HTTP body, the SQS message body, the SNS message or the
-    /// EventBridge `detail` JSON. DynamoDB stream records have no byte payload (see
-    /// [`Context::dynamodb_record`]).
+    /// The raw payload: the HTTP body, the SQS message body, the SNS message, the
+    /// EventBridge `detail` JSON or the WebSocket message. DynamoDB stream records have no
+    /// byte payload (see [`Context::dynamodb_record`]).
     pub fn body(&self) -> &[u8] {
         match &self.payload {
             Payload::Http(request) => &request.body,
+            Payload::WebSocket(request) => &request.body,
             Payload::Sqs(message) => message.body.as_deref().unwrap_or_default().as_bytes(),
             Payload::Sns(record) => record.sns.message.as_bytes(),
             Payload::EventBridge(event) => event.detail.get().as_bytes(),
@@ -341,6 +369,22 @@ impl Context {
             Payload::Sns(record) => Some(record),
             _ => None,
         }
+    }
+
+    /// The WebSocket event (route key, event type, connection and API), for an API Gateway
+    /// WebSocket API event.
+    pub fn websocket(&self) -> Option<&crate::websocket::WebSocketRequest> {
+        match &self.payload {
+            Payload::WebSocket(request) => Some(request),
+            _ => None,
+        }
+    }
+
+    /// The id of the WebSocket connection the event belongs to, for WebSocket events: the
+    /// id to send to with [`Connections`](crate::websocket) (feature `aws`) and to store
+    /// for later messages.
+    pub fn connection_id(&self) -> Option<&str> {
+        self.websocket().map(|request| request.connection_id())
     }
 
     /// The EventBridge event (its `detail` kept as raw JSON), for EventBridge and scheduled

@@ -1,8 +1,9 @@
 //! # lift-core
 //!
 //! The foundation of Lift, a framework for AWS Lambda functions in Rust: one [`App`] that
-//! serves HTTP (API Gateway REST and HTTP APIs, Function URLs, ALB), SQS, DynamoDB Streams,
-//! SNS, EventBridge and scheduled events; plain async handlers over a per-invocation [`Context`] with typed, validated [`Input`] and
+//! serves HTTP (API Gateway REST and HTTP APIs, Function URLs, ALB), API Gateway WebSocket
+//! APIs ([`websocket`]), SQS, DynamoDB Streams, SNS, EventBridge and scheduled events; plain
+//! async handlers over a per-invocation [`Context`] with typed, validated [`Input`] and
 //! typed output, HTTP bodies streamed to Function URLs included ([`stream`]); one error model
 //! ([`Error`]); Lambda-shaped JSON logs ([`logging`]); and a [`testing`] kit.
 //!
@@ -60,6 +61,7 @@ pub mod logging;
 pub mod metrics;
 pub mod stream;
 pub mod testing;
+pub mod websocket;
 
 pub use app::{App, BoxService, DEFAULT_BODY_LIMIT, LiftService};
 pub use context::{Context, HttpRequest, Source, TenantId};

@@ -1,6 +1,7 @@
 //! Recognises the kind of an event from its JSON, reading no further than it has to: the
-//! first record's `eventSource` for a batch, `requestContext.http` for payload 2.0, and
-//! `detail-type` with `source` for EventBridge. The typed parse that follows reads the
+//! first record's `eventSource` for a batch, `requestContext.http` for payload 2.0,
+//! `requestContext.connectionId` for a WebSocket API, and `detail-type` with `source` for
+//! EventBridge. The typed parse that follows reads the
 //! whole event once.
 
 use std::cell::Cell;
@@ -22,6 +23,8 @@ pub(crate) enum Kind {
     DynamoDb,
     Sns,
     EventBridge,
+    /// An API Gateway WebSocket API event (`$connect`, `$disconnect` or a message).
+    WebSocket,
     /// A described event Lift has no adapter for (empty: describe it from its keys).
     Unknown(String),
 }
@@ -179,10 +182,11 @@ impl<'de> Visitor<'de> for RequestContext<'_> {
                     stop::<A::Error>(self.0, Kind::ApiGatewayV2)?;
                 }
                 ContextKey::ConnectionId => {
-                    stop::<A::Error>(
-                        self.0,
-                        Kind::Unknown("an API Gateway WebSocket event".to_owned()),
-                    )?;
+                    // Only WebSocket events carry a connection; a null one is no connection.
+                    if map.next_value::<Option<IgnoredAny>>()?.is_some() {
+                        stop::<A::Error>(self.0, Kind::WebSocket)?;
+                    }
+                    continue;
                 }
                 ContextKey::Elb => alb = true,
                 ContextKey::Other => {}
@@ -274,6 +278,7 @@ mod tests {
             Some(Kind::DynamoDb) => "dynamodb",
             Some(Kind::Sns) => "sns",
             Some(Kind::EventBridge) => "eventbridge",
+            Some(Kind::WebSocket) => "websocket",
             Some(Kind::Unknown(_)) => "unknown",
             None => "none",
         }
@@ -319,7 +324,17 @@ mod tests {
         );
         assert_eq!(
             kind(r#"{"requestContext":{"connectionId":"x"}}"#),
-            "unknown"
+            "websocket"
+        );
+        assert_eq!(
+            kind(
+                r#"{"body":"{}","requestContext":{"routeKey":"send","eventType":"MESSAGE","connectionId":"c1"}}"#
+            ),
+            "websocket"
+        );
+        assert_eq!(
+            kind(r#"{"httpMethod":"GET","requestContext":{"connectionId":null,"stage":"p"}}"#),
+            "v1"
         );
         assert_eq!(kind(r#"{"foo":1}"#), "unknown");
         assert_eq!(kind(r#"[1,2]"#), "none");

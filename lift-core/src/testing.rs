@@ -210,6 +210,15 @@ impl TestApp {
     pub async fn http(&self, event: Value) -> Result<HttpResponse, Error> {
         HttpResponse::from_value(&self.invoke(&event).await?)
     }
+
+    /// Invokes the App with a WebSocket event ([`events::websocket`]) and reads the
+    /// WebSocket proxy response (`statusCode`, `headers`, `body`) back.
+    ///
+    /// # Errors
+    /// The invocation error, or [`Error::Internal`] when the response has no `statusCode`.
+    pub async fn websocket(&self, event: Value) -> Result<HttpResponse, Error> {
+        HttpResponse::from_value(&self.invoke(&event).await?)
+    }
 }
 
 /// A streamed HTTP response, read back chunk by chunk as the Lambda runtime would send it
@@ -308,6 +317,135 @@ impl TestApp {
 /// One-line builders for every event source Lift serves.
 pub mod events {
     use serde_json::{Map, Value, json};
+
+    /// Starts API Gateway WebSocket events on connection `connection_id` of API `api-id`,
+    /// stage `test`; finish one with [`WebSocketEvent::connect`],
+    /// [`WebSocketEvent::message`] or [`WebSocketEvent::disconnect`].
+    pub fn websocket(connection_id: &str) -> WebSocketEvent {
+        WebSocketEvent {
+            connection_id: connection_id.to_owned(),
+            api_id: "api-id".to_owned(),
+            stage: "test".to_owned(),
+            query: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// WebSocket events being built (see [`websocket`]).
+    #[derive(Debug, Clone)]
+    pub struct WebSocketEvent {
+        connection_id: String,
+        api_id: String,
+        stage: String,
+        query: Vec<(String, String)>,
+        headers: Vec<(String, String)>,
+    }
+
+    impl WebSocketEvent {
+        /// Sets the API id and stage (the domain name follows the API id).
+        pub fn api(mut self, api_id: &str, stage: &str) -> Self {
+            self.api_id = api_id.to_owned();
+            self.stage = stage.to_owned();
+            self
+        }
+        /// Adds a handshake query parameter (sent with `$connect`).
+        pub fn query(mut self, name: &str, value: &str) -> Self {
+            self.query.push((name.to_owned(), value.to_owned()));
+            self
+        }
+        /// Adds a handshake header (sent with `$connect`).
+        pub fn header(mut self, name: &str, value: &str) -> Self {
+            self.headers.push((name.to_owned(), value.to_owned()));
+            self
+        }
+
+        fn context(&self, route_key: &str, event_type: &str) -> Value {
+            let mut context = json!({
+                "routeKey": route_key,
+                "eventType": event_type,
+                "extendedRequestId": "ext-request-id",
+                "requestTime": "23/Nov/2026:12:00:00 +0000",
+                "messageDirection": "IN",
+                "stage": self.stage,
+                "connectedAt": 1_795_000_000_000_u64,
+                "requestTimeEpoch": 1_795_000_000_500_u64,
+                "identity": { "sourceIp": "192.0.2.1", "userAgent": "lift-test" },
+                "requestId": "api-request-id",
+                "domainName": format!("{}.execute-api.us-east-1.amazonaws.com", self.api_id),
+                "connectionId": self.connection_id,
+                "apiId": self.api_id
+            });
+            match event_type {
+                "MESSAGE" => context["messageId"] = Value::from("message-id"),
+                "DISCONNECT" => {
+                    context["disconnectStatusCode"] = Value::from(1000);
+                    context["disconnectReason"] = Value::from("Client-side close frame");
+                }
+                _ => {}
+            }
+            context
+        }
+
+        /// The `$connect` event, with the handshake's headers and query.
+        pub fn connect(&self) -> Value {
+            let mut headers = Map::new();
+            let mut multi_headers = Map::new();
+            for (name, value) in &self.headers {
+                headers.insert(name.clone(), Value::from(value.clone()));
+                let entry = multi_headers
+                    .entry(name.clone())
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Value::Array(values) = entry {
+                    values.push(Value::from(value.clone()));
+                }
+            }
+            let mut query = Map::new();
+            let mut multi_query = Map::new();
+            for (name, value) in &self.query {
+                query.insert(name.clone(), Value::from(value.clone()));
+                let entry = multi_query
+                    .entry(name.clone())
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Value::Array(values) = entry {
+                    values.push(Value::from(value.clone()));
+                }
+            }
+            let or_null = |map: Map<String, Value>| {
+                if map.is_empty() {
+                    Value::Null
+                } else {
+                    Value::Object(map)
+                }
+            };
+            json!({
+                "headers": or_null(headers),
+                "multiValueHeaders": or_null(multi_headers),
+                "queryStringParameters": or_null(query),
+                "multiValueQueryStringParameters": or_null(multi_query),
+                "requestContext": self.context("$connect", "CONNECT"),
+                "isBase64Encoded": false
+            })
+        }
+
+        /// A message that API Gateway routed to `route_key` (`$default` or a custom key).
+        pub fn message(&self, route_key: &str, body: &str) -> Value {
+            json!({
+                "requestContext": self.context(route_key, "MESSAGE"),
+                "body": body,
+                "isBase64Encoded": false
+            })
+        }
+
+        /// The `$disconnect` event (the client closed with status 1000).
+        pub fn disconnect(&self) -> Value {
+            json!({
+                "headers": { "Host": format!("{}.execute-api.us-east-1.amazonaws.com", self.api_id) },
+                "multiValueHeaders": { "Host": [format!("{}.execute-api.us-east-1.amazonaws.com", self.api_id)] },
+                "requestContext": self.context("$disconnect", "DISCONNECT"),
+                "isBase64Encoded": false
+            })
+        }
+    }
 
     /// Starts an HTTP event; finish it with [`HttpEvent::v1`], [`HttpEvent::v2`] or
     /// [`HttpEvent::alb`].
