@@ -244,6 +244,10 @@ impl App {
     /// Layers see the [`Context`] after routing, so [`Context::route`] is known. The layer
     /// added last is the outermost. Any `tower` layer whose service is `Clone + Send + Sync`
     /// fits; errors it raises are mapped through [`Error::from_boxed`].
+    ///
+    /// Each layer added here runs in a DEBUG span `middleware` (target `lift::middleware`)
+    /// named after its type, which records `elapsedUs` and `status`; add middleware one
+    /// `layer` call at a time to see each in its own span (a `ServiceBuilder` stack is one).
     pub fn layer<L, E>(mut self, layer: L) -> Self
     where
         L: Layer<BoxService>,
@@ -256,7 +260,10 @@ impl App {
             .service
             .take()
             .unwrap_or_else(|| BoxCloneSyncService::new(Dispatch));
-        let layered = layer.layer(inner).map_err(Into::into);
+        let layered = crate::trace::Timed {
+            inner: layer.layer(inner).map_err(Into::into),
+            name: crate::trace::layer_name::<L>(),
+        };
         self.service = Some(BoxCloneSyncService::new(layered));
         self
     }
@@ -637,11 +644,31 @@ impl LiftService {
             Some(service) => Either::Left(service.clone().oneshot(ctx)),
             None => Either::Right(async move { Dispatch.call(ctx).await }),
         };
-        match AssertUnwindSafe(fut).catch_unwind().instrument(span).await {
+        // The request's timing, logged at DEBUG inside its span when that level is on.
+        let started = tracing::enabled!(target: "lift", tracing::Level::DEBUG).then(Instant::now);
+        let result = match AssertUnwindSafe(fut)
+            .catch_unwind()
+            .instrument(span.clone())
+            .await
+        {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(Error::from_boxed(error)),
             Err(panic) => Err(Error::Panic(panic_message(panic))),
+        };
+        if let Some(started) = started {
+            let status = match &result {
+                Ok(response) => response.status(),
+                Err(error) => error.status(),
+            };
+            tracing::debug!(
+                target: "lift",
+                parent: &span,
+                durationUs = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                status = status.as_u16(),
+                "handled"
+            );
         }
+        result
     }
 
     async fn http(

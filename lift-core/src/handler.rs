@@ -254,7 +254,10 @@ where
         _args: PhantomData,
     });
     Layered {
-        service: tower::util::BoxCloneSyncService::new(layer.layer(inner).map_err(Into::into)),
+        service: tower::util::BoxCloneSyncService::new(crate::trace::Timed {
+            inner: layer.layer(inner).map_err(Into::into),
+            name: crate::trace::layer_name::<L>(),
+        }),
     }
 }
 

@@ -54,6 +54,7 @@ mod input;
 mod probe;
 mod response;
 mod router;
+mod trace;
 
 #[cfg(feature = "aws")]
 pub mod aws;

@@ -1,0 +1,130 @@
+//! Spans with timing: each layer added to an App runs in a `middleware` span that logs its
+//! elapsed time and status at DEBUG, inside the request's span; the request logs its own
+//! duration. At INFO, none of it is written.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use lift_core::logging::JsonLayer;
+use lift_core::testing::{TestApp, events};
+use lift_core::{App, Context, Error};
+use serde_json::Value;
+use tower::util::MapRequestLayer;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Buffer {
+    type Writer = Buffer;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Buffer {
+    fn lines(&self) -> Vec<Value> {
+        String::from_utf8(self.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON line"))
+            .collect()
+    }
+}
+
+/// A layer of its own type, so its span has a recognisable name.
+#[derive(Clone)]
+struct Audit;
+
+impl<S> tower::Layer<S> for Audit {
+    type Service = S;
+    fn layer(&self, inner: S) -> S {
+        inner
+    }
+}
+
+fn app() -> App {
+    App::new()
+        .get("/orders/{id}", |ctx: Context| async move {
+            Ok::<_, Error>(format!("order {}", ctx.path_param("id")?))
+        })
+        .layer(MapRequestLayer::new(|ctx: Context| ctx))
+        .layer(Audit)
+}
+
+fn run(level: LevelFilter) -> Vec<Value> {
+    let buffer = Buffer::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(JsonLayer::new(buffer.clone()))
+        .with(level);
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let app = TestApp::new(app()).unwrap();
+        let ok = app
+            .http(events::http("GET", "/orders/7").v2())
+            .await
+            .unwrap();
+        assert_eq!(ok.status, 200);
+        let missing = app.http(events::http("GET", "/nope").v2()).await.unwrap();
+        assert_eq!(missing.status, 404);
+    });
+    buffer.lines()
+}
+
+#[test]
+fn each_layer_and_each_request_logs_its_timing_at_debug() {
+    let lines = run(LevelFilter::DEBUG);
+    let finished: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "middleware finished")
+        .collect();
+    assert_eq!(finished.len(), 4, "two layers, two requests: {lines:#?}");
+    // The inner layer finishes first; the outermost (added last) is Audit.
+    assert_eq!(finished[0]["middleware"], "MapRequestLayer<{{closure}}>");
+    assert_eq!(finished[1]["middleware"], "Audit");
+    for line in &finished {
+        assert_eq!(line["target"], "lift::middleware");
+        assert!(line["elapsedUs"].is_u64(), "{line}");
+        assert!(
+            line["requestId"].is_string(),
+            "inside the request span: {line}"
+        );
+    }
+    assert_eq!(finished[0]["status"], 200);
+    assert_eq!(finished[2]["status"], 404);
+    assert_eq!(finished[2]["route"], "");
+
+    let handled: Vec<&Value> = lines.iter().filter(|l| l["message"] == "handled").collect();
+    assert_eq!(handled.len(), 2, "{lines:#?}");
+    assert_eq!(handled[0]["status"], 200);
+    assert_eq!(handled[0]["route"], "/orders/{id}");
+    assert!(handled[0]["durationUs"].is_u64());
+    assert_eq!(handled[1]["status"], 404);
+}
+
+#[test]
+fn at_info_nothing_of_it_is_written() {
+    let lines = run(LevelFilter::INFO);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["message"] != "middleware finished" && l["message"] != "handled"),
+        "{lines:#?}"
+    );
+}
