@@ -347,6 +347,34 @@ impl Context {
         }
     }
 
+    /// The string value of message attribute `name`, for an SQS or SNS record (how a
+    /// publisher passes a correlation id or tenant along with the message).
+    pub fn message_attribute(&self, name: &str) -> Option<&str> {
+        match &self.payload {
+            Payload::Sqs(message) => message
+                .message_attributes
+                .get(name)?
+                .string_value
+                .as_deref(),
+            Payload::Sns(record) => record
+                .sns
+                .message_attributes
+                .get(name)
+                .map(|attribute| attribute.value.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The X-Ray trace header of whoever sent this SQS message (its `AWSTraceHeader`
+    /// system attribute), to link the producer's trace; [`Context::trace_id`] is this
+    /// invocation's own.
+    pub fn upstream_trace(&self) -> Option<&str> {
+        match &self.payload {
+            Payload::Sqs(message) => message.attributes.get("AWSTraceHeader").map(String::as_str),
+            _ => None,
+        }
+    }
+
     /// The SQS message, for an SQS record.
     pub fn sqs_message(&self) -> Option<&SqsMessage> {
         match &self.payload {

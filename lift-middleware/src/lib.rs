@@ -50,6 +50,9 @@
 //!
 //! Exactly-once effects: [`idempotency`], in Powertools for AWS Lambda's DynamoDB layout.
 //!
+//! Traces, correlation ids and tenants carried onto published SQS messages and
+//! EventBridge events: [`propagate`].
+//!
 //! Answers kept for reuse: [`cache`], in memory, in DynamoDB or both.
 //!
 //! Payloads checked against JSON Schemas (draft 2020-12) and custom rules, and responses
@@ -101,6 +104,7 @@ pub mod idempotency;
 pub mod load_shed;
 pub mod metrics_sink;
 pub mod presets;
+pub mod propagate;
 pub mod rate_limit;
 pub mod retry;
 pub mod service_auth;

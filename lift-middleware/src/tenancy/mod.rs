@@ -65,6 +65,10 @@ pub enum TenantSource {
     PathParam(String),
     /// The first label of the `Host` (`acme.api.example.com` → `acme`).
     Subdomain,
+    /// A message attribute of an SQS or SNS record (such as
+    /// [`propagate::TENANT_ATTRIBUTE`](crate::propagate::TENANT_ATTRIBUTE)), set by the
+    /// publisher; trusted as far as the queue's or topic's writers are.
+    MessageAttribute(String),
 }
 
 /// A validated tenancy configuration.
@@ -183,6 +187,7 @@ fn value_of(ctx: &Context, source: &TenantSource) -> Option<String> {
         TenantSource::Authorizer(name) => authorizer_value(ctx, name),
         TenantSource::Header(name) => ctx.header(name).map(str::to_owned),
         TenantSource::PathParam(name) => ctx.path_param(name).ok().map(str::to_owned),
+        TenantSource::MessageAttribute(name) => ctx.message_attribute(name).map(str::to_owned),
         TenantSource::Subdomain => {
             let host = ctx.header("host")?;
             let host = host.split(':').next()?;
