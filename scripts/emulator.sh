@@ -27,6 +27,8 @@ PINS=(
   "ministack[full]==1.5.33"
   "botocore==1.43.106"
   "boto3==1.43.106"
+  # The WebSocket client of the demo's chat calls.
+  "websockets==15.0.1"
 )
 LINT_PINS=("cfn-lint==1.58.0")
 MARKER="$VENV/.lift-pins"
