@@ -299,3 +299,34 @@ async fn a_streamed_response_is_not_stored_and_releases_its_key() {
     let items = client.scan().table_name(&table).send().await.expect("scan");
     assert_eq!(items.count(), 0, "the key was released");
 }
+
+#[tokio::test]
+async fn the_local_cache_answers_repeats_without_dynamodb() {
+    let f = fixture(|c| {
+        c.local_cache(10)
+            .key_fields(&["/orderId"])
+            .validate_payload(true)
+    })
+    .await;
+    let body = json!({"orderId": "o-local", "total": 3});
+    let first = send(&f.app, &body).await;
+    assert_eq!(first.status, 201);
+    // Empty the table: only the local cache still knows the key.
+    for item in f.items().await {
+        f.client
+            .delete_item()
+            .table_name(&f.table)
+            .key("id", item["id"].clone())
+            .send()
+            .await
+            .expect("delete");
+    }
+    let repeat = send(&f.app, &body).await;
+    assert_eq!(repeat.status, 201);
+    assert_eq!(repeat.body, first.body);
+    assert_eq!(repeat.header("content-type"), first.header("content-type"));
+    assert_eq!(f.calls.load(Ordering::SeqCst), 1, "answered from memory");
+    let reused = send(&f.app, &json!({"orderId": "o-local", "total": 4})).await;
+    assert_eq!(reused.status, 422, "{}", reused.text());
+    assert_eq!(f.calls.load(Ordering::SeqCst), 1);
+}

@@ -270,21 +270,23 @@ impl Cache {
     }
 
     fn slot(&self, tenant: Option<&str>, key: &str) -> Slot {
+        self.slot_from(tenant, key.to_owned())
+    }
+
+    /// The slot of `key`, built in `key`'s own buffer (the hit path allocates once).
+    fn slot_from(&self, tenant: Option<&str>, mut key: String) -> Slot {
         let namespace = &self.inner.namespace;
-        let tenant_len = tenant.map_or(1, |t| t.len() + 2);
-        let mut joined = String::with_capacity(namespace.len() + tenant_len + key.len() + 2);
-        joined.push_str(namespace);
+        key.insert(0, SEPARATOR);
         match tenant {
             Some(tenant) => {
-                joined.push_str("#t#");
-                joined.push_str(tenant);
+                key.insert_str(0, tenant);
+                key.insert_str(0, "#t#");
             }
-            None => joined.push_str("#-"),
+            None => key.insert_str(0, "#-"),
         }
-        let split = joined.len();
-        joined.push(SEPARATOR);
-        joined.push_str(key);
-        Slot { joined, split }
+        key.insert_str(0, namespace);
+        let split = namespace.len() + tenant.map_or(2, |t| t.len() + 3);
+        Slot { joined: key, split }
     }
 
     fn failed(&self, what: &str, error: &CacheError) {
@@ -583,7 +585,8 @@ where
         let cache = self.cache.clone();
         let policy = self.policy.clone();
         Box::pin(async move {
-            let slot = cache.slot(ctx.tenant(), &rule.key);
+            let mut rule = rule;
+            let slot = cache.slot_from(ctx.tenant(), std::mem::take(&mut rule.key));
             let metrics = ctx.metrics().clone();
             let now = cache.now();
             let (mut response, hit) = cache
@@ -593,9 +596,12 @@ where
                     |entry| Some(entry.to_response(now, "hit")),
                     || async {
                         let response = service.oneshot(ctx).await.map_err(Into::into)?;
+                        // The policy sees the rule as it made it, key included.
+                        let mut kept = rule.clone();
+                        kept.key = slot.key().to_owned();
                         // A streamed body is not in the response yet: nothing to keep.
                         let payload = (!lift_core::stream::is_streaming(&response))
-                            .then(|| policy.keep(&rule, &response))
+                            .then(|| policy.keep(&kept, &response))
                             .flatten()
                             .map(|ttl| Payload::of_response(&response, ttl));
                         Ok::<_, BoxError>((response, payload))

@@ -190,7 +190,8 @@ impl CachePolicy for HttpGetPolicy {
         if cc.no_store {
             return None;
         }
-        let mut key = String::with_capacity(64);
+        // Room for the cache to put the namespace and tenant in front without reallocating.
+        let mut key = String::with_capacity(128);
         key.push_str(method.as_str());
         key.push(' ');
         key.push_str(http.path());

@@ -223,7 +223,7 @@ fn now() -> Duration {
 struct Shared {
     store: Store,
     config: IdempotencyConfig,
-    cache: Option<moka::sync::Cache<String, Arc<Record>>>,
+    cache: Option<moka::sync::Cache<String, Arc<Remembered>>>,
 }
 
 /// Makes handlers idempotent; see the module docs.
@@ -303,8 +303,38 @@ fn in_progress() -> BoxError {
     ))
 }
 
-/// The stored answer, checked against this request's payload when configured.
-fn answer(shared: &Shared, record: &Record, validation: &str) -> Result<Response, BoxError> {
+/// A completed record in the local cache, with its response decoded once.
+struct Remembered {
+    record: Record,
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Body,
+}
+
+impl Remembered {
+    fn new(record: Record) -> Result<Remembered, String> {
+        let response = record.response()?;
+        let (parts, body) = response.into_parts();
+        Ok(Remembered {
+            record,
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// The remembered answer, checked as [`answer`] checks a stored one.
+    fn answer(&self, shared: &Shared, validation: &str) -> Result<Response, BoxError> {
+        check_payload(shared, &self.record, validation)?;
+        let mut response = Response::new(self.body.clone());
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers.clone();
+        Ok(response)
+    }
+}
+
+/// Refuses a record whose payload hash differs from this request's, when configured.
+fn check_payload(shared: &Shared, record: &Record, validation: &str) -> Result<(), BoxError> {
     if shared.config.validate_payload
         && record
             .validation
@@ -317,6 +347,12 @@ fn answer(shared: &Shared, record: &Record, validation: &str) -> Result<Response
             "this idempotency key was used with a different payload",
         )));
     }
+    Ok(())
+}
+
+/// The stored answer, checked against this request's payload when configured.
+fn answer(shared: &Shared, record: &Record, validation: &str) -> Result<Response, BoxError> {
+    check_payload(shared, record, validation)?;
     record
         .response()
         .map_err(|e| Box::new(Error::internal(e)) as BoxError)
@@ -343,10 +379,10 @@ where
             let Some((key, validation)) = key_of(&shared.config, &ctx)? else {
                 return service.oneshot(ctx).await.map_err(Into::into);
             };
-            if let Some(record) = shared.cache.as_ref().and_then(|c| c.get(&key))
-                && !record.expired(now())
+            if let Some(remembered) = shared.cache.as_ref().and_then(|c| c.get(&key))
+                && !remembered.record.expired(now())
             {
-                return answer(&shared, &record, &validation);
+                return remembered.answer(&shared, &validation);
             }
             let lock_for = ctx.remaining().max(Duration::from_secs(1));
             let claim = shared
@@ -394,8 +430,10 @@ where
                         .complete(&record)
                         .await
                         .map_err(|e| Box::new(e) as BoxError)?;
-                    if let Some(cache) = &shared.cache {
-                        cache.insert(key, Arc::new(record));
+                    if let Some(cache) = &shared.cache
+                        && let Ok(remembered) = Remembered::new(record)
+                    {
+                        cache.insert(key, Arc::new(remembered));
                     }
                 }
                 _ => {
