@@ -2,47 +2,24 @@
 //! injected clock, tenant isolation, `Cache-Control`, single flight, invalidation and
 //! metrics.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use lift_core::IntoResponse as _;
 
 use futures_util::future::join_all;
 use lift_core::metrics::{MetricsConfig, MetricsSink};
 use lift_core::testing::{HttpResponse, TestApp, events};
-use lift_core::{App, Context, Error, TenantId};
+use lift_core::{App, Context, Error};
 use lift_middleware::cache::{Cache, CacheLayer, CacheRule, HttpGetPolicy};
-use lift_middleware::classify::WallClock;
 use serde_json::{Value, json};
 use tower::ServiceBuilder;
 use tower::util::MapRequestLayer;
 
-/// A wall clock the test moves by hand.
-#[derive(Clone, Default)]
-struct ManualClock(Arc<AtomicU64>);
+mod support;
 
-impl ManualClock {
-    fn advance(&self, by: Duration) {
-        self.0.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
-    }
-}
-
-impl WallClock for ManualClock {
-    fn now(&self) -> SystemTime {
-        UNIX_EPOCH
-            + Duration::from_secs(1_800_000_000)
-            + Duration::from_millis(self.0.load(Ordering::SeqCst))
-    }
-}
-
-/// Sets the tenant from `x-tenant-id`, as tenancy middleware would.
-fn tenant_from_header(mut ctx: Context) -> Context {
-    if let Some(tenant) = ctx.header("x-tenant-id").map(|t| TenantId(t.into())) {
-        ctx.set_tenant(tenant);
-    }
-    ctx
-}
+use support::{ManualClock, tenant_from_header};
 
 struct Fixture {
     app: TestApp,

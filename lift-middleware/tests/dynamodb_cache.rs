@@ -4,44 +4,21 @@
 //! in front, and a failing table that never fails a request.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use lift_core::testing::{HttpResponse, TestApp, events};
-use lift_core::{App, Context, Error, TenantId};
+use lift_core::{App, Context, Error};
 use lift_middleware::cache::{Cache, CacheLayer, HttpGetPolicy};
-use lift_middleware::classify::WallClock;
 use serde_json::{Value, json};
 use tower::ServiceBuilder;
 use tower::util::MapRequestLayer;
 
 mod aws;
+mod support;
 
-/// A wall clock the test moves by hand; clones share the time.
-#[derive(Clone, Default)]
-struct ManualClock(Arc<AtomicU64>);
-
-impl ManualClock {
-    fn advance(&self, by: Duration) {
-        self.0.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
-    }
-}
-
-impl WallClock for ManualClock {
-    fn now(&self) -> SystemTime {
-        UNIX_EPOCH
-            + Duration::from_secs(1_800_000_000)
-            + Duration::from_millis(self.0.load(Ordering::SeqCst))
-    }
-}
-
-fn tenant_from_header(mut ctx: Context) -> Context {
-    if let Some(tenant) = ctx.header("x-tenant-id").map(|t| TenantId(t.into())) {
-        ctx.set_tenant(tenant);
-    }
-    ctx
-}
+use support::{ManualClock, tenant_from_header};
 
 /// One execution environment: its own App and Cache handle over the shared table.
 struct Environment {
@@ -104,6 +81,24 @@ async fn get(env: &Environment, path: &str, tenant: Option<&str>) -> HttpRespons
     env.app.http(event.v2()).await.expect("invoke")
 }
 
+/// The raw item of `pk`/`sk`, if any.
+async fn item(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+    sk: &str,
+) -> Option<std::collections::HashMap<String, AttributeValue>> {
+    client
+        .get_item()
+        .table_name(table)
+        .key("pk", AttributeValue::S(pk.into()))
+        .key("sk", AttributeValue::S(sk.into()))
+        .send()
+        .await
+        .unwrap()
+        .item
+}
+
 fn cache_header(response: &HttpResponse) -> Option<&str> {
     response.header("x-cache")
 }
@@ -126,15 +121,8 @@ async fn answers_are_shared_between_environments_in_the_documented_layout() {
     assert_eq!(shared.body, first.body);
     assert_eq!(b.calls.load(Ordering::SeqCst), 0);
 
-    let item = client
-        .get_item()
-        .table_name(&table)
-        .key("pk", AttributeValue::S("catalog#t#acme".into()))
-        .key("sk", AttributeValue::S("GET /items/1".into()))
-        .send()
+    let item = item(&client, &table, "catalog#t#acme", "GET /items/1")
         .await
-        .unwrap()
-        .item
         .expect("the item");
     let n = |name: &str| item[name].as_n().unwrap().parse::<u64>().unwrap();
     let stored = 1_800_000_000_000u64;
@@ -198,15 +186,8 @@ async fn invalidations_reach_every_environment() {
         cache_header(&get(&b, "/items/2", Some("acme")).await),
         Some("hit")
     );
-    let tombstone = client
-        .get_item()
-        .table_name(&table)
-        .key("pk", AttributeValue::S("catalog#t#acme".into()))
-        .key("sk", AttributeValue::S("GET /items/1".into()))
-        .send()
+    let tombstone = item(&client, &table, "catalog#t#acme", "GET /items/1")
         .await
-        .unwrap()
-        .item
         .expect("an item");
     // b's recomputation replaced the tombstone; it was written after the invalidation.
     assert!(!tombstone.contains_key("gone"));
@@ -252,15 +233,8 @@ async fn a_computation_that_started_before_an_invalidation_cannot_store_its_answ
     });
     assert_eq!(answer.status, 200);
     assert_eq!(a.cache.stats().stores, 1, "the write was attempted");
-    let item = client
-        .get_item()
-        .table_name(&table)
-        .key("pk", AttributeValue::S("catalog#-".into()))
-        .key("sk", AttributeValue::S("GET /items/1".into()))
-        .send()
+    let item = item(&client, &table, "catalog#-", "GET /items/1")
         .await
-        .unwrap()
-        .item
         .expect("the tombstone");
     assert_eq!(item.get("gone"), Some(&AttributeValue::Bool(true)));
     assert_eq!(cache_header(&get(&b, "/items/1", None).await), Some("miss"));

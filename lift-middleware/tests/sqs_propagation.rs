@@ -37,6 +37,19 @@ fn require_emulator() {
     );
 }
 
+/// The ARN of the queue at `url`.
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap()
+}
+
 /// The Lambda SQS event for messages read from a queue, as the event source mapping
 /// builds it.
 fn sqs_event(messages: &[aws_sdk_sqs::types::Message], queue_arn: &str) -> Value {
@@ -92,16 +105,7 @@ async fn trace_correlation_and_tenant_cross_a_real_queue() {
         .await
         .unwrap();
     let queue_url = queue.queue_url().unwrap().to_owned();
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .unwrap();
+    let queue_arn = queue_arn(&sqs, &queue_url).await;
 
     // The producer: an HTTP handler for tenant acme publishing an order.
     let (client, url) = (sqs.clone(), queue_url.clone());
@@ -232,16 +236,7 @@ async fn eventbridge_takes_the_trace_header_and_delivers_the_event() {
         .queue_url()
         .unwrap()
         .to_owned();
-    let queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .unwrap();
+    let queue_arn = queue_arn(&sqs, &queue_url).await;
     events_client
         .put_rule()
         .name("orders")

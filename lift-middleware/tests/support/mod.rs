@@ -1,5 +1,6 @@
 //! Shared test doubles: a dependency whose failures the test switches at runtime, a request
-//! type with every `RequestInfo` knob, and a wall clock that follows tokio's paused time.
+//! type with every `RequestInfo` knob, a wall clock that follows tokio's paused time, one
+//! the test moves by hand, and a stand-in for tenancy middleware.
 //!
 //! Each test file uses a part of this module.
 #![allow(dead_code)]
@@ -7,12 +8,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lift_core::{BoxError, Error};
+use lift_core::{BoxError, Context, Error, TenantId};
 use lift_middleware::classify::{Priority, RequestInfo, WallClock};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -345,4 +346,30 @@ where
 {
     use tower::ServiceExt;
     service.ready().await?.call(request).await
+}
+
+/// A wall clock the test moves by hand; clones share the time.
+#[derive(Clone, Default)]
+pub(crate) struct ManualClock(Arc<AtomicU64>);
+
+impl ManualClock {
+    pub(crate) fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+impl WallClock for ManualClock {
+    fn now(&self) -> SystemTime {
+        UNIX_EPOCH
+            + Duration::from_secs(1_800_000_000)
+            + Duration::from_millis(self.0.load(Ordering::SeqCst))
+    }
+}
+
+/// Sets the tenant from `x-tenant-id`, as tenancy middleware would.
+pub(crate) fn tenant_from_header(mut ctx: Context) -> Context {
+    if let Some(tenant) = ctx.header("x-tenant-id").map(|t| TenantId(t.into())) {
+        ctx.set_tenant(tenant);
+    }
+    ctx
 }
