@@ -388,40 +388,13 @@ pub mod events {
 
         /// The `$connect` event, with the handshake's headers and query.
         pub fn connect(&self) -> Value {
-            let mut headers = Map::new();
-            let mut multi_headers = Map::new();
-            for (name, value) in &self.headers {
-                headers.insert(name.clone(), Value::from(value.clone()));
-                let entry = multi_headers
-                    .entry(name.clone())
-                    .or_insert_with(|| Value::Array(Vec::new()));
-                if let Value::Array(values) = entry {
-                    values.push(Value::from(value.clone()));
-                }
-            }
-            let mut query = Map::new();
-            let mut multi_query = Map::new();
-            for (name, value) in &self.query {
-                query.insert(name.clone(), Value::from(value.clone()));
-                let entry = multi_query
-                    .entry(name.clone())
-                    .or_insert_with(|| Value::Array(Vec::new()));
-                if let Value::Array(values) = entry {
-                    values.push(Value::from(value.clone()));
-                }
-            }
-            let or_null = |map: Map<String, Value>| {
-                if map.is_empty() {
-                    Value::Null
-                } else {
-                    Value::Object(map)
-                }
-            };
+            let (headers, multi_headers) = single_and_multi(&self.headers);
+            let (query, multi_query) = single_and_multi(&self.query);
             json!({
-                "headers": or_null(headers),
-                "multiValueHeaders": or_null(multi_headers),
-                "queryStringParameters": or_null(query),
-                "multiValueQueryStringParameters": or_null(multi_query),
+                "headers": headers,
+                "multiValueHeaders": multi_headers,
+                "queryStringParameters": query,
+                "multiValueQueryStringParameters": multi_query,
                 "requestContext": self.context("$connect", "CONNECT"),
                 "isBase64Encoded": false
             })
@@ -445,6 +418,30 @@ pub mod events {
                 "isBase64Encoded": false
             })
         }
+    }
+
+    /// `pairs` as a single-value map (the last value of a name wins) and a multi-value map,
+    /// each `null` when empty, as API Gateway sends them.
+    fn single_and_multi(pairs: &[(String, String)]) -> (Value, Value) {
+        let mut single = Map::new();
+        let mut multi: Map<String, Value> = Map::new();
+        for (name, value) in pairs {
+            single.insert(name.clone(), Value::from(value.clone()));
+            if let Value::Array(values) = multi
+                .entry(name.clone())
+                .or_insert_with(|| Value::Array(Vec::new()))
+            {
+                values.push(Value::from(value.clone()));
+            }
+        }
+        let or_null = |map: Map<String, Value>| {
+            if map.is_empty() {
+                Value::Null
+            } else {
+                Value::Object(map)
+            }
+        };
+        (or_null(single), or_null(multi))
     }
 
     /// Starts an HTTP event; finish it with [`HttpEvent::v1`], [`HttpEvent::v2`] or
