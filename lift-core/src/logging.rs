@@ -3,7 +3,8 @@
 //! Each line is one JSON object: `timestamp` (RFC 3339, milliseconds, UTC), `level`
 //! (`TRACE` … `ERROR`), `message`, `target`, then the fields of every enclosing span (the
 //! Lambda runtime's invocation span brings `requestId`; Lift's request and record spans add
-//! `correlationId`, `source`, `route`, `messageId`, ...) and the event's own fields.
+//! `xrayTraceId`, `correlationId`, `source`, `route`, `messageId`, ...) and the event's own
+//! fields.
 //!
 //! [`init`] reads `AWS_LAMBDA_LOG_FORMAT` (`JSON` or `Text`) and `AWS_LAMBDA_LOG_LEVEL`
 //! once, at cold start; [`crate::App::run`] calls it for you unless a subscriber is set.

@@ -1,6 +1,6 @@
 //! Spans with timing: each layer added to an App runs in a `middleware` span that logs its
 //! elapsed time and status at DEBUG, inside the request's span; the request logs its own
-//! duration. At INFO, none of it is written.
+//! duration. At INFO, none of it is written. Every line carries the X-Ray trace id.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -13,6 +13,9 @@ use tower::util::MapRequestLayer;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
+
+/// The trace header `lift_core::testing` gives every invocation.
+const TRACE: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1";
 
 #[derive(Clone, Default)]
 struct Buffer(Arc<Mutex<Vec<u8>>>);
@@ -58,6 +61,7 @@ impl<S> tower::Layer<S> for Audit {
 fn app() -> App {
     App::new()
         .get("/orders/{id}", |ctx: Context| async move {
+            tracing::info!("reading the order");
             Ok::<_, Error>(format!("order {}", ctx.path_param("id")?))
         })
         .layer(MapRequestLayer::new(|ctx: Context| ctx))
@@ -119,8 +123,14 @@ fn each_layer_and_each_request_logs_its_timing_at_debug() {
 }
 
 #[test]
-fn at_info_nothing_of_it_is_written() {
+fn at_info_nothing_of_it_is_written_and_log_lines_carry_the_trace() {
     let lines = run(LevelFilter::INFO);
+    let handler = lines
+        .iter()
+        .find(|l| l["message"] == "reading the order")
+        .expect("the handler's line");
+    assert_eq!(handler["xrayTraceId"], TRACE);
+    assert_eq!(handler["route"], "/orders/{id}");
     assert!(
         lines
             .iter()

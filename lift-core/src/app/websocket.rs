@@ -114,6 +114,7 @@ impl LiftService {
                     "request",
                     tenant = tracing::field::Empty,
                     requestId = %lambda.request_id,
+                    xrayTraceId = lambda.xray_trace_id.as_deref(),
                     correlationId = correlation_id.as_deref().unwrap_or(&lambda.request_id),
                     source = Source::WebSocket.as_str(),
                     route = resolved.as_ref().map(|(key, _)| &**key).unwrap_or_default(),
