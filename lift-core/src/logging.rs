@@ -6,7 +6,7 @@
 //! `xrayTraceId`, `correlationId`, `source`, `route`, `messageId`, ...) and the event's own
 //! fields.
 //!
-//! [`init`] reads `AWS_LAMBDA_LOG_FORMAT` (`JSON` or `Text`) and `AWS_LAMBDA_LOG_LEVEL`
+//! [`try_init`] reads `AWS_LAMBDA_LOG_FORMAT` (`JSON` or `Text`) and `AWS_LAMBDA_LOG_LEVEL`
 //! once, at cold start; [`crate::App::run`] calls it for you unless a subscriber is set.
 //!
 //! ```

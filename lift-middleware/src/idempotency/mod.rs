@@ -9,7 +9,7 @@
 //! - The key is a SHA-256 of the whole payload (the HTTP body, the SQS message body, the
 //!   EventBridge `detail`, ...) or of the fields named by JSON pointers, or any string a
 //!   closure returns; it is prefixed with the function name and the route.
-//! - Optionally a second hash of the payload ([`IdempotencyConfig::validate_payload`]):
+//! - Optionally a second hash of the payload ([`IdempotencyConfigBuilder::validate_payload`]):
 //!   the same key with a different payload is refused (422 `idempotency_key_reused`).
 //! - The claim is one conditional `PutItem`: it wins if no record exists, or the record's
 //!   expiry passed, or an in-progress record's lock expired (a crashed invocation does not
@@ -17,7 +17,7 @@
 //!   checked in code, since DynamoDB's TTL deletes late.
 //! - A completed key answers with the stored response without running the handler. A key
 //!   in progress answers 409 `idempotency_in_progress`, or, when
-//!   [`IdempotencyConfig::wait_for_in_progress`] allows, waits for the first call's answer.
+//!   [`IdempotencyConfigBuilder::wait_for_in_progress`] allows, waits for the first call's answer.
 //! - A failed handler (an error or a 5xx) deletes its record, so a retry can run. So does
 //!   a streamed response ([`lift_core::stream`]), whose body cannot be stored and replayed.
 //! - Works per request and per batch record (each record its own key, with partial batch

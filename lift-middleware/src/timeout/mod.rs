@@ -1,5 +1,5 @@
 //! Timeout: a call that does not finish in time is dropped and answered with
-//! [`Error::Timeout`](lift_core::Error::Timeout) (504 for HTTP).
+//! [`lift_core::Error::Timeout`] (504 for HTTP).
 //!
 //! Deadline-aware: the effective timeout is the smaller of the configured one and the
 //! invocation's remaining time minus a margin, so a handler answers before Lambda kills it.
