@@ -12,7 +12,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PORT="${LIFT_EMULATOR_PORT:-4566}"
 ENDPOINT="http://127.0.0.1:$PORT"
-STEPS=8
+STEPS=9
 STEP=0
 STARTED_AT=$SECONDS
 
@@ -42,6 +42,9 @@ cargo fmt --all --check
 
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo doc --workspace --no-deps --all-features (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 
 step "local AWS emulator: install and start on $ENDPOINT"
 bash scripts/emulator.sh install
