@@ -463,6 +463,14 @@ fn output_json(response: &Response) -> Result<Box<RawValue>, Error> {
     raw.map_err(Error::internal)
 }
 
+/// The caller's correlation id from an `x-correlation-id` header, if it sent one.
+fn correlation_header(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 fn raw(json: String) -> Result<Box<RawValue>, Error> {
     RawValue::from_string(json).map_err(Error::internal)
 }
@@ -731,11 +739,7 @@ impl LiftService {
                     request.method,
                     resolved.route.as_deref().unwrap_or("unmatched")
                 );
-                let correlation_id = request
-                    .headers
-                    .get("x-correlation-id")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
+                let correlation_id = correlation_header(&request.headers);
                 let span = tracing::info_span!(
                     target: "lift",
                     "request",

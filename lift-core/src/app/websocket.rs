@@ -6,7 +6,7 @@ use std::time::Instant;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use serde_json::value::RawValue;
 
-use super::{App, LiftService, Unit, error_response, log_error, raw};
+use super::{App, LiftService, Unit, correlation_header, error_response, log_error, raw};
 use crate::context::{Payload, Source};
 use crate::error::Error;
 use crate::handler::{Endpoint, Handler};
@@ -100,11 +100,7 @@ impl LiftService {
             }
             Ok(request) => {
                 let operation = format!("websocket {}", request.route_key);
-                let correlation_id = request
-                    .headers
-                    .get("x-correlation-id")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
+                let correlation_id = correlation_header(&request.headers);
                 let resolved = self
                     .inner
                     .websocket
