@@ -331,9 +331,9 @@ impl Cache {
     }
 
     /// Looks `slot` up, or computes it once for every concurrent caller in this process.
-    /// `accept` turns a stored entry into the caller's output (`None`: unusable, compute
-    /// instead); `compute` returns the caller's output and what to keep of it. The flag
-    /// says whether the output came from the cache.
+    /// `accept` turns a stored entry, read at the given time, into the caller's output
+    /// (`None`: unusable, compute instead); `compute` returns the caller's output and what
+    /// to keep of it. The flag says whether the output came from the cache.
     async fn fetch<T, E, A, F, Fut>(
         &self,
         slot: &Slot,
@@ -342,14 +342,15 @@ impl Cache {
         compute: F,
     ) -> Result<(T, bool), E>
     where
-        A: Fn(&Entry) -> Option<T>,
+        A: Fn(&Entry, u64) -> Option<T>,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(T, Option<Payload>), E>>,
     {
         let counters = &self.inner.counters;
+        let now = self.now();
         if !rule.refresh
-            && let Some(entry) = self.lookup(slot, self.now(), rule.max_age).await
-            && let Some(output) = accept(&entry)
+            && let Some(entry) = self.lookup(slot, now, rule.max_age).await
+            && let Some(output) = accept(&entry, now)
         {
             counters.hits.fetch_add(1, Ordering::Relaxed);
             return Ok((output, true));
@@ -360,7 +361,7 @@ impl Cache {
                 Join::Leader(leader) => break Some(leader),
                 Join::Follower(receiver) => match flight::wait(receiver).await {
                     Waited::Shared(entry) => {
-                        if let Some(output) = accept(&entry) {
+                        if let Some(output) = accept(&entry, self.now()) {
                             counters.coalesced.fetch_add(1, Ordering::Relaxed);
                             return Ok((output, true));
                         }
@@ -417,7 +418,7 @@ impl Cache {
     {
         let slot = self.slot(ctx.tenant(), key);
         let rule = CacheRule::new(key, ttl);
-        let decode = |entry: &Entry| {
+        let decode = |entry: &Entry, _now: u64| {
             let decoded = match &entry.body {
                 Body::Text(json) => serde_json::from_str(json),
                 Body::Binary(bytes) => serde_json::from_slice(bytes),
@@ -588,12 +589,11 @@ where
             let mut rule = rule;
             let slot = cache.slot_from(ctx.tenant(), std::mem::take(&mut rule.key));
             let metrics = ctx.metrics().clone();
-            let now = cache.now();
             let (mut response, hit) = cache
                 .fetch(
                     &slot,
                     &rule,
-                    |entry| Some(entry.to_response(now, "hit")),
+                    |entry, now| Some(entry.to_response(now, "hit")),
                     || async {
                         let response = service.oneshot(ctx).await.map_err(Into::into)?;
                         // The policy sees the rule as it made it, key included.
