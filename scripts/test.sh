@@ -16,6 +16,10 @@ STEPS=9
 STEP=0
 STARTED_AT=$SECONDS
 
+# A whole run gains little from incremental compilation, and its cache takes gigabytes
+# of disk.
+export CARGO_INCREMENTAL=0
+
 step() {
   STEP=$((STEP + 1))
   printf '\n==> [%d/%d] %s   (t=%ds)\n' "$STEP" "$STEPS" "$*" "$((SECONDS - STARTED_AT))"
@@ -23,6 +27,9 @@ step() {
 
 on_exit() {
   local rc=$?
+  printf '\n==> disk: target/ holds %s; %s free\n' \
+    "$(du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null | cut -f1)" \
+    "$(df -h . | awk 'NR == 2 { print $4 }')"
   if [[ -n "${STOP_EMULATOR:-}" ]]; then
     printf '\n==> stopping the emulator\n'
     bash scripts/emulator.sh stop || true
