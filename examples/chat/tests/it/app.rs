@@ -1,5 +1,5 @@
 //! The chat App in-process: who may connect, and what `send` accepts. (Sending itself talks
-//! to API Gateway: `tests/deployed.rs` covers it on the emulator.)
+//! to API Gateway: `deployed.rs` covers it on the emulator.)
 
 use std::sync::Arc;
 

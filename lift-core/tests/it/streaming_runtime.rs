@@ -373,7 +373,7 @@ fn streams_over_the_lambda_runtime_api() {
 
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args([
-            "child_serves_one_streamed_invocation",
+            "streaming_runtime::child_serves_one_streamed_invocation",
             "--exact",
             "--ignored",
             "--nocapture",

@@ -1,7 +1,7 @@
 //! Streamed HTTP responses (`lift_core::stream`): chunk order, backpressure, the NDJSON and
 //! SSE wire formats, buffered collection and its limit, and errors mid-stream. Everything
 //! runs in-process through `LiftService::respond`, the function `App::run` serves; the
-//! Runtime API wire protocol is covered by `tests/streaming_runtime.rs`.
+//! Runtime API wire protocol is covered by `streaming_runtime.rs`.
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -2,8 +2,7 @@
 //! type with every `RequestInfo` knob, a wall clock that follows tokio's paused time, one
 //! the test moves by hand, and a stand-in for tenancy middleware.
 //!
-//! Each test file uses a part of this module.
-#![allow(dead_code)]
+//! Each test module uses a part of this one.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;

@@ -1,6 +1,6 @@
 //! Bulkhead under injected slowness: slots, queue, max wait, priorities, compartments.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

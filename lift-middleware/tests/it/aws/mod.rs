@@ -1,8 +1,6 @@
 //! The local emulator's DynamoDB, for the tests that need it: a real SDK client and a fresh
 //! table per test.
 
-#![allow(dead_code)]
-
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tower::ServiceBuilder;
 use tower::util::MapRequestLayer;
 
-mod support;
+use crate::support;
 
 use support::{ManualClock, tenant_from_header};
 

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::{
 use lift_core::Error;
 use lift_middleware::tenancy::TenantTable;
 
-mod aws;
+use crate::aws;
 
 fn item(total: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([("total".to_owned(), AttributeValue::N(total.to_owned()))])

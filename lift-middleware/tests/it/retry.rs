@@ -1,6 +1,6 @@
 //! Retry under injected failures: what is retried, how long it waits, and what stops it.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -12,7 +12,7 @@ use lift_core::{App, Context, Created, Error, Json};
 use lift_middleware::idempotency::{IdempotencyConfig, IdempotencyLayer};
 use serde_json::{Value, json};
 
-mod aws;
+use crate::aws;
 
 struct Fixture {
     app: TestApp,

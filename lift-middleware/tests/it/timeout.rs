@@ -1,6 +1,6 @@
 //! Timeout under an injected slow or hanging dependency, with and without deadlines.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Rate limiting with a fake clock: the quota, the refusal and its headers, refill, keys.
 
-mod support;
+use crate::support;
 
 use std::num::NonZeroU32;
 use std::time::Duration;

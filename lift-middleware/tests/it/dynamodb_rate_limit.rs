@@ -16,7 +16,7 @@ use lift_middleware::rate_limit::dynamodb::{
 };
 use tower::{Layer, ServiceExt};
 
-mod aws;
+use crate::aws;
 use aws::{client, table};
 
 async fn served(_: String) -> Result<(), BoxError> {

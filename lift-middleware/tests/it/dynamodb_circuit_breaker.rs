@@ -13,7 +13,7 @@ use lift_middleware::circuit_breaker::{
 use lift_middleware::classify::WallClock;
 use tower::{Layer, ServiceExt};
 
-mod aws;
+use crate::aws;
 use aws::client;
 
 /// A wall clock the test moves by hand.

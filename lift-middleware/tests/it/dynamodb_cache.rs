@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use tower::ServiceBuilder;
 use tower::util::MapRequestLayer;
 
-mod aws;
-mod support;
+use crate::aws;
+use crate::support;
 
 use support::{ManualClock, tenant_from_header};
 

@@ -1,6 +1,6 @@
 //! Circuit breaker under injected failures: trip, fail fast, half-open, recover.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Load shedding under injected load: in-flight limit, deadlines, latency.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

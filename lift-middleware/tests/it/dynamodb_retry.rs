@@ -9,7 +9,7 @@ use lift_middleware::classify::RequestInfo;
 use lift_middleware::presets;
 use tower::{Layer, ServiceExt};
 
-mod aws;
+use crate::aws;
 
 #[derive(Clone)]
 struct Put(String);
