@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run Lift's checks and tests, as CI does (.ci/run calls this):
-#   format, clippy, local AWS emulator + deployment of template.yaml, cfn-lint,
-#   the doc tests, then the test suites (nextest, or cargo test without it).
+#   format, clippy (also of lift-core without its optional event sources), cargo doc, the
+#   local AWS emulator and a deployment of template.yaml on it, cfn-lint, the doc tests,
+#   then the test suites (nextest, or cargo test without it).
 #
 #   scripts/test.sh
 #
@@ -12,7 +13,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PORT="${LIFT_EMULATOR_PORT:-4566}"
 ENDPOINT="http://127.0.0.1:$PORT"
-STEPS=9
+STEPS=10
 STEP=0
 STARTED_AT=$SECONDS
 
@@ -49,6 +50,10 @@ cargo fmt --all --check
 
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+
+step "lift-core without its optional event sources: clippy and unit tests"
+cargo clippy -p lift-core --no-default-features --all-targets -- -D warnings
+cargo test -p lift-core --no-default-features --lib
 
 step "cargo doc --workspace --no-deps --all-features (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features

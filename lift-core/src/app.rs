@@ -1,9 +1,18 @@
 //! The [`App`] builder and the Lambda service it becomes.
 
+#[cfg(feature = "dynamodb")]
+mod dynamodb;
+#[cfg(feature = "eventbridge")]
+mod eventbridge;
+#[cfg(feature = "sns")]
+mod sns;
+#[cfg(feature = "sqs")]
+mod sqs;
 mod streaming;
+#[cfg(feature = "websocket")]
 mod websocket;
 
-use std::collections::HashSet;
+#[cfg(feature = "sqs")]
 use std::num::NonZeroUsize;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -12,16 +21,9 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Instant, SystemTime};
 
 use aws_lambda_events::alb::AlbTargetGroupRequest;
-use aws_lambda_events::apigw::{
-    ApiGatewayProxyRequest, ApiGatewayV2httpRequest, ApiGatewayWebsocketProxyRequest,
-};
-use aws_lambda_events::dynamodb::Event as DynamoDbEvent;
-use aws_lambda_events::eventbridge::EventBridgeEvent;
-use aws_lambda_events::sns::SnsEvent;
-use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
 use futures_util::future::{Either, FutureExt};
-use futures_util::stream::{self, StreamExt};
-use http::{Method, header};
+use http::Method;
 use lambda_runtime::LambdaEvent;
 use serde_json::value::RawValue;
 use tower::util::BoxCloneSyncService;
@@ -34,7 +36,7 @@ use crate::handler::{BoxFuture, Dispatch, Endpoint, Handler};
 use crate::http_event;
 use crate::metrics::{Metrics, MetricsConfig};
 use crate::probe::{Kind, probe};
-use crate::response::{Body, Response, json_response};
+use crate::response::{Response, json_response};
 use crate::router::Router;
 
 /// The boxed middleware stack every request and record goes through.
@@ -42,12 +44,6 @@ pub type BoxService = BoxCloneSyncService<Context, Response, BoxError>;
 
 /// Lambda's synchronous invocation payload limit (6 MB), the default body limit.
 pub const DEFAULT_BODY_LIMIT: usize = 6 * 1024 * 1024;
-
-struct EventRoute {
-    source: String,
-    detail_type: Option<String>,
-    endpoint: Endpoint,
-}
 
 /// A Lambda function: handlers for every event source, one middleware stack, one binary.
 ///
@@ -69,15 +65,23 @@ struct EventRoute {
 /// ```
 pub struct App {
     router: Router,
+    #[cfg(feature = "sqs")]
     sqs: Option<Endpoint>,
+    #[cfg(feature = "dynamodb")]
     dynamodb: Option<Endpoint>,
+    #[cfg(feature = "sns")]
     sns: Option<Endpoint>,
-    events: Vec<EventRoute>,
+    #[cfg(feature = "eventbridge")]
+    events: Vec<eventbridge::EventRoute>,
+    #[cfg(feature = "eventbridge")]
     schedule: Option<Endpoint>,
+    #[cfg(feature = "eventbridge")]
     event_fallback: Option<Endpoint>,
+    #[cfg(feature = "websocket")]
     websocket: websocket::WebSocketRoutes,
     service: Option<BoxService>,
     body_limit: usize,
+    #[cfg(feature = "sqs")]
     sqs_concurrency: NonZeroUsize,
     metrics: Option<MetricsConfig>,
     streaming: streaming::StreamingConfig,
@@ -94,7 +98,6 @@ impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
             .field("body_limit", &self.body_limit)
-            .field("sqs_concurrency", &self.sqs_concurrency)
             .finish_non_exhaustive()
     }
 }
@@ -115,15 +118,23 @@ impl App {
     pub fn new() -> Self {
         App {
             router: Router::default(),
+            #[cfg(feature = "sqs")]
             sqs: None,
+            #[cfg(feature = "dynamodb")]
             dynamodb: None,
+            #[cfg(feature = "sns")]
             sns: None,
+            #[cfg(feature = "eventbridge")]
             events: Vec::new(),
+            #[cfg(feature = "eventbridge")]
             schedule: None,
+            #[cfg(feature = "eventbridge")]
             event_fallback: None,
+            #[cfg(feature = "websocket")]
             websocket: websocket::WebSocketRoutes::default(),
             service: None,
             body_limit: DEFAULT_BODY_LIMIT,
+            #[cfg(feature = "sqs")]
             sqs_concurrency: NonZeroUsize::MIN,
             metrics: None,
             streaming: streaming::StreamingConfig::default(),
@@ -173,72 +184,6 @@ impl App {
         delete => DELETE;
     }
 
-    /// Handles each record of an SQS batch. Failed records are reported in
-    /// `batchItemFailures` (enable `ReportBatchItemFailures` on the event source mapping);
-    /// on a FIFO queue, the records after a failure in the same message group are reported
-    /// failed without running, so the group's order holds.
-    pub fn sqs<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
-        self.sqs = Some(Endpoint::new(handler));
-        self
-    }
-
-    /// Handles each record of a DynamoDB Streams batch; failed records are reported by
-    /// sequence number in `batchItemFailures`. Typed input comes from the new image (the old
-    /// image for `REMOVE`).
-    pub fn dynamodb<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
-        self.dynamodb = Some(Endpoint::new(handler));
-        self
-    }
-
-    /// Handles each SNS notification; typed input comes from the `Message`.
-    pub fn sns<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
-        self.sns = Some(Endpoint::new(handler));
-        self
-    }
-
-    /// Handles EventBridge events with this `source` and `detail-type`; typed input comes
-    /// from `detail`.
-    pub fn event<H: Handler<Args>, Args: 'static>(
-        mut self,
-        source: &str,
-        detail_type: &str,
-        handler: H,
-    ) -> Self {
-        self.events.push(EventRoute {
-            source: source.to_owned(),
-            detail_type: Some(detail_type.to_owned()),
-            endpoint: Endpoint::new(handler),
-        });
-        self
-    }
-
-    /// Handles EventBridge events with this `source` and a `detail-type` no
-    /// [`App::event`] route names.
-    pub fn event_source<H: Handler<Args>, Args: 'static>(
-        mut self,
-        source: &str,
-        handler: H,
-    ) -> Self {
-        self.events.push(EventRoute {
-            source: source.to_owned(),
-            detail_type: None,
-            endpoint: Endpoint::new(handler),
-        });
-        self
-    }
-
-    /// Handles scheduled events (`source: aws.events`, `detail-type: Scheduled Event`).
-    pub fn schedule<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
-        self.schedule = Some(Endpoint::new(handler));
-        self
-    }
-
-    /// Handles EventBridge events no other route matches.
-    pub fn event_fallback<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
-        self.event_fallback = Some(Endpoint::new(handler));
-        self
-    }
-
     /// Wraps every handler call (each HTTP request and each record) in `layer`.
     ///
     /// Layers see the [`Context`] after routing, so [`Context::route`] is known. The layer
@@ -274,13 +219,6 @@ impl App {
         self
     }
 
-    /// Runs up to `limit` records of a standard SQS batch at once (default 1). FIFO batches
-    /// always run in order.
-    pub fn sqs_concurrency(mut self, limit: NonZeroUsize) -> Self {
-        self.sqs_concurrency = limit;
-        self
-    }
-
     /// Flushes the invocation's metrics ([`Context::metrics`]) as CloudWatch EMF once per
     /// invocation, with per-route `Requests`, `Errors` and `Latency` and a `ColdStart`
     /// count unless switched off (see [`MetricsConfig`]). Without it, nothing is flushed.
@@ -300,15 +238,23 @@ impl App {
         Ok(LiftService {
             inner: Arc::new(Inner {
                 router: self.router,
+                #[cfg(feature = "sqs")]
                 sqs: self.sqs,
+                #[cfg(feature = "dynamodb")]
                 dynamodb: self.dynamodb,
+                #[cfg(feature = "sns")]
                 sns: self.sns,
+                #[cfg(feature = "eventbridge")]
                 events: self.events,
+                #[cfg(feature = "eventbridge")]
                 schedule: self.schedule,
+                #[cfg(feature = "eventbridge")]
                 event_fallback: self.event_fallback,
+                #[cfg(feature = "websocket")]
                 websocket: self.websocket,
                 service: self.service,
                 body_limit: self.body_limit,
+                #[cfg(feature = "sqs")]
                 sqs_concurrency: self.sqs_concurrency.get(),
                 metrics: self.metrics,
                 streaming: self.streaming,
@@ -355,15 +301,23 @@ fn check_environment(get: impl Fn(&str) -> Option<String>) -> Result<(), Error> 
 
 struct Inner {
     router: Router,
+    #[cfg(feature = "sqs")]
     sqs: Option<Endpoint>,
+    #[cfg(feature = "dynamodb")]
     dynamodb: Option<Endpoint>,
+    #[cfg(feature = "sns")]
     sns: Option<Endpoint>,
-    events: Vec<EventRoute>,
+    #[cfg(feature = "eventbridge")]
+    events: Vec<eventbridge::EventRoute>,
+    #[cfg(feature = "eventbridge")]
     schedule: Option<Endpoint>,
+    #[cfg(feature = "eventbridge")]
     event_fallback: Option<Endpoint>,
+    #[cfg(feature = "websocket")]
     websocket: websocket::WebSocketRoutes,
     service: Option<BoxService>,
     body_limit: usize,
+    #[cfg(feature = "sqs")]
     sqs_concurrency: usize,
     metrics: Option<MetricsConfig>,
     streaming: streaming::StreamingConfig,
@@ -404,6 +358,28 @@ fn decode<T: serde::de::DeserializeOwned>(kind: &'static str, raw: &RawValue) ->
     serde_json::from_str(raw.get()).map_err(|source| Error::InvalidEvent { kind, source })
 }
 
+/// The error for an event from a source this build of lift-core leaves out: it names the
+/// cargo feature that adds it.
+#[cfg(not(all(
+    feature = "sqs",
+    feature = "dynamodb",
+    feature = "sns",
+    feature = "eventbridge",
+    feature = "websocket"
+)))]
+fn not_built(kind: &Kind) -> Error {
+    let (what, feature) = match kind {
+        Kind::Sqs => ("an SQS batch", "sqs"),
+        Kind::DynamoDb => ("a DynamoDB Streams batch", "dynamodb"),
+        Kind::Sns => ("an SNS notification", "sns"),
+        Kind::EventBridge => ("an EventBridge event", "eventbridge"),
+        _ => ("an API Gateway WebSocket event", "websocket"),
+    };
+    let description = format!("{what}: lift-core was built without its `{feature}` feature");
+    tracing::error!(target: "lift", event = %description, "no handler for the event");
+    Error::NoHandler(description)
+}
+
 fn describe_unknown(raw: &RawValue) -> String {
     match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw.get()) {
         Ok(map) => {
@@ -440,8 +416,12 @@ fn log_error(error: &Error, what: &'static str) {
     }
 }
 
+#[cfg(any(feature = "sns", feature = "eventbridge"))]
 /// The JSON a non-HTTP handler's response becomes as the invocation's response.
 fn output_json(response: &Response) -> Result<Box<RawValue>, Error> {
+    use crate::response::Body;
+    use http::header;
+
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -475,18 +455,21 @@ fn raw(json: String) -> Result<Box<RawValue>, Error> {
     RawValue::from_string(json).map_err(Error::internal)
 }
 
+#[cfg(any(feature = "sqs", feature = "dynamodb"))]
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct BatchResponse {
     batch_item_failures: Vec<ItemFailure>,
 }
 
+#[cfg(any(feature = "sqs", feature = "dynamodb"))]
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ItemFailure {
     item_identifier: String,
 }
 
+#[cfg(any(feature = "sqs", feature = "dynamodb"))]
 fn batch_response(failures: Vec<String>) -> Result<Box<RawValue>, Error> {
     let response = BatchResponse {
         batch_item_failures: failures
@@ -589,26 +572,35 @@ impl LiftService {
                 );
                 self.http(Source::Alb, request, lambda, metrics).await
             }
-            Kind::Sqs => {
-                let batch: SqsEvent = decode("SQS", event)?;
-                self.sqs(batch.records, lambda, metrics).await
-            }
+            #[cfg(feature = "sqs")]
+            Kind::Sqs => self.sqs(decode("SQS", event)?, lambda, metrics).await,
+            #[cfg(feature = "dynamodb")]
             Kind::DynamoDb => {
-                let batch: DynamoDbEvent = decode("DynamoDB Streams", event)?;
-                self.dynamodb(batch, lambda, metrics).await
+                self.dynamodb(decode("DynamoDB Streams", event)?, lambda, metrics)
+                    .await
             }
-            Kind::Sns => {
-                let batch: SnsEvent = decode("SNS", event)?;
-                self.sns(batch, lambda, metrics).await
-            }
+            #[cfg(feature = "sns")]
+            Kind::Sns => self.sns(decode("SNS", event)?, lambda, metrics).await,
+            #[cfg(feature = "eventbridge")]
             Kind::EventBridge => {
-                let event: EventBridgeEvent<Box<RawValue>> = decode("EventBridge", event)?;
-                self.eventbridge(event, lambda, metrics).await
+                self.eventbridge(decode("EventBridge", event)?, lambda, metrics)
+                    .await
             }
+            #[cfg(feature = "websocket")]
             Kind::WebSocket => {
-                let event: ApiGatewayWebsocketProxyRequest =
-                    decode("API Gateway WebSocket", event)?;
-                self.websocket(event, lambda, metrics).await
+                self.websocket(decode("API Gateway WebSocket", event)?, lambda, metrics)
+                    .await
+            }
+            #[cfg(not(all(
+                feature = "sqs",
+                feature = "dynamodb",
+                feature = "sns",
+                feature = "eventbridge",
+                feature = "websocket"
+            )))]
+            #[allow(unreachable_patterns)]
+            Kind::Sqs | Kind::DynamoDb | Kind::Sns | Kind::EventBridge | Kind::WebSocket => {
+                Err(not_built(&kind))
             }
             Kind::Unknown(description) => {
                 let description = if description.is_empty() {
@@ -789,6 +781,7 @@ impl LiftService {
         (multi_value, response)
     }
 
+    #[cfg(any(feature = "sqs", feature = "dynamodb"))]
     /// Runs one record; `true` when it succeeded (a 2xx or 3xx response).
     async fn record(
         &self,
@@ -820,267 +813,9 @@ impl LiftService {
         tracing::warn!(target: "lift", code = error.code(), error = %Chain(&error), "record failed");
         false
     }
-
-    fn sqs_unit(
-        &self,
-        endpoint: &Endpoint,
-        lambda: &lambda_runtime::Context,
-        message: SqsMessage,
-    ) -> Unit {
-        let correlation_id = message
-            .message_attributes
-            .get("correlationId")
-            .and_then(|a| a.string_value.clone());
-        let span = tracing::info_span!(
-            target: "lift",
-            "record",
-            tenant = tracing::field::Empty,
-            requestId = %lambda.request_id,
-            xrayTraceId = lambda.xray_trace_id.as_deref(),
-            correlationId = correlation_id.as_deref().unwrap_or(&lambda.request_id),
-            source = "sqs",
-            messageId = message.message_id.as_deref().unwrap_or_default(),
-        );
-        Unit {
-            source: Source::Sqs,
-            payload: Payload::Sqs(Box::new(message)),
-            correlation_id,
-            endpoint: endpoint.clone(),
-            route: None,
-            params: Vec::new(),
-            span,
-        }
-    }
-
-    async fn sqs(
-        &self,
-        records: Vec<SqsMessage>,
-        lambda: Arc<lambda_runtime::Context>,
-        metrics: &Metrics,
-    ) -> Result<Box<RawValue>, Error> {
-        let Some(endpoint) = self.inner.sqs.clone() else {
-            return Err(Error::NoHandler(
-                "an SQS batch (register one with App::sqs)".to_owned(),
-            ));
-        };
-        let fifo = records
-            .first()
-            .and_then(|r| r.event_source_arn.as_deref())
-            .is_some_and(|arn| arn.ends_with(".fifo"));
-        let mut failures: Vec<Option<String>> = Vec::new();
-        if fifo || self.inner.sqs_concurrency == 1 {
-            let mut failed_groups: HashSet<String> = HashSet::new();
-            for message in records {
-                let id = message.message_id.clone();
-                let group = message.attributes.get("MessageGroupId").cloned();
-                if let Some(group) = group.as_ref().filter(|g| failed_groups.contains(*g)) {
-                    tracing::warn!(target: "lift", messageId = id.as_deref().unwrap_or_default(), group = %group, "record skipped: an earlier record of its message group failed");
-                    failures.push(id);
-                    continue;
-                }
-                let unit = self.sqs_unit(&endpoint, &lambda, message);
-                if !self.record(&lambda, metrics, unit).await {
-                    failures.push(id);
-                    if let Some(group) = group.filter(|_| fifo) {
-                        failed_groups.insert(group);
-                    }
-                }
-            }
-        } else {
-            let results: Vec<(Option<String>, bool)> = stream::iter(records)
-                .map(|message| {
-                    let id = message.message_id.clone();
-                    let unit = self.sqs_unit(&endpoint, &lambda, message);
-                    let lambda = &lambda;
-                    async move { (id, self.record(lambda, metrics, unit).await) }
-                })
-                .buffered(self.inner.sqs_concurrency)
-                .collect()
-                .await;
-            failures.extend(results.into_iter().filter(|(_, ok)| !ok).map(|(id, _)| id));
-        }
-        report(failures, "messageId")
-    }
-
-    async fn dynamodb(
-        &self,
-        batch: DynamoDbEvent,
-        lambda: Arc<lambda_runtime::Context>,
-        metrics: &Metrics,
-    ) -> Result<Box<RawValue>, Error> {
-        let Some(endpoint) = self.inner.dynamodb.clone() else {
-            return Err(Error::NoHandler(
-                "a DynamoDB Streams batch (register one with App::dynamodb)".to_owned(),
-            ));
-        };
-        let mut failures = Vec::new();
-        for record in batch.records {
-            let sequence = record.change.sequence_number.clone();
-            let span = tracing::info_span!(
-                target: "lift",
-                "record",
-                tenant = tracing::field::Empty,
-                requestId = %lambda.request_id,
-                xrayTraceId = lambda.xray_trace_id.as_deref(),
-                source = "dynamodb",
-                eventName = %record.event_name,
-                sequenceNumber = sequence.as_deref().unwrap_or_default(),
-            );
-            let unit = Unit {
-                source: Source::DynamoDbStream,
-                payload: Payload::DynamoDb(Box::new(record)),
-                correlation_id: None,
-                endpoint: endpoint.clone(),
-                route: None,
-                params: Vec::new(),
-                span,
-            };
-            if !self.record(&lambda, metrics, unit).await {
-                failures.push(sequence);
-            }
-        }
-        report(failures, "SequenceNumber")
-    }
-
-    async fn sns(
-        &self,
-        batch: SnsEvent,
-        lambda: Arc<lambda_runtime::Context>,
-        metrics: &Metrics,
-    ) -> Result<Box<RawValue>, Error> {
-        let Some(endpoint) = self.inner.sns.clone() else {
-            return Err(Error::NoHandler(
-                "an SNS notification (register one with App::sns)".to_owned(),
-            ));
-        };
-        let mut outputs = Vec::with_capacity(batch.records.len());
-        let mut first_error = None;
-        for record in batch.records {
-            let correlation_id = record
-                .sns
-                .message_attributes
-                .get("correlationId")
-                .map(|a| a.value.clone());
-            let span = tracing::info_span!(
-                target: "lift",
-                "record",
-                tenant = tracing::field::Empty,
-                requestId = %lambda.request_id,
-                xrayTraceId = lambda.xray_trace_id.as_deref(),
-                correlationId = correlation_id.as_deref().unwrap_or(&lambda.request_id),
-                source = "sns",
-                messageId = %record.sns.message_id,
-            );
-            let ctx = self.context(
-                &lambda,
-                metrics,
-                Unit {
-                    source: Source::Sns,
-                    payload: Payload::Sns(Box::new(record)),
-                    correlation_id,
-                    endpoint: endpoint.clone(),
-                    route: None,
-                    params: Vec::new(),
-                    span: span.clone(),
-                },
-            );
-            let started = Instant::now();
-            let outcome = self.run_unit(ctx).await;
-            self.observe(metrics, "sns", outcome.is_err(), started);
-            match outcome {
-                Ok(response) => outputs.push(output_json(&response)?),
-                Err(error) => {
-                    let _entered = span.enter();
-                    log_error(&error, "notification");
-                    first_error.get_or_insert(error);
-                }
-            }
-        }
-        if let Some(error) = first_error {
-            return Err(error);
-        }
-        if outputs.len() == 1 {
-            return Ok(outputs.remove(0));
-        }
-        serde_json::value::to_raw_value(&outputs).map_err(Error::internal)
-    }
-
-    async fn eventbridge(
-        &self,
-        event: EventBridgeEvent<Box<RawValue>>,
-        lambda: Arc<lambda_runtime::Context>,
-        metrics: &Metrics,
-    ) -> Result<Box<RawValue>, Error> {
-        let scheduled = event.source == "aws.events" && event.detail_type == "Scheduled Event";
-        let inner = &self.inner;
-        let exact = inner.events.iter().find(|r| {
-            r.source == event.source && r.detail_type.as_deref() == Some(event.detail_type.as_str())
-        });
-        let by_source = || {
-            inner
-                .events
-                .iter()
-                .find(|r| r.source == event.source && r.detail_type.is_none())
-        };
-        let endpoint = exact
-            .or_else(by_source)
-            .map(|r| r.endpoint.clone())
-            .or_else(|| {
-                if scheduled {
-                    inner.schedule.clone()
-                } else {
-                    None
-                }
-            })
-            .or_else(|| inner.event_fallback.clone());
-        let Some(endpoint) = endpoint else {
-            return Err(Error::NoHandler(format!(
-                "the EventBridge event `{}` / `{}`",
-                event.source, event.detail_type
-            )));
-        };
-        let operation = format!("{}/{}", event.source, event.detail_type);
-        let span = tracing::info_span!(
-            target: "lift",
-            "event",
-            tenant = tracing::field::Empty,
-            requestId = %lambda.request_id,
-            xrayTraceId = lambda.xray_trace_id.as_deref(),
-            source = %event.source,
-            detailType = %event.detail_type,
-            eventId = event.id.as_deref().unwrap_or_default(),
-        );
-        let ctx = self.context(
-            &lambda,
-            metrics,
-            Unit {
-                source: if scheduled {
-                    Source::Schedule
-                } else {
-                    Source::EventBridge
-                },
-                payload: Payload::EventBridge(Arc::new(event)),
-                correlation_id: None,
-                endpoint,
-                route: None,
-                params: Vec::new(),
-                span: span.clone(),
-            },
-        );
-        let started = Instant::now();
-        let outcome = self.run_unit(ctx).await;
-        self.observe(metrics, &operation, outcome.is_err(), started);
-        match outcome {
-            Ok(response) => output_json(&response),
-            Err(error) => {
-                let _entered = span.enter();
-                log_error(&error, "event");
-                Err(error)
-            }
-        }
-    }
 }
 
+#[cfg(any(feature = "sqs", feature = "dynamodb"))]
 /// The batch response; a failed record without an identifier fails the whole invocation so
 /// Lambda retries every record rather than losing one.
 fn report(failures: Vec<Option<String>>, what: &str) -> Result<Box<RawValue>, Error> {
@@ -1132,6 +867,58 @@ mod tests {
             check_environment(bad_memory),
             Err(Error::Environment("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"))
         ));
+    }
+
+    /// Built without an event source's feature, an App answers that source's events with
+    /// an error that names the feature, and still serves HTTP. Runs in the test command's
+    /// `--no-default-features` step.
+    #[cfg(not(any(
+        feature = "sqs",
+        feature = "dynamodb",
+        feature = "sns",
+        feature = "eventbridge",
+        feature = "websocket"
+    )))]
+    #[tokio::test]
+    async fn an_event_source_left_out_is_named_in_the_error() {
+        use crate::testing::{TestApp, events};
+        use crate::{Json, Result};
+
+        async fn hello(_ctx: Context) -> Result<Json<&'static str>> {
+            Ok(Json("hello"))
+        }
+
+        let app = TestApp::new(App::new().get("/hello", hello)).expect("app");
+        let cases = [
+            (events::sqs(["{}"]), "an SQS batch", "sqs"),
+            (events::sns("{}"), "an SNS notification", "sns"),
+            (
+                events::dynamodb([("INSERT", serde_json::json!({}), serde_json::json!({}))]),
+                "a DynamoDB Streams batch",
+                "dynamodb",
+            ),
+            (events::schedule(), "an EventBridge event", "eventbridge"),
+            (
+                events::websocket("conn-1").connect(),
+                "an API Gateway WebSocket event",
+                "websocket",
+            ),
+        ];
+        for (event, what, feature) in cases {
+            match app.invoke(&event).await {
+                Err(Error::NoHandler(message)) => assert_eq!(
+                    message,
+                    format!("{what}: lift-core was built without its `{feature}` feature")
+                ),
+                other => panic!("{what}: expected NoHandler, got {other:?}"),
+            }
+        }
+        let response = app
+            .http(events::http("GET", "/hello").v2())
+            .await
+            .expect("HTTP still served");
+        assert_eq!(response.status, 200);
+        assert_eq!(response.text(), "\"hello\"");
     }
 
     #[tokio::test]

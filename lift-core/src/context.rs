@@ -3,12 +3,17 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+#[cfg(feature = "dynamodb")]
 use aws_lambda_events::dynamodb::EventRecord as DynamoDbRecord;
+#[cfg(feature = "eventbridge")]
 use aws_lambda_events::eventbridge::EventBridgeEvent;
+#[cfg(feature = "sns")]
 use aws_lambda_events::sns::SnsRecord;
+#[cfg(feature = "sqs")]
 use aws_lambda_events::sqs::SqsMessage;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
+#[cfg(feature = "eventbridge")]
 use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
@@ -114,10 +119,15 @@ impl HttpRequest {
 #[derive(Debug, Clone)]
 pub(crate) enum Payload {
     Http(Box<HttpRequest>),
+    #[cfg(feature = "sqs")]
     Sqs(Box<SqsMessage>),
+    #[cfg(feature = "dynamodb")]
     DynamoDb(Box<DynamoDbRecord>),
+    #[cfg(feature = "sns")]
     Sns(Box<SnsRecord>),
+    #[cfg(feature = "eventbridge")]
     EventBridge(Arc<EventBridgeEvent<Box<RawValue>>>),
+    #[cfg(feature = "websocket")]
     WebSocket(Box<crate::websocket::WebSocketRequest>),
 }
 
@@ -269,6 +279,7 @@ impl Context {
     pub fn http(&self) -> Option<&HttpRequest> {
         match &self.payload {
             Payload::Http(request) => Some(request),
+            #[allow(unreachable_patterns)]
             _ => None,
         }
     }
@@ -296,7 +307,9 @@ impl Context {
     fn request_headers(&self) -> Option<&HeaderMap> {
         match &self.payload {
             Payload::Http(request) => Some(&request.headers),
+            #[cfg(feature = "websocket")]
             Payload::WebSocket(request) => Some(&request.headers),
+            #[allow(unreachable_patterns)]
             _ => None,
         }
     }
@@ -305,7 +318,9 @@ impl Context {
     fn request_query(&self) -> &[(String, String)] {
         match &self.payload {
             Payload::Http(request) => &request.query,
+            #[cfg(feature = "websocket")]
             Payload::WebSocket(request) => &request.query,
+            #[allow(unreachable_patterns)]
             _ => &[],
         }
     }
@@ -339,10 +354,15 @@ impl Context {
     pub fn body(&self) -> &[u8] {
         match &self.payload {
             Payload::Http(request) => &request.body,
+            #[cfg(feature = "websocket")]
             Payload::WebSocket(request) => &request.body,
+            #[cfg(feature = "sqs")]
             Payload::Sqs(message) => message.body.as_deref().unwrap_or_default().as_bytes(),
+            #[cfg(feature = "sns")]
             Payload::Sns(record) => record.sns.message.as_bytes(),
+            #[cfg(feature = "eventbridge")]
             Payload::EventBridge(event) => event.detail.get().as_bytes(),
+            #[cfg(feature = "dynamodb")]
             Payload::DynamoDb(_) => &[],
         }
     }
@@ -351,17 +371,22 @@ impl Context {
     /// publisher passes a correlation id or tenant along with the message).
     pub fn message_attribute(&self, name: &str) -> Option<&str> {
         match &self.payload {
+            #[cfg(feature = "sqs")]
             Payload::Sqs(message) => message
                 .message_attributes
                 .get(name)?
                 .string_value
                 .as_deref(),
+            #[cfg(feature = "sns")]
             Payload::Sns(record) => record
                 .sns
                 .message_attributes
                 .get(name)
                 .map(|attribute| attribute.value.as_str()),
-            _ => None,
+            _ => {
+                let _ = name;
+                None
+            }
         }
     }
 
@@ -370,11 +395,13 @@ impl Context {
     /// invocation's own.
     pub fn upstream_trace(&self) -> Option<&str> {
         match &self.payload {
+            #[cfg(feature = "sqs")]
             Payload::Sqs(message) => message.attributes.get("AWSTraceHeader").map(String::as_str),
             _ => None,
         }
     }
 
+    #[cfg(feature = "sqs")]
     /// The SQS message, for an SQS record.
     pub fn sqs_message(&self) -> Option<&SqsMessage> {
         match &self.payload {
@@ -383,6 +410,7 @@ impl Context {
         }
     }
 
+    #[cfg(feature = "dynamodb")]
     /// The DynamoDB Streams record, for a stream record.
     pub fn dynamodb_record(&self) -> Option<&DynamoDbRecord> {
         match &self.payload {
@@ -391,6 +419,7 @@ impl Context {
         }
     }
 
+    #[cfg(feature = "sns")]
     /// The SNS record, for an SNS notification.
     pub fn sns_record(&self) -> Option<&SnsRecord> {
         match &self.payload {
@@ -399,6 +428,7 @@ impl Context {
         }
     }
 
+    #[cfg(feature = "websocket")]
     /// The WebSocket event (route key, event type, connection and API), for an API Gateway
     /// WebSocket API event.
     pub fn websocket(&self) -> Option<&crate::websocket::WebSocketRequest> {
@@ -408,6 +438,7 @@ impl Context {
         }
     }
 
+    #[cfg(feature = "websocket")]
     /// The id of the WebSocket connection the event belongs to, for WebSocket events: the
     /// id to send to with [`Connections`](crate::websocket) (feature `aws`) and to store
     /// for later messages.
@@ -415,6 +446,7 @@ impl Context {
         self.websocket().map(|request| request.connection_id())
     }
 
+    #[cfg(feature = "eventbridge")]
     /// The EventBridge event (its `detail` kept as raw JSON), for EventBridge and scheduled
     /// events.
     pub fn eventbridge_event(&self) -> Option<&EventBridgeEvent<Box<RawValue>>> {

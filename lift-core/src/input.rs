@@ -72,6 +72,7 @@ pub(crate) fn decode<T: DeserializeOwned>(ctx: &Context) -> Result<T, Error> {
             }
             from_json(&request.body)
         }
+        #[cfg(feature = "dynamodb")]
         Payload::DynamoDb(record) => {
             let image = if record.change.new_image.is_empty() {
                 &record.change.old_image
@@ -85,6 +86,7 @@ pub(crate) fn decode<T: DeserializeOwned>(ctx: &Context) -> Result<T, Error> {
                 }])
             })
         }
+        #[allow(unreachable_patterns)]
         _ => from_json(ctx.body()),
     }
 }

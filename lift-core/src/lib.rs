@@ -7,6 +7,13 @@
 //! typed output, HTTP bodies streamed to Function URLs included ([`stream`]); one error model
 //! ([`Error`]); Lambda-shaped JSON logs ([`logging`]); and a [`testing`] kit.
 //!
+//! HTTP is always built in; each other event source is a cargo feature, all on by default:
+//! `sqs`, `sns`, `dynamodb`, `eventbridge` (with schedules) and `websocket`. Leaving out the
+//! ones a function does not serve makes its binary smaller; an event from a source left out
+//! is answered with [`Error::NoHandler`] naming the feature. The `aws` feature adds the
+//! shared AWS SDK configuration (`lift_core::aws`) and, with `websocket`, the connections
+//! client.
+//!
 //! ```no_run
 //! use lift_core::{App, Context, Created, Json, Result};
 //! use serde::{Deserialize, Serialize};
@@ -62,6 +69,7 @@ pub mod logging;
 pub mod metrics;
 pub mod stream;
 pub mod testing;
+#[cfg(feature = "websocket")]
 pub mod websocket;
 
 pub use app::{App, BoxService, DEFAULT_BODY_LIMIT, LiftService};

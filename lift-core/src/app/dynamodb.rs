@@ -1,0 +1,65 @@
+//! DynamoDB Streams batches: one handler call per record, failures reported by sequence
+//! number. Built with the `dynamodb` feature.
+
+use std::sync::Arc;
+
+use aws_lambda_events::dynamodb::Event as DynamoDbEvent;
+use serde_json::value::RawValue;
+
+use super::{App, LiftService, Unit, report};
+use crate::context::{Payload, Source};
+use crate::error::Error;
+use crate::handler::{Endpoint, Handler};
+use crate::metrics::Metrics;
+
+impl App {
+    /// Handles each record of a DynamoDB Streams batch; failed records are reported by
+    /// sequence number in `batchItemFailures`. Typed input comes from the new image (the old
+    /// image for `REMOVE`).
+    pub fn dynamodb<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
+        self.dynamodb = Some(Endpoint::new(handler));
+        self
+    }
+}
+
+impl LiftService {
+    pub(super) async fn dynamodb(
+        &self,
+        batch: DynamoDbEvent,
+        lambda: Arc<lambda_runtime::Context>,
+        metrics: &Metrics,
+    ) -> Result<Box<RawValue>, Error> {
+        let Some(endpoint) = self.inner.dynamodb.clone() else {
+            return Err(Error::NoHandler(
+                "a DynamoDB Streams batch (register one with App::dynamodb)".to_owned(),
+            ));
+        };
+        let mut failures = Vec::new();
+        for record in batch.records {
+            let sequence = record.change.sequence_number.clone();
+            let span = tracing::info_span!(
+                target: "lift",
+                "record",
+                tenant = tracing::field::Empty,
+                requestId = %lambda.request_id,
+                xrayTraceId = lambda.xray_trace_id.as_deref(),
+                source = "dynamodb",
+                eventName = %record.event_name,
+                sequenceNumber = sequence.as_deref().unwrap_or_default(),
+            );
+            let unit = Unit {
+                source: Source::DynamoDbStream,
+                payload: Payload::DynamoDb(Box::new(record)),
+                correlation_id: None,
+                endpoint: endpoint.clone(),
+                route: None,
+                params: Vec::new(),
+                span,
+            };
+            if !self.record(&lambda, metrics, unit).await {
+                failures.push(sequence);
+            }
+        }
+        report(failures, "SequenceNumber")
+    }
+}

@@ -1,0 +1,143 @@
+//! EventBridge events, routed by `source` and `detail-type`, and scheduled events. Built
+//! with the `eventbridge` feature.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use serde_json::value::RawValue;
+
+use super::{App, LiftService, Unit, log_error, output_json};
+use crate::context::{Payload, Source};
+use crate::error::Error;
+use crate::handler::{Endpoint, Handler};
+use crate::metrics::Metrics;
+
+/// An EventBridge route: a `source`, and a `detail-type` unless it takes the whole source.
+pub(super) struct EventRoute {
+    source: String,
+    detail_type: Option<String>,
+    endpoint: Endpoint,
+}
+
+impl App {
+    /// Handles EventBridge events with this `source` and `detail-type`; typed input comes
+    /// from `detail`.
+    pub fn event<H: Handler<Args>, Args: 'static>(
+        mut self,
+        source: &str,
+        detail_type: &str,
+        handler: H,
+    ) -> Self {
+        self.events.push(EventRoute {
+            source: source.to_owned(),
+            detail_type: Some(detail_type.to_owned()),
+            endpoint: Endpoint::new(handler),
+        });
+        self
+    }
+
+    /// Handles EventBridge events with this `source` and a `detail-type` no
+    /// [`App::event`] route names.
+    pub fn event_source<H: Handler<Args>, Args: 'static>(
+        mut self,
+        source: &str,
+        handler: H,
+    ) -> Self {
+        self.events.push(EventRoute {
+            source: source.to_owned(),
+            detail_type: None,
+            endpoint: Endpoint::new(handler),
+        });
+        self
+    }
+
+    /// Handles scheduled events (`source: aws.events`, `detail-type: Scheduled Event`).
+    pub fn schedule<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
+        self.schedule = Some(Endpoint::new(handler));
+        self
+    }
+
+    /// Handles EventBridge events no other route matches.
+    pub fn event_fallback<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
+        self.event_fallback = Some(Endpoint::new(handler));
+        self
+    }
+}
+
+impl LiftService {
+    pub(super) async fn eventbridge(
+        &self,
+        event: EventBridgeEvent<Box<RawValue>>,
+        lambda: Arc<lambda_runtime::Context>,
+        metrics: &Metrics,
+    ) -> Result<Box<RawValue>, Error> {
+        let scheduled = event.source == "aws.events" && event.detail_type == "Scheduled Event";
+        let inner = &self.inner;
+        let exact = inner.events.iter().find(|r| {
+            r.source == event.source && r.detail_type.as_deref() == Some(event.detail_type.as_str())
+        });
+        let by_source = || {
+            inner
+                .events
+                .iter()
+                .find(|r| r.source == event.source && r.detail_type.is_none())
+        };
+        let endpoint = exact
+            .or_else(by_source)
+            .map(|r| r.endpoint.clone())
+            .or_else(|| {
+                if scheduled {
+                    inner.schedule.clone()
+                } else {
+                    None
+                }
+            })
+            .or_else(|| inner.event_fallback.clone());
+        let Some(endpoint) = endpoint else {
+            return Err(Error::NoHandler(format!(
+                "the EventBridge event `{}` / `{}`",
+                event.source, event.detail_type
+            )));
+        };
+        let operation = format!("{}/{}", event.source, event.detail_type);
+        let span = tracing::info_span!(
+            target: "lift",
+            "event",
+            tenant = tracing::field::Empty,
+            requestId = %lambda.request_id,
+            xrayTraceId = lambda.xray_trace_id.as_deref(),
+            source = %event.source,
+            detailType = %event.detail_type,
+            eventId = event.id.as_deref().unwrap_or_default(),
+        );
+        let ctx = self.context(
+            &lambda,
+            metrics,
+            Unit {
+                source: if scheduled {
+                    Source::Schedule
+                } else {
+                    Source::EventBridge
+                },
+                payload: Payload::EventBridge(Arc::new(event)),
+                correlation_id: None,
+                endpoint,
+                route: None,
+                params: Vec::new(),
+                span: span.clone(),
+            },
+        );
+        let started = Instant::now();
+        let outcome = self.run_unit(ctx).await;
+        self.observe(metrics, &operation, outcome.is_err(), started);
+        match outcome {
+            Ok(response) => output_json(&response),
+            Err(error) => {
+                let _entered = span.enter();
+                log_error(&error, "event");
+                Err(error)
+            }
+        }
+    }
+}
