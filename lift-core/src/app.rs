@@ -765,7 +765,7 @@ impl LiftService {
                     }
                 };
                 let response = if collect && crate::stream::is_streaming(&response) {
-                    self.collected(response, &span, &lambda.request_id).await
+                    self.collected(response, &span, &lambda).await
                 } else {
                     response
                 };

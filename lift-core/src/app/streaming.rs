@@ -2,7 +2,7 @@
 //! The body types and the rules live in [`crate::stream`].
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_runtime::{FunctionResponse, StreamResponse};
@@ -15,7 +15,9 @@ use crate::http_event;
 use crate::metrics::Metrics;
 use crate::probe::{Kind, probe};
 use crate::response::Response;
-use crate::stream::{self, DEFAULT_COLLECT_LIMIT, ResponseStream};
+use crate::stream::{
+    self, DEFAULT_COLLECT_LIMIT, DEFAULT_STREAM_DEADLINE_MARGIN, ResponseStream, StreamError,
+};
 
 /// What the Lambda runtime sends back for one invocation.
 pub(super) type Reply = FunctionResponse<Box<RawValue>, ResponseStream>;
@@ -27,6 +29,8 @@ pub(super) struct StreamingConfig {
     enabled: bool,
     /// The most bytes of a streamed body collected into a buffered response.
     collect_limit: usize,
+    /// How long before the invocation's deadline a streamed body is ended.
+    deadline_margin: Duration,
 }
 
 impl Default for StreamingConfig {
@@ -34,6 +38,7 @@ impl Default for StreamingConfig {
         StreamingConfig {
             enabled: false,
             collect_limit: DEFAULT_COLLECT_LIMIT,
+            deadline_margin: DEFAULT_STREAM_DEADLINE_MARGIN,
         }
     }
 }
@@ -55,6 +60,21 @@ impl App {
     /// ([`StreamError::TooLarge`](crate::stream::StreamError::TooLarge) in the log).
     pub fn stream_collect_limit(mut self, bytes: usize) -> Self {
         self.streaming.collect_limit = bytes;
+        self
+    }
+
+    /// How long before the invocation's deadline a streamed body that is still running is
+    /// ended (default [`DEFAULT_STREAM_DEADLINE_MARGIN`], 500 ms), so that the function
+    /// answers instead of being stopped at its timeout mid-response, which would also cost
+    /// the execution environment.
+    ///
+    /// A streamed reply then ends with the body's
+    /// [`StreamBody::on_deadline`](crate::stream::StreamBody::on_deadline) chunk; a body
+    /// being collected for a buffered reply is answered with a `504` instead
+    /// ([`Error::Timeout`]). Either way a warning is logged and the producer's channel is
+    /// closed.
+    pub fn stream_deadline_margin(mut self, margin: Duration) -> Self {
+        self.streaming.deadline_margin = margin;
         self
     }
 }
@@ -103,7 +123,25 @@ impl LiftService {
                 false,
             )
             .await;
-        Ok(stream::into_stream_response(response, &lambda.request_id))
+        Ok(stream::into_stream_response(
+            response,
+            &lambda.request_id,
+            self.stream_deadline(lambda),
+        ))
+    }
+
+    /// When a streamed body must end: the invocation's deadline less the margin, on Tokio's
+    /// clock. `None` when the invocation carries no deadline.
+    fn stream_deadline(&self, lambda: &lambda_runtime::Context) -> Option<tokio::time::Instant> {
+        if lambda.deadline == 0 {
+            return None;
+        }
+        let deadline = UNIX_EPOCH + Duration::from_millis(lambda.deadline);
+        let left = deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .saturating_sub(self.inner.streaming.deadline_margin);
+        Some(tokio::time::Instant::now() + left)
     }
 
     /// Collects a streamed body for a buffered reply; over the limit or on a producer
@@ -112,17 +150,33 @@ impl LiftService {
         &self,
         response: Response,
         span: &tracing::Span,
-        request_id: &str,
+        lambda: &lambda_runtime::Context,
     ) -> Response {
         let started = Instant::now();
-        match stream::collect(response, self.inner.streaming.collect_limit).await {
+        let request_id = &lambda.request_id;
+        let collected = stream::collect(
+            response,
+            self.inner.streaming.collect_limit,
+            self.stream_deadline(lambda),
+        )
+        .await;
+        match collected {
             Ok(response) => {
                 let _entered = span.enter();
                 tracing::debug!(target: "lift::stream", elapsed = ?started.elapsed(), "streamed body collected for a buffered response");
                 response
             }
             Err(error) => {
-                let error = Error::internal(error);
+                let error = match error {
+                    StreamError::Deadline { .. } => {
+                        let _entered = span.enter();
+                        tracing::warn!(target: "lift::stream", code = "stream_deadline", error = %error, "streamed body not collected before the invocation's deadline");
+                        Error::Timeout {
+                            after: started.elapsed(),
+                        }
+                    }
+                    error => Error::internal(error),
+                };
                 let _entered = span.enter();
                 log_error(&error, "response stream");
                 error_response(&error, request_id)

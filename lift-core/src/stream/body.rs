@@ -31,15 +31,22 @@ pub(crate) type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> 
 /// [`Response`]'s extensions (which need `Clone + Send + Sync`). Whoever takes it first
 /// consumes the body; the lock is taken once per streamed response, never per chunk.
 #[derive(Clone)]
-pub(crate) struct StreamSlot(Arc<Mutex<Option<ByteStream>>>);
+pub(crate) struct StreamSlot(Arc<Mutex<Option<Streamed>>>);
+
+/// A streamed body on its way out: its chunks, and the chunk to close it with when the
+/// invocation's deadline cuts it short ([`StreamBody::on_deadline`]).
+pub(crate) struct Streamed {
+    pub(crate) chunks: ByteStream,
+    pub(crate) on_deadline: Option<Bytes>,
+}
 
 impl StreamSlot {
-    fn new(stream: ByteStream) -> Self {
-        StreamSlot(Arc::new(Mutex::new(Some(stream))))
+    fn new(streamed: Streamed) -> Self {
+        StreamSlot(Arc::new(Mutex::new(Some(streamed))))
     }
 
     /// Takes the stream out; `None` when someone already did.
-    pub(crate) fn take(&self) -> Option<ByteStream> {
+    pub(crate) fn take(&self) -> Option<Streamed> {
         match self.0.lock() {
             Ok(mut slot) => slot.take(),
             Err(poisoned) => poisoned.into_inner().take(),
@@ -57,7 +64,7 @@ pub fn is_streaming(response: &Response) -> bool {
 }
 
 /// Takes the streamed body out of `response`, if it carries one that was not taken yet.
-pub(crate) fn take_stream(response: &Response) -> Option<ByteStream> {
+pub(crate) fn take_stream(response: &Response) -> Option<Streamed> {
     response
         .extensions()
         .get::<StreamSlot>()
@@ -80,6 +87,7 @@ pub struct StreamBody {
     stream: ByteStream,
     status: StatusCode,
     headers: HeaderMap,
+    on_deadline: Option<Bytes>,
 }
 
 impl fmt::Debug for StreamBody {
@@ -99,6 +107,7 @@ impl StreamBody {
             stream,
             status: StatusCode::OK,
             headers,
+            on_deadline: None,
         }
     }
 
@@ -210,6 +219,18 @@ impl StreamBody {
         self.stream = Box::pin(KeepAlive::new(self.stream, every));
         self
     }
+
+    /// The chunk that closes the body when the invocation's deadline ends it early.
+    ///
+    /// A streamed body still running shortly before the deadline (see
+    /// [`App::stream_deadline_margin`](crate::App::stream_deadline_margin)) is ended there,
+    /// so the function answers instead of being stopped mid-response. A plain end looks
+    /// like a complete body to the client; this chunk (a last NDJSON line, an SSE event)
+    /// tells it the body was cut short. The producer's [`Sender`] is closed at that point.
+    pub fn on_deadline(mut self, chunk: impl Into<Bytes>) -> Self {
+        self.on_deadline = Some(chunk.into());
+        self
+    }
 }
 
 impl IntoResponse for StreamBody {
@@ -217,9 +238,10 @@ impl IntoResponse for StreamBody {
         let mut response = Response::new(Body::Empty);
         *response.status_mut() = self.status;
         *response.headers_mut() = self.headers;
-        response
-            .extensions_mut()
-            .insert(StreamSlot::new(self.stream));
+        response.extensions_mut().insert(StreamSlot::new(Streamed {
+            chunks: self.stream,
+            on_deadline: self.on_deadline,
+        }));
         response
     }
 }

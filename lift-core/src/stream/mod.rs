@@ -82,7 +82,8 @@
 //!   larger). Over the limit, the producer's channel is closed at that point, nothing more
 //!   is held, and the client gets a `500` whose log line names [`StreamError::TooLarge`].
 //!   A producer error or panic is a `500` too. The stream must end for the response to
-//!   leave; an endless one (SSE) runs into the limit or the function timeout.
+//!   leave; an endless one (SSE) runs into the limit or the invocation's deadline, which
+//!   answers `504` (see below).
 //!
 //! [`LiftService::invoke`](crate::LiftService::invoke) and
 //! [`TestApp::http`](crate::testing::TestApp::http) always answer buffered;
@@ -136,6 +137,19 @@
 //! Errors before the first byte (routing, input, a handler's `Err`, a panic) are ordinary
 //! error responses, streamed as one chunk with their status.
 //!
+//! # The invocation's deadline
+//!
+//! A Lambda function stopped at its timeout loses the response being written, and its
+//! execution environment with it: the next request pays a cold start. So a streamed body
+//! still running [`App::stream_deadline_margin`](crate::App::stream_deadline_margin)
+//! before the deadline (default [`DEFAULT_STREAM_DEADLINE_MARGIN`], 500 ms) is ended
+//! there: a streamed reply closes with the body's [`StreamBody::on_deadline`] chunk, if it
+//! has one (a last NDJSON line, an SSE event, so that the client can tell a cut body from a
+//! complete one); a body being collected is answered with a `504`
+//! ([`Error::Timeout`](crate::Error::Timeout)). Lift logs a warning (code
+//! `stream_deadline`, with the chunks and bytes sent), and the producer's [`Sender`] gets
+//! [`SendError::Closed`] from then on.
+//!
 //! # Limits
 //!
 //! Facts from the AWS Lambda developer guide ([response streaming][streaming],
@@ -147,11 +161,12 @@
 //! - **Time:** the whole stream must finish within the function timeout (at most 900 s);
 //!   streaming continues after the handler returns, so the remaining time
 //!   ([`Context::remaining`](crate::Context::remaining)) bounds the stream, not the handler.
-//!   A [`tower`] timeout layer bounds the time to the response head only.
+//!   A [`tower`] timeout layer bounds the time to the response head only; Lift ends the
+//!   body itself just before the deadline (above).
 //! - **Disconnects:** a streamed response is not interrupted when the invoking client's
 //!   connection breaks, and the function is billed for its full duration. Do not count on
-//!   [`SendError::Closed`] to learn of it (the invocation goes on): bound long streams by
-//!   the remaining time and keep the function timeout short.
+//!   [`SendError::Closed`] to learn of it (the invocation goes on): the deadline ends the
+//!   body at the latest, so keep the function timeout short.
 //! - **Where:** function URLs in `RESPONSE_STREAM` mode and `InvokeWithResponseStream`;
 //!   function URLs do not stream inside a VPC environment; the Lambda console test shows
 //!   responses buffered. API Gateway REST proxy integrations can now stream too (through
@@ -169,7 +184,9 @@ mod sse;
 
 pub use body::{EVENT_STREAM, NDJSON, OCTET_STREAM, SendError, Sender, StreamBody, is_streaming};
 pub use ndjson::line as ndjson_line;
-pub use response::{DEFAULT_COLLECT_LIMIT, ResponseStream, StreamError};
+pub use response::{
+    DEFAULT_COLLECT_LIMIT, DEFAULT_STREAM_DEADLINE_MARGIN, ResponseStream, StreamError,
+};
 pub use sse::{Event, EventError};
 
 pub(crate) use response::{collect, into_stream_response};

@@ -14,13 +14,20 @@ use http::header::{CONTENT_LENGTH, SET_COOKIE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue};
 use lambda_runtime::{MetadataPrelude, StreamResponse};
 
-use super::body::{ByteStream, StreamSlot, take_stream};
+use tokio::time::{Instant, Sleep};
+
+use super::body::{ByteStream, StreamSlot, Streamed, take_stream};
 use crate::error::{BoxError, Chain};
 use crate::response::{Body, Response};
 
 /// The default bound on a streamed body that is collected rather than streamed: 6 MiB,
 /// Lambda's limit for a buffered response.
 pub const DEFAULT_COLLECT_LIMIT: usize = 6 * 1024 * 1024;
+
+/// How long before the invocation's deadline a streamed body still running is ended, by
+/// default ([`App::stream_deadline_margin`](crate::App::stream_deadline_margin)).
+pub const DEFAULT_STREAM_DEADLINE_MARGIN: std::time::Duration =
+    std::time::Duration::from_millis(500);
 
 /// Why a streamed body could not be delivered whole.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +60,15 @@ pub enum StreamError {
         /// The panic message.
         message: String,
     },
+    /// The body was still being produced when the invocation's deadline (less its margin,
+    /// [`App::stream_deadline_margin`](crate::App::stream_deadline_margin)) came.
+    #[error(
+        "the response stream was not finished before the invocation's deadline ({bytes} bytes produced)"
+    )]
+    Deadline {
+        /// Bytes produced by then.
+        bytes: u64,
+    },
 }
 
 fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
@@ -66,19 +82,34 @@ fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// Collects a streamed response's body into [`Body::Binary`], refusing to hold more than
-/// `limit` bytes. A response that is not streamed comes back as it was.
+/// `limit` bytes or to wait past `deadline`. A response that is not streamed comes back as
+/// it was.
 ///
 /// # Errors
-/// [`StreamError::TooLarge`], or the producer's failure or panic.
-pub(crate) async fn collect(response: Response, limit: usize) -> Result<Response, StreamError> {
-    let Some(mut stream) = take_stream(&response) else {
+/// [`StreamError::TooLarge`], [`StreamError::Deadline`], or the producer's failure or panic.
+pub(crate) async fn collect(
+    response: Response,
+    limit: usize,
+    deadline: Option<Instant>,
+) -> Result<Response, StreamError> {
+    let Some(Streamed {
+        chunks: mut stream, ..
+    }) = take_stream(&response)
+    else {
         return Ok(response);
     };
     let (mut parts, _) = response.into_parts();
     let mut body = BytesMut::new();
     loop {
-        let next = AssertUnwindSafe(stream.next()).catch_unwind().await;
+        let next = AssertUnwindSafe(stream.next()).catch_unwind();
         let bytes = body.len() as u64;
+        let next = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, next).await {
+                Ok(next) => next,
+                Err(_) => return Err(StreamError::Deadline { bytes }),
+            },
+            None => next.await,
+        };
         match next {
             Ok(Some(Ok(chunk))) => {
                 if body.len().saturating_add(chunk.len()) > limit {
@@ -114,10 +145,12 @@ pub(crate) async fn collect(response: Response, limit: usize) -> Result<Response
 /// The prelude follows `lambda_http`'s `into_stream_response` (`Set-Cookie` values move to
 /// `cookies`); in addition, repeated header values are joined with `, ` (the prelude's
 /// `headers` holds one string per name) and `content-length` / `transfer-encoding` are
-/// dropped, the body being chunked by the runtime.
+/// dropped, the body being chunked by the runtime. A live body still running at `deadline`
+/// is ended there (see [`ResponseStream`]).
 pub(crate) fn into_stream_response(
     response: Response,
     request_id: &str,
+    deadline: Option<Instant>,
 ) -> StreamResponse<ResponseStream> {
     let live = take_stream(&response);
     let (parts, body) = response.into_parts();
@@ -132,7 +165,7 @@ pub(crate) fn into_stream_response(
     headers.remove(TRANSFER_ENCODING);
     let headers = single_valued(headers);
     let stream = match live {
-        Some(stream) => ResponseStream::live(stream, request_id),
+        Some(streamed) => ResponseStream::live(streamed, request_id, deadline),
         None => ResponseStream::once(match body {
             Body::Text(text) => Bytes::from(text),
             Body::Binary(bytes) => Bytes::from(bytes),
@@ -179,6 +212,12 @@ fn single_valued(headers: HeaderMap) -> HeaderMap {
 /// the bytes already sent) and ends the stream. The runtime is never handed the error:
 /// `lambda_runtime` 1.5 would write its error trailer into the body as data, where the
 /// client would read it (see the [module docs](crate::stream)). Empty chunks are skipped.
+///
+/// A body still running at the invocation's deadline, less
+/// [`App::stream_deadline_margin`](crate::App::stream_deadline_margin), is ended there with
+/// its [`StreamBody::on_deadline`](super::StreamBody::on_deadline) chunk, if it has one, and
+/// a warning (code `stream_deadline`): the function answers rather than being stopped
+/// mid-response, and the producer's [`Sender`](super::Sender) is closed.
 pub struct ResponseStream {
     state: State,
 }
@@ -190,6 +229,8 @@ enum State {
         request_id: Box<str>,
         chunks: u64,
         bytes: u64,
+        deadline: Option<Pin<Box<Sleep>>>,
+        on_deadline: Option<Bytes>,
     },
     Done,
 }
@@ -214,13 +255,15 @@ impl ResponseStream {
         }
     }
 
-    fn live(stream: ByteStream, request_id: &str) -> Self {
+    fn live(streamed: Streamed, request_id: &str, deadline: Option<Instant>) -> Self {
         ResponseStream {
             state: State::Live {
-                stream,
+                stream: streamed.chunks,
                 request_id: request_id.into(),
                 chunks: 0,
                 bytes: 0,
+                deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
+                on_deadline: streamed.on_deadline,
             },
         }
     }
@@ -249,7 +292,21 @@ impl Stream for ResponseStream {
                 request_id,
                 chunks,
                 bytes,
-            } => (stream, request_id, chunks, bytes),
+                deadline,
+                on_deadline,
+            } => {
+                if deadline
+                    .as_mut()
+                    .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+                {
+                    tracing::warn!(target: "lift::stream", requestId = %request_id, code = "stream_deadline", chunks = *chunks, bytes = *bytes, "response stream ended at the invocation's deadline; the body was cut short");
+                    // Dropping the producer's stream closes its channel.
+                    let last = on_deadline.take();
+                    this.state = State::Done;
+                    return Poll::Ready(last.map(Ok));
+                }
+                (stream, request_id, chunks, bytes)
+            }
         };
         loop {
             let polled =

@@ -293,22 +293,22 @@ async fn sse_keep_alive_fills_idle_time_only() {
     let app = streaming(App::new().get("/events", |_ctx: Context| async {
         let (tx, body) = StreamBody::sse_channel(4);
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(40)).await;
+            tokio::time::sleep(Duration::from_secs(12)).await;
             let _ = tx.send_event(&Event::new().data("late")).await;
         });
-        Ok::<_, Error>(body.keep_alive(Duration::from_secs(15)))
+        Ok::<_, Error>(body.keep_alive(Duration::from_secs(5)))
     }));
     let start = tokio::time::Instant::now();
     let mut response = app.stream(v2("/events")).await.expect("streamed");
     assert_eq!(response.next_chunk().await.as_deref(), Some(&b":\n\n"[..]));
-    assert_eq!(start.elapsed(), Duration::from_secs(15));
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
     assert_eq!(response.next_chunk().await.as_deref(), Some(&b":\n\n"[..]));
-    assert_eq!(start.elapsed(), Duration::from_secs(30));
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
     assert_eq!(
         response.next_chunk().await.as_deref(),
         Some(&b"data: late\n\n"[..])
     );
-    assert_eq!(start.elapsed(), Duration::from_secs(40));
+    assert_eq!(start.elapsed(), Duration::from_secs(12));
     assert_eq!(response.next_chunk().await, None);
 }
 
@@ -537,4 +537,102 @@ async fn respond_is_what_the_runtime_gets() {
         .expect("buffered");
     let value: Value = serde_json::from_str(buffered.get()).expect("json");
     assert_eq!(value["body"], "firstsecondthird");
+}
+
+/// Still running when a producer's send fails.
+const RUNNING: usize = usize::MAX;
+
+/// `GET /ticks`: a producer that sends `tick N` every second and never finishes on its own.
+/// `delivered` becomes the number of ticks the channel took once a send fails.
+fn ticking(delivered: Arc<AtomicUsize>, on_deadline: Option<&'static str>) -> App {
+    App::new().get("/ticks", move |_ctx: Context| {
+        let delivered = delivered.clone();
+        async move {
+            let (tx, body) = StreamBody::ndjson_channel(1);
+            tokio::spawn(async move {
+                let mut sent = 0;
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if tx.send(format!("tick {}\n", sent + 1)).await.is_err() {
+                        delivered.store(sent, Ordering::SeqCst);
+                        return;
+                    }
+                    sent += 1;
+                }
+            });
+            Ok::<_, Error>(match on_deadline {
+                Some(last) => body.on_deadline(last),
+                None => body,
+            })
+        }
+    })
+}
+
+/// Reads the whole body, or fails the test if it is still going a minute (of paused time)
+/// in, long after the 30 s invocation should have ended it.
+async fn read_to_end(response: lift_core::testing::StreamedResponse) -> String {
+    let body = tokio::time::timeout(Duration::from_secs(60), response.body())
+        .await
+        .expect("the deadline ended the body");
+    String::from_utf8(body).expect("utf-8")
+}
+
+fn ticks(through: usize) -> String {
+    (1..=through).map(|n| format!("tick {n}\n")).collect()
+}
+
+/// `lambda_context` gives the invocation 30 s; the default margin ends the body 500 ms
+/// before that, after the 29th tick, with the closing line, and the producer learns it.
+#[tokio::test(start_paused = true)]
+async fn a_stream_still_running_at_the_deadline_ends_with_its_closing_chunk() {
+    let delivered = Arc::new(AtomicUsize::new(RUNNING));
+    let app = streaming(ticking(
+        delivered.clone(),
+        Some("{\"error\":\"deadline\"}\n"),
+    ));
+    let started = tokio::time::Instant::now();
+    let response = app.stream(v2("/ticks")).await.expect("streamed");
+    assert_eq!(response.status, 200);
+    let body = read_to_end(response).await;
+    assert_eq!(body, ticks(29) + "{\"error\":\"deadline\"}\n");
+    let ended = started.elapsed();
+    assert!(
+        ended > Duration::from_secs(29) && ended <= Duration::from_millis(29_500),
+        "{ended:?}"
+    );
+    settle().await;
+    assert_eq!(
+        delivered.load(Ordering::SeqCst),
+        29,
+        "the producer's channel is closed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_margin_is_a_setting_and_the_closing_chunk_optional() {
+    let delivered = Arc::new(AtomicUsize::new(RUNNING));
+    let app = streaming(
+        ticking(delivered.clone(), None).stream_deadline_margin(Duration::from_millis(4_500)),
+    );
+    let response = app.stream(v2("/ticks")).await.expect("streamed");
+    let body = read_to_end(response).await;
+    assert_eq!(body, ticks(25));
+    settle().await;
+    assert_eq!(delivered.load(Ordering::SeqCst), 25);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_collected_body_unfinished_at_the_deadline_is_a_504() {
+    let delivered = Arc::new(AtomicUsize::new(RUNNING));
+    let app = buffered(ticking(delivered.clone(), Some("never sent\n")));
+    let response = tokio::time::timeout(Duration::from_secs(60), app.http(v2("/ticks")))
+        .await
+        .expect("the deadline ended the collection")
+        .expect("answered");
+    assert_eq!(response.status, 504);
+    let body: Value = response.json().expect("json");
+    assert_eq!(body["error"]["code"], "timeout", "{body}");
+    assert!(!response.text().contains("tick"), "{}", response.text());
+    settle().await;
+    assert_eq!(delivered.load(Ordering::SeqCst), 29);
 }
