@@ -11,6 +11,7 @@ use std::time::Duration;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use lambda_http::request::RequestContext;
+use lift_core::websocket::EventType;
 use lift_core::{BoxError, Context, Error, Response};
 use serde_json::{Map, Value};
 use tower::{Layer, Service, ServiceExt};
@@ -32,6 +33,7 @@ pub struct JwtConfig {
     trust_api_gateway: bool,
     optional: bool,
     realm: String,
+    connect_query_token: Option<String>,
 }
 
 impl std::fmt::Debug for JwtConfig {
@@ -70,6 +72,7 @@ impl JwtConfig {
                 trust_api_gateway: false,
                 optional: false,
                 realm: "lift".to_owned(),
+                connect_query_token: None,
             },
             key_error: None,
         }
@@ -172,6 +175,18 @@ impl JwtConfigBuilder {
     /// must still be valid.
     pub fn optional(mut self, optional: bool) -> Self {
         self.config.optional = optional;
+        self
+    }
+
+    /// Also takes the token from the query parameter `name` of a WebSocket `$connect`
+    /// handshake that carries no `Authorization` header, since a browser's `WebSocket`
+    /// cannot set headers (`wss://…/live?access_token=…`).
+    ///
+    /// Only `$connect` reads it: HTTP requests never do (a token in a URL ends up in access
+    /// logs), and later WebSocket messages carry no token at all, so put the layer on the
+    /// `$connect` route alone (`with_layer`) and keep what it learned with the connection.
+    pub fn websocket_query_token(mut self, name: &str) -> Self {
+        self.config.connect_query_token = Some(name.to_owned());
         self
     }
 
@@ -323,7 +338,9 @@ impl JwtVerifier {
     }
 
     /// Authenticates a request: API Gateway's verified claims when trusted, else the bearer
-    /// token of the `Authorization` header. `Ok(None)`: no token, and none required.
+    /// token of the `Authorization` header, else (for a WebSocket `$connect`, when
+    /// configured with [`JwtConfigBuilder::websocket_query_token`]) the token in the query.
+    /// `Ok(None)`: no token, and none required.
     ///
     /// # Errors
     /// [`Error::Unauthorized`] for a missing (when required), malformed or invalid token.
@@ -334,6 +351,15 @@ impl JwtVerifier {
             return Ok(Some(Principal::from_claims(claims, VerifiedBy::ApiGateway)));
         }
         let Some(authorization) = ctx.header("authorization") else {
+            if let Some(token) = self.connect_query_token(ctx) {
+                if token.trim().is_empty() {
+                    return Err(self.unauthorized(
+                        Some("invalid_request"),
+                        "the token query parameter is empty",
+                    ));
+                }
+                return self.verify_token(token.trim()).await.map(Some);
+            }
             return if self.config.optional {
                 Ok(None)
             } else {
@@ -354,6 +380,17 @@ impl JwtVerifier {
             }
         };
         self.verify_token(token).await.map(Some)
+    }
+}
+
+impl JwtVerifier {
+    /// The token in the query of a WebSocket `$connect`, when the configuration reads one.
+    fn connect_query_token<'a>(&self, ctx: &'a Context) -> Option<&'a str> {
+        let name = self.config.connect_query_token.as_deref()?;
+        let connect = ctx
+            .websocket()
+            .is_some_and(|ws| ws.event_type() == EventType::Connect);
+        if connect { ctx.query(name) } else { None }
     }
 }
 

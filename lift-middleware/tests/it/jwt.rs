@@ -455,3 +455,95 @@ async fn a_jwks_url_is_fetched_once_and_cached() {
         "fetched over HTTP once, then cached"
     );
 }
+
+/// A WebSocket App whose `$connect` alone is authenticated, reading the token from the
+/// handshake's `access_token` query parameter when `query_token`; plus an HTTP route behind
+/// the same layer.
+fn websocket_app(query_token: bool) -> TestApp {
+    let mut config = JwtConfig::builder()
+        .hs256_secret(None, SECRET)
+        .algorithms(&[Algorithm::HS256])
+        .issuers(&[ISSUER])
+        .audiences(&[AUDIENCE]);
+    if query_token {
+        config = config.websocket_query_token("access_token");
+    }
+    let auth = JwtAuthLayer::new(config.build().expect("config"));
+    TestApp::new(
+        App::new()
+            .websocket("$connect", with_layer(whoami, auth.clone()))
+            .websocket("$default", |_ctx: Context| async {
+                Ok::<_, lift_core::Error>(Json(json!({"ok": true})))
+            })
+            .get("/me", with_layer(whoami, auth)),
+    )
+    .expect("app")
+}
+
+async fn connect(app: &TestApp, query: Option<&str>, authorization: Option<&str>) -> HttpResponse {
+    let mut event = events::websocket("conn-1");
+    if let Some(token) = query {
+        event = event.query("access_token", token);
+    }
+    if let Some(value) = authorization {
+        event = event.header("authorization", value);
+    }
+    app.websocket(event.connect()).await.expect("response")
+}
+
+#[tokio::test]
+async fn a_websocket_connect_can_carry_its_token_in_the_query() {
+    let app = websocket_app(true);
+    let token = hs(&claims());
+
+    let accepted = connect(&app, Some(&token), None).await;
+    assert_eq!(accepted.status, 200, "{}", accepted.text());
+    assert_eq!(accepted.json::<Value>().expect("json")["sub"], "user-1");
+
+    let mut expired = claims();
+    expired["exp"] = json!(now() - 3600);
+    for (query, error) in [
+        (hs(&expired), "invalid_token"),
+        ("not-a-jwt".to_owned(), "invalid_token"),
+        (" ".to_owned(), "invalid_request"),
+    ] {
+        let refused = connect(&app, Some(&query), None).await;
+        assert_eq!(refused.status, 401, "{query:?}: {}", refused.text());
+        let challenge = refused.header("www-authenticate").expect("challenge");
+        assert!(challenge.contains(error), "{query:?}: {challenge}");
+    }
+    let missing = connect(&app, None, None).await;
+    assert_eq!(missing.status, 401);
+
+    // The Authorization header, when the client could send one, comes first.
+    let header = connect(&app, Some("not-a-jwt"), Some(&format!("Bearer {token}"))).await;
+    assert_eq!(header.status, 200, "{}", header.text());
+
+    // Messages after the handshake carry no token and are not behind the layer.
+    let message = app
+        .websocket(events::websocket("conn-1").message("$default", "{}"))
+        .await
+        .expect("message");
+    assert_eq!(message.status, 200);
+}
+
+#[tokio::test]
+async fn a_query_token_is_read_only_on_a_websocket_connect_that_asks_for_it() {
+    let token = hs(&claims());
+    let with_setting = websocket_app(true);
+    let http = with_setting
+        .http(
+            events::http("GET", "/me")
+                .query("access_token", &token)
+                .v2(),
+        )
+        .await
+        .expect("response");
+    assert_eq!(http.status, 401, "an HTTP query never carries a token");
+
+    let without_setting = websocket_app(false);
+    let refused = connect(&without_setting, Some(&token), None).await;
+    assert_eq!(refused.status, 401);
+    let accepted = connect(&without_setting, None, Some(&format!("Bearer {token}"))).await;
+    assert_eq!(accepted.status, 200, "{}", accepted.text());
+}
