@@ -20,6 +20,9 @@
 //!   [`IdempotencyConfigBuilder::wait_for_in_progress`] allows, waits for the first call's answer.
 //! - A failed handler (an error or a 5xx) deletes its record, so a retry can run. So does
 //!   a streamed response ([`lift_core::stream`]), whose body cannot be stored and replayed.
+//! - Completing and releasing are conditional on the claim still being this call's (a
+//!   random token in the attribute `lift_claim`, which Powertools ignores): a call that
+//!   outlived its lock and lost the key to another call leaves that call's record alone.
 //! - Works per request and per batch record (each record its own key, with partial batch
 //!   failures as usual), and can keep completed answers in a bounded local cache in front
 //!   of DynamoDB.
@@ -396,8 +399,8 @@ where
                 )
                 .await
                 .map_err(|e| Box::new(e) as BoxError)?;
-            match claim {
-                Claim::Won => {}
+            let token = match claim {
+                Claim::Won(token) => token,
                 Claim::Completed(record) => return answer(&shared, &record, &validation),
                 Claim::InProgress => {
                     let waited = shared
@@ -410,7 +413,7 @@ where
                         None => Err(in_progress()),
                     };
                 }
-            }
+            };
             let result = service.oneshot(ctx).await.map_err(Into::into);
             match &result {
                 Ok(response)
@@ -425,12 +428,14 @@ where
                         shared.config.expires_after,
                     )
                     .map_err(|e| Box::new(Error::internal(e)) as BoxError)?;
-                    shared
+                    let stored = shared
                         .store
-                        .complete(&record)
+                        .complete(&record, &token)
                         .await
                         .map_err(|e| Box::new(e) as BoxError)?;
-                    if let Some(cache) = &shared.cache
+                    if !stored {
+                        tracing::warn!(target: "lift::idempotency", code = "idempotency_lock_lapsed", "the handler outlived its lock and another call claimed the key; that call's answer is the one kept");
+                    } else if let Some(cache) = &shared.cache
                         && let Ok(remembered) = Remembered::new(record)
                     {
                         cache.insert(key, Arc::new(remembered));
@@ -439,7 +444,7 @@ where
                 _ => {
                     // A failure must not be remembered, and a streamed body cannot be
                     // replayed: release the key.
-                    if let Err(error) = shared.store.release(&key).await {
+                    if let Err(error) = shared.store.release(&key, &token).await {
                         tracing::warn!(target: "lift::idempotency", %error, "could not release a failed key");
                     }
                 }

@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 const IN_PROGRESS: &str = "INPROGRESS";
 const COMPLETED: &str = "COMPLETED";
+/// The attribute naming which call holds an in-progress record. Powertools ignores it.
+const CLAIM: &str = "lift_claim";
+/// Only the call that holds the in-progress record may complete or release it.
+const HELD: &str = "#status = :in_progress AND lift_claim = :claim";
 
 /// A stored idempotency record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,10 +165,15 @@ impl Record {
     }
 }
 
+/// Identifies one call's claim on a key, so that a call whose lock lapsed cannot
+/// overwrite or delete the record of the call that claimed the key after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClaimToken(String);
+
 /// The outcome of trying to claim a key.
 pub(crate) enum Claim {
-    /// This call owns the key: run the handler.
-    Won,
+    /// This call owns the key: run the handler, then complete or release with the token.
+    Won(ClaimToken),
     /// Another call finished with this key: here is its record.
     Completed(Record),
     /// Another call holds the key and has not finished.
@@ -214,12 +223,15 @@ impl Store {
             data: None,
             validation: Some(validation.to_owned()),
         };
+        let token = ClaimToken(format!("{:016x}", fastrand::u64(..)));
+        let mut item = record.to_item();
+        item.insert(CLAIM.to_owned(), AttributeValue::S(token.0.clone()));
         for _ in 0..3 {
             let put = self
                 .client
                 .put_item()
                 .table_name(&self.table)
-                .set_item(Some(record.to_item()))
+                .set_item(Some(item.clone()))
                 .condition_expression(
                     "attribute_not_exists(id) OR expiration < :now OR (#status = :in_progress AND in_progress_expiration < :now_ms)",
                 )
@@ -233,7 +245,7 @@ impl Store {
                 .send()
                 .await;
             match put {
-                Ok(_) => return Ok(Claim::Won),
+                Ok(_) => return Ok(Claim::Won(token)),
                 Err(error) => match error.into_service_error() {
                     PutItemError::ConditionalCheckFailedException(_) => {}
                     other => return Err(Error::internal(other)),
@@ -259,27 +271,50 @@ impl Store {
         Ok(Claim::InProgress)
     }
 
-    pub(crate) async fn complete(&self, record: &Record) -> Result<(), Error> {
-        self.client
+    /// Stores the completed record in place of this call's claim. `Ok(false)`: the claim
+    /// is no longer this call's (its lock lapsed and another call claimed the key), so the
+    /// record was left alone.
+    pub(crate) async fn complete(
+        &self,
+        record: &Record,
+        claim: &ClaimToken,
+    ) -> Result<bool, Error> {
+        let result = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(record.to_item()))
+            .condition_expression(HELD)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":in_progress", AttributeValue::S(IN_PROGRESS.to_owned()))
+            .expression_attribute_values(":claim", AttributeValue::S(claim.0.clone()))
             .send()
-            .await
-            .map_err(Error::internal)?;
-        Ok(())
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(Error::internal(error)),
+        }
     }
 
-    /// Deletes an in-progress record (its handler failed).
-    pub(crate) async fn release(&self, key: &str) -> Result<(), Error> {
+    /// Deletes this call's in-progress record (its handler failed); a record another call
+    /// holds by now is left alone.
+    pub(crate) async fn release(&self, key: &str, claim: &ClaimToken) -> Result<(), Error> {
         let result = self
             .client
             .delete_item()
             .table_name(&self.table)
             .key("id", AttributeValue::S(key.to_owned()))
-            .condition_expression("#status = :in_progress")
+            .condition_expression(HELD)
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":in_progress", AttributeValue::S(IN_PROGRESS.to_owned()))
+            .expression_attribute_values(":claim", AttributeValue::S(claim.0.clone()))
             .send()
             .await;
         match result {

@@ -330,3 +330,70 @@ async fn the_local_cache_answers_repeats_without_dynamodb() {
     assert_eq!(reused.status, 422, "{}", reused.text());
     assert_eq!(f.calls.load(Ordering::SeqCst), 1);
 }
+
+/// A call whose handler outlives its lock (here 1 s: the invocation has half a second
+/// left) loses the key to the next call. Its late answer must not replace that call's
+/// record, or later repeats would get an answer from a call that no longer held the key.
+#[tokio::test]
+async fn a_call_that_outlives_its_lock_leaves_the_next_claim_alone() {
+    let client = aws::client().await;
+    let table = aws::table_keyed(&client, "lift-idempotency", "id").await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let place = move |ctx: Context| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let body: Value = serde_json::from_slice(ctx.body()).map_err(Error::internal)?;
+            if body["slow"] == true {
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+            }
+            Ok::<_, Error>(Created(json!({"answeredBy": body["who"]})))
+        }
+    };
+    let config = IdempotencyConfig::builder(&table)
+        .key_fields(&["/orderId"])
+        .build()
+        .expect("config");
+    let app = Arc::new(
+        TestApp::new(
+            App::new()
+                .post("/orders", place)
+                .layer(IdempotencyLayer::new(client.clone(), config)),
+        )
+        .expect("app"),
+    );
+
+    let first = {
+        let app = app.clone();
+        let event = events::http("POST", "/orders")
+            .json(&json!({"orderId": "o-9", "who": "first", "slow": true}))
+            .v2();
+        let mut lambda = lift_core::testing::lambda_context("first");
+        lambda.deadline = (std::time::SystemTime::now() + Duration::from_millis(500))
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_millis() as u64;
+        tokio::spawn(async move { app.invoke_with(&event, lambda).await })
+    };
+    // The first call's 1 s lock has lapsed; it is still running.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = send(&app, &json!({"orderId": "o-9", "who": "second"})).await;
+    assert_eq!(second.status, 201, "{}", second.text());
+    assert_eq!(
+        second.json::<Value>().expect("json")["answeredBy"],
+        "second"
+    );
+
+    let first = first.await.expect("task").expect("first answered");
+    let first = lift_core::testing::HttpResponse::from_value(&first).expect("http");
+    assert_eq!(first.json::<Value>().expect("json")["answeredBy"], "first");
+
+    let third = send(&app, &json!({"orderId": "o-9", "who": "third"})).await;
+    assert_eq!(
+        third.json::<Value>().expect("json")["answeredBy"],
+        "second",
+        "the record is the second call's, which held the key when it finished"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
