@@ -26,6 +26,9 @@
 //! - Works per request and per batch record (each record its own key, with partial batch
 //!   failures as usual), and can keep completed answers in a bounded local cache in front
 //!   of DynamoDB.
+//! - [`Idempotent`] does the same for any computation inside a handler (Powertools'
+//!   `idempotent_function`): the key comes from a value the caller passes, and the record
+//!   holds the computation's value as JSON.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -45,6 +48,7 @@
 //! # }
 //! ```
 
+mod function;
 mod store;
 
 use std::future::Future;
@@ -59,6 +63,7 @@ use sha2::{Digest, Sha256};
 use tower::{Layer, Service, ServiceExt};
 
 use crate::error::{ConfigError, check};
+pub use function::{Idempotent, IdempotentError};
 pub use store::Record;
 use store::{Claim, Store};
 
@@ -229,6 +234,22 @@ struct Shared {
     cache: Option<moka::sync::Cache<String, Arc<Remembered>>>,
 }
 
+impl Shared {
+    fn new(client: aws_sdk_dynamodb::Client, config: IdempotencyConfig) -> Self {
+        let cache = (config.local_cache > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(config.local_cache)
+                .time_to_live(config.expires_after)
+                .build()
+        });
+        Shared {
+            store: Store::new(client, &config.table),
+            config,
+            cache,
+        }
+    }
+}
+
 /// Makes handlers idempotent; see the module docs.
 #[derive(Clone)]
 pub struct IdempotencyLayer {
@@ -246,19 +267,14 @@ impl std::fmt::Debug for IdempotencyLayer {
 impl IdempotencyLayer {
     /// Idempotency through `client` (built once at init and shared).
     pub fn new(client: aws_sdk_dynamodb::Client, config: IdempotencyConfig) -> Self {
-        let cache = (config.local_cache > 0).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(config.local_cache)
-                .time_to_live(config.expires_after)
-                .build()
-        });
         IdempotencyLayer {
-            shared: Arc::new(Shared {
-                store: Store::new(client, &config.table),
-                config,
-                cache,
-            }),
+            shared: Arc::new(Shared::new(client, config)),
         }
+    }
+
+    /// Idempotent computations ([`Idempotent`]) on this layer's table and settings.
+    pub fn function(&self) -> Idempotent {
+        Idempotent::from_shared(self.shared.clone())
     }
 }
 
@@ -298,12 +314,33 @@ crate::inner_accessors!(Idempotency<S>);
 /// The future of [`Idempotency`] (it awaits DynamoDB, so it is boxed).
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response, BoxError>> + Send>>;
 
-fn in_progress() -> BoxError {
-    Box::new(Error::new(
+fn in_progress_error() -> Error {
+    Error::new(
         StatusCode::CONFLICT,
         "idempotency_in_progress",
         "the same request is already being processed; retry later",
-    ))
+    )
+}
+
+fn key_reused_error() -> Error {
+    Error::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+        "this idempotency key was used with a different payload",
+    )
+}
+
+fn in_progress() -> BoxError {
+    Box::new(in_progress_error())
+}
+
+/// Whether a record's payload hash differs from this call's, when that is checked.
+fn payload_differs(shared: &Shared, record: &Record, validation: &str) -> bool {
+    shared.config.validate_payload
+        && record
+            .validation
+            .as_deref()
+            .is_some_and(|v| v != validation)
 }
 
 /// A completed record in the local cache, with its response decoded once.
@@ -338,17 +375,8 @@ impl Remembered {
 
 /// Refuses a record whose payload hash differs from this request's, when configured.
 fn check_payload(shared: &Shared, record: &Record, validation: &str) -> Result<(), BoxError> {
-    if shared.config.validate_payload
-        && record
-            .validation
-            .as_deref()
-            .is_some_and(|v| v != validation)
-    {
-        return Err(Box::new(Error::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
-            "this idempotency key was used with a different payload",
-        )));
+    if payload_differs(shared, record, validation) {
+        return Err(Box::new(key_reused_error()));
     }
     Ok(())
 }

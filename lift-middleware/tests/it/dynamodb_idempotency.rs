@@ -397,3 +397,202 @@ async fn a_call_that_outlives_its_lock_leaves_the_next_claim_alone() {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+mod computations {
+    //! `Idempotent`: a computation inside a handler, keyed by a value the handler passes,
+    //! driven through a real App.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use futures_util::future::join_all;
+    use lift_core::testing::{HttpResponse, TestApp, events};
+    use lift_core::{App, Context, Error, Json};
+    use lift_middleware::idempotency::{
+        IdempotencyConfig, IdempotencyConfigBuilder, Idempotent, IdempotentError,
+    };
+    use serde::{Deserialize, Serialize};
+    use serde_json::{Value, json};
+
+    use crate::aws;
+
+    /// What `POST /charge` receives: the charge, and how the test wants it to behave.
+    #[derive(Serialize, Deserialize)]
+    struct Charge {
+        order: String,
+        cents: u64,
+        #[serde(skip_serializing)]
+        pause_ms: u64,
+        #[serde(skip_serializing)]
+        fail: bool,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Receipt {
+        order: String,
+        run: u32,
+    }
+
+    struct Fixture {
+        app: TestApp,
+        client: aws_sdk_dynamodb::Client,
+        table: String,
+        runs: Arc<AtomicU32>,
+    }
+
+    /// `POST /charge` charges once per charge (`pause_ms` and `fail` are not part of the
+    /// payload); `POST /bytes` runs a computation of the same name with another value type.
+    async fn fixture(
+        configure: impl FnOnce(IdempotencyConfigBuilder) -> IdempotencyConfigBuilder,
+    ) -> Fixture {
+        let client = aws::client().await;
+        let table = aws::table_keyed(&client, "lift-idempotent", "id").await;
+        let config = configure(IdempotencyConfig::builder(&table))
+            .build()
+            .expect("config");
+        let idempotent = Idempotent::new(client.clone(), config);
+        let runs = Arc::new(AtomicU32::new(0));
+        let charge = {
+            let (idempotent, runs) = (idempotent.clone(), runs.clone());
+            move |ctx: Context, Json(charge): Json<Charge>| {
+                let (idempotent, runs) = (idempotent.clone(), runs.clone());
+                async move {
+                    let receipt = idempotent
+                        .run(&ctx, "charge", &charge, || async {
+                            let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                            tokio::time::sleep(Duration::from_millis(charge.pause_ms)).await;
+                            if charge.fail {
+                                return Err(Error::internal("the card processor timed out"));
+                            }
+                            Ok(Receipt {
+                                order: charge.order.clone(),
+                                run,
+                            })
+                        })
+                        .await?;
+                    Ok::<_, Error>(Json(receipt))
+                }
+            }
+        };
+        let bytes = move |ctx: Context, Json(charge): Json<Charge>| {
+            let idempotent = idempotent.clone();
+            async move {
+                let result: Result<Vec<u8>, IdempotentError<Error>> = idempotent
+                    .run(&ctx, "charge", &charge, || async { Ok(vec![1, 2, 3]) })
+                    .await;
+                match result {
+                    Err(IdempotentError::Store(_)) => Ok(Json(json!({"store_error": true}))),
+                    other => Err(Error::internal(format!(
+                        "expected a store error: {other:?}"
+                    ))),
+                }
+            }
+        };
+        let app =
+            TestApp::new(App::new().post("/charge", charge).post("/bytes", bytes)).expect("app");
+        Fixture {
+            app,
+            client,
+            table,
+            runs,
+        }
+    }
+
+    fn charge(order: &str, cents: u64, pause_ms: u64, fail: bool) -> Value {
+        json!({"order": order, "cents": cents, "pause_ms": pause_ms, "fail": fail})
+    }
+
+    async fn post(app: &TestApp, path: &str, body: &Value) -> HttpResponse {
+        app.http(events::http("POST", path).json(body).v2())
+            .await
+            .expect("response")
+    }
+
+    #[tokio::test]
+    async fn concurrent_calls_compute_once_and_share_the_value() {
+        let f = fixture(|c| c.wait_for_in_progress(Duration::from_secs(5))).await;
+        let body = charge("o-1", 1250, 200, false);
+        let responses = join_all((0..8).map(|_| post(&f.app, "/charge", &body))).await;
+        for response in responses {
+            assert_eq!(response.status, 200, "{}", response.text());
+            assert_eq!(
+                response.json::<Receipt>().expect("receipt"),
+                Receipt {
+                    order: "o-1".to_owned(),
+                    run: 1
+                }
+            );
+        }
+        assert_eq!(f.runs.load(Ordering::SeqCst), 1);
+
+        let items = f
+            .client
+            .scan()
+            .table_name(&f.table)
+            .send()
+            .await
+            .expect("scan");
+        let [item] = items.items() else {
+            panic!("one record: {items:?}");
+        };
+        let id = item["id"].as_s().expect("id");
+        assert!(id.starts_with("lift-test.charge#"), "{id}");
+        assert_eq!(item["status"].as_s().expect("status"), "COMPLETED");
+        let data: Value = serde_json::from_str(item["data"].as_s().expect("data")).expect("json");
+        assert_eq!(data, json!({"order": "o-1", "run": 1}));
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_in_progress_is_a_409_without_waiting() {
+        let f = fixture(|c| c).await;
+        let first = charge("o-2", 100, 500, false);
+        let (slow, duplicate) = tokio::join!(post(&f.app, "/charge", &first), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            post(&f.app, "/charge", &charge("o-2", 100, 0, false)).await
+        });
+        assert_eq!(slow.json::<Receipt>().expect("receipt").run, 1);
+        assert_eq!(duplicate.status, 409, "{}", duplicate.text());
+        assert_eq!(
+            duplicate.json::<Value>().expect("json")["error"]["code"],
+            "idempotency_in_progress"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_releases_the_key_and_a_retry_computes() {
+        let f = fixture(|c| c).await;
+        let failed = post(&f.app, "/charge", &charge("o-3", 100, 0, true)).await;
+        assert_eq!(failed.status, 500);
+        let retried = post(&f.app, "/charge", &charge("o-3", 100, 0, false)).await;
+        assert_eq!(retried.json::<Receipt>().expect("receipt").run, 2);
+        let repeat = post(&f.app, "/charge", &charge("o-3", 100, 0, false)).await;
+        assert_eq!(repeat.json::<Receipt>().expect("receipt").run, 2);
+        assert_eq!(f.runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_key_reused_with_another_payload_is_a_422() {
+        let f = fixture(|c| c.key_fields(&["/order"]).validate_payload(true)).await;
+        let first = post(&f.app, "/charge", &charge("o-4", 100, 0, false)).await;
+        assert_eq!(first.json::<Receipt>().expect("receipt").run, 1);
+        let reused = post(&f.app, "/charge", &charge("o-4", 999, 0, false)).await;
+        assert_eq!(reused.status, 422, "{}", reused.text());
+        assert_eq!(
+            reused.json::<Value>().expect("json")["error"]["code"],
+            "idempotency_key_reused"
+        );
+        assert_eq!(f.runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stored_value_of_another_type_is_a_store_error() {
+        let f = fixture(|c| c).await;
+        let body = charge("o-5", 100, 0, false);
+        assert_eq!(post(&f.app, "/charge", &body).await.status, 200);
+        let other = post(&f.app, "/bytes", &body).await;
+        assert_eq!(other.status, 200, "{}", other.text());
+        assert_eq!(other.json::<Value>().expect("json")["store_error"], true);
+        assert_eq!(f.runs.load(Ordering::SeqCst), 1);
+    }
+}
