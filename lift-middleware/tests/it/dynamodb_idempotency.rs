@@ -586,6 +586,32 @@ mod computations {
     }
 
     #[tokio::test]
+    async fn the_local_cache_keeps_completed_values() {
+        let f = fixture(|c| c.local_cache(16)).await;
+        let body = charge("o-6", 100, 0, false);
+        assert_eq!(post(&f.app, "/charge", &body).await.status, 200);
+        let items = f
+            .client
+            .scan()
+            .table_name(&f.table)
+            .send()
+            .await
+            .expect("scan");
+        for item in items.items() {
+            f.client
+                .delete_item()
+                .table_name(&f.table)
+                .key("id", item["id"].clone())
+                .send()
+                .await
+                .expect("delete");
+        }
+        let repeat = post(&f.app, "/charge", &body).await;
+        assert_eq!(repeat.json::<Receipt>().expect("receipt").run, 1);
+        assert_eq!(f.runs.load(Ordering::SeqCst), 1, "answered from memory");
+    }
+
+    #[tokio::test]
     async fn a_stored_value_of_another_type_is_a_store_error() {
         let f = fixture(|c| c).await;
         let body = charge("o-5", 100, 0, false);
