@@ -9,8 +9,8 @@ What `sam package` + `sam deploy` would do, without SAM CLI or cargo-lambda:
 3. write a deploy copy of the template (``target/lift-local/template.deploy.json``) whose
    functions' ``CodeUri`` is the uploaded ``s3://bucket/key``;
 4. delete an existing stack of the same name, create it again and wait for CREATE_COMPLETE;
-5. write ``target/lift-local/stack.json`` with each function's name and URLs, and each
-   WebSocket API's id, stage and URLs.
+5. write ``target/lift-local/stack.json`` with each function's name and URLs, each
+   WebSocket API's id, stage and URLs, and the stack's outputs.
 
 Run it with the project venv's python (``scripts/emulator.sh install`` creates it):
 
@@ -292,7 +292,7 @@ def main() -> int:
     lam = session.client("lambda", endpoint_url=endpoint, config=cfg)
 
     result = {"endpoint": endpoint, "region": region, "stack": args.stack, "functions": {},
-              "websockets": {}}
+              "websockets": {}, "outputs": outputs}
     for logical_id, binary in functions.items():
         name = cfn.describe_stack_resource(StackName=args.stack, LogicalResourceId=logical_id)[
             "StackResourceDetail"]["PhysicalResourceId"]

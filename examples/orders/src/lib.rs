@@ -1,0 +1,233 @@
+//! `orders`: an order API on DynamoDB, with Lift's request-path features working together.
+//!
+//! - `POST /orders` (`{"customer": "c-1", "items": [{"sku": "A-1", "quantity": 2}]}`) places
+//!   an order. The body is typed and validated (a `422` lists every failing field by its
+//!   JSON pointer). With an `Idempotency-Key` header the call is idempotent: a repeat gets the
+//!   first answer without placing another order, a repeat while the first runs waits for its
+//!   answer, and the same key with another body is a `422 idempotency_key_reused`. The order
+//!   is written with a conditional put, and the invocation's EMF document counts
+//!   `OrdersPlaced` and `ItemsOrdered`.
+//! - `GET /orders/{id}` reads an order, cached for 30 s in memory and in DynamoDB (the
+//!   `x-cache` header says `hit` or `miss`); an unknown id is a `404`, never cached.
+//!
+//! Orders are mapped to DynamoDB items with `serde_dynamo`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use lift_core::http::StatusCode;
+use lift_core::metrics::{MetricsConfig, Unit};
+use lift_core::{App, Context, Created, Error, Json, Result, with_layer};
+use lift_middleware::cache::{Cache, CacheLayer, HttpGetPolicy};
+use lift_middleware::idempotency::{IdempotencyConfig, IdempotencyLayer};
+use serde::{Deserialize, Serialize};
+
+/// How long a read order is served from the cache.
+pub const CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// The body of `POST /orders`.
+#[derive(Debug, Serialize, Deserialize, garde::Validate)]
+pub struct NewOrder {
+    /// Who orders.
+    #[garde(length(min = 1, max = 64))]
+    pub customer: String,
+    /// What they order: 1 to 50 lines.
+    #[garde(length(min = 1, max = 50), dive)]
+    pub items: Vec<Line>,
+}
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, garde::Validate)]
+pub struct Line {
+    /// The product.
+    #[garde(length(min = 1, max = 32))]
+    pub sku: String,
+    /// How many, 1 to 1000.
+    #[garde(range(min = 1, max = 1000))]
+    pub quantity: u32,
+}
+
+/// A placed order, as stored and as answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    /// The order's id (`o-` and 16 hex digits).
+    pub id: String,
+    /// Who ordered.
+    pub customer: String,
+    /// What they ordered.
+    pub items: Vec<Line>,
+    /// When it was placed, in seconds since the epoch.
+    pub placed_at: u64,
+}
+
+/// The orders table: partition key `id`, a string.
+#[derive(Debug, Clone)]
+pub struct Orders {
+    client: Client,
+    table: String,
+}
+
+impl Orders {
+    /// Orders in `table`, through `client`.
+    pub fn new(client: Client, table: &str) -> Self {
+        Orders {
+            client,
+            table: table.to_owned(),
+        }
+    }
+
+    /// Stores a new order; an order with the same id is never overwritten.
+    ///
+    /// # Errors
+    /// `409 order_exists` when the id is taken, a 500 when DynamoDB fails.
+    pub async fn insert(&self, order: &Order) -> Result<()> {
+        let item = serde_dynamo::to_item(order).map_err(Error::internal)?;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(id)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(error) => match error.into_service_error() {
+                PutItemError::ConditionalCheckFailedException(_) => Err(Error::new(
+                    StatusCode::CONFLICT,
+                    "order_exists",
+                    "an order with this id already exists",
+                )),
+                other => Err(Error::internal(other)),
+            },
+        }
+    }
+
+    /// The order with this id, if there is one.
+    ///
+    /// # Errors
+    /// A 500 when DynamoDB fails or the item is not an order.
+    pub async fn get(&self, id: &str) -> Result<Option<Order>> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(
+                "id",
+                aws_sdk_dynamodb::types::AttributeValue::S(id.to_owned()),
+            )
+            .send()
+            .await
+            .map_err(Error::internal)?;
+        output
+            .item
+            .map(|item| serde_dynamo::from_item(item).map_err(Error::internal))
+            .transpose()
+    }
+}
+
+/// What the App is built from: the orders table, the idempotency layer and the cache.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    /// Where orders live.
+    pub orders: Orders,
+    /// Makes `POST /orders` idempotent.
+    pub idempotency: IdempotencyLayer,
+    /// Caches `GET /orders/{id}`.
+    pub cache: Cache,
+}
+
+impl Deps {
+    /// The usual dependencies on three tables: orders, idempotency records (partition key
+    /// `id`) and cache entries (partition key `pk`, sort key `sk`).
+    ///
+    /// # Errors
+    /// A configuration error of the idempotency layer or the cache.
+    pub fn new(
+        client: Client,
+        orders_table: &str,
+        idempotency_table: &str,
+        cache_table: &str,
+    ) -> std::result::Result<Self, lift_middleware::ConfigError> {
+        let idempotency = IdempotencyConfig::builder(idempotency_table)
+            .key_fn(|ctx: &Context| ctx.header("idempotency-key").map(str::to_owned))
+            .validate_payload(true)
+            .expires_after(Duration::from_secs(24 * 3600))
+            .wait_for_in_progress(Duration::from_secs(3))
+            .build()?;
+        let cache = Cache::builder("orders")
+            .memory(1_000)
+            .dynamodb(client.clone(), cache_table)
+            .build()?;
+        Ok(Deps {
+            orders: Orders::new(client.clone(), orders_table),
+            idempotency: IdempotencyLayer::new(client, idempotency),
+            cache,
+        })
+    }
+}
+
+async fn place(orders: Orders, ctx: Context, input: NewOrder) -> Result<Created<Order>> {
+    let order = Order {
+        id: format!("o-{:016x}", fastrand::u64(..)),
+        customer: input.customer,
+        items: input.items,
+        placed_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    orders.insert(&order).await?;
+    let quantity: u32 = order.items.iter().map(|line| line.quantity).sum();
+    let metrics = ctx.metrics();
+    metrics
+        .count("OrdersPlaced", 1.0)
+        .map_err(Error::internal)?;
+    metrics
+        .value("ItemsOrdered", f64::from(quantity), Unit::Count)
+        .map_err(Error::internal)?;
+    metrics
+        .property("orderId", order.id.clone())
+        .map_err(Error::internal)?;
+    tracing::info!(order = %order.id, customer = %order.customer, "order placed");
+    Ok(Created(order))
+}
+
+async fn fetch(orders: Orders, ctx: Context) -> Result<Json<Order>> {
+    let id = ctx.path_param("id")?;
+    match orders.get(id).await? {
+        Some(order) => Ok(Json(order)),
+        None => Err(Error::new(
+            StatusCode::NOT_FOUND,
+            "order_not_found",
+            "no order has this id",
+        )),
+    }
+}
+
+/// The orders App.
+pub fn app(deps: Deps) -> App {
+    let Deps {
+        orders,
+        idempotency,
+        cache,
+    } = deps;
+    let on_place = orders.clone();
+    let on_fetch = orders;
+    App::new()
+        .post(
+            "/orders",
+            with_layer(
+                move |ctx, input| place(on_place.clone(), ctx, input),
+                idempotency,
+            ),
+        )
+        .get(
+            "/orders/{id}",
+            with_layer(
+                move |ctx| fetch(on_fetch.clone(), ctx),
+                CacheLayer::new(cache, HttpGetPolicy::new(CACHE_TTL)),
+            ),
+        )
+        .metrics(MetricsConfig::new("LiftExamples").service("orders"))
+}
