@@ -4,7 +4,10 @@
 Reads target/lift-local/stack.json (written by scripts/deploy.py), then:
   * calls hello through its local Function URL: GET /hello/world, POST /greetings, and an
     invalid POST /greetings that must come back as a 4xx with an error body;
-  * invokes echo through the Lambda Invoke API with every fixture in ../shared/fixtures/events.
+  * invokes echo through the Lambda Invoke API with every fixture in ../shared/fixtures/events;
+  * places orders through the orders Function URL: an idempotent repeat, a reused key, invalid
+    lines, a read served from the cache on the second call, and an unknown order;
+  * talks to the chat WebSocket API with two clients.
 Exits non-zero if any call does not answer as expected.
 """
 
@@ -16,6 +19,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,16 +67,25 @@ class Checks:
             self.failed += 1
 
 
-def http(method: str, url: str, body: dict | None = None) -> tuple[int, str]:
+def http(method: str, url: str, body: dict | None = None,
+         headers: dict | None = None) -> tuple[int, str]:
+    status, text, _ = http_with_headers(method, url, body, headers)
+    return status, text
+
+
+def http_with_headers(method: str, url: str, body: dict | None = None,
+                      headers: dict | None = None) -> tuple[int, str, dict]:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method)
     if data is not None:
         req.add_header("content-type", "application/json")
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, compact(resp.read())
+            return resp.status, compact(resp.read()), {k.lower(): v for k, v in resp.headers.items()}
     except urllib.error.HTTPError as e:
-        return e.code, compact(e.read())
+        return e.code, compact(e.read()), {k.lower(): v for k, v in e.headers.items()}
 
 
 def drive_hello(hello: dict, checks: Checks) -> None:
@@ -173,6 +186,43 @@ def drive_chat(api: dict, token: str, checks: Checks) -> None:
         checks.report(False, f"chat exchange                      -> {type(e).__name__}: {short(str(e))}")
 
 
+def drive_orders(orders: dict, checks: Checks) -> None:
+    """Idempotent order placement, validation and a cached read, through the Function URL."""
+    base = orders["local_url"].rstrip("/")
+    print(f"\norders via its Function URL  {DIM}{orders['local_url']}{RESET}")
+    key = {"idempotency-key": f"demo-{uuid.uuid4().hex[:12]}"}
+    order = {"customer": "demo", "items": [{"sku": "A-1", "quantity": 2}]}
+
+    def call(method, path, body=None, headers=None):
+        try:
+            return http_with_headers(method, base + path, body, headers)
+        except OSError as e:
+            return 0, str(e), {}
+
+    status, text, _ = call("POST", "/orders", order, key)
+    placed = json.loads(text).get("id") if status == 201 else None
+    checks.report(status == 201 and placed is not None,
+                  f"POST /orders  (Idempotency-Key)        -> {status} {short(text, 150)}")
+    status, text, _ = call("POST", "/orders", order, key)
+    again = json.loads(text).get("id") if status == 201 else None
+    checks.report(status == 201 and again == placed,
+                  f"POST /orders  same key, same body      -> {status}, same order {again}")
+    status, text, _ = call("POST", "/orders", {**order, "items": [{"sku": "A-1", "quantity": 9}]},
+                           key)
+    checks.report(status == 422 and "idempotency_key_reused" in text,
+                  f"POST /orders  same key, other body     -> {status} {short(text, 120)}")
+    status, text, _ = call("POST", "/orders", {"customer": "demo",
+                                                "items": [{"sku": "", "quantity": 0}]})
+    checks.report(status == 422 and "/items/0/quantity" in text,
+                  f"POST /orders  invalid lines            -> {status} {short(text, 120)}")
+    for expected in ("miss", "hit"):
+        status, text, headers = call("GET", f"/orders/{placed}")
+        checks.report(status == 200 and headers.get("x-cache") == expected,
+                      f"GET  /orders/{placed}      -> {status} x-cache: {headers.get('x-cache')}")
+    status, text, _ = call("GET", "/orders/o-0000000000000000")
+    checks.report(status == 404, f"GET  /orders/o-0000000000000000      -> {status} {short(text, 100)}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--stack-file", type=Path, default=ROOT / "target" / "lift-local" / "stack.json")
@@ -187,6 +237,8 @@ def main() -> int:
     checks = Checks()
     drive_hello(functions["hello"], checks)
     drive_echo(functions["echo"], stack["endpoint"], stack["region"], args.fixtures, checks)
+    if "orders" in functions:
+        drive_orders(functions["orders"], checks)
     chat = stack.get("websockets", {}).get("ChatApi")
     if chat:
         drive_chat(chat, os.environ.get("LIFT_CHAT_TOKEN", "let-me-in"), checks)
