@@ -491,6 +491,33 @@ struct Unit {
     span: tracing::Span,
 }
 
+#[cfg(any(
+    feature = "sqs",
+    feature = "dynamodb",
+    feature = "sns",
+    feature = "eventbridge"
+))]
+impl Unit {
+    /// A record or event, which has no route or path parameters.
+    fn unrouted(
+        source: Source,
+        payload: Payload,
+        correlation_id: Option<String>,
+        endpoint: Endpoint,
+        span: tracing::Span,
+    ) -> Unit {
+        Unit {
+            source,
+            payload,
+            correlation_id,
+            endpoint,
+            route: None,
+            params: Vec::new(),
+            span,
+        }
+    }
+}
+
 impl LiftService {
     /// Handles one raw event the way the Lambda runtime would, returning the invocation's
     /// response JSON. The entry point of the [`crate::testing`] kit and of benchmarks.

@@ -47,15 +47,13 @@ impl LiftService {
                 eventName = %record.event_name,
                 sequenceNumber = sequence.as_deref().unwrap_or_default(),
             );
-            let unit = Unit {
-                source: Source::DynamoDbStream,
-                payload: Payload::DynamoDb(Box::new(record)),
-                correlation_id: None,
-                endpoint: endpoint.clone(),
-                route: None,
-                params: Vec::new(),
+            let unit = Unit::unrouted(
+                Source::DynamoDbStream,
+                Payload::DynamoDb(Box::new(record)),
+                None,
+                endpoint.clone(),
                 span,
-            };
+            );
             if !self.record(&lambda, metrics, unit).await {
                 failures.push(sequence);
             }

@@ -114,19 +114,17 @@ impl LiftService {
         let ctx = self.context(
             &lambda,
             metrics,
-            Unit {
-                source: if scheduled {
+            Unit::unrouted(
+                if scheduled {
                     Source::Schedule
                 } else {
                     Source::EventBridge
                 },
-                payload: Payload::EventBridge(Arc::new(event)),
-                correlation_id: None,
+                Payload::EventBridge(Arc::new(event)),
+                None,
                 endpoint,
-                route: None,
-                params: Vec::new(),
-                span: span.clone(),
-            },
+                span.clone(),
+            ),
         );
         let started = Instant::now();
         let outcome = self.run_unit(ctx).await;

@@ -53,15 +53,13 @@ impl LiftService {
             let ctx = self.context(
                 &lambda,
                 metrics,
-                Unit {
-                    source: Source::Sns,
-                    payload: Payload::Sns(Box::new(record)),
+                Unit::unrouted(
+                    Source::Sns,
+                    Payload::Sns(Box::new(record)),
                     correlation_id,
-                    endpoint: endpoint.clone(),
-                    route: None,
-                    params: Vec::new(),
-                    span: span.clone(),
-                },
+                    endpoint.clone(),
+                    span.clone(),
+                ),
             );
             let started = Instant::now();
             let outcome = self.run_unit(ctx).await;

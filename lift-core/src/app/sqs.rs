@@ -54,15 +54,13 @@ impl LiftService {
             source = "sqs",
             messageId = message.message_id.as_deref().unwrap_or_default(),
         );
-        Unit {
-            source: Source::Sqs,
-            payload: Payload::Sqs(Box::new(message)),
+        Unit::unrouted(
+            Source::Sqs,
+            Payload::Sqs(Box::new(message)),
             correlation_id,
-            endpoint: endpoint.clone(),
-            route: None,
-            params: Vec::new(),
+            endpoint.clone(),
             span,
-        }
+        )
     }
 
     pub(super) async fn sqs(
