@@ -9,8 +9,8 @@ use lift_core::{BoxError, Context, Error};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::store::{Claim, Record};
-use super::{IdempotencyConfig, KeySource, Shared, now, sha256_hex};
+use super::store::Record;
+use super::{IdempotencyConfig, KeySource, Shared, Turn, now, sha256_hex};
 
 /// Runs computations at most once per idempotency key, where the key comes from a value
 /// the caller passes: a charge inside an order handler, one step of a batch record.
@@ -159,38 +159,19 @@ impl Idempotent {
             return self.stored(&record, &validation);
         }
         let lock_for = ctx.remaining().max(Duration::from_secs(1));
-        let claim = shared
-            .store
-            .claim(
-                &key,
-                &validation,
-                now(),
-                shared.config.expires_after,
-                lock_for,
-            )
+        let token = match shared
+            .turn(&key, &validation, lock_for)
             .await
-            .map_err(IdempotentError::Store)?;
-        let token = match claim {
-            Claim::Won(token) => token,
-            Claim::Completed(record) => return self.stored(&record, &validation),
-            Claim::InProgress => {
-                let waited = shared
-                    .store
-                    .wait_for(&key, shared.config.wait_for_in_progress)
-                    .await
-                    .map_err(IdempotentError::Store)?;
-                return match waited {
-                    Some(record) => self.stored(&record, &validation),
-                    None => Err(IdempotentError::InProgress),
-                };
-            }
+            .map_err(IdempotentError::Store)?
+        {
+            Turn::Run(token) => token,
+            Turn::Answer(record) => return self.stored(&record, &validation),
+            Turn::Busy => return Err(IdempotentError::InProgress),
         };
         let value = match compute().await {
             Ok(value) => value,
             Err(error) => {
-                if let Err(release) = shared.store.release(&key, &token).await {
-                    tracing::warn!(target: "lift::idempotency", error = %release, "could not release a failed key");
-                }
+                shared.release(&key, &token).await;
                 return Err(IdempotentError::Failed(error));
             }
         };
@@ -207,14 +188,12 @@ impl Idempotent {
             data: Some(data),
             validation: Some(validation),
         };
-        let stored = shared
-            .store
-            .complete(&record, &token)
+        if shared
+            .finish(&record, &token)
             .await
-            .map_err(IdempotentError::Store)?;
-        if !stored {
-            tracing::warn!(target: "lift::idempotency", code = "idempotency_lock_lapsed", name, "the computation outlived its lock and another call claimed the key; that call's value is the one kept");
-        } else if let Some(values) = &self.values {
+            .map_err(IdempotentError::Store)?
+            && let Some(values) = &self.values
+        {
             values.insert(key, Arc::new(record));
         }
         Ok(value)

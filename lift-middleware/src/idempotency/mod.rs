@@ -65,7 +65,7 @@ use tower::{Layer, Service, ServiceExt};
 use crate::error::{ConfigError, check};
 pub use function::{Idempotent, IdempotentError};
 pub use store::Record;
-use store::{Claim, Store};
+use store::{Claim, ClaimToken, Store};
 
 type KeyFn = Arc<dyn Fn(&Context) -> Option<String> + Send + Sync>;
 
@@ -234,7 +234,55 @@ struct Shared {
     cache: Option<moka::sync::Cache<String, Arc<Remembered>>>,
 }
 
+/// What a call with a key is to do.
+enum Turn {
+    /// It holds the key: run, then complete or release with the token.
+    Run(ClaimToken),
+    /// Another call finished with this key: answer as it did.
+    Answer(Record),
+    /// Another call holds the key and did not finish in the time allowed to wait.
+    Busy,
+}
+
 impl Shared {
+    /// Claims `key`, or finds the record of the call that holds it, waiting for one in
+    /// progress as long as the configuration allows.
+    async fn turn(&self, key: &str, validation: &str, lock_for: Duration) -> Result<Turn, Error> {
+        let claim = self
+            .store
+            .claim(key, validation, now(), self.config.expires_after, lock_for)
+            .await?;
+        Ok(match claim {
+            Claim::Won(token) => Turn::Run(token),
+            Claim::Completed(record) => Turn::Answer(record),
+            Claim::InProgress => match self
+                .store
+                .wait_for(key, self.config.wait_for_in_progress)
+                .await?
+            {
+                Some(record) => Turn::Answer(record),
+                None => Turn::Busy,
+            },
+        })
+    }
+
+    /// Stores the completed record in place of the claim; `false` (and a warning) when the
+    /// call outlived its lock and another call holds the key by now.
+    async fn finish(&self, record: &Record, token: &ClaimToken) -> Result<bool, Error> {
+        let stored = self.store.complete(record, token).await?;
+        if !stored {
+            tracing::warn!(target: "lift::idempotency", code = "idempotency_lock_lapsed", key = %record.id, "the call outlived its lock and another call claimed the key; that call's answer is the one kept");
+        }
+        Ok(stored)
+    }
+
+    /// Releases a failed call's key, so that a retry runs; a failure to do so is logged.
+    async fn release(&self, key: &str, token: &ClaimToken) {
+        if let Err(error) = self.store.release(key, token).await {
+            tracing::warn!(target: "lift::idempotency", %error, "could not release a failed key");
+        }
+    }
+
     fn new(client: aws_sdk_dynamodb::Client, config: IdempotencyConfig) -> Self {
         let cache = (config.local_cache > 0).then(|| {
             moka::sync::Cache::builder()
@@ -416,31 +464,10 @@ where
                 return remembered.answer(&shared, &validation);
             }
             let lock_for = ctx.remaining().max(Duration::from_secs(1));
-            let claim = shared
-                .store
-                .claim(
-                    &key,
-                    &validation,
-                    now(),
-                    shared.config.expires_after,
-                    lock_for,
-                )
-                .await
-                .map_err(|e| Box::new(e) as BoxError)?;
-            let token = match claim {
-                Claim::Won(token) => token,
-                Claim::Completed(record) => return answer(&shared, &record, &validation),
-                Claim::InProgress => {
-                    let waited = shared
-                        .store
-                        .wait_for(&key, shared.config.wait_for_in_progress)
-                        .await
-                        .map_err(|e| Box::new(e) as BoxError)?;
-                    return match waited {
-                        Some(record) => answer(&shared, &record, &validation),
-                        None => Err(in_progress()),
-                    };
-                }
+            let token = match shared.turn(&key, &validation, lock_for).await? {
+                Turn::Run(token) => token,
+                Turn::Answer(record) => return answer(&shared, &record, &validation),
+                Turn::Busy => return Err(in_progress()),
             };
             let result = service.oneshot(ctx).await.map_err(Into::into);
             match &result {
@@ -456,14 +483,8 @@ where
                         shared.config.expires_after,
                     )
                     .map_err(|e| Box::new(Error::internal(e)) as BoxError)?;
-                    let stored = shared
-                        .store
-                        .complete(&record, &token)
-                        .await
-                        .map_err(|e| Box::new(e) as BoxError)?;
-                    if !stored {
-                        tracing::warn!(target: "lift::idempotency", code = "idempotency_lock_lapsed", "the handler outlived its lock and another call claimed the key; that call's answer is the one kept");
-                    } else if let Some(cache) = &shared.cache
+                    if shared.finish(&record, &token).await?
+                        && let Some(cache) = &shared.cache
                         && let Ok(remembered) = Remembered::new(record)
                     {
                         cache.insert(key, Arc::new(remembered));
@@ -472,9 +493,7 @@ where
                 _ => {
                     // A failure must not be remembered, and a streamed body cannot be
                     // replayed: release the key.
-                    if let Err(error) = shared.store.release(&key, &token).await {
-                        tracing::warn!(target: "lift::idempotency", %error, "could not release a failed key");
-                    }
+                    shared.release(&key, &token).await;
                 }
             }
             result
