@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
+use lift_core::http::StatusCode;
 use lift_core::{Context, Error};
 
 use super::is_valid_tenant;
@@ -31,6 +33,24 @@ pub struct TenantTable {
     table: Arc<str>,
     key_attr: Arc<str>,
     prefix: Arc<str>,
+}
+
+/// A conditional write's outcome: a failed condition is `refused()`, any other failure an
+/// internal error.
+fn conditional<E>(
+    result: Result<(), aws_sdk_dynamodb::error::SdkError<PutItemError, E>>,
+    refused: impl FnOnce() -> Error,
+) -> Result<(), Error>
+where
+    E: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(()) => Ok(()),
+        Err(error) => match error.into_service_error() {
+            PutItemError::ConditionalCheckFailedException(_) => Err(refused()),
+            other => Err(Error::internal(other)),
+        },
+    }
 }
 
 fn cross_tenant() -> Error {
@@ -115,21 +135,16 @@ impl TenantTable {
         Ok(output.item)
     }
 
-    /// Writes `item` under logical key `key`. An item that already names a partition key
-    /// must name this one.
+    /// Writes `item` under logical key `key`, replacing whatever was there: the last
+    /// writer wins. Where writers can race, use [`TenantTable::insert`] or
+    /// [`TenantTable::replace_versioned`]. An item that already names a partition key must
+    /// name this one.
     ///
     /// # Errors
     /// 403 `cross_tenant` when the item names another key; an internal error when DynamoDB
     /// fails.
-    pub async fn put(&self, key: &str, mut item: Item) -> Result<(), Error> {
-        let physical = self.physical_key(key);
-        if let Some(named) = item.get(&*self.key_attr) {
-            match named.as_s() {
-                Ok(s) if *s == physical => {}
-                _ => return Err(cross_tenant()),
-            }
-        }
-        item.insert(self.key_attr.to_string(), AttributeValue::S(physical));
+    pub async fn put(&self, key: &str, item: Item) -> Result<(), Error> {
+        let item = self.keyed(key, item)?;
         self.client
             .put_item()
             .table_name(&*self.table)
@@ -138,6 +153,88 @@ impl TenantTable {
             .await
             .map_err(Error::internal)?;
         Ok(())
+    }
+
+    /// Writes `item` under logical key `key` only if no item has that key yet (one
+    /// conditional put).
+    ///
+    /// # Errors
+    /// 409 `item_exists` when one does; 403 `cross_tenant` when the item names another key;
+    /// an internal error when DynamoDB fails.
+    pub async fn insert(&self, key: &str, item: Item) -> Result<(), Error> {
+        let item = self.keyed(key, item)?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&*self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#key)")
+            .expression_attribute_names("#key", &*self.key_attr)
+            .send()
+            .await;
+        conditional(result.map(drop), || {
+            Error::new(
+                StatusCode::CONFLICT,
+                "item_exists",
+                "an item with this key already exists",
+            )
+        })
+    }
+
+    /// Optimistic concurrency: writes `item` under logical key `key` only if the stored
+    /// item's number attribute `version_attr` is still `expected` (`None`: only if there is
+    /// no item yet), and stores it with version `expected + 1` (1 for a new item), which it
+    /// returns. Of two writers that read the same version, exactly one wins.
+    ///
+    /// # Errors
+    /// 409 `version_conflict` when the stored version moved on (read again and retry);
+    /// 403 `cross_tenant` when the item names another key; an internal error when DynamoDB
+    /// fails.
+    pub async fn replace_versioned(
+        &self,
+        key: &str,
+        item: Item,
+        version_attr: &str,
+        expected: Option<u64>,
+    ) -> Result<u64, Error> {
+        let mut item = self.keyed(key, item)?;
+        let next = expected.map_or(1, |v| v.saturating_add(1));
+        item.insert(version_attr.to_owned(), AttributeValue::N(next.to_string()));
+        let put = self
+            .client
+            .put_item()
+            .table_name(&*self.table)
+            .set_item(Some(item));
+        let put = match expected {
+            None => put
+                .condition_expression("attribute_not_exists(#key)")
+                .expression_attribute_names("#key", &*self.key_attr),
+            Some(version) => put
+                .condition_expression("#version = :expected")
+                .expression_attribute_names("#version", version_attr)
+                .expression_attribute_values(":expected", AttributeValue::N(version.to_string())),
+        };
+        conditional(put.send().await.map(drop), || {
+            Error::new(
+                StatusCode::CONFLICT,
+                "version_conflict",
+                "the item changed since it was read; read it again and retry",
+            )
+        })?;
+        Ok(next)
+    }
+
+    /// `item` with this tenant's partition key; refused when it names another.
+    fn keyed(&self, key: &str, mut item: Item) -> Result<Item, Error> {
+        let physical = self.physical_key(key);
+        if let Some(named) = item.get(&*self.key_attr) {
+            match named.as_s() {
+                Ok(s) if *s == physical => {}
+                _ => return Err(cross_tenant()),
+            }
+        }
+        item.insert(self.key_attr.to_string(), AttributeValue::S(physical));
+        Ok(item)
     }
 
     /// Deletes the item with logical key `key`.

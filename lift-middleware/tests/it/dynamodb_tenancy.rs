@@ -3,10 +3,7 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use lift_core::Error;
 use lift_middleware::tenancy::TenantTable;
 
@@ -84,48 +81,7 @@ async fn tenants_see_only_their_own_items() {
 #[tokio::test]
 async fn queries_stay_inside_the_tenant() {
     let client = aws::client().await;
-    let table = format!(
-        "lift-tenant-lines-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("time")
-            .as_nanos()
-    );
-    client
-        .create_table()
-        .table_name(&table)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("pk"),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("sk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("sk"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("hash"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("sk")
-                .key_type(KeyType::Range)
-                .build()
-                .expect("range"),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .expect("create table");
+    let table = aws::table_with_sort_key(&client, "lift-tenant-lines").await;
     let acme = TenantTable::new(&client, &table, "pk", "acme").expect("acme");
     let globex = TenantTable::new(&client, &table, "pk", "globex").expect("globex");
     for (tenant, line) in [(&acme, "1"), (&acme, "2"), (&globex, "1")] {
@@ -154,4 +110,76 @@ fn malformed_tenant_ids_cannot_build_a_handle() {
             "{bad:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn insert_and_versioned_replace_never_lose_a_write() {
+    let client = aws::client().await;
+    let table = aws::table(&client, "lift-tenant-writes").await;
+    let acme = TenantTable::new(&client, &table, "pk", "acme").expect("acme");
+    let globex = TenantTable::new(&client, &table, "pk", "globex").expect("globex");
+
+    acme.insert("order-1", item("10"))
+        .await
+        .expect("first insert");
+    let again = acme
+        .insert("order-1", item("20"))
+        .await
+        .expect_err("the key is taken");
+    assert_eq!(
+        (again.status().as_u16(), again.code()),
+        (409, "item_exists")
+    );
+    // Another tenant's key of the same name is another item.
+    globex
+        .insert("order-1", item("30"))
+        .await
+        .expect("globex's own");
+
+    let v1 = acme
+        .replace_versioned("cart", item("1"), "version", None)
+        .await
+        .expect("created");
+    assert_eq!(v1, 1);
+    let stale = acme
+        .replace_versioned("cart", item("1"), "version", None)
+        .await
+        .expect_err("it exists now");
+    assert_eq!(stale.code(), "version_conflict");
+
+    // Eight writers read version 1 and race: exactly one wins.
+    let writers = (0..8).map(|n| {
+        let acme = acme.clone();
+        async move {
+            acme.replace_versioned("cart", item(&n.to_string()), "version", Some(v1))
+                .await
+        }
+    });
+    let results = futures_util::future::join_all(writers).await;
+    let won: Vec<u64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    assert_eq!(won, [2], "{results:?}");
+    for lost in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(
+            (lost.status().as_u16(), lost.code()),
+            (409, "version_conflict")
+        );
+    }
+    let stored = acme.get("cart").await.expect("get").expect("cart");
+    assert_eq!(stored["version"].as_n().expect("n"), "2");
+
+    let cross = acme
+        .insert("order-9", {
+            let mut other = item("1");
+            other.insert(
+                "pk".to_owned(),
+                AttributeValue::S("globex#order-9".to_owned()),
+            );
+            other
+        })
+        .await
+        .expect_err("another tenant's key");
+    assert_eq!(cross.code(), "cross_tenant");
 }
