@@ -14,7 +14,9 @@
 //!   others wait for that answer.
 //! - Invalidation by key and by prefix, within a tenant. In DynamoDB an invalidation
 //!   leaves a tombstone, and every write is conditional on its time, so a computation
-//!   that started before an invalidation cannot store a stale answer after it.
+//!   that started before an invalidation cannot store a stale answer after it. Other
+//!   execution environments see it in the table at once and in their memory within
+//!   [`CacheBuilder::memory_ttl`] (10 s by default).
 //! - Counters ([`Cache::stats`]) and, when enabled, `CacheHit`/`CacheMiss` metrics on the
 //!   request's EMF document. Responses carry `x-cache: hit|miss` and `Age`.
 //! - A failing store never fails a request: a read error is a miss, a write error is
@@ -136,10 +138,15 @@ impl std::fmt::Debug for Cache {
     }
 }
 
+/// The default bound on an answer's time in memory when DynamoDB is behind it
+/// ([`CacheBuilder::memory_ttl`]).
+pub const DEFAULT_MEMORY_TTL: Duration = Duration::from_secs(10);
+
 /// Builds a [`Cache`].
 pub struct CacheBuilder {
     namespace: String,
     memory: u64,
+    memory_ttl: Duration,
     remote: Option<(aws_sdk_dynamodb::Client, String)>,
     clock: Arc<dyn WallClock>,
     emit_metrics: bool,
@@ -158,6 +165,15 @@ impl CacheBuilder {
     /// Keeps up to `entries` answers in this process's memory.
     pub fn memory(mut self, entries: u64) -> Self {
         self.memory = entries;
+        self
+    }
+    /// With DynamoDB behind the memory, the longest an answer stays in this process's
+    /// memory before it is read from the table again (default [`DEFAULT_MEMORY_TTL`],
+    /// 10 s; never longer than the answer's own TTL). An invalidation made in another
+    /// execution environment reaches the table at once and this process's memory within
+    /// this bound. Without DynamoDB it does not apply: invalidations are all local.
+    pub fn memory_ttl(mut self, ttl: Duration) -> Self {
+        self.memory_ttl = ttl;
         self
     }
     /// Keeps answers in the DynamoDB `table` (partition key `pk`, sort key `sk`, both
@@ -198,7 +214,10 @@ impl CacheBuilder {
         Ok(Cache {
             inner: Arc::new(Inner {
                 namespace: self.namespace,
-                memory: (self.memory > 0).then(|| MemoryStore::new(self.memory)),
+                memory: (self.memory > 0).then(|| {
+                    let bound = self.remote.is_some().then_some(self.memory_ttl);
+                    MemoryStore::new(self.memory, bound)
+                }),
                 remote: self
                     .remote
                     .map(|(client, table)| DynamoDbStore::new(client, &table)),
@@ -238,6 +257,7 @@ impl Cache {
         CacheBuilder {
             namespace: namespace.to_owned(),
             memory: 0,
+            memory_ttl: DEFAULT_MEMORY_TTL,
             remote: None,
             clock: Arc::new(SystemClock),
             emit_metrics: false,
@@ -305,7 +325,7 @@ impl Cache {
             Ok(Some(entry)) if entry.usable(now, max_age) => {
                 let entry = Arc::new(entry);
                 if let Some(memory) = &self.inner.memory {
-                    memory.put(&slot.joined, entry.clone());
+                    memory.put(&slot.joined, entry.clone(), now);
                 }
                 Some(entry)
             }
@@ -325,7 +345,7 @@ impl Cache {
             return;
         }
         if let Some(memory) = &self.inner.memory {
-            memory.put(&slot.joined, entry);
+            memory.put(&slot.joined, entry, self.now());
         }
         self.inner.counters.stores.fetch_add(1, Ordering::Relaxed);
     }

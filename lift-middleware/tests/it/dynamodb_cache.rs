@@ -264,6 +264,42 @@ async fn memory_in_front_answers_without_dynamodb() {
     }
 }
 
+/// With memory in front, another environment keeps serving its own copy after an
+/// invalidation, but never longer than the memory bound (10 s by default): then it reads
+/// the table, finds the tombstone and computes again.
+#[tokio::test]
+async fn an_invalidation_reaches_other_environments_memory_within_the_bound() {
+    let client = aws::client().await;
+    let table = aws::table_with_sort_key(&client, "lift-cache").await;
+    let clock = ManualClock::default();
+    let a = environment(&client, &table, &clock, 100, None);
+    let b = environment(&client, &table, &clock, 100, None);
+    assert_eq!(cache_header(&get(&a, "/items/1", None).await), Some("miss"));
+    assert_eq!(cache_header(&get(&b, "/items/1", None).await), Some("hit"));
+    clock.advance(Duration::from_millis(10));
+
+    a.cache.invalidate(None, "GET /items/1").await.unwrap();
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(cache_header(&get(&a, "/items/1", None).await), Some("miss"));
+    let stale = get(&b, "/items/1", None).await;
+    assert_eq!(
+        cache_header(&stale),
+        Some("hit"),
+        "b's memory still holds its copy"
+    );
+    assert_eq!(stale.json::<Value>().unwrap()["run"], 1);
+
+    clock.advance(lift_middleware::cache::DEFAULT_MEMORY_TTL);
+    let after = get(&b, "/items/1", None).await;
+    assert_eq!(
+        cache_header(&after),
+        Some("hit"),
+        "a's recomputation, from the table"
+    );
+    assert_eq!(after.json::<Value>().unwrap()["run"], 2);
+    assert_eq!(b.calls.load(Ordering::SeqCst), 0);
+}
+
 #[tokio::test]
 async fn a_failing_table_never_fails_a_request() {
     let client = aws::client().await;
