@@ -7,7 +7,10 @@
 //! - `cache_memory_hit`: a response answered from the in-memory cache;
 //! - `validate_typed`: a JSON body decoded and validated into a `garde` type;
 //! - `validate_json_schema`: the same body parsed and checked against a compiled JSON
-//!   Schema with the same rules.
+//!   Schema with the same rules;
+//! - `compress_gzip_8k`: an 8 KiB JSON response compressed with gzip at the default level
+//!   (`compress_none_8k`: the same response through the layer for a client that accepts
+//!   no coding, the layer's own cost).
 //!
 //! Each case's future completes without waiting and is polled once, so no runtime is
 //! measured; the `Context` is cloned outside the timed part.
@@ -24,6 +27,7 @@ use lift_core::metrics::{Metrics, MetricsConfig, MetricsSink, Unit};
 use lift_core::testing::{TestApp, events};
 use lift_core::{App, Body, BoxError, Context, Input, Response};
 use lift_middleware::cache::{Cache, CacheLayer, HttpGetPolicy};
+use lift_middleware::compression::CompressionLayer;
 use lift_middleware::idempotency::{IdempotencyConfig, IdempotencyLayer};
 use lift_middleware::validation::JsonSchema;
 use serde_json::{Value, json};
@@ -289,5 +293,48 @@ fn validation(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, metrics, cache, idempotency, validation);
+fn compression(c: &mut Criterion) {
+    let rows: Vec<Value> = (0..120)
+        .map(|n| json!({"row": n, "region": "eu-west-1", "status": "settled", "amount": n * 7}))
+        .collect();
+    let body = json!({ "rows": rows }).to_string();
+    let report = tower::service_fn(move |_ctx: Context| {
+        let body = body.clone();
+        async move {
+            let mut response = Response::new(Body::Text(body));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            Ok::<_, BoxError>(response)
+        }
+    });
+    let mut service = CompressionLayer::new().layer(report);
+    for (name, accept) in [
+        ("compress_gzip_8k", "gzip, deflate, br"),
+        ("compress_none_8k", "br"),
+    ] {
+        let ctx = context_of(
+            &events::http("GET", "/orders/o-1234")
+                .header("accept-encoding", accept)
+                .v2(),
+        );
+        c.bench_function(&format!("request_path/{name}"), |b| {
+            b.iter_batched(
+                || ctx.clone(),
+                |ctx| black_box(once(&mut service, ctx)),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+}
+
+criterion_group!(
+    benches,
+    metrics,
+    cache,
+    idempotency,
+    validation,
+    compression
+);
 criterion_main!(benches);

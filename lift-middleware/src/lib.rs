@@ -57,6 +57,9 @@
 //!
 //! Payloads checked against JSON Schemas (draft 2020-12) and custom rules, and responses
 //! against theirs: [`validation`].
+//!
+//! Responses compressed with `gzip` or `deflate` for clients that accept it:
+//! [`compression`].
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
@@ -98,6 +101,7 @@ pub mod bulkhead;
 pub mod cache;
 pub mod circuit_breaker;
 pub mod classify;
+pub mod compression;
 mod error;
 pub mod http_security;
 pub mod idempotency;

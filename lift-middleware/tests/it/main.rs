@@ -11,6 +11,7 @@ mod bulkhead;
 mod cache;
 mod circuit_breaker;
 mod cloudwatch_sink;
+mod compression;
 mod dynamodb_cache;
 mod dynamodb_circuit_breaker;
 mod dynamodb_idempotency;

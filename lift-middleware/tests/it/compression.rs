@@ -1,0 +1,202 @@
+//! Response compression on a real App: the coding the client asked for, the bodies worth
+//! compressing, and the headers a cache or browser relies on. Every compressed body is
+//! decompressed again and compared with what the handler sent.
+
+use std::io::Read;
+
+use flate2::read::{GzDecoder, ZlibDecoder};
+use http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE};
+use http::{HeaderValue, StatusCode};
+use lift_core::testing::{HttpResponse, TestApp, events};
+use lift_core::{App, Context, Error, IntoResponse, Json, Response};
+use lift_middleware::compression::CompressionLayer;
+use serde_json::{Value, json};
+
+/// A JSON document of about 8 KiB.
+fn report() -> Value {
+    let rows: Vec<Value> = (0..120)
+        .map(|n| json!({"row": n, "region": "eu-west-1", "status": "settled", "amount": n * 7}))
+        .collect();
+    json!({"rows": rows})
+}
+
+fn with_headers(
+    body: &'static str,
+    content_type: &'static str,
+    extra: Option<(&'static str, &'static str)>,
+) -> Response {
+    let mut response = body.repeat(128).into_response();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some((name, value)) = extra {
+        response
+            .headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+fn app(layer: CompressionLayer) -> TestApp {
+    TestApp::new(
+        App::new()
+            .get("/report", |_ctx: Context| async {
+                Ok::<_, Error>(Json(report()))
+            })
+            .get("/small", |_ctx: Context| async {
+                Ok::<_, Error>(Json(json!({"ok": true})))
+            })
+            .get("/png", |_ctx: Context| async {
+                Ok::<_, Error>(with_headers("\u{1}PNG-ish bytes ", "image/png", None))
+            })
+            .get("/encoded", |_ctx: Context| async {
+                Ok::<_, Error>(with_headers(
+                    "already br ",
+                    "text/plain",
+                    Some(("content-encoding", "br")),
+                ))
+            })
+            .get("/no-transform", |_ctx: Context| async {
+                Ok::<_, Error>(with_headers(
+                    "leave me be ",
+                    "text/plain",
+                    Some(("cache-control", "public, no-transform")),
+                ))
+            })
+            .get("/empty", |_ctx: Context| async {
+                Ok::<_, Error>(StatusCode::NO_CONTENT)
+            })
+            .layer(layer),
+    )
+    .expect("app")
+}
+
+async fn get(app: &TestApp, path: &str, accept: Option<&str>) -> HttpResponse {
+    let mut event = events::http("GET", path);
+    if let Some(accept) = accept {
+        event = event.header("accept-encoding", accept);
+    }
+    app.http(event.v2()).await.expect("response")
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    GzDecoder::new(bytes).read_to_end(&mut out).expect("gzip");
+    out
+}
+
+fn inflate(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    ZlibDecoder::new(bytes).read_to_end(&mut out).expect("zlib");
+    out
+}
+
+#[tokio::test]
+async fn the_coding_the_client_prefers_is_applied_and_decodes_to_the_body() {
+    let app = app(CompressionLayer::new());
+    let plain = get(&app, "/report", None).await;
+    assert_eq!(plain.header("content-encoding"), None);
+    assert!(plain.body.len() > 4096, "{}", plain.body.len());
+
+    let gzip = get(&app, "/report", Some("gzip, deflate, br")).await;
+    assert_eq!(gzip.status, 200);
+    assert_eq!(gzip.header("content-encoding"), Some("gzip"));
+    assert_eq!(gzip.header("vary"), Some("accept-encoding"));
+    assert_eq!(gzip.header("content-type"), Some("application/json"));
+    assert!(gzip.base64, "a compressed body travels base64-encoded");
+    assert!(
+        gzip.body.len() * 4 < plain.body.len(),
+        "{} vs {}",
+        gzip.body.len(),
+        plain.body.len()
+    );
+    assert_eq!(gunzip(&gzip.body), plain.body);
+
+    let deflate = get(&app, "/report", Some("gzip;q=0.2, deflate")).await;
+    assert_eq!(deflate.header("content-encoding"), Some("deflate"));
+    assert_eq!(inflate(&deflate.body), plain.body);
+
+    for refused in ["br", "identity", "gzip;q=0, deflate;q=0", "*;q=0"] {
+        let response = get(&app, "/report", Some(refused)).await;
+        assert_eq!(response.header("content-encoding"), None, "{refused}");
+        assert_eq!(response.body, plain.body, "{refused}");
+    }
+}
+
+#[tokio::test]
+async fn bodies_not_worth_compressing_go_out_as_they_are() {
+    let app = app(CompressionLayer::new());
+    for path in ["/small", "/png", "/encoded", "/no-transform"] {
+        let plain = get(&app, path, None).await;
+        let asked = get(&app, path, Some("gzip")).await;
+        assert_eq!(asked.body, plain.body, "{path}");
+        assert_eq!(asked.header("vary"), None, "{path}");
+        assert_eq!(
+            asked.header("content-encoding"),
+            plain.header("content-encoding"),
+            "{path}"
+        );
+    }
+    let empty = get(&app, "/empty", Some("gzip")).await;
+    assert_eq!(
+        (empty.status, empty.header("content-encoding")),
+        (204, None)
+    );
+
+    let head = app
+        .http(
+            events::http("HEAD", "/report")
+                .header("accept-encoding", "gzip")
+                .v2(),
+        )
+        .await
+        .expect("response");
+    assert_eq!(head.header("content-encoding"), None);
+}
+
+#[tokio::test]
+async fn size_level_and_type_rule_are_settings() {
+    let eager = app(CompressionLayer::new().min_size(1).level(9));
+    let small = get(&eager, "/small", Some("gzip")).await;
+    assert_eq!(small.header("content-encoding"), Some("gzip"));
+    assert_eq!(gunzip(&small.body), br#"{"ok":true}"#);
+
+    let images_too = app(CompressionLayer::new().content_types(|_| true));
+    let png = get(&images_too, "/png", Some("gzip")).await;
+    assert_eq!(png.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        gunzip(&png.body),
+        "\u{1}PNG-ish bytes ".repeat(128).as_bytes()
+    );
+
+    // `no-transform` and an existing coding hold whatever the type rule says.
+    for path in ["/no-transform", "/encoded"] {
+        let response = get(&images_too, path, Some("gzip")).await;
+        assert_ne!(response.header("content-encoding"), Some("gzip"), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_vary_the_handler_set_is_kept() {
+    let app = TestApp::new(
+        App::new()
+            .get("/report", |_ctx: Context| async {
+                let mut response = Json(report()).into_response();
+                response
+                    .headers_mut()
+                    .insert("vary", HeaderValue::from_static("origin"));
+                response
+                    .headers_mut()
+                    .insert(CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+                Ok::<_, Error>(response)
+            })
+            .layer(CompressionLayer::new()),
+    )
+    .expect("app");
+    let response = get(&app, "/report", Some("gzip")).await;
+    assert_eq!(response.header(CONTENT_ENCODING.as_str()), Some("gzip"));
+    assert_eq!(
+        response.headers["vary"].join(", "),
+        "origin, accept-encoding"
+    );
+}
