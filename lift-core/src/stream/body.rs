@@ -33,11 +33,59 @@ pub(crate) type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> 
 #[derive(Clone)]
 pub(crate) struct StreamSlot(Arc<Mutex<Option<Streamed>>>);
 
-/// A streamed body on its way out: its chunks, and the chunk to close it with when the
-/// invocation's deadline cuts it short ([`StreamBody::on_deadline`]).
+/// A streamed body on its way out: its chunks, the chunk to close it with when the
+/// invocation's deadline cuts it short ([`StreamBody::on_deadline`]), and the encoders its
+/// bytes go through ([`encode_stream`]).
 pub(crate) struct Streamed {
     pub(crate) chunks: ByteStream,
     pub(crate) on_deadline: Option<Bytes>,
+    pub(crate) encoders: Vec<Box<dyn ChunkEncoder>>,
+}
+
+/// Rewrites the bytes of a streamed body on their way out, chunk by chunk: what a
+/// compressing middleware puts on a [`StreamBody`] with [`encode_stream`].
+///
+/// Every chunk the producer sends goes through [`ChunkEncoder::encode`] as it leaves, so a
+/// streaming encoder must flush what it can decode at once (a compressor's sync flush).
+/// When the body ends, by itself or at the invocation's deadline (after the
+/// [`StreamBody::on_deadline`] chunk, which is encoded too), [`ChunkEncoder::finish`]
+/// closes it. A body cut short by a producer's failure is not finished, so the client
+/// sees a truncated encoding rather than a complete-looking one. A collected body (a
+/// buffered reply) goes through the same calls.
+pub trait ChunkEncoder: Send + 'static {
+    /// The bytes to send for `chunk`; empty when the encoder holds them back for now.
+    ///
+    /// # Errors
+    /// An I/O error ends the body as a producer's failure would.
+    fn encode(&mut self, chunk: &[u8]) -> std::io::Result<Bytes>;
+
+    /// The bytes that close the body (a compressor's trailer).
+    ///
+    /// # Errors
+    /// An I/O error ends the body without them.
+    fn finish(&mut self) -> std::io::Result<Bytes>;
+}
+
+/// Puts `encoder` on the streamed body `response` carries: every chunk, the deadline
+/// chunk and the end of the body go through it (after any encoder put there before).
+/// Returns `false`, and does nothing, when `response` carries no streamed body.
+///
+/// The caller sets the headers that go with the encoding (`Content-Encoding`, `Vary`).
+pub fn encode_stream(response: &Response, encoder: impl ChunkEncoder) -> bool {
+    let Some(slot) = response.extensions().get::<StreamSlot>() else {
+        return false;
+    };
+    let mut guard = match slot.0.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    match guard.as_mut() {
+        Some(streamed) => {
+            streamed.encoders.push(Box::new(encoder));
+            true
+        }
+        None => false,
+    }
 }
 
 impl StreamSlot {
@@ -57,8 +105,9 @@ impl StreamSlot {
 /// Whether `response` carries a streamed body ([`StreamBody`]).
 ///
 /// Its [`Body`] is then [`Body::Empty`] and the bytes are still to come, so middleware that
-/// reads, caches or rewrites bodies (compression, caching, idempotent replay) should leave
-/// such a response alone.
+/// reads, caches or replays bodies (caching, idempotency) should leave such a response
+/// alone; one that rewrites bytes (compression) can do it chunk by chunk with
+/// [`encode_stream`].
 pub fn is_streaming(response: &Response) -> bool {
     response.extensions().get::<StreamSlot>().is_some()
 }
@@ -241,6 +290,7 @@ impl IntoResponse for StreamBody {
         response.extensions_mut().insert(StreamSlot::new(Streamed {
             chunks: self.stream,
             on_deadline: self.on_deadline,
+            encoders: Vec::new(),
         }));
         response
     }

@@ -137,6 +137,14 @@
 //! Errors before the first byte (routing, input, a handler's `Err`, a panic) are ordinary
 //! error responses, streamed as one chunk with their status.
 //!
+//! # Encoding
+//!
+//! Middleware can rewrite a streamed body's bytes without collecting it:
+//! [`encode_stream`] puts a [`ChunkEncoder`] on the body, which sees every chunk as it
+//! leaves and closes the body at its end or at the deadline. `lift-middleware`'s
+//! compression layer gzips streamed responses this way, flushing each chunk so an SSE
+//! client still gets every event as it is sent.
+//!
 //! # The invocation's deadline
 //!
 //! A Lambda function stopped at its timeout loses the response being written, and its
@@ -182,7 +190,10 @@ mod ndjson;
 mod response;
 mod sse;
 
-pub use body::{EVENT_STREAM, NDJSON, OCTET_STREAM, SendError, Sender, StreamBody, is_streaming};
+pub use body::{
+    ChunkEncoder, EVENT_STREAM, NDJSON, OCTET_STREAM, SendError, Sender, StreamBody, encode_stream,
+    is_streaming,
+};
 pub use ndjson::line as ndjson_line;
 pub use response::{
     DEFAULT_COLLECT_LIMIT, DEFAULT_STREAM_DEADLINE_MARGIN, ResponseStream, StreamError,

@@ -16,7 +16,7 @@ use lambda_runtime::{MetadataPrelude, StreamResponse};
 
 use tokio::time::{Instant, Sleep};
 
-use super::body::{ByteStream, StreamSlot, Streamed, take_stream};
+use super::body::{ByteStream, ChunkEncoder, StreamSlot, Streamed, take_stream};
 use crate::error::{BoxError, Chain};
 use crate::response::{Body, Response};
 
@@ -60,6 +60,15 @@ pub enum StreamError {
         /// The panic message.
         message: String,
     },
+    /// An encoder put on the body ([`encode_stream`](super::encode_stream)) failed.
+    #[error("the response stream's encoder failed after {bytes} bytes")]
+    Encoding {
+        /// Bytes produced before the failure.
+        bytes: u64,
+        /// The encoder's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The body was still being produced when the invocation's deadline (less its margin,
     /// [`App::stream_deadline_margin`](crate::App::stream_deadline_margin)) came.
     #[error(
@@ -69,6 +78,47 @@ pub enum StreamError {
         /// Bytes produced by then.
         bytes: u64,
     },
+}
+
+/// The encoders a streamed body's bytes go through, in the order they were put on it.
+struct Encoders(Vec<Box<dyn ChunkEncoder>>);
+
+impl Encoders {
+    /// `chunk` through every encoder.
+    fn encode(&mut self, chunk: Bytes) -> std::io::Result<Bytes> {
+        let mut bytes = chunk;
+        for encoder in &mut self.0 {
+            if bytes.is_empty() {
+                break;
+            }
+            bytes = encoder.encode(&bytes)?;
+        }
+        Ok(bytes)
+    }
+
+    /// Closes every encoder; what one emits as it closes goes through the ones after it.
+    fn finish(&mut self) -> std::io::Result<Bytes> {
+        let mut pending = Bytes::new();
+        for encoder in &mut self.0 {
+            let mut out = BytesMut::new();
+            if !pending.is_empty() {
+                out.extend_from_slice(&encoder.encode(&pending)?);
+            }
+            out.extend_from_slice(&encoder.finish()?);
+            pending = out.freeze();
+        }
+        Ok(pending)
+    }
+
+    /// The deadline's closing chunk, encoded, and the end of every encoder.
+    fn close_with(&mut self, last: Option<Bytes>) -> std::io::Result<Bytes> {
+        let mut out = BytesMut::new();
+        if let Some(last) = last.filter(|b| !b.is_empty()) {
+            out.extend_from_slice(&self.encode(last)?);
+        }
+        out.extend_from_slice(&self.finish()?);
+        Ok(out.freeze())
+    }
 }
 
 fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
@@ -93,16 +143,20 @@ pub(crate) async fn collect(
     deadline: Option<Instant>,
 ) -> Result<Response, StreamError> {
     let Some(Streamed {
-        chunks: mut stream, ..
+        chunks: mut stream,
+        encoders,
+        ..
     }) = take_stream(&response)
     else {
         return Ok(response);
     };
+    let mut encoders = Encoders(encoders);
+    let mut produced: u64 = 0;
     let (mut parts, _) = response.into_parts();
     let mut body = BytesMut::new();
     loop {
         let next = AssertUnwindSafe(stream.next()).catch_unwind();
-        let bytes = body.len() as u64;
+        let bytes = produced;
         let next = match deadline {
             Some(deadline) => match tokio::time::timeout_at(deadline, next).await {
                 Ok(next) => next,
@@ -112,13 +166,26 @@ pub(crate) async fn collect(
         };
         match next {
             Ok(Some(Ok(chunk))) => {
+                produced += chunk.len() as u64;
+                let chunk = encoders
+                    .encode(chunk)
+                    .map_err(|source| StreamError::Encoding { bytes, source })?;
                 if body.len().saturating_add(chunk.len()) > limit {
                     return Err(StreamError::TooLarge { limit });
                 }
                 body.extend_from_slice(&chunk);
             }
             Ok(Some(Err(source))) => return Err(StreamError::Failed { bytes, source }),
-            Ok(None) => break,
+            Ok(None) => {
+                let tail = encoders
+                    .finish()
+                    .map_err(|source| StreamError::Encoding { bytes, source })?;
+                if body.len().saturating_add(tail.len()) > limit {
+                    return Err(StreamError::TooLarge { limit });
+                }
+                body.extend_from_slice(&tail);
+                break;
+            }
             Err(panic) => {
                 return Err(StreamError::Panicked {
                     bytes,
@@ -231,6 +298,7 @@ enum State {
         bytes: u64,
         deadline: Option<Pin<Box<Sleep>>>,
         on_deadline: Option<Bytes>,
+        encoders: Encoders,
     },
     Done,
 }
@@ -264,6 +332,7 @@ impl ResponseStream {
                 bytes: 0,
                 deadline: deadline.map(|at| Box::pin(tokio::time::sleep_until(at))),
                 on_deadline: streamed.on_deadline,
+                encoders: Encoders(streamed.encoders),
             },
         }
     }
@@ -280,7 +349,7 @@ impl Stream for ResponseStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        let (stream, request_id, chunks, bytes) = match &mut this.state {
+        let (stream, request_id, chunks, bytes, encoders) = match &mut this.state {
             State::Done => return Poll::Ready(None),
             State::Once(body) => {
                 let body = body.take();
@@ -294,18 +363,25 @@ impl Stream for ResponseStream {
                 bytes,
                 deadline,
                 on_deadline,
+                encoders,
             } => {
                 if deadline
                     .as_mut()
                     .is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
                 {
                     tracing::warn!(target: "lift::stream", requestId = %request_id, code = "stream_deadline", chunks = *chunks, bytes = *bytes, "response stream ended at the invocation's deadline; the body was cut short");
+                    let last = match encoders.close_with(on_deadline.take()) {
+                        Ok(last) => last,
+                        Err(error) => {
+                            tracing::error!(target: "lift::stream", requestId = %request_id, code = "stream_failed", error = %error, "the response stream's encoder failed at the deadline");
+                            Bytes::new()
+                        }
+                    };
                     // Dropping the producer's stream closes its channel.
-                    let last = on_deadline.take();
                     this.state = State::Done;
-                    return Poll::Ready(last.map(Ok));
+                    return Poll::Ready((!last.is_empty()).then_some(Ok(last)));
                 }
-                (stream, request_id, chunks, bytes)
+                (stream, request_id, chunks, bytes, encoders)
             }
         };
         loop {
@@ -315,13 +391,34 @@ impl Stream for ResponseStream {
                 Ok(Poll::Pending) => return Poll::Pending,
                 Ok(Poll::Ready(Some(Ok(chunk)))) if chunk.is_empty() => continue,
                 Ok(Poll::Ready(Some(Ok(chunk)))) => {
-                    *chunks += 1;
-                    *bytes += chunk.len() as u64;
-                    return Poll::Ready(Some(Ok(chunk)));
+                    let produced = chunk.len() as u64;
+                    match encoders.encode(chunk) {
+                        Ok(encoded) => {
+                            *chunks += 1;
+                            *bytes += produced;
+                            if encoded.is_empty() {
+                                continue;
+                            }
+                            return Poll::Ready(Some(Ok(encoded)));
+                        }
+                        Err(source) => Some(StreamError::Encoding {
+                            bytes: *bytes,
+                            source,
+                        }),
+                    }
                 }
                 Ok(Poll::Ready(None)) => {
                     tracing::debug!(target: "lift::stream", requestId = %request_id, chunks = *chunks, bytes = *bytes, "response stream finished");
-                    None
+                    match encoders.finish() {
+                        Ok(tail) => {
+                            this.state = State::Once((!tail.is_empty()).then_some(tail));
+                            return self.poll_next(cx);
+                        }
+                        Err(source) => Some(StreamError::Encoding {
+                            bytes: *bytes,
+                            source,
+                        }),
+                    }
                 }
                 Ok(Poll::Ready(Some(Err(source)))) => Some(StreamError::Failed {
                     bytes: *bytes,

@@ -636,3 +636,76 @@ async fn a_collected_body_unfinished_at_the_deadline_is_a_504() {
     settle().await;
     assert_eq!(delivered.load(Ordering::SeqCst), 29);
 }
+
+/// Upper-cases every chunk and closes the body with `<end>`; counts its calls.
+struct Shout;
+
+impl lift_core::stream::ChunkEncoder for Shout {
+    fn encode(&mut self, chunk: &[u8]) -> std::io::Result<bytes::Bytes> {
+        Ok(chunk.to_ascii_uppercase().into())
+    }
+    fn finish(&mut self) -> std::io::Result<bytes::Bytes> {
+        Ok(bytes::Bytes::from_static(b"<end>"))
+    }
+}
+
+/// Middleware that puts `Shout` on every streamed body.
+fn shouting(app: App) -> App {
+    app.layer(tower::util::MapResponseLayer::new(|response: Response| {
+        assert!(lift_core::stream::encode_stream(&response, Shout));
+        response
+    }))
+}
+
+async fn two_lines(_ctx: Context) -> Result<StreamBody> {
+    let (tx, body) = StreamBody::channel(1);
+    tokio::spawn(async move {
+        for line in ["one\n", "two\n"] {
+            if tx.send(line).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(body)
+}
+
+#[tokio::test]
+async fn an_encoder_rewrites_each_chunk_and_closes_the_body() {
+    let app = streaming(shouting(App::new().get("/lines", two_lines)));
+    let mut response = app.stream(v2("/lines")).await.expect("streamed");
+    assert_eq!(response.next_chunk().await.as_deref(), Some(&b"ONE\n"[..]));
+    assert_eq!(response.next_chunk().await.as_deref(), Some(&b"TWO\n"[..]));
+    assert_eq!(response.next_chunk().await.as_deref(), Some(&b"<end>"[..]));
+    assert_eq!(response.next_chunk().await, None);
+
+    let collected = buffered(shouting(App::new().get("/lines", two_lines)));
+    let response = collected.http(v2("/lines")).await.expect("answered");
+    assert_eq!(response.text(), "ONE\nTWO\n<end>");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_encoded_body_cut_at_the_deadline_encodes_its_closing_chunk_then_ends() {
+    let delivered = Arc::new(AtomicUsize::new(RUNNING));
+    let app = streaming(shouting(ticking(delivered.clone(), Some("cut\n"))));
+    let response = app.stream(v2("/ticks")).await.expect("streamed");
+    let body = read_to_end(response).await;
+    assert_eq!(body, ticks(29).to_uppercase() + "CUT\n<end>");
+}
+
+#[tokio::test]
+async fn a_failed_producer_leaves_the_encoding_unfinished() {
+    let app = streaming(shouting(App::new().get("/fails", |_ctx: Context| async {
+        let (tx, body) = StreamBody::channel(1);
+        tokio::spawn(async move {
+            let _ = tx.send("partial\n").await;
+            tx.fail("the upstream broke").await;
+        });
+        Ok::<_, Error>(body)
+    })));
+    let response = app.stream(v2("/fails")).await.expect("streamed");
+    assert_eq!(
+        response.body().await,
+        b"PARTIAL\n",
+        "no <end>: the body is visibly cut"
+    );
+}
