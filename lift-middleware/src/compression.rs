@@ -15,7 +15,10 @@
 //!   or `304`.
 //! - A compressed response gets `Content-Encoding`, `Vary: Accept-Encoding` and a binary
 //!   body (base64 in the Lambda response); `Content-Length` is dropped.
-//! - Streamed bodies ([`lift_core::stream`]) are left alone.
+//! - A streamed body ([`lift_core::stream`]) of a compressible type is compressed chunk by
+//!   chunk, whatever its size: each chunk is flushed (a zlib sync flush), so a client
+//!   decodes every NDJSON line or SSE event as soon as it arrives, at some cost in ratio
+//!   for small chunks.
 //!
 //! Add it with `App::layer` last, so that it is outermost: caching and idempotency inside
 //! it then keep the uncompressed answer and every client gets the coding it asked for.
@@ -282,9 +285,7 @@ where
 
 /// The response, compressed with `coding` when its body is worth it.
 fn compress(mut response: Response, coding: Coding, settings: &Settings) -> Response {
-    if response.status() == StatusCode::NO_CONTENT
-        || response.status() == StatusCode::NOT_MODIFIED
-        || lift_core::stream::is_streaming(&response)
+    if response.status() == StatusCode::NO_CONTENT || response.status() == StatusCode::NOT_MODIFIED
     {
         return response;
     }
@@ -304,6 +305,13 @@ fn compress(mut response: Response, coding: Coding, settings: &Settings) -> Resp
     {
         return response;
     }
+    if lift_core::stream::is_streaming(&response) {
+        let encoder = StreamEncoder::new(coding, settings.level);
+        if lift_core::stream::encode_stream(&response, encoder) {
+            mark(&mut response, coding);
+        }
+        return response;
+    }
     let bytes: &[u8] = match response.body() {
         Body::Text(text) => text.as_bytes(),
         Body::Binary(bytes) => bytes,
@@ -319,6 +327,13 @@ fn compress(mut response: Response, coding: Coding, settings: &Settings) -> Resp
             return response;
         }
     };
+    mark(&mut response, coding);
+    *response.body_mut() = Body::Binary(compressed);
+    response
+}
+
+/// The headers of a response compressed with `coding`.
+fn mark(response: &mut Response, coding: Coding) {
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_ENCODING,
@@ -335,8 +350,53 @@ fn compress(mut response: Response, coding: Coding, settings: &Settings) -> Resp
     if !varies {
         headers.append(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
-    *response.body_mut() = Body::Binary(compressed);
-    response
+}
+
+/// Compresses a streamed body chunk by chunk, with a sync flush after each.
+enum StreamEncoder {
+    Gzip(GzEncoder<Vec<u8>>),
+    Deflate(ZlibEncoder<Vec<u8>>),
+}
+
+impl StreamEncoder {
+    fn new(coding: Coding, level: Compression) -> Self {
+        match coding {
+            Coding::Gzip => StreamEncoder::Gzip(GzEncoder::new(Vec::new(), level)),
+            Coding::Deflate => StreamEncoder::Deflate(ZlibEncoder::new(Vec::new(), level)),
+        }
+    }
+}
+
+impl lift_core::stream::ChunkEncoder for StreamEncoder {
+    fn encode(&mut self, chunk: &[u8]) -> std::io::Result<bytes::Bytes> {
+        let out = match self {
+            StreamEncoder::Gzip(encoder) => {
+                encoder.write_all(chunk)?;
+                encoder.flush()?;
+                encoder.get_mut()
+            }
+            StreamEncoder::Deflate(encoder) => {
+                encoder.write_all(chunk)?;
+                encoder.flush()?;
+                encoder.get_mut()
+            }
+        };
+        Ok(std::mem::take(out).into())
+    }
+
+    fn finish(&mut self) -> std::io::Result<bytes::Bytes> {
+        let out = match self {
+            StreamEncoder::Gzip(encoder) => {
+                encoder.try_finish()?;
+                encoder.get_mut()
+            }
+            StreamEncoder::Deflate(encoder) => {
+                encoder.try_finish()?;
+                encoder.get_mut()
+            }
+        };
+        Ok(std::mem::take(out).into())
+    }
 }
 
 fn encode(bytes: &[u8], coding: Coding, level: Compression) -> std::io::Result<Vec<u8>> {

@@ -2,11 +2,12 @@
 //! compressing, and the headers a cache or browser relies on. Every compressed body is
 //! decompressed again and compared with what the handler sent.
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use flate2::read::{GzDecoder, ZlibDecoder};
 use http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE};
 use http::{HeaderValue, StatusCode};
+use lift_core::stream::StreamBody;
 use lift_core::testing::{HttpResponse, TestApp, events};
 use lift_core::{App, Context, Error, IntoResponse, Json, Response};
 use lift_middleware::compression::CompressionLayer;
@@ -199,4 +200,84 @@ async fn a_vary_the_handler_set_is_kept() {
         response.headers["vary"].join(", "),
         "origin, accept-encoding"
     );
+}
+
+/// `GET /events`: three NDJSON lines from a channel, one at a time.
+fn streamed_app(streaming: bool) -> TestApp {
+    let app = App::new()
+        .get("/events", |_ctx: Context| async {
+            let (tx, body) = StreamBody::ndjson_channel(1);
+            tokio::spawn(async move {
+                for n in 1..=3 {
+                    if tx
+                        .send_json(&json!({"event": n, "pad": "x".repeat(40)}))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            Ok::<_, Error>(body)
+        })
+        .layer(CompressionLayer::new());
+    TestApp::new(if streaming {
+        app.response_streaming()
+    } else {
+        app
+    })
+    .expect("app")
+}
+
+fn line(n: u32) -> String {
+    format!("{}\n", json!({"event": n, "pad": "x".repeat(40)}))
+}
+
+#[tokio::test]
+async fn a_streamed_body_is_compressed_chunk_by_chunk_and_each_chunk_decodes_at_once() {
+    let app = streamed_app(true);
+    let mut response = app
+        .stream(
+            events::http("GET", "/events")
+                .header("accept-encoding", "gzip")
+                .v2(),
+        )
+        .await
+        .expect("streamed");
+    assert_eq!(response.header("content-encoding"), Some("gzip"));
+    assert_eq!(response.header("vary"), Some("accept-encoding"));
+
+    // A client decoding as bytes arrive sees each line with its own chunk.
+    let mut decoder = flate2::write::GzDecoder::new(Vec::new());
+    for n in 1..=3 {
+        let chunk = response.next_chunk().await.expect("a chunk");
+        decoder.write_all(&chunk).expect("decode");
+        decoder.flush().expect("flush");
+        let decoded = String::from_utf8(decoder.get_ref().clone()).expect("utf-8");
+        let expected: String = (1..=n).map(line).collect();
+        assert_eq!(decoded, expected, "after chunk {n}");
+    }
+    // The last chunk is gzip's trailer: the stream checks out whole.
+    let trailer = response.next_chunk().await.expect("the trailer");
+    decoder.write_all(&trailer).expect("decode");
+    let whole = decoder.finish().expect("a complete gzip stream");
+    assert_eq!(
+        String::from_utf8(whole).expect("utf-8"),
+        (1..=3).map(line).collect::<String>()
+    );
+    assert_eq!(response.next_chunk().await, None);
+}
+
+#[tokio::test]
+async fn a_streamed_body_collected_for_a_buffered_reply_is_compressed_whole() {
+    let app = streamed_app(false);
+    let compressed = get(&app, "/events", Some("deflate")).await;
+    assert_eq!(compressed.header("content-encoding"), Some("deflate"));
+    assert_eq!(
+        String::from_utf8(inflate(&compressed.body)).expect("utf-8"),
+        (1..=3).map(line).collect::<String>()
+    );
+    let plain = get(&app, "/events", None).await;
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.text(), (1..=3).map(line).collect::<String>());
 }
