@@ -8,9 +8,9 @@
 //! - `validate_typed`: a JSON body decoded and validated into a `garde` type;
 //! - `validate_json_schema`: the same body parsed and checked against a compiled JSON
 //!   Schema with the same rules;
-//! - `compress_gzip_8k`: an 8 KiB JSON response compressed with gzip at the default level
-//!   (`compress_none_8k`: the same response through the layer for a client that accepts
-//!   no coding, the layer's own cost).
+//! - `compress_gzip_8k`: an 8 KiB JSON response compressed with gzip at the default level;
+//!   `compress_none_8k` is the same call for a client that accepts no coding (the handler
+//!   building the response, and the layer's negotiation), to set it against.
 //!
 //! Each case's future completes without waiting and is polled once, so no runtime is
 //! measured; the `Context` is cloned outside the timed part.
