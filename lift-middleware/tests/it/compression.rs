@@ -281,3 +281,78 @@ async fn a_streamed_body_collected_for_a_buffered_reply_is_compressed_whole() {
     assert_eq!(plain.header("content-encoding"), None);
     assert_eq!(plain.text(), (1..=3).map(line).collect::<String>());
 }
+
+mod properties {
+    //! Whatever body a handler sends and whatever `Accept-Encoding` a client asks with,
+    //! the client decodes exactly the body, and the headers say what was done.
+
+    use lift_core::testing::{TestApp, events};
+    use lift_core::{App, Body, Context, Error, Response};
+    use lift_middleware::compression::{Coding, CompressionLayer, negotiate};
+    use proptest::prelude::*;
+
+    use super::{gunzip, inflate};
+
+    fn echo_app() -> TestApp {
+        TestApp::new(
+            App::new()
+                .post("/echo", |ctx: Context| async move {
+                    let mut response = Response::new(Body::Binary(ctx.body().to_vec()));
+                    response.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("text/plain"),
+                    );
+                    Ok::<_, Error>(response)
+                })
+                .layer(CompressionLayer::new().min_size(16)),
+        )
+        .expect("app")
+    }
+
+    fn accept_encoding() -> impl Strategy<Value = String> {
+        let item = (
+            "(gzip|deflate|br|identity|\\*|x-gzip|GZIP|zstd)",
+            proptest::option::of("(0|0\\.[0-9]{1,3}|1|1\\.0|oops)"),
+        )
+            .prop_map(|(token, q)| match q {
+                Some(q) => format!("{token};q={q}"),
+                None => token,
+            });
+        proptest::collection::vec(item, 0..4).prop_map(|items| items.join(", "))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_client_always_decodes_the_body_it_was_sent(
+            body in proptest::collection::vec(any::<u8>(), 0..4096),
+            accept in accept_encoding(),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            let app = echo_app();
+            let event = events::http("POST", "/echo")
+                .header("accept-encoding", &accept)
+                .binary(&body)
+                .v2();
+            let response = runtime.block_on(app.http(event)).expect("response");
+            prop_assert_eq!(response.status, 200);
+            let decoded = match response.header("content-encoding") {
+                Some("gzip") => {
+                    prop_assert_eq!(negotiate(&accept), Some(Coding::Gzip));
+                    gunzip(&response.body)
+                }
+                Some("deflate") => {
+                    prop_assert_eq!(negotiate(&accept), Some(Coding::Deflate));
+                    inflate(&response.body)
+                }
+                None => {
+                    prop_assert!(negotiate(&accept).is_none() || body.len() < 16);
+                    response.body.clone()
+                }
+                Some(other) => return Err(TestCaseError::fail(format!("coding {other}"))),
+            };
+            prop_assert_eq!(decoded, body);
+        }
+    }
+}
