@@ -1,5 +1,7 @@
 //! The [`App`] builder and the Lambda service it becomes.
 
+#[cfg(feature = "authorizer")]
+mod authorizer;
 #[cfg(feature = "dynamodb")]
 mod dynamodb;
 #[cfg(feature = "eventbridge")]
@@ -79,6 +81,10 @@ pub struct App {
     event_fallback: Option<Endpoint>,
     #[cfg(feature = "websocket")]
     websocket: websocket::WebSocketRoutes,
+    #[cfg(feature = "authorizer")]
+    authorizer: Option<Endpoint>,
+    #[cfg(feature = "authorizer")]
+    authorizer_simple: bool,
     service: Option<BoxService>,
     body_limit: usize,
     #[cfg(feature = "sqs")]
@@ -132,6 +138,10 @@ impl App {
             event_fallback: None,
             #[cfg(feature = "websocket")]
             websocket: websocket::WebSocketRoutes::default(),
+            #[cfg(feature = "authorizer")]
+            authorizer: None,
+            #[cfg(feature = "authorizer")]
+            authorizer_simple: false,
             service: None,
             body_limit: DEFAULT_BODY_LIMIT,
             #[cfg(feature = "sqs")]
@@ -252,6 +262,10 @@ impl App {
                 event_fallback: self.event_fallback,
                 #[cfg(feature = "websocket")]
                 websocket: self.websocket,
+                #[cfg(feature = "authorizer")]
+                authorizer: self.authorizer,
+                #[cfg(feature = "authorizer")]
+                authorizer_simple: self.authorizer_simple,
                 service: self.service,
                 body_limit: self.body_limit,
                 #[cfg(feature = "sqs")]
@@ -315,6 +329,10 @@ struct Inner {
     event_fallback: Option<Endpoint>,
     #[cfg(feature = "websocket")]
     websocket: websocket::WebSocketRoutes,
+    #[cfg(feature = "authorizer")]
+    authorizer: Option<Endpoint>,
+    #[cfg(feature = "authorizer")]
+    authorizer_simple: bool,
     service: Option<BoxService>,
     body_limit: usize,
     #[cfg(feature = "sqs")]
@@ -495,7 +513,8 @@ struct Unit {
     feature = "sqs",
     feature = "dynamodb",
     feature = "sns",
-    feature = "eventbridge"
+    feature = "eventbridge",
+    feature = "authorizer"
 ))]
 impl Unit {
     /// A record or event, which has no route or path parameters.
@@ -572,6 +591,10 @@ impl LiftService {
         metrics: &Metrics,
     ) -> Result<Box<RawValue>, Error> {
         let lambda = lambda.clone();
+        #[cfg(feature = "authorizer")]
+        if self.is_authorizer_request(event) {
+            return self.authorize(event, lambda, metrics).await;
+        }
         let Some(kind) = probe(event.get()) else {
             return Err(Error::NoHandler(describe_unknown(event)));
         };

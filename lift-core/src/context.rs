@@ -39,6 +39,8 @@ pub enum Source {
     EventBridge,
     /// A scheduled EventBridge event (`detail-type: Scheduled Event`).
     Schedule,
+    /// An API Gateway Lambda authorizer request; see [`Context::authorizer`].
+    Authorizer,
     /// An API Gateway WebSocket API event (`$connect`, `$disconnect` or a message); see
     /// [`Context::websocket`].
     WebSocket,
@@ -58,6 +60,7 @@ impl Source {
             Source::EventBridge => "eventbridge",
             Source::Schedule => "schedule",
             Source::WebSocket => "websocket",
+            Source::Authorizer => "authorizer",
         }
     }
 
@@ -129,6 +132,8 @@ pub(crate) enum Payload {
     EventBridge(Arc<EventBridgeEvent<Box<RawValue>>>),
     #[cfg(feature = "websocket")]
     WebSocket(Box<crate::websocket::WebSocketRequest>),
+    #[cfg(feature = "authorizer")]
+    Authorizer(Box<crate::authorizer::AuthorizerRequest>),
 }
 
 /// Per-invocation state: who asked, for what, and how long is left.
@@ -309,6 +314,8 @@ impl Context {
             Payload::Http(request) => Some(&request.headers),
             #[cfg(feature = "websocket")]
             Payload::WebSocket(request) => Some(&request.headers),
+            #[cfg(feature = "authorizer")]
+            Payload::Authorizer(request) => Some(&request.headers),
             #[allow(unreachable_patterns)]
             _ => None,
         }
@@ -320,6 +327,8 @@ impl Context {
             Payload::Http(request) => &request.query,
             #[cfg(feature = "websocket")]
             Payload::WebSocket(request) => &request.query,
+            #[cfg(feature = "authorizer")]
+            Payload::Authorizer(request) => &request.query,
             #[allow(unreachable_patterns)]
             _ => &[],
         }
@@ -364,6 +373,8 @@ impl Context {
             Payload::EventBridge(event) => event.detail.get().as_bytes(),
             #[cfg(feature = "dynamodb")]
             Payload::DynamoDb(_) => &[],
+            #[cfg(feature = "authorizer")]
+            Payload::Authorizer(_) => &[],
         }
     }
 
@@ -444,6 +455,18 @@ impl Context {
     /// for later messages.
     pub fn connection_id(&self) -> Option<&str> {
         self.websocket().map(|request| request.connection_id())
+    }
+
+    /// The authorizer request (its ARN, token, identity sources, route key and connection),
+    /// for an API Gateway Lambda authorizer; its headers and query are also read by
+    /// [`Context::header`] and [`Context::query`].
+    #[cfg(feature = "authorizer")]
+    pub fn authorizer(&self) -> Option<&crate::authorizer::AuthorizerRequest> {
+        match &self.payload {
+            Payload::Authorizer(request) => Some(request),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
     }
 
     #[cfg(feature = "eventbridge")]

@@ -8,7 +8,8 @@
 //! ([`Error`]); Lambda-shaped JSON logs ([`logging`]); and a [`testing`] kit.
 //!
 //! HTTP is always built in; each other event source is a cargo feature, all on by default:
-//! `sqs`, `sns`, `dynamodb`, `eventbridge` (with schedules) and `websocket`. Leaving out the
+//! `sqs`, `sns`, `dynamodb`, `eventbridge` (with schedules), `websocket` and `authorizer`
+//! (API Gateway Lambda authorizers, [`authorizer`]). Leaving out the
 //! ones a function does not serve makes its binary smaller; an event from a source left out
 //! is answered with [`Error::NoHandler`] naming the feature. The `aws` feature adds the
 //! shared AWS SDK configuration (`lift_core::aws`) and, with `websocket`, the connections
@@ -63,6 +64,8 @@ mod response;
 mod router;
 mod trace;
 
+#[cfg(feature = "authorizer")]
+pub mod authorizer;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod logging;

@@ -760,4 +760,156 @@ pub mod events {
             .collect();
         json!({ "Records": records })
     }
+
+    /// Starts API Gateway authorizer requests about `method path` of API `abc123`, stage
+    /// `prod`, in account `123456789012`; finish one with [`AuthorizerEvent::token`],
+    /// [`AuthorizerEvent::request_v1`], [`AuthorizerEvent::request_v2`] or
+    /// [`AuthorizerEvent::websocket_connect`]. The shapes follow the API Gateway developer
+    /// guide's Lambda authorizer input formats.
+    pub fn authorizer(method: &str, path: &str) -> AuthorizerEvent {
+        AuthorizerEvent {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            headers: Vec::new(),
+            query: Vec::new(),
+        }
+    }
+
+    /// An authorizer request being built (see [`authorizer`]).
+    #[derive(Debug, Clone)]
+    pub struct AuthorizerEvent {
+        method: String,
+        path: String,
+        headers: Vec<(String, String)>,
+        query: Vec<(String, String)>,
+    }
+
+    const API_ARN: &str = "arn:aws:execute-api:us-east-1:123456789012:abc123";
+
+    impl AuthorizerEvent {
+        /// Adds a request header.
+        pub fn header(mut self, name: &str, value: &str) -> Self {
+            self.headers.push((name.to_owned(), value.to_owned()));
+            self
+        }
+
+        /// Adds a query parameter.
+        pub fn query(mut self, name: &str, value: &str) -> Self {
+            self.query.push((name.to_owned(), value.to_owned()));
+            self
+        }
+
+        fn arn(&self) -> String {
+            format!("{API_ARN}/prod/{}{}", self.method, self.path)
+        }
+
+        fn map(pairs: &[(String, String)]) -> Value {
+            Value::Object(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            )
+        }
+
+        /// A REST API `TOKEN` authorizer request carrying `token`.
+        pub fn token(&self, token: &str) -> Value {
+            json!({
+                "type": "TOKEN",
+                "authorizationToken": token,
+                "methodArn": self.arn(),
+            })
+        }
+
+        /// A REST API (or HTTP API payload 1.0) `REQUEST` authorizer request.
+        pub fn request_v1(&self) -> Value {
+            json!({
+                "type": "REQUEST",
+                "methodArn": self.arn(),
+                "resource": self.path,
+                "path": self.path,
+                "httpMethod": self.method,
+                "headers": Self::map(&self.headers),
+                "queryStringParameters": Self::map(&self.query),
+                "pathParameters": {},
+                "stageVariables": {},
+                "requestContext": {
+                    "accountId": "123456789012",
+                    "apiId": "abc123",
+                    "httpMethod": self.method,
+                    "path": format!("/prod{}", self.path),
+                    "requestId": "authorizer-request-id",
+                    "resourcePath": self.path,
+                    "stage": "prod"
+                }
+            })
+        }
+
+        /// An HTTP API payload 2.0 `REQUEST` authorizer request; its identity source is
+        /// the `authorization` header, when there is one.
+        pub fn request_v2(&self) -> Value {
+            let identity: Vec<&str> = self
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                .map(|(_, v)| v.as_str())
+                .collect();
+            let raw_query: Vec<String> =
+                self.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            json!({
+                "version": "2.0",
+                "type": "REQUEST",
+                "routeArn": self.arn(),
+                "identitySource": identity,
+                "routeKey": format!("{} {}", self.method, self.path),
+                "rawPath": self.path,
+                "rawQueryString": raw_query.join("&"),
+                "headers": Self::map(&self.headers),
+                "queryStringParameters": Self::map(&self.query),
+                "requestContext": {
+                    "accountId": "123456789012",
+                    "apiId": "abc123",
+                    "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+                    "http": {
+                        "method": self.method,
+                        "path": self.path,
+                        "protocol": "HTTP/1.1",
+                        "sourceIp": "203.0.113.9",
+                        "userAgent": "lift-test"
+                    },
+                    "requestId": "authorizer-request-id",
+                    "routeKey": format!("{} {}", self.method, self.path),
+                    "stage": "prod",
+                    "time": "23/Nov/2026:12:00:00 +0000",
+                    "timeEpoch": 1_795_435_200_000_u64
+                }
+            })
+        }
+
+        /// A WebSocket API `REQUEST` authorizer request for `$connect` on connection
+        /// `connection_id` (the method and path are not used).
+        pub fn websocket_connect(&self, connection_id: &str) -> Value {
+            json!({
+                "type": "REQUEST",
+                "methodArn": format!("{API_ARN}/prod/$connect"),
+                "headers": Self::map(&self.headers),
+                "queryStringParameters": Self::map(&self.query),
+                "stageVariables": {},
+                "requestContext": {
+                    "routeKey": "$connect",
+                    "eventType": "CONNECT",
+                    "extendedRequestId": "ext-1",
+                    "requestTime": "23/Nov/2026:12:00:00 +0000",
+                    "messageDirection": "IN",
+                    "stage": "prod",
+                    "connectedAt": 1_795_435_200_000_u64,
+                    "requestTimeEpoch": 1_795_435_200_000_u64,
+                    "requestId": "authorizer-request-id",
+                    "domainName": "abc123.execute-api.us-east-1.amazonaws.com",
+                    "connectionId": connection_id,
+                    "apiId": "abc123"
+                }
+            })
+        }
+    }
 }

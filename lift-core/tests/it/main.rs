@@ -4,6 +4,7 @@
 //! One test binary per crate: each binary links the whole dependency tree, so one binary
 //! instead of one per file keeps builds fast and small.
 
+mod authorizer;
 mod batches;
 mod http_routes;
 mod metrics;

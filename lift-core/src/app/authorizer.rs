@@ -1,0 +1,116 @@
+//! API Gateway Lambda authorizers: the App settings and the dispatch. The request and the
+//! decision types live in [`crate::authorizer`]. Built with the `authorizer` feature.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::StatusCode;
+use serde_json::value::RawValue;
+
+use super::{App, LiftService, Unit, log_error};
+use crate::authorizer::{self, Authorization};
+use crate::context::{Payload, Source};
+use crate::error::Error;
+use crate::handler::{Endpoint, Handler};
+use crate::metrics::Metrics;
+
+impl App {
+    /// Serves API Gateway Lambda authorizer requests (REST `TOKEN` and `REQUEST`, HTTP API
+    /// payload 1.0 and 2.0, WebSocket `$connect`) with `handler`, which answers with an
+    /// [`Authorization`]. Events with a top-level `methodArn` or `routeArn` go to it; see
+    /// [`crate::authorizer`].
+    pub fn authorizer<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
+        self.authorizer = Some(Endpoint::new(handler));
+        self
+    }
+
+    /// Answers payload 2.0 authorizer requests in the simple format
+    /// (`{"isAuthorized": ..., "context": ...}`), for an HTTP API authorizer with
+    /// `EnableSimpleResponses`; without it they get an IAM policy like the others.
+    pub fn authorizer_simple_responses(mut self) -> Self {
+        self.authorizer_simple = true;
+        self
+    }
+}
+
+impl LiftService {
+    /// Whether `event` goes to the authorizer handler.
+    pub(super) fn is_authorizer_request(&self, event: &RawValue) -> bool {
+        self.inner.authorizer.is_some() && authorizer::is_authorizer_request(event.get())
+    }
+
+    pub(super) async fn authorize(
+        &self,
+        event: &RawValue,
+        lambda: Arc<lambda_runtime::Context>,
+        metrics: &Metrics,
+    ) -> Result<Box<RawValue>, Error> {
+        let Some(endpoint) = self.inner.authorizer.clone() else {
+            return Err(Error::NoHandler(
+                "an authorizer request (register one with App::authorizer)".to_owned(),
+            ));
+        };
+        let request = authorizer::parse(event.get()).map_err(|source| Error::InvalidEvent {
+            kind: "API Gateway authorizer",
+            source,
+        })?;
+        let span = tracing::info_span!(
+            target: "lift",
+            "authorizer",
+            tenant = tracing::field::Empty,
+            requestId = %lambda.request_id,
+            xrayTraceId = lambda.xray_trace_id.as_deref(),
+            source = Source::Authorizer.as_str(),
+            arn = %request.arn(),
+        );
+        let decided = request.clone();
+        let ctx = self.context(
+            &lambda,
+            metrics,
+            Unit::unrouted(
+                Source::Authorizer,
+                Payload::Authorizer(Box::new(request)),
+                None,
+                endpoint,
+                span.clone(),
+            ),
+        );
+        let started = Instant::now();
+        let outcome = self.run_unit(ctx).await;
+        self.observe(metrics, "authorizer", outcome.is_err(), started);
+        let simple = self.inner.authorizer_simple;
+        let decision = match outcome {
+            Ok(response) => response
+                .extensions()
+                .get::<Authorization>()
+                .cloned()
+                .ok_or_else(|| {
+                    Error::internal(
+                        "an authorizer handler must answer with lift_core::authorizer::Authorization",
+                    )
+                })?,
+            Err(error) if error.status() == StatusCode::UNAUTHORIZED => {
+                let _entered = span.enter();
+                tracing::info!(target: "lift", code = error.code(), error = %error, "authorizer: unauthorized");
+                // API Gateway answers 401 for exactly this invocation error message.
+                return Err(Error::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "Unauthorized",
+                ));
+            }
+            Err(error) if error.status() == StatusCode::FORBIDDEN => {
+                let _entered = span.enter();
+                tracing::info!(target: "lift", code = error.code(), error = %error, "authorizer: denied");
+                Authorization::deny("unknown")
+            }
+            Err(error) => {
+                let _entered = span.enter();
+                log_error(&error, "authorizer");
+                return Err(error);
+            }
+        };
+        serde_json::value::to_raw_value(&decision.to_json(&decided, simple))
+            .map_err(Error::internal)
+    }
+}

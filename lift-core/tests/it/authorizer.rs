@@ -1,0 +1,180 @@
+//! API Gateway Lambda authorizers served by an App: the request as the handler sees it, and
+//! the exact response API Gateway gets for each decision, event shape and error.
+
+use lift_core::authorizer::{Authorization, AuthorizerKind};
+use lift_core::http::StatusCode;
+use lift_core::testing::{TestApp, events};
+use lift_core::{App, Context, Error, Result};
+use serde_json::{Value, json};
+
+const ARN: &str = "arn:aws:execute-api:us-east-1:123456789012:abc123/prod/GET/orders";
+const STAGE: &str = "arn:aws:execute-api:us-east-1:123456789012:abc123/prod/*";
+
+fn policy(principal: &str, effect: &str, resource: &str) -> Value {
+    json!({
+        "principalId": principal,
+        "policyDocument": {
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Action": "execute-api:Invoke",
+                "Effect": effect,
+                "Resource": [resource]
+            }]
+        }
+    })
+}
+
+/// Allows `Bearer good`, and `?key=good` for a WebSocket `$connect`; denies `Bearer bad`;
+/// a missing token is a 401, `Bearer boom` a failure.
+async fn decide(ctx: Context) -> Result<Authorization> {
+    let request = ctx.authorizer().expect("an authorizer request");
+    let token = match request.kind() {
+        AuthorizerKind::Token => request.token().map(str::to_owned),
+        _ => ctx
+            .header("authorization")
+            .map(str::to_owned)
+            .or_else(|| ctx.query("key").map(|key| format!("Bearer {key}"))),
+    };
+    match token.as_deref() {
+        Some("Bearer good") => {
+            let mut decision = Authorization::allow("user-1").context("tenant", "acme");
+            if let Some(connection) = request.connection_id() {
+                decision = decision.context("connection", connection).for_all_routes();
+            }
+            Ok(decision)
+        }
+        Some("Bearer bad") => Ok(Authorization::deny("user-2")),
+        Some("Bearer boom") => Err(Error::internal("the user store is down")),
+        Some(_) => Err(Error::forbidden("unknown_token", "that token is not known")),
+        None => Err(Error::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a bearer token is required",
+        )),
+    }
+}
+
+fn app(configure: impl FnOnce(App) -> App) -> TestApp {
+    TestApp::new(configure(
+        App::new()
+            .authorizer(decide)
+            .get("/orders", |_ctx: Context| async {
+                Ok::<_, Error>("orders")
+            }),
+    ))
+    .expect("app")
+}
+
+fn orders() -> events::AuthorizerEvent {
+    events::authorizer("GET", "/orders")
+}
+
+#[tokio::test]
+async fn a_token_authorizer_answers_with_an_iam_policy_for_the_method() {
+    let app = app(|app| app);
+    let allowed = app
+        .invoke(&orders().token("Bearer good"))
+        .await
+        .expect("answer");
+    let mut expected = policy("user-1", "Allow", ARN);
+    expected["context"] = json!({"tenant": "acme"});
+    assert_eq!(allowed, expected);
+
+    let denied = app
+        .invoke(&orders().token("Bearer bad"))
+        .await
+        .expect("answer");
+    assert_eq!(denied, policy("user-2", "Deny", ARN));
+}
+
+#[tokio::test]
+async fn a_request_authorizer_reads_headers_and_query() {
+    let app = app(|app| app);
+    let v1 = orders().header("Authorization", "Bearer good").request_v1();
+    let answer = app.invoke(&v1).await.expect("answer");
+    assert_eq!(answer["policyDocument"]["Statement"][0]["Effect"], "Allow");
+    assert_eq!(answer["policyDocument"]["Statement"][0]["Resource"][0], ARN);
+
+    // Payload 2.0 carries requestContext.http before routeArn: still an authorizer request.
+    let v2 = orders().header("authorization", "Bearer bad").request_v2();
+    let answer = app.invoke(&v2).await.expect("answer");
+    assert_eq!(answer, policy("user-2", "Deny", ARN));
+}
+
+#[tokio::test]
+async fn payload_2_answers_in_the_simple_format_when_asked() {
+    let app = app(App::authorizer_simple_responses);
+    let allowed = app
+        .invoke(&orders().header("authorization", "Bearer good").request_v2())
+        .await
+        .expect("answer");
+    assert_eq!(
+        allowed,
+        json!({"isAuthorized": true, "context": {"tenant": "acme"}})
+    );
+    let denied = app
+        .invoke(&orders().header("authorization", "Bearer bad").request_v2())
+        .await
+        .expect("answer");
+    assert_eq!(denied, json!({"isAuthorized": false}));
+    // REST and TOKEN requests still need a policy.
+    let token = app
+        .invoke(&orders().token("Bearer bad"))
+        .await
+        .expect("answer");
+    assert_eq!(token, policy("user-2", "Deny", ARN));
+}
+
+#[tokio::test]
+async fn a_websocket_connect_is_authorized_for_the_whole_stage() {
+    let app = app(|app| app);
+    let answer = app
+        .invoke(&orders().query("key", "good").websocket_connect("conn-7"))
+        .await
+        .expect("answer");
+    let mut expected = policy("user-1", "Allow", STAGE);
+    expected["context"] = json!({"tenant": "acme", "connection": "conn-7"});
+    assert_eq!(answer, expected);
+}
+
+#[tokio::test]
+async fn errors_become_what_api_gateway_understands() {
+    let app = app(|app| app);
+    // 401: the invocation error API Gateway turns into `401 Unauthorized`.
+    let missing = app.invoke(&orders().request_v1()).await.expect_err("401");
+    let diagnostic = lambda_runtime::Diagnostic::from(missing);
+    assert_eq!(diagnostic.error_message, "Unauthorized");
+
+    // 403: a deny.
+    let forbidden = app
+        .invoke(&orders().token("Bearer who"))
+        .await
+        .expect("a policy");
+    assert_eq!(forbidden, policy("unknown", "Deny", ARN));
+
+    // Anything else fails the invocation (API Gateway answers 500); nothing is allowed.
+    let failed = app
+        .invoke(&orders().token("Bearer boom"))
+        .await
+        .expect_err("failure");
+    assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
+async fn a_handler_that_answers_anything_else_fails_closed() {
+    let app =
+        TestApp::new(App::new().authorizer(|_ctx: Context| async { Ok::<_, Error>("allow") }))
+            .expect("app");
+    let error = app.invoke(&orders().token("x")).await.expect_err("refused");
+    assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
+async fn http_requests_still_reach_their_routes() {
+    let app = app(|app| app);
+    let response = app
+        .http(events::http("GET", "/orders").v2())
+        .await
+        .expect("response");
+    assert_eq!((response.status, response.text().as_str()), (200, "orders"));
+}
