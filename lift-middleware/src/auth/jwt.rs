@@ -338,7 +338,8 @@ impl JwtVerifier {
     }
 
     /// Authenticates a request: API Gateway's verified claims when trusted, else the bearer
-    /// token of the `Authorization` header, else (for a WebSocket `$connect`, when
+    /// token of the `Authorization` header (or, for a `TOKEN` Lambda authorizer request,
+    /// its `authorizationToken`), else (for a WebSocket `$connect`, when
     /// configured with [`JwtConfigBuilder::websocket_query_token`]) the token in the query.
     /// `Ok(None)`: no token, and none required.
     ///
@@ -350,7 +351,10 @@ impl JwtVerifier {
         {
             return Ok(Some(Principal::from_claims(claims, VerifiedBy::ApiGateway)));
         }
-        let Some(authorization) = ctx.header("authorization") else {
+        let Some(authorization) = ctx
+            .header("authorization")
+            .or_else(|| authorizer_token(ctx))
+        else {
             if let Some(token) = self.connect_query_token(ctx) {
                 if token.trim().is_empty() {
                     return Err(self.unauthorized(
@@ -392,6 +396,12 @@ impl JwtVerifier {
             .is_some_and(|ws| ws.event_type() == EventType::Connect);
         if connect { ctx.query(name) } else { None }
     }
+}
+
+/// The token of a `TOKEN` Lambda authorizer request ([`lift_core::authorizer`]), which
+/// API Gateway takes from the configured header, `Bearer` prefix included.
+fn authorizer_token(ctx: &Context) -> Option<&str> {
+    ctx.authorizer()?.token()
 }
 
 /// The claims API Gateway's JWT authorizer verified, if it ran.

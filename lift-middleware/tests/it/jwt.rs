@@ -547,3 +547,46 @@ async fn a_query_token_is_read_only_on_a_websocket_connect_that_asks_for_it() {
     let accepted = connect(&without_setting, None, Some(&format!("Bearer {token}"))).await;
     assert_eq!(accepted.status, 200, "{}", accepted.text());
 }
+
+/// A Lambda authorizer whose tokens `JwtAuthLayer` verifies: the handler only turns the
+/// principal into a decision.
+#[tokio::test]
+async fn a_lambda_authorizer_can_verify_jwts_with_the_layer() {
+    use lift_core::authorizer::Authorization;
+
+    let app = TestApp::new(
+        App::new()
+            .authorizer(|ctx: Context| async move {
+                let principal = ctx.principal().expect("the layer verified a token");
+                Ok::<_, lift_core::Error>(
+                    Authorization::allow(principal.subject.clone().unwrap_or_default())
+                        .context("scope", principal.claim_str("scope").unwrap_or_default())
+                        .for_all_routes(),
+                )
+            })
+            .layer(JwtAuthLayer::new(hs_config())),
+    )
+    .expect("app");
+    let orders = events::authorizer("GET", "/orders");
+    let token = format!("Bearer {}", hs(&claims()));
+    for event in [
+        orders.token(&token),
+        orders.clone().header("authorization", &token).request_v1(),
+        orders.clone().header("authorization", &token).request_v2(),
+    ] {
+        let answer = app.invoke(&event).await.expect("a policy");
+        assert_eq!(answer["principalId"], "user-1", "{answer}");
+        assert_eq!(answer["context"]["scope"], "orders:read");
+        assert_eq!(answer["policyDocument"]["Statement"][0]["Effect"], "Allow");
+    }
+    let mut expired = claims();
+    expired["exp"] = json!(now() - 3600);
+    for event in [
+        orders.token(&format!("Bearer {}", hs(&expired))),
+        orders.request_v1(),
+    ] {
+        let error = app.invoke(&event).await.expect_err("refused");
+        // The invocation error's message, which API Gateway answers with a 401.
+        assert_eq!(error.to_string(), "Unauthorized");
+    }
+}
