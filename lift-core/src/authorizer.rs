@@ -15,9 +15,11 @@
 //! - For an HTTP API whose authorizer has simple responses enabled,
 //!   [`App::authorizer_simple_responses`](crate::App::authorizer_simple_responses) answers
 //!   payload 2.0 events with `{"isAuthorized": ..., "context": ...}` instead.
-//! - A handler error with status 401 becomes the invocation error `Unauthorized`, which
-//!   API Gateway answers with a `401`; a 403 becomes a deny. Any other error is an
-//!   invocation error (API Gateway answers `500`).
+//! - A handler error with status 401, for a REST or WebSocket API, becomes the invocation
+//!   error `Unauthorized`, which API Gateway answers with a `401`. An HTTP API has no such
+//!   convention (an invocation error is a `500` there), so for its events, payload 1.0 or
+//!   2.0, a 401 becomes a deny, as a 403 does everywhere. Any other error is an invocation
+//!   error (API Gateway answers `500`).
 //!
 //! ```no_run
 //! use lift_core::authorizer::Authorization;
@@ -65,6 +67,7 @@ pub enum AuthorizerKind {
 pub struct AuthorizerRequest {
     pub(crate) kind: AuthorizerKind,
     pub(crate) version2: bool,
+    pub(crate) http_api: bool,
     pub(crate) arn: String,
     pub(crate) token: Option<String>,
     pub(crate) identity_source: Vec<String>,
@@ -83,6 +86,12 @@ impl AuthorizerRequest {
     /// Whether the event is in payload format 2.0 (an HTTP API).
     pub fn is_v2(&self) -> bool {
         self.version2
+    }
+
+    /// Whether an HTTP API sent the request (its events carry a `version`, 1.0 or 2.0); a
+    /// REST or WebSocket API's do not.
+    pub fn is_http_api(&self) -> bool {
+        self.http_api
     }
 
     /// The ARN the decision is about: `methodArn` (REST, WebSocket, payload 1.0) or
@@ -322,6 +331,7 @@ pub(crate) fn parse(json: &str) -> Result<AuthorizerRequest, serde_json::Error> 
     Ok(AuthorizerRequest {
         kind,
         version2: raw.version.as_deref() == Some("2.0"),
+        http_api: raw.version.is_some(),
         arn: raw.route_arn.or(raw.method_arn).unwrap_or_default(),
         token: raw.authorization_token,
         identity_source: match raw.identity_source {

@@ -89,17 +89,22 @@ impl LiftService {
                         "an authorizer handler must answer with lift_core::authorizer::Authorization",
                     )
                 })?,
-            Err(error) if error.status() == StatusCode::UNAUTHORIZED => {
+            Err(error)
+                if error.status() == StatusCode::UNAUTHORIZED && !decided.is_http_api() =>
+            {
                 let _entered = span.enter();
                 tracing::info!(target: "lift", code = error.code(), error = %error, "authorizer: unauthorized");
-                // API Gateway answers 401 for exactly this invocation error message.
+                // REST and WebSocket APIs answer 401 for exactly this invocation error.
                 return Err(Error::new(
                     StatusCode::UNAUTHORIZED,
                     "unauthorized",
                     "Unauthorized",
                 ));
             }
-            Err(error) if error.status() == StatusCode::FORBIDDEN => {
+            Err(error)
+                if error.status() == StatusCode::UNAUTHORIZED
+                    || error.status() == StatusCode::FORBIDDEN =>
+            {
                 let _entered = span.enter();
                 tracing::info!(target: "lift", code = error.code(), error = %error, "authorizer: denied");
                 Authorization::deny("unknown")

@@ -152,6 +152,10 @@ async fn errors_become_what_api_gateway_understands() {
         .expect("a policy");
     assert_eq!(forbidden, policy("unknown", "Deny", ARN));
 
+    // An HTTP API has no `Unauthorized` convention: there a 401 is a deny.
+    let http_api = app.invoke(&orders().request_v2()).await.expect("a policy");
+    assert_eq!(http_api, policy("unknown", "Deny", ARN));
+
     // Anything else fails the invocation (API Gateway answers 500); nothing is allowed.
     let failed = app
         .invoke(&orders().token("Bearer boom"))
