@@ -10,7 +10,8 @@ What `sam package` + `sam deploy` would do, without SAM CLI or cargo-lambda:
    functions' ``CodeUri`` is the uploaded ``s3://bucket/key``;
 4. delete an existing stack of the same name, create it again and wait for CREATE_COMPLETE;
 5. write ``target/lift-local/stack.json`` with each function's name and URLs, each
-   WebSocket API's id, stage and URLs, and the stack's outputs.
+   WebSocket API's id, stage and URLs, each HTTP API's id and URLs, and the stack's
+   outputs.
 
 Run it with the project venv's python (``scripts/emulator.sh install`` creates it):
 
@@ -138,6 +139,15 @@ def ensure_bucket(s3, bucket: str, region: str) -> None:
     if region != "us-east-1":
         kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
     s3.create_bucket(**kwargs)
+
+
+def http_apis_of(template: dict) -> list[str]:
+    """Logical ids of the HTTP APIs (AWS::ApiGatewayV2::Api, ProtocolType HTTP)."""
+    return [
+        logical_id for logical_id, resource in template["Resources"].items()
+        if resource.get("Type") == WEBSOCKET_API_TYPE
+        and (resource.get("Properties") or {}).get("ProtocolType") == "HTTP"
+    ]
 
 
 def websocket_apis_of(template: dict) -> dict[str, str]:
@@ -292,7 +302,7 @@ def main() -> int:
     lam = session.client("lambda", endpoint_url=endpoint, config=cfg)
 
     result = {"endpoint": endpoint, "region": region, "stack": args.stack, "functions": {},
-              "websockets": {}, "outputs": outputs}
+              "websockets": {}, "http_apis": {}, "outputs": outputs}
     for logical_id, binary in functions.items():
         name = cfn.describe_stack_resource(StackName=args.stack, LogicalResourceId=logical_id)[
             "StackResourceDetail"]["PhysicalResourceId"]
@@ -332,6 +342,18 @@ def main() -> int:
             "local_url": f"{endpoint.replace('http', 'ws', 1)}/_aws/execute-api/{api_id}/{stage}",
         }
         log(f"{api_logical_id}: {api_endpoint}/{stage}")
+
+    for api_logical_id in http_apis_of(template):
+        api_id = cfn.describe_stack_resource(StackName=args.stack, LogicalResourceId=api_logical_id)[
+            "StackResourceDetail"]["PhysicalResourceId"]
+        api_endpoint = apigw.get_api(ApiId=api_id)["ApiEndpoint"]
+        result["http_apis"][api_logical_id] = {
+            "api_id": api_id,
+            "url": api_endpoint,
+            # The emulator's path-based form; the $default stage adds no path segment.
+            "local_url": f"{endpoint}/_aws/execute-api/{api_id}",
+        }
+        log(f"{api_logical_id}: {api_endpoint}")
 
     stack_file = STATE_DIR / "stack.json"
     stack_file.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

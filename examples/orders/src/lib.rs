@@ -11,14 +11,21 @@
 //!   `x-cache` header says `hit` or `miss`); an unknown id is a `404`, never cached.
 //!
 //! Orders are mapped to DynamoDB items with `serde_dynamo`.
+//!
+//! In `template.yaml` the function also sits behind an HTTP API whose routes are guarded by
+//! a Lambda authorizer, the `orders-authorizer` binary ([`authorizer_app`]): `JwtAuthLayer`
+//! verifies the caller's HS256 bearer token and the handler allows the caller on the whole
+//! stage, passing its subject on as `customer`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use lift_core::authorizer::Authorization;
 use lift_core::http::StatusCode;
 use lift_core::metrics::{MetricsConfig, Unit};
 use lift_core::{App, Context, Created, Error, Json, Result, with_layer};
+use lift_middleware::auth::{JwtAuthLayer, JwtConfig, PrincipalExt};
 use lift_middleware::cache::{Cache, CacheLayer, HttpGetPolicy};
 use lift_middleware::idempotency::{IdempotencyConfig, IdempotencyLayer};
 use serde::{Deserialize, Serialize};
@@ -230,4 +237,42 @@ pub fn app(deps: Deps) -> App {
             ),
         )
         .metrics(MetricsConfig::new("LiftExamples").service("orders"))
+}
+
+/// The issuer the authorizer accepts in tokens (`iss`).
+pub const TOKEN_ISSUER: &str = "lift-orders";
+
+/// The Lambda authorizer of the orders HTTP API: bearer JWTs signed with HS256 and
+/// `secret`, issued by [`TOKEN_ISSUER`], verified by `JwtAuthLayer`; a valid caller is
+/// allowed on every route of the stage (API Gateway may cache the decision), any other is
+/// denied (the HTTP API answers 403; without a token at all, API Gateway answers 401
+/// before asking).
+///
+/// # Errors
+/// A configuration error for an unusable secret.
+pub fn authorizer_app(secret: &[u8]) -> std::result::Result<App, lift_middleware::ConfigError> {
+    let jwt = JwtConfig::builder()
+        .hs256_secret(None, secret)
+        .algorithms(&[jsonwebtoken::Algorithm::HS256])
+        .issuers(&[TOKEN_ISSUER])
+        .build()?;
+    Ok(App::new()
+        .authorizer(authorize)
+        .layer(JwtAuthLayer::new(jwt)))
+}
+
+async fn authorize(ctx: Context) -> Result<Authorization> {
+    let subject = ctx
+        .principal()
+        .and_then(|principal| principal.subject.clone())
+        .ok_or_else(|| {
+            Error::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the token names no subject",
+            )
+        })?;
+    Ok(Authorization::allow(subject.clone())
+        .context("customer", subject)
+        .for_all_routes())
 }

@@ -223,3 +223,115 @@ async fn reads_are_cached_and_unknown_orders_are_not() {
         assert_ne!(unknown.header("x-cache"), Some("hit"));
     }
 }
+
+/// The secret `template.yaml` gives the authorizer by default (`OrdersAuthSecret`).
+const DEPLOYED_SECRET: &[u8] = b"lift-local-orders-secret-of-32-bytes";
+
+/// One HTTP/1.1 request over a plain socket to the emulator's HTTP API endpoint:
+/// the status and the body.
+fn http(
+    method: &str,
+    url: &str,
+    authorization: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+
+    let rest = url.strip_prefix("http://").expect("plain http url");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = std::net::TcpStream::connect(host).expect("connect to the emulator");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let authorization = authorization
+        .map(|value| format!("Authorization: {value}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{authorization}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn http_api() -> String {
+    let path = std::env::var("LIFT_STACK_FILE").expect("LIFT_STACK_FILE is set by scripts/test.sh");
+    let stack: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("stack file")).expect("json");
+    stack["http_apis"]["OrdersHttpApi"]["local_url"]
+        .as_str()
+        .expect("the orders HTTP API is deployed")
+        .to_owned()
+}
+
+/// Through the HTTP API, API Gateway asks the deployed Lambda authorizer about every call:
+/// only a token it verifies reaches the orders function; the others get its deny (403).
+#[tokio::test]
+async fn the_http_api_lets_through_only_what_the_lambda_authorizer_allows() {
+    let api = http_api();
+    let who = customer("http-api");
+    let body = order_body(&who, 1);
+    let good = crate::authorizer::token(DEPLOYED_SECRET, orders::TOKEN_ISSUER, &who, 600);
+
+    // No identity source: API Gateway refuses without asking the authorizer.
+    let (status, text) = http("POST", &format!("{api}/orders"), None, Some(&body));
+    assert_eq!(status, 401, "no token: {text}");
+    for refused in [
+        "Bearer not-a-jwt".to_owned(),
+        format!(
+            "Bearer {}",
+            crate::authorizer::token(
+                b"some-other-secret-of-32-bytes-long!",
+                orders::TOKEN_ISSUER,
+                &who,
+                600
+            )
+        ),
+        format!(
+            "Bearer {}",
+            crate::authorizer::token(DEPLOYED_SECRET, orders::TOKEN_ISSUER, &who, -3600)
+        ),
+    ] {
+        let (status, text) = http(
+            "POST",
+            &format!("{api}/orders"),
+            Some(&refused),
+            Some(&body),
+        );
+        assert_eq!(status, 403, "{refused}: {text}");
+    }
+
+    let (status, text) = http(
+        "POST",
+        &format!("{api}/orders"),
+        Some(&format!("Bearer {good}")),
+        Some(&body),
+    );
+    assert_eq!(status, 201, "{text}");
+    let placed: Order = serde_json::from_str(&text).expect("an order");
+    let (status, text) = http(
+        "GET",
+        &format!("{api}/orders/{}", placed.id),
+        Some(&format!("Bearer {good}")),
+        None,
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Order>(&text).expect("an order"),
+        placed
+    );
+    let deployed = deployed().await;
+    assert_eq!(deployed.stored_for(&who).await, [placed]);
+}
