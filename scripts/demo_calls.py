@@ -7,6 +7,8 @@ Reads target/lift-local/stack.json (written by scripts/deploy.py), then:
   * invokes echo through the Lambda Invoke API with every fixture in ../shared/fixtures/events;
   * places orders through the orders Function URL: an idempotent repeat, a reused key, invalid
     lines, a read served from the cache on the second call, and an unknown order;
+  * calls the orders HTTP API, whose Lambda authorizer checks bearer JWTs: no token, a forged
+    one and a valid one;
   * talks to the chat WebSocket API with two clients.
 Exits non-zero if any call does not answer as expected.
 """
@@ -14,9 +16,13 @@ Exits non-zero if any call does not answer as expected.
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import hmac
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -223,6 +229,36 @@ def drive_orders(orders: dict, checks: Checks) -> None:
     checks.report(status == 404, f"GET  /orders/o-0000000000000000      -> {status} {short(text, 100)}")
 
 
+def hs256_token(secret: bytes, subject: str, issuer: str = "lift-orders") -> str:
+    """A bearer JWT signed with HS256, as the orders authorizer expects."""
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    claims = b64(json.dumps({"sub": subject, "iss": issuer, "exp": int(time.time()) + 600}).encode())
+    signature = b64(hmac.new(secret, f"{header}.{claims}".encode(), hashlib.sha256).digest())
+    return f"{header}.{claims}.{signature}"
+
+
+def drive_orders_api(api: dict, secret: bytes, checks: Checks) -> None:
+    """The orders HTTP API, whose Lambda authorizer (a Lift App) checks bearer JWTs."""
+    base = api["local_url"].rstrip("/")
+    print(f"\norders via its HTTP API and Lambda authorizer  {DIM}{api['local_url']}{RESET}")
+    order = {"customer": "demo-api", "items": [{"sku": "B-2", "quantity": 1}]}
+    calls = [
+        ("no token", None, 401),
+        ("a forged token", f"Bearer {hs256_token(b'not-the-secret-of-32-bytes-long!!!!', 'eve')}", 403),
+        ("a valid token", f"Bearer {hs256_token(secret, 'demo-api')}", 201),
+    ]
+    for what, authorization, expected in calls:
+        headers = {"authorization": authorization} if authorization else {}
+        try:
+            status, text, _ = http_with_headers("POST", base + "/orders", order, headers)
+        except OSError as e:
+            status, text = 0, str(e)
+        checks.report(status == expected,
+                      f"POST /orders  {what:24} -> {status} {short(text, 110)}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--stack-file", type=Path, default=ROOT / "target" / "lift-local" / "stack.json")
@@ -239,6 +275,10 @@ def main() -> int:
     drive_echo(functions["echo"], stack["endpoint"], stack["region"], args.fixtures, checks)
     if "orders" in functions:
         drive_orders(functions["orders"], checks)
+    orders_api = stack.get("http_apis", {}).get("OrdersHttpApi")
+    if orders_api:
+        secret = os.environ.get("LIFT_ORDERS_AUTH_SECRET", "lift-local-orders-secret-of-32-bytes")
+        drive_orders_api(orders_api, secret.encode(), checks)
     chat = stack.get("websockets", {}).get("ChatApi")
     if chat:
         drive_chat(chat, os.environ.get("LIFT_CHAT_TOKEN", "let-me-in"), checks)
