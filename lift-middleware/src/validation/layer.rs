@@ -15,10 +15,24 @@ use tower::{Layer, Service};
 use super::check::{Check, Validator};
 use super::schema::JsonSchema;
 
+/// A check of a request payload that also reads the request's [`Context`].
+type ContextCheck = dyn Fn(&Value, &Context) -> Result<(), Vec<FieldError>> + Send + Sync;
+
+/// The context-aware request checks, in the order they were added.
+#[derive(Clone, Default)]
+struct ContextChecks(Vec<Arc<ContextCheck>>);
+
+impl fmt::Debug for ContextChecks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} context check(s)", self.0.len())
+    }
+}
+
 /// What the layer checks, shared by every service it makes.
 #[derive(Debug, Clone, Default)]
 struct Rules {
     request: Validator,
+    request_in_context: ContextChecks,
     response: Validator,
 }
 
@@ -48,6 +62,19 @@ impl ValidationLayer {
     pub fn check(mut self, check: impl Check) -> Self {
         let rules = Arc::make_mut(&mut self.rules);
         rules.request = std::mem::take(&mut rules.request).check(check);
+        self
+    }
+
+    /// Adds a custom check of each request payload that also reads the request's
+    /// [`Context`]: its tenant, headers, route or principal (a limit that depends on the
+    /// tenant's plan, a field that must match the caller). It runs after the schema and
+    /// the plain checks, and its failures are reported together with theirs.
+    pub fn check_with_context(
+        mut self,
+        check: impl Fn(&Value, &Context) -> Result<(), Vec<FieldError>> + Send + Sync + 'static,
+    ) -> Self {
+        let rules = Arc::make_mut(&mut self.rules);
+        rules.request_in_context.0.push(Arc::new(check));
         self
     }
 
@@ -138,9 +165,26 @@ impl fmt::Display for Violations<'_> {
 }
 
 /// Parses the payload as a typed input would (same 415/400 errors) and validates it.
-fn check_request(validator: &Validator, ctx: &Context) -> Result<Value, Error> {
+fn check_request(rules: &Rules, ctx: &Context) -> Result<Value, Error> {
     let Json(value) = <Json<Value> as Input>::from_context(ctx)?;
-    validator.validate(&value).map_err(|fields| {
+    let mut fields = rules.request.validate(&value).err().unwrap_or_default();
+    for check in &rules.request_in_context.0 {
+        if let Err(errors) = check(&value, ctx) {
+            if errors.is_empty() {
+                fields.push(FieldError {
+                    pointer: String::new(),
+                    message: "failed a custom check".to_owned(),
+                });
+            }
+            fields.extend(errors);
+        }
+    }
+    let outcome = if fields.is_empty() {
+        Ok(())
+    } else {
+        Err(fields)
+    };
+    outcome.map_err(|fields| {
         let violations = Violations(&fields);
         if ctx.source().is_http() {
             tracing::debug!(target: "lift::validation", count = fields.len(), %violations, "request refused");
@@ -222,8 +266,8 @@ where
     }
 
     fn call(&mut self, mut ctx: Context) -> Self::Future {
-        if !self.rules.request.is_empty() {
-            match check_request(&self.rules.request, &ctx) {
+        if !self.rules.request.is_empty() || !self.rules.request_in_context.0.is_empty() {
+            match check_request(&self.rules, &ctx) {
                 Ok(value) => {
                     ctx.extensions_mut().insert(ValidatedJson(Arc::new(value)));
                 }

@@ -10,6 +10,8 @@
 //!   2020-12, `$ref`s resolved only inside the document, never fetched. An invalid schema is
 //!   a [`SchemaError`] when it is compiled, never a failure per request.
 //! - [`Check`] is a custom rule, any `Fn(&Value) -> Result<(), Vec<FieldError>>`;
+//!   [`ValidationLayer::check_with_context`] takes one that also reads the request's
+//!   `Context` (its tenant, headers or principal);
 //!   [`Validator`] runs a schema and checks together and reports every failure of both.
 //! - [`ValidationLayer`] applies them to a Lift [`Context`](lift_core::Context), per HTTP
 //!   request and per SQS, SNS, EventBridge or DynamoDB Streams record.

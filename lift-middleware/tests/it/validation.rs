@@ -480,6 +480,87 @@ impl Captured {
     }
 }
 
+/// No line may order more than the caller's plan allows (`x-plan: free`: 5).
+fn within_the_plan(value: &Value, ctx: &Context) -> std::result::Result<(), Vec<FieldError>> {
+    let limit = match ctx.header("x-plan") {
+        Some("free") => 5,
+        _ => return Ok(()),
+    };
+    let lines = value["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let over: Vec<FieldError> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| line["qty"].as_u64().is_some_and(|qty| qty > limit))
+        .map(|(index, _)| FieldError {
+            pointer: format!("/items/{index}/qty"),
+            message: format!("the free plan allows at most {limit} per line"),
+        })
+        .collect();
+    if over.is_empty() { Ok(()) } else { Err(over) }
+}
+
+#[tokio::test]
+async fn a_check_can_read_the_request_context() {
+    let (app, calls) = app_with(
+        ValidationLayer::new()
+            .request(order_schema())
+            .check(at_most_three_lines)
+            .check_with_context(within_the_plan),
+    );
+    let mut big = valid_order();
+    big["items"][1]["qty"] = json!(9);
+    let send = |plan: &'static str, body: Value| {
+        let app = &app;
+        async move {
+            app.http(
+                events::http("POST", "/orders")
+                    .header("x-plan", plan)
+                    .json(&body)
+                    .v2(),
+            )
+            .await
+            .expect("an HTTP response")
+        }
+    };
+
+    let pro = send("pro", big.clone()).await;
+    assert_eq!(pro.status, 200, "{}", pro.text());
+    let free = send("free", big.clone()).await;
+    assert_eq!(free.status, 422, "{}", free.text());
+    assert_eq!(
+        fields_of(&free),
+        [(
+            "/items/1/qty".to_owned(),
+            "the free plan allows at most 5 per line".to_owned()
+        )]
+    );
+
+    // Reported together with the schema's and the plain checks' failures.
+    let mut everything = big;
+    everything["items"][0]["sku"] = json!("bad");
+    for _ in 0..3 {
+        everything["items"]
+            .as_array_mut()
+            .expect("items")
+            .push(json!({"sku": "ABC-2", "qty": 1}));
+    }
+    let all = send("free", everything).await;
+    let pointers = pointers_of(&all);
+    assert!(
+        pointers.contains(&"/items/0/sku".to_owned()),
+        "{pointers:?}"
+    );
+    assert!(
+        pointers.contains(&"/items/1/qty".to_owned()),
+        "{pointers:?}"
+    );
+    assert!(pointers.contains(&"/items".to_owned()), "{pointers:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "only the pro order ran");
+}
+
 fn response_schema() -> JsonSchema {
     JsonSchema::new(&json!({
         "type": "object",
