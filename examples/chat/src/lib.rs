@@ -2,8 +2,11 @@
 //!
 //! The API selects routes with `$request.body.action`:
 //!
-//! - `$connect`: accepts a client whose handshake query carries `token=<CHAT_TOKEN>`; any
-//!   other client gets a `401`, which fails its handshake.
+//! - `$connect`: API Gateway asks the chat's Lambda authorizer first ([`authorizer_app`],
+//!   the `chat-authorizer` binary): only a handshake whose query carries
+//!   `token=<CHAT_TOKEN>` reaches the chat function (without a token API Gateway answers
+//!   `401`, with a wrong one the authorizer's deny is a `403`). The handler logs the
+//!   `user` the authorizer passed on (`?name=`, else `guest`).
 //! - `send` (`{"action": "send", "text": "...", "to": "<connection id>"}`): sends
 //!   `{"type": "message", "from": <sender>, "text": ...}` to `to`, or back to the sender
 //!   when there is no `to`. When `to` is gone, the sender gets
@@ -20,16 +23,15 @@
 
 use std::sync::Arc;
 
-use lift_core::http::StatusCode;
+use lift_core::authorizer::Authorization;
 use lift_core::websocket::{ConnectionError, Connections, WebSocketRequest};
 use lift_core::{App, Context, Error, Result};
 use serde::{Deserialize, Serialize};
 
-/// What the chat handlers share: the connections client and the token clients must show.
+/// What the chat handlers share: the connections client.
 #[derive(Clone)]
 pub struct Chat {
     connections: Connections,
-    token: Arc<str>,
 }
 
 impl std::fmt::Debug for Chat {
@@ -39,9 +41,9 @@ impl std::fmt::Debug for Chat {
 }
 
 impl Chat {
-    /// A chat room that sends through `connections` and admits clients showing `token`.
-    pub fn new(connections: Connections, token: Arc<str>) -> Self {
-        Chat { connections, token }
+    /// A chat room that sends through `connections`.
+    pub fn new(connections: Connections) -> Self {
+        Chat { connections }
     }
 }
 
@@ -97,18 +99,17 @@ fn websocket(ctx: &Context) -> Result<&WebSocketRequest> {
         .ok_or_else(|| Error::internal("a WebSocket route ran without a WebSocket event"))
 }
 
-async fn connect(chat: Chat, ctx: Context) -> Result<()> {
-    match ctx.query("token") {
-        Some(token) if token == &*chat.token => {
-            tracing::info!(connection = ctx.connection_id(), "connected");
-            Ok(())
-        }
-        _ => Err(Error::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid `token` query parameter is required",
-        )),
-    }
+async fn connect(ctx: Context) -> Result<()> {
+    let ws = websocket(&ctx)?;
+    let user = ws
+        .request_context()
+        .authorizer
+        .fields
+        .get("user")
+        .and_then(|user| user.as_str())
+        .unwrap_or("unknown");
+    tracing::info!(connection = ws.connection_id(), user, "connected");
+    Ok(())
 }
 
 async fn send(chat: Chat, ctx: Context, input: SendMessage) -> Result<()> {
@@ -168,14 +169,31 @@ async fn disconnect(ctx: Context) -> Result<()> {
     Ok(())
 }
 
-/// The chat App.
+/// The chat App. It trusts API Gateway to have run the authorizer on `$connect`.
 pub fn app(chat: Chat) -> App {
-    let (on_connect, on_send, on_whoami, on_other) =
-        (chat.clone(), chat.clone(), chat.clone(), chat);
+    let (on_send, on_whoami, on_other) = (chat.clone(), chat.clone(), chat);
     App::new()
-        .websocket("$connect", move |ctx| connect(on_connect.clone(), ctx))
+        .websocket("$connect", connect)
         .websocket("send", move |ctx, input| send(on_send.clone(), ctx, input))
         .websocket("whoami", move |ctx| whoami(on_whoami.clone(), ctx))
         .websocket("$default", move |ctx| unknown(on_other.clone(), ctx))
         .websocket("$disconnect", disconnect)
+}
+
+/// The chat's Lambda authorizer: a `$connect` whose query carries `token` is allowed on the
+/// whole stage, with the `user` it names (`?name=`, else `guest`) passed on to the chat;
+/// any other is denied.
+pub fn authorizer_app(token: Arc<str>) -> App {
+    App::new().authorizer(move |ctx: Context| {
+        let token = token.clone();
+        async move {
+            if ctx.query("token") != Some(&*token) {
+                return Ok::<_, Error>(Authorization::deny("anonymous"));
+            }
+            let user = ctx.query("name").unwrap_or("guest").to_owned();
+            Ok(Authorization::allow(user.clone())
+                .context("user", user)
+                .for_all_routes())
+        }
+    })
 }

@@ -1,41 +1,66 @@
-//! The chat App in-process: who may connect, and what `send` accepts. (Sending itself talks
-//! to API Gateway: `deployed.rs` covers it on the emulator.)
+//! The chat App and its authorizer in-process: who may connect, and what `send` accepts.
+//! (Sending itself talks to API Gateway: `deployed.rs` covers it on the emulator.)
 
 use std::sync::Arc;
 
-use chat::{Chat, app};
+use chat::{Chat, app, authorizer_app};
 use lift_core::testing::{TestApp, events};
 use lift_core::websocket::Connections;
 use serde_json::Value;
 
 fn chat() -> TestApp {
     // No call is made below, so the SDK configuration is never loaded.
-    TestApp::new(app(Chat::new(
-        Connections::from_env(),
-        Arc::from("let-me-in"),
-    )))
-    .expect("app")
+    TestApp::new(app(Chat::new(Connections::from_env()))).expect("app")
 }
 
 #[tokio::test]
-async fn only_clients_with_the_token_may_connect() {
-    let app = chat();
-    let client = events::websocket("conn-1");
-    let accepted = app
-        .websocket(client.clone().query("token", "let-me-in").connect())
+async fn the_authorizer_admits_only_clients_with_the_token() {
+    let authorizer = TestApp::new(authorizer_app(Arc::from("let-me-in"))).expect("app");
+    let stage = "arn:aws:execute-api:us-east-1:123456789012:abc123/prod/*";
+
+    let accepted = authorizer
+        .invoke(
+            &events::authorizer("GET", "/")
+                .query("token", "let-me-in")
+                .query("name", "ada")
+                .websocket_connect("conn-1"),
+        )
+        .await
+        .expect("a policy");
+    assert_eq!(accepted["principalId"], "ada");
+    assert_eq!(accepted["context"]["user"], "ada");
+    assert_eq!(
+        accepted["policyDocument"]["Statement"][0]["Effect"],
+        "Allow"
+    );
+    assert_eq!(
+        accepted["policyDocument"]["Statement"][0]["Resource"][0],
+        stage
+    );
+
+    for query in [None, Some("nope")] {
+        let mut event = events::authorizer("GET", "/");
+        if let Some(token) = query {
+            event = event.query("token", token);
+        }
+        let refused = authorizer
+            .invoke(&event.websocket_connect("conn-2"))
+            .await
+            .expect("a policy");
+        assert_eq!(
+            refused["policyDocument"]["Statement"][0]["Effect"], "Deny",
+            "{query:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn connect_trusts_the_authorizer() {
+    let accepted = chat()
+        .websocket(events::websocket("conn-1").connect())
         .await
         .expect("invocation");
     assert_eq!(accepted.status, 204);
-
-    for refused in [
-        client.connect(),
-        client.clone().query("token", "nope").connect(),
-    ] {
-        let refused = app.websocket(refused).await.expect("invocation");
-        assert_eq!(refused.status, 401);
-        let body: Value = refused.json().expect("json");
-        assert_eq!(body["error"]["code"], "unauthorized");
-    }
 }
 
 #[tokio::test]
