@@ -7,8 +7,8 @@ Reads target/lift-local/stack.json (written by scripts/deploy.py), then:
   * invokes echo through the Lambda Invoke API with every fixture in ../shared/fixtures/events;
   * places orders through the orders Function URL: an idempotent repeat, a reused key, invalid
     lines, a read served from the cache on the second call, and an unknown order;
-  * calls the orders HTTP API, whose Lambda authorizer checks bearer JWTs: no token, a forged
-    one and a valid one;
+  * calls the orders HTTP API and REST API, whose Lambda authorizers check bearer JWTs: no
+    token, a forged one and a valid one;
   * talks to the chat WebSocket API with two clients.
 Exits non-zero if any call does not answer as expected.
 """
@@ -239,14 +239,18 @@ def hs256_token(secret: bytes, subject: str, issuer: str = "lift-orders") -> str
     return f"{header}.{claims}.{signature}"
 
 
-def drive_orders_api(api: dict, secret: bytes, checks: Checks) -> None:
-    """The orders HTTP API, whose Lambda authorizer (a Lift App) checks bearer JWTs."""
+def drive_orders_api(api: dict, secret: bytes, checks: Checks, rest: bool = False) -> None:
+    """The orders HTTP API (REQUEST authorizer) or REST API (TOKEN authorizer); the same
+    Lift authorizer checks bearer JWTs. A refused token is a 403 deny on the HTTP API, and
+    the Unauthorized error (401) on the REST API."""
     base = api["local_url"].rstrip("/")
-    print(f"\norders via its HTTP API and Lambda authorizer  {DIM}{api['local_url']}{RESET}")
+    kind = "REST API and TOKEN" if rest else "HTTP API and REQUEST"
+    print(f"\norders via its {kind} authorizer  {DIM}{api['local_url']}{RESET}")
     order = {"customer": "demo-api", "items": [{"sku": "B-2", "quantity": 1}]}
     calls = [
         ("no token", None, 401),
-        ("a forged token", f"Bearer {hs256_token(b'not-the-secret-of-32-bytes-long!!!!', 'eve')}", 403),
+        ("a forged token", f"Bearer {hs256_token(b'not-the-secret-of-32-bytes-long!!!!', 'eve')}",
+         401 if rest else 403),
         ("a valid token", f"Bearer {hs256_token(secret, 'demo-api')}", 201),
     ]
     for what, authorization, expected in calls:
@@ -275,10 +279,13 @@ def main() -> int:
     drive_echo(functions["echo"], stack["endpoint"], stack["region"], args.fixtures, checks)
     if "orders" in functions:
         drive_orders(functions["orders"], checks)
+    secret = os.environ.get("LIFT_ORDERS_AUTH_SECRET", "lift-local-orders-secret-of-32-bytes")
     orders_api = stack.get("http_apis", {}).get("OrdersHttpApi")
     if orders_api:
-        secret = os.environ.get("LIFT_ORDERS_AUTH_SECRET", "lift-local-orders-secret-of-32-bytes")
         drive_orders_api(orders_api, secret.encode(), checks)
+    orders_rest = stack.get("rest_apis", {}).get("OrdersRestApi")
+    if orders_rest:
+        drive_orders_api(orders_rest, secret.encode(), checks, rest=True)
     chat = stack.get("websockets", {}).get("ChatApi")
     if chat:
         drive_chat(chat, os.environ.get("LIFT_CHAT_TOKEN", "let-me-in"), checks)

@@ -10,8 +10,8 @@ What `sam package` + `sam deploy` would do, without SAM CLI or cargo-lambda:
    functions' ``CodeUri`` is the uploaded ``s3://bucket/key``;
 4. delete an existing stack of the same name, create it again and wait for CREATE_COMPLETE;
 5. write ``target/lift-local/stack.json`` with each function's name and URLs, each
-   WebSocket API's id, stage and URLs, each HTTP API's id and URLs, and the stack's
-   outputs.
+   WebSocket API's id, stage and URLs, each HTTP and REST API's id and URLs, and the
+   stack's outputs.
 
 Run it with the project venv's python (``scripts/emulator.sh install`` creates it):
 
@@ -139,6 +139,25 @@ def ensure_bucket(s3, bucket: str, region: str) -> None:
     if region != "us-east-1":
         kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
     s3.create_bucket(**kwargs)
+
+
+def rest_apis_of(template: dict) -> dict[str, str]:
+    """Logical id of each REST API (AWS::ApiGateway::RestApi) -> the name of its stage."""
+    resources = template["Resources"]
+    apis = {}
+    for logical_id, resource in resources.items():
+        if resource.get("Type") != "AWS::ApiGateway::RestApi":
+            continue
+        stages = [
+            (stage.get("Properties") or {}).get("StageName")
+            for stage in resources.values()
+            if stage.get("Type") == "AWS::ApiGateway::Stage"
+            and (stage.get("Properties") or {}).get("RestApiId") == {"Ref": logical_id}
+        ]
+        if len(stages) != 1 or not stages[0]:
+            sys.exit(f"{logical_id}: expected one AWS::ApiGateway::Stage with a StageName")
+        apis[logical_id] = stages[0]
+    return apis
 
 
 def http_apis_of(template: dict) -> list[str]:
@@ -302,7 +321,7 @@ def main() -> int:
     lam = session.client("lambda", endpoint_url=endpoint, config=cfg)
 
     result = {"endpoint": endpoint, "region": region, "stack": args.stack, "functions": {},
-              "websockets": {}, "http_apis": {}, "outputs": outputs}
+              "websockets": {}, "http_apis": {}, "rest_apis": {}, "outputs": outputs}
     for logical_id, binary in functions.items():
         name = cfn.describe_stack_resource(StackName=args.stack, LogicalResourceId=logical_id)[
             "StackResourceDetail"]["PhysicalResourceId"]
@@ -354,6 +373,17 @@ def main() -> int:
             "local_url": f"{endpoint}/_aws/execute-api/{api_id}",
         }
         log(f"{api_logical_id}: {api_endpoint}")
+
+    for api_logical_id, stage in rest_apis_of(template).items():
+        api_id = cfn.describe_stack_resource(StackName=args.stack, LogicalResourceId=api_logical_id)[
+            "StackResourceDetail"]["PhysicalResourceId"]
+        result["rest_apis"][api_logical_id] = {
+            "api_id": api_id,
+            "stage": stage,
+            "url": f"https://{api_id}.execute-api.{region}.amazonaws.com/{stage}",
+            "local_url": f"{endpoint}/_aws/execute-api/{api_id}/{stage}",
+        }
+        log(f"{api_logical_id}: {endpoint}/_aws/execute-api/{api_id}/{stage}")
 
     stack_file = STATE_DIR / "stack.json"
     stack_file.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -19,13 +19,18 @@ struct Deployed {
     dynamodb: aws_sdk_dynamodb::Client,
 }
 
-async fn deployed() -> Deployed {
+/// The deployment's outputs, as `scripts/deploy.py` wrote them.
+fn stack() -> Value {
     let path = std::env::var("LIFT_STACK_FILE").expect(
         "LIFT_STACK_FILE is not set: run scripts/test.sh, which deploys the examples onto the emulator",
     );
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read the stack file {path}: {e}"));
-    let stack: Value = serde_json::from_str(&text).expect("stack file is JSON");
+    serde_json::from_str(&text).expect("stack file is JSON")
+}
+
+async fn deployed() -> Deployed {
+    let stack = stack();
     let config = lift_core::aws::sdk_config().await;
     Deployed {
         function: stack["functions"]["orders"]["name"]
@@ -266,13 +271,11 @@ fn http(
     (status, body)
 }
 
-fn http_api() -> String {
-    let path = std::env::var("LIFT_STACK_FILE").expect("LIFT_STACK_FILE is set by scripts/test.sh");
-    let stack: Value =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("stack file")).expect("json");
-    stack["http_apis"]["OrdersHttpApi"]["local_url"]
+/// The emulator URL of an API the stack file lists under `kind` (`http_apis`, `rest_apis`).
+fn api_url(kind: &str, name: &str) -> String {
+    stack()[kind][name]["local_url"]
         .as_str()
-        .expect("the orders HTTP API is deployed")
+        .unwrap_or_else(|| panic!("{name} is deployed"))
         .to_owned()
 }
 
@@ -280,7 +283,7 @@ fn http_api() -> String {
 /// only a token it verifies reaches the orders function; the others get its deny (403).
 #[tokio::test]
 async fn the_http_api_lets_through_only_what_the_lambda_authorizer_allows() {
-    let api = http_api();
+    let api = api_url("http_apis", "OrdersHttpApi");
     let who = customer("http-api");
     let body = order_body(&who, 1);
     let good = crate::authorizer::token(DEPLOYED_SECRET, orders::TOKEN_ISSUER, &who, 600);
@@ -334,4 +337,44 @@ async fn the_http_api_lets_through_only_what_the_lambda_authorizer_allows() {
     );
     let deployed = deployed().await;
     assert_eq!(deployed.stored_for(&who).await, [placed]);
+}
+
+/// The same authorizer behind the REST API, as a `TOKEN` authorizer: there a token it
+/// refuses is the `Unauthorized` invocation error, which API Gateway answers with 401
+/// (any other invocation error would be a 500).
+#[tokio::test]
+async fn the_rest_api_answers_401_for_the_tokens_the_authorizer_refuses() {
+    let api = api_url("rest_apis", "OrdersRestApi");
+    let who = customer("rest-api");
+    let body = order_body(&who, 2);
+
+    let (status, text) = http("POST", &format!("{api}/orders"), None, Some(&body));
+    assert_eq!(status, 401, "no token: {text}");
+    for refused in [
+        "Bearer not-a-jwt".to_owned(),
+        format!(
+            "Bearer {}",
+            crate::authorizer::token(DEPLOYED_SECRET, "someone-else", &who, 600)
+        ),
+    ] {
+        let (status, text) = http(
+            "POST",
+            &format!("{api}/orders"),
+            Some(&refused),
+            Some(&body),
+        );
+        assert_eq!(status, 401, "{refused}: {text}");
+        assert!(text.contains("Unauthorized"), "{text}");
+    }
+
+    let good = crate::authorizer::token(DEPLOYED_SECRET, orders::TOKEN_ISSUER, &who, 600);
+    let (status, text) = http(
+        "POST",
+        &format!("{api}/orders"),
+        Some(&format!("Bearer {good}")),
+        Some(&body),
+    );
+    assert_eq!(status, 201, "{text}");
+    let placed: Order = serde_json::from_str(&text).expect("an order");
+    assert_eq!(deployed().await.stored_for(&who).await, [placed]);
 }
