@@ -378,6 +378,45 @@ impl Context {
         }
     }
 
+    /// What the API Gateway authorizer in front of this request passed on as `name`: a
+    /// claim a JWT authorizer verified, or a field of a Lambda authorizer's `context`
+    /// (`requestContext.authorizer.{name}` for REST APIs, payload 1.0 and WebSocket
+    /// events; `requestContext.authorizer.lambda.{name}` for payload 2.0). Numbers and
+    /// booleans come as their text. `None` for other sources, or when no authorizer ran.
+    pub fn authorizer_value(&self, name: &str) -> Option<String> {
+        use aws_lambda_events::apigw::ApiGatewayRequestAuthorizer;
+        use lambda_http::request::RequestContext;
+
+        fn text(value: &serde_json::Value) -> Option<String> {
+            match value {
+                serde_json::Value::String(text) => Some(text.clone()),
+                serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {
+                    Some(value.to_string())
+                }
+                _ => None,
+            }
+        }
+        let authorizer: &ApiGatewayRequestAuthorizer = match &self.payload {
+            Payload::Http(request) => match request.request_context() {
+                RequestContext::ApiGatewayV2(c) => c.authorizer.as_ref()?,
+                RequestContext::ApiGatewayV1(c) => &c.authorizer,
+                _ => return None,
+            },
+            #[cfg(feature = "websocket")]
+            Payload::WebSocket(request) => &request.request_context().authorizer,
+            #[allow(unreachable_patterns)]
+            _ => return None,
+        };
+        if let Some(claim) = authorizer.jwt.as_ref().and_then(|jwt| jwt.claims.get(name)) {
+            return Some(claim.clone());
+        }
+        authorizer
+            .fields
+            .get(name)
+            .and_then(text)
+            .or_else(|| authorizer.fields.get("lambda")?.get(name).and_then(text))
+    }
+
     /// The string value of message attribute `name`, for an SQS or SNS record (how a
     /// publisher passes a correlation id or tenant along with the message).
     pub fn message_attribute(&self, name: &str) -> Option<&str> {

@@ -182,3 +182,57 @@ async fn http_requests_still_reach_their_routes() {
         .expect("response");
     assert_eq!((response.status, response.text().as_str()), (200, "orders"));
 }
+
+/// What the authorizer in front of an HTTP request passed on reaches the handler through
+/// `Context::authorizer_value`, for each shape API Gateway delivers it in.
+#[tokio::test]
+async fn an_upstream_authorizers_values_reach_the_handler() {
+    let app = TestApp::new(App::new().any("/{*path}", |ctx: Context| async move {
+        let value = |name: &str| ctx.authorizer_value(name);
+        Ok::<_, Error>(lift_core::Json(json!({
+            "customer": value("customer"),
+            "plan": value("plan"),
+            "admin": value("admin"),
+            "claim1": value("claim1"),
+            "missing": value("missing"),
+        })))
+    }))
+    .expect("app");
+    let read = |event: Value| {
+        let app = &app;
+        async move {
+            let response = app.http(event).await.expect("response");
+            response.json::<Value>().expect("json")
+        }
+    };
+
+    // Payload 2.0: a Lambda authorizer's context sits under `lambda`.
+    let mut v2 = events::http("GET", "/orders").v2();
+    v2["requestContext"]["authorizer"] =
+        json!({"lambda": {"customer": "c-1", "plan": 3, "admin": false}});
+    assert_eq!(
+        read(v2).await,
+        json!({"customer": "c-1", "plan": "3", "admin": "false", "claim1": null, "missing": null})
+    );
+
+    // REST (payload 1.0): the fields sit in `authorizer` itself.
+    let mut v1 = events::http("GET", "/orders").v1();
+    v1["requestContext"]["authorizer"] = json!({"customer": "c-2", "principalId": "c-2"});
+    assert_eq!(read(v1).await["customer"], "c-2");
+
+    // A JWT authorizer's verified claims, from a real HTTP API payload.
+    let jwt = lift_core::testing::fixture(format!(
+        "{}/../../shared/fixtures/events/example-apigw-v2-request-jwt-authorizer.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("fixture");
+    let values = read(jwt).await;
+    assert_eq!(values["claim1"], "value1");
+    assert_eq!(values["customer"], Value::Null);
+
+    // No authorizer ran.
+    assert_eq!(
+        read(events::http("GET", "/orders").v2()).await["customer"],
+        Value::Null
+    );
+}

@@ -39,7 +39,6 @@ use std::task::{Context as TaskContext, Poll};
 
 use futures_util::future::{Either, MapErr, TryFutureExt};
 use http::StatusCode;
-use lambda_http::request::RequestContext;
 use lift_core::{BoxError, Context, Error, Response, TenantId};
 use tower::{Layer, Service};
 
@@ -153,38 +152,13 @@ pub fn is_valid_tenant(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn authorizer_value(ctx: &Context, name: &str) -> Option<String> {
-    let request = ctx.http()?;
-    let authorizer = match request.request_context() {
-        RequestContext::ApiGatewayV2(c) => c.authorizer.as_ref()?,
-        RequestContext::ApiGatewayV1(c) => &c.authorizer,
-        _ => return None,
-    };
-    if let Some(value) = authorizer.jwt.as_ref().and_then(|jwt| jwt.claims.get(name)) {
-        return Some(value.clone());
-    }
-    authorizer
-        .fields
-        .get(name)
-        .and_then(|v| v.as_str())
-        .map(str::to_owned)
-        .or_else(|| {
-            authorizer
-                .fields
-                .get("lambda")
-                .and_then(|l| l.get(name))
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-        })
-}
-
 fn value_of(ctx: &Context, source: &TenantSource) -> Option<String> {
     match source {
         TenantSource::Claim(name) => ctx
             .principal()
             .and_then(|p| p.claim_str(name))
             .map(str::to_owned),
-        TenantSource::Authorizer(name) => authorizer_value(ctx, name),
+        TenantSource::Authorizer(name) => ctx.authorizer_value(name),
         TenantSource::Header(name) => ctx.header(name).map(str::to_owned),
         TenantSource::PathParam(name) => ctx.path_param(name).ok().map(str::to_owned),
         TenantSource::MessageAttribute(name) => ctx.message_attribute(name).map(str::to_owned),
