@@ -285,7 +285,8 @@ fn api_url(kind: &str, name: &str) -> String {
 async fn the_http_api_lets_through_only_what_the_lambda_authorizer_allows() {
     let api = api_url("http_apis", "OrdersHttpApi");
     let who = customer("http-api");
-    let body = order_body(&who, 1);
+    // The body claims another customer: the authorizer's verified subject wins.
+    let body = order_body(&format!("{who}-claimed"), 1);
     let good = crate::authorizer::token(DEPLOYED_SECRET, orders::TOKEN_ISSUER, &who, 600);
 
     // No identity source: API Gateway refuses without asking the authorizer.
@@ -336,6 +337,10 @@ async fn the_http_api_lets_through_only_what_the_lambda_authorizer_allows() {
         placed
     );
     let deployed = deployed().await;
+    assert_eq!(
+        placed.customer, who,
+        "the token's subject, passed on by the authorizer"
+    );
     assert_eq!(deployed.stored_for(&who).await, [placed]);
 }
 
@@ -346,7 +351,8 @@ async fn the_http_api_lets_through_only_what_the_lambda_authorizer_allows() {
 async fn the_rest_api_answers_401_for_the_tokens_the_authorizer_refuses() {
     let api = api_url("rest_apis", "OrdersRestApi");
     let who = customer("rest-api");
-    let body = order_body(&who, 2);
+    // The body claims another customer: the authorizer's verified subject wins.
+    let body = order_body(&format!("{who}-claimed"), 2);
 
     let (status, text) = http("POST", &format!("{api}/orders"), None, Some(&body));
     assert_eq!(status, 401, "no token: {text}");
@@ -376,5 +382,9 @@ async fn the_rest_api_answers_401_for_the_tokens_the_authorizer_refuses() {
     );
     assert_eq!(status, 201, "{text}");
     let placed: Order = serde_json::from_str(&text).expect("an order");
+    assert_eq!(
+        placed.customer, who,
+        "the token's subject, passed on by the authorizer"
+    );
     assert_eq!(deployed().await.stored_for(&who).await, [placed]);
 }
