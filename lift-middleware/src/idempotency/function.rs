@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::store::Record;
-use super::{IdempotencyConfig, KeySource, Shared, Turn, now, sha256_hex};
+use super::{IdempotencyConfig, KeySource, Shared, Turn, fields_material, now, sha256_hex};
 
 /// Runs computations at most once per idempotency key, where the key comes from a value
 /// the caller passes: a charge inside an order handler, one step of a batch record.
@@ -216,12 +216,10 @@ impl Idempotent {
         let material = match &self.shared.config.key {
             KeySource::Fields(pointers) => {
                 let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(serialize)?;
-                let parts: Vec<&serde_json::Value> =
-                    pointers.iter().filter_map(|p| value.pointer(p)).collect();
-                if parts.is_empty() || parts.iter().all(|v| v.is_null()) {
-                    return Ok(None);
+                match fields_material(&value, pointers).map_err(serialize)? {
+                    Some(material) => material,
+                    None => return Ok(None),
                 }
-                serde_json::to_vec(&parts).map_err(serialize)?
             }
             KeySource::Payload | KeySource::Custom(_) => bytes.clone(),
         };

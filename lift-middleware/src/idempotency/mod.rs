@@ -185,6 +185,19 @@ fn sha256_hex(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The key material of the fields `pointers` name in `value`; `None` when none of them is
+/// there (or all are null): the payload has no key.
+fn fields_material(
+    value: &serde_json::Value,
+    pointers: &[String],
+) -> Result<Option<Vec<u8>>, serde_json::Error> {
+    let parts: Vec<&serde_json::Value> = pointers.iter().filter_map(|p| value.pointer(p)).collect();
+    if parts.is_empty() || parts.iter().all(|v| v.is_null()) {
+        return Ok(None);
+    }
+    serde_json::to_vec(&parts).map(Some)
+}
+
 /// The record key and the payload hash of a request, or `None` when it has no key.
 fn key_of(config: &IdempotencyConfig, ctx: &Context) -> Result<Option<(String, String)>, Error> {
     let payload = ctx.body();
@@ -199,12 +212,10 @@ fn key_of(config: &IdempotencyConfig, ctx: &Context) -> Result<Option<(String, S
             let value: serde_json::Value = serde_json::from_slice(payload).map_err(|_| {
                 Error::bad_request("the payload must be JSON to derive its idempotency key")
             })?;
-            let parts: Vec<&serde_json::Value> =
-                pointers.iter().filter_map(|p| value.pointer(p)).collect();
-            if parts.is_empty() || parts.iter().all(|v| v.is_null()) {
-                return Ok(None);
+            match fields_material(&value, pointers).map_err(Error::internal)? {
+                Some(material) => material,
+                None => return Ok(None),
             }
-            serde_json::to_vec(&parts).map_err(Error::internal)?
         }
         KeySource::Custom(key) => match key(ctx) {
             Some(key) => key.into_bytes(),
