@@ -201,17 +201,17 @@ impl Authorization {
         self
     }
 
-    /// The response API Gateway expects for `request`: an IAM policy, or the simple
-    /// response of payload 2.0 when `simple`.
-    pub(crate) fn to_json(&self, request: &AuthorizerRequest, simple: bool) -> Value {
+    /// The response API Gateway expects for a request about `arn`: the simple response of
+    /// payload 2.0 when `simple`, else an IAM policy.
+    pub(crate) fn to_json(&self, arn: &str, simple: bool) -> Value {
         let mut out = Map::new();
-        if simple && request.version2 {
+        if simple {
             out.insert("isAuthorized".to_owned(), Value::Bool(self.allow));
         } else {
             let resource = if self.all_routes {
-                request.stage_arn()
+                stage_wildcard(arn)
             } else {
-                request.arn.clone()
+                arn.to_owned()
             };
             out.insert(
                 "principalId".to_owned(),

@@ -63,7 +63,10 @@ impl LiftService {
             source = Source::Authorizer.as_str(),
             arn = %request.arn(),
         );
-        let decided = request.clone();
+        // What the answer needs once the request has moved into the Context.
+        let arn = request.arn().to_owned();
+        let simple = self.inner.authorizer_simple && request.is_v2();
+        let http_api = request.is_http_api();
         let ctx = self.context(
             &lambda,
             metrics,
@@ -78,7 +81,6 @@ impl LiftService {
         let started = Instant::now();
         let outcome = self.run_unit(ctx).await;
         self.observe(metrics, "authorizer", outcome.is_err(), started);
-        let simple = self.inner.authorizer_simple;
         let decision = match outcome {
             Ok(response) => response
                 .extensions()
@@ -90,7 +92,7 @@ impl LiftService {
                     )
                 })?,
             Err(error)
-                if error.status() == StatusCode::UNAUTHORIZED && !decided.is_http_api() =>
+                if error.status() == StatusCode::UNAUTHORIZED && !http_api =>
             {
                 let _entered = span.enter();
                 tracing::info!(target: "lift", code = error.code(), error = %error, "authorizer: unauthorized");
@@ -115,7 +117,6 @@ impl LiftService {
                 return Err(error);
             }
         };
-        serde_json::value::to_raw_value(&decision.to_json(&decided, simple))
-            .map_err(Error::internal)
+        serde_json::value::to_raw_value(&decision.to_json(&arn, simple)).map_err(Error::internal)
     }
 }
