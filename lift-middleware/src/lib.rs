@@ -102,6 +102,7 @@ pub mod cache;
 pub mod circuit_breaker;
 pub mod classify;
 pub mod compression;
+pub mod dynamo;
 mod error;
 pub mod http_security;
 pub mod idempotency;

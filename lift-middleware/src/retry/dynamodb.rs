@@ -3,7 +3,8 @@
 //! another attempt would fail the same way or, worse, overwrite what the condition
 //! protected.
 //!
-//! Errors are recognised by type: map the SDK's per-operation errors into
+//! Errors are recognised by type: a [`DynamoError`] (what Lift's stores and
+//! [`crate::dynamo::classify`] return), or the SDK's per-operation errors mapped into
 //! `aws_sdk_dynamodb::Error` (`.map_err(aws_sdk_dynamodb::Error::from)`) in the service you
 //! wrap.
 //!
@@ -17,6 +18,8 @@
 use aws_sdk_dynamodb::Error as DynamoDbError;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use lift_core::BoxError;
+
+use crate::dynamo::DynamoError;
 
 use super::{Decision, RetryPolicy};
 
@@ -51,16 +54,38 @@ impl<Res> RetryPolicy<Res> for DynamoDbPolicy {
     fn decide(&self, result: &Result<Res, BoxError>) -> Decision {
         match result {
             Ok(_) => Decision::Stop,
-            Err(error) => match error.downcast_ref::<DynamoDbError>() {
-                Some(dynamodb) if is_transient(dynamodb) => Decision::Retry { after: None },
-                Some(_) => Decision::Stop,
-                None => match error.downcast_ref::<lift_core::Error>() {
-                    Some(lift_core::Error::Timeout { .. }) => Decision::Retry { after: None },
-                    _ => Decision::Stop,
-                },
-            },
+            Err(error) => {
+                let transient = if let Some(typed) = dynamo_error(error.as_ref()) {
+                    typed.is_retryable()
+                } else if let Some(dynamodb) = error.downcast_ref::<DynamoDbError>() {
+                    is_transient(dynamodb)
+                } else {
+                    matches!(
+                        error.downcast_ref::<lift_core::Error>(),
+                        Some(lift_core::Error::Timeout { .. })
+                    )
+                };
+                if transient {
+                    Decision::Retry { after: None }
+                } else {
+                    Decision::Stop
+                }
+            }
         }
     }
+}
+
+/// A [`DynamoError`] carried by `error`: the error itself, or the source of a Lift
+/// internal error.
+fn dynamo_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a DynamoError> {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(typed) = error.downcast_ref::<DynamoError>() {
+            return Some(typed);
+        }
+        current = error.source();
+    }
+    None
 }
 
 #[cfg(test)]
@@ -102,5 +127,28 @@ mod tests {
             RetryPolicy::<()>::decide(&DynamoDbPolicy, &Ok(())),
             Decision::Stop
         );
+    }
+
+    #[test]
+    fn typed_store_errors_are_recognised_even_inside_an_internal_error() {
+        let throttled = || DynamoError::Throttled {
+            operation: "PutItem",
+            code: "ThrottlingException".into(),
+        };
+        let decide_boxed =
+            |error: BoxError| RetryPolicy::<()>::decide(&DynamoDbPolicy, &Err(error));
+        assert_eq!(
+            decide_boxed(Box::new(throttled())),
+            Decision::Retry { after: None }
+        );
+        assert_eq!(
+            decide_boxed(Box::new(lift_core::Error::internal(throttled()))),
+            Decision::Retry { after: None }
+        );
+        let condition = DynamoError::ConditionFailed {
+            operation: "PutItem",
+            item: None,
+        };
+        assert_eq!(decide_boxed(Box::new(condition)), Decision::Stop);
     }
 }

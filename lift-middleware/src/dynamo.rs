@@ -1,0 +1,545 @@
+//! One DynamoDB groundwork for every store Lift keeps in a table (idempotency, cache,
+//! shared circuit breaker, rate limit, tenant table, and the stores built on them): a typed
+//! error that keeps throttling, a failed condition, a cancelled transaction, an invalid
+//! request and the rest apart; item encoding with `serde_dynamo`; and a per-call time limit.
+//!
+//! Every SDK error of a DynamoDB operation becomes a [`DynamoError`] through
+//! [`classify`]. A caller then decides on the variant, never on message text: a
+//! [`DynamoError::ConditionFailed`] is an answer (someone else wrote first), a
+//! [`DynamoError::Throttled`] is worth another attempt after a pause, a
+//! [`DynamoError::Validation`] never is. [`DynamoError::is_retryable`] says which is which,
+//! and `retry::dynamodb::DynamoDbPolicy` uses it.
+//!
+//! ```no_run
+//! use aws_sdk_dynamodb::types::AttributeValue;
+//! use lift_middleware::dynamo::{self, DynamoError};
+//! use std::time::Duration;
+//!
+//! # async fn example(client: aws_sdk_dynamodb::Client) -> Result<(), DynamoError> {
+//! let put = client
+//!     .put_item()
+//!     .table_name("orders")
+//!     .item("pk", AttributeValue::S("o-1".into()))
+//!     .condition_expression("attribute_not_exists(pk)")
+//!     .send();
+//! match dynamo::within("PutItem", Duration::from_millis(300), put).await {
+//!     Ok(_) => println!("inserted"),
+//!     Err(DynamoError::ConditionFailed { .. }) => println!("already there"),
+//!     Err(error) if error.is_retryable() => println!("try again later: {error}"),
+//!     Err(error) => return Err(error),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+use lift_core::BoxError;
+use lift_core::http::StatusCode;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// An item, as the DynamoDB SDK represents it.
+pub type Item = HashMap<String, AttributeValue>;
+
+/// What went wrong in a DynamoDB call, in the terms a store decides on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DynamoError {
+    /// DynamoDB refused the call for capacity (`ProvisionedThroughputExceededException`,
+    /// `ThrottlingException`, `RequestLimitExceeded`). Retry after a pause.
+    #[error("DynamoDB {operation} was throttled ({code})")]
+    Throttled {
+        /// The operation, e.g. `PutItem`.
+        operation: &'static str,
+        /// The error code DynamoDB answered with.
+        code: String,
+    },
+    /// The write's condition expression did not hold: another writer got there first, or
+    /// the item is not in the state the write expected. Never retried as is.
+    #[error("DynamoDB {operation}: the condition failed")]
+    ConditionFailed {
+        /// The operation, e.g. `UpdateItem`.
+        operation: &'static str,
+        /// The item as stored, when the call asked for it with
+        /// `ReturnValuesOnConditionCheckFailure::AllOld`.
+        item: Option<Box<Item>>,
+    },
+    /// A `TransactWriteItems` was cancelled; `reasons` has one code per action, in order
+    /// (`None` for the actions that were not the cause).
+    #[error(
+        "DynamoDB {operation}: the transaction was cancelled ({})",
+        Reasons(reasons)
+    )]
+    TransactionCanceled {
+        /// The operation, `TransactWriteItems` or `TransactGetItems`.
+        operation: &'static str,
+        /// Each action's cancellation code (`ConditionalCheckFailed`, `ThrottlingError`,
+        /// `TransactionConflict`, ...), or `None`.
+        reasons: Vec<Option<String>>,
+    },
+    /// Another transaction was writing the same item (`TransactionConflictException`,
+    /// `ReplicatedWriteConflictException`). Retry.
+    #[error("DynamoDB {operation}: a concurrent transaction conflicted")]
+    Conflict {
+        /// The operation.
+        operation: &'static str,
+    },
+    /// The request is malformed for this table (`ValidationException`: a wrong key, an
+    /// expression that does not parse, an item over 400 KB). Never retried.
+    #[error("DynamoDB {operation} refused the request: {message}")]
+    Validation {
+        /// The operation.
+        operation: &'static str,
+        /// DynamoDB's explanation.
+        message: String,
+    },
+    /// The table or index does not exist (or is not `ACTIVE` yet).
+    #[error("DynamoDB {operation}: the table or index was not found: {message}")]
+    ResourceNotFound {
+        /// The operation.
+        operation: &'static str,
+        /// DynamoDB's explanation.
+        message: String,
+    },
+    /// No answer within the call's own time limit ([`within`]).
+    #[error("DynamoDB {operation} got no answer within {after:?}")]
+    Timeout {
+        /// The operation.
+        operation: &'static str,
+        /// The limit that passed.
+        after: Duration,
+    },
+    /// The request got no answer from DynamoDB: a connection or I/O failure, the SDK's own
+    /// timeout, an unreadable response. Retry.
+    #[error("DynamoDB {operation} got no answer")]
+    Transport {
+        /// The operation.
+        operation: &'static str,
+        /// The SDK's error.
+        #[source]
+        source: BoxError,
+    },
+    /// An item that does not decode into the expected type, or a value that does not
+    /// encode as an item.
+    #[error("a DynamoDB item does not match its type")]
+    Codec(#[source] serde_dynamo::Error),
+    /// Any other answer (`InternalServerError`, an access error, ...), with its code.
+    #[error("DynamoDB {operation} failed ({})", code.as_deref().unwrap_or("no code"))]
+    Service {
+        /// The operation.
+        operation: &'static str,
+        /// The error code, when DynamoDB gave one.
+        code: Option<String>,
+        /// The SDK's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+struct Reasons<'a>(&'a [Option<String>]);
+
+impl fmt::Display for Reasons<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, reason) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(reason.as_deref().unwrap_or("None"))?;
+        }
+        Ok(())
+    }
+}
+
+impl DynamoError {
+    /// Whether another attempt of the same call may succeed: throttling, a transaction
+    /// conflict, no answer, a timeout, a server-side error, or a transaction cancelled only
+    /// for those reasons. A failed condition, a validation error or a missing table never
+    /// succeed on a retry.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            DynamoError::Throttled { .. }
+            | DynamoError::Conflict { .. }
+            | DynamoError::Timeout { .. }
+            | DynamoError::Transport { .. } => true,
+            DynamoError::TransactionCanceled { reasons, .. } => {
+                let mut causes = reasons.iter().flatten().filter(|code| *code != "None");
+                let mut any = false;
+                let transient = causes.all(|code| {
+                    any = true;
+                    matches!(
+                        code.as_str(),
+                        "ThrottlingError" | "ProvisionedThroughputExceeded" | "TransactionConflict"
+                    )
+                });
+                any && transient
+            }
+            DynamoError::Service { code, .. } => matches!(
+                code.as_deref(),
+                Some("InternalServerError" | "InternalFailure" | "ServiceUnavailable")
+            ),
+            DynamoError::ConditionFailed { .. }
+            | DynamoError::Validation { .. }
+            | DynamoError::ResourceNotFound { .. }
+            | DynamoError::Codec(_) => false,
+        }
+    }
+
+    /// Whether DynamoDB refused the call for capacity (directly, or as the reason a
+    /// transaction was cancelled).
+    pub fn is_throttled(&self) -> bool {
+        match self {
+            DynamoError::Throttled { .. } => true,
+            DynamoError::TransactionCanceled { reasons, .. } => {
+                reasons.iter().flatten().any(|code| {
+                    matches!(
+                        code.as_str(),
+                        "ThrottlingError" | "ProvisionedThroughputExceeded"
+                    )
+                })
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a condition expression failed (directly, or as the reason a transaction was
+    /// cancelled).
+    pub fn is_condition_failed(&self) -> bool {
+        match self {
+            DynamoError::ConditionFailed { .. } => true,
+            DynamoError::TransactionCanceled { reasons, .. } => reasons
+                .iter()
+                .flatten()
+                .any(|code| code == "ConditionalCheckFailed"),
+            _ => false,
+        }
+    }
+
+    /// The operation that failed (`None` for a codec error).
+    pub fn operation(&self) -> Option<&'static str> {
+        match self {
+            DynamoError::Throttled { operation, .. }
+            | DynamoError::ConditionFailed { operation, .. }
+            | DynamoError::TransactionCanceled { operation, .. }
+            | DynamoError::Conflict { operation }
+            | DynamoError::Validation { operation, .. }
+            | DynamoError::ResourceNotFound { operation, .. }
+            | DynamoError::Timeout { operation, .. }
+            | DynamoError::Transport { operation, .. }
+            | DynamoError::Service { operation, .. } => Some(operation),
+            DynamoError::Codec(_) => None,
+        }
+    }
+}
+
+/// A handler's `?` on a store call: a failed condition is a 409 `conflict`, throttling a
+/// 503 `store_throttled`, a timeout or no answer a 503 `store_unavailable`; anything else a
+/// 500 whose body says nothing of the cause. The cause is logged (WARN) or kept as the
+/// internal error's source.
+impl From<DynamoError> for lift_core::Error {
+    fn from(error: DynamoError) -> Self {
+        let (status, code, message) = match &error {
+            DynamoError::ConditionFailed { .. } => (
+                StatusCode::CONFLICT,
+                "conflict",
+                "the item changed or already exists",
+            ),
+            DynamoError::Throttled { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_throttled",
+                "the data store is busy; try again shortly",
+            ),
+            DynamoError::Timeout { .. } | DynamoError::Transport { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the data store did not answer; try again shortly",
+            ),
+            _ => return lift_core::Error::internal(error),
+        };
+        tracing::warn!(target: "lift::dynamo", %error, code, "a store call failed");
+        lift_core::Error::new(status, code, message)
+    }
+}
+
+/// Maps an SDK error of `operation` (e.g. `"PutItem"`) to a [`DynamoError`]: the error
+/// of any DynamoDB operation (`PutItemError`, `QueryError`, `TransactWriteItemsError`, ...).
+pub fn classify<E, R>(operation: &'static str, error: SdkError<E, R>) -> DynamoError
+where
+    aws_sdk_dynamodb::Error: From<E>,
+    R: fmt::Debug + Send + Sync + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match error {
+        SdkError::ServiceError(context) => {
+            classify_service(operation, aws_sdk_dynamodb::Error::from(context.into_err()))
+        }
+        SdkError::ConstructionFailure(_) => DynamoError::Validation {
+            operation,
+            message: "the request could not be built".to_owned(),
+        },
+        other => DynamoError::Transport {
+            operation,
+            source: Box::new(other),
+        },
+    }
+}
+
+fn classify_service(operation: &'static str, error: aws_sdk_dynamodb::Error) -> DynamoError {
+    use aws_sdk_dynamodb::Error as E;
+    let message = |error: &E| error.message().unwrap_or_default().to_owned();
+    match error {
+        E::ConditionalCheckFailedException(e) => DynamoError::ConditionFailed {
+            operation,
+            item: e.item.map(Box::new),
+        },
+        E::TransactionCanceledException(e) => DynamoError::TransactionCanceled {
+            operation,
+            reasons: e
+                .cancellation_reasons()
+                .iter()
+                .map(|reason| reason.code().map(str::to_owned))
+                .collect(),
+        },
+        E::ProvisionedThroughputExceededException(_) => DynamoError::Throttled {
+            operation,
+            code: "ProvisionedThroughputExceededException".to_owned(),
+        },
+        E::ThrottlingException(_) => DynamoError::Throttled {
+            operation,
+            code: "ThrottlingException".to_owned(),
+        },
+        E::RequestLimitExceeded(_) => DynamoError::Throttled {
+            operation,
+            code: "RequestLimitExceeded".to_owned(),
+        },
+        E::TransactionConflictException(_) | E::ReplicatedWriteConflictException(_) => {
+            DynamoError::Conflict { operation }
+        }
+        E::ResourceNotFoundException(_) => DynamoError::ResourceNotFound {
+            message: message(&error),
+            operation,
+        },
+        other => match other.code() {
+            // Not a modelled variant of every operation: recognised by its code.
+            Some("ValidationException") => DynamoError::Validation {
+                message: message(&other),
+                operation,
+            },
+            Some(code @ ("ThrottlingException" | "ProvisionedThroughputExceededException")) => {
+                DynamoError::Throttled {
+                    operation,
+                    code: code.to_owned(),
+                }
+            }
+            code => DynamoError::Service {
+                operation,
+                code: code.map(str::to_owned),
+                source: Box::new(other),
+            },
+        },
+    }
+}
+
+/// Sends a DynamoDB call with a time limit of its own, on top of the SDK's: `call` is the
+/// SDK's `send()` future. An answer that takes longer is [`DynamoError::Timeout`], so a
+/// store that does not answer costs a caller `limit`, not the SDK's retries.
+///
+/// # Errors
+/// The call's error, classified ([`classify`]), or [`DynamoError::Timeout`].
+pub async fn within<T, E, R>(
+    operation: &'static str,
+    limit: Duration,
+    call: impl Future<Output = Result<T, SdkError<E, R>>>,
+) -> Result<T, DynamoError>
+where
+    aws_sdk_dynamodb::Error: From<E>,
+    E: std::error::Error + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
+{
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result.map_err(|error| classify(operation, error)),
+        Err(_) => Err(DynamoError::Timeout {
+            operation,
+            after: limit,
+        }),
+    }
+}
+
+/// Sends a DynamoDB call without a time limit of Lift's own, classifying its error.
+///
+/// # Errors
+/// The call's error, classified ([`classify`]).
+pub async fn send<T, E, R>(
+    operation: &'static str,
+    call: impl Future<Output = Result<T, SdkError<E, R>>>,
+) -> Result<T, DynamoError>
+where
+    aws_sdk_dynamodb::Error: From<E>,
+    E: std::error::Error + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
+{
+    call.await.map_err(|error| classify(operation, error))
+}
+
+/// Encodes `value` (a struct or map) as an item.
+///
+/// # Errors
+/// [`DynamoError::Codec`] when `value` is not a map-like value.
+pub fn to_item<T: Serialize + ?Sized>(value: &T) -> Result<Item, DynamoError> {
+    serde_dynamo::to_item(value).map_err(DynamoError::Codec)
+}
+
+/// Decodes an item into `T`.
+///
+/// # Errors
+/// [`DynamoError::Codec`] when the item does not match `T`.
+pub fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, DynamoError> {
+    serde_dynamo::from_item(item).map_err(DynamoError::Codec)
+}
+
+/// A string attribute of `item`, if it has one.
+pub fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)?.as_s().ok().map(String::as_str)
+}
+
+/// A number attribute of `item` read as `u64`, if it has one that fits.
+pub fn get_u64(item: &Item, name: &str) -> Option<u64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::operation::put_item::PutItemError;
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+    use aws_sdk_dynamodb::types::CancellationReason;
+    use aws_sdk_dynamodb::types::error::{
+        ConditionalCheckFailedException, ProvisionedThroughputExceededException,
+        TransactionCanceledException,
+    };
+
+    #[test]
+    fn a_failed_condition_keeps_the_stored_item_and_is_not_retried() {
+        let stored = Item::from([("pk".to_owned(), AttributeValue::S("a".into()))]);
+        let error = PutItemError::ConditionalCheckFailedException(
+            ConditionalCheckFailedException::builder()
+                .message("no")
+                .set_item(Some(stored.clone()))
+                .build(),
+        );
+        let classified = classify_service("PutItem", error.into());
+        assert!(classified.is_condition_failed());
+        assert!(!classified.is_retryable());
+        match classified {
+            DynamoError::ConditionFailed { item, operation } => {
+                assert_eq!(operation, "PutItem");
+                assert_eq!(item.as_deref(), Some(&stored));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn throttling_is_retryable_and_says_so() {
+        let error = PutItemError::ProvisionedThroughputExceededException(
+            ProvisionedThroughputExceededException::builder()
+                .message("slow down")
+                .build(),
+        );
+        let classified = classify_service("PutItem", error.into());
+        assert!(classified.is_throttled());
+        assert!(classified.is_retryable());
+        assert!(!classified.is_condition_failed());
+        let lift: lift_core::Error = classified.into();
+        assert_eq!(lift.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    fn cancelled(codes: &[&str]) -> DynamoError {
+        let reasons = codes
+            .iter()
+            .map(|code| CancellationReason::builder().code(*code).build())
+            .collect();
+        let error = TransactWriteItemsError::TransactionCanceledException(
+            TransactionCanceledException::builder()
+                .set_cancellation_reasons(Some(reasons))
+                .build(),
+        );
+        classify_service("TransactWriteItems", error.into())
+    }
+
+    #[test]
+    fn a_cancelled_transaction_is_retried_only_for_transient_reasons() {
+        let condition = cancelled(&["None", "ConditionalCheckFailed"]);
+        assert!(condition.is_condition_failed());
+        assert!(!condition.is_retryable());
+        assert!(
+            condition
+                .to_string()
+                .contains("None, ConditionalCheckFailed")
+        );
+
+        let throttled = cancelled(&["ThrottlingError", "None"]);
+        assert!(throttled.is_throttled());
+        assert!(throttled.is_retryable());
+
+        let conflict = cancelled(&["TransactionConflict"]);
+        assert!(conflict.is_retryable());
+        assert!(!conflict.is_condition_failed());
+
+        let mixed = cancelled(&["TransactionConflict", "ConditionalCheckFailed"]);
+        assert!(!mixed.is_retryable());
+    }
+
+    #[test]
+    fn a_condition_failure_is_a_conflict_for_a_handler() {
+        let error = DynamoError::ConditionFailed {
+            operation: "PutItem",
+            item: None,
+        };
+        let lift: lift_core::Error = error.into();
+        assert_eq!(lift.status(), StatusCode::CONFLICT);
+        let validation = DynamoError::Validation {
+            operation: "PutItem",
+            message: "bad key".into(),
+        };
+        let lift: lift_core::Error = validation.into();
+        assert_eq!(lift.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_does_not_answer_times_out() {
+        let never = std::future::pending::<Result<(), SdkError<PutItemError, ()>>>();
+        let error = within("PutItem", Duration::from_millis(250), never)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            error,
+            DynamoError::Timeout { after, .. } if after == Duration::from_millis(250)
+        ));
+        assert!(error.is_retryable());
+    }
+
+    #[test]
+    fn items_round_trip_through_serde() {
+        #[derive(Debug, PartialEq, Serialize, serde::Deserialize)]
+        struct Row {
+            pk: String,
+            n: u64,
+        }
+        let row = Row {
+            pk: "a".into(),
+            n: 7,
+        };
+        let item = to_item(&row).unwrap();
+        assert_eq!(get_s(&item, "pk"), Some("a"));
+        assert_eq!(get_u64(&item, "n"), Some(7));
+        assert_eq!(from_item::<Row>(item).unwrap(), row);
+        let bad = Item::from([("pk".to_owned(), AttributeValue::N("1".into()))]);
+        assert!(matches!(from_item::<Row>(bad), Err(DynamoError::Codec(_))));
+    }
+}
