@@ -10,7 +10,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::store::Record;
-use super::{IdempotencyConfig, KeySource, Shared, Turn, fields_material, now, sha256_hex};
+use super::{
+    IdempotencyConfig, KeySource, Shared, Turn, fields_material, now, scope_parts, scoped_hash,
+    sha256_hex,
+};
 
 /// Runs computations at most once per idempotency key, where the key comes from a value
 /// the caller passes: a charge inside an order handler, one step of a batch record.
@@ -221,10 +224,11 @@ impl Idempotent {
                     None => return Ok(None),
                 }
             }
-            KeySource::Payload | KeySource::Custom(_) => bytes.clone(),
+            KeySource::Payload | KeySource::Header(_) | KeySource::Custom(_) => bytes.clone(),
         };
+        let hash = scoped_hash(&scope_parts(&self.shared.config, ctx), &material);
         Ok(Some((
-            format!("{}.{name}#{}", ctx.function_name(), sha256_hex(&material)),
+            format!("{}.{name}#{hash}", ctx.function_name()),
             sha256_hex(&bytes),
         )))
     }

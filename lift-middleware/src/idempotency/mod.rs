@@ -7,8 +7,22 @@
 //! TypeScript and Rust functions can share a table.
 //!
 //! - The key is a SHA-256 of the whole payload (the HTTP body, the SQS message body, the
-//!   EventBridge `detail`, ...) or of the fields named by JSON pointers, or any string a
-//!   closure returns; it is prefixed with the function name and the route.
+//!   EventBridge `detail`, ...) or of the fields named by JSON pointers, a request header
+//!   ([`IdempotencyConfigBuilder::key_header`]), or any string a closure returns; it is
+//!   prefixed with the function name and the route.
+//! - A key belongs to whoever sent it: the hash also covers the request's tenant (when one
+//!   was resolved), the caller (a verified JWT's issuer and subject, else a Lambda
+//!   authorizer's `principalId`; on by default for a key taken from a client-chosen header,
+//!   [`IdempotencyConfigBuilder::scope_by_principal`] for the rest), what
+//!   [`IdempotencyConfigBuilder::scope_fn`] returns, and for records the event's identity
+//!   (the SQS queue, the SNS topic, the DynamoDB stream, the EventBridge `source` and
+//!   `detail-type`). Two tenants that send the same key and body get two executions, and
+//!   neither sees the other's answer.
+//! - The record id keeps Powertools' shape, `{function}.{route}#{sha256 hex}`; without any
+//!   scope (no tenant, no caller, an HTTP request) the hash is the same SHA-256 of the key
+//!   material as before. With a scope it is the SHA-256 of the scope's parts followed by
+//!   the material, so a Powertools function reading the table sees ordinary records, and
+//!   tenant and caller ids never appear in clear in the table.
 //! - Optionally a second hash of the payload ([`IdempotencyConfigBuilder::validate_payload`]):
 //!   the same key with a different payload is refused (422 `idempotency_key_reused`).
 //! - The claim is one conditional `PutItem`: it wins if no record exists, or the record's
@@ -62,6 +76,7 @@ use lift_core::{Body, BoxError, Context, Error, Response};
 use sha2::{Digest, Sha256};
 use tower::{Layer, Service, ServiceExt};
 
+use crate::auth::PrincipalExt;
 use crate::error::{ConfigError, check};
 pub use function::{Idempotent, IdempotentError};
 pub use store::Record;
@@ -74,7 +89,15 @@ type KeyFn = Arc<dyn Fn(&Context) -> Option<String> + Send + Sync>;
 enum KeySource {
     Payload,
     Fields(Vec<String>),
+    Header(http::HeaderName),
     Custom(KeyFn),
+}
+
+impl KeySource {
+    /// Whether the client chooses the key itself (so it must be scoped by caller).
+    fn client_chosen(&self) -> bool {
+        matches!(self, KeySource::Header(_))
+    }
 }
 
 /// A validated idempotency configuration.
@@ -86,6 +109,8 @@ pub struct IdempotencyConfig {
     expires_after: Duration,
     wait_for_in_progress: Duration,
     local_cache: u64,
+    by_principal: Option<bool>,
+    scope: Option<KeyFn>,
 }
 
 impl std::fmt::Debug for IdempotencyConfig {
@@ -117,6 +142,8 @@ impl IdempotencyConfig {
                 expires_after: Duration::from_secs(3600),
                 wait_for_in_progress: Duration::ZERO,
                 local_cache: 0,
+                by_principal: None,
+                scope: None,
             },
         }
     }
@@ -126,6 +153,35 @@ impl IdempotencyConfigBuilder {
     /// Makes the key from these fields of the JSON payload (JSON pointers, `/a/b`).
     pub fn key_fields(mut self, pointers: &[&str]) -> Self {
         self.config.key = KeySource::Fields(pointers.iter().map(|p| (*p).to_owned()).collect());
+        self
+    }
+    /// Takes the key from a request header the client sets (e.g. `Idempotency-Key`); a
+    /// request without it is not idempotent, it just runs. The key is scoped by caller
+    /// unless [`IdempotencyConfigBuilder::scope_by_principal`] turns that off.
+    pub fn key_header(mut self, name: &str) -> Self {
+        match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(header) => self.config.key = KeySource::Header(header),
+            // Refused by `build`: an empty key source cannot be a header.
+            Err(_) => self.config.key = KeySource::Fields(Vec::new()),
+        }
+        self
+    }
+    /// Scopes keys by the authenticated caller (a verified JWT's issuer and subject, else
+    /// a Lambda authorizer's `principalId`), so that two callers' equal keys are two keys.
+    ///
+    /// # Default
+    /// On for [`IdempotencyConfigBuilder::key_header`], off otherwise.
+    pub fn scope_by_principal(mut self, on: bool) -> Self {
+        self.config.by_principal = Some(on);
+        self
+    }
+    /// Scopes keys by one more value of the request, e.g. the customer an authorizer
+    /// verified (`None`: no extra scope for this request).
+    pub fn scope_fn(
+        mut self,
+        scope: impl Fn(&Context) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.config.scope = Some(Arc::new(scope));
         self
     }
     /// Makes the key with a function of the request (`None`: not idempotent, just run).
@@ -173,7 +229,7 @@ impl IdempotencyConfigBuilder {
             check(
                 !fields.is_empty() && fields.iter().all(|f| f.starts_with('/')),
                 "key_fields",
-                "must be JSON pointers (\"/field\")",
+                "must be JSON pointers (\"/field\") or a valid header name",
             )?;
         }
         Ok(self.config)
@@ -181,8 +237,82 @@ impl IdempotencyConfigBuilder {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The caller a key belongs to: a verified JWT's issuer and subject, else a Lambda
+/// authorizer's `principalId`.
+fn principal_of(ctx: &Context) -> Option<String> {
+    if let Some(principal) = ctx.principal()
+        && let Some(subject) = &principal.subject
+    {
+        return Some(format!(
+            "{}|{subject}",
+            principal.issuer.as_deref().unwrap_or_default()
+        ));
+    }
+    ctx.authorizer_value("principalId")
+}
+
+/// The identity of the event a record came in: the queue, topic, stream or EventBridge
+/// source and detail-type. `None` for HTTP requests, whose route is in the key's prefix.
+fn event_identity(ctx: &Context) -> Option<String> {
+    if let Some(message) = ctx.sqs_message() {
+        return message.event_source_arn.clone();
+    }
+    if let Some(event) = ctx.eventbridge_event() {
+        return Some(format!("{}|{}", event.source, event.detail_type));
+    }
+    if let Some(record) = ctx.sns_record() {
+        return Some(record.sns.topic_arn.clone());
+    }
+    if let Some(record) = ctx.dynamodb_record() {
+        return record.event_source_arn.clone();
+    }
+    None
+}
+
+/// The parts of a key's scope, each tagged: the tenant, the caller, the configured scope
+/// and the event's identity, those that apply.
+fn scope_parts(config: &IdempotencyConfig, ctx: &Context) -> Vec<(u8, String)> {
+    let mut parts = Vec::new();
+    if let Some(tenant) = ctx.tenant() {
+        parts.push((b't', tenant.to_owned()));
+    }
+    let by_principal = config
+        .by_principal
+        .unwrap_or_else(|| config.key.client_chosen());
+    if by_principal && let Some(principal) = principal_of(ctx) {
+        parts.push((b'p', principal));
+    }
+    if let Some(scope) = config.scope.as_ref().and_then(|scope| scope(ctx)) {
+        parts.push((b's', scope));
+    }
+    if let Some(identity) = event_identity(ctx) {
+        parts.push((b'e', identity));
+    }
+    parts
+}
+
+/// The hash of a key: SHA-256 of the material alone when nothing scopes it (the hash
+/// Powertools computes), else of the length-prefixed scope parts followed by the material.
+fn scoped_hash(parts: &[(u8, String)], material: &[u8]) -> String {
+    if parts.is_empty() {
+        return sha256_hex(material);
+    }
+    let mut hasher = Sha256::new();
+    for (tag, value) in parts {
+        hasher.update([*tag]);
+        hasher.update((value.len() as u64).to_be_bytes());
+        hasher.update(value.as_bytes());
+    }
+    hasher.update(b"|");
+    hasher.update(material);
+    hex(&hasher.finalize())
 }
 
 /// The key material of the fields `pointers` name in `value`; `None` when none of them is
@@ -217,20 +347,22 @@ fn key_of(config: &IdempotencyConfig, ctx: &Context) -> Result<Option<(String, S
                 None => return Ok(None),
             }
         }
+        KeySource::Header(name) => match ctx.header(name.as_str()) {
+            Some(value) if !value.is_empty() => value.as_bytes().to_vec(),
+            _ => return Ok(None),
+        },
         KeySource::Custom(key) => match key(ctx) {
             Some(key) => key.into_bytes(),
             None => return Ok(None),
         },
     };
-    let scope = format!(
+    let prefix = format!(
         "{}.{}",
         ctx.function_name(),
         ctx.route().unwrap_or(ctx.source().as_str())
     );
-    Ok(Some((
-        format!("{scope}#{}", sha256_hex(&material)),
-        sha256_hex(payload),
-    )))
+    let hash = scoped_hash(&scope_parts(config, ctx), &material);
+    Ok(Some((format!("{prefix}#{hash}"), sha256_hex(payload))))
 }
 
 fn now() -> Duration {
@@ -522,5 +654,231 @@ pub(crate) fn body_text(body: &Body) -> (String, bool) {
             true,
         ),
         _ => (String::new(), false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Principal, VerifiedBy};
+    use crate::tenancy::{TenantConfig, TenantLayer, TenantSource};
+    use lift_core::testing::{TestApp, events};
+    use lift_core::{App, Json};
+    use serde_json::{Value, json};
+
+    /// An App whose handler answers the idempotency key `config` derives for its request;
+    /// the tenant comes from `x-tenant-id`, the JWT subject (if any) from `x-test-sub`.
+    fn keys(config: IdempotencyConfig) -> TestApp {
+        keys_and_records(config).0
+    }
+
+    /// [`keys`], and the keys the SQS records got, in order.
+    fn keys_and_records(
+        config: IdempotencyConfig,
+    ) -> (TestApp, Arc<std::sync::Mutex<Vec<String>>>) {
+        let record_keys = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = record_keys.clone();
+        let config = Arc::new(config);
+        let on_http = config.clone();
+        let key = move |config: Arc<IdempotencyConfig>, ctx: Context| async move {
+            let key = key_of(&config, &ctx)?.map(|(key, _)| key);
+            Ok::<_, Error>(Json(json!({ "key": key })))
+        };
+        let principal = tower::layer::layer_fn(|inner: lift_core::BoxService| {
+            tower::util::MapRequest::new(inner, |mut ctx: Context| {
+                if let Some(subject) = ctx.header("x-test-sub").map(str::to_owned) {
+                    let claims = serde_json::Map::from_iter([
+                        ("sub".to_owned(), Value::from(subject)),
+                        ("iss".to_owned(), Value::from("issuer")),
+                    ]);
+                    ctx.extensions_mut()
+                        .insert(Principal::from_claims(claims, VerifiedBy::Lift));
+                }
+                ctx
+            })
+        });
+        let tenants = TenantConfig::builder()
+            .source(TenantSource::Header("x-tenant-id".into()))
+            .trust_headers(true)
+            .required(false)
+            .build()
+            .expect("tenancy");
+        let on_event = config.clone();
+        let on_sqs = config;
+        let app = TestApp::new(
+            App::new()
+                .post("/orders", move |ctx| key(on_http.clone(), ctx))
+                .event_fallback(move |ctx: Context| {
+                    let config = on_event.clone();
+                    async move {
+                        Ok::<_, Error>(Json(json!({ "key": key_of(&config, &ctx)?.map(|k| k.0) })))
+                    }
+                })
+                .sqs(move |ctx: Context| {
+                    let (config, seen) = (on_sqs.clone(), seen.clone());
+                    async move {
+                        let key = key_of(&config, &ctx)?.map(|k| k.0).unwrap_or_default();
+                        seen.lock().expect("keys").push(key);
+                        Ok::<_, Error>(())
+                    }
+                })
+                .layer(principal)
+                .layer(TenantLayer::new(tenants)),
+        )
+        .expect("app");
+        (app, record_keys)
+    }
+
+    async fn http_key(app: &TestApp, headers: &[(&str, &str)], body: &str) -> Option<String> {
+        let mut event = events::http("POST", "/orders").body(body);
+        for (name, value) in headers {
+            event = event.header(name, value);
+        }
+        let response = app.http(event.v2()).await.expect("response");
+        assert_eq!(response.status, 200, "{}", response.text());
+        let body: Value = response.json().expect("json");
+        body["key"].as_str().map(str::to_owned)
+    }
+
+    fn header_config() -> IdempotencyConfig {
+        IdempotencyConfig::builder("t")
+            .key_header("Idempotency-Key")
+            .build()
+            .expect("config")
+    }
+
+    #[tokio::test]
+    async fn the_same_key_and_body_under_two_tenants_are_two_keys() {
+        let app = keys(header_config());
+        let t1 = http_key(
+            &app,
+            &[("idempotency-key", "k"), ("x-tenant-id", "t1")],
+            "{}",
+        )
+        .await;
+        let t2 = http_key(
+            &app,
+            &[("idempotency-key", "k"), ("x-tenant-id", "t2")],
+            "{}",
+        )
+        .await;
+        let t1_again = http_key(
+            &app,
+            &[("idempotency-key", "k"), ("x-tenant-id", "t1")],
+            "{}",
+        )
+        .await;
+        assert!(t1.is_some());
+        assert_ne!(t1, t2);
+        assert_eq!(t1, t1_again);
+    }
+
+    #[tokio::test]
+    async fn a_client_chosen_key_is_scoped_by_caller_unless_turned_off() {
+        let app = keys(header_config());
+        let alice = http_key(
+            &app,
+            &[("idempotency-key", "k"), ("x-test-sub", "alice")],
+            "{}",
+        )
+        .await;
+        let bob = http_key(
+            &app,
+            &[("idempotency-key", "k"), ("x-test-sub", "bob")],
+            "{}",
+        )
+        .await;
+        assert_ne!(alice, bob);
+
+        let shared = keys(
+            IdempotencyConfig::builder("t")
+                .key_header("Idempotency-Key")
+                .scope_by_principal(false)
+                .build()
+                .expect("config"),
+        );
+        let alice = http_key(
+            &shared,
+            &[("idempotency-key", "k"), ("x-test-sub", "alice")],
+            "{}",
+        )
+        .await;
+        let bob = http_key(
+            &shared,
+            &[("idempotency-key", "k"), ("x-test-sub", "bob")],
+            "{}",
+        )
+        .await;
+        assert_eq!(alice, bob);
+
+        // A payload key is not client-chosen: not scoped by caller unless asked.
+        let payload = keys(IdempotencyConfig::builder("t").build().expect("config"));
+        let alice = http_key(&payload, &[("x-test-sub", "alice")], "{\"a\":1}").await;
+        let bob = http_key(&payload, &[("x-test-sub", "bob")], "{\"a\":1}").await;
+        assert_eq!(alice, bob);
+    }
+
+    #[tokio::test]
+    async fn an_unscoped_key_keeps_the_powertools_hash() {
+        let app = keys(header_config());
+        let key = http_key(&app, &[("idempotency-key", "k-1")], "{}").await;
+        let expected = format!(
+            "{}./orders#{}",
+            test_function_name(&app).await,
+            sha256_hex(b"k-1")
+        );
+        assert_eq!(key.as_deref(), Some(expected.as_str()));
+        // No header: not idempotent at all.
+        assert_eq!(http_key(&app, &[], "{}").await, None);
+    }
+
+    /// The function name the testing kit gives a Context.
+    async fn test_function_name(app: &TestApp) -> String {
+        let _ = app;
+        lift_core::testing::lambda_context("r")
+            .env_config
+            .function_name
+            .clone()
+    }
+
+    #[tokio::test]
+    async fn records_are_scoped_by_the_event_they_came_in() {
+        let (app, record_keys) =
+            keys_and_records(IdempotencyConfig::builder("t").build().expect("config"));
+        let detail = json!({"orderId": "o-1"});
+        let a = app
+            .invoke(&events::eventbridge(
+                "shop.orders",
+                "OrderPlaced",
+                detail.clone(),
+            ))
+            .await
+            .expect("a");
+        let b = app
+            .invoke(&events::eventbridge(
+                "shop.orders",
+                "OrderCancelled",
+                detail.clone(),
+            ))
+            .await
+            .expect("b");
+        let a_again = app
+            .invoke(&events::eventbridge("shop.orders", "OrderPlaced", detail))
+            .await
+            .expect("a again");
+        assert!(a["key"].is_string());
+        assert_ne!(a["key"], b["key"]);
+        assert_eq!(a["key"], a_again["key"]);
+
+        // The same body twice from one queue and once from another: two keys.
+        let mut batch = events::sqs(["same body", "same body", "same body"]);
+        batch["Records"][2]["eventSourceARN"] =
+            json!("arn:aws:sqs:us-east-1:000000000000:other-queue");
+        let answer = app.invoke(&batch).await.expect("batch");
+        assert!(lift_core::testing::batch_failures(&answer).is_empty());
+        let seen = record_keys.lock().expect("keys").clone();
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[0], seen[1]);
+        assert_ne!(seen[0], seen[2]);
     }
 }
