@@ -55,19 +55,72 @@ pub fn operation(ctx: &Context) -> Option<String> {
     }
 }
 
-/// The client's IP address: API Gateway's `sourceIp`, or the first `x-forwarded-for`
-/// entry behind an ALB.
+/// The client's IP address: API Gateway's (and Function URLs') `sourceIp`; behind an ALB
+/// that faces clients directly, the `x-forwarded-for` entry the ALB appended, which is the
+/// last one. Entries before it are whatever the client sent and are never used: a client
+/// that writes its own `x-forwarded-for` does not get a key of its choosing. With proxies
+/// in front of the ALB (a CDN, another load balancer), use [`ClientIp::behind`].
 pub fn client_ip(ctx: &Context) -> Option<String> {
-    use lambda_http::request::RequestContext;
-    let request = ctx.http()?;
-    match request.request_context() {
-        RequestContext::ApiGatewayV2(c) => c.http.source_ip.clone(),
-        RequestContext::ApiGatewayV1(c) => c.identity.source_ip.clone(),
-        _ => ctx
-            .header("x-forwarded-for")
-            .and_then(|list| list.split(',').next())
-            .map(|ip| ip.trim().to_owned())
-            .filter(|ip| !ip.is_empty()),
+    ClientIp::default().of(ctx)
+}
+
+/// The client's IP address behind a known number of trusted proxies in front of an ALB;
+/// a key function for keyed layers.
+///
+/// Each hop appends the address it received the request from to `x-forwarded-for`, so
+/// the client's address is the entry `trusted_proxies` places before the last (the ALB's
+/// own). Requests from API Gateway and Function URLs use their `sourceIp`.
+///
+/// ```
+/// use lift_middleware::presets::ClientIp;
+/// use lift_middleware::rate_limit::RateLimitLayer;
+/// use std::num::NonZeroU32;
+/// use std::time::Duration;
+///
+/// // CloudFront in front of the ALB: one trusted proxy.
+/// let per_ip = RateLimitLayer::per_second(NonZeroU32::MIN).keyed(
+///     ClientIp::behind(1),
+///     10_000,
+///     Duration::from_secs(60),
+/// );
+/// # let _ = per_ip;
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientIp {
+    trusted_proxies: usize,
+}
+
+impl ClientIp {
+    /// The client's address with `trusted_proxies` proxies between it and the ALB.
+    pub const fn behind(trusted_proxies: usize) -> Self {
+        ClientIp { trusted_proxies }
+    }
+
+    /// The client's address for this request, if it has one.
+    pub fn of(&self, ctx: &Context) -> Option<String> {
+        use lambda_http::request::RequestContext;
+        let request = ctx.http()?;
+        match request.request_context() {
+            RequestContext::ApiGatewayV2(c) => c.http.source_ip.clone(),
+            RequestContext::ApiGatewayV1(c) => c.identity.source_ip.clone(),
+            _ => {
+                let list = ctx.header("x-forwarded-for")?;
+                let entries: Vec<&str> = list.split(',').map(str::trim).collect();
+                // Fewer entries than trusted hops: every entry was written by a trusted
+                // hop, and the first is the farthest one known.
+                let index = entries.len().saturating_sub(1 + self.trusted_proxies);
+                entries
+                    .get(index)
+                    .filter(|ip| !ip.is_empty())
+                    .map(|ip| (*ip).to_owned())
+            }
+        }
+    }
+}
+
+impl crate::classify::KeyOf<Context> for ClientIp {
+    fn key_of(&self, ctx: &Context) -> Option<String> {
+        self.of(ctx)
     }
 }
 
@@ -257,17 +310,75 @@ mod tests {
         assert_eq!(v2["operation"], "GET /{*path}");
         let v1 = keys(events::http("POST", "/a").v1()).await;
         assert_eq!(v1["ip"], "192.0.2.1");
+        // The ALB appends the address it saw; what comes before is the client's to write.
         let alb = keys(
             events::http("GET", "/a")
-                .header("x-forwarded-for", "203.0.113.9, 10.0.0.1")
+                .header("x-forwarded-for", "203.0.113.9, 198.51.100.4")
                 .alb(),
         )
         .await;
-        assert_eq!(alb["ip"], "203.0.113.9");
+        assert_eq!(alb["ip"], "198.51.100.4");
         let mut with_jwt = events::http("GET", "/a").v2();
         with_jwt["requestContext"]["authorizer"] =
             serde_json::json!({"jwt": {"claims": {"sub": "user-7"}, "scopes": []}});
         assert_eq!(keys(with_jwt).await["user"], "user-7");
+    }
+
+    #[tokio::test]
+    async fn a_forged_forwarded_for_does_not_choose_the_key() {
+        let ip = |trusted: usize, forwarded: &'static str| async move {
+            let app = TestApp::new(App::new().any("/{*path}", move |ctx: Context| async move {
+                Ok::<_, lift_core::Error>(Json(ClientIp::behind(trusted).of(&ctx)))
+            }))
+            .expect("app");
+            let event = events::http("GET", "/a")
+                .header("x-forwarded-for", forwarded)
+                .alb();
+            app.http(event)
+                .await
+                .expect("response")
+                .json::<Option<String>>()
+                .expect("json")
+        };
+        // Directly behind the ALB: the last entry, whatever the client wrote before it.
+        assert_eq!(ip(0, "198.51.100.4").await.as_deref(), Some("198.51.100.4"));
+        assert_eq!(
+            ip(0, "1.1.1.1, 2.2.2.2, 198.51.100.4").await.as_deref(),
+            Some("198.51.100.4")
+        );
+        // One proxy (a CDN) in front of the ALB: the entry the proxy appended.
+        assert_eq!(
+            ip(1, "1.1.1.1, 198.51.100.4, 10.0.0.7").await.as_deref(),
+            Some("198.51.100.4")
+        );
+        // Fewer entries than hops: the farthest one known.
+        assert_eq!(ip(2, "10.0.0.7").await.as_deref(), Some("10.0.0.7"));
+    }
+
+    #[tokio::test]
+    async fn a_per_ip_limit_holds_against_forged_headers() {
+        use crate::rate_limit::RateLimitLayer;
+        let limit = RateLimitLayer::per_second(std::num::NonZeroU32::MIN).keyed(
+            client_ip as ContextKey,
+            100,
+            Duration::from_secs(60),
+        );
+        let app = TestApp::new(
+            App::new()
+                .get("/a", |_ctx: Context| async {
+                    Ok::<_, lift_core::Error>("ok")
+                })
+                .layer(limit),
+        )
+        .expect("app");
+        let from = |forged: &str| {
+            events::http("GET", "/a")
+                .header("x-forwarded-for", &format!("{forged}, 198.51.100.4"))
+                .alb()
+        };
+        assert_eq!(app.http(from("1.1.1.1")).await.expect("first").status, 200);
+        // Another forged first entry from the same client: the same key, refused.
+        assert_eq!(app.http(from("2.2.2.2")).await.expect("second").status, 429);
     }
 
     #[test]
