@@ -1,12 +1,29 @@
 //! Distributed rate limiting in DynamoDB: one limit shared by every execution environment
 //! of every function that uses the same table.
 //!
-//! Windows aligned on the wall clock (so all environments agree on them), one item per key
-//! and window, and **one conditional `UpdateItem` per request**: `ADD count 1` if the count
-//! is still under the limit. Fixed or sliding windows ([`Algorithm`]); the sliding one
-//! also reads each finished window's count once per key and environment. DynamoDB applies the condition atomically, so under any
-//! concurrency the admitted count never exceeds the limit in a window. The `expires_at`
-//! attribute (enable TTL on it) only collects old windows; the code never relies on it.
+//! Windows aligned on the wall clock (so all environments agree on them) and **one
+//! conditional `UpdateItem` per request** on the warm path. DynamoDB applies the condition
+//! atomically, so the promise holds under any concurrency, across environments:
+//!
+//! - [`Algorithm::FixedWindow`]: one item per key and window, `ADD count 1` if the count is
+//!   still under the limit. At most `limit` calls are admitted per window.
+//! - [`Algorithm::SlidingWindow`]: one item per key holding the current window's index, its
+//!   count and the previous window's final count. A call at `f` (0..1) of the way through
+//!   window `w` is admitted only if `count(w) + ceil(count(w-1) × (1 - f)) < limit` held
+//!   for it in DynamoDB: every increment is conditional on the item still being in window
+//!   `w`, and the first call of a new window moves the item on in one conditional write
+//!   that copies the count it saw (and fails if the count moved since). So a call that was
+//!   counted for the previous window but lands after the move is re-evaluated in the new
+//!   window instead of adding to a count another environment already carried over: the
+//!   previous window's count is final when it is carried, never a stale read. Any window's
+//!   length then admits at most `limit` calls, to the precision of this estimate (which
+//!   assumes the previous window's calls were spread evenly). An environment learns the
+//!   item's state from each answer (and from the stored item when a condition fails), so
+//!   the first call of a window, and a call that finds the item moved on, take a second
+//!   write; an environment's first call of a key reads the item once.
+//!
+//! The `expires_at` attribute (enable TTL on it) only collects old items; the code never
+//! relies on it.
 //!
 //! The table needs a string partition key named `pk`.
 //!
@@ -43,11 +60,12 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use lift_core::{BoxError, Error};
 use tower::{Layer, Service, ServiceExt};
 
 use crate::classify::{KeyOf, SystemClock, Unkeyed, WallClock};
+use crate::dynamo::{self, DynamoError, Item};
 use crate::error::{ConfigError, check};
 
 /// How calls are counted.
@@ -59,8 +77,8 @@ pub enum Algorithm {
     #[default]
     FixedWindow,
     /// The current window's count plus the previous window's, weighted by how much of it
-    /// the sliding window still covers: no double burst at the boundary. Costs one extra
-    /// read per key, window and environment (the previous window's count, then cached).
+    /// the sliding window still covers: no double burst at the boundary. One item per key;
+    /// see the module docs for the exact promise and its cost.
     SlidingWindow,
 }
 
@@ -162,8 +180,51 @@ struct Shared<K> {
     key: K,
     clock: Arc<dyn WallClock>,
     store_failures: AtomicU64,
-    /// Counts of finished windows, by item key, for the sliding algorithm.
-    previous: moka::sync::Cache<String, u64>,
+    /// The last state of each sliding-window item this environment saw, by item key.
+    sliding: moka::sync::Cache<String, Sliding>,
+}
+
+/// A sliding-window item: the window it counts, its count, and the previous window's
+/// final count. An absent item is window 0 with nothing counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Sliding {
+    window: u64,
+    count: u64,
+    previous: u64,
+    exists: bool,
+}
+
+impl Sliding {
+    fn from_item(item: Option<&Item>) -> Sliding {
+        match item {
+            None => Sliding::default(),
+            Some(item) => Sliding {
+                window: dynamo::get_u64(item, "w").unwrap_or(0),
+                count: dynamo::get_u64(item, "count").unwrap_or(0),
+                previous: dynamo::get_u64(item, "prev").unwrap_or(0),
+                exists: true,
+            },
+        }
+    }
+}
+
+/// How many calls a sliding window still allows this far into it, given the count it
+/// carries over from the previous window.
+fn sliding_allowance(limit: u64, carried_from: u64, into_window: f64) -> u64 {
+    let still_covered = (1.0 - into_window).clamp(0.0, 1.0);
+    let carried = (carried_from as f64 * still_covered).ceil() as u64;
+    limit.saturating_sub(carried)
+}
+
+/// The sliding-window write a call makes, decided from the item's last known state.
+#[derive(Clone, Copy)]
+enum SlidingPlan {
+    /// The item is in this window (or ahead): count the call if under `allowed`.
+    Count { window: u64, allowed: u64 },
+    /// The item is in the previous window with `count`: move it on, carrying the count.
+    Roll { from: Sliding, allowed: u64 },
+    /// The item is older (or absent): start this window afresh.
+    Restart { from: Sliding },
 }
 
 impl<K> Shared<K> {
@@ -178,37 +239,152 @@ impl<K> Shared<K> {
         );
     }
 
-    /// The final count of a finished window: cached, else read once.
-    async fn finished_count(&self, pk: String) -> Option<u64> {
-        if let Some(count) = self.previous.get(&pk) {
-            return Some(count);
+    /// This environment's last view of a sliding-window item, else the item as stored.
+    async fn sliding_state(&self, pk: &str) -> Result<Sliding, DynamoError> {
+        if let Some(state) = self.sliding.get(pk) {
+            return Ok(state);
         }
         let read = self
             .client
             .get_item()
             .table_name(&self.config.table)
-            .key("pk", AttributeValue::S(pk.clone()))
+            .key("pk", AttributeValue::S(pk.to_owned()))
             .consistent_read(true)
-            .projection_expression("#count")
-            .expression_attribute_names("#count", "count")
-            .send()
-            .await;
-        match read {
-            Ok(output) => {
-                let count = output
-                    .item()
-                    .and_then(|item| item.get("count"))
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .unwrap_or(0);
-                self.previous.insert(pk, count);
-                Some(count)
-            }
+            .send();
+        let output = dynamo::send("GetItem", read).await?;
+        Ok(Sliding::from_item(output.item()))
+    }
+
+    /// One sliding-window call: see the module docs.
+    async fn admit_sliding(&self, key: &str) -> Admission {
+        let config = &self.config;
+        let pk = format!("{}#{key}#sliding", config.prefix);
+        let window = config.window.as_secs().max(1);
+        let mut state = match self.sliding_state(&pk).await {
+            Ok(state) => state,
             Err(error) => {
                 self.store_failed(error);
-                None
+                return Admission::StoreFailed;
+            }
+        };
+        // Each attempt learns the stored state; a few are enough unless the item moves on
+        // under heavy contention at every attempt, which is refused rather than admitted.
+        for _ in 0..4 {
+            let now = self
+                .clock
+                .now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO);
+            let index = now.as_secs() / window;
+            let into = (now.as_secs_f64() - (index * window) as f64) / window as f64;
+            let plan = if state.exists && state.window >= index {
+                // An item ahead of this clock is at the start of its window for us.
+                let into = if state.window == index { into } else { 0.0 };
+                SlidingPlan::Count {
+                    window: state.window,
+                    allowed: sliding_allowance(config.limit, state.previous, into),
+                }
+            } else if state.exists && state.window + 1 == index {
+                SlidingPlan::Roll {
+                    from: state,
+                    allowed: sliding_allowance(config.limit, state.count, into),
+                }
+            } else {
+                SlidingPlan::Restart { from: state }
+            };
+            let update = self
+                .client
+                .update_item()
+                .table_name(&config.table)
+                .key("pk", AttributeValue::S(pk.clone()))
+                .expression_attribute_names("#w", "w")
+                .expression_attribute_names("#count", "count")
+                .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
+                .return_values(ReturnValue::AllNew)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
+            let number = |n: u64| AttributeValue::N(n.to_string());
+            let (update, allowed) = match plan {
+                SlidingPlan::Count { window, allowed } => {
+                    if allowed == 0 {
+                        return Admission::Refused;
+                    }
+                    let update = update
+                        .update_expression("ADD #count :one")
+                        .condition_expression("#w = :w AND #count < :allowed")
+                        .expression_attribute_values(":w", number(window))
+                        .expression_attribute_values(":allowed", number(allowed));
+                    (update, allowed)
+                }
+                SlidingPlan::Roll { from, allowed } => {
+                    if allowed == 0 {
+                        // The carried count alone fills the window; a count that moved on
+                        // since it was seen only carries more.
+                        return Admission::Refused;
+                    }
+                    let update = update
+                        .update_expression(
+                            "SET #w = :w, #prev = :prev, #count = :one, #expires = :expires",
+                        )
+                        .expression_attribute_names("#prev", "prev")
+                        .expression_attribute_names("#expires", "expires_at")
+                        .condition_expression("#w = :from AND #count = :seen")
+                        .expression_attribute_values(":w", number(index))
+                        .expression_attribute_values(":prev", number(from.count))
+                        .expression_attribute_values(":from", number(from.window))
+                        .expression_attribute_values(":seen", number(from.count))
+                        .expression_attribute_values(":expires", number((index + 2) * window));
+                    (update, allowed)
+                }
+                SlidingPlan::Restart { from } => {
+                    let update = update
+                        .update_expression(
+                            "SET #w = :w, #prev = :zero, #count = :one, #expires = :expires",
+                        )
+                        .expression_attribute_names("#prev", "prev")
+                        .expression_attribute_names("#expires", "expires_at")
+                        .expression_attribute_values(":w", number(index))
+                        .expression_attribute_values(":zero", number(0))
+                        .expression_attribute_values(":expires", number((index + 2) * window));
+                    let update = if from.exists {
+                        update
+                            .condition_expression("#w = :from")
+                            .expression_attribute_values(":from", number(from.window))
+                    } else {
+                        update.condition_expression("attribute_not_exists(pk)")
+                    };
+                    (update, config.limit)
+                }
+            };
+            match dynamo::send("UpdateItem", update.send()).await {
+                Ok(output) => {
+                    let stored = Sliding::from_item(output.attributes());
+                    self.sliding.insert(pk, stored);
+                    return Admission::Admitted {
+                        remaining: allowed.saturating_sub(stored.count),
+                    };
+                }
+                Err(DynamoError::ConditionFailed { item, .. }) => {
+                    let stored = Sliding::from_item(item.as_deref());
+                    self.sliding.insert(pk.clone(), stored);
+                    if let SlidingPlan::Count { window, allowed } = plan
+                        && stored.exists
+                        && stored.window == window
+                        && stored.count >= allowed
+                    {
+                        return Admission::Refused;
+                    }
+                    state = stored;
+                }
+                Err(error) => {
+                    self.store_failed(error);
+                    return Admission::StoreFailed;
+                }
             }
         }
+        tracing::warn!(target: "lift::rate_limit", key, "the sliding-window item kept moving on; the call is refused");
+        Admission::Refused
     }
 
     async fn admit(&self, key: &str) -> Admission {
@@ -218,25 +394,13 @@ impl<K> Shared<K> {
             .now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO);
+        if config.algorithm == Algorithm::SlidingWindow {
+            return self.admit_sliding(key).await;
+        }
         let window = config.window.as_secs().max(1);
         let index = now.as_secs() / window;
         let expires_at = (index + 2) * window;
-        let allowed = match config.algorithm {
-            Algorithm::FixedWindow => config.limit,
-            Algorithm::SlidingWindow => {
-                let pk = format!("{}#{key}#{}", config.prefix, index.saturating_sub(1));
-                let Some(previous) = self.finished_count(pk).await else {
-                    return Admission::StoreFailed;
-                };
-                let into_window = now.as_secs_f64() - (index * window) as f64;
-                let still_covered = (1.0 - into_window / window as f64).clamp(0.0, 1.0);
-                let carried = (previous as f64 * still_covered).ceil() as u64;
-                config.limit.saturating_sub(carried)
-            }
-        };
-        if allowed == 0 {
-            return Admission::Refused;
-        }
+        let allowed = config.limit;
         let result = self
             .client
             .update_item()
@@ -323,9 +487,9 @@ impl<K> DistributedRateLimitBuilder<K> {
                 client: self.client,
                 config: self.config,
                 key: self.key,
-                previous: moka::sync::Cache::builder()
+                sliding: moka::sync::Cache::builder()
                     .max_capacity(10_000)
-                    .time_to_live(window * 2)
+                    .time_to_idle(window * 2)
                     .build(),
                 clock: self.clock,
                 store_failures: AtomicU64::new(0),

@@ -215,3 +215,59 @@ async fn the_sliding_window_carries_the_previous_window_over() {
     }
     assert_eq!(late.admit("k").await, Admission::Refused);
 }
+
+/// Environments whose clocks straddle a window boundary, as Lambda environments started at
+/// different times do: the first one's burst lands just before the boundary and the
+/// others' first calls just after, while the first one's increments are still in flight.
+/// Within any window's length the sliding estimate (this window's count plus the covered
+/// share of the previous one's) admits at most the limit, so all of them together admit
+/// at most 20.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sliding_window_holds_when_environments_race_the_boundary() {
+    use lift_middleware::rate_limit::dynamodb::Algorithm;
+
+    let setup = client().await;
+    let table = table(&setup, "lift-rate-race").await;
+    let config = DistributedRateLimitConfig::builder(&table, 20, Duration::from_secs(10))
+        .algorithm(Algorithm::SlidingWindow)
+        .build()
+        .expect("config");
+    let boundary = {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("time");
+        UNIX_EPOCH + Duration::from_secs(now.as_secs() / 10 * 10 + 10)
+    };
+    for environments in 2..=4 {
+        for trial in 0..3 {
+            let key = format!("k-{environments}-{trial}");
+            let mut tasks = Vec::new();
+            for environment in 0..environments {
+                // The first environment 10 ms before the boundary, the others 10 ms after.
+                let clock = if environment == 0 {
+                    Frozen(boundary - Duration::from_millis(10))
+                } else {
+                    Frozen(boundary + Duration::from_millis(10))
+                };
+                let layer = DistributedRateLimitLayer::builder(client().await, config.clone())
+                    .clock(clock)
+                    .build();
+                for _ in 0..20 {
+                    let (layer, key) = (layer.clone(), key.clone());
+                    tasks.push(tokio::spawn(async move { layer.admit(&key).await }));
+                }
+            }
+            let mut admitted = 0;
+            for task in tasks {
+                match task.await.expect("task") {
+                    Admission::Admitted { .. } => admitted += 1,
+                    Admission::Refused => {}
+                    Admission::StoreFailed => panic!("the store failed"),
+                }
+            }
+            assert!(
+                admitted <= 20,
+                "{environments} environments, trial {trial}: {admitted} admitted against a limit of 20"
+            );
+            assert!(admitted >= 1, "nothing admitted at all");
+        }
+    }
+}
