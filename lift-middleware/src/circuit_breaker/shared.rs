@@ -25,6 +25,12 @@
 //! closes the breaker for everyone, a failed one re-opens it (with the configured backoff).
 //! When DynamoDB fails, the breaker fails open (calls go through), logs at WARN and counts
 //! ([`SharedCircuitBreakerLayer::store_failures`]).
+//!
+//! # Store time limit
+//! Each DynamoDB call of the breaker has a time limit of its own
+//! ([`SharedCircuitBreakerLayer::store_timeout`], 500 ms by default), on top of the SDK's
+//! retries: a store that does not answer costs a call at most that long before the breaker
+//! fails open, instead of the seconds the SDK would spend retrying.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -41,6 +47,10 @@ use tower::{Layer, Service, ServiceExt};
 use super::config::{CircuitBreakerConfig, Window};
 use super::state::State;
 use crate::classify::{Classifier, DefaultClassifier, SystemClock, WallClock};
+use crate::dynamo::{self, DynamoError};
+
+/// The default time limit of each store call.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The shared state as last read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +74,7 @@ struct Shared<C> {
     classifier: C,
     clock: Arc<dyn WallClock>,
     cache_for: Duration,
+    store_timeout: Duration,
     cache: Mutex<Option<Cached>>,
     probes: AtomicU32,
     store_failures: AtomicU64,
@@ -121,8 +132,8 @@ impl<C> Shared<C> {
             .table_name(&self.table)
             .key("pk", self.state_key())
             .consistent_read(true)
-            .send()
-            .await;
+            .send();
+        let read = dynamo::within("GetItem", self.store_timeout, read).await;
         let snapshot = match read {
             Ok(output) => match output.item() {
                 Some(item) => Snapshot {
@@ -197,8 +208,8 @@ impl<C> Shared<C> {
             .expression_attribute_values(":trips", AttributeValue::N(trips_in_a_row.to_string()))
             .expression_attribute_values(":seen", AttributeValue::N(seen.version.to_string()))
             .expression_attribute_values(":next", AttributeValue::N((seen.version + 1).to_string()))
-            .send()
-            .await;
+            .send();
+        let result = dynamo::within("UpdateItem", self.store_timeout, result).await;
         self.forget();
         match result {
             Ok(_) => {
@@ -210,13 +221,9 @@ impl<C> Shared<C> {
                 tracing::warn!(target: "lift::circuit_breaker", breaker = %self.config.name, ?from, ?to, shared = true, "state changed");
                 true
             }
+            Err(DynamoError::ConditionFailed { .. }) => false,
             Err(error) => {
-                let lost_race = error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception());
-                if !lost_race {
-                    self.store_failed("change state", error);
-                }
+                self.store_failed("change state", error);
                 false
             }
         }
@@ -262,9 +269,8 @@ impl<C> Shared<C> {
                 AttributeValue::N(((index + 2) * window / 1000).to_string()),
             )
             .return_values(ReturnValue::UpdatedNew)
-            .send()
-            .await;
-        match result {
+            .send();
+        match dynamo::within("UpdateItem", self.store_timeout, result).await {
             Ok(output) => output
                 .attributes()
                 .map(|a| (number(a, "calls"), number(a, "failures"))),
@@ -318,6 +324,7 @@ impl SharedCircuitBreakerLayer {
                 classifier: DefaultClassifier,
                 clock: Arc::new(SystemClock),
                 cache_for: Duration::from_secs(1),
+                store_timeout: DEFAULT_STORE_TIMEOUT,
                 cache: Mutex::new(None),
                 probes: AtomicU32::new(0),
                 store_failures: AtomicU64::new(0),
@@ -332,6 +339,7 @@ impl<C> SharedCircuitBreakerLayer<C> {
         classifier: C2,
         clock: Arc<dyn WallClock>,
         cache_for: Duration,
+        store_timeout: Duration,
     ) -> SharedCircuitBreakerLayer<C2> {
         let s = &self.shared;
         SharedCircuitBreakerLayer {
@@ -343,6 +351,7 @@ impl<C> SharedCircuitBreakerLayer<C> {
                 classifier,
                 clock,
                 cache_for,
+                store_timeout,
                 cache: Mutex::new(None),
                 probes: AtomicU32::new(0),
                 store_failures: AtomicU64::new(0),
@@ -353,7 +362,8 @@ impl<C> SharedCircuitBreakerLayer<C> {
     /// Decides what counts as a failure.
     pub fn classifier<C2>(self, classifier: C2) -> SharedCircuitBreakerLayer<C2> {
         let (clock, cache_for) = (self.shared.clock.clone(), self.shared.cache_for);
-        self.rebuild(classifier, clock, cache_for)
+        let store_timeout = self.shared.store_timeout;
+        self.rebuild(classifier, clock, cache_for, store_timeout)
     }
 
     /// How long an environment trusts the state it read (shorter: faster agreement, more
@@ -363,7 +373,27 @@ impl<C> SharedCircuitBreakerLayer<C> {
         C: Clone,
     {
         let (classifier, clock) = (self.shared.classifier.clone(), self.shared.clock.clone());
-        self.rebuild(classifier, clock, duration)
+        let store_timeout = self.shared.store_timeout;
+        self.rebuild(classifier, clock, duration, store_timeout)
+    }
+
+    /// The time limit of each DynamoDB call of the breaker, after which it fails open
+    /// (see the module docs). Zero is taken as 1 ms.
+    ///
+    /// # Default
+    /// [`DEFAULT_STORE_TIMEOUT`], 500 ms.
+    pub fn store_timeout(self, limit: Duration) -> Self
+    where
+        C: Clone,
+    {
+        let (classifier, clock) = (self.shared.classifier.clone(), self.shared.clock.clone());
+        let cache_for = self.shared.cache_for;
+        self.rebuild(
+            classifier,
+            clock,
+            cache_for,
+            limit.max(Duration::from_millis(1)),
+        )
     }
 
     /// Reads the wall time from `clock`.
@@ -372,7 +402,8 @@ impl<C> SharedCircuitBreakerLayer<C> {
         C: Clone,
     {
         let (classifier, cache_for) = (self.shared.classifier.clone(), self.shared.cache_for);
-        self.rebuild(classifier, Arc::new(clock), cache_for)
+        let store_timeout = self.shared.store_timeout;
+        self.rebuild(classifier, Arc::new(clock), cache_for, store_timeout)
     }
 
     /// Times DynamoDB failed to answer (the breaker then let calls through).

@@ -30,6 +30,10 @@
 //! When DynamoDB fails or throttles, [`FailureMode`] decides: admit (fail open) or refuse
 //! with [`Error::Overloaded`] (fail closed). Either way the failure is logged (WARN, target
 //! `lift::rate_limit`) and counted ([`DistributedRateLimitLayer::store_failures`]).
+//! Each DynamoDB call has a time limit of its own
+//! ([`DistributedRateLimitConfigBuilder::store_timeout`], 500 ms by default) on top of the
+//! SDK's retries, so a store that does not answer costs a call at most that long before the
+//! failure mode decides: fail open really lets the call go on.
 //!
 //! Cost: one write request unit per admitted or refused call (the refused update fails its
 //! condition, which DynamoDB still bills as a write).
@@ -59,7 +63,6 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use lift_core::{BoxError, Error};
 use tower::{Layer, Service, ServiceExt};
@@ -100,7 +103,11 @@ pub struct DistributedRateLimitConfig {
     prefix: String,
     failure_mode: FailureMode,
     algorithm: Algorithm,
+    store_timeout: Duration,
 }
+
+/// The default time limit of each store call.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Builds a [`DistributedRateLimitConfig`].
 #[derive(Debug, Clone)]
@@ -112,7 +119,7 @@ impl DistributedRateLimitConfig {
     /// `limit` calls per `window` and key, counted in `table`.
     ///
     /// # Default
-    /// Item prefix `rl`, fixed windows, fail open.
+    /// Item prefix `rl`, fixed windows, fail open, 500 ms per store call.
     pub fn builder(table: &str, limit: u64, window: Duration) -> DistributedRateLimitConfigBuilder {
         DistributedRateLimitConfigBuilder {
             config: DistributedRateLimitConfig {
@@ -122,6 +129,7 @@ impl DistributedRateLimitConfig {
                 prefix: "rl".to_owned(),
                 failure_mode: FailureMode::Open,
                 algorithm: Algorithm::FixedWindow,
+                store_timeout: DEFAULT_STORE_TIMEOUT,
             },
         }
     }
@@ -143,6 +151,11 @@ impl DistributedRateLimitConfigBuilder {
         self.config.failure_mode = mode;
         self
     }
+    /// The time limit of each DynamoDB call, after which the failure mode decides.
+    pub fn store_timeout(mut self, limit: Duration) -> Self {
+        self.config.store_timeout = limit;
+        self
+    }
     /// Validates the configuration.
     ///
     /// # Errors
@@ -155,6 +168,11 @@ impl DistributedRateLimitConfigBuilder {
             c.window >= Duration::from_secs(1),
             "window",
             "must be at least one second",
+        )?;
+        check(
+            !c.store_timeout.is_zero(),
+            "store_timeout",
+            "must be longer than zero",
         )?;
         Ok(self.config)
     }
@@ -251,7 +269,7 @@ impl<K> Shared<K> {
             .key("pk", AttributeValue::S(pk.to_owned()))
             .consistent_read(true)
             .send();
-        let output = dynamo::send("GetItem", read).await?;
+        let output = dynamo::within("GetItem", self.config.store_timeout, read).await?;
         Ok(Sliding::from_item(output.item()))
     }
 
@@ -357,7 +375,7 @@ impl<K> Shared<K> {
                     (update, config.limit)
                 }
             };
-            match dynamo::send("UpdateItem", update.send()).await {
+            match dynamo::within("UpdateItem", config.store_timeout, update.send()).await {
                 Ok(output) => {
                     let stored = Sliding::from_item(output.attributes());
                     self.sliding.insert(pk, stored);
@@ -417,9 +435,8 @@ impl<K> Shared<K> {
             .expression_attribute_values(":limit", AttributeValue::N(allowed.to_string()))
             .expression_attribute_values(":expires", AttributeValue::N(expires_at.to_string()))
             .return_values(ReturnValue::UpdatedNew)
-            .send()
-            .await;
-        match result {
+            .send();
+        match dynamo::within("UpdateItem", config.store_timeout, result).await {
             Ok(output) => {
                 let count = output
                     .attributes()
@@ -431,13 +448,11 @@ impl<K> Shared<K> {
                     remaining: allowed.saturating_sub(count),
                 }
             }
-            Err(error) => match error.into_service_error() {
-                UpdateItemError::ConditionalCheckFailedException(_) => Admission::Refused,
-                other => {
-                    self.store_failed(other);
-                    Admission::StoreFailed
-                }
-            },
+            Err(DynamoError::ConditionFailed { .. }) => Admission::Refused,
+            Err(error) => {
+                self.store_failed(error);
+                Admission::StoreFailed
+            }
         }
     }
 

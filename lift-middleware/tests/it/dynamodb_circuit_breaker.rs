@@ -66,6 +66,10 @@ impl Dependency {
     }
 }
 
+/// A generous store time limit for the tests on the emulator, which a busy machine can keep
+/// waiting: a call that failed open would not be counted.
+const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn config() -> CircuitBreakerConfig {
     CircuitBreakerConfig::builder("payments")
         .failure_rate(0.5)
@@ -109,6 +113,7 @@ async fn environments_trip_and_recover_together() {
         environments.push(
             SharedCircuitBreakerLayer::new(client().await, &table, config())
                 .cache_for(Duration::ZERO)
+                .store_timeout(STORE_TIMEOUT)
                 .with_clock(clock.clone()),
         );
     }
@@ -188,6 +193,7 @@ async fn client_errors_do_not_trip_it() {
     let table = aws::table(&client, "lift-breaker").await;
     let layer = SharedCircuitBreakerLayer::new(client, &table, config())
         .cache_for(Duration::ZERO)
+        .store_timeout(STORE_TIMEOUT)
         .with_clock(Manual::new());
     let refusing = tower::service_fn(|()| async {
         Err::<http::Response<()>, BoxError>(Box::new(Error::bad_request("no")))
@@ -210,6 +216,30 @@ async fn a_missing_store_fails_open() {
     assert_eq!(layer.state().await, None);
 }
 
+/// A store that never answers costs a call the breaker's store time limit (the state read;
+/// a call whose state is unknown is not counted), then the call goes through: fail open.
+/// Paused time: the elapsed time is tokio's, exact.
+#[tokio::test(start_paused = true)]
+async fn a_store_that_does_not_answer_costs_only_the_store_timeout() {
+    let (silent, _listener) = aws::silent_client().await;
+    let layer = SharedCircuitBreakerLayer::new(silent, "lift-silent", config())
+        .cache_for(Duration::ZERO)
+        .store_timeout(Duration::from_millis(100));
+    let dependency = Dependency::default();
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(30), call(&layer, &dependency))
+        .await
+        .expect("the call must not wait for the SDK's retries")
+        .expect("passes through");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(100) && waited < Duration::from_millis(200),
+        "waited {waited:?}"
+    );
+    assert_eq!(dependency.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(layer.store_failures(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_environments_trip_it_exactly_once() {
     let setup = client().await;
@@ -221,6 +251,7 @@ async fn concurrent_environments_trip_it_exactly_once() {
     for _environment in 0..3 {
         let layer = SharedCircuitBreakerLayer::new(client().await, &table, config())
             .cache_for(Duration::ZERO)
+            .store_timeout(STORE_TIMEOUT)
             .with_clock(clock.clone());
         for _ in 0..4 {
             let (layer, dependency) = (layer.clone(), dependency.clone());

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use lift_core::{BoxError, Error};
 use lift_middleware::classify::WallClock;
 use lift_middleware::rate_limit::dynamodb::{
-    Admission, DistributedRateLimitConfig, DistributedRateLimitLayer, FailureMode,
+    Admission, Algorithm, DistributedRateLimitConfig, DistributedRateLimitLayer, FailureMode,
 };
 use tower::{Layer, ServiceExt};
 
@@ -43,7 +43,10 @@ fn frozen() -> Frozen {
 async fn concurrent_limiters_never_admit_more_than_the_limit() {
     let setup = client().await;
     let table = table(&setup, "lift-rate-limit").await;
+    // A generous store time limit: 75 concurrent calls can keep a busy emulator waiting,
+    // and a call that fails open would be admitted over the limit.
     let config = DistributedRateLimitConfig::builder(&table, 20, Duration::from_secs(60))
+        .store_timeout(Duration::from_secs(10))
         .build()
         .expect("config");
     let clock = frozen();
@@ -175,8 +178,6 @@ fn invalid_limits_are_refused_at_build() {
 
 #[tokio::test]
 async fn the_sliding_window_carries_the_previous_window_over() {
-    use lift_middleware::rate_limit::dynamodb::Algorithm;
-
     let client = client().await;
     let table = table(&client, "lift-rate-sliding").await;
     let config = DistributedRateLimitConfig::builder(&table, 10, Duration::from_secs(60))
@@ -224,12 +225,12 @@ async fn the_sliding_window_carries_the_previous_window_over() {
 /// at most 20.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sliding_window_holds_when_environments_race_the_boundary() {
-    use lift_middleware::rate_limit::dynamodb::Algorithm;
-
     let setup = client().await;
     let table = table(&setup, "lift-rate-race").await;
+    // A generous store time limit: 80 concurrent calls can keep a busy emulator waiting.
     let config = DistributedRateLimitConfig::builder(&table, 20, Duration::from_secs(10))
         .algorithm(Algorithm::SlidingWindow)
+        .store_timeout(Duration::from_secs(10))
         .build()
         .expect("config");
     let boundary = {
@@ -269,5 +270,48 @@ async fn the_sliding_window_holds_when_environments_race_the_boundary() {
             );
             assert!(admitted >= 1, "nothing admitted at all");
         }
+    }
+}
+
+/// A store that accepts the connection and never answers costs a call the store's time
+/// limit, not the SDK's retries: fail open lets the call go on, fail closed refuses it.
+/// Paused time: the elapsed time is tokio's, exact.
+#[tokio::test(start_paused = true)]
+async fn a_store_that_does_not_answer_costs_only_the_store_timeout() {
+    let (silent, _listener) = aws::silent_client().await;
+    let service = || tower::service_fn(|_: ()| async { Ok::<_, BoxError>("served") });
+    for (mode, algorithm) in [
+        (FailureMode::Open, Algorithm::FixedWindow),
+        (FailureMode::Open, Algorithm::SlidingWindow),
+        (FailureMode::Closed, Algorithm::FixedWindow),
+    ] {
+        let layer = DistributedRateLimitLayer::builder(
+            silent.clone(),
+            DistributedRateLimitConfig::builder("lift-silent", 5, Duration::from_secs(60))
+                .failure_mode(mode)
+                .algorithm(algorithm)
+                .store_timeout(Duration::from_millis(200))
+                .build()
+                .expect("config"),
+        )
+        .build();
+        let started = tokio::time::Instant::now();
+        let outcome =
+            tokio::time::timeout(Duration::from_secs(30), layer.layer(service()).oneshot(()))
+                .await
+                .expect("the call must not wait for the SDK's retries");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(200) && waited < Duration::from_millis(300),
+            "{mode:?}: waited {waited:?}"
+        );
+        match mode {
+            FailureMode::Open => assert_eq!(outcome.expect("admitted"), "served"),
+            FailureMode::Closed => assert!(matches!(
+                outcome.expect_err("refused").downcast_ref::<Error>(),
+                Some(Error::Overloaded { .. })
+            )),
+        }
+        assert_eq!(layer.store_failures(), 1);
     }
 }

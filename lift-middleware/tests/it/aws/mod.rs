@@ -92,3 +92,23 @@ pub(crate) async fn table_with_sort_key(client: &Client, prefix: &str) -> String
         .expect("create table");
     name
 }
+
+/// A DynamoDB client whose endpoint accepts connections and never answers: a store that
+/// does not respond. The listener lives as long as the returned task.
+pub(crate) async fn silent_client() -> (Client, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listener");
+    let address = listener.local_addr().expect("address");
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let sdk = lift_core::aws::sdk_config().await;
+    let config = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .endpoint_url(format!("http://{address}"))
+        .build();
+    (Client::from_conf(config), task)
+}
