@@ -237,32 +237,20 @@ impl DynamoError {
     }
 }
 
-/// A handler's `?` on a store call: a failed condition is a 409 `conflict`, throttling a
-/// 503 `store_throttled`, a timeout or no answer a 503 `store_unavailable`; anything else a
-/// 500 whose body says nothing of the cause. The cause is logged (WARN) or kept as the
-/// internal error's source.
+/// A handler's `?` on a store call: a failed condition is a 409 `conflict` (an answer:
+/// the item changed or already exists); anything else an internal error (500, whose body
+/// says nothing of the cause) that keeps the [`DynamoError`] as its source, so that the
+/// log shows it and `retry::dynamodb::DynamoDbPolicy` still recognises throttling in it.
 impl From<DynamoError> for lift_core::Error {
     fn from(error: DynamoError) -> Self {
-        let (status, code, message) = match &error {
-            DynamoError::ConditionFailed { .. } => (
+        match error {
+            DynamoError::ConditionFailed { .. } => lift_core::Error::new(
                 StatusCode::CONFLICT,
                 "conflict",
                 "the item changed or already exists",
             ),
-            DynamoError::Throttled { .. } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_throttled",
-                "the data store is busy; try again shortly",
-            ),
-            DynamoError::Timeout { .. } | DynamoError::Transport { .. } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                "the data store did not answer; try again shortly",
-            ),
-            _ => return lift_core::Error::internal(error),
-        };
-        tracing::warn!(target: "lift::dynamo", %error, code, "a store call failed");
-        lift_core::Error::new(status, code, message)
+            other => lift_core::Error::internal(other),
+        }
     }
 }
 
@@ -456,7 +444,13 @@ mod tests {
         assert!(classified.is_retryable());
         assert!(!classified.is_condition_failed());
         let lift: lift_core::Error = classified.into();
-        assert_eq!(lift.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(lift.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let source = std::error::Error::source(&lift).expect("the store error");
+        assert!(
+            source
+                .downcast_ref::<DynamoError>()
+                .is_some_and(DynamoError::is_throttled)
+        );
     }
 
     fn cancelled(codes: &[&str]) -> DynamoError {

@@ -45,7 +45,7 @@ use tower::{Layer, Service};
 use crate::auth::PrincipalExt;
 use crate::error::{ConfigError, check};
 
-pub use table::{Item, TenantTable};
+pub use table::{Cursor, Item, Page, TenantTable, TenantTables};
 
 /// The header the tenant travels in on outbound calls and, when trusted, on inbound ones.
 pub const TENANT_HEADER: &str = "x-tenant-id";

@@ -1,75 +1,78 @@
 //! A DynamoDB table handle that only ever touches one tenant's items.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ScalarAttributeType};
+use base64::Engine;
 use lift_core::http::StatusCode;
 use lift_core::{Context, Error};
+use tokio::sync::OnceCell;
 
 use super::is_valid_tenant;
+use crate::dynamo::{self, DynamoError};
 
-/// An item, as the DynamoDB SDK represents it.
-pub type Item = HashMap<String, AttributeValue>;
+pub use crate::dynamo::Item;
 
-/// One tenant's view of a table whose partition key (`key_attr`, a string) holds
-/// `{tenant}#{key}`: every read and write is prefixed with the tenant, and any key outside
-/// it is refused (403 `cross_tenant`), never served.
+/// A table whose partition key (`key_attr`, a string) holds `{tenant}#{key}`, shared by
+/// every tenant: build it once at init, then take one tenant's view of it per request
+/// ([`TenantTables::for_context`]).
+///
+/// Before its first read or write it checks, once, that `key_attr` is the table's
+/// partition key of type string (`DescribeTable`): were it any other attribute, an item
+/// could carry the real key of another tenant's item and overwrite it. A table whose key
+/// is not `key_attr` is refused with a configuration error on every call.
 ///
 /// ```no_run
-/// # async fn example(ctx: lift_core::Context) -> lift_core::Result<()> {
+/// use lift_middleware::tenancy::TenantTables;
+///
+/// # async fn example() -> lift_core::Result<()> {
 /// let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
-/// let orders = lift_middleware::tenancy::TenantTable::for_context(&client, "orders", "pk", &ctx)?;
-/// let order = orders.get("order-1").await?;
+/// let orders = TenantTables::new(&client, "orders", "pk"); // once, at init
+/// # let ctx: lift_core::Context = todo!();
+/// let order = orders.for_context(&ctx)?.get("order-1").await?; // per request
 /// # let _ = order;
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Debug, Clone)]
-pub struct TenantTable {
+pub struct TenantTables {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
     client: Client,
-    table: Arc<str>,
-    key_attr: Arc<str>,
-    prefix: Arc<str>,
+    table: Box<str>,
+    key_attr: Box<str>,
+    /// The outcome of the key-schema check: `Err` names what is wrong. A check that could
+    /// not reach DynamoDB is not remembered and runs again on the next call.
+    checked: OnceCell<Result<(), String>>,
 }
 
-/// A conditional write's outcome: a failed condition is `refused()`, any other failure an
-/// internal error.
-fn conditional<E>(
-    result: Result<(), aws_sdk_dynamodb::error::SdkError<PutItemError, E>>,
-    refused: impl FnOnce() -> Error,
-) -> Result<(), Error>
-where
-    E: std::fmt::Debug + Send + Sync + 'static,
-{
-    match result {
-        Ok(()) => Ok(()),
-        Err(error) => match error.into_service_error() {
-            PutItemError::ConditionalCheckFailedException(_) => Err(refused()),
-            other => Err(Error::internal(other)),
-        },
+impl TenantTables {
+    /// The table `table`, whose partition key is the string attribute `key_attr`.
+    pub fn new(client: &Client, table: &str, key_attr: &str) -> Self {
+        TenantTables {
+            shared: Arc::new(Shared {
+                client: client.clone(),
+                table: Box::from(table),
+                key_attr: Box::from(key_attr),
+                checked: OnceCell::new(),
+            }),
+        }
     }
-}
 
-fn cross_tenant() -> Error {
-    Error::forbidden("cross_tenant", "that item belongs to another tenant")
-}
-
-impl TenantTable {
     /// The table seen by `tenant`.
     ///
     /// # Errors
-    /// 400 `invalid_tenant` for a malformed tenant id.
-    pub fn new(client: &Client, table: &str, key_attr: &str, tenant: &str) -> Result<Self, Error> {
+    /// 400 `bad_request` for a malformed tenant id.
+    pub fn for_tenant(&self, tenant: &str) -> Result<TenantTable, Error> {
         if !is_valid_tenant(tenant) {
             return Err(Error::bad_request("the tenant id is malformed"));
         }
         Ok(TenantTable {
-            client: client.clone(),
-            table: Arc::from(table),
-            key_attr: Arc::from(key_attr),
+            shared: self.shared.clone(),
             prefix: Arc::from(format!("{tenant}#")),
         })
     }
@@ -78,16 +81,163 @@ impl TenantTable {
     ///
     /// # Errors
     /// 403 `tenant_required` when no tenant was resolved.
-    pub fn for_context(
-        client: &Client,
-        table: &str,
-        key_attr: &str,
-        ctx: &Context,
-    ) -> Result<Self, Error> {
+    pub fn for_context(&self, ctx: &Context) -> Result<TenantTable, Error> {
         let tenant = ctx.tenant().ok_or_else(|| {
             Error::forbidden("tenant_required", "tenant-scoped data needs a tenant")
         })?;
-        Self::new(client, table, key_attr, tenant)
+        self.for_tenant(tenant)
+    }
+}
+
+/// One tenant's view of a [`TenantTables`]: every read and write is prefixed with the
+/// tenant, and any key outside it is refused (403 `cross_tenant`), never served.
+///
+/// Store failures are internal errors whose source is the [`DynamoError`] (so
+/// `retry::dynamodb::DynamoDbPolicy` recognises throttling in them); failed conditions are
+/// the 409s each method names.
+#[derive(Debug, Clone)]
+pub struct TenantTable {
+    shared: Arc<Shared>,
+    prefix: Arc<str>,
+}
+
+/// One page of a [`TenantTable::query_page`]: its items and, when there are more, the
+/// cursor of the next page.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The page's items.
+    pub items: Vec<Item>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
+/// Where a query's next page starts: opaque text, safe to hand to a client and take back
+/// (a cursor naming another tenant's key is refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor(String);
+
+impl Cursor {
+    /// The cursor as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A cursor a client sent back.
+    pub fn from_text(text: &str) -> Cursor {
+        Cursor(text.to_owned())
+    }
+
+    fn encode(key: Item) -> Result<Cursor, Error> {
+        let value: serde_json::Value = dynamo::from_item(key).map_err(Error::internal)?;
+        let json = serde_json::to_vec(&value).map_err(Error::internal)?;
+        Ok(Cursor(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json),
+        ))
+    }
+
+    fn decode(&self) -> Result<Item, Error> {
+        let malformed = || Error::bad_request("the page cursor is malformed");
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&self.0)
+            .map_err(|_| malformed())?;
+        let value: serde_json::Value = serde_json::from_slice(&json).map_err(|_| malformed())?;
+        dynamo::to_item(&value).map_err(|_| malformed())
+    }
+}
+
+/// A store error of a table call: an internal error carrying the [`DynamoError`].
+fn store(error: DynamoError) -> Error {
+    Error::internal(error)
+}
+
+/// A conditional write's outcome: a failed condition is `refused()`, any other failure an
+/// internal error carrying the [`DynamoError`].
+fn conditional<T>(
+    result: Result<T, DynamoError>,
+    refused: impl FnOnce() -> Error,
+) -> Result<(), Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(DynamoError::ConditionFailed { .. }) => Err(refused()),
+        Err(other) => Err(store(other)),
+    }
+}
+
+fn cross_tenant() -> Error {
+    Error::forbidden("cross_tenant", "that item belongs to another tenant")
+}
+
+impl TenantTable {
+    /// The table seen by `tenant`, through a handle of its own: its key schema is checked
+    /// on its first call. Where a handle is made per request, build a [`TenantTables`] once
+    /// instead, so that the check runs once.
+    ///
+    /// # Errors
+    /// 400 `bad_request` for a malformed tenant id.
+    pub fn new(client: &Client, table: &str, key_attr: &str, tenant: &str) -> Result<Self, Error> {
+        TenantTables::new(client, table, key_attr).for_tenant(tenant)
+    }
+
+    fn client(&self) -> &Client {
+        &self.shared.client
+    }
+
+    fn table(&self) -> &str {
+        &self.shared.table
+    }
+
+    fn key_attr(&self) -> &str {
+        &self.shared.key_attr
+    }
+
+    /// Checks once that `key_attr` is the table's partition key, of type string.
+    async fn ready(&self) -> Result<(), Error> {
+        let shared = &self.shared;
+        let outcome = shared
+            .checked
+            .get_or_try_init(|| async {
+                let describe = shared
+                    .client
+                    .describe_table()
+                    .table_name(&*shared.table)
+                    .send();
+                let output = dynamo::send("DescribeTable", describe).await?;
+                let table = output.table();
+                let hash = table
+                    .map(|t| t.key_schema())
+                    .unwrap_or_default()
+                    .iter()
+                    .find(|key| key.key_type() == &KeyType::Hash)
+                    .map(|key| key.attribute_name().to_owned());
+                let hash_type = table
+                    .map(|t| t.attribute_definitions())
+                    .unwrap_or_default()
+                    .iter()
+                    .find(|a| Some(a.attribute_name()) == hash.as_deref())
+                    .map(|a| a.attribute_type().clone());
+                Ok::<_, DynamoError>(match (hash, hash_type) {
+                    (Some(hash), Some(ScalarAttributeType::S)) if *hash == *shared.key_attr => {
+                        Ok(())
+                    }
+                    (Some(hash), _) if *hash != *shared.key_attr => Err(format!(
+                        "the partition key of table `{}` is `{hash}`, not `{}`",
+                        shared.table, shared.key_attr
+                    )),
+                    _ => Err(format!(
+                        "the partition key `{}` of table `{}` must be a string",
+                        shared.key_attr, shared.table
+                    )),
+                })
+            })
+            .await
+            .map_err(store)?;
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(reason) => {
+                tracing::error!(target: "lift::tenancy", table = %shared.table, %reason, "tenant table refused");
+                Err(Error::Config(reason.clone()))
+            }
+        }
     }
 
     /// The stored partition key of the logical `key`.
@@ -112,7 +262,7 @@ impl TenantTable {
     /// Reads the item with logical key `key`.
     ///
     /// # Errors
-    /// An internal error when DynamoDB fails.
+    /// An internal error when DynamoDB fails or the table's key is not `key_attr`.
     pub async fn get(&self, key: &str) -> Result<Option<Item>, Error> {
         self.get_physical(&self.physical_key(key)).await
     }
@@ -123,15 +273,15 @@ impl TenantTable {
     /// 403 `cross_tenant` for another tenant's key; an internal error when DynamoDB fails.
     pub async fn get_physical(&self, physical: &str) -> Result<Option<Item>, Error> {
         self.checked(physical)?;
-        let output = self
-            .client
+        self.ready().await?;
+        let get = self
+            .client()
             .get_item()
-            .table_name(&*self.table)
-            .key(&*self.key_attr, AttributeValue::S(physical.to_owned()))
+            .table_name(self.table())
+            .key(self.key_attr(), AttributeValue::S(physical.to_owned()))
             .consistent_read(true)
-            .send()
-            .await
-            .map_err(Error::internal)?;
+            .send();
+        let output = dynamo::send("GetItem", get).await.map_err(store)?;
         Ok(output.item)
     }
 
@@ -145,13 +295,14 @@ impl TenantTable {
     /// fails.
     pub async fn put(&self, key: &str, item: Item) -> Result<(), Error> {
         let item = self.keyed(key, item)?;
-        self.client
+        self.ready().await?;
+        let put = self
+            .client()
             .put_item()
-            .table_name(&*self.table)
+            .table_name(self.table())
             .set_item(Some(item))
-            .send()
-            .await
-            .map_err(Error::internal)?;
+            .send();
+        dynamo::send("PutItem", put).await.map_err(store)?;
         Ok(())
     }
 
@@ -163,16 +314,16 @@ impl TenantTable {
     /// an internal error when DynamoDB fails.
     pub async fn insert(&self, key: &str, item: Item) -> Result<(), Error> {
         let item = self.keyed(key, item)?;
-        let result = self
-            .client
+        self.ready().await?;
+        let put = self
+            .client()
             .put_item()
-            .table_name(&*self.table)
+            .table_name(self.table())
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(#key)")
-            .expression_attribute_names("#key", &*self.key_attr)
-            .send()
-            .await;
-        conditional(result.map(drop), || {
+            .expression_attribute_names("#key", self.key_attr())
+            .send();
+        conditional(dynamo::send("PutItem", put).await, || {
             Error::new(
                 StatusCode::CONFLICT,
                 "item_exists",
@@ -198,23 +349,24 @@ impl TenantTable {
         expected: Option<u64>,
     ) -> Result<u64, Error> {
         let mut item = self.keyed(key, item)?;
+        self.ready().await?;
         let next = expected.map_or(1, |v| v.saturating_add(1));
         item.insert(version_attr.to_owned(), AttributeValue::N(next.to_string()));
         let put = self
-            .client
+            .client()
             .put_item()
-            .table_name(&*self.table)
+            .table_name(self.table())
             .set_item(Some(item));
         let put = match expected {
             None => put
                 .condition_expression("attribute_not_exists(#key)")
-                .expression_attribute_names("#key", &*self.key_attr),
+                .expression_attribute_names("#key", self.key_attr()),
             Some(version) => put
                 .condition_expression("#version = :expected")
                 .expression_attribute_names("#version", version_attr)
                 .expression_attribute_values(":expected", AttributeValue::N(version.to_string())),
         };
-        conditional(put.send().await.map(drop), || {
+        conditional(dynamo::send("PutItem", put.send()).await, || {
             Error::new(
                 StatusCode::CONFLICT,
                 "version_conflict",
@@ -227,13 +379,13 @@ impl TenantTable {
     /// `item` with this tenant's partition key; refused when it names another.
     fn keyed(&self, key: &str, mut item: Item) -> Result<Item, Error> {
         let physical = self.physical_key(key);
-        if let Some(named) = item.get(&*self.key_attr) {
+        if let Some(named) = item.get(self.key_attr()) {
             match named.as_s() {
                 Ok(s) if *s == physical => {}
                 _ => return Err(cross_tenant()),
             }
         }
-        item.insert(self.key_attr.to_string(), AttributeValue::S(physical));
+        item.insert(self.key_attr().to_owned(), AttributeValue::S(physical));
         Ok(item)
     }
 
@@ -242,32 +394,78 @@ impl TenantTable {
     /// # Errors
     /// An internal error when DynamoDB fails.
     pub async fn delete(&self, key: &str) -> Result<(), Error> {
-        self.client
+        self.ready().await?;
+        let delete = self
+            .client()
             .delete_item()
-            .table_name(&*self.table)
-            .key(&*self.key_attr, AttributeValue::S(self.physical_key(key)))
-            .send()
-            .await
-            .map_err(Error::internal)?;
+            .table_name(self.table())
+            .key(self.key_attr(), AttributeValue::S(self.physical_key(key)))
+            .send();
+        dynamo::send("DeleteItem", delete).await.map_err(store)?;
         Ok(())
     }
 
-    /// Every item of the partition with logical key `key` (tables with a sort key).
+    /// Every item of the partition with logical key `key` (tables with a sort key), in
+    /// sort-key order, reading page after page until the last.
     ///
     /// # Errors
     /// An internal error when DynamoDB fails.
     pub async fn query(&self, key: &str) -> Result<Vec<Item>, Error> {
-        let output = self
-            .client
+        let mut items = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.query_page(key, cursor.as_ref(), None).await?;
+            items.extend(page.items);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(items),
+            }
+        }
+    }
+
+    /// One page of the partition with logical key `key`: at most `limit` items (or
+    /// DynamoDB's 1 MB page), from `cursor` (`None`: the first page).
+    ///
+    /// # Errors
+    /// 400 `bad_request` for a malformed cursor; 403 `cross_tenant` for a cursor of
+    /// another tenant's or another partition's; an internal error when DynamoDB fails.
+    pub async fn query_page(
+        &self,
+        key: &str,
+        cursor: Option<&Cursor>,
+        limit: Option<u32>,
+    ) -> Result<Page, Error> {
+        let physical = self.physical_key(key);
+        let start = match cursor {
+            Some(cursor) => {
+                let start = cursor.decode()?;
+                match start.get(self.key_attr()).and_then(|v| v.as_s().ok()) {
+                    Some(named) if *named == physical => Some(start),
+                    _ => return Err(cross_tenant()),
+                }
+            }
+            None => None,
+        };
+        self.ready().await?;
+        let query = self
+            .client()
             .query()
-            .table_name(&*self.table)
+            .table_name(self.table())
             .key_condition_expression("#pk = :pk")
-            .expression_attribute_names("#pk", &*self.key_attr)
-            .expression_attribute_values(":pk", AttributeValue::S(self.physical_key(key)))
+            .expression_attribute_names("#pk", self.key_attr())
+            .expression_attribute_values(":pk", AttributeValue::S(physical))
             .consistent_read(true)
-            .send()
-            .await
-            .map_err(Error::internal)?;
-        Ok(output.items.unwrap_or_default())
+            .set_exclusive_start_key(start)
+            .set_limit(limit.map(|n| n.clamp(1, i32::MAX as u32) as i32))
+            .send();
+        let output = dynamo::send("Query", query).await.map_err(store)?;
+        let next = match output.last_evaluated_key {
+            Some(last) if !last.is_empty() => Some(Cursor::encode(last)?),
+            _ => None,
+        };
+        Ok(Page {
+            items: output.items.unwrap_or_default(),
+            next,
+        })
     }
 }

@@ -183,3 +183,126 @@ async fn insert_and_versioned_replace_never_lose_a_write() {
         .expect_err("another tenant's key");
     assert_eq!(cross.code(), "cross_tenant");
 }
+
+/// A handle whose `key_attr` is not the table's partition key would let an item carry the
+/// real key of another tenant's item: the key schema is checked before the first write,
+/// and every call on such a table is refused.
+#[tokio::test]
+async fn a_key_attr_that_is_not_the_partition_key_is_refused() {
+    let client = aws::client().await;
+    let table = aws::table_keyed(&client, "lift-tenant-schema", "id").await;
+    // Correctly configured: the partition key is `id`.
+    let globex = TenantTable::new(&client, &table, "id", "globex").expect("globex");
+    globex
+        .put("order-1", item("99"))
+        .await
+        .expect("globex's own");
+
+    // Misconfigured: `pk` is just an attribute here, `id` the real key.
+    let acme = lift_middleware::tenancy::TenantTables::new(&client, &table, "pk");
+    let acme = acme.for_tenant("acme").expect("acme");
+    let mut forged = item("0");
+    forged.insert("id".to_owned(), AttributeValue::S("globex#order-1".into()));
+    let refused = acme.put("order-1", forged).await.expect_err("refused");
+    assert_eq!(refused.code(), "invalid_configuration");
+    assert!(
+        refused.to_string().contains("is `id`, not `pk`"),
+        "{refused}"
+    );
+    let refused = acme.get("order-1").await.expect_err("reads refused too");
+    assert_eq!(refused.code(), "invalid_configuration");
+    // globex's item is untouched.
+    let still = globex.get("order-1").await.expect("get").expect("item");
+    assert_eq!(still["total"].as_n().expect("n"), "99");
+}
+
+#[tokio::test]
+async fn queries_read_every_page_and_cursors_stay_inside_the_tenant() {
+    let client = aws::client().await;
+    let table = aws::table_with_sort_key(&client, "lift-tenant-pages").await;
+    let tables = lift_middleware::tenancy::TenantTables::new(&client, &table, "pk");
+    let acme = tables.for_tenant("acme").expect("acme");
+    let globex = tables.for_tenant("globex").expect("globex");
+    for line in 0..30 {
+        let mut line_item = item(&line.to_string());
+        line_item.insert(
+            "sk".to_owned(),
+            AttributeValue::S(format!("line-{line:02}")),
+        );
+        acme.put("order-9", line_item).await.expect("put line");
+    }
+    globex
+        .put("order-9", {
+            let mut line_item = item("1");
+            line_item.insert("sk".to_owned(), AttributeValue::S("line-00".into()));
+            line_item
+        })
+        .await
+        .expect("globex line");
+
+    // Page by page, 7 at a time: 5 pages, every line once, in order.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = acme
+            .query_page("order-9", cursor.as_ref(), Some(7))
+            .await
+            .expect("page");
+        pages += 1;
+        assert!(page.items.len() <= 7);
+        seen.extend(
+            page.items
+                .iter()
+                .map(|i| i["sk"].as_s().expect("sk").clone()),
+        );
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..30).map(|n| format!("line-{n:02}")).collect();
+    assert_eq!(seen, expected);
+    assert!(pages >= 5, "{pages} pages");
+
+    // The whole partition in one call follows every page.
+    assert_eq!(acme.query("order-9").await.expect("all").len(), 30);
+
+    // A cursor of acme's handed to globex is refused; a malformed one is a 400.
+    let first = acme
+        .query_page("order-9", None, Some(7))
+        .await
+        .expect("first");
+    let cursor = first.next.expect("more pages");
+    let refused = globex
+        .query_page("order-9", Some(&cursor), Some(7))
+        .await
+        .expect_err("cross-tenant cursor");
+    assert_eq!(refused.code(), "cross_tenant");
+    let bad = lift_middleware::tenancy::Cursor::from_text("not a cursor!");
+    let refused = acme
+        .query_page("order-9", Some(&bad), None)
+        .await
+        .expect_err("malformed");
+    assert_eq!(refused.status(), http::StatusCode::BAD_REQUEST);
+}
+
+/// A store failure keeps its kind: the internal error's source is the typed DynamoDB
+/// error, which the DynamoDB retry policy reads.
+#[tokio::test]
+async fn store_failures_keep_their_kind() {
+    use lift_middleware::dynamo::DynamoError;
+    let client = aws::client().await;
+    let missing =
+        TenantTable::new(&client, "lift-no-such-tenant-table", "pk", "acme").expect("handle");
+    let error = missing.get("order-1").await.expect_err("no table");
+    assert_eq!(error.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+    let source = std::error::Error::source(&error).expect("source");
+    assert!(
+        matches!(
+            source.downcast_ref::<DynamoError>(),
+            Some(DynamoError::ResourceNotFound { .. })
+        ),
+        "{source:?}"
+    );
+}
