@@ -42,5 +42,7 @@ mod state;
 pub use config::{CircuitBreakerConfig, CircuitBreakerConfigBuilder, Window};
 pub use future::ResponseFuture;
 pub use layer::{CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerLayer, Fallback, NoFallback};
-pub use shared::{SharedCircuitBreaker, SharedCircuitBreakerLayer, SharedResponseFuture};
+pub use shared::{
+    SHARED_STORE_TIMEOUT, SharedCircuitBreaker, SharedCircuitBreakerLayer, SharedResponseFuture,
+};
 pub use state::{Metrics, State, StateChange};

@@ -50,7 +50,7 @@ use crate::classify::{Classifier, DefaultClassifier, SystemClock, WallClock};
 use crate::dynamo::{self, DynamoError};
 
 /// The default time limit of each store call.
-pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(500);
+pub const SHARED_STORE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The shared state as last read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,7 +324,7 @@ impl SharedCircuitBreakerLayer {
                 classifier: DefaultClassifier,
                 clock: Arc::new(SystemClock),
                 cache_for: Duration::from_secs(1),
-                store_timeout: DEFAULT_STORE_TIMEOUT,
+                store_timeout: SHARED_STORE_TIMEOUT,
                 cache: Mutex::new(None),
                 probes: AtomicU32::new(0),
                 store_failures: AtomicU64::new(0),
@@ -381,7 +381,7 @@ impl<C> SharedCircuitBreakerLayer<C> {
     /// (see the module docs). Zero is taken as 1 ms.
     ///
     /// # Default
-    /// [`DEFAULT_STORE_TIMEOUT`], 500 ms.
+    /// [`SHARED_STORE_TIMEOUT`], 500 ms.
     pub fn store_timeout(self, limit: Duration) -> Self
     where
         C: Clone,
