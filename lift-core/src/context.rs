@@ -217,20 +217,25 @@ impl Context {
         &self.invocation
     }
 
-    /// When Lambda will stop the invocation.
-    pub fn deadline(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.invocation.deadline)
+    /// When Lambda will stop the invocation; `None` when the runtime sent no deadline (a
+    /// deadline of 0, as some local runtimes and emulators send), which deadline-aware
+    /// middleware takes as "no deadline" rather than one long passed.
+    pub fn deadline(&self) -> Option<SystemTime> {
+        match self.invocation.deadline {
+            0 => None,
+            millis => Some(UNIX_EPOCH + Duration::from_millis(millis)),
+        }
     }
 
-    /// Time left before the deadline, as seen at `now` (zero once it has passed).
-    pub fn remaining_at(&self, now: SystemTime) -> Duration {
+    /// Time left before the deadline, as seen at `now` (zero once it has passed; `None`
+    /// without a deadline).
+    pub fn remaining_at(&self, now: SystemTime) -> Option<Duration> {
         self.deadline()
-            .duration_since(now)
-            .unwrap_or(Duration::ZERO)
+            .map(|deadline| deadline.duration_since(now).unwrap_or(Duration::ZERO))
     }
 
-    /// Time left before the deadline (zero once it has passed).
-    pub fn remaining(&self) -> Duration {
+    /// Time left before the deadline (zero once it has passed; `None` without a deadline).
+    pub fn remaining(&self) -> Option<Duration> {
         self.remaining_at(SystemTime::now())
     }
 

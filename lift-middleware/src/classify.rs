@@ -115,7 +115,7 @@ fn method_is_idempotent(method: &http::Method) -> bool {
 
 impl RequestInfo for Context {
     fn deadline(&self) -> Option<SystemTime> {
-        Some(Context::deadline(self))
+        Context::deadline(self)
     }
     fn is_idempotent(&self) -> bool {
         self.http()

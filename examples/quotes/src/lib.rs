@@ -175,7 +175,7 @@ async fn quote(prices: Prices, ctx: Context) -> Result<Json<Quote>, BoxError> {
     let response = prices
         .oneshot(PriceRequest {
             symbol: symbol.clone(),
-            deadline: Some(ctx.deadline()),
+            deadline: ctx.deadline(),
             headers: ctx.outbound_headers(),
         })
         .await?;

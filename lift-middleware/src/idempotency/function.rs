@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use lift_core::{BoxError, Context, Error};
 use serde::Serialize;
@@ -11,8 +10,8 @@ use serde::de::DeserializeOwned;
 
 use super::store::Record;
 use super::{
-    IdempotencyConfig, KeySource, Shared, Turn, fields_material, now, scope_parts, scoped_hash,
-    sha256_hex,
+    IdempotencyConfig, KeySource, Shared, Turn, fields_material, lock_for, now, scope_parts,
+    scoped_hash, sha256_hex,
 };
 
 /// Runs computations at most once per idempotency key, where the key comes from a value
@@ -161,7 +160,7 @@ impl Idempotent {
         {
             return self.stored(&record, &validation);
         }
-        let lock_for = ctx.remaining().max(Duration::from_secs(1));
+        let lock_for = lock_for(ctx);
         let token = match shared
             .turn(&key, &validation, lock_for)
             .await

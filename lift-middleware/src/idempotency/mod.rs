@@ -365,6 +365,14 @@ fn key_of(config: &IdempotencyConfig, ctx: &Context) -> Result<Option<(String, S
     Ok(Some((format!("{prefix}#{hash}"), sha256_hex(payload))))
 }
 
+/// How long a claim holds its key: the invocation's remaining time (at least a second), or
+/// Lambda's longest timeout, 15 minutes, when the invocation has no deadline.
+fn lock_for(ctx: &Context) -> Duration {
+    ctx.remaining()
+        .unwrap_or(Duration::from_secs(15 * 60))
+        .max(Duration::from_secs(1))
+}
+
 fn now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -606,7 +614,7 @@ where
             {
                 return remembered.answer(&shared, &validation);
             }
-            let lock_for = ctx.remaining().max(Duration::from_secs(1));
+            let lock_for = lock_for(&ctx);
             let token = match shared.turn(&key, &validation, lock_for).await? {
                 Turn::Run(token) => token,
                 Turn::Answer(record) => return answer(&shared, &record, &validation),

@@ -195,3 +195,38 @@ async fn the_documented_stack_serves_an_app() {
     );
     assert_eq!(metrics.failures, 0);
 }
+
+/// A runtime that sends no deadline (0) is "no deadline", not one long passed: the
+/// deadline-aware layers let the call through, and with a real deadline they still act.
+#[tokio::test]
+async fn a_deadline_of_zero_means_no_deadline() {
+    let app = TestApp::new(
+        App::new().get("/ok", ok).layer(
+            ServiceBuilder::new()
+                .layer(LoadShedLayer::new(
+                    LoadShedConfig::builder()
+                        .min_remaining(Duration::from_millis(100))
+                        .build()
+                        .expect("load shed"),
+                ))
+                .layer(TimeoutLayer::deadline_aware(
+                    Duration::from_secs(5),
+                    Duration::from_millis(200),
+                )),
+        ),
+    )
+    .expect("app");
+    let event = events::http("GET", "/ok").v2();
+    let mut none = lift_core::testing::lambda_context("no-deadline");
+    none.deadline = 0;
+    let answer = HttpResponse::from_value(&app.invoke_with(&event, none).await.expect("invoke"))
+        .expect("http");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+
+    // A deadline that has passed is still refused.
+    let mut passed = lift_core::testing::lambda_context("passed");
+    passed.deadline = 1_000;
+    let answer = HttpResponse::from_value(&app.invoke_with(&event, passed).await.expect("invoke"))
+        .expect("http");
+    assert_eq!(answer.status, 503, "{}", answer.text());
+}
