@@ -75,6 +75,26 @@ async fn fixture(
 }
 
 impl Fixture {
+    /// Waits (up to 10 s) until a record in the table has `status`.
+    async fn wait_for_status(&self, status: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let items = self.items().await;
+            if items.iter().any(|item| {
+                item.get("status")
+                    .and_then(|s| s.as_s().ok())
+                    .is_some_and(|s| s == status)
+            }) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no record reached {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Every record in the table.
     async fn items(&self) -> Vec<std::collections::HashMap<String, AttributeValue>> {
         self.client
@@ -124,7 +144,9 @@ async fn without_waiting_a_duplicate_in_progress_is_a_409() {
         let (app, body) = (f.app.clone(), body.clone());
         tokio::spawn(async move { send(&app, &body).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Wait until the first call holds the key (its record is in progress), however long
+    // the store takes to answer, then send the duplicate.
+    f.wait_for_status("INPROGRESS").await;
     let duplicate = send(&f.app, &body).await;
     assert_eq!(duplicate.status, 409, "{}", duplicate.text());
     assert_eq!(
@@ -620,5 +642,89 @@ mod computations {
         assert_eq!(other.status, 200, "{}", other.text());
         assert_eq!(other.json::<Value>().expect("json")["store_error"], true);
         assert_eq!(f.runs.load(Ordering::SeqCst), 1);
+    }
+}
+
+/// Two tenants that send the same `Idempotency-Key` and body get two executions, each its
+/// own answer; a repeat within a tenant gets that tenant's answer.
+#[tokio::test]
+async fn the_same_key_and_body_from_two_tenants_are_two_executions() {
+    use lift_middleware::tenancy::{TenantConfig, TenantLayer, TenantSource};
+
+    let client = aws::client().await;
+    let table = aws::table_keyed(&client, "lift-idempotency-tenants", "id").await;
+    let runs = Arc::new(AtomicU32::new(0));
+    let counter = runs.clone();
+    let charge = move |ctx: Context| {
+        let counter = counter.clone();
+        async move {
+            let run = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok::<_, Error>(Created(json!({"charged_tenant": ctx.tenant(), "run": run})))
+        }
+    };
+    let config = IdempotencyConfig::builder(&table)
+        .key_header("Idempotency-Key")
+        .validate_payload(true)
+        .build()
+        .expect("config");
+    let tenants = TenantConfig::builder()
+        .source(TenantSource::Header("x-tenant-id".into()))
+        .trust_headers(true)
+        .build()
+        .expect("tenancy");
+    // Tenancy outside idempotency: the key is derived once the tenant is known.
+    let app = TestApp::new(
+        App::new()
+            .post("/charges", charge)
+            .layer(IdempotencyLayer::new(client.clone(), config))
+            .layer(TenantLayer::new(tenants)),
+    )
+    .expect("app");
+    let from = |tenant: &str| {
+        events::http("POST", "/charges")
+            .header("idempotency-key", "charge-1")
+            .header("x-tenant-id", tenant)
+            .json(&json!({"amount": 10}))
+            .v2()
+    };
+    let t1 = app.http(from("t1")).await.expect("t1");
+    let t2 = app.http(from("t2")).await.expect("t2");
+    assert_eq!(
+        (t1.status, t2.status),
+        (201, 201),
+        "{} {}",
+        t1.text(),
+        t2.text()
+    );
+    let t1_body: Value = t1.json().expect("json");
+    let t2_body: Value = t2.json().expect("json");
+    assert_eq!(t1_body["charged_tenant"], "t1");
+    assert_eq!(
+        t2_body["charged_tenant"], "t2",
+        "t2 must not get t1's answer"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "two executions");
+
+    // Repeats get their own tenant's stored answer, without running again.
+    let again = app.http(from("t1")).await.expect("t1 again");
+    assert_eq!(again.body, t1.body);
+    let again = app.http(from("t2")).await.expect("t2 again");
+    assert_eq!(again.body, t2.body);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+
+    // Two records, and neither id shows a tenant in clear.
+    let items = client
+        .scan()
+        .table_name(&table)
+        .send()
+        .await
+        .expect("scan")
+        .items
+        .unwrap_or_default();
+    assert_eq!(items.len(), 2);
+    for item in &items {
+        let id = item["id"].as_s().expect("id");
+        assert!(id.starts_with("lift-test./charges#"), "{id}");
+        assert!(!id.contains("t1") && !id.contains("t2"), "{id}");
     }
 }
