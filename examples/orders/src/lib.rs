@@ -10,7 +10,7 @@
 //! - `GET /orders/{id}` reads an order, cached for 30 s in memory and in DynamoDB (the
 //!   `x-cache` header says `hit` or `miss`); an unknown id is a `404`, never cached.
 //!
-//! Orders are mapped to DynamoDB items with `serde_dynamo`.
+//! Orders are mapped to DynamoDB items with `serde_dynamo` (through `lift_middleware::dynamo`).
 //!
 //! In `template.yaml` the function also sits behind an HTTP API whose routes are guarded by
 //! a Lambda authorizer, the `orders-authorizer` binary ([`authorizer_app`]): `JwtAuthLayer`
@@ -21,13 +21,13 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use lift_core::authorizer::Authorization;
 use lift_core::http::StatusCode;
 use lift_core::metrics::{MetricsConfig, Unit};
 use lift_core::{App, Context, Created, Error, Json, Result, with_layer};
 use lift_middleware::auth::{JwtAuthLayer, JwtConfig, PrincipalExt};
 use lift_middleware::cache::{Cache, CacheLayer, HttpGetPolicy};
+use lift_middleware::dynamo::{self, DynamoError};
 use lift_middleware::idempotency::{IdempotencyConfig, IdempotencyLayer};
 use serde::{Deserialize, Serialize};
 
@@ -90,25 +90,21 @@ impl Orders {
     /// # Errors
     /// `409 order_exists` when the id is taken, a 500 when DynamoDB fails.
     pub async fn insert(&self, order: &Order) -> Result<()> {
-        let item = serde_dynamo::to_item(order).map_err(Error::internal)?;
         let put = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_item(Some(dynamo::to_item(order)?))
             .condition_expression("attribute_not_exists(id)")
-            .send()
-            .await;
-        match put {
+            .send();
+        match dynamo::send("PutItem", put).await {
             Ok(_) => Ok(()),
-            Err(error) => match error.into_service_error() {
-                PutItemError::ConditionalCheckFailedException(_) => Err(Error::new(
-                    StatusCode::CONFLICT,
-                    "order_exists",
-                    "an order with this id already exists",
-                )),
-                other => Err(Error::internal(other)),
-            },
+            Err(DynamoError::ConditionFailed { .. }) => Err(Error::new(
+                StatusCode::CONFLICT,
+                "order_exists",
+                "an order with this id already exists",
+            )),
+            Err(other) => Err(other.into()),
         }
     }
 
@@ -117,7 +113,7 @@ impl Orders {
     /// # Errors
     /// A 500 when DynamoDB fails or the item is not an order.
     pub async fn get(&self, id: &str) -> Result<Option<Order>> {
-        let output = self
+        let get = self
             .client
             .get_item()
             .table_name(&self.table)
@@ -125,13 +121,9 @@ impl Orders {
                 "id",
                 aws_sdk_dynamodb::types::AttributeValue::S(id.to_owned()),
             )
-            .send()
-            .await
-            .map_err(Error::internal)?;
-        output
-            .item
-            .map(|item| serde_dynamo::from_item(item).map_err(Error::internal))
-            .transpose()
+            .send();
+        let output = dynamo::send("GetItem", get).await?;
+        Ok(output.item.map(dynamo::from_item).transpose()?)
     }
 }
 
@@ -158,8 +150,11 @@ impl Deps {
         idempotency_table: &str,
         cache_table: &str,
     ) -> std::result::Result<Self, lift_middleware::ConfigError> {
+        // A key is the customer's own: two customers who happen to send the same
+        // Idempotency-Key each get their order placed, and neither sees the other's.
         let idempotency = IdempotencyConfig::builder(idempotency_table)
-            .key_fn(|ctx: &Context| ctx.header("idempotency-key").map(str::to_owned))
+            .key_header("Idempotency-Key")
+            .scope_fn(customer_of)
             .validate_payload(true)
             .expires_after(Duration::from_secs(24 * 3600))
             .wait_for_in_progress(Duration::from_secs(3))
@@ -174,6 +169,15 @@ impl Deps {
             cache,
         })
     }
+}
+
+/// The customer a request is for: the one the authorizer verified behind the APIs, else
+/// the one the body names (through the Function URL).
+fn customer_of(ctx: &Context) -> Option<String> {
+    ctx.authorizer_value("customer").or_else(|| {
+        let body: serde_json::Value = serde_json::from_slice(ctx.body()).ok()?;
+        body.get("customer")?.as_str().map(str::to_owned)
+    })
 }
 
 async fn place(orders: Orders, ctx: Context, input: NewOrder) -> Result<Created<Order>> {

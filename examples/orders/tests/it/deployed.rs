@@ -94,7 +94,7 @@ impl Deployed {
         output
             .items()
             .iter()
-            .map(|item| serde_dynamo::from_item(item.clone()).expect("an order item"))
+            .map(|item| lift_middleware::dynamo::from_item(item.clone()).expect("an order item"))
             .collect()
     }
 }
@@ -143,6 +143,31 @@ async fn a_repeated_idempotency_key_places_one_order() {
         b.json::<Order>().expect("order").id
     );
     assert_eq!(d.stored_for(&who).await.len(), 3);
+}
+
+/// Idempotency keys are the customer's own: two customers who send the same key each get
+/// their order placed, and neither gets the other's answer.
+#[tokio::test]
+async fn two_customers_with_one_key_each_place_their_order() {
+    let d = deployed().await;
+    let (alice, bob) = (customer("alice"), customer("bob"));
+    let key = format!("shared-{alice}");
+    let for_alice = d.place(Some(&key), &order_body(&alice, 1)).await;
+    let for_bob = d.place(Some(&key), &order_body(&bob, 1)).await;
+    assert_eq!(for_alice.status, 201, "{}", for_alice.text());
+    assert_eq!(for_bob.status, 201, "{}", for_bob.text());
+    let (alices, bobs): (Order, Order) = (
+        for_alice.json().expect("order"),
+        for_bob.json().expect("order"),
+    );
+    assert_eq!(alices.customer, alice);
+    assert_eq!(bobs.customer, bob, "bob must not get alice's order");
+    assert_ne!(alices.id, bobs.id);
+    // Each repeat gets its own customer's order back.
+    let again = d.place(Some(&key), &order_body(&bob, 1)).await;
+    assert_eq!(again.json::<Order>().expect("order"), bobs);
+    assert_eq!(d.stored_for(&alice).await, [alices]);
+    assert_eq!(d.stored_for(&bob).await, [bobs]);
 }
 
 #[tokio::test]
