@@ -173,7 +173,7 @@ impl Idempotent {
         let value = match compute().await {
             Ok(value) => value,
             Err(error) => {
-                shared.release(&key, &token).await;
+                shared.release(&key, &token, ctx.deadline()).await;
                 return Err(IdempotentError::Failed(error));
             }
         };

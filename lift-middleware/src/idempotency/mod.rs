@@ -427,10 +427,33 @@ impl Shared {
         Ok(stored)
     }
 
-    /// Releases a failed call's key, so that a retry runs; a failure to do so is logged.
-    async fn release(&self, key: &str, token: &ClaimToken) {
-        if let Err(error) = self.store.release(key, token).await {
-            tracing::warn!(target: "lift::idempotency", %error, "could not release a failed key");
+    /// Releases a failed call's key, so that a retry runs. A store error that may pass is
+    /// retried with backoff and jitter as long as the invocation has time left (a margin
+    /// before its deadline; a few attempts without one); a release that still fails is
+    /// logged at ERROR with the key, which stays locked until its lock lapses.
+    async fn release(&self, key: &str, token: &ClaimToken, deadline: Option<SystemTime>) {
+        const MARGIN: Duration = Duration::from_millis(100);
+        const ATTEMPTS_WITHOUT_DEADLINE: u32 = 5;
+        let mut pause = Duration::from_millis(25);
+        let mut attempt = 1;
+        loop {
+            let error = match self.store.release(key, token).await {
+                Ok(()) => return,
+                Err(error) => error,
+            };
+            let wait = pause.mul_f64(0.5 + fastrand::f64());
+            let has_time = match deadline {
+                Some(deadline) => SystemTime::now() + wait + MARGIN < deadline,
+                None => attempt < ATTEMPTS_WITHOUT_DEADLINE,
+            };
+            if !error.is_retryable() || !has_time {
+                tracing::error!(target: "lift::idempotency", code = "idempotency_release_failed", %key, attempts = attempt, %error, "could not release a failed call's key: it stays locked until its lock lapses");
+                return;
+            }
+            tracing::warn!(target: "lift::idempotency", %key, attempt, %error, "releasing a failed call's key failed; retrying");
+            tokio::time::sleep(wait).await;
+            pause = (pause * 2).min(Duration::from_millis(800));
+            attempt += 1;
         }
     }
 
@@ -620,6 +643,7 @@ where
                 Turn::Answer(record) => return answer(&shared, &record, &validation),
                 Turn::Busy => return Err(in_progress()),
             };
+            let deadline = ctx.deadline();
             let result = service.oneshot(ctx).await.map_err(Into::into);
             match &result {
                 Ok(response)
@@ -644,7 +668,7 @@ where
                 _ => {
                     // A failure must not be remembered, and a streamed body cannot be
                     // replayed: release the key.
-                    shared.release(&key, &token).await;
+                    shared.release(&key, &token, deadline).await;
                 }
             }
             result

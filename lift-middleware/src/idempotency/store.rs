@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::AttributeValue;
-use lift_core::{Body, Error, Response};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use lift_core::{Body, Response};
+
+use crate::dynamo::{self, DynamoError};
 use serde::{Deserialize, Serialize};
 
 const IN_PROGRESS: &str = "INPROGRESS";
@@ -193,20 +194,20 @@ impl Store {
         }
     }
 
-    async fn get(&self, key: &str) -> Result<Option<Record>, Error> {
-        let output = self
+    async fn get(&self, key: &str) -> Result<Option<Record>, DynamoError> {
+        let get = self
             .client
             .get_item()
             .table_name(&self.table)
             .key("id", AttributeValue::S(key.to_owned()))
             .consistent_read(true)
-            .send()
-            .await
-            .map_err(Error::internal)?;
+            .send();
+        let output = dynamo::send("GetItem", get).await?;
         Ok(output.item().and_then(Record::from_item))
     }
 
-    /// One conditional put claims the key unless a live record holds it.
+    /// One conditional put claims the key unless a live record holds it; when one does,
+    /// the failed condition returns it, so finding out how costs no read.
     pub(crate) async fn claim(
         &self,
         key: &str,
@@ -214,7 +215,7 @@ impl Store {
         now: Duration,
         ttl: Duration,
         lock_for: Duration,
-    ) -> Result<Claim, Error> {
+    ) -> Result<Claim, DynamoError> {
         let record = Record {
             id: key.to_owned(),
             completed: false,
@@ -242,17 +243,19 @@ impl Store {
                     AttributeValue::N((now.as_millis() as u64).to_string()),
                 )
                 .expression_attribute_values(":in_progress", AttributeValue::S(IN_PROGRESS.to_owned()))
-                .send()
-                .await;
-            match put {
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .send();
+            let holder = match dynamo::send("PutItem", put).await {
                 Ok(_) => return Ok(Claim::Won(token)),
-                Err(error) => match error.into_service_error() {
-                    PutItemError::ConditionalCheckFailedException(_) => {}
-                    other => return Err(Error::internal(other)),
-                },
-            }
+                Err(DynamoError::ConditionFailed {
+                    item: Some(item), ..
+                }) => Record::from_item(&item),
+                // A store that does not return the item: read it.
+                Err(DynamoError::ConditionFailed { item: None, .. }) => self.get(key).await?,
+                Err(other) => return Err(other),
+            };
             // Someone holds the key: see how (checked in code, whatever TTL did).
-            match self.get(key).await? {
+            match holder {
                 Some(existing) if existing.completed && !existing.expired(now) => {
                     return Ok(Claim::Completed(existing));
                 }
@@ -278,8 +281,8 @@ impl Store {
         &self,
         record: &Record,
         claim: &ClaimToken,
-    ) -> Result<bool, Error> {
-        let result = self
+    ) -> Result<bool, DynamoError> {
+        let put = self
             .client
             .put_item()
             .table_name(&self.table)
@@ -288,25 +291,18 @@ impl Store {
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":in_progress", AttributeValue::S(IN_PROGRESS.to_owned()))
             .expression_attribute_values(":claim", AttributeValue::S(claim.0.clone()))
-            .send()
-            .await;
-        match result {
+            .send();
+        match dynamo::send("PutItem", put).await {
             Ok(_) => Ok(true),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(Error::internal(error)),
+            Err(DynamoError::ConditionFailed { .. }) => Ok(false),
+            Err(error) => Err(error),
         }
     }
 
     /// Deletes this call's in-progress record (its handler failed); a record another call
     /// holds by now is left alone.
-    pub(crate) async fn release(&self, key: &str, claim: &ClaimToken) -> Result<(), Error> {
-        let result = self
+    pub(crate) async fn release(&self, key: &str, claim: &ClaimToken) -> Result<(), DynamoError> {
+        let delete = self
             .client
             .delete_item()
             .table_name(&self.table)
@@ -315,23 +311,19 @@ impl Store {
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":in_progress", AttributeValue::S(IN_PROGRESS.to_owned()))
             .expression_attribute_values(":claim", AttributeValue::S(claim.0.clone()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(Error::internal(error)),
+            .send();
+        match dynamo::send("DeleteItem", delete).await {
+            Ok(_) | Err(DynamoError::ConditionFailed { .. }) => Ok(()),
+            Err(error) => Err(error),
         }
     }
 
     /// Polls a key in progress for up to `max`; the completed record, or `None`.
-    pub(crate) async fn wait_for(&self, key: &str, max: Duration) -> Result<Option<Record>, Error> {
+    pub(crate) async fn wait_for(
+        &self,
+        key: &str,
+        max: Duration,
+    ) -> Result<Option<Record>, DynamoError> {
         let deadline = tokio::time::Instant::now() + max;
         let mut pause = Duration::from_millis(20);
         while tokio::time::Instant::now() < deadline {

@@ -728,3 +728,67 @@ async fn the_same_key_and_body_from_two_tenants_are_two_executions() {
         assert!(!id.contains("t1") && !id.contains("t2"), "{id}");
     }
 }
+
+/// An App whose handler fails while `fail` says so, behind idempotency on `client`.
+fn failing_app(client: aws_sdk_dynamodb::Client, table: &str, runs: Arc<AtomicU32>) -> TestApp {
+    let handler = move |_ctx: Context| {
+        let runs = runs.clone();
+        async move {
+            let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+            if run == 1 {
+                return Err(Error::internal("the first run fails"));
+            }
+            Ok::<_, Error>(Created(json!({"run": run})))
+        }
+    };
+    let config = IdempotencyConfig::builder(table).build().expect("config");
+    TestApp::new(
+        App::new()
+            .post("/orders", handler)
+            .layer(IdempotencyLayer::new(client, config)),
+    )
+    .expect("app")
+}
+
+/// Releasing a failed call's key is retried when the store fails for a moment: the key is
+/// free for the client's retry, which runs.
+#[tokio::test]
+async fn a_release_that_fails_for_a_moment_is_retried() {
+    let setup = aws::client().await;
+    let table = aws::table_keyed(&setup, "lift-idempotency-release", "id").await;
+    let (client, deletes) = aws::failing_client("DeleteItem", 2).await;
+    let runs = Arc::new(AtomicU32::new(0));
+    let app = failing_app(client, &table, runs.clone());
+    let body = json!({"orderId": "o-release"});
+    let event = events::http("POST", "/orders").json(&body).v2();
+    assert_eq!(app.http(event.clone()).await.expect("first").status, 500);
+    assert!(deletes.attempts() >= 3, "{} attempts", deletes.attempts());
+    let retry = app.http(event).await.expect("retry");
+    assert_eq!(retry.status, 201, "the key was released: {}", retry.text());
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+/// A release that keeps failing stops before the invocation's deadline (and is logged at
+/// ERROR); the key stays locked until its lock lapses, so a repeat at once is a 409.
+#[tokio::test]
+async fn a_release_that_keeps_failing_gives_up_within_the_invocation() {
+    let setup = aws::client().await;
+    let table = aws::table_keyed(&setup, "lift-idempotency-release", "id").await;
+    let (client, deletes) = aws::failing_client("DeleteItem", u32::MAX).await;
+    let runs = Arc::new(AtomicU32::new(0));
+    let app = failing_app(client, &table, runs.clone());
+    let event = events::http("POST", "/orders")
+        .json(&json!({"orderId": "o-stuck"}))
+        .v2();
+    let mut short = lift_core::testing::lambda_context("short");
+    short.deadline = (std::time::SystemTime::now() + Duration::from_secs(2))
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as u64;
+    let answer = app.invoke_with(&event, short).await.expect("invoke");
+    assert_eq!(answer["statusCode"], 500);
+    assert!(deletes.attempts() >= 2, "{} attempts", deletes.attempts());
+    let repeat = app.http(event).await.expect("repeat");
+    assert_eq!(repeat.status, 409, "{}", repeat.text());
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}

@@ -112,3 +112,73 @@ pub(crate) async fn silent_client() -> (Client, tokio::task::JoinHandle<()>) {
         .build();
     (Client::from_conf(config), task)
 }
+
+/// Fails the next `failures` attempts of one DynamoDB operation (by its `X-Amz-Target`,
+/// e.g. `DeleteItem`) before they are sent, as a dropped connection would, and counts every
+/// attempt of it. Everything else reaches the emulator.
+#[derive(Debug)]
+pub(crate) struct FailCalls {
+    operation: &'static str,
+    failures: std::sync::atomic::AtomicU32,
+    attempts: std::sync::atomic::AtomicU32,
+}
+
+impl FailCalls {
+    /// Attempts of the operation so far.
+    pub(crate) fn attempts(&self) -> u32 {
+        self.attempts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct FailCallsInterceptor(std::sync::Arc<FailCalls>);
+
+impl aws_sdk_dynamodb::config::Intercept for FailCallsInterceptor {
+    fn name(&self) -> &'static str {
+        "FailCalls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        use std::sync::atomic::Ordering;
+        let target = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or_default();
+        if !target.ends_with(&format!(".{}", self.0.operation)) {
+            return Ok(());
+        }
+        self.0.attempts.fetch_add(1, Ordering::SeqCst);
+        let fail = self
+            .0
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            return Err("injected: the connection was reset".into());
+        }
+        Ok(())
+    }
+}
+
+/// A client of the emulator whose next `failures` attempts of `operation` fail.
+pub(crate) async fn failing_client(
+    operation: &'static str,
+    failures: u32,
+) -> (Client, std::sync::Arc<FailCalls>) {
+    let calls = std::sync::Arc::new(FailCalls {
+        operation,
+        failures: std::sync::atomic::AtomicU32::new(failures),
+        attempts: std::sync::atomic::AtomicU32::new(0),
+    });
+    let sdk = lift_core::aws::sdk_config().await;
+    let config = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .interceptor(FailCallsInterceptor(calls.clone()))
+        .build();
+    (Client::from_conf(config), calls)
+}
