@@ -15,8 +15,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures_util::{StreamExt, TryStreamExt};
@@ -25,6 +23,7 @@ use lift_core::Body;
 
 use super::CacheError;
 use super::entry::{Entry, millis};
+use crate::dynamo::{self, DynamoError};
 
 /// How long a tombstone outlives its invalidation: longer than any invocation (15 min),
 /// so no computation that started before it can still be running.
@@ -33,9 +32,9 @@ const TOMBSTONE_TTL: Duration = Duration::from_secs(16 * 60);
 /// At most this many tombstones are written at once by a prefix invalidation.
 const PARALLEL_WRITES: usize = 8;
 
-fn store_error(error: impl std::error::Error + Send + Sync + 'static) -> CacheError {
-    CacheError::Store(aws_sdk_dynamodb::error::DisplayErrorContext(error).to_string())
-}
+/// The time limit of each cache read and write: a store slower than this is a miss (or an
+/// answer not kept), never a slow request.
+const STORE_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub(crate) struct DynamoDbStore {
     client: Client,
@@ -100,16 +99,15 @@ impl DynamoDbStore {
     /// The live entry under `scope`/`key`, if any (tombstones and unreadable items are
     /// misses). Reads are strongly consistent, so an invalidation is seen at once.
     pub(crate) async fn get(&self, scope: &str, key: &str) -> Result<Option<Entry>, CacheError> {
-        let output = self
+        let get = self
             .client
             .get_item()
             .table_name(&self.table)
             .key("pk", s(scope))
             .key("sk", s(key))
             .consistent_read(true)
-            .send()
-            .await
-            .map_err(store_error)?;
+            .send();
+        let output = dynamo::within("GetItem", STORE_TIMEOUT, get).await?;
         Ok(output.item().and_then(decode))
     }
 
@@ -132,16 +130,10 @@ impl DynamoDbStore {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk) OR stored_at < :t")
             .expression_attribute_values(":t", n(stored_at))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(store_error(error)),
+            .send();
+        match dynamo::within("PutItem", STORE_TIMEOUT, result).await {
+            Ok(_) | Err(DynamoError::ConditionFailed { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
         }
     }
 
@@ -219,7 +211,7 @@ impl DynamoDbStore {
             .send();
         let mut keys = Vec::new();
         while let Some(item) = pages.next().await {
-            let item = item.map_err(store_error)?;
+            let item = item.map_err(|error| dynamo::classify("Query", error))?;
             if let Some(key) = item.get("sk").and_then(|v| v.as_s().ok()) {
                 keys.push(key.clone());
             }

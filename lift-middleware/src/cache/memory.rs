@@ -96,7 +96,7 @@ impl MemoryStore {
         self.entries
             .invalidate_entries_if(move |key, _| key.starts_with(&prefix))
             .map(|_| ())
-            .map_err(|e| CacheError::Store(e.to_string()))
+            .map_err(CacheError::Memory)
     }
 
     /// How many entries are held (moka's estimate).

@@ -76,9 +76,12 @@ use memory::MemoryStore;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CacheError {
-    /// The store refused or could not be reached.
-    #[error("cache store error: {0}")]
-    Store(String),
+    /// DynamoDB refused or could not be reached (within the cache's time limit).
+    #[error("cache store error")]
+    Store(#[from] crate::dynamo::DynamoError),
+    /// The memory store could not invalidate by prefix.
+    #[error("cache memory error")]
+    Memory(#[source] moka::PredicateError),
     /// A value could not be encoded or decoded as JSON.
     #[error("cache value codec error: {0}")]
     Codec(#[from] serde_json::Error),
