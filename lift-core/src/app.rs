@@ -426,6 +426,34 @@ pub(crate) fn error_response(error: &Error, request_id: &str) -> Response {
     response
 }
 
+/// The one rule for when a unit that is not an HTTP request fails — an SQS, DynamoDB
+/// Streams, SNS or EventBridge record, a scheduled event, an authorizer request: its
+/// handler (or a layer around it) returned an error or panicked, **or** answered with a 4xx
+/// or 5xx status. Such an answer becomes an error with that status and the code
+/// `record_failed`, and the source's failure path follows (a batch item failure, an
+/// invocation error, an authorizer's 401 or deny).
+#[cfg(any(
+    feature = "sqs",
+    feature = "dynamodb",
+    feature = "sns",
+    feature = "eventbridge",
+    feature = "authorizer"
+))]
+fn settle(outcome: Result<Response, Error>) -> Result<Response, Error> {
+    match outcome {
+        Ok(response)
+            if response.status().is_client_error() || response.status().is_server_error() =>
+        {
+            Err(Error::new(
+                response.status(),
+                "record_failed",
+                "the handler answered with an error status",
+            ))
+        }
+        other => other,
+    }
+}
+
 fn log_error(error: &Error, what: &'static str) {
     if error.status().is_server_error() {
         tracing::error!(target: "lift", code = error.code(), error = %Chain(error), "{what} failed");
@@ -843,20 +871,10 @@ impl LiftService {
         let started = Instant::now();
         let operation = unit.source.as_str();
         let ctx = self.context(lambda, metrics, unit);
-        let outcome = self.run_unit(ctx).await;
-        let failed = !matches!(&outcome, Ok(r) if !r.status().is_client_error() && !r.status().is_server_error());
-        self.observe(metrics, operation, failed, started);
+        let outcome = settle(self.run_unit(ctx).await);
+        self.observe(metrics, operation, outcome.is_err(), started);
         let error = match outcome {
-            Ok(response)
-                if !response.status().is_client_error() && !response.status().is_server_error() =>
-            {
-                return true;
-            }
-            Ok(response) => Error::new(
-                response.status(),
-                "record_failed",
-                "the handler answered with an error status",
-            ),
+            Ok(_) => return true,
             Err(error) => error,
         };
         let _entered = span.enter();

@@ -7,7 +7,7 @@ use std::time::Instant;
 use http::StatusCode;
 use serde_json::value::RawValue;
 
-use super::{App, LiftService, Unit, log_error};
+use super::{App, LiftService, Unit, log_error, settle};
 use crate::authorizer::{self, Authorization};
 use crate::context::{Payload, Source};
 use crate::error::Error;
@@ -79,7 +79,7 @@ impl LiftService {
             ),
         );
         let started = Instant::now();
-        let outcome = self.run_unit(ctx).await;
+        let outcome = settle(self.run_unit(ctx).await);
         self.observe(metrics, "authorizer", outcome.is_err(), started);
         let decision = match outcome {
             Ok(response) => response

@@ -7,7 +7,7 @@ use std::time::Instant;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use serde_json::value::RawValue;
 
-use super::{App, LiftService, Unit, log_error, output_json};
+use super::{App, LiftService, Unit, log_error, output_json, settle};
 use crate::context::{Payload, Source};
 use crate::error::Error;
 use crate::handler::{Endpoint, Handler};
@@ -127,7 +127,7 @@ impl LiftService {
             ),
         );
         let started = Instant::now();
-        let outcome = self.run_unit(ctx).await;
+        let outcome = settle(self.run_unit(ctx).await);
         self.observe(metrics, &operation, outcome.is_err(), started);
         match outcome {
             Ok(response) => output_json(&response),

@@ -6,7 +6,7 @@ use std::time::Instant;
 use aws_lambda_events::sns::SnsEvent;
 use serde_json::value::RawValue;
 
-use super::{App, LiftService, Unit, log_error, output_json};
+use super::{App, LiftService, Unit, log_error, output_json, settle};
 use crate::context::{Payload, Source};
 use crate::error::Error;
 use crate::handler::{Endpoint, Handler};
@@ -62,7 +62,7 @@ impl LiftService {
                 ),
             );
             let started = Instant::now();
-            let outcome = self.run_unit(ctx).await;
+            let outcome = settle(self.run_unit(ctx).await);
             self.observe(metrics, "sns", outcome.is_err(), started);
             match outcome {
                 Ok(response) => outputs.push(output_json(&response)?),

@@ -270,3 +270,106 @@ async fn unknown_events_name_what_arrived() {
     assert!(kinesis.to_string().contains("aws:kinesis"));
     assert!(app.invoke(&json!("just a string")).await.is_err());
 }
+
+/// One rule for every source whose units are not HTTP requests: a unit fails when its
+/// handler errs, panics or answers with a 4xx or 5xx status; a 2xx or 3xx answer succeeds.
+mod one_failure_rule {
+    use super::*;
+    use lift_core::http::StatusCode;
+
+    /// Answers with the status the payload names (`"422"`), 200 for anything else.
+    async fn answer(ctx: Context) -> Result<(StatusCode, Json<Value>)> {
+        let text = String::from_utf8_lossy(ctx.body())
+            .trim_matches('"')
+            .to_owned();
+        let status = text.parse().ok().and_then(|n| StatusCode::from_u16(n).ok());
+        Ok((
+            status.unwrap_or(StatusCode::OK),
+            Json(json!({"answered": text})),
+        ))
+    }
+
+    fn app() -> TestApp {
+        TestApp::new(
+            App::new()
+                .sqs(answer)
+                .sns(answer)
+                .dynamodb(|_ctx: Context| async {
+                    Ok::<_, Error>((StatusCode::UNPROCESSABLE_ENTITY, "refused"))
+                })
+                .event_fallback(answer),
+        )
+        .expect("app")
+    }
+
+    #[tokio::test]
+    async fn an_error_status_fails_the_unit_whatever_the_source() {
+        let app = app();
+        // SQS: the 4xx and 5xx records are reported, the 2xx and 3xx ones are not.
+        let answer = app
+            .invoke(&events::sqs(["200", "422", "302", "503"]))
+            .await
+            .expect("batch");
+        let failed = batch_failures(&answer);
+        assert_eq!(failed.len(), 2, "{answer}");
+        // SNS and EventBridge: an error status is an invocation error, so Lambda retries.
+        assert!(app.invoke(&events::sns("200")).await.is_ok());
+        let error = app
+            .invoke(&events::sns("400"))
+            .await
+            .expect_err("a 400 fails");
+        assert_eq!(error.code(), "record_failed");
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            app.invoke(&events::eventbridge("shop", "Placed", json!("200")))
+                .await
+                .is_ok()
+        );
+        let error = app
+            .invoke(&events::eventbridge("shop", "Placed", json!("500")))
+            .await
+            .expect_err("a 500 fails");
+        assert_eq!(error.code(), "record_failed");
+        // DynamoDB Streams: reported by sequence number.
+        let answer = app
+            .invoke(&events::dynamodb([(
+                "INSERT",
+                json!({"pk": {"S": "a"}}),
+                json!({}),
+            )]))
+            .await
+            .expect("batch");
+        assert_eq!(batch_failures(&answer).len(), 1, "{answer}");
+    }
+
+    #[tokio::test]
+    async fn an_authorizer_answering_401_or_403_refuses_and_any_other_error_status_fails() {
+        let app = TestApp::new(App::new().authorizer(|ctx: Context| async move {
+            let status = ctx
+                .header("x-answer")
+                .and_then(|s| s.parse().ok())
+                .and_then(|n| StatusCode::from_u16(n).ok())
+                .unwrap_or(StatusCode::OK);
+            Ok::<_, Error>((status, "answered"))
+        }))
+        .expect("app");
+        let ask = |status: &str| {
+            events::authorizer("GET", "/orders")
+                .header("x-answer", status)
+                .request_v1()
+        };
+        // 401: the invocation error REST APIs answer 401 for.
+        let error = app.invoke(&ask("401")).await.expect_err("401");
+        assert_eq!(error.status(), StatusCode::UNAUTHORIZED);
+        // 403: a deny policy.
+        let denied = app.invoke(&ask("403")).await.expect("a decision");
+        assert_eq!(
+            denied["policyDocument"]["Statement"][0]["Effect"], "Deny",
+            "{denied}"
+        );
+        // Any other error status fails the invocation with that status.
+        let error = app.invoke(&ask("503")).await.expect_err("503");
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error.code(), "record_failed");
+    }
+}
