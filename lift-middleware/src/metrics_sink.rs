@@ -3,8 +3,17 @@
 //!
 //! [`CloudWatchSink`] is a [`MetricsSink`]: give a clone to
 //! [`MetricsConfig::sink`](lift_core::metrics::MetricsConfig::sink), keep one, and call
-//! [`CloudWatchSink::flush`] when convenient (after each unit of work, or on a timer). A
-//! flush that fails keeps its documents for the next one: nothing is dropped in silence.
+//! [`CloudWatchSink::flush`] when convenient (after each unit of work, or on a timer).
+//!
+//! Nothing is dropped in silence:
+//! - a `PutMetricData` call that fails keeps its documents, and every later one's, for the
+//!   next flush (calls carry whole documents, so none is sent twice);
+//! - a document that is not EMF is dropped alone (it could never be sent), the rest go;
+//! - the buffer holds at most [`CloudWatchSink::with_capacity`] documents (10 000 by
+//!   default): when it is full the oldest document makes room;
+//!
+//! and each drop is counted ([`CloudWatchSink::dropped`], [`CloudWatchSink::malformed`])
+//! and logged at WARN (target `lift::metrics`).
 //!
 //! ```no_run
 //! use lift_core::metrics::{Metrics, MetricsConfig};
@@ -25,7 +34,8 @@
 //! # }
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -39,17 +49,31 @@ use serde_json::Value;
 /// CloudWatch takes at most 1000 metric data per `PutMetricData` call.
 const DATA_PER_CALL: usize = 1000;
 
+/// The documents of one `PutMetricData` call and their data.
+type Call = (Vec<String>, Vec<MetricDatum>);
+
+/// The default bound of the buffer, in documents.
+pub const DEFAULT_CAPACITY: usize = 10_000;
+
 /// Buffers EMF documents and sends them with `PutMetricData`; cheap to clone (clones share
-/// the buffer).
+/// the buffer and the counters).
 #[derive(Clone, Debug)]
 pub struct CloudWatchSink {
     client: Client,
-    pending: Arc<Mutex<Vec<String>>>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    pending: Mutex<VecDeque<String>>,
+    capacity: usize,
+    dropped: AtomicU64,
+    malformed: AtomicU64,
 }
 
 impl MetricsSink for CloudWatchSink {
     fn write(&self, document: &str) {
-        self.lock().push(document.to_owned());
+        self.keep(std::iter::once(document.to_owned()));
     }
 }
 
@@ -105,18 +129,50 @@ fn data(document: &str) -> Result<(String, Vec<MetricDatum>), Error> {
 }
 
 impl CloudWatchSink {
-    /// A sink sending through `client` (built once and shared).
+    /// A sink sending through `client` (built once and shared), buffering at most
+    /// [`DEFAULT_CAPACITY`] documents.
     pub fn new(client: Client) -> Self {
+        Self::with_capacity(client, DEFAULT_CAPACITY)
+    }
+
+    /// A sink whose buffer holds at most `capacity` documents (at least one); when it is
+    /// full, the oldest document makes room and is counted as dropped.
+    pub fn with_capacity(client: Client, capacity: usize) -> Self {
         CloudWatchSink {
             client,
-            pending: Arc::new(Mutex::new(Vec::new())),
+            shared: Arc::new(Shared {
+                pending: Mutex::new(VecDeque::new()),
+                capacity: capacity.max(1),
+                dropped: AtomicU64::new(0),
+                malformed: AtomicU64::new(0),
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
-        self.pending
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
+        self.shared
+            .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Appends documents to the buffer, dropping the oldest beyond its capacity.
+    fn keep(&self, documents: impl IntoIterator<Item = String>) {
+        let mut overflow = 0u64;
+        {
+            let mut pending = self.lock();
+            for document in documents {
+                if pending.len() >= self.shared.capacity {
+                    pending.pop_front();
+                    overflow += 1;
+                }
+                pending.push_back(document);
+            }
+        }
+        if overflow > 0 {
+            let total = self.shared.dropped.fetch_add(overflow, Ordering::Relaxed) + overflow;
+            tracing::warn!(target: "lift::metrics", dropped = overflow, total, capacity = self.shared.capacity, "the metrics buffer is full: the oldest documents were dropped");
+        }
     }
 
     /// Documents waiting to be sent.
@@ -124,20 +180,59 @@ impl CloudWatchSink {
         self.lock().len()
     }
 
+    /// Documents dropped because the buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Documents dropped because they were not EMF.
+    pub fn malformed(&self) -> u64 {
+        self.shared.malformed.load(Ordering::Relaxed)
+    }
+
     /// Sends everything written so far; returns how many metric data were sent.
     ///
     /// # Errors
-    /// When a document is not EMF, or `PutMetricData` fails; the documents not sent stay
-    /// buffered for the next flush.
+    /// When a `PutMetricData` call fails: that call's documents and every later one's stay
+    /// buffered for the next flush (the data sent before it are counted as sent).
     pub async fn flush(&self) -> Result<usize, Error> {
-        let documents = std::mem::take(&mut *self.lock());
-        let mut by_namespace: BTreeMap<String, Vec<MetricDatum>> = BTreeMap::new();
-        for document in &documents {
-            let (namespace, data) = data(document)?;
-            by_namespace.entry(namespace).or_default().extend(data);
+        let documents: Vec<String> = self.lock().drain(..).collect();
+        // Whole documents per call, grouped by namespace, at most 1000 data per call.
+        let mut calls: BTreeMap<String, Vec<Call>> = BTreeMap::new();
+        for document in documents {
+            let (namespace, data) = match data(&document) {
+                Ok(parsed) => parsed,
+                Err(error) => {
+                    let total = self.shared.malformed.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(target: "lift::metrics", %error, total, "a metrics document that is not EMF was dropped");
+                    continue;
+                }
+            };
+            if data.is_empty() {
+                continue;
+            }
+            let namespace_calls = calls.entry(namespace).or_default();
+            match namespace_calls.last_mut() {
+                Some((docs, batch)) if batch.len() + data.len() <= DATA_PER_CALL => {
+                    docs.push(document);
+                    batch.extend(data);
+                }
+                _ => namespace_calls.push((vec![document], data)),
+            }
         }
+        let mut queue: VecDeque<(String, Vec<String>, Vec<MetricDatum>)> = calls
+            .into_iter()
+            .flat_map(|(namespace, batches)| {
+                batches
+                    .into_iter()
+                    .map(move |(docs, data)| (namespace.clone(), docs, data))
+            })
+            .collect();
         let mut sent = 0;
-        for (namespace, data) in by_namespace {
+        while let Some((namespace, docs, data)) = queue.pop_front() {
+            // Lift's documents carry at most 100 metrics (EMF's limit), so a call's data fit
+            // in one request; the chunks only guard against a foreign document.
+            let mut failure = None;
             for chunk in data.chunks(DATA_PER_CALL) {
                 let result = self
                     .client
@@ -146,13 +241,24 @@ impl CloudWatchSink {
                     .set_metric_data(Some(chunk.to_vec()))
                     .send()
                     .await;
-                if let Err(error) = result {
-                    // Nothing is lost: keep every document for the next flush (a datum
-                    // sent twice is a smaller harm than one never sent).
-                    self.lock().extend(documents);
-                    return Err(Error::internal(error));
+                match result {
+                    Ok(_) => sent += chunk.len(),
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
                 }
-                sent += chunk.len();
+            }
+            if let Some(error) = failure {
+                // Keep this call's documents and the rest for the next flush, ahead of
+                // whatever was written meanwhile.
+                let unsent: Vec<String> = docs
+                    .into_iter()
+                    .chain(queue.into_iter().flat_map(|(_, docs, _)| docs))
+                    .collect();
+                let newer: Vec<String> = self.lock().drain(..).collect();
+                self.keep(unsent.into_iter().chain(newer));
+                return Err(Error::internal(error));
             }
         }
         Ok(sent)
