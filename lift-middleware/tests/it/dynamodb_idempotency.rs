@@ -74,25 +74,42 @@ async fn fixture(
     }
 }
 
-impl Fixture {
-    /// Waits (up to 10 s) until a record in the table has `status`.
-    async fn wait_for_status(&self, status: &str) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let items = self.items().await;
-            if items.iter().any(|item| {
-                item.get("status")
-                    .and_then(|s| s.as_s().ok())
-                    .is_some_and(|s| s == status)
-            }) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no record reached {status}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
+/// Waits (up to 10 s) until a record in `table` has `status`, and returns it.
+pub(crate) async fn wait_for_status(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    status: &str,
+) -> std::collections::HashMap<String, AttributeValue> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let items = client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("scan")
+            .items
+            .unwrap_or_default();
+        if let Some(item) = items.into_iter().find(|item| {
+            item.get("status")
+                .and_then(|s| s.as_s().ok())
+                .is_some_and(|s| s == status)
+        }) {
+            return item;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no record reached {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+impl Fixture {
+    /// Waits until a record in the fixture's table has `status`.
+    async fn wait_for_status(&self, status: &str) {
+        wait_for_status(&self.client, &self.table, status).await;
     }
 
     /// Every record in the table.
@@ -398,8 +415,19 @@ async fn a_call_that_outlives_its_lock_leaves_the_next_claim_alone() {
             .as_millis() as u64;
         tokio::spawn(async move { app.invoke_with(&event, lambda).await })
     };
-    // The first call's 1 s lock has lapsed; it is still running.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Wait until the first call holds the key, then until its 1 s lock has lapsed (by the
+    // record's own expiry, however long the store took); it is still running.
+    let claim = wait_for_status(&client, &table, "INPROGRESS").await;
+    let lapses_at: u64 = claim["in_progress_expiration"]
+        .as_n()
+        .expect("lock expiry")
+        .parse()
+        .expect("millis");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as u64;
+    tokio::time::sleep(Duration::from_millis(lapses_at.saturating_sub(now) + 50)).await;
     let second = send(&app, &json!({"orderId": "o-9", "who": "second"})).await;
     assert_eq!(second.status, 201, "{}", second.text());
     assert_eq!(
@@ -570,7 +598,8 @@ mod computations {
         let f = fixture(|c| c).await;
         let first = charge("o-2", 100, 500, false);
         let (slow, duplicate) = tokio::join!(post(&f.app, "/charge", &first), async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // Once the first call holds the key, however long the store took.
+            super::wait_for_status(&f.client, &f.table, "INPROGRESS").await;
             post(&f.app, "/charge", &charge("o-2", 100, 0, false)).await
         });
         assert_eq!(slow.json::<Receipt>().expect("receipt").run, 1);
