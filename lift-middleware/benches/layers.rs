@@ -108,7 +108,7 @@ fn layers(c: &mut Criterion) {
     bench_one(
         &mut group,
         "timeout",
-        TimeoutLayer::new(Duration::from_secs(3)).layer(trivial()),
+        TimeoutLayer::new(Duration::from_secs(3)).expect("timeout").layer(trivial()),
     );
     bench_one(&mut group, "rate_limit_local", limiter().layer(trivial()));
     bench_one(&mut group, "load_shed", shedder().layer(trivial()));
@@ -117,7 +117,7 @@ fn layers(c: &mut Criterion) {
         .layer(limiter())
         .layer(bulkhead())
         .layer(breaker())
-        .layer(TimeoutLayer::new(Duration::from_secs(3)))
+        .layer(TimeoutLayer::new(Duration::from_secs(3)).expect("timeout"))
         .layer(retry())
         .service(trivial());
     bench_one(&mut group, "full_stack", stack);

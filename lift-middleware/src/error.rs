@@ -22,6 +22,15 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// The field the error names.
+    pub fn field(&self) -> &'static str {
+        match self {
+            ConfigError::OutOfRange { field, .. } | ConfigError::Conflict { field, .. } => field,
+        }
+    }
+}
+
 pub(crate) fn check(
     ok: bool,
     field: &'static str,

@@ -33,7 +33,7 @@
 //!     .layer(RateLimitLayer::per_second(NonZeroU32::new(50).ok_or("zero")?))
 //!     .layer(presets::priority_bulkhead("quotes", 32, 8)?)
 //!     .layer(presets::per_operation_breaker("quotes")?)
-//!     .layer(TimeoutLayer::deadline_aware(Duration::from_secs(3), Duration::from_millis(100)))
+//!     .layer(TimeoutLayer::deadline_aware(Duration::from_secs(3), Duration::from_millis(100))?)
 //!     .layer(presets::http_retry());
 //! let service = App::new().get("/quote", quote).layer(stack).into_service()?;
 //! # let _ = service;

@@ -176,9 +176,9 @@ pub fn basic_breaker(name: &str) -> Result<CircuitBreakerLayer, ConfigError> {
 pub fn per_tenant_breaker(
     name: &str,
 ) -> Result<CircuitBreakerLayer<DefaultClassifier, ContextKey, NoFallback>, ConfigError> {
-    Ok(CircuitBreakerLayer::builder(breaker_config(name)?)
+    CircuitBreakerLayer::builder(breaker_config(name)?)
         .keyed(tenant as ContextKey, 10_000, Duration::from_secs(600))
-        .build())
+        .build()
 }
 
 /// One breaker per operation.
@@ -188,9 +188,9 @@ pub fn per_tenant_breaker(
 pub fn per_operation_breaker(
     name: &str,
 ) -> Result<CircuitBreakerLayer<DefaultClassifier, ContextKey, NoFallback>, ConfigError> {
-    Ok(CircuitBreakerLayer::builder(breaker_config(name)?)
+    CircuitBreakerLayer::builder(breaker_config(name)?)
         .keyed(operation as ContextKey, 1_000, Duration::from_secs(600))
-        .build())
+        .build()
 }
 
 /// At most `max` calls at once, no queue.

@@ -150,7 +150,7 @@ pub fn protect(client: PriceClient, protection: &Protection) -> Result<Prices, C
         .layer(TimeoutLayer::deadline_aware(
             protection.timeout,
             Duration::from_millis(100),
-        ))
+        )?)
         .layer(RetryLayer::new(retry))
         .service(client);
     Ok(BoxCloneSyncService::new(stack))

@@ -12,6 +12,7 @@ use super::config::CircuitBreakerConfig;
 use super::future::{Guard, ResponseFuture};
 use super::state::{Breaker, Metrics, OnChange, State, StateChange};
 use crate::classify::{Classifier, DefaultClassifier, KeyOf, Unkeyed};
+use crate::error::{ConfigError, check};
 
 /// What to answer instead of failing fast while the breaker is open.
 pub trait Fallback<Res>: Send + Sync + 'static {
@@ -71,6 +72,7 @@ pub struct CircuitBreakerBuilder<C = DefaultClassifier, K = Unkeyed, F = NoFallb
     fallback: F,
     max_keys: u64,
     idle: Duration,
+    keyed: bool,
     on_change: Option<OnChange>,
 }
 
@@ -84,6 +86,7 @@ impl<C, K, F> CircuitBreakerBuilder<C, K, F> {
             fallback: self.fallback,
             max_keys: self.max_keys,
             idle: self.idle,
+            keyed: self.keyed,
             on_change: self.on_change,
         }
     }
@@ -103,6 +106,7 @@ impl<C, K, F> CircuitBreakerBuilder<C, K, F> {
             fallback: self.fallback,
             max_keys,
             idle,
+            keyed: true,
             on_change: self.on_change,
         }
     }
@@ -116,6 +120,7 @@ impl<C, K, F> CircuitBreakerBuilder<C, K, F> {
             fallback,
             max_keys: self.max_keys,
             idle: self.idle,
+            keyed: self.keyed,
             on_change: self.on_change,
         }
     }
@@ -131,7 +136,20 @@ impl<C, K, F> CircuitBreakerBuilder<C, K, F> {
     }
 
     /// The layer.
-    pub fn build(self) -> CircuitBreakerLayer<C, K, F> {
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a keyed breaker with room for no key (`max_keys` 0, which
+    /// would put every key behind one breaker) or an `idle` time of zero.
+    pub fn build(self) -> Result<CircuitBreakerLayer<C, K, F>, ConfigError> {
+        if self.keyed {
+            check(self.max_keys >= 1, "max_keys", "must be at least 1")?;
+            check(!self.idle.is_zero(), "idle", "must be longer than zero")?;
+        }
+        Ok(self.assemble())
+    }
+
+    /// The layer, from a configuration known to be valid.
+    fn assemble(self) -> CircuitBreakerLayer<C, K, F> {
         let single = Arc::new(Breaker::new(
             self.config.clone(),
             self.config.name.clone(),
@@ -182,7 +200,8 @@ impl<C, K, F> std::fmt::Debug for CircuitBreakerLayer<C, K, F> {
 impl CircuitBreakerLayer {
     /// A breaker with `config`, the default classifier, unkeyed, no fallback.
     pub fn new(config: CircuitBreakerConfig) -> Self {
-        Self::builder(config).build()
+        // Unkeyed: nothing for `build` to refuse.
+        Self::builder(config).assemble()
     }
 
     /// Starts a breaker with `config`.
@@ -194,6 +213,7 @@ impl CircuitBreakerLayer {
             fallback: NoFallback,
             max_keys: 0,
             idle: Duration::from_secs(600),
+            keyed: false,
             on_change: None,
         }
     }

@@ -8,8 +8,11 @@
 //! use std::time::Duration;
 //! use lift_middleware::timeout::TimeoutLayer;
 //!
-//! let layer = TimeoutLayer::deadline_aware(Duration::from_secs(3), Duration::from_millis(200));
+//! # fn main() -> Result<(), lift_middleware::ConfigError> {
+//! let layer = TimeoutLayer::deadline_aware(Duration::from_secs(3), Duration::from_millis(200))?;
 //! # let _ = layer;
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! # Default
@@ -26,6 +29,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use crate::classify::{RequestInfo, SystemClock, WallClock};
+use crate::error::{ConfigError, check};
 
 /// Applies [`Timeout`] to a service.
 #[derive(Clone)]
@@ -46,21 +50,28 @@ impl std::fmt::Debug for TimeoutLayer {
 
 impl TimeoutLayer {
     /// Times calls out after `timeout`.
-    pub fn new(timeout: Duration) -> Self {
-        TimeoutLayer {
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a zero `timeout`, which would time every call out.
+    pub fn new(timeout: Duration) -> Result<Self, ConfigError> {
+        check(!timeout.is_zero(), "timeout", "must be longer than zero")?;
+        Ok(TimeoutLayer {
             timeout,
             margin: None,
             clock: Arc::new(SystemClock),
-        }
+        })
     }
 
     /// Times calls out after `timeout`, or earlier: when the request's deadline minus
     /// `margin` comes first.
-    pub fn deadline_aware(timeout: Duration, margin: Duration) -> Self {
-        TimeoutLayer {
+    ///
+    /// # Errors
+    /// [`ConfigError`] for a zero `timeout`.
+    pub fn deadline_aware(timeout: Duration, margin: Duration) -> Result<Self, ConfigError> {
+        Ok(TimeoutLayer {
             margin: Some(margin),
-            ..Self::new(timeout)
-        }
+            ..Self::new(timeout)?
+        })
     }
 
     /// Uses `clock` to read the wall time against request deadlines.

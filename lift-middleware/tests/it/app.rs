@@ -83,7 +83,7 @@ async fn a_slow_handler_behind_a_timeout_answers_504() {
     let app = TestApp::new(
         App::new()
             .get("/slow", slow)
-            .layer(TimeoutLayer::new(Duration::from_secs(1))),
+            .layer(TimeoutLayer::new(Duration::from_secs(1)).expect("timeout")),
     )
     .expect("valid app");
     let start = Instant::now();
@@ -164,7 +164,7 @@ async fn the_documented_stack_serves_an_app() {
                 .expect("valid config"),
         ))
         .layer(breaker.clone())
-        .layer(TimeoutLayer::new(Duration::from_secs(5)))
+        .layer(TimeoutLayer::new(Duration::from_secs(5)).expect("timeout"))
         .layer(RetryLayer::new(
             RetryConfig::builder()
                 .backoff(Backoff::Fixed(Duration::from_millis(50)))
@@ -209,10 +209,13 @@ async fn a_deadline_of_zero_means_no_deadline() {
                         .build()
                         .expect("load shed"),
                 ))
-                .layer(TimeoutLayer::deadline_aware(
-                    Duration::from_secs(5),
-                    Duration::from_millis(200),
-                )),
+                .layer(
+                    TimeoutLayer::deadline_aware(
+                        Duration::from_secs(5),
+                        Duration::from_millis(200),
+                    )
+                    .expect("timeout"),
+                ),
         ),
     )
     .expect("app");

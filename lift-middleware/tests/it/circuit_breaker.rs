@@ -195,7 +195,8 @@ async fn the_fallback_answers_while_open() {
                 .body("stale".to_owned())
                 .ok()
         })
-        .build();
+        .build()
+        .expect("breaker");
     let mut svc = layer.layer(dep.clone());
     for _ in 0..2 {
         assert!(call(&mut svc, req()).await.is_err());
@@ -220,7 +221,8 @@ async fn keyed_breakers_isolate_tenants() {
             100,
             Duration::from_secs(600),
         )
-        .build();
+        .build()
+        .expect("breaker");
     let mut svc = layer.layer(dep.clone());
     let noisy = || TestRequest::new().for_tenant("noisy");
     let quiet = || TestRequest::new().for_tenant("quiet");
@@ -254,7 +256,8 @@ async fn on_state_change_sees_every_transition() {
     let dep = Dependency::new(Behaviour::Status(500));
     let layer = CircuitBreakerLayer::builder(config(2, 1, 1))
         .on_state_change(move |change| sink.lock().expect("lock").push(change.clone()))
-        .build();
+        .build()
+        .expect("breaker");
     let mut svc = layer.layer(dep.clone());
     let transitions = || {
         changes
@@ -354,4 +357,26 @@ async fn concurrent_failing_probes_back_off_once() {
         Duration::from_secs(20),
         "the second trip opens for open_for × 2"
     );
+}
+
+#[test]
+fn misconfigured_breakers_and_timeouts_are_refused_when_built() {
+    use lift_middleware::timeout::TimeoutLayer;
+    let keyed_without_room = CircuitBreakerLayer::builder(config(2, 1, 1))
+        .keyed(|_: &TestRequest| None::<String>, 0, Duration::from_secs(60))
+        .build();
+    assert_eq!(
+        keyed_without_room.err().map(|e| e.field()),
+        Some("max_keys")
+    );
+    let never_idle = CircuitBreakerLayer::builder(config(2, 1, 1))
+        .keyed(|_: &TestRequest| None::<String>, 10, Duration::ZERO)
+        .build();
+    assert_eq!(never_idle.err().map(|e| e.field()), Some("idle"));
+    assert_eq!(
+        TimeoutLayer::new(Duration::ZERO).err().map(|e| e.field()),
+        Some("timeout")
+    );
+    assert!(TimeoutLayer::deadline_aware(Duration::ZERO, Duration::from_millis(100)).is_err());
+    assert!(TimeoutLayer::new(Duration::from_millis(1)).is_ok());
 }

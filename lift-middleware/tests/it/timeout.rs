@@ -20,7 +20,9 @@ fn timed_out_after(result: &Result<support::Response, lift_core::BoxError>) -> D
 #[tokio::test(start_paused = true)]
 async fn a_hanging_call_times_out() {
     let dep = Dependency::new(Behaviour::Hang);
-    let mut svc = TimeoutLayer::new(Duration::from_secs(2)).layer(dep.clone());
+    let mut svc = TimeoutLayer::new(Duration::from_secs(2))
+        .expect("timeout")
+        .layer(dep.clone());
     let start = Instant::now();
     let result = call(&mut svc, TestRequest::new()).await;
     assert_eq!(timed_out_after(&result), Duration::from_secs(2));
@@ -33,7 +35,9 @@ async fn a_hanging_call_times_out() {
 #[tokio::test(start_paused = true)]
 async fn a_call_within_the_timeout_passes() {
     let dep = Dependency::new(Behaviour::Ok);
-    let mut svc = TimeoutLayer::new(Duration::from_secs(2)).layer(dep.clone());
+    let mut svc = TimeoutLayer::new(Duration::from_secs(2))
+        .expect("timeout")
+        .layer(dep.clone());
     assert_eq!(status(&call(&mut svc, TestRequest::new()).await), 200);
 
     dep.set(Behaviour::Delay(Duration::from_millis(1999)));
@@ -52,6 +56,7 @@ async fn deadline_aware_uses_the_smaller_of_timeout_and_deadline_minus_margin() 
     let clock = PausedClock::new();
     let dep = Dependency::new(Behaviour::Hang);
     let layer = TimeoutLayer::deadline_aware(Duration::from_secs(5), Duration::from_millis(200))
+        .expect("timeout")
         .with_clock(clock);
     let mut svc = layer.layer(dep.clone());
 
@@ -87,6 +92,7 @@ async fn the_deadline_is_read_when_the_call_starts() {
     let clock = PausedClock::new();
     let dep = Dependency::new(Behaviour::Hang);
     let layer = TimeoutLayer::deadline_aware(Duration::from_secs(5), Duration::from_millis(200))
+        .expect("timeout")
         .with_clock(clock);
     let mut svc = layer.layer(dep.clone());
     let deadline = clock.in_(Duration::from_secs(3));
