@@ -87,6 +87,7 @@ pub trait RequestInfo {
 /// How much a request matters when capacity is short: low is shed first, high may use a
 /// reserved share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[non_exhaustive]
 pub enum Priority {
     /// Shed first, never waits.
     Low,

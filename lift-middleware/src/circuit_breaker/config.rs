@@ -8,6 +8,7 @@ use crate::error::{ConfigError, check};
 
 /// How the breaker remembers recent calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Window {
     /// The last `size` calls.
     Count {

@@ -12,6 +12,7 @@ use super::config::{CircuitBreakerConfig, Window};
 
 /// A breaker's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum State {
     /// Calls flow; outcomes are counted.
     Closed,

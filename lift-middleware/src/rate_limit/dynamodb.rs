@@ -73,6 +73,7 @@ use crate::error::{ConfigError, check};
 
 /// How calls are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Algorithm {
     /// Windows aligned on the wall clock; a window's count starts from zero. Simple, but a
     /// burst at the end of one window and the start of the next can reach twice the limit
@@ -87,6 +88,7 @@ pub enum Algorithm {
 
 /// What to do when DynamoDB cannot answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FailureMode {
     /// Admit the request (availability first).
     Open,
@@ -180,6 +182,7 @@ impl DistributedRateLimitConfigBuilder {
 
 /// The answer of the shared counter for one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Admission {
     /// Admitted; `remaining` calls are left in the window.
     Admitted {

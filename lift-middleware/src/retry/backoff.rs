@@ -5,6 +5,7 @@ use std::time::Duration;
 
 /// The delay before retry number `n` (1 for the first retry), before jitter.
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum Backoff {
     /// Always the same delay.
     Fixed(Duration),
@@ -62,6 +63,7 @@ impl Backoff {
 
 /// How a delay is randomised, so that many clients do not retry in step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Jitter {
     /// The delay as computed.
     None,

@@ -54,6 +54,7 @@ use crate::error::{ConfigError, check};
 
 /// Whether (and when) to try again after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Decision {
     /// Done: return this result.
     Stop,

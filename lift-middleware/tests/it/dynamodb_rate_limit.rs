@@ -261,7 +261,7 @@ async fn the_sliding_window_holds_when_environments_race_the_boundary() {
                 match task.await.expect("task") {
                     Admission::Admitted { .. } => admitted += 1,
                     Admission::Refused => {}
-                    Admission::StoreFailed => panic!("the store failed"),
+                    other => panic!("the store failed: {other:?}"),
                 }
             }
             assert!(
@@ -311,6 +311,7 @@ async fn a_store_that_does_not_answer_costs_only_the_store_timeout() {
                 outcome.expect_err("refused").downcast_ref::<Error>(),
                 Some(Error::Overloaded { .. })
             )),
+            other => panic!("{other:?}"),
         }
         assert_eq!(layer.store_failures(), 1);
     }
