@@ -67,8 +67,10 @@ else
   bash scripts/emulator.sh start
 fi
 
-step "cargo build --workspace --bins"
-cargo build --workspace --bins
+# Binaries and tests in one build: with tokio's test-util a dev-dependency only, building
+# the binaries alone would compile tokio and the AWS SDKs a second time.
+step "cargo build --workspace --all-targets (the functions' binaries and the tests)"
+cargo build --workspace --all-targets
 
 step "deploy template.yaml to the emulator (scripts/deploy.py)"
 .venv/bin/python scripts/deploy.py --profile debug --stack lift-local --endpoint "$ENDPOINT"
