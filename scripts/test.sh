@@ -13,7 +13,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PORT="${LIFT_EMULATOR_PORT:-4566}"
 ENDPOINT="http://127.0.0.1:$PORT"
-STEPS=10
+STEPS=11
 STEP=0
 STARTED_AT=$SECONDS
 
@@ -54,6 +54,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "lift-core without its optional event sources: clippy and unit tests"
 cargo clippy -p lift-core --no-default-features --all-targets -- -D warnings
 cargo test -p lift-core --no-default-features --lib
+
+step "lift-middleware without its default features, and with each family alone: clippy"
+for features in "" jwt dynamodb idempotency validation compression cloudwatch propagate sources; do
+  echo "lift-middleware --no-default-features --features '$features'"
+  cargo clippy -p lift-middleware --no-default-features --features "$features" -- -D warnings
+done
 
 step "cargo doc --workspace --no-deps --all-features (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features

@@ -101,20 +101,27 @@ pub mod bulkhead;
 pub mod cache;
 pub mod circuit_breaker;
 pub mod classify;
+#[cfg(feature = "compression")]
 pub mod compression;
+#[cfg(feature = "dynamodb")]
 pub mod dynamo;
 mod error;
 pub mod http_security;
+#[cfg(feature = "idempotency")]
 pub mod idempotency;
 pub mod load_shed;
+#[cfg(feature = "cloudwatch")]
 pub mod metrics_sink;
 pub mod presets;
+#[cfg(feature = "propagate")]
 pub mod propagate;
 pub mod rate_limit;
 pub mod retry;
+#[cfg(feature = "jwt")]
 pub mod service_auth;
 pub mod tenancy;
 pub mod timeout;
+#[cfg(feature = "validation")]
 pub mod validation;
 
 pub use error::ConfigError;

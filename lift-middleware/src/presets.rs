@@ -49,10 +49,11 @@ pub fn operation(ctx: &Context) -> Option<String> {
             ctx.route().unwrap_or("(no route)")
         ));
     }
-    match ctx.eventbridge_event() {
-        Some(event) => Some(format!("{}/{}", event.source, event.detail_type)),
-        None => Some(ctx.source().as_str().to_owned()),
+    #[cfg(feature = "source-eventbridge")]
+    if let Some(event) = ctx.eventbridge_event() {
+        return Some(format!("{}/{}", event.source, event.detail_type));
     }
+    Some(ctx.source().as_str().to_owned())
 }
 
 /// The client's IP address: API Gateway's (and Function URLs') `sourceIp`; behind an ALB
@@ -272,6 +273,7 @@ pub fn database_retry() -> RetryLayer {
     RetryLayer::new(RetryConfig::database())
 }
 
+#[cfg(feature = "dynamodb")]
 /// Retries for DynamoDB calls: [`RetryConfig::database`] with the
 /// [`DynamoDbPolicy`](crate::retry::dynamodb::DynamoDbPolicy) (throttling retried,
 /// failed conditions never).

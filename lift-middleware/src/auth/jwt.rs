@@ -11,6 +11,7 @@ use std::time::Duration;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use lambda_http::request::RequestContext;
+#[cfg(feature = "source-websocket")]
 use lift_core::websocket::EventType;
 use lift_core::{BoxError, Context, Error, Response};
 use serde_json::{Map, Value};
@@ -391,17 +392,28 @@ impl JwtVerifier {
     /// The token in the query of a WebSocket `$connect`, when the configuration reads one.
     fn connect_query_token<'a>(&self, ctx: &'a Context) -> Option<&'a str> {
         let name = self.config.connect_query_token.as_deref()?;
+        #[cfg(feature = "source-websocket")]
         let connect = ctx
             .websocket()
             .is_some_and(|ws| ws.event_type() == EventType::Connect);
+        // Without WebSocket events no request is a `$connect`.
+        #[cfg(not(feature = "source-websocket"))]
+        let connect = false;
         if connect { ctx.query(name) } else { None }
     }
 }
 
 /// The token of a `TOKEN` Lambda authorizer request ([`lift_core::authorizer`]), which
 /// API Gateway takes from the configured header, `Bearer` prefix included.
+#[cfg(feature = "source-authorizer")]
 fn authorizer_token(ctx: &Context) -> Option<&str> {
     ctx.authorizer()?.token()
+}
+
+/// Without authorizer requests there is no `TOKEN` request.
+#[cfg(not(feature = "source-authorizer"))]
+fn authorizer_token(_: &Context) -> Option<&str> {
+    None
 }
 
 /// The claims API Gateway's JWT authorizer verified, if it ran.

@@ -38,13 +38,18 @@
 //! # }
 //! ```
 
+#[cfg(feature = "jwt")]
 mod jwt;
+#[cfg(feature = "jwt")]
 mod keys;
 mod principal;
 mod require;
 
+#[cfg(feature = "jwt")]
 pub use jsonwebtoken::Algorithm;
+#[cfg(feature = "jwt")]
 pub use jwt::{JwtAuth, JwtAuthLayer, JwtConfig, JwtConfigBuilder, JwtVerifier, ResponseFuture};
+#[cfg(feature = "jwt")]
 pub use keys::{HttpJwks, JwksSource};
 pub use principal::{Principal, PrincipalExt, VerifiedBy};
 pub use require::{Require, RequireLayer};

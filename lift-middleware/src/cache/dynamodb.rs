@@ -88,11 +88,23 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Option<Entry> {
     })
 }
 
+/// Where the cache's table is: set by `CacheBuilder::dynamodb`.
+pub(crate) struct RemoteConfig {
+    pub(crate) client: Client,
+    pub(crate) table: String,
+}
+
+impl RemoteConfig {
+    pub(crate) fn table(&self) -> &str {
+        &self.table
+    }
+}
+
 impl DynamoDbStore {
-    pub(crate) fn new(client: Client, table: &str) -> DynamoDbStore {
+    pub(crate) fn new(config: RemoteConfig) -> DynamoDbStore {
         DynamoDbStore {
-            client,
-            table: table.to_owned(),
+            client: config.client,
+            table: config.table,
         }
     }
 

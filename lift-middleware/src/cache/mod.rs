@@ -44,6 +44,10 @@
 //! The DynamoDB table has a string partition key `pk` and a string sort key `sk`; turn on
 //! TTL on its `expires_at` attribute. See the `dynamodb` module source for the item layout.
 
+#[cfg(feature = "dynamodb")]
+mod dynamodb;
+#[cfg(not(feature = "dynamodb"))]
+#[path = "without_dynamodb.rs"]
 mod dynamodb;
 mod entry;
 mod flight;
@@ -67,7 +71,7 @@ pub use policy::{CacheControl, CachePolicy, CacheRule, HttpGetPolicy};
 
 use crate::classify::{SystemClock, WallClock};
 use crate::error::{ConfigError, check};
-use dynamodb::DynamoDbStore;
+use dynamodb::{DynamoDbStore, RemoteConfig};
 use entry::{Entry, Payload, millis};
 use flight::{Flights, Join, Waited};
 use memory::MemoryStore;
@@ -77,6 +81,7 @@ use memory::MemoryStore;
 #[non_exhaustive]
 pub enum CacheError {
     /// DynamoDB refused or could not be reached (within the cache's time limit).
+    #[cfg(feature = "dynamodb")]
     #[error("cache store error")]
     Store(#[from] crate::dynamo::DynamoError),
     /// The memory store could not invalidate by prefix.
@@ -150,7 +155,7 @@ pub struct CacheBuilder {
     namespace: String,
     memory: u64,
     memory_ttl: Duration,
-    remote: Option<(aws_sdk_dynamodb::Client, String)>,
+    remote: Option<RemoteConfig>,
     clock: Arc<dyn WallClock>,
     emit_metrics: bool,
 }
@@ -181,8 +186,12 @@ impl CacheBuilder {
     }
     /// Keeps answers in the DynamoDB `table` (partition key `pk`, sort key `sk`, both
     /// strings), shared by every execution environment; `client` is built once at init.
+    #[cfg(feature = "dynamodb")]
     pub fn dynamodb(mut self, client: aws_sdk_dynamodb::Client, table: &str) -> Self {
-        self.remote = Some((client, table.to_owned()));
+        self.remote = Some(RemoteConfig {
+            client,
+            table: table.to_owned(),
+        });
         self
     }
     /// Reads the time from `clock` (tests inject one).
@@ -211,8 +220,8 @@ impl CacheBuilder {
             "stores",
             "configure memory, dynamodb or both",
         )?;
-        if let Some((_, table)) = &self.remote {
-            check(!table.is_empty(), "dynamodb.table", "must name a table")?;
+        if let Some(remote) = &self.remote {
+            check(!remote.table().is_empty(), "dynamodb.table", "must name a table")?;
         }
         Ok(Cache {
             inner: Arc::new(Inner {
@@ -221,9 +230,7 @@ impl CacheBuilder {
                     let bound = self.remote.is_some().then_some(self.memory_ttl);
                     MemoryStore::new(self.memory, bound)
                 }),
-                remote: self
-                    .remote
-                    .map(|(client, table)| DynamoDbStore::new(client, &table)),
+                remote: self.remote.map(DynamoDbStore::new),
                 flights: Arc::new(Flights::default()),
                 clock: self.clock,
                 counters: Counters::default(),

@@ -36,12 +36,14 @@
 mod config;
 mod future;
 mod layer;
+#[cfg(feature = "dynamodb")]
 mod shared;
 mod state;
 
 pub use config::{CircuitBreakerConfig, CircuitBreakerConfigBuilder, Window};
 pub use future::ResponseFuture;
 pub use layer::{CircuitBreaker, CircuitBreakerBuilder, CircuitBreakerLayer, Fallback, NoFallback};
+#[cfg(feature = "dynamodb")]
 pub use shared::{
     SHARED_STORE_TIMEOUT, SharedCircuitBreaker, SharedCircuitBreakerLayer, SharedResponseFuture,
 };

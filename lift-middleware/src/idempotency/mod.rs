@@ -261,18 +261,23 @@ fn principal_of(ctx: &Context) -> Option<String> {
 /// The identity of the event a record came in: the queue, topic, stream or EventBridge
 /// source and detail-type. `None` for HTTP requests, whose route is in the key's prefix.
 fn event_identity(ctx: &Context) -> Option<String> {
+    #[cfg(feature = "source-sqs")]
     if let Some(message) = ctx.sqs_message() {
         return message.event_source_arn.clone();
     }
+    #[cfg(feature = "source-eventbridge")]
     if let Some(event) = ctx.eventbridge_event() {
         return Some(format!("{}|{}", event.source, event.detail_type));
     }
+    #[cfg(feature = "source-sns")]
     if let Some(record) = ctx.sns_record() {
         return Some(record.sns.topic_arn.clone());
     }
+    #[cfg(feature = "source-dynamodb")]
     if let Some(record) = ctx.dynamodb_record() {
         return record.event_source_arn.clone();
     }
+    let _ = ctx;
     None
 }
 

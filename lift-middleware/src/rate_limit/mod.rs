@@ -33,6 +33,7 @@ use tower::{Layer, Service};
 
 use crate::classify::{KeyOf, Unkeyed};
 
+#[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 
 type Limiter<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;

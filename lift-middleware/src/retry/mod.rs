@@ -35,6 +35,7 @@
 
 mod backoff;
 mod budget;
+#[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 
 use std::future::Future;

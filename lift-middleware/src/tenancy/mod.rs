@@ -31,6 +31,7 @@
 //! # }
 //! ```
 
+#[cfg(feature = "dynamodb")]
 mod table;
 
 use std::future::{Ready, ready};
@@ -45,6 +46,7 @@ use tower::{Layer, Service};
 use crate::auth::PrincipalExt;
 use crate::error::{ConfigError, check};
 
+#[cfg(feature = "dynamodb")]
 pub use table::{Cursor, Item, Page, TenantTable, TenantTables};
 
 /// The header the tenant travels in on outbound calls and, when trusted, on inbound ones.
