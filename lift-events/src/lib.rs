@@ -4,8 +4,10 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
 )]
 
+mod envelope;
 mod error;
 pub mod saga;
 pub mod store;
 
+pub use envelope::{Envelope, EnvelopeError, Event};
 pub use error::ConfigError;
