@@ -262,21 +262,33 @@ mod tests {
         let typed = e.typed::<Placed>().unwrap();
         assert_eq!(typed.payload, Placed { order: 3 });
         let back = serde_json::to_value(&typed).unwrap();
-        assert_eq!(back, body, "written back unchanged, unknown fields included");
+        assert_eq!(
+            back, body,
+            "written back unchanged, unknown fields included"
+        );
     }
 
     #[test]
     fn reads_an_eventbridge_event_and_checks_type_and_version() {
-        let inner = Envelope::new("orders", Placed { order: 1 }).into_untyped().unwrap();
-        let event = json!({"version": "0", "detail-type": "Placed", "source": "orders", "detail": inner});
+        let inner = Envelope::new("orders", Placed { order: 1 })
+            .into_untyped()
+            .unwrap();
+        let event =
+            json!({"version": "0", "detail-type": "Placed", "source": "orders", "detail": inner});
         let e = Envelope::from_body(event.to_string().as_bytes()).unwrap();
         assert_eq!(e, inner);
         let mut wrong = inner.clone();
         wrong.kind = "Other".into();
-        assert!(matches!(wrong.typed::<Placed>(), Err(EnvelopeError::WrongType { .. })));
+        assert!(matches!(
+            wrong.typed::<Placed>(),
+            Err(EnvelopeError::WrongType { .. })
+        ));
         let mut newer = inner;
         newer.schema_version = 3;
-        assert!(matches!(newer.typed::<Placed>(), Err(EnvelopeError::NewerSchema { found: 3, .. })));
+        assert!(matches!(
+            newer.typed::<Placed>(),
+            Err(EnvelopeError::NewerSchema { found: 3, .. })
+        ));
         assert!(Envelope::from_body(b"{}").is_err());
     }
 

@@ -6,6 +6,7 @@
 
 mod envelope;
 mod error;
+pub mod relay;
 pub mod saga;
 pub mod store;
 

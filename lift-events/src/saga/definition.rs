@@ -320,8 +320,10 @@ impl SagaBuilder {
     /// compensation (one given is refused by [`build`](Self::build)).
     pub fn pivot(mut self, step: Step) -> Self {
         if self.pivot.is_some() {
-            self.error
-                .get_or_insert(ConfigError::invalid("pivot", "a saga has at most one pivot"));
+            self.error.get_or_insert(ConfigError::invalid(
+                "pivot",
+                "a saga has at most one pivot",
+            ));
         }
         self.pivot = Some(self.steps.len());
         self.steps.push(step);
@@ -342,11 +344,17 @@ impl SagaBuilder {
             return Err(ConfigError::invalid("name", "must not be empty"));
         }
         if self.steps.is_empty() {
-            return Err(ConfigError::invalid("steps", "a saga needs at least one step"));
+            return Err(ConfigError::invalid(
+                "steps",
+                "a saga needs at least one step",
+            ));
         }
         for (i, step) in self.steps.iter().enumerate() {
             if step.name.is_empty() {
-                return Err(ConfigError::invalid("steps", "a step name must not be empty"));
+                return Err(ConfigError::invalid(
+                    "steps",
+                    "a step name must not be empty",
+                ));
             }
             if self.steps[..i].iter().any(|s| s.name == step.name) {
                 return Err(ConfigError::invalid("steps", "step names must be unique"));

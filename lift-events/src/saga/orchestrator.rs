@@ -19,6 +19,8 @@ const MAX_CONFLICTS: u32 = 5;
 /// What became of an input.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+// `Applied` is the common case: boxing it would add an allocation per transition.
+#[allow(clippy::large_enum_variant)]
 pub enum Handled {
     /// The saga moved (possibly several times, when local steps ran inline); this is its
     /// stored state.

@@ -20,7 +20,9 @@ fn three_steps(pivot: bool) -> Saga {
             RetryPolicy::new(2, Duration::from_secs(1), Duration::from_secs(4)).unwrap(),
         )
     };
-    let b = Saga::named("s", 1).step(step("a", true)).step(step("b", true));
+    let b = Saga::named("s", 1)
+        .step(step("a", true))
+        .step(step("b", true));
     let b = if pivot {
         b.pivot(step("c", false))
     } else {
@@ -55,7 +57,13 @@ fn err(c: &Command, e: StepError) -> SagaInput {
 }
 
 fn begin(saga: &Saga) -> Transition {
-    start(saga, "s-1", json!({"order": 7}), StartMeta::default(), 1_000)
+    start(
+        saga,
+        "s-1",
+        json!({"order": 7}),
+        StartMeta::default(),
+        1_000,
+    )
 }
 
 #[test]
@@ -74,7 +82,11 @@ fn completes_in_order_with_one_version_per_transition() {
     assert_eq!(s.outputs().len(), 3);
     assert!(matches!(t.outbox(), [Message::Finished(f)] if f.status == SagaStatus::Completed));
     let versions: Vec<u64> = s.history().iter().map(|h| h.version).collect();
-    assert!(versions.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 1));
+    assert!(
+        versions
+            .windows(2)
+            .all(|w| w[1] == w[0] || w[1] == w[0] + 1)
+    );
     assert_eq!(versions.last(), Some(&4));
 }
 
@@ -87,7 +99,12 @@ fn a_refused_step_compensates_the_completed_ones_in_reverse() {
         t = applied(transition(&saga, t.state(), &ok(&c), 2_000));
     }
     let c = command(&t);
-    t = applied(transition(&saga, t.state(), &err(&c, StepError::Rejected("no".into())), 3_000));
+    t = applied(transition(
+        &saga,
+        t.state(),
+        &err(&c, StepError::Rejected("no".into())),
+        3_000,
+    ));
     assert_eq!(t.state().status(), SagaStatus::Compensating);
     let mut compensated = Vec::new();
     while !t.state().status().is_final() {
@@ -96,11 +113,19 @@ fn a_refused_step_compensates_the_completed_ones_in_reverse() {
         compensated.push(c.step);
         t = applied(transition(&saga, t.state(), &ok(&c), 4_000));
     }
-    assert_eq!(compensated, [1, 0], "reverse order, the refused step is not undone");
+    assert_eq!(
+        compensated,
+        [1, 0],
+        "reverse order, the refused step is not undone"
+    );
     assert_eq!(t.state().status(), SagaStatus::Compensated);
     assert_eq!(
         t.state().steps(),
-        [StepStatus::Compensated, StepStatus::Compensated, StepStatus::Rejected]
+        [
+            StepStatus::Compensated,
+            StepStatus::Compensated,
+            StepStatus::Rejected
+        ]
     );
     assert!(t.state().reason().unwrap().contains("no"));
 }
@@ -158,7 +183,12 @@ fn a_timeout_retries_and_a_late_success_of_the_first_attempt_counts() {
         transition(&saga, t0.state(), &SagaInput::Timer(timeout.clone()), 5_000),
         Outcome::Rearm(t) if t.due_ms == 11_000
     ));
-    let t1 = applied(transition(&saga, t0.state(), &SagaInput::Timer(timeout.clone()), 11_000));
+    let t1 = applied(transition(
+        &saga,
+        t0.state(),
+        &SagaInput::Timer(timeout.clone()),
+        11_000,
+    ));
     let cursor = t1.state().cursor().unwrap();
     assert_eq!(cursor.attempt, 2);
     assert_eq!(cursor.waiting, Waiting::Retry { due_ms: 12_000 });
@@ -169,7 +199,12 @@ fn a_timeout_retries_and_a_late_success_of_the_first_attempt_counts() {
     );
     // A technical failure of attempt 1 arriving now: stale.
     assert_eq!(
-        transition(&saga, t1.state(), &err(&c0, StepError::Failed("x".into())), 11_500),
+        transition(
+            &saga,
+            t1.state(),
+            &err(&c0, StepError::Failed("x".into())),
+            11_500
+        ),
         Outcome::Ignored(Ignored::Stale)
     );
     // But its success counts: the participant did it once.
@@ -188,7 +223,12 @@ fn running_out_of_attempts_compensates_the_uncertain_step_too() {
         let c = command(&t);
         assert_eq!(c.attempt, attempt);
         now += 10;
-        t = applied(transition(&saga, t.state(), &err(&c, StepError::Failed("down".into())), now));
+        t = applied(transition(
+            &saga,
+            t.state(),
+            &err(&c, StepError::Failed("down".into())),
+            now,
+        ));
         if attempt < 3 {
             let due = match t.state().cursor().unwrap().waiting {
                 Waiting::Retry { due_ms } => due_ms,
@@ -208,7 +248,12 @@ fn running_out_of_attempts_compensates_the_uncertain_step_too() {
     }
     assert_eq!(t.state().status(), SagaStatus::Compensating);
     assert_eq!(t.state().steps()[1], StepStatus::Compensating);
-    assert!(t.state().history().iter().any(|h| h.event == HistoryEvent::StepUncertain { step: 1 }));
+    assert!(
+        t.state()
+            .history()
+            .iter()
+            .any(|h| h.event == HistoryEvent::StepUncertain { step: 1 })
+    );
     let c = command(&t);
     assert_eq!((c.step, c.phase), (1, Phase::Compensation));
 }
@@ -219,9 +264,19 @@ fn a_compensation_that_keeps_failing_needs_attention_with_the_reason() {
     let t0 = begin(&saga);
     let t1 = applied(transition(&saga, t0.state(), &ok(&command(&t0)), 2_000));
     let c1 = command(&t1);
-    let mut t = applied(transition(&saga, t1.state(), &err(&c1, StepError::Rejected("no".into())), 3_000));
+    let mut t = applied(transition(
+        &saga,
+        t1.state(),
+        &err(&c1, StepError::Rejected("no".into())),
+        3_000,
+    ));
     let c = command(&t);
-    t = applied(transition(&saga, t.state(), &err(&c, StepError::Failed("db".into())), 3_100));
+    t = applied(transition(
+        &saga,
+        t.state(),
+        &err(&c, StepError::Failed("db".into())),
+        3_100,
+    ));
     let retry = Timer {
         saga_id: "s-1".into(),
         kind: TimerKind::Retry,
@@ -230,14 +285,30 @@ fn a_compensation_that_keeps_failing_needs_attention_with_the_reason() {
         attempt: 2,
         due_ms: 4_100,
     };
-    t = applied(transition(&saga, t.state(), &SagaInput::Timer(retry), 4_100));
+    t = applied(transition(
+        &saga,
+        t.state(),
+        &SagaInput::Timer(retry),
+        4_100,
+    ));
     let c = command(&t);
-    t = applied(transition(&saga, t.state(), &err(&c, StepError::Failed("db".into())), 4_200));
+    t = applied(transition(
+        &saga,
+        t.state(),
+        &err(&c, StepError::Failed("db".into())),
+        4_200,
+    ));
     let s = t.state();
     assert_eq!(s.status(), SagaStatus::NeedsAttention);
     let reason = s.reason().unwrap();
-    assert!(reason.contains("compensation") && reason.contains("db"), "{reason}");
-    assert_eq!(transition(&saga, s, &ok(&c), 5_000), Outcome::Ignored(Ignored::Finished));
+    assert!(
+        reason.contains("compensation") && reason.contains("db"),
+        "{reason}"
+    );
+    assert_eq!(
+        transition(&saga, s, &ok(&c), 5_000),
+        Outcome::Ignored(Ignored::Finished)
+    );
 }
 
 #[test]
@@ -258,13 +329,21 @@ fn after_the_pivot_a_failure_needs_attention_and_before_it_compensates() {
     // A pivot that ran out of attempts may have taken effect: a person decides.
     let saga2 = Saga::named("s", 2)
         .step(Step::new("a", remote("p", "A"), Some(remote("p", "UndoA"))))
-        .pivot(Step::new("b", remote("p", "B"), None).retry(RetryPolicy::new(1, Duration::ZERO, Duration::ZERO).unwrap()))
+        .pivot(
+            Step::new("b", remote("p", "B"), None)
+                .retry(RetryPolicy::new(1, Duration::ZERO, Duration::ZERO).unwrap()),
+        )
         .step(Step::new("c", remote("p", "C"), None))
         .build()
         .unwrap();
     let t0 = begin(&saga2);
     let t1 = applied(transition(&saga2, t0.state(), &ok(&command(&t0)), 2_000));
-    let t2 = applied(transition(&saga2, t1.state(), &err(&command(&t1), StepError::Failed("?".into())), 2_000));
+    let t2 = applied(transition(
+        &saga2,
+        t1.state(),
+        &err(&command(&t1), StepError::Failed("?".into())),
+        2_000,
+    ));
     assert_eq!(t2.state().status(), SagaStatus::NeedsAttention);
     assert!(t2.state().reason().unwrap().contains("pivot"));
 }
@@ -313,7 +392,11 @@ enum Move {
     /// Deliver again an input applied earlier (index modulo their number).
     Replay(usize),
     /// A reply to a random step and phase.
-    Noise { step: u32, compensation: bool, outcome: u8 },
+    Noise {
+        step: u32,
+        compensation: bool,
+        outcome: u8,
+    },
 }
 
 fn moves() -> impl Strategy<Value = Vec<Move>> {

@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
+use super::StepError;
 use super::definition::{Saga, Work};
 use super::state::{
     Command, Cursor, Finished, HistoryEntry, HistoryEvent, Message, Phase, Reply, SagaInput,
     SagaState, SagaStatus, StepStatus, Target, Timer, TimerKind, Waiting, command_id,
 };
-use super::StepError;
 
 /// Who started a saga: the correlation id and tenant its events carry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,6 +66,8 @@ pub enum Ignored {
 /// The result of applying an input.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
+// `Applied` is the common case: boxing it would add an allocation per transition.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     /// The state moved: store it (one conditional write), then publish its outbox.
     Applied(Transition),
@@ -184,8 +186,8 @@ fn on_reply(
             }
         }
         Err(StepError::Failed(reason)) => {
-            let current = reply.attempt == cursor.attempt
-                && matches!(cursor.waiting, Waiting::Reply { .. });
+            let current =
+                reply.attempt == cursor.attempt && matches!(cursor.waiting, Waiting::Reply { .. });
             if !current {
                 return Outcome::Ignored(Ignored::Stale);
             }
@@ -209,8 +211,7 @@ fn on_timer(
     timer: &Timer,
     now_ms: u64,
 ) -> Outcome {
-    if timer.step != cursor.step || timer.phase != cursor.phase || timer.attempt != cursor.attempt
-    {
+    if timer.step != cursor.step || timer.phase != cursor.phase || timer.attempt != cursor.attempt {
         return Outcome::Ignored(Ignored::Stale);
     }
     let due_ms = match (timer.kind, cursor.waiting) {

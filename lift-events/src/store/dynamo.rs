@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, ScalarAttributeType, StreamSpecification,
-    StreamViewType,
+    KeyType, Projection, ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
 };
 
 use super::dynamo_error::classify;
@@ -136,12 +135,18 @@ pub(crate) fn encode(state: &SagaState) -> Result<HashMap<String, AttributeValue
     }
     let mut item = HashMap::from([
         ("pk".to_owned(), AttributeValue::S(state.id().to_owned())),
-        ("v".to_owned(), AttributeValue::N(state.version().to_string())),
+        (
+            "v".to_owned(),
+            AttributeValue::N(state.version().to_string()),
+        ),
         (
             "status".to_owned(),
             AttributeValue::S(state.status().as_str().to_owned()),
         ),
-        ("name".to_owned(), AttributeValue::S(state.name().to_owned())),
+        (
+            "name".to_owned(),
+            AttributeValue::S(state.name().to_owned()),
+        ),
         (
             "updated".to_owned(),
             AttributeValue::N(state.updated_ms().to_string()),
@@ -162,14 +167,19 @@ pub(crate) fn encode(state: &SagaState) -> Result<HashMap<String, AttributeValue
 }
 
 /// The state in `item`.
-pub(crate) fn decode(id: &str, item: &HashMap<String, AttributeValue>) -> Result<SagaState, StoreError> {
+pub(crate) fn decode(
+    id: &str,
+    item: &HashMap<String, AttributeValue>,
+) -> Result<SagaState, StoreError> {
     let codec = |reason: String| StoreError::Codec {
         id: id.to_owned(),
         reason,
     };
     let text = |name: &str| match item.get(name) {
         Some(AttributeValue::S(s)) => Ok(s.as_str()),
-        _ => Err(codec(format!("attribute `{name}` is missing or not a string"))),
+        _ => Err(codec(format!(
+            "attribute `{name}` is missing or not a string"
+        ))),
     };
     let mut state: SagaState =
         serde_json::from_str(text("state")?).map_err(|e| codec(e.to_string()))?;
@@ -232,10 +242,11 @@ impl SagaStore for DynamoStore {
         let put = if state.version() <= 1 {
             put.condition_expression("attribute_not_exists(pk)")
         } else {
-            put.condition_expression("v = :expected").expression_attribute_values(
-                ":expected",
-                AttributeValue::N((state.version() - 1).to_string()),
-            )
+            put.condition_expression("v = :expected")
+                .expression_attribute_values(
+                    ":expected",
+                    AttributeValue::N((state.version() - 1).to_string()),
+                )
         };
         put.send()
             .await
@@ -267,7 +278,10 @@ impl SagaStore for DynamoStore {
                     .table_name(&self.table)
                     .index_name(FINISHED_INDEX)
                     .key_condition_expression("fin = :s")
-                    .expression_attribute_values(":s", AttributeValue::S(status.as_str().to_owned()))
+                    .expression_attribute_values(
+                        ":s",
+                        AttributeValue::S(status.as_str().to_owned()),
+                    )
                     .limit(limit_i32)
                     .set_exclusive_start_key(start.take())
                     .send()
@@ -282,7 +296,10 @@ impl SagaStore for DynamoStore {
                     .table_name(&self.table)
                     .filter_expression("#s = :s")
                     .expression_attribute_names("#s", "status")
-                    .expression_attribute_values(":s", AttributeValue::S(status.as_str().to_owned()))
+                    .expression_attribute_values(
+                        ":s",
+                        AttributeValue::S(status.as_str().to_owned()),
+                    )
                     .projection_expression("pk, #s, #n, updated, reason")
                     .expression_attribute_names("#n", "name")
                     .set_exclusive_start_key(start.take())

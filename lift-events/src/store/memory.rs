@@ -21,7 +21,10 @@ impl MemoryStore {
 
     /// How many sagas it holds.
     pub fn len(&self) -> usize {
-        self.sagas.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.sagas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Whether it holds none.

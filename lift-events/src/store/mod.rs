@@ -32,8 +32,7 @@ pub trait SagaStore: Send + Sync {
     ///
     /// # Errors
     /// [`StoreError`] when the store failed or the item does not decode.
-    fn load(&self, id: &str)
-    -> impl Future<Output = Result<Option<SagaState>, StoreError>> + Send;
+    fn load(&self, id: &str) -> impl Future<Output = Result<Option<SagaState>, StoreError>> + Send;
 
     /// Up to `limit` sagas with `status`, least recently moved first.
     ///
