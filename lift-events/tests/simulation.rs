@@ -32,6 +32,9 @@ use lift_events::saga::{
 use lift_events::store::{SagaStore, SagaSummary, StoreError};
 use serde_json::{Value, json};
 
+#[path = "support/contract.rs"]
+mod contract;
+
 const SAGA_ID: &str = "saga-1";
 const VISIBILITY_MS: u64 = 30_000;
 const MAX_TICKS: u64 = 200_000;
@@ -179,11 +182,13 @@ struct Yield(bool);
 
 impl Future for Yield {
     type Output = ();
-    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.0 {
             Poll::Ready(())
         } else {
             self.0 = true;
+            // Woken at once, so the model also runs under an ordinary executor.
+            cx.waker().wake_by_ref();
             Poll::Pending
         }
     }
@@ -269,13 +274,18 @@ impl SagaStore for SimStore {
         Ok(lock(&self.0).items.get(id).cloned())
     }
 
-    async fn list(
-        &self,
-        _status: SagaStatus,
-        _limit: usize,
-    ) -> Result<Vec<SagaSummary>, StoreError> {
-        // The orchestrator never lists; the contract suite covers listing.
-        Ok(Vec::new())
+    async fn list(&self, status: SagaStatus, limit: usize) -> Result<Vec<SagaSummary>, StoreError> {
+        aws_call(&self.0).await.map_err(|_| StoreError::Throttled)?;
+        let w = lock(&self.0);
+        let mut found: Vec<SagaSummary> = w
+            .items
+            .values()
+            .filter(|s| s.status() == status)
+            .map(SagaSummary::of)
+            .collect();
+        found.sort_by(|a, b| a.updated_ms.cmp(&b.updated_ms).then(a.id.cmp(&b.id)));
+        found.truncate(limit);
+        Ok(found)
     }
 }
 
@@ -927,4 +937,33 @@ fn the_harness_catches_a_participant_that_is_not_idempotent() {
         violation.contains("times") || violation.contains("effect"),
         "{violation}"
     );
+}
+
+/// The model of DynamoDB keeps the same store contract as DynamoDB itself (the suite the
+/// emulator runs), so the simulation cannot drift from the real service.
+#[tokio::test]
+async fn the_dynamodb_model_keeps_the_store_contract() {
+    let mut rng = fastrand::Rng::with_seed(0);
+    let mut faults = Faults::of(&mut rng);
+    faults.throttle = 0.0;
+    faults.crash = 0.0;
+    let world: Shared = Arc::new(Mutex::new(World {
+        rng,
+        now: 0,
+        faults,
+        items: HashMap::new(),
+        stream: Vec::new(),
+        relayed: 0,
+        participant_records: HashMap::new(),
+        orchestrator_q: Queue::default(),
+        participant_q: Queue::default(),
+        finished: Vec::new(),
+        effects: Vec::new(),
+        current_task: 0,
+        crashed: HashSet::new(),
+        calls: 0,
+        stats: Stats::default(),
+        planted: Planted::None,
+    }));
+    contract::contract(SimStore(world)).await;
 }

@@ -472,3 +472,95 @@ impl SagaState {
         &self.outbox
     }
 }
+
+impl SagaState {
+    /// The history as a timeline, one line per entry: the version, the time since the
+    /// start, and what happened, with step names from `saga` (the definition it started
+    /// with).
+    ///
+    /// ```text
+    /// v1  +0ms      started (definition 1)
+    /// v1  +0ms      sent reserve (action, attempt 1)
+    /// v2  +120ms    reserve answered ok (attempt 1)
+    /// ```
+    pub fn timeline(&self, saga: &super::Saga) -> String {
+        use std::fmt::Write;
+        let name = |step: u32| {
+            saga.steps()
+                .get(step as usize)
+                .map_or_else(|| format!("#{step}"), |s| s.name().to_owned())
+        };
+        let phase = |p: Phase| match p {
+            Phase::Action => "action",
+            Phase::Compensation => "compensation",
+        };
+        let mut out = String::new();
+        for entry in &self.history {
+            let what = match &entry.event {
+                HistoryEvent::Started { definition_version } => {
+                    format!("started (definition {definition_version})")
+                }
+                HistoryEvent::CommandSent {
+                    step,
+                    phase: p,
+                    attempt,
+                } => format!("sent {} ({}, attempt {attempt})", name(*step), phase(*p)),
+                HistoryEvent::Replied {
+                    step,
+                    phase: p,
+                    attempt,
+                    ok,
+                    reason,
+                } => format!(
+                    "{} {} {} (attempt {attempt}){}",
+                    name(*step),
+                    phase(*p),
+                    if *ok { "answered ok" } else { "failed" },
+                    reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                ),
+                HistoryEvent::TimedOut {
+                    step,
+                    phase: p,
+                    attempt,
+                } => format!(
+                    "{} {} timed out (attempt {attempt})",
+                    name(*step),
+                    phase(*p)
+                ),
+                HistoryEvent::RetryScheduled {
+                    step,
+                    phase: p,
+                    attempt,
+                    due_ms,
+                } => format!(
+                    "retry {} {} as attempt {attempt} at +{}ms",
+                    name(*step),
+                    phase(*p),
+                    due_ms.saturating_sub(self.created_ms)
+                ),
+                HistoryEvent::StepUncertain { step } => {
+                    format!("{} out of attempts: may have taken effect", name(*step))
+                }
+                HistoryEvent::CompensationStarted { reason } => format!("compensating: {reason}"),
+                HistoryEvent::Finished { status, reason } => format!(
+                    "ended {}{}",
+                    status.as_str(),
+                    reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                ),
+            };
+            let _ = writeln!(
+                out,
+                "v{:<3} +{:<8} {what}",
+                entry.version,
+                format!("{}ms", entry.at_ms.saturating_sub(self.created_ms))
+            );
+        }
+        out
+    }
+}

@@ -128,6 +128,23 @@ fn a_refused_step_compensates_the_completed_ones_in_reverse() {
         ]
     );
     assert!(t.state().reason().unwrap().contains("no"));
+    let timeline = t.state().timeline(&saga);
+    let lines: Vec<&str> = timeline.lines().collect();
+    assert_eq!(lines.len(), t.state().history().len());
+    assert!(lines[0].starts_with("v1") && lines[0].ends_with("started (definition 1)"));
+    assert!(
+        lines[1].ends_with("sent a (action, attempt 1)"),
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains("c action failed (attempt 1): refused: no")
+            || timeline.contains("c action failed (attempt 1): no"),
+        "{timeline}"
+    );
+    assert!(
+        lines.last().unwrap().contains("ended compensated"),
+        "{timeline}"
+    );
 }
 
 #[test]

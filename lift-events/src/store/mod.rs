@@ -62,7 +62,8 @@ pub struct SagaSummary {
 }
 
 impl SagaSummary {
-    pub(crate) fn of(state: &SagaState) -> Self {
+    /// The summary of `state`.
+    pub fn of(state: &SagaState) -> Self {
         SagaSummary {
             id: state.id().to_owned(),
             name: state.name().to_owned(),
