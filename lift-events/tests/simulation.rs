@@ -61,6 +61,7 @@ struct Faults {
     reject_compensation: f64,
     answer_twice: f64,
     relay_weight: u32,
+    reject_step: Option<u32>,
 }
 
 impl Faults {
@@ -78,6 +79,7 @@ impl Faults {
             reject_compensation: if rng.u8(..10) == 0 { p(rng, 0.3) } else { 0.0 },
             answer_twice: p(rng, 0.3),
             relay_weight: rng.u32(1..10),
+            reject_step: None,
         }
     }
 }
@@ -134,6 +136,7 @@ struct World {
     current_task: u64,
     crashed: HashSet<u64>,
     calls: u64,
+    ops: BTreeMap<&'static str, u64>,
     stats: Stats,
     planted: Planted,
 }
@@ -198,10 +201,11 @@ impl Future for Yield {
 struct Throttled;
 
 /// An AWS call: a switch point, then maybe throttled (no effect).
-async fn aws_call(world: &Shared) -> Result<(), Throttled> {
+async fn aws_call(world: &Shared, op: &'static str) -> Result<(), Throttled> {
     Yield(false).await;
     let mut w = lock(world);
     w.calls += 1;
+    *w.ops.entry(op).or_default() += 1;
     w.now += w.rng.u64(0..5);
     let p = w.faults.throttle;
     if w.rng.f64() < p {
@@ -253,7 +257,9 @@ struct SimStore(Shared);
 
 impl SagaStore for SimStore {
     async fn save(&self, state: &SagaState) -> Result<(), StoreError> {
-        aws_call(&self.0).await.map_err(|_| StoreError::Throttled)?;
+        aws_call(&self.0, "dynamodb:PutItem")
+            .await
+            .map_err(|_| StoreError::Throttled)?;
         let mut w = lock(&self.0);
         let stored = w.items.get(state.id()).map(SagaState::version);
         let expected = state.version().checked_sub(1).filter(|v| *v > 0);
@@ -270,12 +276,16 @@ impl SagaStore for SimStore {
     }
 
     async fn load(&self, id: &str) -> Result<Option<SagaState>, StoreError> {
-        aws_call(&self.0).await.map_err(|_| StoreError::Throttled)?;
+        aws_call(&self.0, "dynamodb:GetItem")
+            .await
+            .map_err(|_| StoreError::Throttled)?;
         Ok(lock(&self.0).items.get(id).cloned())
     }
 
     async fn list(&self, status: SagaStatus, limit: usize) -> Result<Vec<SagaSummary>, StoreError> {
-        aws_call(&self.0).await.map_err(|_| StoreError::Throttled)?;
+        aws_call(&self.0, "dynamodb:Query")
+            .await
+            .map_err(|_| StoreError::Throttled)?;
         let w = lock(&self.0);
         let mut found: Vec<SagaSummary> = w
             .items
@@ -294,11 +304,19 @@ struct SimTransport(Shared);
 
 impl Transport for SimTransport {
     async fn put_events(&self, entries: &[Envelope]) -> Result<Vec<usize>, TransportError> {
-        aws_call(&self.0)
+        aws_call(&self.0, "eventbridge:PutEvents")
             .await
             .map_err(|_| TransportError::Throttled)?;
         assert!(entries.len() <= 10, "PutEvents takes at most 10 entries");
         let mut w = lock(&self.0);
+        for e in entries {
+            let who = if e.kind == lift_events::relay::REPLY_TYPE {
+                "eventbridge:entries (participant replies)"
+            } else {
+                "eventbridge:entries (relay)"
+            };
+            *w.ops.entry(who).or_default() += 1;
+        }
         let mut failed = Vec::new();
         for (i, e) in entries.iter().enumerate() {
             let p = w.faults.entry_failure;
@@ -318,7 +336,7 @@ impl Transport for SimTransport {
         message: &Envelope,
         delay: Duration,
     ) -> Result<(), TransportError> {
-        aws_call(&self.0)
+        aws_call(&self.0, "sqs:SendMessage (timers)")
             .await
             .map_err(|_| TransportError::Throttled)?;
         assert!(
@@ -338,7 +356,9 @@ impl Transport for SimTransport {
 /// tombstone so the late action is refused.
 async fn participant(world: Shared, envelope: Envelope) -> Result<(), ()> {
     let command: Command = serde_json::from_value(envelope.payload.clone()).map_err(|_| ())?;
-    aws_call(&world).await.map_err(|_| ())?;
+    aws_call(&world, "dynamodb:TransactWriteItems (participant)")
+        .await
+        .map_err(|_| ())?;
     let outcome = {
         let mut w = lock(&world);
         let stored = w.participant_records.get(&command.command_id).cloned();
@@ -385,6 +405,11 @@ fn decide(w: &mut World, command: &Command) -> Result<Value, StepError> {
     let action_id = lift_events::saga::command_id(&command.saga_id, step, Phase::Action);
     match command.phase {
         Phase::Action => {
+            if w.faults.reject_step == Some(step) {
+                let outcome = Err(StepError::Rejected("refused".into()));
+                w.participant_records.insert(action_id, outcome.clone());
+                return outcome;
+            }
             let roll = w.rng.f64();
             if roll < w.faults.fail {
                 // A technical failure: nothing recorded, nothing done.
@@ -429,7 +454,7 @@ fn decide(w: &mut World, command: &Command) -> Result<Value, StepError> {
 
 /// A local step: its effect and the record of its command id in one transaction.
 async fn local_step(world: Shared, call: StepCall, step: u32) -> Result<Value, StepError> {
-    aws_call(&world)
+    aws_call(&world, "dynamodb:TransactWriteItems (local step)")
         .await
         .map_err(|_| StepError::Failed("throttled".into()))?;
     let mut w = lock(&world);
@@ -514,9 +539,40 @@ fn definition(world: &Shared, rng: &mut fastrand::Rng) -> Saga {
 }
 
 /// Runs seed `seed`; returns the violations found.
-fn run(seed: u64, planted: Planted) -> Result<(&'static str, u64, Stats), String> {
+/// What a run simulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Workload {
+    /// A random saga (2 to 5 steps, maybe a pivot and a local step) under random faults.
+    Faulty,
+    /// Five remote steps, no faults; the last step refused when `fail_last`.
+    Clean { fail_last: bool },
+}
+
+type Summary = (&'static str, u64, Stats, BTreeMap<&'static str, u64>, u64);
+
+fn run(seed: u64, planted: Planted) -> Result<Summary, String> {
+    simulate(seed, planted, Workload::Faulty)
+}
+
+fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, String> {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let faults = Faults::of(&mut rng);
+    let mut faults = Faults::of(&mut rng);
+    if let Workload::Clean { fail_last } = workload {
+        faults = Faults {
+            crash: 0.0,
+            throttle: 0.0,
+            entry_failure: 0.0,
+            duplicate: 0.0,
+            delay: 0.0,
+            max_delay_ms: 0,
+            fail: 0.0,
+            reject: 0.0,
+            reject_compensation: 0.0,
+            answer_twice: 0.0,
+            relay_weight: 5,
+            reject_step: fail_last.then_some(4),
+        };
+    }
     let world: Shared = Arc::new(Mutex::new(World {
         rng: fastrand::Rng::with_seed(seed ^ 0x9e37_79b9_7f4a_7c15),
         now: 1_000_000,
@@ -532,10 +588,27 @@ fn run(seed: u64, planted: Planted) -> Result<(&'static str, u64, Stats), String
         current_task: 0,
         crashed: HashSet::new(),
         calls: 0,
+        ops: BTreeMap::new(),
         stats: Stats::default(),
         planted,
     }));
-    let saga = definition(&world, &mut rng);
+    let saga = match workload {
+        Workload::Faulty => definition(&world, &mut rng),
+        Workload::Clean { .. } => {
+            let mut b = Saga::named("sim", 1);
+            for i in 0..5 {
+                b = b.step(
+                    Step::new(
+                        &format!("s{i}"),
+                        remote("participant", &format!("Do{i}")),
+                        Some(remote("participant", &format!("Undo{i}"))),
+                    )
+                    .timeout(Duration::from_secs(60)),
+                );
+            }
+            b.build().expect("definition")
+        }
+    };
     let steps = saga.steps().len();
     let pivot = saga.pivot();
     let clock_world = world.clone();
@@ -749,7 +822,8 @@ fn run(seed: u64, planted: Planted) -> Result<(&'static str, u64, Stats), String
             .filter(|h| matches!(h.event, HistoryEvent::TimedOut { .. }))
             .count() as u64
     });
-    Ok((status, w.calls, stats))
+    let version = w.items.get(SAGA_ID).map_or(0, SagaState::version);
+    Ok((status, w.calls, stats, w.ops.clone(), version))
 }
 
 /// The invariants, checked after every run.
@@ -962,8 +1036,41 @@ async fn the_dynamodb_model_keeps_the_store_contract() {
         current_task: 0,
         crashed: HashSet::new(),
         calls: 0,
+        ops: BTreeMap::new(),
         stats: Stats::default(),
         planted: Planted::None,
     }));
     contract::contract(SimStore(world)).await;
+}
+
+/// AWS calls of a 5-step saga without faults, success and compensation paths: one
+/// conditional write per transition, at most one bus entry per transition.
+#[test]
+fn aws_calls_per_transition_on_the_clean_paths() {
+    for fail_last in [false, true] {
+        let (status, _, _, ops, transitions) =
+            simulate(1, Planted::None, Workload::Clean { fail_last }).expect("no violation");
+        assert_eq!(
+            status,
+            if fail_last {
+                "compensated"
+            } else {
+                "completed"
+            }
+        );
+        let per = |op: &str| ops.get(op).copied().unwrap_or(0) as f64 / transitions as f64;
+        eprintln!("5 steps, {status}: {transitions} transitions");
+        for (op, n) in &ops {
+            eprintln!("  {op:<45} {n:>3}  ({:.2} per transition)", per(op));
+        }
+        assert_eq!(
+            ops["dynamodb:PutItem"], transitions,
+            "one write per transition"
+        );
+        assert!(
+            per("eventbridge:entries (relay)") <= 1.0,
+            "at most one bus entry per transition"
+        );
+        assert_eq!(transitions, if fail_last { 10 } else { 6 });
+    }
 }
