@@ -95,7 +95,27 @@
 //!
 //! **Cost per transition.** One strongly consistent `GetItem` and one conditional
 //! `PutItem` of the saga item (which holds its history: a few KB), at most one `PutEvents`
-//! entry and one SQS message (the timer).
+//! entry and one SQS message (the timer). Counted for a 5-step saga by the simulation
+//! (`aws_calls_per_transition_on_the_clean_paths`): 6 transitions, 6 `PutItem`, 10
+//! `GetItem` (5 replies and 5 timeouts that come after their reply), 6 bus entries, 5
+//! timers; with the last step refused, 10 transitions, 10 `PutItem`, 10 bus entries.
+//! A timer is never cancelled, so each costs a later (ignored) orchestrator invocation.
+//!
+//! # Checked by simulation
+//!
+//! `tests/simulation.rs` runs one saga per seed against in-memory models of DynamoDB,
+//! EventBridge and SQS under one seeded scheduler and clock, switching tasks at every AWS
+//! call, with crashes between calls, throttling, per-entry `PutEvents` failures, duplicate,
+//! reordered and late deliveries (beyond step timeouts), participants that fail, refuse or
+//! answer twice, a lagging relay and racing writers. After each run it checks that the saga
+//! ended (`Completed`, `Compensated` or `NeedsAttention` with a reason), that each action
+//! and compensation took effect at most once, compensations only of actions in effect and
+//! in reverse order, that every stored version was relayed and the end published, and that
+//! no version was skipped. A failing seed prints the command that replays it:
+//!
+//! ```text
+//! LIFT_SIM_SEEDS=<first>..<last> cargo test -p lift-events --release --test simulation
+//! ```
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
