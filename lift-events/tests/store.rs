@@ -55,3 +55,25 @@ async fn the_dynamodb_store_refuses_an_item_above_400_kb_before_sending() {
         Err(StoreError::TooLarge { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_missing_table_is_refused_not_retried() {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
+    );
+    let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
+    let store = DynamoStore::new(client, &unique("no-such-table"));
+    let error = store.load("s-1").await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::Refused {
+                operation: "GetItem",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(!error.is_retryable());
+}

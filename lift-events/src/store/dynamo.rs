@@ -1,6 +1,7 @@
 //! [`SagaStore`] on DynamoDB: one item per saga.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
@@ -8,10 +9,12 @@ use aws_sdk_dynamodb::types::{
     KeyType, Projection, ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
 };
 
-use super::dynamo_error::classify;
 use super::{SagaStore, SagaSummary, StoreError};
 use crate::saga::{Message, SagaState, SagaStatus};
+use lift_middleware::dynamo::{self, DynamoError};
 
+/// The time limit of one DynamoDB call, on top of the SDK's own.
+const CALL_LIMIT: Duration = Duration::from_secs(3);
 /// DynamoDB's item size limit.
 const MAX_ITEM_BYTES: usize = 400 * 1024;
 /// The sparse index of finished sagas, by status and time.
@@ -68,7 +71,7 @@ impl DynamoStore {
                 .key_type(kind)
                 .build()
         };
-        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Unavailable {
+        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Refused {
             operation: "CreateTable",
             source: Box::new(e),
         };
@@ -104,7 +107,7 @@ impl DynamoStore {
             )
             .send()
             .await
-            .map_err(|e| classify("CreateTable", table, e))?;
+            .map_err(|e| store_error(table, dynamo::classify("CreateTable", e)))?;
         Ok(())
     }
 
@@ -248,22 +251,23 @@ impl SagaStore for DynamoStore {
                     AttributeValue::N((state.version() - 1).to_string()),
                 )
         };
-        put.send()
+        dynamo::within("PutItem", CALL_LIMIT, put.send())
             .await
-            .map_err(|e| classify("PutItem", state.id(), e))?;
+            .map_err(|e| store_error(state.id(), e))?;
         Ok(())
     }
 
     async fn load(&self, id: &str) -> Result<Option<SagaState>, StoreError> {
-        let output = self
+        let get = self
             .client
             .get_item()
             .table_name(&self.table)
             .key("pk", AttributeValue::S(id.to_owned()))
             .consistent_read(true)
-            .send()
+            .send();
+        let output = dynamo::within("GetItem", CALL_LIMIT, get)
             .await
-            .map_err(|e| classify("GetItem", id, e))?;
+            .map_err(|e| store_error(id, e))?;
         output.item.map(|item| decode(id, &item)).transpose()
     }
 
@@ -286,7 +290,7 @@ impl SagaStore for DynamoStore {
                     .set_exclusive_start_key(start.take())
                     .send()
                     .await
-                    .map_err(|e| classify("Query", status.as_str(), e))
+                    .map_err(|e| store_error(status.as_str(), dynamo::classify("Query", e)))
                     .map(|o| (o.items, o.last_evaluated_key))?
             } else {
                 // Running sagas are not indexed (an index entry per transition would double
@@ -305,7 +309,7 @@ impl SagaStore for DynamoStore {
                     .set_exclusive_start_key(start.take())
                     .send()
                     .await
-                    .map_err(|e| classify("Scan", status.as_str(), e))
+                    .map_err(|e| store_error(status.as_str(), dynamo::classify("Scan", e)))
                     .map(|o| (o.items, o.last_evaluated_key))?
             };
             found.extend(page.0.unwrap_or_default().iter().filter_map(summary));
@@ -317,5 +321,27 @@ impl SagaStore for DynamoStore {
         found.sort_by(|a, b| a.updated_ms.cmp(&b.updated_ms).then(a.id.cmp(&b.id)));
         found.truncate(limit);
         Ok(found)
+    }
+}
+
+/// Maps a DynamoDB error on saga (or table) `id`.
+fn store_error(id: &str, error: DynamoError) -> StoreError {
+    match error {
+        DynamoError::ConditionFailed { .. } => StoreError::Conflict { id: id.to_owned() },
+        e if e.is_throttled() => StoreError::Throttled,
+        e => {
+            let operation = e.operation().unwrap_or("DynamoDB");
+            if e.is_retryable() || matches!(e, DynamoError::Timeout { .. }) {
+                StoreError::Unavailable {
+                    operation,
+                    source: Box::new(e),
+                }
+            } else {
+                StoreError::Refused {
+                    operation,
+                    source: Box::new(e),
+                }
+            }
+        }
     }
 }

@@ -8,7 +8,6 @@
 //! and the outbox is stored exactly when the state change is.
 
 mod dynamo;
-mod dynamo_error;
 mod memory;
 
 use std::future::Future;
@@ -103,9 +102,18 @@ pub enum StoreError {
         /// Its encoded size.
         bytes: usize,
     },
-    /// Any other failure of the store (network, timeout, missing table, ...).
+    /// A failure worth another attempt later (network, time limit, service error).
     #[error("the saga store failed in {operation}")]
     Unavailable {
+        /// The store operation.
+        operation: &'static str,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A failure another attempt will not cure (a missing table, an invalid request).
+    #[error("the saga store refused {operation}")]
+    Refused {
         /// The store operation.
         operation: &'static str,
         /// The underlying error.
