@@ -213,6 +213,17 @@ async fn the_eventbridge_publisher_sends_ten_a_call_and_refuses_oversize_entries
     ns.sort_unstable();
     assert_eq!(ns, (0..25).collect::<Vec<_>>());
 
+    // Under load every call is full: 1000 events, 100 calls.
+    let burst: Vec<Envelope> = (0..1000)
+        .map(|n| Envelope::new("burst", Pinged { n }).into_untyped().unwrap())
+        .collect();
+    let report = publisher.publish(&burst).await.unwrap();
+    assert_eq!(
+        (report.entries, report.calls),
+        (1000, 100),
+        "10 events a call"
+    );
+
     // An entry above the limit: refused before any call, so its small neighbour is not
     // sent either.
     let small = PublishConfig::new(
