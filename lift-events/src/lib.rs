@@ -116,6 +116,14 @@
 //! ```text
 //! LIFT_SIM_SEEDS=<first>..<last> cargo test -p lift-events --release --test simulation
 //! ```
+//!
+//! # On the emulator
+//!
+//! `examples/trip_saga.rs` (the orchestrator and relay) and `examples/trip_participant.rs`
+//! (deployed twice, as inventory and payments) run a three-step saga across three
+//! functions from `deploy/template.yaml` (bus, rules, queues with dead-letter queues, the
+//! saga table with its stream); `deploy/trip_demo.py` starts one trip that completes and
+//! one refused at its last step that compensates in reverse, and prints both histories.
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
