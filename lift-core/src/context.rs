@@ -165,8 +165,9 @@ impl Context {
         &self.invocation.request_id
     }
 
-    /// The correlation id: the caller's `x-correlation-id` header or `correlationId` message
-    /// attribute when one was sent, otherwise the Lambda request id.
+    /// The correlation id: the caller's `x-correlation-id` header, `correlationId` message
+    /// attribute, or `correlationId` at the top of an EventBridge event's `detail` (where an
+    /// event envelope carries it) when one was sent, otherwise the Lambda request id.
     pub fn correlation_id(&self) -> &str {
         &self.correlation_id
     }

@@ -101,6 +101,7 @@ impl LiftService {
             )));
         };
         let operation = format!("{}/{}", event.source, event.detail_type);
+        let correlation_id = detail_correlation_id(&event.detail);
         let span = tracing::info_span!(
             target: "lift",
             "event",
@@ -110,6 +111,7 @@ impl LiftService {
             source = %event.source,
             detailType = %event.detail_type,
             eventId = event.id.as_deref().unwrap_or_default(),
+            correlationId = correlation_id.as_deref().unwrap_or(&lambda.request_id),
         );
         let ctx = self.context(
             &lambda,
@@ -121,7 +123,7 @@ impl LiftService {
                     Source::EventBridge
                 },
                 Payload::EventBridge(Arc::new(event)),
-                None,
+                correlation_id,
                 endpoint,
                 span.clone(),
             ),
@@ -138,4 +140,18 @@ impl LiftService {
             }
         }
     }
+}
+
+/// The `correlationId` string at the top of an event's `detail` (where an event envelope
+/// carries it), as SQS carries it in a message attribute.
+fn detail_correlation_id(detail: &RawValue) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Correlated {
+        #[serde(rename = "correlationId")]
+        correlation_id: Option<String>,
+    }
+    serde_json::from_str::<Correlated>(detail.get())
+        .ok()?
+        .correlation_id
+        .filter(|id| !id.is_empty())
 }

@@ -237,6 +237,27 @@ async fn eventbridge_routes_by_source_and_detail_type() {
 }
 
 #[tokio::test]
+async fn eventbridge_takes_the_correlation_id_from_the_detail() {
+    let app = TestApp::new(App::new().event_fallback(|ctx: Context| async move {
+        Ok::<_, Error>(Json(json!({ "correlation": ctx.correlation_id() })))
+    }))
+    .expect("app");
+    let carried = events::eventbridge("orders", "Placed", json!({"correlationId": "corr-7"}));
+    let response = app.invoke(&carried).await.expect("handled");
+    assert_eq!(response["correlation"], "corr-7");
+    // Without one (or an empty one), the request id, as for other sources.
+    for detail in [
+        json!({"id": 1}),
+        json!({"correlationId": ""}),
+        json!([1, 2]),
+    ] {
+        let event = events::eventbridge("orders", "Placed", detail);
+        let response = app.invoke(&event).await.expect("handled");
+        assert_eq!(response["correlation"], "test-request-id");
+    }
+}
+
+#[tokio::test]
 async fn eventbridge_without_a_route_names_the_event() {
     let app = TestApp::new(App::new().event("orders", "OrderPlaced", |ctx| named("placed", ctx)))
         .expect("app");

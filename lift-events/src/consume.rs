@@ -1,0 +1,297 @@
+//! Consuming: duplicate deliveries recognised by event id ([`Inbox`]), participants made
+//! idempotent by command id and answering with a reply ([`Participant`]), and the two
+//! handlers of a saga orchestrator's function ([`orchestrator_message`], [`relay_image`]).
+//!
+//! ```no_run
+//! use lift_core::{App, Context, Json};
+//! use lift_events::consume::{OutboxImage, Participant, orchestrator_message, relay_image};
+//! use lift_events::publish::{AwsTransport, EventBridgePublisher, PublishConfig, SqsPublisher};
+//! use lift_events::relay::Relay;
+//! use lift_events::saga::{Orchestrator, Registry};
+//! use lift_events::store::DynamoStore;
+//!
+//! # async fn example(registry: Registry) -> Result<(), Box<dyn std::error::Error>> {
+//! let config = lift_core::aws::sdk_config().await;
+//! let bus = EventBridgePublisher::new(aws_sdk_eventbridge::Client::new(config), "bus", PublishConfig::default());
+//! let timers = SqsPublisher::new(aws_sdk_sqs::Client::new(config), "https://sqs/orchestrator", PublishConfig::default());
+//! let transport = AwsTransport::new(bus, timers);
+//! let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(config), "sagas");
+//! let orchestrator = Orchestrator::new(registry, store);
+//! let relay = Relay::new(transport.clone());
+//! App::new()
+//!     // Replies and timers, from the orchestrator's queue.
+//!     .sqs(move |ctx: Context| {
+//!         let (o, t) = (orchestrator.clone(), transport.clone());
+//!         async move { orchestrator_message(&o, &t, &ctx).await }
+//!     })
+//!     // The saga table's stream: publish each stored outbox.
+//!     .dynamodb(move |_ctx: Context, Json(image): Json<OutboxImage>| {
+//!         let relay = relay.clone();
+//!         async move { relay_image(&relay, &image).await }
+//!     })
+//!     .run()
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lift_core::{Context, Error};
+use lift_middleware::idempotency::{IdempotencyConfig, Idempotent, IdempotentError};
+use serde::Deserialize;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::envelope::Envelope;
+use crate::error::ConfigError;
+use crate::publish::EventBridgePublisher;
+use crate::relay::{Relay, Transport, reply_envelope, saga_input, timer_delay, timer_envelope};
+use crate::saga::{Command, Handled, Orchestrator, Reply, StepError};
+use crate::store::{SagaStore, StoreError};
+
+/// The shortest duplicate window: EventBridge retries a delivery for up to 24 hours.
+pub const MIN_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+fn idempotent(
+    client: aws_sdk_dynamodb::Client,
+    table: &str,
+    key: &str,
+    window: Duration,
+) -> Result<Idempotent, ConfigError> {
+    if table.is_empty() {
+        return Err(ConfigError::invalid("table", "must name a table"));
+    }
+    if window < MIN_WINDOW {
+        return Err(ConfigError::invalid("window", "must be at least 24 hours"));
+    }
+    let config = IdempotencyConfig::builder(table)
+        .key_fields(&[key])
+        .expires_after(window)
+        .build()
+        .map_err(|_| ConfigError::invalid("table", "refused by the idempotency settings"))?;
+    Ok(Idempotent::new(client, config))
+}
+
+/// Recognises duplicate deliveries by event id: the first delivery of an id runs, later
+/// ones within the window get the first one's answer without running. The record is one
+/// conditional `PutItem` in a DynamoDB table (partition key `id`, a string; the item
+/// layout of lift-middleware's idempotency), kept for the window (24 h at least: the
+/// EventBridge retry horizon). A failed run releases its id, so a redelivery runs again.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    idempotent: Idempotent,
+}
+
+impl Inbox {
+    /// Records in `table` through `client`, kept for `window`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `table` (empty) or `window` (under 24 hours).
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        table: &str,
+        window: Duration,
+    ) -> Result<Self, ConfigError> {
+        Ok(Inbox {
+            idempotent: idempotent(client, table, "/id", window)?,
+        })
+    }
+
+    /// Runs `handle` unless event `envelope.id` was handled already, in which case its
+    /// stored answer is returned.
+    ///
+    /// # Errors
+    /// `handle`'s error (the id is released); a 409 while another delivery of the id is
+    /// running; a 500 when the table fails.
+    pub async fn once<P, T, F, Fut>(
+        &self,
+        ctx: &Context,
+        envelope: &Envelope<P>,
+        handle: F,
+    ) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        self.idempotent
+            .run(ctx, &envelope.kind, &json!({ "id": envelope.id }), handle)
+            .await
+            .map_err(Error::from)
+    }
+}
+
+/// Makes a participant idempotent by command id and answers the orchestrator.
+///
+/// Every attempt of a step (and every redelivery of a command) carries the same command
+/// id; the first to finish records its outcome and later ones get the same outcome
+/// without running, so the step takes effect once. A success and a refusal are recorded;
+/// a technical failure is not (its id is released, and the orchestrator retries).
+///
+/// What the work itself must do: between its effect and the record of the command id lies
+/// a window where a crash makes the work run again (after the record's in-progress lock
+/// expires). Make the effect conditional on the command id (a conditional write keyed by
+/// it, or one transaction with the effect), and make a compensation of a command that
+/// never took effect record that, so the late action is refused.
+#[derive(Debug, Clone)]
+pub struct Participant {
+    name: String,
+    idempotent: Idempotent,
+    publisher: EventBridgePublisher,
+}
+
+/// A technical failure, as the idempotency layer sees it (it releases the key).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Technical(String);
+
+impl Participant {
+    /// Participant `name`, recording command ids in `table` through `client` for 24 hours,
+    /// replying through `publisher`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `table` when it is empty.
+    pub fn new(
+        name: &str,
+        client: aws_sdk_dynamodb::Client,
+        table: &str,
+        publisher: EventBridgePublisher,
+    ) -> Result<Self, ConfigError> {
+        Ok(Participant {
+            name: name.to_owned(),
+            idempotent: idempotent(client, table, "/command_id", MIN_WINDOW)?,
+            publisher,
+        })
+    }
+
+    /// Reads the command in `ctx` (an SQS message or an EventBridge event), runs `work`
+    /// at most once per command id, and publishes the reply.
+    ///
+    /// # Errors
+    /// A 422 for a message that is not a saga command; a 409 while another delivery of the
+    /// command runs; a 500 when the table or the bus fails (the message is then delivered
+    /// again, and the stored outcome answered).
+    pub async fn handle<F, Fut>(&self, ctx: &Context, work: F) -> Result<(), Error>
+    where
+        F: FnOnce(Command) -> Fut,
+        Fut: Future<Output = Result<Value, StepError>>,
+    {
+        let invalid = |message: String| {
+            Error::Validation(vec![lift_core::FieldError {
+                pointer: String::new(),
+                message,
+            }])
+        };
+        let envelope = Envelope::from_body(ctx.body()).map_err(|e| invalid(e.to_string()))?;
+        let command: Command =
+            serde_json::from_value(envelope.payload).map_err(|e| invalid(e.to_string()))?;
+        let run = self
+            .idempotent
+            .run(ctx, "saga-command", &command, || {
+                let command = command.clone();
+                async move {
+                    match work(command).await {
+                        Ok(value) => Ok(Ok(value)),
+                        Err(StepError::Rejected(reason)) => Ok(Err(reason)),
+                        Err(StepError::Failed(reason)) => Err(Technical(reason)),
+                    }
+                }
+            })
+            .await;
+        let outcome = match run {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(reason)) => Err(StepError::Rejected(reason)),
+            Err(IdempotentError::Failed(Technical(reason))) => Err(StepError::Failed(reason)),
+            Err(other) => return Err(other.into()),
+        };
+        let reply = Reply::to(&command, outcome);
+        let event = reply_envelope(&self.name, &command, &reply)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        self.publisher
+            .publish(&[event])
+            .await
+            .map_err(|e| Error::internal(format!("the reply was not published: {e}")))?;
+        Ok(())
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The orchestrator's queue handler: applies the reply or timer in the message to its saga
+/// and re-sends a timer that came early. Any other message is refused (422).
+///
+/// # Errors
+/// A 422 for a message that is not a saga input (it goes to the dead-letter queue after
+/// its retries); a 500 when the store or the transport failed, so the message is delivered
+/// again (nothing was half done).
+pub async fn orchestrator_message<S: SagaStore, T: Transport>(
+    orchestrator: &Orchestrator<S>,
+    transport: &T,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let invalid = |message: String| {
+        Error::Validation(vec![lift_core::FieldError {
+            pointer: String::new(),
+            message,
+        }])
+    };
+    let envelope = Envelope::from_body(ctx.body()).map_err(|e| invalid(e.to_string()))?;
+    let input = saga_input(&envelope)
+        .ok_or_else(|| invalid(format!("`{}` is not a saga reply or timer", envelope.kind)))?
+        .map_err(|e| invalid(e.to_string()))?;
+    match orchestrator.handle(&input).await {
+        Ok(Handled::Rearm(timer)) => {
+            let message = timer_envelope(format!("{}:rearm", envelope.id), &timer)
+                .map_err(|e| Error::internal(e.to_string()))?;
+            transport
+                .send_delayed(&message, timer_delay(timer.due_ms, now_ms()))
+                .await
+                .map_err(|e| Error::internal(format!("the timer was not re-sent: {e}")))
+        }
+        Ok(_) => Ok(()),
+        Err(crate::saga::OrchestratorError::Store(StoreError::Codec { id, reason })) => Err(
+            Error::internal(format!("saga `{id}` does not decode: {reason}")),
+        ),
+        Err(e) => Err(Error::internal(e.to_string())),
+    }
+}
+
+/// What the relay reads of a saga item's new image in the table's stream.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct OutboxImage {
+    /// The saga id.
+    pub pk: String,
+    /// The state version.
+    pub v: u64,
+    /// The outbox, as JSON.
+    #[serde(default)]
+    pub outbox: Option<String>,
+}
+
+/// The stream handler: publishes the outbox of one stored transition.
+///
+/// # Errors
+/// A 500 when the outbox does not decode or was not wholly published; the record is then
+/// retried (relaying it again is safe: event ids are derived from the saga, the version
+/// and the message's place).
+pub async fn relay_image<T: Transport>(relay: &Relay<T>, image: &OutboxImage) -> Result<(), Error> {
+    let Some(outbox) = &image.outbox else {
+        return Ok(());
+    };
+    let messages: Vec<crate::saga::Message> = serde_json::from_str(outbox)
+        .map_err(|e| Error::internal(format!("saga `{}` outbox does not decode: {e}", image.pk)))?;
+    relay
+        .relay(&image.pk, image.v, &messages, now_ms())
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::internal(format!("saga `{}` outbox not relayed: {e}", image.pk)))
+}

@@ -1,0 +1,566 @@
+//! Publishing: EventBridge `PutEvents` and SQS `SendMessageBatch`, batched at their limits,
+//! failed entries resent with backoff until a deadline, then reported — never dropped in
+//! silence; an entry above the size limit is refused before anything is sent.
+
+use std::future::Future;
+use std::time::Duration;
+
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+
+use crate::envelope::Envelope;
+use crate::error::ConfigError;
+use crate::relay::{PUT_EVENTS_BATCH, Transport, TransportError};
+
+/// Settings shared by both publishers.
+///
+/// # Default
+/// Entries up to 256 KiB; failed entries resent for up to 10 s, waiting 100 ms, then
+/// twice as long each time, up to 2 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishConfig {
+    max_entry_bytes: usize,
+    deadline: Duration,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        PublishConfig {
+            max_entry_bytes: 256 * 1024,
+            deadline: Duration::from_secs(10),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+impl PublishConfig {
+    /// Checks and builds the settings.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `max_entry_bytes` (0, or above 1 MiB), `deadline` (zero) or
+    /// `max_backoff` (below `initial_backoff`).
+    pub fn new(
+        max_entry_bytes: usize,
+        deadline: Duration,
+        initial_backoff: Duration,
+        max_backoff: Duration,
+    ) -> Result<Self, ConfigError> {
+        if max_entry_bytes == 0 || max_entry_bytes > 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "max_entry_bytes",
+                "must be between 1 byte and 1 MiB",
+            ));
+        }
+        if deadline.is_zero() {
+            return Err(ConfigError::invalid("deadline", "must be above zero"));
+        }
+        if max_backoff < initial_backoff {
+            return Err(ConfigError::invalid(
+                "max_backoff",
+                "must not be below initial_backoff",
+            ));
+        }
+        Ok(PublishConfig {
+            max_entry_bytes,
+            deadline,
+            initial_backoff,
+            max_backoff,
+        })
+    }
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublishReport {
+    /// Entries delivered.
+    pub entries: usize,
+    /// Calls made (first sends and resends).
+    pub calls: usize,
+    /// Entries resent after a failure.
+    pub resent: usize,
+}
+
+/// Sends every entry of `entries` in batches of `batch`, resending failed ones with backoff
+/// until `config.deadline`. `send` makes one call and returns the indexes that failed,
+/// with an error code.
+pub(crate) async fn send_all<T, F, Fut>(
+    entries: &[T],
+    batch: usize,
+    config: &PublishConfig,
+    id: impl Fn(&T) -> String,
+    mut send: F,
+) -> Result<PublishReport, TransportError>
+where
+    T: Clone,
+    F: FnMut(Vec<T>) -> Fut,
+    Fut: Future<Output = Result<Vec<(usize, String)>, TransportError>>,
+{
+    let deadline = tokio::time::Instant::now() + config.deadline;
+    let mut report = PublishReport::default();
+    let mut pending: Vec<T> = entries.to_vec();
+    let mut backoff = config.initial_backoff;
+    let mut last_reason = String::new();
+    while !pending.is_empty() {
+        let mut failed = Vec::new();
+        for chunk in pending.chunks(batch) {
+            report.calls += 1;
+            let outcome = match send(chunk.to_vec()).await {
+                Ok(failures) => failures,
+                Err(TransportError::Throttled) => (0..chunk.len())
+                    .map(|i| (i, "Throttled".to_owned()))
+                    .collect(),
+                Err(e) => return Err(e),
+            };
+            report.entries += chunk.len() - outcome.len();
+            for (i, reason) in outcome {
+                if let Some(entry) = chunk.get(i) {
+                    failed.push(entry.clone());
+                    last_reason = reason;
+                }
+            }
+        }
+        if failed.is_empty() {
+            break;
+        }
+        let now = tokio::time::Instant::now();
+        if now + backoff > deadline {
+            tracing::warn!(target: "lift::events", undelivered = failed.len(), reason = %last_reason, "publish deadline passed");
+            return Err(TransportError::Undelivered {
+                ids: failed.iter().map(&id).collect(),
+                reason: last_reason,
+            });
+        }
+        tracing::debug!(target: "lift::events", failed = failed.len(), ?backoff, "resending failed entries");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(config.max_backoff);
+        report.resent += failed.len();
+        pending = failed;
+    }
+    Ok(report)
+}
+
+/// The size EventBridge counts for an entry: source, detail type and detail (UTF-8 bytes).
+pub fn entry_size(envelope: &Envelope) -> Result<usize, serde_json::Error> {
+    Ok(envelope.source.len() + envelope.kind.len() + serde_json::to_string(envelope)?.len())
+}
+
+/// Publishes envelopes to an EventBridge bus: `source` is the envelope's source,
+/// `detail-type` its type, `detail` the whole envelope, and the trace header rides along.
+///
+/// ```no_run
+/// use lift_events::publish::{EventBridgePublisher, PublishConfig};
+///
+/// # async fn example(events: Vec<lift_events::Envelope>) -> Result<(), Box<dyn std::error::Error>> {
+/// let client = aws_sdk_eventbridge::Client::new(lift_core::aws::sdk_config().await);
+/// let publisher = EventBridgePublisher::new(client, "orders-bus", PublishConfig::default());
+/// let report = publisher.publish(&events).await?;
+/// println!("{} events in {} calls", report.entries, report.calls);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct EventBridgePublisher {
+    client: aws_sdk_eventbridge::Client,
+    bus: String,
+    config: PublishConfig,
+}
+
+impl EventBridgePublisher {
+    /// Publishes to `bus` through `client` (built once, at init).
+    pub fn new(client: aws_sdk_eventbridge::Client, bus: &str, config: PublishConfig) -> Self {
+        EventBridgePublisher {
+            client,
+            bus: bus.to_owned(),
+            config,
+        }
+    }
+
+    /// Publishes `events`, 10 a call; resends failed entries until the deadline.
+    ///
+    /// # Errors
+    /// [`TransportError::Refused`] before any call when an entry is above the size limit
+    /// (or does not serialize); [`TransportError::Undelivered`] with the ids still failing
+    /// at the deadline; [`TransportError::Failed`] when a call fails as a whole.
+    pub async fn publish(&self, events: &[Envelope]) -> Result<PublishReport, TransportError> {
+        let entries = self.entries(events)?;
+        send_all(
+            &entries,
+            PUT_EVENTS_BATCH,
+            &self.config,
+            |(id, _)| id.clone(),
+            |chunk| self.put(chunk),
+        )
+        .await
+    }
+
+    fn entries(
+        &self,
+        events: &[Envelope],
+    ) -> Result<Vec<(String, PutEventsRequestEntry)>, TransportError> {
+        events
+            .iter()
+            .map(|e| {
+                let detail = serde_json::to_string(e)
+                    .map_err(|err| TransportError::Refused(err.to_string()))?;
+                let size = e.source.len() + e.kind.len() + detail.len();
+                if size > self.config.max_entry_bytes {
+                    return Err(TransportError::Refused(format!(
+                        "event `{}` is {size} bytes, above the {} byte limit",
+                        e.id, self.config.max_entry_bytes
+                    )));
+                }
+                let entry = PutEventsRequestEntry::builder()
+                    .event_bus_name(&self.bus)
+                    .source(&e.source)
+                    .detail_type(&e.kind)
+                    .detail(detail)
+                    .set_trace_header(e.trace_header.clone())
+                    .build();
+                Ok((e.id.clone(), entry))
+            })
+            .collect()
+    }
+
+    async fn put(
+        &self,
+        chunk: Vec<(String, PutEventsRequestEntry)>,
+    ) -> Result<Vec<(usize, String)>, TransportError> {
+        let output = self
+            .client
+            .put_events()
+            .set_entries(Some(chunk.into_iter().map(|(_, e)| e).collect()))
+            .send()
+            .await
+            .map_err(|e| {
+                use aws_sdk_eventbridge::error::ProvideErrorMetadata;
+                if e.code() == Some("ThrottlingException") {
+                    TransportError::Throttled
+                } else {
+                    TransportError::Failed(Box::new(e))
+                }
+            })?;
+        Ok(output
+            .entries()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.error_code().map(|code| (i, code.to_owned())))
+            .collect())
+    }
+}
+
+/// One message for [`SqsPublisher::send`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SqsMessage {
+    /// The envelope (the message body).
+    pub envelope: Envelope,
+    /// Delivery delay (standard queues; at most 15 minutes).
+    pub delay: Duration,
+    /// The FIFO message group (required on a FIFO queue).
+    pub group_id: Option<String>,
+    /// The FIFO deduplication id (the envelope id when absent).
+    pub deduplication_id: Option<String>,
+}
+
+impl SqsMessage {
+    /// A message carrying `envelope`, no delay.
+    pub fn new(envelope: Envelope) -> Self {
+        SqsMessage {
+            envelope,
+            delay: Duration::ZERO,
+            group_id: None,
+            deduplication_id: None,
+        }
+    }
+
+    /// Delivered after `delay`.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// In FIFO group `group`.
+    pub fn group(mut self, group: &str) -> Self {
+        self.group_id = Some(group.to_owned());
+        self
+    }
+
+    /// With FIFO deduplication id `id`.
+    pub fn deduplication_id(mut self, id: &str) -> Self {
+        self.deduplication_id = Some(id.to_owned());
+        self
+    }
+}
+
+/// Sends envelopes to an SQS queue with `SendMessageBatch`, 10 a call; FIFO queues (a
+/// URL ending in `.fifo`) get group and deduplication ids. The correlation id, tenant and
+/// event type ride as message attributes (`correlationId`, `tenant`, `eventType`).
+#[derive(Debug, Clone)]
+pub struct SqsPublisher {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+    fifo: bool,
+    config: PublishConfig,
+}
+
+impl SqsPublisher {
+    /// Sends to `queue_url` through `client` (built once, at init).
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: &str, config: PublishConfig) -> Self {
+        SqsPublisher {
+            client,
+            queue_url: queue_url.to_owned(),
+            fifo: queue_url.ends_with(".fifo"),
+            config,
+        }
+    }
+
+    /// Sends `messages`; resends failed entries until the deadline.
+    ///
+    /// # Errors
+    /// [`TransportError::Refused`] before any call for a message above the size limit, a
+    /// delay above 15 minutes, or a FIFO message without a group; otherwise as
+    /// [`EventBridgePublisher::publish`].
+    pub async fn send(&self, messages: &[SqsMessage]) -> Result<PublishReport, TransportError> {
+        let entries = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| self.entry(i, m))
+            .collect::<Result<Vec<_>, _>>()?;
+        send_all(
+            &entries,
+            10,
+            &self.config,
+            |(id, _)| id.clone(),
+            |chunk| self.batch(chunk),
+        )
+        .await
+    }
+
+    fn entry(
+        &self,
+        index: usize,
+        m: &SqsMessage,
+    ) -> Result<(String, SendMessageBatchRequestEntry), TransportError> {
+        let body = serde_json::to_string(&m.envelope)
+            .map_err(|e| TransportError::Refused(e.to_string()))?;
+        if body.len() > self.config.max_entry_bytes {
+            return Err(TransportError::Refused(format!(
+                "message `{}` is {} bytes, above the {} byte limit",
+                m.envelope.id,
+                body.len(),
+                self.config.max_entry_bytes
+            )));
+        }
+        if m.delay > crate::relay::MAX_TIMER_DELAY {
+            return Err(TransportError::Refused(format!(
+                "message `{}` has a delay above 15 minutes",
+                m.envelope.id
+            )));
+        }
+        if self.fifo && m.group_id.is_none() {
+            return Err(TransportError::Refused(format!(
+                "message `{}` needs a group id on a FIFO queue",
+                m.envelope.id
+            )));
+        }
+        let attribute = |value: &str| {
+            aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .map_err(|e| TransportError::Refused(e.to_string()))
+        };
+        let mut entry = SendMessageBatchRequestEntry::builder()
+            .id(format!("m{index}"))
+            .message_body(body)
+            .message_attributes("correlationId", attribute(&m.envelope.correlation_id)?)
+            .message_attributes("eventType", attribute(&m.envelope.kind)?);
+        if let Some(tenant) = &m.envelope.tenant {
+            entry = entry.message_attributes("tenant", attribute(tenant)?);
+        }
+        if self.fifo {
+            entry = entry
+                .set_message_group_id(m.group_id.clone())
+                .message_deduplication_id(
+                    m.deduplication_id
+                        .clone()
+                        .unwrap_or_else(|| m.envelope.id.clone()),
+                );
+        } else if !m.delay.is_zero() {
+            entry = entry.delay_seconds(i32::try_from(m.delay.as_secs()).unwrap_or(900));
+        }
+        let entry = entry
+            .build()
+            .map_err(|e| TransportError::Refused(e.to_string()))?;
+        Ok((m.envelope.id.clone(), entry))
+    }
+
+    async fn batch(
+        &self,
+        chunk: Vec<(String, SendMessageBatchRequestEntry)>,
+    ) -> Result<Vec<(usize, String)>, TransportError> {
+        let ids: Vec<String> = chunk.iter().map(|(_, e)| e.id().to_owned()).collect();
+        let output = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(chunk.into_iter().map(|(_, e)| e).collect()))
+            .send()
+            .await
+            .map_err(|e| TransportError::Failed(Box::new(e)))?;
+        Ok(output
+            .failed()
+            .iter()
+            .filter_map(|f| {
+                let i = ids.iter().position(|id| id == f.id())?;
+                Some((i, f.code().to_owned()))
+            })
+            .collect())
+    }
+}
+
+/// The relay's [`Transport`] on AWS: events to an EventBridge bus, timers to the
+/// orchestrator's SQS queue with a delay.
+#[derive(Debug, Clone)]
+pub struct AwsTransport {
+    events: EventBridgePublisher,
+    timers: SqsPublisher,
+}
+
+impl AwsTransport {
+    /// Events through `events`, timers through `timers`.
+    pub fn new(events: EventBridgePublisher, timers: SqsPublisher) -> Self {
+        AwsTransport { events, timers }
+    }
+}
+
+impl Transport for AwsTransport {
+    async fn put_events(&self, entries: &[Envelope]) -> Result<Vec<usize>, TransportError> {
+        let entries = self.events.entries(entries)?;
+        Ok(self
+            .events
+            .put(entries)
+            .await?
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect())
+    }
+
+    async fn send_delayed(
+        &self,
+        message: &Envelope,
+        delay: Duration,
+    ) -> Result<(), TransportError> {
+        self.timers
+            .send(&[SqsMessage::new(message.clone()).delay(delay)])
+            .await
+            .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    fn config() -> PublishConfig {
+        PublishConfig::new(
+            1000,
+            Duration::from_secs(5),
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_by_ten_and_resends_failed_entries() {
+        let entries: Vec<u32> = (0..25).collect();
+        let calls = Mutex::new(Vec::new());
+        let report = send_all(
+            &entries,
+            10,
+            &config(),
+            |e| e.to_string(),
+            |chunk: Vec<u32>| {
+                calls.lock().unwrap().push(chunk.clone());
+                let first_time = calls.lock().unwrap().len() <= 3;
+                async move {
+                    // Entry 7 fails once.
+                    Ok(chunk
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| **e == 7 && first_time)
+                        .map(|(i, _)| (i, "InternalFailure".to_owned()))
+                        .collect())
+                }
+            },
+        )
+        .await
+        .unwrap();
+        let sizes: Vec<usize> = calls.lock().unwrap().iter().map(Vec::len).collect();
+        assert_eq!(sizes, [10, 10, 5, 1]);
+        assert_eq!(
+            report,
+            PublishReport {
+                entries: 25,
+                calls: 4,
+                resent: 1
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reports_entries_still_failing_at_the_deadline() {
+        let began = tokio::time::Instant::now();
+        let error = send_all(
+            &[1u32, 2],
+            10,
+            &config(),
+            |e| format!("e{e}"),
+            |chunk: Vec<u32>| async move {
+                Ok(chunk
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| **e == 2)
+                    .map(|(i, _)| (i, "Throttling".to_owned()))
+                    .collect())
+            },
+        )
+        .await
+        .unwrap_err();
+        match error {
+            TransportError::Undelivered { ids, reason } => {
+                assert_eq!(ids, ["e2"]);
+                assert_eq!(reason, "Throttling");
+            }
+            other => panic!("{other:?}"),
+        }
+        let waited = began.elapsed();
+        assert!(
+            waited <= Duration::from_secs(5) && waited >= Duration::from_secs(3),
+            "{waited:?}"
+        );
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        assert!(
+            PublishConfig::new(0, Duration::from_secs(1), Duration::ZERO, Duration::ZERO).is_err()
+        );
+        assert!(PublishConfig::new(10, Duration::ZERO, Duration::ZERO, Duration::ZERO).is_err());
+        let e = PublishConfig::new(
+            10,
+            Duration::from_secs(1),
+            Duration::from_secs(2),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("max_backoff"));
+    }
+}

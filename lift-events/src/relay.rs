@@ -1,0 +1,378 @@
+//! Publish after commit: the relay turns the outbox stored with a transition into events
+//! on the bus and timers on the orchestrator's queue.
+//!
+//! The relay reads the saga table's DynamoDB Stream (new images): each record carries the
+//! outbox of exactly one stored transition, so an event is published only for a write that
+//! happened, and, since the stream redelivers a record until it is processed, never lost
+//! between the write and the publish. A record may be relayed more than once (a crash
+//! after publishing, before the checkpoint): every envelope's id is derived from the saga,
+//! the state version and the message's place in the outbox, so a relayed twice event has
+//! the same id and consumers drop the copy.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::envelope::Envelope;
+use crate::saga::{Command, Message, Reply, SagaInput, Target, Timer};
+
+/// The `type` of a reply envelope (participant → orchestrator).
+pub const REPLY_TYPE: &str = "lift.saga.Reply";
+/// The `type` of a timer envelope (orchestrator → itself, through an SQS delay).
+pub const TIMER_TYPE: &str = "lift.saga.Timer";
+/// The `type` of the event published when a saga ends.
+pub const FINISHED_TYPE: &str = "lift.saga.Finished";
+/// The `source` of the events the orchestrator publishes (commands included).
+pub const SAGA_SOURCE: &str = "lift.saga";
+/// The longest SQS delivery delay; a timer due later is re-sent when it arrives early.
+pub const MAX_TIMER_DELAY: Duration = Duration::from_secs(900);
+/// Entries per `PutEvents` call.
+pub const PUT_EVENTS_BATCH: usize = 10;
+
+/// The calls the relay makes: events on the bus, delayed messages on the orchestrator's
+/// queue. [`AwsTransport`](crate::publish::AwsTransport) is EventBridge and SQS.
+pub trait Transport: Send + Sync {
+    /// Puts up to 10 events on the bus; returns the indexes of the entries that failed.
+    ///
+    /// # Errors
+    /// [`TransportError`] when the call as a whole failed.
+    fn put_events(
+        &self,
+        entries: &[Envelope],
+    ) -> impl Future<Output = Result<Vec<usize>, TransportError>> + Send;
+
+    /// Sends `message` to the orchestrator's queue, delivered after `delay` (≤ 15 min).
+    ///
+    /// # Errors
+    /// [`TransportError`] when the message was not sent.
+    fn send_delayed(
+        &self,
+        message: &Envelope,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+}
+
+/// Why a transport call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The service throttled the call.
+    #[error("throttled")]
+    Throttled,
+    /// The entry is refused before sending (too large, malformed).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Some entries were still failing when the publisher's deadline passed.
+    #[error("{} entries undelivered: {reason}", ids.len())]
+    Undelivered {
+        /// The envelope ids not delivered.
+        ids: Vec<String>,
+        /// The last error code seen.
+        reason: String,
+    },
+    /// Any other failure.
+    #[error("the call failed")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Why an outbox was not (wholly) relayed; relay it again (leave the stream record
+/// unacknowledged).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// A message does not serialize.
+    #[error("an outbox message does not serialize: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// Some events were still refused after the relay's attempts.
+    #[error("{0} events were not accepted by the bus")]
+    Unaccepted(usize),
+}
+
+/// Publishes outboxes through a [`Transport`].
+#[derive(Debug, Clone)]
+pub struct Relay<T> {
+    transport: T,
+    attempts: u32,
+}
+
+fn envelope<P: Serialize>(
+    id: String,
+    kind: &str,
+    source: &str,
+    correlation_id: &str,
+    tenant: Option<&str>,
+    saga: (&str, Option<&str>),
+    payload: &P,
+) -> Result<Envelope, serde_json::Error> {
+    Ok(Envelope {
+        id,
+        kind: kind.to_owned(),
+        source: source.to_owned(),
+        time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        tenant: tenant.map(str::to_owned),
+        correlation_id: correlation_id.to_owned(),
+        causation_id: None,
+        trace_header: None,
+        schema_version: 1,
+        saga_id: Some(saga.0.to_owned()),
+        saga_step: saga.1.map(str::to_owned),
+        payload: serde_json::to_value(payload)?,
+        extra: serde_json::Map::new(),
+    })
+}
+
+/// The envelope of a command (its `type` is the step's command type).
+///
+/// # Errors
+/// When the command does not serialize.
+pub fn command_envelope(id: String, command: &Command) -> Result<Envelope, serde_json::Error> {
+    let kind = match &command.target {
+        Target::Remote { command, .. } => command.as_str(),
+        Target::Local => "lift.saga.Local",
+    };
+    envelope(
+        id,
+        kind,
+        SAGA_SOURCE,
+        &command.correlation_id,
+        command.tenant.as_deref(),
+        (&command.saga_id, Some(&command.step_name)),
+        command,
+    )
+}
+
+/// The envelope of a reply to `command`, published by `participant`, with a fresh id.
+///
+/// # Errors
+/// When the reply does not serialize.
+pub fn reply_envelope(
+    participant: &str,
+    command: &Command,
+    reply: &Reply,
+) -> Result<Envelope, serde_json::Error> {
+    envelope(
+        crate::envelope::new_id(),
+        REPLY_TYPE,
+        participant,
+        &command.correlation_id,
+        command.tenant.as_deref(),
+        (&command.saga_id, Some(&command.step_name)),
+        reply,
+    )
+}
+
+/// The envelope of a timer.
+///
+/// # Errors
+/// When the timer does not serialize.
+pub fn timer_envelope(id: String, timer: &Timer) -> Result<Envelope, serde_json::Error> {
+    envelope(
+        id,
+        TIMER_TYPE,
+        SAGA_SOURCE,
+        &timer.saga_id,
+        None,
+        (&timer.saga_id, None),
+        timer,
+    )
+}
+
+/// The saga input an orchestrator queue message carries: a reply or a timer; `None` for
+/// any other envelope.
+///
+/// # Errors
+/// When the payload does not decode as its type says.
+pub fn saga_input(envelope: &Envelope) -> Option<Result<SagaInput, serde_json::Error>> {
+    match envelope.kind.as_str() {
+        REPLY_TYPE => Some(serde_json::from_value(envelope.payload.clone()).map(SagaInput::Reply)),
+        TIMER_TYPE => Some(serde_json::from_value(envelope.payload.clone()).map(SagaInput::Timer)),
+        _ => None,
+    }
+}
+
+/// The delay to send a timer due at `due_ms` with, at `now_ms`: capped at 15 minutes.
+pub fn timer_delay(due_ms: u64, now_ms: u64) -> Duration {
+    Duration::from_millis(due_ms.saturating_sub(now_ms)).min(MAX_TIMER_DELAY)
+}
+
+impl<T: Transport> Relay<T> {
+    /// A relay through `transport`; failed bus entries are resent up to 3 times before
+    /// the outbox is reported unrelayed.
+    pub fn new(transport: T) -> Self {
+        Relay {
+            transport,
+            attempts: 3,
+        }
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// Publishes the outbox of version `version` of saga `saga_id`, at `now_ms`: commands
+    /// to participants and the end of the saga on the bus (one `PutEvents` call for up to
+    /// 10), timers to the orchestrator's queue with their delay. Local commands are left to
+    /// the orchestrator, which runs them inline.
+    ///
+    /// # Errors
+    /// [`RelayError`]; relaying the same outbox again is safe.
+    pub async fn relay(
+        &self,
+        saga_id: &str,
+        version: u64,
+        outbox: &[Message],
+        now_ms: u64,
+    ) -> Result<usize, RelayError> {
+        self.relay_all(&[(saga_id, version, outbox)], now_ms).await
+    }
+
+    /// Publishes several outboxes at once (a whole stream batch), their events packed 10
+    /// to a `PutEvents` call: under load, calls carry full batches.
+    ///
+    /// # Errors
+    /// [`RelayError`]; relaying the same outboxes again is safe.
+    pub async fn relay_all(
+        &self,
+        outboxes: &[(&str, u64, &[Message])],
+        now_ms: u64,
+    ) -> Result<usize, RelayError> {
+        let mut events = Vec::new();
+        let mut timers = Vec::new();
+        for &(saga_id, version, outbox) in outboxes {
+            collect(saga_id, version, outbox, now_ms, &mut events, &mut timers)?;
+        }
+        self.send(events, timers).await
+    }
+
+    async fn send(
+        &self,
+        events: Vec<Envelope>,
+        timers: Vec<(Envelope, Duration)>,
+    ) -> Result<usize, RelayError> {
+        let sent = events.len() + timers.len();
+        for (message, delay) in &timers {
+            self.transport.send_delayed(message, *delay).await?;
+        }
+        for chunk in events.chunks(PUT_EVENTS_BATCH) {
+            let mut pending: Vec<Envelope> = chunk.to_vec();
+            for _ in 0..self.attempts {
+                let failed = self.transport.put_events(&pending).await?;
+                pending = failed
+                    .into_iter()
+                    .filter_map(|i| pending.get(i).cloned())
+                    .collect();
+                if pending.is_empty() {
+                    break;
+                }
+            }
+            if !pending.is_empty() {
+                return Err(RelayError::Unaccepted(pending.len()));
+            }
+        }
+        Ok(sent)
+    }
+}
+
+/// The envelopes of one outbox: bus events and delayed timers.
+fn collect(
+    saga_id: &str,
+    version: u64,
+    outbox: &[Message],
+    now_ms: u64,
+    events: &mut Vec<Envelope>,
+    timers: &mut Vec<(Envelope, Duration)>,
+) -> Result<(), RelayError> {
+    for (i, message) in outbox.iter().enumerate() {
+        let id = format!("{saga_id}:{version}:{i}");
+        match message {
+            Message::Command(c) if c.target == Target::Local => {}
+            Message::Command(c) => events.push(command_envelope(id, c)?),
+            Message::Finished(f) => events.push(envelope(
+                id,
+                FINISHED_TYPE,
+                SAGA_SOURCE,
+                &f.correlation_id,
+                None,
+                (&f.saga_id, None),
+                f,
+            )?),
+            Message::Timer(t) => {
+                timers.push((timer_envelope(id, t)?, timer_delay(t.due_ms, now_ms)))
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::saga::{Saga, StartMeta, Step, remote, start};
+
+    /// Records the calls the relay makes; the first call fails its first entry.
+    #[derive(Default)]
+    struct Recorder {
+        puts: Mutex<Vec<Vec<String>>>,
+        timers: Mutex<Vec<(String, Duration)>>,
+    }
+
+    impl Transport for Recorder {
+        async fn put_events(&self, entries: &[Envelope]) -> Result<Vec<usize>, TransportError> {
+            let mut puts = self.puts.lock().unwrap();
+            puts.push(entries.iter().map(|e| e.id.clone()).collect());
+            Ok(if puts.len() == 1 { vec![0] } else { Vec::new() })
+        }
+
+        async fn send_delayed(
+            &self,
+            message: &Envelope,
+            delay: Duration,
+        ) -> Result<(), TransportError> {
+            self.timers
+                .lock()
+                .unwrap()
+                .push((message.id.clone(), delay));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn packs_a_batch_of_outboxes_ten_events_a_call_with_stable_ids() {
+        let saga = Saga::named("s", 1)
+            .step(Step::new("a", remote("p", "A"), None).timeout(Duration::from_secs(3600)))
+            .build()
+            .unwrap();
+        let states: Vec<_> = (0..25)
+            .map(|i| {
+                start(&saga, &format!("s{i}"), json!({}), StartMeta::default(), 0).into_state()
+            })
+            .collect();
+        let outboxes: Vec<(&str, u64, &[Message])> = states
+            .iter()
+            .map(|s| (s.id(), s.version(), s.outbox()))
+            .collect();
+        let relay = Relay::new(Recorder::default());
+        let sent = relay.relay_all(&outboxes, 1_000).await.unwrap();
+        assert_eq!(sent, 50, "25 commands and 25 timers");
+        let puts = relay.transport().puts.lock().unwrap().clone();
+        let sizes: Vec<usize> = puts.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [10, 1, 10, 5], "the failed entry is resent alone");
+        assert_eq!(puts[1], [puts[0][0].clone()]);
+        assert_eq!(puts[0][0], "s0:1:0", "ids from saga, version and place");
+        let timers = relay.transport().timers.lock().unwrap().clone();
+        assert_eq!(timers.len(), 25);
+        assert!(
+            timers.iter().all(|(_, d)| *d == MAX_TIMER_DELAY),
+            "an hour is capped at 15 minutes"
+        );
+    }
+}

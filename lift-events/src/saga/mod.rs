@@ -1,0 +1,30 @@
+//! Sagas: multi-step business transactions, each step with a compensation, driven by
+//! events, with their state in one DynamoDB item per instance.
+//!
+//! - [`Saga`] defines one: a name, a version, ordered [`Step`]s ([`remote`] commands to
+//!   participants or [`local`] async fns), an optional pivot, a [`RetryPolicy`] and a
+//!   timeout per step.
+//! - [`start`] and [`transition`] are the whole state machine, pure and deterministic:
+//!   (state, input, now) → new state, the messages to publish (its outbox) and the history
+//!   entries it adds.
+//! - [`Orchestrator`] runs it over a [`SagaStore`](crate::store::SagaStore): each input is
+//!   one load and one conditional write.
+
+mod definition;
+mod orchestrator;
+mod state;
+mod transition;
+
+pub use definition::{
+    Action, Registry, RetryPolicy, Saga, SagaBuilder, Step, StepCall, StepError, StepFuture,
+    StepResult, local, remote,
+};
+pub use orchestrator::{Handled, Orchestrator, OrchestratorError};
+pub use state::{
+    Command, Cursor, Finished, HistoryEntry, HistoryEvent, Message, Phase, Reply, SagaInput,
+    SagaState, SagaStatus, StepStatus, Target, Timer, TimerKind, Waiting, command_id,
+};
+pub use transition::{Ignored, Outcome, StartMeta, Transition, start, transition};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,284 @@
+//! The orchestrator: applies inputs to stored sagas, one conditional write each.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::definition::{Registry, Saga, StepCall, Work};
+use super::state::{Command, Message, Reply, SagaInput, SagaState, Target, Timer};
+use super::transition::{Ignored, Outcome, StartMeta, start, transition};
+use crate::store::{SagaStore, StoreError};
+
+type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// How many times an input is re-applied after losing a conditional write.
+const MAX_CONFLICTS: u32 = 5;
+
+/// What became of an input.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+// `Applied` is the common case: boxing it would add an allocation per transition.
+#[allow(clippy::large_enum_variant)]
+pub enum Handled {
+    /// The saga moved (possibly several times, when local steps ran inline); this is its
+    /// stored state.
+    Applied(SagaState),
+    /// Nothing changed: the input was late, a duplicate, or for a finished saga.
+    Ignored(Ignored),
+    /// A timer came early: send it again (no write happened).
+    Rearm(Timer),
+}
+
+/// Why the orchestrator could not apply an input. The input must be delivered again
+/// (leave the message on its queue); nothing was half done.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OrchestratorError {
+    /// No saga with this id exists.
+    #[error("no saga `{0}`")]
+    UnknownSaga(String),
+    /// The saga's definition (name and version) is not in the registry.
+    #[error("no definition `{name}` version {version}")]
+    UnknownDefinition {
+        /// The saga's name.
+        name: String,
+        /// The version it started with.
+        version: u32,
+    },
+    /// The saga's data does not serialize.
+    #[error("the saga's data does not serialize: {0}")]
+    Data(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Applies replies and timers to sagas kept in a [`SagaStore`].
+///
+/// Each input is one strongly consistent read and one conditional write of the saga's
+/// item, whose outbox the relay then publishes. A lost write (another orchestrator moved
+/// the saga) is retried from a fresh read. Local steps run inline right after the write
+/// that decided them, and their result is applied as a reply.
+///
+/// ```
+/// use lift_events::saga::{Orchestrator, Registry, Saga, Step, local};
+/// use lift_events::store::MemoryStore;
+///
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let saga = Saga::named("greet", 1)
+///     .step(Step::new("hello", local(|_call| async { Ok(serde_json::json!("hi")) }), None))
+///     .build()?;
+/// let orchestrator = Orchestrator::new(Registry::new().with(saga), MemoryStore::new());
+/// let state = orchestrator.start("greet", "saga-1", &serde_json::json!({}), Default::default()).await?;
+/// assert_eq!(state.status(), lift_events::saga::SagaStatus::Completed);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Orchestrator<S> {
+    registry: Arc<Registry>,
+    store: S,
+    clock: Clock,
+}
+
+impl<S> std::fmt::Debug for Orchestrator<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+fn system_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl<S: SagaStore> Orchestrator<S> {
+    /// An orchestrator of the definitions in `registry`, storing sagas in `store`, on the
+    /// system clock.
+    pub fn new(registry: Registry, store: S) -> Self {
+        Orchestrator {
+            registry: Arc::new(registry),
+            store,
+            clock: Arc::new(system_ms),
+        }
+    }
+
+    /// Reads time (ms since the epoch) from `clock` instead of the system clock.
+    pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Starts saga `id` with the newest definition named `name`. Starting an id that exists
+    /// changes nothing and returns the stored saga, so a retried start is harmless.
+    ///
+    /// # Errors
+    /// [`OrchestratorError`]: an unknown definition, data that does not serialize, or a
+    /// store failure.
+    pub async fn start(
+        &self,
+        name: &str,
+        id: &str,
+        data: &impl Serialize,
+        meta: StartMeta,
+    ) -> Result<SagaState, OrchestratorError> {
+        let saga = self
+            .registry
+            .latest(name)
+            .ok_or_else(|| OrchestratorError::UnknownDefinition {
+                name: name.to_owned(),
+                version: 0,
+            })?
+            .clone();
+        let data =
+            serde_json::to_value(data).map_err(|e| OrchestratorError::Data(e.to_string()))?;
+        let first = start(&saga, id, data, meta, (self.clock)());
+        match self.store.save(first.state()).await {
+            Ok(()) => {
+                tracing::info!(target: "lift::saga", saga = %saga.name, saga_id = %id, "started");
+                self.run_local(&saga, first.into_state()).await
+            }
+            Err(StoreError::Conflict { .. }) => self
+                .store
+                .load(id)
+                .await?
+                .ok_or_else(|| OrchestratorError::UnknownSaga(id.to_owned())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Applies a reply or a timer to its saga.
+    ///
+    /// # Errors
+    /// [`OrchestratorError`]: the saga or its definition is unknown, or the store failed
+    /// (after [`StoreError::Conflict`] five times in a row, too).
+    pub async fn handle(&self, input: &SagaInput) -> Result<Handled, OrchestratorError> {
+        let (saga, handled) = self.apply(input).await?;
+        match handled {
+            Handled::Applied(state) => self.run_local(&saga, state).await.map(Handled::Applied),
+            other => Ok(other),
+        }
+    }
+
+    /// One input: read, transition, conditional write; again after a conflict.
+    async fn apply(&self, input: &SagaInput) -> Result<(Arc<Saga>, Handled), OrchestratorError> {
+        let id = input.saga_id();
+        let mut conflicts = 0;
+        loop {
+            let state = self
+                .store
+                .load(id)
+                .await?
+                .ok_or_else(|| OrchestratorError::UnknownSaga(id.to_owned()))?;
+            let saga = self
+                .registry
+                .get(state.name(), state.definition_version())
+                .ok_or_else(|| OrchestratorError::UnknownDefinition {
+                    name: state.name().to_owned(),
+                    version: state.definition_version(),
+                })?
+                .clone();
+            let transition = match transition(&saga, &state, input, (self.clock)()) {
+                Outcome::Applied(transition) => transition,
+                Outcome::Ignored(reason) => {
+                    tracing::debug!(target: "lift::saga", saga_id = %id, ?reason, "input ignored");
+                    return Ok((saga, Handled::Ignored(reason)));
+                }
+                Outcome::Rearm(timer) => return Ok((saga, Handled::Rearm(timer))),
+            };
+            match self.store.save(transition.state()).await {
+                Ok(()) => {
+                    let state = transition.into_state();
+                    tracing::debug!(
+                        target: "lift::saga",
+                        saga_id = %id,
+                        version = state.version(),
+                        status = state.status().as_str(),
+                        "transition stored"
+                    );
+                    if state.status().is_final() {
+                        tracing::info!(
+                            target: "lift::saga",
+                            saga_id = %id,
+                            status = state.status().as_str(),
+                            reason = state.reason(),
+                            "saga ended"
+                        );
+                    }
+                    return Ok((saga, Handled::Applied(state)));
+                }
+                Err(StoreError::Conflict { .. }) if conflicts < MAX_CONFLICTS => {
+                    conflicts += 1;
+                    tracing::debug!(target: "lift::saga", saga_id = %id, conflicts, "write conflict, re-reading");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Runs the local commands in `state`'s outbox and applies their results, until the
+    /// saga waits for something else.
+    async fn run_local(
+        &self,
+        saga: &Saga,
+        state: SagaState,
+    ) -> Result<SagaState, OrchestratorError> {
+        let mut state = state;
+        let mut pending: VecDeque<Command> = local_commands(&state).collect();
+        while let Some(command) = pending.pop_front() {
+            let Some(Work::Local(f)) = saga
+                .steps
+                .get(command.step as usize)
+                .and_then(|s| s.work(command.phase))
+            else {
+                // A step without a compensation: nothing to undo.
+                let reply = Reply::to(&command, Ok(serde_json::Value::Null));
+                if let Some(next) = self.apply_local(reply).await? {
+                    pending.extend(local_commands(&next));
+                    state = next;
+                }
+                continue;
+            };
+            let outcome = f(StepCall {
+                saga_id: command.saga_id.clone(),
+                step: command.step_name.clone(),
+                phase: command.phase,
+                attempt: command.attempt,
+                command_id: command.command_id.clone(),
+                data: command.data.clone(),
+                outputs: command.outputs.clone(),
+            })
+            .await;
+            if let Some(next) = self.apply_local(Reply::to(&command, outcome)).await? {
+                pending.extend(local_commands(&next));
+                state = next;
+            }
+        }
+        Ok(state)
+    }
+
+    async fn apply_local(&self, reply: Reply) -> Result<Option<SagaState>, OrchestratorError> {
+        match self.apply(&SagaInput::Reply(reply)).await?.1 {
+            Handled::Applied(state) => Ok(Some(state)),
+            _ => Ok(None),
+        }
+    }
+}
+
+fn local_commands(state: &SagaState) -> impl Iterator<Item = Command> + '_ {
+    state.outbox().iter().filter_map(|m| match m {
+        Message::Command(c) if c.target == Target::Local => Some(c.clone()),
+        _ => None,
+    })
+}

@@ -1,0 +1,566 @@
+//! The state of one saga instance, its history and its outbox.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::StepError;
+
+/// Whether a command runs a step's action or its compensation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// The step's action.
+    Action,
+    /// The step's compensation.
+    Compensation,
+}
+
+impl Phase {
+    fn letter(self) -> &'static str {
+        match self {
+            Phase::Action => "a",
+            Phase::Compensation => "c",
+        }
+    }
+}
+
+/// Where a saga is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaStatus {
+    /// Running its actions forward.
+    Running,
+    /// A step failed: undoing the completed steps in reverse order.
+    Compensating,
+    /// Every step completed. Final.
+    Completed,
+    /// A step failed and every completed step was undone. Final.
+    Compensated,
+    /// Stuck: a compensation kept failing, or a step after the pivot did. A person must
+    /// look; [`SagaState::reason`] says why. Final for the orchestrator.
+    NeedsAttention,
+}
+
+impl SagaStatus {
+    /// Whether the orchestrator is done with the saga.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::NeedsAttention
+        )
+    }
+
+    /// The status as stored (`running`, `needs_attention`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SagaStatus::Running => "running",
+            SagaStatus::Compensating => "compensating",
+            SagaStatus::Completed => "completed",
+            SagaStatus::Compensated => "compensated",
+            SagaStatus::NeedsAttention => "needs_attention",
+        }
+    }
+}
+
+/// Where one step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Not started.
+    Pending,
+    /// Its action was sent; no answer yet.
+    Running,
+    /// Its action succeeded.
+    Done,
+    /// Its action was refused: nothing took effect, nothing to undo.
+    Rejected,
+    /// Its attempts ran out without an answer: it may have taken effect, so it is
+    /// compensated like a completed step.
+    Uncertain,
+    /// Its compensation was sent; no answer yet.
+    Compensating,
+    /// Its compensation succeeded.
+    Compensated,
+}
+
+/// What the saga waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "for")]
+pub enum Waiting {
+    /// The reply to the current attempt, until `deadline_ms`.
+    Reply {
+        /// When the attempt times out (ms since the epoch).
+        deadline_ms: u64,
+    },
+    /// The retry timer of the current attempt, due at `due_ms`.
+    Retry {
+        /// When the attempt is sent (ms since the epoch).
+        due_ms: u64,
+    },
+}
+
+/// The command in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The step's index.
+    pub step: u32,
+    /// Action or compensation.
+    pub phase: Phase,
+    /// The attempt, from 1.
+    pub attempt: u32,
+    /// The command id (the same for every attempt of this step and phase).
+    pub command_id: String,
+    /// What the saga waits for.
+    pub waiting: Waiting,
+}
+
+/// The id of the command of `step`'s `phase` in saga `saga_id`: the same for every attempt,
+/// so a participant idempotent by command id applies the step at most once.
+pub fn command_id(saga_id: &str, step: u32, phase: Phase) -> String {
+    format!("{saga_id}:{step}:{}", phase.letter())
+}
+
+/// Where a command runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Target {
+    /// A command event of type `command` to `participant`.
+    Remote {
+        /// The participant service.
+        participant: String,
+        /// The command's event type.
+        command: String,
+    },
+    /// A local step, run by the orchestrator itself.
+    Local,
+}
+
+/// A command decided by a transition: run a step's action or compensation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Command {
+    /// The id a participant is idempotent by.
+    pub command_id: String,
+    /// The saga instance.
+    pub saga_id: String,
+    /// The saga's name.
+    pub saga: String,
+    /// The step's index.
+    pub step: u32,
+    /// The step's name.
+    pub step_name: String,
+    /// Action or compensation.
+    pub phase: Phase,
+    /// The attempt, from 1.
+    pub attempt: u32,
+    /// Where it runs.
+    pub target: Target,
+    /// The saga's input data.
+    pub data: Value,
+    /// The outputs of the completed steps, by step name.
+    pub outputs: BTreeMap<String, Value>,
+    /// The saga's correlation id.
+    pub correlation_id: String,
+    /// The saga's tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// Why a timer was set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerKind {
+    /// The attempt's timeout.
+    Timeout,
+    /// The backoff before a retry.
+    Retry,
+}
+
+/// A durable timer: delivered back to the orchestrator at `due_ms` (an SQS message with a
+/// delay; one due more than 15 minutes ahead is re-sent until it is due).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timer {
+    /// The saga instance.
+    pub saga_id: String,
+    /// Timeout or retry.
+    pub kind: TimerKind,
+    /// The step's index.
+    pub step: u32,
+    /// Action or compensation.
+    pub phase: Phase,
+    /// The attempt it belongs to.
+    pub attempt: u32,
+    /// When it is due (ms since the epoch).
+    pub due_ms: u64,
+}
+
+/// A saga ended: published so others can follow sagas without reading the table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finished {
+    /// The saga instance.
+    pub saga_id: String,
+    /// The saga's name.
+    pub saga: String,
+    /// `Completed`, `Compensated` or `NeedsAttention`.
+    pub status: SagaStatus,
+    /// Why, unless it completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The saga's correlation id.
+    pub correlation_id: String,
+}
+
+/// A message a transition decided; written in the same conditional write as the state,
+/// published after it by the relay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "message")]
+#[non_exhaustive]
+pub enum Message {
+    /// A command to a participant (or a local step).
+    Command(Command),
+    /// A durable timer back to the orchestrator.
+    Timer(Timer),
+    /// The saga ended.
+    Finished(Finished),
+}
+
+/// A reply to a command: the step's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The saga instance.
+    pub saga_id: String,
+    /// The command answered.
+    pub command_id: String,
+    /// The step's index.
+    pub step: u32,
+    /// Action or compensation.
+    pub phase: Phase,
+    /// The attempt answered.
+    pub attempt: u32,
+    /// The step's output, or why it failed.
+    pub outcome: Result<Value, StepError>,
+}
+
+impl Reply {
+    /// The reply to `command` with `outcome`.
+    pub fn to(command: &Command, outcome: Result<Value, StepError>) -> Self {
+        Reply {
+            saga_id: command.saga_id.clone(),
+            command_id: command.command_id.clone(),
+            step: command.step,
+            phase: command.phase,
+            attempt: command.attempt,
+            outcome,
+        }
+    }
+}
+
+/// What moves a running saga: a reply or a timer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "input")]
+pub enum SagaInput {
+    /// A reply from a participant or a local step.
+    Reply(Reply),
+    /// A timer came due.
+    Timer(Timer),
+}
+
+impl SagaInput {
+    /// The saga it is for.
+    pub fn saga_id(&self) -> &str {
+        match self {
+            SagaInput::Reply(r) => &r.saga_id,
+            SagaInput::Timer(t) => &t.saga_id,
+        }
+    }
+}
+
+/// What happened in a transition, as kept in the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
+#[non_exhaustive]
+pub enum HistoryEvent {
+    /// The saga started with this definition version.
+    Started {
+        /// The definition's version.
+        definition_version: u32,
+    },
+    /// A command was decided.
+    CommandSent {
+        /// The step's index.
+        step: u32,
+        /// Action or compensation.
+        phase: Phase,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// A reply was applied.
+    Replied {
+        /// The step's index.
+        step: u32,
+        /// Action or compensation.
+        phase: Phase,
+        /// The attempt answered.
+        attempt: u32,
+        /// Whether it succeeded.
+        ok: bool,
+        /// Why it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// An attempt timed out.
+    TimedOut {
+        /// The step's index.
+        step: u32,
+        /// Action or compensation.
+        phase: Phase,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// A retry was scheduled.
+    RetryScheduled {
+        /// The step's index.
+        step: u32,
+        /// Action or compensation.
+        phase: Phase,
+        /// The next attempt.
+        attempt: u32,
+        /// When it is sent (ms since the epoch).
+        due_ms: u64,
+    },
+    /// A step's action ran out of attempts without an answer.
+    StepUncertain {
+        /// The step's index.
+        step: u32,
+    },
+    /// Compensation began.
+    CompensationStarted {
+        /// Why.
+        reason: String,
+    },
+    /// The saga ended.
+    Finished {
+        /// The final status.
+        status: SagaStatus,
+        /// Why, unless it completed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+/// One line of a saga's history: the transition (state version) it belongs to, when, and
+/// what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The state version the transition wrote.
+    pub version: u64,
+    /// When (ms since the epoch).
+    pub at_ms: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub event: HistoryEvent,
+}
+
+/// The state of one saga instance, as stored: status, per-step status, data, version,
+/// history and the outbox of its last transition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SagaState {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) definition_version: u32,
+    pub(crate) status: SagaStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cursor: Option<Cursor>,
+    pub(crate) steps: Vec<StepStatus>,
+    pub(crate) data: Value,
+    #[serde(default)]
+    pub(crate) outputs: BTreeMap<String, Value>,
+    pub(crate) correlation_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) tenant: Option<String>,
+    pub(crate) version: u64,
+    pub(crate) created_ms: u64,
+    pub(crate) updated_ms: u64,
+    #[serde(default)]
+    pub(crate) history: Vec<HistoryEntry>,
+    #[serde(default)]
+    pub(crate) outbox: Vec<Message>,
+}
+
+impl SagaState {
+    /// The saga instance's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The saga's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The definition version it started with (and keeps).
+    pub fn definition_version(&self) -> u32 {
+        self.definition_version
+    }
+
+    /// Where it is.
+    pub fn status(&self) -> SagaStatus {
+        self.status
+    }
+
+    /// Why it compensated or needs attention.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
+    /// The command in flight.
+    pub fn cursor(&self) -> Option<&Cursor> {
+        self.cursor.as_ref()
+    }
+
+    /// Each step's status, in order.
+    pub fn steps(&self) -> &[StepStatus] {
+        &self.steps
+    }
+
+    /// The saga's input data.
+    pub fn data(&self) -> &Value {
+        &self.data
+    }
+
+    /// The completed steps' outputs, by step name.
+    pub fn outputs(&self) -> &BTreeMap<String, Value> {
+        &self.outputs
+    }
+
+    /// The correlation id its events carry.
+    pub fn correlation_id(&self) -> &str {
+        &self.correlation_id
+    }
+
+    /// The tenant its events carry.
+    pub fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+
+    /// The state version: 1 after the start, one more per transition.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// When it started (ms since the epoch).
+    pub fn created_ms(&self) -> u64 {
+        self.created_ms
+    }
+
+    /// When it last moved (ms since the epoch).
+    pub fn updated_ms(&self) -> u64 {
+        self.updated_ms
+    }
+
+    /// Every transition, in order.
+    pub fn history(&self) -> &[HistoryEntry] {
+        &self.history
+    }
+
+    /// The messages the last transition decided.
+    pub fn outbox(&self) -> &[Message] {
+        &self.outbox
+    }
+}
+
+impl SagaState {
+    /// The history as a timeline, one line per entry: the version, the time since the
+    /// start, and what happened, with step names from `saga` (the definition it started
+    /// with).
+    ///
+    /// ```text
+    /// v1  +0ms      started (definition 1)
+    /// v1  +0ms      sent reserve (action, attempt 1)
+    /// v2  +120ms    reserve answered ok (attempt 1)
+    /// ```
+    pub fn timeline(&self, saga: &super::Saga) -> String {
+        use std::fmt::Write;
+        let name = |step: u32| {
+            saga.steps()
+                .get(step as usize)
+                .map_or_else(|| format!("#{step}"), |s| s.name().to_owned())
+        };
+        let phase = |p: Phase| match p {
+            Phase::Action => "action",
+            Phase::Compensation => "compensation",
+        };
+        let mut out = String::new();
+        for entry in &self.history {
+            let what = match &entry.event {
+                HistoryEvent::Started { definition_version } => {
+                    format!("started (definition {definition_version})")
+                }
+                HistoryEvent::CommandSent {
+                    step,
+                    phase: p,
+                    attempt,
+                } => format!("sent {} ({}, attempt {attempt})", name(*step), phase(*p)),
+                HistoryEvent::Replied {
+                    step,
+                    phase: p,
+                    attempt,
+                    ok,
+                    reason,
+                } => format!(
+                    "{} {} {} (attempt {attempt}){}",
+                    name(*step),
+                    phase(*p),
+                    if *ok { "answered ok" } else { "failed" },
+                    reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                ),
+                HistoryEvent::TimedOut {
+                    step,
+                    phase: p,
+                    attempt,
+                } => format!(
+                    "{} {} timed out (attempt {attempt})",
+                    name(*step),
+                    phase(*p)
+                ),
+                HistoryEvent::RetryScheduled {
+                    step,
+                    phase: p,
+                    attempt,
+                    due_ms,
+                } => format!(
+                    "retry {} {} as attempt {attempt} at +{}ms",
+                    name(*step),
+                    phase(*p),
+                    due_ms.saturating_sub(self.created_ms)
+                ),
+                HistoryEvent::StepUncertain { step } => {
+                    format!("{} out of attempts: may have taken effect", name(*step))
+                }
+                HistoryEvent::CompensationStarted { reason } => format!("compensating: {reason}"),
+                HistoryEvent::Finished { status, reason } => format!(
+                    "ended {}{}",
+                    status.as_str(),
+                    reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                ),
+            };
+            let _ = writeln!(
+                out,
+                "v{:<3} +{:<8} {what}",
+                entry.version,
+                format!("{}ms", entry.at_ms.saturating_sub(self.created_ms))
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,544 @@
+//! Unit and property tests of the transition function.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+
+fn three_steps(pivot: bool) -> Saga {
+    let step = |name: &str, comp: bool| {
+        Step::new(
+            name,
+            remote("p", &format!("Do{name}")),
+            comp.then(|| remote("p", &format!("Undo{name}"))),
+        )
+        .timeout(Duration::from_secs(10))
+        .retry(RetryPolicy::new(3, Duration::from_secs(1), Duration::from_secs(4)).unwrap())
+        .compensation_retry(
+            RetryPolicy::new(2, Duration::from_secs(1), Duration::from_secs(4)).unwrap(),
+        )
+    };
+    let b = Saga::named("s", 1)
+        .step(step("a", true))
+        .step(step("b", true));
+    let b = if pivot {
+        b.pivot(step("c", false))
+    } else {
+        b.step(step("c", true))
+    };
+    b.build().unwrap()
+}
+
+fn applied(outcome: Outcome) -> Transition {
+    match outcome {
+        Outcome::Applied(t) => t,
+        other => panic!("expected a transition, got {other:?}"),
+    }
+}
+
+fn command(t: &Transition) -> Command {
+    t.outbox()
+        .iter()
+        .find_map(|m| match m {
+            Message::Command(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("a command")
+}
+
+fn ok(c: &Command) -> SagaInput {
+    SagaInput::Reply(Reply::to(c, Ok(json!({"step": c.step}))))
+}
+
+fn err(c: &Command, e: StepError) -> SagaInput {
+    SagaInput::Reply(Reply::to(c, Err(e)))
+}
+
+fn begin(saga: &Saga) -> Transition {
+    start(
+        saga,
+        "s-1",
+        json!({"order": 7}),
+        StartMeta::default(),
+        1_000,
+    )
+}
+
+#[test]
+fn completes_in_order_with_one_version_per_transition() {
+    let saga = three_steps(false);
+    let mut t = begin(&saga);
+    assert_eq!(t.state().version(), 1);
+    for step in 0..3 {
+        let c = command(&t);
+        assert_eq!((c.step, c.phase, c.attempt), (step, Phase::Action, 1));
+        t = applied(transition(&saga, t.state(), &ok(&c), 2_000));
+    }
+    let s = t.state();
+    assert_eq!(s.status(), SagaStatus::Completed);
+    assert_eq!(s.version(), 4);
+    assert_eq!(s.outputs().len(), 3);
+    assert!(matches!(t.outbox(), [Message::Finished(f)] if f.status == SagaStatus::Completed));
+    let versions: Vec<u64> = s.history().iter().map(|h| h.version).collect();
+    assert!(
+        versions
+            .windows(2)
+            .all(|w| w[1] == w[0] || w[1] == w[0] + 1)
+    );
+    assert_eq!(versions.last(), Some(&4));
+}
+
+#[test]
+fn a_refused_step_compensates_the_completed_ones_in_reverse() {
+    let saga = three_steps(false);
+    let mut t = begin(&saga);
+    for _ in 0..2 {
+        let c = command(&t);
+        t = applied(transition(&saga, t.state(), &ok(&c), 2_000));
+    }
+    let c = command(&t);
+    t = applied(transition(
+        &saga,
+        t.state(),
+        &err(&c, StepError::Rejected("no".into())),
+        3_000,
+    ));
+    assert_eq!(t.state().status(), SagaStatus::Compensating);
+    let mut compensated = Vec::new();
+    while !t.state().status().is_final() {
+        let c = command(&t);
+        assert_eq!(c.phase, Phase::Compensation);
+        compensated.push(c.step);
+        t = applied(transition(&saga, t.state(), &ok(&c), 4_000));
+    }
+    assert_eq!(
+        compensated,
+        [1, 0],
+        "reverse order, the refused step is not undone"
+    );
+    assert_eq!(t.state().status(), SagaStatus::Compensated);
+    assert_eq!(
+        t.state().steps(),
+        [
+            StepStatus::Compensated,
+            StepStatus::Compensated,
+            StepStatus::Rejected
+        ]
+    );
+    assert!(t.state().reason().unwrap().contains("no"));
+    let timeline = t.state().timeline(&saga);
+    let lines: Vec<&str> = timeline.lines().collect();
+    assert_eq!(lines.len(), t.state().history().len());
+    assert!(lines[0].starts_with("v1") && lines[0].ends_with("started (definition 1)"));
+    assert!(
+        lines[1].ends_with("sent a (action, attempt 1)"),
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains("c action failed (attempt 1): refused: no")
+            || timeline.contains("c action failed (attempt 1): no"),
+        "{timeline}"
+    );
+    assert!(
+        lines.last().unwrap().contains("ended compensated"),
+        "{timeline}"
+    );
+}
+
+#[test]
+fn duplicate_late_and_early_replies_are_ignored() {
+    let saga = three_steps(false);
+    let t0 = begin(&saga);
+    let c0 = command(&t0);
+    let t1 = applied(transition(&saga, t0.state(), &ok(&c0), 2_000));
+    // The same reply again.
+    assert_eq!(
+        transition(&saga, t1.state(), &ok(&c0), 2_100),
+        Outcome::Ignored(Ignored::Stale)
+    );
+    // A reply for a step not sent yet.
+    let mut future = command(&t1);
+    future.step = 2;
+    future.command_id = command_id("s-1", 2, Phase::Action);
+    assert_eq!(
+        transition(&saga, t1.state(), &ok(&future), 2_100),
+        Outcome::Ignored(Ignored::Stale)
+    );
+    // An attempt never sent.
+    let mut c1 = command(&t1);
+    c1.attempt = 2;
+    assert_eq!(
+        transition(&saga, t1.state(), &ok(&c1), 2_100),
+        Outcome::Ignored(Ignored::Unknown)
+    );
+    // Another saga's reply.
+    let mut other = command(&t1);
+    other.saga_id = "s-2".into();
+    assert_eq!(
+        transition(&saga, t1.state(), &ok(&other), 2_100),
+        Outcome::Ignored(Ignored::Unknown)
+    );
+}
+
+#[test]
+fn a_timeout_retries_and_a_late_success_of_the_first_attempt_counts() {
+    let saga = three_steps(false);
+    let t0 = begin(&saga);
+    let c0 = command(&t0);
+    let timeout = Timer {
+        saga_id: "s-1".into(),
+        kind: TimerKind::Timeout,
+        step: 0,
+        phase: Phase::Action,
+        attempt: 1,
+        due_ms: 11_000,
+    };
+    // Early: re-armed, no write.
+    assert!(matches!(
+        transition(&saga, t0.state(), &SagaInput::Timer(timeout.clone()), 5_000),
+        Outcome::Rearm(t) if t.due_ms == 11_000
+    ));
+    let t1 = applied(transition(
+        &saga,
+        t0.state(),
+        &SagaInput::Timer(timeout.clone()),
+        11_000,
+    ));
+    let cursor = t1.state().cursor().unwrap();
+    assert_eq!(cursor.attempt, 2);
+    assert_eq!(cursor.waiting, Waiting::Retry { due_ms: 12_000 });
+    // The timeout again: stale.
+    assert_eq!(
+        transition(&saga, t1.state(), &SagaInput::Timer(timeout), 11_500),
+        Outcome::Ignored(Ignored::Stale)
+    );
+    // A technical failure of attempt 1 arriving now: stale.
+    assert_eq!(
+        transition(
+            &saga,
+            t1.state(),
+            &err(&c0, StepError::Failed("x".into())),
+            11_500
+        ),
+        Outcome::Ignored(Ignored::Stale)
+    );
+    // But its success counts: the participant did it once.
+    let t2 = applied(transition(&saga, t1.state(), &ok(&c0), 11_600));
+    assert_eq!(t2.state().steps()[0], StepStatus::Done);
+    assert_eq!(command(&t2).step, 1);
+}
+
+#[test]
+fn running_out_of_attempts_compensates_the_uncertain_step_too() {
+    let saga = three_steps(false);
+    let t0 = begin(&saga);
+    let mut t = applied(transition(&saga, t0.state(), &ok(&command(&t0)), 2_000));
+    let mut now = 2_000;
+    for attempt in 1..=3 {
+        let c = command(&t);
+        assert_eq!(c.attempt, attempt);
+        now += 10;
+        t = applied(transition(
+            &saga,
+            t.state(),
+            &err(&c, StepError::Failed("down".into())),
+            now,
+        ));
+        if attempt < 3 {
+            let due = match t.state().cursor().unwrap().waiting {
+                Waiting::Retry { due_ms } => due_ms,
+                w => panic!("{w:?}"),
+            };
+            now = due;
+            let retry = Timer {
+                saga_id: "s-1".into(),
+                kind: TimerKind::Retry,
+                step: 1,
+                phase: Phase::Action,
+                attempt: attempt + 1,
+                due_ms: due,
+            };
+            t = applied(transition(&saga, t.state(), &SagaInput::Timer(retry), now));
+        }
+    }
+    assert_eq!(t.state().status(), SagaStatus::Compensating);
+    assert_eq!(t.state().steps()[1], StepStatus::Compensating);
+    assert!(
+        t.state()
+            .history()
+            .iter()
+            .any(|h| h.event == HistoryEvent::StepUncertain { step: 1 })
+    );
+    let c = command(&t);
+    assert_eq!((c.step, c.phase), (1, Phase::Compensation));
+}
+
+#[test]
+fn a_compensation_that_keeps_failing_needs_attention_with_the_reason() {
+    let saga = three_steps(false);
+    let t0 = begin(&saga);
+    let t1 = applied(transition(&saga, t0.state(), &ok(&command(&t0)), 2_000));
+    let c1 = command(&t1);
+    let mut t = applied(transition(
+        &saga,
+        t1.state(),
+        &err(&c1, StepError::Rejected("no".into())),
+        3_000,
+    ));
+    let c = command(&t);
+    t = applied(transition(
+        &saga,
+        t.state(),
+        &err(&c, StepError::Failed("db".into())),
+        3_100,
+    ));
+    let retry = Timer {
+        saga_id: "s-1".into(),
+        kind: TimerKind::Retry,
+        step: 0,
+        phase: Phase::Compensation,
+        attempt: 2,
+        due_ms: 4_100,
+    };
+    t = applied(transition(
+        &saga,
+        t.state(),
+        &SagaInput::Timer(retry),
+        4_100,
+    ));
+    let c = command(&t);
+    t = applied(transition(
+        &saga,
+        t.state(),
+        &err(&c, StepError::Failed("db".into())),
+        4_200,
+    ));
+    let s = t.state();
+    assert_eq!(s.status(), SagaStatus::NeedsAttention);
+    let reason = s.reason().unwrap();
+    assert!(
+        reason.contains("compensation") && reason.contains("db"),
+        "{reason}"
+    );
+    assert_eq!(
+        transition(&saga, s, &ok(&c), 5_000),
+        Outcome::Ignored(Ignored::Finished)
+    );
+}
+
+#[test]
+fn after_the_pivot_a_failure_needs_attention_and_before_it_compensates() {
+    let saga = three_steps(true);
+    let t0 = begin(&saga);
+    let t1 = applied(transition(&saga, t0.state(), &ok(&command(&t0)), 2_000));
+    let t2 = applied(transition(&saga, t1.state(), &ok(&command(&t1)), 2_000));
+    // The pivot refused: compensate the two before it.
+    let refused = applied(transition(
+        &saga,
+        t2.state(),
+        &err(&command(&t2), StepError::Rejected("no".into())),
+        3_000,
+    ));
+    assert_eq!(command(&refused).step, 1);
+    assert_eq!(refused.state().status(), SagaStatus::Compensating);
+    // A pivot that ran out of attempts may have taken effect: a person decides.
+    let saga2 = Saga::named("s", 2)
+        .step(Step::new("a", remote("p", "A"), Some(remote("p", "UndoA"))))
+        .pivot(
+            Step::new("b", remote("p", "B"), None)
+                .retry(RetryPolicy::new(1, Duration::ZERO, Duration::ZERO).unwrap()),
+        )
+        .step(Step::new("c", remote("p", "C"), None))
+        .build()
+        .unwrap();
+    let t0 = begin(&saga2);
+    let t1 = applied(transition(&saga2, t0.state(), &ok(&command(&t0)), 2_000));
+    let t2 = applied(transition(
+        &saga2,
+        t1.state(),
+        &err(&command(&t1), StepError::Failed("?".into())),
+        2_000,
+    ));
+    assert_eq!(t2.state().status(), SagaStatus::NeedsAttention);
+    assert!(t2.state().reason().unwrap().contains("pivot"));
+}
+
+#[test]
+fn definitions_are_checked_and_versions_kept_apart() {
+    let e = Saga::named("x", 1).build().unwrap_err();
+    assert!(e.to_string().contains("steps"));
+    let e = Saga::named("x", 1)
+        .pivot(Step::new("a", remote("p", "A"), Some(remote("p", "B"))))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("pivot"));
+    let e = Saga::named("x", 1)
+        .step(Step::new("a", remote("p", "A"), None))
+        .step(Step::new("a", remote("p", "A"), None))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("unique"));
+    assert!(RetryPolicy::new(0, Duration::ZERO, Duration::ZERO).is_err());
+    let registry = Registry::new().with(three_steps(false)).with(
+        Saga::named("s", 2)
+            .step(Step::new("only", remote("p", "X"), None))
+            .build()
+            .unwrap(),
+    );
+    assert_eq!(registry.latest("s").unwrap().version(), 2);
+    assert_eq!(registry.get("s", 1).unwrap().steps().len(), 3);
+    assert!(registry.latest("t").is_none());
+}
+
+#[test]
+fn backoff_doubles_up_to_its_cap() {
+    let p = RetryPolicy::new(10, Duration::from_secs(1), Duration::from_secs(5)).unwrap();
+    let waits: Vec<u64> = (2..=6).map(|a| p.backoff(a).as_secs()).collect();
+    assert_eq!(waits, [1, 2, 4, 5, 5]);
+}
+
+/// One input the property test feeds: an answer to what is in flight, or noise.
+#[derive(Debug, Clone)]
+enum Move {
+    /// Answer the command in flight, from attempt `attempt_back` before the current one.
+    Answer { outcome: u8, attempt_back: u32 },
+    /// Fire the timer in flight, `early` ms before it is due (0: on time).
+    Fire { early: u64 },
+    /// Deliver again an input applied earlier (index modulo their number).
+    Replay(usize),
+    /// A reply to a random step and phase.
+    Noise {
+        step: u32,
+        compensation: bool,
+        outcome: u8,
+    },
+}
+
+fn moves() -> impl Strategy<Value = Vec<Move>> {
+    let one = prop_oneof![
+        4 => (0u8..4, 0u32..2).prop_map(|(outcome, attempt_back)| Move::Answer { outcome, attempt_back }),
+        2 => prop_oneof![Just(0u64), 1u64..5_000].prop_map(|early| Move::Fire { early }),
+        2 => any::<usize>().prop_map(Move::Replay),
+        1 => (0u32..4, any::<bool>(), 0u8..4).prop_map(|(step, compensation, outcome)| Move::Noise { step, compensation, outcome }),
+    ];
+    proptest::collection::vec(one, 1..120)
+}
+
+fn outcome_of(n: u8) -> Result<Value, StepError> {
+    match n {
+        0 | 1 => Ok(json!(n)),
+        2 => Err(StepError::Rejected("refused".into())),
+        _ => Err(StepError::Failed("broken".into())),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever arrives, in whatever order and however often: each transition adds one
+    /// version and its history, decides at most one command, applies nothing twice, and
+    /// compensates only completed (or uncertain) steps, in reverse order; final states are
+    /// consistent.
+    #[test]
+    fn transitions_keep_the_saga_invariants(pivot in any::<bool>(), script in moves()) {
+        let saga = three_steps(pivot);
+        let first = begin(&saga);
+        let mut state = first.state().clone();
+        let mut now = 1_000u64;
+        let mut applied_inputs: Vec<SagaInput> = Vec::new();
+        let mut last_compensated: Option<u32> = None;
+        for m in script {
+            if state.status().is_final() {
+                break;
+            }
+            now += 7;
+            let cursor = state.cursor().cloned().expect("a running saga has a cursor");
+            let input = match m {
+                Move::Answer { outcome, attempt_back } => SagaInput::Reply(Reply {
+                    saga_id: state.id().to_owned(),
+                    command_id: cursor.command_id.clone(),
+                    step: cursor.step,
+                    phase: cursor.phase,
+                    attempt: cursor.attempt.saturating_sub(attempt_back).max(1),
+                    outcome: outcome_of(outcome),
+                }),
+                Move::Fire { early } => {
+                    let (kind, due) = match cursor.waiting {
+                        Waiting::Reply { deadline_ms } => (TimerKind::Timeout, deadline_ms),
+                        Waiting::Retry { due_ms } => (TimerKind::Retry, due_ms),
+                    };
+                    now = now.max(due.saturating_sub(early));
+                    SagaInput::Timer(Timer { saga_id: state.id().to_owned(), kind, step: cursor.step, phase: cursor.phase, attempt: cursor.attempt, due_ms: due })
+                }
+                Move::Replay(i) if !applied_inputs.is_empty() => applied_inputs[i % applied_inputs.len()].clone(),
+                Move::Replay(_) => continue,
+                Move::Noise { step, compensation, outcome } => {
+                    let phase = if compensation { Phase::Compensation } else { Phase::Action };
+                    SagaInput::Reply(Reply { saga_id: state.id().to_owned(), command_id: command_id(state.id(), step, phase), step, phase, attempt: 1, outcome: outcome_of(outcome) })
+                }
+            };
+            let outcome = transition(&saga, &state, &input, now);
+            // Pure: the same arguments, the same answer.
+            prop_assert_eq!(&outcome, &transition(&saga, &state, &input, now));
+            match outcome {
+                Outcome::Applied(t) => {
+                    let next = t.state();
+                    prop_assert_eq!(next.version(), state.version() + 1);
+                    prop_assert!(!t.history().is_empty());
+                    prop_assert!(t.history().iter().all(|h| h.version == next.version()));
+                    prop_assert_eq!(&next.history()[..state.history().len()], state.history());
+                    let commands: Vec<&Command> = t.outbox().iter().filter_map(|m| match m { Message::Command(c) => Some(c), _ => None }).collect();
+                    prop_assert!(commands.len() <= 1);
+                    for c in commands {
+                        if c.phase == Phase::Compensation && c.attempt == 1 {
+                            let before = state.steps()[c.step as usize];
+                            prop_assert!(matches!(before, StepStatus::Done | StepStatus::Uncertain | StepStatus::Running), "compensating a step in {before:?}");
+                            if let Some(last) = last_compensated {
+                                prop_assert!(c.step < last, "compensation order");
+                            }
+                            last_compensated = Some(c.step);
+                        }
+                    }
+                    // Applied once: the same input again changes nothing.
+                    prop_assert!(!matches!(transition(&saga, next, &input, now), Outcome::Applied(_)));
+                    applied_inputs.push(input);
+                    state = t.into_state();
+                }
+                Outcome::Ignored(_) | Outcome::Rearm(_) => {}
+            }
+        }
+        match state.status() {
+            SagaStatus::Completed => prop_assert!(state.steps().iter().all(|s| *s == StepStatus::Done)),
+            SagaStatus::Compensated => {
+                prop_assert!(state.reason().is_some());
+                for (i, s) in state.steps().iter().enumerate() {
+                    let undoable = saga.steps()[i].compensation.is_some();
+                    prop_assert!(!(undoable && matches!(s, StepStatus::Done | StepStatus::Uncertain)), "step {i} left {s:?}");
+                }
+            }
+            SagaStatus::NeedsAttention => prop_assert!(state.reason().is_some()),
+            SagaStatus::Running | SagaStatus::Compensating => prop_assert!(state.cursor().is_some()),
+        }
+    }
+
+    /// A saga whose commands are always answered ends, whatever the answers.
+    #[test]
+    fn answered_sagas_always_end(pivot in any::<bool>(), answers in proptest::collection::vec(0u8..4, 64)) {
+        let saga = three_steps(pivot);
+        let mut state = begin(&saga).into_state();
+        let mut now = 1_000;
+        for a in answers {
+            if state.status().is_final() { break; }
+            let cursor = state.cursor().cloned().unwrap();
+            now += 60_000;
+            let input = match cursor.waiting {
+                Waiting::Retry { due_ms } => SagaInput::Timer(Timer { saga_id: "s-1".into(), kind: TimerKind::Retry, step: cursor.step, phase: cursor.phase, attempt: cursor.attempt, due_ms }),
+                Waiting::Reply { .. } => SagaInput::Reply(Reply { saga_id: "s-1".into(), command_id: cursor.command_id, step: cursor.step, phase: cursor.phase, attempt: cursor.attempt, outcome: outcome_of(a) }),
+            };
+            state = applied(transition(&saga, &state, &input, now)).into_state();
+        }
+        prop_assert!(state.status().is_final(), "still {:?} after 64 answers", state.status());
+    }
+}

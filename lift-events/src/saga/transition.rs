@@ -1,0 +1,472 @@
+//! The pure transition function: (state, input, now) → (new state, outbox, history).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::StepError;
+use super::definition::{Saga, Work};
+use super::state::{
+    Command, Cursor, Finished, HistoryEntry, HistoryEvent, Message, Phase, Reply, SagaInput,
+    SagaState, SagaStatus, StepStatus, Target, Timer, TimerKind, Waiting, command_id,
+};
+
+/// Who started a saga: the correlation id and tenant its events carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StartMeta {
+    /// The correlation id (the saga id when empty).
+    pub correlation_id: String,
+    /// The tenant.
+    pub tenant: Option<String>,
+}
+
+/// A transition that changes the state: the new state (with its outbox and its history
+/// grown by this transition's entries).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    state: SagaState,
+    first_new: usize,
+}
+
+impl Transition {
+    /// The new state (version one above the old one).
+    pub fn state(&self) -> &SagaState {
+        &self.state
+    }
+
+    /// The new state, owned.
+    pub fn into_state(self) -> SagaState {
+        self.state
+    }
+
+    /// The messages to publish once the state is stored.
+    pub fn outbox(&self) -> &[Message] {
+        &self.state.outbox
+    }
+
+    /// The history entries this transition added.
+    pub fn history(&self) -> &[HistoryEntry] {
+        &self.state.history[self.first_new..]
+    }
+}
+
+/// Why an input changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ignored {
+    /// The saga already ended.
+    Finished,
+    /// The input is for another step, phase or attempt than the one in flight: late,
+    /// duplicate or out of order.
+    Stale,
+    /// The input names a step, attempt or command the saga never sent.
+    Unknown,
+}
+
+/// The result of applying an input.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+// `Applied` is the common case: boxing it would add an allocation per transition.
+#[allow(clippy::large_enum_variant)]
+pub enum Outcome {
+    /// The state moved: store it (one conditional write), then publish its outbox.
+    Applied(Transition),
+    /// Nothing to do; acknowledge the input.
+    Ignored(Ignored),
+    /// The timer came early (a delay is capped at 15 minutes): send it again, no write.
+    Rearm(Timer),
+}
+
+/// Starts saga `id` of definition `saga` with input `data`: version 1, the first command
+/// in its outbox.
+pub fn start(saga: &Saga, id: &str, data: Value, meta: StartMeta, now_ms: u64) -> Transition {
+    let correlation_id = if meta.correlation_id.is_empty() {
+        id.to_owned()
+    } else {
+        meta.correlation_id
+    };
+    let state = SagaState {
+        id: id.to_owned(),
+        name: saga.name.clone(),
+        definition_version: saga.version,
+        status: SagaStatus::Running,
+        reason: None,
+        cursor: None,
+        steps: vec![StepStatus::Pending; saga.steps.len()],
+        data,
+        outputs: BTreeMap::new(),
+        correlation_id,
+        tenant: meta.tenant,
+        version: 0,
+        created_ms: now_ms,
+        updated_ms: now_ms,
+        history: Vec::new(),
+        outbox: Vec::new(),
+    };
+    let mut tx = Tx::begin(saga, &state, now_ms);
+    tx.log(HistoryEvent::Started {
+        definition_version: saga.version,
+    });
+    tx.send(0, Phase::Action, 1);
+    tx.finish()
+}
+
+/// Applies `input` to `state` under its definition `saga` at time `now_ms`. Pure: the same
+/// arguments give the same outcome.
+///
+/// A reply is applied only when it answers the command in flight (same step, phase and
+/// command id): a success or a refusal from any attempt of it (a participant idempotent by
+/// command id gives every attempt the same answer), a technical failure only from the
+/// current attempt. Anything else is [`Outcome::Ignored`], so each reply changes the state
+/// at most once.
+pub fn transition(saga: &Saga, state: &SagaState, input: &SagaInput, now_ms: u64) -> Outcome {
+    if state.status.is_final() {
+        return Outcome::Ignored(Ignored::Finished);
+    }
+    if input.saga_id() != state.id {
+        return Outcome::Ignored(Ignored::Unknown);
+    }
+    let Some(cursor) = state.cursor.clone() else {
+        return Outcome::Ignored(Ignored::Unknown);
+    };
+    match input {
+        SagaInput::Reply(reply) => on_reply(saga, state, &cursor, reply, now_ms),
+        SagaInput::Timer(timer) => on_timer(saga, state, &cursor, timer, now_ms),
+    }
+}
+
+fn on_reply(
+    saga: &Saga,
+    state: &SagaState,
+    cursor: &Cursor,
+    reply: &Reply,
+    now_ms: u64,
+) -> Outcome {
+    if reply.step != cursor.step || reply.phase != cursor.phase {
+        return Outcome::Ignored(if (reply.step as usize) < saga.steps.len() {
+            Ignored::Stale
+        } else {
+            Ignored::Unknown
+        });
+    }
+    if reply.command_id != cursor.command_id || reply.attempt == 0 || reply.attempt > cursor.attempt
+    {
+        return Outcome::Ignored(Ignored::Unknown);
+    }
+    let mut tx = Tx::begin(saga, state, now_ms);
+    let step = cursor.step;
+    match &reply.outcome {
+        Ok(output) => {
+            tx.log(HistoryEvent::Replied {
+                step,
+                phase: cursor.phase,
+                attempt: reply.attempt,
+                ok: true,
+                reason: None,
+            });
+            match cursor.phase {
+                Phase::Action => tx.action_done(step, output.clone()),
+                Phase::Compensation => tx.compensation_done(step),
+            }
+        }
+        Err(StepError::Rejected(reason)) => {
+            tx.log(HistoryEvent::Replied {
+                step,
+                phase: cursor.phase,
+                attempt: reply.attempt,
+                ok: false,
+                reason: Some(reason.clone()),
+            });
+            match cursor.phase {
+                Phase::Action => tx.action_failed(step, false, reason),
+                Phase::Compensation => tx.needs_attention(format!(
+                    "the compensation of step `{}` was refused: {reason}",
+                    tx.step_name(step)
+                )),
+            }
+        }
+        Err(StepError::Failed(reason)) => {
+            let current =
+                reply.attempt == cursor.attempt && matches!(cursor.waiting, Waiting::Reply { .. });
+            if !current {
+                return Outcome::Ignored(Ignored::Stale);
+            }
+            tx.log(HistoryEvent::Replied {
+                step,
+                phase: cursor.phase,
+                attempt: reply.attempt,
+                ok: false,
+                reason: Some(reason.clone()),
+            });
+            tx.attempt_failed(cursor, reason);
+        }
+    }
+    Outcome::Applied(tx.finish())
+}
+
+fn on_timer(
+    saga: &Saga,
+    state: &SagaState,
+    cursor: &Cursor,
+    timer: &Timer,
+    now_ms: u64,
+) -> Outcome {
+    if timer.step != cursor.step || timer.phase != cursor.phase || timer.attempt != cursor.attempt {
+        return Outcome::Ignored(Ignored::Stale);
+    }
+    let due_ms = match (timer.kind, cursor.waiting) {
+        (TimerKind::Timeout, Waiting::Reply { deadline_ms }) => deadline_ms,
+        (TimerKind::Retry, Waiting::Retry { due_ms }) => due_ms,
+        _ => return Outcome::Ignored(Ignored::Stale),
+    };
+    if now_ms < due_ms {
+        return Outcome::Rearm(Timer {
+            due_ms,
+            ..timer.clone()
+        });
+    }
+    let mut tx = Tx::begin(saga, state, now_ms);
+    match timer.kind {
+        TimerKind::Timeout => {
+            tx.log(HistoryEvent::TimedOut {
+                step: cursor.step,
+                phase: cursor.phase,
+                attempt: cursor.attempt,
+            });
+            let timeout = saga.steps[cursor.step as usize].timeout;
+            tx.attempt_failed(cursor, &format!("timed out after {timeout:?}"));
+        }
+        TimerKind::Retry => tx.send(cursor.step, cursor.phase, cursor.attempt),
+    }
+    Outcome::Applied(tx.finish())
+}
+
+/// A transition being built on a copy of the state.
+struct Tx<'a> {
+    saga: &'a Saga,
+    state: SagaState,
+    first_new: usize,
+    now_ms: u64,
+}
+
+impl<'a> Tx<'a> {
+    fn begin(saga: &'a Saga, state: &SagaState, now_ms: u64) -> Self {
+        let mut state = state.clone();
+        state.version += 1;
+        state.updated_ms = now_ms.max(state.updated_ms);
+        state.outbox.clear();
+        let first_new = state.history.len();
+        Tx {
+            saga,
+            state,
+            first_new,
+            now_ms,
+        }
+    }
+
+    fn finish(self) -> Transition {
+        Transition {
+            state: self.state,
+            first_new: self.first_new,
+        }
+    }
+
+    fn log(&mut self, event: HistoryEvent) {
+        self.state.history.push(HistoryEntry {
+            version: self.state.version,
+            at_ms: self.now_ms,
+            event,
+        });
+    }
+
+    fn step_name(&self, step: u32) -> &str {
+        &self.saga.steps[step as usize].name
+    }
+
+    /// Sends attempt `attempt` of `step`'s `phase`, with its timeout timer.
+    fn send(&mut self, step: u32, phase: Phase, attempt: u32) {
+        let definition = &self.saga.steps[step as usize];
+        let target = match definition.work(phase) {
+            Some(Work::Remote {
+                participant,
+                command,
+            }) => Target::Remote {
+                participant: participant.clone(),
+                command: command.clone(),
+            },
+            Some(Work::Local(_)) | None => Target::Local,
+        };
+        let deadline_ms = self
+            .now_ms
+            .saturating_add(u64::try_from(definition.timeout.as_millis()).unwrap_or(u64::MAX));
+        let id = command_id(&self.state.id, step, phase);
+        self.state.steps[step as usize] = match phase {
+            Phase::Action => StepStatus::Running,
+            Phase::Compensation => StepStatus::Compensating,
+        };
+        self.state.cursor = Some(Cursor {
+            step,
+            phase,
+            attempt,
+            command_id: id.clone(),
+            waiting: Waiting::Reply { deadline_ms },
+        });
+        self.state.outbox.push(Message::Command(Command {
+            command_id: id,
+            saga_id: self.state.id.clone(),
+            saga: self.state.name.clone(),
+            step,
+            step_name: definition.name.clone(),
+            phase,
+            attempt,
+            target,
+            data: self.state.data.clone(),
+            outputs: self.state.outputs.clone(),
+            correlation_id: self.state.correlation_id.clone(),
+            tenant: self.state.tenant.clone(),
+        }));
+        self.state.outbox.push(Message::Timer(Timer {
+            saga_id: self.state.id.clone(),
+            kind: TimerKind::Timeout,
+            step,
+            phase,
+            attempt,
+            due_ms: deadline_ms,
+        }));
+        self.log(HistoryEvent::CommandSent {
+            step,
+            phase,
+            attempt,
+        });
+    }
+
+    /// A technical failure or a timeout of the current attempt: retry, or give up.
+    fn attempt_failed(&mut self, cursor: &Cursor, reason: &str) {
+        let definition = &self.saga.steps[cursor.step as usize];
+        let policy = *definition.policy(cursor.phase);
+        if cursor.attempt < policy.max_attempts() {
+            let attempt = cursor.attempt + 1;
+            let backoff = u64::try_from(policy.backoff(attempt).as_millis()).unwrap_or(u64::MAX);
+            let due_ms = self.now_ms.saturating_add(backoff);
+            self.state.cursor = Some(Cursor {
+                attempt,
+                waiting: Waiting::Retry { due_ms },
+                ..cursor.clone()
+            });
+            self.state.outbox.push(Message::Timer(Timer {
+                saga_id: self.state.id.clone(),
+                kind: TimerKind::Retry,
+                step: cursor.step,
+                phase: cursor.phase,
+                attempt,
+                due_ms,
+            }));
+            self.log(HistoryEvent::RetryScheduled {
+                step: cursor.step,
+                phase: cursor.phase,
+                attempt,
+                due_ms,
+            });
+            return;
+        }
+        let reason = format!(
+            "step `{}` failed {} times: {reason}",
+            definition.name, cursor.attempt
+        );
+        match cursor.phase {
+            Phase::Action => {
+                self.log(HistoryEvent::StepUncertain { step: cursor.step });
+                self.action_failed(cursor.step, true, &reason);
+            }
+            Phase::Compensation => self.needs_attention(format!("the compensation of {reason}")),
+        }
+    }
+
+    fn action_done(&mut self, step: u32, output: Value) {
+        let index = step as usize;
+        self.state.steps[index] = StepStatus::Done;
+        self.state
+            .outputs
+            .insert(self.saga.steps[index].name.clone(), output);
+        if index + 1 < self.saga.steps.len() {
+            self.send(step + 1, Phase::Action, 1);
+        } else {
+            self.end(SagaStatus::Completed, None);
+        }
+    }
+
+    /// The action of `step` failed for good: refused (`uncertain == false`) or out of
+    /// attempts (it may have taken effect).
+    fn action_failed(&mut self, step: u32, uncertain: bool, reason: &str) {
+        let index = step as usize;
+        self.state.steps[index] = if uncertain {
+            StepStatus::Uncertain
+        } else {
+            StepStatus::Rejected
+        };
+        let name = &self.saga.steps[index].name;
+        if let Some(pivot) = self.saga.pivot {
+            if index > pivot {
+                let reason = format!("step `{name}` after the pivot failed: {reason}");
+                return self.needs_attention(reason);
+            }
+            if index == pivot && uncertain {
+                let reason = format!("the pivot `{name}` may have taken effect: {reason}");
+                return self.needs_attention(reason);
+            }
+        }
+        self.state.status = SagaStatus::Compensating;
+        self.state.reason = Some(reason.to_owned());
+        self.log(HistoryEvent::CompensationStarted {
+            reason: reason.to_owned(),
+        });
+        self.compensate_from(index);
+    }
+
+    /// Compensates the highest step at or below `upper` that completed (or may have) and
+    /// has a compensation; ends `Compensated` when none is left.
+    fn compensate_from(&mut self, upper: usize) {
+        let next = (0..=upper).rev().find(|&j| {
+            matches!(
+                self.state.steps[j],
+                StepStatus::Done | StepStatus::Uncertain
+            ) && self.saga.steps[j].compensation.is_some()
+        });
+        match next {
+            Some(j) => self.send(j as u32, Phase::Compensation, 1),
+            None => {
+                let reason = self.state.reason.clone();
+                self.end(SagaStatus::Compensated, reason);
+            }
+        }
+    }
+
+    fn compensation_done(&mut self, step: u32) {
+        let index = step as usize;
+        self.state.steps[index] = StepStatus::Compensated;
+        if index == 0 {
+            let reason = self.state.reason.clone();
+            self.end(SagaStatus::Compensated, reason);
+        } else {
+            self.compensate_from(index - 1);
+        }
+    }
+
+    fn needs_attention(&mut self, reason: String) {
+        self.end(SagaStatus::NeedsAttention, Some(reason));
+    }
+
+    fn end(&mut self, status: SagaStatus, reason: Option<String>) {
+        self.state.status = status;
+        self.state.reason.clone_from(&reason);
+        self.state.cursor = None;
+        self.state.outbox.push(Message::Finished(Finished {
+            saga_id: self.state.id.clone(),
+            saga: self.state.name.clone(),
+            status,
+            reason: reason.clone(),
+            correlation_id: self.state.correlation_id.clone(),
+        }));
+        self.log(HistoryEvent::Finished { status, reason });
+    }
+}

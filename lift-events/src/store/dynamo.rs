@@ -1,0 +1,347 @@
+//! [`SagaStore`] on DynamoDB: one item per saga.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+};
+
+use super::{SagaStore, SagaSummary, StoreError};
+use crate::saga::{Message, SagaState, SagaStatus};
+use lift_middleware::dynamo::{self, DynamoError};
+
+/// The time limit of one DynamoDB call, on top of the SDK's own.
+const CALL_LIMIT: Duration = Duration::from_secs(3);
+/// DynamoDB's item size limit.
+const MAX_ITEM_BYTES: usize = 400 * 1024;
+/// The sparse index of finished sagas, by status and time.
+const FINISHED_INDEX: &str = "finished";
+
+/// Sagas in a DynamoDB table, one item each:
+///
+/// | attribute | |
+/// |---|---|
+/// | `pk` (S, key) | the saga id |
+/// | `v` (N) | the state version: each write is conditional on it |
+/// | `status` (S), `name` (S), `updated` (N), `reason` (S) | for listing |
+/// | `fin` (S) | the status once final: the key of the sparse `finished` index |
+/// | `state` (S) | the state and its whole history, as JSON |
+/// | `outbox` (S) | the messages the last transition decided, as JSON |
+///
+/// The history is kept in the item rather than as items of its own: a transition is then
+/// one `PutItem` (1 write unit per KB of item) where a `TransactWriteItems` of the state and
+/// a history item would cost 2 units per item, 4 or more per transition. A saga's history
+/// is small (about 100 bytes per transition), so the item stays a few KB.
+///
+/// The table needs a DynamoDB Stream (new images) for the outbox relay; see
+/// [`create_table`](Self::create_table) for the whole schema.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    /// Sagas in `table` through `client` (built once, at init).
+    pub fn new(client: Client, table: &str) -> Self {
+        DynamoStore {
+            client,
+            table: table.to_owned(),
+        }
+    }
+
+    /// Creates `table` with the schema this store expects: key `pk`, the sparse
+    /// `finished` index (`fin`, `updated`), on-demand billing and a stream of new images.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when DynamoDB refuses.
+    pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
+        let attribute = |name: &str, kind: ScalarAttributeType| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(kind)
+                .build()
+        };
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+        };
+        let build = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Refused {
+            operation: "CreateTable",
+            source: Box::new(e),
+        };
+        let index = GlobalSecondaryIndex::builder()
+            .index_name(FINISHED_INDEX)
+            .key_schema(key("fin", KeyType::Hash).map_err(build)?)
+            .key_schema(key("updated", KeyType::Range).map_err(build)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::Include)
+                    .non_key_attributes("name")
+                    .non_key_attributes("reason")
+                    .non_key_attributes("status")
+                    .build(),
+            )
+            .build()
+            .map_err(build)?;
+        client
+            .create_table()
+            .table_name(table)
+            .attribute_definitions(attribute("pk", ScalarAttributeType::S).map_err(build)?)
+            .attribute_definitions(attribute("fin", ScalarAttributeType::S).map_err(build)?)
+            .attribute_definitions(attribute("updated", ScalarAttributeType::N).map_err(build)?)
+            .key_schema(key("pk", KeyType::Hash).map_err(build)?)
+            .global_secondary_indexes(index)
+            .billing_mode(BillingMode::PayPerRequest)
+            .stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewImage)
+                    .build()
+                    .map_err(build)?,
+            )
+            .send()
+            .await
+            .map_err(|e| store_error(table, dynamo::classify("CreateTable", e)))?;
+        Ok(())
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+}
+
+/// The item of `state`.
+pub(crate) fn encode(state: &SagaState) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    let codec = |e: serde_json::Error| StoreError::Codec {
+        id: state.id().to_owned(),
+        reason: e.to_string(),
+    };
+    let mut body = serde_json::to_value(state).map_err(codec)?;
+    if let Some(map) = body.as_object_mut() {
+        map.remove("outbox");
+    }
+    let body = serde_json::to_string(&body).map_err(codec)?;
+    let outbox = serde_json::to_string(state.outbox()).map_err(codec)?;
+    let bytes = body.len() + outbox.len() + state.id().len() + 64;
+    if bytes > MAX_ITEM_BYTES {
+        return Err(StoreError::TooLarge {
+            id: state.id().to_owned(),
+            bytes,
+        });
+    }
+    let mut item = HashMap::from([
+        ("pk".to_owned(), AttributeValue::S(state.id().to_owned())),
+        (
+            "v".to_owned(),
+            AttributeValue::N(state.version().to_string()),
+        ),
+        (
+            "status".to_owned(),
+            AttributeValue::S(state.status().as_str().to_owned()),
+        ),
+        (
+            "name".to_owned(),
+            AttributeValue::S(state.name().to_owned()),
+        ),
+        (
+            "updated".to_owned(),
+            AttributeValue::N(state.updated_ms().to_string()),
+        ),
+        ("state".to_owned(), AttributeValue::S(body)),
+        ("outbox".to_owned(), AttributeValue::S(outbox)),
+    ]);
+    if let Some(reason) = state.reason() {
+        item.insert("reason".to_owned(), AttributeValue::S(reason.to_owned()));
+    }
+    if state.status().is_final() {
+        item.insert(
+            "fin".to_owned(),
+            AttributeValue::S(state.status().as_str().to_owned()),
+        );
+    }
+    Ok(item)
+}
+
+/// The state in `item`.
+pub(crate) fn decode(
+    id: &str,
+    item: &HashMap<String, AttributeValue>,
+) -> Result<SagaState, StoreError> {
+    let codec = |reason: String| StoreError::Codec {
+        id: id.to_owned(),
+        reason,
+    };
+    let text = |name: &str| match item.get(name) {
+        Some(AttributeValue::S(s)) => Ok(s.as_str()),
+        _ => Err(codec(format!(
+            "attribute `{name}` is missing or not a string"
+        ))),
+    };
+    let mut state: SagaState =
+        serde_json::from_str(text("state")?).map_err(|e| codec(e.to_string()))?;
+    state.outbox = decode_outbox(id, item)?;
+    Ok(state)
+}
+
+/// The outbox in `item` (a stream record's new image).
+pub(crate) fn decode_outbox(
+    id: &str,
+    item: &HashMap<String, AttributeValue>,
+) -> Result<Vec<Message>, StoreError> {
+    match item.get("outbox") {
+        Some(AttributeValue::S(s)) => serde_json::from_str(s).map_err(|e| StoreError::Codec {
+            id: id.to_owned(),
+            reason: e.to_string(),
+        }),
+        None => Ok(Vec::new()),
+        Some(_) => Err(StoreError::Codec {
+            id: id.to_owned(),
+            reason: "attribute `outbox` is not a string".to_owned(),
+        }),
+    }
+}
+
+fn summary(item: &HashMap<String, AttributeValue>) -> Option<SagaSummary> {
+    let text = |name: &str| match item.get(name) {
+        Some(AttributeValue::S(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let status = match text("status")?.as_str() {
+        "running" => SagaStatus::Running,
+        "compensating" => SagaStatus::Compensating,
+        "completed" => SagaStatus::Completed,
+        "compensated" => SagaStatus::Compensated,
+        "needs_attention" => SagaStatus::NeedsAttention,
+        _ => return None,
+    };
+    let updated_ms = match item.get("updated") {
+        Some(AttributeValue::N(n)) => n.parse().ok()?,
+        _ => return None,
+    };
+    Some(SagaSummary {
+        id: text("pk")?,
+        name: text("name")?,
+        status,
+        reason: text("reason"),
+        updated_ms,
+    })
+}
+
+impl SagaStore for DynamoStore {
+    async fn save(&self, state: &SagaState) -> Result<(), StoreError> {
+        let item = encode(state)?;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        let put = if state.version() <= 1 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("v = :expected")
+                .expression_attribute_values(
+                    ":expected",
+                    AttributeValue::N((state.version() - 1).to_string()),
+                )
+        };
+        dynamo::within("PutItem", CALL_LIMIT, put.send())
+            .await
+            .map_err(|e| store_error(state.id(), e))?;
+        Ok(())
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<SagaState>, StoreError> {
+        let get = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(id.to_owned()))
+            .consistent_read(true)
+            .send();
+        let output = dynamo::within("GetItem", CALL_LIMIT, get)
+            .await
+            .map_err(|e| store_error(id, e))?;
+        output.item.map(|item| decode(id, &item)).transpose()
+    }
+
+    async fn list(&self, status: SagaStatus, limit: usize) -> Result<Vec<SagaSummary>, StoreError> {
+        let mut found = Vec::new();
+        let mut start = None;
+        let limit_i32 = i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000);
+        loop {
+            let page = if status.is_final() {
+                self.client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(FINISHED_INDEX)
+                    .key_condition_expression("fin = :s")
+                    .expression_attribute_values(
+                        ":s",
+                        AttributeValue::S(status.as_str().to_owned()),
+                    )
+                    .limit(limit_i32)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| store_error(status.as_str(), dynamo::classify("Query", e)))
+                    .map(|o| (o.items, o.last_evaluated_key))?
+            } else {
+                // Running sagas are not indexed (an index entry per transition would double
+                // the write cost): a filtered scan.
+                self.client
+                    .scan()
+                    .table_name(&self.table)
+                    .filter_expression("#s = :s")
+                    .expression_attribute_names("#s", "status")
+                    .expression_attribute_values(
+                        ":s",
+                        AttributeValue::S(status.as_str().to_owned()),
+                    )
+                    .projection_expression("pk, #s, #n, updated, reason")
+                    .expression_attribute_names("#n", "name")
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| store_error(status.as_str(), dynamo::classify("Scan", e)))
+                    .map(|o| (o.items, o.last_evaluated_key))?
+            };
+            found.extend(page.0.unwrap_or_default().iter().filter_map(summary));
+            match page.1 {
+                Some(key) if found.len() < limit && !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        found.sort_by(|a, b| a.updated_ms.cmp(&b.updated_ms).then(a.id.cmp(&b.id)));
+        found.truncate(limit);
+        Ok(found)
+    }
+}
+
+/// Maps a DynamoDB error on saga (or table) `id`.
+fn store_error(id: &str, error: DynamoError) -> StoreError {
+    match error {
+        DynamoError::ConditionFailed { .. } => StoreError::Conflict { id: id.to_owned() },
+        e if e.is_throttled() => StoreError::Throttled,
+        e => {
+            let operation = e.operation().unwrap_or("DynamoDB");
+            if e.is_retryable() || matches!(e, DynamoError::Timeout { .. }) {
+                StoreError::Unavailable {
+                    operation,
+                    source: Box::new(e),
+                }
+            } else {
+                StoreError::Refused {
+                    operation,
+                    source: Box::new(e),
+                }
+            }
+        }
+    }
+}

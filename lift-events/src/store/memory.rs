@@ -1,0 +1,66 @@
+//! An in-memory [`SagaStore`], for tests and benchmarks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::{SagaStore, SagaSummary, StoreError};
+use crate::saga::{SagaState, SagaStatus};
+
+/// Sagas in a map behind a lock, with the same conditional-write contract as
+/// [`DynamoStore`](super::DynamoStore). Clones share the map.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    sagas: Arc<Mutex<HashMap<String, SagaState>>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    /// How many sagas it holds.
+    pub fn len(&self) -> usize {
+        self.sagas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl SagaStore for MemoryStore {
+    async fn save(&self, state: &SagaState) -> Result<(), StoreError> {
+        let mut sagas = self.sagas.lock().unwrap_or_else(PoisonError::into_inner);
+        let stored = sagas.get(state.id()).map(SagaState::version);
+        let expected = state.version().checked_sub(1).filter(|v| *v > 0);
+        if stored != expected {
+            return Err(StoreError::Conflict {
+                id: state.id().to_owned(),
+            });
+        }
+        sagas.insert(state.id().to_owned(), state.clone());
+        Ok(())
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<SagaState>, StoreError> {
+        let sagas = self.sagas.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(sagas.get(id).cloned())
+    }
+
+    async fn list(&self, status: SagaStatus, limit: usize) -> Result<Vec<SagaSummary>, StoreError> {
+        let sagas = self.sagas.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut found: Vec<SagaSummary> = sagas
+            .values()
+            .filter(|s| s.status() == status)
+            .map(SagaSummary::of)
+            .collect();
+        found.sort_by(|a, b| a.updated_ms.cmp(&b.updated_ms).then(a.id.cmp(&b.id)));
+        found.truncate(limit);
+        Ok(found)
+    }
+}

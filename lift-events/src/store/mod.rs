@@ -1,0 +1,133 @@
+//! Where saga state lives: the [`SagaStore`] trait, a DynamoDB implementation
+//! ([`DynamoStore`]) and an in-memory one ([`MemoryStore`]) for tests and benchmarks. One
+//! contract test suite runs against both.
+//!
+//! A saga is one item (one entry) holding its state, its version, its whole history and
+//! the outbox of its last transition. Each transition is one conditional write of that
+//! item on the version it read, so two orchestrators racing on one saga cannot both win,
+//! and the outbox is stored exactly when the state change is.
+
+mod dynamo;
+mod memory;
+
+use std::future::Future;
+
+pub use dynamo::DynamoStore;
+pub use memory::MemoryStore;
+
+use crate::saga::{SagaState, SagaStatus};
+
+/// Saga state storage.
+pub trait SagaStore: Send + Sync {
+    /// Writes `state` if the stored saga is at `state.version() - 1` (for version 1: if
+    /// no saga with that id exists).
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when another write got there first (or the id is taken);
+    /// other [`StoreError`]s when the store failed.
+    fn save(&self, state: &SagaState) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The saga `id`, if it exists (a strongly consistent read).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store failed or the item does not decode.
+    fn load(&self, id: &str) -> impl Future<Output = Result<Option<SagaState>, StoreError>> + Send;
+
+    /// Up to `limit` sagas with `status`, least recently moved first.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store failed.
+    fn list(
+        &self,
+        status: SagaStatus,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<SagaSummary>, StoreError>> + Send;
+}
+
+/// One line of [`SagaStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SagaSummary {
+    /// The saga instance.
+    pub id: String,
+    /// The saga's name.
+    pub name: String,
+    /// Its status.
+    pub status: SagaStatus,
+    /// Why it compensated or needs attention.
+    pub reason: Option<String>,
+    /// When it last moved (ms since the epoch).
+    pub updated_ms: u64,
+}
+
+impl SagaSummary {
+    /// The summary of `state`.
+    pub fn of(state: &SagaState) -> Self {
+        SagaSummary {
+            id: state.id().to_owned(),
+            name: state.name().to_owned(),
+            status: state.status(),
+            reason: state.reason().map(str::to_owned),
+            updated_ms: state.updated_ms(),
+        }
+    }
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The conditional write lost: the saga moved since it was read, or the id is taken.
+    #[error("saga `{id}` changed since it was read")]
+    Conflict {
+        /// The saga.
+        id: String,
+    },
+    /// The store throttled the call; retry later.
+    #[error("the saga store throttled the call")]
+    Throttled,
+    /// The stored item does not decode (or the state does not encode).
+    #[error("saga `{id}` does not decode: {reason}")]
+    Codec {
+        /// The saga.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The item is above DynamoDB's 400 KB limit.
+    #[error("saga `{id}` is too large to store ({bytes} bytes)")]
+    TooLarge {
+        /// The saga.
+        id: String,
+        /// Its encoded size.
+        bytes: usize,
+    },
+    /// A failure worth another attempt later (network, time limit, service error).
+    #[error("the saga store failed in {operation}")]
+    Unavailable {
+        /// The store operation.
+        operation: &'static str,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A failure another attempt will not cure (a missing table, an invalid request).
+    #[error("the saga store refused {operation}")]
+    Refused {
+        /// The store operation.
+        operation: &'static str,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Conflict { .. } | StoreError::Throttled | StoreError::Unavailable { .. }
+        )
+    }
+}

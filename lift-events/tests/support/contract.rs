@@ -1,0 +1,199 @@
+//! The contract every `SagaStore` keeps, shared by the store tests (in-memory and
+//! DynamoDB on the emulator) and the simulation (its model of DynamoDB).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lift_events::saga::{
+    Message, Orchestrator, Outcome, Registry, Reply, Saga, SagaInput, SagaState, SagaStatus,
+    StartMeta, Step, StepError, local, remote, start, transition,
+};
+use lift_events::store::{SagaStore, StoreError};
+use serde_json::json;
+
+fn saga() -> Saga {
+    Saga::named("contract", 1)
+        .step(Step::new("a", remote("p", "A"), Some(remote("p", "UndoA"))))
+        .step(Step::new("b", remote("p", "B"), Some(remote("p", "UndoB"))))
+        .build()
+        .unwrap()
+}
+
+/// A name no other test uses.
+pub(crate) fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{nanos}-{:x}", fastrand_id())
+}
+
+fn fastrand_id() -> u64 {
+    // Unique enough across the tests of one run.
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn next(saga: &Saga, state: &SagaState, ok: bool) -> SagaState {
+    let command = state
+        .outbox()
+        .iter()
+        .find_map(|m| match m {
+            Message::Command(c) => Some(c.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let outcome = if ok {
+        Ok(json!({"done": command.step}))
+    } else {
+        Err(StepError::Rejected("no".into()))
+    };
+    match transition(
+        saga,
+        state,
+        &SagaInput::Reply(Reply::to(&command, outcome)),
+        state.updated_ms() + 5,
+    ) {
+        Outcome::Applied(t) => t.into_state(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Runs the whole contract against `store`.
+pub(crate) async fn contract<S: SagaStore + Clone + 'static>(store: S) {
+    let saga = saga();
+    let id = unique("saga");
+    let v1 = start(
+        &saga,
+        &id,
+        json!({"order": 1, "text": "é ✓"}),
+        StartMeta {
+            correlation_id: "corr".into(),
+            tenant: Some("t1".into()),
+        },
+        1_000,
+    )
+    .into_state();
+
+    // Missing.
+    assert!(store.load(&id).await.unwrap().is_none());
+    // Create, once.
+    store.save(&v1).await.unwrap();
+    assert!(matches!(
+        store.save(&v1).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    // Round trip: state, history and outbox.
+    let loaded = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(loaded, v1);
+    assert_eq!(loaded.outbox().len(), 2);
+
+    // The next version only on top of the one read.
+    let v2 = next(&saga, &v1, true);
+    let v3 = next(&saga, &v2, false);
+    assert!(
+        matches!(store.save(&v3).await, Err(StoreError::Conflict { .. })),
+        "a skipped version"
+    );
+    store.save(&v2).await.unwrap();
+    assert!(
+        matches!(store.save(&v2).await, Err(StoreError::Conflict { .. })),
+        "a stale version"
+    );
+    store.save(&v3).await.unwrap();
+    let loaded = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(loaded, v3);
+    assert_eq!(loaded.status(), SagaStatus::Compensating);
+    let versions: Vec<u64> = loaded.history().iter().map(|h| h.version).collect();
+    assert_eq!(versions.first(), Some(&1));
+    assert_eq!(versions.last(), Some(&3));
+    assert!(
+        versions.windows(2).all(|w| w[1] >= w[0]),
+        "history in order"
+    );
+
+    // Racing writers of one version: exactly one wins.
+    let v4 = next(&saga, &v3, true);
+    let mut racers = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        let v4 = v4.clone();
+        racers.push(tokio::spawn(async move { store.save(&v4).await }));
+    }
+    let mut wins = 0;
+    for r in racers {
+        match r.await.unwrap() {
+            Ok(()) => wins += 1,
+            Err(StoreError::Conflict { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(wins, 1);
+    assert_eq!(
+        store.load(&id).await.unwrap().unwrap().status(),
+        SagaStatus::Compensated
+    );
+
+    // Listing by status (a secondary index may lag: wait for it, with a deadline).
+    let running_id = unique("saga");
+    let running = start(&saga, &running_id, json!({}), StartMeta::default(), 2_000).into_state();
+    store.save(&running).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let compensated = store.list(SagaStatus::Compensated, 1000).await.unwrap();
+        let running = store.list(SagaStatus::Running, 1000).await.unwrap();
+        let found = compensated.iter().find(|s| s.id == id);
+        if let Some(found) = found
+            && running.iter().any(|s| s.id == running_id)
+        {
+            assert_eq!(found.name, "contract");
+            assert!(found.reason.as_deref().unwrap().contains("no"));
+            assert!(!running.iter().any(|s| s.id == id));
+            assert!(!compensated.iter().any(|s| s.id == running_id));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the listing never showed both sagas"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        store
+            .list(SagaStatus::NeedsAttention, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.id != id)
+    );
+
+    // An orchestrator over the store: a saga of local steps runs to its end.
+    let local_saga = Saga::named("local", 1)
+        .step(Step::new(
+            "one",
+            local(|c| async move { Ok(json!(c.attempt)) }),
+            Some(local(|_| async { Ok(json!(null)) })),
+        ))
+        .step(Step::new(
+            "two",
+            local(|_| async { Err(StepError::Rejected("full".into())) }),
+            None,
+        ))
+        .build()
+        .unwrap();
+    let orchestrator = Orchestrator::new(Registry::new().with(local_saga), store.clone());
+    let local_id = unique("local");
+    let done = orchestrator
+        .start("local", &local_id, &json!({"x": 1}), StartMeta::default())
+        .await
+        .unwrap();
+    assert_eq!(done.status(), SagaStatus::Compensated);
+    let stored = store.load(&local_id).await.unwrap().unwrap();
+    assert_eq!(stored, done);
+    // Starting the same id again changes nothing.
+    let again = orchestrator
+        .start("local", &local_id, &json!({"x": 2}), StartMeta::default())
+        .await
+        .unwrap();
+    assert_eq!(again, done);
+}
