@@ -424,9 +424,14 @@ impl Context {
     }
 
     /// The string value of message attribute `name`, for an SQS or SNS record (how a
-    /// publisher passes a correlation id or tenant along with the message).
+    /// publisher passes a correlation id or tenant along with the message). An EventBridge
+    /// event has no attributes: for one, this is the string field `name` at the top of its
+    /// `detail`, where an event envelope carries the same metadata (`tenant`,
+    /// `correlationId`, `traceHeader`).
     pub fn message_attribute(&self, name: &str) -> Option<&str> {
         match &self.payload {
+            #[cfg(feature = "eventbridge")]
+            Payload::EventBridge(event) => detail_field(&event.detail, name),
             #[cfg(feature = "sqs")]
             Payload::Sqs(message) => message
                 .message_attributes
@@ -447,12 +452,15 @@ impl Context {
     }
 
     /// The X-Ray trace header of whoever sent this SQS message (its `AWSTraceHeader`
-    /// system attribute), to link the producer's trace; [`Context::trace_id`] is this
-    /// invocation's own.
+    /// system attribute) or EventBridge event (the `traceHeader` field at the top of its
+    /// `detail`, where an event envelope carries it), to link the producer's trace;
+    /// [`Context::trace_id`] is this invocation's own.
     pub fn upstream_trace(&self) -> Option<&str> {
         match &self.payload {
             #[cfg(feature = "sqs")]
             Payload::Sqs(message) => message.attributes.get("AWSTraceHeader").map(String::as_str),
+            #[cfg(feature = "eventbridge")]
+            Payload::EventBridge(event) => detail_field(&event.detail, "traceHeader"),
             _ => None,
         }
     }
@@ -523,4 +531,14 @@ impl Context {
             _ => None,
         }
     }
+}
+
+/// The string field `name` at the top of an EventBridge event's `detail`, borrowed from it
+/// (`None` when the detail is not an object, lacks the field, or it is not a string without
+/// escapes, which metadata such as ids and trace headers never need).
+#[cfg(feature = "eventbridge")]
+fn detail_field<'a>(detail: &'a RawValue, name: &str) -> Option<&'a str> {
+    let fields: std::collections::HashMap<&str, &RawValue> =
+        serde_json::from_str(detail.get()).ok()?;
+    serde_json::from_str::<&str>(fields.get(name)?.get()).ok()
 }

@@ -258,6 +258,32 @@ async fn eventbridge_takes_the_correlation_id_from_the_detail() {
 }
 
 #[tokio::test]
+async fn eventbridge_envelope_metadata_reaches_the_context() {
+    let app = TestApp::new(App::new().event_fallback(|ctx: Context| async move {
+        Ok::<_, Error>(Json(json!({
+            "tenant": ctx.message_attribute("tenant"),
+            "upstream": ctx.upstream_trace(),
+        })))
+    }))
+    .expect("app");
+    let trace = "Root=1-67891233-abcdef012345678912345678;Parent=53995c3f42cd8ad8;Sampled=1";
+    let event = events::eventbridge(
+        "orders",
+        "Placed",
+        json!({"tenant": "acme", "traceHeader": trace, "payload": {"tenant": "not this"}}),
+    );
+    let response = app.invoke(&event).await.expect("handled");
+    assert_eq!(response["tenant"], "acme");
+    assert_eq!(response["upstream"], trace);
+    // No such fields, a field that is not a string, a detail that is not an object.
+    for detail in [json!({"id": 1}), json!({"tenant": 7}), json!([1, 2])] {
+        let event = events::eventbridge("orders", "Placed", detail);
+        let response = app.invoke(&event).await.expect("handled");
+        assert_eq!(response, json!({"tenant": null, "upstream": null}));
+    }
+}
+
+#[tokio::test]
 async fn eventbridge_without_a_route_names_the_event() {
     let app = TestApp::new(App::new().event("orders", "OrderPlaced", |ctx| named("placed", ctx)))
         .expect("app");

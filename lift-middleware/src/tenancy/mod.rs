@@ -66,9 +66,10 @@ pub enum TenantSource {
     PathParam(String),
     /// The first label of the `Host` (`acme.api.example.com` → `acme`).
     Subdomain,
-    /// A message attribute of an SQS or SNS record (such as
-    /// [`propagate::TENANT_ATTRIBUTE`](crate::propagate::TENANT_ATTRIBUTE)), set by the
-    /// publisher; trusted as far as the queue's or topic's writers are.
+    /// A message attribute of an SQS or SNS record (such as `tenantId`, the attribute
+    /// `propagate` sets), or the string field at the top of an EventBridge event's `detail`
+    /// (such as `tenant`, where an event envelope carries it), set by the publisher; trusted
+    /// as far as the queue's, topic's or bus's writers are.
     MessageAttribute(String),
 }
 

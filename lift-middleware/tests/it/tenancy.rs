@@ -259,3 +259,31 @@ async fn the_tenant_can_be_a_metrics_dimension() {
             .is_some_and(|d| d.contains(&json!("tenant")))
     );
 }
+
+/// An EventBridge event's envelope names its tenant at the top of the `detail`; the
+/// message-attribute source reads it there, as it reads an SQS message attribute.
+#[tokio::test]
+async fn an_eventbridge_envelope_names_the_tenant() {
+    let config = TenantConfig::builder()
+        .source(TenantSource::MessageAttribute("tenant".to_owned()))
+        .build()
+        .expect("config");
+    let app = TestApp::new(
+        App::new()
+            .event_fallback(|ctx: Context| async move {
+                Ok::<_, lift_core::Error>(Json(json!({ "tenant": ctx.tenant() })))
+            })
+            .layer(TenantLayer::new(config)),
+    )
+    .expect("app");
+    let event = events::eventbridge(
+        "shop.orders",
+        "OrderPlaced",
+        json!({"tenant": "acme", "payload": {}}),
+    );
+    let answer = app.invoke(&event).await.expect("handled");
+    assert_eq!(answer["tenant"], "acme");
+    // A malformed tenant in the envelope is refused like any other.
+    let event = events::eventbridge("shop.orders", "OrderPlaced", json!({"tenant": "a#b"}));
+    assert!(app.invoke(&event).await.is_err());
+}
