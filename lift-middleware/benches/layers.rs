@@ -1,51 +1,61 @@
-//! Per-call overhead of each layer on the success path, around a trivial service, against
-//! the bare service in the same run; and one breaker shared by 8 threads.
+//! Per-request overhead of each layer as production pays it: the same App with and without
+//! the layer, invoked through the entry the Lambda runtime calls (`LiftService::call`) on an
+//! API Gateway v2 event, with a real `Context`, Lift's JSON log subscriber at INFO and a
+//! handler that yields once to the executor (as a handler awaiting anything does), so
+//! timers, clones and keyed lookups cost what they cost. A layer's overhead is its row
+//! minus `app/bare`; keyed presets are set against the row that resolves the tenant
+//! (`app/tenancy`).
 //!
-//! `cargo bench -p lift-middleware --bench layers`
+//! `lift_stack/apigw_v2` is what a production function runs: JWT verification (HS256), the
+//! tenant from a claim, the documented resilience stack (load shed → rate limit → bulkhead
+//! → circuit breaker → timeout → retry) and EMF metrics, all through `App::layer`; it is
+//! set against `typed/apigw_v2`, a typed `lambda_runtime` handler doing the same work (the
+//! floor). The `*_contended` rows call one breaker from 8 threads, around a bare service.
+//!
+//! `cargo bench -p lift-middleware --bench layers` (any filter runs its rows alone)
 
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use criterion::{Criterion, criterion_group, criterion_main};
+
+#[path = "../../lift-core/benches/support/floor.rs"]
+mod floor;
+use floor::{lift_call as call, runtime_decode, typed_hello};
 use futures_util::FutureExt;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use lambda_runtime::{LambdaEvent, service_fn};
+use lift_core::metrics::{MetricsConfig, MetricsSink};
+use lift_core::testing::{events, lambda_context};
+use lift_core::{App, Context, Json, LiftService};
+use lift_middleware::auth::{JwtAuthLayer, JwtConfig};
 use lift_middleware::bulkhead::{BulkheadConfig, BulkheadLayer};
 use lift_middleware::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
 use lift_middleware::classify::RequestInfo;
 use lift_middleware::load_shed::{LoadShedConfig, LoadShedLayer};
+use lift_middleware::presets;
 use lift_middleware::rate_limit::RateLimitLayer;
 use lift_middleware::retry::{RetryConfig, RetryLayer};
+use lift_middleware::tenancy::{TenantConfig, TenantLayer, TenantSource};
 use lift_middleware::timeout::TimeoutLayer;
+use serde_json::{Value, json};
 use tower::{Layer, Service, ServiceBuilder};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 
-#[derive(Clone, Copy)]
-struct Req(u64);
+const SECRET: &[u8] = b"lift-bench-secret-of-32-bytes-or-more";
 
-impl RequestInfo for Req {}
+/// Takes each EMF document and drops it.
+struct Discard;
 
-type Res = http::Response<u64>;
-
-fn trivial()
--> impl Service<Req, Response = Res, Error = Infallible, Future: Send> + Clone + Send + 'static {
-    tower::service_fn(|req: Req| async move { Ok::<_, Infallible>(http::Response::new(req.0)) })
-}
-
-/// One call: ready, call, and poll the future to completion (it never waits).
-fn once<S>(service: &mut S, n: u64) -> Res
-where
-    S: Service<Req, Response = Res>,
-    S::Error: std::fmt::Debug,
-{
-    let ready = std::future::poll_fn(|cx| service.poll_ready(cx))
-        .now_or_never()
-        .expect("ready at once");
-    ready.expect("ready");
-    service
-        .call(Req(n))
-        .now_or_never()
-        .expect("done at once")
-        .expect("success")
+impl MetricsSink for Discard {
+    fn write(&self, document: &str) {
+        black_box(document);
+    }
 }
 
 fn breaker() -> CircuitBreakerLayer {
@@ -77,51 +87,220 @@ fn retry() -> RetryLayer {
     RetryLayer::new(RetryConfig::builder().build().expect("config"))
 }
 
-fn bench_one<S>(
-    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    name: &str,
-    mut service: S,
-) where
-    S: Service<Req, Response = Res>,
-    S::Error: std::fmt::Debug,
-{
-    let mut n = 0;
-    c.bench_function(name, |b| {
-        b.iter(|| {
-            n += 1;
-            black_box(once(&mut service, black_box(n)))
-        })
-    });
+fn tenancy() -> TenantLayer {
+    TenantLayer::new(
+        TenantConfig::builder()
+            .source(TenantSource::Header("x-tenant-id".to_owned()))
+            .trust_headers(true)
+            .build()
+            .expect("config"),
+    )
+}
+
+fn token() -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("time")
+        .as_secs()
+        + 24 * 3600;
+    let claims =
+        json!({"sub": "user-1", "iss": "https://id.example.com", "exp": exp, "tenant_id": "acme"});
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET),
+    )
+    .expect("sign")
+}
+
+async fn hello(ctx: Context) -> lift_core::Result<Json<Value>> {
+    tokio::task::yield_now().await;
+    Ok(Json(
+        json!({"message": format!("Hello, {}!", ctx.path_param("name")?)}),
+    ))
+}
+
+fn app(layer: impl FnOnce(App) -> App) -> LiftService {
+    layer(App::new().get("/hello/{name}", hello))
+        .into_service()
+        .expect("app")
 }
 
 fn layers(c: &mut Criterion) {
+    tracing_subscriber::registry()
+        .with(lift_core::logging::JsonLayer::new(std::io::sink).with_filter(LevelFilter::INFO))
+        .init();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("runtime");
-    let _entered = runtime.enter();
+    let lambda = lambda_context("bench");
+    let bearer = format!("Bearer {}", token());
+    let event = serde_json::to_vec(
+        &events::http("GET", "/hello/world")
+            .header("x-tenant-id", "acme")
+            .header("authorization", &bearer)
+            .v2(),
+    )
+    .expect("event");
+
+    let stack = || {
+        ServiceBuilder::new()
+            .layer(shedder())
+            .layer(limiter())
+            .layer(bulkhead())
+            .layer(breaker())
+            .layer(TimeoutLayer::new(Duration::from_secs(3)).expect("timeout"))
+            .layer(retry())
+    };
+    let rows: Vec<(&str, LiftService)> = vec![
+        ("app/bare", app(|a| a)),
+        ("app/circuit_breaker", app(|a| a.layer(breaker()))),
+        ("app/bulkhead", app(|a| a.layer(bulkhead()))),
+        ("app/retry", app(|a| a.layer(retry()))),
+        (
+            "app/timeout",
+            app(|a| a.layer(TimeoutLayer::new(Duration::from_secs(3)).expect("timeout"))),
+        ),
+        (
+            "app/timeout_deadline_aware",
+            app(|a| {
+                a.layer(
+                    TimeoutLayer::deadline_aware(
+                        Duration::from_secs(3),
+                        Duration::from_millis(100),
+                    )
+                    .expect("timeout"),
+                )
+            }),
+        ),
+        ("app/rate_limit_local", app(|a| a.layer(limiter()))),
+        ("app/load_shed", app(|a| a.layer(shedder()))),
+        (
+            "app/per_operation_breaker",
+            app(|a| a.layer(presets::per_operation_breaker("bench").expect("preset"))),
+        ),
+        (
+            "app/operation_isolated_bulkhead",
+            app(|a| {
+                a.layer(presets::operation_isolated_bulkhead("bench", 64, 16).expect("preset"))
+            }),
+        ),
+        ("app/tenancy", app(|a| a.layer(tenancy()))),
+        (
+            "app/per_tenant_breaker",
+            app(|a| {
+                a.layer(presets::per_tenant_breaker("bench").expect("preset"))
+                    .layer(tenancy())
+            }),
+        ),
+        (
+            "app/tenant_isolated_bulkhead",
+            app(|a| {
+                a.layer(presets::tenant_isolated_bulkhead("bench", 64, 16).expect("preset"))
+                    .layer(tenancy())
+            }),
+        ),
+        ("app/full_stack", app(|a| a.layer(stack()))),
+    ];
     let mut group = c.benchmark_group("layers");
-    bench_one(&mut group, "bare", trivial());
-    bench_one(&mut group, "circuit_breaker", breaker().layer(trivial()));
-    bench_one(&mut group, "bulkhead", bulkhead().layer(trivial()));
-    bench_one(&mut group, "retry", retry().layer(trivial()));
-    bench_one(
-        &mut group,
-        "timeout",
-        TimeoutLayer::new(Duration::from_secs(3)).expect("timeout").layer(trivial()),
-    );
-    bench_one(&mut group, "rate_limit_local", limiter().layer(trivial()));
-    bench_one(&mut group, "load_shed", shedder().layer(trivial()));
-    let stack = ServiceBuilder::new()
-        .layer(shedder())
-        .layer(limiter())
-        .layer(bulkhead())
-        .layer(breaker())
-        .layer(TimeoutLayer::new(Duration::from_secs(3)).expect("timeout"))
-        .layer(retry())
-        .service(trivial());
-    bench_one(&mut group, "full_stack", stack);
+    for (name, service) in &rows {
+        // Each row answers 200 before it is timed.
+        let out: Value = serde_json::from_slice(&runtime.block_on(call(service, &event, &lambda)))
+            .expect("json");
+        assert_eq!(out["statusCode"], 200, "{name}: {out}");
+        group.bench_function(*name, |b| {
+            b.iter(|| black_box(runtime.block_on(call(service, black_box(&event), &lambda))))
+        });
+    }
     group.finish();
+
+    // What production runs, against the floor.
+    let lift_stack = App::new()
+        .get("/hello/{name}", hello)
+        .layer(stack())
+        .layer(TenantLayer::new(
+            TenantConfig::builder()
+                .source(TenantSource::Claim("tenant_id".to_owned()))
+                .build()
+                .expect("config"),
+        ))
+        .layer(JwtAuthLayer::new(
+            JwtConfig::builder()
+                .hs256_secret(None, SECRET)
+                .algorithms(&[Algorithm::HS256])
+                .issuers(&["https://id.example.com"])
+                .build()
+                .expect("config"),
+        ))
+        .metrics(
+            MetricsConfig::new("LiftBench")
+                .service("layers")
+                .sink(Discard),
+        )
+        .into_service()
+        .expect("app");
+    let mut typed = service_fn(typed_hello);
+    let lift_out: Value =
+        serde_json::from_slice(&runtime.block_on(call(&lift_stack, &event, &lambda)))
+            .expect("json");
+    let typed_out = runtime.block_on(async {
+        let request: ApiGatewayV2httpRequest = runtime_decode(&event);
+        let response = typed
+            .call(LambdaEvent::new(request, lambda.clone()))
+            .await
+            .expect("typed");
+        serde_json::to_value(&response).expect("json")
+    });
+    assert_eq!(lift_out["statusCode"], 200, "{lift_out}");
+    assert_eq!(lift_out["body"], typed_out["body"]);
+    let mut group = c.benchmark_group("layers");
+    group.bench_function("typed/apigw_v2", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let request: ApiGatewayV2httpRequest = runtime_decode(black_box(&event));
+                let response = typed
+                    .call(LambdaEvent::new(request, lambda.clone()))
+                    .await
+                    .expect("typed");
+                black_box(serde_json::to_vec(&response).expect("json"))
+            })
+        })
+    });
+    group.bench_function("lift_stack/apigw_v2", |b| {
+        b.iter(|| black_box(runtime.block_on(call(&lift_stack, black_box(&event), &lambda))))
+    });
+    group.finish();
+}
+
+/// A request for the contended rows: a breaker around a bare service, no App.
+#[derive(Clone, Copy)]
+struct Req(u64);
+
+impl RequestInfo for Req {}
+
+type Res = http::Response<u64>;
+
+fn trivial()
+-> impl Service<Req, Response = Res, Error = Infallible, Future: Send> + Clone + Send + 'static {
+    tower::service_fn(|req: Req| async move { Ok::<_, Infallible>(http::Response::new(req.0)) })
+}
+
+/// One call: ready, call, and poll the future to completion (it never waits).
+fn once<S>(service: &mut S, n: u64) -> Res
+where
+    S: Service<Req, Response = Res>,
+    S::Error: std::fmt::Debug,
+{
+    let ready = std::future::poll_fn(|cx| service.poll_ready(cx))
+        .now_or_never()
+        .expect("ready at once");
+    ready.expect("ready");
+    service
+        .call(Req(n))
+        .now_or_never()
+        .expect("done at once")
+        .expect("success")
 }
 
 /// 8 threads calling through clones of one service; the time per call.
