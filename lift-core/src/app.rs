@@ -92,6 +92,7 @@ pub struct App {
     metrics: Option<MetricsConfig>,
     streaming: streaming::StreamingConfig,
     config_error: Option<String>,
+    background: Vec<crate::lifecycle::Task>,
 }
 
 impl Default for App {
@@ -149,6 +150,7 @@ impl App {
             metrics: None,
             streaming: streaming::StreamingConfig::default(),
             config_error: None,
+            background: Vec::new(),
         }
     }
 
@@ -237,6 +239,22 @@ impl App {
         self
     }
 
+    /// Starts `task` with the runtime ([`App::run`]), concurrently with the first poll for
+    /// an invocation: it never delays a response, and what it does not finish during one
+    /// invocation resumes on a later one (Lambda freezes the environment in between). The
+    /// task sees the first invocation's details, the invocation count and the shutdown
+    /// signal through its [`Lifecycle`](crate::lifecycle::Lifecycle); see
+    /// [`crate::lifecycle`]. Without [`App::run`], [`LiftService::start_background`] starts
+    /// the tasks.
+    pub fn background<F, Fut>(mut self, task: F) -> Self
+    where
+        F: FnOnce(crate::lifecycle::Lifecycle) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.background.push(crate::lifecycle::task(task));
+        self
+    }
+
     /// Freezes the App into the service the Lambda runtime drives.
     ///
     /// # Errors
@@ -273,6 +291,8 @@ impl App {
                 metrics: self.metrics,
                 streaming: self.streaming,
                 cold: AtomicBool::new(true),
+                lifecycle: crate::lifecycle::Lifecycle::new(),
+                background: std::sync::Mutex::new(self.background),
             }),
         })
     }
@@ -288,6 +308,7 @@ impl App {
         let service = self.into_service()?;
         check_environment(|name| std::env::var(name).ok())?;
         crate::logging::try_init();
+        service.start_background();
         lambda_runtime::run_concurrent(service)
             .await
             .map_err(Error::Internal)
@@ -340,6 +361,8 @@ struct Inner {
     metrics: Option<MetricsConfig>,
     streaming: streaming::StreamingConfig,
     cold: AtomicBool,
+    lifecycle: crate::lifecycle::Lifecycle,
+    background: std::sync::Mutex<Vec<crate::lifecycle::Task>>,
 }
 
 /// A frozen [`App`]: the `tower::Service` the Lambda runtime calls with each raw event.
@@ -578,11 +601,34 @@ impl LiftService {
         event: &RawValue,
         lambda: lambda_runtime::Context,
     ) -> Result<Box<RawValue>, Error> {
+        self.inner.lifecycle.observe(&lambda);
         let lambda = Arc::new(lambda);
         let metrics = Metrics::default();
         let result = self.dispatch(event, &lambda, &metrics).await;
         self.flush(&metrics, &lambda);
         result
+    }
+
+    /// The environment as the App's background tasks see it.
+    pub fn lifecycle(&self) -> &crate::lifecycle::Lifecycle {
+        &self.inner.lifecycle
+    }
+
+    /// Spawns the tasks added with [`App::background`] on the current tokio runtime, once:
+    /// a second call starts nothing. Returns how many were started. [`App::run`] calls it.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, as `tokio::spawn` does.
+    pub fn start_background(&self) -> usize {
+        let tasks = match self.inner.background.lock() {
+            Ok(mut tasks) => std::mem::take(&mut *tasks),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        let started = tasks.len();
+        for task in tasks {
+            tokio::spawn(task(self.inner.lifecycle.clone()));
+        }
+        started
     }
 
     fn flush(&self, metrics: &Metrics, lambda: &lambda_runtime::Context) {
