@@ -2,5 +2,18 @@
 //!
 //! The DynamoDB service registry, discovery with load balancing, and a service client with
 //! failover.
-//!
-//! Not built yet: this crate is an empty shell so the workspace has its final shape.
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
+)]
+
+mod config;
+mod model;
+pub mod registry;
+
+pub use config::{ConfigError, ServiceConfig, validate_name};
+pub use model::{
+    DEGRADED_ERROR_RATE, Endpoints, EnvReport, FAILING_ERROR_RATE, Health, Instance, REGIONS,
+    is_known_region,
+};
+pub use registry::{DynamoRegistry, EnvLease, MemoryRegistry, Registry, RegistryError};

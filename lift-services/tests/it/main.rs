@@ -1,0 +1,5 @@
+//! lift-services' integration tests: the registry contract on DynamoDB (the local emulator,
+//! real SDK client) and in memory, discovery, and the service client.
+
+mod registry;
+mod support;
