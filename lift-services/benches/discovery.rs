@@ -1,1 +1,2 @@
+//! Discovery and balancing benchmarks (filled in below).
 fn main() {}

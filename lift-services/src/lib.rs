@@ -7,8 +7,11 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
 )]
 
+pub mod clock;
 mod config;
+pub mod health;
 mod model;
+pub mod register;
 pub mod registry;
 
 pub use config::{ConfigError, ServiceConfig, validate_name};
@@ -16,4 +19,5 @@ pub use model::{
     DEGRADED_ERROR_RATE, Endpoints, EnvReport, FAILING_ERROR_RATE, Health, Instance, REGIONS,
     is_known_region,
 };
+pub use register::{RegisterExt, Registration};
 pub use registry::{DynamoRegistry, EnvLease, MemoryRegistry, Registry, RegistryError};

@@ -1,5 +1,6 @@
 //! lift-services' integration tests: the registry contract on DynamoDB (the local emulator,
 //! real SDK client) and in memory, discovery, and the service client.
 
+mod register;
 mod registry;
 mod support;
