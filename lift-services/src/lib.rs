@@ -7,12 +7,17 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
 )]
 
+pub mod balance;
+pub mod client;
 pub mod clock;
 mod config;
+pub mod discovery;
 pub mod health;
 mod model;
+pub mod policy;
 pub mod register;
 pub mod registry;
+pub mod transport;
 
 pub use config::{ConfigError, ServiceConfig, validate_name};
 pub use model::{

@@ -1,0 +1,556 @@
+//! Discovery: the live instances of a service, from a per-process cache.
+//!
+//! [`Discovery::discover`] answers from a cached snapshot of the service's instances: on the
+//! warm path it makes no registry call at all. A snapshot is refreshed with one
+//! [`Registry::instances`] call (one DynamoDB `Query`): in the background once it is older
+//! than the TTL (the stale snapshot is served meanwhile), and in line only when there is
+//! none or it is older than the stale limit. A refresh that fails keeps the previous
+//! snapshot (serve-stale), logged at WARN.
+//!
+//! Filtering happens per call, in code: tombstones never enter a snapshot; an instance
+//! whose leases all ended is left out at read time; then health, tenant, version, alias,
+//! tags and region ([`Query`]). An instance that failed several calls in a row from this
+//! process ([`Discovery::report`]) is ejected until the next refresh.
+//!
+//! Self-preservation: when most of a service's instances look expired at once (a registry
+//! that stopped receiving renewals is likelier than a fleet that died at once), discovery
+//! keeps serving them, logs it at WARN (target `lift::registry`) once per snapshot, and lets
+//! ejection take out those that really fail.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use lift_services::discovery::{Discovery, Query};
+//! use lift_services::DynamoRegistry;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
+//! let discovery = Discovery::new(Arc::new(DynamoRegistry::new(client, "registry")));
+//! let found = discovery.discover(&Query::new("payments").tenant("acme")).await?;
+//! println!("{} instances", found.len());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::balance::Candidates;
+use crate::clock::{Clock, SystemClock};
+use crate::model::{Health, Instance};
+use crate::registry::{Registry, RegistryError};
+
+/// Why a discovery found nothing to call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoveryError {
+    /// The registry knows no instance of the service (never registered, or all
+    /// deregistered).
+    #[error("service `{service}` is unknown to the registry")]
+    UnknownService {
+        /// The service.
+        service: String,
+    },
+    /// The service has instances, but none is live, healthy and matching the query.
+    #[error("service `{service}` has no healthy instance matching the query ({registered} registered)")]
+    NoHealthyInstance {
+        /// The service.
+        service: String,
+        /// How many instances it has (tombstones left out).
+        registered: usize,
+    },
+    /// The registry could not be read and nothing is cached.
+    #[error("the registry could not be read for `{service}`")]
+    Registry {
+        /// The service.
+        service: String,
+        /// The cause.
+        #[source]
+        source: RegistryError,
+    },
+}
+
+/// Which health states a query accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum HealthFilter {
+    /// Healthy and degraded instances only.
+    #[default]
+    HealthyOnly,
+    /// Healthy and degraded instances, or, when there is none, every live one.
+    HealthyElseAll,
+    /// Every live instance.
+    Any,
+}
+
+/// What a caller looks for.
+///
+/// Tenancy: an instance scoped to a tenant is returned only to a query for that tenant; a
+/// query without a tenant gets only shared (unscoped) instances.
+#[derive(Debug, Clone, Default)]
+pub struct Query<'a> {
+    service: &'a str,
+    health: HealthFilter,
+    tenant: Option<&'a str>,
+    version: Option<&'a str>,
+    alias: Option<&'a str>,
+    tags: &'a [&'a str],
+    region: Option<&'a str>,
+}
+
+impl<'a> Query<'a> {
+    /// Healthy instances of `service`, shared ones only.
+    pub fn new(service: &'a str) -> Self {
+        Query {
+            service,
+            ..Query::default()
+        }
+    }
+
+    /// The service.
+    pub fn service(&self) -> &'a str {
+        self.service
+    }
+
+    /// Which health states are accepted.
+    pub fn health(mut self, health: HealthFilter) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// For `tenant`: its own instances and shared ones.
+    pub fn tenant(mut self, tenant: &'a str) -> Self {
+        self.tenant = Some(tenant);
+        self
+    }
+
+    /// For `tenant`, when there is one.
+    pub fn tenant_opt(mut self, tenant: Option<&'a str>) -> Self {
+        self.tenant = tenant;
+        self
+    }
+
+    /// Only this version.
+    pub fn version(mut self, version: &'a str) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    /// Only this alias.
+    pub fn alias(mut self, alias: &'a str) -> Self {
+        self.alias = Some(alias);
+        self
+    }
+
+    /// Only instances with all of these tags.
+    pub fn tags(mut self, tags: &'a [&'a str]) -> Self {
+        self.tags = tags;
+        self
+    }
+
+    /// Only this region.
+    pub fn region(mut self, region: &'a str) -> Self {
+        self.region = Some(region);
+        self
+    }
+
+    fn matches(&self, instance: &Instance) -> bool {
+        let tenant_ok = match (&instance.tenant, self.tenant) {
+            (None, _) => true,
+            (Some(scope), Some(tenant)) => scope == tenant,
+            (Some(_), None) => false,
+        };
+        tenant_ok
+            && self
+                .version
+                .is_none_or(|v| instance.version.as_deref() == Some(v))
+            && self.alias.is_none_or(|a| instance.alias.as_deref() == Some(a))
+            && self.region.is_none_or(|r| instance.region == r)
+            && self.tags.iter().all(|t| instance.has_tag(t))
+    }
+}
+
+/// Per-process counters of one instance, kept across refreshes.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) outstanding: AtomicU32,
+    pub(crate) failures: AtomicU32,
+    pub(crate) ejected: AtomicBool,
+}
+
+/// One instance in a snapshot.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) instance: Arc<Instance>,
+    /// Health as of the refresh.
+    pub(crate) health: Health,
+    /// End of the latest lease (Unix ms), checked at read time.
+    pub(crate) expires_at_ms: u64,
+    pub(crate) stats: Arc<Stats>,
+}
+
+/// A service's instances as of one refresh.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) entries: Vec<Entry>,
+    fetched_at: Instant,
+    preservation_logged: AtomicBool,
+}
+
+struct ServiceCache {
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
+    refreshing: AtomicBool,
+}
+
+/// How discovery caches.
+///
+/// # Default
+/// Refresh in the background after 30 s; refresh in line after 5 minutes; eject after 3
+/// consecutive failures; self-preservation when more than half look expired.
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    ttl: Duration,
+    max_stale: Duration,
+    eject_after: u32,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            ttl: Duration::from_secs(30),
+            max_stale: Duration::from_secs(300),
+            eject_after: 3,
+        }
+    }
+}
+
+impl DiscoveryConfig {
+    /// The age after which a snapshot is refreshed in the background.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The age after which a snapshot is refreshed before answering (it is still served if
+    /// that refresh fails).
+    pub fn max_stale(mut self, max_stale: Duration) -> Self {
+        self.max_stale = max_stale;
+        self
+    }
+
+    /// Consecutive failures after which an instance is ejected until the next refresh
+    /// (at least 1).
+    pub fn eject_after(mut self, failures: u32) -> Self {
+        self.eject_after = failures.max(1);
+        self
+    }
+}
+
+struct Shared {
+    registry: Arc<dyn Registry>,
+    clock: Arc<dyn Clock>,
+    config: DiscoveryConfig,
+    local_region: Option<String>,
+    services: RwLock<HashMap<String, Arc<ServiceCache>>>,
+}
+
+/// Discovers instances through a per-process cache; cheap to clone. See the module docs.
+#[derive(Clone)]
+pub struct Discovery {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a discovery found: the matching instances of one snapshot.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    snapshot: Arc<Snapshot>,
+    indices: Vec<u32>,
+    local_region: Option<Arc<str>>,
+}
+
+impl Discovered {
+    /// How many instances matched.
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// Whether none matched (never, for a successful discovery).
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+
+    /// The matching instances.
+    pub fn instances(&self) -> impl Iterator<Item = &Instance> {
+        self.indices
+            .iter()
+            .map(|&i| self.snapshot.entries[i as usize].instance.as_ref())
+    }
+
+    /// The candidates a [`crate::balance::Strategy`] picks from.
+    pub fn candidates(&self) -> Candidates<'_> {
+        Candidates::new(
+            &self.snapshot.entries,
+            &self.indices,
+            self.local_region.as_deref(),
+        )
+    }
+
+    pub(crate) fn entry_at(&self, snapshot_index: u32) -> &Entry {
+        &self.snapshot.entries[snapshot_index as usize]
+    }
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    match lock.read() {
+        Ok(value) => value.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+impl Discovery {
+    /// Discovery over `registry`, with the default configuration and the system clock.
+    pub fn new(registry: Arc<dyn Registry>) -> Self {
+        Discovery::with_config(registry, DiscoveryConfig::default(), Arc::new(SystemClock))
+    }
+
+    /// Discovery over `registry`, configured, reading lease expiry from `clock`.
+    pub fn with_config(
+        registry: Arc<dyn Registry>,
+        config: DiscoveryConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Discovery {
+            shared: Arc::new(Shared {
+                registry,
+                clock,
+                config,
+                local_region: None,
+                services: RwLock::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The caller's region, for [`crate::balance::RegionLocal`] (default:
+    /// `AWS_REGION`, read here once).
+    pub fn local_region(self, region: Option<String>) -> Self {
+        match Arc::try_unwrap(self.shared) {
+            Ok(mut shared) => {
+                shared.local_region = region;
+                Discovery {
+                    shared: Arc::new(shared),
+                }
+            }
+            Err(shared) => Discovery { shared },
+        }
+    }
+
+    fn cache(&self, service: &str) -> Arc<ServiceCache> {
+        if let Ok(services) = self.shared.services.read()
+            && let Some(cache) = services.get(service)
+        {
+            return cache.clone();
+        }
+        let mut services = match self.shared.services.write() {
+            Ok(services) => services,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        services
+            .entry(service.to_owned())
+            .or_insert_with(|| {
+                Arc::new(ServiceCache {
+                    snapshot: RwLock::new(None),
+                    refreshing: AtomicBool::new(false),
+                })
+            })
+            .clone()
+    }
+
+    /// Refreshes `services` now, concurrently: call it from a background task at start
+    /// ([`lift_core::App::background`]) so the first calls find a warm cache.
+    pub async fn warm_up(&self, services: &[&str]) {
+        let refreshes = services.iter().map(|service| self.refresh(service));
+        for result in futures_util::future::join_all(refreshes).await {
+            if let Err(error) = result {
+                tracing::warn!(target: "lift::registry", error = %error, "warm-up failed");
+            }
+        }
+    }
+
+    /// Reads the service from the registry (one query) and replaces its snapshot; on failure
+    /// the previous snapshot stays.
+    ///
+    /// # Errors
+    /// The registry's error.
+    pub async fn refresh(&self, service: &str) -> Result<(), RegistryError> {
+        let cache = self.cache(service);
+        let result = self.shared.registry.instances(service).await;
+        cache.refreshing.store(false, Ordering::Release);
+        let instances = match result {
+            Ok(instances) => instances,
+            Err(error) => {
+                tracing::warn!(target: "lift::registry", service, error = %error, "refresh failed; serving the cached instances");
+                return Err(error);
+            }
+        };
+        let previous = read(&cache.snapshot);
+        let now = self.shared.clock.now_ms();
+        let entries = instances
+            .into_iter()
+            .filter(|i| !i.deregistered)
+            .map(|instance| {
+                let stats = previous
+                    .as_ref()
+                    .and_then(|p| p.entries.iter().find(|e| e.instance.id == instance.id))
+                    .map(|e| {
+                        // Ejection lasts until the next refresh; in-flight counts carry on.
+                        e.stats.failures.store(0, Ordering::Relaxed);
+                        e.stats.ejected.store(false, Ordering::Relaxed);
+                        e.stats.clone()
+                    })
+                    .unwrap_or_default();
+                Entry {
+                    health: instance.health(now),
+                    expires_at_ms: instance.expires_at_ms(),
+                    instance: Arc::new(instance),
+                    stats,
+                }
+            })
+            .collect();
+        let snapshot = Arc::new(Snapshot {
+            entries,
+            fetched_at: Instant::now(),
+            preservation_logged: AtomicBool::new(false),
+        });
+        match cache.snapshot.write() {
+            Ok(mut slot) => *slot = Some(snapshot),
+            Err(poisoned) => *poisoned.into_inner() = Some(snapshot),
+        }
+        Ok(())
+    }
+
+    /// The instances of the query's service that are live, healthy (per the query) and
+    /// match it; ejected ones left out.
+    ///
+    /// # Errors
+    /// [`DiscoveryError::UnknownService`], [`DiscoveryError::NoHealthyInstance`], or
+    /// [`DiscoveryError::Registry`] when the registry cannot be read and nothing is cached.
+    pub async fn discover(&self, query: &Query<'_>) -> Result<Discovered, DiscoveryError> {
+        let service = query.service;
+        let cache = self.cache(service);
+        let snapshot = match read(&cache.snapshot) {
+            Some(snapshot) if snapshot.fetched_at.elapsed() < self.shared.config.max_stale => {
+                if snapshot.fetched_at.elapsed() >= self.shared.config.ttl
+                    && !cache.refreshing.swap(true, Ordering::AcqRel)
+                {
+                    let this = self.clone();
+                    let name = service.to_owned();
+                    tokio::spawn(async move {
+                        let _ = this.refresh(&name).await;
+                    });
+                }
+                snapshot
+            }
+            stale => match self.refresh(service).await {
+                Ok(()) => read(&cache.snapshot).ok_or_else(|| DiscoveryError::UnknownService {
+                    service: service.to_owned(),
+                })?,
+                Err(error) => match stale {
+                    Some(stale) => stale,
+                    None => {
+                        return Err(DiscoveryError::Registry {
+                            service: service.to_owned(),
+                            source: error,
+                        });
+                    }
+                },
+            },
+        };
+        self.select(snapshot, query)
+    }
+
+    /// The query over a snapshot: no I/O.
+    fn select(&self, snapshot: Arc<Snapshot>, query: &Query<'_>) -> Result<Discovered, DiscoveryError> {
+        if snapshot.entries.is_empty() {
+            return Err(DiscoveryError::UnknownService {
+                service: query.service.to_owned(),
+            });
+        }
+        let now = self.shared.clock.now_ms();
+        let mut indices = Vec::with_capacity(snapshot.entries.len());
+        let (mut matching, mut expired) = (0usize, 0usize);
+        for (i, entry) in snapshot.entries.iter().enumerate() {
+            if !query.matches(&entry.instance) {
+                continue;
+            }
+            matching += 1;
+            if entry.expires_at_ms <= now {
+                expired += 1;
+            }
+            indices.push(i as u32);
+        }
+        // Self-preservation: most matching instances expired at once → keep them all.
+        let preserve = matching >= 2 && expired * 2 > matching;
+        if preserve && !snapshot.preservation_logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(target: "lift::registry", service = query.service, matching, expired, "self-preservation: most instances look expired at once; serving the last known set");
+        }
+        if !preserve {
+            indices.retain(|&i| snapshot.entries[i as usize].expires_at_ms > now);
+        }
+        indices.retain(|&i| !snapshot.entries[i as usize].stats.ejected.load(Ordering::Relaxed));
+        let healthy = |i: &u32| snapshot.entries[*i as usize].health != Health::Unhealthy;
+        match query.health {
+            HealthFilter::Any => {}
+            HealthFilter::HealthyOnly => indices.retain(healthy),
+            HealthFilter::HealthyElseAll => {
+                if indices.iter().any(healthy) {
+                    indices.retain(healthy);
+                }
+            }
+        }
+        if indices.is_empty() {
+            return Err(DiscoveryError::NoHealthyInstance {
+                service: query.service.to_owned(),
+                registered: snapshot.entries.len(),
+            });
+        }
+        Ok(Discovered {
+            snapshot,
+            indices,
+            local_region: self.shared.local_region.as_deref().map(Arc::from),
+        })
+    }
+
+    /// Records the outcome of a call to the instance `id` (as found by a discovery):
+    /// consecutive failures eject it until the next refresh.
+    pub fn report(&self, found: &Discovered, id: &str, ok: bool) {
+        if let Some(entry) = found.snapshot.entries.iter().find(|e| &*e.instance.id == id) {
+            report_entry(entry, ok, self.shared.config.eject_after);
+        }
+    }
+
+    pub(crate) fn eject_after(&self) -> u32 {
+        self.shared.config.eject_after
+    }
+}
+
+pub(crate) fn report_entry(entry: &Entry, ok: bool, eject_after: u32) {
+    if ok {
+        entry.stats.failures.store(0, Ordering::Relaxed);
+        return;
+    }
+    let failures = entry.stats.failures.fetch_add(1, Ordering::Relaxed) + 1;
+    if failures >= eject_after && !entry.stats.ejected.swap(true, Ordering::Relaxed) {
+        tracing::warn!(target: "lift::registry", service = %entry.instance.service, instance = %entry.instance.id, failures, "instance ejected until the next refresh");
+    }
+}
