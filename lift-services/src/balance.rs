@@ -265,7 +265,11 @@ impl Strategy for LeastOutstanding {
         let mut best = start;
         let mut least = u32::MAX;
         for k in 0..len {
-            let i = if start + k >= len { start + k - len } else { start + k };
+            let i = if start + k >= len {
+                start + k - len
+            } else {
+                start + k
+            };
             let outstanding = candidates.outstanding(i);
             if outstanding < least {
                 least = outstanding;
@@ -312,7 +316,9 @@ impl Strategy for PowerOfTwoChoices {
             b += 1;
         }
         // Compare outstanding / weight without division.
-        let load = |i: usize| u64::from(candidates.outstanding(i)) * 1000 / u64::from(candidates.weight(i));
+        let load = |i: usize| {
+            u64::from(candidates.outstanding(i)) * 1000 / u64::from(candidates.weight(i))
+        };
         Some(if load(b) < load(a) { b } else { a })
     }
 }

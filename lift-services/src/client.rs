@@ -79,7 +79,9 @@ pub enum CallError {
         source: DiscoveryError,
     },
     /// The picked instance serves another tenant; nothing was sent.
-    #[error("instance `{instance}` of `{service}` serves tenant `{scope}`, not {tenant:?}; the call was not sent")]
+    #[error(
+        "instance `{instance}` of `{service}` serves tenant `{scope}`, not {tenant:?}; the call was not sent"
+    )]
     TenantRefused {
         /// The service.
         service: String,
@@ -413,19 +415,24 @@ impl ServiceClient {
         result
     }
 
-    async fn attempts(&self, service: &str, mut request: ServiceRequest) -> Result<Reply, CallError> {
+    async fn attempts(
+        &self,
+        service: &str,
+        mut request: ServiceRequest,
+    ) -> Result<Reply, CallError> {
         let inner = &self.inner;
         let query = Query::new(service)
             .tenant_opt(request.tenant.as_deref())
             .health(inner.health);
-        let found = inner
-            .discovery
-            .discover(&query)
-            .await
-            .map_err(|source| CallError::Discovery {
-                service: service.to_owned(),
-                source,
-            })?;
+        let found =
+            inner
+                .discovery
+                .discover(&query)
+                .await
+                .map_err(|source| CallError::Discovery {
+                    service: service.to_owned(),
+                    source,
+                })?;
         self.identify(&mut request);
         let request = Arc::new(request);
         let policy = inner.policies.get(service).unwrap_or(&inner.default_policy);

@@ -55,7 +55,9 @@ pub enum DiscoveryError {
         service: String,
     },
     /// The service has instances, but none is live, healthy and matching the query.
-    #[error("service `{service}` has no healthy instance matching the query ({registered} registered)")]
+    #[error(
+        "service `{service}` has no healthy instance matching the query ({registered} registered)"
+    )]
     NoHealthyInstance {
         /// The service.
         service: String,
@@ -167,7 +169,9 @@ impl<'a> Query<'a> {
             && self
                 .version
                 .is_none_or(|v| instance.version.as_deref() == Some(v))
-            && self.alias.is_none_or(|a| instance.alias.as_deref() == Some(a))
+            && self
+                .alias
+                .is_none_or(|a| instance.alias.as_deref() == Some(a))
             && self.region.is_none_or(|r| instance.region == r)
             && self.tags.iter().all(|t| instance.has_tag(t))
     }
@@ -306,8 +310,30 @@ impl Discovered {
         )
     }
 
+    /// Counts a call in flight to the instance at `position` (in [`Discovered::candidates`])
+    /// until the returned guard drops: what [`crate::balance::LeastOutstanding`] and
+    /// [`crate::balance::PowerOfTwoChoices`] read. The service client does this itself.
+    pub fn track(&self, position: usize) -> Option<InFlight> {
+        let index = *self.indices.get(position)?;
+        let stats = self.snapshot.entries[index as usize].stats.clone();
+        stats.outstanding.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight { stats })
+    }
+
     pub(crate) fn entry_at(&self, snapshot_index: u32) -> &Entry {
         &self.snapshot.entries[snapshot_index as usize]
+    }
+}
+
+/// A call in flight, counted until dropped ([`Discovered::track`]).
+#[derive(Debug)]
+pub struct InFlight {
+    stats: Arc<Stats>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -480,7 +506,11 @@ impl Discovery {
     }
 
     /// The query over a snapshot: no I/O.
-    fn select(&self, snapshot: Arc<Snapshot>, query: &Query<'_>) -> Result<Discovered, DiscoveryError> {
+    fn select(
+        &self,
+        snapshot: Arc<Snapshot>,
+        query: &Query<'_>,
+    ) -> Result<Discovered, DiscoveryError> {
         if snapshot.entries.is_empty() {
             return Err(DiscoveryError::UnknownService {
                 service: query.service.to_owned(),
@@ -507,7 +537,12 @@ impl Discovery {
         if !preserve {
             indices.retain(|&i| snapshot.entries[i as usize].expires_at_ms > now);
         }
-        indices.retain(|&i| !snapshot.entries[i as usize].stats.ejected.load(Ordering::Relaxed));
+        indices.retain(|&i| {
+            !snapshot.entries[i as usize]
+                .stats
+                .ejected
+                .load(Ordering::Relaxed)
+        });
         let healthy = |i: &u32| snapshot.entries[*i as usize].health != Health::Unhealthy;
         match query.health {
             HealthFilter::Any => {}
@@ -534,7 +569,12 @@ impl Discovery {
     /// Records the outcome of a call to the instance `id` (as found by a discovery):
     /// consecutive failures eject it until the next refresh.
     pub fn report(&self, found: &Discovered, id: &str, ok: bool) {
-        if let Some(entry) = found.snapshot.entries.iter().find(|e| &*e.instance.id == id) {
+        if let Some(entry) = found
+            .snapshot
+            .entries
+            .iter()
+            .find(|e| &*e.instance.id == id)
+        {
             report_entry(entry, ok, self.shared.config.eject_after);
         }
     }

@@ -200,19 +200,21 @@ impl Instance {
         !self.deregistered && self.expires_at_ms() > now_ms
     }
 
-    /// Its health at `now_ms`, from the live environments' reports and an operator's
-    /// override: unhealthy when overridden so or when most live environments fail; degraded
+    /// Its health at `now_ms`, from the live environments' reports (the last known ones
+    /// when none is live) and an operator's override: unhealthy when overridden so or when most live environments fail; degraded
     /// when any sees open breakers or a raised error rate.
     pub fn health(&self, now_ms: u64) -> Health {
         if let Some(Health::Unhealthy) = self.health_override {
             return Health::Unhealthy;
         }
-        let live = self
+        // The live environments' reports; when none is live, the last ones known.
+        let any_live = self.environments.values().any(|e| e.expires_at_ms > now_ms);
+        let reports = self
             .environments
             .values()
-            .filter(|e| e.expires_at_ms > now_ms);
+            .filter(|e| !any_live || e.expires_at_ms > now_ms);
         let (mut total, mut failing, mut degraded) = (0u32, 0u32, false);
-        for env in live {
+        for env in reports {
             total += 1;
             if env.error_rate >= FAILING_ERROR_RATE {
                 failing += 1;

@@ -168,7 +168,8 @@ impl TrafficPolicy {
             return None;
         }
         let present = |version: &str| {
-            (0..candidates.len()).any(|i| candidates.instance(i).version.as_deref() == Some(version))
+            (0..candidates.len())
+                .any(|i| candidates.instance(i).version.as_deref() == Some(version))
         };
         let total: u64 = self
             .splits
@@ -197,7 +198,9 @@ impl TrafficPolicy {
                 }
             })
             .map(|(v, _)| v.as_str())?;
-        candidates.subset(buffer, |i| candidates.instance(i).version.as_deref() == Some(version))
+        candidates.subset(buffer, |i| {
+            candidates.instance(i).version.as_deref() == Some(version)
+        })
     }
 }
 

@@ -77,7 +77,10 @@ impl ServiceRequest {
     ///
     /// # Errors
     /// The value cannot be serialized.
-    pub fn json<T: serde::Serialize + ?Sized>(mut self, body: &T) -> Result<Self, serde_json::Error> {
+    pub fn json<T: serde::Serialize + ?Sized>(
+        mut self,
+        body: &T,
+    ) -> Result<Self, serde_json::Error> {
         self.body = Bytes::from(serde_json::to_vec(body)?);
         self.headers.insert(
             http::header::CONTENT_TYPE,
@@ -263,8 +266,8 @@ pub fn api_gateway_v2_event(call: &Outbound) -> Value {
 /// # Errors
 /// [`TransportError::BadResponse`] when it is not one.
 pub fn parse_proxy_response(payload: &[u8]) -> Result<ServiceResponse, TransportError> {
-    let value: Value = serde_json::from_slice(payload)
-        .map_err(|e| TransportError::BadResponse(e.to_string()))?;
+    let value: Value =
+        serde_json::from_slice(payload).map_err(|e| TransportError::BadResponse(e.to_string()))?;
     let status = value
         .get("statusCode")
         .and_then(Value::as_u64)
@@ -366,7 +369,12 @@ impl Transport for InProcessTransport {
     fn send(&self, call: Outbound) -> BoxFuture<'static, Result<ServiceResponse, BoxError>> {
         let targets = self.targets.clone();
         Box::pin(async move {
-            let arn = call.instance.endpoints.lambda_arn.as_deref().unwrap_or_default();
+            let arn = call
+                .instance
+                .endpoints
+                .lambda_arn
+                .as_deref()
+                .unwrap_or_default();
             let Some(service) = targets.get(arn) else {
                 return Err(TransportError::NoEndpoint {
                     instance: call.instance.id.to_string(),
