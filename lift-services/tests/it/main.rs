@@ -1,6 +1,7 @@
 //! lift-services' integration tests: the registry contract on DynamoDB (the local emulator,
 //! real SDK client) and in memory, discovery, and the service client.
 
+mod balance;
 mod discovery;
 mod register;
 mod registry;
