@@ -2,6 +2,7 @@
 //! real SDK client) and in memory, discovery, and the service client.
 
 mod balance;
+mod client;
 mod discovery;
 mod register;
 mod registry;
