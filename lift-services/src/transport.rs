@@ -1,6 +1,7 @@
 //! How a call reaches an instance: Lambda `Invoke` of its qualified ARN with an API Gateway
-//! HTTP API (payload 2.0) event ([`LambdaTransport`]), or an in-process Lift App standing in
-//! for a service in tests ([`InProcessTransport`]).
+//! HTTP API (payload 2.0) event ([`LambdaTransport`]), HTTP to its Function URL, signed with
+//! SigV4 for IAM auth ([`HttpTransport`]), or an in-process Lift App standing in for a
+//! service in tests ([`InProcessTransport`]).
 //!
 //! Both build the same event from the request, so any Lift HTTP route is callable without
 //! an API in front of it, authorized by IAM (`lambda:InvokeFunction` on the target).
@@ -17,6 +18,7 @@ use lift_core::{BoxError, LiftService};
 use lift_middleware::classify::{RequestInfo, ResponseStatus};
 use serde_json::{Value, json};
 
+pub use crate::http_transport::HttpTransport;
 use crate::model::Instance;
 
 /// A request to a service.
