@@ -3,6 +3,7 @@
 
 mod balance;
 mod client;
+mod deployed;
 mod discovery;
 mod register;
 mod registry;
