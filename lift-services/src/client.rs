@@ -232,8 +232,9 @@ impl ServiceClientBuilder {
         self
     }
 
-    /// Counts open breakers into `signals` (the registration's), so the instance's health
-    /// reports them.
+    /// Counts open breakers and calls by callee into `signals` (the registration's), so
+    /// the instance's health reports the breakers and its renewals the dependency map's
+    /// edges.
     pub fn signals(mut self, signals: HealthSignals) -> Self {
         self.signals = Some(signals);
         self
@@ -276,6 +277,7 @@ impl ServiceClientBuilder {
                     reason: "a valid circuit breaker configuration",
                 })?,
         };
+        let signals = self.signals.clone();
         let mut breaker = CircuitBreakerLayer::builder(breaker).keyed(
             |call: &Outbound| Some(call.instance.id.to_string()),
             10_000,
@@ -311,6 +313,7 @@ impl ServiceClientBuilder {
                 budget: RetryBudget::standard(),
                 rng: self.seed.map(Rng::with_seed).unwrap_or_default(),
                 default_policy: TrafficPolicy::new(),
+                signals,
             }),
         })
     }
@@ -349,6 +352,7 @@ struct Inner {
     budget: RetryBudget,
     rng: Rng,
     default_policy: TrafficPolicy,
+    signals: Option<HealthSignals>,
 }
 
 /// Calls services by name; cheap to clone. See the module docs.
@@ -403,6 +407,9 @@ impl ServiceClient {
     pub async fn call(&self, service: &str, request: ServiceRequest) -> Result<Reply, CallError> {
         let started = Instant::now();
         let metrics = request.metrics.clone();
+        if let Some(signals) = &self.inner.signals {
+            signals.record_call(service);
+        }
         let result = self.attempts(service, request).await;
         if let Some(metrics) = metrics {
             let outcome = match &result {

@@ -1,8 +1,9 @@
 //! What an environment observes about itself, reported with each lease renewal: its error
 //! rate and its open circuit breakers.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 
 use futures_util::future::BoxFuture;
@@ -16,6 +17,7 @@ struct Counters {
     failures: AtomicU64,
     open_breakers: AtomicU32,
     registrations: AtomicU64,
+    edges: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Counters an environment's invocations feed and its registration reads: cheap to clone,
@@ -90,6 +92,29 @@ impl HealthSignals {
                     |n| Some(n.saturating_sub(1)),
                 );
             }
+        }
+    }
+
+    /// Counts a call to `callee` (the service client does, when built with these signals):
+    /// reported with the lease renewals as the environment's edges of the dependency map.
+    pub fn record_call(&self, callee: &str) {
+        let mut calls = match self.counters.edges.lock() {
+            Ok(calls) => calls,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match calls.get_mut(callee) {
+            Some(n) => *n += 1,
+            None => {
+                calls.insert(callee.to_owned(), 1);
+            }
+        }
+    }
+
+    /// The calls counted so far, by callee.
+    pub fn calls(&self) -> BTreeMap<String, u64> {
+        match self.counters.edges.lock() {
+            Ok(calls) => calls.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 

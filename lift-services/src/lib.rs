@@ -106,6 +106,7 @@ mod model;
 pub mod policy;
 pub mod register;
 pub mod registry;
+pub mod topology;
 pub mod transport;
 
 pub use config::{ConfigError, ServiceConfig, validate_name};

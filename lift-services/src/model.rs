@@ -78,7 +78,7 @@ impl Health {
 }
 
 /// What one execution environment last reported: its lease and what it sees.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct EnvReport {
     /// When its lease ends (Unix milliseconds).
@@ -89,6 +89,9 @@ pub struct EnvReport {
     pub error_rate: f64,
     /// How many of its circuit breakers are open.
     pub open_breakers: u32,
+    /// The services it has called, with how many calls (since it started): the edges of
+    /// the dependency map ([`crate::topology`]).
+    pub calls: BTreeMap<String, u64>,
 }
 
 impl EnvReport {
@@ -104,6 +107,7 @@ impl EnvReport {
             reported_at_ms,
             error_rate,
             open_breakers,
+            calls: BTreeMap::new(),
         }
     }
 }

@@ -203,10 +203,13 @@ impl Registration {
         let now = self.clock.now_ms();
         let observed = self.signals.take();
         let expires = now + self.config.lease.as_millis() as u64;
+        let mut report =
+            EnvReport::new(expires, now, observed.error_rate(), observed.open_breakers);
+        report.calls = self.signals.calls();
         EnvLease::new(
             self.env_id.clone(),
             started_at_ms,
-            EnvReport::new(expires, now, observed.error_rate(), observed.open_breakers),
+            report,
             (expires + GARBAGE_AFTER.as_millis() as u64) / 1000,
         )
     }

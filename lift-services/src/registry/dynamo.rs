@@ -70,12 +70,25 @@ fn sk(id: &str) -> AttributeValue {
 }
 
 fn lease_value(report: &EnvReport) -> AttributeValue {
-    AttributeValue::M(HashMap::from([
+    let mut value = HashMap::from([
         ("exp".to_owned(), n(report.expires_at_ms)),
         ("at".to_owned(), n(report.reported_at_ms)),
         ("err".to_owned(), n(report.error_rate)),
         ("brk".to_owned(), n(report.open_breakers)),
-    ]))
+    ]);
+    if !report.calls.is_empty() {
+        value.insert(
+            "calls".to_owned(),
+            AttributeValue::M(
+                report
+                    .calls
+                    .iter()
+                    .map(|(callee, count)| (callee.clone(), n(count)))
+                    .collect(),
+            ),
+        );
+    }
+    AttributeValue::M(value)
 }
 
 /// The optional attributes of an instance, by attribute name.
@@ -143,15 +156,21 @@ fn instance_from(item: &Item) -> Result<Instance, RegistryError> {
             let AttributeValue::M(lease) = value else {
                 return Err(codec(format!("environment `{env}` is not a map")));
             };
-            environments.insert(
-                env.clone(),
-                EnvReport::new(
-                    number(lease, "exp").ok_or_else(|| codec("a lease without `exp`"))?,
-                    number(lease, "at").unwrap_or(0),
-                    number(lease, "err").unwrap_or(0.0),
-                    number(lease, "brk").unwrap_or(0),
-                ),
+            let mut report = EnvReport::new(
+                number(lease, "exp").ok_or_else(|| codec("a lease without `exp`"))?,
+                number(lease, "at").unwrap_or(0),
+                number(lease, "err").unwrap_or(0.0),
+                number(lease, "brk").unwrap_or(0),
             );
+            if let Some(AttributeValue::M(calls)) = lease.get("calls") {
+                report.calls = calls
+                    .iter()
+                    .filter_map(|(callee, count)| {
+                        Some((callee.clone(), count.as_n().ok()?.parse().ok()?))
+                    })
+                    .collect();
+            }
+            environments.insert(env.clone(), report);
         }
     }
     Ok(Instance {
@@ -351,7 +370,7 @@ impl Registry for DynamoRegistry {
                 if self.create(instance, lease).await? {
                     let mut stored = instance.clone();
                     stored.deregistered = false;
-                    stored.environments = [(lease.env_id.clone(), lease.report)].into();
+                    stored.environments = [(lease.env_id.clone(), lease.report.clone())].into();
                     stored.revision = 1;
                     return Ok(stored);
                 }
@@ -537,6 +556,38 @@ impl Registry for DynamoRegistry {
                         Failure::ConditionFailed => Err(self.failed(service, id, old.as_ref())),
                         Failure::Error(error) => Err(error),
                     }
+                }
+            }
+        })
+    }
+
+    fn scan(&self) -> BoxFuture<'_, Result<Vec<Instance>, RegistryError>> {
+        Box::pin(async move {
+            let mut instances = Vec::new();
+            let mut start: Option<Item> = None;
+            loop {
+                let output = self
+                    .client
+                    .scan()
+                    .table_name(&self.table)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await;
+                let output = match output {
+                    Ok(output) => output,
+                    Err(error) => {
+                        return Err(match classify("Scan", error) {
+                            Failure::Error(error) => error,
+                            Failure::ConditionFailed => codec("a scan cannot fail a condition"),
+                        });
+                    }
+                };
+                for item in output.items() {
+                    instances.push(instance_from(item)?);
+                }
+                match output.last_evaluated_key() {
+                    Some(key) if !key.is_empty() => start = Some(key.clone()),
+                    _ => return Ok(instances),
                 }
             }
         })

@@ -99,7 +99,7 @@ impl Registry for MemoryRegistry {
             stored
                 .instance
                 .environments
-                .insert(lease.env_id.clone(), lease.report);
+                .insert(lease.env_id.clone(), lease.report.clone());
             Ok(stored.instance.clone())
         })
     }
@@ -122,7 +122,7 @@ impl Registry for MemoryRegistry {
                 stored
                     .instance
                     .environments
-                    .insert(lease.env_id.clone(), lease.report);
+                    .insert(lease.env_id.clone(), lease.report.clone());
                 stored.instance.revision += 1;
                 Ok(stored.instance.clone())
             })
@@ -177,6 +177,16 @@ impl Registry for MemoryRegistry {
                 stored.instance.revision += 1;
                 Ok(())
             })
+        })
+    }
+
+    fn scan(&self) -> BoxFuture<'_, Result<Vec<Instance>, RegistryError>> {
+        Box::pin(async move {
+            Ok(self
+                .items()
+                .values()
+                .map(|stored| stored.instance.clone())
+                .collect())
         })
     }
 

@@ -112,4 +112,8 @@ pub trait Registry: Send + Sync + 'static {
         &'a self,
         service: &'a str,
     ) -> BoxFuture<'a, Result<Vec<Instance>, RegistryError>>;
+
+    /// Every instance of every service: for tools (the `lift` command), never on a call
+    /// path (on DynamoDB, a `Scan`).
+    fn scan(&self) -> BoxFuture<'_, Result<Vec<Instance>, RegistryError>>;
 }

@@ -75,6 +75,9 @@ impl<R: Registry> Registry for Counting<R> {
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
         self.inner.set_health(s, i, h)
     }
+    fn scan(&self) -> BoxFuture<'_, Result<Vec<Instance>, RegistryError>> {
+        self.inner.scan()
+    }
     fn instances<'a>(&'a self, s: &'a str) -> BoxFuture<'a, Result<Vec<Instance>, RegistryError>> {
         self.queries.fetch_add(1, Ordering::SeqCst);
         if self.failing.load(Ordering::SeqCst) {
