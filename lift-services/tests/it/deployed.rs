@@ -1,19 +1,25 @@
 //! End to end on the local emulator: two deployed functions (`alpha` and `beta`, the
 //! `lift-services-test-function` binary behind an alias `live`) register themselves on their
 //! first invocation, their records carry name, version, alias and endpoint, and `alpha`
-//! discovers and calls `beta` by name through Lambda `Invoke`.
+//! discovers and calls `beta` by name through Lambda `Invoke`; `beta` is also called over
+//! HTTP at its Function URL, signed with SigV4.
 
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_lambda::types::{Environment, FunctionCode, Runtime};
-use lift_services::transport::{LambdaTransport, Outbound, ServiceRequest, Transport};
-use lift_services::{Endpoints, Instance, Registry};
+use aws_sdk_lambda::types::{Environment, FunctionCode, FunctionUrlAuthType, Runtime};
+use lift_services::client::ServiceClient;
+use lift_services::discovery::Discovery;
+use lift_services::topology::Topology;
+use lift_services::transport::{
+    HttpTransport, LambdaTransport, Outbound, ServiceRequest, Transport,
+};
+use lift_services::{Endpoints, Instance, MemoryRegistry, Registry};
 use serde_json::Value;
 
-use crate::support::dynamo_registry;
+use crate::support::{dynamo_registry, lease};
 
 /// A zip archive holding `bytes` as an executable `bootstrap` (deflated).
 fn bootstrap_zip(bytes: &[u8]) -> Vec<u8> {
@@ -88,6 +94,7 @@ async fn deploy(
         .variables("AWS_SECRET_ACCESS_KEY", "test")
         .variables("LIFT_SERVICE_NAME", service)
         .variables("LIFT_REGISTRY_TABLE", table)
+        .variables("LIFT_RENEW_SECONDS", "1")
         .build();
     lambda
         .create_function()
@@ -208,6 +215,105 @@ async fn deployed_functions_register_and_call_each_other_by_name() {
     let back = get(&transport, &beta, "/call/alpha").await;
     assert_eq!(back["answer"]["service"], "alpha");
     assert_eq!(back["answer"]["caller"], "beta");
+
+    // alpha's next lease renewal reports the call: the dependency map shows the edge, and
+    // the `lift` command lists services and instances and renders the map.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        get(&transport, &alpha, "/whoami").await;
+        let map = Topology::from_instances(&registry.scan().await.expect("scan"));
+        if map.edges().any(|edge| edge == ("alpha", "beta", 1)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edge was never reported: {map:?}"
+        );
+    }
+    let lift = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_lift"))
+            .args(args)
+            .args(["--table", registry.table()])
+            .output()
+            .expect("lift runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8")
+    };
+    let services = lift(&["services"]);
+    assert!(
+        services.lines().any(|l| l.starts_with("alpha ")),
+        "{services}"
+    );
+    assert!(
+        services.lines().any(|l| l.starts_with("beta ")),
+        "{services}"
+    );
+    let instances = lift(&["instances", "beta"]);
+    assert!(
+        instances.contains(&format!("{beta_fn}:live@us-east-1")) && instances.contains("healthy"),
+        "{instances}"
+    );
+    let svg = std::env::temp_dir().join(format!("lift-map-{suffix}.svg"));
+    let mermaid = lift(&["map", "--svg", svg.to_str().expect("path")]);
+    assert!(mermaid.contains("alpha --> |1| beta"), "{mermaid}");
+    let picture = std::fs::read_to_string(&svg).expect("svg written");
+    assert!(
+        picture.starts_with("<svg") && picture.contains(">alpha<"),
+        "{picture}"
+    );
+    let _ = std::fs::remove_file(svg);
+
+    // The second transport: HTTP to beta's Function URL (the emulator serves it by path),
+    // signed with SigV4, through a client whose registry lists that URL.
+    let url = lambda
+        .create_function_url_config()
+        .function_name(&beta_fn)
+        .qualifier("live")
+        .auth_type(FunctionUrlAuthType::None)
+        .send()
+        .await
+        .expect("function URL")
+        .function_url;
+    let id = url
+        .trim_start_matches("https://")
+        .split('.')
+        .next()
+        .expect("url id")
+        .to_owned();
+    let local_url = format!(
+        "{}/_aws/lambda-url/{id}/",
+        std::env::var("AWS_ENDPOINT_URL").expect("endpoint")
+    );
+    let listed = Arc::new(MemoryRegistry::new());
+    let mut by_url = Instance::new(
+        "beta",
+        format!("{beta_fn}:url@us-east-1"),
+        "us-east-1",
+        Endpoints::default().with_function_url(local_url),
+    );
+    by_url.alias = Some("live".to_owned());
+    listed
+        .register(&by_url, &lease("env", 0, u64::MAX / 2))
+        .await
+        .expect("list");
+    let credentials = sdk.credentials_provider().expect("credentials");
+    let http = HttpTransport::new().expect("transport").signed(credentials);
+    let client = ServiceClient::builder(Discovery::new(listed), Arc::new(http))
+        .caller("tests")
+        .build()
+        .expect("client");
+    let reply = client
+        .call("beta", ServiceRequest::get("/whoami"))
+        .await
+        .expect("HTTP call");
+    let answer: Value = reply.json().expect("json");
+    assert_eq!(answer["service"], "beta");
+    assert_eq!(answer["caller"], "tests");
 
     for function in [&alpha_fn, &beta_fn] {
         let _ = lambda
