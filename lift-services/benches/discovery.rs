@@ -170,6 +170,7 @@ fn client_overhead(c: &mut Criterion) {
             let call = Outbound {
                 instance: instance.clone(),
                 request: request.clone(),
+                caller: None,
             };
             black_box(rt.block_on(Immediate.send(call)).expect("answer").status)
         })

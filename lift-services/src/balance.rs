@@ -17,25 +17,24 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::discovery::Entry;
-use crate::model::Health;
+use crate::discovery::{Entry, Snapshot};
 
 /// The instances a call may go to, as a discovery returned them.
 #[derive(Debug, Clone, Copy)]
 pub struct Candidates<'a> {
-    entries: &'a [Entry],
+    snapshot: &'a Snapshot,
     indices: &'a [u32],
     local_region: Option<&'a str>,
 }
 
 impl<'a> Candidates<'a> {
     pub(crate) fn new(
-        entries: &'a [Entry],
+        snapshot: &'a Snapshot,
         indices: &'a [u32],
         local_region: Option<&'a str>,
     ) -> Self {
         Candidates {
-            entries,
+            snapshot,
             indices,
             local_region,
         }
@@ -52,7 +51,7 @@ impl<'a> Candidates<'a> {
     }
 
     pub(crate) fn entry(&self, i: usize) -> &'a Entry {
-        &self.entries[self.indices[i] as usize]
+        &self.snapshot.entries[self.indices[i] as usize]
     }
 
     /// The `i`-th candidate.
@@ -63,13 +62,7 @@ impl<'a> Candidates<'a> {
     /// The `i`-th candidate's weight for picking: its registered weight, halved while it is
     /// degraded.
     pub fn weight(&self, i: usize) -> u32 {
-        let entry = self.entry(i);
-        let weight = entry.instance.weight.max(1);
-        if entry.health == Health::Degraded {
-            weight.div_ceil(2)
-        } else {
-            weight
-        }
+        self.snapshot.weights[self.indices[i] as usize]
     }
 
     /// The calls in flight to the `i`-th candidate from this process.
@@ -106,7 +99,7 @@ impl<'a> Candidates<'a> {
             }
         }
         Some(Candidates {
-            entries: self.entries,
+            snapshot: self.snapshot,
             indices: &buffer[..n],
             local_region: self.local_region,
         })

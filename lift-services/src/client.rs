@@ -51,12 +51,14 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::HeaderValue;
 use lift_core::BoxError;
+use lift_middleware::circuit_breaker::CircuitBreaker;
 use lift_middleware::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+use lift_middleware::classify::DefaultClassifier;
 use lift_middleware::retry::RetryBudget;
 use lift_middleware::service_auth::ServiceTokenSigner;
+use lift_middleware::timeout::Timeout;
 use lift_middleware::timeout::TimeoutLayer;
-use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 use crate::balance::{PowerOfTwoChoices, Rng, Strategy};
 use crate::config::ConfigError;
@@ -163,7 +165,18 @@ impl Reply {
     }
 }
 
-type Stack = BoxCloneSyncService<Outbound, ServiceResponse, BoxError>;
+/// One instance's key for its circuit breaker.
+fn instance_key(call: &Outbound) -> Option<String> {
+    Some(call.instance.id.to_string())
+}
+
+/// The middleware stack every attempt goes through: a breaker per instance around a
+/// deadline-aware timeout around the transport. Concrete, so a call clones `Arc`s only.
+type Stack =
+    CircuitBreaker<Timeout<TransportService>, DefaultClassifier, fn(&Outbound) -> Option<String>>;
+
+/// The most attempts a call makes.
+const MAX_ATTEMPTS: u32 = 8;
 
 /// Builds a [`ServiceClient`].
 pub struct ServiceClientBuilder {
@@ -213,7 +226,7 @@ impl ServiceClientBuilder {
         self
     }
 
-    /// Attempts per call, failovers included (default 3).
+    /// Attempts per call, failovers included (default 3, at most 8).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
         self
@@ -249,8 +262,8 @@ impl ServiceClientBuilder {
     /// The client.
     ///
     /// # Errors
-    /// [`ConfigError::Duration`] for a zero timeout, [`ConfigError::Label`] for zero
-    /// attempts or a signer without a caller.
+    /// [`ConfigError::Duration`] for a zero timeout, [`ConfigError::Label`] for zero or
+    /// more than 8 attempts or a signer without a caller.
     pub fn build(self) -> Result<ServiceClient, ConfigError> {
         if self.timeout.is_zero() {
             return Err(ConfigError::Duration {
@@ -258,7 +271,7 @@ impl ServiceClientBuilder {
                 reason: "positive",
             });
         }
-        if self.max_attempts == 0 {
+        if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS {
             return Err(ConfigError::Label {
                 field: "max_attempts",
             });
@@ -279,7 +292,7 @@ impl ServiceClientBuilder {
         };
         let signals = self.signals.clone();
         let mut breaker = CircuitBreakerLayer::builder(breaker).keyed(
-            |call: &Outbound| Some(call.instance.id.to_string()),
+            instance_key as fn(&Outbound) -> Option<String>,
             10_000,
             Duration::from_secs(600),
         );
@@ -287,15 +300,9 @@ impl ServiceClientBuilder {
             breaker = breaker.on_state_change(signals.breaker_listener());
         }
         let transport = TransportService(self.transport);
-        let stack: Stack = BoxCloneSyncService::new(
-            ServiceBuilder::new()
-                .layer(breaker.build())
-                .layer(TimeoutLayer::deadline_aware(
-                    self.timeout,
-                    Duration::from_millis(50),
-                ))
-                .service(transport),
-        );
+        let timeout =
+            TimeoutLayer::deadline_aware(self.timeout, Duration::from_millis(50)).layer(transport);
+        let stack: Stack = breaker.build().layer(timeout);
         Ok(ServiceClient {
             inner: Arc::new(Inner {
                 discovery: self.discovery,
@@ -305,7 +312,8 @@ impl ServiceClientBuilder {
                 caller: self
                     .caller
                     .as_deref()
-                    .and_then(|c| HeaderValue::from_str(c).ok()),
+                    .and_then(|c| HeaderValue::from_str(c).ok())
+                    .map(Arc::new),
                 caller_name: self.caller,
                 signer: self.signer,
                 max_attempts: self.max_attempts,
@@ -344,7 +352,7 @@ struct Inner {
     stack: Stack,
     strategy: Arc<dyn Strategy>,
     policies: HashMap<String, TrafficPolicy>,
-    caller: Option<HeaderValue>,
+    caller: Option<Arc<HeaderValue>>,
     caller_name: Option<String>,
     signer: Option<ServiceTokenSigner>,
     max_attempts: u32,
@@ -443,16 +451,16 @@ impl ServiceClient {
         self.identify(&mut request);
         let request = Arc::new(request);
         let policy = inner.policies.get(service).unwrap_or(&inner.default_policy);
-        let mut tried: Vec<u32> = Vec::new();
+        let mut tried = [0u32; MAX_ATTEMPTS as usize];
         let mut last: Option<CallError> = None;
-        for attempt in 0..inner.max_attempts {
+        for attempt in 0..inner.max_attempts as usize {
             if attempt > 0 && !inner.budget.withdraw(false) {
                 break;
             }
-            let Some(index) = pick(&found, policy, &request, &tried, inner) else {
+            let Some(index) = pick(&found, policy, &request, &tried[..attempt], inner) else {
                 break;
             };
-            tried.push(index);
+            tried[attempt] = index;
             let entry = found_entry(&found, index);
             let instance = entry.instance.clone();
             if let Some(scope) = &instance.tenant
@@ -466,14 +474,19 @@ impl ServiceClient {
                 });
             }
             entry.stats.outstanding.fetch_add(1, Ordering::Relaxed);
-            let outcome = inner
-                .stack
-                .clone()
-                .oneshot(Outbound {
-                    instance: instance.clone(),
-                    request: request.clone(),
-                })
-                .await;
+            let mut stack = inner.stack.clone();
+            let outcome = match stack.ready().await {
+                Ok(ready) => {
+                    ready
+                        .call(Outbound {
+                            instance: instance.clone(),
+                            request: request.clone(),
+                            caller: inner.caller.clone(),
+                        })
+                        .await
+                }
+                Err(error) => Err(error),
+            };
             entry.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
             let verdict = judge(service, &instance.id, request.idempotent, outcome);
             report_entry(
@@ -485,7 +498,7 @@ impl ServiceClient {
                 Verdict::Done(response) => {
                     inner.budget.deposit();
                     return Ok(Reply {
-                        service: Arc::from(service),
+                        service: instance.service.clone(),
                         instance: instance.id.clone(),
                         response,
                     });
@@ -508,9 +521,6 @@ impl ServiceClient {
 
     fn identify(&self, request: &mut ServiceRequest) {
         let inner = &self.inner;
-        if let Some(caller) = &inner.caller {
-            request.headers.insert("x-lift-caller", caller.clone());
-        }
         if let (Some(signer), Some(caller)) = (&inner.signer, &inner.caller_name)
             && let Ok(token) = signer.sign(caller, SystemTime::now() + Duration::from_secs(60))
             && let Ok(value) = HeaderValue::from_str(&token)

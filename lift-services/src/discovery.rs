@@ -36,8 +36,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use crate::balance::Candidates;
 use crate::clock::{Clock, SystemClock};
 use crate::model::{Health, Instance};
@@ -158,23 +156,6 @@ impl<'a> Query<'a> {
         self.region = Some(region);
         self
     }
-
-    fn matches(&self, instance: &Instance) -> bool {
-        let tenant_ok = match (&instance.tenant, self.tenant) {
-            (None, _) => true,
-            (Some(scope), Some(tenant)) => scope == tenant,
-            (Some(_), None) => false,
-        };
-        tenant_ok
-            && self
-                .version
-                .is_none_or(|v| instance.version.as_deref() == Some(v))
-            && self
-                .alias
-                .is_none_or(|a| instance.alias.as_deref() == Some(a))
-            && self.region.is_none_or(|r| instance.region == r)
-            && self.tags.iter().all(|t| instance.has_tag(t))
-    }
 }
 
 /// Per-process counters of one instance, kept across refreshes.
@@ -196,12 +177,151 @@ pub(crate) struct Entry {
     pub(crate) stats: Arc<Stats>,
 }
 
+/// The filterable attributes of one entry, interned: a query compares integers.
+#[derive(Debug, Clone, Copy)]
+struct Key {
+    /// 0 for a shared instance, else the tenant's id.
+    tenant: u32,
+    version: u32,
+    alias: u32,
+    region: u32,
+    /// One bit per tag of the snapshot's tag dictionary.
+    tags: u64,
+    expires_at_ms: u64,
+    unhealthy: bool,
+}
+
+/// Distinct values of one attribute; an id is a position plus one (0: absent).
+#[derive(Debug, Default)]
+struct Dict(Vec<Box<str>>);
+
+impl Dict {
+    fn intern(&mut self, value: Option<&str>) -> u32 {
+        let Some(value) = value else { return 0 };
+        match self.0.iter().position(|v| &**v == value) {
+            Some(i) => i as u32 + 1,
+            None => {
+                self.0.push(value.into());
+                self.0.len() as u32
+            }
+        }
+    }
+
+    /// The id of `value`: `None` when no entry has it.
+    fn find(&self, value: &str) -> Option<u32> {
+        self.0
+            .iter()
+            .position(|v| &**v == value)
+            .map(|i| i as u32 + 1)
+    }
+}
+
 /// A service's instances as of one refresh.
 #[derive(Debug)]
 pub(crate) struct Snapshot {
     pub(crate) entries: Vec<Entry>,
-    fetched_at: Instant,
+    /// Effective weights (halved while degraded), parallel to `entries`.
+    pub(crate) weights: Vec<u32>,
+    keys: Vec<Key>,
+    tenants: Dict,
+    versions: Dict,
+    aliases: Dict,
+    regions: Dict,
+    tags: Dict,
+    /// More than 64 distinct tags: tag filters compare strings.
+    tags_overflow: bool,
+    fetched_at_ms: u64,
     preservation_logged: AtomicBool,
+}
+
+impl Snapshot {
+    fn new(entries: Vec<Entry>, fetched_at_ms: u64) -> Snapshot {
+        let mut snapshot = Snapshot {
+            weights: Vec::with_capacity(entries.len()),
+            keys: Vec::with_capacity(entries.len()),
+            tenants: Dict::default(),
+            versions: Dict::default(),
+            aliases: Dict::default(),
+            regions: Dict::default(),
+            tags: Dict::default(),
+            tags_overflow: false,
+            fetched_at_ms,
+            preservation_logged: AtomicBool::new(false),
+            entries: Vec::new(),
+        };
+        for entry in &entries {
+            let instance = &entry.instance;
+            let mut tags = 0u64;
+            for tag in &instance.tags {
+                let id = snapshot.tags.intern(Some(tag));
+                if id > 64 {
+                    snapshot.tags_overflow = true;
+                } else {
+                    tags |= 1 << (id - 1);
+                }
+            }
+            snapshot.keys.push(Key {
+                tenant: snapshot.tenants.intern(instance.tenant.as_deref()),
+                version: snapshot.versions.intern(instance.version.as_deref()),
+                alias: snapshot.aliases.intern(instance.alias.as_deref()),
+                region: snapshot.regions.intern(Some(&instance.region)),
+                tags,
+                expires_at_ms: entry.expires_at_ms,
+                unhealthy: entry.health == Health::Unhealthy,
+            });
+            let weight = instance.weight.max(1);
+            snapshot.weights.push(if entry.health == Health::Degraded {
+                weight.div_ceil(2)
+            } else {
+                weight
+            });
+        }
+        snapshot.entries = entries;
+        snapshot
+    }
+}
+
+/// A query resolved against one snapshot's dictionaries.
+struct Resolved {
+    tenant: Option<u32>,
+    version: Option<u32>,
+    alias: Option<u32>,
+    region: Option<u32>,
+    tags: u64,
+}
+
+impl Resolved {
+    /// `None` when the query asks for a value no entry has.
+    fn new(snapshot: &Snapshot, query: &Query<'_>) -> Option<Resolved> {
+        let find = |dict: &Dict, value: Option<&str>| match value {
+            None => Some(None),
+            Some(value) => dict.find(value).map(Some),
+        };
+        let mut tags = 0u64;
+        if !snapshot.tags_overflow {
+            for tag in query.tags {
+                tags |= 1 << (snapshot.tags.find(tag)? - 1);
+            }
+        }
+        Some(Resolved {
+            // An unknown tenant still sees the shared instances.
+            tenant: query
+                .tenant
+                .map(|t| snapshot.tenants.find(t).unwrap_or(u32::MAX)),
+            version: find(&snapshot.versions, query.version)?,
+            alias: find(&snapshot.aliases, query.alias)?,
+            region: find(&snapshot.regions, query.region)?,
+            tags,
+        })
+    }
+
+    fn matches(&self, key: &Key) -> bool {
+        (key.tenant == 0 || Some(key.tenant) == self.tenant)
+            && self.version.is_none_or(|v| key.version == v)
+            && self.alias.is_none_or(|a| key.alias == a)
+            && self.region.is_none_or(|r| key.region == r)
+            && key.tags & self.tags == self.tags
+    }
 }
 
 struct ServiceCache {
@@ -257,7 +377,7 @@ struct Shared {
     registry: Arc<dyn Registry>,
     clock: Arc<dyn Clock>,
     config: DiscoveryConfig,
-    local_region: Option<String>,
+    local_region: Option<Arc<str>>,
     services: RwLock<HashMap<String, Arc<ServiceCache>>>,
 }
 
@@ -303,11 +423,7 @@ impl Discovered {
 
     /// The candidates a [`crate::balance::Strategy`] picks from.
     pub fn candidates(&self) -> Candidates<'_> {
-        Candidates::new(
-            &self.snapshot.entries,
-            &self.indices,
-            self.local_region.as_deref(),
-        )
+        Candidates::new(&self.snapshot, &self.indices, self.local_region.as_deref())
     }
 
     /// Counts a call in flight to the instance at `position` (in [`Discovered::candidates`])
@@ -335,6 +451,10 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn read<T: Clone>(lock: &RwLock<T>) -> T {
@@ -372,7 +492,7 @@ impl Discovery {
     pub fn local_region(self, region: Option<String>) -> Self {
         match Arc::try_unwrap(self.shared) {
             Ok(mut shared) => {
-                shared.local_region = region;
+                shared.local_region = region.map(Arc::from);
                 Discovery {
                     shared: Arc::new(shared),
                 }
@@ -453,11 +573,7 @@ impl Discovery {
                 }
             })
             .collect();
-        let snapshot = Arc::new(Snapshot {
-            entries,
-            fetched_at: Instant::now(),
-            preservation_logged: AtomicBool::new(false),
-        });
+        let snapshot = Arc::new(Snapshot::new(entries, now));
         match cache.snapshot.write() {
             Ok(mut slot) => *slot = Some(snapshot),
             Err(poisoned) => *poisoned.into_inner() = Some(snapshot),
@@ -473,24 +589,24 @@ impl Discovery {
     /// [`DiscoveryError::Registry`] when the registry cannot be read and nothing is cached.
     pub async fn discover(&self, query: &Query<'_>) -> Result<Discovered, DiscoveryError> {
         let service = query.service;
-        let cache = self.cache(service);
-        let snapshot = match read(&cache.snapshot) {
-            Some(snapshot) if snapshot.fetched_at.elapsed() < self.shared.config.max_stale => {
-                if snapshot.fetched_at.elapsed() >= self.shared.config.ttl
-                    && !cache.refreshing.swap(true, Ordering::AcqRel)
-                {
-                    let this = self.clone();
-                    let name = service.to_owned();
-                    tokio::spawn(async move {
-                        let _ = this.refresh(&name).await;
-                    });
+        let now = self.shared.clock.now_ms();
+        let config = &self.shared.config;
+        let cached = self.cached(service);
+        let snapshot = match cached {
+            Some(snapshot)
+                if now.saturating_sub(snapshot.fetched_at_ms) < millis(config.max_stale) =>
+            {
+                if now.saturating_sub(snapshot.fetched_at_ms) >= millis(config.ttl) {
+                    self.refresh_in_background(service);
                 }
                 snapshot
             }
             stale => match self.refresh(service).await {
-                Ok(()) => read(&cache.snapshot).ok_or_else(|| DiscoveryError::UnknownService {
-                    service: service.to_owned(),
-                })?,
+                Ok(()) => self
+                    .cached(service)
+                    .ok_or_else(|| DiscoveryError::UnknownService {
+                        service: service.to_owned(),
+                    })?,
                 Err(error) => match stale {
                     Some(stale) => stale,
                     None => {
@@ -502,7 +618,29 @@ impl Discovery {
                 },
             },
         };
-        self.select(snapshot, query)
+        self.select(snapshot, query, now)
+    }
+
+    /// The cached snapshot, read under the locks without touching the registry.
+    fn cached(&self, service: &str) -> Option<Arc<Snapshot>> {
+        let services = match self.shared.services.read() {
+            Ok(services) => services,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let cache = services.get(service)?;
+        read(&cache.snapshot)
+    }
+
+    fn refresh_in_background(&self, service: &str) {
+        let cache = self.cache(service);
+        if cache.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        let name = service.to_owned();
+        tokio::spawn(async move {
+            let _ = this.refresh(&name).await;
+        });
     }
 
     /// The query over a snapshot: no I/O.
@@ -510,59 +648,65 @@ impl Discovery {
         &self,
         snapshot: Arc<Snapshot>,
         query: &Query<'_>,
+        now: u64,
     ) -> Result<Discovered, DiscoveryError> {
         if snapshot.entries.is_empty() {
             return Err(DiscoveryError::UnknownService {
                 service: query.service.to_owned(),
             });
         }
-        let now = self.shared.clock.now_ms();
+        let none = || DiscoveryError::NoHealthyInstance {
+            service: query.service.to_owned(),
+            registered: snapshot.entries.len(),
+        };
+        let resolved = Resolved::new(&snapshot, query).ok_or_else(none)?;
+        let slow_tags = snapshot.tags_overflow && !query.tags.is_empty();
         let mut indices = Vec::with_capacity(snapshot.entries.len());
-        let (mut matching, mut expired) = (0usize, 0usize);
-        for (i, entry) in snapshot.entries.iter().enumerate() {
-            if !query.matches(&entry.instance) {
+        let (mut expired, mut healthy) = (0usize, 0usize);
+        for (i, key) in snapshot.keys.iter().enumerate() {
+            if !resolved.matches(key)
+                || (slow_tags
+                    && !query
+                        .tags
+                        .iter()
+                        .all(|t| snapshot.entries[i].instance.has_tag(t)))
+            {
                 continue;
             }
-            matching += 1;
-            if entry.expires_at_ms <= now {
-                expired += 1;
-            }
+            expired += usize::from(key.expires_at_ms <= now);
             indices.push(i as u32);
         }
+        let matching = indices.len();
         // Self-preservation: most matching instances expired at once → keep them all.
         let preserve = matching >= 2 && expired * 2 > matching;
         if preserve && !snapshot.preservation_logged.swap(true, Ordering::Relaxed) {
             tracing::warn!(target: "lift::registry", service = query.service, matching, expired, "self-preservation: most instances look expired at once; serving the last known set");
         }
-        if !preserve {
-            indices.retain(|&i| snapshot.entries[i as usize].expires_at_ms > now);
-        }
         indices.retain(|&i| {
-            !snapshot.entries[i as usize]
-                .stats
-                .ejected
-                .load(Ordering::Relaxed)
+            let key = &snapshot.keys[i as usize];
+            let keep = (preserve || key.expires_at_ms > now)
+                && !snapshot.entries[i as usize]
+                    .stats
+                    .ejected
+                    .load(Ordering::Relaxed);
+            healthy += usize::from(keep && !key.unhealthy);
+            keep
         });
-        let healthy = |i: &u32| snapshot.entries[*i as usize].health != Health::Unhealthy;
-        match query.health {
-            HealthFilter::Any => {}
-            HealthFilter::HealthyOnly => indices.retain(healthy),
-            HealthFilter::HealthyElseAll => {
-                if indices.iter().any(healthy) {
-                    indices.retain(healthy);
-                }
-            }
+        let health_filter = match query.health {
+            HealthFilter::Any => false,
+            HealthFilter::HealthyOnly => true,
+            HealthFilter::HealthyElseAll => healthy > 0,
+        };
+        if health_filter && healthy < indices.len() {
+            indices.retain(|&i| !snapshot.keys[i as usize].unhealthy);
         }
         if indices.is_empty() {
-            return Err(DiscoveryError::NoHealthyInstance {
-                service: query.service.to_owned(),
-                registered: snapshot.entries.len(),
-            });
+            return Err(none());
         }
         Ok(Discovered {
             snapshot,
             indices,
-            local_region: self.shared.local_region.as_deref().map(Arc::from),
+            local_region: self.shared.local_region.clone(),
         })
     }
 

@@ -124,6 +124,9 @@ impl Transport for HttpTransport {
             for (name, value) in &request.headers {
                 builder = builder.header(name, value);
             }
+            if let Some(caller) = &call.caller {
+                builder = builder.header("x-lift-caller", caller.as_ref().clone());
+            }
             let mut outgoing = builder.body(Full::new(request.body.clone()))?;
             if let Some(provider) = &this.credentials {
                 let credentials = provider.provide_credentials().await?;

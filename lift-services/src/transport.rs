@@ -162,6 +162,8 @@ pub struct Outbound {
     pub instance: Arc<Instance>,
     /// The request, with the propagated headers.
     pub request: Arc<ServiceRequest>,
+    /// The calling service's name, sent as `x-lift-caller`.
+    pub caller: Option<Arc<HeaderValue>>,
 }
 
 impl RequestInfo for Outbound {
@@ -220,6 +222,9 @@ pub fn api_gateway_v2_event(call: &Outbound) -> Value {
             .collect::<Vec<_>>()
             .join(",");
         headers.insert(name.as_str().to_owned(), Value::String(joined));
+    }
+    if let Some(caller) = call.caller.as_deref().and_then(|c| c.to_str().ok()) {
+        headers.insert("x-lift-caller".to_owned(), Value::String(caller.to_owned()));
     }
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -138,6 +138,7 @@ async fn get(transport: &LambdaTransport, arn: &str, path: &str) -> Value {
         .send(Outbound {
             instance: Arc::new(instance),
             request: Arc::new(ServiceRequest::get(path)),
+            caller: None,
         })
         .await
         .expect("invoke");

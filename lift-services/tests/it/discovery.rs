@@ -471,3 +471,28 @@ async fn dynamodb_expired_and_unhealthy_instances_leave_discovery() {
         .expect("found");
     assert_eq!(ids(found.instances()), ["a", "d"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn tag_filters_hold_past_64_distinct_tags() {
+    let registry = Arc::new(MemoryRegistry::new());
+    for n in 0..70 {
+        let mut i = instance("payments", &format!("i{n:02}"));
+        i.tags = vec![format!("tag-{n}"), "common".to_owned()];
+        put(registry.as_ref(), i, T0 + 3_600_000).await;
+    }
+    let discovery = discovery(registry);
+    let found = |tags: &'static [&'static str]| {
+        let discovery = discovery.clone();
+        async move {
+            discovery
+                .discover(&Query::new("payments").tags(tags))
+                .await
+                .map(|f| ids(f.instances()))
+        }
+    };
+    assert_eq!(found(&["tag-69"]).await.expect("found"), ["i69"]);
+    assert_eq!(found(&["tag-3", "common"]).await.expect("found"), ["i03"]);
+    assert_eq!(found(&["common"]).await.expect("found").len(), 70);
+    assert!(found(&["tag-3", "tag-4"]).await.is_err());
+    assert!(found(&["nope"]).await.is_err());
+}
