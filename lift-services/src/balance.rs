@@ -15,6 +15,7 @@
 //! notion of. Its p2c rule (the less loaded of two random picks, load = in-flight requests,
 //! `tower::load::PendingRequests`) is the one [`PowerOfTwoChoices`] applies.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::discovery::{Entry, Snapshot};
@@ -25,6 +26,8 @@ pub struct Candidates<'a> {
     snapshot: &'a Snapshot,
     indices: &'a [u32],
     local_region: Option<&'a str>,
+    /// The total weight, computed once per discovered set (absent for subsets).
+    total: Option<&'a OnceLock<u64>>,
 }
 
 impl<'a> Candidates<'a> {
@@ -32,11 +35,13 @@ impl<'a> Candidates<'a> {
         snapshot: &'a Snapshot,
         indices: &'a [u32],
         local_region: Option<&'a str>,
+        total: &'a OnceLock<u64>,
     ) -> Self {
         Candidates {
             snapshot,
             indices,
             local_region,
+            total: Some(total),
         }
     }
 
@@ -102,6 +107,7 @@ impl<'a> Candidates<'a> {
             snapshot: self.snapshot,
             indices: &buffer[..n],
             local_region: self.local_region,
+            total: None,
         })
     }
 
@@ -209,8 +215,9 @@ impl WeightedRandom {
 
 /// The position whose weight band holds `point` (`point` below the total weight).
 pub(crate) fn weighted_position(candidates: &Candidates<'_>, mut point: u64) -> usize {
-    for i in 0..candidates.len() {
-        let weight = u64::from(candidates.weight(i));
+    let weights = &candidates.snapshot.weights;
+    for (i, &index) in candidates.indices.iter().enumerate() {
+        let weight = u64::from(weights[index as usize]);
         if point < weight {
             return i;
         }
@@ -220,9 +227,17 @@ pub(crate) fn weighted_position(candidates: &Candidates<'_>, mut point: u64) -> 
 }
 
 pub(crate) fn total_weight(candidates: &Candidates<'_>) -> u64 {
-    (0..candidates.len())
-        .map(|i| u64::from(candidates.weight(i)))
-        .sum()
+    let sum = || {
+        candidates
+            .indices
+            .iter()
+            .map(|&i| u64::from(candidates.snapshot.weights[i as usize]))
+            .sum()
+    };
+    match candidates.total {
+        Some(total) => *total.get_or_init(sum),
+        None => sum(),
+    }
 }
 
 impl Strategy for WeightedRandom {
@@ -303,8 +318,10 @@ impl Strategy for PowerOfTwoChoices {
         if len < 2 {
             return (len == 1).then_some(0);
         }
-        let a = self.rng.below(len) as usize;
-        let mut b = self.rng.below(len - 1) as usize;
+        // One draw gives both picks: its two halves, each scaled to its range.
+        let draw = self.rng.next_u64();
+        let a = (((draw & 0xFFFF_FFFF) * len) >> 32) as usize;
+        let mut b = (((draw >> 32) * (len - 1)) >> 32) as usize;
         if b >= a {
             b += 1;
         }

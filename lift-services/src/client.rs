@@ -490,6 +490,7 @@ impl ServiceClient {
             entry.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
             let verdict = judge(service, &instance.id, request.idempotent, outcome);
             report_entry(
+                found.ejections(),
                 entry,
                 !matches!(verdict, Verdict::Failover(_)),
                 inner.discovery.eject_after(),

@@ -232,10 +232,13 @@ pub(crate) struct Snapshot {
     tags_overflow: bool,
     fetched_at_ms: u64,
     preservation_logged: AtomicBool,
+    /// Ejections since the last refresh (shared by the service's snapshots): while zero,
+    /// discovery skips the per-instance check.
+    pub(crate) ejections: Arc<AtomicU32>,
 }
 
 impl Snapshot {
-    fn new(entries: Vec<Entry>, fetched_at_ms: u64) -> Snapshot {
+    fn new(entries: Vec<Entry>, fetched_at_ms: u64, ejections: Arc<AtomicU32>) -> Snapshot {
         let mut snapshot = Snapshot {
             weights: Vec::with_capacity(entries.len()),
             keys: Vec::with_capacity(entries.len()),
@@ -247,6 +250,7 @@ impl Snapshot {
             tags_overflow: false,
             fetched_at_ms,
             preservation_logged: AtomicBool::new(false),
+            ejections,
             entries: Vec::new(),
         };
         for entry in &entries {
@@ -327,6 +331,7 @@ impl Resolved {
 struct ServiceCache {
     snapshot: RwLock<Option<Arc<Snapshot>>>,
     refreshing: AtomicBool,
+    ejections: Arc<AtomicU32>,
 }
 
 /// How discovery caches.
@@ -400,6 +405,7 @@ impl std::fmt::Debug for Discovery {
 pub struct Discovered {
     snapshot: Arc<Snapshot>,
     indices: Vec<u32>,
+    total_weight: std::sync::OnceLock<u64>,
     local_region: Option<Arc<str>>,
 }
 
@@ -423,7 +429,12 @@ impl Discovered {
 
     /// The candidates a [`crate::balance::Strategy`] picks from.
     pub fn candidates(&self) -> Candidates<'_> {
-        Candidates::new(&self.snapshot, &self.indices, self.local_region.as_deref())
+        Candidates::new(
+            &self.snapshot,
+            &self.indices,
+            self.local_region.as_deref(),
+            &self.total_weight,
+        )
     }
 
     /// Counts a call in flight to the instance at `position` (in [`Discovered::candidates`])
@@ -434,6 +445,10 @@ impl Discovered {
         let stats = self.snapshot.entries[index as usize].stats.clone();
         stats.outstanding.fetch_add(1, Ordering::Relaxed);
         Some(InFlight { stats })
+    }
+
+    pub(crate) fn ejections(&self) -> &AtomicU32 {
+        &self.snapshot.ejections
     }
 
     pub(crate) fn entry_at(&self, snapshot_index: u32) -> &Entry {
@@ -517,6 +532,7 @@ impl Discovery {
                 Arc::new(ServiceCache {
                     snapshot: RwLock::new(None),
                     refreshing: AtomicBool::new(false),
+                    ejections: Arc::new(AtomicU32::new(0)),
                 })
             })
             .clone()
@@ -573,7 +589,8 @@ impl Discovery {
                 }
             })
             .collect();
-        let snapshot = Arc::new(Snapshot::new(entries, now));
+        cache.ejections.store(0, Ordering::Relaxed);
+        let snapshot = Arc::new(Snapshot::new(entries, now, cache.ejections.clone()));
         match cache.snapshot.write() {
             Ok(mut slot) => *slot = Some(snapshot),
             Err(poisoned) => *poisoned.into_inner() = Some(snapshot),
@@ -682,13 +699,15 @@ impl Discovery {
         if preserve && !snapshot.preservation_logged.swap(true, Ordering::Relaxed) {
             tracing::warn!(target: "lift::registry", service = query.service, matching, expired, "self-preservation: most instances look expired at once; serving the last known set");
         }
+        let check_ejected = snapshot.ejections.load(Ordering::Relaxed) > 0;
         indices.retain(|&i| {
             let key = &snapshot.keys[i as usize];
             let keep = (preserve || key.expires_at_ms > now)
-                && !snapshot.entries[i as usize]
-                    .stats
-                    .ejected
-                    .load(Ordering::Relaxed);
+                && !(check_ejected
+                    && snapshot.entries[i as usize]
+                        .stats
+                        .ejected
+                        .load(Ordering::Relaxed));
             healthy += usize::from(keep && !key.unhealthy);
             keep
         });
@@ -706,6 +725,7 @@ impl Discovery {
         Ok(Discovered {
             snapshot,
             indices,
+            total_weight: std::sync::OnceLock::new(),
             local_region: self.shared.local_region.clone(),
         })
     }
@@ -719,7 +739,12 @@ impl Discovery {
             .iter()
             .find(|e| &*e.instance.id == id)
         {
-            report_entry(entry, ok, self.shared.config.eject_after);
+            report_entry(
+                &found.snapshot.ejections,
+                entry,
+                ok,
+                self.shared.config.eject_after,
+            );
         }
     }
 
@@ -728,13 +753,14 @@ impl Discovery {
     }
 }
 
-pub(crate) fn report_entry(entry: &Entry, ok: bool, eject_after: u32) {
+pub(crate) fn report_entry(ejections: &AtomicU32, entry: &Entry, ok: bool, eject_after: u32) {
     if ok {
         entry.stats.failures.store(0, Ordering::Relaxed);
         return;
     }
     let failures = entry.stats.failures.fetch_add(1, Ordering::Relaxed) + 1;
     if failures >= eject_after && !entry.stats.ejected.swap(true, Ordering::Relaxed) {
+        ejections.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(target: "lift::registry", service = %entry.instance.service, instance = %entry.instance.id, failures, "instance ejected until the next refresh");
     }
 }
