@@ -293,6 +293,7 @@ impl App {
                 cold: AtomicBool::new(true),
                 lifecycle: crate::lifecycle::Lifecycle::new(),
                 background: std::sync::Mutex::new(self.background),
+                running: std::sync::Mutex::new(Vec::new()),
             }),
         })
     }
@@ -363,6 +364,7 @@ struct Inner {
     cold: AtomicBool,
     lifecycle: crate::lifecycle::Lifecycle,
     background: std::sync::Mutex<Vec<crate::lifecycle::Task>>,
+    running: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// A frozen [`App`]: the `tower::Service` the Lambda runtime calls with each raw event.
@@ -625,10 +627,28 @@ impl LiftService {
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
         };
         let started = tasks.len();
-        for task in tasks {
-            tokio::spawn(task(self.inner.lifecycle.clone()));
+        let handles = tasks
+            .into_iter()
+            .map(|task| tokio::spawn(task(self.inner.lifecycle.clone())));
+        match self.inner.running.lock() {
+            Ok(mut running) => running.extend(handles),
+            Err(poisoned) => poisoned.into_inner().extend(handles),
         }
         started
+    }
+
+    /// Signals shutdown to the background tasks ([`crate::lifecycle::Lifecycle::shutdown`])
+    /// and waits up to `grace` for them to finish: what a SIGTERM handler calls (Lambda
+    /// gives the runtime about 500 ms after SIGTERM when an extension is registered).
+    /// Returns whether they all finished in time.
+    pub async fn shut_down(&self, grace: std::time::Duration) -> bool {
+        self.inner.lifecycle.shut_down();
+        let handles = match self.inner.running.lock() {
+            Ok(mut running) => std::mem::take(&mut *running),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        let all = futures_util::future::join_all(handles);
+        tokio::time::timeout(grace, all).await.is_ok()
     }
 
     fn flush(&self, metrics: &Metrics, lambda: &lambda_runtime::Context) {

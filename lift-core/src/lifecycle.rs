@@ -12,6 +12,11 @@
 //! resumes on a later one. Nothing here ever delays a response: the runtime does not wait for
 //! background tasks.
 //!
+//! Shutdown: [`LiftService::shut_down`](crate::LiftService::shut_down) signals the tasks
+//! and waits a grace period for them; call it from the runtime's SIGTERM handler (Lambda
+//! sends SIGTERM only to a runtime that registered an extension, which `lambda_runtime`
+//! does with its `graceful-shutdown` feature).
+//!
 //! ```no_run
 //! use lift_core::{App, Context, Result};
 //!

@@ -61,3 +61,39 @@ async fn a_background_task_sees_the_first_invocation_and_never_delays_it() {
     assert_eq!(done.invoked_function_arn, "done");
     assert_eq!(done.function_version, "2");
 }
+
+#[tokio::test]
+async fn shutting_down_waits_for_the_tasks_to_finish_their_work() {
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let app = App::new()
+        .get("/hello", hello)
+        .background(move |lifecycle| async move {
+            lifecycle.shutdown().await;
+            // The last word: a lease released, a buffer flushed.
+            tokio::task::yield_now().await;
+            let _ = done_tx.send("released");
+        });
+    let app = TestApp::new(app).expect("app");
+    app.service().start_background();
+    assert!(
+        app.service().shut_down(Duration::from_secs(5)).await,
+        "the task finished within the grace period"
+    );
+    assert_eq!(done_rx.try_recv(), Ok("released"));
+
+    // A task that ignores the signal is not waited for beyond the grace period.
+    let stubborn = TestApp::new(
+        App::new()
+            .get("/hello", hello)
+            .background(|_| std::future::pending::<()>()),
+    )
+    .expect("app");
+    stubborn.service().start_background();
+    tokio::time::pause();
+    assert!(
+        !stubborn
+            .service()
+            .shut_down(Duration::from_millis(400))
+            .await
+    );
+}
