@@ -382,7 +382,6 @@ struct Shared {
     registry: Arc<dyn Registry>,
     clock: Arc<dyn Clock>,
     config: DiscoveryConfig,
-    local_region: Option<Arc<str>>,
     services: RwLock<HashMap<String, Arc<ServiceCache>>>,
 }
 
@@ -390,6 +389,7 @@ struct Shared {
 #[derive(Clone)]
 pub struct Discovery {
     shared: Arc<Shared>,
+    local_region: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Discovery {
@@ -496,24 +496,17 @@ impl Discovery {
                 registry,
                 clock,
                 config,
-                local_region: None,
                 services: RwLock::new(HashMap::new()),
             }),
+            local_region: std::env::var("AWS_REGION").ok().map(Arc::from),
         }
     }
 
-    /// The caller's region, for [`crate::balance::RegionLocal`] (default:
-    /// `AWS_REGION`, read here once).
-    pub fn local_region(self, region: Option<String>) -> Self {
-        match Arc::try_unwrap(self.shared) {
-            Ok(mut shared) => {
-                shared.local_region = region.map(Arc::from);
-                Discovery {
-                    shared: Arc::new(shared),
-                }
-            }
-            Err(shared) => Discovery { shared },
-        }
+    /// The caller's region, for [`crate::balance::RegionLocal`] (default: `AWS_REGION`,
+    /// read once when the discovery is made). Clones made before keep theirs.
+    pub fn local_region(mut self, region: Option<String>) -> Self {
+        self.local_region = region.map(Arc::from);
+        self
     }
 
     fn cache(&self, service: &str) -> Arc<ServiceCache> {
@@ -726,7 +719,7 @@ impl Discovery {
             snapshot,
             indices,
             total_weight: std::sync::OnceLock::new(),
-            local_region: self.shared.local_region.clone(),
+            local_region: self.local_region.clone(),
         })
     }
 
