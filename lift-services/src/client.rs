@@ -300,9 +300,19 @@ impl ServiceClientBuilder {
             breaker = breaker.on_state_change(signals.breaker_listener());
         }
         let transport = TransportService(self.transport);
-        let timeout =
-            TimeoutLayer::deadline_aware(self.timeout, Duration::from_millis(50)).layer(transport);
-        let stack: Stack = breaker.build().layer(timeout);
+        let timeout = TimeoutLayer::deadline_aware(self.timeout, Duration::from_millis(50))
+            .map_err(|_| ConfigError::Duration {
+                field: "timeout",
+                reason: "a valid timeout",
+            })?
+            .layer(transport);
+        let stack: Stack = breaker
+            .build()
+            .map_err(|_| ConfigError::Duration {
+                field: "breaker",
+                reason: "a valid circuit breaker configuration",
+            })?
+            .layer(timeout);
         Ok(ServiceClient {
             inner: Arc::new(Inner {
                 discovery: self.discovery,

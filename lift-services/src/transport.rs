@@ -70,7 +70,7 @@ impl ServiceRequest {
         let mut request = ServiceRequest::new(method, path);
         request.headers = ctx.outbound_headers();
         request.tenant = ctx.tenant().map(str::to_owned);
-        request.deadline = Some(ctx.deadline());
+        request.deadline = ctx.deadline();
         request.metrics = Some(ctx.metrics().clone());
         request
     }

@@ -25,7 +25,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use futures_util::future::BoxFuture;
 
-use super::error::{Failure, classify};
+use super::error::{Failure, classify, limited};
 use super::{EnvLease, Registry, RegistryError};
 use crate::model::{EnvReport, Health, Instance};
 
@@ -277,19 +277,24 @@ impl DynamoRegistry {
                 None => remove.push(placeholder),
             }
         }
-        let result = request
-            .update_expression(format!(
-                "SET {} REMOVE {}",
-                set.join(", "),
-                remove.join(", ")
-            ))
-            .condition_expression(
-                "attribute_exists(pk) AND (#status = :up OR #deregistered_at < :started)",
-            )
-            .return_values(ReturnValue::AllNew)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
+        let result = limited(
+            "UpdateItem",
+            request
+                .update_expression(format!(
+                    "SET {} REMOVE {}",
+                    set.join(", "),
+                    remove.join(", ")
+                ))
+                .condition_expression(
+                    "attribute_exists(pk) AND (#status = :up OR #deregistered_at < :started)",
+                )
+                .return_values(ReturnValue::AllNew)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send(),
+        )
+        .await?;
         match result {
             Ok(output) => {
                 Ok(Ok(instance_from(output.attributes().ok_or_else(
@@ -333,14 +338,16 @@ impl DynamoRegistry {
                 item.insert(name.to_owned(), value);
             }
         }
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
+        let result = limited(
+            "PutItem",
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(pk)")
+                .send(),
+        )
+        .await?;
         match result {
             Ok(_) => Ok(true),
             Err(error) => match classify("PutItem", error) {
@@ -423,15 +430,18 @@ impl Registry for DynamoRegistry {
                 expression.push_str(" REMOVE ");
                 expression.push_str(&remove.join(", "));
             }
-            let result = request
-                .update_expression(expression)
-                .condition_expression("#status = :up")
-                .return_values(ReturnValue::AllNew)
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .send()
-                .await;
+            let result = limited(
+                "UpdateItem",
+                request
+                    .update_expression(expression)
+                    .condition_expression("#status = :up")
+                    .return_values(ReturnValue::AllNew)
+                    .return_values_on_condition_check_failure(
+                        ReturnValuesOnConditionCheckFailure::AllOld,
+                    )
+                    .send(),
+            )
+            .await?;
             match result {
                 Ok(output) => instance_from(
                     output
@@ -456,20 +466,22 @@ impl Registry for DynamoRegistry {
         env_id: &'a str,
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
-            let result = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", pk(service))
-                .key("sk", sk(id))
-                .update_expression("REMOVE #envs.#env SET #rev = #rev + :one")
-                .condition_expression("attribute_exists(#envs)")
-                .expression_attribute_names("#envs", "envs")
-                .expression_attribute_names("#env", env_id)
-                .expression_attribute_names("#rev", "rev")
-                .expression_attribute_values(":one", n(1))
-                .send()
-                .await;
+            let result = limited(
+                "UpdateItem",
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("pk", pk(service))
+                    .key("sk", sk(id))
+                    .update_expression("REMOVE #envs.#env SET #rev = #rev + :one")
+                    .condition_expression("attribute_exists(#envs)")
+                    .expression_attribute_names("#envs", "envs")
+                    .expression_attribute_names("#env", env_id)
+                    .expression_attribute_names("#rev", "rev")
+                    .expression_attribute_values(":one", n(1))
+                    .send(),
+            )
+            .await?;
             match result {
                 Ok(_) => Ok(()),
                 Err(error) => match classify("UpdateItem", error) {
@@ -488,7 +500,7 @@ impl Registry for DynamoRegistry {
         ttl_s: u64,
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
-            let result = self
+            let result = limited("UpdateItem", self
                 .client
                 .update_item()
                 .table_name(&self.table)
@@ -508,8 +520,7 @@ impl Registry for DynamoRegistry {
                 .expression_attribute_values(":empty", AttributeValue::M(HashMap::new()))
                 .expression_attribute_values(":ttl", n(ttl_s))
                 .expression_attribute_values(":one", n(1))
-                .send()
-                .await;
+                .send()).await?;
             match result {
                 Ok(_) => Ok(()),
                 Err(error) => match classify("UpdateItem", error) {
@@ -548,7 +559,7 @@ impl Registry for DynamoRegistry {
                     .expression_attribute_values(":health", s(health.as_str())),
                 None => request.update_expression("REMOVE #health SET #rev = #rev + :one"),
             };
-            match request.send().await {
+            match limited("UpdateItem", request.send()).await? {
                 Ok(_) => Ok(()),
                 Err(error) => {
                     let old = error.as_service_error().and_then(old_item);
@@ -566,13 +577,15 @@ impl Registry for DynamoRegistry {
             let mut instances = Vec::new();
             let mut start: Option<Item> = None;
             loop {
-                let output = self
-                    .client
-                    .scan()
-                    .table_name(&self.table)
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await;
+                let output = limited(
+                    "Scan",
+                    self.client
+                        .scan()
+                        .table_name(&self.table)
+                        .set_exclusive_start_key(start.take())
+                        .send(),
+                )
+                .await?;
                 let output = match output {
                     Ok(output) => output,
                     Err(error) => {
@@ -601,15 +614,17 @@ impl Registry for DynamoRegistry {
             let mut instances = Vec::new();
             let mut start: Option<Item> = None;
             loop {
-                let output = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("pk = :pk")
-                    .expression_attribute_values(":pk", pk(service))
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await;
+                let output = limited(
+                    "Query",
+                    self.client
+                        .query()
+                        .table_name(&self.table)
+                        .key_condition_expression("pk = :pk")
+                        .expression_attribute_values(":pk", pk(service))
+                        .set_exclusive_start_key(start.take())
+                        .send(),
+                )
+                .await?;
                 let output = match output {
                     Ok(output) => output,
                     Err(error) => {

@@ -1,7 +1,16 @@
-//! The registry's errors, and the one place DynamoDB SDK errors are mapped to them.
+//! The registry's errors, over lift-middleware's DynamoDB groundwork
+//! ([`lift_middleware::dynamo`]).
 
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use lift_core::BoxError;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::SdkError;
+use lift_middleware::dynamo::{self, DynamoError};
+
+/// How long one registry call may take, on top of the SDK's own limits: a registry that
+/// does not answer costs a renewal or a refresh this much, never an invocation.
+const CALL_LIMIT: Duration = Duration::from_secs(2);
 
 /// A registry operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -23,53 +32,24 @@ pub enum RegistryError {
         /// The instance.
         id: String,
     },
-    /// The table throttled the request.
-    #[error("`{operation}` was throttled")]
-    Throttled {
-        /// The DynamoDB operation.
-        operation: &'static str,
-    },
-    /// No answer in time.
-    #[error("`{operation}` timed out")]
-    Timeout {
-        /// The DynamoDB operation.
-        operation: &'static str,
-    },
-    /// The request did not get through (connection, DNS, dispatch).
-    #[error("`{operation}` failed in transport")]
-    Transport {
-        /// The DynamoDB operation.
-        operation: &'static str,
-        /// The cause.
-        #[source]
-        source: BoxError,
-    },
     /// A stored item does not have the registry's shape.
     #[error("a registry item cannot be read: {what}")]
     Codec {
         /// What is wrong.
         what: String,
     },
-    /// Any other failure (validation, missing table, access denied).
-    #[error("`{operation}` failed")]
-    Other {
-        /// The DynamoDB operation.
-        operation: &'static str,
-        /// The cause.
-        #[source]
-        source: BoxError,
-    },
+    /// DynamoDB failed: throttled, timed out, unreachable, or refused the request.
+    #[error(transparent)]
+    Dynamo(#[from] DynamoError),
 }
 
 impl RegistryError {
-    /// Whether another attempt may succeed.
+    /// Whether another attempt may succeed (throttling, a timeout, no answer).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            RegistryError::Throttled { .. }
-                | RegistryError::Timeout { .. }
-                | RegistryError::Transport { .. }
-        )
+        match self {
+            RegistryError::Dynamo(error) => error.is_retryable(),
+            _ => false,
+        }
     }
 }
 
@@ -81,38 +61,28 @@ pub(crate) enum Failure {
 
 /// Maps a DynamoDB SDK error; a failed condition is left to the caller, who knows what it
 /// means.
-pub(crate) fn classify<E>(operation: &'static str, error: SdkError<E>) -> Failure
+pub(crate) fn classify<E, R>(operation: &'static str, error: SdkError<E, R>) -> Failure
 where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    aws_sdk_dynamodb::Error: From<E>,
+    E: std::error::Error + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
 {
-    match &error {
-        SdkError::TimeoutError(_) => {
-            return Failure::Error(RegistryError::Timeout { operation });
-        }
-        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            return Failure::Error(RegistryError::Transport {
-                operation,
-                source: Box::new(error),
-            });
-        }
-        _ => {}
+    match dynamo::classify(operation, error) {
+        DynamoError::ConditionFailed { .. } => Failure::ConditionFailed,
+        other => Failure::Error(RegistryError::Dynamo(other)),
     }
-    match error.code() {
-        Some("ConditionalCheckFailedException") => Failure::ConditionFailed,
-        Some(
-            "ProvisionedThroughputExceededException"
-            | "ThrottlingException"
-            | "RequestLimitExceeded",
-        ) => Failure::Error(RegistryError::Throttled { operation }),
-        Some("InternalServerError" | "ServiceUnavailable" | "InternalFailure") => {
-            Failure::Error(RegistryError::Transport {
-                operation,
-                source: Box::new(error),
-            })
-        }
-        _ => Failure::Error(RegistryError::Other {
+}
+
+/// Runs a DynamoDB call within [`CALL_LIMIT`]; the call's own result (with its SDK error,
+/// for the caller to read a failed condition's item from) when it answers in time.
+pub(crate) async fn limited<T, E, R>(
+    operation: &'static str,
+    call: impl Future<Output = Result<T, SdkError<E, R>>>,
+) -> Result<Result<T, SdkError<E, R>>, RegistryError> {
+    tokio::time::timeout(CALL_LIMIT, call).await.map_err(|_| {
+        RegistryError::Dynamo(DynamoError::Timeout {
             operation,
-            source: Box::new(error),
-        }),
-    }
+            after: CALL_LIMIT,
+        })
+    })
 }

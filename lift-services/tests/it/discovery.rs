@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use lift_middleware::dynamo::DynamoError;
 use lift_services::clock::TokioClock;
 use lift_services::discovery::{Discovery, DiscoveryConfig, DiscoveryError, HealthFilter, Query};
 use lift_services::{EnvLease, Health, Instance, MemoryRegistry, Registry, RegistryError};
@@ -81,7 +82,12 @@ impl<R: Registry> Registry for Counting<R> {
     fn instances<'a>(&'a self, s: &'a str) -> BoxFuture<'a, Result<Vec<Instance>, RegistryError>> {
         self.queries.fetch_add(1, Ordering::SeqCst);
         if self.failing.load(Ordering::SeqCst) {
-            return Box::pin(async { Err(RegistryError::Throttled { operation: "Query" }) });
+            return Box::pin(async {
+                Err(RegistryError::Dynamo(DynamoError::Throttled {
+                    operation: "Query",
+                    code: "ThrottlingException".to_owned(),
+                }))
+            });
         }
         self.inner.instances(s)
     }
