@@ -167,3 +167,50 @@ async fn a_deregistered_instance_is_not_brought_back_by_a_running_environment() 
     let read = registry.instances("payments").await.expect("query");
     assert!(read[0].deregistered && read[0].environments.is_empty());
 }
+
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl lift_core::metrics::MetricsSink for Captured {
+    fn write(&self, document: &str) {
+        self.0.lock().expect("lock").push(document.to_owned());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn registry_writes_count_in_the_next_invocations_metrics() {
+    let registry = Arc::new(MemoryRegistry::new());
+    let registration = Registration::new(ServiceConfig::new("payments"))
+        .expect("valid")
+        .registry(registry.clone())
+        .clock(Arc::new(TokioClock::starting_at(T0)))
+        .env_id("env-1", 7);
+    let sink = Captured::default();
+    let app = TestApp::new(
+        App::new()
+            .post("/charges", charge)
+            .metrics(lift_core::metrics::MetricsConfig::new("Shop").sink(sink.clone()))
+            .register_with(registration),
+    )
+    .expect("app");
+    app.service().start_background();
+    let event = events::http("POST", "/charges").v2();
+    app.invoke_with(&event, invocation("r1"))
+        .await
+        .expect("invoke");
+    until(registry.as_ref(), |i| i.len() == 1).await;
+    assert!(
+        !sink
+            .0
+            .lock()
+            .expect("lock")
+            .join("\n")
+            .contains("RegistryWrites"),
+        "the first invocation flushed before the write"
+    );
+    app.invoke_with(&event, invocation("r2"))
+        .await
+        .expect("invoke");
+    let documents = sink.0.lock().expect("lock").join("\n");
+    assert!(documents.contains("\"RegistryWrites\""), "{documents}");
+}
