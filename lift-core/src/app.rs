@@ -92,6 +92,7 @@ pub struct App {
     metrics: Option<MetricsConfig>,
     streaming: streaming::StreamingConfig,
     config_error: Option<String>,
+    background: Vec<crate::lifecycle::Task>,
 }
 
 impl Default for App {
@@ -149,6 +150,7 @@ impl App {
             metrics: None,
             streaming: streaming::StreamingConfig::default(),
             config_error: None,
+            background: Vec::new(),
         }
     }
 
@@ -237,6 +239,22 @@ impl App {
         self
     }
 
+    /// Starts `task` with the runtime ([`App::run`]), concurrently with the first poll for
+    /// an invocation: it never delays a response, and what it does not finish during one
+    /// invocation resumes on a later one (Lambda freezes the environment in between). The
+    /// task sees the first invocation's details, the invocation count and the shutdown
+    /// signal through its [`Lifecycle`](crate::lifecycle::Lifecycle); see
+    /// [`crate::lifecycle`]. Without [`App::run`], [`LiftService::start_background`] starts
+    /// the tasks.
+    pub fn background<F, Fut>(mut self, task: F) -> Self
+    where
+        F: FnOnce(crate::lifecycle::Lifecycle) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.background.push(crate::lifecycle::task(task));
+        self
+    }
+
     /// Freezes the App into the service the Lambda runtime drives.
     ///
     /// # Errors
@@ -273,6 +291,9 @@ impl App {
                 metrics: self.metrics,
                 streaming: self.streaming,
                 cold: AtomicBool::new(true),
+                lifecycle: crate::lifecycle::Lifecycle::new(),
+                background: std::sync::Mutex::new(self.background),
+                running: std::sync::Mutex::new(Vec::new()),
             }),
         })
     }
@@ -288,6 +309,7 @@ impl App {
         let service = self.into_service()?;
         check_environment(|name| std::env::var(name).ok())?;
         crate::logging::try_init();
+        service.start_background();
         lambda_runtime::run_concurrent(service)
             .await
             .map_err(Error::Internal)
@@ -340,6 +362,9 @@ struct Inner {
     metrics: Option<MetricsConfig>,
     streaming: streaming::StreamingConfig,
     cold: AtomicBool,
+    lifecycle: crate::lifecycle::Lifecycle,
+    background: std::sync::Mutex<Vec<crate::lifecycle::Task>>,
+    running: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// A frozen [`App`]: the `tower::Service` the Lambda runtime calls with each raw event.
@@ -578,11 +603,52 @@ impl LiftService {
         event: &RawValue,
         lambda: lambda_runtime::Context,
     ) -> Result<Box<RawValue>, Error> {
+        self.inner.lifecycle.observe(&lambda);
         let lambda = Arc::new(lambda);
         let metrics = Metrics::default();
         let result = self.dispatch(event, &lambda, &metrics).await;
         self.flush(&metrics, &lambda);
         result
+    }
+
+    /// The environment as the App's background tasks see it.
+    pub fn lifecycle(&self) -> &crate::lifecycle::Lifecycle {
+        &self.inner.lifecycle
+    }
+
+    /// Spawns the tasks added with [`App::background`] on the current tokio runtime, once:
+    /// a second call starts nothing. Returns how many were started. [`App::run`] calls it.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime, as `tokio::spawn` does.
+    pub fn start_background(&self) -> usize {
+        let tasks = match self.inner.background.lock() {
+            Ok(mut tasks) => std::mem::take(&mut *tasks),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        let started = tasks.len();
+        let handles = tasks
+            .into_iter()
+            .map(|task| tokio::spawn(task(self.inner.lifecycle.clone())));
+        match self.inner.running.lock() {
+            Ok(mut running) => running.extend(handles),
+            Err(poisoned) => poisoned.into_inner().extend(handles),
+        }
+        started
+    }
+
+    /// Signals shutdown to the background tasks ([`crate::lifecycle::Lifecycle::shutdown`])
+    /// and waits up to `grace` for them to finish: what a SIGTERM handler calls (Lambda
+    /// gives the runtime about 500 ms after SIGTERM when an extension is registered).
+    /// Returns whether they all finished in time.
+    pub async fn shut_down(&self, grace: std::time::Duration) -> bool {
+        self.inner.lifecycle.shut_down();
+        let handles = match self.inner.running.lock() {
+            Ok(mut running) => std::mem::take(&mut *running),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        let all = futures_util::future::join_all(handles);
+        tokio::time::timeout(grace, all).await.is_ok()
     }
 
     fn flush(&self, metrics: &Metrics, lambda: &lambda_runtime::Context) {

@@ -68,6 +68,7 @@ mod trace;
 pub mod authorizer;
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod stream;

@@ -180,6 +180,12 @@ impl TestApp {
         })
     }
 
+    /// The frozen App, for what the kit does not wrap ([`LiftService::lifecycle`],
+    /// [`LiftService::start_background`]).
+    pub fn service(&self) -> &LiftService {
+        &self.service
+    }
+
     /// Invokes the App with a raw event, as the runtime would, with a fresh request id.
     ///
     /// # Errors

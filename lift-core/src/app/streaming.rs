@@ -93,6 +93,7 @@ impl LiftService {
         lambda: lambda_runtime::Context,
     ) -> Result<Reply, Error> {
         if self.inner.streaming.enabled && matches!(probe(event.get()), Some(Kind::ApiGatewayV2)) {
+            self.inner.lifecycle.observe(&lambda);
             let lambda = Arc::new(lambda);
             let metrics = Metrics::default();
             let result = self.stream_http(event, &lambda, &metrics).await;

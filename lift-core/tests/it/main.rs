@@ -7,6 +7,7 @@
 mod authorizer;
 mod batches;
 mod http_routes;
+mod lifecycle;
 mod metrics;
 mod params;
 mod streaming;

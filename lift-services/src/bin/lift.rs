@@ -1,0 +1,176 @@
+//! `lift`: the service registry from the command line.
+//!
+//! ```text
+//! lift services [--table T]                 services, with live and healthy instances
+//! lift instances SERVICE [--table T]        a service's instances, with health and leases
+//! lift map [--table T] [--svg FILE]         the dependency map as Mermaid (and an SVG file)
+//! ```
+//!
+//! The table defaults to `LIFT_REGISTRY_TABLE`; AWS settings come from the environment
+//! (`AWS_ENDPOINT_URL` for the local emulator).
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lift_services::topology::Topology;
+use lift_services::{DynamoRegistry, Health, Instance, Registry};
+
+const USAGE: &str = "usage:
+  lift services [--table T]
+  lift instances SERVICE [--table T]
+  lift map [--table T] [--svg FILE]";
+
+struct Args {
+    command: String,
+    service: Option<String>,
+    table: Option<String>,
+    svg: Option<String>,
+}
+
+fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let command = args.next().ok_or("no command")?;
+    let mut parsed = Args {
+        command,
+        service: None,
+        table: None,
+        svg: None,
+    };
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--table" => parsed.table = Some(args.next().ok_or("--table needs a value")?),
+            "--svg" => parsed.svg = Some(args.next().ok_or("--svg needs a file")?),
+            other if other.starts_with("--") => return Err(format!("unknown option {other}")),
+            other if parsed.service.is_none() => parsed.service = Some(other.to_owned()),
+            other => return Err(format!("unexpected argument {other}")),
+        }
+    }
+    Ok(parsed)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn health(instance: &Instance, now: u64) -> &'static str {
+    if instance.deregistered {
+        "deregistered"
+    } else if !instance.is_live(now) {
+        "expired"
+    } else {
+        match instance.health(now) {
+            Health::Healthy => "healthy",
+            Health::Degraded => "degraded",
+            _ => "unhealthy",
+        }
+    }
+}
+
+fn services(instances: &[Instance]) -> String {
+    let now = now_ms();
+    let mut by_service: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
+    for instance in instances.iter().filter(|i| !i.deregistered) {
+        let row = by_service.entry(&instance.service).or_default();
+        row.0 += 1;
+        if instance.is_live(now) {
+            row.1 += 1;
+            if instance.health(now) != Health::Unhealthy {
+                row.2 += 1;
+            }
+        }
+    }
+    let mut out = format!(
+        "{:<32} {:>9} {:>6} {:>8}\n",
+        "SERVICE", "INSTANCES", "LIVE", "HEALTHY"
+    );
+    for (service, (all, live, healthy)) in by_service {
+        out.push_str(&format!("{service:<32} {all:>9} {live:>6} {healthy:>8}\n"));
+    }
+    out
+}
+
+fn instances(instances: &[Instance], service: &str) -> String {
+    let now = now_ms();
+    let mut out = format!(
+        "{:<40} {:<8} {:<10} {:<12} {:<13} {:>6} {:>4}  {}\n",
+        "INSTANCE", "VERSION", "ALIAS", "REGION", "HEALTH", "WEIGHT", "ENVS", "ENDPOINT"
+    );
+    for i in instances.iter().filter(|i| i.service.as_ref() == service) {
+        let endpoint = i
+            .endpoints
+            .lambda_arn
+            .as_deref()
+            .or(i.endpoints.function_url.as_deref())
+            .or(i.endpoints.http_url.as_deref())
+            .unwrap_or("-");
+        out.push_str(&format!(
+            "{:<40} {:<8} {:<10} {:<12} {:<13} {:>6} {:>4}  {}\n",
+            i.id,
+            i.version.as_deref().unwrap_or("-"),
+            i.alias.as_deref().unwrap_or("-"),
+            i.region,
+            health(i, now),
+            i.weight,
+            i.environments
+                .values()
+                .filter(|e| e.expires_at_ms > now)
+                .count(),
+            endpoint
+        ));
+    }
+    out
+}
+
+async fn run(args: Args) -> Result<String, String> {
+    let table = match args.table {
+        Some(table) => table,
+        None => std::env::var("LIFT_REGISTRY_TABLE")
+            .map_err(|_| "no table: pass --table or set LIFT_REGISTRY_TABLE".to_owned())?,
+    };
+    let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
+    let registry = DynamoRegistry::new(client, table);
+    let all = registry
+        .scan()
+        .await
+        .map_err(|e| format!("reading the registry failed: {e}"))?;
+    match args.command.as_str() {
+        "services" => Ok(services(&all)),
+        "instances" => {
+            let service = args.service.ok_or("instances needs a SERVICE")?;
+            Ok(instances(&all, &service))
+        }
+        "map" => {
+            let map = Topology::from_instances(&all);
+            if let Some(file) = args.svg {
+                std::fs::write(&file, map.svg()).map_err(|e| format!("writing {file}: {e}"))?;
+            }
+            Ok(map.mermaid())
+        }
+        other => Err(format!("unknown command {other}")),
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("{error}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args).await {
+        Ok(out) => {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(out.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("lift: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! The service client: discover → pick → call → decode, by service name.
+//!
+//! Each call discovers the service's instances from the cache (no registry read on the warm
+//! path), applies the service's [`TrafficPolicy`] and the load-balancing strategy, and sends
+//! through lift-middleware's circuit breaker (one per instance) and timeout (bounded by the
+//! caller's deadline). A retryable failure fails over to another instance, at most
+//! `max_attempts` in all, within a retry budget; consecutive failures eject an instance
+//! locally until the next refresh.
+//!
+//! The call carries the tenant (`x-tenant-id`), the X-Ray trace header, the correlation id
+//! and the caller's service identity (`x-lift-caller`, and a signed `x-lift-service-token`
+//! for lift-middleware's `service_auth` when a signer is set). A call for tenant A to an
+//! instance scoped to tenant B is refused before it is sent.
+//!
+//! Topology: with a request made from a handler's context
+//! ([`ServiceRequest::from_context`]), every call adds to the invocation's EMF metrics —
+//! `ServiceCall.<callee>.<outcome>` (a count) and `ServiceCallLatency.<callee>` — flushed with
+//! the invocation's one EMF line; the caller is the function that logs them. No write per
+//! call.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use lift_services::client::ServiceClient;
+//! use lift_services::discovery::Discovery;
+//! use lift_services::transport::{LambdaTransport, ServiceRequest};
+//! use lift_services::DynamoRegistry;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let sdk = lift_core::aws::sdk_config().await;
+//! let registry = DynamoRegistry::new(aws_sdk_dynamodb::Client::new(sdk), "registry");
+//! let client = ServiceClient::builder(
+//!     Discovery::new(Arc::new(registry)),
+//!     Arc::new(LambdaTransport::new(aws_sdk_lambda::Client::new(sdk))),
+//! )
+//! .caller("orders")
+//! .build()?;
+//! let quote: serde_json::Value = client
+//!     .call("pricing", ServiceRequest::post("/quotes").json(&serde_json::json!({"sku": "a"}))?)
+//!     .await?
+//!     .json()?;
+//! # let _ = quote;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::HeaderValue;
+use lift_core::BoxError;
+use lift_middleware::circuit_breaker::CircuitBreaker;
+use lift_middleware::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+use lift_middleware::classify::DefaultClassifier;
+use lift_middleware::retry::RetryBudget;
+use lift_middleware::service_auth::ServiceTokenSigner;
+use lift_middleware::timeout::Timeout;
+use lift_middleware::timeout::TimeoutLayer;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::balance::{PowerOfTwoChoices, Rng, Strategy};
+use crate::config::ConfigError;
+use crate::discovery::{Discovered, Discovery, DiscoveryError, HealthFilter, Query, report_entry};
+use crate::health::HealthSignals;
+use crate::policy::{CallInfo, TrafficPolicy};
+use crate::transport::{Outbound, ServiceRequest, ServiceResponse, Transport};
+
+/// A failed call, naming the step that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No instance to call.
+    #[error("discovery of `{service}` failed")]
+    Discovery {
+        /// The service.
+        service: String,
+        /// Why.
+        #[source]
+        source: DiscoveryError,
+    },
+    /// The picked instance serves another tenant; nothing was sent.
+    #[error(
+        "instance `{instance}` of `{service}` serves tenant `{scope}`, not {tenant:?}; the call was not sent"
+    )]
+    TenantRefused {
+        /// The service.
+        service: String,
+        /// The instance.
+        instance: String,
+        /// The instance's tenant.
+        scope: String,
+        /// The call's tenant.
+        tenant: Option<String>,
+    },
+    /// No answer (connection, invoke error, timeout, open circuit), after failover.
+    #[error("calling `{service}` (instance `{instance}`) failed in transport")]
+    Transport {
+        /// The service.
+        service: String,
+        /// The last instance tried.
+        instance: String,
+        /// The last error.
+        #[source]
+        source: BoxError,
+    },
+    /// An answer with an error status.
+    #[error("`{service}` (instance `{instance}`) answered {status}")]
+    Status {
+        /// The service.
+        service: String,
+        /// The instance.
+        instance: String,
+        /// The status code.
+        status: u16,
+        /// The body.
+        body: Bytes,
+    },
+    /// The answer's body is not the expected type.
+    #[error("the answer of `{service}` cannot be decoded")]
+    Decode {
+        /// The service.
+        service: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl CallError {
+    /// The step that failed: `discovery`, `tenant`, `transport`, `status` or `decode`.
+    pub fn step(&self) -> &'static str {
+        match self {
+            CallError::Discovery { .. } => "discovery",
+            CallError::TenantRefused { .. } => "tenant",
+            CallError::Transport { .. } => "transport",
+            CallError::Status { .. } => "status",
+            CallError::Decode { .. } => "decode",
+        }
+    }
+}
+
+/// A service's answer, with the service and instance that gave it.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The service.
+    pub service: Arc<str>,
+    /// The instance that answered.
+    pub instance: Arc<str>,
+    /// The answer.
+    pub response: ServiceResponse,
+}
+
+impl Reply {
+    /// The body decoded from JSON.
+    ///
+    /// # Errors
+    /// [`CallError::Decode`].
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, CallError> {
+        serde_json::from_slice(&self.response.body).map_err(|source| CallError::Decode {
+            service: self.service.to_string(),
+            source,
+        })
+    }
+}
+
+/// One instance's key for its circuit breaker.
+fn instance_key(call: &Outbound) -> Option<String> {
+    Some(call.instance.id.to_string())
+}
+
+/// The middleware stack every attempt goes through: a breaker per instance around a
+/// deadline-aware timeout around the transport. Concrete, so a call clones `Arc`s only.
+type Stack =
+    CircuitBreaker<Timeout<TransportService>, DefaultClassifier, fn(&Outbound) -> Option<String>>;
+
+/// The most attempts a call makes.
+const MAX_ATTEMPTS: u32 = 8;
+
+/// Builds a [`ServiceClient`].
+pub struct ServiceClientBuilder {
+    discovery: Discovery,
+    transport: Arc<dyn Transport>,
+    strategy: Arc<dyn Strategy>,
+    policies: HashMap<String, TrafficPolicy>,
+    caller: Option<String>,
+    signer: Option<ServiceTokenSigner>,
+    timeout: Duration,
+    max_attempts: u32,
+    breaker: Option<CircuitBreakerConfig>,
+    health: HealthFilter,
+    signals: Option<HealthSignals>,
+    seed: Option<u64>,
+}
+
+impl ServiceClientBuilder {
+    /// Picks with `strategy` (default: power of two choices).
+    pub fn strategy(mut self, strategy: Arc<dyn Strategy>) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Applies `policy` to calls to `service`.
+    pub fn policy(mut self, service: impl Into<String>, policy: TrafficPolicy) -> Self {
+        self.policies.insert(service.into(), policy);
+        self
+    }
+
+    /// The calling service's name, sent as `x-lift-caller`.
+    pub fn caller(mut self, service: impl Into<String>) -> Self {
+        self.caller = Some(service.into());
+        self
+    }
+
+    /// Signs a short-lived `x-lift-service-token` per call for lift-middleware's
+    /// `service_auth` (needs [`ServiceClientBuilder::caller`]).
+    pub fn signer(mut self, signer: ServiceTokenSigner) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// Per-attempt timeout, bounded by the request's deadline (default 3 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Attempts per call, failovers included (default 3, at most 8).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// The per-instance circuit breaker (default: opens after 5 consecutive failures, for
+    /// 30 s).
+    pub fn breaker(mut self, config: CircuitBreakerConfig) -> Self {
+        self.breaker = Some(config);
+        self
+    }
+
+    /// Which health states discovery accepts (default: healthy only).
+    pub fn health(mut self, health: HealthFilter) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// Counts open breakers and calls by callee into `signals` (the registration's), so
+    /// the instance's health reports the breakers and its renewals the dependency map's
+    /// edges.
+    pub fn signals(mut self, signals: HealthSignals) -> Self {
+        self.signals = Some(signals);
+        self
+    }
+
+    /// Seeds the traffic policies' randomness (tests).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The client.
+    ///
+    /// # Errors
+    /// [`ConfigError::Duration`] for a zero timeout, [`ConfigError::Label`] for zero or
+    /// more than 8 attempts or a signer without a caller.
+    pub fn build(self) -> Result<ServiceClient, ConfigError> {
+        if self.timeout.is_zero() {
+            return Err(ConfigError::Duration {
+                field: "timeout",
+                reason: "positive",
+            });
+        }
+        if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS {
+            return Err(ConfigError::Label {
+                field: "max_attempts",
+            });
+        }
+        if self.signer.is_some() && self.caller.is_none() {
+            return Err(ConfigError::Label { field: "caller" });
+        }
+        let breaker = match self.breaker {
+            Some(config) => config,
+            None => CircuitBreakerConfig::builder("service-client")
+                .consecutive_failures(5)
+                .open_for(Duration::from_secs(30))
+                .build()
+                .map_err(|_| ConfigError::Duration {
+                    field: "breaker",
+                    reason: "a valid circuit breaker configuration",
+                })?,
+        };
+        let signals = self.signals.clone();
+        let mut breaker = CircuitBreakerLayer::builder(breaker).keyed(
+            instance_key as fn(&Outbound) -> Option<String>,
+            10_000,
+            Duration::from_secs(600),
+        );
+        if let Some(signals) = &self.signals {
+            breaker = breaker.on_state_change(signals.breaker_listener());
+        }
+        let transport = TransportService(self.transport);
+        let timeout = TimeoutLayer::deadline_aware(self.timeout, Duration::from_millis(50))
+            .map_err(|_| ConfigError::Duration {
+                field: "timeout",
+                reason: "a valid timeout",
+            })?
+            .layer(transport);
+        let stack: Stack = breaker
+            .build()
+            .map_err(|_| ConfigError::Duration {
+                field: "breaker",
+                reason: "a valid circuit breaker configuration",
+            })?
+            .layer(timeout);
+        Ok(ServiceClient {
+            inner: Arc::new(Inner {
+                discovery: self.discovery,
+                stack,
+                strategy: self.strategy,
+                policies: self.policies,
+                caller: self
+                    .caller
+                    .as_deref()
+                    .and_then(|c| HeaderValue::from_str(c).ok())
+                    .map(Arc::new),
+                caller_name: self.caller,
+                signer: self.signer,
+                max_attempts: self.max_attempts,
+                health: self.health,
+                budget: RetryBudget::standard(),
+                rng: self.seed.map(Rng::with_seed).unwrap_or_default(),
+                default_policy: TrafficPolicy::new(),
+                signals,
+            }),
+        })
+    }
+}
+
+#[derive(Clone)]
+struct TransportService(Arc<dyn Transport>);
+
+impl Service<Outbound> for TransportService {
+    type Response = ServiceResponse;
+    type Error = BoxError;
+    type Future = futures_util::future::BoxFuture<'static, Result<ServiceResponse, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Outbound) -> Self::Future {
+        self.0.send(call)
+    }
+}
+
+struct Inner {
+    discovery: Discovery,
+    stack: Stack,
+    strategy: Arc<dyn Strategy>,
+    policies: HashMap<String, TrafficPolicy>,
+    caller: Option<Arc<HeaderValue>>,
+    caller_name: Option<String>,
+    signer: Option<ServiceTokenSigner>,
+    max_attempts: u32,
+    health: HealthFilter,
+    budget: RetryBudget,
+    rng: Rng,
+    default_policy: TrafficPolicy,
+    signals: Option<HealthSignals>,
+}
+
+/// Calls services by name; cheap to clone. See the module docs.
+#[derive(Clone)]
+pub struct ServiceClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ServiceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceClient")
+            .field("caller", &self.inner.caller_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an attempt's result means for the call.
+enum Verdict {
+    Done(ServiceResponse),
+    Final(CallError),
+    Failover(CallError),
+}
+
+impl ServiceClient {
+    /// A client over `discovery`, sending through `transport`.
+    pub fn builder(discovery: Discovery, transport: Arc<dyn Transport>) -> ServiceClientBuilder {
+        ServiceClientBuilder {
+            discovery,
+            transport,
+            strategy: Arc::new(PowerOfTwoChoices::new()),
+            policies: HashMap::new(),
+            caller: None,
+            signer: None,
+            timeout: Duration::from_secs(3),
+            max_attempts: 3,
+            breaker: None,
+            health: HealthFilter::HealthyOnly,
+            signals: None,
+            seed: None,
+        }
+    }
+
+    /// The discovery this client uses.
+    pub fn discovery(&self) -> &Discovery {
+        &self.inner.discovery
+    }
+
+    /// Calls `service` with `request`; a 2xx or 3xx answer is a success.
+    ///
+    /// # Errors
+    /// A [`CallError`] naming the step that failed.
+    pub async fn call(&self, service: &str, request: ServiceRequest) -> Result<Reply, CallError> {
+        let started = Instant::now();
+        let metrics = request.metrics.clone();
+        if let Some(signals) = &self.inner.signals {
+            signals.record_call(service);
+        }
+        let result = self.attempts(service, request).await;
+        if let Some(metrics) = metrics {
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(error) => error.step(),
+            };
+            let _ = metrics.count(&format!("ServiceCall.{service}.{outcome}"), 1.0);
+            let _ = metrics.timing(&format!("ServiceCallLatency.{service}"), started.elapsed());
+        }
+        result
+    }
+
+    async fn attempts(
+        &self,
+        service: &str,
+        mut request: ServiceRequest,
+    ) -> Result<Reply, CallError> {
+        let inner = &self.inner;
+        let query = Query::new(service)
+            .tenant_opt(request.tenant.as_deref())
+            .health(inner.health);
+        let found =
+            inner
+                .discovery
+                .discover(&query)
+                .await
+                .map_err(|source| CallError::Discovery {
+                    service: service.to_owned(),
+                    source,
+                })?;
+        self.identify(&mut request);
+        let request = Arc::new(request);
+        let policy = inner.policies.get(service).unwrap_or(&inner.default_policy);
+        let mut tried = [0u32; MAX_ATTEMPTS as usize];
+        let mut last: Option<CallError> = None;
+        for attempt in 0..inner.max_attempts as usize {
+            if attempt > 0 && !inner.budget.withdraw(false) {
+                break;
+            }
+            let Some(index) = pick(&found, policy, &request, &tried[..attempt], inner) else {
+                break;
+            };
+            tried[attempt] = index;
+            let entry = found_entry(&found, index);
+            let instance = entry.instance.clone();
+            if let Some(scope) = &instance.tenant
+                && request.tenant.as_deref() != Some(scope.as_str())
+            {
+                return Err(CallError::TenantRefused {
+                    service: service.to_owned(),
+                    instance: instance.id.to_string(),
+                    scope: scope.clone(),
+                    tenant: request.tenant.clone(),
+                });
+            }
+            entry.stats.outstanding.fetch_add(1, Ordering::Relaxed);
+            let mut stack = inner.stack.clone();
+            let outcome = match stack.ready().await {
+                Ok(ready) => {
+                    ready
+                        .call(Outbound {
+                            instance: instance.clone(),
+                            request: request.clone(),
+                            caller: inner.caller.clone(),
+                        })
+                        .await
+                }
+                Err(error) => Err(error),
+            };
+            entry.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
+            let verdict = judge(service, &instance.id, request.idempotent, outcome);
+            report_entry(
+                found.ejections(),
+                entry,
+                !matches!(verdict, Verdict::Failover(_)),
+                inner.discovery.eject_after(),
+            );
+            match verdict {
+                Verdict::Done(response) => {
+                    inner.budget.deposit();
+                    return Ok(Reply {
+                        service: instance.service.clone(),
+                        instance: instance.id.clone(),
+                        response,
+                    });
+                }
+                Verdict::Final(error) => return Err(error),
+                Verdict::Failover(error) => {
+                    tracing::debug!(target: "lift::service_client", service, instance = %instance.id, error = %error, "attempt failed; failing over");
+                    last = Some(error);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| CallError::Discovery {
+            service: service.to_owned(),
+            source: DiscoveryError::NoHealthyInstance {
+                service: service.to_owned(),
+                registered: found.len(),
+            },
+        }))
+    }
+
+    fn identify(&self, request: &mut ServiceRequest) {
+        let inner = &self.inner;
+        if let (Some(signer), Some(caller)) = (&inner.signer, &inner.caller_name)
+            && let Ok(token) = signer.sign(caller, SystemTime::now() + Duration::from_secs(60))
+            && let Ok(value) = HeaderValue::from_str(&token)
+        {
+            request.headers.insert("x-lift-service-token", value);
+        }
+    }
+}
+
+fn found_entry(found: &Discovered, index: u32) -> &crate::discovery::Entry {
+    found.entry_at(index)
+}
+
+/// Picks an instance not tried yet; its index in the snapshot.
+fn pick(
+    found: &Discovered,
+    policy: &TrafficPolicy,
+    request: &ServiceRequest,
+    tried: &[u32],
+    inner: &Inner,
+) -> Option<u32> {
+    let all = found.candidates();
+    let call = CallInfo {
+        headers: Some(&request.headers),
+        tenant: request.tenant.as_deref(),
+    };
+    if tried.is_empty() {
+        let position = policy.pick(&all, call, inner.strategy.as_ref(), &inner.rng)?;
+        return Some(all.snapshot_index(position));
+    }
+    let mut buffer = vec![0u32; all.len()];
+    let rest = all.subset(&mut buffer, |i| !tried.contains(&all.snapshot_index(i)))?;
+    let position = policy.pick(&rest, call, inner.strategy.as_ref(), &inner.rng)?;
+    Some(rest.snapshot_index(position))
+}
+
+fn judge(
+    service: &str,
+    instance: &str,
+    idempotent: bool,
+    outcome: Result<ServiceResponse, BoxError>,
+) -> Verdict {
+    match outcome {
+        Ok(response) if response.status < 400 => Verdict::Done(response),
+        Ok(response) => {
+            let retryable = matches!(response.status, 429 | 502 | 503 | 504)
+                || (response.status >= 500 && idempotent);
+            let error = CallError::Status {
+                service: service.to_owned(),
+                instance: instance.to_owned(),
+                status: response.status,
+                body: response.body,
+            };
+            if retryable {
+                Verdict::Failover(error)
+            } else {
+                Verdict::Final(error)
+            }
+        }
+        Err(source) => {
+            // An open circuit sent nothing; other failures may have reached the instance.
+            let unsent = matches!(
+                source.downcast_ref::<lift_core::Error>(),
+                Some(lift_core::Error::CircuitOpen { .. })
+            ) || source
+                .downcast_ref::<crate::transport::TransportError>()
+                .is_some_and(|e| matches!(e, crate::transport::TransportError::NoEndpoint { .. }));
+            let error = CallError::Transport {
+                service: service.to_owned(),
+                instance: instance.to_owned(),
+                source,
+            };
+            if unsent || idempotent {
+                Verdict::Failover(error)
+            } else {
+                Verdict::Final(error)
+            }
+        }
+    }
+}

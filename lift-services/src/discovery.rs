@@ -1,0 +1,759 @@
+//! Discovery: the live instances of a service, from a per-process cache.
+//!
+//! [`Discovery::discover`] answers from a cached snapshot of the service's instances: on the
+//! warm path it makes no registry call at all. A snapshot is refreshed with one
+//! [`Registry::instances`] call (one DynamoDB `Query`): in the background once it is older
+//! than the TTL (the stale snapshot is served meanwhile), and in line only when there is
+//! none or it is older than the stale limit. A refresh that fails keeps the previous
+//! snapshot (serve-stale), logged at WARN.
+//!
+//! Filtering happens per call, in code: tombstones never enter a snapshot; an instance
+//! whose leases all ended is left out at read time; then health, tenant, version, alias,
+//! tags and region ([`Query`]). An instance that failed several calls in a row from this
+//! process ([`Discovery::report`]) is ejected until the next refresh.
+//!
+//! Self-preservation: when most of a service's instances look expired at once (a registry
+//! that stopped receiving renewals is likelier than a fleet that died at once), discovery
+//! keeps serving them, logs it at WARN (target `lift::registry`) once per snapshot, and lets
+//! ejection take out those that really fail.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use lift_services::discovery::{Discovery, Query};
+//! use lift_services::DynamoRegistry;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
+//! let discovery = Discovery::new(Arc::new(DynamoRegistry::new(client, "registry")));
+//! let found = discovery.discover(&Query::new("payments").tenant("acme")).await?;
+//! println!("{} instances", found.len());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::balance::Candidates;
+use crate::clock::{Clock, SystemClock};
+use crate::model::{Health, Instance};
+use crate::registry::{Registry, RegistryError};
+
+/// Why a discovery found nothing to call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoveryError {
+    /// The registry knows no instance of the service (never registered, or all
+    /// deregistered).
+    #[error("service `{service}` is unknown to the registry")]
+    UnknownService {
+        /// The service.
+        service: String,
+    },
+    /// The service has instances, but none is live, healthy and matching the query.
+    #[error(
+        "service `{service}` has no healthy instance matching the query ({registered} registered)"
+    )]
+    NoHealthyInstance {
+        /// The service.
+        service: String,
+        /// How many instances it has (tombstones left out).
+        registered: usize,
+    },
+    /// The registry could not be read and nothing is cached.
+    #[error("the registry could not be read for `{service}`")]
+    Registry {
+        /// The service.
+        service: String,
+        /// The cause.
+        #[source]
+        source: RegistryError,
+    },
+}
+
+/// Which health states a query accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum HealthFilter {
+    /// Healthy and degraded instances only.
+    #[default]
+    HealthyOnly,
+    /// Healthy and degraded instances, or, when there is none, every live one.
+    HealthyElseAll,
+    /// Every live instance.
+    Any,
+}
+
+/// What a caller looks for.
+///
+/// Tenancy: an instance scoped to a tenant is returned only to a query for that tenant; a
+/// query without a tenant gets only shared (unscoped) instances.
+#[derive(Debug, Clone, Default)]
+pub struct Query<'a> {
+    service: &'a str,
+    health: HealthFilter,
+    tenant: Option<&'a str>,
+    version: Option<&'a str>,
+    alias: Option<&'a str>,
+    tags: &'a [&'a str],
+    region: Option<&'a str>,
+}
+
+impl<'a> Query<'a> {
+    /// Healthy instances of `service`, shared ones only.
+    pub fn new(service: &'a str) -> Self {
+        Query {
+            service,
+            ..Query::default()
+        }
+    }
+
+    /// The service.
+    pub fn service(&self) -> &'a str {
+        self.service
+    }
+
+    /// Which health states are accepted.
+    pub fn health(mut self, health: HealthFilter) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// For `tenant`: its own instances and shared ones.
+    pub fn tenant(mut self, tenant: &'a str) -> Self {
+        self.tenant = Some(tenant);
+        self
+    }
+
+    /// For `tenant`, when there is one.
+    pub fn tenant_opt(mut self, tenant: Option<&'a str>) -> Self {
+        self.tenant = tenant;
+        self
+    }
+
+    /// Only this version.
+    pub fn version(mut self, version: &'a str) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    /// Only this alias.
+    pub fn alias(mut self, alias: &'a str) -> Self {
+        self.alias = Some(alias);
+        self
+    }
+
+    /// Only instances with all of these tags.
+    pub fn tags(mut self, tags: &'a [&'a str]) -> Self {
+        self.tags = tags;
+        self
+    }
+
+    /// Only this region.
+    pub fn region(mut self, region: &'a str) -> Self {
+        self.region = Some(region);
+        self
+    }
+}
+
+/// Per-process counters of one instance, kept across refreshes.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) outstanding: AtomicU32,
+    pub(crate) failures: AtomicU32,
+    pub(crate) ejected: AtomicBool,
+}
+
+/// One instance in a snapshot.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) instance: Arc<Instance>,
+    /// Health as of the refresh.
+    pub(crate) health: Health,
+    /// End of the latest lease (Unix ms), checked at read time.
+    pub(crate) expires_at_ms: u64,
+    pub(crate) stats: Arc<Stats>,
+}
+
+/// The filterable attributes of one entry, interned: a query compares integers.
+#[derive(Debug, Clone, Copy)]
+struct Key {
+    /// 0 for a shared instance, else the tenant's id.
+    tenant: u32,
+    version: u32,
+    alias: u32,
+    region: u32,
+    /// One bit per tag of the snapshot's tag dictionary.
+    tags: u64,
+    expires_at_ms: u64,
+    unhealthy: bool,
+}
+
+/// Distinct values of one attribute; an id is a position plus one (0: absent).
+#[derive(Debug, Default)]
+struct Dict(Vec<Box<str>>);
+
+impl Dict {
+    fn intern(&mut self, value: Option<&str>) -> u32 {
+        let Some(value) = value else { return 0 };
+        match self.0.iter().position(|v| &**v == value) {
+            Some(i) => i as u32 + 1,
+            None => {
+                self.0.push(value.into());
+                self.0.len() as u32
+            }
+        }
+    }
+
+    /// The id of `value`: `None` when no entry has it.
+    fn find(&self, value: &str) -> Option<u32> {
+        self.0
+            .iter()
+            .position(|v| &**v == value)
+            .map(|i| i as u32 + 1)
+    }
+}
+
+/// A service's instances as of one refresh.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) entries: Vec<Entry>,
+    /// Effective weights (halved while degraded), parallel to `entries`.
+    pub(crate) weights: Vec<u32>,
+    keys: Vec<Key>,
+    tenants: Dict,
+    versions: Dict,
+    aliases: Dict,
+    regions: Dict,
+    tags: Dict,
+    /// More than 64 distinct tags: tag filters compare strings.
+    tags_overflow: bool,
+    fetched_at_ms: u64,
+    preservation_logged: AtomicBool,
+    /// Ejections since the last refresh (shared by the service's snapshots): while zero,
+    /// discovery skips the per-instance check.
+    pub(crate) ejections: Arc<AtomicU32>,
+}
+
+impl Snapshot {
+    fn new(entries: Vec<Entry>, fetched_at_ms: u64, ejections: Arc<AtomicU32>) -> Snapshot {
+        let mut snapshot = Snapshot {
+            weights: Vec::with_capacity(entries.len()),
+            keys: Vec::with_capacity(entries.len()),
+            tenants: Dict::default(),
+            versions: Dict::default(),
+            aliases: Dict::default(),
+            regions: Dict::default(),
+            tags: Dict::default(),
+            tags_overflow: false,
+            fetched_at_ms,
+            preservation_logged: AtomicBool::new(false),
+            ejections,
+            entries: Vec::new(),
+        };
+        for entry in &entries {
+            let instance = &entry.instance;
+            let mut tags = 0u64;
+            for tag in &instance.tags {
+                let id = snapshot.tags.intern(Some(tag));
+                if id > 64 {
+                    snapshot.tags_overflow = true;
+                } else {
+                    tags |= 1 << (id - 1);
+                }
+            }
+            snapshot.keys.push(Key {
+                tenant: snapshot.tenants.intern(instance.tenant.as_deref()),
+                version: snapshot.versions.intern(instance.version.as_deref()),
+                alias: snapshot.aliases.intern(instance.alias.as_deref()),
+                region: snapshot.regions.intern(Some(&instance.region)),
+                tags,
+                expires_at_ms: entry.expires_at_ms,
+                unhealthy: entry.health == Health::Unhealthy,
+            });
+            let weight = instance.weight.max(1);
+            snapshot.weights.push(if entry.health == Health::Degraded {
+                weight.div_ceil(2)
+            } else {
+                weight
+            });
+        }
+        snapshot.entries = entries;
+        snapshot
+    }
+}
+
+/// A query resolved against one snapshot's dictionaries.
+struct Resolved {
+    tenant: Option<u32>,
+    version: Option<u32>,
+    alias: Option<u32>,
+    region: Option<u32>,
+    tags: u64,
+}
+
+impl Resolved {
+    /// `None` when the query asks for a value no entry has.
+    fn new(snapshot: &Snapshot, query: &Query<'_>) -> Option<Resolved> {
+        let find = |dict: &Dict, value: Option<&str>| match value {
+            None => Some(None),
+            Some(value) => dict.find(value).map(Some),
+        };
+        let mut tags = 0u64;
+        if !snapshot.tags_overflow {
+            for tag in query.tags {
+                tags |= 1 << (snapshot.tags.find(tag)? - 1);
+            }
+        }
+        Some(Resolved {
+            // An unknown tenant still sees the shared instances.
+            tenant: query
+                .tenant
+                .map(|t| snapshot.tenants.find(t).unwrap_or(u32::MAX)),
+            version: find(&snapshot.versions, query.version)?,
+            alias: find(&snapshot.aliases, query.alias)?,
+            region: find(&snapshot.regions, query.region)?,
+            tags,
+        })
+    }
+
+    fn matches(&self, key: &Key) -> bool {
+        (key.tenant == 0 || Some(key.tenant) == self.tenant)
+            && self.version.is_none_or(|v| key.version == v)
+            && self.alias.is_none_or(|a| key.alias == a)
+            && self.region.is_none_or(|r| key.region == r)
+            && key.tags & self.tags == self.tags
+    }
+}
+
+struct ServiceCache {
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
+    refreshing: AtomicBool,
+    ejections: Arc<AtomicU32>,
+}
+
+/// How discovery caches.
+///
+/// # Default
+/// Refresh in the background after 30 s; refresh in line after 5 minutes; eject after 3
+/// consecutive failures; self-preservation when more than half look expired.
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    ttl: Duration,
+    max_stale: Duration,
+    eject_after: u32,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            ttl: Duration::from_secs(30),
+            max_stale: Duration::from_secs(300),
+            eject_after: 3,
+        }
+    }
+}
+
+impl DiscoveryConfig {
+    /// The age after which a snapshot is refreshed in the background.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The age after which a snapshot is refreshed before answering (it is still served if
+    /// that refresh fails).
+    pub fn max_stale(mut self, max_stale: Duration) -> Self {
+        self.max_stale = max_stale;
+        self
+    }
+
+    /// Consecutive failures after which an instance is ejected until the next refresh
+    /// (at least 1).
+    pub fn eject_after(mut self, failures: u32) -> Self {
+        self.eject_after = failures.max(1);
+        self
+    }
+}
+
+struct Shared {
+    registry: Arc<dyn Registry>,
+    clock: Arc<dyn Clock>,
+    config: DiscoveryConfig,
+    services: RwLock<HashMap<String, Arc<ServiceCache>>>,
+}
+
+/// Discovers instances through a per-process cache; cheap to clone. See the module docs.
+#[derive(Clone)]
+pub struct Discovery {
+    shared: Arc<Shared>,
+    local_region: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Discovery")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a discovery found: the matching instances of one snapshot.
+#[derive(Debug, Clone)]
+pub struct Discovered {
+    snapshot: Arc<Snapshot>,
+    indices: Vec<u32>,
+    total_weight: std::sync::OnceLock<u64>,
+    local_region: Option<Arc<str>>,
+}
+
+impl Discovered {
+    /// How many instances matched.
+    pub fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// Whether none matched (never, for a successful discovery).
+    pub fn is_empty(&self) -> bool {
+        self.indices.is_empty()
+    }
+
+    /// The matching instances.
+    pub fn instances(&self) -> impl Iterator<Item = &Instance> {
+        self.indices
+            .iter()
+            .map(|&i| self.snapshot.entries[i as usize].instance.as_ref())
+    }
+
+    /// The candidates a [`crate::balance::Strategy`] picks from.
+    pub fn candidates(&self) -> Candidates<'_> {
+        Candidates::new(
+            &self.snapshot,
+            &self.indices,
+            self.local_region.as_deref(),
+            &self.total_weight,
+        )
+    }
+
+    /// Counts a call in flight to the instance at `position` (in [`Discovered::candidates`])
+    /// until the returned guard drops: what [`crate::balance::LeastOutstanding`] and
+    /// [`crate::balance::PowerOfTwoChoices`] read. The service client does this itself.
+    pub fn track(&self, position: usize) -> Option<InFlight> {
+        let index = *self.indices.get(position)?;
+        let stats = self.snapshot.entries[index as usize].stats.clone();
+        stats.outstanding.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight { stats })
+    }
+
+    pub(crate) fn ejections(&self) -> &AtomicU32 {
+        &self.snapshot.ejections
+    }
+
+    pub(crate) fn entry_at(&self, snapshot_index: u32) -> &Entry {
+        &self.snapshot.entries[snapshot_index as usize]
+    }
+}
+
+/// A call in flight, counted until dropped ([`Discovered::track`]).
+#[derive(Debug)]
+pub struct InFlight {
+    stats: Arc<Stats>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    match lock.read() {
+        Ok(value) => value.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+impl Discovery {
+    /// Discovery over `registry`, with the default configuration and the system clock.
+    pub fn new(registry: Arc<dyn Registry>) -> Self {
+        Discovery::with_config(registry, DiscoveryConfig::default(), Arc::new(SystemClock))
+    }
+
+    /// Discovery over `registry`, configured, reading lease expiry from `clock`.
+    pub fn with_config(
+        registry: Arc<dyn Registry>,
+        config: DiscoveryConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Discovery {
+            shared: Arc::new(Shared {
+                registry,
+                clock,
+                config,
+                services: RwLock::new(HashMap::new()),
+            }),
+            local_region: std::env::var("AWS_REGION").ok().map(Arc::from),
+        }
+    }
+
+    /// The caller's region, for [`crate::balance::RegionLocal`] (default: `AWS_REGION`,
+    /// read once when the discovery is made). Clones made before keep theirs.
+    pub fn local_region(mut self, region: Option<String>) -> Self {
+        self.local_region = region.map(Arc::from);
+        self
+    }
+
+    fn cache(&self, service: &str) -> Arc<ServiceCache> {
+        if let Ok(services) = self.shared.services.read()
+            && let Some(cache) = services.get(service)
+        {
+            return cache.clone();
+        }
+        let mut services = match self.shared.services.write() {
+            Ok(services) => services,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        services
+            .entry(service.to_owned())
+            .or_insert_with(|| {
+                Arc::new(ServiceCache {
+                    snapshot: RwLock::new(None),
+                    refreshing: AtomicBool::new(false),
+                    ejections: Arc::new(AtomicU32::new(0)),
+                })
+            })
+            .clone()
+    }
+
+    /// Refreshes `services` now, concurrently: call it from a background task at start
+    /// ([`lift_core::App::background`]) so the first calls find a warm cache.
+    pub async fn warm_up(&self, services: &[&str]) {
+        let refreshes = services.iter().map(|service| self.refresh(service));
+        for result in futures_util::future::join_all(refreshes).await {
+            if let Err(error) = result {
+                tracing::warn!(target: "lift::registry", error = %error, "warm-up failed");
+            }
+        }
+    }
+
+    /// Reads the service from the registry (one query) and replaces its snapshot; on failure
+    /// the previous snapshot stays.
+    ///
+    /// # Errors
+    /// The registry's error.
+    pub async fn refresh(&self, service: &str) -> Result<(), RegistryError> {
+        let cache = self.cache(service);
+        let result = self.shared.registry.instances(service).await;
+        cache.refreshing.store(false, Ordering::Release);
+        let instances = match result {
+            Ok(instances) => instances,
+            Err(error) => {
+                tracing::warn!(target: "lift::registry", service, error = %error, "refresh failed; serving the cached instances");
+                return Err(error);
+            }
+        };
+        let previous = read(&cache.snapshot);
+        let now = self.shared.clock.now_ms();
+        let entries = instances
+            .into_iter()
+            .filter(|i| !i.deregistered)
+            .map(|instance| {
+                let stats = previous
+                    .as_ref()
+                    .and_then(|p| p.entries.iter().find(|e| e.instance.id == instance.id))
+                    .map(|e| {
+                        // Ejection lasts until the next refresh; in-flight counts carry on.
+                        e.stats.failures.store(0, Ordering::Relaxed);
+                        e.stats.ejected.store(false, Ordering::Relaxed);
+                        e.stats.clone()
+                    })
+                    .unwrap_or_default();
+                Entry {
+                    health: instance.health(now),
+                    expires_at_ms: instance.expires_at_ms(),
+                    instance: Arc::new(instance),
+                    stats,
+                }
+            })
+            .collect();
+        cache.ejections.store(0, Ordering::Relaxed);
+        let snapshot = Arc::new(Snapshot::new(entries, now, cache.ejections.clone()));
+        match cache.snapshot.write() {
+            Ok(mut slot) => *slot = Some(snapshot),
+            Err(poisoned) => *poisoned.into_inner() = Some(snapshot),
+        }
+        Ok(())
+    }
+
+    /// The instances of the query's service that are live, healthy (per the query) and
+    /// match it; ejected ones left out.
+    ///
+    /// # Errors
+    /// [`DiscoveryError::UnknownService`], [`DiscoveryError::NoHealthyInstance`], or
+    /// [`DiscoveryError::Registry`] when the registry cannot be read and nothing is cached.
+    pub async fn discover(&self, query: &Query<'_>) -> Result<Discovered, DiscoveryError> {
+        let service = query.service;
+        let now = self.shared.clock.now_ms();
+        let config = &self.shared.config;
+        let cached = self.cached(service);
+        let snapshot = match cached {
+            Some(snapshot)
+                if now.saturating_sub(snapshot.fetched_at_ms) < millis(config.max_stale) =>
+            {
+                if now.saturating_sub(snapshot.fetched_at_ms) >= millis(config.ttl) {
+                    self.refresh_in_background(service);
+                }
+                snapshot
+            }
+            stale => match self.refresh(service).await {
+                Ok(()) => self
+                    .cached(service)
+                    .ok_or_else(|| DiscoveryError::UnknownService {
+                        service: service.to_owned(),
+                    })?,
+                Err(error) => match stale {
+                    Some(stale) => stale,
+                    None => {
+                        return Err(DiscoveryError::Registry {
+                            service: service.to_owned(),
+                            source: error,
+                        });
+                    }
+                },
+            },
+        };
+        self.select(snapshot, query, now)
+    }
+
+    /// The cached snapshot, read under the locks without touching the registry.
+    fn cached(&self, service: &str) -> Option<Arc<Snapshot>> {
+        let services = match self.shared.services.read() {
+            Ok(services) => services,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let cache = services.get(service)?;
+        read(&cache.snapshot)
+    }
+
+    fn refresh_in_background(&self, service: &str) {
+        let cache = self.cache(service);
+        if cache.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        let name = service.to_owned();
+        tokio::spawn(async move {
+            let _ = this.refresh(&name).await;
+        });
+    }
+
+    /// The query over a snapshot: no I/O.
+    fn select(
+        &self,
+        snapshot: Arc<Snapshot>,
+        query: &Query<'_>,
+        now: u64,
+    ) -> Result<Discovered, DiscoveryError> {
+        if snapshot.entries.is_empty() {
+            return Err(DiscoveryError::UnknownService {
+                service: query.service.to_owned(),
+            });
+        }
+        let none = || DiscoveryError::NoHealthyInstance {
+            service: query.service.to_owned(),
+            registered: snapshot.entries.len(),
+        };
+        let resolved = Resolved::new(&snapshot, query).ok_or_else(none)?;
+        let slow_tags = snapshot.tags_overflow && !query.tags.is_empty();
+        let mut indices = Vec::with_capacity(snapshot.entries.len());
+        let (mut expired, mut healthy) = (0usize, 0usize);
+        for (i, key) in snapshot.keys.iter().enumerate() {
+            if !resolved.matches(key)
+                || (slow_tags
+                    && !query
+                        .tags
+                        .iter()
+                        .all(|t| snapshot.entries[i].instance.has_tag(t)))
+            {
+                continue;
+            }
+            expired += usize::from(key.expires_at_ms <= now);
+            indices.push(i as u32);
+        }
+        let matching = indices.len();
+        // Self-preservation: most matching instances expired at once → keep them all.
+        let preserve = matching >= 2 && expired * 2 > matching;
+        if preserve && !snapshot.preservation_logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(target: "lift::registry", service = query.service, matching, expired, "self-preservation: most instances look expired at once; serving the last known set");
+        }
+        let check_ejected = snapshot.ejections.load(Ordering::Relaxed) > 0;
+        indices.retain(|&i| {
+            let key = &snapshot.keys[i as usize];
+            let keep = (preserve || key.expires_at_ms > now)
+                && !(check_ejected
+                    && snapshot.entries[i as usize]
+                        .stats
+                        .ejected
+                        .load(Ordering::Relaxed));
+            healthy += usize::from(keep && !key.unhealthy);
+            keep
+        });
+        let health_filter = match query.health {
+            HealthFilter::Any => false,
+            HealthFilter::HealthyOnly => true,
+            HealthFilter::HealthyElseAll => healthy > 0,
+        };
+        if health_filter && healthy < indices.len() {
+            indices.retain(|&i| !snapshot.keys[i as usize].unhealthy);
+        }
+        if indices.is_empty() {
+            return Err(none());
+        }
+        Ok(Discovered {
+            snapshot,
+            indices,
+            total_weight: std::sync::OnceLock::new(),
+            local_region: self.local_region.clone(),
+        })
+    }
+
+    /// Records the outcome of a call to the instance `id` (as found by a discovery):
+    /// consecutive failures eject it until the next refresh.
+    pub fn report(&self, found: &Discovered, id: &str, ok: bool) {
+        if let Some(entry) = found
+            .snapshot
+            .entries
+            .iter()
+            .find(|e| &*e.instance.id == id)
+        {
+            report_entry(
+                &found.snapshot.ejections,
+                entry,
+                ok,
+                self.shared.config.eject_after,
+            );
+        }
+    }
+
+    pub(crate) fn eject_after(&self) -> u32 {
+        self.shared.config.eject_after
+    }
+}
+
+pub(crate) fn report_entry(ejections: &AtomicU32, entry: &Entry, ok: bool, eject_after: u32) {
+    if ok {
+        entry.stats.failures.store(0, Ordering::Relaxed);
+        return;
+    }
+    let failures = entry.stats.failures.fetch_add(1, Ordering::Relaxed) + 1;
+    if failures >= eject_after && !entry.stats.ejected.swap(true, Ordering::Relaxed) {
+        ejections.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(target: "lift::registry", service = %entry.instance.service, instance = %entry.instance.id, failures, "instance ejected until the next refresh");
+    }
+}

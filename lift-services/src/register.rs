@@ -1,0 +1,356 @@
+//! Self-registration: one line on the [`App`], off the first response's path.
+//!
+//! [`RegisterExt::register`] adds a background task (see [`lift_core::lifecycle`]) that
+//! waits for the environment's first invocation (its invoked ARN names the alias or version
+//! callers reached and the region), registers the instance, then renews this environment's
+//! lease and reports its health at most once per interval (jittered), only while it serves
+//! invocations. On shutdown it releases the environment's lease. Every write is retried with
+//! exponential backoff and full jitter; a failure is logged (target `lift::registry`) and
+//! never fails an invocation.
+//!
+//! ```no_run
+//! use lift_core::{App, Context, Result};
+//! use lift_services::{RegisterExt, ServiceConfig};
+//!
+//! async fn charge(_ctx: Context) -> Result<&'static str> {
+//!     Ok("charged")
+//! }
+//!
+//! # async fn run() -> Result<()> {
+//! App::new()
+//!     .register(ServiceConfig::new("payments"))
+//!     .post("/charges", charge)
+//!     .run()
+//!     .await
+//! # }
+//! ```
+//!
+//! # Cost
+//! One write when an environment starts serving, then at most one per renewal interval
+//! while it serves invocations (default 5 minutes, so at most about 12 writes an hour per
+//! busy environment; a frozen or idle environment writes nothing), and one on graceful
+//! shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lift_core::App;
+use lift_core::lifecycle::{FirstInvocation, Lifecycle};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ConfigError, ServiceConfig};
+use crate::health::{HealthLayer, HealthSignals};
+use crate::model::{EnvReport, Instance, is_known_region, is_version, parse_function_arn};
+use crate::registry::{DynamoRegistry, EnvLease, Registry, RegistryError};
+
+/// How long a tombstone or an abandoned item stays before DynamoDB may collect it.
+const GARBAGE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Registration on an [`App`]; see the module docs.
+pub trait RegisterExt: Sized {
+    /// Registers the function as an instance of `config`'s service, in the DynamoDB table
+    /// `config` names (or `LIFT_REGISTRY_TABLE`). An invalid configuration is logged at
+    /// ERROR and nothing is written; use [`RegisterExt::try_register`] to refuse it instead.
+    fn register(self, config: ServiceConfig) -> App;
+
+    /// As [`RegisterExt::register`], refusing an invalid configuration.
+    ///
+    /// # Errors
+    /// The [`ConfigError`] naming what is wrong, before anything is written.
+    fn try_register(self, config: ServiceConfig) -> Result<App, ConfigError>;
+
+    /// Registers through `registration` (a registry, a clock and the health signals of
+    /// your choice).
+    fn register_with(self, registration: Registration) -> App;
+}
+
+impl RegisterExt for App {
+    fn register(self, config: ServiceConfig) -> App {
+        match Registration::new(config) {
+            Ok(registration) => self.register_with(registration),
+            Err(error) => {
+                tracing::error!(target: "lift::registry", error = %error, "registration refused: invalid configuration");
+                self
+            }
+        }
+    }
+
+    fn try_register(self, config: ServiceConfig) -> Result<App, ConfigError> {
+        Ok(self.register_with(Registration::new(config)?))
+    }
+
+    fn register_with(self, registration: Registration) -> App {
+        let layer = HealthLayer::new(registration.signals.clone());
+        self.layer(layer)
+            .background(move |lifecycle| registration.run(lifecycle))
+    }
+}
+
+/// One environment's registration: the configuration, the registry, a clock and the
+/// health signals it reports.
+pub struct Registration {
+    config: ServiceConfig,
+    registry: Option<Arc<dyn Registry>>,
+    clock: Arc<dyn Clock>,
+    signals: HealthSignals,
+    env_id: String,
+    seed: u64,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("service", &self.config.name)
+            .field("env_id", &self.env_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registration {
+    /// A registration of `config`, validated now.
+    ///
+    /// # Errors
+    /// The [`ConfigError`] naming what is wrong.
+    pub fn new(config: ServiceConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let seed = fastrand::u64(..);
+        Ok(Registration {
+            config,
+            registry: None,
+            clock: Arc::new(SystemClock),
+            signals: HealthSignals::new(),
+            env_id: format!("{seed:016x}"),
+            seed,
+        })
+    }
+
+    /// Writes to `registry` instead of the DynamoDB table.
+    pub fn registry(mut self, registry: Arc<dyn Registry>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Reads time from `clock`.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Reports `signals` (share them with your breakers' listeners).
+    pub fn signals(mut self, signals: HealthSignals) -> Self {
+        self.signals = signals;
+        self
+    }
+
+    /// The environment's id and the jitter's seed.
+    pub fn env_id(mut self, env_id: impl Into<String>, seed: u64) -> Self {
+        self.env_id = env_id.into();
+        self.seed = seed;
+        self
+    }
+
+    /// The health signals this registration reports.
+    pub fn health_signals(&self) -> &HealthSignals {
+        &self.signals
+    }
+
+    /// The instance this environment registers, from its first invocation.
+    ///
+    /// # Errors
+    /// [`ConfigError::UnknownRegion`] when no known region can be found, and
+    /// [`ConfigError::NoEndpoint`] when the invocation names no function ARN and the
+    /// configuration no endpoint.
+    pub fn instance(&self, first: &FirstInvocation) -> Result<Instance, ConfigError> {
+        let config = &self.config;
+        let arn = parse_function_arn(&first.invoked_function_arn);
+        let region = config
+            .region
+            .clone()
+            .or_else(|| arn.as_ref().map(|a| a.region.to_owned()))
+            .unwrap_or_default();
+        if !is_known_region(&region) {
+            return Err(ConfigError::UnknownRegion { region });
+        }
+        let mut endpoints = config.endpoints.clone();
+        if arn.is_some() && endpoints.lambda_arn.is_none() {
+            endpoints.lambda_arn = Some(first.invoked_function_arn.clone());
+        }
+        if endpoints.is_empty() {
+            return Err(ConfigError::NoEndpoint);
+        }
+        let qualifier = arn.as_ref().and_then(|a| a.qualifier).unwrap_or("$LATEST");
+        let id = match (&config.instance_id, &arn) {
+            (Some(id), _) => id.clone(),
+            (None, Some(arn)) => format!("{}:{qualifier}@{region}", arn.function),
+            (None, None) => format!("{}@{region}", config.name),
+        };
+        let mut instance = Instance::new(config.name.as_str(), id, region, endpoints);
+        instance.version = config.version.clone().or_else(|| {
+            (!first.function_version.is_empty()).then(|| first.function_version.clone())
+        });
+        instance.alias = config
+            .alias
+            .clone()
+            .or_else(|| (!is_version(qualifier)).then(|| qualifier.to_owned()));
+        instance.weight = config.weight;
+        instance.tenant = config.tenant.clone();
+        instance.tags = config.tags.clone();
+        instance.metadata = config.metadata.clone();
+        Ok(instance)
+    }
+
+    fn lease(&self, started_at_ms: u64) -> EnvLease {
+        let now = self.clock.now_ms();
+        let observed = self.signals.take();
+        let expires = now + self.config.lease.as_millis() as u64;
+        let mut report =
+            EnvReport::new(expires, now, observed.error_rate(), observed.open_breakers);
+        report.calls = self.signals.calls();
+        EnvLease::new(
+            self.env_id.clone(),
+            started_at_ms,
+            report,
+            (expires + GARBAGE_AFTER.as_millis() as u64) / 1000,
+        )
+    }
+
+    async fn open_registry(&self) -> Result<Arc<dyn Registry>, &'static str> {
+        if let Some(registry) = &self.registry {
+            return Ok(registry.clone());
+        }
+        let table = match &self.config.table {
+            Some(table) => table.clone(),
+            None => std::env::var("LIFT_REGISTRY_TABLE").map_err(
+                |_| "no registry table: set ServiceConfig::table or LIFT_REGISTRY_TABLE",
+            )?,
+        };
+        let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
+        Ok(Arc::new(DynamoRegistry::new(client, table)))
+    }
+
+    /// The background task: register, renew while serving, release on shutdown.
+    pub async fn run(self, lifecycle: Lifecycle) {
+        let started_at_ms = self.clock.now_ms();
+        let service = self.config.name.clone();
+        let first = tokio::select! {
+            first = lifecycle.first_invocation() => first,
+            () = lifecycle.shutdown() => return,
+        };
+        let instance = match self.instance(&first) {
+            Ok(instance) => instance,
+            Err(error) => {
+                tracing::error!(target: "lift::registry", service = %service, error = %error, "registration refused");
+                return;
+            }
+        };
+        let registry = match self.open_registry().await {
+            Ok(registry) => registry,
+            Err(error) => {
+                tracing::error!(target: "lift::registry", service = %service, error, "registration impossible");
+                return;
+            }
+        };
+        let mut rng = fastrand::Rng::with_seed(self.seed);
+        let mut registered: Option<Instance> = None;
+        let mut served = 0;
+        loop {
+            if lifecycle.is_shutting_down() {
+                break;
+            }
+            let invocations = lifecycle.invocations();
+            if registered.is_none() || invocations > served {
+                served = invocations;
+                let lease = self.lease(started_at_ms);
+                let outcome = match &registered {
+                    None => {
+                        with_retries(&mut rng, "register", || {
+                            registry.register(&instance, &lease)
+                        })
+                        .await
+                    }
+                    Some(stored) => {
+                        let now = self.clock.now_ms();
+                        let prune: Vec<String> = stored
+                            .environments
+                            .iter()
+                            .filter(|(env, r)| **env != self.env_id && r.expires_at_ms <= now)
+                            .map(|(env, _)| env.clone())
+                            .collect();
+                        with_retries(&mut rng, "renew", || {
+                            registry.renew(&instance.service, &instance.id, &lease, &prune)
+                        })
+                        .await
+                    }
+                };
+                match outcome {
+                    Ok(stored) => {
+                        self.signals.registered();
+                        tracing::debug!(target: "lift::registry", service = %service, instance = %instance.id, revision = stored.revision, "lease written");
+                        registered = Some(stored);
+                    }
+                    Err(RegistryError::Deregistered { .. }) => {
+                        tracing::warn!(target: "lift::registry", service = %service, instance = %instance.id, "instance deregistered: this environment stops registering it");
+                        return;
+                    }
+                    Err(RegistryError::NotFound { .. }) => {
+                        tracing::warn!(target: "lift::registry", service = %service, instance = %instance.id, "instance gone: registering again");
+                        registered = None;
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::warn!(target: "lift::registry", service = %service, instance = %instance.id, error = %error, "registry write failed; trying again next interval");
+                    }
+                }
+            }
+            let interval = jittered(self.config.renew_every, &mut rng);
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = lifecycle.shutdown() => break,
+            }
+        }
+        if registered.is_some() {
+            match registry
+                .release(&instance.service, &instance.id, &self.env_id)
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(target: "lift::registry", service = %service, instance = %instance.id, "lease released")
+                }
+                Err(error) => {
+                    tracing::warn!(target: "lift::registry", service = %service, error = %error, "lease release failed")
+                }
+            }
+        }
+    }
+}
+
+/// `interval` shortened by up to a fifth, at random: environments started together spread
+/// their renewals.
+fn jittered(interval: Duration, rng: &mut fastrand::Rng) -> Duration {
+    interval.mul_f64(1.0 - rng.f64() * 0.2)
+}
+
+/// Attempts a registry write up to four times, retrying what is retryable after an
+/// exponential backoff (100 ms doubling, capped at 2 s) with full jitter.
+pub(crate) async fn with_retries<'a, T, F>(
+    rng: &mut fastrand::Rng,
+    operation: &'static str,
+    mut attempt: F,
+) -> Result<T, RegistryError>
+where
+    F: FnMut() -> futures_util::future::BoxFuture<'a, Result<T, RegistryError>>,
+{
+    let mut tries = 0u32;
+    loop {
+        match attempt().await {
+            Err(error) if error.is_retryable() && tries < 3 => {
+                let cap = Duration::from_millis(100 * (1 << tries)).min(Duration::from_secs(2));
+                let delay = cap.mul_f64(rng.f64());
+                tracing::debug!(target: "lift::registry", operation, attempt = tries + 1, error = %error, delay_ms = delay.as_millis() as u64, "retrying");
+                tokio::time::sleep(delay).await;
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}

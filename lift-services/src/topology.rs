@@ -1,0 +1,231 @@
+//! The dependency map: which service calls which, read from the registry.
+//!
+//! Each environment's lease renewal carries the services it has called and how often
+//! ([`EnvReport::calls`](crate::EnvReport), fed by a [`crate::client::ServiceClient`] built
+//! with the registration's [`HealthSignals`](crate::health::HealthSignals)), so the map costs
+//! no write of its own. [`Topology`] gathers those edges and renders them as Mermaid or as
+//! an SVG picture.
+//!
+//! ```
+//! use lift_services::topology::Topology;
+//!
+//! let map = Topology::from_edges([("orders", "payments", 12), ("orders", "pricing", 3)]);
+//! assert!(map.mermaid().contains("orders --> |12| payments"));
+//! assert!(map.svg().starts_with("<svg"));
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+use crate::model::Instance;
+
+/// Services and the calls between them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Topology {
+    services: BTreeSet<String>,
+    edges: BTreeMap<(String, String), u64>,
+}
+
+impl Topology {
+    /// The map of `instances` (tombstones left out): every service, and every callee an
+    /// environment reported.
+    pub fn from_instances<'a>(instances: impl IntoIterator<Item = &'a Instance>) -> Self {
+        let mut map = Topology::default();
+        for instance in instances {
+            if instance.deregistered {
+                continue;
+            }
+            map.services.insert(instance.service.to_string());
+            for env in instance.environments.values() {
+                for (callee, n) in &env.calls {
+                    map.add(&instance.service, callee, *n);
+                }
+            }
+        }
+        map
+    }
+
+    /// A map of the given edges (caller, callee, calls).
+    pub fn from_edges<'a>(edges: impl IntoIterator<Item = (&'a str, &'a str, u64)>) -> Self {
+        let mut map = Topology::default();
+        for (caller, callee, n) in edges {
+            map.add(caller, callee, n);
+        }
+        map
+    }
+
+    fn add(&mut self, caller: &str, callee: &str, n: u64) {
+        self.services.insert(caller.to_owned());
+        self.services.insert(callee.to_owned());
+        *self
+            .edges
+            .entry((caller.to_owned(), callee.to_owned()))
+            .or_default() += n;
+    }
+
+    /// The services.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.services.iter().map(String::as_str)
+    }
+
+    /// The edges: caller, callee, calls.
+    pub fn edges(&self) -> impl Iterator<Item = (&str, &str, u64)> {
+        self.edges
+            .iter()
+            .map(|((a, b), n)| (a.as_str(), b.as_str(), *n))
+    }
+
+    /// A Mermaid flowchart.
+    pub fn mermaid(&self) -> String {
+        let mut out = String::from("graph LR\n");
+        for service in &self.services {
+            let _ = writeln!(out, "    {}[{}]", node_id(service), service);
+        }
+        for ((caller, callee), n) in &self.edges {
+            let _ = writeln!(out, "    {} --> |{n}| {}", node_id(caller), node_id(callee));
+        }
+        out
+    }
+
+    /// Each service's column: the longest chain of callers above it (cycles cut).
+    fn layers(&self) -> BTreeMap<&str, usize> {
+        let mut layer: BTreeMap<&str, usize> =
+            self.services.iter().map(|s| (s.as_str(), 0)).collect();
+        for _ in 0..self.services.len() {
+            let mut changed = false;
+            for (caller, callee) in self.edges.keys() {
+                let next = layer[caller.as_str()] + 1;
+                if next > layer[callee.as_str()] && next < self.services.len() {
+                    layer.insert(callee.as_str(), next);
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        layer
+    }
+
+    /// An SVG picture: services as boxes in columns by call depth, calls as arrows
+    /// labelled with their count.
+    pub fn svg(&self) -> String {
+        const W: usize = 160;
+        const H: usize = 40;
+        const GAP_X: usize = 80;
+        const GAP_Y: usize = 30;
+        let layers = self.layers();
+        let mut rows: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut place: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for (service, column) in &layers {
+            let row = rows.entry(*column).or_default();
+            place.insert(
+                service,
+                (20 + column * (W + GAP_X), 20 + *row * (H + GAP_Y)),
+            );
+            *row += 1;
+        }
+        let width = 40 + (rows.len().max(1)) * (W + GAP_X);
+        let height = 40 + rows.values().max().copied().unwrap_or(1) * (H + GAP_Y);
+        let mut out = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"13\">\n\
+             <defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"8\" markerHeight=\"8\" orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"#555\"/></marker></defs>\n"
+        );
+        for ((caller, callee), n) in &self.edges {
+            let (x1, y1) = place[caller.as_str()];
+            let (x2, y2) = place[callee.as_str()];
+            let (sx, sy, ex, ey) = if caller == callee {
+                (x1 + W / 2, y1, x1 + W, y1 + H / 2)
+            } else if x2 > x1 {
+                (x1 + W, y1 + H / 2, x2, y2 + H / 2)
+            } else {
+                (x1, y1 + H / 2, x2 + W, y2 + H / 2)
+            };
+            let _ = writeln!(
+                out,
+                "<line x1=\"{sx}\" y1=\"{sy}\" x2=\"{ex}\" y2=\"{ey}\" stroke=\"#555\" marker-end=\"url(#arrow)\"/>\
+                 <text x=\"{}\" y=\"{}\" fill=\"#333\">{n}</text>",
+                (sx + ex) / 2,
+                (sy + ey) / 2 - 4
+            );
+        }
+        for (service, (x, y)) in &place {
+            let _ = writeln!(
+                out,
+                "<rect x=\"{x}\" y=\"{y}\" width=\"{W}\" height=\"{H}\" rx=\"6\" fill=\"#eef4ff\" stroke=\"#3465a4\"/>\
+                 <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+                x + W / 2,
+                y + H / 2 + 5,
+                escape(service)
+            );
+        }
+        out.push_str("</svg>\n");
+        out
+    }
+}
+
+/// A Mermaid node id: the name with anything but letters and digits replaced.
+fn node_id(service: &str) -> String {
+    service
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Endpoints, EnvReport};
+
+    #[test]
+    fn edges_come_from_the_environments_reports() {
+        let mut orders = Instance::new("orders", "o1", "eu-west-1", Endpoints::lambda("arn"));
+        let mut report = EnvReport::new(1, 0, 0.0, 0);
+        report.calls.insert("payments".into(), 5);
+        orders.environments.insert("e1".into(), report.clone());
+        report.calls.insert("pricing".into(), 1);
+        orders.environments.insert("e2".into(), report);
+        let payments = Instance::new("payments", "p1", "eu-west-1", Endpoints::lambda("arn"));
+        let mut gone = Instance::new("legacy", "l1", "eu-west-1", Endpoints::lambda("arn"));
+        gone.deregistered = true;
+        let map = Topology::from_instances([&orders, &payments, &gone]);
+        assert_eq!(
+            map.edges().collect::<Vec<_>>(),
+            [("orders", "payments", 10), ("orders", "pricing", 1)]
+        );
+        assert_eq!(
+            map.services().collect::<Vec<_>>(),
+            ["orders", "payments", "pricing"]
+        );
+        let mermaid = map.mermaid();
+        assert!(mermaid.starts_with("graph LR\n"));
+        assert!(
+            mermaid.contains("    orders --> |10| payments\n"),
+            "{mermaid}"
+        );
+        let svg = map.svg();
+        assert_eq!(svg.matches("<rect").count(), 3);
+        assert_eq!(svg.matches("<line").count(), 2);
+    }
+
+    #[test]
+    fn callees_sit_right_of_their_callers_even_with_cycles() {
+        let map = Topology::from_edges([("a", "b", 1), ("b", "c", 1), ("c", "a", 1)]);
+        let layers = map.layers();
+        assert!(layers.values().all(|l| *l < 3));
+        let chain = Topology::from_edges([("a", "b", 1), ("b", "c", 1)]);
+        let layers = chain.layers();
+        assert_eq!((layers["a"], layers["b"], layers["c"]), (0, 1, 2));
+        assert!(
+            Topology::from_edges([("a<b", "c", 1)])
+                .svg()
+                .contains("a&lt;b")
+        );
+    }
+}

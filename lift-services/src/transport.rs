@@ -1,0 +1,398 @@
+//! How a call reaches an instance: Lambda `Invoke` of its qualified ARN with an API Gateway
+//! HTTP API (payload 2.0) event ([`LambdaTransport`]), HTTP to its Function URL, signed with
+//! SigV4 for IAM auth ([`HttpTransport`]), or an in-process Lift App standing in for a
+//! service in tests ([`InProcessTransport`]).
+//!
+//! Both build the same event from the request, so any Lift HTTP route is callable without
+//! an API in front of it, authorized by IAM (`lambda:InvokeFunction` on the target).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use lift_core::{BoxError, LiftService};
+use lift_middleware::classify::{RequestInfo, ResponseStatus};
+use serde_json::{Value, json};
+
+pub use crate::http_transport::HttpTransport;
+use crate::model::Instance;
+
+/// A request to a service.
+#[derive(Debug, Clone)]
+pub struct ServiceRequest {
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) tenant: Option<String>,
+    pub(crate) deadline: Option<SystemTime>,
+    pub(crate) idempotent: bool,
+    pub(crate) metrics: Option<lift_core::metrics::Metrics>,
+}
+
+impl ServiceRequest {
+    /// A request with `method` on `path` (with its query string, if any).
+    pub fn new(method: Method, path: impl Into<String>) -> Self {
+        let idempotent = matches!(
+            method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+        );
+        ServiceRequest {
+            method,
+            path: path.into(),
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            tenant: None,
+            deadline: None,
+            idempotent,
+            metrics: None,
+        }
+    }
+
+    /// A `GET`.
+    pub fn get(path: impl Into<String>) -> Self {
+        ServiceRequest::new(Method::GET, path)
+    }
+
+    /// A `POST`.
+    pub fn post(path: impl Into<String>) -> Self {
+        ServiceRequest::new(Method::POST, path)
+    }
+
+    /// A request made while handling `ctx`: it carries the trace header, the correlation id
+    /// and the tenant onward ([`lift_core::Context::outbound_headers`]), stops at the
+    /// invocation's deadline, and records the call in the invocation's metrics.
+    pub fn from_context(ctx: &lift_core::Context, method: Method, path: impl Into<String>) -> Self {
+        let mut request = ServiceRequest::new(method, path);
+        request.headers = ctx.outbound_headers();
+        request.tenant = ctx.tenant().map(str::to_owned);
+        request.deadline = ctx.deadline();
+        request.metrics = Some(ctx.metrics().clone());
+        request
+    }
+
+    /// A JSON body.
+    ///
+    /// # Errors
+    /// The value cannot be serialized.
+    pub fn json<T: serde::Serialize + ?Sized>(
+        mut self,
+        body: &T,
+    ) -> Result<Self, serde_json::Error> {
+        self.body = Bytes::from(serde_json::to_vec(body)?);
+        self.headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(self)
+    }
+
+    /// A raw body.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// A header.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+
+    /// The tenant the call is made for (also sent as `x-tenant-id`).
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        let tenant = tenant.into();
+        if let Ok(value) = HeaderValue::from_str(&tenant) {
+            self.headers.insert("x-tenant-id", value);
+        }
+        self.tenant = Some(tenant);
+        self
+    }
+
+    /// When the caller stops waiting.
+    pub fn deadline(mut self, deadline: SystemTime) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Whether sending it twice has the effect of sending it once (default: true for `GET`,
+    /// `HEAD`, `PUT`, `DELETE` and `OPTIONS`): only such a request fails over after it may
+    /// have reached an instance.
+    pub fn idempotent(mut self, yes: bool) -> Self {
+        self.idempotent = yes;
+        self
+    }
+
+    /// The request's headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The request's tenant.
+    pub fn tenant_id(&self) -> Option<&str> {
+        self.tenant.as_deref()
+    }
+}
+
+/// A service's answer.
+#[derive(Debug, Clone)]
+pub struct ServiceResponse {
+    /// The status code.
+    pub status: u16,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl ResponseStatus for ServiceResponse {
+    fn status_code(&self) -> Option<u16> {
+        Some(self.status)
+    }
+}
+
+/// One call on its way to one instance: what the middleware stack and the transport see.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// The instance called.
+    pub instance: Arc<Instance>,
+    /// The request, with the propagated headers.
+    pub request: Arc<ServiceRequest>,
+    /// The calling service's name, sent as `x-lift-caller`.
+    pub caller: Option<Arc<HeaderValue>>,
+}
+
+impl RequestInfo for Outbound {
+    fn deadline(&self) -> Option<SystemTime> {
+        self.request.deadline
+    }
+    fn is_idempotent(&self) -> bool {
+        self.request.idempotent
+    }
+}
+
+/// Carries a call to an instance.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `call` and returns the instance's answer; an error means no answer.
+    fn send(&self, call: Outbound) -> BoxFuture<'static, Result<ServiceResponse, BoxError>>;
+}
+
+/// An error of a transport: the instance has no endpoint the transport can use, or its
+/// answer could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The instance has no endpoint this transport can reach.
+    #[error("instance `{instance}` has no endpoint this transport can reach")]
+    NoEndpoint {
+        /// The instance.
+        instance: String,
+    },
+    /// The function failed (an unhandled error or a crash) rather than answering.
+    #[error("the function failed: {kind}")]
+    FunctionError {
+        /// Lambda's `FunctionError` (`Unhandled`).
+        kind: String,
+        /// The error payload.
+        payload: String,
+    },
+    /// The answer is not an HTTP-shaped Lambda response.
+    #[error("the answer is not an HTTP response: {0}")]
+    BadResponse(String),
+}
+
+/// The API Gateway HTTP API (payload 2.0) event a request becomes.
+pub fn api_gateway_v2_event(call: &Outbound) -> Value {
+    let request = &call.request;
+    let (path, query) = match request.path.split_once('?') {
+        Some((path, query)) => (path, query),
+        None => (request.path.as_str(), ""),
+    };
+    let mut headers = serde_json::Map::new();
+    for name in request.headers.keys() {
+        let joined = request
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",");
+        headers.insert(name.as_str().to_owned(), Value::String(joined));
+    }
+    if let Some(caller) = call.caller.as_deref().and_then(|c| c.to_str().ok()) {
+        headers.insert("x-lift-caller".to_owned(), Value::String(caller.to_owned()));
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let (body, encoded) = match std::str::from_utf8(&request.body) {
+        _ if request.body.is_empty() => (Value::Null, false),
+        Ok(text) => (Value::String(text.to_owned()), false),
+        Err(_) => (
+            Value::String(base64::engine::general_purpose::STANDARD.encode(&request.body)),
+            true,
+        ),
+    };
+    json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "lift-service-client",
+            "domainName": "lift-service-client",
+            "domainPrefix": "lift-service-client",
+            "http": {
+                "method": request.method.as_str(),
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": "lift-service-client"
+            },
+            "requestId": format!("{now:x}-{:08x}", fastrand::u32(..)),
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "",
+            "timeEpoch": now
+        },
+        "body": body,
+        "isBase64Encoded": encoded
+    })
+}
+
+/// Reads an HTTP-shaped Lambda response (`statusCode`, `headers`, `body`,
+/// `isBase64Encoded`).
+///
+/// # Errors
+/// [`TransportError::BadResponse`] when it is not one.
+pub fn parse_proxy_response(payload: &[u8]) -> Result<ServiceResponse, TransportError> {
+    let value: Value =
+        serde_json::from_slice(payload).map_err(|e| TransportError::BadResponse(e.to_string()))?;
+    let status = value
+        .get("statusCode")
+        .and_then(Value::as_u64)
+        .and_then(|s| u16::try_from(s).ok())
+        .ok_or_else(|| TransportError::BadResponse("no statusCode".to_owned()))?;
+    let mut headers = HeaderMap::new();
+    if let Some(map) = value.get("headers").and_then(Value::as_object) {
+        for (name, v) in map {
+            if let (Ok(name), Some(Ok(v))) = (
+                HeaderName::try_from(name.as_str()),
+                v.as_str().map(HeaderValue::from_str),
+            ) {
+                headers.insert(name, v);
+            }
+        }
+    }
+    let body = match value.get("body").and_then(Value::as_str) {
+        None => Bytes::new(),
+        Some(text) if value.get("isBase64Encoded") == Some(&Value::Bool(true)) => Bytes::from(
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|e| TransportError::BadResponse(e.to_string()))?,
+        ),
+        Some(text) => Bytes::from(text.to_owned()),
+    };
+    Ok(ServiceResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Calls an instance through Lambda `Invoke` of its qualified ARN.
+#[derive(Debug, Clone)]
+pub struct LambdaTransport {
+    client: aws_sdk_lambda::Client,
+}
+
+impl LambdaTransport {
+    /// A transport over `client` (built once, at init).
+    pub fn new(client: aws_sdk_lambda::Client) -> Self {
+        LambdaTransport { client }
+    }
+}
+
+impl Transport for LambdaTransport {
+    fn send(&self, call: Outbound) -> BoxFuture<'static, Result<ServiceResponse, BoxError>> {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let Some(arn) = call.instance.endpoints.lambda_arn.clone() else {
+                return Err(TransportError::NoEndpoint {
+                    instance: call.instance.id.to_string(),
+                }
+                .into());
+            };
+            let payload = serde_json::to_vec(&api_gateway_v2_event(&call))?;
+            let output = client
+                .invoke()
+                .function_name(arn)
+                .payload(aws_sdk_lambda::primitives::Blob::new(payload))
+                .send()
+                .await
+                .map_err(|e| Box::new(aws_sdk_lambda::Error::from(e)) as BoxError)?;
+            let body = output.payload().map(|b| b.as_ref()).unwrap_or_default();
+            if let Some(kind) = output.function_error() {
+                return Err(TransportError::FunctionError {
+                    kind: kind.to_owned(),
+                    payload: String::from_utf8_lossy(body).into_owned(),
+                }
+                .into());
+            }
+            Ok(parse_proxy_response(body)?)
+        })
+    }
+}
+
+/// Lift Apps in this process standing in for services, reached by the qualified ARN their
+/// instances register: a test double the real client reaches through the real discovery
+/// path, with the same event the Lambda transport sends.
+#[derive(Debug, Clone, Default)]
+pub struct InProcessTransport {
+    targets: Arc<HashMap<String, LiftService>>,
+}
+
+impl InProcessTransport {
+    /// No targets yet.
+    pub fn new() -> Self {
+        InProcessTransport::default()
+    }
+
+    /// Serves the ARN `arn` with `service` (an App's [`lift_core::App::into_service`]).
+    pub fn serve(mut self, arn: impl Into<String>, service: LiftService) -> Self {
+        Arc::make_mut(&mut self.targets).insert(arn.into(), service);
+        self
+    }
+}
+
+impl Transport for InProcessTransport {
+    fn send(&self, call: Outbound) -> BoxFuture<'static, Result<ServiceResponse, BoxError>> {
+        let targets = self.targets.clone();
+        Box::pin(async move {
+            let arn = call
+                .instance
+                .endpoints
+                .lambda_arn
+                .as_deref()
+                .unwrap_or_default();
+            let Some(service) = targets.get(arn) else {
+                return Err(TransportError::NoEndpoint {
+                    instance: call.instance.id.to_string(),
+                }
+                .into());
+            };
+            let event = serde_json::value::to_raw_value(&api_gateway_v2_event(&call))?;
+            let mut context = lift_core::testing::lambda_context("in-process");
+            context.invoked_function_arn = arn.to_owned();
+            let response = service.invoke(&event, context).await?;
+            Ok(parse_proxy_response(response.get().as_bytes())?)
+        })
+    }
+}

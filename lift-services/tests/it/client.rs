@@ -1,0 +1,282 @@
+//! The service client against in-process Lift Apps standing in for services, reached
+//! through the real discovery path: decode, propagation, failover and ejection, errors
+//! naming their step, tenant scope, topology metrics.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use http::Method;
+use lift_core::metrics::{MetricsConfig, MetricsSink};
+use lift_core::testing::{TestApp, events};
+use lift_core::{App, Context, Error, Json, LiftService};
+use lift_services::balance::RoundRobin;
+use lift_services::client::{CallError, ServiceClient};
+use lift_services::discovery::{Discovery, DiscoveryError};
+use lift_services::transport::{InProcessTransport, ServiceRequest};
+use lift_services::{Endpoints, Instance, MemoryRegistry, Registry};
+use serde_json::{Value, json};
+
+use crate::support::lease;
+
+const T0: u64 = 1_800_000_000_000;
+
+fn arn(id: &str) -> String {
+    format!("arn:aws:lambda:eu-west-1:123456789012:function:payments-{id}:live")
+}
+
+/// A fake `payments` instance: echoes what it received, counting calls.
+fn payments(name: &'static str, calls: Arc<AtomicUsize>) -> LiftService {
+    let charge = move |ctx: Context| {
+        let calls = calls.clone();
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let header = |n: &str| ctx.header(n).map(str::to_owned);
+            Ok::<_, Error>(Json(json!({
+                "instance": name,
+                "tenant": header("x-tenant-id"),
+                "correlation": header("x-correlation-id"),
+                "trace": header("x-amzn-trace-id"),
+                "caller": header("x-lift-caller"),
+                "body": String::from_utf8_lossy(ctx.body()),
+            })))
+        }
+    };
+    App::new()
+        .post("/charges", charge.clone())
+        .get("/charges", charge)
+        .into_service()
+        .expect("app")
+}
+
+/// A fake instance answering every call with `status`.
+fn failing(status: u16, calls: Arc<AtomicUsize>) -> LiftService {
+    let fail = move |_ctx: Context| {
+        let calls = calls.clone();
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<String, _>(Error::new(
+                http::StatusCode::from_u16(status).expect("status"),
+                "down",
+                "the instance is down",
+            ))
+        }
+    };
+    App::new()
+        .post("/charges", fail.clone())
+        .get("/charges", fail)
+        .into_service()
+        .expect("app")
+}
+
+async fn registry_with(instances: &[(&str, Option<&str>)]) -> Arc<MemoryRegistry> {
+    let registry = Arc::new(MemoryRegistry::new());
+    for (id, tenant) in instances {
+        let mut instance = Instance::new("payments", *id, "eu-west-1", Endpoints::lambda(arn(id)));
+        instance.tenant = tenant.map(str::to_owned);
+        registry
+            .register(&instance, &lease("env", T0, u64::MAX / 2))
+            .await
+            .expect("register");
+    }
+    registry
+}
+
+fn client(registry: Arc<MemoryRegistry>, transport: InProcessTransport) -> ServiceClient {
+    ServiceClient::builder(Discovery::new(registry), Arc::new(transport))
+        .caller("orders")
+        .strategy(Arc::new(RoundRobin::new()))
+        .build()
+        .expect("client")
+}
+
+#[tokio::test]
+async fn a_call_goes_through_discovery_to_the_fake_and_decodes() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let registry = registry_with(&[("a", None)]).await;
+    let transport = InProcessTransport::new().serve(arn("a"), payments("a", calls.clone()));
+    let client = client(registry, transport);
+    let request = ServiceRequest::post("/charges")
+        .json(&json!({"amount": 42}))
+        .expect("json")
+        .tenant("acme");
+    let reply = client.call("payments", request).await.expect("reply");
+    assert_eq!(reply.instance.as_ref(), "a");
+    let body: Value = reply.json().expect("decoded");
+    assert_eq!(body["instance"], "a");
+    assert_eq!(body["tenant"], "acme");
+    assert_eq!(body["caller"], "orders");
+    assert_eq!(body["body"], r#"{"amount":42}"#);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // Errors name their step.
+    let decode = reply.json::<Vec<u32>>().expect_err("not a list");
+    assert_eq!(decode.step(), "decode");
+    let unknown = client
+        .call("nobody", ServiceRequest::get("/x"))
+        .await
+        .expect_err("unknown");
+    assert_eq!(unknown.step(), "discovery");
+    assert!(matches!(
+        unknown,
+        CallError::Discovery {
+            source: DiscoveryError::UnknownService { .. },
+            ..
+        }
+    ));
+    let missing = client
+        .call("payments", ServiceRequest::get("/missing"))
+        .await
+        .expect_err("404");
+    assert!(
+        matches!(missing, CallError::Status { status: 404, .. }),
+        "{missing:?}"
+    );
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<String>>>);
+
+impl MetricsSink for Captured {
+    fn write(&self, document: &str) {
+        self.0.lock().expect("lock").push(document.to_owned());
+    }
+}
+
+#[tokio::test]
+async fn a_handler_call_propagates_trace_and_correlation_and_records_the_edge() {
+    let registry = registry_with(&[("a", None)]).await;
+    let transport =
+        InProcessTransport::new().serve(arn("a"), payments("a", Arc::new(AtomicUsize::new(0))));
+    let client = client(registry, transport);
+    let place = move |ctx: Context| {
+        let client = client.clone();
+        async move {
+            let reply = client
+                .call(
+                    "payments",
+                    ServiceRequest::from_context(&ctx, Method::POST, "/charges"),
+                )
+                .await
+                .map_err(Error::internal)?;
+            Ok::<_, Error>(Json(reply.json::<Value>().map_err(Error::internal)?))
+        }
+    };
+    let sink = Captured::default();
+    let orders = TestApp::new(
+        App::new()
+            .post("/orders", place)
+            .metrics(MetricsConfig::new("Shop").sink(sink.clone())),
+    )
+    .expect("app");
+    let response = orders
+        .http(
+            events::http("POST", "/orders")
+                .header("x-correlation-id", "corr-7")
+                .v2(),
+        )
+        .await
+        .expect("invoke");
+    assert_eq!(response.status, 200, "{}", response.text());
+    let body: Value = response.json().expect("json");
+    assert_eq!(body["correlation"], "corr-7");
+    assert_eq!(
+        body["trace"],
+        "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1"
+    );
+    assert_eq!(body["caller"], "orders");
+    let documents = sink.0.lock().expect("lock").join("\n");
+    assert!(
+        documents.contains("ServiceCall.payments.ok")
+            && documents.contains("ServiceCallLatency.payments"),
+        "{documents}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_instance_is_failed_over_and_ejected() {
+    let good_calls = Arc::new(AtomicUsize::new(0));
+    let bad_calls = Arc::new(AtomicUsize::new(0));
+    let registry = registry_with(&[("good", None), ("bad", None), ("gone", None)]).await;
+    // `gone` is registered but nothing serves it: the call never leaves.
+    let transport = InProcessTransport::new()
+        .serve(arn("good"), payments("good", good_calls.clone()))
+        .serve(arn("bad"), failing(503, bad_calls.clone()));
+    let client = client(registry, transport);
+    for n in 0..30 {
+        let reply = client
+            .call("payments", ServiceRequest::get("/charges"))
+            .await
+            .unwrap_or_else(|e| panic!("call {n} failed over: {e:?}"));
+        assert_eq!(reply.instance.as_ref(), "good");
+    }
+    assert_eq!(good_calls.load(Ordering::SeqCst), 30);
+    assert_eq!(
+        bad_calls.load(Ordering::SeqCst),
+        3,
+        "ejected after three consecutive failures"
+    );
+}
+
+#[tokio::test]
+async fn a_non_idempotent_call_is_not_replayed_after_a_server_error() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let other = Arc::new(AtomicUsize::new(0));
+    let registry = registry_with(&[("a", None), ("b", None)]).await;
+    let transport = InProcessTransport::new()
+        .serve(arn("a"), failing(500, calls.clone()))
+        .serve(arn("b"), failing(500, other.clone()));
+    let client = client(registry, transport);
+    let error = client
+        .call("payments", ServiceRequest::post("/charges"))
+        .await
+        .expect_err("500");
+    assert!(
+        matches!(error, CallError::Status { status: 500, .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.step(), "status");
+    assert_eq!(
+        calls.load(Ordering::SeqCst) + other.load(Ordering::SeqCst),
+        1,
+        "sent once"
+    );
+}
+
+#[tokio::test]
+async fn no_call_crosses_tenants() {
+    let a_calls = Arc::new(AtomicUsize::new(0));
+    let b_calls = Arc::new(AtomicUsize::new(0));
+    let registry = registry_with(&[("a", Some("tenant-a")), ("b", Some("tenant-b"))]).await;
+    let transport = InProcessTransport::new()
+        .serve(arn("a"), payments("a", a_calls.clone()))
+        .serve(arn("b"), payments("b", b_calls.clone()));
+    let client = client(registry, transport);
+    let mut rng = fastrand::Rng::with_seed(9);
+    for _ in 0..1000 {
+        let (tenant, expected) = if rng.bool() {
+            ("tenant-a", "a")
+        } else {
+            ("tenant-b", "b")
+        };
+        let reply = client
+            .call("payments", ServiceRequest::get("/charges").tenant(tenant))
+            .await
+            .expect("reply");
+        assert_eq!(reply.instance.as_ref(), expected);
+        assert_eq!(reply.json::<Value>().expect("json")["tenant"], tenant);
+    }
+    let before = a_calls.load(Ordering::SeqCst) + b_calls.load(Ordering::SeqCst);
+    assert_eq!(before, 1000);
+    // Another tenant, and no tenant: nothing is sent.
+    for request in [
+        ServiceRequest::get("/charges").tenant("tenant-c"),
+        ServiceRequest::get("/charges"),
+    ] {
+        let refused = client.call("payments", request).await.expect_err("refused");
+        assert_eq!(refused.step(), "discovery");
+    }
+    assert_eq!(
+        a_calls.load(Ordering::SeqCst) + b_calls.load(Ordering::SeqCst),
+        before
+    );
+}

@@ -1,0 +1,504 @@
+//! Discovery: filters, distinct errors, the cache (zero registry reads when warm, refresh
+//! in the background, serve-stale), expiry read in code, self-preservation, ejection,
+//! tombstones and tenant scope. The registry-facing cases run on DynamoDB (the emulator)
+//! and in memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use lift_middleware::dynamo::DynamoError;
+use lift_services::clock::TokioClock;
+use lift_services::discovery::{Discovery, DiscoveryConfig, DiscoveryError, HealthFilter, Query};
+use lift_services::{EnvLease, Health, Instance, MemoryRegistry, Registry, RegistryError};
+
+use crate::support::{dynamo_registry, instance, lease};
+
+const T0: u64 = 1_800_000_000_000;
+
+/// A registry that counts its queries and can be made to fail.
+struct Counting<R> {
+    inner: R,
+    queries: AtomicU64,
+    failing: AtomicBool,
+}
+
+impl<R> Counting<R> {
+    fn new(inner: R) -> Self {
+        Counting {
+            inner,
+            queries: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+        }
+    }
+}
+
+impl<R: Registry> Registry for Counting<R> {
+    fn register<'a>(
+        &'a self,
+        i: &'a Instance,
+        l: &'a EnvLease,
+    ) -> BoxFuture<'a, Result<Instance, RegistryError>> {
+        self.inner.register(i, l)
+    }
+    fn renew<'a>(
+        &'a self,
+        s: &'a str,
+        i: &'a str,
+        l: &'a EnvLease,
+        p: &'a [String],
+    ) -> BoxFuture<'a, Result<Instance, RegistryError>> {
+        self.inner.renew(s, i, l, p)
+    }
+    fn release<'a>(
+        &'a self,
+        s: &'a str,
+        i: &'a str,
+        e: &'a str,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        self.inner.release(s, i, e)
+    }
+    fn deregister<'a>(
+        &'a self,
+        s: &'a str,
+        i: &'a str,
+        at: u64,
+        ttl: u64,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        self.inner.deregister(s, i, at, ttl)
+    }
+    fn set_health<'a>(
+        &'a self,
+        s: &'a str,
+        i: &'a str,
+        h: Option<Health>,
+    ) -> BoxFuture<'a, Result<(), RegistryError>> {
+        self.inner.set_health(s, i, h)
+    }
+    fn scan(&self) -> BoxFuture<'_, Result<Vec<Instance>, RegistryError>> {
+        self.inner.scan()
+    }
+    fn instances<'a>(&'a self, s: &'a str) -> BoxFuture<'a, Result<Vec<Instance>, RegistryError>> {
+        self.queries.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Box::pin(async {
+                Err(RegistryError::Dynamo(DynamoError::Throttled {
+                    operation: "Query",
+                    code: "ThrottlingException".to_owned(),
+                }))
+            });
+        }
+        self.inner.instances(s)
+    }
+}
+
+fn discovery(registry: Arc<dyn Registry>) -> Discovery {
+    Discovery::with_config(
+        registry,
+        DiscoveryConfig::default()
+            .ttl(Duration::from_secs(30))
+            .max_stale(Duration::from_secs(300))
+            .eject_after(3),
+        Arc::new(TokioClock::starting_at(T0)),
+    )
+}
+
+fn ids<'a>(found: impl Iterator<Item = &'a Instance>) -> Vec<String> {
+    let mut ids: Vec<String> = found.map(|i| i.id.to_string()).collect();
+    ids.sort();
+    ids
+}
+
+async fn put(registry: &dyn Registry, instance: Instance, expires: u64) {
+    registry
+        .register(&instance, &lease("env", T0 - 1000, expires))
+        .await
+        .expect("register");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_warm_path_reads_no_registry_and_refreshes_in_the_background() {
+    let registry = Arc::new(Counting::new(MemoryRegistry::new()));
+    put(registry.as_ref(), instance("payments", "a"), T0 + 3_600_000).await;
+    let discovery = discovery(registry.clone());
+    for _ in 0..1000 {
+        discovery
+            .discover(&Query::new("payments"))
+            .await
+            .expect("found");
+    }
+    assert_eq!(
+        registry.queries.load(Ordering::SeqCst),
+        1,
+        "one query, then the cache"
+    );
+
+    // Past the TTL: the stale snapshot answers at once and one refresh runs behind it.
+    put(registry.as_ref(), instance("payments", "b"), T0 + 3_600_000).await;
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let stale = discovery
+        .discover(&Query::new("payments"))
+        .await
+        .expect("found");
+    assert_eq!(stale.len(), 1, "served stale while revalidating");
+    for _ in 0..100 {
+        if discovery
+            .discover(&Query::new("payments"))
+            .await
+            .expect("found")
+            .len()
+            == 2
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(
+        discovery
+            .discover(&Query::new("payments"))
+            .await
+            .expect("found")
+            .len(),
+        2
+    );
+    assert_eq!(
+        registry.queries.load(Ordering::SeqCst),
+        2,
+        "one background refresh"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_registry_error_serves_the_stale_set_and_a_cold_one_is_an_error() {
+    let registry = Arc::new(Counting::new(MemoryRegistry::new()));
+    put(registry.as_ref(), instance("payments", "a"), T0 + 3_600_000).await;
+    let discovery = discovery(registry.clone());
+    discovery
+        .discover(&Query::new("payments"))
+        .await
+        .expect("found");
+    registry.failing.store(true, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(301)).await;
+    let stale = discovery
+        .discover(&Query::new("payments"))
+        .await
+        .expect("stale served");
+    assert_eq!(ids(stale.instances()), ["a"]);
+    let cold = discovery.discover(&Query::new("orders")).await;
+    assert!(
+        matches!(cold, Err(DiscoveryError::Registry { .. })),
+        "{cold:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn warm_up_fills_the_cache_before_the_first_call() {
+    let registry = Arc::new(Counting::new(MemoryRegistry::new()));
+    put(registry.as_ref(), instance("payments", "a"), T0 + 3_600_000).await;
+    put(registry.as_ref(), instance("orders", "o"), T0 + 3_600_000).await;
+    let discovery = discovery(registry.clone());
+    discovery.warm_up(&["payments", "orders"]).await;
+    assert_eq!(registry.queries.load(Ordering::SeqCst), 2);
+    discovery
+        .discover(&Query::new("payments"))
+        .await
+        .expect("found");
+    discovery
+        .discover(&Query::new("orders"))
+        .await
+        .expect("found");
+    assert_eq!(
+        registry.queries.load(Ordering::SeqCst),
+        2,
+        "no read after warm-up"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn filters_select_by_version_alias_tags_and_region() {
+    let registry = Arc::new(MemoryRegistry::new());
+    let mut a = instance("payments", "a");
+    a.version = Some("1".into());
+    a.tags = vec!["pci".into(), "gpu".into()];
+    let mut b = instance("payments", "b");
+    b.version = Some("2".into());
+    b.alias = Some("canary".into());
+    b.region = "us-east-1".into();
+    for i in [a, b] {
+        put(registry.as_ref(), i, T0 + 3_600_000).await;
+    }
+    let discovery = discovery(registry);
+    let found = |q: Query<'static>| {
+        let discovery = discovery.clone();
+        async move { ids(discovery.discover(&q).await.expect("found").instances()) }
+    };
+    assert_eq!(found(Query::new("payments")).await, ["a", "b"]);
+    assert_eq!(found(Query::new("payments").version("2")).await, ["b"]);
+    assert_eq!(found(Query::new("payments").alias("canary")).await, ["b"]);
+    assert_eq!(
+        found(Query::new("payments").tags(&["pci", "gpu"])).await,
+        ["a"]
+    );
+    assert_eq!(
+        found(Query::new("payments").region("us-east-1")).await,
+        ["b"]
+    );
+    let none = discovery
+        .discover(&Query::new("payments").version("9"))
+        .await;
+    assert!(
+        matches!(
+            none,
+            Err(DiscoveryError::NoHealthyInstance { registered: 2, .. })
+        ),
+        "{none:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn consecutive_failures_eject_until_the_next_refresh() {
+    let registry = Arc::new(MemoryRegistry::new());
+    for id in ["a", "b"] {
+        put(registry.as_ref(), instance("payments", id), T0 + 3_600_000).await;
+    }
+    let discovery = discovery(registry);
+    let found = discovery
+        .discover(&Query::new("payments"))
+        .await
+        .expect("found");
+    discovery.report(&found, "a", false);
+    discovery.report(&found, "a", false);
+    discovery.report(&found, "a", true);
+    discovery.report(&found, "a", false);
+    discovery.report(&found, "a", false);
+    assert_eq!(
+        ids(discovery
+            .discover(&Query::new("payments"))
+            .await
+            .expect("found")
+            .instances()),
+        ["a", "b"],
+        "a success resets the count"
+    );
+    discovery.report(&found, "a", false);
+    assert_eq!(
+        ids(discovery
+            .discover(&Query::new("payments"))
+            .await
+            .expect("found")
+            .instances()),
+        ["b"]
+    );
+    discovery.refresh("payments").await.expect("refresh");
+    assert_eq!(
+        ids(discovery
+            .discover(&Query::new("payments"))
+            .await
+            .expect("found")
+            .instances()),
+        ["a", "b"],
+        "back after the refresh"
+    );
+}
+
+async fn unknown_and_unhealthy_are_distinct_errors(registry: Arc<dyn Registry>) {
+    let discovery = discovery(registry.clone());
+    let unknown = discovery.discover(&Query::new("nobody")).await;
+    assert!(
+        matches!(unknown, Err(DiscoveryError::UnknownService { .. })),
+        "{unknown:?}"
+    );
+
+    let a = instance("payments", "a");
+    put(registry.as_ref(), a.clone(), T0 + 3_600_000).await;
+    registry
+        .set_health("payments", &a.id, Some(Health::Unhealthy))
+        .await
+        .expect("set");
+    let sick = discovery.discover(&Query::new("payments")).await;
+    assert!(
+        matches!(sick, Err(DiscoveryError::NoHealthyInstance { .. })),
+        "{sick:?}"
+    );
+    let any = discovery
+        .discover(&Query::new("payments").health(HealthFilter::HealthyElseAll))
+        .await
+        .expect("healthy else all");
+    assert_eq!(ids(any.instances()), ["a"]);
+}
+
+async fn expired_and_unhealthy_instances_leave_discovery(registry: Arc<dyn Registry>) {
+    // a: live; b: its lease ended; c: live but failing; d: live.
+    put(registry.as_ref(), instance("payments", "a"), T0 + 3_600_000).await;
+    put(registry.as_ref(), instance("payments", "b"), T0 - 1).await;
+    let c = instance("payments", "c");
+    let mut failing = lease("env", T0 - 1000, T0 + 3_600_000);
+    failing.report.error_rate = 0.8;
+    registry.register(&c, &failing).await.expect("register");
+    put(registry.as_ref(), instance("payments", "d"), T0 + 3_600_000).await;
+    let discovery = discovery(registry.clone());
+    let found = discovery
+        .discover(&Query::new("payments"))
+        .await
+        .expect("found");
+    assert_eq!(ids(found.instances()), ["a", "d"]);
+
+    // Expiry is read at call time: once a's and d's leases end too, most look expired at
+    // once, and self-preservation keeps the last known set.
+    tokio::time::advance(Duration::from_millis(3_600_000)).await;
+    let preserved = discovery
+        .discover(&Query::new("payments"))
+        .await
+        .expect("kept");
+    assert_eq!(ids(preserved.instances()), ["a", "b", "d"]);
+}
+
+async fn a_deregistered_instance_leaves_and_stays_gone(registry: Arc<dyn Registry>) {
+    for id in ["a", "b"] {
+        put(registry.as_ref(), instance("payments", id), T0 + 3_600_000).await;
+    }
+    registry
+        .deregister("payments", "a", T0, T0 / 1000)
+        .await
+        .expect("deregister");
+    // The environment of `a` started before the deregistration and keeps renewing.
+    let renewal = registry
+        .renew(
+            "payments",
+            "a",
+            &lease("env", T0 - 1000, T0 + 7_200_000),
+            &[],
+        )
+        .await;
+    assert!(matches!(renewal, Err(RegistryError::Deregistered { .. })));
+    let discovery = discovery(registry.clone());
+    for _ in 0..3 {
+        let found = discovery
+            .discover(&Query::new("payments"))
+            .await
+            .expect("found");
+        assert_eq!(ids(found.instances()), ["b"]);
+        discovery.refresh("payments").await.expect("refresh");
+    }
+    registry
+        .deregister("payments", "b", T0, T0 / 1000)
+        .await
+        .expect("deregister");
+    discovery.refresh("payments").await.expect("refresh");
+    let gone = discovery.discover(&Query::new("payments")).await;
+    assert!(
+        matches!(gone, Err(DiscoveryError::UnknownService { .. })),
+        "{gone:?}"
+    );
+}
+
+async fn tenant_scoped_discovery_never_crosses_tenants(registry: Arc<dyn Registry>) {
+    let tenants = ["t0", "t1", "t2", "t3"];
+    for (n, tenant) in tenants.iter().enumerate() {
+        let mut scoped = instance("payments", &format!("scoped-{n}"));
+        scoped.tenant = Some((*tenant).to_owned());
+        put(registry.as_ref(), scoped, T0 + 3_600_000).await;
+    }
+    put(
+        registry.as_ref(),
+        instance("payments", "shared"),
+        T0 + 3_600_000,
+    )
+    .await;
+    let discovery = discovery(registry);
+    let mut rng = fastrand::Rng::with_seed(42);
+    for _ in 0..1000 {
+        let tenant = tenants[rng.usize(..tenants.len())];
+        let found = discovery
+            .discover(&Query::new("payments").tenant(tenant))
+            .await
+            .expect("found");
+        assert_eq!(found.len(), 2);
+        for instance in found.instances() {
+            assert!(
+                instance.tenant.is_none() || instance.tenant.as_deref() == Some(tenant),
+                "{tenant} got {instance:?}"
+            );
+        }
+    }
+    let untenanted = discovery
+        .discover(&Query::new("payments"))
+        .await
+        .expect("found");
+    assert_eq!(ids(untenanted.instances()), ["shared"]);
+}
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(start_paused = true)]
+                async fn $name() {
+                    super::$name(std::sync::Arc::new(super::MemoryRegistry::new())).await;
+                }
+            )*
+        }
+        mod dynamodb {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(std::sync::Arc::new(crate::support::dynamo_registry().await)).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    unknown_and_unhealthy_are_distinct_errors,
+    a_deregistered_instance_leaves_and_stays_gone,
+    tenant_scoped_discovery_never_crosses_tenants,
+);
+
+#[tokio::test(start_paused = true)]
+async fn memory_expired_and_unhealthy_instances_leave_discovery() {
+    expired_and_unhealthy_instances_leave_discovery(Arc::new(MemoryRegistry::new())).await;
+}
+
+#[tokio::test]
+async fn dynamodb_expired_and_unhealthy_instances_leave_discovery() {
+    let registry: Arc<dyn Registry> = Arc::new(dynamo_registry().await);
+    put(registry.as_ref(), instance("payments", "a"), T0 + 3_600_000).await;
+    put(registry.as_ref(), instance("payments", "b"), T0 - 1).await;
+    let c = instance("payments", "c");
+    let mut failing = lease("env", T0 - 1000, T0 + 3_600_000);
+    failing.report.error_rate = 0.8;
+    registry.register(&c, &failing).await.expect("register");
+    put(registry.as_ref(), instance("payments", "d"), T0 + 3_600_000).await;
+    let found = discovery(registry)
+        .discover(&Query::new("payments"))
+        .await
+        .expect("found");
+    assert_eq!(ids(found.instances()), ["a", "d"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tag_filters_hold_past_64_distinct_tags() {
+    let registry = Arc::new(MemoryRegistry::new());
+    for n in 0..70 {
+        let mut i = instance("payments", &format!("i{n:02}"));
+        i.tags = vec![format!("tag-{n}"), "common".to_owned()];
+        put(registry.as_ref(), i, T0 + 3_600_000).await;
+    }
+    let discovery = discovery(registry);
+    let found = |tags: &'static [&'static str]| {
+        let discovery = discovery.clone();
+        async move {
+            discovery
+                .discover(&Query::new("payments").tags(tags))
+                .await
+                .map(|f| ids(f.instances()))
+        }
+    };
+    assert_eq!(found(&["tag-69"]).await.expect("found"), ["i69"]);
+    assert_eq!(found(&["tag-3", "common"]).await.expect("found"), ["i03"]);
+    assert_eq!(found(&["common"]).await.expect("found").len(), 70);
+    assert!(found(&["tag-3", "tag-4"]).await.is_err());
+    assert!(found(&["nope"]).await.is_err());
+}

@@ -1,0 +1,252 @@
+//! The registry contract, run against DynamoDB on the emulator and against the in-memory
+//! registry: the same assertions for both.
+
+use std::sync::Arc;
+
+use lift_services::{Health, MemoryRegistry, Registry, RegistryError};
+
+use crate::support::{dynamo_registry, instance, lease};
+
+const T0: u64 = 1_800_000_000_000;
+
+async fn one(registry: &dyn Registry, service: &str) -> lift_services::Instance {
+    let mut all = registry.instances(service).await.expect("query");
+    assert_eq!(all.len(), 1, "{all:?}");
+    all.remove(0)
+}
+
+async fn registers_renews_and_releases(registry: &dyn Registry) {
+    let payments = instance("payments", "payments:live@eu-west-1");
+    let stored = registry
+        .register(&payments, &lease("env-a", T0, T0 + 60_000))
+        .await
+        .expect("register");
+    assert_eq!(stored.environments.len(), 1);
+    assert_eq!(stored.revision, 1);
+
+    registry
+        .register(&payments, &lease("env-b", T0 + 5, T0 + 70_000))
+        .await
+        .expect("a second environment");
+    let read = one(registry, "payments").await;
+    assert_eq!(read.id.as_ref(), "payments:live@eu-west-1");
+    assert_eq!(read.version.as_deref(), Some("3"));
+    assert_eq!(read.alias.as_deref(), Some("live"));
+    assert_eq!(read.region, "eu-west-1");
+    assert_eq!(
+        read.endpoints.lambda_arn.as_deref(),
+        Some("arn:aws:lambda:eu-west-1:123456789012:function:payments:live@eu-west-1")
+    );
+    assert_eq!(read.tags, vec!["pci".to_owned()]);
+    assert_eq!(
+        read.metadata.get("team").map(String::as_str),
+        Some("billing")
+    );
+    assert_eq!(read.expires_at_ms(), T0 + 70_000);
+    assert_eq!(read.revision, 2);
+    assert!(read.is_live(T0 + 65_000));
+    assert!(!read.is_live(T0 + 70_000), "expiry is read in code");
+
+    // A renewal reports health, and prunes an environment seen expired.
+    let mut renewal = lease("env-a", T0, T0 + 120_000);
+    renewal.report.error_rate = 0.9;
+    let renewed = registry
+        .renew("payments", &payments.id, &renewal, &["env-b".to_owned()])
+        .await
+        .expect("renew");
+    assert_eq!(renewed.revision, 3);
+    assert_eq!(renewed.environments.len(), 1);
+    assert_eq!(renewed.health(T0 + 1), Health::Unhealthy);
+
+    registry
+        .release("payments", &payments.id, "env-a")
+        .await
+        .expect("release");
+    let read = one(registry, "payments").await;
+    assert!(read.environments.is_empty());
+    assert!(!read.is_live(T0), "no lease left");
+    assert_eq!(read.revision, 4);
+    assert!(
+        registry
+            .instances("orders")
+            .await
+            .expect("query")
+            .is_empty(),
+        "another service's query"
+    );
+}
+
+async fn a_renewal_never_creates(registry: &dyn Registry) {
+    let result = registry
+        .renew("payments", "ghost", &lease("env-a", T0, T0 + 1), &[])
+        .await;
+    assert!(
+        matches!(result, Err(RegistryError::NotFound { .. })),
+        "{result:?}"
+    );
+    assert!(
+        registry
+            .instances("payments")
+            .await
+            .expect("query")
+            .is_empty()
+    );
+}
+
+async fn a_deregistered_instance_stays_gone(registry: &dyn Registry) {
+    let payments = instance("payments", "payments:1@eu-west-1");
+    registry
+        .register(&payments, &lease("env-a", T0, T0 + 60_000))
+        .await
+        .expect("register");
+    registry
+        .deregister("payments", &payments.id, T0 + 10, T0 / 1000 + 86_400)
+        .await
+        .expect("deregister");
+    let read = one(registry, "payments").await;
+    assert!(read.deregistered && !read.is_live(T0 + 11));
+
+    // The environment that was running keeps trying: neither renewal nor registration
+    // brings the instance back.
+    let renewal = registry
+        .renew(
+            "payments",
+            &payments.id,
+            &lease("env-a", T0, T0 + 90_000),
+            &[],
+        )
+        .await;
+    assert!(
+        matches!(renewal, Err(RegistryError::Deregistered { .. })),
+        "{renewal:?}"
+    );
+    let again = registry
+        .register(&payments, &lease("env-c", T0 + 5, T0 + 90_000))
+        .await;
+    assert!(
+        matches!(again, Err(RegistryError::Deregistered { .. })),
+        "{again:?}"
+    );
+    let health = registry
+        .set_health("payments", &payments.id, Some(Health::Healthy))
+        .await;
+    assert!(
+        matches!(health, Err(RegistryError::Deregistered { .. })),
+        "{health:?}"
+    );
+    let read = one(registry, "payments").await;
+    assert!(read.deregistered && read.environments.is_empty());
+
+    // A new deployment (an environment started after the deregistration) registers anew.
+    registry
+        .register(&payments, &lease("env-new", T0 + 20, T0 + 90_000))
+        .await
+        .expect("a newer environment registers again");
+    let read = one(registry, "payments").await;
+    assert!(!read.deregistered && read.is_live(T0 + 30));
+    assert_eq!(read.environments.keys().collect::<Vec<_>>(), ["env-new"]);
+}
+
+async fn an_operator_marks_an_instance_unhealthy(registry: &dyn Registry) {
+    let payments = instance("payments", "payments:2@eu-west-1");
+    registry
+        .register(&payments, &lease("env-a", T0, T0 + 60_000))
+        .await
+        .expect("register");
+    registry
+        .set_health("payments", &payments.id, Some(Health::Unhealthy))
+        .await
+        .expect("set");
+    assert_eq!(
+        one(registry, "payments").await.health(T0),
+        Health::Unhealthy
+    );
+    // A re-registration does not clear an operator's verdict.
+    registry
+        .register(&payments, &lease("env-b", T0, T0 + 60_000))
+        .await
+        .expect("register");
+    assert_eq!(
+        one(registry, "payments").await.health(T0),
+        Health::Unhealthy
+    );
+    registry
+        .set_health("payments", &payments.id, None)
+        .await
+        .expect("clear");
+    assert_eq!(one(registry, "payments").await.health(T0), Health::Healthy);
+}
+
+async fn concurrent_registrations_are_all_kept(registry: Arc<dyn Registry>) {
+    let mut tasks = Vec::new();
+    for n in 0..64 {
+        let registry = registry.clone();
+        tasks.push(tokio::spawn(async move {
+            // Half register their own instance, half add an environment to a shared one;
+            // everyone also reads.
+            let id = if n % 2 == 0 {
+                format!("payments:{n}@eu-west-1")
+            } else {
+                "payments:shared@eu-west-1".to_owned()
+            };
+            registry
+                .register(
+                    &instance("payments", &id),
+                    &lease(&format!("env-{n}"), T0, T0 + 60_000),
+                )
+                .await
+                .expect("register");
+            registry.instances("payments").await.expect("query");
+        }));
+    }
+    for task in tasks {
+        task.await.expect("no panic");
+    }
+    let all = registry.instances("payments").await.expect("query");
+    assert_eq!(all.len(), 33, "32 own instances and the shared one");
+    let shared = all
+        .iter()
+        .find(|i| i.id.as_ref() == "payments:shared@eu-west-1")
+        .expect("shared");
+    assert_eq!(shared.environments.len(), 32, "no lost environment");
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(&MemoryRegistry::new()).await;
+                }
+            )*
+        }
+        mod dynamodb {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(&dynamo_registry().await).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    registers_renews_and_releases,
+    a_renewal_never_creates,
+    a_deregistered_instance_stays_gone,
+    an_operator_marks_an_instance_unhealthy,
+);
+
+#[tokio::test]
+async fn memory_concurrent_registrations_are_all_kept() {
+    concurrent_registrations_are_all_kept(Arc::new(MemoryRegistry::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_concurrent_registrations_are_all_kept() {
+    concurrent_registrations_are_all_kept(Arc::new(dynamo_registry().await)).await;
+}
