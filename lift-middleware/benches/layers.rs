@@ -108,7 +108,9 @@ fn layers(c: &mut Criterion) {
     bench_one(
         &mut group,
         "timeout",
-        TimeoutLayer::new(Duration::from_secs(3)).expect("timeout").layer(trivial()),
+        TimeoutLayer::new(Duration::from_secs(3))
+            .expect("timeout")
+            .layer(trivial()),
     );
     bench_one(&mut group, "rate_limit_local", limiter().layer(trivial()));
     bench_one(&mut group, "load_shed", shedder().layer(trivial()));

@@ -221,7 +221,11 @@ impl CacheBuilder {
             "configure memory, dynamodb or both",
         )?;
         if let Some(remote) = &self.remote {
-            check(!remote.table().is_empty(), "dynamodb.table", "must name a table")?;
+            check(
+                !remote.table().is_empty(),
+                "dynamodb.table",
+                "must name a table",
+            )?;
         }
         Ok(Cache {
             inner: Arc::new(Inner {
