@@ -6,6 +6,7 @@
 //! instead of one per file keeps builds fast and small.
 
 mod app;
+mod deployed;
 
 use lift_events::saga::{HistoryEvent, Phase, SagaState};
 
