@@ -119,11 +119,14 @@
 //!
 //! # On the emulator
 //!
-//! `examples/trip_saga.rs` (the orchestrator and relay) and `examples/trip_participant.rs`
-//! (deployed twice, as inventory and payments) run a three-step saga across three
-//! functions from `deploy/template.yaml` (bus, rules, queues with dead-letter queues, the
-//! saga table with its stream); `deploy/trip_demo.py` starts one trip that completes and
-//! one refused at its last step that compensates in reverse, and prints both histories.
+//! The `trip` example (`examples/trip` in the workspace) runs a three-step saga across
+//! three functions deployed by the workspace's `template.yaml`: the orchestrator and relay
+//! (`trip-orchestrator`) and two participants (`trip-participant`, deployed as inventory
+//! and as payments), with the bus, the rules, a queue per function with its dead-letter
+//! queue, the saga table with its stream and `finished` index, and the participants'
+//! idempotency table. Its tests start a trip that completes and one refused at its last
+//! step that compensates in reverse, read both histories back, and check that a repeated
+//! start changes nothing; `scripts/demo.sh` shows both timelines.
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)

@@ -1,0 +1,33 @@
+//! The `trip-orchestrator` Lambda function (`bootstrap`) of `template.yaml`: trip requests
+//! from the bus, replies and timers from its queue, the saga table's stream.
+//!
+//! `SAGA_TABLE`, `BUS_NAME` and `ORCHESTRATOR_QUEUE_URL` name its table, the bus it
+//! publishes commands on and its own queue (for timers); they are read once, at cold start.
+
+use lift_events::publish::{AwsTransport, EventBridgePublisher, PublishConfig, SqsPublisher};
+use lift_events::store::DynamoStore;
+
+fn env(name: &str) -> Result<String, String> {
+    std::env::var(name).map_err(|_| format!("{name} is not set"))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let config = lift_core::aws::sdk_config().await;
+    let bus = EventBridgePublisher::new(
+        aws_sdk_eventbridge::Client::new(config),
+        &env("BUS_NAME")?,
+        PublishConfig::default(),
+    );
+    let timers = SqsPublisher::new(
+        aws_sdk_sqs::Client::new(config),
+        &env("ORCHESTRATOR_QUEUE_URL")?,
+        PublishConfig::default(),
+    );
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(config), &env("SAGA_TABLE")?);
+    let orchestrator = trip::orchestrator(store)?;
+    trip::orchestrator_app(orchestrator, AwsTransport::new(bus, timers))
+        .run()
+        .await?;
+    Ok(())
+}
