@@ -31,11 +31,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 #[path = "support/floor.rs"]
 mod floor;
-use floor::{lift_call, runtime_decode, typed_hello};
+use floor::{bench_context, lift_call, runtime_decode, typed_hello};
 use lambda_http::{Adapter, Body, RequestExt, Service, request::LambdaRequest};
 use lambda_runtime::{LambdaEvent, service_fn};
 use lift_core::metrics::{MetricsConfig, MetricsSink};
-use lift_core::testing::{events, lambda_context};
+use lift_core::testing::events;
 use lift_core::{App, Context, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -161,7 +161,7 @@ fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");
-    let lambda = lambda_context("bench-request-id");
+    let lambda = bench_context();
     let v2 = v2_event();
     let sqs = sqs_event();
 

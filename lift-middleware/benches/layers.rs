@@ -24,12 +24,12 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 #[path = "../../lift-core/benches/support/floor.rs"]
 mod floor;
-use floor::{lift_call as call, runtime_decode, typed_hello};
+use floor::{bench_context, lift_call as call, runtime_decode, typed_hello};
 use futures_util::FutureExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use lambda_runtime::{LambdaEvent, service_fn};
 use lift_core::metrics::{MetricsConfig, MetricsSink};
-use lift_core::testing::{events, lambda_context};
+use lift_core::testing::events;
 use lift_core::{App, Context, Json, LiftService};
 use lift_middleware::auth::{JwtAuthLayer, JwtConfig};
 use lift_middleware::bulkhead::{BulkheadConfig, BulkheadLayer};
@@ -134,7 +134,7 @@ fn layers(c: &mut Criterion) {
         .enable_time()
         .build()
         .expect("runtime");
-    let lambda = lambda_context("bench");
+    let lambda = bench_context();
     let bearer = format!("Bearer {}", token());
     let event = serde_json::to_vec(
         &events::http("GET", "/hello/world")

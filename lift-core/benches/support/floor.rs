@@ -57,3 +57,16 @@ pub(crate) async fn lift_call(
         FunctionResponse::StreamingResponse(_) => panic!("a buffered response"),
     }
 }
+
+/// The Lambda context every invocation of a bench gets: the testing kit's, with a deadline
+/// a day away, so that deadline-aware layers see the same time left in the last sample
+/// as in the first.
+pub(crate) fn bench_context() -> lambda_runtime::Context {
+    let mut context = lift_core::testing::lambda_context("bench");
+    let day_away = std::time::SystemTime::now() + std::time::Duration::from_secs(24 * 3600);
+    context.deadline = day_away
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    context
+}
