@@ -65,6 +65,19 @@ pub fn fixture(path: impl AsRef<Path>) -> Result<Value, Error> {
     serde_json::from_str(&text).map_err(Error::internal)
 }
 
+/// The outputs of a local deployment, as `scripts/deploy.py` writes them into the file
+/// `LIFT_STACK_FILE` names (functions with their names and URLs, stack outputs), for tests
+/// that call deployed functions.
+///
+/// # Errors
+/// [`Error::Environment`] when `LIFT_STACK_FILE` is not set (nothing was deployed);
+/// [`Error::Internal`] when the file cannot be read or is not JSON.
+pub fn deployed_stack() -> Result<Value, Error> {
+    let path =
+        std::env::var("LIFT_STACK_FILE").map_err(|_| Error::Environment("LIFT_STACK_FILE"))?;
+    fixture(path)
+}
+
 /// An [`App`] frozen for in-process invocations.
 #[derive(Debug, Clone)]
 pub struct TestApp {

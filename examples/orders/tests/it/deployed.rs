@@ -21,12 +21,9 @@ struct Deployed {
 
 /// The deployment's outputs, as `scripts/deploy.py` wrote them.
 fn stack() -> Value {
-    let path = std::env::var("LIFT_STACK_FILE").expect(
-        "LIFT_STACK_FILE is not set: run scripts/test.sh, which deploys the examples onto the emulator",
-    );
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read the stack file {path}: {e}"));
-    serde_json::from_str(&text).expect("stack file is JSON")
+    lift_core::testing::deployed_stack().unwrap_or_else(|e| {
+        panic!("no deployment to test ({e}): run scripts/test.sh, which deploys the examples onto the emulator")
+    })
 }
 
 async fn deployed() -> Deployed {
