@@ -309,7 +309,11 @@ impl App {
         let service = self.into_service()?;
         check_environment(|name| std::env::var(name).ok())?;
         crate::logging::try_init();
-        service.start_background();
+        if service.start_background() > 0
+            && let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API")
+        {
+            crate::shutdown::install(service.clone(), &api).await;
+        }
         lambda_runtime::run_concurrent(service)
             .await
             .map_err(Error::Internal)

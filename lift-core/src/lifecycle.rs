@@ -13,9 +13,9 @@
 //! background tasks.
 //!
 //! Shutdown: [`LiftService::shut_down`](crate::LiftService::shut_down) signals the tasks
-//! and waits a grace period for them; call it from the runtime's SIGTERM handler (Lambda
-//! sends SIGTERM only to a runtime that registered an extension, which `lambda_runtime`
-//! does with its `graceful-shutdown` feature).
+//! and waits a grace period for them. Under [`App::run`](crate::App::run), an App with
+//! background tasks registers an internal extension so that Lambda sends SIGTERM before it
+//! ends the environment, and calls it then (see [`crate::shutdown`]).
 //!
 //! ```no_run
 //! use lift_core::{App, Context, Result};
