@@ -243,6 +243,11 @@ impl Registration {
                 return;
             }
         };
+        let instance = if self.config.lookup_function_url {
+            with_function_url(instance).await
+        } else {
+            instance
+        };
         let registry = match self.open_registry().await {
             Ok(registry) => registry,
             Err(error) => {
@@ -322,6 +327,33 @@ impl Registration {
             }
         }
     }
+}
+
+/// `instance` with the Function URL of its Lambda endpoint's qualifier, when it has one.
+async fn with_function_url(mut instance: Instance) -> Instance {
+    let Some(arn) = instance.endpoints.lambda_arn.clone() else {
+        return instance;
+    };
+    let Some(parsed) = parse_function_arn(&arn) else {
+        return instance;
+    };
+    let lambda = aws_sdk_lambda::Client::new(lift_core::aws::sdk_config().await);
+    let mut request = lambda
+        .get_function_url_config()
+        .function_name(parsed.function);
+    if let Some(qualifier) = parsed.qualifier {
+        request = request.qualifier(qualifier);
+    }
+    match request.send().await {
+        Ok(config) => {
+            instance.endpoints.function_url = Some(config.function_url);
+        }
+        Err(error) => {
+            let error = aws_sdk_lambda::error::DisplayErrorContext(error);
+            tracing::warn!(target: "lift::registry", instance = %instance.id, error = %error, "no Function URL registered: the lookup failed");
+        }
+    }
+    instance
 }
 
 /// `interval` shortened by up to a fifth, at random: environments started together spread
