@@ -612,6 +612,7 @@ impl LiftService {
         let metrics = Metrics::default();
         let result = self.dispatch(event, &lambda, &metrics).await;
         self.flush(&metrics, &lambda);
+        self.inner.lifecycle.answered();
         result
     }
 

@@ -1,8 +1,8 @@
 //! Self-registration: one line on the [`App`], off the first response's path.
 //!
 //! [`RegisterExt::register`] adds a background task (see [`lift_core::lifecycle`]) that
-//! waits for the environment's first invocation (its invoked ARN names the alias or version
-//! callers reached and the region), registers the instance, then renews this environment's
+//! waits until the environment's first invocation has been answered (its invoked ARN names
+//! the alias or version callers reached and the region), registers the instance, then renews this environment's
 //! lease and reports its health at most once per interval (jittered), only while it serves
 //! invocations. On shutdown it releases the environment's lease. Every write is retried with
 //! exponential backoff and full jitter; a failure is logged (target `lift::registry`) and
@@ -232,8 +232,15 @@ impl Registration {
     pub async fn run(self, lifecycle: Lifecycle) {
         let started_at_ms = self.clock.now_ms();
         let service = self.config.name.clone();
+        // Only once the first response is out: the registry, the SDK's configuration and
+        // TLS setup would otherwise compete with it for the environment's CPU.
         let first = tokio::select! {
-            first = lifecycle.first_invocation() => first,
+            first = async {
+                let first = lifecycle.first_invocation().await;
+                lifecycle.first_answered().await;
+                tokio::task::yield_now().await;
+                first
+            } => first,
             () = lifecycle.shutdown() => return,
         };
         let instance = match self.instance(&first) {
