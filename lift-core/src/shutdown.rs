@@ -6,7 +6,9 @@
 //! registers one internal extension that subscribes to no event, so that the signal
 //! comes, and on SIGTERM signals the tasks and waits up to [`GRACE`] for them (a service
 //! registration releases its lease there) before the process exits. An App without
-//! background tasks registers nothing and pays nothing.
+//! background tasks registers nothing and pays nothing; one with them pays one Runtime API
+//! round trip during init (started first, overlapped with building the service), or opts
+//! out with [`App::shutdown_extension`](crate::App::shutdown_extension).
 //!
 //! `lambda_runtime` offers the same with its `graceful-shutdown` feature, but that helper
 //! panics when the Extensions API refuses the registration (as local runtimes that serve
@@ -31,12 +33,28 @@ pub const GRACE: Duration = Duration::from_millis(400);
 /// The extension's name (any name is accepted for an internal extension).
 const EXTENSION_NAME: &str = "lift-graceful-shutdown";
 
-/// Registers the internal extension with the Extensions API at `runtime_api` (the
-/// `AWS_LAMBDA_RUNTIME_API` address), then spawns the task that tells Lambda the extension
-/// is ready (a `next` that never returns, since it subscribes to no event) and the SIGTERM
-/// listener. Must run before the runtime's first `next`: registration closes with init.
-pub(crate) async fn install(service: LiftService, runtime_api: &str) {
-    match register(runtime_api).await {
+/// A registration of the shutdown extension, under way or done.
+pub(crate) type Pending = tokio::task::JoinHandle<Registered>;
+
+type Registered = Result<(PooledClient, String), lambda_runtime_api_client::BoxError>;
+
+/// Starts registering the internal extension with the Extensions API at `runtime_api` (the
+/// `AWS_LAMBDA_RUNTIME_API` address). [`App::run`](crate::App::run) starts it first and
+/// builds the service meanwhile; [`install`] must see it done before the runtime's first
+/// `next`, since registration closes with init.
+pub(crate) fn start(runtime_api: String) -> Pending {
+    tokio::spawn(async move { register(&runtime_api).await })
+}
+
+/// Waits for the registration, then spawns the task that tells Lambda the extension is
+/// ready (a `next` that never returns, since it subscribes to no event) and the SIGTERM
+/// listener.
+pub(crate) async fn install(service: LiftService, pending: Pending) {
+    let registered = match pending.await {
+        Ok(registered) => registered,
+        Err(error) => Err(error.into()),
+    };
+    match registered {
         Ok((client, id)) => {
             tokio::spawn(async move {
                 // Blocks for the life of the environment; an error means no SIGTERM comes,
@@ -78,9 +96,7 @@ fn listen(service: LiftService) {
 #[cfg(not(unix))]
 fn listen(_service: LiftService) {}
 
-async fn register(
-    runtime_api: &str,
-) -> Result<(PooledClient, String), lambda_runtime_api_client::BoxError> {
+async fn register(runtime_api: &str) -> Registered {
     let base = format!("http://{runtime_api}").parse()?;
     let client = PooledClient::builder().with_endpoint(base).build();
     let request = build_request()

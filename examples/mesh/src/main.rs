@@ -14,7 +14,8 @@
 //!
 //! Configuration (read once, at start): `LIFT_SERVICE_NAME`, `LIFT_REGISTRY_TABLE`, and
 //! optionally `LIFT_RENEW_SECONDS` (the lease renewal interval, default 300) and
-//! `MESH_REGISTER=off` (serve without registering, to compare cold starts). On a local
+//! `MESH_REGISTER=off` (serve without registering) and `MESH_SHUTDOWN_EXTENSION=off` (no
+//! SIGTERM extension), to compare cold starts. On a local
 //! emulator (`AWS_ENDPOINT_URL` set), Function URLs are reached through the emulator.
 
 use std::sync::{Arc, OnceLock};
@@ -120,7 +121,8 @@ async fn main() -> Result<()> {
     });
     let app = App::new()
         .get("/whoami", whoami)
-        .get("/call/{service}", call);
+        .get("/call/{service}", call)
+        .shutdown_extension(std::env::var("MESH_SHUTDOWN_EXTENSION").as_deref() != Ok("off"));
     if std::env::var("MESH_REGISTER").as_deref() == Ok("off") {
         return app.run().await;
     }
