@@ -184,7 +184,7 @@ struct Breakers {
     config: CircuitBreakerConfig,
     listener: Option<Listener>,
     timeout: Timeout<TransportService>,
-    by_instance: std::sync::RwLock<HashMap<Arc<str>, Stack>>,
+    by_instance: std::sync::RwLock<HashMap<Arc<str>, Stack, foldhash::fast::RandomState>>,
 }
 
 impl Breakers {
@@ -352,7 +352,7 @@ impl ServiceClientBuilder {
             config: breaker,
             listener,
             timeout,
-            by_instance: std::sync::RwLock::new(HashMap::new()),
+            by_instance: std::sync::RwLock::new(HashMap::default()),
         };
         Ok(ServiceClient {
             inner: Arc::new(Inner {

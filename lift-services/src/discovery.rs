@@ -253,14 +253,21 @@ struct MemoKey {
     health: HealthFilter,
 }
 
+/// The matching instances (positions in the snapshot) and the running totals of their
+/// weights, shared by every [`Discovered`] that gives this answer.
+#[derive(Debug)]
+struct Answer {
+    indices: Box<[u32]>,
+    cumulative: Box<[u64]>,
+}
+
 /// A remembered answer. Within one snapshot, the answer to a query changes only when an
 /// instance's lease ends or an instance is ejected: it stays valid while the clock is
 /// before `valid_until_ms` (the next lease end among the instances the query matched) and
 /// no ejection happened since (`ejections`).
 #[derive(Debug, Clone)]
 struct Memo {
-    indices: Arc<[u32]>,
-    cumulative: Arc<[u64]>,
+    answer: Arc<Answer>,
     valid_until_ms: u64,
     ejections: u32,
 }
@@ -436,7 +443,7 @@ struct Shared {
     registry: Arc<dyn Registry>,
     clock: Arc<dyn Clock>,
     config: DiscoveryConfig,
-    services: RwLock<HashMap<String, Arc<ServiceCache>>>,
+    services: RwLock<HashMap<String, Arc<ServiceCache>, foldhash::fast::RandomState>>,
 }
 
 /// Discovers instances through a per-process cache; cheap to clone. See the module docs.
@@ -458,25 +465,25 @@ impl std::fmt::Debug for Discovery {
 #[derive(Debug, Clone)]
 pub struct Discovered {
     snapshot: Arc<Snapshot>,
-    indices: Arc<[u32]>,
-    cumulative: Arc<[u64]>,
+    answer: Arc<Answer>,
     local_region: Option<Arc<str>>,
 }
 
 impl Discovered {
     /// How many instances matched.
     pub fn len(&self) -> usize {
-        self.indices.len()
+        self.answer.indices.len()
     }
 
     /// Whether none matched (never, for a successful discovery).
     pub fn is_empty(&self) -> bool {
-        self.indices.is_empty()
+        self.answer.indices.is_empty()
     }
 
     /// The matching instances.
     pub fn instances(&self) -> impl Iterator<Item = &Instance> {
-        self.indices
+        self.answer
+            .indices
             .iter()
             .map(|&i| self.snapshot.entries[i as usize].instance.as_ref())
     }
@@ -485,9 +492,9 @@ impl Discovered {
     pub fn candidates(&self) -> Candidates<'_> {
         Candidates::new(
             &self.snapshot,
-            &self.indices,
+            &self.answer.indices,
             self.local_region.as_deref(),
-            &self.cumulative,
+            &self.answer.cumulative,
         )
     }
 
@@ -495,7 +502,7 @@ impl Discovered {
     /// until the returned guard drops: what [`crate::balance::LeastOutstanding`] and
     /// [`crate::balance::PowerOfTwoChoices`] read. The service client does this itself.
     pub fn track(&self, position: usize) -> Option<InFlight> {
-        let index = *self.indices.get(position)?;
+        let index = *self.answer.indices.get(position)?;
         let stats = self.snapshot.entries[index as usize].stats.clone();
         stats.outstanding.fetch_add(1, Ordering::Relaxed);
         Some(InFlight { stats })
@@ -550,7 +557,7 @@ impl Discovery {
                 registry,
                 clock,
                 config,
-                services: RwLock::new(HashMap::new()),
+                services: RwLock::new(HashMap::default()),
             }),
             local_region: std::env::var("AWS_REGION").ok().map(Arc::from),
         }
@@ -653,54 +660,60 @@ impl Discovery {
     /// [`DiscoveryError::UnknownService`], [`DiscoveryError::NoHealthyInstance`], or
     /// [`DiscoveryError::Registry`] when the registry cannot be read and nothing is cached.
     pub async fn discover(&self, query: &Query<'_>) -> Result<Discovered, DiscoveryError> {
-        let service = query.service;
         let now = self.shared.clock.now_ms();
         let config = &self.shared.config;
-        let cached = self.cached(service);
-        let snapshot = match cached {
-            Some(snapshot)
-                if now.saturating_sub(snapshot.fetched_at_ms) < millis(config.max_stale) =>
-            {
-                if now.saturating_sub(snapshot.fetched_at_ms) >= millis(config.ttl) {
-                    self.refresh_in_background(service);
+        if let Some(snapshot) = self.cached(query.service) {
+            let age = now.saturating_sub(snapshot.fetched_at_ms);
+            if age < millis(config.max_stale) {
+                if age >= millis(config.ttl) {
+                    self.refresh_in_background(query.service);
                 }
-                snapshot
+                return self.select(snapshot, query, now);
             }
-            stale => {
-                // One refresh at a time per service: callers that arrive meanwhile wait
-                // for it and take its snapshot instead of querying the registry too.
-                let cache = self.cache(service);
-                let _turn = cache.inline.lock().await;
-                let fresh = self.cached(service).filter(|snapshot| {
-                    self.shared
-                        .clock
-                        .now_ms()
-                        .saturating_sub(snapshot.fetched_at_ms)
-                        < millis(config.max_stale)
-                });
-                match fresh {
-                    Some(snapshot) => snapshot,
-                    None => match self.refresh(service).await {
-                        Ok(()) => {
-                            self.cached(service)
-                                .ok_or_else(|| DiscoveryError::UnknownService {
-                                    service: service.to_owned(),
-                                })?
+        }
+        // Boxed, so that the warm path's future stays small.
+        Box::pin(self.discover_cold(query)).await
+    }
+
+    /// [`Discovery::discover`] without a fresh snapshot: refresh in line.
+    async fn discover_cold(&self, query: &Query<'_>) -> Result<Discovered, DiscoveryError> {
+        let service = query.service;
+        let config = &self.shared.config;
+        let stale = self.cached(service);
+        let snapshot = {
+            // One refresh at a time per service: callers that arrive meanwhile wait
+            // for it and take its snapshot instead of querying the registry too.
+            let cache = self.cache(service);
+            let _turn = cache.inline.lock().await;
+            let fresh = self.cached(service).filter(|snapshot| {
+                self.shared
+                    .clock
+                    .now_ms()
+                    .saturating_sub(snapshot.fetched_at_ms)
+                    < millis(config.max_stale)
+            });
+            match fresh {
+                Some(snapshot) => snapshot,
+                None => match self.refresh(service).await {
+                    Ok(()) => {
+                        self.cached(service)
+                            .ok_or_else(|| DiscoveryError::UnknownService {
+                                service: service.to_owned(),
+                            })?
+                    }
+                    Err(error) => match stale {
+                        Some(stale) => stale,
+                        None => {
+                            return Err(DiscoveryError::Registry {
+                                service: service.to_owned(),
+                                source: error,
+                            });
                         }
-                        Err(error) => match stale {
-                            Some(stale) => stale,
-                            None => {
-                                return Err(DiscoveryError::Registry {
-                                    service: service.to_owned(),
-                                    source: error,
-                                });
-                            }
-                        },
                     },
-                }
+                },
             }
         };
-        self.select(snapshot, query, now)
+        self.select(snapshot, query, self.shared.clock.now_ms())
     }
 
     /// The cached snapshot, read under the locks without touching the registry.
@@ -755,8 +768,7 @@ impl Discovery {
         if !slow_tags && let Some(memo) = snapshot.remembered(&memo_key, now, ejections) {
             return Ok(Discovered {
                 snapshot,
-                indices: memo.indices,
-                cumulative: memo.cumulative,
+                answer: memo.answer,
                 local_region: self.local_region.clone(),
             });
         }
@@ -810,14 +822,15 @@ impl Discovery {
         if indices.is_empty() {
             return Err(none());
         }
-        let cumulative = crate::balance::running_totals(&snapshot, &indices);
-        let indices: Arc<[u32]> = indices.into();
+        let answer = Arc::new(Answer {
+            cumulative: crate::balance::running_totals(&snapshot, &indices),
+            indices: indices.into_boxed_slice(),
+        });
         if !slow_tags {
             snapshot.remember(
                 memo_key,
                 Memo {
-                    indices: indices.clone(),
-                    cumulative: cumulative.clone(),
+                    answer: answer.clone(),
                     valid_until_ms,
                     ejections,
                 },
@@ -825,8 +838,7 @@ impl Discovery {
         }
         Ok(Discovered {
             snapshot,
-            indices,
-            cumulative,
+            answer,
             local_region: self.local_region.clone(),
         })
     }
