@@ -43,6 +43,10 @@ use crate::health::{HealthLayer, HealthSignals};
 use crate::model::{EnvReport, Instance, is_known_region, is_version, parse_function_arn};
 use crate::registry::{DynamoRegistry, EnvLease, Registry, RegistryError};
 
+/// How long registration waits after the first invocation was answered, for the runtime to
+/// post the response before the registration's own work starts.
+const AFTER_FIRST_ANSWER: Duration = Duration::from_millis(20);
+
 /// How long a tombstone or an abandoned item stays before DynamoDB may collect it.
 const GARBAGE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -233,12 +237,14 @@ impl Registration {
         let started_at_ms = self.clock.now_ms();
         let service = self.config.name.clone();
         // Only once the first response is out: the registry, the SDK's configuration and
-        // TLS setup would otherwise compete with it for the environment's CPU.
+        // TLS setup would otherwise compete with it for the environment's CPU. The runtime
+        // posts the response after the handler returns, hence the short wait; when Lambda
+        // freezes the environment first, the registration runs on the next invocation.
         let first = tokio::select! {
             first = async {
                 let first = lifecycle.first_invocation().await;
                 lifecycle.first_answered().await;
-                tokio::task::yield_now().await;
+                tokio::time::sleep(AFTER_FIRST_ANSWER).await;
                 first
             } => first,
             () = lifecycle.shutdown() => return,
