@@ -368,6 +368,21 @@ def drive_mesh(stack: dict, checks: Checks) -> None:
             return payload.get("statusCode", 0), payload.get("body") or ""
 
     alpha, beta = outputs["MeshAlphaFunctionName"], outputs["MeshBetaFunctionName"]
+    dynamodb = boto3.client("dynamodb", endpoint_url=stack["endpoint"], region_name=stack["region"])
+
+    def registered() -> list[str]:
+        items = dynamodb.scan(TableName=table).get("Items", [])
+        return sorted(item["sk"]["S"].removeprefix("i#") for item in items)
+
+    # Each registers itself once its first invocation has been answered.
+    started = time.monotonic()
+    for function in (alpha, beta):
+        get(function, "/whoami")
+    while len(registered()) < 2 and time.monotonic() - started < 30:
+        time.sleep(0.2)
+    ids = registered()
+    checks.report(len(ids) >= 2, f"both registered {time.monotonic() - started:.1f}s after their first call: "
+                                 f"{', '.join(ids)}")
     for caller, function, callee, via in [("alpha", alpha, "beta", "invoke"),
                                          ("alpha", alpha, "beta", "url"),
                                          ("beta", beta, "alpha", "invoke")]:
@@ -382,10 +397,6 @@ def drive_mesh(stack: dict, checks: Checks) -> None:
               and body.get("answer", {}).get("caller") == caller)
         instance = body.get("instance") if isinstance(body, dict) else body
         checks.report(ok, f"{caller} finds {callee} by name and calls it via {via:6} -> {instance}")
-    dynamodb = boto3.client("dynamodb", endpoint_url=stack["endpoint"], region_name=stack["region"])
-    items = dynamodb.scan(TableName=table).get("Items", [])
-    ids = sorted(item["sk"]["S"].removeprefix("i#") for item in items)
-    checks.report(len(ids) >= 2, f"registry holds {len(ids)} instances: {', '.join(ids)}")
 
 
 def main() -> int:
