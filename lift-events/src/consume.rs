@@ -275,6 +275,9 @@ pub struct OutboxImage {
     /// The outbox, as JSON.
     #[serde(default)]
     pub outbox: Option<String>,
+    /// The saga (without its outbox), as JSON: commands carry it to their replies.
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 /// The stream handler: publishes the outbox of one stored transition.
@@ -289,9 +292,21 @@ pub async fn relay_image<T: Transport>(relay: &Relay<T>, image: &OutboxImage) ->
     };
     let messages: Vec<crate::saga::Message> = serde_json::from_str(outbox)
         .map_err(|e| Error::internal(format!("saga `{}` outbox does not decode: {e}", image.pk)))?;
-    relay
-        .relay(&image.pk, image.v, &messages, now_ms())
-        .await
+    // The saga rides along with its commands when it decodes and is the image's version;
+    // otherwise the replies are applied after a read.
+    let state = image
+        .state
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<crate::saga::SagaState>(s).ok())
+        .filter(|s| s.id() == image.pk && s.version() == image.v);
+    let relayed = match state {
+        Some(mut state) => {
+            state.outbox = messages;
+            relay.relay_states(&[&state], now_ms()).await
+        }
+        None => relay.relay(&image.pk, image.v, &messages, now_ms()).await,
+    };
+    relayed
         .map(|_| ())
         .map_err(|e| Error::internal(format!("saga `{}` outbox not relayed: {e}", image.pk)))
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::envelope::Envelope;
-use crate::saga::{Command, Message, Reply, SagaInput, Target, Timer};
+use crate::saga::{Command, Message, Reply, SagaInput, SagaState, Target, Timer};
 
 /// The `type` of a reply envelope (participant → orchestrator).
 pub const REPLY_TYPE: &str = "lift.saga.Reply";
@@ -29,6 +29,10 @@ pub const SAGA_SOURCE: &str = "lift.saga";
 pub const MAX_TIMER_DELAY: Duration = Duration::from_secs(900);
 /// Entries per `PutEvents` call.
 pub const PUT_EVENTS_BATCH: usize = 10;
+/// The largest saga (as JSON) a command carries as its [`Command::snapshot`]: a command
+/// then stays within one 64 KB billing chunk of EventBridge and SQS. A larger saga's
+/// replies are applied after a read.
+pub const MAX_SNAPSHOT_BYTES: usize = 32 * 1024;
 
 /// The calls the relay makes: events on the bus, delayed messages on the orchestrator's
 /// queue. [`AwsTransport`](crate::publish::AwsTransport) is EventBridge and SQS.
@@ -244,7 +248,34 @@ impl<T: Transport> Relay<T> {
         let mut events = Vec::new();
         let mut timers = Vec::new();
         for &(saga_id, version, outbox) in outboxes {
-            collect(saga_id, version, outbox, now_ms, &mut events, &mut timers)?;
+            collect(saga_id, version, outbox, None, now_ms, &mut events, &mut timers)?;
+        }
+        self.send(events, timers).await
+    }
+
+    /// Publishes the outboxes of stored sagas (a stream batch's new images), each command
+    /// carrying its saga as a [`Command::snapshot`] (when it is at most
+    /// [`MAX_SNAPSHOT_BYTES`]), so the replies are applied without a read.
+    ///
+    /// # Errors
+    /// [`RelayError`]; relaying the same sagas again is safe.
+    pub async fn relay_states(
+        &self,
+        states: &[&SagaState],
+        now_ms: u64,
+    ) -> Result<usize, RelayError> {
+        let mut events = Vec::new();
+        let mut timers = Vec::new();
+        for state in states {
+            collect(
+                state.id(),
+                state.version(),
+                state.outbox(),
+                Some(state),
+                now_ms,
+                &mut events,
+                &mut timers,
+            )?;
         }
         self.send(events, timers).await
     }
@@ -278,20 +309,41 @@ impl<T: Transport> Relay<T> {
     }
 }
 
+/// The snapshot commands of `state` carry: the saga without its outbox, unless too large.
+fn snapshot(state: &SagaState) -> Option<Box<SagaState>> {
+    let mut snapshot = state.clone();
+    snapshot.outbox.clear();
+    let bytes = serde_json::to_vec(&snapshot).map(|b| b.len()).ok()?;
+    (bytes <= MAX_SNAPSHOT_BYTES).then(|| Box::new(snapshot))
+}
+
 /// The envelopes of one outbox: bus events and delayed timers.
 fn collect(
     saga_id: &str,
     version: u64,
     outbox: &[Message],
+    state: Option<&SagaState>,
     now_ms: u64,
     events: &mut Vec<Envelope>,
     timers: &mut Vec<(Envelope, Duration)>,
 ) -> Result<(), RelayError> {
+    let mut carried: Option<Option<Box<SagaState>>> = None;
     for (i, message) in outbox.iter().enumerate() {
         let id = format!("{saga_id}:{version}:{i}");
         match message {
             Message::Command(c) if c.target == Target::Local => {}
-            Message::Command(c) => events.push(command_envelope(id, c)?),
+            Message::Command(c) => {
+                let snapshot = carried
+                    .get_or_insert_with(|| state.and_then(snapshot))
+                    .clone();
+                if snapshot.is_some() {
+                    let mut c = c.clone();
+                    c.snapshot = snapshot;
+                    events.push(command_envelope(id, &c)?);
+                } else {
+                    events.push(command_envelope(id, c)?);
+                }
+            }
             Message::Finished(f) => events.push(envelope(
                 id,
                 FINISHED_TYPE,

@@ -166,6 +166,12 @@ pub struct Command {
     /// The saga's tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// The saga as stored by the transition that sent this command (without its outbox),
+    /// attached by the relay. A participant hands it back in its [`Reply`] unchanged
+    /// ([`Reply::to`] does), so the orchestrator applies the reply without reading the
+    /// saga first. Absent from the stored outbox, and when the saga is too large to carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Box<SagaState>>,
 }
 
 /// Why a timer was set.
@@ -241,6 +247,9 @@ pub struct Reply {
     pub attempt: u32,
     /// The step's output, or why it failed.
     pub outcome: Result<Value, StepError>,
+    /// The command's [`Command::snapshot`], handed back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Box<SagaState>>,
 }
 
 impl Reply {
@@ -253,6 +262,7 @@ impl Reply {
             phase: command.phase,
             attempt: command.attempt,
             outcome,
+            snapshot: command.snapshot.clone(),
         }
     }
 }
@@ -383,6 +393,10 @@ pub struct SagaState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) tenant: Option<String>,
     pub(crate) version: u64,
+    /// The due time of the last timer a transition sent (ms since the epoch): a later
+    /// transition whose due time is not earlier relies on it instead of sending another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) wake_ms: Option<u64>,
     pub(crate) created_ms: u64,
     pub(crate) updated_ms: u64,
     #[serde(default)]

@@ -6,7 +6,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    KeyType, Projection, ProjectionType, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    StreamSpecification, StreamViewType,
 };
 
 use super::{SagaStore, SagaSummary, StoreError};
@@ -237,11 +238,14 @@ fn summary(item: &HashMap<String, AttributeValue>) -> Option<SagaSummary> {
 impl SagaStore for DynamoStore {
     async fn save(&self, state: &SagaState) -> Result<(), StoreError> {
         let item = encode(state)?;
+        // On a conflict DynamoDB hands back the stored item with the failure: the
+        // orchestrator applies its input again without reading.
         let put = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item));
+            .set_item(Some(item))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let put = if state.version() <= 1 {
             put.condition_expression("attribute_not_exists(pk)")
         } else {
@@ -327,7 +331,13 @@ impl SagaStore for DynamoStore {
 /// Maps a DynamoDB error on saga (or table) `id`.
 fn store_error(id: &str, error: DynamoError) -> StoreError {
     match error {
-        DynamoError::ConditionFailed { .. } => StoreError::Conflict { id: id.to_owned() },
+        DynamoError::ConditionFailed { item, .. } => StoreError::Conflict {
+            id: id.to_owned(),
+            // An item that does not decode is left to the read that follows.
+            current: item
+                .and_then(|item| decode(id, &item).ok())
+                .map(Box::new),
+        },
         e if e.is_throttled() => StoreError::Throttled,
         e => {
             let operation = e.operation().unwrap_or("DynamoDB");
