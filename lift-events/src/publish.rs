@@ -391,7 +391,9 @@ impl SqsPublisher {
                         .unwrap_or_else(|| m.envelope.id.clone()),
                 );
         } else if !m.delay.is_zero() {
-            entry = entry.delay_seconds(i32::try_from(m.delay.as_secs()).unwrap_or(900));
+            // SQS counts whole seconds: round up, so a timer never arrives early.
+            let seconds = m.delay.as_secs() + u64::from(m.delay.subsec_nanos() > 0);
+            entry = entry.delay_seconds(i32::try_from(seconds.min(900)).unwrap_or(900));
         }
         let entry = entry
             .build()

@@ -347,7 +347,8 @@ impl Transport for SimTransport {
             "SQS delays stop at 15 minutes"
         );
         let mut w = lock(&self.0);
-        let at = w.now + delay.as_millis() as u64;
+        // SQS delays are whole seconds; the SQS publisher rounds up.
+        let at = w.now + delay.as_millis().div_ceil(1000) as u64 * 1000;
         w.orchestrator_q.push(message.clone(), at);
         w.after_effect();
         Ok(())
