@@ -94,6 +94,7 @@ pub fn start(saga: &Saga, id: &str, data: Value, meta: StartMeta, now_ms: u64) -
         reason: None,
         cursor: None,
         steps: vec![StepStatus::Pending; saga.steps.len()],
+        step_names: saga.steps.iter().map(|s| s.name.clone()).collect(),
         data,
         outputs: BTreeMap::new(),
         correlation_id,
