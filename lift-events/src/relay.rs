@@ -55,6 +55,22 @@ pub trait Transport: Send + Sync {
         message: &Envelope,
         delay: Duration,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Sends `commands` straight to `participant`'s queue, when the transport knows one:
+    /// `Ok(true)` once all are sent, `Ok(false)` when it has no queue for `participant`
+    /// (the relay then puts them on the bus). A queue saves the bus entry each command
+    /// would cost. By default no participant has one.
+    ///
+    /// # Errors
+    /// [`TransportError`] when some were not sent.
+    fn send_commands(
+        &self,
+        participant: &str,
+        commands: &[Envelope],
+    ) -> impl Future<Output = Result<bool, TransportError>> + Send {
+        let _ = (participant, commands);
+        async { Ok(false) }
+    }
 }
 
 /// Why a transport call failed.
@@ -282,13 +298,31 @@ impl<T: Transport> Relay<T> {
 
     async fn send(
         &self,
-        events: Vec<Envelope>,
+        events: Vec<(Option<String>, Envelope)>,
         timers: Vec<(Envelope, Duration)>,
     ) -> Result<usize, RelayError> {
         let sent = events.len() + timers.len();
         for (message, delay) in &timers {
             self.transport.send_delayed(message, *delay).await?;
         }
+        // Commands to participants with a queue go there; the rest on the bus.
+        let mut queued: Vec<(String, Vec<Envelope>)> = Vec::new();
+        let mut bus = Vec::new();
+        for (participant, envelope) in events {
+            match participant {
+                Some(p) => match queued.iter_mut().find(|(q, _)| *q == p) {
+                    Some((_, list)) => list.push(envelope),
+                    None => queued.push((p, vec![envelope])),
+                },
+                None => bus.push(envelope),
+            }
+        }
+        for (participant, commands) in queued {
+            if !self.transport.send_commands(&participant, &commands).await? {
+                bus.extend(commands);
+            }
+        }
+        let events = bus;
         for chunk in events.chunks(PUT_EVENTS_BATCH) {
             let mut pending: Vec<Envelope> = chunk.to_vec();
             for _ in 0..self.attempts {
@@ -324,7 +358,7 @@ fn collect(
     outbox: &[Message],
     state: Option<&SagaState>,
     now_ms: u64,
-    events: &mut Vec<Envelope>,
+    events: &mut Vec<(Option<String>, Envelope)>,
     timers: &mut Vec<(Envelope, Duration)>,
 ) -> Result<(), RelayError> {
     let mut carried: Option<Option<Box<SagaState>>> = None;
@@ -333,18 +367,25 @@ fn collect(
         match message {
             Message::Command(c) if c.target == Target::Local => {}
             Message::Command(c) => {
+                let participant = match &c.target {
+                    Target::Remote { participant, .. } => Some(participant.clone()),
+                    Target::Local => None,
+                };
                 let snapshot = carried
                     .get_or_insert_with(|| state.and_then(snapshot))
                     .clone();
-                if snapshot.is_some() {
+                let envelope = if snapshot.is_some() {
                     let mut c = c.clone();
                     c.snapshot = snapshot;
-                    events.push(command_envelope(id, &c)?);
+                    command_envelope(id, &c)?
                 } else {
-                    events.push(command_envelope(id, c)?);
-                }
+                    command_envelope(id, c)?
+                };
+                events.push((participant, envelope));
             }
-            Message::Finished(f) => events.push(envelope(
+            Message::Finished(f) => events.push((
+                None,
+                envelope(
                 id,
                 FINISHED_TYPE,
                 SAGA_SOURCE,
@@ -352,7 +393,8 @@ fn collect(
                 None,
                 (&f.saga_id, None),
                 f,
-            )?),
+            )?,
+            )),
             Message::Timer(t) => {
                 timers.push((timer_envelope(id, t)?, timer_delay(t.due_ms, now_ms)))
             }

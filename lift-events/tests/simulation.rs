@@ -62,6 +62,8 @@ struct Faults {
     answer_twice: f64,
     relay_weight: u32,
     reject_step: Option<u32>,
+    /// Commands and replies straight to the queues (else through the bus).
+    direct: bool,
 }
 
 impl Faults {
@@ -80,6 +82,7 @@ impl Faults {
             answer_twice: p(rng, 0.3),
             relay_weight: rng.u32(1..10),
             reject_step: None,
+            direct: rng.bool(),
         }
     }
 }
@@ -334,6 +337,27 @@ impl Transport for SimTransport {
         Ok(failed)
     }
 
+    async fn send_commands(
+        &self,
+        _participant: &str,
+        commands: &[Envelope],
+    ) -> Result<bool, TransportError> {
+        if !lock(&self.0).faults.direct {
+            return Ok(false);
+        }
+        aws_call(&self.0, "sqs:SendMessageBatch (commands)")
+            .await
+            .map_err(|_| TransportError::Throttled)?;
+        assert!(commands.len() <= 10, "SendMessageBatch takes at most 10");
+        let mut w = lock(&self.0);
+        *w.ops.entry("sqs:messages (commands)").or_default() += commands.len() as u64;
+        for c in commands {
+            w.route(c.clone());
+        }
+        w.after_effect();
+        Ok(true)
+    }
+
     async fn send_delayed(
         &self,
         message: &Envelope,
@@ -380,7 +404,18 @@ async fn participant(world: Shared, envelope: Envelope) -> Result<(), ()> {
         let p = w.faults.answer_twice;
         w.rng.f64() < p
     };
+    let direct = lock(&world).faults.direct;
     for _ in 0..if twice { 2 } else { 1 } {
+        if direct {
+            // Straight to the orchestrator's queue.
+            aws_call(&world, "sqs:SendMessage (replies)")
+                .await
+                .map_err(|_| ())?;
+            let mut w = lock(&world);
+            w.route(event.clone());
+            w.after_effect();
+            continue;
+        }
         // The participant's publisher resends failed entries; a call that keeps failing
         // fails the task, and the command is delivered again.
         let transport = SimTransport(world.clone());
@@ -575,6 +610,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
             answer_twice: 0.0,
             relay_weight: 5,
             reject_step: fail_last.then_some(4),
+            direct: true,
         };
     }
     let world: Shared = Arc::new(Mutex::new(World {
