@@ -286,9 +286,12 @@ pub struct OutboxImage {
     /// The outbox, as JSON.
     #[serde(default)]
     pub outbox: Option<String>,
-    /// The saga (without its outbox), as JSON: commands carry it to their replies.
+    /// The saga (without its history and outbox), as JSON.
     #[serde(default)]
     pub state: Option<String>,
+    /// The saga's history, compact.
+    #[serde(default)]
+    pub h: Option<String>,
 }
 
 /// The stream handler: publishes the outbox of one stored transition.
@@ -303,19 +306,25 @@ pub async fn relay_image<T: Transport>(relay: &Relay<T>, image: &OutboxImage) ->
     };
     let messages: Vec<crate::saga::Message> = serde_json::from_str(outbox)
         .map_err(|e| Error::internal(format!("saga `{}` outbox does not decode: {e}", image.pk)))?;
-    // The saga rides along with its commands when it decodes and is the image's version;
-    // otherwise the replies are applied after a read.
-    let state = image
-        .state
-        .as_deref()
-        .and_then(|s| serde_json::from_str::<crate::saga::SagaState>(s).ok())
-        .filter(|s| s.id() == image.pk && s.version() == image.v);
-    let relayed = match state {
-        Some(mut state) => {
-            state.outbox = messages;
-            relay.relay_states(&[&state], now_ms()).await
-        }
-        None => relay.relay(&image.pk, image.v, &messages, now_ms()).await,
+    // The saga store's commands leave out the data and outputs its state holds: with the
+    // state in the image, they are put back (and the saga rides along with them to their
+    // replies); an image without one is published as it stands.
+    let Some(state) = image.state.as_deref() else {
+        return relay
+            .relay(&image.pk, image.v, &messages, now_ms())
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::internal(format!("saga `{}` outbox not relayed: {e}", image.pk)));
+    };
+    let state = crate::store::from_parts(&image.pk, state, image.h.as_deref(), messages)
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let relayed = if state.id() == image.pk && state.version() == image.v {
+        relay.relay_states(&[&state], now_ms()).await
+    } else {
+        // Not the image's saga: publish the outbox, without the saga.
+        relay
+            .relay(&image.pk, image.v, state.outbox(), now_ms())
+            .await
     };
     relayed
         .map(|_| ())

@@ -7,12 +7,14 @@
 //! item on the version it read, so two orchestrators racing on one saga cannot both win,
 //! and the outbox is stored exactly when the state change is.
 
+mod compact;
 mod dynamo;
 mod memory;
 
 use std::future::Future;
 
 pub use dynamo::DynamoStore;
+pub(crate) use dynamo::from_parts;
 pub use memory::MemoryStore;
 
 use crate::saga::{SagaState, SagaStatus};
