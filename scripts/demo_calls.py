@@ -341,8 +341,13 @@ def drive_trips(stack: dict, checks: Checks) -> None:
             item = dynamodb.get_item(TableName=table, Key={"pk": {"S": trip}},
                                      ConsistentRead=True).get("Item")
             if item:
-                states[trip] = json.loads(item["state"]["S"])
-                states[trip]["history"] = saga_history(item)
+                # The item's own attributes hold what the state's JSON leaves out.
+                state = json.loads(item["state"]["S"])
+                state["status"] = item["status"]["S"]
+                state["version"] = int(item["v"]["N"])
+                state["updated_ms"] = int(item["updated"]["N"])
+                state["history"] = saga_history(item)
+                states[trip] = state
         if len(states) == len(trips) and all(
                 s["status"] in ("completed", "compensated", "needs_attention") for s in states.values()):
             break

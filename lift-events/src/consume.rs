@@ -292,6 +292,18 @@ pub struct OutboxImage {
     /// The saga's history, compact.
     #[serde(default)]
     pub h: Option<String>,
+    /// The saga's status.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// The saga's name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Why it compensated or needs attention.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// When it last moved (ms since the epoch).
+    #[serde(default)]
+    pub updated: Option<u64>,
 }
 
 /// The stream handler: publishes the outbox of one stored transition.
@@ -316,7 +328,14 @@ pub async fn relay_image<T: Transport>(relay: &Relay<T>, image: &OutboxImage) ->
             .map(|_| ())
             .map_err(|e| Error::internal(format!("saga `{}` outbox not relayed: {e}", image.pk)));
     };
-    let state = crate::store::from_parts(&image.pk, state, image.h.as_deref(), messages)
+    let columns = crate::store::Columns {
+        version: Some(image.v),
+        status: image.status.as_deref(),
+        name: image.name.as_deref(),
+        reason: image.reason.as_deref(),
+        updated_ms: image.updated,
+    };
+    let state = crate::store::from_parts(&image.pk, state, image.h.as_deref(), messages, &columns)
         .map_err(|e| Error::internal(e.to_string()))?;
     let relayed = if state.id() == image.pk && state.version() == image.v {
         relay.relay_states(&[&state], now_ms()).await

@@ -15,8 +15,8 @@ use lift_events::publish::{
 };
 use lift_events::relay::{REPLY_TYPE, Relay, TransportError};
 use lift_events::saga::{
-    HistoryEvent, Orchestrator, Phase, Registry, Saga, SagaStatus, StartMeta, Step, StepError,
-    remote,
+    HistoryEvent, Orchestrator, Phase, Registry, Saga, SagaState, SagaStatus, StartMeta, Step,
+    StepError, local, remote,
 };
 use lift_events::store::{DynamoStore, SagaStore};
 use lift_events::{Envelope, Event};
@@ -780,14 +780,171 @@ impl Bill {
             // A message: the send (by EventBridge or the relay), a receive and a delete
             // by the Lambda poller (batches of 1: the worst case).
             ("SQS requests", messages * 3.0 * SQS_REQUEST),
+            // The start (one invocation of whatever function starts the saga: a durable
+            // function's start is one too) and each message on the orchestrator's queue.
             (
                 "orchestrator invocations",
-                self.orchestrator_messages as f64 * invocation,
+                (1 + self.orchestrator_messages) as f64 * invocation,
             ),
             ("relay invocations", self.relayed as f64 * invocation),
         ];
         lines.iter().map(|(k, v)| (*k, v * 1e6)).collect()
     }
+}
+
+fn print_bill(label: &str, bill: &Bill) {
+    let t = bill.transitions;
+    eprintln!("{label}: {t} transitions, largest item {} bytes", bill.largest_item);
+    for (op, n) in &bill.ops {
+        eprintln!("  {op:<40} {n:>3}  ({:.2} per transition)", *n as f64 / t as f64);
+    }
+    eprintln!(
+        "  sent: {} bus entries, {} commands, {} replies, {} timers",
+        bill.relay_entries + bill.reply_entries,
+        bill.commands,
+        bill.replies,
+        bill.timers
+    );
+    eprintln!(
+        "  messages: {} to the orchestrator, {} to participants; {} stream records; {} WRU",
+        bill.orchestrator_messages, bill.participant_messages, bill.relayed, bill.wru
+    );
+    let lines = bill.cost_per_million(20.0);
+    let total: f64 = lines.iter().map(|(_, v)| v).sum();
+    for (what, dollars) in &lines {
+        eprintln!("  ${dollars:>6.2}  {what}");
+    }
+    eprintln!("  ${total:>6.2}  per million sagas (SQS at batches of 1, 20 ms invocations)");
+}
+
+/// A saga store that keeps every state it wrote: the table's stream, for the relay.
+#[derive(Clone)]
+struct Streamed {
+    store: DynamoStore,
+    records: Arc<std::sync::Mutex<Vec<SagaState>>>,
+}
+
+impl SagaStore for Streamed {
+    async fn save(&self, state: &SagaState) -> Result<(), lift_events::store::StoreError> {
+        self.store.save(state).await?;
+        self.records.lock().unwrap().push(state.clone());
+        Ok(())
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<SagaState>, lift_events::store::StoreError> {
+        self.store.load(id).await
+    }
+
+    async fn list(
+        &self,
+        status: SagaStatus,
+        limit: usize,
+    ) -> Result<Vec<lift_events::store::SagaSummary>, lift_events::store::StoreError> {
+        self.store.list(status, limit).await
+    }
+}
+
+/// A 5-step saga of local steps (the orchestrator calls each participant itself, as a
+/// durable function's steps do): it runs whole in the start's invocation. Its stream
+/// records are relayed, and its one timer handled after the end, on counted clients.
+async fn five_local_steps(refuse_last: bool) -> Bill {
+    let aws = aws().await;
+    let (orchestrator_calls, relay_calls) = (Calls::default(), Calls::default());
+    let (o_aws, r_aws) = (counted(&orchestrator_calls).await, counted(&relay_calls).await);
+    let table = unique("sagas");
+    DynamoStore::create_table(&aws.dynamodb, &table)
+        .await
+        .unwrap();
+    let bus = bus(&aws).await;
+    let (orchestrator_url, _) = queue(&aws, &unique("orchestrator")).await;
+    let mut definition = Saga::named("five", 1);
+    for i in 0..5u32 {
+        let refuse = refuse_last && i == 4;
+        definition = definition.step(
+            Step::new(
+                &format!("s{i}"),
+                local(move |call| async move {
+                    if refuse {
+                        Err(StepError::Rejected("no room".into()))
+                    } else {
+                        Ok(json!({ "ref": call.command_id }))
+                    }
+                }),
+                Some(local(|_| async { Ok(Value::Null) })),
+            )
+            .timeout(Duration::from_secs(2)),
+        );
+    }
+    let store = Streamed {
+        store: DynamoStore::new(o_aws.dynamodb.clone(), &table),
+        records: Arc::default(),
+    };
+    let orchestrator =
+        Orchestrator::new(Registry::new().with(definition.build().unwrap()), store.clone());
+    let relay = Relay::new(AwsTransport::new(
+        EventBridgePublisher::new(r_aws.eventbridge.clone(), &bus, PublishConfig::default()),
+        SqsPublisher::new(r_aws.sqs.clone(), &orchestrator_url, PublishConfig::default()),
+    ));
+    let rearm = AwsTransport::new(
+        EventBridgePublisher::new(o_aws.eventbridge.clone(), &bus, PublishConfig::default()),
+        SqsPublisher::new(o_aws.sqs.clone(), &orchestrator_url, PublishConfig::default()),
+    );
+    let (o, t) = (orchestrator.clone(), rearm);
+    let orchestrator_app = TestApp::new(App::new().sqs(move |ctx: Context| {
+        let (o, t) = (o.clone(), t.clone());
+        async move { orchestrator_message(&o, &t, &ctx).await }
+    }))
+    .unwrap();
+
+    let id = unique("five");
+    let state = orchestrator
+        .start("five", &id, &json!({"trip": 7, "traveller": "Ada Lovelace"}), StartMeta::default())
+        .await
+        .unwrap();
+    assert!(state.status().is_final(), "local steps run inline");
+    let mut bill = Bill::default();
+    // The stream: one record per write; the mapping's filter passes those with something
+    // to publish (`out`), each one relay invocation.
+    let records = store.records.lock().unwrap().clone();
+    let publishing = |r: &SagaState| {
+        r.outbox().iter().any(|m| {
+            !matches!(m, lift_events::saga::Message::Command(c)
+                if c.target == lift_events::saga::Target::Local)
+        })
+    };
+    for record in records.iter().filter(|r| publishing(r)) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        relay.relay_states(&[record], now).await.unwrap();
+        bill.relayed += 1;
+    }
+    // The one timer comes after the end, reads the saga and is dropped.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bill.orchestrator_messages == 0 {
+        assert!(Instant::now() < deadline, "the timer never came");
+        for m in receive(&aws, &orchestrator_url, 1, Duration::from_millis(500)).await {
+            bill.orchestrator_messages += 1;
+            let out = orchestrator_app
+                .invoke(&events::sqs([m.body().unwrap()]))
+                .await
+                .unwrap();
+            assert!(lift_core::testing::batch_failures(&out).is_empty(), "{out}");
+        }
+    }
+    bill.transitions = state.version();
+    assert_eq!(
+        state.status(),
+        if refuse_last {
+            SagaStatus::Compensated
+        } else {
+            SagaStatus::Completed
+        }
+    );
+    bill.record("orchestrator", orchestrator_calls.take());
+    bill.record("relay", relay_calls.take());
+    bill
 }
 
 /// Runs one 5-step saga to its end on the emulator, with the real orchestrator, relay and
@@ -970,28 +1127,7 @@ async fn aws_calls_per_transition_of_a_five_step_saga() {
         let bill = five_steps(refuse_last).await;
         let t = bill.transitions;
         let path = if refuse_last { "compensated" } else { "completed" };
-        eprintln!("5 steps, {path}: {t} transitions, largest item {} bytes", bill.largest_item);
-        for (op, n) in &bill.ops {
-            eprintln!("  {op:<40} {n:>3}  ({:.2} per transition)", *n as f64 / t as f64);
-        }
-        eprintln!(
-            "  sent: {} bus entries, {} commands, {} replies, {} timers",
-            bill.relay_entries + bill.reply_entries,
-            bill.commands,
-            bill.replies,
-            bill.timers
-        );
-        eprintln!(
-            "  messages: {} to the orchestrator, {} to participants; {} stream records; {} WRU",
-            bill.orchestrator_messages, bill.participant_messages, bill.relayed, bill.wru
-        );
-        let lines = bill.cost_per_million(20.0);
-        let total: f64 = lines.iter().map(|(_, v)| v).sum();
-        for (what, dollars) in &lines {
-            eprintln!("  ${dollars:>6.2}  {what}");
-        }
-        eprintln!("  ${total:>6.2}  per million sagas");
-
+        print_bill(&format!("5 remote steps, {path}"), &bill);
         assert_eq!(t, if refuse_last { 10 } else { 6 });
         // One conditional write per transition, no read before one.
         assert_eq!(bill.count("orchestrator PutItem"), t, "one write per transition");
@@ -1007,5 +1143,24 @@ async fn aws_calls_per_transition_of_a_five_step_saga() {
         assert_eq!(bill.timers, 1, "one timer per saga");
         assert_eq!(bill.commands, t - 1, "one command per step or compensation");
         assert_eq!(bill.replies, t - 1, "one reply per command");
+    }
+}
+
+/// The same 5-step saga of local steps (inline calls, as a durable function makes them):
+/// one write per transition, no read but the timer's, one bus entry (the end), one timer.
+#[tokio::test]
+async fn aws_calls_per_transition_of_a_five_step_saga_of_local_steps() {
+    for refuse_last in [false, true] {
+        let bill = five_local_steps(refuse_last).await;
+        let t = bill.transitions;
+        let path = if refuse_last { "compensated" } else { "completed" };
+        print_bill(&format!("5 local steps, {path}"), &bill);
+        assert_eq!(t, if refuse_last { 10 } else { 6 });
+        assert_eq!(bill.count("orchestrator PutItem"), t, "one write per transition");
+        assert_eq!(bill.count("orchestrator GetItem"), 1, "the timer's read");
+        assert_eq!(bill.relay_entries, 1, "the end on the bus");
+        assert_eq!(bill.timers, 1, "one timer per saga");
+        assert_eq!(bill.commands + bill.replies, 0, "no messages for local steps");
+        assert_eq!(bill.relayed, 2, "the relay runs for the first and the last write");
     }
 }

@@ -188,8 +188,9 @@ fn parse_line(created_ms: u64, line: &str) -> Option<HistoryEntry> {
     })
 }
 
-/// The outbox as stored: commands without the saga's data and outputs (the state holds
-/// them; [`refill`] puts them back).
+/// The outbox as stored: commands without the saga's data and outputs, the saga's end
+/// without its reason and correlation id (the state holds them all; [`refill`] puts them
+/// back).
 pub(crate) fn strip(outbox: &[Message]) -> Vec<Message> {
     outbox
         .iter()
@@ -200,21 +201,37 @@ pub(crate) fn strip(outbox: &[Message]) -> Vec<Message> {
                 c.outputs.clear();
                 Message::Command(c)
             }
+            Message::Finished(f) => {
+                let mut f = f.clone();
+                f.reason = None;
+                f.correlation_id.clear();
+                f.saga_id.clear();
+                f.saga.clear();
+                Message::Finished(f)
+            }
             other => other.clone(),
         })
         .collect()
 }
 
-/// Puts the saga's data and outputs back into the commands of its outbox.
+/// Puts back what [`strip`] left out, from the state.
 pub(crate) fn refill(state: &mut SagaState) {
     let (data, outputs) = (state.data.clone(), state.outputs.clone());
+    let (reason, correlation_id) = (state.reason.clone(), state.correlation_id.clone());
+    let (id, name) = (state.id.clone(), state.name.clone());
     for m in &mut state.outbox {
-        if let Message::Command(c) = m
-            && c.data.is_null()
-            && c.outputs.is_empty()
-        {
-            c.data.clone_from(&data);
-            c.outputs.clone_from(&outputs);
+        match m {
+            Message::Command(c) if c.data.is_null() && c.outputs.is_empty() => {
+                c.data.clone_from(&data);
+                c.outputs.clone_from(&outputs);
+            }
+            Message::Finished(f) if f.correlation_id.is_empty() => {
+                f.reason.clone_from(&reason);
+                f.correlation_id.clone_from(&correlation_id);
+                f.saga_id.clone_from(&id);
+                f.saga.clone_from(&name);
+            }
+            _ => {}
         }
     }
 }

@@ -32,6 +32,7 @@ const FINISHED_INDEX: &str = "finished";
 /// | `state` (S) | the state, as JSON |
 /// | `h` (S) | its whole history, one line per entry (about 12 bytes each) |
 /// | `outbox` (S) | the messages the last transition decided, as JSON (the commands without the data and outputs `state` holds) |
+/// | `out` (N) | 1 when the outbox holds something to publish (not only local steps): the stream mapping filters on it |
 ///
 /// The history is kept in the item rather than as items of its own: a transition is then
 /// one `PutItem` (1 write unit per KB of item) where a `TransactWriteItems` of the state and
@@ -131,6 +132,15 @@ pub(crate) fn encode(state: &SagaState) -> Result<HashMap<String, AttributeValue
     if let Some(map) = body.as_object_mut() {
         map.remove("outbox");
         map.remove("history");
+        // What the item's own attributes hold is not repeated: the id (`pk`), version
+        // (`v`), status, name, reason and time of the last move (`updated`); nor a
+        // correlation id that is the saga's id (the default).
+        for key in ["id", "version", "status", "name", "reason", "updated_ms"] {
+            map.remove(key);
+        }
+        if state.correlation_id() == state.id() {
+            map.remove("correlation_id");
+        }
     }
     let body = serde_json::to_string(&body).map_err(codec)?;
     let history = compact::history_lines(state.created_ms(), state.history());
@@ -166,6 +176,14 @@ pub(crate) fn encode(state: &SagaState) -> Result<HashMap<String, AttributeValue
     if !history.is_empty() {
         item.insert("h".to_owned(), AttributeValue::S(history));
     }
+    // Marks a transition the relay has something to publish for: the stream mapping's
+    // filter leaves the others out, at no charge (local steps' transitions, mostly).
+    let publishes = state.outbox().iter().any(|m| {
+        !matches!(m, Message::Command(c) if c.target == crate::saga::Target::Local)
+    });
+    if publishes {
+        item.insert("out".to_owned(), AttributeValue::N("1".to_owned()));
+    }
     if let Some(reason) = state.reason() {
         item.insert("reason".to_owned(), AttributeValue::S(reason.to_owned()));
     }
@@ -187,18 +205,49 @@ pub(crate) fn decode(
         id: id.to_owned(),
         reason,
     };
-    let text = |name: &str| match item.get(name) {
-        Some(AttributeValue::S(s)) => Ok(s.as_str()),
-        _ => Err(codec(format!(
-            "attribute `{name}` is missing or not a string"
-        ))),
-    };
     let history = match item.get("h") {
         Some(AttributeValue::S(h)) => Some(h.as_str()),
         None => None,
         Some(_) => return Err(codec("attribute `h` is not a string".to_owned())),
     };
-    from_parts(id, text("state")?, history, decode_outbox(id, item)?)
+    let number = |name: &str| match item.get(name) {
+        Some(AttributeValue::N(n)) => n.parse().ok(),
+        _ => None,
+    };
+    let text = |name: &str| match item.get(name) {
+        Some(AttributeValue::S(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let columns = Columns {
+        version: number("v"),
+        status: text("status"),
+        name: text("name"),
+        reason: text("reason"),
+        updated_ms: number("updated"),
+    };
+    from_parts(
+        id,
+        text("state")
+            .ok_or_else(|| codec("attribute `state` is missing or not a string".to_owned()))?,
+        history,
+        decode_outbox(id, item)?,
+        &columns,
+    )
+}
+
+/// The saga item's attributes that `state` leaves out.
+#[derive(Debug, Default)]
+pub(crate) struct Columns<'a> {
+    /// `v`.
+    pub(crate) version: Option<u64>,
+    /// `status`.
+    pub(crate) status: Option<&'a str>,
+    /// `name`.
+    pub(crate) name: Option<&'a str>,
+    /// `reason`.
+    pub(crate) reason: Option<&'a str>,
+    /// `updated`.
+    pub(crate) updated_ms: Option<u64>,
 }
 
 /// The state stored as `state` (JSON), `h` (its history, compact; absent when the JSON
@@ -208,12 +257,31 @@ pub(crate) fn from_parts(
     state: &str,
     history: Option<&str>,
     outbox: Vec<Message>,
+    columns: &Columns<'_>,
 ) -> Result<SagaState, StoreError> {
     let codec = |reason: String| StoreError::Codec {
         id: id.to_owned(),
         reason,
     };
-    let mut state: SagaState = serde_json::from_str(state).map_err(|e| codec(e.to_string()))?;
+    let mut json: serde_json::Value =
+        serde_json::from_str(state).map_err(|e| codec(e.to_string()))?;
+    if let Some(map) = json.as_object_mut() {
+        use serde_json::Value;
+        let mut put = |key: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                map.entry(key.to_owned()).or_insert(value);
+            }
+        };
+        put("id", Some(Value::from(id)));
+        put("correlation_id", Some(Value::from(id)));
+        put("version", columns.version.map(Value::from));
+        put("status", columns.status.map(Value::from));
+        put("name", columns.name.map(Value::from));
+        put("reason", columns.reason.map(Value::from));
+        put("updated_ms", columns.updated_ms.map(Value::from));
+    }
+    let mut state: SagaState =
+        serde_json::from_value(json).map_err(|e| codec(e.to_string()))?;
     if let Some(lines) = history {
         state.history = compact::parse_history(state.created_ms(), lines).map_err(codec)?;
     }
