@@ -104,10 +104,7 @@ pub fn show(state: &SagaState) -> String {
         state.name(),
         state.definition_version(),
         state.status().as_str(),
-        state
-            .reason()
-            .map(|r| format!(": {r}"))
-            .unwrap_or_default()
+        state.reason().map(|r| format!(": {r}")).unwrap_or_default()
     );
     out.push_str(&format!(
         "started  {}\nmoved    {} (+{}), {} transitions\n",
@@ -202,8 +199,8 @@ mod tests {
     use std::time::Duration;
 
     use lift_events::saga::{
-        Message, Outcome, Reply, RetryPolicy, Saga, SagaInput, StartMeta, Step, StepError,
-        Timer, TimerKind, remote, start, transition,
+        Message, Outcome, Reply, RetryPolicy, Saga, SagaInput, StartMeta, Step, StepError, Timer,
+        TimerKind, remote, start, transition,
     };
     use serde_json::json;
 
@@ -250,8 +247,14 @@ mod tests {
     /// A trip whose charge times out once, then is refused; the reservation is undone.
     fn compensated() -> SagaState {
         let saga = saga();
-        let s1 = start(&saga, "trip-42", json!({"to": "Lyon"}), StartMeta::default(), T0)
-            .into_state();
+        let s1 = start(
+            &saga,
+            "trip-42",
+            json!({"to": "Lyon"}),
+            StartMeta::default(),
+            T0,
+        )
+        .into_state();
         let s2 = apply(&saga, &s1, &reply(&s1, Ok(json!({"room": 12}))), T0 + 120);
         let timer = SagaInput::Timer(Timer {
             saga_id: "trip-42".into(),
@@ -307,7 +310,10 @@ steps    reserve compensated, charge refused
         ] {
             assert!(shown.contains(line), "missing {line:?} in\n{shown}");
         }
-        assert!(!shown.contains("waiting"), "an ended saga waits for nothing");
+        assert!(
+            !shown.contains("waiting"),
+            "an ended saga waits for nothing"
+        );
     }
 
     #[test]
@@ -333,7 +339,11 @@ steps    reserve compensated, charge refused
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("STATE"));
         assert!(lines[1].starts_with("running          trip             trip-7"));
-        assert!(lines[1].ends_with("2025-11-30T12:00:00.000Z  -"), "{}", lines[1]);
+        assert!(
+            lines[1].ends_with("2025-11-30T12:00:00.000Z  -"),
+            "{}",
+            lines[1]
+        );
         assert!(lines[2].contains("compensated"));
         assert!(lines[2].ends_with("card declined"));
         assert_eq!(list(&[]).lines().nth(1), Some("(none)"));
@@ -341,8 +351,14 @@ steps    reserve compensated, charge refused
 
     #[test]
     fn states_are_named_with_dashes_or_underscores() {
-        assert_eq!(status("needs-attention").unwrap(), SagaStatus::NeedsAttention);
-        assert_eq!(status("needs_attention").unwrap(), SagaStatus::NeedsAttention);
+        assert_eq!(
+            status("needs-attention").unwrap(),
+            SagaStatus::NeedsAttention
+        );
+        assert_eq!(
+            status("needs_attention").unwrap(),
+            SagaStatus::NeedsAttention
+        );
         assert_eq!(status("completed").unwrap(), SagaStatus::Completed);
         assert!(matches!(status("done"), Err(CliError::Usage(_))));
     }

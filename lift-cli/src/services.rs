@@ -114,7 +114,7 @@ pub(crate) async fn run(args: &Args) -> Result<String, String> {
         "map" => {
             let map = Topology::from_instances(&all);
             if let Some(file) = &args.svg {
-                std::fs::write(&file, map.svg()).map_err(|e| format!("writing {file}: {e}"))?;
+                std::fs::write(file, map.svg()).map_err(|e| format!("writing {file}: {e}"))?;
             }
             Ok(map.mermaid())
         }

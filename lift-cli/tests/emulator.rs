@@ -93,7 +93,10 @@ async fn lists_sagas_by_state_and_shows_one_as_a_timeline() {
         shown.contains(&format!("state    {}", SagaStatus::Compensated.as_str())),
         "{shown}"
     );
-    assert!(shown.contains("steps    hold compensated, book refused"), "{shown}");
+    assert!(
+        shown.contains("steps    hold compensated, book refused"),
+        "{shown}"
+    );
     let timeline: Vec<&str> = shown
         .lines()
         .skip_while(|l| *l != "timeline")

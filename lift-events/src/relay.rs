@@ -264,7 +264,15 @@ impl<T: Transport> Relay<T> {
         let mut events = Vec::new();
         let mut timers = Vec::new();
         for &(saga_id, version, outbox) in outboxes {
-            collect(saga_id, version, outbox, None, now_ms, &mut events, &mut timers)?;
+            collect(
+                saga_id,
+                version,
+                outbox,
+                None,
+                now_ms,
+                &mut events,
+                &mut timers,
+            )?;
         }
         self.send(events, timers).await
     }
@@ -318,7 +326,11 @@ impl<T: Transport> Relay<T> {
             }
         }
         for (participant, commands) in queued {
-            if !self.transport.send_commands(&participant, &commands).await? {
+            if !self
+                .transport
+                .send_commands(&participant, &commands)
+                .await?
+            {
                 bus.extend(commands);
             }
         }
@@ -386,14 +398,14 @@ fn collect(
             Message::Finished(f) => events.push((
                 None,
                 envelope(
-                id,
-                FINISHED_TYPE,
-                SAGA_SOURCE,
-                &f.correlation_id,
-                None,
-                (&f.saga_id, None),
-                f,
-            )?,
+                    id,
+                    FINISHED_TYPE,
+                    SAGA_SOURCE,
+                    &f.correlation_id,
+                    None,
+                    (&f.saga_id, None),
+                    f,
+                )?,
             )),
             Message::Timer(t) => {
                 timers.push((timer_envelope(id, t)?, timer_delay(t.due_ms, now_ms)))

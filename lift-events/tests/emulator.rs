@@ -794,9 +794,15 @@ impl Bill {
 
 fn print_bill(label: &str, bill: &Bill) {
     let t = bill.transitions;
-    eprintln!("{label}: {t} transitions, largest item {} bytes", bill.largest_item);
+    eprintln!(
+        "{label}: {t} transitions, largest item {} bytes",
+        bill.largest_item
+    );
     for (op, n) in &bill.ops {
-        eprintln!("  {op:<40} {n:>3}  ({:.2} per transition)", *n as f64 / t as f64);
+        eprintln!(
+            "  {op:<40} {n:>3}  ({:.2} per transition)",
+            *n as f64 / t as f64
+        );
     }
     eprintln!(
         "  sent: {} bus entries, {} commands, {} replies, {} timers",
@@ -850,7 +856,10 @@ impl SagaStore for Streamed {
 async fn five_local_steps(refuse_last: bool) -> Bill {
     let aws = aws().await;
     let (orchestrator_calls, relay_calls) = (Calls::default(), Calls::default());
-    let (o_aws, r_aws) = (counted(&orchestrator_calls).await, counted(&relay_calls).await);
+    let (o_aws, r_aws) = (
+        counted(&orchestrator_calls).await,
+        counted(&relay_calls).await,
+    );
     let table = unique("sagas");
     DynamoStore::create_table(&aws.dynamodb, &table)
         .await
@@ -879,15 +888,25 @@ async fn five_local_steps(refuse_last: bool) -> Bill {
         store: DynamoStore::new(o_aws.dynamodb.clone(), &table),
         records: Arc::default(),
     };
-    let orchestrator =
-        Orchestrator::new(Registry::new().with(definition.build().unwrap()), store.clone());
+    let orchestrator = Orchestrator::new(
+        Registry::new().with(definition.build().unwrap()),
+        store.clone(),
+    );
     let relay = Relay::new(AwsTransport::new(
         EventBridgePublisher::new(r_aws.eventbridge.clone(), &bus, PublishConfig::default()),
-        SqsPublisher::new(r_aws.sqs.clone(), &orchestrator_url, PublishConfig::default()),
+        SqsPublisher::new(
+            r_aws.sqs.clone(),
+            &orchestrator_url,
+            PublishConfig::default(),
+        ),
     ));
     let rearm = AwsTransport::new(
         EventBridgePublisher::new(o_aws.eventbridge.clone(), &bus, PublishConfig::default()),
-        SqsPublisher::new(o_aws.sqs.clone(), &orchestrator_url, PublishConfig::default()),
+        SqsPublisher::new(
+            o_aws.sqs.clone(),
+            &orchestrator_url,
+            PublishConfig::default(),
+        ),
     );
     let (o, t) = (orchestrator.clone(), rearm);
     let orchestrator_app = TestApp::new(App::new().sqs(move |ctx: Context| {
@@ -898,7 +917,12 @@ async fn five_local_steps(refuse_last: bool) -> Bill {
 
     let id = unique("five");
     let state = orchestrator
-        .start("five", &id, &json!({"trip": 7, "traveller": "Ada Lovelace"}), StartMeta::default())
+        .start(
+            "five",
+            &id,
+            &json!({"trip": 7, "traveller": "Ada Lovelace"}),
+            StartMeta::default(),
+        )
         .await
         .unwrap();
     assert!(state.status().is_final(), "local steps run inline");
@@ -986,16 +1010,28 @@ async fn five_steps(refuse_last: bool) -> Bill {
     let relay = Relay::new(
         AwsTransport::new(
             EventBridgePublisher::new(r_aws.eventbridge.clone(), &bus, PublishConfig::default()),
-            SqsPublisher::new(r_aws.sqs.clone(), &orchestrator_url, PublishConfig::default()),
+            SqsPublisher::new(
+                r_aws.sqs.clone(),
+                &orchestrator_url,
+                PublishConfig::default(),
+            ),
         )
         .with_participant_queue(
             "p",
-            SqsPublisher::new(r_aws.sqs.clone(), &participant_url, PublishConfig::default()),
+            SqsPublisher::new(
+                r_aws.sqs.clone(),
+                &participant_url,
+                PublishConfig::default(),
+            ),
         ),
     );
     let rearm = AwsTransport::new(
         EventBridgePublisher::new(o_aws.eventbridge.clone(), &bus, PublishConfig::default()),
-        SqsPublisher::new(o_aws.sqs.clone(), &orchestrator_url, PublishConfig::default()),
+        SqsPublisher::new(
+            o_aws.sqs.clone(),
+            &orchestrator_url,
+            PublishConfig::default(),
+        ),
     );
     let (o, t) = (orchestrator.clone(), rearm);
     let orchestrator_app = TestApp::new(App::new().sqs(move |ctx: Context| {
@@ -1038,7 +1074,12 @@ async fn five_steps(refuse_last: bool) -> Bill {
 
     let id = unique("five");
     orchestrator
-        .start("five", &id, &json!({"trip": 7, "traveller": "Ada Lovelace"}), StartMeta::default())
+        .start(
+            "five",
+            &id,
+            &json!({"trip": 7, "traveller": "Ada Lovelace"}),
+            StartMeta::default(),
+        )
         .await
         .unwrap();
     let mut bill = Bill::default();
@@ -1126,11 +1167,19 @@ async fn aws_calls_per_transition_of_a_five_step_saga() {
     for refuse_last in [false, true] {
         let bill = five_steps(refuse_last).await;
         let t = bill.transitions;
-        let path = if refuse_last { "compensated" } else { "completed" };
+        let path = if refuse_last {
+            "compensated"
+        } else {
+            "completed"
+        };
         print_bill(&format!("5 remote steps, {path}"), &bill);
         assert_eq!(t, if refuse_last { 10 } else { 6 });
         // One conditional write per transition, no read before one.
-        assert_eq!(bill.count("orchestrator PutItem"), t, "one write per transition");
+        assert_eq!(
+            bill.count("orchestrator PutItem"),
+            t,
+            "one write per transition"
+        );
         assert_eq!(bill.count("orchestrator UpdateItem"), 0);
         assert!(
             bill.count("orchestrator GetItem") <= 1,
@@ -1153,14 +1202,29 @@ async fn aws_calls_per_transition_of_a_five_step_saga_of_local_steps() {
     for refuse_last in [false, true] {
         let bill = five_local_steps(refuse_last).await;
         let t = bill.transitions;
-        let path = if refuse_last { "compensated" } else { "completed" };
+        let path = if refuse_last {
+            "compensated"
+        } else {
+            "completed"
+        };
         print_bill(&format!("5 local steps, {path}"), &bill);
         assert_eq!(t, if refuse_last { 10 } else { 6 });
-        assert_eq!(bill.count("orchestrator PutItem"), t, "one write per transition");
+        assert_eq!(
+            bill.count("orchestrator PutItem"),
+            t,
+            "one write per transition"
+        );
         assert_eq!(bill.count("orchestrator GetItem"), 1, "the timer's read");
         assert_eq!(bill.relay_entries, 1, "the end on the bus");
         assert_eq!(bill.timers, 1, "one timer per saga");
-        assert_eq!(bill.commands + bill.replies, 0, "no messages for local steps");
-        assert_eq!(bill.relayed, 2, "the relay runs for the first and the last write");
+        assert_eq!(
+            bill.commands + bill.replies,
+            0,
+            "no messages for local steps"
+        );
+        assert_eq!(
+            bill.relayed, 2,
+            "the relay runs for the first and the last write"
+        );
     }
 }

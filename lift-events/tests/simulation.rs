@@ -782,9 +782,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
                                     None => return Ok(()),
                                 }
                             };
-                            r.relay_states(&[&record], now)
-                                .await
-                                .map_err(|_| ())?;
+                            r.relay_states(&[&record], now).await.map_err(|_| ())?;
                             lock(&rw).relayed += 1;
                         }
                         Ok(())
@@ -1116,6 +1114,10 @@ fn aws_calls_per_transition_on_the_clean_paths() {
         // Replies carry the saga: no read before a write. The one read is the saga's
         // one timer, which comes after the end.
         assert_eq!(ops.get("dynamodb:GetItem").copied(), Some(1), "reads");
-        assert_eq!(ops.get("sqs:SendMessage (timers)").copied(), Some(1), "timers");
+        assert_eq!(
+            ops.get("sqs:SendMessage (timers)").copied(),
+            Some(1),
+            "timers"
+        );
     }
 }

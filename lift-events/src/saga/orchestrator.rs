@@ -202,8 +202,7 @@ impl<S: SagaStore> Orchestrator<S> {
         let id = input.saga_id();
         let mut conflicts = 0;
         // The state to apply the input to, and whether it may be behind the stored one.
-        let mut next: Option<(SagaState, bool)> =
-            known.filter(|s| s.id() == id).map(|s| (s, true));
+        let mut next: Option<(SagaState, bool)> = known.filter(|s| s.id() == id).map(|s| (s, true));
         loop {
             let (state, maybe_behind) = match next.take() {
                 Some(known) => known,
@@ -299,7 +298,10 @@ impl<S: SagaStore> Orchestrator<S> {
                 outputs: command.outputs.clone(),
             })
             .await;
-            if let Some(next) = self.apply_local(Reply::to(&command, outcome), &state).await? {
+            if let Some(next) = self
+                .apply_local(Reply::to(&command, outcome), &state)
+                .await?
+            {
                 pending.extend(local_commands(&next));
                 state = next;
             }

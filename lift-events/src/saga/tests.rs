@@ -261,7 +261,12 @@ fn a_saga_answered_in_time_sends_one_timer_in_all() {
         due_ms: first_due,
     };
     assert_eq!(
-        transition(&saga, t.state(), &SagaInput::Timer(timer.clone()), first_due),
+        transition(
+            &saga,
+            t.state(),
+            &SagaInput::Timer(timer.clone()),
+            first_due
+        ),
         Outcome::Ignored(Ignored::Finished)
     );
 }

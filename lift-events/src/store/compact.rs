@@ -249,21 +249,105 @@ mod tests {
             event,
         };
         let history = vec![
-            at(1, 0, HistoryEvent::Started { definition_version: 3 }),
-            at(1, 0, HistoryEvent::CommandSent { step: 0, phase: Phase::Action, attempt: 1 }),
-            at(2, 12, HistoryEvent::Replied { step: 0, phase: Phase::Action, attempt: 1, ok: true, reason: None }),
-            at(3, 40, HistoryEvent::TimedOut { step: 1, phase: Phase::Action, attempt: 1 }),
-            at(3, 40, HistoryEvent::RetryScheduled { step: 1, phase: Phase::Action, attempt: 2, due_ms: created + 1040 }),
-            at(4, 1040, HistoryEvent::Replied { step: 1, phase: Phase::Action, attempt: 2, ok: false, reason: Some("line\nbreak \"quoted\" é".into()) }),
+            at(
+                1,
+                0,
+                HistoryEvent::Started {
+                    definition_version: 3,
+                },
+            ),
+            at(
+                1,
+                0,
+                HistoryEvent::CommandSent {
+                    step: 0,
+                    phase: Phase::Action,
+                    attempt: 1,
+                },
+            ),
+            at(
+                2,
+                12,
+                HistoryEvent::Replied {
+                    step: 0,
+                    phase: Phase::Action,
+                    attempt: 1,
+                    ok: true,
+                    reason: None,
+                },
+            ),
+            at(
+                3,
+                40,
+                HistoryEvent::TimedOut {
+                    step: 1,
+                    phase: Phase::Action,
+                    attempt: 1,
+                },
+            ),
+            at(
+                3,
+                40,
+                HistoryEvent::RetryScheduled {
+                    step: 1,
+                    phase: Phase::Action,
+                    attempt: 2,
+                    due_ms: created + 1040,
+                },
+            ),
+            at(
+                4,
+                1040,
+                HistoryEvent::Replied {
+                    step: 1,
+                    phase: Phase::Action,
+                    attempt: 2,
+                    ok: false,
+                    reason: Some("line\nbreak \"quoted\" é".into()),
+                },
+            ),
             at(4, 1040, HistoryEvent::StepUncertain { step: 1 }),
-            at(4, 1040, HistoryEvent::CompensationStarted { reason: "step `b` failed 2 times: down".into() }),
-            at(5, 2000, HistoryEvent::Replied { step: 0, phase: Phase::Compensation, attempt: 1, ok: false, reason: Some(String::new()) }),
-            at(5, 2000, HistoryEvent::Finished { status: SagaStatus::NeedsAttention, reason: Some("a b".into()) }),
-            at(6, 2001, HistoryEvent::Finished { status: SagaStatus::Completed, reason: None }),
+            at(
+                4,
+                1040,
+                HistoryEvent::CompensationStarted {
+                    reason: "step `b` failed 2 times: down".into(),
+                },
+            ),
+            at(
+                5,
+                2000,
+                HistoryEvent::Replied {
+                    step: 0,
+                    phase: Phase::Compensation,
+                    attempt: 1,
+                    ok: false,
+                    reason: Some(String::new()),
+                },
+            ),
+            at(
+                5,
+                2000,
+                HistoryEvent::Finished {
+                    status: SagaStatus::NeedsAttention,
+                    reason: Some("a b".into()),
+                },
+            ),
+            at(
+                6,
+                2001,
+                HistoryEvent::Finished {
+                    status: SagaStatus::Completed,
+                    reason: None,
+                },
+            ),
         ];
         let lines = history_lines(created, &history);
         assert_eq!(lines.lines().count(), history.len(), "{lines}");
-        assert!(lines.starts_with("1 0 S 3\n1 0 C 0 a 1\n2 12 R 0 a 1 1\n"), "{lines}");
+        assert!(
+            lines.starts_with("1 0 S 3\n1 0 C 0 a 1\n2 12 R 0 a 1 1\n"),
+            "{lines}"
+        );
         assert_eq!(parse_history(created, &lines).unwrap(), history);
         assert!(lines.len() < 400, "{} bytes", lines.len());
         assert_eq!(parse_history(created, "").unwrap(), []);

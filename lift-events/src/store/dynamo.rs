@@ -178,9 +178,10 @@ pub(crate) fn encode(state: &SagaState) -> Result<HashMap<String, AttributeValue
     }
     // Marks a transition the relay has something to publish for: the stream mapping's
     // filter leaves the others out, at no charge (local steps' transitions, mostly).
-    let publishes = state.outbox().iter().any(|m| {
-        !matches!(m, Message::Command(c) if c.target == crate::saga::Target::Local)
-    });
+    let publishes = state
+        .outbox()
+        .iter()
+        .any(|m| !matches!(m, Message::Command(c) if c.target == crate::saga::Target::Local));
     if publishes {
         item.insert("out".to_owned(), AttributeValue::N("1".to_owned()));
     }
@@ -280,8 +281,7 @@ pub(crate) fn from_parts(
         put("reason", columns.reason.map(Value::from));
         put("updated_ms", columns.updated_ms.map(Value::from));
     }
-    let mut state: SagaState =
-        serde_json::from_value(json).map_err(|e| codec(e.to_string()))?;
+    let mut state: SagaState = serde_json::from_value(json).map_err(|e| codec(e.to_string()))?;
     if let Some(lines) = history {
         state.history = compact::parse_history(state.created_ms(), lines).map_err(codec)?;
     }
@@ -433,9 +433,7 @@ fn store_error(id: &str, error: DynamoError) -> StoreError {
         DynamoError::ConditionFailed { item, .. } => StoreError::Conflict {
             id: id.to_owned(),
             // An item that does not decode is left to the read that follows.
-            current: item
-                .and_then(|item| decode(id, &item).ok())
-                .map(Box::new),
+            current: item.and_then(|item| decode(id, &item).ok()).map(Box::new),
         },
         e if e.is_throttled() => StoreError::Throttled,
         e => {
