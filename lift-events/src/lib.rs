@@ -67,7 +67,12 @@
 //!   An event is thus never published for a write that did not happen, and never lost
 //!   after one that did. The relay may publish twice (a crash before its checkpoint), with
 //!   the same event ids. The item marks (`out`) the transitions with something to publish,
-//!   so a stream mapping filtered on it leaves the others (local steps) out.
+//!   so a stream mapping filtered on it leaves the others (local steps) out. Publishing
+//!   right after the write instead, with the input's redelivery for the crash case, would
+//!   save the relay's invocation but lose the commands of a start whose caller crashed
+//!   after the write and never retried: nothing would deliver that start again. The
+//!   stream needs no redelivery of the input, batches up to 100 records an invocation
+//!   under load, and its filtered records cost nothing, so the relay stays.
 //! - *A step's effect* — provided the participant is idempotent by command id. Every
 //!   attempt of one step carries the same command id, so retries, timeouts and duplicate
 //!   deliveries do not repeat it.
