@@ -138,7 +138,7 @@
 //! | SQS messages (commands, replies, timer) | 5 + 5 + 1 | 9 + 9 + 1 | 0 + 0 + 1 | 0 + 0 + 1 |
 //! | orchestrator invocations (start, messages) | 1 + 6 | 1 + 10 | 1 + 1 | 1 + 1 |
 //! | relay invocations (filtered stream records) | 6 | 10 | 2 | 2 |
-//! | **$ per million sagas** | **21.73** | **38.20** | **7.63** | **12.64** |
+//! | **$ per million sagas** | **21.73** | **38.20** | **7.63** | **12.63** |
 //!
 //! At US East prices: DynamoDB on demand $0.625 per million write units and $0.125 per
 //! million read units (after the November 2024 cut; a strongly consistent read of up to
