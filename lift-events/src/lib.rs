@@ -176,8 +176,10 @@
 //! EventBridge and SQS under one seeded scheduler and clock, switching tasks at every AWS
 //! call, with crashes between calls, throttling, per-entry `PutEvents` failures, duplicate,
 //! reordered and late deliveries (beyond step timeouts), participants that fail, refuse or
-//! answer twice, a lagging relay and racing writers; each seed also draws whether commands
-//! and replies go through the bus or straight to the queues. The models follow the calls
+//! answer twice, a lagging relay, racing writers and queues that send a message to their
+//! dead-letter queue after its fifth failed delivery (a command or reply lost so leaves
+//! only the saga's timer to move it on); each seed also draws whether commands and
+//! replies go through the bus or straight to the queues. The models follow the calls
 //! the crate makes: a failed conditional write hands back the stored item, SQS delays are
 //! whole seconds. After each run it checks that the saga
 //! ended (`Completed`, `Compensated` or `NeedsAttention` with a reason), that each action
@@ -188,6 +190,11 @@
 //! ```text
 //! LIFT_SIM_SEEDS=<first>..<last> cargo test -p lift-events --release --test simulation
 //! ```
+//!
+//! It finds planted bugs: a participant that forgets command ids (a step takes effect
+//! twice), and a timer that finds the saga waiting for a later time and is dropped
+//! instead of sent again (seed 141: a command goes to the dead-letter queue and the saga
+//! waits forever in `Running`).
 //!
 //! # On the emulator
 //!
