@@ -11,6 +11,8 @@ space of the forking Python parent; elsewhere ru_maxrss). Runs of several binari
 
     python3 scripts/coldstart.py hello=target/release/hello echo=target/release/echo
 
+    python3 scripts/coldstart.py --set off:MESH_REGISTER=off on=target/release/mesh off=target/release/mesh
+
 The default event is ../shared/fixtures/events/example-apigw-v2-request-no-authorizer.json
 (relative to the repository root) turned into `GET /hello/world`. Standard library only.
 """
@@ -39,8 +41,8 @@ FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:{name}"
 RSS_TO_KIB = 1 / 1024 if sys.platform == "darwin" else 1
 
 
-def default_event() -> dict:
-    """The HTTP API v2 fixture, as `GET /hello/world` (a minimal v2 event if it is absent)."""
+def default_event(path: str = "/hello/world") -> dict:
+    """The HTTP API v2 fixture, as `GET path` (a minimal v2 event if it is absent)."""
     try:
         event = json.loads(DEFAULT_EVENT.read_text(encoding="utf-8"))
     except OSError:
@@ -51,10 +53,12 @@ def default_event() -> dict:
                                "http": {"sourceIp": "127.0.0.1", "userAgent": "coldstart"}},
             "isBase64Encoded": False,
         }
-    event["rawPath"] = "/hello/world"
+    event["rawPath"] = path
+    event["rawQueryString"] = ""
+    event.pop("queryStringParameters", None)
     http = event.setdefault("requestContext", {}).setdefault("http", {})
     http["method"] = "GET"
-    http["path"] = "/hello/world"
+    http["path"] = path
     return event
 
 
@@ -107,6 +111,11 @@ class RuntimeApiHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         inv = self.server.invocation
+        if self.path == "/2020-01-01/extension/event/next":
+            # An extension subscribed to no event waits here for the life of the sandbox.
+            inv.stop.wait()
+            self.close_connection = True
+            return
         if self.path != "/2018-06-01/runtime/invocation/next":
             self._reply(404, b'{"errorMessage":"not found"}')
             return
@@ -131,6 +140,14 @@ class RuntimeApiHandler(BaseHTTPRequestHandler):
         now = time.perf_counter()
         inv = self.server.invocation
         prefix = f"/2018-06-01/runtime/invocation/{inv.request_id}/"
+        if self.path == "/2020-01-01/extension/register":
+            # The Extensions API, as Lambda serves it during init.
+            self._read_body()
+            self._reply(200, json.dumps({"functionName": inv.function_name, "functionVersion": "$LATEST",
+                                         "handler": "bootstrap"}).encode(),
+                        {"Content-Type": "application/json",
+                         "Lambda-Extension-Identifier": str(uuid.uuid4())})
+            return
         if self.path in (prefix + "response", prefix + "error"):
             kind = self.path[len(prefix):]
         elif self.path == "/2018-06-01/runtime/init/error":
@@ -180,8 +197,9 @@ def vm_hwm_kib(pid: int) -> int | None:
     return None
 
 
-def spawn_env(binary: Path, name: str, port: int) -> dict:
+def spawn_env(binary: Path, name: str, port: int, extra: dict | None = None) -> dict:
     env = dict(os.environ)
+    env.update(extra or {})
     env.update({
         "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{port}",
         "AWS_LAMBDA_FUNCTION_NAME": name,
@@ -200,13 +218,14 @@ def spawn_env(binary: Path, name: str, port: int) -> dict:
     return env
 
 
-def one_run(name: str, binary: Path, event_body: bytes, timeout: float) -> Run:
+def one_run(name: str, binary: Path, event_body: bytes, timeout: float,
+            extra_env: dict | None = None) -> Run:
     inv = Invocation(event_body, name)
     server = RuntimeApiServer(inv)
     port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    env = spawn_env(binary, name, port)
+    env = spawn_env(binary, name, port, extra_env)
     run = Run()
     exited_early = None
     try:
@@ -261,6 +280,7 @@ def one_run(name: str, binary: Path, event_body: bytes, timeout: float) -> Run:
 class Binary:
     name: str
     path: Path
+    env: dict = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list)
 
     @property
@@ -363,8 +383,13 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=1,
                     help="unmeasured runs per binary first, to warm the page cache (default 1)")
     ap.add_argument("--event", type=Path, help="event JSON file (default: HTTP API v2 GET /hello/world)")
+    ap.add_argument("--path", default="/hello/world",
+                    help="the path of the default event's GET (default /hello/world)")
     ap.add_argument("--timeout", type=float, default=30, help="seconds to wait for a response per run")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME:KEY=VALUE",
+                    help="an environment variable for one binary's runs (repeatable); the same "
+                         "path under two names with different settings compares configurations")
     args = ap.parse_args()
     if args.runs < 1:
         ap.error("--runs must be at least 1")
@@ -374,20 +399,27 @@ def main() -> int:
         json.loads(event_body)  # fail early on a malformed file
         event_desc = str(args.event)
     else:
-        event_body = json.dumps(default_event()).encode()
-        event_desc = (f"{DEFAULT_EVENT.name} as GET /hello/world" if DEFAULT_EVENT.exists()
-                      else "built-in HTTP API v2 GET /hello/world")
+        event_body = json.dumps(default_event(args.path)).encode()
+        event_desc = (f"{DEFAULT_EVENT.name} as GET {args.path}" if DEFAULT_EVENT.exists()
+                      else f"built-in HTTP API v2 GET {args.path}")
 
     names = [b.name for b in args.binaries]
     if len(set(names)) != len(names):
         ap.error("binary names must be unique")
+    by_name = {b.name: b for b in args.binaries}
+    for setting in args.set:
+        target, sep, assignment = setting.partition(":")
+        key, eq, value = assignment.partition("=")
+        if not sep or not eq or not key or target not in by_name:
+            ap.error(f"--set {setting!r}: expected NAME:KEY=VALUE with NAME one of {names}")
+        by_name[target].env[key] = value
     progress = not args.json and sys.stderr.isatty()
     for _ in range(args.warmup):
         for b in args.binaries:
-            one_run(b.name, b.path, event_body, args.timeout)
+            one_run(b.name, b.path, event_body, args.timeout, b.env)
     for i in range(args.runs):
         for b in args.binaries:
-            b.runs.append(one_run(b.name, b.path, event_body, args.timeout))
+            b.runs.append(one_run(b.name, b.path, event_body, args.timeout, b.env))
         if progress:
             print(f"\rrun {i + 1}/{args.runs}", end="", file=sys.stderr, flush=True)
     if progress:

@@ -10,6 +10,8 @@ Reads target/lift-local/stack.json (written by scripts/deploy.py), then:
   * calls the orders HTTP API and REST API, whose Lambda authorizers check bearer JWTs: no
     token, a forged one and a valid one;
   * talks to the chat WebSocket API with two clients;
+  * calls the mesh services alpha and beta, which registered themselves in the service
+    registry: each finds the other by name, through Lambda Invoke and a signed Function URL;
   * books two trips through the trip saga (an orchestrator and two participants on a bus and
     queues): one completes, one refused at its last step compensates in reverse.
 Exits non-zero if any call does not answer as expected.
@@ -366,6 +368,52 @@ def drive_trips(stack: dict, checks: Checks) -> None:
                           f"{short(trip_timeline(state), 120)}{note}")
 
 
+def drive_mesh(stack: dict, checks: Checks) -> None:
+    """alpha and beta find each other in the service registry and call each other by name."""
+    outputs = stack["outputs"]
+    table = outputs["ServiceRegistryTableName"]
+    print(f"\nmesh services registered in the service registry  {DIM}{table}{RESET}")
+    client = boto3.client(
+        "lambda", endpoint_url=stack["endpoint"], region_name=stack["region"],
+        config=Config(read_timeout=60, retries={"max_attempts": 1}),
+    )
+
+    def get(function: str, path: str) -> tuple[int, dict | str]:
+        raw, _, query = path.partition("?")
+        event = {"version": "2.0", "routeKey": "$default", "rawPath": raw, "rawQueryString": query,
+                 "headers": {}, "isBase64Encoded": False,
+                 "requestContext": {"http": {"method": "GET", "path": raw, "protocol": "HTTP/1.1",
+                                             "sourceIp": "127.0.0.1", "userAgent": "demo"},
+                                    "requestId": uuid.uuid4().hex, "routeKey": "$default",
+                                    "stage": "$default", "timeEpoch": int(time.time() * 1000)}}
+        resp = client.invoke(FunctionName=function, Qualifier="live", Payload=json.dumps(event))
+        payload = json.loads(resp["Payload"].read() or b"{}")
+        try:
+            return payload.get("statusCode", 0), json.loads(payload.get("body") or "{}")
+        except ValueError:
+            return payload.get("statusCode", 0), payload.get("body") or ""
+
+    alpha, beta = outputs["MeshAlphaFunctionName"], outputs["MeshBetaFunctionName"]
+    for caller, function, callee, via in [("alpha", alpha, "beta", "invoke"),
+                                         ("alpha", alpha, "beta", "url"),
+                                         ("beta", beta, "alpha", "invoke")]:
+        path = f"/call/{callee}" + ("?via=url" if via == "url" else "")
+        try:
+            status, body = get(function, path)
+        except Exception as e:  # noqa: BLE001 - report and go on
+            checks.report(False, f"{caller} -> {callee} ({via}): {type(e).__name__}: {short(str(e))}")
+            continue
+        ok = (status == 200 and isinstance(body, dict)
+              and body.get("answer", {}).get("service") == callee
+              and body.get("answer", {}).get("caller") == caller)
+        instance = body.get("instance") if isinstance(body, dict) else body
+        checks.report(ok, f"{caller} finds {callee} by name and calls it via {via:6} -> {instance}")
+    dynamodb = boto3.client("dynamodb", endpoint_url=stack["endpoint"], region_name=stack["region"])
+    items = dynamodb.scan(TableName=table).get("Items", [])
+    ids = sorted(item["sk"]["S"].removeprefix("i#") for item in items)
+    checks.report(len(ids) >= 2, f"registry holds {len(ids)} instances: {', '.join(ids)}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--stack-file", type=Path, default=ROOT / "target" / "lift-local" / "stack.json")
@@ -392,6 +440,8 @@ def main() -> int:
     chat = stack.get("websockets", {}).get("ChatApi")
     if chat:
         drive_chat(chat, os.environ.get("LIFT_CHAT_TOKEN", "let-me-in"), checks)
+    if "ServiceRegistryTableName" in stack.get("outputs", {}):
+        drive_mesh(stack, checks)
     if "TripBusName" in stack.get("outputs", {}):
         drive_trips(stack, checks)
     print(f"\n{checks.passed} passed, {checks.failed} failed")

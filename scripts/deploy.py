@@ -301,12 +301,18 @@ def main() -> int:
     deploy_template = STATE_DIR / "template.deploy.json"
     deploy_template.write_text(json.dumps(template, indent=2) + "\n", encoding="utf-8")
 
+    parameters = {
+        "AwsEndpointUrl": endpoint,
+        # Registry leases renewed every 2 s, so that tests see reports within seconds.
+        "MeshRenewSeconds": "2",
+    }
     delete_stack(cfn, args.stack, args.timeout)
     log(f"creating stack {args.stack}")
     cfn.create_stack(
         StackName=args.stack,
         TemplateBody=deploy_template.read_text(encoding="utf-8"),
-        Parameters=[{"ParameterKey": "AwsEndpointUrl", "ParameterValue": endpoint}],
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()
+                    if k in template.get("Parameters", {})],
         Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
     )
     status = wait_for(cfn, args.stack, args.timeout)

@@ -93,6 +93,7 @@ pub struct App {
     streaming: streaming::StreamingConfig,
     config_error: Option<String>,
     background: Vec<crate::lifecycle::Task>,
+    shutdown_extension: bool,
 }
 
 impl Default for App {
@@ -151,6 +152,7 @@ impl App {
             streaming: streaming::StreamingConfig::default(),
             config_error: None,
             background: Vec::new(),
+            shutdown_extension: true,
         }
     }
 
@@ -255,6 +257,14 @@ impl App {
         self
     }
 
+    /// Whether [`App::run`] registers the internal extension through which Lambda sends
+    /// SIGTERM before it ends the environment, so that background tasks can finish (on by
+    /// default; only an App with background tasks registers it). See [`crate::shutdown`].
+    pub fn shutdown_extension(mut self, on: bool) -> Self {
+        self.shutdown_extension = on;
+        self
+    }
+
     /// Freezes the App into the service the Lambda runtime drives.
     ///
     /// # Errors
@@ -306,10 +316,20 @@ impl App {
     /// [`Error::Config`] for an invalid App, [`Error::Environment`] outside Lambda, and the
     /// runtime's own error if its loop fails.
     pub async fn run(self) -> Result<(), Error> {
+        // The extension's registration round trip overlaps with building the service.
+        let extension = match std::env::var("AWS_LAMBDA_RUNTIME_API") {
+            Ok(api) if self.shutdown_extension && !self.background.is_empty() => {
+                Some(crate::shutdown::start(api))
+            }
+            _ => None,
+        };
         let service = self.into_service()?;
         check_environment(|name| std::env::var(name).ok())?;
         crate::logging::try_init();
         service.start_background();
+        if let Some(pending) = extension {
+            crate::shutdown::install(service.clone(), pending).await;
+        }
         lambda_runtime::run_concurrent(service)
             .await
             .map_err(Error::Internal)
@@ -608,6 +628,7 @@ impl LiftService {
         let metrics = Metrics::default();
         let result = self.dispatch(event, &lambda, &metrics).await;
         self.flush(&metrics, &lambda);
+        self.inner.lifecycle.answered();
         result
     }
 

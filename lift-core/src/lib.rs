@@ -62,6 +62,7 @@ mod input;
 mod probe;
 mod response;
 mod router;
+pub mod shutdown;
 mod trace;
 
 #[cfg(feature = "authorizer")]

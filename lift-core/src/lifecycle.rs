@@ -13,9 +13,9 @@
 //! background tasks.
 //!
 //! Shutdown: [`LiftService::shut_down`](crate::LiftService::shut_down) signals the tasks
-//! and waits a grace period for them; call it from the runtime's SIGTERM handler (Lambda
-//! sends SIGTERM only to a runtime that registered an extension, which `lambda_runtime`
-//! does with its `graceful-shutdown` feature).
+//! and waits a grace period for them. Under [`App::run`](crate::App::run), an App with
+//! background tasks registers an internal extension so that Lambda sends SIGTERM before it
+//! ends the environment, and calls it then (see [`crate::shutdown`]).
 //!
 //! ```no_run
 //! use lift_core::{App, Context, Result};
@@ -87,6 +87,8 @@ impl FirstInvocation {
 struct State {
     first: OnceLock<FirstInvocation>,
     arrived: Notify,
+    answered: AtomicBool,
+    answered_notify: Notify,
     invocations: AtomicU64,
     shutting_down: AtomicBool,
     shutdown: Notify,
@@ -116,6 +118,28 @@ impl Lifecycle {
                 return first.clone();
             }
             arrived.await;
+        }
+    }
+
+    /// Waits until the environment's first invocation has been answered (its response
+    /// handed back to the runtime). Work that waits for this stays off the first
+    /// response's path: on Lambda it runs in the moments before the environment is frozen,
+    /// or during the next invocation.
+    pub async fn first_answered(&self) {
+        loop {
+            let answered = self.state.answered_notify.notified();
+            if self.state.answered.load(Ordering::Acquire) {
+                return;
+            }
+            answered.await;
+        }
+    }
+
+    /// Records that an invocation was answered. The App's service calls it after each
+    /// invocation; tests may call it themselves.
+    pub fn answered(&self) {
+        if !self.state.answered.swap(true, Ordering::AcqRel) {
+            self.state.answered_notify.notify_waiters();
         }
     }
 

@@ -15,7 +15,6 @@
 //! notion of. Its p2c rule (the less loaded of two random picks, load = in-flight requests,
 //! `tower::load::PendingRequests`) is the one [`PowerOfTwoChoices`] applies.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::discovery::{Entry, Snapshot};
@@ -26,8 +25,9 @@ pub struct Candidates<'a> {
     snapshot: &'a Snapshot,
     indices: &'a [u32],
     local_region: Option<&'a str>,
-    /// The total weight, computed once per discovered set (absent for subsets).
-    total: Option<&'a OnceLock<u64>>,
+    /// Running totals of the weights (`cumulative[i]` = weights of candidates `0..=i`),
+    /// computed once per discovered set (absent for subsets).
+    cumulative: Option<&'a [u64]>,
 }
 
 impl<'a> Candidates<'a> {
@@ -35,13 +35,13 @@ impl<'a> Candidates<'a> {
         snapshot: &'a Snapshot,
         indices: &'a [u32],
         local_region: Option<&'a str>,
-        total: &'a OnceLock<u64>,
+        cumulative: &'a [u64],
     ) -> Self {
         Candidates {
             snapshot,
             indices,
             local_region,
-            total: Some(total),
+            cumulative: (cumulative.len() == indices.len()).then_some(cumulative),
         }
     }
 
@@ -107,7 +107,7 @@ impl<'a> Candidates<'a> {
             snapshot: self.snapshot,
             indices: &buffer[..n],
             local_region: self.local_region,
-            total: None,
+            cumulative: None,
         })
     }
 
@@ -215,6 +215,12 @@ impl WeightedRandom {
 
 /// The position whose weight band holds `point` (`point` below the total weight).
 pub(crate) fn weighted_position(candidates: &Candidates<'_>, mut point: u64) -> usize {
+    if let Some(cumulative) = candidates.cumulative {
+        // The first candidate whose running total passes the point (a binary search).
+        return cumulative
+            .partition_point(|&total| total <= point)
+            .min(candidates.len().saturating_sub(1));
+    }
     let weights = &candidates.snapshot.weights;
     for (i, &index) in candidates.indices.iter().enumerate() {
         let weight = u64::from(weights[index as usize]);
@@ -227,17 +233,26 @@ pub(crate) fn weighted_position(candidates: &Candidates<'_>, mut point: u64) -> 
 }
 
 pub(crate) fn total_weight(candidates: &Candidates<'_>) -> u64 {
-    let sum = || {
-        candidates
+    match candidates.cumulative {
+        Some(cumulative) => cumulative.last().copied().unwrap_or(0),
+        None => candidates
             .indices
             .iter()
             .map(|&i| u64::from(candidates.snapshot.weights[i as usize]))
-            .sum()
-    };
-    match candidates.total {
-        Some(total) => *total.get_or_init(sum),
-        None => sum(),
+            .sum(),
     }
+}
+
+/// Running totals of the weights of the snapshot's entries at `indices`.
+pub(crate) fn running_totals(snapshot: &Snapshot, indices: &[u32]) -> std::sync::Arc<[u64]> {
+    let mut total = 0u64;
+    indices
+        .iter()
+        .map(|&i| {
+            total += u64::from(snapshot.weights[i as usize]);
+            total
+        })
+        .collect()
 }
 
 impl Strategy for WeightedRandom {

@@ -52,7 +52,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use lift_core::BoxError;
 use lift_middleware::circuit_breaker::CircuitBreaker;
-use lift_middleware::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+use lift_middleware::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, StateChange};
 use lift_middleware::classify::DefaultClassifier;
 use lift_middleware::retry::RetryBudget;
 use lift_middleware::service_auth::ServiceTokenSigner;
@@ -166,14 +166,60 @@ impl Reply {
 }
 
 /// One instance's key for its circuit breaker.
-fn instance_key(call: &Outbound) -> Option<String> {
-    Some(call.instance.id.to_string())
+/// The middleware stack an attempt goes through: the instance's own breaker around a
+/// deadline-aware timeout around the transport. Concrete, so a call clones `Arc`s only.
+type Stack = CircuitBreaker<Timeout<TransportService>, DefaultClassifier>;
+
+/// A breaker listener shared by every instance's breaker.
+type Listener = Arc<dyn Fn(&StateChange) + Send + Sync>;
+
+/// At most this many instances keep a breaker; past it the map starts afresh (breakers
+/// of instances long gone are dropped with the rest).
+const MAX_BREAKERS: usize = 10_000;
+
+/// One breaker per instance, each a lift-middleware [`CircuitBreaker`] of its own, found
+/// by the instance's id without allocating (a keyed breaker would build a `String` key
+/// and search a cache on every call).
+struct Breakers {
+    config: CircuitBreakerConfig,
+    listener: Option<Listener>,
+    timeout: Timeout<TransportService>,
+    by_instance: std::sync::RwLock<HashMap<Arc<str>, Stack>>,
 }
 
-/// The middleware stack every attempt goes through: a breaker per instance around a
-/// deadline-aware timeout around the transport. Concrete, so a call clones `Arc`s only.
-type Stack =
-    CircuitBreaker<Timeout<TransportService>, DefaultClassifier, fn(&Outbound) -> Option<String>>;
+impl Breakers {
+    fn stack(&self, instance: &Arc<str>) -> Stack {
+        if let Ok(map) = self.by_instance.read()
+            && let Some(stack) = map.get(instance.as_ref())
+        {
+            return stack.clone();
+        }
+        let mut map = match self.by_instance.write() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if map.len() >= MAX_BREAKERS && !map.contains_key(instance.as_ref()) {
+            map.clear();
+        }
+        map.entry(instance.clone())
+            .or_insert_with(|| {
+                let config = self
+                    .config
+                    .renamed(&format!("{}:{instance}", self.config.name()));
+                let mut builder = CircuitBreakerLayer::builder(config.clone());
+                if let Some(listener) = &self.listener {
+                    let listener = listener.clone();
+                    builder = builder.on_state_change(move |change| listener(change));
+                }
+                // Unkeyed: nothing for `build` to refuse.
+                match builder.build() {
+                    Ok(layer) => layer.layer(self.timeout.clone()),
+                    Err(_) => CircuitBreakerLayer::new(config).layer(self.timeout.clone()),
+                }
+            })
+            .clone()
+    }
+}
 
 /// The most attempts a call makes.
 const MAX_ATTEMPTS: u32 = 8;
@@ -291,14 +337,10 @@ impl ServiceClientBuilder {
                 })?,
         };
         let signals = self.signals.clone();
-        let mut breaker = CircuitBreakerLayer::builder(breaker).keyed(
-            instance_key as fn(&Outbound) -> Option<String>,
-            10_000,
-            Duration::from_secs(600),
-        );
-        if let Some(signals) = &self.signals {
-            breaker = breaker.on_state_change(signals.breaker_listener());
-        }
+        let listener: Option<Listener> = self
+            .signals
+            .as_ref()
+            .map(|signals| Arc::new(signals.breaker_listener()) as Listener);
         let transport = TransportService(self.transport);
         let timeout = TimeoutLayer::deadline_aware(self.timeout, Duration::from_millis(50))
             .map_err(|_| ConfigError::Duration {
@@ -306,17 +348,16 @@ impl ServiceClientBuilder {
                 reason: "a valid timeout",
             })?
             .layer(transport);
-        let stack: Stack = breaker
-            .build()
-            .map_err(|_| ConfigError::Duration {
-                field: "breaker",
-                reason: "a valid circuit breaker configuration",
-            })?
-            .layer(timeout);
+        let breakers = Breakers {
+            config: breaker,
+            listener,
+            timeout,
+            by_instance: std::sync::RwLock::new(HashMap::new()),
+        };
         Ok(ServiceClient {
             inner: Arc::new(Inner {
                 discovery: self.discovery,
-                stack,
+                breakers,
                 strategy: self.strategy,
                 policies: self.policies,
                 caller: self
@@ -359,7 +400,7 @@ impl Service<Outbound> for TransportService {
 
 struct Inner {
     discovery: Discovery,
-    stack: Stack,
+    breakers: Breakers,
     strategy: Arc<dyn Strategy>,
     policies: HashMap<String, TrafficPolicy>,
     caller: Option<Arc<HeaderValue>>,
@@ -484,7 +525,7 @@ impl ServiceClient {
                 });
             }
             entry.stats.outstanding.fetch_add(1, Ordering::Relaxed);
-            let mut stack = inner.stack.clone();
+            let mut stack = inner.breakers.stack(&instance.id);
             let outcome = match stack.ready().await {
                 Ok(ready) => {
                     ready

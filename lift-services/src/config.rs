@@ -126,6 +126,7 @@ pub struct ServiceConfig {
     pub(crate) lease: Duration,
     pub(crate) renew_every: Duration,
     pub(crate) table: Option<String>,
+    pub(crate) lookup_function_url: bool,
 }
 
 impl ServiceConfig {
@@ -145,6 +146,7 @@ impl ServiceConfig {
             lease: Duration::from_secs(30 * 60),
             renew_every: Duration::from_secs(5 * 60),
             table: None,
+            lookup_function_url: false,
         }
     }
 
@@ -228,6 +230,16 @@ impl ServiceConfig {
     /// once when the registration starts).
     pub fn table(mut self, table: impl Into<String>) -> Self {
         self.table = Some(table.into());
+        self
+    }
+
+    /// Also registers the Function URL of the alias (or version) callers reached, looked up
+    /// with Lambda `GetFunctionUrlConfig` when the environment registers (off the response
+    /// path; the function needs `lambda:GetFunctionUrlConfig` on itself). A function cannot
+    /// be given its own URL in its template (the URL depends on the function), so it asks.
+    /// When the lookup fails the instance registers without the URL and the error is logged.
+    pub fn function_url(mut self) -> Self {
+        self.lookup_function_url = true;
         self
     }
 

@@ -235,9 +235,60 @@ pub(crate) struct Snapshot {
     /// Ejections since the last refresh (shared by the service's snapshots): while zero,
     /// discovery skips the per-instance check.
     pub(crate) ejections: Arc<AtomicU32>,
+    /// Answers to recent queries over this snapshot ([`Memo`]).
+    memo: RwLock<Vec<(MemoKey, Memo)>>,
+}
+
+/// At most this many distinct queries are remembered per snapshot (a process asks few).
+const MEMO_LIMIT: usize = 32;
+
+/// A query as a snapshot sees it: what its answer depends on besides time and ejections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MemoKey {
+    tenant: Option<u32>,
+    version: Option<u32>,
+    alias: Option<u32>,
+    region: Option<u32>,
+    tags: u64,
+    health: HealthFilter,
+}
+
+/// A remembered answer. Within one snapshot, the answer to a query changes only when an
+/// instance's lease ends or an instance is ejected: it stays valid while the clock is
+/// before `valid_until_ms` (the next lease end among the instances the query matched) and
+/// no ejection happened since (`ejections`).
+#[derive(Debug, Clone)]
+struct Memo {
+    indices: Arc<[u32]>,
+    cumulative: Arc<[u64]>,
+    valid_until_ms: u64,
+    ejections: u32,
 }
 
 impl Snapshot {
+    /// The remembered answer to `key`, when it still holds at `now`.
+    fn remembered(&self, key: &MemoKey, now: u64, ejections: u32) -> Option<Memo> {
+        let memo = match self.memo.read() {
+            Ok(memo) => memo,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        memo.iter()
+            .find(|(k, m)| k == key && now < m.valid_until_ms && m.ejections == ejections)
+            .map(|(_, m)| m.clone())
+    }
+
+    fn remember(&self, key: MemoKey, answer: Memo) {
+        let mut memo = match self.memo.write() {
+            Ok(memo) => memo,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(slot) = memo.iter_mut().find(|(k, _)| *k == key) {
+            slot.1 = answer;
+        } else if memo.len() < MEMO_LIMIT {
+            memo.push((key, answer));
+        }
+    }
+
     fn new(entries: Vec<Entry>, fetched_at_ms: u64, ejections: Arc<AtomicU32>) -> Snapshot {
         let mut snapshot = Snapshot {
             weights: Vec::with_capacity(entries.len()),
@@ -252,6 +303,7 @@ impl Snapshot {
             preservation_logged: AtomicBool::new(false),
             ejections,
             entries: Vec::new(),
+            memo: RwLock::new(Vec::new()),
         };
         for entry in &entries {
             let instance = &entry.instance;
@@ -330,6 +382,8 @@ impl Resolved {
 
 struct ServiceCache {
     snapshot: RwLock<Option<Arc<Snapshot>>>,
+    /// Held by the caller refreshing in line (no snapshot, or one past the stale limit).
+    inline: tokio::sync::Mutex<()>,
     refreshing: AtomicBool,
     ejections: Arc<AtomicU32>,
 }
@@ -404,8 +458,8 @@ impl std::fmt::Debug for Discovery {
 #[derive(Debug, Clone)]
 pub struct Discovered {
     snapshot: Arc<Snapshot>,
-    indices: Vec<u32>,
-    total_weight: std::sync::OnceLock<u64>,
+    indices: Arc<[u32]>,
+    cumulative: Arc<[u64]>,
     local_region: Option<Arc<str>>,
 }
 
@@ -433,7 +487,7 @@ impl Discovered {
             &self.snapshot,
             &self.indices,
             self.local_region.as_deref(),
-            &self.total_weight,
+            &self.cumulative,
         )
     }
 
@@ -524,6 +578,7 @@ impl Discovery {
             .or_insert_with(|| {
                 Arc::new(ServiceCache {
                     snapshot: RwLock::new(None),
+                    inline: tokio::sync::Mutex::new(()),
                     refreshing: AtomicBool::new(false),
                     ejections: Arc::new(AtomicU32::new(0)),
                 })
@@ -611,22 +666,39 @@ impl Discovery {
                 }
                 snapshot
             }
-            stale => match self.refresh(service).await {
-                Ok(()) => self
-                    .cached(service)
-                    .ok_or_else(|| DiscoveryError::UnknownService {
-                        service: service.to_owned(),
-                    })?,
-                Err(error) => match stale {
-                    Some(stale) => stale,
-                    None => {
-                        return Err(DiscoveryError::Registry {
-                            service: service.to_owned(),
-                            source: error,
-                        });
-                    }
-                },
-            },
+            stale => {
+                // One refresh at a time per service: callers that arrive meanwhile wait
+                // for it and take its snapshot instead of querying the registry too.
+                let cache = self.cache(service);
+                let _turn = cache.inline.lock().await;
+                let fresh = self.cached(service).filter(|snapshot| {
+                    self.shared
+                        .clock
+                        .now_ms()
+                        .saturating_sub(snapshot.fetched_at_ms)
+                        < millis(config.max_stale)
+                });
+                match fresh {
+                    Some(snapshot) => snapshot,
+                    None => match self.refresh(service).await {
+                        Ok(()) => {
+                            self.cached(service)
+                                .ok_or_else(|| DiscoveryError::UnknownService {
+                                    service: service.to_owned(),
+                                })?
+                        }
+                        Err(error) => match stale {
+                            Some(stale) => stale,
+                            None => {
+                                return Err(DiscoveryError::Registry {
+                                    service: service.to_owned(),
+                                    source: error,
+                                });
+                            }
+                        },
+                    },
+                }
+            }
         };
         self.select(snapshot, query, now)
     }
@@ -671,8 +743,27 @@ impl Discovery {
         };
         let resolved = Resolved::new(&snapshot, query).ok_or_else(none)?;
         let slow_tags = snapshot.tags_overflow && !query.tags.is_empty();
+        let memo_key = MemoKey {
+            tenant: resolved.tenant,
+            version: resolved.version,
+            alias: resolved.alias,
+            region: resolved.region,
+            tags: resolved.tags,
+            health: query.health,
+        };
+        let ejections = snapshot.ejections.load(Ordering::Acquire);
+        if !slow_tags && let Some(memo) = snapshot.remembered(&memo_key, now, ejections) {
+            return Ok(Discovered {
+                snapshot,
+                indices: memo.indices,
+                cumulative: memo.cumulative,
+                local_region: self.local_region.clone(),
+            });
+        }
         let mut indices = Vec::with_capacity(snapshot.entries.len());
         let (mut expired, mut healthy) = (0usize, 0usize);
+        // The next lease end among the matching instances: the answer holds until then.
+        let mut valid_until_ms = u64::MAX;
         for (i, key) in snapshot.keys.iter().enumerate() {
             if !resolved.matches(key)
                 || (slow_tags
@@ -683,7 +774,11 @@ impl Discovery {
             {
                 continue;
             }
-            expired += usize::from(key.expires_at_ms <= now);
+            if key.expires_at_ms <= now {
+                expired += 1;
+            } else {
+                valid_until_ms = valid_until_ms.min(key.expires_at_ms);
+            }
             indices.push(i as u32);
         }
         let matching = indices.len();
@@ -692,7 +787,7 @@ impl Discovery {
         if preserve && !snapshot.preservation_logged.swap(true, Ordering::Relaxed) {
             tracing::warn!(target: "lift::registry", service = query.service, matching, expired, "self-preservation: most instances look expired at once; serving the last known set");
         }
-        let check_ejected = snapshot.ejections.load(Ordering::Relaxed) > 0;
+        let check_ejected = ejections > 0;
         indices.retain(|&i| {
             let key = &snapshot.keys[i as usize];
             let keep = (preserve || key.expires_at_ms > now)
@@ -715,10 +810,23 @@ impl Discovery {
         if indices.is_empty() {
             return Err(none());
         }
+        let cumulative = crate::balance::running_totals(&snapshot, &indices);
+        let indices: Arc<[u32]> = indices.into();
+        if !slow_tags {
+            snapshot.remember(
+                memo_key,
+                Memo {
+                    indices: indices.clone(),
+                    cumulative: cumulative.clone(),
+                    valid_until_ms,
+                    ejections,
+                },
+            );
+        }
         Ok(Discovered {
             snapshot,
             indices,
-            total_weight: std::sync::OnceLock::new(),
+            cumulative,
             local_region: self.local_region.clone(),
         })
     }
@@ -753,7 +861,7 @@ pub(crate) fn report_entry(ejections: &AtomicU32, entry: &Entry, ok: bool, eject
     }
     let failures = entry.stats.failures.fetch_add(1, Ordering::Relaxed) + 1;
     if failures >= eject_after && !entry.stats.ejected.swap(true, Ordering::Relaxed) {
-        ejections.fetch_add(1, Ordering::Relaxed);
+        ejections.fetch_add(1, Ordering::Release);
         tracing::warn!(target: "lift::registry", service = %entry.instance.service, instance = %entry.instance.id, failures, "instance ejected until the next refresh");
     }
 }

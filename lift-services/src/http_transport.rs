@@ -24,6 +24,7 @@ type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Byte
 pub struct HttpTransport {
     client: HttpsClient,
     credentials: Option<SharedCredentialsProvider>,
+    local: Option<std::sync::Arc<str>>,
 }
 
 impl std::fmt::Debug for HttpTransport {
@@ -49,6 +50,7 @@ impl HttpTransport {
         Ok(HttpTransport {
             client: Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector),
             credentials: None,
+            local: None,
         })
     }
 
@@ -57,6 +59,33 @@ impl HttpTransport {
     pub fn signed(mut self, credentials: SharedCredentialsProvider) -> Self {
         self.credentials = Some(credentials);
         self
+    }
+
+    /// Sends calls for AWS Function URLs (`https://<id>.lambda-url.<region>.on.aws/`) to a
+    /// local emulator at `endpoint` that serves them by path
+    /// (`<endpoint>/_aws/lambda-url/<id>/`), so that registered URLs work unchanged on the
+    /// emulator. Other URLs are untouched. For local deployments only: pass the emulator's
+    /// `AWS_ENDPOINT_URL`.
+    pub fn local_function_urls(mut self, endpoint: impl AsRef<str>) -> Self {
+        self.local = Some(endpoint.as_ref().trim_end_matches('/').into());
+        self
+    }
+}
+
+/// `base` as the emulator at `local` serves it, when it is an AWS Function URL.
+fn localized<'a>(base: &'a str, local: Option<&str>) -> std::borrow::Cow<'a, str> {
+    let Some(local) = local else {
+        return base.into();
+    };
+    let Some(rest) = base.strip_prefix("https://") else {
+        return base.into();
+    };
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    match host.split_once(".lambda-url.") {
+        Some((id, domain)) if domain.ends_with(".on.aws") && !id.is_empty() => {
+            format!("{local}/_aws/lambda-url/{id}/{path}").into()
+        }
+        _ => base.into(),
     }
 }
 
@@ -120,7 +149,7 @@ impl Transport for HttpTransport {
             let request = &call.request;
             let mut builder = http::Request::builder()
                 .method(request.method.clone())
-                .uri(url(base, &request.path));
+                .uri(url(&localized(base, this.local.as_deref()), &request.path));
             for (name, value) in &request.headers {
                 builder = builder.header(name, value);
             }
@@ -165,6 +194,30 @@ mod tests {
             url("http://h/_aws/lambda-url/id", "whoami"),
             "http://h/_aws/lambda-url/id/whoami"
         );
+    }
+
+    #[test]
+    fn function_urls_go_to_the_emulator_only_when_asked() {
+        let aws = "https://abc123.lambda-url.us-east-1.on.aws/";
+        assert_eq!(localized(aws, None), aws);
+        assert_eq!(
+            localized(aws, Some("http://127.0.0.1:4566")),
+            "http://127.0.0.1:4566/_aws/lambda-url/abc123/"
+        );
+        assert_eq!(
+            url(
+                &localized(aws, Some("http://127.0.0.1:4566")),
+                "/whoami?x=1"
+            ),
+            "http://127.0.0.1:4566/_aws/lambda-url/abc123/whoami?x=1"
+        );
+        for other in [
+            "https://api.example.com/v1",
+            "http://abc.lambda-url.us-east-1.on.aws/",
+            "https://.lambda-url.us-east-1.on.aws/",
+        ] {
+            assert_eq!(localized(other, Some("http://127.0.0.1:4566")), other);
+        }
     }
 
     #[test]

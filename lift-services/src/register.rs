@@ -1,8 +1,8 @@
 //! Self-registration: one line on the [`App`], off the first response's path.
 //!
 //! [`RegisterExt::register`] adds a background task (see [`lift_core::lifecycle`]) that
-//! waits for the environment's first invocation (its invoked ARN names the alias or version
-//! callers reached and the region), registers the instance, then renews this environment's
+//! waits until the environment's first invocation has been answered (its invoked ARN names
+//! the alias or version callers reached and the region), registers the instance, then renews this environment's
 //! lease and reports its health at most once per interval (jittered), only while it serves
 //! invocations. On shutdown it releases the environment's lease. Every write is retried with
 //! exponential backoff and full jitter; a failure is logged (target `lift::registry`) and
@@ -232,8 +232,15 @@ impl Registration {
     pub async fn run(self, lifecycle: Lifecycle) {
         let started_at_ms = self.clock.now_ms();
         let service = self.config.name.clone();
+        // Only once the first response is out: the registry, the SDK's configuration and
+        // TLS setup would otherwise compete with it for the environment's CPU.
         let first = tokio::select! {
-            first = lifecycle.first_invocation() => first,
+            first = async {
+                let first = lifecycle.first_invocation().await;
+                lifecycle.first_answered().await;
+                tokio::task::yield_now().await;
+                first
+            } => first,
             () = lifecycle.shutdown() => return,
         };
         let instance = match self.instance(&first) {
@@ -242,6 +249,11 @@ impl Registration {
                 tracing::error!(target: "lift::registry", service = %service, error = %error, "registration refused");
                 return;
             }
+        };
+        let instance = if self.config.lookup_function_url {
+            with_function_url(instance).await
+        } else {
+            instance
         };
         let registry = match self.open_registry().await {
             Ok(registry) => registry,
@@ -322,6 +334,33 @@ impl Registration {
             }
         }
     }
+}
+
+/// `instance` with the Function URL of its Lambda endpoint's qualifier, when it has one.
+async fn with_function_url(mut instance: Instance) -> Instance {
+    let Some(arn) = instance.endpoints.lambda_arn.clone() else {
+        return instance;
+    };
+    let Some(parsed) = parse_function_arn(&arn) else {
+        return instance;
+    };
+    let lambda = aws_sdk_lambda::Client::new(lift_core::aws::sdk_config().await);
+    let mut request = lambda
+        .get_function_url_config()
+        .function_name(parsed.function);
+    if let Some(qualifier) = parsed.qualifier {
+        request = request.qualifier(qualifier);
+    }
+    match request.send().await {
+        Ok(config) => {
+            instance.endpoints.function_url = Some(config.function_url);
+        }
+        Err(error) => {
+            let error = aws_sdk_lambda::error::DisplayErrorContext(error);
+            tracing::warn!(target: "lift::registry", instance = %instance.id, error = %error, "no Function URL registered: the lookup failed");
+        }
+    }
+    instance
 }
 
 /// `interval` shortened by up to a fifth, at random: environments started together spread

@@ -98,6 +98,7 @@ impl LiftService {
             let metrics = Metrics::default();
             let result = self.stream_http(event, &lambda, &metrics).await;
             self.flush(&metrics, &lambda);
+            self.inner.lifecycle.answered();
             return result.map(FunctionResponse::StreamingResponse);
         }
         self.invoke(event, lambda)

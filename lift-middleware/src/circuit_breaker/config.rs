@@ -74,6 +74,15 @@ impl CircuitBreakerConfig {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The same configuration under another name: one breaker of a family (one per
+    /// instance, say) that logs and reports under its own name.
+    pub fn renamed(&self, name: &str) -> Self {
+        CircuitBreakerConfig {
+            name: Arc::from(name),
+            ..self.clone()
+        }
+    }
 }
 
 /// Builds a [`CircuitBreakerConfig`]; see [`CircuitBreakerConfig::builder`] for defaults.

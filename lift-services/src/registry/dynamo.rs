@@ -25,6 +25,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use futures_util::future::BoxFuture;
 
+use lift_middleware::dynamo;
+
 use super::error::{Failure, classify, limited};
 use super::{EnvLease, Registry, RegistryError};
 use crate::model::{EnvReport, Health, Instance};
@@ -50,6 +52,87 @@ impl DynamoRegistry {
     /// The table's name.
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// Creates the registry table `table` (on demand, keys `pk` and `sk`, TTL on `ttl`)
+    /// and waits until it is active, then returns a registry in it. For tests and local
+    /// tools: deploy the table with the application's template elsewhere (the workspace's
+    /// `template.yaml` has one).
+    ///
+    /// # Errors
+    /// The DynamoDB error of the creation (a table that exists already included), or a
+    /// timeout when it is not active within 30 seconds.
+    pub async fn create_table(
+        client: Client,
+        table: impl Into<String>,
+    ) -> Result<Self, RegistryError> {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+            TableStatus, TimeToLiveSpecification,
+        };
+        let table = table.into();
+        let codec = |e: aws_sdk_dynamodb::error::BuildError| RegistryError::Codec {
+            what: e.to_string(),
+        };
+        let attribute = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(codec)
+        };
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .map_err(codec)
+        };
+        client
+            .create_table()
+            .table_name(&table)
+            .attribute_definitions(attribute("pk")?)
+            .attribute_definitions(attribute("sk")?)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .key_schema(key("sk", KeyType::Range)?)
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .map_err(|e| RegistryError::Dynamo(dynamo::classify("CreateTable", e)))?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let described = client
+                .describe_table()
+                .table_name(&table)
+                .send()
+                .await
+                .map_err(|e| RegistryError::Dynamo(dynamo::classify("DescribeTable", e)))?;
+            let status = described.table().and_then(|t| t.table_status());
+            if status == Some(&TableStatus::Active) {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RegistryError::Dynamo(dynamo::DynamoError::Timeout {
+                    operation: "CreateTable",
+                    after: std::time::Duration::from_secs(30),
+                }));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        client
+            .update_time_to_live()
+            .table_name(&table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name("ttl")
+                    .enabled(true)
+                    .build()
+                    .map_err(codec)?,
+            )
+            .send()
+            .await
+            .map_err(|e| RegistryError::Dynamo(dynamo::classify("UpdateTimeToLive", e)))?;
+        Ok(DynamoRegistry::new(client, table))
     }
 }
 

@@ -9,9 +9,12 @@ use http::Method;
 use lift_core::metrics::{MetricsConfig, MetricsSink};
 use lift_core::testing::{TestApp, events};
 use lift_core::{App, Context, Error, Json, LiftService};
+use lift_middleware::circuit_breaker::CircuitBreakerConfig;
 use lift_services::balance::RoundRobin;
 use lift_services::client::{CallError, ServiceClient};
-use lift_services::discovery::{Discovery, DiscoveryError};
+use lift_services::clock::SystemClock;
+use lift_services::discovery::{Discovery, DiscoveryConfig, DiscoveryError};
+use lift_services::health::HealthSignals;
 use lift_services::transport::{InProcessTransport, ServiceRequest};
 use lift_services::{Endpoints, Instance, MemoryRegistry, Registry};
 use serde_json::{Value, json};
@@ -215,6 +218,100 @@ async fn a_failing_instance_is_failed_over_and_ejected() {
         3,
         "ejected after three consecutive failures"
     );
+}
+
+/// The instance's own circuit breaker opens after consecutive failures: later calls fail
+/// fast without reaching it, name the transport step, and the open breaker shows in the
+/// health the registration reports. Other instances' breakers stay closed.
+#[tokio::test]
+async fn an_instance_breaker_opens_and_calls_fail_fast() {
+    let bad_calls = Arc::new(AtomicUsize::new(0));
+    let good_calls = Arc::new(AtomicUsize::new(0));
+    let registry = registry_with(&[("bad", None)]).await;
+    let signals = HealthSignals::new();
+    let transport = InProcessTransport::new()
+        .serve(arn("bad"), failing(503, bad_calls.clone()))
+        .serve(arn("good"), payments("good", good_calls.clone()));
+    let discovery = Discovery::with_config(
+        registry.clone(),
+        DiscoveryConfig::default().eject_after(100),
+        Arc::new(SystemClock),
+    );
+    let client = ServiceClient::builder(discovery, Arc::new(transport))
+        .caller("orders")
+        .max_attempts(1)
+        .signals(signals.clone())
+        .breaker(
+            CircuitBreakerConfig::builder("payments")
+                .consecutive_failures(2)
+                .open_for(std::time::Duration::from_secs(60))
+                .build()
+                .expect("config"),
+        )
+        .build()
+        .expect("client");
+    for _ in 0..2 {
+        let error = client
+            .call("payments", ServiceRequest::get("/charges"))
+            .await
+            .expect_err("503");
+        assert!(
+            matches!(error, CallError::Status { status: 503, .. }),
+            "{error:?}"
+        );
+    }
+    for _ in 0..5 {
+        let error = client
+            .call("payments", ServiceRequest::get("/charges"))
+            .await
+            .expect_err("open");
+        assert_eq!(error.step(), "transport", "{error:?}");
+        assert!(
+            matches!(
+                &error,
+                CallError::Transport { instance, source, .. }
+                    if instance == "bad"
+                        && matches!(source.downcast_ref::<Error>(), Some(Error::CircuitOpen { .. }))
+            ),
+            "{error:?}"
+        );
+    }
+    assert_eq!(
+        bad_calls.load(Ordering::SeqCst),
+        2,
+        "nothing sent while open"
+    );
+    assert_eq!(signals.take().open_breakers, 1);
+
+    // Another instance of the service has a breaker of its own, closed.
+    let mut good = Instance::new(
+        "payments",
+        "good",
+        "eu-west-1",
+        Endpoints::lambda(arn("good")),
+    );
+    good.weight = 1000;
+    registry
+        .register(&good, &lease("env", T0, u64::MAX / 2))
+        .await
+        .expect("register");
+    client
+        .discovery()
+        .refresh("payments")
+        .await
+        .expect("refresh");
+    let mut reached = false;
+    for _ in 0..20 {
+        if let Ok(reply) = client
+            .call("payments", ServiceRequest::get("/charges"))
+            .await
+        {
+            assert_eq!(reply.instance.as_ref(), "good");
+            reached = true;
+        }
+    }
+    assert!(reached, "the closed instance takes calls");
+    assert_eq!(bad_calls.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

@@ -17,11 +17,12 @@ use crate::support::{dynamo_registry, instance, lease};
 
 const T0: u64 = 1_800_000_000_000;
 
-/// A registry that counts its queries and can be made to fail.
+/// A registry that counts its queries and can be made to fail or slow.
 struct Counting<R> {
     inner: R,
     queries: AtomicU64,
     failing: AtomicBool,
+    slow: AtomicBool,
 }
 
 impl<R> Counting<R> {
@@ -30,6 +31,7 @@ impl<R> Counting<R> {
             inner,
             queries: AtomicU64::new(0),
             failing: AtomicBool::new(false),
+            slow: AtomicBool::new(false),
         }
     }
 }
@@ -89,7 +91,13 @@ impl<R: Registry> Registry for Counting<R> {
                 }))
             });
         }
-        self.inner.instances(s)
+        let slow = self.slow.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if slow {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            self.inner.instances(s).await
+        })
     }
 }
 
@@ -253,6 +261,52 @@ async fn filters_select_by_version_alias_tags_and_region() {
             Err(DiscoveryError::NoHealthyInstance { registered: 2, .. })
         ),
         "{none:?}"
+    );
+}
+
+/// Concurrent first calls on a cold cache make one registry query between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cold_discoveries_share_one_refresh() {
+    let registry = Arc::new(Counting::new(MemoryRegistry::new()));
+    put(registry.as_ref(), instance("payments", "a"), u64::MAX / 2).await;
+    registry.slow.store(true, Ordering::SeqCst);
+    let discovery = discovery(registry.clone());
+    let calls = (0..64).map(|_| {
+        let discovery = discovery.clone();
+        tokio::spawn(async move {
+            discovery
+                .discover(&Query::new("payments"))
+                .await
+                .map(|found| found.len())
+        })
+    });
+    for call in futures_util::future::join_all(calls).await {
+        assert_eq!(call.expect("joined").expect("found"), 1);
+    }
+    assert_eq!(registry.queries.load(Ordering::SeqCst), 1);
+}
+
+/// The same query asked again over one snapshot is answered from memory; the answer
+/// still changes the moment a lease ends, with no refresh in between.
+#[tokio::test(start_paused = true)]
+async fn a_lease_that_ends_between_refreshes_leaves_the_next_answer() {
+    let registry = Arc::new(Counting::new(MemoryRegistry::new()));
+    put(registry.as_ref(), instance("payments", "a"), T0 + 10_000).await;
+    put(registry.as_ref(), instance("payments", "b"), T0 + 3_600_000).await;
+    put(registry.as_ref(), instance("payments", "c"), T0 + 3_600_000).await;
+    let discovery = discovery(registry.clone());
+    let query = Query::new("payments");
+    for _ in 0..3 {
+        let found = discovery.discover(&query).await.expect("found");
+        assert_eq!(ids(found.instances()), ["a", "b", "c"]);
+    }
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let found = discovery.discover(&query).await.expect("found");
+    assert_eq!(ids(found.instances()), ["b", "c"], "a's lease ended");
+    assert_eq!(
+        registry.queries.load(Ordering::SeqCst),
+        1,
+        "within the TTL: no refresh"
     );
 }
 

@@ -3,7 +3,6 @@
 
 mod balance;
 mod client;
-mod deployed;
 mod discovery;
 mod register;
 mod registry;

@@ -4,9 +4,6 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use lift_services::{DynamoRegistry, Endpoints, EnvLease, EnvReport, Instance};
 
 /// A client of the emulator; fails loudly when the emulator is not configured.
@@ -28,32 +25,9 @@ pub(crate) async fn dynamo_registry() -> DynamoRegistry {
             .expect("time")
             .as_nanos()
     );
-    let attribute = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .expect("attribute")
-    };
-    let key = |name: &str, kind: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .expect("key")
-    };
-    client
-        .create_table()
-        .table_name(&name)
-        .attribute_definitions(attribute("pk"))
-        .attribute_definitions(attribute("sk"))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
+    DynamoRegistry::create_table(client, name)
         .await
-        .expect("create table");
-    DynamoRegistry::new(client, name)
+        .expect("create table")
 }
 
 /// An instance of `service` named `id`, reachable by a qualified ARN.
