@@ -270,6 +270,26 @@ def drive_orders_api(api: dict, secret: bytes, checks: Checks, rest: bool = Fals
 TRIP_STEPS = ("reserve", "charge", "confirm")
 
 
+def saga_history(item: dict) -> list[dict]:
+    """A saga item's history: its `h` attribute, one line per entry (see lift-events'
+    store), read into the fields the timeline uses."""
+    if "h" not in item:
+        return json.loads(item["state"]["S"]).get("history", [])
+    phases = {"a": "action", "c": "compensation"}
+    history = []
+    for line in item["h"]["S"].split("\n"):
+        version, _, code, *rest = line.split(" ", 3) + [""]
+        fields = rest[0].split(" ", 4)
+        if code == "R":
+            reason = json.loads(fields[4]) if len(fields) > 4 else None
+            history.append({"event": "replied", "step": int(fields[0]), "phase": phases[fields[1]],
+                            "ok": fields[3] == "1", "reason": reason})
+        elif code == "C":
+            history.append({"event": "command_sent", "step": int(fields[0]),
+                            "phase": phases[fields[1]]})
+    return history
+
+
 def trip_timeline(state: dict) -> str:
     """A saga's replies in order, on one line: `reserve ok, ..., undo charge ok`."""
     parts = []
@@ -323,7 +343,13 @@ def drive_trips(stack: dict, checks: Checks) -> None:
             item = dynamodb.get_item(TableName=table, Key={"pk": {"S": trip}},
                                      ConsistentRead=True).get("Item")
             if item:
-                states[trip] = json.loads(item["state"]["S"])
+                # The item's own attributes hold what the state's JSON leaves out.
+                state = json.loads(item["state"]["S"])
+                state["status"] = item["status"]["S"]
+                state["version"] = int(item["v"]["N"])
+                state["updated_ms"] = int(item["updated"]["N"])
+                state["history"] = saga_history(item)
+                states[trip] = state
         if len(states) == len(trips) and all(
                 s["status"] in ("completed", "compensated", "needs_attention") for s in states.values()):
             break

@@ -1,5 +1,6 @@
 //! Saga benchmarks on the in-memory store: one transition (read, transition, conditional
-//! write) and a whole 5-step saga on its success path.
+//! write), one read-free transition (the reply carries the saga, as a relayed command's
+//! does: transition, conditional write) and a whole 5-step saga on its success path.
 //!
 //! `cargo bench -p lift-events --bench saga`; transitions per second = 1 / time of
 //! `saga/transition`, and 6 / time of `saga/complete_5_step` (a start and five replies).
@@ -58,6 +59,29 @@ fn bench(c: &mut Criterion) {
             },
             |orchestrator| {
                 let handled = rt.block_on(orchestrator.handle(black_box(&input)));
+                black_box(matches!(handled, Ok(Handled::Applied(_))))
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    // The reply hands back the saga its command carried: no read.
+    let carried = match &input {
+        SagaInput::Reply(reply) => {
+            let mut reply = reply.clone();
+            reply.snapshot = Some(Box::new(first.clone()));
+            SagaInput::Reply(reply)
+        }
+        other => other.clone(),
+    };
+    group.bench_function("transition_read_free", |b| {
+        b.iter_batched(
+            || {
+                let store = MemoryStore::new();
+                rt.block_on(store.save(&first)).expect("save");
+                Orchestrator::new(registry.clone(), store).with_clock(|| 2)
+            },
+            |orchestrator| {
+                let handled = rt.block_on(orchestrator.handle(black_box(&carried)));
                 black_box(matches!(handled, Ok(Handled::Applied(_))))
             },
             BatchSize::SmallInput,

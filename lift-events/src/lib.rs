@@ -52,13 +52,27 @@
 //!   applied only when it answers the command in flight (same step, phase and command id);
 //!   a success or refusal from an earlier attempt of it counts (the participant gave it
 //!   once), a technical failure only from the current attempt, anything else is ignored.
-//!   Two orchestrators racing on one saga cannot both win: the loser re-reads and finds
-//!   the input already applied.
+//!   Two orchestrators racing on one saga cannot both win: the loser gets the stored saga
+//!   back with its failed write and finds the input already applied.
+//! - *Read-free transitions.* A command carries the saga as the transition that sent it
+//!   stored it ([`saga::Command::snapshot`], attached by the relay) and the reply hands it
+//!   back, so the orchestrator writes on that version without reading first. When the
+//!   saga moved on meanwhile (a duplicate, a late or a reordered reply) the write fails,
+//!   DynamoDB returns the stored item with the failure (`ReturnValuesOnConditionCheckFailure`)
+//!   and the input is applied to it, or ignored: still at most once, and no read. A state
+//!   that may be behind is never trusted to ignore an input: the saga is read then. Only
+//!   timers read the saga (strongly consistent), since they carry no state.
 //! - *Publishing.* The messages a transition decides (its outbox) are written in the same
 //!   conditional write as the state, and the relay publishes them from the table's stream.
 //!   An event is thus never published for a write that did not happen, and never lost
 //!   after one that did. The relay may publish twice (a crash before its checkpoint), with
-//!   the same event ids.
+//!   the same event ids. The item marks (`out`) the transitions with something to publish,
+//!   so a stream mapping filtered on it leaves the others (local steps) out. Publishing
+//!   right after the write instead, with the input's redelivery for the crash case, would
+//!   save the relay's invocation but lose the commands of a start whose caller crashed
+//!   after the write and never retried: nothing would deliver that start again. The
+//!   stream needs no redelivery of the input, batches up to 100 records an invocation
+//!   under load, and its filtered records cost nothing, so the relay stays.
 //! - *A step's effect* — provided the participant is idempotent by command id. Every
 //!   attempt of one step carries the same command id, so retries, timeouts and duplicate
 //!   deliveries do not repeat it.
@@ -67,7 +81,8 @@
 //! 1. Record each command id with its outcome (success or refusal) and answer a repeat
 //!    with the recorded outcome, without acting again.
 //! 2. Answer with a reply event: success (with an output), refusal (business failure,
-//!    nothing took effect: not retried, not compensated) or technical failure (retried).
+//!    nothing took effect: not retried, not compensated) or technical failure (retried),
+//!    handing back the command's snapshot ([`saga::Reply::to`] does).
 //! 3. Make the effect and the record of the command id atomic (one DynamoDB transaction,
 //!    or an effect conditional on the command id): a crash between them would otherwise
 //!    repeat the effect.
@@ -82,24 +97,78 @@
 //! forward; a step after it that fails for good ends `NeedsAttention` too. A running saga
 //! keeps the definition version it started with.
 //!
-//! **Durable timeouts: SQS delays.** Each attempt's timeout (and each retry's backoff) is
-//! a message to the orchestrator's own queue with a delivery delay, sent by the relay
-//! with the command. SQS was chosen over EventBridge Scheduler because the timer then rides
-//! the path every other orchestrator input takes (one queue, its dead-letter queue, its
-//! partial batch failures), costs one SQS request ($0.40 per million) instead of a
-//! schedule ($1 per million, plus a delete), needs no IAM role for a scheduler to assume,
-//! and fires on time (the local emulator's Scheduler fires about 10 s late). Its limit, a
-//! 15-minute delay, is handled in code: a timer due later arrives early and is sent again
-//! with the remaining delay, without a write. Timers are never cancelled; one for an
-//! attempt that already answered is recognised as stale and dropped.
+//! **Messages: queues for commands and replies, the bus for business events.** A
+//! command or a reply on EventBridge costs an entry ($1 per million) plus the SQS request
+//! of the rule that routes it to a queue; sent straight to the queue it costs that request
+//! alone. [`publish::AwsTransport::with_participant_queue`] sends a participant's commands
+//! to its queue and [`consume::Participant::reply_to_queue`] sends replies to the
+//! orchestrator's; the saga's end ([`relay::FINISHED_TYPE`]) and the application's own
+//! events stay on the bus, where any number of consumers can follow them.
 //!
-//! **Cost per transition.** One strongly consistent `GetItem` and one conditional
-//! `PutItem` of the saga item (which holds its history: a few KB), at most one `PutEvents`
-//! entry and one SQS message (the timer). Counted for a 5-step saga by the simulation
-//! (`aws_calls_per_transition_on_the_clean_paths`): 6 transitions, 6 `PutItem`, 10
-//! `GetItem` (5 replies and 5 timeouts that come after their reply), 6 bus entries, 5
-//! timers; with the last step refused, 10 transitions, 10 `PutItem`, 10 bus entries.
-//! A timer is never cancelled, so each costs a later (ignored) orchestrator invocation.
+//! **Durable timeouts: SQS delays, one timer per saga.** A step's timeout (and a retry's
+//! backoff) is a message to the orchestrator's own queue with a delivery delay, sent by
+//! the relay with the transition's commands. SQS was chosen over EventBridge Scheduler
+//! because the timer then rides the path every other orchestrator input takes (one
+//! queue, its dead-letter queue, its partial batch failures), costs one SQS request
+//! ($0.40 per million) instead of a schedule ($1 per million, plus a delete), needs no IAM
+//! role for a scheduler to assume, and fires on time (the local emulator's Scheduler fires
+//! about 10 s late). A timer wakes the saga up rather than naming an attempt: a
+//! transition sends one only when no timer due no later is still to come, and a timer
+//! that finds the saga waiting for a later time is sent again for then, without a write.
+//! A saga answered within its first step's timeout thus sends one timer in all, which
+//! comes after the end, reads the saga and is dropped. SQS counts delays in whole seconds
+//! (rounded up, so a timer never comes early) up to 15 minutes; a timer due later comes
+//! early and is sent again with the remaining delay, without a write.
+//!
+//! # Cost per saga
+//!
+//! Counted on the local emulator by `tests/emulator.rs` (an interceptor on the SDK
+//! clients of the real orchestrator, relay and participant code records every call) for
+//! a 5-step saga, completed and refused at its last step (compensated: 4 compensations).
+//! Remote steps are commands and replies through SQS queues; local steps call the
+//! participant from the orchestrator (as a durable function's steps do), so the saga
+//! runs whole in the invocation that starts it.
+//!
+//! | per saga | remote, completed | remote, compensated | local, completed | local, compensated |
+//! |---|---|---|---|---|
+//! | transitions = conditional `PutItem`s | 6 | 10 | 6 | 10 |
+//! | write units (item ≤ 1.1 KB / ≤ 1.3 KB) | 7 | 15 | 7 | 15 |
+//! | `GetItem` (the timer's, after the end) | 1 | 1 | 1 | 1 |
+//! | EventBridge entries (the end) | 1 | 1 | 1 | 1 |
+//! | SQS messages (commands, replies, timer) | 5 + 5 + 1 | 9 + 9 + 1 | 0 + 0 + 1 | 0 + 0 + 1 |
+//! | orchestrator invocations (start, messages) | 1 + 6 | 1 + 10 | 1 + 1 | 1 + 1 |
+//! | relay invocations (filtered stream records) | 6 | 10 | 2 | 2 |
+//! | **$ per million sagas** | **21.73** | **38.20** | **7.63** | **12.63** |
+//!
+//! At US East prices: DynamoDB on demand $0.625 per million write units and $0.125 per
+//! million read units (after the November 2024 cut; a strongly consistent read of up to
+//! 4 KB is one unit), EventBridge $1 per million entries (64 KB chunks), SQS $0.40 per
+//! million requests (64 KB chunks; a message is a send, a receive and a delete: batches of
+//! one, the worst case), Lambda $0.20 per million requests plus $0.0000133334 per GB-s
+//! (Arm; 128 MB, 20 ms an invocation assumed: $0.033 per million). DynamoDB Streams reads
+//! by Lambda and filtered-out stream records are free. The participants' own invocations
+//! and idempotency records are left out: every system pays for the work itself. Under
+//! load, Lambda's SQS pollers receive and delete in batches (up to 10): a message then
+//! costs about 1.2 requests, and the remote paths $13.81 and $24.52 per million.
+//!
+//! The others, for the same 5-step saga:
+//! - **Step Functions Standard**, $25 per million state transitions: a Task state per
+//!   step is 5 transitions when it completes and 9 when the last step fails (5 tasks, then
+//!   4 compensation tasks from its `Catch`), more with a `Succeed`, `Fail`, `Choice` or
+//!   retried state: at least **$125** and **$225** per million sagas.
+//! - **Lambda durable functions**, $8 per million durable operations plus the function's
+//!   requests and the checkpoint data written and kept (per GB, negligible at these
+//!   sizes): a step per saga step is 5 operations when it completes and 9 when it
+//!   compensates, in one invocation: at least **$40.20** and **$72.20**. Steps that wait
+//!   for a remote participant's reply (a step sending the command and a callback) are two
+//!   operations each, and the function is invoked again on each reply: at least $81.20 and
+//!   $146 (plus the same messages to the participants).
+//!
+//! Lift per saga, as a share of those: local steps 0.06 and 0.06 of Step Functions, 0.19
+//! and 0.18 of durable functions; remote steps 0.17 and 0.17 of Step Functions, and 0.27
+//! and 0.26 of durable functions waiting on callbacks with SQS at batches of one (0.17 and
+//! 0.17 under load). What Lift adds that the others do not is in the table: the relay's
+//! invocations, the timer, the end event and the SQS requests of its messages.
 //!
 //! # Checked by simulation
 //!
@@ -107,7 +176,12 @@
 //! EventBridge and SQS under one seeded scheduler and clock, switching tasks at every AWS
 //! call, with crashes between calls, throttling, per-entry `PutEvents` failures, duplicate,
 //! reordered and late deliveries (beyond step timeouts), participants that fail, refuse or
-//! answer twice, a lagging relay and racing writers. After each run it checks that the saga
+//! answer twice, a lagging relay, racing writers and queues that send a message to their
+//! dead-letter queue after its fifth failed delivery (a command or reply lost so leaves
+//! only the saga's timer to move it on); each seed also draws whether commands and
+//! replies go through the bus or straight to the queues. The models follow the calls
+//! the crate makes: a failed conditional write hands back the stored item, SQS delays are
+//! whole seconds. After each run it checks that the saga
 //! ended (`Completed`, `Compensated` or `NeedsAttention` with a reason), that each action
 //! and compensation took effect at most once, compensations only of actions in effect and
 //! in reverse order, that every stored version was relayed and the end published, and that
@@ -117,14 +191,20 @@
 //! LIFT_SIM_SEEDS=<first>..<last> cargo test -p lift-events --release --test simulation
 //! ```
 //!
+//! It finds planted bugs: a participant that forgets command ids (a step takes effect
+//! twice), and a timer that finds the saga waiting for a later time and is dropped
+//! instead of sent again (seed 141: a command goes to the dead-letter queue and the saga
+//! waits forever in `Running`).
+//!
 //! # On the emulator
 //!
 //! The `trip` example (`examples/trip` in the workspace) runs a three-step saga across
 //! three functions deployed by the workspace's `template.yaml`: the orchestrator and relay
 //! (`trip-orchestrator`) and two participants (`trip-participant`, deployed as inventory
-//! and as payments), with the bus, the rules, a queue per function with its dead-letter
-//! queue, the saga table with its stream and `finished` index, and the participants'
-//! idempotency table. Its tests start a trip that completes and one refused at its last
+//! and as payments), with the bus and its trip request rule, a queue per function with
+//! its dead-letter queue (commands and replies go straight to them), the saga table with
+//! its stream (filtered on `out`) and `finished` index, and the participants' idempotency
+//! table. Its tests start a trip that completes and one refused at its last
 //! step that compensates in reverse, read both histories back, and check that a repeated
 //! start changes nothing; `scripts/demo.sh` shows both timelines.
 #![cfg_attr(

@@ -391,7 +391,9 @@ impl SqsPublisher {
                         .unwrap_or_else(|| m.envelope.id.clone()),
                 );
         } else if !m.delay.is_zero() {
-            entry = entry.delay_seconds(i32::try_from(m.delay.as_secs()).unwrap_or(900));
+            // SQS counts whole seconds: round up, so a timer never arrives early.
+            let seconds = m.delay.as_secs() + u64::from(m.delay.subsec_nanos() > 0);
+            entry = entry.delay_seconds(i32::try_from(seconds.min(900)).unwrap_or(900));
         }
         let entry = entry
             .build()
@@ -424,17 +426,32 @@ impl SqsPublisher {
 }
 
 /// The relay's [`Transport`] on AWS: events to an EventBridge bus, timers to the
-/// orchestrator's SQS queue with a delay.
+/// orchestrator's SQS queue with a delay, and commands to the queues of the participants
+/// given one ([`with_participant_queue`](Self::with_participant_queue)), else on the bus.
 #[derive(Debug, Clone)]
 pub struct AwsTransport {
     events: EventBridgePublisher,
     timers: SqsPublisher,
+    participants: Vec<(String, SqsPublisher)>,
 }
 
 impl AwsTransport {
     /// Events through `events`, timers through `timers`.
     pub fn new(events: EventBridgePublisher, timers: SqsPublisher) -> Self {
-        AwsTransport { events, timers }
+        AwsTransport {
+            events,
+            timers,
+            participants: Vec::new(),
+        }
+    }
+
+    /// Sends the commands of `participant` straight to its queue through `queue`: one
+    /// SQS request instead of a bus entry ($1 per million) and the SQS request of the
+    /// rule that would route it there. Business events stay on the bus.
+    pub fn with_participant_queue(mut self, participant: &str, queue: SqsPublisher) -> Self {
+        self.participants.retain(|(p, _)| p != participant);
+        self.participants.push((participant.to_owned(), queue));
+        self
     }
 }
 
@@ -459,6 +476,18 @@ impl Transport for AwsTransport {
             .send(&[SqsMessage::new(message.clone()).delay(delay)])
             .await
             .map(|_| ())
+    }
+
+    async fn send_commands(
+        &self,
+        participant: &str,
+        commands: &[Envelope],
+    ) -> Result<bool, TransportError> {
+        let Some((_, queue)) = self.participants.iter().find(|(p, _)| p == participant) else {
+            return Ok(false);
+        };
+        let messages: Vec<SqsMessage> = commands.iter().cloned().map(SqsMessage::new).collect();
+        queue.send(&messages).await.map(|_| true)
     }
 }
 

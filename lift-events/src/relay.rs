@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::envelope::Envelope;
-use crate::saga::{Command, Message, Reply, SagaInput, Target, Timer};
+use crate::saga::{Command, Message, Reply, SagaInput, SagaState, Target, Timer};
 
 /// The `type` of a reply envelope (participant → orchestrator).
 pub const REPLY_TYPE: &str = "lift.saga.Reply";
@@ -29,6 +29,10 @@ pub const SAGA_SOURCE: &str = "lift.saga";
 pub const MAX_TIMER_DELAY: Duration = Duration::from_secs(900);
 /// Entries per `PutEvents` call.
 pub const PUT_EVENTS_BATCH: usize = 10;
+/// The largest saga (as JSON) a command carries as its [`Command::snapshot`]: a command
+/// then stays within one 64 KB billing chunk of EventBridge and SQS. A larger saga's
+/// replies are applied after a read.
+pub const MAX_SNAPSHOT_BYTES: usize = 32 * 1024;
 
 /// The calls the relay makes: events on the bus, delayed messages on the orchestrator's
 /// queue. [`AwsTransport`](crate::publish::AwsTransport) is EventBridge and SQS.
@@ -51,6 +55,22 @@ pub trait Transport: Send + Sync {
         message: &Envelope,
         delay: Duration,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Sends `commands` straight to `participant`'s queue, when the transport knows one:
+    /// `Ok(true)` once all are sent, `Ok(false)` when it has no queue for `participant`
+    /// (the relay then puts them on the bus). A queue saves the bus entry each command
+    /// would cost. By default no participant has one.
+    ///
+    /// # Errors
+    /// [`TransportError`] when some were not sent.
+    fn send_commands(
+        &self,
+        participant: &str,
+        commands: &[Envelope],
+    ) -> impl Future<Output = Result<bool, TransportError>> + Send {
+        let _ = (participant, commands);
+        async { Ok(false) }
+    }
 }
 
 /// Why a transport call failed.
@@ -244,20 +264,77 @@ impl<T: Transport> Relay<T> {
         let mut events = Vec::new();
         let mut timers = Vec::new();
         for &(saga_id, version, outbox) in outboxes {
-            collect(saga_id, version, outbox, now_ms, &mut events, &mut timers)?;
+            collect(
+                saga_id,
+                version,
+                outbox,
+                None,
+                now_ms,
+                &mut events,
+                &mut timers,
+            )?;
+        }
+        self.send(events, timers).await
+    }
+
+    /// Publishes the outboxes of stored sagas (a stream batch's new images), each command
+    /// carrying its saga as a [`Command::snapshot`] (when it is at most
+    /// [`MAX_SNAPSHOT_BYTES`]), so the replies are applied without a read.
+    ///
+    /// # Errors
+    /// [`RelayError`]; relaying the same sagas again is safe.
+    pub async fn relay_states(
+        &self,
+        states: &[&SagaState],
+        now_ms: u64,
+    ) -> Result<usize, RelayError> {
+        let mut events = Vec::new();
+        let mut timers = Vec::new();
+        for state in states {
+            collect(
+                state.id(),
+                state.version(),
+                state.outbox(),
+                Some(state),
+                now_ms,
+                &mut events,
+                &mut timers,
+            )?;
         }
         self.send(events, timers).await
     }
 
     async fn send(
         &self,
-        events: Vec<Envelope>,
+        events: Vec<(Option<String>, Envelope)>,
         timers: Vec<(Envelope, Duration)>,
     ) -> Result<usize, RelayError> {
         let sent = events.len() + timers.len();
         for (message, delay) in &timers {
             self.transport.send_delayed(message, *delay).await?;
         }
+        // Commands to participants with a queue go there; the rest on the bus.
+        let mut queued: Vec<(String, Vec<Envelope>)> = Vec::new();
+        let mut bus = Vec::new();
+        for (participant, envelope) in events {
+            match participant {
+                Some(p) => match queued.iter_mut().find(|(q, _)| *q == p) {
+                    Some((_, list)) => list.push(envelope),
+                    None => queued.push((p, vec![envelope])),
+                },
+                None => bus.push(envelope),
+            }
+        }
+        for (participant, commands) in queued {
+            if !self
+                .transport
+                .send_commands(&participant, &commands)
+                .await?
+            {
+                bus.extend(commands);
+            }
+        }
+        let events = bus;
         for chunk in events.chunks(PUT_EVENTS_BATCH) {
             let mut pending: Vec<Envelope> = chunk.to_vec();
             for _ in 0..self.attempts {
@@ -278,29 +355,58 @@ impl<T: Transport> Relay<T> {
     }
 }
 
+/// The snapshot commands of `state` carry: the saga without its outbox, unless too large.
+fn snapshot(state: &SagaState) -> Option<Box<SagaState>> {
+    let mut snapshot = state.clone();
+    snapshot.outbox.clear();
+    let bytes = serde_json::to_vec(&snapshot).map(|b| b.len()).ok()?;
+    (bytes <= MAX_SNAPSHOT_BYTES).then(|| Box::new(snapshot))
+}
+
 /// The envelopes of one outbox: bus events and delayed timers.
 fn collect(
     saga_id: &str,
     version: u64,
     outbox: &[Message],
+    state: Option<&SagaState>,
     now_ms: u64,
-    events: &mut Vec<Envelope>,
+    events: &mut Vec<(Option<String>, Envelope)>,
     timers: &mut Vec<(Envelope, Duration)>,
 ) -> Result<(), RelayError> {
+    let mut carried: Option<Option<Box<SagaState>>> = None;
     for (i, message) in outbox.iter().enumerate() {
         let id = format!("{saga_id}:{version}:{i}");
         match message {
             Message::Command(c) if c.target == Target::Local => {}
-            Message::Command(c) => events.push(command_envelope(id, c)?),
-            Message::Finished(f) => events.push(envelope(
-                id,
-                FINISHED_TYPE,
-                SAGA_SOURCE,
-                &f.correlation_id,
+            Message::Command(c) => {
+                let participant = match &c.target {
+                    Target::Remote { participant, .. } => Some(participant.clone()),
+                    Target::Local => None,
+                };
+                let snapshot = carried
+                    .get_or_insert_with(|| state.and_then(snapshot))
+                    .clone();
+                let envelope = if snapshot.is_some() {
+                    let mut c = c.clone();
+                    c.snapshot = snapshot;
+                    command_envelope(id, &c)?
+                } else {
+                    command_envelope(id, c)?
+                };
+                events.push((participant, envelope));
+            }
+            Message::Finished(f) => events.push((
                 None,
-                (&f.saga_id, None),
-                f,
-            )?),
+                envelope(
+                    id,
+                    FINISHED_TYPE,
+                    SAGA_SOURCE,
+                    &f.correlation_id,
+                    None,
+                    (&f.saga_id, None),
+                    f,
+                )?,
+            )),
             Message::Timer(t) => {
                 timers.push((timer_envelope(id, t)?, timer_delay(t.due_ms, now_ms)))
             }

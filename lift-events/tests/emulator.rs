@@ -15,8 +15,8 @@ use lift_events::publish::{
 };
 use lift_events::relay::{REPLY_TYPE, Relay, TransportError};
 use lift_events::saga::{
-    HistoryEvent, Orchestrator, Phase, Registry, Saga, SagaStatus, StartMeta, Step, StepError,
-    remote,
+    HistoryEvent, Orchestrator, Phase, Registry, Saga, SagaState, SagaStatus, StartMeta, Step,
+    StepError, local, remote,
 };
 use lift_events::store::{DynamoStore, SagaStore};
 use lift_events::{Envelope, Event};
@@ -608,4 +608,623 @@ async fn a_saga_completes_and_another_compensates_across_the_bus() {
             .count(),
         1
     );
+}
+
+// ---------------------------------------------------------------- AWS calls per transition
+
+/// Records every SDK call a client makes (an interceptor on its config): the operation
+/// (from the `x-amz-target` header every JSON-protocol call carries) and its body.
+#[derive(Debug, Clone, Default)]
+struct Calls(Arc<std::sync::Mutex<Vec<(String, Value)>>>);
+
+impl aws_sdk_dynamodb::config::Intercept for Calls {
+    fn name(&self) -> &'static str {
+        "count-calls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let request = context.request();
+        let target = request
+            .headers()
+            .get("x-amz-target")
+            .map_or("?", |t| t.rsplit('.').next().unwrap_or(t))
+            .to_owned();
+        let body = request
+            .body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or(Value::Null);
+        self.0.lock().unwrap().push((target, body));
+        Ok(())
+    }
+}
+
+impl Calls {
+    fn take(&self) -> Vec<(String, Value)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// Clients whose every call is recorded in `calls`.
+async fn counted(calls: &Calls) -> Aws {
+    let config = lift_core::aws::sdk_config().await;
+    Aws {
+        dynamodb: aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(config)
+                .interceptor(calls.clone())
+                .build(),
+        ),
+        sqs: aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(config)
+                .interceptor(calls.clone())
+                .build(),
+        ),
+        eventbridge: aws_sdk_eventbridge::Client::from_conf(
+            aws_sdk_eventbridge::config::Builder::from(config)
+                .interceptor(calls.clone())
+                .build(),
+        ),
+    }
+}
+
+/// The size of a DynamoDB item as DynamoDB bills it: attribute names plus values (a
+/// string its UTF-8 bytes, a number about one byte per two digits plus one).
+fn item_bytes(item: &Value) -> usize {
+    let Some(item) = item.as_object() else {
+        return 0;
+    };
+    item.iter()
+        .map(|(name, value)| {
+            name.len()
+                + match (value.get("S"), value.get("N")) {
+                    (Some(Value::String(s)), _) => s.len(),
+                    (_, Some(Value::String(n))) => n.trim_start_matches('-').len().div_ceil(2) + 1,
+                    _ => value.to_string().len(),
+                }
+        })
+        .sum()
+}
+
+/// What one saga cost, counted from the recorded calls.
+#[derive(Debug, Default)]
+struct Bill {
+    transitions: u64,
+    /// Every call by operation, and by role (`orchestrator`, `relay`, `participant`).
+    ops: std::collections::BTreeMap<String, u64>,
+    /// Write request units of the saga table's writes (1 per KB of item, rounded up).
+    wru: u64,
+    /// The largest saga item written, in bytes.
+    largest_item: usize,
+    /// `PutEvents` entries published by the relay and by the participants.
+    relay_entries: u64,
+    reply_entries: u64,
+    /// SQS messages sent: timers, commands and replies (straight to the queues).
+    timers: u64,
+    commands: u64,
+    replies: u64,
+    /// Messages the orchestrator's and participants' queues delivered (each one a Lambda
+    /// invocation, at a batch size of 1).
+    orchestrator_messages: u64,
+    participant_messages: u64,
+    /// Stream records relayed (each one a relay invocation, at a batch size of 1).
+    relayed: u64,
+}
+
+impl Bill {
+    fn record(&mut self, role: &str, calls: Vec<(String, Value)>) {
+        for (op, body) in calls {
+            *self.ops.entry(format!("{role} {op}")).or_default() += 1;
+            match op.as_str() {
+                "PutItem" if role != "participant" => {
+                    let bytes = item_bytes(&body["Item"]);
+                    self.largest_item = self.largest_item.max(bytes);
+                    self.wru += bytes.div_ceil(1024).max(1) as u64;
+                }
+                "PutEvents" => {
+                    let n = body["Entries"].as_array().map_or(0, Vec::len) as u64;
+                    if role == "participant" {
+                        self.reply_entries += n;
+                    } else {
+                        self.relay_entries += n;
+                    }
+                }
+                "SendMessage" | "SendMessageBatch" => {
+                    let bodies = match body["Entries"].as_array() {
+                        Some(entries) => entries.iter().map(|e| e["MessageBody"].clone()).collect(),
+                        None => vec![body["MessageBody"].clone()],
+                    };
+                    for message in bodies {
+                        let message = message.as_str().unwrap_or_default();
+                        if message.contains(lift_events::relay::TIMER_TYPE) {
+                            self.timers += 1;
+                        } else if message.contains(REPLY_TYPE) {
+                            self.replies += 1;
+                        } else {
+                            self.commands += 1;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn count(&self, key: &str) -> u64 {
+        self.ops.get(key).copied().unwrap_or(0)
+    }
+
+    /// US East prices, per call or unit (see the crate docs for the sources).
+    /// Lambda on Arm at 128 MB for `ms` milliseconds per invocation.
+    fn cost_per_million(&self, ms: f64) -> Vec<(&'static str, f64)> {
+        const LAMBDA_REQUEST: f64 = 0.20e-6;
+        const LAMBDA_GB_S: f64 = 0.000_013_333_4;
+        const WRU: f64 = 0.625e-6;
+        const RRU: f64 = 0.125e-6;
+        const SQS_REQUEST: f64 = 0.40e-6;
+        const EVENT: f64 = 1.0e-6;
+        let invocation = LAMBDA_REQUEST + LAMBDA_GB_S * 0.125 * ms / 1000.0;
+        let reads = self.count("orchestrator GetItem") as f64;
+        let messages = (self.orchestrator_messages + self.participant_messages) as f64;
+        let lines = [
+            ("DynamoDB writes (WRU)", self.wru as f64 * WRU),
+            ("DynamoDB reads (RRU)", reads * RRU),
+            (
+                "EventBridge entries",
+                (self.relay_entries + self.reply_entries) as f64 * EVENT,
+            ),
+            // A message: the send (by EventBridge or the relay), a receive and a delete
+            // by the Lambda poller (batches of 1: the worst case).
+            ("SQS requests", messages * 3.0 * SQS_REQUEST),
+            // The start (one invocation of whatever function starts the saga: a durable
+            // function's start is one too) and each message on the orchestrator's queue.
+            (
+                "orchestrator invocations",
+                (1 + self.orchestrator_messages) as f64 * invocation,
+            ),
+            ("relay invocations", self.relayed as f64 * invocation),
+        ];
+        lines.iter().map(|(k, v)| (*k, v * 1e6)).collect()
+    }
+}
+
+fn print_bill(label: &str, bill: &Bill) {
+    let t = bill.transitions;
+    eprintln!(
+        "{label}: {t} transitions, largest item {} bytes",
+        bill.largest_item
+    );
+    for (op, n) in &bill.ops {
+        eprintln!(
+            "  {op:<40} {n:>3}  ({:.2} per transition)",
+            *n as f64 / t as f64
+        );
+    }
+    eprintln!(
+        "  sent: {} bus entries, {} commands, {} replies, {} timers",
+        bill.relay_entries + bill.reply_entries,
+        bill.commands,
+        bill.replies,
+        bill.timers
+    );
+    eprintln!(
+        "  messages: {} to the orchestrator, {} to participants; {} stream records; {} WRU",
+        bill.orchestrator_messages, bill.participant_messages, bill.relayed, bill.wru
+    );
+    let lines = bill.cost_per_million(20.0);
+    let total: f64 = lines.iter().map(|(_, v)| v).sum();
+    for (what, dollars) in &lines {
+        eprintln!("  ${dollars:>6.2}  {what}");
+    }
+    eprintln!("  ${total:>6.2}  per million sagas (SQS at batches of 1, 20 ms invocations)");
+}
+
+/// A saga store that keeps every state it wrote: the table's stream, for the relay.
+#[derive(Clone)]
+struct Streamed {
+    store: DynamoStore,
+    records: Arc<std::sync::Mutex<Vec<SagaState>>>,
+}
+
+impl SagaStore for Streamed {
+    async fn save(&self, state: &SagaState) -> Result<(), lift_events::store::StoreError> {
+        self.store.save(state).await?;
+        self.records.lock().unwrap().push(state.clone());
+        Ok(())
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<SagaState>, lift_events::store::StoreError> {
+        self.store.load(id).await
+    }
+
+    async fn list(
+        &self,
+        status: SagaStatus,
+        limit: usize,
+    ) -> Result<Vec<lift_events::store::SagaSummary>, lift_events::store::StoreError> {
+        self.store.list(status, limit).await
+    }
+}
+
+/// A 5-step saga of local steps (the orchestrator calls each participant itself, as a
+/// durable function's steps do): it runs whole in the start's invocation. Its stream
+/// records are relayed, and its one timer handled after the end, on counted clients.
+async fn five_local_steps(refuse_last: bool) -> Bill {
+    let aws = aws().await;
+    let (orchestrator_calls, relay_calls) = (Calls::default(), Calls::default());
+    let (o_aws, r_aws) = (
+        counted(&orchestrator_calls).await,
+        counted(&relay_calls).await,
+    );
+    let table = unique("sagas");
+    DynamoStore::create_table(&aws.dynamodb, &table)
+        .await
+        .unwrap();
+    let bus = bus(&aws).await;
+    let (orchestrator_url, _) = queue(&aws, &unique("orchestrator")).await;
+    let mut definition = Saga::named("five", 1);
+    for i in 0..5u32 {
+        let refuse = refuse_last && i == 4;
+        definition = definition.step(
+            Step::new(
+                &format!("s{i}"),
+                local(move |call| async move {
+                    if refuse {
+                        Err(StepError::Rejected("no room".into()))
+                    } else {
+                        Ok(json!({ "ref": call.command_id }))
+                    }
+                }),
+                Some(local(|_| async { Ok(Value::Null) })),
+            )
+            .timeout(Duration::from_secs(2)),
+        );
+    }
+    let store = Streamed {
+        store: DynamoStore::new(o_aws.dynamodb.clone(), &table),
+        records: Arc::default(),
+    };
+    let orchestrator = Orchestrator::new(
+        Registry::new().with(definition.build().unwrap()),
+        store.clone(),
+    );
+    let relay = Relay::new(AwsTransport::new(
+        EventBridgePublisher::new(r_aws.eventbridge.clone(), &bus, PublishConfig::default()),
+        SqsPublisher::new(
+            r_aws.sqs.clone(),
+            &orchestrator_url,
+            PublishConfig::default(),
+        ),
+    ));
+    let rearm = AwsTransport::new(
+        EventBridgePublisher::new(o_aws.eventbridge.clone(), &bus, PublishConfig::default()),
+        SqsPublisher::new(
+            o_aws.sqs.clone(),
+            &orchestrator_url,
+            PublishConfig::default(),
+        ),
+    );
+    let (o, t) = (orchestrator.clone(), rearm);
+    let orchestrator_app = TestApp::new(App::new().sqs(move |ctx: Context| {
+        let (o, t) = (o.clone(), t.clone());
+        async move { orchestrator_message(&o, &t, &ctx).await }
+    }))
+    .unwrap();
+
+    let id = unique("five");
+    let state = orchestrator
+        .start(
+            "five",
+            &id,
+            &json!({"trip": 7, "traveller": "Ada Lovelace"}),
+            StartMeta::default(),
+        )
+        .await
+        .unwrap();
+    assert!(state.status().is_final(), "local steps run inline");
+    let mut bill = Bill::default();
+    // The stream: one record per write; the mapping's filter passes those with something
+    // to publish (`out`), each one relay invocation.
+    let records = store.records.lock().unwrap().clone();
+    let publishing = |r: &SagaState| {
+        r.outbox().iter().any(|m| {
+            !matches!(m, lift_events::saga::Message::Command(c)
+                if c.target == lift_events::saga::Target::Local)
+        })
+    };
+    for record in records.iter().filter(|r| publishing(r)) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        relay.relay_states(&[record], now).await.unwrap();
+        bill.relayed += 1;
+    }
+    // The one timer comes after the end, reads the saga and is dropped.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bill.orchestrator_messages == 0 {
+        assert!(Instant::now() < deadline, "the timer never came");
+        for m in receive(&aws, &orchestrator_url, 1, Duration::from_millis(500)).await {
+            bill.orchestrator_messages += 1;
+            let out = orchestrator_app
+                .invoke(&events::sqs([m.body().unwrap()]))
+                .await
+                .unwrap();
+            assert!(lift_core::testing::batch_failures(&out).is_empty(), "{out}");
+        }
+    }
+    bill.transitions = state.version();
+    assert_eq!(
+        state.status(),
+        if refuse_last {
+            SagaStatus::Compensated
+        } else {
+            SagaStatus::Completed
+        }
+    );
+    bill.record("orchestrator", orchestrator_calls.take());
+    bill.record("relay", relay_calls.take());
+    bill
+}
+
+/// Runs one 5-step saga to its end on the emulator, with the real orchestrator, relay and
+/// participant code on counted clients, and its one timer handled after the end; returns
+/// what it cost.
+async fn five_steps(refuse_last: bool) -> Bill {
+    let aws = aws().await;
+    let (orchestrator_calls, relay_calls, participant_calls) =
+        (Calls::default(), Calls::default(), Calls::default());
+    let (o_aws, r_aws, p_aws) = (
+        counted(&orchestrator_calls).await,
+        counted(&relay_calls).await,
+        counted(&participant_calls).await,
+    );
+    let table = unique("sagas");
+    DynamoStore::create_table(&aws.dynamodb, &table)
+        .await
+        .unwrap();
+    let records = idempotency_table(&aws).await;
+    let bus = bus(&aws).await;
+    // Commands and replies go straight to the queues; the bus carries the saga's end.
+    let (orchestrator_url, _) = queue(&aws, &unique("orchestrator")).await;
+    let (participant_url, _) = queue(&aws, &unique("participant")).await;
+    // Short timeouts: the saga's one timer comes within the test, after the end.
+    let timeout = Duration::from_secs(4);
+    let mut definition = Saga::named("five", 1);
+    for i in 0..5 {
+        definition = definition.step(
+            Step::new(
+                &format!("s{i}"),
+                remote("p", &format!("Step{i}")),
+                Some(remote("p", &format!("StepUndo{i}"))),
+            )
+            .timeout(timeout),
+        );
+    }
+    let store = DynamoStore::new(o_aws.dynamodb.clone(), &table);
+    let orchestrator = Orchestrator::new(Registry::new().with(definition.build().unwrap()), store);
+    let relay = Relay::new(
+        AwsTransport::new(
+            EventBridgePublisher::new(r_aws.eventbridge.clone(), &bus, PublishConfig::default()),
+            SqsPublisher::new(
+                r_aws.sqs.clone(),
+                &orchestrator_url,
+                PublishConfig::default(),
+            ),
+        )
+        .with_participant_queue(
+            "p",
+            SqsPublisher::new(
+                r_aws.sqs.clone(),
+                &participant_url,
+                PublishConfig::default(),
+            ),
+        ),
+    );
+    let rearm = AwsTransport::new(
+        EventBridgePublisher::new(o_aws.eventbridge.clone(), &bus, PublishConfig::default()),
+        SqsPublisher::new(
+            o_aws.sqs.clone(),
+            &orchestrator_url,
+            PublishConfig::default(),
+        ),
+    );
+    let (o, t) = (orchestrator.clone(), rearm);
+    let orchestrator_app = TestApp::new(App::new().sqs(move |ctx: Context| {
+        let (o, t) = (o.clone(), t.clone());
+        async move { orchestrator_message(&o, &t, &ctx).await }
+    }))
+    .unwrap();
+    let relay_app = TestApp::new(App::new().dynamodb(
+        move |_ctx: Context, Json(image): Json<OutboxImage>| {
+            let relay = relay.clone();
+            async move { relay_image(&relay, &image).await }
+        },
+    ))
+    .unwrap();
+    let participant = Participant::new(
+        "participants",
+        p_aws.dynamodb.clone(),
+        &records,
+        EventBridgePublisher::new(p_aws.eventbridge.clone(), &bus, PublishConfig::default()),
+    )
+    .unwrap()
+    .reply_to_queue(SqsPublisher::new(
+        p_aws.sqs.clone(),
+        &orchestrator_url,
+        PublishConfig::default(),
+    ));
+    let participant_app = TestApp::new(App::new().sqs(move |ctx: Context| {
+        let p = participant.clone();
+        async move {
+            p.handle(&ctx, |command| async move {
+                if refuse_last && command.step == 4 {
+                    return Err(StepError::Rejected("no room".into()));
+                }
+                Ok(json!({ "ref": command.command_id }))
+            })
+            .await
+        }
+    }))
+    .unwrap();
+
+    let id = unique("five");
+    orchestrator
+        .start(
+            "five",
+            &id,
+            &json!({"trip": 7, "traveller": "Ada Lovelace"}),
+            StartMeta::default(),
+        )
+        .await
+        .unwrap();
+    let mut bill = Bill::default();
+    let mut relayed = 0;
+    let mut timer_seen = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // Stands in for the stream mapping (its read is the test's, not counted).
+        let state = DynamoStore::new(aws.dynamodb.clone(), &table)
+            .load(&id)
+            .await
+            .unwrap()
+            .unwrap();
+        if state.version() > relayed {
+            let image = stream_image(&aws, &table, &id).await;
+            let out = relay_app
+                .invoke(&events::dynamodb([("MODIFY", image, json!({}))]))
+                .await
+                .unwrap();
+            assert!(lift_core::testing::batch_failures(&out).is_empty(), "{out}");
+            relayed = state.version();
+            bill.relayed += 1;
+        }
+        if state.status().is_final() && timer_seen {
+            bill.transitions = state.version();
+            break;
+        }
+        assert!(Instant::now() < deadline, "the saga did not finish");
+        for (url, app, orchestrator) in [
+            (&participant_url, &participant_app, false),
+            (&orchestrator_url, &orchestrator_app, true),
+        ] {
+            let out = aws
+                .sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .unwrap();
+            for m in out.messages.unwrap_or_default() {
+                aws.sqs
+                    .delete_message()
+                    .queue_url(url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                let body = m.body().unwrap();
+                if orchestrator {
+                    bill.orchestrator_messages += 1;
+                    timer_seen |= body.contains(lift_events::relay::TIMER_TYPE);
+                } else {
+                    bill.participant_messages += 1;
+                }
+                let out = app.invoke(&events::sqs([body])).await.unwrap();
+                assert!(lift_core::testing::batch_failures(&out).is_empty(), "{out}");
+            }
+        }
+    }
+    let state = DynamoStore::new(aws.dynamodb.clone(), &table)
+        .load(&id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        state.status(),
+        if refuse_last {
+            SagaStatus::Compensated
+        } else {
+            SagaStatus::Completed
+        }
+    );
+    bill.record("orchestrator", orchestrator_calls.take());
+    bill.record("relay", relay_calls.take());
+    bill.record("participant", participant_calls.take());
+    bill
+}
+
+/// AWS calls per transition of a 5-step saga on the emulator, success and compensation
+/// paths, counted on the SDK clients of the real orchestrator, relay and participant
+/// code; and the cost per million sagas computed from them (the table in the crate docs).
+#[tokio::test]
+async fn aws_calls_per_transition_of_a_five_step_saga() {
+    for refuse_last in [false, true] {
+        let bill = five_steps(refuse_last).await;
+        let t = bill.transitions;
+        let path = if refuse_last {
+            "compensated"
+        } else {
+            "completed"
+        };
+        print_bill(&format!("5 remote steps, {path}"), &bill);
+        assert_eq!(t, if refuse_last { 10 } else { 6 });
+        // One conditional write per transition, no read before one.
+        assert_eq!(
+            bill.count("orchestrator PutItem"),
+            t,
+            "one write per transition"
+        );
+        assert_eq!(bill.count("orchestrator UpdateItem"), 0);
+        assert!(
+            bill.count("orchestrator GetItem") <= 1,
+            "only the timer reads, after the end"
+        );
+        // At most one bus entry per transition (here one in all: the saga's end; commands
+        // and replies go straight to the queues), one timer per saga.
+        assert_eq!(bill.relay_entries, 1, "the end on the bus");
+        assert_eq!(bill.reply_entries, 0);
+        assert_eq!(bill.timers, 1, "one timer per saga");
+        assert_eq!(bill.commands, t - 1, "one command per step or compensation");
+        assert_eq!(bill.replies, t - 1, "one reply per command");
+    }
+}
+
+/// The same 5-step saga of local steps (inline calls, as a durable function makes them):
+/// one write per transition, no read but the timer's, one bus entry (the end), one timer.
+#[tokio::test]
+async fn aws_calls_per_transition_of_a_five_step_saga_of_local_steps() {
+    for refuse_last in [false, true] {
+        let bill = five_local_steps(refuse_last).await;
+        let t = bill.transitions;
+        let path = if refuse_last {
+            "compensated"
+        } else {
+            "completed"
+        };
+        print_bill(&format!("5 local steps, {path}"), &bill);
+        assert_eq!(t, if refuse_last { 10 } else { 6 });
+        assert_eq!(
+            bill.count("orchestrator PutItem"),
+            t,
+            "one write per transition"
+        );
+        assert_eq!(bill.count("orchestrator GetItem"), 1, "the timer's read");
+        assert_eq!(bill.relay_entries, 1, "the end on the bus");
+        assert_eq!(bill.timers, 1, "one timer per saga");
+        assert_eq!(
+            bill.commands + bill.replies,
+            0,
+            "no messages for local steps"
+        );
+        assert_eq!(
+            bill.relayed, 2,
+            "the relay runs for the first and the last write"
+        );
+    }
 }

@@ -10,9 +10,11 @@
 //!   commands) from the saga table's stream.
 //! - A **participant** ([`participant_app`], the `trip-participant` binary, deployed twice:
 //!   inventory and payments) takes commands from its queue, runs each at most once per
-//!   command id ([`work`]) and replies on the bus.
+//!   command id ([`work`]) and replies to the orchestrator's queue.
 //!
-//! `template.yaml` deploys the three functions with the bus, the rules, a queue per
+//! Commands and replies go straight to the queues (a bus entry each would cost more than
+//! the rest of a transition); the bus carries the trip requests and the sagas' ends.
+//! `template.yaml` deploys the three functions with the bus, the request rule, a queue per
 //! function (each with a dead-letter queue), the saga table (with its stream and the
 //! `finished` index) and the participants' idempotency table.
 //!
@@ -195,7 +197,7 @@ pub async fn work(participant: &str, command: Command) -> Result<Value, StepErro
 }
 
 /// A participant's function, named `name` (`inventory` or `payments`): commands from its
-/// queue, each run once per command id by `participant` ([`work`]), answered on the bus.
+/// queue, each run once per command id by `participant` ([`work`]), answered through it.
 pub fn participant_app(participant: Participant, name: &str) -> App {
     let name = name.to_owned();
     App::new().sqs(move |ctx: Context| {

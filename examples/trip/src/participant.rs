@@ -2,10 +2,11 @@
 //! as inventory and as payments.
 //!
 //! `PARTICIPANT` is its name (`inventory` or `payments`), `IDEMPOTENCY_TABLE` where it
-//! records command ids, `BUS_NAME` the bus it replies on; read once, at cold start.
+//! records command ids, `ORCHESTRATOR_QUEUE_URL` the orchestrator's queue it replies to and
+//! `BUS_NAME` the bus (for business events); read once, at cold start.
 
 use lift_events::consume::Participant;
-use lift_events::publish::{EventBridgePublisher, PublishConfig};
+use lift_events::publish::{EventBridgePublisher, PublishConfig, SqsPublisher};
 
 fn env(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("{name} is not set"))
@@ -25,7 +26,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         aws_sdk_dynamodb::Client::new(config),
         &env("IDEMPOTENCY_TABLE")?,
         bus,
-    )?;
+    )?
+    // Replies go straight to the orchestrator's queue: no bus entry per reply.
+    .reply_to_queue(SqsPublisher::new(
+        aws_sdk_sqs::Client::new(config),
+        &env("ORCHESTRATOR_QUEUE_URL")?,
+        PublishConfig::default(),
+    ));
     trip::participant_app(participant, &name).run().await?;
     Ok(())
 }

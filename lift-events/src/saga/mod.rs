@@ -8,7 +8,7 @@
 //!   (state, input, now) → new state, the messages to publish (its outbox) and the history
 //!   entries it adds.
 //! - [`Orchestrator`] runs it over a [`SagaStore`](crate::store::SagaStore): each input is
-//!   one load and one conditional write.
+//!   one conditional write (no read when a reply carries the saga).
 
 mod definition;
 mod orchestrator;

@@ -57,10 +57,12 @@ pub enum OrchestratorError {
 
 /// Applies replies and timers to sagas kept in a [`SagaStore`].
 ///
-/// Each input is one strongly consistent read and one conditional write of the saga's
-/// item, whose outbox the relay then publishes. A lost write (another orchestrator moved
-/// the saga) is retried from a fresh read. Local steps run inline right after the write
-/// that decided them, and their result is applied as a reply.
+/// Each input is one conditional write of the saga's item, whose outbox the relay then
+/// publishes. A reply carries the saga as its command left it, so it is applied without
+/// a read; a timer reads the saga (strongly consistent). A lost write (another
+/// orchestrator moved the saga) is applied again to the stored saga that DynamoDB hands
+/// back with the failure. Local steps run inline right after the write that decided them,
+/// and their result is applied as a reply to the state just written.
 ///
 /// ```
 /// use lift_events::saga::{Orchestrator, Registry, Saga, Step, local};
@@ -149,6 +151,10 @@ impl<S: SagaStore> Orchestrator<S> {
                 tracing::info!(target: "lift::saga", saga = %saga.name, saga_id = %id, "started");
                 self.run_local(&saga, first.into_state()).await
             }
+            Err(StoreError::Conflict {
+                current: Some(current),
+                ..
+            }) => Ok(*current),
             Err(StoreError::Conflict { .. }) => self
                 .store
                 .load(id)
@@ -171,16 +177,44 @@ impl<S: SagaStore> Orchestrator<S> {
         }
     }
 
-    /// One input: read, transition, conditional write; again after a conflict.
+    /// One input: transition, conditional write; again after a conflict.
+    ///
+    /// The state comes from the input when it carries one (a reply hands back the
+    /// [`Command::snapshot`] of the transition that sent its command), else from a
+    /// strongly consistent read. A write that loses gets the stored saga back with the
+    /// failure and applies the input to it; a snapshot the input is not for (never the
+    /// case for a reply to its own command) is not trusted: the saga is read instead.
     async fn apply(&self, input: &SagaInput) -> Result<(Arc<Saga>, Handled), OrchestratorError> {
+        let known = match input {
+            SagaInput::Reply(reply) => reply.snapshot.as_deref().cloned(),
+            SagaInput::Timer(_) => None,
+        };
+        self.apply_to(input, known).await
+    }
+
+    /// [`apply`](Self::apply), starting from `known` (a state of the saga that may be
+    /// behind the stored one) when given.
+    async fn apply_to(
+        &self,
+        input: &SagaInput,
+        known: Option<SagaState>,
+    ) -> Result<(Arc<Saga>, Handled), OrchestratorError> {
         let id = input.saga_id();
         let mut conflicts = 0;
+        // The state to apply the input to, and whether it may be behind the stored one.
+        let mut next: Option<(SagaState, bool)> = known.filter(|s| s.id() == id).map(|s| (s, true));
         loop {
-            let state = self
-                .store
-                .load(id)
-                .await?
-                .ok_or_else(|| OrchestratorError::UnknownSaga(id.to_owned()))?;
+            let (state, maybe_behind) = match next.take() {
+                Some(known) => known,
+                None => {
+                    let state = self
+                        .store
+                        .load(id)
+                        .await?
+                        .ok_or_else(|| OrchestratorError::UnknownSaga(id.to_owned()))?;
+                    (state, false)
+                }
+            };
             let saga = self
                 .registry
                 .get(state.name(), state.definition_version())
@@ -191,6 +225,8 @@ impl<S: SagaStore> Orchestrator<S> {
                 .clone();
             let transition = match transition(&saga, &state, input, (self.clock)()) {
                 Outcome::Applied(transition) => transition,
+                // A state that may be behind cannot tell the input is stale: read.
+                Outcome::Ignored(_) | Outcome::Rearm(_) if maybe_behind => continue,
                 Outcome::Ignored(reason) => {
                     tracing::debug!(target: "lift::saga", saga_id = %id, ?reason, "input ignored");
                     return Ok((saga, Handled::Ignored(reason)));
@@ -218,9 +254,11 @@ impl<S: SagaStore> Orchestrator<S> {
                     }
                     return Ok((saga, Handled::Applied(state)));
                 }
-                Err(StoreError::Conflict { .. }) if conflicts < MAX_CONFLICTS => {
+                Err(StoreError::Conflict { current, .. }) if conflicts < MAX_CONFLICTS => {
                     conflicts += 1;
-                    tracing::debug!(target: "lift::saga", saga_id = %id, conflicts, "write conflict, re-reading");
+                    tracing::debug!(target: "lift::saga", saga_id = %id, conflicts, "write conflict");
+                    // The stored saga, when it came back with the failure, is current.
+                    next = current.map(|c| (*c, false));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -244,7 +282,7 @@ impl<S: SagaStore> Orchestrator<S> {
             else {
                 // A step without a compensation: nothing to undo.
                 let reply = Reply::to(&command, Ok(serde_json::Value::Null));
-                if let Some(next) = self.apply_local(reply).await? {
+                if let Some(next) = self.apply_local(reply, &state).await? {
                     pending.extend(local_commands(&next));
                     state = next;
                 }
@@ -260,7 +298,10 @@ impl<S: SagaStore> Orchestrator<S> {
                 outputs: command.outputs.clone(),
             })
             .await;
-            if let Some(next) = self.apply_local(Reply::to(&command, outcome)).await? {
+            if let Some(next) = self
+                .apply_local(Reply::to(&command, outcome), &state)
+                .await?
+            {
                 pending.extend(local_commands(&next));
                 state = next;
             }
@@ -268,8 +309,18 @@ impl<S: SagaStore> Orchestrator<S> {
         Ok(state)
     }
 
-    async fn apply_local(&self, reply: Reply) -> Result<Option<SagaState>, OrchestratorError> {
-        match self.apply(&SagaInput::Reply(reply)).await?.1 {
+    /// Applies a local step's reply to `state`, the saga as this orchestrator last
+    /// stored it: no read.
+    async fn apply_local(
+        &self,
+        reply: Reply,
+        state: &SagaState,
+    ) -> Result<Option<SagaState>, OrchestratorError> {
+        match self
+            .apply_to(&SagaInput::Reply(reply), Some(state.clone()))
+            .await?
+            .1
+        {
             Handled::Applied(state) => Ok(Some(state)),
             _ => Ok(None),
         }

@@ -166,6 +166,12 @@ pub struct Command {
     /// The saga's tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// The saga as stored by the transition that sent this command (without its outbox),
+    /// attached by the relay. A participant hands it back in its [`Reply`] unchanged
+    /// ([`Reply::to`] does), so the orchestrator applies the reply without reading the
+    /// saga first. Absent from the stored outbox, and when the saga is too large to carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Box<SagaState>>,
 }
 
 /// Why a timer was set.
@@ -241,6 +247,9 @@ pub struct Reply {
     pub attempt: u32,
     /// The step's output, or why it failed.
     pub outcome: Result<Value, StepError>,
+    /// The command's [`Command::snapshot`], handed back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Box<SagaState>>,
 }
 
 impl Reply {
@@ -253,6 +262,7 @@ impl Reply {
             phase: command.phase,
             attempt: command.attempt,
             outcome,
+            snapshot: command.snapshot.clone(),
         }
     }
 }
@@ -376,6 +386,9 @@ pub struct SagaState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) cursor: Option<Cursor>,
     pub(crate) steps: Vec<StepStatus>,
+    /// The steps' names, for reading the saga without its definition.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) step_names: Vec<String>,
     pub(crate) data: Value,
     #[serde(default)]
     pub(crate) outputs: BTreeMap<String, Value>,
@@ -383,6 +396,10 @@ pub struct SagaState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) tenant: Option<String>,
     pub(crate) version: u64,
+    /// The due time of the last timer a transition sent (ms since the epoch): a later
+    /// transition whose due time is not earlier relies on it instead of sending another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) wake_ms: Option<u64>,
     pub(crate) created_ms: u64,
     pub(crate) updated_ms: u64,
     #[serde(default)]
@@ -484,11 +501,30 @@ impl SagaState {
     /// v2  +120ms    reserve answered ok (attempt 1)
     /// ```
     pub fn timeline(&self, saga: &super::Saga) -> String {
+        let names: Vec<&str> = saga.steps().iter().map(|s| s.name()).collect();
+        self.timeline_with(&names)
+    }
+
+    /// The step names, in order, as the saga's definition gave them at its start (empty
+    /// for a saga stored before they were kept).
+    pub fn step_names(&self) -> &[String] {
+        &self.step_names
+    }
+
+    /// [`timeline`](Self::timeline) with the step names the saga keeps (see
+    /// [`step_names`](Self::step_names)): no definition needed, as for a command-line
+    /// tool reading the table.
+    pub fn stored_timeline(&self) -> String {
+        let names: Vec<&str> = self.step_names.iter().map(String::as_str).collect();
+        self.timeline_with(&names)
+    }
+
+    fn timeline_with(&self, names: &[&str]) -> String {
         use std::fmt::Write;
         let name = |step: u32| {
-            saga.steps()
+            names
                 .get(step as usize)
-                .map_or_else(|| format!("#{step}"), |s| s.name().to_owned())
+                .map_or_else(|| format!("#{step}"), |s| (*s).to_owned())
         };
         let phase = |p: Phase| match p {
             Phase::Action => "action",

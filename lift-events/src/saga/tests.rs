@@ -209,11 +209,11 @@ fn a_timeout_retries_and_a_late_success_of_the_first_attempt_counts() {
     let cursor = t1.state().cursor().unwrap();
     assert_eq!(cursor.attempt, 2);
     assert_eq!(cursor.waiting, Waiting::Retry { due_ms: 12_000 });
-    // The timeout again: stale.
-    assert_eq!(
+    // The timeout again: the saga now waits for its retry, due later; no write.
+    assert!(matches!(
         transition(&saga, t1.state(), &SagaInput::Timer(timeout), 11_500),
-        Outcome::Ignored(Ignored::Stale)
-    );
+        Outcome::Rearm(t) if t.due_ms == 12_000 && t.kind == TimerKind::Retry && t.attempt == 2
+    ));
     // A technical failure of attempt 1 arriving now: stale.
     assert_eq!(
         transition(
@@ -228,6 +228,85 @@ fn a_timeout_retries_and_a_late_success_of_the_first_attempt_counts() {
     let t2 = applied(transition(&saga, t1.state(), &ok(&c0), 11_600));
     assert_eq!(t2.state().steps()[0], StepStatus::Done);
     assert_eq!(command(&t2).step, 1);
+}
+
+#[test]
+fn a_saga_answered_in_time_sends_one_timer_in_all() {
+    let saga = three_steps(false);
+    let mut t = begin(&saga);
+    let mut timers = 0;
+    let mut now = 1_000;
+    loop {
+        timers += t
+            .outbox()
+            .iter()
+            .filter(|m| matches!(m, Message::Timer(_)))
+            .count();
+        if t.state().status().is_final() {
+            break;
+        }
+        now += 100;
+        t = applied(transition(&saga, t.state(), &ok(&command(&t)), now));
+    }
+    assert_eq!(t.state().status(), SagaStatus::Completed);
+    assert_eq!(timers, 1, "the first step's timer serves the later ones");
+    // The one timer, when it comes, finds the saga ended.
+    let first_due = 1_000 + 10_000;
+    let timer = Timer {
+        saga_id: "s-1".into(),
+        kind: TimerKind::Timeout,
+        step: 0,
+        phase: Phase::Action,
+        attempt: 1,
+        due_ms: first_due,
+    };
+    assert_eq!(
+        transition(
+            &saga,
+            t.state(),
+            &SagaInput::Timer(timer.clone()),
+            first_due
+        ),
+        Outcome::Ignored(Ignored::Finished)
+    );
+}
+
+#[test]
+fn a_timer_for_a_saga_that_moved_on_waits_for_its_new_deadline() {
+    let saga = three_steps(false);
+    let t0 = begin(&saga);
+    // The first step answers at once; the second's deadline is later than the timer.
+    let t1 = applied(transition(&saga, t0.state(), &ok(&command(&t0)), 5_000));
+    assert!(
+        !t1.outbox().iter().any(|m| matches!(m, Message::Timer(_))),
+        "the pending timer is due first: no new one"
+    );
+    let Waiting::Reply { deadline_ms } = t1.state().cursor().unwrap().waiting else {
+        panic!("waits for a reply")
+    };
+    let timer = Timer {
+        saga_id: "s-1".into(),
+        kind: TimerKind::Timeout,
+        step: 0,
+        phase: Phase::Action,
+        attempt: 1,
+        due_ms: 11_000,
+    };
+    assert!(matches!(
+        transition(&saga, t1.state(), &SagaInput::Timer(timer.clone()), 11_000),
+        Outcome::Rearm(t) if t.due_ms == deadline_ms && t.step == 1
+    ));
+    // At the new deadline the step times out.
+    let t2 = applied(transition(
+        &saga,
+        t1.state(),
+        &SagaInput::Timer(Timer {
+            due_ms: deadline_ms,
+            ..timer
+        }),
+        deadline_ms,
+    ));
+    assert_eq!(t2.state().cursor().unwrap().attempt, 2);
 }
 
 #[test]
@@ -463,6 +542,7 @@ proptest! {
                     phase: cursor.phase,
                     attempt: cursor.attempt.saturating_sub(attempt_back).max(1),
                     outcome: outcome_of(outcome),
+                    snapshot: None,
                 }),
                 Move::Fire { early } => {
                     let (kind, due) = match cursor.waiting {
@@ -476,7 +556,7 @@ proptest! {
                 Move::Replay(_) => continue,
                 Move::Noise { step, compensation, outcome } => {
                     let phase = if compensation { Phase::Compensation } else { Phase::Action };
-                    SagaInput::Reply(Reply { saga_id: state.id().to_owned(), command_id: command_id(state.id(), step, phase), step, phase, attempt: 1, outcome: outcome_of(outcome) })
+                    SagaInput::Reply(Reply { saga_id: state.id().to_owned(), command_id: command_id(state.id(), step, phase), step, phase, attempt: 1, outcome: outcome_of(outcome), snapshot: None })
                 }
             };
             let outcome = transition(&saga, &state, &input, now);
@@ -535,7 +615,7 @@ proptest! {
             now += 60_000;
             let input = match cursor.waiting {
                 Waiting::Retry { due_ms } => SagaInput::Timer(Timer { saga_id: "s-1".into(), kind: TimerKind::Retry, step: cursor.step, phase: cursor.phase, attempt: cursor.attempt, due_ms }),
-                Waiting::Reply { .. } => SagaInput::Reply(Reply { saga_id: "s-1".into(), command_id: cursor.command_id, step: cursor.step, phase: cursor.phase, attempt: cursor.attempt, outcome: outcome_of(a) }),
+                Waiting::Reply { .. } => SagaInput::Reply(Reply { saga_id: "s-1".into(), command_id: cursor.command_id, step: cursor.step, phase: cursor.phase, attempt: cursor.attempt, outcome: outcome_of(a), snapshot: None }),
             };
             state = applied(transition(&saga, &state, &input, now)).into_state();
         }

@@ -73,7 +73,8 @@ pub enum Outcome {
     Applied(Transition),
     /// Nothing to do; acknowledge the input.
     Ignored(Ignored),
-    /// The timer came early (a delay is capped at 15 minutes): send it again, no write.
+    /// Nothing due yet: the timer came early (a delay is capped at 15 minutes), or the
+    /// saga moved on and now waits for a later time. Send this timer, no write.
     Rearm(Timer),
 }
 
@@ -93,11 +94,13 @@ pub fn start(saga: &Saga, id: &str, data: Value, meta: StartMeta, now_ms: u64) -
         reason: None,
         cursor: None,
         steps: vec![StepStatus::Pending; saga.steps.len()],
+        step_names: saga.steps.iter().map(|s| s.name.clone()).collect(),
         data,
         outputs: BTreeMap::new(),
         correlation_id,
         tenant: meta.tenant,
         version: 0,
+        wake_ms: None,
         created_ms: now_ms,
         updated_ms: now_ms,
         history: Vec::new(),
@@ -211,22 +214,33 @@ fn on_timer(
     timer: &Timer,
     now_ms: u64,
 ) -> Outcome {
-    if timer.step != cursor.step || timer.phase != cursor.phase || timer.attempt != cursor.attempt {
-        return Outcome::Ignored(Ignored::Stale);
-    }
-    let due_ms = match (timer.kind, cursor.waiting) {
-        (TimerKind::Timeout, Waiting::Reply { deadline_ms }) => deadline_ms,
-        (TimerKind::Retry, Waiting::Retry { due_ms }) => due_ms,
-        _ => return Outcome::Ignored(Ignored::Stale),
+    // A timer wakes the saga up; what it does depends on what the saga waits for now,
+    // not on the attempt that sent it (one timer serves several steps).
+    let (kind, due_ms) = match cursor.waiting {
+        Waiting::Reply { deadline_ms } => (TimerKind::Timeout, deadline_ms),
+        Waiting::Retry { due_ms } => (TimerKind::Retry, due_ms),
     };
-    if now_ms < due_ms {
-        return Outcome::Rearm(Timer {
+    let wait = |due_ms| {
+        Outcome::Rearm(Timer {
+            saga_id: state.id.clone(),
+            kind,
+            step: cursor.step,
+            phase: cursor.phase,
+            attempt: cursor.attempt,
             due_ms,
-            ..timer.clone()
-        });
+        })
+    };
+    if now_ms < timer.due_ms {
+        // Early: a delay stops at 15 minutes. It keeps its own due time, which later
+        // transitions rely on.
+        return wait(timer.due_ms);
+    }
+    if now_ms < due_ms {
+        // The saga moved on since: wait for what it waits for now.
+        return wait(due_ms);
     }
     let mut tx = Tx::begin(saga, state, now_ms);
-    match timer.kind {
+    match kind {
         TimerKind::Timeout => {
             tx.log(HistoryEvent::TimedOut {
                 step: cursor.step,
@@ -324,20 +338,37 @@ impl<'a> Tx<'a> {
             outputs: self.state.outputs.clone(),
             correlation_id: self.state.correlation_id.clone(),
             tenant: self.state.tenant.clone(),
+            snapshot: None,
         }));
-        self.state.outbox.push(Message::Timer(Timer {
-            saga_id: self.state.id.clone(),
-            kind: TimerKind::Timeout,
-            step,
-            phase,
-            attempt,
-            due_ms: deadline_ms,
-        }));
+        self.arm(TimerKind::Timeout, step, phase, attempt, deadline_ms);
         self.log(HistoryEvent::CommandSent {
             step,
             phase,
             attempt,
         });
+    }
+
+    /// Makes sure a timer wakes the saga up at `due_ms` or before: a timer sent earlier
+    /// that is still to come, due no later, does (when it comes, the saga waits for
+    /// `due_ms`, so it is sent again for then); otherwise a new one goes in the outbox.
+    /// On the happy path a saga thus sends one timer in all, not one per attempt.
+    fn arm(&mut self, kind: TimerKind, step: u32, phase: Phase, attempt: u32, due_ms: u64) {
+        let pending = self
+            .state
+            .wake_ms
+            .is_some_and(|wake| self.now_ms < wake && wake <= due_ms);
+        if pending {
+            return;
+        }
+        self.state.wake_ms = Some(due_ms);
+        self.state.outbox.push(Message::Timer(Timer {
+            saga_id: self.state.id.clone(),
+            kind,
+            step,
+            phase,
+            attempt,
+            due_ms,
+        }));
     }
 
     /// A technical failure or a timeout of the current attempt: retry, or give up.
@@ -353,14 +384,7 @@ impl<'a> Tx<'a> {
                 waiting: Waiting::Retry { due_ms },
                 ..cursor.clone()
             });
-            self.state.outbox.push(Message::Timer(Timer {
-                saga_id: self.state.id.clone(),
-                kind: TimerKind::Retry,
-                step: cursor.step,
-                phase: cursor.phase,
-                attempt,
-                due_ms,
-            }));
+            self.arm(TimerKind::Retry, cursor.step, cursor.phase, attempt, due_ms);
             self.log(HistoryEvent::RetryScheduled {
                 step: cursor.step,
                 phase: cursor.phase,

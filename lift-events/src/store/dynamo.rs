@@ -6,10 +6,11 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, ScalarAttributeType, StreamSpecification, StreamViewType,
+    KeyType, Projection, ProjectionType, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    StreamSpecification, StreamViewType,
 };
 
-use super::{SagaStore, SagaSummary, StoreError};
+use super::{SagaStore, SagaSummary, StoreError, compact};
 use crate::saga::{Message, SagaState, SagaStatus};
 use lift_middleware::dynamo::{self, DynamoError};
 
@@ -28,13 +29,16 @@ const FINISHED_INDEX: &str = "finished";
 /// | `v` (N) | the state version: each write is conditional on it |
 /// | `status` (S), `name` (S), `updated` (N), `reason` (S) | for listing |
 /// | `fin` (S) | the status once final: the key of the sparse `finished` index |
-/// | `state` (S) | the state and its whole history, as JSON |
-/// | `outbox` (S) | the messages the last transition decided, as JSON |
+/// | `state` (S) | the state, as JSON |
+/// | `h` (S) | its whole history, one line per entry (about 12 bytes each) |
+/// | `outbox` (S) | the messages the last transition decided, as JSON (the commands without the data and outputs `state` holds) |
+/// | `out` (N) | 1 when the outbox holds something to publish (not only local steps): the stream mapping filters on it |
 ///
 /// The history is kept in the item rather than as items of its own: a transition is then
 /// one `PutItem` (1 write unit per KB of item) where a `TransactWriteItems` of the state and
-/// a history item would cost 2 units per item, 4 or more per transition. A saga's history
-/// is small (about 100 bytes per transition), so the item stays a few KB.
+/// a history item would cost 2 units per item, 4 or more per transition. Written as JSON
+/// objects it made most of the item (about 100 bytes an entry); as lines a 5-step saga's
+/// item stays about 1 KB, one write unit.
 ///
 /// The table needs a DynamoDB Stream (new images) for the outbox relay; see
 /// [`create_table`](Self::create_table) for the whole schema.
@@ -123,13 +127,25 @@ pub(crate) fn encode(state: &SagaState) -> Result<HashMap<String, AttributeValue
         id: state.id().to_owned(),
         reason: e.to_string(),
     };
+    // The state without its history and outbox, which are stored compact.
     let mut body = serde_json::to_value(state).map_err(codec)?;
     if let Some(map) = body.as_object_mut() {
         map.remove("outbox");
+        map.remove("history");
+        // What the item's own attributes hold is not repeated: the id (`pk`), version
+        // (`v`), status, name, reason and time of the last move (`updated`); nor a
+        // correlation id that is the saga's id (the default).
+        for key in ["id", "version", "status", "name", "reason", "updated_ms"] {
+            map.remove(key);
+        }
+        if state.correlation_id() == state.id() {
+            map.remove("correlation_id");
+        }
     }
     let body = serde_json::to_string(&body).map_err(codec)?;
-    let outbox = serde_json::to_string(state.outbox()).map_err(codec)?;
-    let bytes = body.len() + outbox.len() + state.id().len() + 64;
+    let history = compact::history_lines(state.created_ms(), state.history());
+    let outbox = serde_json::to_string(&compact::strip(state.outbox())).map_err(codec)?;
+    let bytes = body.len() + history.len() + outbox.len() + state.id().len() + 64;
     if bytes > MAX_ITEM_BYTES {
         return Err(StoreError::TooLarge {
             id: state.id().to_owned(),
@@ -157,6 +173,18 @@ pub(crate) fn encode(state: &SagaState) -> Result<HashMap<String, AttributeValue
         ("state".to_owned(), AttributeValue::S(body)),
         ("outbox".to_owned(), AttributeValue::S(outbox)),
     ]);
+    if !history.is_empty() {
+        item.insert("h".to_owned(), AttributeValue::S(history));
+    }
+    // Marks a transition the relay has something to publish for: the stream mapping's
+    // filter leaves the others out, at no charge (local steps' transitions, mostly).
+    let publishes = state
+        .outbox()
+        .iter()
+        .any(|m| !matches!(m, Message::Command(c) if c.target == crate::saga::Target::Local));
+    if publishes {
+        item.insert("out".to_owned(), AttributeValue::N("1".to_owned()));
+    }
     if let Some(reason) = state.reason() {
         item.insert("reason".to_owned(), AttributeValue::S(reason.to_owned()));
     }
@@ -178,15 +206,87 @@ pub(crate) fn decode(
         id: id.to_owned(),
         reason,
     };
-    let text = |name: &str| match item.get(name) {
-        Some(AttributeValue::S(s)) => Ok(s.as_str()),
-        _ => Err(codec(format!(
-            "attribute `{name}` is missing or not a string"
-        ))),
+    let history = match item.get("h") {
+        Some(AttributeValue::S(h)) => Some(h.as_str()),
+        None => None,
+        Some(_) => return Err(codec("attribute `h` is not a string".to_owned())),
     };
-    let mut state: SagaState =
-        serde_json::from_str(text("state")?).map_err(|e| codec(e.to_string()))?;
-    state.outbox = decode_outbox(id, item)?;
+    let number = |name: &str| match item.get(name) {
+        Some(AttributeValue::N(n)) => n.parse().ok(),
+        _ => None,
+    };
+    let text = |name: &str| match item.get(name) {
+        Some(AttributeValue::S(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let columns = Columns {
+        version: number("v"),
+        status: text("status"),
+        name: text("name"),
+        reason: text("reason"),
+        updated_ms: number("updated"),
+    };
+    from_parts(
+        id,
+        text("state")
+            .ok_or_else(|| codec("attribute `state` is missing or not a string".to_owned()))?,
+        history,
+        decode_outbox(id, item)?,
+        &columns,
+    )
+}
+
+/// The saga item's attributes that `state` leaves out.
+#[derive(Debug, Default)]
+pub(crate) struct Columns<'a> {
+    /// `v`.
+    pub(crate) version: Option<u64>,
+    /// `status`.
+    pub(crate) status: Option<&'a str>,
+    /// `name`.
+    pub(crate) name: Option<&'a str>,
+    /// `reason`.
+    pub(crate) reason: Option<&'a str>,
+    /// `updated`.
+    pub(crate) updated_ms: Option<u64>,
+}
+
+/// The state stored as `state` (JSON), `h` (its history, compact; absent when the JSON
+/// holds it) and `outbox`.
+pub(crate) fn from_parts(
+    id: &str,
+    state: &str,
+    history: Option<&str>,
+    outbox: Vec<Message>,
+    columns: &Columns<'_>,
+) -> Result<SagaState, StoreError> {
+    let codec = |reason: String| StoreError::Codec {
+        id: id.to_owned(),
+        reason,
+    };
+    let mut json: serde_json::Value =
+        serde_json::from_str(state).map_err(|e| codec(e.to_string()))?;
+    if let Some(map) = json.as_object_mut() {
+        use serde_json::Value;
+        let mut put = |key: &str, value: Option<Value>| {
+            if let Some(value) = value {
+                map.entry(key.to_owned()).or_insert(value);
+            }
+        };
+        put("id", Some(Value::from(id)));
+        put("correlation_id", Some(Value::from(id)));
+        put("version", columns.version.map(Value::from));
+        put("status", columns.status.map(Value::from));
+        put("name", columns.name.map(Value::from));
+        put("reason", columns.reason.map(Value::from));
+        put("updated_ms", columns.updated_ms.map(Value::from));
+    }
+    let mut state: SagaState = serde_json::from_value(json).map_err(|e| codec(e.to_string()))?;
+    if let Some(lines) = history {
+        state.history = compact::parse_history(state.created_ms(), lines).map_err(codec)?;
+    }
+    state.outbox = outbox;
+    compact::refill(&mut state);
     Ok(state)
 }
 
@@ -237,11 +337,14 @@ fn summary(item: &HashMap<String, AttributeValue>) -> Option<SagaSummary> {
 impl SagaStore for DynamoStore {
     async fn save(&self, state: &SagaState) -> Result<(), StoreError> {
         let item = encode(state)?;
+        // On a conflict DynamoDB hands back the stored item with the failure: the
+        // orchestrator applies its input again without reading.
         let put = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item));
+            .set_item(Some(item))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let put = if state.version() <= 1 {
             put.condition_expression("attribute_not_exists(pk)")
         } else {
@@ -327,7 +430,11 @@ impl SagaStore for DynamoStore {
 /// Maps a DynamoDB error on saga (or table) `id`.
 fn store_error(id: &str, error: DynamoError) -> StoreError {
     match error {
-        DynamoError::ConditionFailed { .. } => StoreError::Conflict { id: id.to_owned() },
+        DynamoError::ConditionFailed { item, .. } => StoreError::Conflict {
+            id: id.to_owned(),
+            // An item that does not decode is left to the read that follows.
+            current: item.and_then(|item| decode(id, &item).ok()).map(Box::new),
+        },
         e if e.is_throttled() => StoreError::Throttled,
         e => {
             let operation = e.operation().unwrap_or("DynamoDB");

@@ -41,6 +41,7 @@ impl SagaStore for MemoryStore {
         if stored != expected {
             return Err(StoreError::Conflict {
                 id: state.id().to_owned(),
+                current: sagas.get(state.id()).cloned().map(Box::new),
             });
         }
         sagas.insert(state.id().to_owned(), state.clone());

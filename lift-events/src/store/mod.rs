@@ -7,12 +7,14 @@
 //! item on the version it read, so two orchestrators racing on one saga cannot both win,
 //! and the outbox is stored exactly when the state change is.
 
+mod compact;
 mod dynamo;
 mod memory;
 
 use std::future::Future;
 
 pub use dynamo::DynamoStore;
+pub(crate) use dynamo::{Columns, from_parts};
 pub use memory::MemoryStore;
 
 use crate::saga::{SagaState, SagaStatus};
@@ -23,8 +25,9 @@ pub trait SagaStore: Send + Sync {
     /// no saga with that id exists).
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] when another write got there first (or the id is taken);
-    /// other [`StoreError`]s when the store failed.
+    /// [`StoreError::Conflict`] when another write got there first (or the id is taken),
+    /// with the saga as stored (DynamoDB hands it back with the failed write, so no read
+    /// is needed to apply the input again); other [`StoreError`]s when the store failed.
     fn save(&self, state: &SagaState) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The saga `id`, if it exists (a strongly consistent read).
@@ -82,6 +85,8 @@ pub enum StoreError {
     Conflict {
         /// The saga.
         id: String,
+        /// The saga as stored, when the store returned it with the failed write.
+        current: Option<Box<SagaState>>,
     },
     /// The store throttled the call; retry later.
     #[error("the saga store throttled the call")]

@@ -96,10 +96,23 @@ pub(crate) async fn contract<S: SagaStore + Clone + 'static>(store: S) {
         "a skipped version"
     );
     store.save(&v2).await.unwrap();
-    assert!(
-        matches!(store.save(&v2).await, Err(StoreError::Conflict { .. })),
-        "a stale version"
-    );
+    // A lost write hands back the saga as stored (DynamoDB's
+    // ReturnValuesOnConditionCheckFailure): the orchestrator applies its input to it
+    // without a read.
+    match store.save(&v2).await {
+        Err(StoreError::Conflict {
+            current: Some(current),
+            ..
+        }) => assert_eq!(*current, v2, "the stored saga comes back with a conflict"),
+        other => panic!("a stale version: {other:?}"),
+    }
+    match store.save(&v1).await {
+        Err(StoreError::Conflict {
+            current: Some(current),
+            ..
+        }) => assert_eq!(current.version(), 2, "a create over an existing saga"),
+        other => panic!("an existing id: {other:?}"),
+    }
     store.save(&v3).await.unwrap();
     let loaded = store.load(&id).await.unwrap().unwrap();
     assert_eq!(loaded, v3);

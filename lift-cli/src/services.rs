@@ -1,4 +1,4 @@
-//! `lift`: the service registry from the command line.
+//! The service registry commands:
 //!
 //! ```text
 //! lift services [--table T]                 services, with live and healthy instances
@@ -6,47 +6,15 @@
 //! lift map [--table T] [--svg FILE]         the dependency map as Mermaid (and an SVG file)
 //! ```
 //!
-//! The table defaults to `LIFT_REGISTRY_TABLE`; AWS settings come from the environment
-//! (`AWS_ENDPOINT_URL` for the local emulator).
+//! The table defaults to `LIFT_REGISTRY_TABLE`.
 
 use std::collections::BTreeMap;
-use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lift_services::topology::Topology;
 use lift_services::{DynamoRegistry, Health, Instance, Registry};
 
-const USAGE: &str = "usage:
-  lift services [--table T]
-  lift instances SERVICE [--table T]
-  lift map [--table T] [--svg FILE]";
-
-struct Args {
-    command: String,
-    service: Option<String>,
-    table: Option<String>,
-    svg: Option<String>,
-}
-
-fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
-    let command = args.next().ok_or("no command")?;
-    let mut parsed = Args {
-        command,
-        service: None,
-        table: None,
-        svg: None,
-    };
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--table" => parsed.table = Some(args.next().ok_or("--table needs a value")?),
-            "--svg" => parsed.svg = Some(args.next().ok_or("--svg needs a file")?),
-            other if other.starts_with("--") => return Err(format!("unknown option {other}")),
-            other if parsed.service.is_none() => parsed.service = Some(other.to_owned()),
-            other => return Err(format!("unexpected argument {other}")),
-        }
-    }
-    Ok(parsed)
-}
+use crate::Args;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -124,8 +92,9 @@ fn instances(instances: &[Instance], service: &str) -> String {
     out
 }
 
-async fn run(args: Args) -> Result<String, String> {
-    let table = match args.table {
+/// Runs registry command `command` (`services`, `instances`, `map`).
+pub(crate) async fn run(args: &Args) -> Result<String, String> {
+    let table = match args.table.clone() {
         Some(table) => table,
         None => std::env::var("LIFT_REGISTRY_TABLE")
             .map_err(|_| "no table: pass --table or set LIFT_REGISTRY_TABLE".to_owned())?,
@@ -139,38 +108,16 @@ async fn run(args: Args) -> Result<String, String> {
     match args.command.as_str() {
         "services" => Ok(services(&all)),
         "instances" => {
-            let service = args.service.ok_or("instances needs a SERVICE")?;
+            let service = args.target.clone().ok_or("instances needs a SERVICE")?;
             Ok(instances(&all, &service))
         }
         "map" => {
             let map = Topology::from_instances(&all);
-            if let Some(file) = args.svg {
-                std::fs::write(&file, map.svg()).map_err(|e| format!("writing {file}: {e}"))?;
+            if let Some(file) = &args.svg {
+                std::fs::write(file, map.svg()).map_err(|e| format!("writing {file}: {e}"))?;
             }
             Ok(map.mermaid())
         }
         other => Err(format!("unknown command {other}")),
-    }
-}
-
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
-    let args = match parse(std::env::args().skip(1)) {
-        Ok(args) => args,
-        Err(error) => {
-            eprintln!("{error}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(args).await {
-        Ok(out) => {
-            use std::io::Write;
-            let _ = std::io::stdout().write_all(out.as_bytes());
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("lift: {error}");
-            ExitCode::FAILURE
-        }
     }
 }

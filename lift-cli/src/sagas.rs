@@ -1,0 +1,373 @@
+//! The saga commands: `lift sagas` lists sagas by state, `lift saga ID` shows one as a
+//! timeline. [`list`] and [`show`] render what the commands print.
+
+use lift_events::saga::{Phase, SagaState, SagaStatus, StepStatus, Waiting};
+use lift_events::store::{DynamoStore, SagaStore, SagaSummary};
+
+use crate::{Args, CliError};
+
+/// How many sagas `lift sagas` lists per state unless `--limit` says otherwise.
+const DEFAULT_LIMIT: usize = 50;
+
+const ALL: [SagaStatus; 5] = [
+    SagaStatus::NeedsAttention,
+    SagaStatus::Running,
+    SagaStatus::Compensating,
+    SagaStatus::Completed,
+    SagaStatus::Compensated,
+];
+
+/// The status named `name` (`needs-attention` or `needs_attention`, `running`, ...).
+///
+/// # Errors
+/// [`CliError::Usage`] for any other name.
+pub fn status(name: &str) -> Result<SagaStatus, CliError> {
+    ALL.into_iter()
+        .find(|s| s.as_str() == name.replace('-', "_"))
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "unknown state {name} (needs-attention, running, compensating, completed, compensated)"
+            ))
+        })
+}
+
+/// A time (ms since the epoch) as RFC 3339, UTC.
+fn at(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(
+            || format!("{ms}ms"),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        )
+}
+
+/// A duration in ms, short: `850ms`, `12.4s`, `3m05s`, `2h14m`.
+fn span(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
+/// The lines of `lift sagas`: one per saga, with its state, name, id, when it last moved
+/// and why it compensated or needs attention.
+pub fn list(sagas: &[SagaSummary]) -> String {
+    let mut out = format!(
+        "{:<16} {:<16} {:<40} {:<24}  {}\n",
+        "STATE", "SAGA", "ID", "LAST MOVED", "REASON"
+    );
+    for s in sagas {
+        out.push_str(&format!(
+            "{:<16} {:<16} {:<40} {:<24}  {}\n",
+            s.status.as_str(),
+            s.name,
+            s.id,
+            at(s.updated_ms),
+            s.reason.as_deref().unwrap_or("-")
+        ));
+    }
+    if sagas.is_empty() {
+        out.push_str("(none)\n");
+    }
+    out
+}
+
+fn step_status(status: StepStatus) -> &'static str {
+    match status {
+        StepStatus::Pending => "pending",
+        StepStatus::Running => "running",
+        StepStatus::Done => "done",
+        StepStatus::Rejected => "refused",
+        StepStatus::Uncertain => "uncertain",
+        StepStatus::Compensating => "compensating",
+        StepStatus::Compensated => "compensated",
+    }
+}
+
+/// What `lift saga ID` prints: the saga's state, its steps, what it waits for, and its
+/// history as a timeline (every transition: commands and their attempts, replies,
+/// timeouts, retries, compensations, the end, with times since the start).
+pub fn show(state: &SagaState) -> String {
+    let name = |i: usize| {
+        state
+            .step_names()
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("#{i}"))
+    };
+    let mut out = format!(
+        "saga     {} ({} v{})\nstate    {}{}\n",
+        state.id(),
+        state.name(),
+        state.definition_version(),
+        state.status().as_str(),
+        state.reason().map(|r| format!(": {r}")).unwrap_or_default()
+    );
+    out.push_str(&format!(
+        "started  {}\nmoved    {} (+{}), {} transitions\n",
+        at(state.created_ms()),
+        at(state.updated_ms()),
+        span(state.updated_ms().saturating_sub(state.created_ms())),
+        state.version()
+    ));
+    let steps: Vec<String> = state
+        .steps()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("{} {}", name(i), step_status(*s)))
+        .collect();
+    out.push_str(&format!("steps    {}\n", steps.join(", ")));
+    if let Some(cursor) = state.cursor() {
+        let phase = match cursor.phase {
+            Phase::Action => "action",
+            Phase::Compensation => "compensation",
+        };
+        let what = match cursor.waiting {
+            Waiting::Reply { deadline_ms } => format!(
+                "a reply, until {} (+{})",
+                at(deadline_ms),
+                span(deadline_ms.saturating_sub(state.created_ms()))
+            ),
+            Waiting::Retry { due_ms } => format!(
+                "its retry at {} (+{})",
+                at(due_ms),
+                span(due_ms.saturating_sub(state.created_ms()))
+            ),
+        };
+        out.push_str(&format!(
+            "waiting  {} {phase}, attempt {}: {what}\n",
+            name(cursor.step as usize),
+            cursor.attempt
+        ));
+    }
+    out.push_str("\ntimeline\n");
+    out.push_str(&state.stored_timeline());
+    out
+}
+
+/// Runs `lift sagas` or `lift saga ID` against the saga table.
+pub(crate) async fn run(args: &Args) -> Result<String, CliError> {
+    let table = match &args.table {
+        Some(table) => table.clone(),
+        None => std::env::var("LIFT_SAGA_TABLE").map_err(|_| {
+            CliError::Usage("no table: pass --table or set LIFT_SAGA_TABLE".to_owned())
+        })?,
+    };
+    let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
+    let store = DynamoStore::new(client, &table);
+    let failed = |e: lift_events::store::StoreError| {
+        let mut message = format!("reading table {table} failed: {e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            message.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        CliError::Failed(message)
+    };
+    if args.command == "saga" {
+        let id = args
+            .target
+            .as_deref()
+            .ok_or_else(|| CliError::Usage("saga needs an ID".to_owned()))?;
+        return match store.load(id).await.map_err(failed)? {
+            Some(state) => Ok(show(&state)),
+            None => Err(CliError::Failed(format!("no saga {id} in table {table}"))),
+        };
+    }
+    if args.target.is_some() {
+        return Err(CliError::Usage(
+            "sagas takes no ID (lift saga ID shows one)".to_owned(),
+        ));
+    }
+    let statuses = match &args.state {
+        Some(name) => vec![status(name)?],
+        None => ALL.to_vec(),
+    };
+    let limit = args.limit.unwrap_or(DEFAULT_LIMIT);
+    let mut found = Vec::new();
+    for s in statuses {
+        found.extend(store.list(s, limit).await.map_err(failed)?);
+    }
+    Ok(list(&found))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use lift_events::saga::{
+        Message, Outcome, Reply, RetryPolicy, Saga, SagaInput, StartMeta, Step, StepError, Timer,
+        TimerKind, remote, start, transition,
+    };
+    use serde_json::json;
+
+    use super::*;
+
+    const T0: u64 = 1_764_504_000_000; // 2025-11-30T12:00:00Z
+
+    fn saga() -> Saga {
+        let step = |name: &str| {
+            Step::new(
+                name,
+                remote("p", &format!("Do{name}")),
+                Some(remote("p", &format!("Undo{name}"))),
+            )
+            .timeout(Duration::from_secs(30))
+            .retry(RetryPolicy::new(2, Duration::from_secs(1), Duration::from_secs(1)).unwrap())
+        };
+        Saga::named("trip", 3)
+            .step(step("reserve"))
+            .step(step("charge"))
+            .build()
+            .unwrap()
+    }
+
+    fn reply(state: &SagaState, outcome: Result<serde_json::Value, StepError>) -> SagaInput {
+        let command = state
+            .outbox()
+            .iter()
+            .find_map(|m| match m {
+                Message::Command(c) => Some(c.clone()),
+                _ => None,
+            })
+            .unwrap();
+        SagaInput::Reply(Reply::to(&command, outcome))
+    }
+
+    fn apply(saga: &Saga, state: &SagaState, input: &SagaInput, now: u64) -> SagaState {
+        match transition(saga, state, input, now) {
+            Outcome::Applied(t) => t.into_state(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A trip whose charge times out once, then is refused; the reservation is undone.
+    fn compensated() -> SagaState {
+        let saga = saga();
+        let s1 = start(
+            &saga,
+            "trip-42",
+            json!({"to": "Lyon"}),
+            StartMeta::default(),
+            T0,
+        )
+        .into_state();
+        let s2 = apply(&saga, &s1, &reply(&s1, Ok(json!({"room": 12}))), T0 + 120);
+        let timer = SagaInput::Timer(Timer {
+            saga_id: "trip-42".into(),
+            kind: TimerKind::Timeout,
+            step: 1,
+            phase: Phase::Action,
+            attempt: 1,
+            due_ms: T0 + 30_120,
+        });
+        let s3 = apply(&saga, &s2, &timer, T0 + 30_120);
+        let retry = SagaInput::Timer(Timer {
+            saga_id: "trip-42".into(),
+            kind: TimerKind::Retry,
+            step: 1,
+            phase: Phase::Action,
+            attempt: 2,
+            due_ms: T0 + 31_120,
+        });
+        let s4 = apply(&saga, &s3, &retry, T0 + 31_120);
+        let s5 = apply(
+            &saga,
+            &s4,
+            &reply(&s4, Err(StepError::Rejected("card declined".into()))),
+            T0 + 31_500,
+        );
+        apply(&saga, &s5, &reply(&s5, Ok(json!(null))), T0 + 32_000)
+    }
+
+    #[test]
+    fn a_saga_shows_its_steps_and_its_timeline() {
+        let state = compensated();
+        let shown = show(&state);
+        let expected = "\
+saga     trip-42 (trip v3)
+state    compensated: card declined
+started  2025-11-30T12:00:00.000Z
+moved    2025-11-30T12:00:32.000Z (+32.0s), 6 transitions
+steps    reserve compensated, charge refused
+";
+        assert!(shown.starts_with(expected), "{shown}");
+        for line in [
+            "v1   +0ms      started (definition 3)",
+            "v1   +0ms      sent reserve (action, attempt 1)",
+            "v2   +120ms    reserve action answered ok (attempt 1)",
+            "v3   +30120ms  charge action timed out (attempt 1)",
+            "v3   +30120ms  retry charge action as attempt 2 at +31120ms",
+            "v4   +31120ms  sent charge (action, attempt 2)",
+            "v5   +31500ms  charge action failed (attempt 2): card declined",
+            "v5   +31500ms  compensating: card declined",
+            "v5   +31500ms  sent reserve (compensation, attempt 1)",
+            "v6   +32000ms  reserve compensation answered ok (attempt 1)",
+            "v6   +32000ms  ended compensated: card declined",
+        ] {
+            assert!(shown.contains(line), "missing {line:?} in\n{shown}");
+        }
+        assert!(
+            !shown.contains("waiting"),
+            "an ended saga waits for nothing"
+        );
+    }
+
+    #[test]
+    fn a_running_saga_shows_what_it_waits_for() {
+        let saga = saga();
+        let s1 = start(&saga, "trip-7", json!({}), StartMeta::default(), T0).into_state();
+        let shown = show(&s1);
+        assert!(
+            shown.contains(
+                "waiting  reserve action, attempt 1: a reply, until 2025-11-30T12:00:30.000Z (+30.0s)"
+            ),
+            "{shown}"
+        );
+        assert!(shown.contains("steps    reserve running, charge pending"));
+    }
+
+    #[test]
+    fn sagas_are_listed_one_a_line_with_their_reason() {
+        let done = compensated();
+        let running = start(&saga(), "trip-7", json!({}), StartMeta::default(), T0).into_state();
+        let listed = list(&[SagaSummary::of(&running), SagaSummary::of(&done)]);
+        let lines: Vec<&str> = listed.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("STATE"));
+        assert!(lines[1].starts_with("running          trip             trip-7"));
+        assert!(
+            lines[1].ends_with("2025-11-30T12:00:00.000Z  -"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[2].contains("compensated"));
+        assert!(lines[2].ends_with("card declined"));
+        assert_eq!(list(&[]).lines().nth(1), Some("(none)"));
+    }
+
+    #[test]
+    fn states_are_named_with_dashes_or_underscores() {
+        assert_eq!(
+            status("needs-attention").unwrap(),
+            SagaStatus::NeedsAttention
+        );
+        assert_eq!(
+            status("needs_attention").unwrap(),
+            SagaStatus::NeedsAttention
+        );
+        assert_eq!(status("completed").unwrap(), SagaStatus::Completed);
+        assert!(matches!(status("done"), Err(CliError::Usage(_))));
+    }
+
+    #[test]
+    fn durations_read_short() {
+        assert_eq!(span(850), "850ms");
+        assert_eq!(span(12_400), "12.4s");
+        assert_eq!(span(185_000), "3m05s");
+        assert_eq!(span(8_040_000), "2h14m");
+    }
+}

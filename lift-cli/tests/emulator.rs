@@ -1,0 +1,126 @@
+//! `lift sagas` and `lift saga` against sagas stored on the local emulator.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lift_cli::{CliError, run};
+use lift_events::saga::{Orchestrator, Registry, Saga, SagaStatus, Step, StepError, local};
+use lift_events::store::DynamoStore;
+use serde_json::json;
+
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{nanos}")
+}
+
+async fn lift(line: &str) -> Result<String, CliError> {
+    run(line.split_whitespace().map(str::to_owned)).await
+}
+
+#[tokio::test]
+async fn lists_sagas_by_state_and_shows_one_as_a_timeline() {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
+    );
+    let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
+    let table = unique("sagas");
+    DynamoStore::create_table(&client, &table).await.unwrap();
+    // Local steps: the book step refuses trips to Mars, the undo of hold refuses for
+    // VIP trips (so the saga needs attention).
+    let saga = Saga::named("trip", 1)
+        .step(Step::new(
+            "hold",
+            local(|_| async { Ok(json!({"seat": "4A"})) }),
+            Some(local(|call| async move {
+                if call.data["vip"] == json!(true) {
+                    Err(StepError::Rejected("the hold is locked".into()))
+                } else {
+                    Ok(json!(null))
+                }
+            })),
+        ))
+        .step(Step::new(
+            "book",
+            local(|call| async move {
+                if call.data["to"] == json!("Mars") {
+                    Err(StepError::Rejected("no flights to Mars".into()))
+                } else {
+                    Ok(json!({"ref": "B-1"}))
+                }
+            }),
+            None,
+        ))
+        .build()
+        .unwrap();
+    let orchestrator = Orchestrator::new(
+        Registry::new().with(saga),
+        DynamoStore::new(client.clone(), &table),
+    );
+    let ok = unique("trip-ok");
+    let mars = unique("trip-mars");
+    let stuck = unique("trip-stuck");
+    for (id, data) in [
+        (&ok, json!({"to": "Lyon"})),
+        (&mars, json!({"to": "Mars"})),
+        (&stuck, json!({"to": "Mars", "vip": true})),
+    ] {
+        orchestrator
+            .start("trip", id, &data, Default::default())
+            .await
+            .unwrap();
+    }
+
+    let attention = lift(&format!("sagas --state needs-attention --table {table}"))
+        .await
+        .unwrap();
+    assert!(attention.contains(&stuck), "{attention}");
+    assert!(attention.contains("the hold is locked"), "{attention}");
+    assert!(!attention.contains(&ok) && !attention.contains(&mars));
+    let completed = lift(&format!("sagas --state completed --table {table}"))
+        .await
+        .unwrap();
+    assert!(completed.contains(&ok) && !completed.contains(&mars));
+    let all = lift(&format!("sagas --table {table}")).await.unwrap();
+    for id in [&ok, &mars, &stuck] {
+        assert_eq!(all.matches(id.as_str()).count(), 1, "{all}");
+    }
+
+    let shown = lift(&format!("saga {mars} --table {table}")).await.unwrap();
+    assert!(
+        shown.contains(&format!("state    {}", SagaStatus::Compensated.as_str())),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("steps    hold compensated, book refused"),
+        "{shown}"
+    );
+    let timeline: Vec<&str> = shown
+        .lines()
+        .skip_while(|l| *l != "timeline")
+        .skip(1)
+        .map(|l| l.split_once("ms ").map_or(l, |(_, what)| what.trim()))
+        .collect();
+    assert_eq!(
+        timeline,
+        [
+            "started (definition 1)",
+            "sent hold (action, attempt 1)",
+            "hold action answered ok (attempt 1)",
+            "sent book (action, attempt 1)",
+            "book action failed (attempt 1): no flights to Mars",
+            "compensating: no flights to Mars",
+            "sent hold (compensation, attempt 1)",
+            "hold compensation answered ok (attempt 1)",
+            "ended compensated: no flights to Mars",
+        ],
+        "{shown}"
+    );
+
+    let missing = lift(&format!("saga nope --table {table}")).await;
+    assert!(matches!(missing, Err(CliError::Failed(m)) if m.contains("no saga nope")));
+    let bad = lift(&format!("sagas --state finished --table {table}")).await;
+    assert!(matches!(bad, Err(CliError::Usage(_))));
+}

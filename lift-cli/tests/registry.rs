@@ -1,0 +1,108 @@
+//! `lift services`, `lift instances` and `lift map` against a registry on the local
+//! emulator.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use lift_cli::run;
+use lift_services::{DynamoRegistry, Endpoints, EnvLease, EnvReport, Instance, Registry};
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+async fn registry() -> (DynamoRegistry, String) {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
+    );
+    let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
+    let table = format!("registry-{}", now_ms());
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .unwrap()
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .unwrap()
+    };
+    client
+        .create_table()
+        .table_name(&table)
+        .attribute_definitions(attribute("pk"))
+        .attribute_definitions(attribute("sk"))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    (DynamoRegistry::new(client, table.clone()), table)
+}
+
+async fn lift(args: &[&str], table: &str) -> String {
+    run(args
+        .iter()
+        .map(|a| (*a).to_owned())
+        .chain(["--table".to_owned(), table.to_owned()]))
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn lists_services_and_instances_and_draws_the_map() {
+    let (registry, table) = registry().await;
+    let now = now_ms();
+    for (service, calls) in [("alpha", vec![("beta", 3)]), ("beta", vec![])] {
+        let instance = Instance::new(
+            service,
+            format!("{service}-fn:live@us-east-1"),
+            "us-east-1",
+            Endpoints::lambda(format!(
+                "arn:aws:lambda:us-east-1:123456789012:function:{service}-fn:live"
+            )),
+        );
+        let mut report = EnvReport::new(now + 60_000, now, 0.0, 0);
+        report.calls = calls
+            .into_iter()
+            .map(|(to, n)| (to.to_owned(), n))
+            .collect::<BTreeMap<_, _>>();
+        let lease = EnvLease::new("env-1", now, report, now / 1000 + 86_400);
+        registry.register(&instance, &lease).await.unwrap();
+    }
+
+    let services = lift(&["services"], &table).await;
+    assert!(services.starts_with("SERVICE"), "{services}");
+    assert!(
+        services.lines().any(|l| l.starts_with("alpha ")),
+        "{services}"
+    );
+    assert!(
+        services.lines().any(|l| l.starts_with("beta ")),
+        "{services}"
+    );
+    let instances = lift(&["instances", "beta"], &table).await;
+    assert!(
+        instances.contains("beta-fn:live@us-east-1") && instances.contains("healthy"),
+        "{instances}"
+    );
+    assert!(!instances.contains("alpha-fn"), "{instances}");
+    let svg = std::env::temp_dir().join(format!("lift-map-{now}.svg"));
+    let mermaid = lift(&["map", "--svg", svg.to_str().unwrap()], &table).await;
+    assert!(mermaid.contains("alpha --> |3| beta"), "{mermaid}");
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<svg") && picture.contains(">alpha<"));
+    let _ = std::fs::remove_file(svg);
+}
