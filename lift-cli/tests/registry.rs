@@ -4,9 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use lift_cli::run;
 use lift_services::{DynamoRegistry, Endpoints, EnvLease, EnvReport, Instance, Registry};
 
@@ -24,32 +21,10 @@ async fn registry() -> (DynamoRegistry, String) {
     );
     let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
     let table = format!("registry-{}", now_ms());
-    let attribute = |name: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .unwrap()
-    };
-    let key = |name: &str, kind: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .unwrap()
-    };
-    client
-        .create_table()
-        .table_name(&table)
-        .attribute_definitions(attribute("pk"))
-        .attribute_definitions(attribute("sk"))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
+    let registry = DynamoRegistry::create_table(client, table.clone())
         .await
         .unwrap();
-    (DynamoRegistry::new(client, table.clone()), table)
+    (registry, table)
 }
 
 async fn lift(args: &[&str], table: &str) -> String {
