@@ -138,7 +138,10 @@ impl Lifecycle {
     /// Records that an invocation was answered. The App's service calls it after each
     /// invocation; tests may call it themselves.
     pub fn answered(&self) {
-        if !self.state.answered.swap(true, Ordering::AcqRel) {
+        // A plain load first: after the first answer, an invocation pays no locked write.
+        if !self.state.answered.load(Ordering::Acquire)
+            && !self.state.answered.swap(true, Ordering::AcqRel)
+        {
             self.state.answered_notify.notify_waiters();
         }
     }
@@ -226,6 +229,27 @@ mod tests {
         assert_eq!(lifecycle.invocations(), 2);
         // Asked after the fact, it answers at once.
         assert_eq!(lifecycle.first_invocation().await, first);
+    }
+
+    #[tokio::test]
+    async fn first_answered_wakes_waiters_once_an_invocation_was_answered() {
+        let lifecycle = Lifecycle::new();
+        let waiter = tokio::spawn({
+            let lifecycle = lifecycle.clone();
+            async move { lifecycle.first_answered().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        lifecycle.answered();
+        lifecycle.answered();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .expect("joined");
+        // Asked after the fact, it answers at once.
+        tokio::time::timeout(Duration::from_secs(5), lifecycle.first_answered())
+            .await
+            .expect("at once");
     }
 
     #[tokio::test]
