@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use futures_util::future::BoxFuture;
 
@@ -656,75 +657,77 @@ impl Registry for DynamoRegistry {
     }
 
     fn scan(&self) -> BoxFuture<'_, Result<Vec<Instance>, RegistryError>> {
-        Box::pin(async move {
-            let mut instances = Vec::new();
-            let mut start: Option<Item> = None;
-            loop {
-                let output = limited(
-                    "Scan",
-                    self.client
-                        .scan()
-                        .table_name(&self.table)
-                        .set_exclusive_start_key(start.take())
-                        .send(),
-                )
-                .await?;
-                let output = match output {
-                    Ok(output) => output,
-                    Err(error) => {
-                        return Err(match classify("Scan", error) {
-                            Failure::Error(error) => error,
-                            Failure::ConditionFailed => codec("a scan cannot fail a condition"),
-                        });
-                    }
-                };
-                for item in output.items() {
-                    instances.push(instance_from(item)?);
-                }
-                match output.last_evaluated_key() {
-                    Some(key) if !key.is_empty() => start = Some(key.clone()),
-                    _ => return Ok(instances),
-                }
-            }
-        })
+        Box::pin(all_pages("Scan", move |start| async move {
+            let output = limited(
+                "Scan",
+                self.client
+                    .scan()
+                    .table_name(&self.table)
+                    .set_exclusive_start_key(start)
+                    .send(),
+            )
+            .await?;
+            Ok(output.map(|o| (o.items, o.last_evaluated_key)))
+        }))
     }
 
     fn instances<'a>(
         &'a self,
         service: &'a str,
     ) -> BoxFuture<'a, Result<Vec<Instance>, RegistryError>> {
-        Box::pin(async move {
-            let mut instances = Vec::new();
-            let mut start: Option<Item> = None;
-            loop {
-                let output = limited(
-                    "Query",
-                    self.client
-                        .query()
-                        .table_name(&self.table)
-                        .key_condition_expression("pk = :pk")
-                        .expression_attribute_values(":pk", pk(service))
-                        .set_exclusive_start_key(start.take())
-                        .send(),
-                )
-                .await?;
-                let output = match output {
-                    Ok(output) => output,
-                    Err(error) => {
-                        return Err(match classify("Query", error) {
-                            Failure::Error(error) => error,
-                            Failure::ConditionFailed => codec("a query cannot fail a condition"),
-                        });
-                    }
-                };
-                for item in output.items() {
-                    instances.push(instance_from(item)?);
-                }
-                match output.last_evaluated_key() {
-                    Some(key) if !key.is_empty() => start = Some(key.clone()),
-                    _ => return Ok(instances),
-                }
+        Box::pin(all_pages("Query", move |start| async move {
+            let output = limited(
+                "Query",
+                self.client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", pk(service))
+                    .set_exclusive_start_key(start)
+                    .send(),
+            )
+            .await?;
+            Ok(output.map(|o| (o.items, o.last_evaluated_key)))
+        }))
+    }
+}
+
+/// The instances on every page of a `Scan` or `Query`: `page` sends one request from the
+/// given start key and answers its items and last evaluated key.
+async fn all_pages<E, R, F, Fut>(
+    operation: &'static str,
+    mut page: F,
+) -> Result<Vec<Instance>, RegistryError>
+where
+    F: FnMut(Option<Item>) -> Fut,
+    Fut: std::future::Future<
+            Output = Result<
+                Result<(Option<Vec<Item>>, Option<Item>), SdkError<E, R>>,
+                RegistryError,
+            >,
+        >,
+    aws_sdk_dynamodb::Error: From<E>,
+    E: std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let mut instances = Vec::new();
+    let mut start: Option<Item> = None;
+    loop {
+        let (items, last) = match page(start.take()).await? {
+            Ok(output) => output,
+            Err(error) => {
+                return Err(match classify(operation, error) {
+                    Failure::Error(error) => error,
+                    Failure::ConditionFailed => codec("a read cannot fail a condition"),
+                });
             }
-        })
+        };
+        for item in items.unwrap_or_default() {
+            instances.push(instance_from(&item)?);
+        }
+        match last {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return Ok(instances),
+        }
     }
 }
