@@ -2,11 +2,11 @@
 //!
 //! [`RegisterExt::register`] adds a background task (see [`lift_core::lifecycle`]) that
 //! waits until the environment's first invocation has been answered (its invoked ARN names
-//! the alias or version callers reached and the region), registers the instance, then renews this environment's
-//! lease and reports its health at most once per interval (jittered), only while it serves
-//! invocations. On shutdown it releases the environment's lease. Every write is retried with
-//! exponential backoff and full jitter; a failure is logged (target `lift::registry`) and
-//! never fails an invocation.
+//! the alias or version callers reached and the region), registers the instance, then
+//! renews this environment's lease and reports its health at most once per interval
+//! (jittered), only while it serves invocations. On shutdown it releases the environment's
+//! lease. Every write is retried with exponential backoff and full jitter; a failure is
+//! logged (target `lift::registry`) and never fails an invocation.
 //!
 //! ```no_run
 //! use lift_core::{App, Context, Result};
