@@ -6,6 +6,9 @@
 //! lift services [--table T]                 services, with live and healthy instances
 //! lift instances SERVICE [--table T]        a service's instances, with health and leases
 //! lift map [--table T] [--svg FILE]         the dependency map as Mermaid (and an SVG file)
+//! lift register SERVICE --arn ARN [--hours H] [--table T]
+//!                                           registers a deployed function's alias ahead of
+//!                                           its first invocation, for H hours (default 168)
 //! lift sagas [--state S] [--limit N] [--table T]
 //!                                           sagas by state (needs-attention, running,
 //!                                           compensating, completed, compensated; all
@@ -28,6 +31,7 @@ pub const USAGE: &str = "usage:
   lift services [--table T]
   lift instances SERVICE [--table T]
   lift map [--table T] [--svg FILE]
+  lift register SERVICE --arn ARN [--hours H] [--table T]
   lift sagas [--state needs-attention|running|compensating|completed|compensated] [--limit N] [--table T]
   lift saga ID [--table T]";
 
@@ -53,6 +57,8 @@ pub(crate) struct Args {
     pub(crate) svg: Option<String>,
     pub(crate) state: Option<String>,
     pub(crate) limit: Option<usize>,
+    pub(crate) arn: Option<String>,
+    pub(crate) hours: Option<u64>,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, CliError> {
@@ -71,6 +77,14 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, CliError> {
             "--table" => parsed.table = Some(value("--table")?),
             "--svg" => parsed.svg = Some(value("--svg")?),
             "--state" => parsed.state = Some(value("--state")?),
+            "--arn" => parsed.arn = Some(value("--arn")?),
+            "--hours" => {
+                let n = value("--hours")?;
+                parsed.hours = Some(
+                    n.parse()
+                        .map_err(|_| CliError::Usage(format!("--hours {n} is not a number")))?,
+                );
+            }
             "--limit" => {
                 let n = value("--limit")?;
                 parsed.limit = Some(
@@ -95,7 +109,9 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, CliError> {
 pub async fn run(args: impl IntoIterator<Item = String>) -> Result<String, CliError> {
     let args = parse(args.into_iter())?;
     match args.command.as_str() {
-        "services" | "instances" | "map" => services::run(&args).await.map_err(CliError::Failed),
+        "services" | "instances" | "map" | "register" => {
+            services::run(&args).await.map_err(CliError::Failed)
+        }
         "sagas" | "saga" => sagas::run(&args).await,
         other => Err(CliError::Usage(format!("unknown command {other}"))),
     }

@@ -4,6 +4,9 @@
 //! lift services [--table T]                 services, with live and healthy instances
 //! lift instances SERVICE [--table T]        a service's instances, with health and leases
 //! lift map [--table T] [--svg FILE]         the dependency map as Mermaid (and an SVG file)
+//! lift register SERVICE --arn ARN [--hours H] [--table T]
+//!                                           registers a deployed function's alias ahead of
+//!                                           its first invocation, for H hours (default 168)
 //! ```
 //!
 //! The table defaults to `LIFT_REGISTRY_TABLE`.
@@ -11,8 +14,11 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use lift_core::lifecycle::FirstInvocation;
 use lift_services::topology::Topology;
-use lift_services::{DynamoRegistry, Health, Instance, Registry};
+use lift_services::{
+    DynamoRegistry, EnvLease, EnvReport, Health, Instance, Registration, Registry, ServiceConfig,
+};
 
 use crate::Args;
 
@@ -35,6 +41,39 @@ fn health(instance: &Instance, now: u64) -> &'static str {
             _ => "unhealthy",
         }
     }
+}
+
+/// The environment id of a lease written by `lift register`: each run renews the same one.
+pub(crate) const DEPLOY_LEASE: &str = "deploy";
+
+/// Registers the function alias `--arn` as an instance of SERVICE, with a lease of
+/// `--hours` held by [`DEPLOY_LEASE`]. A function registers itself on its first
+/// invocation; until then no caller can find it, so a deployment that others call by name
+/// registers it once deployed. The instance is the one the function's environments
+/// register (`function:alias@region`), so their leases join this one.
+async fn register(registry: &DynamoRegistry, args: &Args) -> Result<String, String> {
+    let service = args.target.clone().ok_or("register needs a SERVICE")?;
+    let arn = args.arn.clone().ok_or("register needs --arn")?;
+    let hours = args.hours.unwrap_or(168);
+    let lease = std::time::Duration::from_secs(hours * 3600);
+    let registration = Registration::new(ServiceConfig::new(service.clone()).lease(lease))
+        .map_err(|e| e.to_string())?;
+    let function = arn.split(':').nth(6).unwrap_or_default().to_owned();
+    let instance = registration
+        .instance(&FirstInvocation::new(arn.clone(), function, ""))
+        .map_err(|e| format!("{arn}: {e}"))?;
+    let now = now_ms();
+    let expires = now + lease.as_millis() as u64;
+    let report = EnvReport::new(expires, now, 0.0, 0);
+    let ttl_s = expires / 1000 + 7 * 24 * 3600;
+    let stored = registry
+        .register(&instance, &EnvLease::new(DEPLOY_LEASE, now, report, ttl_s))
+        .await
+        .map_err(|e| format!("registering {} failed: {e}", instance.id))?;
+    Ok(format!(
+        "registered {} as an instance of {service} for {hours} h (revision {})\n",
+        stored.id, stored.revision
+    ))
 }
 
 fn services(instances: &[Instance]) -> String {
@@ -101,6 +140,9 @@ pub(crate) async fn run(args: &Args) -> Result<String, String> {
     };
     let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
     let registry = DynamoRegistry::new(client, table);
+    if args.command == "register" {
+        return register(&registry, args).await;
+    }
     let all = registry
         .scan()
         .await

@@ -27,13 +27,16 @@ async fn registry() -> (DynamoRegistry, String) {
     (registry, table)
 }
 
-async fn lift(args: &[&str], table: &str) -> String {
+async fn try_lift(args: &[&str], table: &str) -> Result<String, lift_cli::CliError> {
     run(args
         .iter()
         .map(|a| (*a).to_owned())
         .chain(["--table".to_owned(), table.to_owned()]))
     .await
-    .unwrap()
+}
+
+async fn lift(args: &[&str], table: &str) -> String {
+    try_lift(args, table).await.unwrap()
 }
 
 #[tokio::test]
@@ -80,4 +83,60 @@ async fn lists_services_and_instances_and_draws_the_map() {
     let picture = std::fs::read_to_string(&svg).unwrap();
     assert!(picture.starts_with("<svg") && picture.contains(">alpha<"));
     let _ = std::fs::remove_file(svg);
+}
+
+#[tokio::test]
+async fn registers_a_function_alias_before_its_first_invocation() {
+    let (registry, table) = registry().await;
+    let arn = "arn:aws:lambda:us-east-1:123456789012:function:inventory-fn:live";
+    let out = lift(
+        &["register", "inventory", "--arn", arn, "--hours", "2"],
+        &table,
+    )
+    .await;
+    assert!(
+        out.contains("registered inventory-fn:live@us-east-1"),
+        "{out}"
+    );
+    let instances = registry.instances("inventory").await.unwrap();
+    assert_eq!(instances.len(), 1);
+    let instance = &instances[0];
+    // The id the function's own environments register, so their leases join this one.
+    assert_eq!(&*instance.id, "inventory-fn:live@us-east-1");
+    assert_eq!(instance.alias.as_deref(), Some("live"));
+    assert_eq!(instance.endpoints.lambda_arn.as_deref(), Some(arn));
+    let now = now_ms();
+    assert!(instance.is_live(now));
+    let lease_end = instance.environments["deploy"].expires_at_ms;
+    assert!(
+        lease_end > now + 7_000_000 && lease_end <= now + 7_200_000,
+        "{lease_end}"
+    );
+
+    // Running it again renews the same lease instead of adding one.
+    lift(&["register", "inventory", "--arn", arn], &table).await;
+    let instances = registry.instances("inventory").await.unwrap();
+    assert_eq!(instances[0].environments.len(), 1);
+    assert!(instances[0].environments["deploy"].expires_at_ms > now + 100 * 3_600_000);
+
+    // Wrong input is refused before anything is written.
+    assert!(try_lift(&["register", "inventory"], &table).await.is_err());
+    assert!(
+        try_lift(&["register", "inventory", "--arn", "not-an-arn"], &table)
+            .await
+            .is_err()
+    );
+    assert!(
+        try_lift(&["register", "", "--arn", arn], &table)
+            .await
+            .is_err()
+    );
+    assert!(
+        try_lift(
+            &["register", "inventory", "--arn", arn, "--hours", "x"],
+            &table
+        )
+        .await
+        .is_err()
+    );
 }
