@@ -78,6 +78,17 @@ pub fn deployed_stack() -> Result<Value, Error> {
     fixture(path)
 }
 
+/// One output of the local deployment ([`deployed_stack`]), by its name in `template.yaml`.
+///
+/// # Errors
+/// As [`deployed_stack`], and [`Error::Config`] naming an output the stack does not have.
+pub fn stack_output(name: &str) -> Result<String, Error> {
+    deployed_stack()?["outputs"][name]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Config(format!("the deployed stack has no output {name}")))
+}
+
 /// An [`App`] frozen for in-process invocations.
 #[derive(Debug, Clone)]
 pub struct TestApp {
