@@ -299,7 +299,11 @@ def main() -> int:
         log(f"{binary}: {binaries[logical_id]} -> s3://{bucket}/{key} ({len(data) / 1048576:.1f} MiB)")
 
     deploy_template = STATE_DIR / "template.deploy.json"
-    deploy_template.write_text(json.dumps(template, indent=2) + "\n", encoding="utf-8")
+    # Compact: CreateStack takes at most 51,200 bytes of TemplateBody.
+    body = json.dumps(template, separators=(",", ":"))
+    deploy_template.write_text(body + "\n", encoding="utf-8")
+    if len(body.encode("utf-8")) > 51200:
+        sys.exit(f"the deploy template is {len(body)} bytes, over CreateStack's 51,200")
 
     parameters = {
         "AwsEndpointUrl": endpoint,
@@ -310,7 +314,7 @@ def main() -> int:
     log(f"creating stack {args.stack}")
     cfn.create_stack(
         StackName=args.stack,
-        TemplateBody=deploy_template.read_text(encoding="utf-8"),
+        TemplateBody=body,
         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()
                     if k in template.get("Parameters", {})],
         Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
