@@ -1,0 +1,288 @@
+//! The orders function: the shop's HTTP front door.
+//!
+//! - `POST /orders` (`{"items": [{"sku": "kettle", "quantity": 1}], "ship_to": "Lisbon"}`,
+//!   a bearer JWT whose `sub` is the customer and whose `tenant` claim is the tenant)
+//!   validates the body (a `422` lists every failing field by its JSON pointer), asks the
+//!   `inventory` service for a quote through the service client (discovery finds its
+//!   instance in the registry; a product it does not sell is a `422`, one it lacks a `409`),
+//!   puts [`OrderPlaced`] on the bus and answers `202` with the order's id. With an
+//!   `Idempotency-Key` header a repeat answers the first answer and places nothing; the key
+//!   is the caller's own (scoped by tenant and customer).
+//! - `GET /orders/{id}` answers the order's saga — status, reason, each step and the
+//!   timeline — to the customer who placed it, and `404` to anyone else (and until the
+//!   orchestrator has started the saga, well under a second after the `202`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lift_core::http::StatusCode;
+use lift_core::metrics::MetricsConfig;
+use lift_core::{App, Context, Error, Json, Result, with_layer};
+use lift_events::Envelope;
+use lift_events::publish::EventBridgePublisher;
+use lift_events::store::{DynamoStore, SagaStore};
+use lift_middleware::auth::{JwtAuthLayer, JwtConfig, PrincipalExt};
+use lift_middleware::idempotency::{IdempotencyConfig, IdempotencyLayer};
+use lift_middleware::tenancy::{TenantConfig, TenantLayer, TenantSource};
+use lift_services::client::{CallError, ServiceClient};
+use lift_services::transport::ServiceRequest;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::participants::{Quote, QuoteRequest};
+use crate::{Line, MAX_LINES, OrderPlaced, SOURCE};
+
+/// The issuer the shop's tokens come from (`iss`).
+pub const TOKEN_ISSUER: &str = "lift-shop";
+/// The claim that names the caller's tenant.
+pub const TENANT_CLAIM: &str = "tenant";
+
+/// The body of `POST /orders`.
+#[derive(Debug, Serialize, Deserialize, garde::Validate)]
+pub struct NewOrder {
+    /// What is ordered: 1 to 10 lines.
+    #[garde(length(min = 1, max = MAX_LINES), dive)]
+    pub items: Vec<Line>,
+    /// Where it goes.
+    #[garde(length(min = 1, max = 64))]
+    pub ship_to: String,
+}
+
+/// The answer of `POST /orders` (`202 Accepted`): the order is on its way through the saga.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placed {
+    /// The order's id (and its saga's).
+    pub order: String,
+    /// `placed`.
+    pub status: String,
+    /// What it costs, as quoted.
+    pub amount: u64,
+    /// Which instance of inventory quoted it.
+    pub quoted_by: String,
+}
+
+/// The answer of `GET /orders/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderView {
+    /// The order's id.
+    pub order: String,
+    /// The saga's status: `running`, `compensating`, `completed`, `compensated`,
+    /// `needs_attention`.
+    pub status: String,
+    /// Why it did not complete, when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Each step by name, with its state.
+    pub steps: Vec<(String, Value)>,
+    /// The order as placed.
+    pub order_data: Value,
+    /// What each step answered.
+    pub outputs: Value,
+    /// The saga's history, one line per transition.
+    pub timeline: String,
+}
+
+/// What the orders App is built from.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    /// Calls other services by name (`inventory` for quotes).
+    pub services: ServiceClient,
+    /// Where [`OrderPlaced`] goes.
+    pub bus: EventBridgePublisher,
+    /// Where the sagas are read from.
+    pub sagas: DynamoStore,
+    /// Makes `POST /orders` idempotent.
+    pub idempotency: IdempotencyLayer,
+    /// How bearer tokens are verified.
+    pub jwt: JwtConfig,
+}
+
+/// The usual token settings: HS256 with `secret`, issued by [`TOKEN_ISSUER`].
+///
+/// # Errors
+/// A configuration error for an unusable secret.
+pub fn jwt(secret: &[u8]) -> std::result::Result<JwtConfig, lift_middleware::ConfigError> {
+    JwtConfig::builder()
+        .hs256_secret(None, secret)
+        .algorithms(&[jsonwebtoken::Algorithm::HS256])
+        .issuers(&[TOKEN_ISSUER])
+        .build()
+}
+
+/// The usual idempotency settings on `table`: the `Idempotency-Key` header, scoped by
+/// tenant and customer, the body checked against the key's first use, kept 24 hours.
+///
+/// # Errors
+/// A configuration error for an empty table name.
+pub fn idempotency(
+    client: aws_sdk_dynamodb::Client,
+    table: &str,
+) -> std::result::Result<IdempotencyLayer, lift_middleware::ConfigError> {
+    let config = IdempotencyConfig::builder(table)
+        .key_header("Idempotency-Key")
+        .scope_by_principal(true)
+        .validate_payload(true)
+        .expires_after(Duration::from_secs(24 * 3600))
+        .wait_for_in_progress(Duration::from_secs(3))
+        .build()?;
+    Ok(IdempotencyLayer::new(client, config))
+}
+
+fn customer(ctx: &Context) -> Result<String> {
+    ctx.principal()
+        .and_then(|p| p.subject.clone())
+        .ok_or_else(|| {
+            Error::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the token names no subject",
+            )
+        })
+}
+
+async fn place(
+    deps: Arc<Deps>,
+    ctx: Context,
+    input: NewOrder,
+) -> Result<(StatusCode, Json<Placed>)> {
+    let customer = customer(&ctx)?;
+    let request = ServiceRequest::from_context(&ctx, http::Method::POST, "/quote")
+        .json(&QuoteRequest {
+            items: input.items.clone(),
+        })
+        .map_err(Error::internal)?;
+    let reply = match deps.services.call("inventory", request).await {
+        Ok(reply) => reply,
+        Err(CallError::Status {
+            status: 422, body, ..
+        }) => {
+            return Err(Error::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "quote_refused",
+                format!(
+                    "inventory refused the order: {}",
+                    String::from_utf8_lossy(&body)
+                ),
+            ));
+        }
+        Err(other) => {
+            tracing::warn!(target: "lift::shop", error = %other, step = other.step(), "no quote");
+            return Err(Error::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "inventory_unavailable",
+                format!("no quote from inventory ({}): {other}", other.step()),
+            ));
+        }
+    };
+    let quote: Quote = reply.json().map_err(Error::internal)?;
+    if let Some(short) = quote.lines.iter().find(|l| l.available < l.quantity) {
+        return Err(Error::new(
+            StatusCode::CONFLICT,
+            "out_of_stock",
+            format!("only {} of {} left", short.available, short.sku),
+        ));
+    }
+    let placed = OrderPlaced {
+        order: format!("o-{:016x}", fastrand::u64(..)),
+        customer,
+        items: crate::merged(&input.items),
+        amount: quote.amount,
+        ship_to: input.ship_to,
+    };
+    let event = Envelope::new(SOURCE, placed.clone())
+        .in_context(&ctx)
+        .into_untyped()
+        .map_err(Error::internal)?;
+    deps.bus.publish(&[event]).await.map_err(|e| {
+        Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "bus_unavailable",
+            format!("the order was not placed: {e}"),
+        )
+    })?;
+    ctx.metrics()
+        .count("OrdersPlaced", 1.0)
+        .map_err(Error::internal)?;
+    tracing::info!(target: "lift::shop", order = %placed.order, amount = placed.amount, "order placed");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Placed {
+            order: placed.order,
+            status: "placed".to_owned(),
+            amount: placed.amount,
+            quoted_by: reply.instance.to_string(),
+        }),
+    ))
+}
+
+async fn fetch(deps: Arc<Deps>, ctx: Context) -> Result<Json<OrderView>> {
+    let customer = customer(&ctx)?;
+    let id = ctx.path_param("id")?;
+    let not_found = || {
+        Error::new(
+            StatusCode::NOT_FOUND,
+            "order_not_found",
+            "no order of yours has this id (a new order shows here once its saga started)",
+        )
+    };
+    let state = deps
+        .sagas
+        .load(id)
+        .await
+        .map_err(Error::internal)?
+        .ok_or_else(not_found)?;
+    let ours = state.name() == crate::SAGA
+        && state.tenant() == ctx.tenant()
+        && state.data()["customer"] == customer.as_str();
+    if !ours {
+        return Err(not_found());
+    }
+    let steps = state
+        .step_names()
+        .iter()
+        .cloned()
+        .zip(
+            state
+                .steps()
+                .iter()
+                .map(|s| serde_json::to_value(s).unwrap_or(Value::Null)),
+        )
+        .collect();
+    Ok(Json(OrderView {
+        order: state.id().to_owned(),
+        status: state.status().as_str().to_owned(),
+        reason: state.reason().map(str::to_owned),
+        steps,
+        order_data: state.data().clone(),
+        outputs: serde_json::to_value(state.outputs()).map_err(Error::internal)?,
+        timeline: state.stored_timeline(),
+    }))
+}
+
+/// The orders App: bearer JWTs ([`jwt`]) and the tenant from their [`TENANT_CLAIM`] on
+/// every route.
+///
+/// # Errors
+/// A configuration error of the tenancy layer (there is none in this configuration).
+pub fn app(deps: Deps) -> std::result::Result<App, lift_middleware::ConfigError> {
+    let tenancy = TenantConfig::builder()
+        .source(TenantSource::Claim(TENANT_CLAIM.to_owned()))
+        .required(true)
+        .build()?;
+    let jwt = JwtAuthLayer::new(deps.jwt.clone());
+    let idempotency = deps.idempotency.clone();
+    let deps = Arc::new(deps);
+    let on_fetch = deps.clone();
+    Ok(App::new()
+        .post(
+            "/orders",
+            with_layer(
+                move |ctx, input| place(deps.clone(), ctx, input),
+                idempotency,
+            ),
+        )
+        .get("/orders/{id}", move |ctx| fetch(on_fetch.clone(), ctx))
+        .layer(TenantLayer::new(tenancy))
+        .layer(jwt)
+        .metrics(MetricsConfig::new("LiftExamples").service("shop-orders")))
+}

@@ -1,0 +1,367 @@
+//! The shop deployed on the emulator: five functions from `template.yaml`, orders reached
+//! through Lambda `Invoke` on its alias with API Gateway v2 events (what its Function URL
+//! sends), the saga running over the bus, the queues and the saga table's stream.
+//!
+//! `scripts/test.sh` starts the emulator, builds and deploys the functions and points
+//! `LIFT_STACK_FILE` at the deployment's outputs before the tests run. Without it these
+//! tests fail loudly: they never pretend to pass.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_lambda::primitives::Blob;
+use lift_core::testing::{HttpResponse, events, stack_output};
+use lift_events::saga::{HistoryEvent, Phase, SagaState, SagaStatus};
+use lift_events::store::{DynamoStore, SagaStore};
+use lift_services::{DynamoRegistry, Registry};
+use serde_json::{Value, json};
+use shop::orders::OrderView;
+use tokio::sync::OnceCell;
+
+/// The secret `template.yaml`'s `ShopAuthSecret` defaults to.
+const SECRET: &[u8] = b"lift-local-shop-secret-of-32-bytes!";
+/// How long a saga may take; a crash in the middle of a step costs the payments queue's
+/// visibility timeout (30 s).
+const WAIT: Duration = Duration::from_secs(90);
+
+fn output(name: &str) -> String {
+    stack_output(name).unwrap_or_else(|e| {
+        panic!("no deployment to test ({e}): run scripts/test.sh, which deploys the examples onto the emulator")
+    })
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn token(customer: &str, tenant: &str, expires_in: i64) -> String {
+    let claims = json!({
+        "sub": customer, "tenant": tenant, "iss": shop::orders::TOKEN_ISSUER,
+        "exp": now_s() as i64 + expires_in,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
+}
+
+struct Shop {
+    lambda: aws_sdk_lambda::Client,
+    orders: String,
+    store: DynamoStore,
+}
+
+static READY: OnceCell<()> = OnceCell::const_new();
+
+/// The deployed shop, once inventory is in the registry: it registers itself on its
+/// first invocation (this quote), and orders cannot find it before.
+async fn shop() -> Shop {
+    let config = lift_core::aws::sdk_config().await;
+    let shop = Shop {
+        lambda: aws_sdk_lambda::Client::new(config),
+        orders: output("ShopOrdersAliasArn"),
+        store: DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(config),
+            &output("ShopSagaTableName"),
+        ),
+    };
+    READY
+        .get_or_init(|| async {
+            let inventory = output("ShopInventoryAliasArn");
+            let quote = events::http("POST", "/quote")
+                .json(&json!({"items": [{"sku": "kettle", "quantity": 1}]}))
+                .v2();
+            let answer = invoke(&shop.lambda, &inventory, &quote).await;
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            let registry = DynamoRegistry::new(
+                aws_sdk_dynamodb::Client::new(config),
+                output("ServiceRegistryTableName"),
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let instances = registry.instances("inventory").await.unwrap();
+                if instances.iter().any(|i| {
+                    i.endpoints.lambda_arn.as_deref() == Some(inventory.as_str())
+                        && i.environments.keys().any(|env| env != "deploy")
+                }) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "inventory did not register itself: {instances:#?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+    shop
+}
+
+async fn invoke(lambda: &aws_sdk_lambda::Client, function: &str, event: &Value) -> HttpResponse {
+    let output = lambda
+        .invoke()
+        .function_name(function)
+        .payload(Blob::new(serde_json::to_vec(event).unwrap()))
+        .send()
+        .await
+        .expect("the Invoke call itself succeeds");
+    let payload: Value =
+        serde_json::from_slice(output.payload().expect("payload").as_ref()).expect("JSON");
+    assert!(
+        output.function_error().is_none(),
+        "function error: {payload}"
+    );
+    HttpResponse::from_value(&payload).expect("an HTTP response")
+}
+
+impl Shop {
+    async fn post(&self, token: Option<&str>, body: &Value, key: Option<&str>) -> HttpResponse {
+        let mut event = events::http("POST", "/orders").json(body);
+        if let Some(token) = token {
+            event = event.header("authorization", &format!("Bearer {token}"));
+        }
+        if let Some(key) = key {
+            event = event.header("idempotency-key", key);
+        }
+        invoke(&self.lambda, &self.orders, &event.v2()).await
+    }
+
+    /// Places an order and answers its id.
+    async fn place(&self, token: &str, body: Value) -> String {
+        let answer = self.post(Some(token), &body, None).await;
+        assert_eq!(answer.status, 202, "{}", answer.text());
+        answer.json::<Value>().unwrap()["order"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn get(&self, token: &str, order: &str) -> HttpResponse {
+        let event = events::http("GET", &format!("/orders/{order}"))
+            .header("authorization", &format!("Bearer {token}"))
+            .v2();
+        invoke(&self.lambda, &self.orders, &event).await
+    }
+
+    /// The order as its customer sees it once its saga ended, and the saga as stored.
+    async fn ended(&self, token: &str, order: &str) -> (OrderView, SagaState) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let answer = self.get(token, order).await;
+            if answer.status == 200 {
+                let view: OrderView = answer.json().unwrap();
+                if ["completed", "compensated", "needs_attention"].contains(&view.status.as_str()) {
+                    let state = self.store.load(order).await.unwrap().unwrap();
+                    return (view, state);
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "order {order} did not end within {WAIT:?}: {} {}",
+                answer.status,
+                answer.text()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
+
+/// The replies of a saga, in order, as `(step, phase, ok)`.
+fn replies(state: &SagaState) -> Vec<(u32, Phase, bool)> {
+    state
+        .history()
+        .iter()
+        .filter_map(|entry| match &entry.event {
+            HistoryEvent::Replied {
+                step, phase, ok, ..
+            } => Some((*step, *phase, *ok)),
+            _ => None,
+        })
+        .collect()
+}
+
+const A: Phase = Phase::Action;
+const C: Phase = Phase::Compensation;
+
+#[tokio::test]
+async fn an_order_completes_and_a_declined_payment_releases_the_goods() {
+    let shop = shop().await;
+    let alice = token("alice", "acme", 600);
+    let done = shop
+        .place(
+            &alice,
+            json!({"items": [{"sku": "kettle", "quantity": 2}], "ship_to": "Lisbon"}),
+        )
+        .await;
+    let declined = shop
+        .place(
+            &alice,
+            json!({"items": [{"sku": "piano", "quantity": 1}], "ship_to": "Oslo"}),
+        )
+        .await;
+
+    let (view, state) = shop.ended(&alice, &done).await;
+    assert_eq!(view.status, "completed", "{view:#?}");
+    assert_eq!(replies(&state), [(0, A, true), (1, A, true), (2, A, true)]);
+    assert_eq!(state.tenant(), Some("acme"));
+    assert_eq!(view.order_data["amount"], 80);
+    assert_eq!(view.outputs["charge"]["charged"], 80);
+    assert!(
+        view.timeline.contains("ended completed"),
+        "{}",
+        view.timeline
+    );
+
+    let (view, state) = shop.ended(&alice, &declined).await;
+    assert_eq!(view.status, "compensated", "{view:#?}");
+    assert!(
+        view.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("card declined")),
+        "{view:#?}"
+    );
+    assert_eq!(replies(&state), [(0, A, true), (1, A, false), (0, C, true)]);
+}
+
+#[tokio::test]
+async fn a_shipping_failure_after_payment_refunds_then_releases() {
+    let shop = shop().await;
+    let bob = token("bob", "acme", 600);
+    let order = shop
+        .place(
+            &bob,
+            json!({"items": [{"sku": "teapot", "quantity": 3}], "ship_to": shop::UNDELIVERABLE}),
+        )
+        .await;
+    let (view, state) = shop.ended(&bob, &order).await;
+    assert_eq!(view.status, "compensated", "{view:#?}");
+    // Refund (charge, step 1) before release (reserve, step 0).
+    assert_eq!(
+        replies(&state),
+        [
+            (0, A, true),
+            (1, A, true),
+            (2, A, false),
+            (1, C, true),
+            (0, C, true)
+        ]
+    );
+    assert_eq!(state.status(), SagaStatus::Compensated);
+}
+
+#[tokio::test]
+async fn a_repeated_request_places_nothing_and_keys_belong_to_their_caller() {
+    let shop = shop().await;
+    let carol = token("carol", "globex", 600);
+    let dave = token("dave", "globex", 600);
+    let key = format!("k-{:016x}", fastrand::u64(..));
+    let body = json!({"items": [{"sku": "teapot", "quantity": 1}], "ship_to": "Lisbon"});
+    let first = shop.post(Some(&carol), &body, Some(&key)).await;
+    assert_eq!(first.status, 202, "{}", first.text());
+    let again = shop.post(Some(&carol), &body, Some(&key)).await;
+    assert_eq!(again.status, 202, "{}", again.text());
+    let first: Value = first.json().unwrap();
+    let again: Value = again.json().unwrap();
+    assert_eq!(first, again, "a repeat answers the first answer");
+    // The same key from another customer of the same tenant is that customer's own.
+    let other = shop.post(Some(&dave), &body, Some(&key)).await;
+    let other: Value = other.json().unwrap();
+    assert_ne!(other["order"], first["order"]);
+    // The same key with another body is refused.
+    let reused = shop
+        .post(
+            Some(&carol),
+            &json!({"items": [{"sku": "kettle", "quantity": 1}], "ship_to": "Lisbon"}),
+            Some(&key),
+        )
+        .await;
+    assert_eq!(reused.status, 422, "{}", reused.text());
+    let (view, _) = shop.ended(&carol, first["order"].as_str().unwrap()).await;
+    assert_eq!(view.status, "completed");
+}
+
+#[tokio::test]
+async fn a_participant_dying_in_the_middle_of_a_step_does_not_stop_the_saga() {
+    let shop = shop().await;
+    let alice = token("alice", "acme", 600);
+    let order = shop
+        .place(
+            &alice,
+            json!({"items": [{"sku": "gremlin", "quantity": 1}], "ship_to": "Porto"}),
+        )
+        .await;
+    let (view, state) = shop.ended(&alice, &order).await;
+    assert_eq!(view.status, "completed", "{view:#?}");
+    // One reply per step: the charge's second delivery found the charge written by the
+    // process that died and replied, instead of charging twice.
+    assert_eq!(replies(&state), [(0, A, true), (1, A, true), (2, A, true)]);
+    let charged = state
+        .history()
+        .iter()
+        .find_map(|e| match &e.event {
+            HistoryEvent::Replied { step: 1, .. } => Some(e.at_ms),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        charged - state.created_ms() >= 5_000,
+        "the charge was answered by the second delivery, after the visibility timeout"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors_and_orders_stay_private() {
+    let shop = shop().await;
+    let alice = token("alice", "acme", 600);
+    let body = json!({"items": [{"sku": "kettle", "quantity": 1}], "ship_to": "Lisbon"});
+    let cases = [
+        (None, body.clone(), 401, "unauthorized"),
+        (
+            Some(token("alice", "acme", -600)),
+            body.clone(),
+            401,
+            "unauthorized",
+        ),
+        (
+            Some(alice.clone()),
+            json!({"items": [], "ship_to": ""}),
+            422,
+            "validation_failed",
+        ),
+        (
+            Some(alice.clone()),
+            json!({"items": [{"sku": "kettle"}], "ship_to": "x"}),
+            422,
+            "validation_failed",
+        ),
+        (
+            Some(alice.clone()),
+            json!({"items": [{"sku": "dragon", "quantity": 1}], "ship_to": "x"}),
+            422,
+            "quote_refused",
+        ),
+        (
+            Some(alice.clone()),
+            json!({"items": [{"sku": "unicorn", "quantity": 1}], "ship_to": "x"}),
+            409,
+            "out_of_stock",
+        ),
+    ];
+    for (token, body, status, code) in cases {
+        let answer = shop.post(token.as_deref(), &body, None).await;
+        assert_eq!(answer.status, status, "{body}: {}", answer.text());
+        let error: Value = answer.json().unwrap();
+        assert_eq!(error["error"]["code"], code, "{body}: {error}");
+    }
+    let order = shop.place(&alice, body).await;
+    shop.ended(&alice, &order).await;
+    // Another customer, and the same customer name in another tenant, see nothing.
+    for other in [token("bob", "acme", 600), token("alice", "globex", 600)] {
+        let answer = shop.get(&other, &order).await;
+        assert_eq!(answer.status, 404, "{}", answer.text());
+    }
+}
