@@ -25,14 +25,10 @@ struct Deployed {
 }
 
 async fn deployed() -> Deployed {
-    let stack = lift_core::testing::deployed_stack().unwrap_or_else(|e| {
-        panic!("no deployment to test ({e}): run scripts/test.sh, which deploys the examples onto the emulator")
-    });
     let output = |name: &str| {
-        stack["outputs"][name]
-            .as_str()
-            .unwrap_or_else(|| panic!("the stack has no output {name}"))
-            .to_owned()
+        lift_core::testing::stack_output(name).unwrap_or_else(|e| {
+            panic!("no deployment to test ({e}): run scripts/test.sh, which deploys the examples onto the emulator")
+        })
     };
     let sdk = lift_core::aws::sdk_config().await;
     Deployed {

@@ -30,20 +30,11 @@ struct Deployed {
     eventbridge: aws_sdk_eventbridge::Client,
 }
 
-/// The deployment's outputs, as `scripts/deploy.py` wrote them.
-fn stack() -> Value {
-    lift_core::testing::deployed_stack().unwrap_or_else(|e| {
-        panic!("no deployment to test ({e}): run scripts/test.sh, which deploys the examples onto the emulator")
-    })
-}
-
 async fn deployed() -> Deployed {
-    let stack = stack();
     let output = |name: &str| {
-        stack["outputs"][name]
-            .as_str()
-            .unwrap_or_else(|| panic!("the stack has no output {name}"))
-            .to_owned()
+        lift_core::testing::stack_output(name).unwrap_or_else(|e| {
+            panic!("no deployment to test ({e}): run scripts/test.sh, which deploys the examples onto the emulator")
+        })
     };
     let config = lift_core::aws::sdk_config().await;
     Deployed {
