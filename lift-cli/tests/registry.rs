@@ -20,7 +20,8 @@ async fn registry() -> (DynamoRegistry, String) {
         "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
     );
     let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
-    let table = format!("registry-{}", now_ms());
+    // Tests run at once: the time alone can name two tables the same.
+    let table = format!("registry-{}-{:08x}", now_ms(), fastrand::u32(..));
     let registry = DynamoRegistry::create_table(client, table.clone())
         .await
         .unwrap();
