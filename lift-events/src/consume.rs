@@ -38,7 +38,7 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lift_core::{Context, Error};
+use lift_core::{App, Context, Error};
 use lift_middleware::idempotency::{IdempotencyConfig, Idempotent, IdempotentError};
 use serde::Deserialize;
 use serde::Serialize;
@@ -273,6 +273,28 @@ pub async fn orchestrator_message<S: SagaStore, T: Transport>(
         ),
         Err(e) => Err(Error::internal(e.to_string())),
     }
+}
+
+/// Adds an orchestrator's inputs to `app`: its queue's replies and timers
+/// ([`orchestrator_message`]) and the saga table's stream records, whose outbox it relays
+/// through `transport` ([`relay_image`]). What starts a saga (an event, an HTTP route) is
+/// the application's own handler, calling [`Orchestrator::start`].
+pub fn orchestrator_inputs<S, T>(app: App, orchestrator: Orchestrator<S>, transport: T) -> App
+where
+    S: SagaStore + Clone + 'static,
+    T: Transport + Clone + 'static,
+{
+    let relay = Relay::new(transport.clone());
+    app.sqs(move |ctx: Context| {
+        let (orchestrator, transport) = (orchestrator.clone(), transport.clone());
+        async move { orchestrator_message(&orchestrator, &transport, &ctx).await }
+    })
+    .dynamodb(
+        move |_ctx: Context, lift_core::Json(image): lift_core::Json<OutboxImage>| {
+            let relay = relay.clone();
+            async move { relay_image(&relay, &image).await }
+        },
+    )
 }
 
 /// What the relay reads of a saga item's new image in the table's stream.

@@ -38,8 +38,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use lift_core::{App, Context, Error, FieldError, Json};
-use lift_events::consume::{OutboxImage, orchestrator_message, relay_image};
-use lift_events::relay::{Relay, Transport};
+use lift_events::consume::orchestrator_inputs;
+use lift_events::relay::Transport;
 use lift_events::saga::{Orchestrator, Registry, Saga, StartMeta, Step, remote};
 use lift_events::store::SagaStore;
 use lift_events::{ConfigError, Envelope, Event};
@@ -218,9 +218,8 @@ where
     S: SagaStore + Clone + 'static,
     T: Transport + Clone + 'static,
 {
-    let relay = Relay::new(transport.clone());
     let starter = orchestrator.clone();
-    App::new()
+    let app = App::new()
         .event(
             SOURCE,
             OrderPlaced::TYPE,
@@ -246,15 +245,8 @@ where
                     })))
                 }
             },
-        )
-        .sqs(move |ctx: Context| {
-            let (orchestrator, transport) = (orchestrator.clone(), transport.clone());
-            async move { orchestrator_message(&orchestrator, &transport, &ctx).await }
-        })
-        .dynamodb(move |_ctx: Context, Json(image): Json<OutboxImage>| {
-            let relay = relay.clone();
-            async move { relay_image(&relay, &image).await }
-        })
+        );
+    orchestrator_inputs(app, orchestrator, transport)
 }
 
 #[cfg(test)]

@@ -29,8 +29,8 @@
 use std::time::Duration;
 
 use lift_core::{App, Context, Error, FieldError, Json};
-use lift_events::consume::{OutboxImage, Participant, orchestrator_message, relay_image};
-use lift_events::relay::{Relay, Transport};
+use lift_events::consume::{Participant, orchestrator_inputs};
+use lift_events::relay::Transport;
 use lift_events::saga::{
     Command, Orchestrator, Phase, Registry, Saga, StartMeta, Step, StepError, remote,
 };
@@ -128,43 +128,34 @@ where
     S: SagaStore + Clone + 'static,
     T: Transport + Clone + 'static,
 {
-    let relay = Relay::new(transport.clone());
     let starter = orchestrator.clone();
-    App::new()
-        .event(
-            SOURCE,
-            TripRequested::TYPE,
-            move |_ctx: Context, request: Envelope<TripRequested>| {
-                let orchestrator = starter.clone();
-                async move {
-                    let trip = &request.payload.trip;
-                    if trip.is_empty() || trip.len() > MAX_TRIP_ID {
-                        return Err(invalid("/payload/trip", "must be 1 to 128 characters long"));
-                    }
-                    let meta = StartMeta {
-                        correlation_id: request.correlation_id.clone(),
-                        tenant: request.tenant.clone(),
-                    };
-                    let state = orchestrator
-                        .start(SAGA, trip, &request.payload, meta)
-                        .await
-                        .map_err(Error::internal)?;
-                    Ok(Json(Started {
-                        saga: state.id().to_owned(),
-                        status: state.status().as_str().to_owned(),
-                        version: state.version(),
-                    }))
+    let app = App::new().event(
+        SOURCE,
+        TripRequested::TYPE,
+        move |_ctx: Context, request: Envelope<TripRequested>| {
+            let orchestrator = starter.clone();
+            async move {
+                let trip = &request.payload.trip;
+                if trip.is_empty() || trip.len() > MAX_TRIP_ID {
+                    return Err(invalid("/payload/trip", "must be 1 to 128 characters long"));
                 }
-            },
-        )
-        .sqs(move |ctx: Context| {
-            let (orchestrator, transport) = (orchestrator.clone(), transport.clone());
-            async move { orchestrator_message(&orchestrator, &transport, &ctx).await }
-        })
-        .dynamodb(move |_ctx: Context, Json(image): Json<OutboxImage>| {
-            let relay = relay.clone();
-            async move { relay_image(&relay, &image).await }
-        })
+                let meta = StartMeta {
+                    correlation_id: request.correlation_id.clone(),
+                    tenant: request.tenant.clone(),
+                };
+                let state = orchestrator
+                    .start(SAGA, trip, &request.payload, meta)
+                    .await
+                    .map_err(Error::internal)?;
+                Ok(Json(Started {
+                    saga: state.id().to_owned(),
+                    status: state.status().as_str().to_owned(),
+                    version: state.version(),
+                }))
+            }
+        },
+    );
+    orchestrator_inputs(app, orchestrator, transport)
 }
 
 /// A participant's work on one command. The demo has no inventory or ledger: it answers
