@@ -65,11 +65,8 @@ impl Ledger {
         }
     }
 
-    /// The state of record `key` (`done` or `undone`), read consistently.
-    ///
-    /// # Errors
-    /// A technical failure when DynamoDB fails.
-    pub async fn state(&self, key: &str) -> std::result::Result<Option<String>, StepError> {
+    /// The item `key`, read consistently.
+    async fn item(&self, key: &str) -> std::result::Result<Option<dynamo::Item>, StepError> {
         let get = self
             .client
             .get_item()
@@ -77,7 +74,15 @@ impl Ledger {
             .key("pk", s(key))
             .consistent_read(true)
             .send();
-        let item = dynamo::send("GetItem", get).await.map_err(failed)?.item;
+        Ok(dynamo::send("GetItem", get).await.map_err(failed)?.item)
+    }
+
+    /// The state of record `key` (`done` or `undone`), read consistently.
+    ///
+    /// # Errors
+    /// A technical failure when DynamoDB fails.
+    pub async fn state(&self, key: &str) -> std::result::Result<Option<String>, StepError> {
+        let item = self.item(key).await?;
         Ok(item.and_then(|mut item| match item.remove("state") {
             Some(AttributeValue::S(state)) => Some(state),
             _ => None,
@@ -229,14 +234,7 @@ impl Ledger {
     /// # Errors
     /// A technical failure when DynamoDB fails.
     pub async fn available(&self, sku: &str) -> std::result::Result<u64, StepError> {
-        let get = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("stock#{sku}")))
-            .consistent_read(true)
-            .send();
-        let item = dynamo::send("GetItem", get).await.map_err(failed)?.item;
+        let item = self.item(&format!("stock#{sku}")).await?;
         let initial = product(sku).map_or(0, |p| p.initial_stock);
         Ok(match item.as_ref().and_then(|i| i.get("available")) {
             Some(AttributeValue::N(text)) => text.parse().map_err(failed)?,
