@@ -241,3 +241,31 @@ async fn a_quote_prices_known_products_and_names_unknown_ones() {
         other => panic!("an unknown product is a validation error: {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn concurrent_deliveries_of_one_command_take_effect_once() {
+    let ledger = ledger().await;
+    let data = order(
+        "o-7",
+        json!([{"sku": "kettle", "quantity": 5}]),
+        200,
+        "Oslo",
+    );
+    let reserve = command(0, "reserve", Phase::Action, &data);
+    let initial = ledger.available("kettle").await.unwrap();
+    // Eight deliveries at once: one transaction wins, the others find its record (or lose
+    // to it in DynamoDB's conflict check and are retried as technical failures).
+    let runs =
+        futures_util::future::join_all((0..8).map(|_| work(&ledger, "inventory", &reserve))).await;
+    assert!(runs.iter().any(Result::is_ok), "{runs:?}");
+    assert!(
+        runs.iter()
+            .all(|r| !matches!(r, Err(StepError::Rejected(_)))),
+        "no delivery is refused: {runs:?}"
+    );
+    assert_eq!(ledger.available("kettle").await.unwrap(), initial - 5);
+    assert_eq!(
+        ledger.state("reservation#o-7").await.unwrap().as_deref(),
+        Some("done")
+    );
+}
