@@ -65,7 +65,7 @@ class Shop:
         self.stack = stack
         self.out = stack["outputs"]
         self.lift = lift
-        self.base = stack["functions"]["shop-orders"]["local_url"].rstrip("/")
+        self.base = stack["resources"]["ShopOrdersFunction"]["local_url"].rstrip("/")
         self.env = dict(os.environ, AWS_ENDPOINT_URL=stack["endpoint"],
                         AWS_REGION=stack["region"],
                         LIFT_REGISTRY_TABLE=self.out["ServiceRegistryTableName"],

@@ -9,7 +9,9 @@ What `sam package` + `sam deploy` would do, without SAM CLI or cargo-lambda:
 3. write a deploy copy of the template (``target/lift-local/template.deploy.json``) whose
    functions' ``CodeUri`` is the uploaded ``s3://bucket/key``;
 4. delete an existing stack of the same name, create it again and wait for CREATE_COMPLETE;
-5. write ``target/lift-local/stack.json`` with each function's name and URLs, each
+5. write ``target/lift-local/stack.json`` with each function's name and URLs (under
+   ``functions`` by binary, the first function of each binary, and under ``resources`` by
+   logical id, every function: several functions may run one binary), each
    WebSocket API's id, stage and URLs, each HTTP and REST API's id and URLs, and the
    stack's outputs.
 
@@ -331,6 +333,7 @@ def main() -> int:
     lam = session.client("lambda", endpoint_url=endpoint, config=cfg)
 
     result = {"endpoint": endpoint, "region": region, "stack": args.stack, "functions": {},
+              "resources": {},
               "websockets": {}, "http_apis": {}, "rest_apis": {}, "outputs": outputs}
     for logical_id, binary in functions.items():
         name = cfn.describe_stack_resource(StackName=args.stack, LogicalResourceId=logical_id)[
@@ -352,8 +355,9 @@ def main() -> int:
         if url:
             url_id = (urlparse(url).hostname or "").split(".")[0]
             entry["local_url"] = f"{endpoint}/_aws/lambda-url/{url_id}/"
-        result["functions"][binary] = entry
-        log(f"{binary}: {name}  {url or '(no Function URL)'}")
+        result["functions"].setdefault(binary, entry)
+        result["resources"][logical_id] = entry
+        log(f"{logical_id} ({binary}): {name}  {url or '(no Function URL)'}")
 
     apigw = session.client("apigatewayv2", endpoint_url=endpoint, config=cfg)
     for api_logical_id, stage_logical_id in websocket_apis_of(template).items():

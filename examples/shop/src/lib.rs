@@ -1,22 +1,23 @@
 //! `shop`: an order saga across five Lambda functions that find each other in the service
 //! registry and talk over EventBridge and SQS, with every state in DynamoDB.
 //!
-//! The functions (`template.yaml` deploys them; each registers itself on its first
-//! invocation, off the response path):
+//! The functions (`template.yaml` deploys them, five times the one `shop` binary with its
+//! role in `SHOP_ROLE`; each registers itself on its first invocation, off the response
+//! path):
 //!
-//! - **orders** ([`orders::app`], the `shop-orders` binary): `POST /orders` takes a
-//!   customer's order (a bearer JWT names the customer and the tenant; the body is typed and
-//!   validated; an `Idempotency-Key` makes a repeat answer the first answer and place
-//!   nothing), asks the `inventory` service for a quote — found through discovery and
-//!   called through the service client — and puts an [`OrderPlaced`] event on the bus.
-//!   `GET /orders/{id}` answers the order's saga: its status, each step, and its timeline.
-//! - **orchestrator** ([`orchestrator_app`], `shop-orchestrator`): starts a saga for each
-//!   [`OrderPlaced`] event, applies the participants' replies and its own timers from its
-//!   queue, and relays each stored transition's outbox from the saga table's stream.
-//! - **inventory**, **payments** and **shipping** ([`participants::app`],
-//!   `shop-participant`, deployed three times): each takes its commands from its queue,
-//!   does them at most once in effect ([`participants::Ledger`]) and replies to the
-//!   orchestrator's queue. Inventory also answers the quotes (`POST /quote`).
+//! - **orders** ([`orders::app`]): `POST /orders` takes a customer's order (a bearer JWT
+//!   names the customer and the tenant; the body is typed and validated; an
+//!   `Idempotency-Key` makes a repeat answer the first answer and place nothing), asks the
+//!   `inventory` service for a quote — found through discovery and called through the
+//!   service client — and puts an [`OrderPlaced`] event on the bus. `GET /orders/{id}`
+//!   answers the order's saga: its status, each step, and its timeline.
+//! - **orchestrator** ([`orchestrator_app`]): starts a saga for each [`OrderPlaced`] event,
+//!   applies the participants' replies and its own timers from its queue, and relays each
+//!   stored transition's outbox from the saga table's stream.
+//! - **inventory**, **payments** and **shipping** ([`participants::app`]): each takes its
+//!   commands from its queue, does them at most once in effect ([`participants::Ledger`])
+//!   and replies to the orchestrator's queue. Inventory also answers the quotes
+//!   (`POST /quote`).
 //!
 //! The saga ([`saga`]): `reserve` the goods (inventory; undone by `release`), `charge` the
 //! card (payments; undone by `refund`), `ship` the parcel (shipping; undone by `cancel`).
