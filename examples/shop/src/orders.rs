@@ -7,7 +7,9 @@
 //!   instance in the registry; a product it does not sell is a `422`, one it lacks a `409`),
 //!   puts [`OrderPlaced`] on the bus and answers `202` with the order's id. With an
 //!   `Idempotency-Key` header a repeat answers the first answer and places nothing; the key
-//!   is the caller's own (scoped by tenant and customer).
+//!   is the caller's own (scoped by tenant and customer), and the order's id is derived from
+//!   it ([`order_id`]), so even a retry after a crash between the bus and the stored answer
+//!   names the same order.
 //! - `GET /orders/{id}` answers the order's saga — status, reason, each step and the
 //!   timeline — to the customer who placed it, and `404` to anyone else (and until the
 //!   orchestrator has started the saga, well under a second after the `202`).
@@ -28,6 +30,7 @@ use lift_services::client::{CallError, ServiceClient};
 use lift_services::transport::ServiceRequest;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::participants::{Quote, QuoteRequest};
 use crate::{Line, MAX_LINES, OrderPlaced, SOURCE};
@@ -119,13 +122,42 @@ pub fn idempotency(
     table: &str,
 ) -> std::result::Result<IdempotencyLayer, lift_middleware::ConfigError> {
     let config = IdempotencyConfig::builder(table)
-        .key_header("Idempotency-Key")
+        .key_header(IDEMPOTENCY_KEY)
         .scope_by_principal(true)
         .validate_payload(true)
         .expires_after(Duration::from_secs(24 * 3600))
         .wait_for_in_progress(Duration::from_secs(3))
         .build()?;
     Ok(IdempotencyLayer::new(client, config))
+}
+
+/// The header that makes a `POST /orders` idempotent.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// The id of a new order: derived from the tenant, the customer and the request's
+/// idempotency key when it has one, random otherwise.
+///
+/// The idempotency layer answers a repeat with the stored first answer. What it cannot
+/// cover is a first attempt that put the event on the bus and then died before its answer
+/// was stored: the key's lock expires and the client's retry runs the handler again. With
+/// the id derived from the key, that retry publishes an `OrderPlaced` for the *same* order,
+/// and the saga's start, idempotent by id, starts nothing new. Without a key every request
+/// is a new order, by design.
+pub fn order_id(tenant: Option<&str>, customer: &str, key: Option<&str>) -> String {
+    match key {
+        Some(key) => {
+            let mut hash = Sha256::new();
+            // Length-prefixed parts: ("ab", "c") and ("a", "bc") must not meet.
+            for part in [tenant.unwrap_or(""), customer, key] {
+                hash.update((part.len() as u64).to_be_bytes());
+                hash.update(part.as_bytes());
+            }
+            let digest = hash.finalize();
+            let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+            format!("o-{hex}")
+        }
+        None => format!("o-{:024x}", fastrand::u128(..) >> 32),
+    }
 }
 
 fn customer(ctx: &Context) -> Result<String> {
@@ -183,7 +215,7 @@ async fn place(
         ));
     }
     let placed = OrderPlaced {
-        order: format!("o-{:016x}", fastrand::u64(..)),
+        order: order_id(ctx.tenant(), &customer, ctx.header(IDEMPOTENCY_KEY)),
         customer,
         items: crate::merged(&input.items),
         amount: quote.amount,
@@ -285,4 +317,36 @@ pub fn app(deps: Deps) -> std::result::Result<App, lift_middleware::ConfigError>
         .layer(TenantLayer::new(tenancy))
         .layer(jwt)
         .metrics(MetricsConfig::new("LiftExamples").service("shop-orders")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_order_id_follows_from_tenant_customer_and_key() {
+        let id = order_id(Some("acme"), "alice", Some("k1"));
+        assert_eq!(id, order_id(Some("acme"), "alice", Some("k1")));
+        assert_eq!(id.len(), 26, "{id}");
+        assert!(id[2..].bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        let others = [
+            order_id(Some("globex"), "alice", Some("k1")),
+            order_id(None, "alice", Some("k1")),
+            order_id(Some("acme"), "bob", Some("k1")),
+            order_id(Some("acme"), "alice", Some("k2")),
+            // The parts' boundaries count: ("acme", "alicek1") is not ("acme", "alice", "k1").
+            order_id(Some("acme"), "alicek", Some("1")),
+        ];
+        for other in others {
+            assert_ne!(id, other);
+        }
+    }
+
+    #[test]
+    fn an_order_without_a_key_is_a_new_order() {
+        let a = order_id(Some("acme"), "alice", None);
+        let b = order_id(Some("acme"), "alice", None);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 26, "{a}");
+    }
 }

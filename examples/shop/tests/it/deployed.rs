@@ -284,6 +284,66 @@ async fn a_repeated_request_places_nothing_and_keys_belong_to_their_caller() {
     assert_eq!(view.status, "completed");
 }
 
+/// The idempotency record of the answer that names `order`, deleted: what a client's retry
+/// meets when the first attempt died after putting the order on the bus and before its
+/// answer was stored (the key's lock expires with the invocation).
+async fn forget_answer(order: &str) {
+    let dynamodb = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
+    let table = output("ShopIdempotencyTableName");
+    let items = dynamodb
+        .scan()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap()
+        .items
+        .unwrap_or_default();
+    let ids: Vec<_> = items
+        .iter()
+        .filter(|item| {
+            item.get("data")
+                .and_then(|d| d.as_s().ok())
+                .is_some_and(|d| d.contains(order))
+        })
+        .map(|item| item["id"].clone())
+        .collect();
+    assert_eq!(ids.len(), 1, "one stored answer names {order}");
+    dynamodb
+        .delete_item()
+        .table_name(&table)
+        .key("id", ids[0].clone())
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_retry_after_the_answer_was_lost_names_the_same_order() {
+    let shop = shop().await;
+    let erin = token("erin", "initech", 600);
+    let key = format!("k-{:016x}", fastrand::u64(..));
+    let body = json!({"items": [{"sku": "kettle", "quantity": 1}], "ship_to": "Faro"});
+    let first = shop.post(Some(&erin), &body, Some(&key)).await;
+    assert_eq!(first.status, 202, "{}", first.text());
+    let first: Value = first.json().unwrap();
+    let order = first["order"].as_str().unwrap().to_owned();
+    assert_eq!(
+        order,
+        shop::orders::order_id(Some("initech"), "erin", Some(&key))
+    );
+    forget_answer(&order).await;
+    // The handler runs again (the record is back afterwards) and names the same order, so
+    // the saga it publishes for is the one already started.
+    let retry = shop.post(Some(&erin), &body, Some(&key)).await;
+    assert_eq!(retry.status, 202, "{}", retry.text());
+    assert_eq!(retry.json::<Value>().unwrap()["order"], order.as_str());
+    // The retry stored its answer: exactly one record names the order again.
+    forget_answer(&order).await;
+    let (view, state) = shop.ended(&erin, &order).await;
+    assert_eq!(view.status, "completed", "{view:#?}");
+    assert_eq!(replies(&state), [(0, A, true), (1, A, true), (2, A, true)]);
+}
+
 #[tokio::test]
 async fn a_participant_dying_in_the_middle_of_a_step_does_not_stop_the_saga() {
     let shop = shop().await;
