@@ -69,6 +69,7 @@ mod trace;
 pub mod authorizer;
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod http_layer;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

@@ -20,6 +20,12 @@
 //!   decodes every NDJSON line or SSE event as soon as it arrives, at some cost in ratio
 //!   for small chunks.
 //!
+//! tower-http's `CompressionLayer` also works on a Lift App (through
+//! [`lift_core::http_layer::HttpLayer`]); this one stays for what that one does not do on
+//! Lambda: it flushes every chunk of a streamed body, where tower-http's encoder holds bytes
+//! until its buffer fills (and leaves `text/event-stream` uncompressed for that reason), so
+//! a streamed reply behind a Function URL would reach the client late or not at all.
+//!
 //! Add it with `App::layer` last, so that it is outermost: caching and idempotency inside
 //! it then keep the uncompressed answer and every client gets the coding it asked for.
 //!

@@ -89,7 +89,7 @@ pub fn encode_stream(response: &Response, encoder: impl ChunkEncoder) -> bool {
 }
 
 impl StreamSlot {
-    fn new(streamed: Streamed) -> Self {
+    pub(crate) fn new(streamed: Streamed) -> Self {
         StreamSlot(Arc::new(Mutex::new(Some(streamed))))
     }
 

@@ -200,4 +200,5 @@ pub use response::{
 };
 pub use sse::{Event, EventError};
 
-pub(crate) use response::{collect, into_stream_response};
+pub(crate) use body::{StreamSlot, Streamed, take_stream};
+pub(crate) use response::{collect, encoded, into_stream_response};

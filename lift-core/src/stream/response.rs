@@ -131,6 +131,39 @@ fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
+/// A streamed body's chunks as they leave: through its encoders, closed by their ends when
+/// the chunks end (without the deadline chunk, which only the outermost writer can send).
+pub(crate) fn encoded(streamed: Streamed) -> super::body::ByteStream {
+    let state = (streamed.chunks, Encoders(streamed.encoders), false);
+    Box::pin(
+        futures_util::stream::unfold(state, |(mut chunks, mut encoders, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match chunks.next().await {
+                    Some(Ok(chunk)) => match encoders.encode(chunk) {
+                        // An encoder holding bytes back: nothing to send yet.
+                        Ok(bytes) if bytes.is_empty() => continue,
+                        Ok(bytes) => return Some((Ok(bytes), (chunks, encoders, false))),
+                        Err(error) => return Some((Err(error.into()), (chunks, encoders, true))),
+                    },
+                    Some(Err(error)) => return Some((Err(error), (chunks, encoders, true))),
+                    None => {
+                        let tail = encoders.finish().map_err(Into::into);
+                        return match tail {
+                            Ok(bytes) if bytes.is_empty() => None,
+                            tail => Some((tail, (chunks, encoders, true))),
+                        };
+                    }
+                }
+            }
+        })
+        // Polled again after its end (a body wrapper may), it stays ended.
+        .fuse(),
+    )
+}
+
 /// Collects a streamed response's body into [`Body::Binary`], refusing to hold more than
 /// `limit` bytes or to wait past `deadline`. A response that is not streamed comes back as
 /// it was.

@@ -19,6 +19,12 @@
 //! `https://a.b.example.com`, never `https://example.com`, another scheme or another
 //! port), or any (`*`, which [`CorsConfigBuilder::build`] refuses with credentials).
 //!
+//! tower-http's `CorsLayer` also works on a Lift App (through
+//! [`lift_core::http_layer::HttpLayer`]). This one stays for what that one does not do: an
+//! invalid configuration is a typed error at build time rather than a panic when the layer
+//! is made, origin patterns need no predicate closure, and a refused preflight is a `403`
+//! with Lift's error body rather than a `200` without CORS headers.
+//!
 //! **Security headers.** [`SecurityHeadersLayer`] adds HSTS, `X-Content-Type-Options`,
 //! `X-Frame-Options` and `Referrer-Policy` to every HTTP response that does not already
 //! carry them; each is configurable or removable.
