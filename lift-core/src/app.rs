@@ -152,7 +152,7 @@ impl App {
             streaming: streaming::StreamingConfig::default(),
             config_error: None,
             background: Vec::new(),
-            shutdown_extension: true,
+            shutdown_extension: false,
         }
     }
 
@@ -258,8 +258,9 @@ impl App {
     }
 
     /// Whether [`App::run`] registers the internal extension through which Lambda sends
-    /// SIGTERM before it ends the environment, so that background tasks can finish (on by
-    /// default; only an App with background tasks registers it). See [`crate::shutdown`].
+    /// SIGTERM before it ends the environment, so that background tasks can finish (off by
+    /// default: it costs a Runtime API round trip in every cold start; only an App with
+    /// background tasks registers it). See [`crate::shutdown`].
     pub fn shutdown_extension(mut self, on: bool) -> Self {
         self.shutdown_extension = on;
         self

@@ -14,8 +14,10 @@
 //!
 //! Shutdown: [`LiftService::shut_down`](crate::LiftService::shut_down) signals the tasks
 //! and waits a grace period for them. Under [`App::run`](crate::App::run), an App with
-//! background tasks registers an internal extension so that Lambda sends SIGTERM before it
-//! ends the environment, and calls it then (see [`crate::shutdown`]).
+//! background tasks and [`App::shutdown_extension(true)`](crate::App::shutdown_extension)
+//! registers an internal extension so that Lambda sends SIGTERM before it ends the
+//! environment, and calls it then (see [`crate::shutdown`]). Without it, the environment
+//! ends without warning and the tasks simply stop.
 //!
 //! ```no_run
 //! use lift_core::{App, Context, Result};

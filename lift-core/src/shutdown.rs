@@ -2,13 +2,21 @@
 //!
 //! Lambda sends the runtime a SIGTERM before it shuts an execution environment down only
 //! when an extension is registered; with internal extensions alone the process then has
-//! about 500 ms. When an App has background tasks (see [`crate::lifecycle`]), [`App::run`]
-//! registers one internal extension that subscribes to no event, so that the signal
-//! comes, and on SIGTERM signals the tasks and waits up to [`GRACE`] for them (a service
-//! registration releases its lease there) before the process exits. An App without
-//! background tasks registers nothing and pays nothing; one with them pays one Runtime API
-//! round trip during init (started first, overlapped with building the service), or opts
-//! out with [`App::shutdown_extension`](crate::App::shutdown_extension).
+//! about 500 ms. With [`App::shutdown_extension(true)`](crate::App::shutdown_extension) and
+//! background tasks (see [`crate::lifecycle`]), [`App::run`] registers one internal
+//! extension that subscribes to no event, so that the signal comes, and on SIGTERM signals
+//! the tasks and waits up to [`GRACE`] for them (a service registration releases its lease
+//! there) before the process exits.
+//!
+//! It is off by default because it is paid in every cold start: the registration must be
+//! done before the runtime's first `next` (registration closes with init), so one Runtime
+//! API round trip sits on the path to the first response — it is started first and
+//! overlapped with building the service, but nothing else is left to overlap it with. What
+//! it buys is small for Lambda endpoints: an alias or version stays invocable after its
+//! environments end, so a lease released at shutdown protects no caller from a dead
+//! endpoint; it only ends the instance's liveness sooner than the lease would. Turn it on
+//! where background work must not be cut short (a final flush, an accurate count of live
+//! environments).
 //!
 //! `lambda_runtime` offers the same with its `graceful-shutdown` feature, but that helper
 //! panics when the Extensions API refuses the registration (as local runtimes that serve

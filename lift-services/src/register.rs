@@ -5,7 +5,10 @@
 //! the alias or version callers reached and the region), registers the instance, then
 //! renews this environment's lease and reports its health at most once per interval
 //! (jittered), only while it serves invocations. On shutdown it releases the environment's
-//! lease. Every write is retried with exponential backoff and full jitter; a failure is
+//! lease — when the App opts in to Lambda's SIGTERM with
+//! [`App::shutdown_extension(true)`](lift_core::App::shutdown_extension); otherwise the
+//! lease simply runs out (see [`lift_core::shutdown`] for why that is the default). Every
+//! write is retried with exponential backoff and full jitter; a failure is
 //! logged (target `lift::registry`) and never fails an invocation.
 //!
 //! ```no_run
@@ -29,7 +32,7 @@
 //! One write when an environment starts serving, then at most one per renewal interval
 //! while it serves invocations (default 5 minutes, so at most about 12 writes an hour per
 //! busy environment; a frozen or idle environment writes nothing), and one on graceful
-//! shutdown.
+//! shutdown when it is on.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -14,8 +14,9 @@
 //!
 //! Configuration (read once, at start): `LIFT_SERVICE_NAME`, `LIFT_REGISTRY_TABLE`, and
 //! optionally `LIFT_RENEW_SECONDS` (the lease renewal interval, default 300) and
-//! `MESH_REGISTER=off` (serve without registering) and `MESH_SHUTDOWN_EXTENSION=off` (no
-//! SIGTERM extension), to compare cold starts. On a local
+//! `MESH_REGISTER=off` (serve without registering) and `MESH_SHUTDOWN_EXTENSION=on` (ask
+//! Lambda for SIGTERM, so that shutdown releases the lease), to compare cold starts. On a
+//! local
 //! emulator (`AWS_ENDPOINT_URL` set), Function URLs are reached through the emulator.
 
 use std::sync::{Arc, OnceLock};
@@ -119,10 +120,12 @@ async fn main() -> Result<()> {
         service: env("LIFT_SERVICE_NAME").unwrap_or_default(),
         table: env("LIFT_REGISTRY_TABLE").unwrap_or_default(),
     });
-    let app = App::new()
+    let mut app = App::new()
         .get("/whoami", whoami)
-        .get("/call/{service}", call)
-        .shutdown_extension(std::env::var("MESH_SHUTDOWN_EXTENSION").as_deref() != Ok("off"));
+        .get("/call/{service}", call);
+    if std::env::var("MESH_SHUTDOWN_EXTENSION").as_deref() == Ok("on") {
+        app = app.shutdown_extension(true);
+    }
     if std::env::var("MESH_REGISTER").as_deref() == Ok("off") {
         return app.run().await;
     }

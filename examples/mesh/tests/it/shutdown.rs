@@ -1,8 +1,9 @@
 //! Graceful shutdown over the real Runtime and Extensions API protocols: the `mesh` binary
 //! runs as a child process against a Runtime API this test plays on loopback, with the
-//! emulator's DynamoDB as its registry. It registers an internal extension before its first
-//! `next` (so that Lambda would send it SIGTERM), serves one invocation, registers itself,
-//! and on SIGTERM releases its environment's lease and exits.
+//! emulator's DynamoDB as its registry. Asked to (`MESH_SHUTDOWN_EXTENSION=on`), it
+//! registers an internal extension before its first `next` (so that Lambda would send it
+//! SIGTERM), serves one invocation, registers itself, and on SIGTERM releases its
+//! environment's lease and exits; by default it registers no extension.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -143,8 +144,17 @@ impl Drop for Reaped {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_releases_the_environments_lease() {
+/// A `mesh` environment serving one `GET /whoami` as the service `gamma` against the
+/// Runtime API this test plays, with a registry table of its own on the emulator; asks for
+/// SIGTERM (`MESH_SHUTDOWN_EXTENSION=on`) when `extension` is set.
+struct Environment {
+    seen: Arc<Seen>,
+    registry: DynamoRegistry,
+    function: String,
+    child: Reaped,
+}
+
+async fn environment(extension: bool) -> Environment {
     assert!(
         std::env::var_os("AWS_ENDPOINT_URL").is_some(),
         "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
@@ -198,11 +208,70 @@ async fn sigterm_releases_the_environments_lease() {
         .env("LIFT_SERVICE_NAME", "gamma")
         .env("LIFT_REGISTRY_TABLE", registry.table())
         .env("LIFT_RENEW_SECONDS", "1")
+        .env(
+            "MESH_SHUTDOWN_EXTENSION",
+            if extension { "on" } else { "(the default)" },
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("the mesh binary starts");
-    let mut child = Reaped(child);
+    Environment {
+        seen,
+        registry,
+        function,
+        child: Reaped(child),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_no_extension_is_registered() {
+    let env = environment(false).await;
+    let response = env.seen.wait_for("response ");
+    assert!(response.contains(r#"\"service\":\"gamma\""#), "{response}");
+    // The registration itself goes on in the background, without an extension.
+    let id = format!("{}:live@us-east-1", env.function);
+    wait_registered(&env.registry, &id).await;
+    let calls = env.seen.calls.lock().expect("lock").clone();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("register ") || c == "extension-next"),
+        "{calls:?}"
+    );
+}
+
+/// Waits until instance `id` of `gamma` holds one live lease.
+async fn wait_registered(registry: &DynamoRegistry, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let instances = registry.instances("gamma").await.expect("query");
+        if let Some(instance) = instances.iter().find(|i| i.id.as_ref() == id)
+            && instance.is_live(now_ms())
+            && instance.environments.len() == 1
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never registered: {instances:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_the_environments_lease() {
+    let Environment {
+        seen,
+        registry,
+        function,
+        mut child,
+    } = environment(true).await;
 
     // The extension registers before the runtime's first `next`, as the Extensions API
     // requires (registration closes with init), and subscribes to nothing.
@@ -220,24 +289,7 @@ async fn sigterm_releases_the_environments_lease() {
 
     // The environment registers its instance in the background.
     let id = format!("{function}:live@us-east-1");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let now_ms = || {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("time")
-            .as_millis() as u64
-    };
-    loop {
-        let instances = registry.instances("gamma").await.expect("query");
-        if let Some(instance) = instances.iter().find(|i| i.id.as_ref() == id)
-            && instance.is_live(now_ms())
-            && instance.environments.len() == 1
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never registered: {instances:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_registered(&registry, &id).await;
 
     // SIGTERM: the lease is released and the process exits cleanly.
     let status = Command::new("kill")
