@@ -214,3 +214,22 @@ async fn registry_writes_count_in_the_next_invocations_metrics() {
     let documents = sink.0.lock().expect("lock").join("\n");
     assert!(documents.contains("\"RegistryWrites\""), "{documents}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_environment_writes_at_most_sixteen_times_an_hour_at_the_defaults() {
+    // The default interval is 5 minutes, jittered down by up to a fifth: one registration,
+    // then between 12 and 15 renewals in an hour of invocations every 10 seconds.
+    let registry = Arc::new(MemoryRegistry::new());
+    let app = app(registry.clone(), ServiceConfig::new("payments"));
+    app.service().start_background();
+    let event = events::http("POST", "/charges").v2();
+    for n in 0..360 {
+        app.invoke_with(&event, invocation(&format!("r{n}")))
+            .await
+            .expect("invoke");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    let writes = registry.instances("payments").await.expect("query")[0].revision;
+    eprintln!("registry writes in an hour of a busy environment at the defaults: {writes}");
+    assert!((12..=16).contains(&writes), "{writes} writes");
+}
