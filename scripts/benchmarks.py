@@ -13,7 +13,9 @@ What it runs:
   2. cold starts of release builds, interleaved (`scripts/coldstart.py`): `hello` (Lift)
      against `bare-runtime` (a typed `lambda_runtime` handler, the floor) and `bare-hello`
      (`lambda_http`), both answering the same `GET /hello/{name}`;
-  3. the AWS calls of a 5-step saga counted on the local emulator (lift-events'
+  3. cold starts of `mesh` (release) with service registration off, on (the default), and on
+     with the shutdown extension, interleaved;
+  4. the AWS calls of a 5-step saga counted on the local emulator (lift-events'
      `tests/emulator.rs`), priced, beside Step Functions' and Lambda durable functions'
      price models for the same saga.
 Standard library only; it starts the emulator itself (for step 3 and the idempotency bench's
@@ -198,6 +200,41 @@ def coldstart(runs: int) -> list[str]:
     return out + [""]
 
 
+def registration_coldstart(runs: int) -> list[str]:
+    """`mesh` with registration off, on, and on with the shutdown extension."""
+    sh(["cargo", "build", "--release", "-p", "mesh", "--bins"])
+    mesh = TARGET / "release" / "mesh"
+    configs = [("off", "MESH_REGISTER=off"), ("on", None),
+               ("on-extension", "MESH_SHUTDOWN_EXTENSION=on")]
+    cmd = [sys.executable, "scripts/coldstart.py", "--json", "--runs", str(runs), "--path", "/whoami"]
+    for name, setting in configs:
+        cmd += ["--set", f"{name}:LIFT_SERVICE_NAME=bench", "--set", f"{name}:LIFT_REGISTRY_TABLE=registry"]
+        if setting:
+            cmd += ["--set", f"{name}:{setting}"]
+    cmd += [f"{name}={mesh}" for name, _ in configs]
+    result = json.loads(sh(cmd, capture_output=True).stdout)
+    by = {b["name"]: b for b in result["binaries"]}
+    off = by["off"]
+    what = {"off": "registration off (`MESH_REGISTER=off`)",
+            "on": "registration on, the default (target ≤ 1.02× off)",
+            "on-extension": "registration on, with the shutdown extension (`.shutdown_extension(true)`)"}
+    out = ["## Cold start with service registration (release `mesh`, `scripts/coldstart.py`)", "",
+           f"{runs} interleaved runs of each configuration of the same binary "
+           f"({off['size_bytes'] / 1048576:.2f} MiB: the DynamoDB and Lambda SDKs), `GET /whoami`. "
+           "Registration starts after the first answer, so its registry writes fall outside "
+           "the measured window by design; what is measured is what it adds before the "
+           "answer. The shutdown extension's registration is one Runtime API round trip "
+           "before the runtime's first `next`, against this Python stand-in.", "",
+           "| configuration | median | p90 | peak RSS | time ÷ off | RSS ÷ off |",
+           "|---|---|---|---|---|---|"]
+    for name, _ in configs:
+        b = by[name]
+        out.append(f"| {what[name]} | {b['median_ms']:.2f} ms | {b['p90_ms']:.2f} ms | "
+                   f"{b['rss_median_mib']:.2f} MiB | {b['median_ms'] / off['median_ms']:.2f}× | "
+                   f"{b['rss_median_mib'] / off['rss_median_mib']:.2f}× |")
+    return out + [""]
+
+
 # Prices (US East, on-demand): Step Functions Standard $25 per million state transitions;
 # Lambda durable functions $8 per million durable operations; Lambda $0.20 per million
 # requests. Steps per saga: 5; a compensated saga fails at its last step and undoes 4.
@@ -298,6 +335,7 @@ def main() -> int:
     # Cold starts with the emulator stopped: nothing else on the cores.
     if not args.skip_coldstart:
         sections += coldstart(args.coldstart_runs)
+        sections += registration_coldstart(args.coldstart_runs)
     if not args.skip_cost:
         sections += cost
     head = [
