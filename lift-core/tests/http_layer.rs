@@ -334,16 +334,25 @@ where
     }
 }
 
+/// Makes [`Peek`]s that record into one list.
+#[derive(Clone, Default)]
+struct PeekLayer(Arc<Mutex<Vec<String>>>);
+
+impl<S> tower::Layer<S> for PeekLayer {
+    type Service = Peek<S>;
+
+    fn layer(&self, inner: S) -> Peek<S> {
+        Peek {
+            inner,
+            seen: self.0.clone(),
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_body_reading_layer_reads_the_real_body_streamed_or_not() {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let peek = {
-        let seen = seen.clone();
-        tower::layer::layer_fn(move |inner| Peek {
-            inner,
-            seen: seen.clone(),
-        })
-    };
+    let peek = PeekLayer::default();
+    let seen = peek.0.clone();
     let app = TestApp::new(
         App::new()
             .get("/text", text)
@@ -381,14 +390,8 @@ async fn one_route_gets_a_layer_of_its_own() {
 
 #[tokio::test]
 async fn records_go_around_the_layer() {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let peek = {
-        let seen = seen.clone();
-        tower::layer::layer_fn(move |inner| Peek {
-            inner,
-            seen: seen.clone(),
-        })
-    };
+    let peek = PeekLayer::default();
+    let seen = peek.0.clone();
     let app = TestApp::new(
         App::new()
             .sqs(|ctx: Context| async move {
