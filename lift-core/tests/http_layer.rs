@@ -13,7 +13,7 @@ use http::{HeaderName, HeaderValue, Method, Request};
 use http_body_util::BodyExt;
 use lift_core::http_layer::HttpLayer;
 use lift_core::stream::StreamBody;
-use lift_core::testing::{TestApp, batch_failures, events};
+use lift_core::testing::{TestApp, events};
 use lift_core::{App, Context, Json, Result, with_layer};
 use serde_json::{Value, json};
 use tower_http::compression::CompressionLayer;
@@ -388,8 +388,12 @@ async fn one_route_gets_a_layer_of_its_own() {
     assert_eq!(plain.header("content-encoding"), None);
 }
 
+/// Needs an event source besides HTTP.
+#[cfg(feature = "sqs")]
 #[tokio::test]
 async fn records_go_around_the_layer() {
+    use lift_core::testing::batch_failures;
+
     let peek = PeekLayer::default();
     let seen = peek.0.clone();
     let app = TestApp::new(
