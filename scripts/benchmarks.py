@@ -2,8 +2,9 @@
 """Regenerate BENCHMARKS.md: every figure the project claims, beside its baseline measured in
 the same run, with the machine it ran on.
 
-    python3 scripts/benchmarks.py            # everything (about 25 minutes on two cores)
-    python3 scripts/benchmarks.py --rounds 1 --skip-coldstart --skip-cost   # benches only
+    python3 scripts/benchmarks.py --cold-build   # everything (about 50 minutes on two cores)
+    python3 scripts/benchmarks.py                # all but the cold builds (about 35 minutes)
+    python3 scripts/benchmarks.py --rounds 1 --skip-coldstart --skip-cost --skip-sizes   # benches only
 
 What it runs:
   1. the Criterion benches of lift-core (dispatch), lift-middleware (layers, request_path,
@@ -15,7 +16,10 @@ What it runs:
      (`lambda_http`), both answering the same `GET /hello/{name}`;
   3. cold starts of `mesh` (release) with service registration off, on (the default), and on
      with the shutdown extension, interleaved;
-  4. the AWS calls of a 5-step saga counted on the local emulator (lift-events'
+  4. release sizes of `hello`, `orders` and `quotes` (resilience layers only) as declared and
+     with every feature of lift-core and lift-middleware on (`--cold-build` adds cold build
+     times of `quotes`, both ways);
+  5. the AWS calls of a 5-step saga counted on the local emulator (lift-events'
      `tests/emulator.rs`), priced, beside Step Functions' and Lambda durable functions'
      price models for the same saga.
 Standard library only; it starts the emulator itself (for step 3 and the idempotency bench's
@@ -33,6 +37,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -232,6 +237,64 @@ def registration_coldstart(runs: int) -> list[str]:
         out.append(f"| {what[name]} | {b['median_ms']:.2f} ms | {b['p90_ms']:.2f} ms | "
                    f"{b['rss_median_mib']:.2f} MiB | {b['median_ms'] / off['median_ms']:.2f}× | "
                    f"{b['rss_median_mib'] / off['rss_median_mib']:.2f}× |")
+    return out + ["", registry_writes(), ""]
+
+
+def registry_writes() -> str:
+    """The registry writes of one busy environment in an hour, counted in paused time."""
+    test = "a_busy_environment_writes_at_most_sixteen_times_an_hour_at_the_defaults"
+    done = sh(["cargo", "test", "-p", "lift-services", "--test", "it", test, "--", "--nocapture"],
+              capture_output=True)
+    m = re.search(r"registry writes in an hour of a busy environment at the defaults: (\d+)",
+                  done.stdout + done.stderr)
+    count = m.group(1) if m else "not measured"
+    return (f"Registry writes per environment per hour at the default renewal interval (5 minutes, "
+            f"jittered): **{count}** (one registration, then renewals), counted by `cargo test -p "
+            f"lift-services --test it {test}` over an hour of invocations every 10 s in paused "
+            "time; an idle environment writes nothing.")
+
+
+# (binary = package, what it uses, the features that give what a user got before lift-core
+# and lift-middleware had feature families: every event source, every middleware family
+# with its AWS SDKs, JWT, JSON Schema and compression crates).
+SIZES = [
+    ("hello", "HTTP only (lift-core without event-source features)", ["lift-core/default"]),
+    ("orders", "JWT, DynamoDB, idempotency, authorizer", ["lift-core/default", "lift-middleware/default"]),
+    ("quotes", "the resilience layers only (lift-middleware without features)",
+     ["lift-core/default", "lift-middleware/default"]),
+]
+
+
+def release_sizes(cold_build: bool) -> list[str]:
+    """Release sizes of three functions as declared and with every feature, and optionally
+    cold `cargo build --release` times of the resilience-only one."""
+    rows = []
+    for binary, what, everything in SIZES:
+        sizes = []
+        for features in ([], ["--features", ",".join(everything)]):
+            sh(["cargo", "build", "--release", "-p", binary, "--bin", binary, *features])
+            sizes.append((TARGET / "release" / binary).stat().st_size)
+        rows.append((binary, what, sizes[0], sizes[1]))
+    out = ["## Release sizes by feature set", "",
+           "Release profile (fat LTO, one codegen unit, stripped). \"every feature\" builds the "
+           "same function with lift-core's and lift-middleware's default features on, which is "
+           "what any function got before those crates had feature families.", "",
+           "| function | uses | as declared | every feature | saved |", "|---|---|---|---|---|"]
+    for binary, what, after, before in rows:
+        out.append(f"| `{binary}` | {what} | {after / 1048576:.2f} MiB | {before / 1048576:.2f} MiB | "
+                   f"{(before - after) / 1048576:.2f} MiB ({1 - after / before:.0%}) |")
+    if cold_build:
+        binary, _, everything = SIZES[2]
+        timings = []
+        for label, features in [("as declared", []), ("every feature", ["--features", ",".join(everything)])]:
+            with tempfile.TemporaryDirectory() as tmp:
+                started = time.time()
+                sh(["cargo", "build", "--release", "-p", binary, "--bin", binary, *features],
+                   env=dict(os.environ, CARGO_TARGET_DIR=tmp), stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+                timings.append((label, time.time() - started))
+        out += ["", f"Cold `cargo build --release -p {binary}` (an empty target directory, the "
+                "crates already downloaded): " + ", ".join(f"{label} {secs:.0f} s" for label, secs in timings) + "."]
     return out + [""]
 
 
@@ -316,6 +379,9 @@ def main() -> int:
     ap.add_argument("--skip-benches", action="store_true")
     ap.add_argument("--skip-coldstart", action="store_true")
     ap.add_argument("--skip-cost", action="store_true")
+    ap.add_argument("--skip-sizes", action="store_true")
+    ap.add_argument("--cold-build", action="store_true",
+                    help="also time cold release builds of the resilience-only function (about 15 minutes)")
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     args = ap.parse_args()
 
@@ -338,9 +404,12 @@ def main() -> int:
         sections += registration_coldstart(args.coldstart_runs)
     if not args.skip_cost:
         sections += cost
+    if not args.skip_sizes:
+        sections += release_sizes(args.cold_build)
     head = [
         "# Benchmarks", "",
-        "Generated by `python3 scripts/benchmarks.py` (the whole file; options in its `--help`). "
+        "Generated by `python3 scripts/benchmarks.py --cold-build` (the whole file; options in its "
+        "`--help`). "
         "Every figure sits beside its baseline measured in the same run on the same machine. "
         "This machine is shared and noisy: compare ratios, not absolute times across runs.", "",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory']}; {m['os']}; {m['rustc']}",
