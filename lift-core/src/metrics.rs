@@ -28,7 +28,9 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+use serde_json::{Map, Value};
 
 /// A CloudWatch unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -377,51 +379,115 @@ impl Metrics {
                 }
             }
             pending = rest;
-            let mut document = Map::new();
-            let definitions: Vec<Value> = batch
-                .iter()
-                .map(|(name, unit, high, _)| {
-                    let mut definition = json!({"Name": name, "Unit": unit});
-                    if *high {
-                        definition["StorageResolution"] = json!(1);
-                    }
-                    definition
-                })
-                .collect();
-            document.insert(
-                "_aws".to_owned(),
-                json!({
-                    "Timestamp": timestamp,
-                    "CloudWatchMetrics": [{
-                        "Namespace": &*config.namespace,
-                        "Dimensions": [names],
-                        "Metrics": definitions,
-                    }]
-                }),
-            );
-            for (k, v) in &dimensions {
-                document.insert(k.clone(), Value::from(v.clone()));
+            let document = Document {
+                timestamp,
+                namespace: &config.namespace,
+                names: &names,
+                dimensions: &dimensions,
+                properties: &recorder.properties,
+                batch: &batch,
+            };
+            // Written straight from the recorded data: no JSON value tree in between.
+            match serde_json::to_string(&document) {
+                Ok(document) => documents.push(document),
+                Err(error) => {
+                    tracing::warn!(target: "lift::metrics", error = %error, "an EMF document could not be written")
+                }
             }
-            for (k, v) in &recorder.properties {
-                document.entry(k.clone()).or_insert_with(|| v.clone());
-            }
-            for (name, _, _, values) in batch {
-                let value = if values.len() == 1 {
-                    json!(values[0])
-                } else {
-                    json!(values)
-                };
-                document.insert(name, value);
-            }
-            documents.push(Value::Object(document).to_string());
         }
         documents
     }
 }
 
+/// One EMF document: the `_aws` metadata, then the dimensions, the properties and the
+/// metric values as top-level fields. A metric's value wins over a dimension or a property
+/// of the same name, and a dimension over a property, so that no key is written twice.
+struct Document<'a> {
+    timestamp: u64,
+    namespace: &'a str,
+    names: &'a [&'a String],
+    dimensions: &'a BTreeMap<String, String>,
+    properties: &'a Map<String, Value>,
+    batch: &'a [(String, &'static str, bool, Vec<f64>)],
+}
+
+impl Document<'_> {
+    fn is_metric(&self, key: &str) -> bool {
+        self.batch.iter().any(|(name, ..)| name == key)
+    }
+}
+
+impl Serialize for Document<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        let metrics: Vec<Definition<'_>> = self
+            .batch
+            .iter()
+            .map(|(name, unit, high, _)| Definition {
+                name,
+                unit,
+                storage_resolution: high.then_some(1),
+            })
+            .collect();
+        map.serialize_entry(
+            "_aws",
+            &Metadata {
+                timestamp: self.timestamp,
+                cloud_watch_metrics: [Directive {
+                    namespace: self.namespace,
+                    dimensions: [self.names],
+                    metrics,
+                }],
+            },
+        )?;
+        for (key, value) in self.dimensions {
+            if key != "_aws" && !self.is_metric(key) {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        for (key, value) in self.properties {
+            if key != "_aws" && !self.dimensions.contains_key(key) && !self.is_metric(key) {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        for (name, _, _, values) in self.batch {
+            match values.as_slice() {
+                [one] => map.serialize_entry(name, one)?,
+                many => map.serialize_entry(name, many)?,
+            }
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Metadata<'a> {
+    timestamp: u64,
+    cloud_watch_metrics: [Directive<'a>; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Directive<'a> {
+    namespace: &'a str,
+    dimensions: [&'a [&'a String]; 1],
+    metrics: Vec<Definition<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Definition<'a> {
+    name: &'a str,
+    unit: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage_resolution: Option<u8>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn config() -> MetricsConfig {
         MetricsConfig::new("Shop").service("orders")
@@ -465,6 +531,27 @@ mod tests {
             m.take_documents(&config(), UNIX_EPOCH).is_empty(),
             "emptied"
         );
+    }
+
+    #[test]
+    fn a_name_is_written_once_metric_over_dimension_over_property() {
+        let m = Metrics::default();
+        m.count("orders", 3.0).expect("count");
+        m.dimension("orders", "all").expect("dimension");
+        m.property("orders", "a property").expect("property");
+        m.dimension("region", "eu").expect("dimension");
+        m.property("region", "a property").expect("property");
+        m.property("orderId", "o-1").expect("property");
+        let documents = m.take_documents(&config(), UNIX_EPOCH);
+        let text = &documents[0];
+        for key in ["\"orders\":", "\"region\":", "\"orderId\":", "\"_aws\":"] {
+            assert_eq!(text.matches(key).count(), 1, "{key} in {text}");
+        }
+        let doc = &parse(&documents)[0];
+        assert_eq!(doc["orders"], json!(3.0));
+        assert_eq!(doc["region"], "eu");
+        assert_eq!(doc["orderId"], "o-1");
+        assert_eq!(doc["service"], "orders");
     }
 
     #[test]
