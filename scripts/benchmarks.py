@@ -416,7 +416,7 @@ def main() -> int:
         f"- Run: {m['date']}; load average {load_before} before, {load()} after", "",
     ]
     args.out.write_text("\n".join(head + sections), encoding="utf-8")
-    print(f"[benchmarks] wrote {args.out.relative_to(ROOT)}", file=sys.stderr)
+    print(f"[benchmarks] wrote {args.out}", file=sys.stderr)
     return 0
 
 
