@@ -144,7 +144,9 @@ pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 /// and the saga's start, idempotent by id, starts nothing new. Without a key every request
 /// is a new order, by design.
 pub fn order_id(tenant: Option<&str>, customer: &str, key: Option<&str>) -> String {
-    match key {
+    // An empty header is no key, as the idempotency layer sees it: each such request is
+    // a new order, so it must not share an id with the others.
+    match key.filter(|key| !key.is_empty()) {
         Some(key) => {
             let mut hash = Sha256::new();
             // Length-prefixed parts: ("ab", "c") and ("a", "bc") must not meet.
@@ -348,5 +350,10 @@ mod tests {
         let b = order_id(Some("acme"), "alice", None);
         assert_ne!(a, b);
         assert_eq!(a.len(), 26, "{a}");
+        // An empty Idempotency-Key is no key to the idempotency layer either.
+        assert_ne!(
+            order_id(Some("acme"), "alice", Some("")),
+            order_id(Some("acme"), "alice", Some(""))
+        );
     }
 }
