@@ -189,11 +189,10 @@ where
     }
 
     fn call(&mut self, ctx: Context) -> Self::Future {
-        let Some(request) = to_http_request(&ctx) else {
+        let Some(mut request) = to_http_request(&ctx) else {
             let bypass = self.bypass.clone();
             return Box::pin(async move { bypass.oneshot(ctx).await.map_err(Into::into) });
         };
-        let mut request = request;
         request.extensions_mut().insert(Carried(ctx));
         let layered = self.layered.clone();
         Box::pin(async move {
