@@ -47,7 +47,7 @@ use serde_json::{Value, json};
 
 use crate::envelope::Envelope;
 use crate::error::ConfigError;
-use crate::publish::{EventBridgePublisher, SqsMessage, SqsPublisher};
+use crate::publish::{EventBridgePublisher, LambdaInvoker, SqsMessage, SqsPublisher};
 use crate::relay::{Relay, Transport, reply_envelope, saga_input, timer_delay, timer_envelope};
 use crate::saga::{Command, Handled, Orchestrator, Reply, StepError};
 use crate::store::{SagaStore, StoreError};
@@ -141,7 +141,15 @@ pub struct Participant {
     name: String,
     idempotent: Idempotent,
     publisher: EventBridgePublisher,
-    replies: Option<SqsPublisher>,
+    replies: Replies,
+}
+
+/// Where a participant's replies go.
+#[derive(Debug, Clone)]
+enum Replies {
+    Bus,
+    Queue(SqsPublisher),
+    Function(LambdaInvoker),
 }
 
 /// A technical failure, as the idempotency layer sees it (it releases the key).
@@ -165,7 +173,7 @@ impl Participant {
             name: name.to_owned(),
             idempotent: idempotent(client, table, "/command_id", MIN_WINDOW)?,
             publisher,
-            replies: None,
+            replies: Replies::Bus,
         })
     }
 
@@ -173,11 +181,21 @@ impl Participant {
     /// bus: one SQS request instead of a bus entry ($1 per million) and the SQS request
     /// of the rule that would route it there.
     pub fn reply_to_queue(mut self, queue: SqsPublisher) -> Self {
-        self.replies = Some(queue);
+        self.replies = Replies::Queue(queue);
         self
     }
 
-    /// Reads the command in `ctx` (an SQS message or an EventBridge event), runs `work`
+    /// Replies to the orchestrator's function as asynchronous invocations through
+    /// `function` instead of on the bus: no bus entry and no SQS request, only the
+    /// orchestrator's invocation, which it pays for a reply whatever delivers it. The
+    /// orchestrator takes them with [`orchestrator_inputs`] (or [`orchestrator_event`]).
+    pub fn reply_by_invoke(mut self, function: LambdaInvoker) -> Self {
+        self.replies = Replies::Function(function);
+        self
+    }
+
+    /// Reads the command in `ctx` (an SQS message, or an EventBridge event from a rule or
+    /// an asynchronous invocation), runs `work`
     /// at most once per command id, and publishes the reply.
     ///
     /// # Errors
@@ -221,8 +239,9 @@ impl Participant {
         let event = reply_envelope(&self.name, &command, &reply)
             .map_err(|e| Error::internal(e.to_string()))?;
         match &self.replies {
-            Some(queue) => queue.send(&[SqsMessage::new(event)]).await.map(|_| ()),
-            None => self.publisher.publish(&[event]).await.map(|_| ()),
+            Replies::Queue(queue) => queue.send(&[SqsMessage::new(event)]).await.map(|_| ()),
+            Replies::Function(function) => function.send(&[event]).await.map(|_| ()),
+            Replies::Bus => self.publisher.publish(&[event]).await.map(|_| ()),
         }
         .map_err(|e| Error::internal(format!("the reply was not published: {e}")))?;
         Ok(())
@@ -236,8 +255,9 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The orchestrator's queue handler: applies the reply or timer in the message to its saga
-/// and re-sends a timer that came early. Any other message is refused (422).
+/// The orchestrator's input handler: applies the reply or timer in the message (an SQS
+/// message, or an EventBridge event from a rule or an asynchronous invocation) to its
+/// saga and re-sends a timer that came early. Any other message is refused (422).
 ///
 /// # Errors
 /// A 422 for a message that is not a saga input (it goes to the dead-letter queue after
@@ -275,8 +295,10 @@ pub async fn orchestrator_message<S: SagaStore, T: Transport>(
     }
 }
 
-/// Adds an orchestrator's inputs to `app`: its queue's replies and timers
-/// ([`orchestrator_message`]) and the saga table's stream records, whose outbox it relays
+/// Adds an orchestrator's inputs to `app`: replies and timers from its queue, replies
+/// invoked asynchronously ([`Participant::reply_by_invoke`]: EventBridge events no other
+/// route of `app` takes, so this claims [`App::event_fallback`]), both through
+/// [`orchestrator_message`]; and the saga table's stream records, whose outbox it relays
 /// through `transport` ([`relay_image`]). What starts a saga (an event, an HTTP route) is
 /// the application's own handler, calling [`Orchestrator::start`].
 pub fn orchestrator_inputs<S, T>(app: App, orchestrator: Orchestrator<S>, transport: T) -> App
@@ -285,8 +307,13 @@ where
     T: Transport + Clone + 'static,
 {
     let relay = Relay::new(transport.clone());
+    let (invoked, invoked_transport) = (orchestrator.clone(), transport.clone());
     app.sqs(move |ctx: Context| {
         let (orchestrator, transport) = (orchestrator.clone(), transport.clone());
+        async move { orchestrator_message(&orchestrator, &transport, &ctx).await }
+    })
+    .event_fallback(move |ctx: Context| {
+        let (orchestrator, transport) = (invoked.clone(), invoked_transport.clone());
         async move { orchestrator_message(&orchestrator, &transport, &ctx).await }
     })
     .dynamodb(

@@ -425,14 +425,179 @@ impl SqsPublisher {
     }
 }
 
+/// Sends envelopes to a Lambda function as asynchronous invocations (`Invoke` with
+/// `InvocationType=Event`), one call each, each resent with backoff until the deadline
+/// when Lambda throttles it or fails inside.
+///
+/// The payload is the event an EventBridge rule would deliver for the envelope: `source`
+/// and `detail-type` are the envelope's, `detail` the whole envelope, `id` its id. So the
+/// function's [`App::event`](lift_core::App::event) route takes it whichever way it came,
+/// and moving a participant from the bus to invocations changes none of its code.
+///
+/// Why: an asynchronous invocation costs the invoked function's request ($0.20 per
+/// million), which it pays whatever delivers the message, and nothing else; a message
+/// through SQS adds a send, a receive and a delete ($0.40 per million each), through the
+/// bus an entry ($1 per million). Lambda keeps the event in its own queue, retries a
+/// failed invocation twice, then hands it to the function's on-failure destination (give
+/// it one: a dead-letter queue), and may deliver an event more than once: consumers stay
+/// idempotent, as with any other path.
+///
+/// ```no_run
+/// use lift_events::publish::{LambdaInvoker, PublishConfig};
+///
+/// # async fn example(commands: Vec<lift_events::Envelope>) -> Result<(), Box<dyn std::error::Error>> {
+/// let client = aws_sdk_lambda::Client::new(lift_core::aws::sdk_config().await);
+/// let payments = LambdaInvoker::new(client, "payments:live", PublishConfig::default());
+/// payments.send(&commands).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct LambdaInvoker {
+    client: aws_sdk_lambda::Client,
+    function: String,
+    config: PublishConfig,
+}
+
+impl LambdaInvoker {
+    /// Invokes `function` (a name, a qualified name or an ARN) through `client` (built
+    /// once, at init). `config`'s entry limit applies to the whole payload: 256 KiB by
+    /// default, Lambda's historical limit for an asynchronous invocation.
+    pub fn new(client: aws_sdk_lambda::Client, function: &str, config: PublishConfig) -> Self {
+        LambdaInvoker {
+            client,
+            function: function.to_owned(),
+            config,
+        }
+    }
+
+    /// The function this invoker invokes.
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+
+    /// Invokes the function once per envelope; resends a throttled or failed invocation
+    /// until the deadline.
+    ///
+    /// # Errors
+    /// [`TransportError::Refused`] before any call for a payload above the size limit;
+    /// [`TransportError::Undelivered`] with the ids still throttled or failing at the
+    /// deadline; [`TransportError::Failed`] for an error a resend cannot cure (no such
+    /// function, access denied).
+    pub async fn send(&self, envelopes: &[Envelope]) -> Result<PublishReport, TransportError> {
+        let payloads = envelopes
+            .iter()
+            .map(|e| {
+                let payload = invocation_payload(e)?;
+                if payload.len() > self.config.max_entry_bytes {
+                    return Err(TransportError::Refused(format!(
+                        "event `{}` is {} bytes as an invocation, above the {} byte limit",
+                        e.id,
+                        payload.len(),
+                        self.config.max_entry_bytes
+                    )));
+                }
+                Ok((e.id.clone(), payload))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        send_all(
+            &payloads,
+            1,
+            &self.config,
+            |(id, _)| id.clone(),
+            |chunk| self.invoke(chunk),
+        )
+        .await
+    }
+
+    async fn invoke(
+        &self,
+        chunk: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<(usize, String)>, TransportError> {
+        use aws_sdk_lambda::error::ProvideErrorMetadata;
+        let mut failed = Vec::new();
+        for (i, (_, payload)) in chunk.into_iter().enumerate() {
+            let sent = self
+                .client
+                .invoke()
+                .function_name(&self.function)
+                .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
+                .payload(aws_sdk_lambda::primitives::Blob::new(payload))
+                .send()
+                .await;
+            if let Err(e) = sent {
+                let code = e.code().unwrap_or("").to_owned();
+                let resend = matches!(
+                    code.as_str(),
+                    "TooManyRequestsException"
+                        | "ServiceException"
+                        | "ResourceNotReadyException"
+                        | "EC2ThrottledException"
+                ) || e
+                    .raw_response()
+                    .is_some_and(|r| r.status().is_server_error());
+                if !resend {
+                    return Err(TransportError::Failed(Box::new(e)));
+                }
+                failed.push((
+                    i,
+                    if code.is_empty() {
+                        "5xx".to_owned()
+                    } else {
+                        code
+                    },
+                ));
+            }
+        }
+        Ok(failed)
+    }
+}
+
+/// The EventBridge-shaped event an asynchronous invocation carries for `envelope`.
+fn invocation_payload(envelope: &Envelope) -> Result<Vec<u8>, TransportError> {
+    #[derive(serde::Serialize)]
+    struct Shaped<'a> {
+        version: &'static str,
+        id: &'a str,
+        #[serde(rename = "detail-type")]
+        detail_type: &'a str,
+        source: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        time: Option<&'a str>,
+        resources: [&'static str; 0],
+        detail: &'a Envelope,
+    }
+    serde_json::to_vec(&Shaped {
+        version: "0",
+        id: &envelope.id,
+        detail_type: &envelope.kind,
+        source: &envelope.source,
+        // EventBridge's `time` is a timestamp: left out when the envelope's is not one.
+        time: chrono::DateTime::parse_from_rfc3339(&envelope.time)
+            .is_ok()
+            .then_some(envelope.time.as_str()),
+        resources: [],
+        detail: envelope,
+    })
+    .map_err(|e| TransportError::Refused(e.to_string()))
+}
+
 /// The relay's [`Transport`] on AWS: events to an EventBridge bus, timers to the
-/// orchestrator's SQS queue with a delay, and commands to the queues of the participants
-/// given one ([`with_participant_queue`](Self::with_participant_queue)), else on the bus.
+/// orchestrator's SQS queue with a delay, and commands to the participants given a queue
+/// ([`with_participant_queue`](Self::with_participant_queue)) or a function
+/// ([`with_participant_function`](Self::with_participant_function)), else on the bus.
 #[derive(Debug, Clone)]
 pub struct AwsTransport {
     events: EventBridgePublisher,
     timers: SqsPublisher,
-    participants: Vec<(String, SqsPublisher)>,
+    participants: Vec<(String, Direct)>,
+}
+
+/// Where a participant's commands go when not on the bus.
+#[derive(Debug, Clone)]
+enum Direct {
+    Queue(SqsPublisher),
+    Function(LambdaInvoker),
 }
 
 impl AwsTransport {
@@ -448,9 +613,20 @@ impl AwsTransport {
     /// Sends the commands of `participant` straight to its queue through `queue`: one
     /// SQS request instead of a bus entry ($1 per million) and the SQS request of the
     /// rule that would route it there. Business events stay on the bus.
-    pub fn with_participant_queue(mut self, participant: &str, queue: SqsPublisher) -> Self {
+    pub fn with_participant_queue(self, participant: &str, queue: SqsPublisher) -> Self {
+        self.direct(participant, Direct::Queue(queue))
+    }
+
+    /// Sends the commands of `participant` to its function as asynchronous invocations
+    /// through `function` ([`LambdaInvoker`]): no bus entry and no SQS request, only the
+    /// participant's own invocation. Business events stay on the bus.
+    pub fn with_participant_function(self, participant: &str, function: LambdaInvoker) -> Self {
+        self.direct(participant, Direct::Function(function))
+    }
+
+    fn direct(mut self, participant: &str, to: Direct) -> Self {
         self.participants.retain(|(p, _)| p != participant);
-        self.participants.push((participant.to_owned(), queue));
+        self.participants.push((participant.to_owned(), to));
         self
     }
 }
@@ -483,11 +659,15 @@ impl Transport for AwsTransport {
         participant: &str,
         commands: &[Envelope],
     ) -> Result<bool, TransportError> {
-        let Some((_, queue)) = self.participants.iter().find(|(p, _)| p == participant) else {
-            return Ok(false);
-        };
-        let messages: Vec<SqsMessage> = commands.iter().cloned().map(SqsMessage::new).collect();
-        queue.send(&messages).await.map(|_| true)
+        match self.participants.iter().find(|(p, _)| p == participant) {
+            None => Ok(false),
+            Some((_, Direct::Queue(queue))) => {
+                let messages: Vec<SqsMessage> =
+                    commands.iter().cloned().map(SqsMessage::new).collect();
+                queue.send(&messages).await.map(|_| true)
+            }
+            Some((_, Direct::Function(function))) => function.send(commands).await.map(|_| true),
+        }
     }
 }
 
@@ -575,6 +755,28 @@ mod tests {
             waited <= Duration::from_secs(5) && waited >= Duration::from_secs(3),
             "{waited:?}"
         );
+    }
+
+    #[test]
+    fn an_invocation_carries_the_event_a_rule_would_deliver() {
+        let envelope = Envelope::from_body(
+            br#"{"id":"e1","type":"ReserveStock","source":"lift.saga","time":"2026-11-30T10:00:00.000Z",
+                "correlationId":"c1","schemaVersion":1,"payload":{"n":1},"future":true}"#,
+        )
+        .unwrap();
+        let payload = invocation_payload(&envelope).unwrap();
+        let event: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(event["source"], "lift.saga");
+        assert_eq!(event["detail-type"], "ReserveStock");
+        assert_eq!(event["id"], "e1");
+        assert_eq!(event["time"], "2026-11-30T10:00:00.000Z");
+        // What a consumer reads back is the envelope, unknown fields included.
+        assert_eq!(Envelope::from_body(&payload).unwrap(), envelope);
+        let mut untimed = envelope;
+        untimed.time = "yesterday".into();
+        let event: serde_json::Value =
+            serde_json::from_slice(&invocation_payload(&untimed).unwrap()).unwrap();
+        assert!(event.get("time").is_none(), "{event}");
     }
 
     #[test]
