@@ -39,6 +39,10 @@ const SAGA_ID: &str = "saga-1";
 const VISIBILITY_MS: u64 = 30_000;
 /// Deliveries of a message before its queue sends it to the dead-letter queue.
 const MAX_RECEIVES: u32 = 5;
+/// Attempts of an asynchronous invocation before Lambda sends it to the function's
+/// on-failure destination: the first and two retries, one and two minutes apart.
+const INVOKE_ATTEMPTS: u32 = 3;
+const INVOKE_RETRY_MS: u64 = 60_000;
 const MAX_TICKS: u64 = 200_000;
 
 // ---------------------------------------------------------------- the world
@@ -64,8 +68,19 @@ struct Faults {
     answer_twice: f64,
     relay_weight: u32,
     reject_step: Option<u32>,
-    /// Commands and replies straight to the queues (else through the bus).
-    direct: bool,
+    /// How commands and replies travel.
+    channel: Channel,
+}
+
+/// How commands and replies travel (timers always ride the orchestrator's queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Channel {
+    /// On the bus, a rule routing each to a queue.
+    Bus,
+    /// Straight to the queues.
+    Queues,
+    /// Asynchronous invocations of the functions.
+    Invoke,
 }
 
 impl Faults {
@@ -84,7 +99,7 @@ impl Faults {
             answer_twice: p(rng, 0.3),
             relay_weight: rng.u32(1..10),
             reject_step: None,
-            direct: rng.bool(),
+            channel: [Channel::Bus, Channel::Queues, Channel::Invoke][rng.usize(..3)],
         }
     }
 }
@@ -94,6 +109,8 @@ struct Queued {
     body: Envelope,
     visible_at: u64,
     receives: u32,
+    /// An asynchronous invocation in Lambda's own queue, not an SQS message.
+    invoked: bool,
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +121,10 @@ struct Queue {
 
 impl Queue {
     fn push(&mut self, body: Envelope, visible_at: u64) {
+        self.insert(body, visible_at, false);
+    }
+
+    fn insert(&mut self, body: Envelope, visible_at: u64, invoked: bool) {
         self.next_id += 1;
         self.messages.insert(
             self.next_id,
@@ -111,6 +132,7 @@ impl Queue {
                 body,
                 visible_at,
                 receives: 0,
+                invoked,
             },
         );
     }
@@ -234,8 +256,18 @@ impl World {
         }
     }
 
-    /// Routes an event on the bus (EventBridge → SQS), with duplicates and delays.
+    /// Routes an event on the bus (EventBridge → SQS), sent to a queue, or invoked
+    /// (Lambda's queue for asynchronous invocations), with duplicates and delays.
     fn route(&mut self, event: Envelope) {
+        self.deliver(event, false);
+    }
+
+    /// An asynchronous invocation with `event`, delivered as [`route`](Self::route) does.
+    fn invoke(&mut self, event: Envelope) {
+        self.deliver(event, true);
+    }
+
+    fn deliver(&mut self, event: Envelope, invoked: bool) {
         let copies = if self.rng.f64() < self.faults.duplicate {
             self.stats.duplicates += 1;
             2
@@ -250,10 +282,10 @@ impl World {
             }
             match event.kind.as_str() {
                 lift_events::relay::REPLY_TYPE | lift_events::relay::TIMER_TYPE => {
-                    self.orchestrator_q.push(event.clone(), at)
+                    self.orchestrator_q.insert(event.clone(), at, invoked)
                 }
                 FINISHED_TYPE => self.finished.push(event.clone()),
-                _ => self.participant_q.push(event.clone(), at),
+                _ => self.participant_q.insert(event.clone(), at, invoked),
             }
         }
     }
@@ -348,8 +380,22 @@ impl Transport for SimTransport {
         _participant: &str,
         commands: &[Envelope],
     ) -> Result<bool, TransportError> {
-        if !lock(&self.0).faults.direct {
+        let channel = lock(&self.0).faults.channel;
+        if channel == Channel::Bus {
             return Ok(false);
+        }
+        if channel == Channel::Invoke {
+            // One `Invoke` a command; a crash between two leaves the rest unsent, and the
+            // stream delivers the record again.
+            for c in commands {
+                aws_call(&self.0, "lambda:Invoke (commands)")
+                    .await
+                    .map_err(|_| TransportError::Throttled)?;
+                let mut w = lock(&self.0);
+                w.invoke(c.clone());
+                w.after_effect();
+            }
+            return Ok(true);
         }
         aws_call(&self.0, "sqs:SendMessageBatch (commands)")
             .await
@@ -410,9 +456,18 @@ async fn participant(world: Shared, envelope: Envelope) -> Result<(), ()> {
         let p = w.faults.answer_twice;
         w.rng.f64() < p
     };
-    let direct = lock(&world).faults.direct;
+    let channel = lock(&world).faults.channel;
     for _ in 0..if twice { 2 } else { 1 } {
-        if direct {
+        if channel == Channel::Invoke {
+            aws_call(&world, "lambda:Invoke (replies)")
+                .await
+                .map_err(|_| ())?;
+            let mut w = lock(&world);
+            w.invoke(event.clone());
+            w.after_effect();
+            continue;
+        }
+        if channel == Channel::Queues {
             // Straight to the orchestrator's queue.
             aws_call(&world, "sqs:SendMessage (replies)")
                 .await
@@ -616,7 +671,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
             answer_twice: 0.0,
             relay_weight: 5,
             reject_step: fail_last.then_some(4),
-            direct: true,
+            channel: Channel::Queues,
         };
     }
     let world: Shared = Arc::new(Mutex::new(World {
@@ -734,9 +789,14 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
             match (result, done.message) {
                 (Ok(()), Some((queue, msg))) => {
                     // Deleting the message is a call too: when it fails, the message comes
-                    // back after its visibility timeout.
+                    // back after its visibility timeout. An invocation that returned is done.
                     let p = w.faults.throttle + w.faults.crash;
-                    if w.rng.f64() >= p {
+                    let invoked = match queue {
+                        QueueName::Orchestrator => w.orchestrator_q.messages.get(&msg),
+                        QueueName::Participant => w.participant_q.messages.get(&msg),
+                    }
+                    .is_some_and(|m| m.invoked);
+                    if invoked || w.rng.f64() >= p {
                         match queue {
                             QueueName::Orchestrator => w.orchestrator_q.messages.remove(&msg),
                             QueueName::Participant => w.participant_q.messages.remove(&msg),
@@ -816,7 +876,13 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
             continue;
         };
         m.receives += 1;
-        if m.receives > MAX_RECEIVES {
+        if m.invoked && m.receives > INVOKE_ATTEMPTS {
+            // Lambda's on-failure destination: as lost to the saga as a dead letter.
+            q.messages.remove(&msg);
+            w.stats.dead_letters += 1;
+            continue;
+        }
+        if !m.invoked && m.receives > MAX_RECEIVES {
             // The queue's redrive policy: after its fifth failed delivery the message goes
             // to the dead-letter queue. A command or reply lost so: only a timer moves the
             // saga on.
@@ -824,7 +890,14 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
             w.stats.dead_letters += 1;
             continue;
         }
-        m.visible_at = now + VISIBILITY_MS;
+        // The next attempt, should this one fail: SQS after the visibility timeout, Lambda
+        // one then two minutes later.
+        m.visible_at = now
+            + if m.invoked {
+                INVOKE_RETRY_MS * u64::from(m.receives)
+            } else {
+                VISIBILITY_MS
+            };
         let body = m.body.clone();
         drop(w);
         let future: Task = match queue {
