@@ -335,7 +335,7 @@ def saga_cost() -> list[str]:
     lift: dict[str, float] = {}
     label = None
     for line in done.stderr.splitlines():
-        m = re.match(r"^(5 (?:remote|local) steps, \w+): \d+ transitions", line)
+        m = re.match(r"^(5 (?:remote|local) steps(?: by \w+)?, \w+): \d+ transitions", line)
         if m:
             label = m.group(1)
         m = re.match(r"^\s+\$\s*([\d.]+)\s+per million sagas", line)
@@ -355,16 +355,18 @@ def saga_cost() -> list[str]:
     for name, (a, b) in models().items():
         out.append(f"| {name} | ${a:.2f} | ${b:.2f} |")
     base = models()
-    for kind, other in [("remote", "Lambda durable functions, remote steps (command + callback, invoked per reply)"),
+    remote = "Lambda durable functions, remote steps (command + callback, invoked per reply)"
+    for kind, other in [("remote steps by queue", remote), ("remote steps by invocation", remote),
                         ("local", "Lambda durable functions, inline steps (one invocation)")]:
-        done_cost = lift.get(f"5 {kind} steps, completed")
-        comp_cost = lift.get(f"5 {kind} steps, compensated")
+        label = kind if " by " in kind else f"{kind} steps"
+        done_cost = lift.get(f"5 {label}, completed")
+        comp_cost = lift.get(f"5 {label}, compensated")
         if done_cost is None or comp_cost is None:
-            out.append(f"| Lift, {kind} steps | not measured | not measured |")
+            out.append(f"| Lift, {label} | not measured | not measured |")
             continue
         sfn = base["Step Functions Standard (a Task state per step)"]
         dur = base[other]
-        out.append(f"| **Lift, {kind} steps** | **${done_cost:.2f}** ({done_cost / sfn[0]:.2f} of Step "
+        out.append(f"| **Lift, {label}** | **${done_cost:.2f}** ({done_cost / sfn[0]:.2f} of Step "
                    f"Functions, {done_cost / dur[0]:.2f} of durable) | **${comp_cost:.2f}** "
                    f"({comp_cost / sfn[1]:.2f}, {comp_cost / dur[1]:.2f}) |")
     return out + [""]

@@ -6,8 +6,9 @@
 //!   type, source, time, tenant, correlation and causation ids, trace header, schema
 //!   version, saga id and step, payload; unknown fields kept), typed per event type, and
 //!   usable as handler input on lift-core's `App` (`App::event`, `App::sqs`).
-//! - [`publish`]: EventBridge `PutEvents` and SQS `SendMessageBatch`, batched at 10, failed
-//!   entries resent with backoff until a deadline, then reported.
+//! - [`publish`]: EventBridge `PutEvents` and SQS `SendMessageBatch`, batched at 10, and
+//!   asynchronous Lambda invocations; failed entries resent with backoff until a deadline,
+//!   then reported.
 //! - [`consume`]: duplicate deliveries recognised by event id ([`consume::Inbox`]),
 //!   participants idempotent by command id ([`consume::Participant`]), and the handlers of
 //!   an orchestrator function.
@@ -97,13 +98,23 @@
 //! forward; a step after it that fails for good ends `NeedsAttention` too. A running saga
 //! keeps the definition version it started with.
 //!
-//! **Messages: queues for commands and replies, the bus for business events.** A
-//! command or a reply on EventBridge costs an entry ($1 per million) plus the SQS request
-//! of the rule that routes it to a queue; sent straight to the queue it costs that request
-//! alone. [`publish::AwsTransport::with_participant_queue`] sends a participant's commands
-//! to its queue and [`consume::Participant::reply_to_queue`] sends replies to the
-//! orchestrator's; the saga's end ([`relay::FINISHED_TYPE`]) and the application's own
-//! events stay on the bus, where any number of consumers can follow them.
+//! **Messages: invocations or queues for commands and replies, the bus for business
+//! events.** A command or a reply on EventBridge costs an entry ($1 per million) plus the
+//! SQS requests of the queue a rule routes it to; sent straight to the queue it costs
+//! those requests alone (a send, a receive and a delete: $1.20 per million at batches of
+//! one); as an asynchronous invocation of the function that takes it
+//! ([`publish::LambdaInvoker`]) it costs nothing beyond that function's invocation, which
+//! every path pays. [`publish::AwsTransport::with_participant_function`] invokes a
+//! participant with its commands and [`consume::Participant::reply_by_invoke`] the
+//! orchestrator with replies; `with_participant_queue` and `reply_to_queue` send them to
+//! queues instead, which batch under load (up to 10 messages an invocation) and let an
+//! operator pause a consumer by disabling its mapping. Lambda's queue for asynchronous
+//! invocations retries a failed invocation twice (one, then two minutes later) and then
+//! hands it to the function's on-failure destination (a dead-letter queue), where an SQS
+//! queue redelivers until its own redrive count: either way a command or reply lost for
+//! good leaves the saga to its timer. The saga's end ([`relay::FINISHED_TYPE`]) and the
+//! application's own events stay on the bus, where any number of consumers can follow
+//! them.
 //!
 //! **Durable timeouts: SQS delays, one timer per saga.** A step's timeout (and a retry's
 //! backoff) is a message to the orchestrator's own queue with a delivery delay, sent by
@@ -125,20 +136,23 @@
 //! Counted on the local emulator by `tests/emulator.rs` (an interceptor on the SDK
 //! clients of the real orchestrator, relay and participant code records every call) for
 //! a 5-step saga, completed and refused at its last step (compensated: 4 compensations).
-//! Remote steps are commands and replies through SQS queues; local steps call the
-//! participant from the orchestrator (as a durable function's steps do), so the saga
-//! runs whole in the invocation that starts it.
+//! Remote steps are commands and replies as asynchronous invocations of the functions
+//! (the functions are real ones on the emulator, whose events the test hands to the
+//! handlers) or through SQS queues; local steps call the participant from the
+//! orchestrator (as a durable function's steps do), so the saga runs whole in the
+//! invocation that starts it.
 //!
-//! | per saga | remote, completed | remote, compensated | local, completed | local, compensated |
-//! |---|---|---|---|---|
-//! | transitions = conditional `PutItem`s | 6 | 10 | 6 | 10 |
-//! | write units (item ≤ 1.1 KB / ≤ 1.3 KB) | 7 | 15 | 7 | 15 |
-//! | `GetItem` (the timer's, after the end) | 1 | 1 | 1 | 1 |
-//! | EventBridge entries (the end) | 1 | 1 | 1 | 1 |
-//! | SQS messages (commands, replies, timer) | 5 + 5 + 1 | 9 + 9 + 1 | 0 + 0 + 1 | 0 + 0 + 1 |
-//! | orchestrator invocations (start, messages) | 1 + 6 | 1 + 10 | 1 + 1 | 1 + 1 |
-//! | relay invocations (filtered stream records) | 6 | 10 | 2 | 2 |
-//! | **$ per million sagas** | **21.73** | **38.20** | **7.63** | **12.63** |
+//! | per saga: completed / compensated | remote, invoked | remote, queues | local |
+//! |---|---|---|---|
+//! | transitions = conditional `PutItem`s | 6 / 10 | 6 / 10 | 6 / 10 |
+//! | write units (item ≤ 1.1 KB / ≤ 1.3 KB) | 7 / 15 | 7 / 15 | 7 / 15 |
+//! | `GetItem` (the timer's, after the end) | 1 / 1 | 1 / 1 | 1 / 1 |
+//! | EventBridge entries (the end) | 1 / 1 | 1 / 1 | 1 / 1 |
+//! | asynchronous `Invoke`s (commands, replies) | 5 + 5 / 9 + 9 | 0 / 0 | 0 / 0 |
+//! | SQS messages (commands, replies, timer) | 0 + 0 + 1 / 0 + 0 + 1 | 5 + 5 + 1 / 9 + 9 + 1 | 0 + 0 + 1 / 0 + 0 + 1 |
+//! | orchestrator invocations (start, replies and timer) | 1 + 6 / 1 + 10 | 1 + 6 / 1 + 10 | 1 + 1 / 1 + 1 |
+//! | relay invocations (filtered stream records) | 6 / 10 | 6 / 10 | 2 / 2 |
+//! | **$ per million sagas** | **9.73 / 16.60** | **21.73 / 38.20** | **7.63 / 12.63** |
 //!
 //! At US East prices: DynamoDB on demand $0.625 per million write units and $0.125 per
 //! million read units (after the November 2024 cut; a strongly consistent read of up to
@@ -149,7 +163,8 @@
 //! by Lambda and filtered-out stream records are free. The participants' own invocations
 //! and idempotency records are left out: every system pays for the work itself. Under
 //! load, Lambda's SQS pollers receive and delete in batches (up to 10): a message then
-//! costs about 1.2 requests, and the remote paths $13.81 and $24.52 per million.
+//! costs about 1.2 requests, and the remote paths through queues $13.81 and $24.52 per
+//! million. An asynchronous `Invoke` is not billed beyond the invocation it makes.
 //!
 //! The others, for the same 5-step saga:
 //! - **Step Functions Standard**, $25 per million state transitions: a Task state per
@@ -164,11 +179,13 @@
 //!   operations each, and the function is invoked again on each reply: at least $81.20 and
 //!   $146 (plus the same messages to the participants).
 //!
-//! Lift per saga, as a share of those: local steps 0.06 and 0.06 of Step Functions, 0.19
-//! and 0.18 of durable functions; remote steps 0.17 and 0.17 of Step Functions, and 0.27
-//! and 0.26 of durable functions waiting on callbacks with SQS at batches of one (0.17 and
-//! 0.17 under load). What Lift adds that the others do not is in the table: the relay's
-//! invocations, the timer, the end event and the SQS requests of its messages.
+//! Lift per saga, as a share of those: local steps 0.06 of Step Functions, 0.19 and 0.17
+//! of durable functions; remote steps invoked 0.08 and 0.07 of Step Functions, 0.12 and
+//! 0.11 of durable functions waiting on callbacks; remote steps through queues 0.17 and
+//! 0.17 of Step Functions, 0.27 and 0.26 of durable functions with SQS at batches of one
+//! (0.17 under load). What Lift adds that the others do not is in the table: the relay's
+//! invocations, the timer, the end event and, through queues, the SQS requests of its
+//! messages.
 //!
 //! # Checked by simulation
 //!
@@ -177,9 +194,11 @@
 //! call, with crashes between calls, throttling, per-entry `PutEvents` failures, duplicate,
 //! reordered and late deliveries (beyond step timeouts), participants that fail, refuse or
 //! answer twice, a lagging relay, racing writers and queues that send a message to their
-//! dead-letter queue after its fifth failed delivery (a command or reply lost so leaves
-//! only the saga's timer to move it on); each seed also draws whether commands and
-//! replies go through the bus or straight to the queues. The models follow the calls
+//! dead-letter queue after its fifth failed delivery, and asynchronous invocations that
+//! Lambda retries twice, a minute then two apart, before its on-failure destination (a
+//! command or reply lost so leaves only the saga's timer to move it on); each seed also
+//! draws whether commands and replies go through the bus, straight to the queues, or as
+//! asynchronous invocations (with a crash possible between two of them). The models follow the calls
 //! the crate makes: a failed conditional write hands back the stored item, SQS delays are
 //! whole seconds. After each run it checks that the saga
 //! ended (`Completed`, `Compensated` or `NeedsAttention` with a reason), that each action
@@ -201,10 +220,11 @@
 //! The `trip` example (`examples/trip` in the workspace) runs a three-step saga across
 //! three functions deployed by the workspace's `template.yaml`: the orchestrator and relay
 //! (`trip-orchestrator`) and two participants (`trip-participant`, deployed as inventory
-//! and as payments), with the bus and its trip request rule, a queue per function with
-//! its dead-letter queue (commands and replies go straight to them), the saga table with
-//! its stream (filtered on `out`) and `finished` index, and the participants' idempotency
-//! table. Its tests start a trip that completes and one refused at its last
+//! and as payments), with the bus and its trip request rule, commands and replies as
+//! asynchronous invocations (each function with a dead-letter queue as its on-failure
+//! destination), the orchestrator's timer queue, the saga table with its stream (filtered
+//! on `out`) and `finished` index, and the participants' idempotency table. The `shop`
+//! example sends them through queues. Its tests start a trip that completes and one refused at its last
 //! step that compensates in reverse, read both histories back, and check that a repeated
 //! start changes nothing; `scripts/demo.sh` shows both timelines.
 #![cfg_attr(

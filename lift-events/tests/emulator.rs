@@ -11,9 +11,9 @@ use lift_core::testing::{TestApp, events};
 use lift_core::{App, Context, Json};
 use lift_events::consume::{Inbox, OutboxImage, Participant, orchestrator_message, relay_image};
 use lift_events::publish::{
-    AwsTransport, EventBridgePublisher, PublishConfig, SqsMessage, SqsPublisher,
+    AwsTransport, EventBridgePublisher, LambdaInvoker, PublishConfig, SqsMessage, SqsPublisher,
 };
-use lift_events::relay::{REPLY_TYPE, Relay, TransportError};
+use lift_events::relay::{REPLY_TYPE, Relay, SAGA_SOURCE, TransportError};
 use lift_events::saga::{
     HistoryEvent, Orchestrator, Phase, Registry, Saga, SagaState, SagaStatus, StartMeta, Step,
     StepError, local, remote,
@@ -27,6 +27,7 @@ struct Aws {
     dynamodb: aws_sdk_dynamodb::Client,
     sqs: aws_sdk_sqs::Client,
     eventbridge: aws_sdk_eventbridge::Client,
+    lambda: aws_sdk_lambda::Client,
 }
 
 async fn aws() -> Aws {
@@ -39,6 +40,7 @@ async fn aws() -> Aws {
         dynamodb: aws_sdk_dynamodb::Client::new(config),
         sqs: aws_sdk_sqs::Client::new(config),
         eventbridge: aws_sdk_eventbridge::Client::new(config),
+        lambda: aws_sdk_lambda::Client::new(config),
     }
 }
 
@@ -613,7 +615,8 @@ async fn a_saga_completes_and_another_compensates_across_the_bus() {
 // ---------------------------------------------------------------- AWS calls per transition
 
 /// Records every SDK call a client makes (an interceptor on its config): the operation
-/// (from the `x-amz-target` header every JSON-protocol call carries) and its body.
+/// (from the `x-amz-target` header every JSON-protocol call carries; Lambda's REST calls
+/// by their path) and its body.
 #[derive(Debug, Clone, Default)]
 struct Calls(Arc<std::sync::Mutex<Vec<(String, Value)>>>);
 
@@ -629,11 +632,16 @@ impl aws_sdk_dynamodb::config::Intercept for Calls {
         _cfg: &mut aws_sdk_dynamodb::config::ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
         let request = context.request();
-        let target = request
-            .headers()
-            .get("x-amz-target")
-            .map_or("?", |t| t.rsplit('.').next().unwrap_or(t))
-            .to_owned();
+        let target = match request.headers().get("x-amz-target") {
+            Some(t) => t.rsplit('.').next().unwrap_or(t).to_owned(),
+            None if request.uri().ends_with("/invocations") => {
+                match request.headers().get("x-amz-invocation-type") {
+                    Some("Event") => "InvokeAsync".to_owned(),
+                    _ => "Invoke".to_owned(),
+                }
+            }
+            None => "?".to_owned(),
+        };
         let body = request
             .body()
             .bytes()
@@ -666,6 +674,11 @@ async fn counted(calls: &Calls) -> Aws {
         ),
         eventbridge: aws_sdk_eventbridge::Client::from_conf(
             aws_sdk_eventbridge::config::Builder::from(config)
+                .interceptor(calls.clone())
+                .build(),
+        ),
+        lambda: aws_sdk_lambda::Client::from_conf(
+            aws_sdk_lambda::config::Builder::from(config)
                 .interceptor(calls.clone())
                 .build(),
         ),
@@ -707,10 +720,16 @@ struct Bill {
     timers: u64,
     commands: u64,
     replies: u64,
+    /// Asynchronous invocations made: commands (by the relay) and replies (by the
+    /// participant).
+    invoked_commands: u64,
+    invoked_replies: u64,
     /// Messages the orchestrator's and participants' queues delivered (each one a Lambda
     /// invocation, at a batch size of 1).
     orchestrator_messages: u64,
     participant_messages: u64,
+    /// Asynchronous invocations of the orchestrator (replies) that reached it.
+    orchestrator_invoked: u64,
     /// Stream records relayed (each one a relay invocation, at a batch size of 1).
     relayed: u64,
 }
@@ -733,6 +752,8 @@ impl Bill {
                         self.relay_entries += n;
                     }
                 }
+                "InvokeAsync" if role == "participant" => self.invoked_replies += 1,
+                "InvokeAsync" => self.invoked_commands += 1,
                 "SendMessage" | "SendMessageBatch" => {
                     let bodies = match body["Entries"].as_array() {
                         Some(entries) => entries.iter().map(|e| e["MessageBody"].clone()).collect(),
@@ -781,10 +802,12 @@ impl Bill {
             // by the Lambda poller (batches of 1: the worst case).
             ("SQS requests", messages * 3.0 * SQS_REQUEST),
             // The start (one invocation of whatever function starts the saga: a durable
-            // function's start is one too) and each message on the orchestrator's queue.
+            // function's start is one too), each message on the orchestrator's queue and
+            // each reply invoking it. An asynchronous invocation costs its request and
+            // nothing more; a participant's own invocations are left out, as for others.
             (
                 "orchestrator invocations",
-                (1 + self.orchestrator_messages) as f64 * invocation,
+                (1 + self.orchestrator_messages + self.orchestrator_invoked) as f64 * invocation,
             ),
             ("relay invocations", self.relayed as f64 * invocation),
         ];
@@ -805,15 +828,21 @@ fn print_bill(label: &str, bill: &Bill) {
         );
     }
     eprintln!(
-        "  sent: {} bus entries, {} commands, {} replies, {} timers",
+        "  sent: {} bus entries, {} commands and {} replies by SQS, {} and {} invoked, {} timers",
         bill.relay_entries + bill.reply_entries,
         bill.commands,
         bill.replies,
+        bill.invoked_commands,
+        bill.invoked_replies,
         bill.timers
     );
     eprintln!(
-        "  messages: {} to the orchestrator, {} to participants; {} stream records; {} WRU",
-        bill.orchestrator_messages, bill.participant_messages, bill.relayed, bill.wru
+        "  queue messages: {} to the orchestrator, {} to participants; {} replies invoked; {} stream records; {} WRU",
+        bill.orchestrator_messages,
+        bill.participant_messages,
+        bill.orchestrator_invoked,
+        bill.relayed,
+        bill.wru
     );
     let lines = bill.cost_per_million(20.0);
     let total: f64 = lines.iter().map(|(_, v)| v).sum();
@@ -971,10 +1000,121 @@ async fn five_local_steps(refuse_last: bool) -> Bill {
     bill
 }
 
+/// How commands and replies travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// Straight to the queues (SQS).
+    Queues,
+    /// Asynchronous invocations of the functions.
+    Invoke,
+}
+
+/// A function on the emulator that keeps each event it is invoked with as a file in a
+/// directory of its own (`tests/support/mailbox.py`): the real `Invoke` and the emulator's
+/// asynchronous queue, with the handler then run by the test on counted clients.
+async fn mailbox(aws: &Aws, name: &str) -> (String, std::path::PathBuf) {
+    let name = unique(name);
+    let dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/mailbox.py"
+    ))
+    .unwrap();
+    aws.lambda
+        .create_function()
+        .function_name(&name)
+        .runtime(aws_sdk_lambda::types::Runtime::Providedal2023)
+        .role("arn:aws:iam::000000000000:role/lift-events-tests")
+        .handler("bootstrap")
+        .code(
+            aws_sdk_lambda::types::FunctionCode::builder()
+                .zip_file(aws_sdk_lambda::primitives::Blob::new(stored_zip(
+                    "bootstrap",
+                    &script,
+                )))
+                .build(),
+        )
+        .environment(
+            aws_sdk_lambda::types::Environment::builder()
+                .variables("MAILBOX", dir.to_string_lossy())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    (name, dir)
+}
+
+/// The events a [`mailbox`] function received since the last call, oldest file first.
+fn take_mail(dir: &std::path::Path) -> Vec<Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    files
+        .into_iter()
+        .map(|p| {
+            let event = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            std::fs::remove_file(&p).unwrap();
+            event
+        })
+        .collect()
+}
+
+/// A zip archive holding one executable file, stored (not compressed).
+fn stored_zip(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    let (crc, size, name_len) = (crc.sum(), data.len() as u32, name.len() as u16);
+    let mut zip = Vec::new();
+    // Local file header, then the data.
+    zip.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+    for v in [20u16, 0, 0, 0, 0] {
+        zip.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [crc, size, size] {
+        zip.extend_from_slice(&v.to_le_bytes());
+    }
+    zip.extend_from_slice(&name_len.to_le_bytes());
+    zip.extend_from_slice(&0u16.to_le_bytes());
+    zip.extend_from_slice(name.as_bytes());
+    zip.extend_from_slice(data);
+    let central = zip.len() as u32;
+    // Central directory entry: made on Unix (3), mode rwxr-xr-x in the external attributes.
+    zip.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+    for v in [0x0314u16, 20, 0, 0, 0, 0] {
+        zip.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [crc, size, size] {
+        zip.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [name_len, 0, 0, 0, 0] {
+        zip.extend_from_slice(&v.to_le_bytes());
+    }
+    zip.extend_from_slice(&(0o100_755u32 << 16).to_le_bytes());
+    zip.extend_from_slice(&0u32.to_le_bytes());
+    zip.extend_from_slice(name.as_bytes());
+    let central_size = zip.len() as u32 - central;
+    // End of central directory.
+    zip.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    for v in [0u16, 0, 1, 1] {
+        zip.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [central_size, central] {
+        zip.extend_from_slice(&v.to_le_bytes());
+    }
+    zip.extend_from_slice(&0u16.to_le_bytes());
+    zip
+}
+
 /// Runs one 5-step saga to its end on the emulator, with the real orchestrator, relay and
 /// participant code on counted clients, and its one timer handled after the end; returns
-/// what it cost.
-async fn five_steps(refuse_last: bool) -> Bill {
+/// what it cost. Commands and replies travel `via` queues or asynchronous invocations.
+async fn five_steps(refuse_last: bool, via: Via) -> Bill {
     let aws = aws().await;
     let (orchestrator_calls, relay_calls, participant_calls) =
         (Calls::default(), Calls::default(), Calls::default());
@@ -989,9 +1129,12 @@ async fn five_steps(refuse_last: bool) -> Bill {
         .unwrap();
     let records = idempotency_table(&aws).await;
     let bus = bus(&aws).await;
-    // Commands and replies go straight to the queues; the bus carries the saga's end.
+    // Commands and replies go straight to the queues or invoke the functions; the bus
+    // carries the saga's end, the orchestrator's queue its timer.
     let (orchestrator_url, _) = queue(&aws, &unique("orchestrator")).await;
     let (participant_url, _) = queue(&aws, &unique("participant")).await;
+    let (participant_fn, participant_box) = mailbox(&aws, "participant").await;
+    let (orchestrator_fn, orchestrator_box) = mailbox(&aws, "orchestrator").await;
     // Short timeouts: the saga's one timer comes within the test, after the end.
     let timeout = Duration::from_secs(4);
     let mut definition = Saga::named("five", 1);
@@ -1007,16 +1150,16 @@ async fn five_steps(refuse_last: bool) -> Bill {
     }
     let store = DynamoStore::new(o_aws.dynamodb.clone(), &table);
     let orchestrator = Orchestrator::new(Registry::new().with(definition.build().unwrap()), store);
-    let relay = Relay::new(
-        AwsTransport::new(
-            EventBridgePublisher::new(r_aws.eventbridge.clone(), &bus, PublishConfig::default()),
-            SqsPublisher::new(
-                r_aws.sqs.clone(),
-                &orchestrator_url,
-                PublishConfig::default(),
-            ),
-        )
-        .with_participant_queue(
+    let transport = AwsTransport::new(
+        EventBridgePublisher::new(r_aws.eventbridge.clone(), &bus, PublishConfig::default()),
+        SqsPublisher::new(
+            r_aws.sqs.clone(),
+            &orchestrator_url,
+            PublishConfig::default(),
+        ),
+    );
+    let relay = Relay::new(match via {
+        Via::Queues => transport.with_participant_queue(
             "p",
             SqsPublisher::new(
                 r_aws.sqs.clone(),
@@ -1024,7 +1167,15 @@ async fn five_steps(refuse_last: bool) -> Bill {
                 PublishConfig::default(),
             ),
         ),
-    );
+        Via::Invoke => transport.with_participant_function(
+            "p",
+            LambdaInvoker::new(
+                r_aws.lambda.clone(),
+                &participant_fn,
+                PublishConfig::default(),
+            ),
+        ),
+    });
     let rearm = AwsTransport::new(
         EventBridgePublisher::new(o_aws.eventbridge.clone(), &bus, PublishConfig::default()),
         SqsPublisher::new(
@@ -1034,10 +1185,18 @@ async fn five_steps(refuse_last: bool) -> Bill {
         ),
     );
     let (o, t) = (orchestrator.clone(), rearm);
-    let orchestrator_app = TestApp::new(App::new().sqs(move |ctx: Context| {
-        let (o, t) = (o.clone(), t.clone());
-        async move { orchestrator_message(&o, &t, &ctx).await }
-    }))
+    let (o2, t2) = (o.clone(), t.clone());
+    let orchestrator_app = TestApp::new(
+        App::new()
+            .sqs(move |ctx: Context| {
+                let (o, t) = (o.clone(), t.clone());
+                async move { orchestrator_message(&o, &t, &ctx).await }
+            })
+            .event_fallback(move |ctx: Context| {
+                let (o, t) = (o2.clone(), t2.clone());
+                async move { orchestrator_message(&o, &t, &ctx).await }
+            }),
+    )
     .unwrap();
     let relay_app = TestApp::new(App::new().dynamodb(
         move |_ctx: Context, Json(image): Json<OutboxImage>| {
@@ -1052,13 +1211,20 @@ async fn five_steps(refuse_last: bool) -> Bill {
         &records,
         EventBridgePublisher::new(p_aws.eventbridge.clone(), &bus, PublishConfig::default()),
     )
-    .unwrap()
-    .reply_to_queue(SqsPublisher::new(
-        p_aws.sqs.clone(),
-        &orchestrator_url,
-        PublishConfig::default(),
-    ));
-    let participant_app = TestApp::new(App::new().sqs(move |ctx: Context| {
+    .unwrap();
+    let participant = match via {
+        Via::Queues => participant.reply_to_queue(SqsPublisher::new(
+            p_aws.sqs.clone(),
+            &orchestrator_url,
+            PublishConfig::default(),
+        )),
+        Via::Invoke => participant.reply_by_invoke(LambdaInvoker::new(
+            p_aws.lambda.clone(),
+            &orchestrator_fn,
+            PublishConfig::default(),
+        )),
+    };
+    let handler = move |ctx: Context| {
         let p = participant.clone();
         async move {
             p.handle(&ctx, |command| async move {
@@ -1069,7 +1235,12 @@ async fn five_steps(refuse_last: bool) -> Bill {
             })
             .await
         }
-    }))
+    };
+    let participant_app = TestApp::new(
+        App::new()
+            .sqs(handler.clone())
+            .event_source(SAGA_SOURCE, handler),
+    )
     .unwrap();
 
     let id = unique("five");
@@ -1139,6 +1310,14 @@ async fn five_steps(refuse_last: bool) -> Bill {
                 assert!(lift_core::testing::batch_failures(&out).is_empty(), "{out}");
             }
         }
+        // What the functions were invoked with (the emulator's asynchronous queue).
+        for event in take_mail(&participant_box) {
+            participant_app.invoke(&event).await.unwrap();
+        }
+        for event in take_mail(&orchestrator_box) {
+            bill.orchestrator_invoked += 1;
+            orchestrator_app.invoke(&event).await.unwrap();
+        }
     }
     let state = DynamoStore::new(aws.dynamodb.clone(), &table)
         .load(&id)
@@ -1165,14 +1344,14 @@ async fn five_steps(refuse_last: bool) -> Bill {
 #[tokio::test]
 async fn aws_calls_per_transition_of_a_five_step_saga() {
     for refuse_last in [false, true] {
-        let bill = five_steps(refuse_last).await;
+        let bill = five_steps(refuse_last, Via::Queues).await;
         let t = bill.transitions;
         let path = if refuse_last {
             "compensated"
         } else {
             "completed"
         };
-        print_bill(&format!("5 remote steps, {path}"), &bill);
+        print_bill(&format!("5 remote steps by queue, {path}"), &bill);
         assert_eq!(t, if refuse_last { 10 } else { 6 });
         // One conditional write per transition, no read before one.
         assert_eq!(
@@ -1192,6 +1371,43 @@ async fn aws_calls_per_transition_of_a_five_step_saga() {
         assert_eq!(bill.timers, 1, "one timer per saga");
         assert_eq!(bill.commands, t - 1, "one command per step or compensation");
         assert_eq!(bill.replies, t - 1, "one reply per command");
+    }
+}
+
+/// The same 5-step saga with commands and replies as asynchronous invocations of the
+/// functions: one `Invoke` per command and per reply, no SQS message but the timer, one
+/// bus entry (the end); still one write per transition.
+#[tokio::test]
+async fn aws_calls_per_transition_of_a_five_step_saga_by_invocation() {
+    for refuse_last in [false, true] {
+        let bill = five_steps(refuse_last, Via::Invoke).await;
+        let t = bill.transitions;
+        let path = if refuse_last {
+            "compensated"
+        } else {
+            "completed"
+        };
+        print_bill(&format!("5 remote steps by invocation, {path}"), &bill);
+        assert_eq!(t, if refuse_last { 10 } else { 6 });
+        assert_eq!(
+            bill.count("orchestrator PutItem"),
+            t,
+            "one write per transition"
+        );
+        assert!(bill.count("orchestrator GetItem") <= 1);
+        assert_eq!(bill.relay_entries, 1, "the end on the bus");
+        assert_eq!(bill.reply_entries, 0);
+        assert_eq!(bill.timers, 1, "one timer per saga");
+        assert_eq!(
+            bill.commands + bill.replies,
+            0,
+            "no SQS message but the timer"
+        );
+        assert_eq!(bill.invoked_commands, t - 1, "one invocation per command");
+        assert_eq!(bill.invoked_replies, t - 1, "one invocation per reply");
+        assert_eq!(bill.participant_messages, 0);
+        assert_eq!(bill.orchestrator_messages, 1, "the timer, after the end");
+        assert_eq!(bill.orchestrator_invoked, t - 1, "every reply reached it");
     }
 }
 
