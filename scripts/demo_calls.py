@@ -307,7 +307,7 @@ def drive_trips(stack: dict, checks: Checks) -> None:
     """Two trips through the trip saga: requested on the bus, read back from the saga table."""
     outputs = stack.get("outputs", {})
     bus, table = outputs["TripBusName"], outputs["TripSagaTableName"]
-    print(f"\ntrip saga over its bus, queues and three functions  {DIM}{bus}{RESET}")
+    print(f"\ntrip saga over its bus, invocations and three functions  {DIM}{bus}{RESET}")
     session = boto3.session.Session(region_name=stack["region"])
     events = session.client("events", endpoint_url=stack["endpoint"])
     dynamodb = session.client("dynamodb", endpoint_url=stack["endpoint"])

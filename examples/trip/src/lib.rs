@@ -6,17 +6,19 @@
 //!
 //! - The **orchestrator** ([`orchestrator_app`], the `trip-orchestrator` binary) starts a
 //!   saga for each [`TripRequested`] event on the bus, applies the participants' replies
-//!   and its own timers from its queue, and relays each stored transition's outbox (the
-//!   commands) from the saga table's stream.
+//!   (invoked) and its own timers (from its queue), and relays each stored transition's
+//!   outbox (the commands) from the saga table's stream.
 //! - A **participant** ([`participant_app`], the `trip-participant` binary, deployed twice:
-//!   inventory and payments) takes commands from its queue, runs each at most once per
-//!   command id ([`work`]) and replies to the orchestrator's queue.
+//!   inventory and payments) takes the commands the relay invokes it with, runs each at
+//!   most once per command id ([`work`]) and replies by invoking the orchestrator.
 //!
-//! Commands and replies go straight to the queues (a bus entry each would cost more than
-//! the rest of a transition); the bus carries the trip requests and the sagas' ends.
-//! `template.yaml` deploys the three functions with the bus, the request rule, a queue per
-//! function (each with a dead-letter queue), the saga table (with its stream and the
-//! `finished` index) and the participants' idempotency table.
+//! Commands and replies are asynchronous invocations
+//! ([`LambdaInvoker`](lift_events::publish::LambdaInvoker)): a bus entry or an SQS message
+//! each would cost more than the rest of a transition; the bus carries the trip requests
+//! and the sagas' ends. `template.yaml` deploys the three functions (each with a
+//! dead-letter queue for what Lambda could not deliver) with the bus, the request rule,
+//! the orchestrator's timer queue, the saga table (with its stream and the `finished`
+//! index) and the participants' idempotency table.
 //!
 //! The demo's rules: a charge above [`CARD_LIMIT`] is declined (the saga compensates the
 //! reservation); a request with `fail_last` is refused at `confirm`, the last step (the
@@ -30,7 +32,7 @@ use std::time::Duration;
 
 use lift_core::{App, Context, Error, FieldError, Json};
 use lift_events::consume::{Participant, orchestrator_inputs};
-use lift_events::relay::Transport;
+use lift_events::relay::{SAGA_SOURCE, Transport};
 use lift_events::saga::{
     Command, Orchestrator, Phase, Registry, Saga, StartMeta, Step, StepError, remote,
 };
@@ -187,11 +189,12 @@ pub async fn work(participant: &str, command: Command) -> Result<Value, StepErro
     }
 }
 
-/// A participant's function, named `name` (`inventory` or `payments`): commands from its
-/// queue, each run once per command id by `participant` ([`work`]), answered through it.
+/// A participant's function, named `name` (`inventory` or `payments`): commands invoked
+/// by the orchestrator's relay (saga events, [`SAGA_SOURCE`]), each run once per command
+/// id by `participant` ([`work`]), answered through it.
 pub fn participant_app(participant: Participant, name: &str) -> App {
     let name = name.to_owned();
-    App::new().sqs(move |ctx: Context| {
+    App::new().event_source(SAGA_SOURCE, move |ctx: Context| {
         let (participant, name) = (participant.clone(), name.clone());
         async move {
             participant

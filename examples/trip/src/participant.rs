@@ -2,11 +2,12 @@
 //! as inventory and as payments.
 //!
 //! `PARTICIPANT` is its name (`inventory` or `payments`), `IDEMPOTENCY_TABLE` where it
-//! records command ids, `ORCHESTRATOR_QUEUE_URL` the orchestrator's queue it replies to and
-//! `BUS_NAME` the bus (for business events); read once, at cold start.
+//! records command ids, `ORCHESTRATOR_FUNCTION` the orchestrator it replies to (invoking
+//! it asynchronously) and `BUS_NAME` the bus (for business events); read once, at cold
+//! start.
 
 use lift_events::consume::Participant;
-use lift_events::publish::{EventBridgePublisher, PublishConfig, SqsPublisher};
+use lift_events::publish::{EventBridgePublisher, LambdaInvoker, PublishConfig};
 
 fn env(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("{name} is not set"))
@@ -27,10 +28,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         &env("IDEMPOTENCY_TABLE")?,
         bus,
     )?
-    // Replies go straight to the orchestrator's queue: no bus entry per reply.
-    .reply_to_queue(SqsPublisher::new(
-        aws_sdk_sqs::Client::new(config),
-        &env("ORCHESTRATOR_QUEUE_URL")?,
+    // Replies invoke the orchestrator: no bus entry and no SQS request per reply.
+    .reply_by_invoke(LambdaInvoker::new(
+        aws_sdk_lambda::Client::new(config),
+        &env("ORCHESTRATOR_FUNCTION")?,
         PublishConfig::default(),
     ));
     trip::participant_app(participant, &name).run().await?;
