@@ -1,9 +1,11 @@
 //! Recognises the kind of an event from its JSON, reading no further than it has to: the
-//! first record's `eventSource` for a batch, `requestContext.http` for payload 2.0,
+//! first record's `eventSource` for a batch, `version` 2.0 with a `routeKey` (or else
+//! `requestContext.http`) for payload 2.0,
 //! `requestContext.connectionId` for a WebSocket API, and `detail-type` with `source` for
 //! EventBridge. The typed parse that follows reads the
 //! whole event once.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 
@@ -47,6 +49,10 @@ pub(crate) fn probe(json: &str) -> Option<Kind> {
 #[derive(Deserialize)]
 enum TopKey {
     Records,
+    #[serde(rename = "version")]
+    Version,
+    #[serde(rename = "routeKey")]
+    RouteKey,
     #[serde(rename = "requestContext")]
     RequestContext,
     #[serde(rename = "httpMethod")]
@@ -105,8 +111,16 @@ impl<'de> Visitor<'de> for Top<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let (mut http_method, mut multi_value, mut alb, mut context) = (false, false, false, false);
         let (mut detail_type, mut source) = (false, false);
+        let (mut version_2, mut route_key) = (false, false);
         while let Some(key) = map.next_key::<TopKey>()? {
             match key {
+                TopKey::Version => {
+                    version_2 = map.next_value::<Option<Cow<'_, str>>>()?.as_deref() == Some("2.0");
+                }
+                TopKey::RouteKey => {
+                    route_key = true;
+                    map.next_value::<IgnoredAny>()?;
+                }
                 TopKey::Records => {
                     map.next_value_seed(Records(self.0))?;
                     return stop(
@@ -139,6 +153,12 @@ impl<'de> Visitor<'de> for Top<'_> {
             }
             if detail_type && source && !context {
                 return stop(self.0, Kind::EventBridge);
+            }
+            // Payload 2.0 (HTTP API, Function URL) leads with both; no other event has
+            // them together (payload 1.0 says "1.0", WebSocket events have no version,
+            // VPC Lattice's 2.0 has no route key). The request context comes much later.
+            if version_2 && route_key {
+                return stop(self.0, Kind::ApiGatewayV2);
             }
         }
         let kind = if alb {
@@ -337,6 +357,29 @@ mod tests {
             "v1"
         );
         assert_eq!(kind(r#"{"foo":1}"#), "unknown");
+        // Payload 2.0 is known from its first two keys, whatever follows.
+        assert_eq!(
+            kind(r#"{"version":"2.0","routeKey":"$default","requestContext":7}"#),
+            "v2"
+        );
+        assert_eq!(
+            kind(r#"{"routeKey":"GET /","version":"2.0","rawPath":"/"}"#),
+            "v2"
+        );
+        // Payload 1.0 of an HTTP API has a route key too, and a 1.0 version.
+        assert_eq!(
+            kind(
+                r#"{"version":"1.0","routeKey":"GET /","httpMethod":"GET","requestContext":{"stage":"p"}}"#
+            ),
+            "v1"
+        );
+        // VPC Lattice's 2.0 events carry no route key.
+        assert_eq!(
+            kind(
+                r#"{"version":"2.0","path":"/","method":"GET","requestContext":{"serviceNetworkArn":"a"}}"#
+            ),
+            "unknown"
+        );
         assert_eq!(kind(r#"[1,2]"#), "none");
         assert_eq!(kind(r#""text""#), "none");
     }
