@@ -543,10 +543,6 @@ fn correlation_header(headers: &http::HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn raw(json: String) -> Result<Box<RawValue>, Error> {
-    RawValue::from_string(json).map_err(Error::internal)
-}
-
 #[cfg(any(feature = "sqs", feature = "dynamodb"))]
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -847,10 +843,7 @@ impl LiftService {
         let (multi_value, response) = self
             .http_response(source, request, lambda, metrics, true)
             .await;
-        raw(
-            http_event::to_event_response(source, multi_value, &response)
-                .map_err(Error::internal)?,
-        )
+        http_event::to_event_response(source, multi_value, &response).map_err(Error::internal)
     }
 
     /// Routes and runs one HTTP request: its `multi_value` flag and the response. With

@@ -268,7 +268,7 @@ pub(crate) fn to_event_response(
     source: Source,
     multi_value: bool,
     response: &Response,
-) -> Result<String, serde_json::Error> {
+) -> Result<Box<serde_json::value::RawValue>, serde_json::Error> {
     let headers = response.headers();
     let (body, is_base64_encoded) = encode_body(response.body(), headers);
     let status = response.status();
@@ -297,5 +297,6 @@ pub(crate) fn to_event_response(
         body,
         is_base64_encoded,
     };
-    serde_json::to_string(&out)
+    // Written as raw JSON directly: no parse of the text to check it again.
+    serde_json::value::to_raw_value(&out)
 }

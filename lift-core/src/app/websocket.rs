@@ -6,7 +6,7 @@ use std::time::Instant;
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequest;
 use serde_json::value::RawValue;
 
-use super::{App, LiftService, Unit, correlation_header, error_response, log_error, raw};
+use super::{App, LiftService, Unit, correlation_header, error_response, log_error};
 use crate::context::{Payload, Source};
 use crate::error::Error;
 use crate::handler::{Endpoint, Handler};
@@ -165,9 +165,6 @@ impl LiftService {
             response.status().is_server_error(),
             started,
         );
-        raw(
-            http_event::to_event_response(Source::WebSocket, false, &response)
-                .map_err(Error::internal)?,
-        )
+        http_event::to_event_response(Source::WebSocket, false, &response).map_err(Error::internal)
     }
 }
