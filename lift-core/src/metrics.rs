@@ -339,46 +339,49 @@ impl Metrics {
         if recorder.metrics.is_empty() {
             return Vec::new();
         }
-        let mut dimensions = config.defaults.clone();
-        for (k, v) in recorder.dimensions {
-            dimensions.insert(k, v);
-        }
-        // Default and invocation dimensions together stay within CloudWatch's 30.
-        let dimensions: BTreeMap<String, String> = dimensions.into_iter().take(30).collect();
-        let names: Vec<&String> = dimensions.keys().collect();
+        // Default and invocation dimensions together, in name order, an invocation's value
+        // over a default of the same name, within CloudWatch's 30: borrowed, not copied.
+        let mut dimensions: Vec<(&str, &str)> = config
+            .defaults
+            .iter()
+            .filter(|(k, _)| !recorder.dimensions.contains_key(*k))
+            .chain(recorder.dimensions.iter())
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        dimensions.sort_unstable_by_key(|(k, _)| *k);
+        dimensions.truncate(30);
+        let names: Vec<&str> = dimensions.iter().map(|(k, _)| *k).collect();
         let timestamp = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let metrics: Vec<(String, Metric)> = recorder.metrics.into_iter().collect();
-        let mut documents = Vec::new();
-        // At most 100 metrics per document, and at most 100 values per metric.
-        let mut pending: Vec<(String, &'static str, bool, Vec<f64>)> = Vec::new();
-        for (name, metric) in metrics {
+        // At most 100 values per metric: a longer one is cut into chunks, each in its own
+        // document, since a name appears once in a document.
+        let mut pending: Vec<Entry<'_>> = Vec::with_capacity(recorder.metrics.len());
+        for (name, metric) in &recorder.metrics {
             for chunk in metric.values.chunks(100) {
-                pending.push((
-                    name.clone(),
-                    metric.unit,
-                    metric.high_resolution,
-                    chunk.to_vec(),
-                ));
+                pending.push((name, metric.unit, metric.high_resolution, chunk));
             }
         }
+        let mut documents = Vec::with_capacity(1);
         while !pending.is_empty() {
-            let mut batch = Vec::new();
-            let mut rest = Vec::new();
-            for entry in pending {
-                if batch.len() < 100
-                    && !batch
-                        .iter()
-                        .any(|(n, ..): &(String, _, _, _)| *n == entry.0)
-                {
-                    batch.push(entry);
+            // At most 100 metrics per document, each name once.
+            let batch: Vec<Entry<'_>> =
+                if pending.len() <= 100 && pending.len() == recorder.metrics.len() {
+                    std::mem::take(&mut pending)
                 } else {
-                    rest.push(entry);
-                }
-            }
-            pending = rest;
+                    let mut batch: Vec<Entry<'_>> = Vec::new();
+                    let mut rest = Vec::new();
+                    for entry in pending {
+                        if batch.len() < 100 && !batch.iter().any(|(n, ..)| *n == entry.0) {
+                            batch.push(entry);
+                        } else {
+                            rest.push(entry);
+                        }
+                    }
+                    pending = rest;
+                    batch
+                };
             let document = Document {
                 timestamp,
                 namespace: &config.namespace,
@@ -405,15 +408,18 @@ impl Metrics {
 struct Document<'a> {
     timestamp: u64,
     namespace: &'a str,
-    names: &'a [&'a String],
-    dimensions: &'a BTreeMap<String, String>,
+    names: &'a [&'a str],
+    dimensions: &'a [(&'a str, &'a str)],
     properties: &'a Map<String, Value>,
-    batch: &'a [(String, &'static str, bool, Vec<f64>)],
+    batch: &'a [Entry<'a>],
 }
+
+/// One metric of a document: name, unit, high resolution, values (at most 100).
+type Entry<'a> = (&'a str, &'static str, bool, &'a [f64]);
 
 impl Document<'_> {
     fn is_metric(&self, key: &str) -> bool {
-        self.batch.iter().any(|(name, ..)| name == key)
+        self.batch.iter().any(|(name, ..)| *name == key)
     }
 }
 
@@ -440,18 +446,21 @@ impl Serialize for Document<'_> {
                 }],
             },
         )?;
-        for (key, value) in self.dimensions {
+        for &(key, value) in self.dimensions {
             if key != "_aws" && !self.is_metric(key) {
                 map.serialize_entry(key, value)?;
             }
         }
         for (key, value) in self.properties {
-            if key != "_aws" && !self.dimensions.contains_key(key) && !self.is_metric(key) {
+            if key != "_aws"
+                && !self.dimensions.iter().any(|(d, _)| d == key)
+                && !self.is_metric(key)
+            {
                 map.serialize_entry(key, value)?;
             }
         }
         for (name, _, _, values) in self.batch {
-            match values.as_slice() {
+            match values {
                 [one] => map.serialize_entry(name, one)?,
                 many => map.serialize_entry(name, many)?,
             }
@@ -471,7 +480,7 @@ struct Metadata<'a> {
 #[serde(rename_all = "PascalCase")]
 struct Directive<'a> {
     namespace: &'a str,
-    dimensions: [&'a [&'a String]; 1],
+    dimensions: [&'a [&'a str]; 1],
     metrics: Vec<Definition<'a>>,
 }
 
