@@ -72,16 +72,40 @@ struct Charge {
     cents: u64,
 }
 
+/// The fixture with `GET /hello/world` as its route, edited as text so its keys stay in
+/// the order Lambda sends them (`version` and `routeKey` first; a `serde_json::Value`
+/// would sort them), then compacted.
 fn v2_event() -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/fixtures/events/example-apigw-v2-request-no-authorizer.json");
-    let text = std::fs::read_to_string(path).expect("fixture");
-    let mut event: Value = serde_json::from_str(&text).expect("json");
-    event["rawPath"] = Value::from("/hello/world");
-    event["routeKey"] = Value::from("GET /hello/{name}");
-    event["requestContext"]["http"]["path"] = Value::from("/hello/world");
-    event["pathParameters"] = serde_json::json!({"name": "world"});
-    serde_json::to_vec(&event).expect("bytes")
+    let text = std::fs::read_to_string(path)
+        .expect("fixture")
+        .replace(
+            r#""routeKey": "$default""#,
+            r#""routeKey": "GET /hello/{name}""#,
+        )
+        .replace(r#""rawPath": "/""#, r#""rawPath": "/hello/world""#)
+        .replace(r#""path": "/""#, r#""path": "/hello/world""#)
+        .replace(
+            r#""rawQueryString": "","#,
+            r#""rawQueryString": "", "pathParameters": {"name": "world"},"#,
+        );
+    // Whitespace outside strings dropped, as Lambda sends it.
+    let (mut compact, mut in_string, mut escaped) = (String::new(), false, false);
+    for c in text.chars() {
+        if in_string {
+            compact.push(c);
+            (in_string, escaped) = (escaped || c != '"', !escaped && c == '\\');
+        } else if !c.is_whitespace() {
+            compact.push(c);
+            in_string = c == '"';
+        }
+    }
+    let event: Value = serde_json::from_str(&compact).expect("json");
+    assert_eq!(event["pathParameters"]["name"], "world");
+    assert_eq!(event["requestContext"]["http"]["path"], "/hello/world");
+    assert!(compact.starts_with(r#"{"version":"2.0","routeKey":"GET /hello/{name}""#));
+    compact.into_bytes()
 }
 
 fn sqs_event() -> Vec<u8> {
