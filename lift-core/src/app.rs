@@ -907,7 +907,7 @@ impl LiftService {
                     metrics,
                     Unit {
                         source,
-                        payload: Payload::Http(Box::new(request)),
+                        payload: Payload::Http(Arc::new(request)),
                         correlation_id,
                         endpoint: resolved.endpoint,
                         route: resolved.route,

@@ -121,19 +121,19 @@ impl HttpRequest {
 /// What one unit of work (an HTTP request or one record) carries.
 #[derive(Debug, Clone)]
 pub(crate) enum Payload {
-    Http(Box<HttpRequest>),
+    Http(Arc<HttpRequest>),
     #[cfg(feature = "sqs")]
-    Sqs(Box<SqsMessage>),
+    Sqs(Arc<SqsMessage>),
     #[cfg(feature = "dynamodb")]
-    DynamoDb(Box<DynamoDbRecord>),
+    DynamoDb(Arc<DynamoDbRecord>),
     #[cfg(feature = "sns")]
-    Sns(Box<SnsRecord>),
+    Sns(Arc<SnsRecord>),
     #[cfg(feature = "eventbridge")]
     EventBridge(Arc<EventBridgeEvent<Box<RawValue>>>),
     #[cfg(feature = "websocket")]
-    WebSocket(Box<crate::websocket::WebSocketRequest>),
+    WebSocket(Arc<crate::websocket::WebSocketRequest>),
     #[cfg(feature = "authorizer")]
-    Authorizer(Box<crate::authorizer::AuthorizerRequest>),
+    Authorizer(Arc<crate::authorizer::AuthorizerRequest>),
 }
 
 /// Per-invocation state: who asked, for what, and how long is left.

@@ -82,6 +82,7 @@
 //! # }
 //! ```
 
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use bytes::{Buf, Bytes};
@@ -232,6 +233,8 @@ where
             let body = body.collect().await.map_err(Into::into)?.to_bytes();
             #[allow(irrefutable_let_patterns)] // the only payload without event-source features
             if let Payload::Http(http) = &mut ctx.payload {
+                // Copied only when a clone of the context (a retry's) still shares it.
+                let http = Arc::make_mut(http);
                 http.headers = parts.headers;
                 http.body = body;
             }

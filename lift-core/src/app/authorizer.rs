@@ -72,7 +72,7 @@ impl LiftService {
             metrics,
             Unit::unrouted(
                 Source::Authorizer,
-                Payload::Authorizer(Box::new(request)),
+                Payload::Authorizer(Arc::new(request)),
                 None,
                 endpoint,
                 span.clone(),

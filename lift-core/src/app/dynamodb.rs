@@ -49,7 +49,7 @@ impl LiftService {
             );
             let unit = Unit::unrouted(
                 Source::DynamoDbStream,
-                Payload::DynamoDb(Box::new(record)),
+                Payload::DynamoDb(Arc::new(record)),
                 None,
                 endpoint.clone(),
                 span,

@@ -55,7 +55,7 @@ impl LiftService {
                 metrics,
                 Unit::unrouted(
                     Source::Sns,
-                    Payload::Sns(Box::new(record)),
+                    Payload::Sns(Arc::new(record)),
                     correlation_id,
                     endpoint.clone(),
                     span.clone(),

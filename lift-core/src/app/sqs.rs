@@ -56,7 +56,7 @@ impl LiftService {
         );
         Unit::unrouted(
             Source::Sqs,
-            Payload::Sqs(Box::new(message)),
+            Payload::Sqs(Arc::new(message)),
             correlation_id,
             endpoint.clone(),
             span,

@@ -138,7 +138,7 @@ impl LiftService {
                             metrics,
                             Unit {
                                 source: Source::WebSocket,
-                                payload: Payload::WebSocket(Box::new(request)),
+                                payload: Payload::WebSocket(Arc::new(request)),
                                 correlation_id,
                                 endpoint,
                                 route: Some(route),
