@@ -236,6 +236,8 @@ impl JwtConfigBuilder {
 pub struct JwtVerifier {
     config: Arc<JwtConfig>,
     jwks: Option<Arc<JwksCache>>,
+    /// The validation rules for each accepted algorithm, made once.
+    validations: Arc<[(Algorithm, Validation)]>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -268,9 +270,30 @@ impl JwtVerifier {
             .jwks
             .clone()
             .map(|source| Arc::new(JwksCache::new(source, config.jwks_min_interval)));
+        let validations = config
+            .algorithms
+            .iter()
+            .map(|&algorithm| {
+                let mut validation = Validation::new(algorithm);
+                validation.leeway = config.leeway.as_secs();
+                validation.validate_nbf = true;
+                if config.issuers.is_empty() {
+                    validation.iss = None;
+                } else {
+                    validation.set_issuer(&config.issuers);
+                }
+                if config.audiences.is_empty() {
+                    validation.validate_aud = false;
+                } else {
+                    validation.set_audience(&config.audiences);
+                }
+                (algorithm, validation)
+            })
+            .collect();
         JwtVerifier {
             config: Arc::new(config),
             jwks,
+            validations,
         }
     }
 
@@ -317,23 +340,15 @@ impl JwtVerifier {
                 _ => return Err(self.invalid("the token's key id is unknown")),
             },
         };
-        if key.algorithm != header.alg || !self.config.algorithms.contains(&key.algorithm) {
+        let validation = self
+            .validations
+            .iter()
+            .find(|(algorithm, _)| *algorithm == key.algorithm)
+            .map(|(_, validation)| validation);
+        let Some(validation) = validation.filter(|_| key.algorithm == header.alg) else {
             return Err(self.invalid("the token's algorithm is not accepted"));
-        }
-        let mut validation = Validation::new(key.algorithm);
-        validation.leeway = self.config.leeway.as_secs();
-        validation.validate_nbf = true;
-        if self.config.issuers.is_empty() {
-            validation.iss = None;
-        } else {
-            validation.set_issuer(&self.config.issuers);
-        }
-        if self.config.audiences.is_empty() {
-            validation.validate_aud = false;
-        } else {
-            validation.set_audience(&self.config.audiences);
-        }
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+        };
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
             .map_err(|e| self.invalid(reason(e.kind())))?;
         Ok(Principal::from_claims(data.claims, VerifiedBy::Lift))
     }
