@@ -30,6 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 /// A CloudWatch unit.
@@ -148,6 +149,76 @@ pub struct MetricsConfig {
     pub(crate) route_metrics: bool,
     pub(crate) cold_start: bool,
     pub(crate) sink: Arc<dyn MetricsSink>,
+    /// The last `CloudWatchMetrics` directive written: an invocation that records the same
+    /// metrics under the same dimensions as the one before (the usual case) reuses it.
+    directive: Arc<Mutex<Option<Directive>>>,
+}
+
+/// A `CloudWatchMetrics` directive as written, with what it was written for.
+#[derive(Debug)]
+struct Directive {
+    dimensions: Vec<String>,
+    metrics: Vec<(String, &'static str, bool)>,
+    json: Arc<RawValue>,
+}
+
+impl Directive {
+    fn describes(&self, dimensions: &[&str], batch: &[Entry<'_>]) -> bool {
+        self.dimensions.len() == dimensions.len()
+            && self.metrics.len() == batch.len()
+            && self.dimensions.iter().zip(dimensions).all(|(a, b)| a == b)
+            && self
+                .metrics
+                .iter()
+                .zip(batch)
+                .all(|((n, u, h), (bn, bu, bh, _))| n == bn && u == bu && h == bh)
+    }
+}
+
+impl MetricsConfig {
+    /// The `CloudWatchMetrics` array for `batch` under the dimensions `names`: the cached
+    /// one when it describes them, else written and cached. `None` (logged) when it cannot
+    /// be written.
+    fn directive(&self, names: &[&str], batch: &[Entry<'_>]) -> Option<Arc<RawValue>> {
+        let mut cached = self
+            .directive
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(directive) = cached.as_ref().filter(|d| d.describes(names, batch)) {
+            return Some(directive.json.clone());
+        }
+        let metrics: Vec<Definition<'_>> = batch
+            .iter()
+            .map(|(name, unit, high, _)| Definition {
+                name,
+                unit,
+                storage_resolution: high.then_some(1),
+            })
+            .collect();
+        let json = serde_json::value::to_raw_value(&[DirectiveJson {
+            namespace: &self.namespace,
+            dimensions: [names],
+            metrics,
+        }]);
+        match json {
+            Ok(json) => {
+                let json: Arc<RawValue> = Arc::from(json);
+                *cached = Some(Directive {
+                    dimensions: names.iter().map(|n| (*n).to_owned()).collect(),
+                    metrics: batch
+                        .iter()
+                        .map(|(n, u, h, _)| ((*n).to_owned(), *u, *h))
+                        .collect(),
+                    json: json.clone(),
+                });
+                Some(json)
+            }
+            Err(error) => {
+                tracing::warn!(target: "lift::metrics", error = %error, "an EMF directive could not be written");
+                None
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for MetricsConfig {
@@ -172,6 +243,7 @@ impl MetricsConfig {
             route_metrics: true,
             cold_start: true,
             sink: Arc::new(StdoutSink),
+            directive: Arc::default(),
         }
     }
 
@@ -382,10 +454,12 @@ impl Metrics {
                     pending = rest;
                     batch
                 };
+            let Some(directive) = config.directive(&names, &batch) else {
+                continue;
+            };
             let document = Document {
                 timestamp,
-                namespace: &config.namespace,
-                names: &names,
+                directive: &directive,
                 dimensions: &dimensions,
                 properties: &recorder.properties,
                 batch: &batch,
@@ -407,8 +481,8 @@ impl Metrics {
 /// of the same name, and a dimension over a property, so that no key is written twice.
 struct Document<'a> {
     timestamp: u64,
-    namespace: &'a str,
-    names: &'a [&'a str],
+    /// The `CloudWatchMetrics` array, as JSON.
+    directive: &'a RawValue,
     dimensions: &'a [(&'a str, &'a str)],
     properties: &'a Map<String, Value>,
     batch: &'a [Entry<'a>],
@@ -426,24 +500,11 @@ impl Document<'_> {
 impl Serialize for Document<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
-        let metrics: Vec<Definition<'_>> = self
-            .batch
-            .iter()
-            .map(|(name, unit, high, _)| Definition {
-                name,
-                unit,
-                storage_resolution: high.then_some(1),
-            })
-            .collect();
         map.serialize_entry(
             "_aws",
             &Metadata {
                 timestamp: self.timestamp,
-                cloud_watch_metrics: [Directive {
-                    namespace: self.namespace,
-                    dimensions: [self.names],
-                    metrics,
-                }],
+                cloud_watch_metrics: self.directive,
             },
         )?;
         for &(key, value) in self.dimensions {
@@ -473,12 +534,12 @@ impl Serialize for Document<'_> {
 #[serde(rename_all = "PascalCase")]
 struct Metadata<'a> {
     timestamp: u64,
-    cloud_watch_metrics: [Directive<'a>; 1],
+    cloud_watch_metrics: &'a RawValue,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct Directive<'a> {
+struct DirectiveJson<'a> {
     namespace: &'a str,
     dimensions: [&'a [&'a str]; 1],
     metrics: Vec<Definition<'a>>,
@@ -507,6 +568,40 @@ mod tests {
             .iter()
             .map(|d| serde_json::from_str(d).expect("json"))
             .collect()
+    }
+
+    #[test]
+    fn a_directive_is_reused_only_for_the_same_metrics_and_dimensions() {
+        let config = config();
+        let at = UNIX_EPOCH + Duration::from_secs(10);
+        let directive = |m: &Metrics| {
+            parse(&m.take_documents(&config, at))[0]["_aws"]["CloudWatchMetrics"][0].clone()
+        };
+        let m = Metrics::default();
+        m.count("Placed", 1.0).expect("count");
+        let first = directive(&m);
+        m.count("Placed", 2.0).expect("count");
+        assert_eq!(directive(&m), first, "the same metrics");
+        m.count("Placed", 1.0).expect("count");
+        m.timing("Took", Duration::from_millis(3)).expect("timing");
+        let two = directive(&m);
+        assert_eq!(
+            two["Metrics"],
+            json!([{"Name": "Placed", "Unit": "Count"}, {"Name": "Took", "Unit": "Milliseconds"}])
+        );
+        m.count("Placed", 1.0).expect("count");
+        m.dimension("tenant", "acme").expect("dimension");
+        let dims = directive(&m);
+        assert_eq!(dims["Dimensions"], json!([["service", "tenant"]]));
+        assert_eq!(
+            dims["Metrics"],
+            json!([{"Name": "Placed", "Unit": "Count"}])
+        );
+        m.high_resolution("Placed", 1.0, Unit::Count)
+            .expect("value");
+        let high = directive(&m);
+        assert_eq!(high["Dimensions"], json!([["service"]]));
+        assert_eq!(high["Metrics"][0]["StorageResolution"], 1);
     }
 
     #[test]
