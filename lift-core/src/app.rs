@@ -705,17 +705,20 @@ impl LiftService {
         let lambda = lambda.clone();
         #[cfg(feature = "authorizer")]
         if self.is_authorizer_request(event) {
-            return self.authorize(event, lambda, metrics).await;
+            return Box::pin(self.authorize(event, lambda, metrics)).await;
         }
         let Some(kind) = probe(event.get()) else {
             return Err(Error::NoHandler(describe_unknown(event)));
         };
         match kind {
             Kind::ApiGatewayV2 => {
+                // The request travels behind an Arc: held inline, it would be copied into
+                // every future that carries it (kilobytes a request).
                 let request = http_event::from_v2(decode::<ApiGatewayV2httpRequest>(
                     "API Gateway HTTP API",
                     event,
-                )?);
+                )?)
+                .map(Arc::new);
                 self.http(Source::ApiGatewayV2, request, lambda, metrics)
                     .await
             }
@@ -723,7 +726,8 @@ impl LiftService {
                 let request = http_event::from_v1(
                     decode::<ApiGatewayProxyRequest>("API Gateway REST API", event)?,
                     multi_value,
-                );
+                )
+                .map(Arc::new);
                 self.http(Source::ApiGatewayV1, request, lambda, metrics)
                     .await
             }
@@ -731,26 +735,28 @@ impl LiftService {
                 let request = http_event::from_alb(
                     decode::<AlbTargetGroupRequest>("ALB", event)?,
                     multi_value,
-                );
+                )
+                .map(Arc::new);
                 self.http(Source::Alb, request, lambda, metrics).await
             }
             #[cfg(feature = "sqs")]
-            Kind::Sqs => self.sqs(decode("SQS", event)?, lambda, metrics).await,
+            // The other sources' futures are boxed: inline, the largest of them would size
+            // every invocation's future, HTTP requests included, and each invocation copies
+            // its future once into the heap.
+            Kind::Sqs => Box::pin(self.sqs(decode("SQS", event)?, lambda, metrics)).await,
             #[cfg(feature = "dynamodb")]
             Kind::DynamoDb => {
-                self.dynamodb(decode("DynamoDB Streams", event)?, lambda, metrics)
-                    .await
+                Box::pin(self.dynamodb(decode("DynamoDB Streams", event)?, lambda, metrics)).await
             }
             #[cfg(feature = "sns")]
-            Kind::Sns => self.sns(decode("SNS", event)?, lambda, metrics).await,
+            Kind::Sns => Box::pin(self.sns(decode("SNS", event)?, lambda, metrics)).await,
             #[cfg(feature = "eventbridge")]
             Kind::EventBridge => {
-                self.eventbridge(decode("EventBridge", event)?, lambda, metrics)
-                    .await
+                Box::pin(self.eventbridge(decode("EventBridge", event)?, lambda, metrics)).await
             }
             #[cfg(feature = "websocket")]
             Kind::WebSocket => {
-                self.websocket(decode("API Gateway WebSocket", event)?, lambda, metrics)
+                Box::pin(self.websocket(decode("API Gateway WebSocket", event)?, lambda, metrics))
                     .await
             }
             #[cfg(not(all(
@@ -836,7 +842,7 @@ impl LiftService {
     async fn http(
         &self,
         source: Source,
-        request: Result<HttpRequest, http_event::Rejected>,
+        request: Result<Arc<HttpRequest>, http_event::Rejected>,
         lambda: Arc<lambda_runtime::Context>,
         metrics: &Metrics,
     ) -> Result<Box<RawValue>, Error> {
@@ -852,7 +858,7 @@ impl LiftService {
     async fn http_response(
         &self,
         source: Source,
-        request: Result<HttpRequest, http_event::Rejected>,
+        request: Result<Arc<HttpRequest>, http_event::Rejected>,
         lambda: Arc<lambda_runtime::Context>,
         metrics: &Metrics,
         collect: bool,
@@ -907,7 +913,7 @@ impl LiftService {
                     metrics,
                     Unit {
                         source,
-                        payload: Payload::Http(Arc::new(request)),
+                        payload: Payload::Http(request),
                         correlation_id,
                         endpoint: resolved.endpoint,
                         route: resolved.route,
@@ -924,7 +930,9 @@ impl LiftService {
                     }
                 };
                 let response = if collect && crate::stream::is_streaming(&response) {
-                    self.collected(response, &span, &lambda).await
+                    // Boxed: the collecting future is large, and only a streamed body
+                    // needs it; inline it would grow every request's future.
+                    Box::pin(self.collected(response, &span, &lambda)).await
                 } else {
                     response
                 };

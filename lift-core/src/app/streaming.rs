@@ -96,7 +96,8 @@ impl LiftService {
             self.inner.lifecycle.observe(&lambda);
             let lambda = Arc::new(lambda);
             let metrics = Metrics::default();
-            let result = self.stream_http(event, &lambda, &metrics).await;
+            // Boxed: a streamed reply's future is large and most invocations are not one.
+            let result = Box::pin(self.stream_http(event, &lambda, &metrics)).await;
             self.flush(&metrics, &lambda);
             self.inner.lifecycle.answered();
             return result.map(FunctionResponse::StreamingResponse);
@@ -115,7 +116,8 @@ impl LiftService {
         let request = http_event::from_v2(decode::<ApiGatewayV2httpRequest>(
             "API Gateway HTTP API",
             event,
-        )?);
+        )?)
+        .map(Arc::new);
         let (_, response) = self
             .http_response(
                 Source::ApiGatewayV2,
