@@ -266,6 +266,60 @@ async fn the_eventbridge_publisher_sends_ten_a_call_and_refuses_oversize_entries
     assert_eq!(ns, [102]);
 }
 
+/// An invocation reaches the function as the event a rule would deliver; a payload above
+/// the limit is refused before any call, and an invocation that cannot succeed (no such
+/// function) is an error at once, not resent until the deadline.
+#[tokio::test]
+async fn the_lambda_invoker_delivers_refuses_and_fails_clearly() {
+    let aws = aws().await;
+    let (function, dir) = mailbox(&aws, "invoked").await;
+    let invoker = LambdaInvoker::new(aws.lambda.clone(), &function, PublishConfig::default());
+    let sent = Envelope::new("pinger", Pinged { n: 5 })
+        .into_untyped()
+        .unwrap();
+    let report = invoker.send(std::slice::from_ref(&sent)).await.unwrap();
+    assert_eq!((report.entries, report.calls), (1, 1));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let event = loop {
+        if let Some(event) = take_mail(&dir).pop() {
+            break event;
+        }
+        assert!(Instant::now() < deadline, "the invocation never arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(event["source"], "pinger");
+    assert_eq!(event["detail-type"], sent.kind);
+    let got = Envelope::from_body(event.to_string().as_bytes()).unwrap();
+    assert_eq!(got, sent);
+
+    let small = PublishConfig::new(
+        600,
+        Duration::from_secs(2),
+        Duration::from_millis(10),
+        Duration::from_millis(50),
+    )
+    .unwrap();
+    let mut big = Envelope::new("pinger", Pinged { n: 6 })
+        .into_untyped()
+        .unwrap();
+    big.extra.insert("padding".into(), json!("x".repeat(1000)));
+    let strict = LambdaInvoker::new(aws.lambda.clone(), &function, small);
+    assert!(matches!(
+        strict.send(&[big]).await,
+        Err(TransportError::Refused(_))
+    ));
+
+    let began = Instant::now();
+    let missing = LambdaInvoker::new(aws.lambda.clone(), &unique("no-such-function"), small);
+    let error = missing.send(&[sent]).await.unwrap_err();
+    assert!(matches!(error, TransportError::Failed(_)), "{error:?}");
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "not resent until the deadline"
+    );
+    assert!(take_mail(&dir).is_empty(), "nothing else was delivered");
+}
+
 #[tokio::test]
 async fn the_sqs_publisher_batches_delays_and_keeps_fifo_groups() {
     let aws = aws().await;
