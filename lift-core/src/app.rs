@@ -93,7 +93,8 @@ pub struct App {
     streaming: streaming::StreamingConfig,
     config_error: Option<String>,
     background: Vec<crate::lifecycle::Task>,
-    shutdown_extension: bool,
+    /// Set by [`App::shutdown_extension`]`(true)`: see [`crate::shutdown::Hooks`].
+    shutdown_extension: Option<crate::shutdown::Hooks>,
 }
 
 impl Default for App {
@@ -152,7 +153,7 @@ impl App {
             streaming: streaming::StreamingConfig::default(),
             config_error: None,
             background: Vec::new(),
-            shutdown_extension: false,
+            shutdown_extension: None,
         }
     }
 
@@ -262,7 +263,7 @@ impl App {
     /// default: it costs a Runtime API round trip in every cold start; only an App with
     /// background tasks registers it). See [`crate::shutdown`].
     pub fn shutdown_extension(mut self, on: bool) -> Self {
-        self.shutdown_extension = on;
+        self.shutdown_extension = on.then(crate::shutdown::Hooks::new);
         self
     }
 
@@ -318,9 +319,12 @@ impl App {
     /// runtime's own error if its loop fails.
     pub async fn run(self) -> Result<(), Error> {
         // The extension's registration round trip overlaps with building the service.
-        let extension = match std::env::var("AWS_LAMBDA_RUNTIME_API") {
-            Ok(api) if self.shutdown_extension && !self.background.is_empty() => {
-                Some(crate::shutdown::start(api))
+        let extension = match (
+            self.shutdown_extension,
+            std::env::var("AWS_LAMBDA_RUNTIME_API"),
+        ) {
+            (Some(hooks), Ok(api)) if !self.background.is_empty() => {
+                Some((hooks, (hooks.start)(api)))
             }
             _ => None,
         };
@@ -328,8 +332,8 @@ impl App {
         check_environment(|name| std::env::var(name).ok())?;
         crate::logging::try_init();
         service.start_background();
-        if let Some(pending) = extension {
-            crate::shutdown::install(service.clone(), pending).await;
+        if let Some((hooks, pending)) = extension {
+            (hooks.install)(service.clone(), pending).await;
         }
         lambda_runtime::run_concurrent(service)
             .await

@@ -33,6 +33,7 @@ use lambda_runtime_api_client::body::Body;
 use lambda_runtime_api_client::{PooledClient, build_request};
 
 use crate::app::LiftService;
+use crate::handler::BoxFuture;
 
 /// How long the background tasks get after SIGTERM: under the 500 ms Lambda allows a
 /// function with internal extensions only, leaving time for the logs to flush.
@@ -46,18 +47,42 @@ pub(crate) type Pending = tokio::task::JoinHandle<Registered>;
 
 type Registered = Result<(PooledClient, String), lambda_runtime_api_client::BoxError>;
 
+/// The shutdown path as function pointers, taken only by
+/// [`App::shutdown_extension`](crate::App::shutdown_extension)`(true)`. [`App::run`] calls
+/// through them, so a binary that never turns the extension on has no path to the
+/// registration client, the SIGTERM listener and tokio's signal driver, and the linker
+/// leaves them out (about 100 KB of a release build, every byte of it resident at cold
+/// start).
+///
+/// [`App::run`]: crate::App::run
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hooks {
+    pub(crate) start: fn(String) -> Pending,
+    pub(crate) install: fn(LiftService, Pending) -> BoxFuture<()>,
+}
+
+impl Hooks {
+    /// The hooks of this module: taking them is what links the extension in.
+    pub(crate) fn new() -> Self {
+        Hooks {
+            start,
+            install: |service, pending| Box::pin(install(service, pending)),
+        }
+    }
+}
+
 /// Starts registering the internal extension with the Extensions API at `runtime_api` (the
 /// `AWS_LAMBDA_RUNTIME_API` address). [`App::run`](crate::App::run) starts it first and
 /// builds the service meanwhile; [`install`] must see it done before the runtime's first
 /// `next`, since registration closes with init.
-pub(crate) fn start(runtime_api: String) -> Pending {
+fn start(runtime_api: String) -> Pending {
     tokio::spawn(async move { register(&runtime_api).await })
 }
 
 /// Waits for the registration, then spawns the task that tells Lambda the extension is
 /// ready (a `next` that never returns, since it subscribes to no event) and the SIGTERM
 /// listener.
-pub(crate) async fn install(service: LiftService, pending: Pending) {
+async fn install(service: LiftService, pending: Pending) {
     let registered = match pending.await {
         Ok(registered) => registered,
         Err(error) => Err(error.into()),
