@@ -1394,74 +1394,50 @@ async fn five_steps(refuse_last: bool, via: Via) -> Bill {
 
 /// AWS calls per transition of a 5-step saga on the emulator, success and compensation
 /// paths, counted on the SDK clients of the real orchestrator, relay and participant
-/// code; and the cost per million sagas computed from them (the table in the crate docs).
+/// code, with commands and replies through queues and as asynchronous invocations; and
+/// the cost per million sagas computed from them (the table in the crate docs).
 #[tokio::test]
 async fn aws_calls_per_transition_of_a_five_step_saga() {
-    for refuse_last in [false, true] {
-        let bill = five_steps(refuse_last, Via::Queues).await;
-        let t = bill.transitions;
-        let path = if refuse_last {
-            "compensated"
-        } else {
-            "completed"
-        };
-        print_bill(&format!("5 remote steps by queue, {path}"), &bill);
-        assert_eq!(t, if refuse_last { 10 } else { 6 });
-        // One conditional write per transition, no read before one.
-        assert_eq!(
-            bill.count("orchestrator PutItem"),
-            t,
-            "one write per transition"
-        );
-        assert_eq!(bill.count("orchestrator UpdateItem"), 0);
-        assert!(
-            bill.count("orchestrator GetItem") <= 1,
-            "only the timer reads, after the end"
-        );
-        // At most one bus entry per transition (here one in all: the saga's end; commands
-        // and replies go straight to the queues), one timer per saga.
-        assert_eq!(bill.relay_entries, 1, "the end on the bus");
-        assert_eq!(bill.reply_entries, 0);
-        assert_eq!(bill.timers, 1, "one timer per saga");
-        assert_eq!(bill.commands, t - 1, "one command per step or compensation");
-        assert_eq!(bill.replies, t - 1, "one reply per command");
-    }
-}
-
-/// The same 5-step saga with commands and replies as asynchronous invocations of the
-/// functions: one `Invoke` per command and per reply, no SQS message but the timer, one
-/// bus entry (the end); still one write per transition.
-#[tokio::test]
-async fn aws_calls_per_transition_of_a_five_step_saga_by_invocation() {
-    for refuse_last in [false, true] {
-        let bill = five_steps(refuse_last, Via::Invoke).await;
-        let t = bill.transitions;
-        let path = if refuse_last {
-            "compensated"
-        } else {
-            "completed"
-        };
-        print_bill(&format!("5 remote steps by invocation, {path}"), &bill);
-        assert_eq!(t, if refuse_last { 10 } else { 6 });
-        assert_eq!(
-            bill.count("orchestrator PutItem"),
-            t,
-            "one write per transition"
-        );
-        assert!(bill.count("orchestrator GetItem") <= 1);
-        assert_eq!(bill.relay_entries, 1, "the end on the bus");
-        assert_eq!(bill.reply_entries, 0);
-        assert_eq!(bill.timers, 1, "one timer per saga");
-        assert_eq!(
-            bill.commands + bill.replies,
-            0,
-            "no SQS message but the timer"
-        );
-        assert_eq!(bill.invoked_commands, t - 1, "one invocation per command");
-        assert_eq!(bill.invoked_replies, t - 1, "one invocation per reply");
-        assert_eq!(bill.participant_messages, 0);
-        assert_eq!(bill.orchestrator_messages, 1, "the timer, after the end");
-        assert_eq!(bill.orchestrator_invoked, t - 1, "every reply reached it");
+    for (via, label) in [(Via::Queues, "queue"), (Via::Invoke, "invocation")] {
+        for refuse_last in [false, true] {
+            let bill = five_steps(refuse_last, via).await;
+            let t = bill.transitions;
+            let path = if refuse_last {
+                "compensated"
+            } else {
+                "completed"
+            };
+            print_bill(&format!("5 remote steps by {label}, {path}"), &bill);
+            assert_eq!(t, if refuse_last { 10 } else { 6 });
+            // One conditional write per transition, no read before one.
+            assert_eq!(
+                bill.count("orchestrator PutItem"),
+                t,
+                "one write per transition"
+            );
+            assert_eq!(bill.count("orchestrator UpdateItem"), 0);
+            assert!(
+                bill.count("orchestrator GetItem") <= 1,
+                "only the timer reads, after the end"
+            );
+            // At most one bus entry per transition (here one in all: the saga's end;
+            // commands and replies go straight to their consumers), one timer per saga.
+            assert_eq!(bill.relay_entries, 1, "the end on the bus");
+            assert_eq!(bill.reply_entries, 0);
+            assert_eq!(bill.timers, 1, "one timer per saga");
+            let (sent, invoked) = match via {
+                Via::Queues => (t - 1, 0),
+                Via::Invoke => (0, t - 1),
+            };
+            assert_eq!(bill.commands, sent, "commands through the queue");
+            assert_eq!(bill.replies, sent, "replies through the queue");
+            assert_eq!(bill.invoked_commands, invoked, "commands invoked");
+            assert_eq!(bill.invoked_replies, invoked, "replies invoked");
+            assert_eq!(
+                bill.orchestrator_invoked, invoked,
+                "every invoked reply came"
+            );
+        }
     }
 }
 
