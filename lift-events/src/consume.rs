@@ -188,7 +188,8 @@ impl Participant {
     /// Replies to the orchestrator's function as asynchronous invocations through
     /// `function` instead of on the bus: no bus entry and no SQS request, only the
     /// orchestrator's invocation, which it pays for a reply whatever delivers it. The
-    /// orchestrator takes them with [`orchestrator_inputs`] (or [`orchestrator_event`]).
+    /// orchestrator takes them with [`orchestrator_inputs`] (or [`orchestrator_message`] on
+    /// an EventBridge route of its own).
     pub fn reply_by_invoke(mut self, function: LambdaInvoker) -> Self {
         self.replies = Replies::Function(function);
         self
