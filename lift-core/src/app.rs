@@ -716,13 +716,10 @@ impl LiftService {
         };
         match kind {
             Kind::ApiGatewayV2 => {
-                // The request travels behind an Arc: held inline, it would be copied into
-                // every future that carries it (kilobytes a request).
                 let request = http_event::from_v2(decode::<ApiGatewayV2httpRequest>(
                     "API Gateway HTTP API",
                     event,
-                )?)
-                .map(Arc::new);
+                )?);
                 self.http(Source::ApiGatewayV2, request, lambda, metrics)
                     .await
             }
@@ -730,8 +727,7 @@ impl LiftService {
                 let request = http_event::from_v1(
                     decode::<ApiGatewayProxyRequest>("API Gateway REST API", event)?,
                     multi_value,
-                )
-                .map(Arc::new);
+                );
                 self.http(Source::ApiGatewayV1, request, lambda, metrics)
                     .await
             }
@@ -739,8 +735,7 @@ impl LiftService {
                 let request = http_event::from_alb(
                     decode::<AlbTargetGroupRequest>("ALB", event)?,
                     multi_value,
-                )
-                .map(Arc::new);
+                );
                 self.http(Source::Alb, request, lambda, metrics).await
             }
             #[cfg(feature = "sqs")]

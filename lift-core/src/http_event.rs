@@ -1,6 +1,7 @@
 //! HTTP events in and out: API Gateway REST (v1), HTTP API and Function URLs (v2), ALB.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use aws_lambda_events::alb::AlbTargetGroupRequest;
 use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
@@ -71,7 +72,9 @@ fn query_pairs(
     source.iter().map(|(k, v)| (decode(k), decode(v))).collect()
 }
 
-pub(crate) fn from_v2(event: ApiGatewayV2httpRequest) -> Result<HttpRequest, Rejected> {
+/// The request of a payload 2.0 event, behind an `Arc`: every future that carries a request
+/// then holds a pointer, not the request (kilobytes) copied at each level.
+pub(crate) fn from_v2(event: ApiGatewayV2httpRequest) -> Result<Arc<HttpRequest>, Rejected> {
     let body = decode_body(event.body, event.is_base64_encoded, false)?;
     let mut path = event
         .raw_path
@@ -104,7 +107,7 @@ pub(crate) fn from_v2(event: ApiGatewayV2httpRequest) -> Result<HttpRequest, Rej
     {
         headers.insert(header::COOKIE, value);
     }
-    Ok(HttpRequest {
+    Ok(Arc::new(HttpRequest {
         method: event.request_context.http.method.clone(),
         path,
         path_is_encoded: true,
@@ -113,7 +116,7 @@ pub(crate) fn from_v2(event: ApiGatewayV2httpRequest) -> Result<HttpRequest, Rej
         body,
         multi_value: false,
         request_context: RequestContext::ApiGatewayV2(event.request_context),
-    })
+    }))
 }
 
 /// `multi_value`: whether the event carried a `multiValueHeaders` map, so that the response
@@ -121,7 +124,7 @@ pub(crate) fn from_v2(event: ApiGatewayV2httpRequest) -> Result<HttpRequest, Rej
 pub(crate) fn from_v1(
     event: ApiGatewayProxyRequest,
     multi_value: bool,
-) -> Result<HttpRequest, Rejected> {
+) -> Result<Arc<HttpRequest>, Rejected> {
     let body = decode_body(event.body, event.is_base64_encoded, multi_value)?;
     // API Gateway decodes the query string itself.
     let query = query_pairs(
@@ -129,7 +132,7 @@ pub(crate) fn from_v1(
         &event.multi_value_query_string_parameters,
         str::to_owned,
     );
-    Ok(HttpRequest {
+    Ok(Arc::new(HttpRequest {
         method: event.http_method,
         path: event.path.unwrap_or_else(|| "/".to_owned()),
         path_is_encoded: false,
@@ -138,7 +141,7 @@ pub(crate) fn from_v1(
         body,
         multi_value,
         request_context: RequestContext::ApiGatewayV1(event.request_context),
-    })
+    }))
 }
 
 /// `multi_value`: whether the target group sends multi-value headers (the event carried
@@ -146,7 +149,7 @@ pub(crate) fn from_v1(
 pub(crate) fn from_alb(
     event: AlbTargetGroupRequest,
     multi_value: bool,
-) -> Result<HttpRequest, Rejected> {
+) -> Result<Arc<HttpRequest>, Rejected> {
     let body = decode_body(event.body, event.is_base64_encoded, multi_value)?;
     // ALB passes the query string through as the client encoded it.
     let query = query_pairs(
@@ -154,7 +157,7 @@ pub(crate) fn from_alb(
         &event.multi_value_query_string_parameters,
         decode_component,
     );
-    Ok(HttpRequest {
+    Ok(Arc::new(HttpRequest {
         method: event.http_method,
         path: event.path.unwrap_or_else(|| "/".to_owned()),
         path_is_encoded: true,
@@ -163,7 +166,7 @@ pub(crate) fn from_alb(
         body,
         multi_value,
         request_context: RequestContext::Alb(event.request_context),
-    })
+    }))
 }
 
 /// Whether a body of this content type can travel as text.

@@ -116,8 +116,7 @@ impl LiftService {
         let request = http_event::from_v2(decode::<ApiGatewayV2httpRequest>(
             "API Gateway HTTP API",
             event,
-        )?)
-        .map(Arc::new);
+        )?);
         let (_, response) = self
             .http_response(
                 Source::ApiGatewayV2,
