@@ -47,7 +47,7 @@ use serde_json::{Value, json};
 
 use crate::envelope::Envelope;
 use crate::error::ConfigError;
-use crate::publish::{EventBridgePublisher, LambdaInvoker, SqsMessage, SqsPublisher};
+use crate::publish::{Direct, EventBridgePublisher, LambdaInvoker, SqsPublisher};
 use crate::relay::{Relay, Transport, reply_envelope, saga_input, timer_delay, timer_envelope};
 use crate::saga::{Command, Handled, Orchestrator, Reply, StepError};
 use crate::store::{SagaStore, StoreError};
@@ -141,15 +141,8 @@ pub struct Participant {
     name: String,
     idempotent: Idempotent,
     publisher: EventBridgePublisher,
-    replies: Replies,
-}
-
-/// Where a participant's replies go.
-#[derive(Debug, Clone)]
-enum Replies {
-    Bus,
-    Queue(SqsPublisher),
-    Function(LambdaInvoker),
+    /// Where replies go when not on the bus.
+    replies: Option<Direct>,
 }
 
 /// A technical failure, as the idempotency layer sees it (it releases the key).
@@ -173,7 +166,7 @@ impl Participant {
             name: name.to_owned(),
             idempotent: idempotent(client, table, "/command_id", MIN_WINDOW)?,
             publisher,
-            replies: Replies::Bus,
+            replies: None,
         })
     }
 
@@ -181,7 +174,7 @@ impl Participant {
     /// bus: one SQS request instead of a bus entry ($1 per million) and the SQS request
     /// of the rule that would route it there.
     pub fn reply_to_queue(mut self, queue: SqsPublisher) -> Self {
-        self.replies = Replies::Queue(queue);
+        self.replies = Some(Direct::Queue(queue));
         self
     }
 
@@ -191,13 +184,13 @@ impl Participant {
     /// orchestrator takes them with [`orchestrator_inputs`] (or [`orchestrator_message`] on
     /// an EventBridge route of its own).
     pub fn reply_by_invoke(mut self, function: LambdaInvoker) -> Self {
-        self.replies = Replies::Function(function);
+        self.replies = Some(Direct::Function(function));
         self
     }
 
     /// Reads the command in `ctx` (an SQS message, or an EventBridge event from a rule or
-    /// an asynchronous invocation), runs `work`
-    /// at most once per command id, and publishes the reply.
+    /// an asynchronous invocation), runs `work` at most once per command id, and publishes
+    /// the reply.
     ///
     /// # Errors
     /// A 422 for a message that is not a saga command; a 409 while another delivery of the
@@ -240,9 +233,8 @@ impl Participant {
         let event = reply_envelope(&self.name, &command, &reply)
             .map_err(|e| Error::internal(e.to_string()))?;
         match &self.replies {
-            Replies::Queue(queue) => queue.send(&[SqsMessage::new(event)]).await.map(|_| ()),
-            Replies::Function(function) => function.send(&[event]).await.map(|_| ()),
-            Replies::Bus => self.publisher.publish(&[event]).await.map(|_| ()),
+            Some(direct) => direct.send(&[event]).await.map(|_| ()),
+            None => self.publisher.publish(&[event]).await.map(|_| ()),
         }
         .map_err(|e| Error::internal(format!("the reply was not published: {e}")))?;
         Ok(())

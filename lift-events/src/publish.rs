@@ -471,11 +471,6 @@ impl LambdaInvoker {
         }
     }
 
-    /// The function this invoker invokes.
-    pub fn function(&self) -> &str {
-        &self.function
-    }
-
     /// Invokes the function once per envelope; resends a throttled or failed invocation
     /// until the deadline.
     ///
@@ -593,11 +588,31 @@ pub struct AwsTransport {
     participants: Vec<(String, Direct)>,
 }
 
-/// Where a participant's commands go when not on the bus.
+/// Where saga messages go when not on the bus: a participant's commands, a participant's
+/// replies.
 #[derive(Debug, Clone)]
-enum Direct {
+pub(crate) enum Direct {
+    /// Straight to a queue.
     Queue(SqsPublisher),
+    /// As asynchronous invocations of a function.
     Function(LambdaInvoker),
+}
+
+impl Direct {
+    /// Sends `envelopes` the way this says.
+    pub(crate) async fn send(
+        &self,
+        envelopes: &[Envelope],
+    ) -> Result<PublishReport, TransportError> {
+        match self {
+            Direct::Queue(queue) => {
+                let messages: Vec<SqsMessage> =
+                    envelopes.iter().cloned().map(SqsMessage::new).collect();
+                queue.send(&messages).await
+            }
+            Direct::Function(function) => function.send(envelopes).await,
+        }
+    }
 }
 
 impl AwsTransport {
@@ -661,12 +676,7 @@ impl Transport for AwsTransport {
     ) -> Result<bool, TransportError> {
         match self.participants.iter().find(|(p, _)| p == participant) {
             None => Ok(false),
-            Some((_, Direct::Queue(queue))) => {
-                let messages: Vec<SqsMessage> =
-                    commands.iter().cloned().map(SqsMessage::new).collect();
-                queue.send(&messages).await.map(|_| true)
-            }
-            Some((_, Direct::Function(function))) => function.send(commands).await.map(|_| true),
+            Some((_, direct)) => direct.send(commands).await.map(|_| true),
         }
     }
 }
