@@ -300,16 +300,11 @@ where
     T: Transport + Clone + 'static,
 {
     let relay = Relay::new(transport.clone());
-    let (invoked, invoked_transport) = (orchestrator.clone(), transport.clone());
-    app.sqs(move |ctx: Context| {
+    let input = move |ctx: Context| {
         let (orchestrator, transport) = (orchestrator.clone(), transport.clone());
         async move { orchestrator_message(&orchestrator, &transport, &ctx).await }
-    })
-    .event_fallback(move |ctx: Context| {
-        let (orchestrator, transport) = (invoked.clone(), invoked_transport.clone());
-        async move { orchestrator_message(&orchestrator, &transport, &ctx).await }
-    })
-    .dynamodb(
+    };
+    app.sqs(input.clone()).event_fallback(input).dynamodb(
         move |_ctx: Context, lift_core::Json(image): lift_core::Json<OutboxImage>| {
             let relay = relay.clone();
             async move { relay_image(&relay, &image).await }

@@ -1239,19 +1239,12 @@ async fn five_steps(refuse_last: bool, via: Via) -> Bill {
         ),
     );
     let (o, t) = (orchestrator.clone(), rearm);
-    let (o2, t2) = (o.clone(), t.clone());
-    let orchestrator_app = TestApp::new(
-        App::new()
-            .sqs(move |ctx: Context| {
-                let (o, t) = (o.clone(), t.clone());
-                async move { orchestrator_message(&o, &t, &ctx).await }
-            })
-            .event_fallback(move |ctx: Context| {
-                let (o, t) = (o2.clone(), t2.clone());
-                async move { orchestrator_message(&o, &t, &ctx).await }
-            }),
-    )
-    .unwrap();
+    let input = move |ctx: Context| {
+        let (o, t) = (o.clone(), t.clone());
+        async move { orchestrator_message(&o, &t, &ctx).await }
+    };
+    let orchestrator_app =
+        TestApp::new(App::new().sqs(input.clone()).event_fallback(input)).unwrap();
     let relay_app = TestApp::new(App::new().dynamodb(
         move |_ctx: Context, Json(image): Json<OutboxImage>| {
             let relay = relay.clone();
