@@ -53,6 +53,18 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{nanos}-{}", N.fetch_add(1, Ordering::Relaxed))
 }
 
+/// Publisher settings with a 600-byte entry limit and a short deadline: an envelope padded
+/// past 600 bytes is refused before any call.
+fn small_entries() -> PublishConfig {
+    PublishConfig::new(
+        600,
+        Duration::from_secs(2),
+        Duration::from_millis(10),
+        Duration::from_millis(50),
+    )
+    .unwrap()
+}
+
 async fn queue(aws: &Aws, name: &str) -> (String, String) {
     let mut create = aws.sqs.create_queue().queue_name(name);
     if name.ends_with(".fifo") {
@@ -228,13 +240,7 @@ async fn the_eventbridge_publisher_sends_ten_a_call_and_refuses_oversize_entries
 
     // An entry above the limit: refused before any call, so its small neighbour is not
     // sent either.
-    let small = PublishConfig::new(
-        600,
-        Duration::from_secs(2),
-        Duration::from_millis(10),
-        Duration::from_millis(50),
-    )
-    .unwrap();
+    let small = small_entries();
     let strict = EventBridgePublisher::new(aws.eventbridge.clone(), &bus, small);
     let mut big = Envelope::new("pinger", Pinged { n: 100 })
         .into_untyped()
@@ -292,13 +298,7 @@ async fn the_lambda_invoker_delivers_refuses_and_fails_clearly() {
     let got = Envelope::from_body(event.to_string().as_bytes()).unwrap();
     assert_eq!(got, sent);
 
-    let small = PublishConfig::new(
-        600,
-        Duration::from_secs(2),
-        Duration::from_millis(10),
-        Duration::from_millis(50),
-    )
-    .unwrap();
+    let small = small_entries();
     let mut big = Envelope::new("pinger", Pinged { n: 6 })
         .into_untyped()
         .unwrap();
