@@ -438,22 +438,16 @@ impl Metrics {
         let mut documents = Vec::with_capacity(1);
         while !pending.is_empty() {
             // At most 100 metrics per document, each name once.
-            let batch: Vec<Entry<'_>> =
-                if pending.len() <= 100 && pending.len() == recorder.metrics.len() {
-                    std::mem::take(&mut pending)
+            let mut batch: Vec<Entry<'_>> = Vec::with_capacity(pending.len().min(100));
+            let mut rest = Vec::new();
+            for entry in pending {
+                if batch.len() < 100 && !batch.iter().any(|(n, ..)| *n == entry.0) {
+                    batch.push(entry);
                 } else {
-                    let mut batch: Vec<Entry<'_>> = Vec::new();
-                    let mut rest = Vec::new();
-                    for entry in pending {
-                        if batch.len() < 100 && !batch.iter().any(|(n, ..)| *n == entry.0) {
-                            batch.push(entry);
-                        } else {
-                            rest.push(entry);
-                        }
-                    }
-                    pending = rest;
-                    batch
-                };
+                    rest.push(entry);
+                }
+            }
+            pending = rest;
             let Some(directive) = config.directive(&names, &batch) else {
                 continue;
             };
