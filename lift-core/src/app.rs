@@ -36,7 +36,7 @@ use crate::context::{Context, HttpRequest, Payload, Source};
 use crate::error::{BoxError, Chain, Error};
 use crate::handler::{BoxFuture, Dispatch, Endpoint, Handler};
 use crate::http_event;
-use crate::metrics::{Metrics, MetricsConfig};
+use crate::metrics::{Metrics, MetricsConfig, Unit as MetricUnit};
 use crate::probe::{Kind, probe};
 use crate::response::{Response, json_response};
 use crate::router::Router;
@@ -678,13 +678,14 @@ impl LiftService {
             return;
         };
         if config.cold_start && self.inner.cold.swap(false, Ordering::AcqRel) {
-            let _ = metrics.count("ColdStart", 1.0);
+            let _ = metrics.record_builtin("ColdStart", 1.0, MetricUnit::Count);
         }
-        let _ = metrics.property("requestId", lambda.request_id.clone());
-        if let Some(trace) = &lambda.xray_trace_id {
-            let _ = metrics.property("xrayTraceId", trace.clone());
-        }
-        for document in metrics.take_documents(config, SystemTime::now()) {
+        let request_id = ("requestId", lambda.request_id.as_str());
+        let fixed = match &lambda.xray_trace_id {
+            Some(trace) => &[request_id, ("xrayTraceId", trace.as_str())][..],
+            None => &[request_id][..],
+        };
+        for document in metrics.documents(config, SystemTime::now(), fixed) {
             config.sink.write(&document);
         }
     }
@@ -694,10 +695,14 @@ impl LiftService {
         if !self.inner.metrics.as_ref().is_some_and(|c| c.route_metrics) {
             return;
         }
-        let _ = metrics.dimension("route", operation);
-        let _ = metrics.count("Requests", 1.0);
-        let _ = metrics.count("Errors", if failed { 1.0 } else { 0.0 });
-        let _ = metrics.timing("Latency", started.elapsed());
+        let _ = metrics.builtin_dimension("route", operation);
+        let _ = metrics.record_builtin("Requests", 1.0, MetricUnit::Count);
+        let _ = metrics.record_builtin("Errors", if failed { 1.0 } else { 0.0 }, MetricUnit::Count);
+        let _ = metrics.record_builtin(
+            "Latency",
+            crate::metrics::millis(started.elapsed()),
+            MetricUnit::Milliseconds,
+        );
     }
 
     async fn dispatch(

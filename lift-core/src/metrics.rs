@@ -23,15 +23,16 @@
 //! # let _ = app;
 //! ```
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use serde::ser::{SerializeMap, Serializer};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 
 /// A CloudWatch unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -277,18 +278,49 @@ impl MetricsConfig {
     }
 }
 
-#[derive(Debug, Default)]
-struct Metric {
-    unit: &'static str,
-    values: Vec<f64>,
-    high_resolution: bool,
+/// A name recorded by Lift itself is borrowed for the life of the program; one recorded
+/// by a handler is copied once, when it is first seen in an invocation.
+type Name = Cow<'static, str>;
+
+/// The values of one metric: the first inline, since most metrics get one per invocation.
+#[derive(Debug)]
+struct Values {
+    first: f64,
+    /// Every value, the first included, once there is more than one.
+    all: Vec<f64>,
 }
 
+impl Values {
+    fn push(&mut self, value: f64) {
+        if self.all.is_empty() {
+            self.all.push(self.first);
+        }
+        self.all.push(value);
+    }
+
+    fn as_slice(&self) -> &[f64] {
+        if self.all.is_empty() {
+            std::slice::from_ref(&self.first)
+        } else {
+            &self.all
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Metric {
+    name: Name,
+    unit: &'static str,
+    high_resolution: bool,
+    values: Values,
+}
+
+/// What one invocation recorded, each name once, in the order first recorded.
 #[derive(Debug, Default)]
 struct Recorder {
-    dimensions: BTreeMap<String, String>,
-    metrics: BTreeMap<String, Metric>,
-    properties: Map<String, Value>,
+    dimensions: Vec<(Name, String)>,
+    metrics: Vec<Metric>,
+    properties: Vec<(Name, Value)>,
 }
 
 /// The metrics of one invocation; cheap to clone (every record's [`Context`](crate::Context)
@@ -310,25 +342,33 @@ impl Metrics {
     fn record(
         &self,
         name: &str,
+        owned: impl FnOnce() -> Name,
         value: f64,
         unit: Unit,
         high_resolution: bool,
     ) -> Result<(), MetricsError> {
-        check_name(name)?;
         if !value.is_finite() {
             return Err(MetricsError::InvalidValue(name.to_owned()));
         }
+        let unit = unit.as_str();
         self.with(|r| {
-            let metric = r.metrics.entry(name.to_owned()).or_insert_with(|| Metric {
-                unit: unit.as_str(),
-                values: Vec::new(),
-                high_resolution,
-            });
-            if metric.unit != unit.as_str() {
+            let Some(metric) = r.metrics.iter_mut().find(|m| m.name == name) else {
+                r.metrics.push(Metric {
+                    name: owned(),
+                    unit,
+                    high_resolution,
+                    values: Values {
+                        first: value,
+                        all: Vec::new(),
+                    },
+                });
+                return Ok(());
+            };
+            if metric.unit != unit {
                 return Err(MetricsError::UnitMismatch {
                     name: name.to_owned(),
                     first: metric.unit,
-                    second: unit.as_str(),
+                    second: unit,
                 });
             }
             metric.values.push(value);
@@ -337,12 +377,40 @@ impl Metrics {
         })
     }
 
+    fn record_named(
+        &self,
+        name: &str,
+        value: f64,
+        unit: Unit,
+        high_resolution: bool,
+    ) -> Result<(), MetricsError> {
+        check_name(name)?;
+        self.record(
+            name,
+            || Cow::Owned(name.to_owned()),
+            value,
+            unit,
+            high_resolution,
+        )
+    }
+
+    /// Lift's own metrics (`Requests`, `Errors`, `Latency`, `ColdStart`): valid names,
+    /// never copied.
+    pub(crate) fn record_builtin(
+        &self,
+        name: &'static str,
+        value: f64,
+        unit: Unit,
+    ) -> Result<(), MetricsError> {
+        self.record(name, || Cow::Borrowed(name), value, unit, false)
+    }
+
     /// Adds `n` to the count `name`.
     ///
     /// # Errors
     /// [`MetricsError`] for an invalid name or value, or a unit other than before.
     pub fn count(&self, name: &str, n: f64) -> Result<(), MetricsError> {
-        self.record(name, n, Unit::Count, false)
+        self.record_named(name, n, Unit::Count, false)
     }
 
     /// Records a value of `name` in `unit`.
@@ -350,7 +418,7 @@ impl Metrics {
     /// # Errors
     /// As [`Metrics::count`].
     pub fn value(&self, name: &str, value: f64, unit: Unit) -> Result<(), MetricsError> {
-        self.record(name, value, unit, false)
+        self.record_named(name, value, unit, false)
     }
 
     /// Records a value at one-second resolution.
@@ -358,7 +426,7 @@ impl Metrics {
     /// # Errors
     /// As [`Metrics::count`].
     pub fn high_resolution(&self, name: &str, value: f64, unit: Unit) -> Result<(), MetricsError> {
-        self.record(name, value, unit, true)
+        self.record_named(name, value, unit, true)
     }
 
     /// Records a duration in milliseconds.
@@ -366,12 +434,7 @@ impl Metrics {
     /// # Errors
     /// As [`Metrics::count`].
     pub fn timing(&self, name: &str, duration: Duration) -> Result<(), MetricsError> {
-        self.record(
-            name,
-            duration.as_secs_f64() * 1000.0,
-            Unit::Milliseconds,
-            false,
-        )
+        self.record_named(name, millis(duration), Unit::Milliseconds, false)
     }
 
     /// Adds a dimension to every metric of this invocation (tenant, route, ...).
@@ -380,14 +443,36 @@ impl Metrics {
     /// [`MetricsError`] for an invalid name or value, or past 30 dimensions.
     pub fn dimension(&self, name: &str, value: &str) -> Result<(), MetricsError> {
         check_name(name)?;
+        self.set_dimension(name, || Cow::Owned(name.to_owned()), value)
+    }
+
+    /// Lift's own dimension (`route`): a valid name, never copied.
+    pub(crate) fn builtin_dimension(
+        &self,
+        name: &'static str,
+        value: &str,
+    ) -> Result<(), MetricsError> {
+        self.set_dimension(name, || Cow::Borrowed(name), value)
+    }
+
+    fn set_dimension(
+        &self,
+        name: &str,
+        owned: impl FnOnce() -> Name,
+        value: &str,
+    ) -> Result<(), MetricsError> {
         if value.is_empty() || value.len() > 1024 {
             return Err(MetricsError::InvalidDimensionValue(name.to_owned()));
         }
         self.with(|r| {
-            if !r.dimensions.contains_key(name) && r.dimensions.len() >= 30 {
+            if let Some((_, old)) = r.dimensions.iter_mut().find(|(n, _)| n == name) {
+                value.clone_into(old);
+                return Ok(());
+            }
+            if r.dimensions.len() >= 30 {
                 return Err(MetricsError::TooManyDimensions);
             }
-            r.dimensions.insert(name.to_owned(), value.to_owned());
+            r.dimensions.push((owned(), value.to_owned()));
             Ok(())
         })
     }
@@ -399,26 +484,43 @@ impl Metrics {
     /// [`MetricsError::InvalidName`] for `_aws` or an invalid name.
     pub fn property(&self, name: &str, value: impl Into<Value>) -> Result<(), MetricsError> {
         check_name(name)?;
-        self.with(|r| {
-            r.properties.insert(name.to_owned(), value.into());
+        let value = value.into();
+        self.with(|r| match r.properties.iter_mut().find(|(n, _)| n == name) {
+            Some((_, old)) => *old = value,
+            None => r.properties.push((Cow::Owned(name.to_owned()), value)),
         });
         Ok(())
     }
 
     /// Builds the EMF documents for what was recorded, and empties the handle.
     pub fn take_documents(&self, config: &MetricsConfig, now: SystemTime) -> Vec<String> {
-        let recorder = self.with(std::mem::take);
+        self.documents(config, now, &[])
+    }
+
+    /// [`Metrics::take_documents`] with properties of the invocation (`requestId`) that
+    /// win over recorded ones of the same name, written without being copied first.
+    pub(crate) fn documents(
+        &self,
+        config: &MetricsConfig,
+        now: SystemTime,
+        fixed: &[(&str, &str)],
+    ) -> Vec<String> {
+        let mut recorder = self.with(std::mem::take);
         if recorder.metrics.is_empty() {
             return Vec::new();
         }
+        // In name order, so that the directive does not depend on the order of recording.
+        recorder
+            .metrics
+            .sort_unstable_by(|a, b| a.name.cmp(&b.name));
         // Default and invocation dimensions together, in name order, an invocation's value
         // over a default of the same name, within CloudWatch's 30: borrowed, not copied.
         let mut dimensions: Vec<(&str, &str)> = config
             .defaults
             .iter()
-            .filter(|(k, _)| !recorder.dimensions.contains_key(*k))
-            .chain(recorder.dimensions.iter())
+            .filter(|(k, _)| !recorder.dimensions.iter().any(|(n, _)| n == *k))
             .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(recorder.dimensions.iter().map(|(k, v)| (&**k, v.as_str())))
             .collect();
         dimensions.sort_unstable_by_key(|(k, _)| *k);
         dimensions.truncate(30);
@@ -430,9 +532,9 @@ impl Metrics {
         // At most 100 values per metric: a longer one is cut into chunks, each in its own
         // document, since a name appears once in a document.
         let mut pending: Vec<Entry<'_>> = Vec::with_capacity(recorder.metrics.len());
-        for (name, metric) in &recorder.metrics {
-            for chunk in metric.values.chunks(100) {
-                pending.push((name, metric.unit, metric.high_resolution, chunk));
+        for metric in &recorder.metrics {
+            for chunk in metric.values.as_slice().chunks(100) {
+                pending.push((&metric.name, metric.unit, metric.high_resolution, chunk));
             }
         }
         let mut documents = Vec::with_capacity(1);
@@ -455,30 +557,32 @@ impl Metrics {
                 timestamp,
                 directive: &directive,
                 dimensions: &dimensions,
+                fixed,
                 properties: &recorder.properties,
                 batch: &batch,
             };
-            // Written straight from the recorded data: no JSON value tree in between.
-            match serde_json::to_string(&document) {
-                Ok(document) => documents.push(document),
-                Err(error) => {
-                    tracing::warn!(target: "lift::metrics", error = %error, "an EMF document could not be written")
-                }
-            }
+            documents.push(document.write());
         }
         documents
     }
 }
 
+/// A duration in milliseconds, as `Latency` and [`Metrics::timing`] record it.
+pub(crate) fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
 /// One EMF document: the `_aws` metadata, then the dimensions, the properties and the
 /// metric values as top-level fields. A metric's value wins over a dimension or a property
-/// of the same name, and a dimension over a property, so that no key is written twice.
+/// of the same name, a dimension over a property, and a fixed property over a recorded
+/// one, so that no key is written twice.
 struct Document<'a> {
     timestamp: u64,
     /// The `CloudWatchMetrics` array, as JSON.
     directive: &'a RawValue,
     dimensions: &'a [(&'a str, &'a str)],
-    properties: &'a Map<String, Value>,
+    fixed: &'a [(&'a str, &'a str)],
+    properties: &'a [(Name, Value)],
     batch: &'a [Entry<'a>],
 }
 
@@ -489,46 +593,83 @@ impl Document<'_> {
     fn is_metric(&self, key: &str) -> bool {
         self.batch.iter().any(|(name, ..)| *name == key)
     }
-}
 
-impl Serialize for Document<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry(
-            "_aws",
-            &Metadata {
-                timestamp: self.timestamp,
-                cloud_watch_metrics: self.directive,
-            },
-        )?;
+    fn is_dimension(&self, key: &str) -> bool {
+        self.dimensions.iter().any(|(name, _)| *name == key)
+    }
+
+    /// The document as one line of JSON, written field by field from the recorded data:
+    /// no JSON value tree and no serializer state in between. Every name was checked
+    /// where it was recorded; strings are escaped as JSON requires.
+    fn write(&self) -> String {
+        let mut out = String::with_capacity(self.directive.get().len() + 256);
+        out.push_str("{\"_aws\":{\"Timestamp\":");
+        out.push_str(itoa::Buffer::new().format(self.timestamp));
+        out.push_str(",\"CloudWatchMetrics\":");
+        out.push_str(self.directive.get());
+        out.push('}');
         for &(key, value) in self.dimensions {
-            if key != "_aws" && !self.is_metric(key) {
-                map.serialize_entry(key, value)?;
+            if !self.is_metric(key) {
+                push_key(&mut out, key);
+                push_str(&mut out, value);
+            }
+        }
+        for &(key, value) in self.fixed {
+            if !self.is_metric(key) && !self.is_dimension(key) {
+                push_key(&mut out, key);
+                push_str(&mut out, value);
             }
         }
         for (key, value) in self.properties {
-            if key != "_aws"
-                && !self.dimensions.iter().any(|(d, _)| d == key)
-                && !self.is_metric(key)
+            if !self.is_metric(key)
+                && !self.is_dimension(key)
+                && !self.fixed.iter().any(|(name, _)| name == key)
             {
-                map.serialize_entry(key, value)?;
+                push_key(&mut out, key);
+                // Writing a `Value` into a `String` cannot fail.
+                let _ = write!(out, "{value}");
             }
         }
-        for (name, _, _, values) in self.batch {
+        let mut numbers = ryu::Buffer::new();
+        for &(name, _, _, values) in self.batch {
+            push_key(&mut out, name);
             match values {
-                [one] => map.serialize_entry(name, one)?,
-                many => map.serialize_entry(name, many)?,
+                [one] => out.push_str(numbers.format_finite(*one)),
+                many => {
+                    out.push('[');
+                    for (i, value) in many.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(numbers.format_finite(*value));
+                    }
+                    out.push(']');
+                }
             }
         }
-        map.end()
+        out.push('}');
+        out
     }
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Metadata<'a> {
-    timestamp: u64,
-    cloud_watch_metrics: &'a RawValue,
+/// `,"key":`: every key follows the `_aws` object.
+fn push_key(out: &mut String, key: &str) {
+    out.push(',');
+    push_str(out, key);
+    out.push(':');
+}
+
+/// A JSON string: copied as is when nothing in it needs escaping (the usual case), else
+/// escaped by `serde_json`.
+fn push_str(out: &mut String, value: &str) {
+    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+    } else {
+        // Serializing a `&str` into a `String` cannot fail.
+        let _ = write!(out, "{}", Value::from(value));
+    }
 }
 
 #[derive(Serialize)]
@@ -650,6 +791,51 @@ mod tests {
         assert_eq!(doc["region"], "eu");
         assert_eq!(doc["orderId"], "o-1");
         assert_eq!(doc["service"], "orders");
+    }
+
+    #[test]
+    fn text_that_needs_escaping_is_escaped() {
+        let m = Metrics::default();
+        m.count("say \"hi\"", 1.0).expect("count");
+        m.dimension("tenant", "a\"b\\c\nd\u{1}é")
+            .expect("dimension");
+        m.property("note", json!({"nested": ["x\"y", 1.5, null]}))
+            .expect("property");
+        let docs = m.take_documents(&config(), UNIX_EPOCH);
+        let doc = &parse(&docs)[0];
+        assert_eq!(doc["say \"hi\""], json!(1.0));
+        assert_eq!(doc["tenant"], "a\"b\\c\nd\u{1}é");
+        assert_eq!(doc["note"], json!({"nested": ["x\"y", 1.5, null]}));
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+            "say \"hi\""
+        );
+    }
+
+    #[test]
+    fn the_invocation_properties_win_over_recorded_ones_and_lose_to_metrics() {
+        let m = Metrics::default();
+        m.count("Placed", 1.0).expect("count");
+        m.property("requestId", "recorded").expect("property");
+        m.property("orderId", "o-1").expect("property");
+        m.timing("Took", Duration::from_micros(12_345))
+            .expect("timing");
+        let fixed = [
+            ("requestId", "r-9"),
+            ("Placed", "shadowed"),
+            ("service", "x"),
+        ];
+        let documents = m.documents(&config(), UNIX_EPOCH, &fixed);
+        let text = &documents[0];
+        for key in ["\"requestId\":", "\"Placed\":", "\"service\":"] {
+            assert_eq!(text.matches(key).count(), 1, "{key} in {text}");
+        }
+        let doc = &parse(&documents)[0];
+        assert_eq!(doc["requestId"], "r-9");
+        assert_eq!(doc["orderId"], "o-1");
+        assert_eq!(doc["Placed"], json!(1.0));
+        assert_eq!(doc["service"], "orders");
+        assert_eq!(doc["Took"], json!(12.345));
     }
 
     #[test]
