@@ -23,7 +23,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Instant, SystemTime};
 
 use aws_lambda_events::alb::AlbTargetGroupRequest;
-use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
+use aws_lambda_events::apigw::ApiGatewayProxyRequest;
 use futures_util::future::{Either, FutureExt};
 use http::Method;
 use lambda_runtime::LambdaEvent;
@@ -721,7 +721,7 @@ impl LiftService {
         };
         match kind {
             Kind::ApiGatewayV2 => {
-                let request = http_event::from_v2(decode::<ApiGatewayV2httpRequest>(
+                let request = http_event::from_v2(decode::<http_event::V2Event>(
                     "API Gateway HTTP API",
                     event,
                 )?);

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use aws_lambda_events::alb::AlbTargetGroupRequest;
-use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
+use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequestContext};
 use aws_lambda_events::query_map::QueryMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -72,9 +72,129 @@ fn query_pairs(
     source.iter().map(|(k, v)| (decode(k), decode(v))).collect()
 }
 
+/// A payload 2.0 event (HTTP API, Function URL) as Lift reads it: the fields the request
+/// is made of, the headers read straight into a `HeaderMap`; the fields Lift does not use
+/// (`version`, `routeKey`, `pathParameters`, `stageVariables`) are skipped unread.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct V2Event {
+    #[serde(default, alias = "path")]
+    raw_path: Option<String>,
+    #[serde(default)]
+    raw_query_string: Option<String>,
+    #[serde(default)]
+    cookies: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "headers::deserialize")]
+    headers: HeaderMap,
+    #[serde(
+        default,
+        deserialize_with = "aws_lambda_events::query_map::serde::aws_api_gateway_v2::deserialize_empty"
+    )]
+    query_string_parameters: QueryMap,
+    request_context: ApiGatewayV2httpRequestContext,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    is_base64_encoded: bool,
+}
+
+/// Payload 2.0 headers into a `HeaderMap`: each name and value borrowed from the event
+/// where JSON allows it and copied once, into the map. A value is a string (payload 2.0
+/// joins repeated headers with commas) or, leniently, a list of strings; `null` or a
+/// missing map is no headers. A name or value HTTP does not allow is an error, as the
+/// event type of `aws_lambda_events` makes it.
+mod headers {
+    use std::borrow::Cow;
+    use std::fmt;
+
+    use http::{HeaderMap, HeaderName, HeaderValue};
+    use serde::de::{self, Deserializer, MapAccess, SeqAccess, Unexpected, Visitor};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<HeaderMap, D::Error> {
+        de.deserialize_option(Headers)
+    }
+
+    struct Headers;
+
+    impl<'de> Visitor<'de> for Headers {
+        type Value = HeaderMap;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of header names to strings")
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<HeaderMap, E> {
+            Ok(HeaderMap::new())
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<HeaderMap, E> {
+            Ok(HeaderMap::new())
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, de: D) -> Result<HeaderMap, D::Error> {
+            de.deserialize_map(self)
+        }
+
+        fn visit_map<M: MapAccess<'de>>(self, mut access: M) -> Result<HeaderMap, M::Error> {
+            // Room for a dozen headers, as browsers send, before the map grows.
+            let mut map = HeaderMap::with_capacity(access.size_hint().unwrap_or(12));
+            while let Some(name) = access.next_key::<Cow<'de, str>>()? {
+                let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    de::Error::invalid_value(Unexpected::Str(&name), &"a header name")
+                })?;
+                access.next_value_seed(Values {
+                    name,
+                    map: &mut map,
+                })?;
+            }
+            Ok(map)
+        }
+    }
+
+    /// The value (or values) of one header, appended to the map as they are read.
+    struct Values<'a> {
+        name: HeaderName,
+        map: &'a mut HeaderMap,
+    }
+
+    fn value<E: de::Error>(text: &str) -> Result<HeaderValue, E> {
+        HeaderValue::from_str(text)
+            .map_err(|_| E::invalid_value(Unexpected::Str(text), &"a header value"))
+    }
+
+    impl<'de> de::DeserializeSeed<'de> for Values<'_> {
+        type Value = ();
+
+        fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+            de.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Values<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a header value or a list of them")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
+            // The name moves into the map: a name Lift does not know is not copied again.
+            self.map.append(self.name, value(text)?);
+            Ok(())
+        }
+
+        fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+            while let Some(text) = seq.next_element::<Cow<'de, str>>()? {
+                self.map.append(&self.name, value(&text)?);
+            }
+            Ok(())
+        }
+    }
+}
+
 /// The request of a payload 2.0 event, behind an `Arc`: every future that carries a request
 /// then holds a pointer, not the request (kilobytes) copied at each level.
-pub(crate) fn from_v2(event: ApiGatewayV2httpRequest) -> Result<Arc<HttpRequest>, Rejected> {
+pub(crate) fn from_v2(event: V2Event) -> Result<Arc<HttpRequest>, Rejected> {
     let body = decode_body(event.body, event.is_base64_encoded, false)?;
     let mut path = event
         .raw_path
@@ -302,4 +422,71 @@ pub(crate) fn to_event_response(
     };
     // Written as raw JSON directly: no parse of the text to check it again.
     serde_json::value::to_raw_value(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+    use serde_json::json;
+
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures/events")
+            .join(name);
+        std::fs::read_to_string(path).expect("fixture")
+    }
+
+    #[test]
+    fn a_v2_event_reads_as_the_aws_lambda_events_type_reads_it() {
+        for name in [
+            "example-apigw-v2-request-no-authorizer.json",
+            "example-apigw-v2-request-jwt-authorizer.json",
+            "example-apigw-sam-http-request.json",
+        ] {
+            let text = fixture(name);
+            let ours: V2Event = serde_json::from_str(&text).expect(name);
+            let theirs: ApiGatewayV2httpRequest = serde_json::from_str(&text).expect(name);
+            assert!(!ours.headers.is_empty(), "{name}");
+            assert_eq!(ours.headers, theirs.headers, "{name}");
+            assert_eq!(ours.raw_path, theirs.raw_path, "{name}");
+            assert_eq!(ours.raw_query_string, theirs.raw_query_string, "{name}");
+            assert_eq!(ours.cookies, theirs.cookies, "{name}");
+            assert_eq!(ours.query_string_parameters, theirs.query_string_parameters);
+            assert_eq!(ours.request_context, theirs.request_context, "{name}");
+            assert_eq!(ours.body, theirs.body, "{name}");
+            assert_eq!(ours.is_base64_encoded, theirs.is_base64_encoded);
+        }
+    }
+
+    fn context() -> serde_json::Value {
+        json!({"http": {"method": "GET", "path": "/", "protocol": "HTTP/1.1", "sourceIp": "192.0.2.1"}})
+    }
+
+    fn headers(value: serde_json::Value) -> Result<HeaderMap, serde_json::Error> {
+        let event = json!({"headers": value, "requestContext": context()});
+        serde_json::from_value::<V2Event>(event).map(|e| e.headers)
+    }
+
+    #[test]
+    fn headers_take_strings_lists_and_null_and_refuse_what_http_does_not_allow() {
+        let map = headers(json!({"accept": "a/b", "x-many": ["1", "2"], "x-escaped": "q\"uote"}))
+            .expect("headers");
+        assert_eq!(map["accept"], "a/b");
+        assert_eq!(map.get_all("x-many").iter().collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(map["x-escaped"], "q\"uote");
+        assert!(headers(json!(null)).expect("null").is_empty());
+        let missing: V2Event =
+            serde_json::from_value(json!({"requestContext": context()})).expect("no headers");
+        assert!(missing.headers.is_empty());
+        let name = headers(json!({"bad name": "v"})).expect_err("name");
+        assert!(name.to_string().contains("a header name"), "{name}");
+        let value = headers(json!({"x": "line\nbreak"})).expect_err("value");
+        assert!(value.to_string().contains("a header value"), "{value}");
+        assert!(
+            headers(json!({"x": 1})).is_err(),
+            "a number is not a header value"
+        );
+    }
 }

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_runtime::{FunctionResponse, StreamResponse};
 use serde_json::value::RawValue;
 
@@ -113,7 +112,7 @@ impl LiftService {
         lambda: &Arc<lambda_runtime::Context>,
         metrics: &Metrics,
     ) -> Result<StreamResponse<ResponseStream>, Error> {
-        let request = http_event::from_v2(decode::<ApiGatewayV2httpRequest>(
+        let request = http_event::from_v2(decode::<http_event::V2Event>(
             "API Gateway HTTP API",
             event,
         )?);
