@@ -59,6 +59,7 @@ mod error;
 mod handler;
 mod http_event;
 mod input;
+mod json_text;
 mod probe;
 mod response;
 mod router;

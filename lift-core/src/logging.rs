@@ -20,8 +20,8 @@
 
 use std::fmt;
 use std::io::Write;
+use std::ops::Range;
 
-use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Subscriber};
@@ -30,6 +30,8 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context as LayerContext, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::json_text;
 
 /// A `tracing_subscriber` layer writing one Lambda-style JSON object per event.
 #[derive(Debug)]
@@ -47,66 +49,93 @@ where
     }
 }
 
-/// Span fields, stored in the span's extensions: by their static names, in the order
-/// recorded, so a span costs no key allocations and no map until a line is written.
-struct SpanFields(Vec<(&'static str, Value)>);
-
-/// Where a visitor puts the fields it records.
-trait Fields {
-    fn put(&mut self, name: &'static str, value: Value);
+/// Fields written as JSON as they are recorded: each value's text in one buffer, found by
+/// its static name. A span's fields are two allocations however many there are, and a log
+/// line copies their text without reading it again.
+#[derive(Default)]
+struct JsonFields {
+    text: String,
+    /// Name, then where its value is in `text`; a name recorded again points at its new
+    /// value (the old text stays, unused, until the fields are dropped).
+    fields: Vec<(&'static str, Range<usize>)>,
 }
 
-impl Fields for Map<String, Value> {
-    fn put(&mut self, name: &'static str, value: Value) {
-        self.insert(name.to_owned(), value);
-    }
-}
-
-impl Fields for Vec<(&'static str, Value)> {
-    fn put(&mut self, name: &'static str, value: Value) {
-        match self.iter_mut().find(|(n, _)| *n == name) {
-            Some((_, old)) => *old = value,
-            None => self.push((name, value)),
+impl JsonFields {
+    fn with_capacity(fields: usize, text: usize) -> Self {
+        JsonFields {
+            text: String::with_capacity(text),
+            fields: Vec::with_capacity(fields),
         }
     }
+
+    /// Records `name` with the value `write` appends to the text.
+    fn put(&mut self, name: &'static str, write: impl FnOnce(&mut String)) {
+        let start = self.text.len();
+        write(&mut self.text);
+        let range = start..self.text.len();
+        match self.fields.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, old)) => *old = range,
+            None => self.fields.push((name, range)),
+        }
+    }
+
+    /// Copies every field of `other` in, each over a field of the same name.
+    fn extend(&mut self, other: &JsonFields) {
+        for (name, range) in &other.fields {
+            self.put(name, |text| text.push_str(&other.text[range.clone()]));
+        }
+    }
+
+    /// The fields as one JSON object and a newline.
+    fn line(&self) -> String {
+        let mut line = String::with_capacity(self.text.len() + 16 * self.fields.len() + 4);
+        line.push('{');
+        for (i, (name, range)) in self.fields.iter().enumerate() {
+            if i > 0 {
+                line.push(',');
+            }
+            json_text::push_str(&mut line, name);
+            line.push(':');
+            line.push_str(&self.text[range.clone()]);
+        }
+        line.push_str("}\n");
+        line
+    }
 }
 
-struct JsonVisitor<'a, F>(&'a mut F);
-
-impl<F: Fields> Visit for JsonVisitor<'_, F> {
+impl Visit for JsonFields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.put(field.name(), Value::from(value));
+        self.put(field.name(), |text| json_text::push_str(text, value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.put(field.name(), Value::from(value));
+        self.put(field.name(), |text| json_text::push_int(text, value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.put(field.name(), Value::from(value));
+        self.put(field.name(), |text| json_text::push_int(text, value));
+    }
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        self.put(field.name(), |text| json_text::push_int(text, value));
+    }
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        self.put(field.name(), |text| json_text::push_int(text, value));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.put(field.name(), Value::from(value));
+        self.put(field.name(), |text| json_text::push_f64(text, value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.put(field.name(), Value::from(value));
+        self.put(field.name(), |text| {
+            text.push_str(if value { "true" } else { "false" });
+        });
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0.put(
-            field.name(),
-            Value::from(crate::error::Chain(value).to_string()),
-        );
+        self.put(field.name(), |text| {
+            json_text::push_display(text, format_args!("{}", crate::error::Chain(value)));
+        });
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.put(field.name(), Value::from(format!("{value:?}")));
-    }
-}
-
-fn level_name(level: &Level) -> &'static str {
-    match *level {
-        Level::TRACE => "TRACE",
-        Level::DEBUG => "DEBUG",
-        Level::INFO => "INFO",
-        Level::WARN => "WARN",
-        Level::ERROR => "ERROR",
+        self.put(field.name(), |text| {
+            json_text::push_display(text, format_args!("{value:?}"));
+        });
     }
 }
 
@@ -117,49 +146,57 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: LayerContext<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        let mut fields = Vec::with_capacity(attrs.fields().len());
-        attrs.record(&mut JsonVisitor(&mut fields));
-        span.extensions_mut().insert(SpanFields(fields));
+        let mut fields = JsonFields::with_capacity(attrs.fields().len(), 160);
+        attrs.record(&mut fields);
+        span.extensions_mut().insert(fields);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: LayerContext<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let mut extensions = span.extensions_mut();
-        if let Some(SpanFields(fields)) = extensions.get_mut::<SpanFields>() {
-            values.record(&mut JsonVisitor(fields));
+        if let Some(fields) = extensions.get_mut::<JsonFields>() {
+            values.record(fields);
         }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: LayerContext<'_, S>) {
         let metadata = event.metadata();
-        let mut line = Map::new();
-        line.insert(
-            "timestamp".to_owned(),
-            Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-        );
-        line.insert(
-            "level".to_owned(),
-            Value::from(level_name(metadata.level())),
-        );
-        line.insert("message".to_owned(), Value::from(""));
-        line.insert("target".to_owned(), Value::from(metadata.target()));
+        let mut line = JsonFields::with_capacity(16, 256);
+        line.put("timestamp", |text| {
+            let now = chrono::Utc::now();
+            json_text::push_display(
+                text,
+                format_args!("{}", now.format("%Y-%m-%dT%H:%M:%S%.3fZ")),
+            );
+        });
+        line.put("level", |text| {
+            json_text::push_str(text, level_name(metadata.level()));
+        });
+        line.put("message", |text| text.push_str("\"\""));
+        line.put("target", |text| {
+            json_text::push_str(text, metadata.target())
+        });
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
-                if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {
-                    for (key, value) in fields {
-                        line.insert((*key).to_owned(), value.clone());
-                    }
+                if let Some(fields) = span.extensions().get::<JsonFields>() {
+                    line.extend(fields);
                 }
             }
         }
-        event.record(&mut JsonVisitor(&mut line));
-        let Ok(mut text) = serde_json::to_string(&line) else {
-            return;
-        };
-        text.push('\n');
+        event.record(&mut line);
         let mut writer = self.writer.make_writer_for(metadata);
         // A log line that cannot be written has nowhere else to go.
-        let _ = writer.write_all(text.as_bytes());
+        let _ = writer.write_all(line.line().as_bytes());
+    }
+}
+
+fn level_name(level: &Level) -> &'static str {
+    match *level {
+        Level::TRACE => "TRACE",
+        Level::DEBUG => "DEBUG",
+        Level::INFO => "INFO",
+        Level::WARN => "WARN",
+        Level::ERROR => "ERROR",
     }
 }
 
@@ -221,6 +258,7 @@ pub fn try_init() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Default)]
@@ -267,6 +305,42 @@ mod tests {
             chrono::DateTime::parse_from_rfc3339(timestamp).is_ok() && timestamp.ends_with('Z'),
             "{timestamp}"
         );
+    }
+
+    #[test]
+    fn each_name_once_the_innermost_value_winning_and_text_escaped() {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::registry().with(JsonLayer::new(buffer.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let outer = tracing::info_span!("request", tenant = tracing::field::Empty, route = "a");
+            let _outer = outer.enter();
+            outer.record("tenant", "t-1");
+            outer.record("tenant", "t-2");
+            let inner = tracing::info_span!("record", route = "b", count = 3_u64, ok = true);
+            let _inner = inner.enter();
+            let error = std::io::Error::other("disk \"full\"");
+            tracing::error!(
+                route = "c",
+                ratio = 0.5,
+                error = &error as &dyn std::error::Error,
+                "line\nbreak {}",
+                7
+            );
+        });
+        let text = String::from_utf8(buffer.0.lock().expect("lock").clone()).expect("utf8");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        for key in ["\"route\":", "\"tenant\":", "\"message\":", "\"level\":"] {
+            assert_eq!(text.matches(key).count(), 1, "{key} in {text}");
+        }
+        let line: Value = serde_json::from_str(text.trim()).expect("one JSON line");
+        assert_eq!(line["tenant"], "t-2");
+        assert_eq!(line["route"], "c");
+        assert_eq!(line["count"], 3);
+        assert_eq!(line["ok"], true);
+        assert_eq!(line["ratio"], 0.5);
+        assert_eq!(line["error"], "disk \"full\"");
+        assert_eq!(line["message"], "line\nbreak 7");
+        assert_eq!(line["level"], "ERROR");
     }
 
     #[test]

@@ -32,6 +32,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::json_text::{push_f64, push_int, push_str};
 use serde_json::value::RawValue;
 
 /// A CloudWatch unit.
@@ -604,7 +606,7 @@ impl Document<'_> {
     fn write(&self) -> String {
         let mut out = String::with_capacity(self.directive.get().len() + 256);
         out.push_str("{\"_aws\":{\"Timestamp\":");
-        out.push_str(itoa::Buffer::new().format(self.timestamp));
+        push_int(&mut out, self.timestamp);
         out.push_str(",\"CloudWatchMetrics\":");
         out.push_str(self.directive.get());
         out.push('}');
@@ -630,18 +632,17 @@ impl Document<'_> {
                 let _ = write!(out, "{value}");
             }
         }
-        let mut numbers = ryu::Buffer::new();
         for &(name, _, _, values) in self.batch {
             push_key(&mut out, name);
             match values {
-                [one] => out.push_str(numbers.format_finite(*one)),
+                [one] => push_f64(&mut out, *one),
                 many => {
                     out.push('[');
                     for (i, value) in many.iter().enumerate() {
                         if i > 0 {
                             out.push(',');
                         }
-                        out.push_str(numbers.format_finite(*value));
+                        push_f64(&mut out, *value);
                     }
                     out.push(']');
                 }
@@ -657,19 +658,6 @@ fn push_key(out: &mut String, key: &str) {
     out.push(',');
     push_str(out, key);
     out.push(':');
-}
-
-/// A JSON string: copied as is when nothing in it needs escaping (the usual case), else
-/// escaped by `serde_json`.
-fn push_str(out: &mut String, value: &str) {
-    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push('"');
-        out.push_str(value);
-        out.push('"');
-    } else {
-        // Serializing a `&str` into a `String` cannot fail.
-        let _ = write!(out, "{}", Value::from(value));
-    }
 }
 
 #[derive(Serialize)]

@@ -1,0 +1,175 @@
+//! JSON written as text, for the lines Lift writes on every invocation (EMF documents, log
+//! lines): strings escaped as RFC 8259 requires, numbers without the formatter.
+
+use std::fmt;
+
+/// Appends `value` as a JSON string: copied in runs between the characters that need
+/// escaping (`"`, `\`, control characters), which are escaped.
+pub(crate) fn push_str(out: &mut String, value: &str) {
+    out.push('"');
+    push_escaped(out, value);
+    out.push('"');
+}
+
+/// Appends the inside of a JSON string: `value` escaped, without the quotes. Runs that
+/// need no escaping (nearly all text) are found eight bytes at a time and copied whole.
+fn push_escaped(out: &mut String, value: &str) {
+    let bytes = value.as_bytes();
+    let (mut copied, mut at) = (0, 0);
+    while at < bytes.len() {
+        if let Some(word) = bytes
+            .get(at..at + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            && !needs_escape(u64::from_le_bytes(word))
+        {
+            at += 8;
+            continue;
+        }
+        let escape = match bytes[at] {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => {
+                at += 1;
+                continue;
+            }
+        };
+        out.push_str(&value[copied..at]);
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(bytes[at] >> 4)]));
+            out.push(char::from(HEX[usize::from(bytes[at] & 0xf)]));
+        } else {
+            out.push_str(escape);
+        }
+        at += 1;
+        copied = at;
+    }
+    out.push_str(&value[copied..]);
+}
+
+/// Whether any of the eight bytes in `word` is `"`, `\` or a control character: the
+/// zero-byte test of "Bit Twiddling Hacks" on `word ^ '"'` and `word ^ '\'`, and its
+/// less-than variant for bytes under 0x20. Exact for the word as a whole.
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let quote = zero(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero(word ^ (ONES * u64::from(b'\\')));
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    quote | backslash | control != 0
+}
+
+/// Appends an `f64` (`1.0`, `0.25`, `1e-7`); `null` for NaN and the infinities, which
+/// JSON cannot hold.
+pub(crate) fn push_f64(out: &mut String, value: f64) {
+    if value.is_finite() {
+        out.push_str(ryu::Buffer::new().format_finite(value));
+    } else {
+        out.push_str("null");
+    }
+}
+
+/// Appends an integer.
+pub(crate) fn push_int(out: &mut String, value: impl itoa::Integer) {
+    out.push_str(itoa::Buffer::new().format(value));
+}
+
+/// A `fmt::Write` that escapes what is written into it: `Debug` and `Display` output goes
+/// into a JSON string without an intermediate `String`.
+pub(crate) struct Escaped<'a>(pub(crate) &'a mut String);
+
+impl fmt::Write for Escaped<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        push_escaped(self.0, s);
+        Ok(())
+    }
+}
+
+/// Appends `value`'s `Display` (or, through `format_args!`, any formatting) as a JSON
+/// string.
+pub(crate) fn push_display(out: &mut String, value: fmt::Arguments<'_>) {
+    out.push('"');
+    // Writing into a `String` cannot fail.
+    let _ = fmt::write(&mut Escaped(out), value);
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_read_back_as_written() {
+        for text in [
+            "",
+            "plain",
+            "q\"uote and back\\slash",
+            "lines\nand\rtabs\t\u{8}\u{c}",
+            "\u{0}\u{1}\u{1f}\u{7f}",
+            "é ü 中文 🎉",
+            "\"",
+            "end\\",
+            "a long run of plain text, then a \"quote\" and more plain text after it",
+            "eight!!!\n",
+            "ünïcödé text longer than eight bytes\u{1f}",
+        ] {
+            let mut out = String::new();
+            push_str(&mut out, text);
+            assert_eq!(serde_json::from_str::<String>(&out).expect(&out), text);
+            assert_eq!(out, serde_json::to_string(text).expect("json"), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn every_byte_is_escaped_or_not_as_json_requires_at_every_offset() {
+        for byte in 0u8..0x80 {
+            for offset in 0..9 {
+                let text = format!(
+                    "{}{}{}",
+                    "x".repeat(offset),
+                    char::from(byte),
+                    "y".repeat(9)
+                );
+                let mut out = String::new();
+                push_str(&mut out, &text);
+                assert_eq!(
+                    out,
+                    serde_json::to_string(&text).expect("json"),
+                    "{byte:#x}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn formatted_text_is_escaped_too() {
+        let mut out = String::new();
+        push_display(&mut out, format_args!("{:?}", "a\"b"));
+        assert_eq!(
+            serde_json::from_str::<String>(&out).expect(&out),
+            "\"a\\\"b\""
+        );
+    }
+
+    #[test]
+    fn numbers_read_back_as_written() {
+        for value in [0.0, 1.0, -2.5, 0.1, 1e-7, 12.345, 1e21, f64::MAX] {
+            let mut out = String::new();
+            push_f64(&mut out, value);
+            assert_eq!(serde_json::from_str::<f64>(&out).expect(&out), value);
+        }
+        let mut out = String::new();
+        push_f64(&mut out, f64::NAN);
+        push_int(&mut out, -42_i64);
+        push_int(&mut out, u64::MAX);
+        assert_eq!(out, format!("null-42{}", u64::MAX));
+    }
+}
