@@ -36,6 +36,9 @@ const FOUND: &str = "event kind found";
 
 /// Returns the event's kind, or `None` when it is not a JSON object.
 pub(crate) fn probe(json: &str) -> Option<Kind> {
+    if leads_as_payload_2(json) {
+        return Some(Kind::ApiGatewayV2);
+    }
     let found = Cell::new(None);
     let mut deserializer = serde_json::Deserializer::from_str(json);
     let finished = Top(&found).deserialize(&mut deserializer).is_ok();
@@ -44,6 +47,29 @@ pub(crate) fn probe(json: &str) -> Option<Kind> {
         None if finished => Some(Kind::Unknown(String::new())),
         None => None,
     }
+}
+
+/// Whether the event opens as Lambda sends payload 2.0, `{"version":"2.0","routeKey":`
+/// (JSON whitespace allowed between the tokens): the conclusion the parse below reaches
+/// after those two keys, without a parser and without the error that stops it.
+fn leads_as_payload_2(json: &str) -> bool {
+    const TOKENS: [&[u8]; 7] = [
+        b"{",
+        b"\"version\"",
+        b":",
+        b"\"2.0\"",
+        b",",
+        b"\"routeKey\"",
+        b":",
+    ];
+    let mut rest = json.as_bytes();
+    for token in TOKENS {
+        match rest.trim_ascii_start().strip_prefix(token) {
+            Some(after) => rest = after,
+            None => return false,
+        }
+    }
+    true
 }
 
 #[derive(Deserialize)]
@@ -302,6 +328,30 @@ mod tests {
             Some(Kind::Unknown(_)) => "unknown",
             None => "none",
         }
+    }
+
+    #[test]
+    fn the_payload_2_shortcut_agrees_with_the_parse() {
+        let lambda = r#"{"version":"2.0","routeKey":"GET /x","rawPath":"/x"}"#;
+        let spaced = "{ \"version\" :\n\t\"2.0\" , \"routeKey\": \"$default\"}";
+        for json in [lambda, spaced] {
+            assert!(leads_as_payload_2(json), "{json}");
+            let found = Cell::new(None);
+            let mut deserializer = serde_json::Deserializer::from_str(json);
+            let _ = Top(&found).deserialize(&mut deserializer);
+            assert!(matches!(found.take(), Some(Kind::ApiGatewayV2)), "{json}");
+        }
+        for json in [
+            r#"{"version":"1.0","routeKey":"GET /x","httpMethod":"GET"}"#,
+            r#"{"version":"2.0","rawPath":"/x"}"#,
+            r#"{"routeKey":"GET /x","version":"2.0"}"#,
+            r#"{"version":"2.0 ","routeKey":"x"}"#,
+            r#"{"version":"2.0""#,
+            "",
+        ] {
+            assert!(!leads_as_payload_2(json), "{json}");
+        }
+        assert_eq!(kind(r#"{"routeKey":"GET /x","version":"2.0"}"#), "v2");
     }
 
     #[test]
