@@ -138,7 +138,7 @@ mod headers {
         fn visit_map<M: MapAccess<'de>>(self, mut access: M) -> Result<HeaderMap, M::Error> {
             // Room for a dozen headers, as browsers send, before the map grows.
             let mut map = HeaderMap::with_capacity(access.size_hint().unwrap_or(12));
-            while let Some(name) = access.next_key::<Cow<'de, str>>()? {
+            while let Some(Text(name)) = access.next_key::<Text<'de>>()? {
                 let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                     de::Error::invalid_value(Unexpected::Str(&name), &"a header name")
                 })?;
@@ -148,6 +148,38 @@ mod headers {
                 })?;
             }
             Ok(map)
+        }
+    }
+
+    /// A JSON string, borrowed from the event when it holds no escape (`Cow`'s own
+    /// `Deserialize` always copies).
+    struct Text<'de>(Cow<'de, str>);
+
+    impl<'de> de::Deserialize<'de> for Text<'de> {
+        fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+            de.deserialize_str(TextVisitor)
+        }
+    }
+
+    struct TextVisitor;
+
+    impl<'de> Visitor<'de> for TextVisitor {
+        type Value = Text<'de>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Text<'de>, E> {
+            Ok(Text(Cow::Borrowed(text)))
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Text<'de>, E> {
+            Ok(Text(Cow::Owned(text.to_owned())))
+        }
+
+        fn visit_string<E: de::Error>(self, text: String) -> Result<Text<'de>, E> {
+            Ok(Text(Cow::Owned(text)))
         }
     }
 
@@ -184,7 +216,7 @@ mod headers {
         }
 
         fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
-            while let Some(text) = seq.next_element::<Cow<'de, str>>()? {
+            while let Some(Text(text)) = seq.next_element::<Text<'de>>()? {
                 self.map.append(&self.name, value(&text)?);
             }
             Ok(())
