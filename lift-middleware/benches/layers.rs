@@ -172,7 +172,7 @@ fn layers(c: &mut Criterion) {
         .v2();
     event["routeKey"] = json!("GET /hello/{name}");
     event["pathParameters"] = json!({"name": "world"});
-    let event = serde_json::to_vec(&event).expect("event");
+    let event = floor::lambda_order(&event);
 
     let stack = || {
         ServiceBuilder::new()
