@@ -70,7 +70,11 @@ fn needs_escape(word: u64) -> bool {
 /// Appends an `f64` (`1.0`, `0.25`, `1e-7`); `null` for NaN and the infinities, which
 /// JSON cannot hold.
 pub(crate) fn push_f64(out: &mut String, value: f64) {
-    if value.is_finite() {
+    // Counts are whole numbers: written as integers are, then `.0`, as a float prints.
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        push_int(out, value as i64);
+        out.push_str(".0");
+    } else if value.is_finite() {
         out.push_str(ryu::Buffer::new().format_finite(value));
     } else {
         out.push_str("null");
@@ -161,7 +165,20 @@ mod tests {
 
     #[test]
     fn numbers_read_back_as_written() {
-        for value in [0.0, 1.0, -2.5, 0.1, 1e-7, 12.345, 1e21, f64::MAX] {
+        for value in [
+            0.0,
+            -0.0,
+            1.0,
+            -7.0,
+            999_999_999_999_999.0,
+            1e15,
+            -2.5,
+            0.1,
+            1e-7,
+            12.345,
+            1e21,
+            f64::MAX,
+        ] {
             let mut out = String::new();
             push_f64(&mut out, value);
             assert_eq!(serde_json::from_str::<f64>(&out).expect(&out), value);
