@@ -794,16 +794,14 @@ impl LiftService {
     ) -> Context {
         Context {
             metrics: metrics.clone(),
-            correlation_id: unit
-                .correlation_id
-                .unwrap_or_else(|| lambda.request_id.clone()),
+            correlation_id: unit.correlation_id,
             invocation: lambda.clone(),
             source: unit.source,
             payload: unit.payload,
             route: unit.route,
             params: unit.params,
             endpoint: unit.endpoint,
-            extensions: http::Extensions::new(),
+            extensions: None,
             span: unit.span,
         }
     }

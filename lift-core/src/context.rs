@@ -1,6 +1,6 @@
 //! The per-invocation (per-record, for batches) state a handler and its middleware see.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[cfg(feature = "dynamodb")]
@@ -143,18 +143,21 @@ pub(crate) enum Payload {
 /// a static or an environment variable, so concurrent invocations in one process (Lambda
 /// Managed Instances) never see each other's state.
 ///
-/// Cloning is cheap for the invocation data (shared) and copies the request; middleware
-/// that replays a call (retry) clones it.
+/// Cloning is cheap: the invocation data, the request and the extensions are shared (a clone
+/// that changes its extensions copies them first), so middleware that replays a call
+/// (retry) clones it freely.
 #[derive(Debug, Clone)]
 pub struct Context {
     pub(crate) invocation: Arc<lambda_runtime::Context>,
     pub(crate) source: Source,
     pub(crate) payload: Payload,
-    pub(crate) correlation_id: String,
+    /// The caller's correlation id; `None`: the request id serves.
+    pub(crate) correlation_id: Option<String>,
     pub(crate) route: Option<Arc<str>>,
     pub(crate) params: Vec<(String, String)>,
     pub(crate) endpoint: Endpoint,
-    pub(crate) extensions: http::Extensions,
+    /// `None` until something is inserted; shared between clones until one changes it.
+    pub(crate) extensions: Option<Arc<http::Extensions>>,
     pub(crate) span: tracing::Span,
     pub(crate) metrics: crate::metrics::Metrics,
 }
@@ -169,7 +172,9 @@ impl Context {
     /// attribute, or `correlationId` at the top of an EventBridge event's `detail` (where an
     /// event envelope carries it) when one was sent, otherwise the Lambda request id.
     pub fn correlation_id(&self) -> &str {
-        &self.correlation_id
+        self.correlation_id
+            .as_deref()
+            .unwrap_or(&self.invocation.request_id)
     }
 
     /// The X-Ray trace header of the invocation, if tracing is active.
@@ -191,7 +196,7 @@ impl Context {
         if let Some(trace) = self.trace_id() {
             put("x-amzn-trace-id", trace);
         }
-        put("x-correlation-id", &self.correlation_id);
+        put("x-correlation-id", self.correlation_id());
         if let Some(tenant) = self.tenant() {
             put("x-tenant-id", tenant);
         }
@@ -266,24 +271,25 @@ impl Context {
 
     /// The tenant the request acts for, once tenancy middleware resolved one.
     pub fn tenant(&self) -> Option<&str> {
-        self.extensions.get::<TenantId>().map(|t| &*t.0)
+        self.extensions().get::<TenantId>().map(|t| &*t.0)
     }
 
     /// Sets the tenant the request acts for (tenancy middleware calls this): it goes into
     /// the extensions and on the request's span, so every later log line carries it.
     pub fn set_tenant(&mut self, tenant: TenantId) {
         self.span.record("tenant", &*tenant.0);
-        self.extensions.insert(tenant);
+        self.extensions_mut().insert(tenant);
     }
 
     /// Typed values that middleware attach for handlers (tenant, principal, ...).
     pub fn extensions(&self) -> &http::Extensions {
-        &self.extensions
+        static NONE: LazyLock<http::Extensions> = LazyLock::new(http::Extensions::new);
+        self.extensions.as_deref().unwrap_or(&NONE)
     }
 
     /// Mutable access to the typed extensions.
     pub fn extensions_mut(&mut self) -> &mut http::Extensions {
-        &mut self.extensions
+        Arc::make_mut(self.extensions.get_or_insert_with(Arc::default))
     }
 
     /// The HTTP request, when the event came from an HTTP source.

@@ -238,7 +238,9 @@ where
                 http.headers = parts.headers;
                 http.body = body;
             }
-            ctx.extensions.extend(parts.extensions);
+            if !parts.extensions.is_empty() {
+                ctx.extensions_mut().extend(parts.extensions);
+            }
             let response = inner.call(ctx).await.map_err(Into::into)?;
             Ok(to_http_response(response))
         })

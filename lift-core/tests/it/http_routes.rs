@@ -463,3 +463,54 @@ async fn one_route_can_have_its_own_layer() {
         200
     );
 }
+
+#[derive(Clone, Debug, PartialEq)]
+struct Mark(&'static str);
+
+async fn marks(ctx: Context) -> Result<Json<Value>> {
+    Ok(Json(json!({
+        "mark": ctx.extensions().get::<Mark>().map(|m| m.0),
+        "tenant": ctx.tenant(),
+        "correlation": ctx.correlation_id(),
+    })))
+}
+
+#[tokio::test]
+async fn a_cloned_context_shares_extensions_until_one_side_changes_them() {
+    use tower::ServiceExt;
+
+    let layer = tower::layer::layer_fn(|inner: lift_core::BoxService| {
+        tower::service_fn(move |mut ctx: Context| {
+            let inner = inner.clone();
+            async move {
+                assert!(ctx.extensions().get::<Mark>().is_none(), "none yet");
+                ctx.set_tenant(lift_core::TenantId("acme".into()));
+                ctx.extensions_mut().insert(Mark("original"));
+                // What a retry does: keep a clone for the next attempt.
+                let mut kept = ctx.clone();
+                assert_eq!(kept.extensions().get::<Mark>(), Some(&Mark("original")));
+                kept.extensions_mut().insert(Mark("changed in the clone"));
+                assert_eq!(kept.tenant(), Some("acme"));
+                assert_eq!(kept.correlation_id(), ctx.correlation_id());
+                inner.oneshot(ctx).await
+            }
+        })
+    });
+    let app = TestApp::new(App::new().get("/marks", marks).layer(layer)).expect("app");
+    let answer = send(&app, events::http("GET", "/marks").v2()).await;
+    assert_eq!(answer.status, 200);
+    let body = answer.json::<Value>().expect("json");
+    assert_eq!(body["mark"], "original");
+    assert_eq!(body["tenant"], "acme");
+    let correlated = send(
+        &app,
+        events::http("GET", "/marks")
+            .header("x-correlation-id", "c-42")
+            .v2(),
+    )
+    .await;
+    assert_eq!(
+        correlated.json::<Value>().expect("json")["correlation"],
+        "c-42"
+    );
+}
