@@ -9,7 +9,8 @@
 //! become a typed [`Principal`] in the context ([`PrincipalExt::principal`]). A missing or
 //! invalid token is a 401 with a `WWW-Authenticate` challenge; error bodies never echo the
 //! token. When API Gateway's JWT authorizer already verified the token, its claims can be
-//! trusted instead (configured explicitly).
+//! trusted instead (configured explicitly). A warm function can keep the tokens it
+//! verified for a while ([`JwtConfigBuilder::cache_verified_tokens`], off by default).
 //!
 //! [`RequireLayer`] then demands scopes, roles or any rule on a route: 403
 //! `insufficient_scope` when the principal falls short.
@@ -44,6 +45,8 @@ mod jwt;
 mod keys;
 mod principal;
 mod require;
+#[cfg(feature = "jwt")]
+mod verified;
 
 #[cfg(feature = "jwt")]
 pub use jsonwebtoken::Algorithm;

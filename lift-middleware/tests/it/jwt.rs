@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use lift_core::testing::{HttpResponse, TestApp, events};
 use lift_core::{App, BoxError, BoxFuture, Context, Json, with_layer};
 use lift_middleware::auth::{
-    JwksSource, JwtAuthLayer, JwtConfig, PrincipalExt, RequireLayer, VerifiedBy,
+    JwksSource, JwtAuthLayer, JwtConfig, JwtConfigBuilder, PrincipalExt, RequireLayer, VerifiedBy,
 };
 use serde_json::{Value, json};
 
@@ -589,4 +589,88 @@ async fn a_lambda_authorizer_can_verify_jwts_with_the_layer() {
         // The invocation error's message, which API Gateway answers with a 401.
         assert_eq!(error.to_string(), "Unauthorized");
     }
+}
+
+fn cached_config(capacity: usize, max_age: Duration) -> JwtConfigBuilder {
+    JwtConfig::builder()
+        .hs256_secret(None, SECRET)
+        .algorithms(&[Algorithm::HS256])
+        .issuers(&[ISSUER])
+        .audiences(&[AUDIENCE])
+        .leeway(Duration::from_secs(0))
+        .cache_verified_tokens(capacity, max_age)
+}
+
+#[tokio::test]
+async fn a_verified_token_is_answered_from_the_cache_and_a_refused_one_never_is() {
+    let layer = JwtAuthLayer::new(
+        cached_config(16, Duration::from_secs(300))
+            .build()
+            .expect("config"),
+    );
+    let verifier = layer.verifier().clone();
+    let app = TestApp::new(App::new().get("/me", whoami).layer(layer)).expect("app");
+    let token = format!("Bearer {}", hs(&claims()));
+    for _ in 0..3 {
+        let answer = get(&app, "/me", Some(&token)).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.json::<Value>().expect("json")["sub"], "user-1");
+    }
+    assert_eq!(verifier.cache_hits(), 2, "verified once, answered twice");
+
+    let mut other = claims();
+    other["sub"] = json!("user-2");
+    let answer = get(&app, "/me", Some(&format!("Bearer {}", hs(&other)))).await;
+    assert_eq!(answer.json::<Value>().expect("json")["sub"], "user-2");
+    assert_eq!(verifier.cache_hits(), 2, "another token is verified");
+
+    // A token signed with another secret, and an expired one: refused every time.
+    let forged = sign(
+        Algorithm::HS256,
+        None,
+        &claims(),
+        &EncodingKey::from_secret(b"another-secret-of-32-bytes-or-more!!"),
+    );
+    let mut expired = claims();
+    expired["exp"] = json!(now() - 10);
+    for bad in [forged, hs(&expired)] {
+        for _ in 0..2 {
+            let answer = get(&app, "/me", Some(&format!("Bearer {bad}"))).await;
+            assert_eq!(answer.status, 401);
+        }
+    }
+    // A token whose last byte changed is another token.
+    let tampered = format!("{}x", token);
+    assert_eq!(get(&app, "/me", Some(&tampered)).await.status, 401);
+    assert_eq!(verifier.cache_hits(), 2);
+}
+
+#[tokio::test]
+async fn without_the_cache_every_token_is_verified() {
+    let layer = JwtAuthLayer::new(hs_config());
+    let verifier = layer.verifier().clone();
+    let app = TestApp::new(App::new().get("/me", whoami).layer(layer)).expect("app");
+    let token = format!("Bearer {}", hs(&claims()));
+    for _ in 0..2 {
+        assert_eq!(get(&app, "/me", Some(&token)).await.status, 200);
+    }
+    assert_eq!(verifier.cache_hits(), 0);
+}
+
+#[test]
+fn a_cache_without_room_or_time_or_kept_past_an_hour_is_refused() {
+    for (capacity, max_age) in [
+        (0, Duration::from_secs(60)),
+        (16, Duration::ZERO),
+        (16, Duration::from_secs(3601)),
+    ] {
+        let error = cached_config(capacity, max_age)
+            .build()
+            .expect_err("refused");
+        assert!(
+            error.to_string().contains("cache_verified_tokens"),
+            "{error}"
+        );
+    }
+    assert!(cached_config(1, Duration::from_secs(3600)).build().is_ok());
 }
