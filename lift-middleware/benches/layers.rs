@@ -13,7 +13,9 @@
 //! (the floor), and against `typed_jwt/apigw_v2`, the same handler verifying the same token
 //! with the same crate (`jsonwebtoken`, HS256, issuer and expiry checked) and reading the
 //! tenant claim: what a hand-written function pays for its authentication, so the difference
-//! is what Lift adds. The `*_contended` rows call one breaker from 8 threads, around a bare
+//! is what Lift adds. `lift_stack_token_cache/apigw_v2` is the same stack with the
+//! verified-token cache on (`JwtConfigBuilder::cache_verified_tokens`), answering the one
+//! token it verified in the warm-up: a warm function serving one caller's session. The `*_contended` rows call one breaker from 8 threads, around a bare
 //! service.
 //!
 //! `cargo bench -p lift-middleware --bench layers` (any filter runs its rows alone)
@@ -245,31 +247,38 @@ fn layers(c: &mut Criterion) {
     }
     group.finish();
 
-    // What production runs, against the floor.
-    let lift_stack = App::new()
-        .get("/hello/{name}", hello)
-        .layer(stack())
-        .layer(TenantLayer::new(
-            TenantConfig::builder()
-                .source(TenantSource::Claim("tenant_id".to_owned()))
-                .build()
-                .expect("config"),
-        ))
-        .layer(JwtAuthLayer::new(
-            JwtConfig::builder()
-                .hs256_secret(None, SECRET)
-                .algorithms(&[Algorithm::HS256])
-                .issuers(&["https://id.example.com"])
-                .build()
-                .expect("config"),
-        ))
-        .metrics(
-            MetricsConfig::new("LiftBench")
-                .service("layers")
-                .sink(Discard),
-        )
-        .into_service()
-        .expect("app");
+    // What production runs, against the floor; then the same with the verified-token
+    // cache on, answering the token it verified in the warm-up (one caller's session).
+    let production = |cache: bool| {
+        let jwt = JwtConfig::builder()
+            .hs256_secret(None, SECRET)
+            .algorithms(&[Algorithm::HS256])
+            .issuers(&["https://id.example.com"]);
+        let jwt = if cache {
+            jwt.cache_verified_tokens(1024, Duration::from_secs(300))
+        } else {
+            jwt
+        };
+        App::new()
+            .get("/hello/{name}", hello)
+            .layer(stack())
+            .layer(TenantLayer::new(
+                TenantConfig::builder()
+                    .source(TenantSource::Claim("tenant_id".to_owned()))
+                    .build()
+                    .expect("config"),
+            ))
+            .layer(JwtAuthLayer::new(jwt.build().expect("config")))
+            .metrics(
+                MetricsConfig::new("LiftBench")
+                    .service("layers")
+                    .sink(Discard),
+            )
+            .into_service()
+            .expect("app")
+    };
+    let lift_stack = production(false);
+    let lift_stack_cached = production(true);
     let mut typed = service_fn(typed_hello);
     let lift_out: Value =
         serde_json::from_slice(&runtime.block_on(call(&lift_stack, &event, &lambda)))
@@ -322,6 +331,14 @@ fn layers(c: &mut Criterion) {
     });
     group.bench_function("lift_stack/apigw_v2", |b| {
         b.iter(|| black_box(runtime.block_on(call(&lift_stack, black_box(&event), &lambda))))
+    });
+    let cached_out = runtime.block_on(call(&lift_stack_cached, &event, &lambda));
+    assert_eq!(
+        cached_out,
+        runtime.block_on(call(&lift_stack, &event, &lambda))
+    );
+    group.bench_function("lift_stack_token_cache/apigw_v2", |b| {
+        b.iter(|| black_box(runtime.block_on(call(&lift_stack_cached, black_box(&event), &lambda))))
     });
     group.finish();
 }
