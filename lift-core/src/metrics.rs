@@ -32,9 +32,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::json_text::{push_f64, push_int, push_str};
-use serde_json::value::RawValue;
 
 /// A CloudWatch unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -592,8 +592,10 @@ struct Document<'a> {
 type Entry<'a> = (&'a str, &'static str, bool, &'a [f64]);
 
 impl Document<'_> {
+    /// Whether `key` is written by a metric, or is `_aws` (which a default dimension,
+    /// unchecked where it is configured, could otherwise write a second time).
     fn is_metric(&self, key: &str) -> bool {
-        self.batch.iter().any(|(name, ..)| *name == key)
+        key == "_aws" || self.batch.iter().any(|(name, ..)| *name == key)
     }
 
     fn is_dimension(&self, key: &str) -> bool {
@@ -779,6 +781,17 @@ mod tests {
         assert_eq!(doc["region"], "eu");
         assert_eq!(doc["orderId"], "o-1");
         assert_eq!(doc["service"], "orders");
+    }
+
+    #[test]
+    fn a_default_dimension_named_aws_does_not_write_the_metadata_key_twice() {
+        let m = Metrics::default();
+        m.count("Placed", 1.0).expect("count");
+        let config = config().default_dimension("_aws", "shadow");
+        let documents = m.take_documents(&config, UNIX_EPOCH + Duration::from_secs(10));
+        let text = &documents[0];
+        assert_eq!(text.matches("\"_aws\":").count(), 1, "{text}");
+        assert_eq!(parse(&documents)[0]["_aws"]["Timestamp"], 10_000);
     }
 
     #[test]
