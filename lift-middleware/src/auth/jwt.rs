@@ -151,13 +151,14 @@ impl JwtConfigBuilder {
         self
     }
 
-    /// Accepted issuers (`iss`).
+    /// Accepted issuers (`iss`); when set, a token without `iss` is refused.
     pub fn issuers(mut self, issuers: &[&str]) -> Self {
         self.config.issuers = issuers.iter().map(|s| (*s).to_owned()).collect();
         self
     }
 
-    /// Accepted audiences (`aud`).
+    /// Accepted audiences (`aud`, a string or a list naming at least one of them); when
+    /// set, a token without `aud` is refused.
     pub fn audiences(mut self, audiences: &[&str]) -> Self {
         self.config.audiences = audiences.iter().map(|s| (*s).to_owned()).collect();
         self
@@ -309,16 +310,22 @@ impl JwtVerifier {
                 let mut validation = Validation::new(algorithm);
                 validation.leeway = config.leeway.as_secs();
                 validation.validate_nbf = true;
+                // jsonwebtoken checks `iss` and `aud` only when the token has them: a
+                // configured issuer or audience must also be a required claim.
+                let mut required = vec!["exp"];
                 if config.issuers.is_empty() {
                     validation.iss = None;
                 } else {
                     validation.set_issuer(&config.issuers);
+                    required.push("iss");
                 }
                 if config.audiences.is_empty() {
                     validation.validate_aud = false;
                 } else {
                     validation.set_audience(&config.audiences);
+                    required.push("aud");
                 }
+                validation.set_required_spec_claims(&required);
                 (algorithm, validation)
             })
             .collect();

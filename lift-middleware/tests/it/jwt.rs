@@ -127,6 +127,13 @@ async fn bad_tokens_are_refused_with_a_challenge() {
     wrong_audience["aud"] = json!("payments");
     let mut no_exp = claims();
     no_exp.as_object_mut().expect("object").remove("exp");
+    // With issuers and audiences configured, a token must name one of each.
+    let mut no_issuer = claims();
+    no_issuer.as_object_mut().expect("object").remove("iss");
+    let mut no_audience = claims();
+    no_audience.as_object_mut().expect("object").remove("aud");
+    let mut audience_not_text = claims();
+    audience_not_text["aud"] = json!(42);
     let unsigned = format!(
         "{}.{}.",
         URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
@@ -158,6 +165,21 @@ async fn bad_tokens_are_refused_with_a_challenge() {
         (
             "no exp",
             Some(format!("Bearer {}", hs(&no_exp))),
+            "required claim",
+        ),
+        (
+            "no issuer",
+            Some(format!("Bearer {}", hs(&no_issuer))),
+            "required claim",
+        ),
+        (
+            "no audience",
+            Some(format!("Bearer {}", hs(&no_audience))),
+            "required claim",
+        ),
+        (
+            "an audience that is not text",
+            Some(format!("Bearer {}", hs(&audience_not_text))),
             "required claim",
         ),
         (
