@@ -17,6 +17,7 @@ use lift_core::{BoxError, Context, Error, Response};
 use serde_json::{Map, Value};
 use tower::{Layer, Service, ServiceExt};
 
+use super::hmac;
 use super::keys::{JwksCache, JwksSource, Key};
 use super::principal::{Principal, VerifiedBy};
 use super::verified::VerifiedTokens;
@@ -25,7 +26,7 @@ use crate::error::{ConfigError, check};
 /// A validated JWT configuration; see [`JwtConfig::builder`].
 #[derive(Clone)]
 pub struct JwtConfig {
-    keys: HashMap<Option<String>, Key>,
+    keys: HashMap<Option<String>, Arc<Key>>,
     jwks: Option<Arc<dyn JwksSource>>,
     jwks_min_interval: Duration,
     algorithms: Vec<Algorithm>,
@@ -90,13 +91,19 @@ impl JwtConfigBuilder {
         kid: Option<&str>,
         key: Result<DecodingKey, jsonwebtoken::errors::Error>,
         algorithm: Algorithm,
+        hmac: Option<aws_lc_rs::hmac::Key>,
         what: &'static str,
     ) -> Self {
         match key {
             Ok(key) => {
+                let key = Key {
+                    key,
+                    algorithm,
+                    hmac,
+                };
                 self.config
                     .keys
-                    .insert(kid.map(str::to_owned), Key { key, algorithm });
+                    .insert(kid.map(str::to_owned), Arc::new(key));
             }
             Err(_) => {
                 self.key_error.get_or_insert(what);
@@ -111,6 +118,10 @@ impl JwtConfigBuilder {
             kid,
             Ok(DecodingKey::from_secret(secret)),
             Algorithm::HS256,
+            Some(aws_lc_rs::hmac::Key::new(
+                aws_lc_rs::hmac::HMAC_SHA256,
+                secret,
+            )),
             "hs256_secret",
         )
     }
@@ -121,6 +132,7 @@ impl JwtConfigBuilder {
             kid,
             DecodingKey::from_rsa_pem(pem),
             Algorithm::RS256,
+            None,
             "rs256_pem",
         )
     }
@@ -131,6 +143,7 @@ impl JwtConfigBuilder {
             kid,
             DecodingKey::from_ec_pem(pem),
             Algorithm::ES256,
+            None,
             "es256_pem",
         )
     }
@@ -270,6 +283,8 @@ pub struct JwtVerifier {
     jwks: Option<Arc<JwksCache>>,
     /// The validation rules for each accepted algorithm, made once.
     validations: Arc<[(Algorithm, Validation)]>,
+    /// The same rules, for tokens checked with a prepared HMAC key.
+    rules: Arc<hmac::Rules>,
     verified: Option<Arc<VerifiedTokens>>,
 }
 
@@ -296,6 +311,30 @@ fn reason(kind: &ErrorKind) -> &'static str {
     }
 }
 
+/// `jsonwebtoken`'s rules for tokens of `algorithm` under `config`.
+fn validation(config: &JwtConfig, algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = config.leeway.as_secs();
+    validation.validate_nbf = true;
+    // jsonwebtoken checks `iss` and `aud` only when the token has them: a configured
+    // issuer or audience must also be a required claim.
+    let mut required = vec!["exp"];
+    if config.issuers.is_empty() {
+        validation.iss = None;
+    } else {
+        validation.set_issuer(&config.issuers);
+        required.push("iss");
+    }
+    if config.audiences.is_empty() {
+        validation.validate_aud = false;
+    } else {
+        validation.set_audience(&config.audiences);
+        required.push("aud");
+    }
+    validation.set_required_spec_claims(&required);
+    validation
+}
+
 impl JwtVerifier {
     /// A verifier for `config`.
     pub fn new(config: JwtConfig) -> Self {
@@ -306,29 +345,13 @@ impl JwtVerifier {
         let validations = config
             .algorithms
             .iter()
-            .map(|&algorithm| {
-                let mut validation = Validation::new(algorithm);
-                validation.leeway = config.leeway.as_secs();
-                validation.validate_nbf = true;
-                // jsonwebtoken checks `iss` and `aud` only when the token has them: a
-                // configured issuer or audience must also be a required claim.
-                let mut required = vec!["exp"];
-                if config.issuers.is_empty() {
-                    validation.iss = None;
-                } else {
-                    validation.set_issuer(&config.issuers);
-                    required.push("iss");
-                }
-                if config.audiences.is_empty() {
-                    validation.validate_aud = false;
-                } else {
-                    validation.set_audience(&config.audiences);
-                    required.push("aud");
-                }
-                validation.set_required_spec_claims(&required);
-                (algorithm, validation)
-            })
+            .map(|&algorithm| (algorithm, validation(&config, algorithm)))
             .collect();
+        let rules = Arc::new(hmac::Rules {
+            leeway: config.leeway.as_secs(),
+            issuers: config.issuers.iter().cloned().collect(),
+            audiences: config.audiences.iter().cloned().collect(),
+        });
         let verified = config.verified_tokens.map(|(capacity, max_age)| {
             Arc::new(VerifiedTokens::new(
                 capacity,
@@ -341,6 +364,7 @@ impl JwtVerifier {
             config: Arc::new(config),
             jwks,
             validations,
+            rules,
             verified,
         }
     }
@@ -388,7 +412,7 @@ impl JwtVerifier {
             return Err(self.invalid("the token's algorithm is not accepted"));
         }
         let key = match self.config.keys.get(&header.kid) {
-            Some(key) => key.clone(),
+            Some(key) => Arc::clone(key),
             None => match (&self.jwks, header.kid.as_deref()) {
                 (Some(jwks), Some(kid)) => jwks
                     .key(kid)
@@ -405,9 +429,21 @@ impl JwtVerifier {
         let Some(validation) = validation.filter(|_| key.algorithm == header.alg) else {
             return Err(self.invalid("the token's algorithm is not accepted"));
         };
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
-            .map_err(|e| self.invalid(reason(e.kind())))?;
-        let principal = Principal::from_claims(data.claims, VerifiedBy::Lift);
+        let claims = match &key.hmac {
+            Some(hmac) => {
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                hmac::verify(token, hmac, &self.rules, now)
+                    .map_err(|kind| self.invalid(reason(&kind)))?
+            }
+            None => {
+                jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
+                    .map_err(|e| self.invalid(reason(e.kind())))?
+                    .claims
+            }
+        };
+        let principal = Principal::from_claims(claims, VerifiedBy::Lift);
         if let Some(verified) = &self.verified {
             verified.put(token, &principal);
         }
@@ -585,5 +621,159 @@ where
             }
             service.oneshot(ctx).await.map_err(Into::into)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    const SECRET: &[u8] = b"lift-differential-secret-32-bytes!!";
+    const ISS: &str = "https://id.example.com";
+    const AUD: &str = "orders";
+
+    /// Every combination of well-formed, malformed, absent, early and late registered
+    /// claims gets the same answer from the prepared-key path as from
+    /// `jsonwebtoken::decode` with the same configuration: the same claims, or a refusal
+    /// for the same reason.
+    #[test]
+    fn the_prepared_hmac_path_agrees_with_jsonwebtoken() {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("time")
+            .as_secs() as i64;
+        let exps = [
+            None,
+            Some(json!(now + 600)),
+            Some(json!(now - 30)),
+            Some(json!(now - 600)),
+            Some(json!((now + 600) as f64 + 0.4)),
+            Some(json!("later")),
+            Some(Value::Null),
+            Some(json!(-5)),
+            Some(json!(1e300)),
+        ];
+        let nbfs = [
+            None,
+            Some(json!(now + 30)),
+            Some(json!(now + 600)),
+            Some(json!("soon")),
+            Some(Value::Null),
+        ];
+        let names = |accepted: &str| {
+            [
+                None,
+                Some(json!(accepted)),
+                Some(json!("someone-else")),
+                Some(json!([accepted, "someone-else"])),
+                Some(json!(["someone-else"])),
+                Some(json!([])),
+                Some(json!(5)),
+                Some(Value::Null),
+                Some(json!([accepted, 5])),
+            ]
+        };
+        let configs = [
+            JwtConfig::builder()
+                .hs256_secret(None, SECRET)
+                .algorithms(&[Algorithm::HS256])
+                .issuers(&[ISS])
+                .audiences(&[AUD, "payments"])
+                .build()
+                .expect("config"),
+            JwtConfig::builder()
+                .hs256_secret(None, SECRET)
+                .algorithms(&[Algorithm::HS256])
+                .leeway(Duration::ZERO)
+                .build()
+                .expect("config"),
+        ];
+        let signing = EncodingKey::from_secret(SECRET);
+        let mut compared = 0;
+        let mut refused = 0;
+        for config in &configs {
+            let verifier = JwtVerifier::new(config.clone());
+            let key = &config.keys[&None];
+            let prepared = key.hmac.as_ref().expect("an HMAC key");
+            let validation = validation(config, Algorithm::HS256);
+            for exp in &exps {
+                for nbf in &nbfs {
+                    for iss in names(ISS) {
+                        for aud in names(AUD) {
+                            let mut claims = Map::new();
+                            claims.insert("sub".to_owned(), json!("user-1"));
+                            for (name, value) in
+                                [("exp", exp), ("nbf", nbf), ("iss", &iss), ("aud", &aud)]
+                            {
+                                if let Some(value) = value {
+                                    claims.insert(name.to_owned(), value.clone());
+                                }
+                            }
+                            let token = jsonwebtoken::encode(
+                                &Header::new(Algorithm::HS256),
+                                &claims,
+                                &signing,
+                            )
+                            .expect("sign");
+                            let ours = hmac::verify(&token, prepared, &verifier.rules, now as u64)
+                                .map_err(|kind| reason(&kind));
+                            let theirs = jsonwebtoken::decode::<Map<String, Value>>(
+                                &token,
+                                &key.key,
+                                &validation,
+                            )
+                            .map(|data| data.claims)
+                            .map_err(|e| reason(e.kind()));
+                            assert_eq!(ours, theirs, "{claims:?}");
+                            compared += 1;
+                            refused += usize::from(ours.is_err());
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(compared, 2 * 9 * 5 * 9 * 9);
+        assert!(refused > 0 && refused < compared, "{refused} of {compared}");
+        // Tampered tokens: the signature over other bytes, or not base64, or cut short.
+        let config = &configs[0];
+        let verifier = JwtVerifier::new(config.clone());
+        let key = &config.keys[&None];
+        let claims = json!({"sub": "u", "iss": ISS, "aud": AUD, "exp": now + 600});
+        let good =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &signing).expect("sign");
+        let (message, signature) = good.rsplit_once('.').expect("three parts");
+        let other = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"another-secret-of-32-bytes-or-more"),
+        )
+        .expect("sign");
+        let (_, other_signature) = other.rsplit_once('.').expect("three parts");
+        for token in [
+            good.clone(),
+            format!("{message}.{other_signature}"),
+            format!("{message}.{}", &signature[..20]),
+            format!("{message}.{signature}{signature}"),
+            format!("{message}.*{}", &signature[1..]),
+            format!("{message}."),
+        ] {
+            let ours = hmac::verify(
+                &token,
+                key.hmac.as_ref().expect("hmac"),
+                &verifier.rules,
+                now as u64,
+            )
+            .map_err(|kind| reason(&kind));
+            let theirs = jsonwebtoken::decode::<Map<String, Value>>(
+                &token,
+                &key.key,
+                &validation(config, Algorithm::HS256),
+            )
+            .map(|data| data.claims)
+            .map_err(|e| reason(e.kind()));
+            assert_eq!(ours, theirs, "{token}");
+        }
     }
 }

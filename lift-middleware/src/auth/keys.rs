@@ -14,10 +14,11 @@ use lift_core::{BoxError, BoxFuture};
 use tokio::time::Instant;
 
 /// A key and the one algorithm it verifies.
-#[derive(Clone)]
 pub(crate) struct Key {
     pub(crate) key: DecodingKey,
     pub(crate) algorithm: Algorithm,
+    /// A shared secret's HMAC key, prepared once ([`super::hmac`]).
+    pub(crate) hmac: Option<aws_lc_rs::hmac::Key>,
 }
 
 /// Where a JWKS comes from.
@@ -102,14 +103,19 @@ fn algorithm_of(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
     }
 }
 
-fn index(set: &JwkSet) -> HashMap<String, Key> {
+fn index(set: &JwkSet) -> HashMap<String, Arc<Key>> {
     set.keys
         .iter()
         .filter_map(|jwk| {
             let kid = jwk.common.key_id.clone()?;
             let algorithm = algorithm_of(jwk)?;
             let key = DecodingKey::from_jwk(jwk).ok()?;
-            Some((kid, Key { key, algorithm }))
+            let key = Key {
+                key,
+                algorithm,
+                hmac: None,
+            };
+            Some((kid, Arc::new(key)))
         })
         .collect()
 }
@@ -117,7 +123,7 @@ fn index(set: &JwkSet) -> HashMap<String, Key> {
 /// A JWKS cache: keys by id, refreshed on an unknown id at most once per `min_interval`.
 pub(crate) struct JwksCache {
     source: Arc<dyn JwksSource>,
-    keys: RwLock<Arc<HashMap<String, Key>>>,
+    keys: RwLock<Arc<HashMap<String, Arc<Key>>>>,
     min_interval: Duration,
     epoch: Instant,
     /// Milliseconds since `epoch` of the last fetch attempt, plus one (0: never).
@@ -139,7 +145,7 @@ impl JwksCache {
         }
     }
 
-    fn cached(&self, kid: &str) -> Option<Key> {
+    fn cached(&self, kid: &str) -> Option<Arc<Key>> {
         self.keys
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -152,7 +158,7 @@ impl JwksCache {
     }
 
     /// The key `kid`, fetching the set when it is unknown and the last fetch is old enough.
-    pub(crate) async fn key(&self, kid: &str) -> Option<Key> {
+    pub(crate) async fn key(&self, kid: &str) -> Option<Arc<Key>> {
         if let Some(key) = self.cached(kid) {
             return Some(key);
         }

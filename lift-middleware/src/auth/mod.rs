@@ -3,8 +3,11 @@
 //! [`JwtAuthLayer`] verifies the `Authorization: Bearer` token with the `jsonwebtoken`
 //! crate (AWS-LC backend): HS256, RS256 and ES256 keys, or a JWKS fetched from a URL,
 //! cached, and fetched again when a token names an unknown key id (at most once per
-//! interval, one fetch at a time, old keys kept if a fetch fails). It checks `exp` and
-//! `nbf` with leeway, `iss` and `aud`; accepted algorithms are pinned, and each key only
+//! interval, one fetch at a time, old keys kept if a fetch fails); an HS256 secret's key is
+//! prepared once and its tokens checked by Lift with AWS-LC under the same rules (about
+//! half the work of `jsonwebtoken::decode`, which prepares the key for every token). It
+//! checks `exp` and `nbf` with leeway, and `iss` and `aud` when configured (a token
+//! without them is then refused); accepted algorithms are pinned, and each key only
 //! verifies its own algorithm, so `alg: none` and RS/HS confusion are refused. The claims
 //! become a typed [`Principal`] in the context ([`PrincipalExt::principal`]). A missing or
 //! invalid token is a 401 with a `WWW-Authenticate` challenge; error bodies never echo the
@@ -39,6 +42,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "jwt")]
+mod hmac;
 #[cfg(feature = "jwt")]
 mod jwt;
 #[cfg(feature = "jwt")]
