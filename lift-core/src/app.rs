@@ -579,7 +579,7 @@ struct Unit {
     correlation_id: Option<String>,
     endpoint: Endpoint,
     route: Option<Arc<str>>,
-    params: Vec<(String, String)>,
+    params: crate::router::Params,
     span: tracing::Span,
 }
 
@@ -605,7 +605,7 @@ impl Unit {
             correlation_id,
             endpoint,
             route: None,
-            params: Vec::new(),
+            params: crate::router::Params::default(),
             span,
         }
     }

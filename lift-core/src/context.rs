@@ -154,7 +154,7 @@ pub struct Context {
     /// The caller's correlation id; `None`: the request id serves.
     pub(crate) correlation_id: Option<String>,
     pub(crate) route: Option<Arc<str>>,
-    pub(crate) params: Vec<(String, String)>,
+    pub(crate) params: crate::router::Params,
     pub(crate) endpoint: Endpoint,
     /// `None` until something is inserted; shared between clones until one changes it.
     pub(crate) extensions: Option<Arc<http::Extensions>>,
@@ -308,15 +308,13 @@ impl Context {
     /// declares no such parameter.
     pub fn path_param(&self, name: &str) -> Result<&str> {
         self.params
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
+            .get(name)
             .ok_or_else(|| Error::MissingPathParam(name.to_owned()))
     }
 
-    /// Every path parameter of the matched route, in route order.
-    pub fn path_params(&self) -> &[(String, String)] {
-        &self.params
+    /// Every path parameter of the matched route as `(name, value)`, in route order.
+    pub fn path_params(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.params.iter()
     }
 
     /// The request's headers: an HTTP request's, or a WebSocket `$connect`'s handshake

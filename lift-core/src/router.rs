@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use http::Method;
 
 use crate::handler::Endpoint;
@@ -9,8 +10,31 @@ use crate::handler::Endpoint;
 /// Where a request was routed: the matched pattern, its parameters and the endpoint.
 pub(crate) struct Resolved {
     pub(crate) route: Option<Arc<str>>,
-    pub(crate) params: Vec<(String, String)>,
+    pub(crate) params: Params,
     pub(crate) endpoint: Endpoint,
+}
+
+/// The decoded path parameters of a matched route, in route order. Names and short values
+/// are kept inline and the list is shared, so a context's clone (retry keeps one per
+/// attempt) copies nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Params(Option<Arc<[(CompactString, CompactString)]>>);
+
+impl Params {
+    /// The value of `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value)
+    }
+
+    /// Every parameter as `(name, value)`.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .flat_map(|params| params.iter())
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+    }
 }
 
 struct RouteEntry {
@@ -78,7 +102,7 @@ impl Router {
         let Ok(matched) = self.tree.at(path) else {
             return Resolved {
                 route: None,
-                params: Vec::new(),
+                params: Params::default(),
                 endpoint: Endpoint::NotFound,
             };
         };
@@ -90,23 +114,25 @@ impl Router {
             .map(|(_, endpoint)| endpoint.clone())
             .or_else(|| entry.any.clone())
             .unwrap_or_else(|| Endpoint::MethodNotAllowed(entry.allow.clone()));
-        let params = matched
-            .params
-            .iter()
-            .map(|(key, value)| {
-                let value = if decode {
-                    percent_encoding::percent_decode_str(value)
-                        .decode_utf8_lossy()
-                        .into_owned()
-                } else {
-                    value.to_owned()
-                };
-                (key.to_owned(), value)
-            })
-            .collect();
+        let params = (!matched.params.is_empty()).then(|| {
+            matched
+                .params
+                .iter()
+                .map(|(key, value)| {
+                    let value = if decode {
+                        CompactString::from(
+                            percent_encoding::percent_decode_str(value).decode_utf8_lossy(),
+                        )
+                    } else {
+                        CompactString::from(value)
+                    };
+                    (CompactString::from(key), value)
+                })
+                .collect()
+        });
         Resolved {
             route: Some(entry.pattern.clone()),
-            params,
+            params: Params(params),
             endpoint,
         }
     }
@@ -135,7 +161,9 @@ mod tests {
 
         let found = router.resolve(&Method::GET, "/orders/a%20b", true);
         assert_eq!(found.route.as_deref(), Some("/orders/{id}"));
-        assert_eq!(found.params, vec![("id".to_owned(), "a b".to_owned())]);
+        assert_eq!(found.params.iter().collect::<Vec<_>>(), [("id", "a b")]);
+        assert_eq!(found.params.get("id"), Some("a b"));
+        assert_eq!(found.params.get("rest"), None);
         assert!(matches!(found.endpoint, Endpoint::Handler(_)));
 
         let refused = router.resolve(&Method::POST, "/orders/1", true);
@@ -147,7 +175,19 @@ mod tests {
         }
 
         let any = router.resolve(&Method::PATCH, "/files/a/b/c", true);
-        assert_eq!(any.params, vec![("rest".to_owned(), "a/b/c".to_owned())]);
+        assert_eq!(any.params.iter().collect::<Vec<_>>(), [("rest", "a/b/c")]);
+        let long = "a-value-longer-than-twenty-four-bytes%2Fwith-an-escape";
+        let long_found = router.resolve(&Method::GET, &format!("/orders/{long}"), true);
+        assert_eq!(
+            long_found.params.get("id"),
+            Some("a-value-longer-than-twenty-four-bytes/with-an-escape")
+        );
+        let raw = router.resolve(&Method::GET, "/orders/a%20b", false);
+        assert_eq!(raw.params.get("id"), Some("a%20b"));
+        assert_eq!(
+            router.resolve(&Method::GET, "/nope", true).params,
+            Params::default()
+        );
         assert!(matches!(
             router.resolve(&Method::GET, "/nope", true).endpoint,
             Endpoint::NotFound

@@ -142,7 +142,7 @@ impl LiftService {
                                 correlation_id,
                                 endpoint,
                                 route: Some(route),
-                                params: Vec::new(),
+                                params: crate::router::Params::default(),
                                 span: span.clone(),
                             },
                         );

@@ -27,3 +27,41 @@ proptest! {
         }
     }
 }
+
+async fn all_params(ctx: Context) -> Result<String> {
+    let pairs: Vec<String> = ctx
+        .path_params()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    Ok(pairs.join("&"))
+}
+
+#[tokio::test]
+async fn every_param_is_listed_in_route_order_and_a_clone_keeps_them() {
+    async fn cloned(ctx: Context) -> Result<String> {
+        let copy = ctx.clone();
+        drop(ctx);
+        Ok(format!(
+            "{} {}",
+            copy.path_param("shop")?,
+            copy.path_param("item")?
+        ))
+    }
+    let app = TestApp::new(
+        App::new()
+            .get("/shops/{shop}/items/{item}", all_params)
+            .get("/copies/{shop}/{item}", cloned),
+    )
+    .expect("app");
+    let long = "an-item-name-well-over-twenty-four-bytes-long";
+    let response = app
+        .http(events::http("GET", &format!("/shops/s%201/items/{long}")).v2())
+        .await
+        .expect("response");
+    assert_eq!(response.text(), format!("shop=s 1&item={long}"));
+    let response = app
+        .http(events::http("GET", &format!("/copies/a/{long}")).v2())
+        .await
+        .expect("response");
+    assert_eq!(response.text(), format!("a {long}"));
+}
