@@ -361,12 +361,12 @@ impl<S, P> Layer<S> for RetryLayer<P> {
     fn layer(&self, inner: S) -> Self::Service {
         Retry {
             inner,
-            layer: RetryLayer {
+            layer: Arc::new(RetryLayer {
                 config: self.config.clone(),
                 policy: self.policy.clone(),
                 clock: self.clock.clone(),
                 rng: self.rng.clone(),
-            },
+            }),
         }
     }
 }
@@ -374,19 +374,15 @@ impl<S, P> Layer<S> for RetryLayer<P> {
 /// The retry service. Requests must be `Clone`: each attempt sends a copy.
 pub struct Retry<S, P = StatusPolicy> {
     inner: S,
-    layer: RetryLayer<P>,
+    /// Shared by the service's clones (one per request).
+    layer: Arc<RetryLayer<P>>,
 }
 
 impl<S: Clone, P> Clone for Retry<S, P> {
     fn clone(&self) -> Self {
         Retry {
             inner: self.inner.clone(),
-            layer: RetryLayer {
-                config: self.layer.config.clone(),
-                policy: self.layer.policy.clone(),
-                clock: self.layer.clock.clone(),
-                rng: self.layer.rng.clone(),
-            },
+            layer: Arc::clone(&self.layer),
         }
     }
 }
@@ -421,12 +417,7 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let service = crate::take_ready(&mut self.inner);
-        let layer = RetryLayer {
-            config: self.layer.config.clone(),
-            policy: self.layer.policy.clone(),
-            clock: self.layer.clock.clone(),
-            rng: self.layer.rng.clone(),
-        };
+        let layer = Arc::clone(&self.layer);
         Box::pin(async move {
             let total = layer.config.total_timeout;
             let attempts = run(service, layer, request);
@@ -470,7 +461,7 @@ where
 
 async fn run<S, P, Req>(
     mut service: S,
-    layer: RetryLayer<P>,
+    layer: Arc<RetryLayer<P>>,
     request: Req,
 ) -> Result<S::Response, BoxError>
 where
@@ -481,6 +472,16 @@ where
 {
     let config = &layer.config;
     let replayable = config.retry_non_idempotent || request.is_idempotent();
+    if !replayable || config.max_attempts <= 1 {
+        // One attempt whatever it answers: the request itself, no copy kept.
+        let result = attempt(&mut service, request, config.per_attempt_timeout).await;
+        if let Some(budget) = &config.budget
+            && !matches!(layer.policy.decide(&result), Decision::Retry { .. })
+        {
+            budget.deposit();
+        }
+        return result;
+    }
     let deadline = request.deadline();
     let base = config.backoff.delay(1, config.max_delay);
     let mut slept = Duration::ZERO;
@@ -489,18 +490,18 @@ where
     loop {
         let started = tokio::time::Instant::now();
         let result = attempt(&mut service, request.clone(), config.per_attempt_timeout).await;
-        let took = started.elapsed();
         let decision = layer.policy.decide(&result);
-        let timed_out = matches!(&result, Err(e) if matches!(e.downcast_ref::<Error>(), Some(Error::Timeout { .. })));
         let Decision::Retry { after } = decision else {
             if let Some(budget) = &config.budget {
                 budget.deposit();
             }
             return result;
         };
-        if !replayable || number >= config.max_attempts {
+        if number >= config.max_attempts {
             return result;
         }
+        let took = started.elapsed();
+        let timed_out = matches!(&result, Err(e) if matches!(e.downcast_ref::<Error>(), Some(Error::Timeout { .. })));
         let jittered = {
             let mut rng = layer
                 .rng
