@@ -166,10 +166,14 @@ struct Directive {
 }
 
 impl Directive {
-    fn describes(&self, dimensions: &[&str], batch: &[Entry<'_>]) -> bool {
+    fn describes(&self, dimensions: &[(&str, &str)], batch: &[Entry<'_>]) -> bool {
         self.dimensions.len() == dimensions.len()
             && self.metrics.len() == batch.len()
-            && self.dimensions.iter().zip(dimensions).all(|(a, b)| a == b)
+            && self
+                .dimensions
+                .iter()
+                .zip(dimensions)
+                .all(|(a, (b, _))| a == b)
             && self
                 .metrics
                 .iter()
@@ -182,14 +186,16 @@ impl MetricsConfig {
     /// The `CloudWatchMetrics` array for `batch` under the dimensions `names`: the cached
     /// one when it describes them, else written and cached. `None` (logged) when it cannot
     /// be written.
-    fn directive(&self, names: &[&str], batch: &[Entry<'_>]) -> Option<Arc<RawValue>> {
+    fn directive(&self, dimensions: &[(&str, &str)], batch: &[Entry<'_>]) -> Option<Arc<RawValue>> {
         let mut cached = self
             .directive
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(directive) = cached.as_ref().filter(|d| d.describes(names, batch)) {
+        if let Some(directive) = cached.as_ref().filter(|d| d.describes(dimensions, batch)) {
             return Some(directive.json.clone());
         }
+        let names: Vec<&str> = dimensions.iter().map(|(k, _)| *k).collect();
+        let names = names.as_slice();
         let metrics: Vec<Definition<'_>> = batch
             .iter()
             .map(|(name, unit, high, _)| Definition {
@@ -526,7 +532,6 @@ impl Metrics {
             .collect();
         dimensions.sort_unstable_by_key(|(k, _)| *k);
         dimensions.truncate(30);
-        let names: Vec<&str> = dimensions.iter().map(|(k, _)| *k).collect();
         let timestamp = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -541,18 +546,29 @@ impl Metrics {
         }
         let mut documents = Vec::with_capacity(1);
         while !pending.is_empty() {
-            // At most 100 metrics per document, each name once.
-            let mut batch: Vec<Entry<'_>> = Vec::with_capacity(pending.len().min(100));
-            let mut rest = Vec::new();
-            for entry in pending {
-                if batch.len() < 100 && !batch.iter().any(|(n, ..)| *n == entry.0) {
-                    batch.push(entry);
-                } else {
-                    rest.push(entry);
+            // At most 100 metrics per document, each name once (a name is recorded once, so
+            // that holds unless a metric was cut into chunks). Usually everything fits.
+            let fits = pending.len() <= 100
+                && pending
+                    .iter()
+                    .enumerate()
+                    .all(|(i, e)| !pending[..i].iter().any(|(n, ..)| *n == e.0));
+            let batch = if fits {
+                std::mem::take(&mut pending)
+            } else {
+                let mut batch: Vec<Entry<'_>> = Vec::with_capacity(pending.len().min(100));
+                let mut rest = Vec::new();
+                for entry in pending {
+                    if batch.len() < 100 && !batch.iter().any(|(n, ..)| *n == entry.0) {
+                        batch.push(entry);
+                    } else {
+                        rest.push(entry);
+                    }
                 }
-            }
-            pending = rest;
-            let Some(directive) = config.directive(&names, &batch) else {
+                pending = rest;
+                batch
+            };
+            let Some(directive) = config.directive(&dimensions, &batch) else {
                 continue;
             };
             let document = Document {
@@ -871,6 +887,21 @@ mod tests {
             .filter_map(|d| d["many"].as_array().map(Vec::len))
             .sum();
         assert_eq!(many, 150);
+    }
+
+    #[test]
+    fn a_long_metric_among_few_is_cut_and_each_name_written_once_per_document() {
+        let m = Metrics::default();
+        m.count("few", 1.0).expect("count");
+        for _ in 0..130 {
+            m.count("many", 2.0).expect("count");
+        }
+        let docs = parse(&m.take_documents(&config(), UNIX_EPOCH));
+        assert_eq!(docs.len(), 2, "{docs:?}");
+        assert_eq!(docs[0]["many"].as_array().map(Vec::len), Some(100));
+        assert_eq!(docs[0]["few"], json!(1.0));
+        assert_eq!(docs[1]["many"].as_array().map(Vec::len), Some(30));
+        assert!(docs[1].get("few").is_none());
     }
 
     #[test]

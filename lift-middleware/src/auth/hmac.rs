@@ -83,24 +83,22 @@ fn numeric(value: Option<&Value>) -> Claim<u64> {
     }
 }
 
-/// A string, or a list of strings (`iss` and `aud` may be either).
-fn names(value: Option<&Value>) -> Claim<Vec<&str>> {
+/// A string, or a list of strings (`iss` and `aud` may be either), read in place.
+fn names(value: Option<&Value>) -> Claim<&Value> {
     match value {
         None | Some(Value::Null) => Claim::Absent,
-        Some(Value::String(one)) => Claim::Present(vec![one.as_str()]),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(Value::as_str)
-            .collect::<Option<Vec<_>>>()
-            .map_or(Claim::Malformed, Claim::Present),
+        Some(one @ Value::String(_)) => Claim::Present(one),
+        Some(list @ Value::Array(items)) if items.iter().all(Value::is_string) => {
+            Claim::Present(list)
+        }
         Some(_) => Claim::Malformed,
     }
 }
 
-/// One of `names` is accepted, or nothing is configured to check; absent or malformed
-/// when configured is a missing required claim.
+/// One of the claim's names is accepted, or nothing is configured to check; absent or
+/// malformed when configured is a missing required claim.
 fn accepted(
-    claim: Claim<Vec<&str>>,
+    claim: Claim<&Value>,
     accepted: &HashSet<String>,
     name: &str,
     refused: ErrorKind,
@@ -108,11 +106,17 @@ fn accepted(
     if accepted.is_empty() {
         return Ok(());
     }
-    match claim {
-        Claim::Present(names) if names.iter().any(|n| accepted.contains(*n)) => Ok(()),
-        Claim::Present(_) => Err(refused),
-        Claim::Absent | Claim::Malformed => Err(ErrorKind::MissingRequiredClaim(name.to_owned())),
-    }
+    let Claim::Present(value) = claim else {
+        return Err(ErrorKind::MissingRequiredClaim(name.to_owned()));
+    };
+    let one_accepted = match value {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|n| accepted.contains(n)),
+        other => other.as_str().is_some_and(|n| accepted.contains(n)),
+    };
+    if one_accepted { Ok(()) } else { Err(refused) }
 }
 
 fn check(claims: &Map<String, Value>, rules: &Rules, now: u64) -> Result<(), ErrorKind> {

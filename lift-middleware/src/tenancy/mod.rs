@@ -34,6 +34,7 @@
 #[cfg(feature = "dynamodb")]
 mod table;
 
+use std::borrow::Cow;
 use std::future::{Ready, ready};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
@@ -155,22 +156,22 @@ pub fn is_valid_tenant(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn value_of(ctx: &Context, source: &TenantSource) -> Option<String> {
+fn value_of<'a>(ctx: &'a Context, source: &TenantSource) -> Option<Cow<'a, str>> {
     match source {
         TenantSource::Claim(name) => ctx
             .principal()
             .and_then(|p| p.claim_str(name))
-            .map(str::to_owned),
-        TenantSource::Authorizer(name) => ctx.authorizer_value(name),
-        TenantSource::Header(name) => ctx.header(name).map(str::to_owned),
-        TenantSource::PathParam(name) => ctx.path_param(name).ok().map(str::to_owned),
-        TenantSource::MessageAttribute(name) => ctx.message_attribute(name).map(str::to_owned),
+            .map(Cow::Borrowed),
+        TenantSource::Authorizer(name) => ctx.authorizer_value(name).map(Cow::Owned),
+        TenantSource::Header(name) => ctx.header(name).map(Cow::Borrowed),
+        TenantSource::PathParam(name) => ctx.path_param(name).ok().map(Cow::Borrowed),
+        TenantSource::MessageAttribute(name) => ctx.message_attribute(name).map(Cow::Borrowed),
         TenantSource::Subdomain => {
             let host = ctx.header("host")?;
             let host = host.split(':').next()?;
             let mut labels = host.split('.');
             let first = labels.next()?;
-            (labels.count() >= 2).then(|| first.to_owned())
+            (labels.count() >= 2).then_some(Cow::Borrowed(first))
         }
     }
 }
@@ -180,7 +181,15 @@ fn value_of(ctx: &Context, source: &TenantSource) -> Option<String> {
 /// # Errors
 /// 400 `invalid_tenant` or `tenant_required`, 403 `tenant_mismatch`.
 pub fn resolve(config: &TenantConfig, ctx: &Context) -> Result<Option<String>, Error> {
-    let mut found: Option<(String, &TenantSource)> = None;
+    resolve_in_place(config, ctx).map(|tenant| tenant.map(Cow::into_owned))
+}
+
+/// [`resolve`], borrowing the tenant from the request where it can.
+fn resolve_in_place<'a>(
+    config: &TenantConfig,
+    ctx: &'a Context,
+) -> Result<Option<Cow<'a, str>>, Error> {
+    let mut found: Option<(Cow<'a, str>, &TenantSource)> = None;
     for source in &config.sources {
         let Some(value) = value_of(ctx, source) else {
             continue;
@@ -278,7 +287,9 @@ where
     }
 
     fn call(&mut self, mut ctx: Context) -> Self::Future {
-        match resolve(&self.config, &ctx) {
+        let resolved =
+            resolve_in_place(&self.config, &ctx).map(|tenant| tenant.map(Arc::<str>::from));
+        match resolved {
             Ok(tenant) => {
                 if let Some(tenant) = tenant {
                     if self.config.metrics_dimension
@@ -286,7 +297,7 @@ where
                     {
                         tracing::warn!(target: "lift::tenancy", %error, "tenant not added to metrics");
                     }
-                    ctx.set_tenant(TenantId(Arc::from(tenant)));
+                    ctx.set_tenant(TenantId(tenant));
                 }
                 Either::Right(
                     self.inner
