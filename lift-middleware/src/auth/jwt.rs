@@ -13,7 +13,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use lambda_http::request::RequestContext;
 #[cfg(feature = "source-websocket")]
 use lift_core::websocket::EventType;
-use lift_core::{BoxError, Context, Error, Response};
+use lift_core::{BoxError, BoxFuture, Context, Error, Response};
+use pin_project_lite::pin_project;
 use serde_json::{Map, Value};
 use tower::{Layer, Service, ServiceExt};
 
@@ -403,30 +404,70 @@ impl JwtVerifier {
     /// # Errors
     /// [`Error::Unauthorized`] with an `invalid_token` challenge naming why (never the token).
     pub async fn verify_token(&self, token: &str) -> Result<Principal, Error> {
+        match self.check_now(token) {
+            Check::Done(result) => result,
+            Check::Fetch { algorithm, kid } => self.verify_fetched(token, algorithm, &kid).await,
+        }
+    }
+
+    /// Checks `token` with what is at hand: the verified-token cache, the configured keys
+    /// and the JWKS keys already fetched. [`Check::Fetch`] when the token names a key id
+    /// the JWKS may have gained.
+    fn check_now(&self, token: &str) -> Check {
         if let Some(principal) = self.verified.as_ref().and_then(|v| v.get(token)) {
-            return Ok(principal);
+            return Check::Done(Ok(principal));
         }
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| self.invalid(reason(e.kind())))?;
-        if !self.config.algorithms.contains(&header.alg) {
-            return Err(self.invalid("the token's algorithm is not accepted"));
-        }
-        let key = match self.config.keys.get(&header.kid) {
-            Some(key) => Arc::clone(key),
-            None => match (&self.jwks, header.kid.as_deref()) {
-                (Some(jwks), Some(kid)) => jwks
-                    .key(kid)
-                    .await
-                    .ok_or_else(|| self.invalid("the token's key id is unknown"))?,
-                _ => return Err(self.invalid("the token's key id is unknown")),
-            },
+        let header = match jsonwebtoken::decode_header(token) {
+            Ok(header) => header,
+            Err(e) => return Check::Done(Err(self.invalid(reason(e.kind())))),
         };
+        if !self.config.algorithms.contains(&header.alg) {
+            return Check::Done(Err(self.invalid("the token's algorithm is not accepted")));
+        }
+        if let Some(key) = self.config.keys.get(&header.kid) {
+            return Check::Done(self.verify_with(token, header.alg, key));
+        }
+        match (&self.jwks, header.kid) {
+            (Some(jwks), Some(kid)) => match jwks.cached(&kid) {
+                Some(key) => Check::Done(self.verify_with(token, header.alg, &key)),
+                None => Check::Fetch {
+                    algorithm: header.alg,
+                    kid,
+                },
+            },
+            _ => Check::Done(Err(self.invalid("the token's key id is unknown"))),
+        }
+    }
+
+    /// Verifies `token` once the JWKS has been fetched for its key id.
+    async fn verify_fetched(
+        &self,
+        token: &str,
+        algorithm: Algorithm,
+        kid: &str,
+    ) -> Result<Principal, Error> {
+        let key = match &self.jwks {
+            Some(jwks) => jwks.key(kid).await,
+            None => None,
+        };
+        let key = key.ok_or_else(|| self.invalid("the token's key id is unknown"))?;
+        self.verify_with(token, algorithm, &key)
+    }
+
+    /// Verifies `token`, whose header names `algorithm`, with `key`; keeps the principal in
+    /// the verified-token cache when it is on.
+    fn verify_with(
+        &self,
+        token: &str,
+        algorithm: Algorithm,
+        key: &Key,
+    ) -> Result<Principal, Error> {
         let validation = self
             .validations
             .iter()
-            .find(|(algorithm, _)| *algorithm == key.algorithm)
+            .find(|(accepted, _)| *accepted == key.algorithm)
             .map(|(_, validation)| validation);
-        let Some(validation) = validation.filter(|_| key.algorithm == header.alg) else {
+        let Some(validation) = validation.filter(|_| key.algorithm == algorithm) else {
             return Err(self.invalid("the token's algorithm is not accepted"));
         };
         let claims = match &key.hmac {
@@ -459,10 +500,33 @@ impl JwtVerifier {
     /// # Errors
     /// [`Error::Unauthorized`] for a missing (when required), malformed or invalid token.
     pub async fn authenticate(&self, ctx: &Context) -> Result<Option<Principal>, Error> {
+        match self.authenticate_now(ctx) {
+            Authn::Done(result) => result,
+            Authn::Fetch {
+                token,
+                algorithm,
+                kid,
+            } => self.verify_fetched(&token, algorithm, &kid).await.map(Some),
+        }
+    }
+
+    /// [`JwtVerifier::authenticate`] as far as it goes without waiting.
+    fn authenticate_now(&self, ctx: &Context) -> Authn {
+        let checked = |token: &str| match self.check_now(token) {
+            Check::Done(result) => Authn::Done(result.map(Some)),
+            Check::Fetch { algorithm, kid } => Authn::Fetch {
+                token: token.to_owned(),
+                algorithm,
+                kid,
+            },
+        };
         if self.config.trust_api_gateway
             && let Some(claims) = api_gateway_claims(ctx)
         {
-            return Ok(Some(Principal::from_claims(claims, VerifiedBy::ApiGateway)));
+            return Authn::Done(Ok(Some(Principal::from_claims(
+                claims,
+                VerifiedBy::ApiGateway,
+            ))));
         }
         let Some(authorization) = ctx
             .header("authorization")
@@ -470,18 +534,18 @@ impl JwtVerifier {
         else {
             if let Some(token) = self.connect_query_token(ctx) {
                 if token.trim().is_empty() {
-                    return Err(self.unauthorized(
+                    return Authn::Done(Err(self.unauthorized(
                         Some("invalid_request"),
                         "the token query parameter is empty",
-                    ));
+                    )));
                 }
-                return self.verify_token(token.trim()).await.map(Some);
+                return checked(token.trim());
             }
-            return if self.config.optional {
+            return Authn::Done(if self.config.optional {
                 Ok(None)
             } else {
                 Err(self.unauthorized(None, "a bearer token is required"))
-            };
+            });
         };
         let token = match authorization.split_once(' ') {
             Some((scheme, token))
@@ -490,14 +554,34 @@ impl JwtVerifier {
                 token.trim()
             }
             _ => {
-                return Err(self.unauthorized(
+                return Authn::Done(Err(self.unauthorized(
                     Some("invalid_request"),
                     "the Authorization header is not a bearer token",
-                ));
+                )));
             }
         };
-        self.verify_token(token).await.map(Some)
+        checked(token)
     }
+}
+
+/// A token checked as far as it goes without waiting.
+enum Check {
+    /// The answer.
+    Done(Result<Principal, Error>),
+    /// The token names key `kid`, not yet fetched from the JWKS.
+    Fetch { algorithm: Algorithm, kid: String },
+}
+
+/// A request authenticated as far as it goes without waiting.
+enum Authn {
+    /// The answer.
+    Done(Result<Option<Principal>, Error>),
+    /// The bearer token names key `kid`, not yet fetched from the JWKS.
+    Fetch {
+        token: String,
+        algorithm: Algorithm,
+        kid: String,
+    },
 }
 
 impl JwtVerifier {
@@ -588,9 +672,6 @@ pub struct JwtAuth<S> {
 
 crate::inner_accessors!(JwtAuth<S>);
 
-/// The future of [`JwtAuth`] (it may await a JWKS fetch, so it is boxed).
-pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response, BoxError>> + Send>>;
-
 impl<S> Service<Context> for JwtAuth<S>
 where
     S: Service<Context, Response = Response> + Clone + Send + 'static,
@@ -599,28 +680,100 @@ where
 {
     type Response = Response;
     type Error = BoxError;
-    type Future = ResponseFuture;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut ctx: Context) -> Self::Future {
-        let verifier = self.verifier.clone();
-        let service = crate::take_ready(&mut self.inner);
-        Box::pin(async move {
-            match verifier.authenticate(&ctx).await {
-                Ok(Some(principal)) => {
+        let principal = match self.verifier.authenticate_now(&ctx) {
+            Authn::Done(Ok(principal)) => principal,
+            Authn::Done(Err(error)) => return ResponseFuture::refused(refused(error)),
+            Authn::Fetch {
+                token,
+                algorithm,
+                kid,
+            } => {
+                // The key must be fetched first: the inner service waits in the future.
+                let verifier = self.verifier.clone();
+                let service = crate::take_ready(&mut self.inner);
+                return ResponseFuture::fetching(Box::pin(async move {
+                    let principal = verifier
+                        .verify_fetched(&token, algorithm, &kid)
+                        .await
+                        .map_err(refused)?;
                     ctx.extensions_mut().insert(principal);
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::info!(target: "lift::auth", code = error.code(), error = %error, "authentication refused");
-                    return Err(Box::new(error) as BoxError);
-                }
+                    service.oneshot(ctx).await.map_err(Into::into)
+                }));
             }
-            service.oneshot(ctx).await.map_err(Into::into)
-        })
+        };
+        if let Some(principal) = principal {
+            ctx.extensions_mut().insert(principal);
+        }
+        ResponseFuture::inner(self.inner.call(ctx))
+    }
+}
+
+/// Logs a refused authentication and boxes its error.
+fn refused(error: Error) -> BoxError {
+    tracing::info!(target: "lift::auth", code = error.code(), error = %error, "authentication refused");
+    Box::new(error)
+}
+
+pin_project! {
+    /// The future of [`JwtAuth`]: the inner service's once the token is verified (at once
+    /// when its key is at hand), or the refusal.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Refused { error: Option<BoxError> },
+        Fetching { future: BoxFuture<Result<Response, BoxError>> },
+        Inner { #[pin] inner: F },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    fn inner(inner: F) -> Self {
+        ResponseFuture {
+            state: State::Inner { inner },
+        }
+    }
+
+    fn refused(error: BoxError) -> Self {
+        ResponseFuture {
+            state: State::Refused { error: Some(error) },
+        }
+    }
+
+    fn fetching(future: BoxFuture<Result<Response, BoxError>>) -> Self {
+        ResponseFuture {
+            state: State::Fetching { future },
+        }
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Refused { error } => Poll::Ready(Err(error
+                .take()
+                .unwrap_or_else(|| "the refusal was already taken".into()))),
+            StateProj::Fetching { future } => future.as_mut().poll(cx),
+            StateProj::Inner { inner } => inner.poll(cx).map_err(Into::into),
+        }
     }
 }
 

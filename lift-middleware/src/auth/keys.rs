@@ -145,7 +145,8 @@ impl JwksCache {
         }
     }
 
-    fn cached(&self, kid: &str) -> Option<Arc<Key>> {
+    /// The key `kid` if the last fetch had it.
+    pub(crate) fn cached(&self, kid: &str) -> Option<Arc<Key>> {
         self.keys
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
