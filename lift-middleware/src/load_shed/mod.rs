@@ -116,8 +116,11 @@ struct Shared {
 
 impl Shared {
     fn nanos_since_epoch(&self) -> u64 {
-        Instant::now()
-            .saturating_duration_since(self.epoch)
+        self.nanos_at(Instant::now())
+    }
+
+    fn nanos_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch)
             .as_nanos()
             .min(u128::from(u64::MAX)) as u64
     }
@@ -135,9 +138,12 @@ impl Shared {
         }
     }
 
-    fn observe(&self, took: Duration) {
+    /// Observes the latency of a call that started at `started` and ends now.
+    fn observe(&self, started: Instant) {
+        let end = Instant::now();
+        let took = end.saturating_duration_since(started);
         let sample = took.as_nanos().min(u128::from(u64::MAX)) as u64;
-        let now = self.nanos_since_epoch();
+        let now = self.nanos_at(end);
         let decayed = self.current(now);
         let _ = self
             .latency
@@ -152,7 +158,7 @@ impl Shared {
     }
 
     /// Takes a place in flight, or says why not (keeping no place then).
-    fn admit(&self, request: &impl RequestInfo) -> Result<(), &'static str> {
+    fn admit(&self, request: &impl RequestInfo, now: Instant) -> Result<(), &'static str> {
         let priority = request.priority();
         let max = self.config.max_in_flight;
         let limit = if priority == Priority::Low {
@@ -165,7 +171,7 @@ impl Shared {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err("too many requests in flight");
         }
-        match self.refuse(request, priority) {
+        match self.refuse(request, priority, now) {
             Some(reason) => {
                 self.in_flight.fetch_sub(1, Ordering::AcqRel);
                 Err(reason)
@@ -174,9 +180,14 @@ impl Shared {
         }
     }
 
-    fn refuse(&self, request: &impl RequestInfo, priority: Priority) -> Option<&'static str> {
+    fn refuse(
+        &self,
+        request: &impl RequestInfo,
+        priority: Priority,
+        now: Instant,
+    ) -> Option<&'static str> {
         if let Some(target) = self.config.latency_target {
-            let latency = Duration::from_nanos(self.current(self.nanos_since_epoch()));
+            let latency = Duration::from_nanos(self.current(self.nanos_at(now)));
             let shed = match priority {
                 Priority::Low => latency > target,
                 Priority::Normal => latency > target * 2,
@@ -296,7 +307,9 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        if let Err(reason) = self.shared.admit(&request) {
+        // One reading of the clock for the latency check and the call's start.
+        let now = Instant::now();
+        if let Err(reason) = self.shared.admit(&request, now) {
             self.shared.shed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(target: "lift::load_shed", reason, "request shed");
             return ResponseFuture {
@@ -307,7 +320,7 @@ where
         }
         let guard = InFlight {
             shared: self.shared.clone(),
-            started: Instant::now(),
+            started: now,
         };
         ResponseFuture {
             inner: Some(self.inner.call(request)),
@@ -341,7 +354,7 @@ where
             Some(inner) => match inner.poll(cx) {
                 Poll::Ready(result) => {
                     if let Some(guard) = this.guard.take() {
-                        guard.shared.observe(guard.started.elapsed());
+                        guard.shared.observe(guard.started);
                     }
                     Poll::Ready(result.map_err(Into::into))
                 }

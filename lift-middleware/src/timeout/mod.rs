@@ -134,12 +134,16 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let after = effective(
-            self.layer.timeout,
-            self.layer.margin,
-            request.deadline(),
-            self.layer.clock.now(),
-        );
+        // The deadline and the wall clock are read only by a deadline-aware timeout.
+        let after = match self.layer.margin {
+            Some(margin) => effective(
+                self.layer.timeout,
+                Some(margin),
+                request.deadline(),
+                self.layer.clock.now(),
+            ),
+            None => self.layer.timeout,
+        };
         ResponseFuture {
             inner: self.inner.call(request),
             sleep: tokio::time::sleep(after),
