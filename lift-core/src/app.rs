@@ -14,6 +14,7 @@ mod streaming;
 #[cfg(feature = "websocket")]
 mod websocket;
 
+use std::borrow::Cow;
 #[cfg(feature = "sqs")]
 use std::num::NonZeroUsize;
 use std::panic::AssertUnwindSafe;
@@ -815,17 +816,14 @@ impl LiftService {
             None => Either::Right(async move { Dispatch.call(ctx).await }),
         };
         // The request's timing, logged at DEBUG inside its span when that level is on.
-        let started = tracing::enabled!(target: "lift", tracing::Level::DEBUG).then(Instant::now);
-        let result = match AssertUnwindSafe(fut)
-            .catch_unwind()
-            .instrument(span.clone())
-            .await
-        {
+        let timing = tracing::enabled!(target: "lift", tracing::Level::DEBUG)
+            .then(|| (Instant::now(), span.clone()));
+        let result = match AssertUnwindSafe(fut).catch_unwind().instrument(span).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(Error::from_boxed(error)),
             Err(panic) => Err(Error::Panic(panic_message(panic))),
         };
-        if let Some(started) = started {
+        if let Some((started, span)) = timing {
             let status = match &result {
                 Ok(response) => response.status(),
                 Err(error) => error.status(),
@@ -866,7 +864,7 @@ impl LiftService {
         collect: bool,
     ) -> (bool, Response) {
         let started = Instant::now();
-        let mut operation = String::from("rejected");
+        let mut operation = Cow::Borrowed("rejected");
         let (multi_value, response) = match request {
             Err(rejected) => {
                 log_error(&rejected.error, "request");
@@ -893,11 +891,14 @@ impl LiftService {
                     &request.path,
                     request.path_is_encoded,
                 );
-                operation = format!(
-                    "{} {}",
-                    request.method,
-                    resolved.route.as_deref().unwrap_or("unmatched")
-                );
+                operation = match resolved.operation {
+                    Some(registered) => Cow::Borrowed(registered),
+                    None => Cow::Owned(format!(
+                        "{} {}",
+                        request.method,
+                        resolved.route.as_deref().unwrap_or("unmatched")
+                    )),
+                };
                 let correlation_id = correlation_header(&request.headers);
                 let span = tracing::info_span!(
                     target: "lift",

@@ -8,8 +8,10 @@ use http::Method;
 use crate::handler::Endpoint;
 
 /// Where a request was routed: the matched pattern, its parameters and the endpoint.
-pub(crate) struct Resolved {
+pub(crate) struct Resolved<'r> {
     pub(crate) route: Option<Arc<str>>,
+    /// `METHOD /pattern` of a method the route registers, written once when it was added.
+    pub(crate) operation: Option<&'r str>,
     pub(crate) params: Params,
     pub(crate) endpoint: Endpoint,
 }
@@ -39,7 +41,8 @@ impl Params {
 
 struct RouteEntry {
     pattern: Arc<str>,
-    methods: Vec<(Method, Endpoint)>,
+    /// Each method's endpoint, with its operation name (`METHOD /pattern`).
+    methods: Vec<(Method, Endpoint, Box<str>)>,
     any: Option<Endpoint>,
     allow: Arc<[Method]>,
 }
@@ -80,11 +83,12 @@ impl Router {
         let entry = &mut self.routes[index];
         match method {
             Some(method) => {
-                if entry.methods.iter().any(|(m, _)| *m == method) {
+                if entry.methods.iter().any(|(m, ..)| *m == method) {
                     return Err(format!("route `{method} {pattern}` is registered twice"));
                 }
-                entry.methods.push((method, endpoint));
-                entry.allow = entry.methods.iter().map(|(m, _)| m.clone()).collect();
+                let operation = format!("{method} {pattern}").into_boxed_str();
+                entry.methods.push((method, endpoint, operation));
+                entry.allow = entry.methods.iter().map(|(m, ..)| m.clone()).collect();
             }
             None => {
                 if entry.any.is_some() {
@@ -98,20 +102,20 @@ impl Router {
 
     /// Finds the endpoint for a request. `decode` says whether the path is still
     /// percent-encoded, so that parameters are handed out decoded.
-    pub(crate) fn resolve(&self, method: &Method, path: &str, decode: bool) -> Resolved {
+    pub(crate) fn resolve(&self, method: &Method, path: &str, decode: bool) -> Resolved<'_> {
         let Ok(matched) = self.tree.at(path) else {
             return Resolved {
                 route: None,
+                operation: None,
                 params: Params::default(),
                 endpoint: Endpoint::NotFound,
             };
         };
         let entry = &self.routes[*matched.value];
-        let endpoint = entry
-            .methods
-            .iter()
-            .find(|(m, _)| m == method)
-            .map(|(_, endpoint)| endpoint.clone())
+        let registered = entry.methods.iter().find(|(m, ..)| m == method);
+        let operation = registered.map(|(.., operation)| &**operation);
+        let endpoint = registered
+            .map(|(_, endpoint, _)| endpoint.clone())
             .or_else(|| entry.any.clone())
             .unwrap_or_else(|| Endpoint::MethodNotAllowed(entry.allow.clone()));
         let params = (!matched.params.is_empty()).then(|| {
@@ -132,6 +136,7 @@ impl Router {
         });
         Resolved {
             route: Some(entry.pattern.clone()),
+            operation,
             params: Params(params),
             endpoint,
         }
@@ -161,6 +166,7 @@ mod tests {
 
         let found = router.resolve(&Method::GET, "/orders/a%20b", true);
         assert_eq!(found.route.as_deref(), Some("/orders/{id}"));
+        assert_eq!(found.operation, Some("GET /orders/{id}"));
         assert_eq!(found.params.iter().collect::<Vec<_>>(), [("id", "a b")]);
         assert_eq!(found.params.get("id"), Some("a b"));
         assert_eq!(found.params.get("rest"), None);

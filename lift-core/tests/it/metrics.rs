@@ -112,3 +112,29 @@ async fn nothing_is_flushed_without_a_config() {
         .expect("response");
     assert_eq!(response.status, 204);
 }
+
+#[tokio::test]
+async fn the_route_dimension_names_method_and_pattern_or_says_what_did_not_match() {
+    let sink = Captured::default();
+    let app = TestApp::new(
+        App::new()
+            .get("/orders/{id}", charge)
+            .any("/files/{*rest}", charge)
+            .metrics(MetricsConfig::new("Shop").sink(sink.clone())),
+    )
+    .expect("app");
+    for (method, path, route, status) in [
+        ("GET", "/orders/7", "GET /orders/{id}", 204),
+        ("DELETE", "/orders/7", "DELETE /orders/{id}", 405),
+        ("PUT", "/files/a/b", "PUT /files/{*rest}", 204),
+        ("GET", "/nowhere", "GET unmatched", 404),
+    ] {
+        let response = app
+            .http(events::http(method, path).v2())
+            .await
+            .expect("response");
+        assert_eq!(response.status, status, "{method} {path}");
+        let docs = sink.take();
+        assert_eq!(docs[0]["route"], route, "{method} {path}");
+    }
+}
