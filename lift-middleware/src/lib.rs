@@ -116,6 +116,8 @@ pub mod presets;
 #[cfg(feature = "propagate")]
 pub mod propagate;
 pub mod rate_limit;
+#[cfg(feature = "jwt")]
+pub mod refusal;
 pub mod retry;
 #[cfg(feature = "jwt")]
 pub mod service_auth;

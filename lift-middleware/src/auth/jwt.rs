@@ -2,19 +2,18 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, SystemTime};
 
+use futures_util::TryFutureExt;
+use futures_util::future::{Either, ErrInto};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use lambda_http::request::RequestContext;
 #[cfg(feature = "source-websocket")]
 use lift_core::websocket::EventType;
 use lift_core::{BoxError, BoxFuture, Context, Error, Response};
-use pin_project_lite::pin_project;
 use serde_json::{Map, Value};
 use tower::{Layer, Service, ServiceExt};
 
@@ -23,6 +22,7 @@ use super::keys::{JwksCache, JwksSource, Key};
 use super::principal::{Principal, VerifiedBy};
 use super::verified::VerifiedTokens;
 use crate::error::{ConfigError, check};
+use crate::refusal::RefusedOr;
 
 /// A validated JWT configuration; see [`JwtConfig::builder`].
 #[derive(Clone)]
@@ -698,20 +698,20 @@ where
                 // The key must be fetched first: the inner service waits in the future.
                 let verifier = self.verifier.clone();
                 let service = crate::take_ready(&mut self.inner);
-                return ResponseFuture::fetching(Box::pin(async move {
+                return ResponseFuture::inner(Either::Right(Box::pin(async move {
                     let principal = verifier
                         .verify_fetched(&token, algorithm, &kid)
                         .await
                         .map_err(refused)?;
                     ctx.extensions_mut().insert(principal);
                     service.oneshot(ctx).await.map_err(Into::into)
-                }));
+                })));
             }
         };
         if let Some(principal) = principal {
             ctx.extensions_mut().insert(principal);
         }
-        ResponseFuture::inner(self.inner.call(ctx))
+        ResponseFuture::inner(Either::Left(self.inner.call(ctx).err_into()))
     }
 }
 
@@ -721,61 +721,10 @@ fn refused(error: Error) -> BoxError {
     Box::new(error)
 }
 
-pin_project! {
-    /// The future of [`JwtAuth`]: the inner service's once the token is verified (at once
-    /// when its key is at hand), or the refusal.
-    pub struct ResponseFuture<F> {
-        #[pin]
-        state: State<F>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F> {
-        Refused { error: Option<BoxError> },
-        Fetching { future: BoxFuture<Result<Response, BoxError>> },
-        Inner { #[pin] inner: F },
-    }
-}
-
-impl<F> ResponseFuture<F> {
-    fn inner(inner: F) -> Self {
-        ResponseFuture {
-            state: State::Inner { inner },
-        }
-    }
-
-    fn refused(error: BoxError) -> Self {
-        ResponseFuture {
-            state: State::Refused { error: Some(error) },
-        }
-    }
-
-    fn fetching(future: BoxFuture<Result<Response, BoxError>>) -> Self {
-        ResponseFuture {
-            state: State::Fetching { future },
-        }
-    }
-}
-
-impl<F, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<Response, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Refused { error } => Poll::Ready(Err(error
-                .take()
-                .unwrap_or_else(|| "the refusal was already taken".into()))),
-            StateProj::Fetching { future } => future.as_mut().poll(cx),
-            StateProj::Inner { inner } => inner.poll(cx).map_err(Into::into),
-        }
-    }
-}
+/// The future of [`JwtAuth`]: the inner service's once the token is verified (at once when
+/// its key is at hand, after the JWKS fetch otherwise), or the refusal.
+pub type ResponseFuture<F> =
+    RefusedOr<Either<ErrInto<F, BoxError>, BoxFuture<Result<Response, BoxError>>>>;
 
 #[cfg(test)]
 mod tests {

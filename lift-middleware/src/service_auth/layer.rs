@@ -1,14 +1,11 @@
 //! The service authorization layer, its service and future.
 
 use std::borrow::Cow;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
 use lambda_http::request::RequestContext;
 use lift_core::{BoxError, Context, Error, HttpRequest, Response};
-use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::config::ServiceAuthConfig;
@@ -189,11 +186,7 @@ where
             None => None,
         };
         match decision {
-            Some(Err(error)) => ResponseFuture {
-                state: State::Refused {
-                    error: Some(Box::new(error)),
-                },
-            },
+            Some(Err(error)) => ResponseFuture::refused(Box::new(error)),
             Some(Ok(caller)) => {
                 ctx.extensions_mut().insert(ServiceCaller(caller));
                 ResponseFuture::inner(self.inner.call(ctx))
@@ -203,43 +196,5 @@ where
     }
 }
 
-pin_project! {
-    /// Resolves to the refusal, or to the inner service's result.
-    pub struct ResponseFuture<F> {
-        #[pin]
-        state: State<F>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State<F> {
-        Refused { error: Option<BoxError> },
-        Inner { #[pin] inner: F },
-    }
-}
-
-impl<F> ResponseFuture<F> {
-    fn inner(inner: F) -> Self {
-        ResponseFuture {
-            state: State::Inner { inner },
-        }
-    }
-}
-
-impl<F, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<Response, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Refused { error } => Poll::Ready(Err(error
-                .take()
-                .unwrap_or_else(|| "ResponseFuture polled after completion".into()))),
-            StateProj::Inner { inner } => inner.poll(cx).map_err(Into::into),
-        }
-    }
-}
+/// The future of [`ServiceAuth`]: the refusal, or the inner service's result.
+pub type ResponseFuture<F> = crate::refusal::RefusedOr<F>;
