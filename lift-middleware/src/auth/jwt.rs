@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, SystemTime};
 
@@ -287,6 +287,17 @@ pub struct JwtVerifier {
     /// The same rules, for tokens checked with a prepared HMAC key.
     rules: Arc<hmac::Rules>,
     verified: Option<Arc<VerifiedTokens>>,
+    /// The last header read: tokens of one issuer share it byte for byte, and reading it
+    /// is a good part of a token's check.
+    last_header: Arc<Mutex<Option<ReadHeader>>>,
+}
+
+/// A token header as read by `jsonwebtoken::decode_header`: its encoded text, and what Lift
+/// takes from it.
+struct ReadHeader {
+    encoded: Box<str>,
+    algorithm: Algorithm,
+    kid: Option<String>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -367,6 +378,7 @@ impl JwtVerifier {
             validations,
             rules,
             verified,
+            last_header: Arc::default(),
         }
     }
 
@@ -417,26 +429,55 @@ impl JwtVerifier {
         if let Some(principal) = self.verified.as_ref().and_then(|v| v.get(token)) {
             return Check::Done(Ok(principal));
         }
-        let header = match jsonwebtoken::decode_header(token) {
+        let (algorithm, kid) = match self.header(token) {
             Ok(header) => header,
             Err(e) => return Check::Done(Err(self.invalid(reason(e.kind())))),
         };
-        if !self.config.algorithms.contains(&header.alg) {
+        if !self.config.algorithms.contains(&algorithm) {
             return Check::Done(Err(self.invalid("the token's algorithm is not accepted")));
         }
-        if let Some(key) = self.config.keys.get(&header.kid) {
-            return Check::Done(self.verify_with(token, header.alg, key));
+        if let Some(key) = self.config.keys.get(&kid) {
+            return Check::Done(self.verify_with(token, algorithm, key));
         }
-        match (&self.jwks, header.kid) {
+        match (&self.jwks, kid) {
             (Some(jwks), Some(kid)) => match jwks.cached(&kid) {
-                Some(key) => Check::Done(self.verify_with(token, header.alg, &key)),
-                None => Check::Fetch {
-                    algorithm: header.alg,
-                    kid,
-                },
+                Some(key) => Check::Done(self.verify_with(token, algorithm, &key)),
+                None => Check::Fetch { algorithm, kid },
             },
             _ => Check::Done(Err(self.invalid("the token's key id is unknown"))),
         }
+    }
+
+    /// The token's `alg` and `kid`, as `jsonwebtoken::decode_header` reads them; the same
+    /// encoded header as the last token's is not read again.
+    fn header(
+        &self,
+        token: &str,
+    ) -> Result<(Algorithm, Option<String>), jsonwebtoken::errors::Error> {
+        // The header part as decode_header finds it: before the last two dots.
+        let encoded = token
+            .rsplit_once('.')
+            .and_then(|(message, _)| message.rsplit_once('.'))
+            .map(|(header, _)| header);
+        let last = || {
+            self.last_header
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(encoded) = encoded
+            && let Some(read) = last().as_ref().filter(|read| *read.encoded == *encoded)
+        {
+            return Ok((read.algorithm, read.kid.clone()));
+        }
+        let header = jsonwebtoken::decode_header(token)?;
+        if let Some(encoded) = encoded {
+            *last() = Some(ReadHeader {
+                encoded: encoded.into(),
+                algorithm: header.alg,
+                kid: header.kid.clone(),
+            });
+        }
+        Ok((header.alg, header.kid))
     }
 
     /// Verifies `token` once the JWKS has been fetched for its key id.
@@ -735,6 +776,52 @@ mod tests {
     const SECRET: &[u8] = b"lift-differential-secret-32-bytes!!";
     const ISS: &str = "https://id.example.com";
     const AUD: &str = "orders";
+
+    /// The last header read is kept by its encoded text: tokens with other headers, the
+    /// same header with another signature, and headers that do not parse are each answered
+    /// as if read afresh, in any order.
+    #[tokio::test]
+    async fn headers_read_before_do_not_change_any_answer() {
+        let verifier = JwtVerifier::new(
+            JwtConfig::builder()
+                .hs256_secret(Some("a"), b"secret-a-of-32-bytes-or-more-here")
+                .hs256_secret(Some("b"), b"secret-b-of-32-bytes-or-more-here")
+                .algorithms(&[Algorithm::HS256])
+                .build()
+                .expect("config"),
+        );
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("time")
+            .as_secs();
+        let claims = json!({"sub": "u", "exp": now + 600});
+        let sign = |kid: &str, secret: &[u8]| {
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = Some(kid.to_owned());
+            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(secret)).expect("sign")
+        };
+        let a = sign("a", b"secret-a-of-32-bytes-or-more-here");
+        let b = sign("b", b"secret-b-of-32-bytes-or-more-here");
+        let a_signed_by_b = sign("a", b"secret-b-of-32-bytes-or-more-here");
+        let unknown = sign("c", b"secret-b-of-32-bytes-or-more-here");
+        let (_, rest) = a.split_once('.').expect("three parts");
+        let garbled = format!("e30.{rest}");
+        let cases = [
+            (&a, true),
+            (&a, true),
+            (&b, true),
+            (&a_signed_by_b, false),
+            (&a, true),
+            (&unknown, false),
+            (&garbled, false),
+            (&b, true),
+            (&garbled, false),
+        ];
+        for (i, (token, accepted)) in cases.iter().enumerate() {
+            let result = verifier.verify_token(token).await;
+            assert_eq!(result.is_ok(), *accepted, "case {i}: {result:?}");
+        }
+    }
 
     /// Every combination of well-formed, malformed, absent, early and late registered
     /// claims gets the same answer from the prepared-key path as from
