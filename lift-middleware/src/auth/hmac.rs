@@ -6,37 +6,26 @@
 //! half of what a token's check costs. For a key given as a shared secret, Lift checks the
 //! signature with the key prepared when the configuration was built (AWS-LC through
 //! `aws-lc-rs`, the backend `jsonwebtoken` uses here, comparing in constant time) and reads
-//! the claims once. The claim rules are `jsonwebtoken`'s, and a test holds the two paths to
-//! the same answer token by token; RSA and EC keys keep going through `jsonwebtoken`.
+//! the claims once, checking them against the same `jsonwebtoken::Validation` by the same
+//! rules; a test holds the two paths to the same answer token by token. RSA and EC keys
+//! keep going through `jsonwebtoken`.
 
 use std::collections::HashSet;
 
 use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Validation;
 use jsonwebtoken::errors::ErrorKind;
 use serde_json::{Map, Value};
 
-/// What a token's claims must satisfy, as `jsonwebtoken::Validation` states it for Lift's
-/// configuration: `exp` always required, `nbf` checked when present, both with leeway; an
-/// issuer and an audience required and checked when configured.
-#[derive(Debug, Clone)]
-pub(crate) struct Rules {
-    /// Clock skew allowed on `exp` and `nbf`, in seconds.
-    pub(crate) leeway: u64,
-    /// Accepted issuers; empty: `iss` is not checked.
-    pub(crate) issuers: HashSet<String>,
-    /// Accepted audiences; empty: `aud` is not checked.
-    pub(crate) audiences: HashSet<String>,
-}
-
-/// Checks `token`'s signature with `key` and its claims against `rules` at `now` (seconds
-/// since the epoch); the claims when both hold. The caller has read the header and chosen
-/// the key for its `alg` and `kid`.
+/// Checks `token`'s signature with `key` and its claims against `validation` at `now`
+/// (seconds since the epoch); the claims when both hold. The caller has read the header and
+/// chosen the key for its `alg` and `kid`.
 pub(crate) fn verify(
     token: &str,
     key: &hmac::Key,
-    rules: &Rules,
+    validation: &Validation,
     now: u64,
 ) -> Result<Map<String, Value>, ErrorKind> {
     let (message, signature) = token.rsplit_once('.').ok_or(ErrorKind::InvalidToken)?;
@@ -55,7 +44,7 @@ pub(crate) fn verify(
     let json = URL_SAFE_NO_PAD.decode(payload).map_err(ErrorKind::Base64)?;
     let claims: Map<String, Value> =
         serde_json::from_slice(&json).map_err(|e| ErrorKind::Json(e.into()))?;
-    check(&claims, rules, now)?;
+    check(&claims, validation, now)?;
     Ok(claims)
 }
 
@@ -95,59 +84,68 @@ fn names(value: Option<&Value>) -> Claim<&Value> {
     }
 }
 
-/// One of the claim's names is accepted, or nothing is configured to check; absent or
-/// malformed when configured is a missing required claim.
-fn accepted(
-    claim: Claim<&Value>,
-    accepted: &HashSet<String>,
-    name: &str,
-    refused: ErrorKind,
-) -> Result<(), ErrorKind> {
-    if accepted.is_empty() {
-        return Ok(());
-    }
-    let Claim::Present(value) = claim else {
-        return Err(ErrorKind::MissingRequiredClaim(name.to_owned()));
-    };
-    let one_accepted = match value {
+/// One of the claim's names is in `accepted`.
+fn names_one_of(value: &Value, accepted: &HashSet<String>) -> bool {
+    match value {
         Value::Array(items) => items
             .iter()
             .filter_map(Value::as_str)
             .any(|n| accepted.contains(n)),
         other => other.as_str().is_some_and(|n| accepted.contains(n)),
-    };
-    if one_accepted { Ok(()) } else { Err(refused) }
+    }
 }
 
-fn check(claims: &Map<String, Value>, rules: &Rules, now: u64) -> Result<(), ErrorKind> {
-    let Claim::Present(exp) = numeric(claims.get("exp")) else {
-        return Err(ErrorKind::MissingRequiredClaim("exp".to_owned()));
-    };
+/// `jsonwebtoken`'s checks of the registered claims, in its order: required claims, the
+/// format of `exp` and `nbf`, expiry, not-before, issuer, audience.
+fn check(claims: &Map<String, Value>, v: &Validation, now: u64) -> Result<(), ErrorKind> {
+    let exp = numeric(claims.get("exp"));
+    let nbf = numeric(claims.get("nbf"));
     let iss = names(claims.get("iss"));
     let aud = names(claims.get("aud"));
-    // Required claims first, as jsonwebtoken orders its checks.
-    for (claim, configured, name) in [
-        (&iss, &rules.issuers, "iss"),
-        (&aud, &rules.audiences, "aud"),
+    for (present, name) in [
+        (matches!(exp, Claim::Present(_)), "exp"),
+        (matches!(nbf, Claim::Present(_)), "nbf"),
+        (matches!(iss, Claim::Present(_)), "iss"),
+        (matches!(aud, Claim::Present(_)), "aud"),
     ] {
-        if !configured.is_empty() && !matches!(claim, Claim::Present(_)) {
+        if !present && v.required_spec_claims.contains(name) {
             return Err(ErrorKind::MissingRequiredClaim(name.to_owned()));
         }
     }
-    let nbf = numeric(claims.get("nbf"));
-    if matches!(nbf, Claim::Malformed) {
+    if v.validate_exp && matches!(exp, Claim::Malformed) {
+        return Err(ErrorKind::InvalidClaimFormat("exp".to_owned()));
+    }
+    if v.validate_nbf && matches!(nbf, Claim::Malformed) {
         return Err(ErrorKind::InvalidClaimFormat("nbf".to_owned()));
     }
-    if exp < now.saturating_sub(rules.leeway) {
+    if let Claim::Present(exp) = exp
+        && v.validate_exp
+        && exp < now.saturating_sub(v.leeway)
+    {
         return Err(ErrorKind::ExpiredSignature);
     }
     if let Claim::Present(nbf) = nbf
-        && nbf > now.saturating_add(rules.leeway)
+        && v.validate_nbf
+        && nbf > now.saturating_add(v.leeway)
     {
         return Err(ErrorKind::ImmatureSignature);
     }
-    accepted(iss, &rules.issuers, "iss", ErrorKind::InvalidIssuer)?;
-    accepted(aud, &rules.audiences, "aud", ErrorKind::InvalidAudience)
+    if let (Claim::Present(iss), Some(accepted)) = (&iss, &v.iss)
+        && !names_one_of(iss, accepted)
+    {
+        return Err(ErrorKind::InvalidIssuer);
+    }
+    if !v.validate_aud {
+        return Ok(());
+    }
+    match (&aud, &v.aud) {
+        (Claim::Present(aud), Some(accepted)) if !names_one_of(aud, accepted) => {
+            Err(ErrorKind::InvalidAudience)
+        }
+        // An audience the function does not declare it is.
+        (Claim::Present(_), None) => Err(ErrorKind::InvalidAudience),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -158,12 +156,15 @@ mod tests {
     const SECRET: &[u8] = b"lift-unit-secret-of-32-bytes-or-more";
     const NOW: u64 = 1_800_000_000;
 
-    fn rules() -> Rules {
-        Rules {
-            leeway: 60,
-            issuers: HashSet::from(["https://id.example.com".to_owned()]),
-            audiences: HashSet::from(["orders".to_owned(), "payments".to_owned()]),
-        }
+    /// The rules `JwtVerifier` writes for issuers and audiences, with 60 s of leeway.
+    fn rules() -> Validation {
+        let mut v = Validation::new(jsonwebtoken::Algorithm::HS256);
+        v.leeway = 60;
+        v.validate_nbf = true;
+        v.set_issuer(&["https://id.example.com"]);
+        v.set_audience(&["orders", "payments"]);
+        v.set_required_spec_claims(&["exp", "iss", "aud"]);
+        v
     }
 
     fn token(claims: &Value) -> String {
@@ -247,11 +248,9 @@ mod tests {
             run(with("aud", json!(["orders", 7]))),
             Err(ErrorKind::MissingRequiredClaim(_))
         ));
-        let open = Rules {
-            leeway: 0,
-            issuers: HashSet::new(),
-            audiences: HashSet::new(),
-        };
+        let mut open = Validation::new(jsonwebtoken::Algorithm::HS256);
+        open.leeway = 0;
+        open.validate_aud = false;
         let key = hmac::Key::new(hmac::HMAC_SHA256, SECRET);
         let anything = json!({"iss": 5, "aud": {"x": 1}, "exp": NOW});
         assert!(verify(&token(&anything), &key, &open, NOW).is_ok());

@@ -282,10 +282,9 @@ impl JwtConfigBuilder {
 pub struct JwtVerifier {
     config: Arc<JwtConfig>,
     jwks: Option<Arc<JwksCache>>,
-    /// The validation rules for each accepted algorithm, made once.
+    /// The validation rules for each accepted algorithm, made once (the prepared HMAC
+    /// path checks claims against the same ones).
     validations: Arc<[(Algorithm, Validation)]>,
-    /// The same rules, for tokens checked with a prepared HMAC key.
-    rules: Arc<hmac::Rules>,
     verified: Option<Arc<VerifiedTokens>>,
     /// The last header read: tokens of one issuer share it byte for byte, and reading it
     /// is a good part of a token's check.
@@ -359,11 +358,6 @@ impl JwtVerifier {
             .iter()
             .map(|&algorithm| (algorithm, validation(&config, algorithm)))
             .collect();
-        let rules = Arc::new(hmac::Rules {
-            leeway: config.leeway.as_secs(),
-            issuers: config.issuers.iter().cloned().collect(),
-            audiences: config.audiences.iter().cloned().collect(),
-        });
         let verified = config.verified_tokens.map(|(capacity, max_age)| {
             Arc::new(VerifiedTokens::new(
                 capacity,
@@ -376,7 +370,6 @@ impl JwtVerifier {
             config: Arc::new(config),
             jwks,
             validations,
-            rules,
             verified,
             last_header: Arc::default(),
         }
@@ -418,14 +411,14 @@ impl JwtVerifier {
     pub async fn verify_token(&self, token: &str) -> Result<Principal, Error> {
         match self.check_now(token) {
             Check::Done(result) => result,
-            Check::Fetch { algorithm, kid } => self.verify_fetched(token, algorithm, &kid).await,
+            Check::Fetch(pending) => self.verify_fetched(&pending).await,
         }
     }
 
     /// Checks `token` with what is at hand: the verified-token cache, the configured keys
     /// and the JWKS keys already fetched. [`Check::Fetch`] when the token names a key id
     /// the JWKS may have gained.
-    fn check_now(&self, token: &str) -> Check {
+    fn check_now(&self, token: &str) -> Check<Principal> {
         if let Some(principal) = self.verified.as_ref().and_then(|v| v.get(token)) {
             return Check::Done(Ok(principal));
         }
@@ -442,7 +435,11 @@ impl JwtVerifier {
         match (&self.jwks, kid) {
             (Some(jwks), Some(kid)) => match jwks.cached(&kid) {
                 Some(key) => Check::Done(self.verify_with(token, algorithm, &key)),
-                None => Check::Fetch { algorithm, kid },
+                None => Check::Fetch(Pending {
+                    token: token.to_owned(),
+                    algorithm,
+                    kid,
+                }),
             },
             _ => Check::Done(Err(self.invalid("the token's key id is unknown"))),
         }
@@ -480,19 +477,14 @@ impl JwtVerifier {
         Ok((header.alg, header.kid))
     }
 
-    /// Verifies `token` once the JWKS has been fetched for its key id.
-    async fn verify_fetched(
-        &self,
-        token: &str,
-        algorithm: Algorithm,
-        kid: &str,
-    ) -> Result<Principal, Error> {
+    /// Verifies a token once the JWKS has been fetched for its key id.
+    async fn verify_fetched(&self, pending: &Pending) -> Result<Principal, Error> {
         let key = match &self.jwks {
-            Some(jwks) => jwks.key(kid).await,
+            Some(jwks) => jwks.key(&pending.kid).await,
             None => None,
         };
         let key = key.ok_or_else(|| self.invalid("the token's key id is unknown"))?;
-        self.verify_with(token, algorithm, &key)
+        self.verify_with(&pending.token, pending.algorithm, &key)
     }
 
     /// Verifies `token`, whose header names `algorithm`, with `key`; keeps the principal in
@@ -516,7 +508,7 @@ impl JwtVerifier {
                 let now = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                hmac::verify(token, hmac, &self.rules, now)
+                hmac::verify(token, hmac, validation, now)
                     .map_err(|kind| self.invalid(reason(&kind)))?
             }
             None => {
@@ -542,29 +534,21 @@ impl JwtVerifier {
     /// [`Error::Unauthorized`] for a missing (when required), malformed or invalid token.
     pub async fn authenticate(&self, ctx: &Context) -> Result<Option<Principal>, Error> {
         match self.authenticate_now(ctx) {
-            Authn::Done(result) => result,
-            Authn::Fetch {
-                token,
-                algorithm,
-                kid,
-            } => self.verify_fetched(&token, algorithm, &kid).await.map(Some),
+            Check::Done(result) => result,
+            Check::Fetch(pending) => self.verify_fetched(&pending).await.map(Some),
         }
     }
 
     /// [`JwtVerifier::authenticate`] as far as it goes without waiting.
-    fn authenticate_now(&self, ctx: &Context) -> Authn {
+    fn authenticate_now(&self, ctx: &Context) -> Check<Option<Principal>> {
         let checked = |token: &str| match self.check_now(token) {
-            Check::Done(result) => Authn::Done(result.map(Some)),
-            Check::Fetch { algorithm, kid } => Authn::Fetch {
-                token: token.to_owned(),
-                algorithm,
-                kid,
-            },
+            Check::Done(result) => Check::Done(result.map(Some)),
+            Check::Fetch(pending) => Check::Fetch(pending),
         };
         if self.config.trust_api_gateway
             && let Some(claims) = api_gateway_claims(ctx)
         {
-            return Authn::Done(Ok(Some(Principal::from_claims(
+            return Check::Done(Ok(Some(Principal::from_claims(
                 claims,
                 VerifiedBy::ApiGateway,
             ))));
@@ -575,14 +559,14 @@ impl JwtVerifier {
         else {
             if let Some(token) = self.connect_query_token(ctx) {
                 if token.trim().is_empty() {
-                    return Authn::Done(Err(self.unauthorized(
+                    return Check::Done(Err(self.unauthorized(
                         Some("invalid_request"),
                         "the token query parameter is empty",
                     )));
                 }
                 return checked(token.trim());
             }
-            return Authn::Done(if self.config.optional {
+            return Check::Done(if self.config.optional {
                 Ok(None)
             } else {
                 Err(self.unauthorized(None, "a bearer token is required"))
@@ -595,7 +579,7 @@ impl JwtVerifier {
                 token.trim()
             }
             _ => {
-                return Authn::Done(Err(self.unauthorized(
+                return Check::Done(Err(self.unauthorized(
                     Some("invalid_request"),
                     "the Authorization header is not a bearer token",
                 )));
@@ -605,24 +589,19 @@ impl JwtVerifier {
     }
 }
 
-/// A token checked as far as it goes without waiting.
-enum Check {
+/// A token (or a request's) checked as far as it goes without waiting.
+enum Check<T> {
     /// The answer.
-    Done(Result<Principal, Error>),
-    /// The token names key `kid`, not yet fetched from the JWKS.
-    Fetch { algorithm: Algorithm, kid: String },
+    Done(Result<T, Error>),
+    /// The token names a key not yet fetched from the JWKS.
+    Fetch(Pending),
 }
 
-/// A request authenticated as far as it goes without waiting.
-enum Authn {
-    /// The answer.
-    Done(Result<Option<Principal>, Error>),
-    /// The bearer token names key `kid`, not yet fetched from the JWKS.
-    Fetch {
-        token: String,
-        algorithm: Algorithm,
-        kid: String,
-    },
+/// A token waiting for the JWKS to be fetched for its key id.
+struct Pending {
+    token: String,
+    algorithm: Algorithm,
+    kid: String,
 }
 
 impl JwtVerifier {
@@ -729,21 +708,14 @@ where
 
     fn call(&mut self, mut ctx: Context) -> Self::Future {
         let principal = match self.verifier.authenticate_now(&ctx) {
-            Authn::Done(Ok(principal)) => principal,
-            Authn::Done(Err(error)) => return ResponseFuture::refused(refused(error)),
-            Authn::Fetch {
-                token,
-                algorithm,
-                kid,
-            } => {
+            Check::Done(Ok(principal)) => principal,
+            Check::Done(Err(error)) => return ResponseFuture::refused(refused(error)),
+            Check::Fetch(pending) => {
                 // The key must be fetched first: the inner service waits in the future.
                 let verifier = self.verifier.clone();
                 let service = crate::take_ready(&mut self.inner);
                 return ResponseFuture::inner(Either::Right(Box::pin(async move {
-                    let principal = verifier
-                        .verify_fetched(&token, algorithm, &kid)
-                        .await
-                        .map_err(refused)?;
+                    let principal = verifier.verify_fetched(&pending).await.map_err(refused)?;
                     ctx.extensions_mut().insert(principal);
                     service.oneshot(ctx).await.map_err(Into::into)
                 })));
@@ -883,7 +855,6 @@ mod tests {
         let mut compared = 0;
         let mut refused = 0;
         for config in &configs {
-            let verifier = JwtVerifier::new(config.clone());
             let key = &config.keys[&None];
             let prepared = key.hmac.as_ref().expect("an HMAC key");
             let validation = validation(config, Algorithm::HS256);
@@ -906,7 +877,7 @@ mod tests {
                                 &signing,
                             )
                             .expect("sign");
-                            let ours = hmac::verify(&token, prepared, &verifier.rules, now as u64)
+                            let ours = hmac::verify(&token, prepared, &validation, now as u64)
                                 .map_err(|kind| reason(&kind));
                             let theirs = jsonwebtoken::decode::<Map<String, Value>>(
                                 &token,
@@ -927,7 +898,6 @@ mod tests {
         assert!(refused > 0 && refused < compared, "{refused} of {compared}");
         // Tampered tokens: the signature over other bytes, or not base64, or cut short.
         let config = &configs[0];
-        let verifier = JwtVerifier::new(config.clone());
         let key = &config.keys[&None];
         let claims = json!({"sub": "u", "iss": ISS, "aud": AUD, "exp": now + 600});
         let good =
@@ -951,7 +921,7 @@ mod tests {
             let ours = hmac::verify(
                 &token,
                 key.hmac.as_ref().expect("hmac"),
-                &verifier.rules,
+                &validation(config, Algorithm::HS256),
                 now as u64,
             )
             .map_err(|kind| reason(&kind));
