@@ -409,16 +409,17 @@ impl JwtVerifier {
     /// # Errors
     /// [`Error::Unauthorized`] with an `invalid_token` challenge naming why (never the token).
     pub async fn verify_token(&self, token: &str) -> Result<Principal, Error> {
-        match self.check_now(token) {
+        let principal = match self.check_now(token) {
             Check::Done(result) => result,
             Check::Fetch(pending) => self.verify_fetched(&pending).await,
-        }
+        };
+        principal.map(Arc::unwrap_or_clone)
     }
 
     /// Checks `token` with what is at hand: the verified-token cache, the configured keys
     /// and the JWKS keys already fetched. [`Check::Fetch`] when the token names a key id
     /// the JWKS may have gained.
-    fn check_now(&self, token: &str) -> Check<Principal> {
+    fn check_now(&self, token: &str) -> Check<Arc<Principal>> {
         if let Some(principal) = self.verified.as_ref().and_then(|v| v.get(token)) {
             return Check::Done(Ok(principal));
         }
@@ -478,7 +479,7 @@ impl JwtVerifier {
     }
 
     /// Verifies a token once the JWKS has been fetched for its key id.
-    async fn verify_fetched(&self, pending: &Pending) -> Result<Principal, Error> {
+    async fn verify_fetched(&self, pending: &Pending) -> Result<Arc<Principal>, Error> {
         let key = match &self.jwks {
             Some(jwks) => jwks.key(&pending.kid).await,
             None => None,
@@ -494,7 +495,7 @@ impl JwtVerifier {
         token: &str,
         algorithm: Algorithm,
         key: &Key,
-    ) -> Result<Principal, Error> {
+    ) -> Result<Arc<Principal>, Error> {
         let validation = self
             .validations
             .iter()
@@ -517,7 +518,7 @@ impl JwtVerifier {
                     .claims
             }
         };
-        let principal = Principal::from_claims(claims, VerifiedBy::Lift);
+        let principal = Arc::new(Principal::from_claims(claims, VerifiedBy::Lift));
         if let Some(verified) = &self.verified {
             verified.put(token, &principal);
         }
@@ -533,14 +534,15 @@ impl JwtVerifier {
     /// # Errors
     /// [`Error::Unauthorized`] for a missing (when required), malformed or invalid token.
     pub async fn authenticate(&self, ctx: &Context) -> Result<Option<Principal>, Error> {
-        match self.authenticate_now(ctx) {
+        let principal = match self.authenticate_now(ctx) {
             Check::Done(result) => result,
             Check::Fetch(pending) => self.verify_fetched(&pending).await.map(Some),
-        }
+        };
+        principal.map(|p| p.map(Arc::unwrap_or_clone))
     }
 
     /// [`JwtVerifier::authenticate`] as far as it goes without waiting.
-    fn authenticate_now(&self, ctx: &Context) -> Check<Option<Principal>> {
+    fn authenticate_now(&self, ctx: &Context) -> Check<Option<Arc<Principal>>> {
         let checked = |token: &str| match self.check_now(token) {
             Check::Done(result) => Check::Done(result.map(Some)),
             Check::Fetch(pending) => Check::Fetch(pending),
@@ -548,10 +550,10 @@ impl JwtVerifier {
         if self.config.trust_api_gateway
             && let Some(claims) = api_gateway_claims(ctx)
         {
-            return Check::Done(Ok(Some(Principal::from_claims(
+            return Check::Done(Ok(Some(Arc::new(Principal::from_claims(
                 claims,
                 VerifiedBy::ApiGateway,
-            ))));
+            )))));
         }
         let Some(authorization) = ctx
             .header("authorization")

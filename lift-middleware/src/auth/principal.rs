@@ -1,5 +1,7 @@
 //! Who the caller is, as authentication established it.
 
+use std::sync::Arc;
+
 use lift_core::Context;
 use serde_json::{Map, Value};
 
@@ -14,7 +16,9 @@ pub enum VerifiedBy {
 }
 
 /// The authenticated caller: subject, issuer, scopes, roles and every claim, typed where
-/// they are standard. Stored in the [`Context`]'s extensions.
+/// they are standard. Authentication stores it in the [`Context`]'s extensions as an
+/// `Arc<Principal>`, shared with the verified-token cache, and [`PrincipalExt::principal`]
+/// reads it from there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Principal {
     /// The `sub` claim.
@@ -49,14 +53,29 @@ fn strings(value: Option<&Value>) -> Vec<String> {
 impl Principal {
     /// A principal from a set of claims.
     pub fn from_claims(claims: Map<String, Value>, verified_by: VerifiedBy) -> Self {
-        let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
-        let mut scopes = strings(claims.get("scope"));
-        scopes.extend(strings(claims.get("scp")));
-        let mut roles = strings(claims.get("roles"));
-        roles.extend(strings(claims.get("cognito:groups")));
+        // One pass over the claims (a token carries a handful) rather than a lookup per
+        // standard claim.
+        let [mut sub, mut iss, mut scope, mut scp, mut roles, mut groups] = [None; 6];
+        for (name, value) in &claims {
+            let slot = match name.as_str() {
+                "sub" => &mut sub,
+                "iss" => &mut iss,
+                "scope" => &mut scope,
+                "scp" => &mut scp,
+                "roles" => &mut roles,
+                "cognito:groups" => &mut groups,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        let text = |value: Option<&Value>| value.and_then(Value::as_str).map(str::to_owned);
+        let mut scopes = strings(scope);
+        scopes.extend(strings(scp));
+        let mut roles = strings(roles);
+        roles.extend(strings(groups));
         Principal {
-            subject: text("sub"),
-            issuer: text("iss"),
+            subject: text(sub),
+            issuer: text(iss),
             scopes,
             roles,
             claims,
@@ -93,7 +112,12 @@ pub trait PrincipalExt {
 
 impl PrincipalExt for Context {
     fn principal(&self) -> Option<&Principal> {
-        self.extensions().get::<Principal>()
+        let extensions = self.extensions();
+        match extensions.get::<Arc<Principal>>() {
+            Some(shared) => Some(shared),
+            // One inserted by hand, as a test may do.
+            None => extensions.get::<Principal>(),
+        }
     }
 }
 
@@ -116,5 +140,80 @@ mod tests {
         assert!(p.has_scope("orders:write") && p.has_scope("admin"));
         assert!(p.has_role("staff") && p.has_role("auditor"));
         assert!(!p.has_role("root"));
+        assert_eq!(
+            p.scopes,
+            ["orders:read", "orders:write", "admin"],
+            "scope, then scp"
+        );
+        assert_eq!(p.roles, ["auditor", "staff"], "roles, then cognito:groups");
+        assert_eq!(p.issuer.as_deref(), Some("https://id.example.com"));
+    }
+
+    #[tokio::test]
+    async fn the_principal_is_read_shared_or_inserted_by_hand() {
+        use lift_core::testing::{TestApp, events};
+        use lift_core::{App, BoxService, Json};
+
+        fn principal(sub: &str) -> Principal {
+            let mut claims = Map::new();
+            claims.insert("sub".to_owned(), Value::from(sub));
+            Principal::from_claims(claims, VerifiedBy::Lift)
+        }
+        let shared = Arc::new(principal("shared"));
+        let kept = shared.clone();
+        // `x-insert`: `plain` inserts a Principal, `both` also the shared one.
+        let insert = tower::layer::layer_fn(move |inner: BoxService| {
+            let shared = kept.clone();
+            tower::util::MapRequest::new(inner, move |mut ctx: Context| {
+                let insert = ctx.header("x-insert").map(str::to_owned);
+                if insert.is_some() {
+                    ctx.extensions_mut().insert(principal("by-hand"));
+                }
+                if insert.as_deref() == Some("both") {
+                    ctx.extensions_mut().insert(shared.clone());
+                }
+                ctx
+            })
+        });
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let app = App::new()
+            .get("/", move |ctx: Context| {
+                let log = log.clone();
+                async move {
+                    let read = ctx.principal();
+                    log.lock()
+                        .expect("lock")
+                        .push(read.map(|p| p as *const Principal as usize));
+                    let subject = read.and_then(|p| p.subject.clone());
+                    Ok::<_, lift_core::Error>(Json(subject))
+                }
+            })
+            .layer(insert);
+        let app = TestApp::new(app).expect("app");
+        let subject = |insert: Option<&str>| {
+            let mut event = events::http("GET", "/");
+            if let Some(insert) = insert {
+                event = event.header("x-insert", insert);
+            }
+            let app = &app;
+            async move {
+                let answer = app.http(event.v2()).await.expect("response");
+                answer.json::<Option<String>>().expect("json")
+            }
+        };
+        assert_eq!(subject(None).await, None);
+        assert_eq!(subject(Some("plain")).await.as_deref(), Some("by-hand"));
+        assert_eq!(
+            subject(Some("both")).await.as_deref(),
+            Some("shared"),
+            "shared wins"
+        );
+        let seen = seen.lock().expect("lock");
+        assert_eq!(
+            seen[2],
+            Some(Arc::as_ptr(&shared) as usize),
+            "read in place"
+        );
     }
 }

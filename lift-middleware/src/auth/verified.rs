@@ -28,7 +28,7 @@ pub(crate) struct VerifiedTokens {
 }
 
 struct Verified {
-    principal: Principal,
+    principal: Arc<Principal>,
     until: SystemTime,
 }
 
@@ -49,7 +49,7 @@ impl VerifiedTokens {
     }
 
     /// The principal of `token` if it was verified and is still within its time.
-    pub(crate) fn get(&self, token: &str) -> Option<Principal> {
+    pub(crate) fn get(&self, token: &str) -> Option<Arc<Principal>> {
         let now = (self.clock)();
         let entries = self.entries();
         let verified = entries.get(token).filter(|v| now < v.until)?;
@@ -59,7 +59,7 @@ impl VerifiedTokens {
 
     /// Keeps `token`, just verified as `principal`. A token without a numeric `exp` is not
     /// kept: nothing would end its time here.
-    pub(crate) fn put(&self, token: &str, principal: &Principal) {
+    pub(crate) fn put(&self, token: &str, principal: &Arc<Principal>) {
         let Some(exp) = principal.claims.get("exp").and_then(Value::as_f64) else {
             return;
         };
@@ -114,7 +114,7 @@ mod tests {
 
     const T0: u64 = 1_800_000_000;
 
-    fn principal(exp: Option<u64>) -> Principal {
+    fn principal(exp: Option<u64>) -> Arc<Principal> {
         let mut claims = json!({"sub": "user-1"});
         if let Some(exp) = exp {
             claims["exp"] = json!(exp);
@@ -122,7 +122,7 @@ mod tests {
         let serde_json::Value::Object(claims) = claims else {
             unreachable!("an object")
         };
-        Principal::from_claims(claims, VerifiedBy::Lift)
+        Arc::new(Principal::from_claims(claims, VerifiedBy::Lift))
     }
 
     /// A cache on a clock the test moves, in seconds after `T0`.
@@ -168,9 +168,9 @@ mod tests {
         let (cache, _) = cache(8, 600, 0);
         cache.put("none", &principal(None));
         cache.put("past", &principal(Some(T0 - 1)));
-        let mut text = principal(None);
+        let mut text = Arc::unwrap_or_clone(principal(None));
         text.claims.insert("exp".to_owned(), json!("tomorrow"));
-        cache.put("text", &text);
+        cache.put("text", &Arc::new(text));
         assert_eq!(cache.len(), 0);
     }
 
