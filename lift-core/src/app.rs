@@ -803,6 +803,7 @@ impl LiftService {
             params: unit.params,
             endpoint: unit.endpoint,
             extensions: None,
+            tenant: None,
             span: unit.span,
         }
     }
