@@ -13,7 +13,9 @@ What it runs:
      process) and reported as the median with its spread across rounds;
   2. cold starts of release builds, interleaved (`scripts/coldstart.py`): `hello` (Lift)
      against `bare-runtime` (a typed `lambda_runtime` handler, the floor) and `bare-hello`
-     (`lambda_http`), both answering the same `GET /hello/{name}`;
+     (`lambda_http`), both answering the same `GET /hello/{name}`, with where the resident
+     memory is at the first response (`/proc/<pid>/smaps`) and `hello`'s code against the
+     floor's by crate (`scripts/text_by_crate.py`, on builds that keep their symbols);
   3. cold starts of `mesh` (release) with service registration off, on (the default), and on
      with the shutdown extension, interleaved;
   4. release sizes of `hello`, `orders` and `quotes` (resilience layers only) as declared and
@@ -72,6 +74,9 @@ PAIRS = [
     ("HTTP request through the production stack (JWT, tenant, resilience)",
      "layers/lift_stack/apigw_v2", "layers/typed_jwt/apigw_v2",
      "typed `lambda_runtime` handler verifying the same JWT with `jsonwebtoken`", ""),
+    ("The same stack as one `App::layer` call (a `ServiceBuilder`)",
+     "layers/lift_stack_one_layer/apigw_v2", "layers/typed/apigw_v2",
+     "typed `lambda_runtime` handler", ""),
     ("The same stack with the verified-token cache, the token seen before",
      "layers/lift_stack_token_cache/apigw_v2", "layers/typed/apigw_v2",
      "typed `lambda_runtime` handler", "≤ typed + 3 µs"),
@@ -208,6 +213,47 @@ def coldstart(runs: int) -> list[str]:
                    f"{b['median_ms']:.2f} ms | {b['p90_ms']:.2f} ms | {b['rss_median_mib']:.2f} MiB | "
                    f"{b['median_ms'] / floor['median_ms']:.2f}× | "
                    f"{b['rss_median_mib'] / floor['rss_median_mib']:.2f}× |")
+    return out + [""] + rss_breakdown(by) + text_breakdown()
+
+
+def rss_breakdown(by: dict) -> list[str]:
+    """Resident memory at the first response by kind, from the cold-start runs."""
+    names = ["bare-runtime", "bare-hello", "hello"]
+    if not all(by[n].get("rss_parts_median_kib") for n in names):
+        return []
+    out = ["Where the resident memory is at the first response (median KiB of the same runs, "
+           "`/proc/<pid>/smaps`; the binary's pages are mapped from the page cache, 64 KiB "
+           "around each fault):", "",
+           "| kind | " + " | ".join(f"`{n}`" for n in names) + " | `hello` − floor |",
+           "|---|" + "---|" * (len(names) + 1)]
+    for kind in ["binary text", "binary data", "shared libraries", "heap and stacks"]:
+        row = [by[n]["rss_parts_median_kib"][kind] for n in names]
+        out.append(f"| {kind} | " + " | ".join(f"{v:.0f}" for v in row) +
+                   f" | {row[-1] - row[0]:+.0f} |")
+    return out + [""]
+
+
+def text_breakdown(top: int = 12) -> list[str]:
+    """`hello`'s code against the floor's by crate (`scripts/text_by_crate.py`), from builds
+    that keep their symbols (a target directory of their own, so the measured binaries stay
+    the stripped ones)."""
+    symbols = TARGET / "symbols"
+    sh(["cargo", "build", "--release", "-p", "hello", "-p", "bare-hello", "--bins",
+        "--target-dir", str(symbols)], env={**os.environ, "CARGO_PROFILE_RELEASE_STRIP": "none"})
+    done = sh([sys.executable, "scripts/text_by_crate.py", "--json",
+               f"bare-runtime={symbols / 'release' / 'bare-runtime'}",
+               f"hello={symbols / 'release' / 'hello'}"], capture_output=True)
+    result = json.loads(done.stdout)
+    crates = result["crates"]
+    floor, hello = result["totals"]
+    out = [f"`hello`'s code by crate against the floor's (`scripts/text_by_crate.py`: a function "
+           "counts for the first crate its name mentions besides the standard library's, so "
+           "drop glue and serde code written for a Lift type count for Lift): "
+           f"{hello / 1024:.0f} KiB against {floor / 1024:.0f} KiB, the {top} largest differences:",
+           "", "| crate | `bare-runtime` | `hello` | difference |", "|---|---|---|---|"]
+    for crate in list(crates)[:top]:
+        a, b = crates[crate]
+        out.append(f"| `{crate}` | {a / 1024:.1f} KiB | {b / 1024:.1f} KiB | {(b - a) / 1024:+.1f} KiB |")
     return out + [""]
 
 

@@ -3,9 +3,11 @@
 
 For every run a fresh Runtime API server is started on 127.0.0.1 (an ephemeral port), the
 binary is spawned as a `provided.al2023` bootstrap would be, and the time from just before the
-spawn to the arrival of its first response POST is taken; then the process is killed and its
-peak RSS read (Linux: VmHWM from /proc, because os.wait4's ru_maxrss also counts the address
-space of the forking Python parent; elsewhere ru_maxrss). Runs of several binaries are interleaved, so drift on the machine hits all alike.
+spawn to the arrival of its first response POST is taken; then its resident memory is read by
+kind (the binary's code, the binary's data, shared libraries, heap and stacks: Linux
+/proc/<pid>/smaps), the process is killed and its peak RSS read (Linux: VmHWM from /proc,
+because os.wait4's ru_maxrss also counts the address space of the forking Python parent;
+elsewhere ru_maxrss). Runs of several binaries are interleaved, so drift on the machine hits all alike.
 
     python3 scripts/coldstart.py [--runs 20] [--event FILE] [--json] NAME=PATH [NAME=PATH ...]
 
@@ -183,6 +185,7 @@ class Run:
     rss_kib: int | None = None  # peak RSS of the binary (VmHWM, else ru_maxrss)
     wait4_maxrss_kib: int | None = None  # ru_maxrss as os.wait4 reports it
     status: str = ""  # HTTP statusCode of the response, or what went wrong
+    rss_parts_kib: dict | None = None  # resident memory by kind at the first response (Linux)
 
 
 def vm_hwm_kib(pid: int) -> int | None:
@@ -195,6 +198,38 @@ def vm_hwm_kib(pid: int) -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+# Kinds of resident memory, as `rss_parts` sorts the mappings of /proc/<pid>/smaps.
+RSS_PARTS = ["binary text", "binary data", "shared libraries", "heap and stacks"]
+
+
+def rss_parts(pid: int, binary: Path) -> dict | None:
+    """Resident memory of pid now, in KiB, by kind: the binary's executable mapping (its
+    code), the binary's other mappings (read-only data, unwind tables, relocated and written
+    data), shared libraries and the loader, and anonymous memory (heap, thread stacks).
+    None where /proc/<pid>/smaps cannot be read."""
+    parts = dict.fromkeys(RSS_PARTS, 0)
+    try:
+        with open(f"/proc/{pid}/smaps", encoding="utf-8", errors="replace") as f:
+            kind = None
+            for line in f:
+                fields = line.split()
+                if not fields:
+                    continue
+                if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+                    perms, path = fields[1], fields[5] if len(fields) > 5 else ""
+                    if path == str(binary):
+                        kind = "binary text" if "x" in perms else "binary data"
+                    elif path.startswith("/"):
+                        kind = "shared libraries"
+                    else:
+                        kind = "heap and stacks"
+                elif fields[0] == "Rss:" and kind is not None:
+                    parts[kind] += int(fields[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return parts
 
 
 def spawn_env(binary: Path, name: str, port: int, extra: dict | None = None) -> dict:
@@ -243,6 +278,7 @@ def one_run(name: str, binary: Path, event_body: bytes, timeout: float,
                 break
         hwm = None
         if exited_early is None:
+            run.rss_parts_kib = rss_parts(proc.pid, binary)
             hwm = vm_hwm_kib(proc.pid)
             proc.send_signal(signal.SIGKILL)
             _, status, rusage = os.wait4(proc.pid, 0)
@@ -324,6 +360,9 @@ def summarize(binaries: list[Binary], runs: int, event_desc: str) -> dict:
             })
         if rss:
             entry.update({"rss_median_mib": statistics.median(rss) / 1024, "rss_max_mib": rss[-1] / 1024})
+        parts = [r.rss_parts_kib for r in b.runs if r.ms is not None and r.rss_parts_kib]
+        entry["rss_parts_median_kib"] = (
+            {kind: statistics.median(p[kind] for p in parts) for kind in RSS_PARTS} if parts else None)
         out["binaries"].append(entry)
     first_median = out["binaries"][0]["median_ms"]
     for entry in out["binaries"]:
@@ -359,6 +398,14 @@ def print_table(result: dict) -> None:
         print("  ".join(str(c).ljust(w) if j == 0 else str(c).rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
         if i == 0:
             print("  ".join("-" * w for w in widths))
+    parts = [b for b in result["binaries"] if b.get("rss_parts_median_kib")]
+    if parts:
+        print("\nresident at the first response, KiB (median; /proc/<pid>/smaps):")
+        width = max(len(kind) for kind in RSS_PARTS)
+        print(" " * width + "  " + "  ".join(b["name"].rjust(12) for b in parts))
+        for kind in RSS_PARTS:
+            print(kind.ljust(width) + "  " + "  ".join(
+                f"{b['rss_parts_median_kib'][kind]:12.0f}" for b in parts))
     for b in result["binaries"]:
         for reason in b["failures"]:
             print(f"\n{b['name']}: failed run(s): {reason}")

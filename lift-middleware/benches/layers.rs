@@ -15,8 +15,11 @@
 //! tenant claim: what a hand-written function pays for its authentication, so the difference
 //! is what Lift adds. `lift_stack_token_cache/apigw_v2` is the same stack with the
 //! verified-token cache on (`JwtConfigBuilder::cache_verified_tokens`), answering the one
-//! token it verified in the warm-up: a warm function serving one caller's session. The `*_contended` rows call one breaker from 8 threads, around a bare
-//! service.
+//! token it verified in the warm-up: a warm function serving one caller's session.
+//! `lift_stack_one_layer/apigw_v2` is the uncached stack added as one `App::layer` call (a
+//! `ServiceBuilder` of the same layers), which saves the two `App::layer` levels' boxing at
+//! the price of one middleware span for all. The `*_contended` rows call one breaker from 8
+//! threads, around a bare service.
 //!
 //! `cargo bench -p lift-middleware --bench layers` (any filter runs its rows alone)
 
@@ -248,8 +251,9 @@ fn layers(c: &mut Criterion) {
     group.finish();
 
     // What production runs, against the floor; then the same with the verified-token
-    // cache on, answering the token it verified in the warm-up (one caller's session).
-    let production = |cache: bool| {
+    // cache on, answering the token it verified in the warm-up (one caller's session), and
+    // the same layers as one `App::layer` call.
+    let jwt = |cache: bool| {
         let jwt = JwtConfig::builder()
             .hs256_secret(None, SECRET)
             .algorithms(&[Algorithm::HS256])
@@ -259,24 +263,42 @@ fn layers(c: &mut Criterion) {
         } else {
             jwt
         };
-        App::new()
-            .get("/hello/{name}", hello)
-            .layer(stack())
-            .layer(TenantLayer::new(
-                TenantConfig::builder()
-                    .source(TenantSource::Claim("tenant_id".to_owned()))
-                    .build()
-                    .expect("config"),
-            ))
-            .layer(JwtAuthLayer::new(jwt.build().expect("config")))
-            .metrics(
-                MetricsConfig::new("LiftBench")
-                    .service("layers")
-                    .sink(Discard),
-            )
-            .into_service()
-            .expect("app")
+        JwtAuthLayer::new(jwt.build().expect("config"))
     };
+    let tenant = || {
+        TenantLayer::new(
+            TenantConfig::builder()
+                .source(TenantSource::Claim("tenant_id".to_owned()))
+                .build()
+                .expect("config"),
+        )
+    };
+    let finish = |app: App| {
+        app.metrics(
+            MetricsConfig::new("LiftBench")
+                .service("layers")
+                .sink(Discard),
+        )
+        .into_service()
+        .expect("app")
+    };
+    let production = |cache: bool| {
+        finish(
+            App::new()
+                .get("/hello/{name}", hello)
+                .layer(stack())
+                .layer(tenant())
+                .layer(jwt(cache)),
+        )
+    };
+    let one_layer = finish(
+        App::new().get("/hello/{name}", hello).layer(
+            ServiceBuilder::new()
+                .layer(jwt(false))
+                .layer(tenant())
+                .layer(stack()),
+        ),
+    );
     let lift_stack = production(false);
     let lift_stack_cached = production(true);
     let mut typed = service_fn(typed_hello);
@@ -331,6 +353,13 @@ fn layers(c: &mut Criterion) {
     });
     group.bench_function("lift_stack/apigw_v2", |b| {
         b.iter(|| black_box(runtime.block_on(call(&lift_stack, black_box(&event), &lambda))))
+    });
+    assert_eq!(
+        runtime.block_on(call(&one_layer, &event, &lambda)),
+        runtime.block_on(call(&lift_stack, &event, &lambda))
+    );
+    group.bench_function("lift_stack_one_layer/apigw_v2", |b| {
+        b.iter(|| black_box(runtime.block_on(call(&one_layer, black_box(&event), &lambda))))
     });
     let cached_out = runtime.block_on(call(&lift_stack_cached, &event, &lambda));
     assert_eq!(
