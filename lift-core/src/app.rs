@@ -297,7 +297,7 @@ impl App {
                 authorizer: self.authorizer,
                 #[cfg(feature = "authorizer")]
                 authorizer_simple: self.authorizer_simple,
-                service: self.service,
+                service: self.service.map(ServicePool::new),
                 body_limit: self.body_limit,
                 #[cfg(feature = "sqs")]
                 sqs_concurrency: self.sqs_concurrency.get(),
@@ -381,7 +381,7 @@ struct Inner {
     authorizer: Option<Endpoint>,
     #[cfg(feature = "authorizer")]
     authorizer_simple: bool,
-    service: Option<BoxService>,
+    service: Option<ServicePool>,
     body_limit: usize,
     #[cfg(feature = "sqs")]
     sqs_concurrency: usize,
@@ -420,6 +420,51 @@ impl Service<LambdaEvent<Box<RawValue>>> for LiftService {
     fn call(&mut self, event: LambdaEvent<Box<RawValue>>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move { this.respond(&event.payload, event.context).await })
+    }
+}
+
+/// The middleware stack, and copies of it that have served a call and wait for the next.
+///
+/// `tower::Service::call` takes `&mut self`, so concurrent calls (an SQS batch's records,
+/// invocations of a streaming function) each need their own copy of the stack. A copy is
+/// free again as soon as `call` has returned its future, so it goes back here and the next
+/// call takes it rather than cloning the whole stack (one allocation per boxed layer).
+struct ServicePool {
+    prototype: BoxService,
+    idle: std::sync::Mutex<Vec<BoxService>>,
+}
+
+impl ServicePool {
+    /// More idle copies than this are dropped rather than kept.
+    const MAX_IDLE: usize = 64;
+
+    fn new(prototype: BoxService) -> Self {
+        ServicePool {
+            prototype,
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<BoxService>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for a copy of the stack to be ready, calls it with `ctx` and puts it back
+    /// for the next call; a copy whose readiness failed is dropped.
+    async fn call(&self, ctx: Context) -> Result<Response, BoxError> {
+        let taken = self.idle().pop();
+        let mut service = taken.unwrap_or_else(|| self.prototype.clone());
+        std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+        let future = service.call(ctx);
+        {
+            let mut idle = self.idle();
+            if idle.len() < Self::MAX_IDLE {
+                idle.push(service);
+            }
+        }
+        future.await
     }
 }
 
@@ -813,7 +858,7 @@ impl LiftService {
     async fn run_unit(&self, ctx: Context) -> Result<Response, Error> {
         let span = ctx.span.clone();
         let fut = match &self.inner.service {
-            Some(service) => Either::Left(service.clone().oneshot(ctx)),
+            Some(pool) => Either::Left(pool.call(ctx)),
             None => Either::Right(async move { Dispatch.call(ctx).await }),
         };
         // The request's timing, logged at DEBUG inside its span when that level is on.
@@ -998,6 +1043,90 @@ fn report(failures: Vec<Option<String>>, what: &str) -> Result<Box<RawValue>, Er
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A layer whose services count their clones and refuse readiness once `fail` is set.
+    #[derive(Clone)]
+    struct Counted {
+        clones: Arc<std::sync::atomic::AtomicUsize>,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl Layer<BoxService> for Counted {
+        type Service = CountedService;
+        fn layer(&self, inner: BoxService) -> CountedService {
+            CountedService {
+                inner,
+                counted: self.clone(),
+            }
+        }
+    }
+
+    struct CountedService {
+        inner: BoxService,
+        counted: Counted,
+    }
+
+    impl Clone for CountedService {
+        fn clone(&self) -> Self {
+            self.counted.clones.fetch_add(1, Ordering::SeqCst);
+            CountedService {
+                inner: self.inner.clone(),
+                counted: self.counted.clone(),
+            }
+        }
+    }
+
+    impl Service<Context> for CountedService {
+        type Response = Response;
+        type Error = BoxError;
+        type Future = <BoxService as Service<Context>>::Future;
+
+        fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
+            if self.counted.fail.load(Ordering::SeqCst) {
+                return Poll::Ready(Err("not ready".into()));
+            }
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, ctx: Context) -> Self::Future {
+            self.inner.call(ctx)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_copy_of_the_stack_serves_call_after_call_and_a_broken_one_is_dropped() {
+        use crate::testing::{TestApp, events};
+
+        let counted = Counted {
+            clones: Arc::default(),
+            fail: Arc::default(),
+        };
+        let app = App::new()
+            .get("/", |_ctx: Context| async { Ok::<_, Error>("ok") })
+            .layer(counted.clone());
+        let app = TestApp::new(app).expect("app");
+        let status = || async {
+            let answer = app.http(events::http("GET", "/").v2()).await;
+            answer.expect("an answer").status
+        };
+        for _ in 0..10 {
+            assert_eq!(status().await, 200);
+        }
+        assert_eq!(
+            counted.clones.load(Ordering::SeqCst),
+            1,
+            "ten calls one after the other share one copy"
+        );
+        counted.fail.store(true, Ordering::SeqCst);
+        assert_eq!(status().await, 500, "readiness failed");
+        counted.fail.store(false, Ordering::SeqCst);
+        assert_eq!(status().await, 200);
+        assert_eq!(
+            counted.clones.load(Ordering::SeqCst),
+            2,
+            "the copy whose readiness failed was not kept"
+        );
+    }
 
     #[test]
     fn a_missing_or_broken_lambda_environment_is_an_error() {
