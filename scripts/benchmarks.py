@@ -80,6 +80,8 @@ PAIRS = [
     ("The same stack with the verified-token cache, the token seen before",
      "layers/lift_stack_token_cache/apigw_v2", "layers/typed/apigw_v2",
      "typed `lambda_runtime` handler", "≤ typed + 3 µs"),
+    ("EMF metrics of an HTTP request (per-route `Requests`, `Errors`, `Latency`)",
+     "layers/app/metrics", "layers/app/bare", "the same App without metrics", ""),
     ("Service client call (discovery, breaker, timeout) over a direct call",
      "client_overhead/client", "client_overhead/direct", "the same transport called directly",
      "≤ direct + 2 µs"),

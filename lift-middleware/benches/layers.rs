@@ -4,7 +4,8 @@
 //! handler that yields once to the executor (as a handler awaiting anything does), so
 //! timers, clones and keyed lookups cost what they cost. A layer's overhead is its row
 //! minus `app/bare`; keyed presets are set against the row that resolves the tenant
-//! (`app/tenancy`).
+//! (`app/tenancy`). `app/metrics` is the same App with EMF metrics configured (per-route
+//! `Requests`, `Errors`, `Latency`, one document per invocation).
 //!
 //! `lift_stack/apigw_v2` is what a production function runs: JWT verification (HS256), the
 //! tenant from a claim, the documented resilience stack (load shed → rate limit → bulkhead
@@ -237,6 +238,16 @@ fn layers(c: &mut Criterion) {
             }),
         ),
         ("app/full_stack", app(|a| a.layer(stack()))),
+        (
+            "app/metrics",
+            app(|a| {
+                a.metrics(
+                    MetricsConfig::new("LiftBench")
+                        .service("layers")
+                        .sink(Discard),
+                )
+            }),
+        ),
     ];
     let mut group = c.benchmark_group("layers");
     for (name, service) in &rows {
