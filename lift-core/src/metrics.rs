@@ -157,12 +157,20 @@ pub struct MetricsConfig {
     directive: Arc<Mutex<Option<Directive>>>,
 }
 
-/// A `CloudWatchMetrics` directive as written, with what it was written for.
+/// A `CloudWatchMetrics` directive as written, with what it was written for, and the parts
+/// of a document that follow from it: each metric's key, and the dimensions as written for
+/// the values they had last.
 #[derive(Debug)]
 struct Directive {
     dimensions: Vec<String>,
     metrics: Vec<(String, &'static str, bool)>,
     json: Arc<RawValue>,
+    /// `,"Name":` for each metric, in the batch's order.
+    keys: Vec<String>,
+    /// The dimension values `written` is for.
+    values: Vec<String>,
+    /// `,"name":"value"` for each dimension no metric of the batch shadows.
+    written: String,
 }
 
 impl Directive {
@@ -183,17 +191,48 @@ impl Directive {
 }
 
 impl MetricsConfig {
-    /// The `CloudWatchMetrics` array for `batch` under the dimensions `names`: the cached
-    /// one when it describes them, else written and cached. `None` (logged) when it cannot
-    /// be written.
-    fn directive(&self, dimensions: &[(&str, &str)], batch: &[Entry<'_>]) -> Option<Arc<RawValue>> {
+    /// Writes `document` with the cached directive and the parts that follow from it,
+    /// written again first when they do not describe the document's metrics and
+    /// dimensions. `None` (logged) when the directive cannot be written.
+    fn write(&self, document: &Document<'_>) -> Option<String> {
         let mut cached = self
             .directive
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(directive) = cached.as_ref().filter(|d| d.describes(dimensions, batch)) {
-            return Some(directive.json.clone());
+        let fresh = cached
+            .as_ref()
+            .is_some_and(|d| d.describes(document.dimensions, document.batch));
+        if !fresh {
+            *cached = Some(self.directive(document)?);
         }
+        let directive = cached.as_mut()?;
+        let values_match = directive.values.len() == document.dimensions.len()
+            && directive
+                .values
+                .iter()
+                .zip(document.dimensions)
+                .all(|(a, (_, b))| a == b);
+        if !values_match {
+            directive.values = document
+                .dimensions
+                .iter()
+                .map(|(_, v)| (*v).to_owned())
+                .collect();
+            directive.written.clear();
+            for &(key, value) in document.dimensions {
+                if !document.is_metric(key) {
+                    push_key(&mut directive.written, key);
+                    push_str(&mut directive.written, value);
+                }
+            }
+        }
+        Some(document.write(directive))
+    }
+
+    /// The `CloudWatchMetrics` array for the document's batch under its dimensions, and
+    /// its metrics' keys. `None` (logged) when it cannot be written.
+    fn directive(&self, document: &Document<'_>) -> Option<Directive> {
+        let (dimensions, batch) = (document.dimensions, document.batch);
         let names: Vec<&str> = dimensions.iter().map(|(k, _)| *k).collect();
         let names = names.as_slice();
         let metrics: Vec<Definition<'_>> = batch
@@ -210,18 +249,25 @@ impl MetricsConfig {
             metrics,
         }]);
         match json {
-            Ok(json) => {
-                let json: Arc<RawValue> = Arc::from(json);
-                *cached = Some(Directive {
-                    dimensions: names.iter().map(|n| (*n).to_owned()).collect(),
-                    metrics: batch
-                        .iter()
-                        .map(|(n, u, h, _)| ((*n).to_owned(), *u, *h))
-                        .collect(),
-                    json: json.clone(),
-                });
-                Some(json)
-            }
+            Ok(json) => Some(Directive {
+                dimensions: names.iter().map(|n| (*n).to_owned()).collect(),
+                metrics: batch
+                    .iter()
+                    .map(|(n, u, h, _)| ((*n).to_owned(), *u, *h))
+                    .collect(),
+                json: Arc::from(json),
+                keys: batch
+                    .iter()
+                    .map(|(name, ..)| {
+                        let mut key = String::with_capacity(name.len() + 4);
+                        push_key(&mut key, name);
+                        key
+                    })
+                    .collect(),
+                // No values yet: the dimensions are written on first use.
+                values: Vec::new(),
+                written: String::new(),
+            }),
             Err(error) => {
                 tracing::warn!(target: "lift::metrics", error = %error, "an EMF directive could not be written");
                 None
@@ -568,18 +614,16 @@ impl Metrics {
                 pending = rest;
                 batch
             };
-            let Some(directive) = config.directive(&dimensions, &batch) else {
-                continue;
-            };
             let document = Document {
                 timestamp,
-                directive: &directive,
                 dimensions: &dimensions,
                 fixed,
                 properties: &recorder.properties,
                 batch: &batch,
             };
-            documents.push(document.write());
+            if let Some(written) = config.write(&document) {
+                documents.push(written);
+            }
         }
         documents
     }
@@ -596,8 +640,6 @@ pub(crate) fn millis(duration: Duration) -> f64 {
 /// one, so that no key is written twice.
 struct Document<'a> {
     timestamp: u64,
-    /// The `CloudWatchMetrics` array, as JSON.
-    directive: &'a RawValue,
     dimensions: &'a [(&'a str, &'a str)],
     fixed: &'a [(&'a str, &'a str)],
     properties: &'a [(Name, Value)],
@@ -618,22 +660,20 @@ impl Document<'_> {
         self.dimensions.iter().any(|(name, _)| *name == key)
     }
 
-    /// The document as one line of JSON, written field by field from the recorded data:
-    /// no JSON value tree and no serializer state in between. Every name was checked
-    /// where it was recorded; strings are escaped as JSON requires.
-    fn write(&self) -> String {
-        let mut out = String::with_capacity(self.directive.get().len() + 256);
+    /// The document as one line of JSON, written field by field from the recorded data
+    /// and `directive`'s parts (the directive, the metrics' keys and the dimensions, as
+    /// [`MetricsConfig::write`] keeps them for this document): no JSON value tree and no
+    /// serializer state in between. Every name was checked where it was recorded; strings
+    /// are escaped as JSON requires.
+    fn write(&self, directive: &Directive) -> String {
+        let json = directive.json.get();
+        let mut out = String::with_capacity(json.len() + directive.written.len() + 256);
         out.push_str("{\"_aws\":{\"Timestamp\":");
         push_int(&mut out, self.timestamp);
         out.push_str(",\"CloudWatchMetrics\":");
-        out.push_str(self.directive.get());
+        out.push_str(json);
         out.push('}');
-        for &(key, value) in self.dimensions {
-            if !self.is_metric(key) {
-                push_key(&mut out, key);
-                push_str(&mut out, value);
-            }
-        }
+        out.push_str(&directive.written);
         for &(key, value) in self.fixed {
             if !self.is_metric(key) && !self.is_dimension(key) {
                 push_key(&mut out, key);
@@ -650,8 +690,8 @@ impl Document<'_> {
                 let _ = write!(out, "{value}");
             }
         }
-        for &(name, _, _, values) in self.batch {
-            push_key(&mut out, name);
+        for (key, &(_, _, _, values)) in directive.keys.iter().zip(self.batch) {
+            out.push_str(key);
             match values {
                 [one] => push_f64(&mut out, *one),
                 many => {
@@ -797,6 +837,45 @@ mod tests {
         assert_eq!(doc["region"], "eu");
         assert_eq!(doc["orderId"], "o-1");
         assert_eq!(doc["service"], "orders");
+    }
+
+    #[test]
+    fn each_invocation_writes_its_own_dimension_values_with_one_config() {
+        // One config for every invocation, as an App has: what it keeps from one document
+        // must not leak into the next.
+        let config = config();
+        let document = |route: &str, region: Option<&str>, metric: &str| {
+            let m = Metrics::default();
+            m.dimension("route", route).expect("dimension");
+            if let Some(region) = region {
+                m.dimension("region", region).expect("dimension");
+            }
+            m.count(metric, 1.0).expect("count");
+            let documents = m.take_documents(&config, UNIX_EPOCH);
+            assert_eq!(documents.len(), 1);
+            let text = documents[0].clone();
+            (parse(&documents).remove(0), text)
+        };
+        let (a, _) = document("GET /a", None, "Requests");
+        let (b, _) = document("GET /b", None, "Requests");
+        let (again, _) = document("GET /a", Some("eu"), "Requests");
+        assert_eq!(a["route"], "GET /a");
+        assert_eq!(b["route"], "GET /b", "same directive, other value");
+        assert_eq!(again["route"], "GET /a");
+        assert_eq!(again["region"], "eu");
+        assert_eq!(
+            again["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["region", "route", "service"]])
+        );
+        // A metric named like a dimension wins; the next document, without that metric,
+        // writes the dimension again.
+        let (shadowed, text) = document("GET /a", Some("eu"), "region");
+        assert_eq!(shadowed["region"], json!(1.0));
+        assert_eq!(text.matches("\"region\":").count(), 1, "{text}");
+        let (back, _) = document("GET /a", Some("us"), "Requests");
+        assert_eq!(back["region"], "us");
+        assert_eq!(back["Requests"], json!(1.0));
+        assert!(back.get("Placed").is_none());
     }
 
     #[test]
