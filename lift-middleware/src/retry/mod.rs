@@ -418,17 +418,19 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let service = crate::take_ready(&mut self.inner);
         let layer = Arc::clone(&self.layer);
-        Box::pin(async move {
-            let total = layer.config.total_timeout;
-            let attempts = run(service, layer, request);
-            match total {
-                Some(limit) => match tokio::time::timeout(limit, attempts).await {
+        // The attempts' state is boxed once, here; the timers that only some
+        // configurations need are boxed where they start, so that the state every call
+        // carries (and every layer above moves) stays small.
+        match layer.config.total_timeout {
+            None => Box::pin(run(service, layer, request)),
+            Some(limit) => Box::pin(async move {
+                let attempts = Box::pin(run(service, layer, request));
+                match tokio::time::timeout(limit, attempts).await {
                     Ok(result) => result,
                     Err(_) => Err(Box::new(Error::Timeout { after: limit }) as BoxError),
-                },
-                None => attempts.await,
-            }
-        })
+                }
+            }),
+        }
     }
 }
 
@@ -451,7 +453,7 @@ where
             .map_err(Into::into)
     };
     match timeout {
-        Some(limit) => match tokio::time::timeout(limit, call).await {
+        Some(limit) => match Box::pin(tokio::time::timeout(limit, call)).await {
             Ok(result) => result,
             Err(_) => Err(Box::new(Error::Timeout { after: limit })),
         },
@@ -537,7 +539,7 @@ where
             return result;
         }
         tracing::debug!(target: "lift::retry", attempt = number, ?delay, "retrying");
-        tokio::time::sleep(delay).await;
+        Box::pin(tokio::time::sleep(delay)).await;
         slept += delay;
         previous = delay;
         number += 1;
