@@ -741,14 +741,7 @@ impl LiftService {
         if !self.inner.metrics.as_ref().is_some_and(|c| c.route_metrics) {
             return;
         }
-        let _ = metrics.builtin_dimension("route", operation);
-        let _ = metrics.record_builtin("Requests", 1.0, MetricUnit::Count);
-        let _ = metrics.record_builtin("Errors", if failed { 1.0 } else { 0.0 }, MetricUnit::Count);
-        let _ = metrics.record_builtin(
-            "Latency",
-            crate::metrics::millis(started.elapsed()),
-            MetricUnit::Milliseconds,
-        );
+        metrics.record_route(operation, failed, crate::metrics::millis(started.elapsed()));
     }
 
     async fn dispatch(

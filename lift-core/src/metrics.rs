@@ -377,6 +377,63 @@ struct Recorder {
     properties: Vec<(Name, Value)>,
 }
 
+impl Recorder {
+    /// Records a finite `value` of `name` (`owned` makes the name kept, the first time).
+    fn record(
+        &mut self,
+        name: &str,
+        owned: impl FnOnce() -> Name,
+        value: f64,
+        unit: Unit,
+        high_resolution: bool,
+    ) -> Result<(), MetricsError> {
+        let unit = unit.as_str();
+        let Some(metric) = self.metrics.iter_mut().find(|m| m.name == name) else {
+            self.metrics.push(Metric {
+                name: owned(),
+                unit,
+                high_resolution,
+                values: Values {
+                    first: value,
+                    all: Vec::new(),
+                },
+            });
+            return Ok(());
+        };
+        if metric.unit != unit {
+            return Err(MetricsError::UnitMismatch {
+                name: name.to_owned(),
+                first: metric.unit,
+                second: unit,
+            });
+        }
+        metric.values.push(value);
+        metric.high_resolution |= high_resolution;
+        Ok(())
+    }
+
+    /// Sets the dimension `name` to `value`, which is checked here.
+    fn set_dimension(
+        &mut self,
+        name: &str,
+        owned: impl FnOnce() -> Name,
+        value: &str,
+    ) -> Result<(), MetricsError> {
+        if value.is_empty() || value.len() > 1024 {
+            return Err(MetricsError::InvalidDimensionValue(name.to_owned()));
+        }
+        if let Some((_, old)) = self.dimensions.iter_mut().find(|(n, _)| n == name) {
+            value.clone_into(old);
+            return Ok(());
+        }
+        if self.dimensions.len() >= 30 {
+            return Err(MetricsError::TooManyDimensions);
+        }
+        self.dimensions.push((owned(), value.to_owned()));
+        Ok(())
+    }
+}
+
 /// The metrics of one invocation; cheap to clone (every record's [`Context`](crate::Context)
 /// holds the same one).
 #[derive(Clone, Debug, Default)]
@@ -404,31 +461,7 @@ impl Metrics {
         if !value.is_finite() {
             return Err(MetricsError::InvalidValue(name.to_owned()));
         }
-        let unit = unit.as_str();
-        self.with(|r| {
-            let Some(metric) = r.metrics.iter_mut().find(|m| m.name == name) else {
-                r.metrics.push(Metric {
-                    name: owned(),
-                    unit,
-                    high_resolution,
-                    values: Values {
-                        first: value,
-                        all: Vec::new(),
-                    },
-                });
-                return Ok(());
-            };
-            if metric.unit != unit {
-                return Err(MetricsError::UnitMismatch {
-                    name: name.to_owned(),
-                    first: metric.unit,
-                    second: unit,
-                });
-            }
-            metric.values.push(value);
-            metric.high_resolution |= high_resolution;
-            Ok(())
-        })
+        self.with(|r| r.record(name, owned, value, unit, high_resolution))
     }
 
     fn record_named(
@@ -446,6 +479,24 @@ impl Metrics {
             unit,
             high_resolution,
         )
+    }
+
+    /// Lift's per-route metrics of one request, under one lock: the `route` dimension and
+    /// `Requests`, `Errors` and `Latency` (milliseconds). Valid names, never copied.
+    pub(crate) fn record_route(&self, route: &str, failed: bool, latency: f64) {
+        self.with(|r| {
+            let _ = r.set_dimension("route", || Cow::Borrowed("route"), route);
+            let builtins = [
+                ("Requests", 1.0, Unit::Count),
+                ("Errors", if failed { 1.0 } else { 0.0 }, Unit::Count),
+                ("Latency", latency, Unit::Milliseconds),
+            ];
+            for (name, value, unit) in builtins {
+                if value.is_finite() {
+                    let _ = r.record(name, || Cow::Borrowed(name), value, unit, false);
+                }
+            }
+        });
     }
 
     /// Lift's own metrics (`Requests`, `Errors`, `Latency`, `ColdStart`): valid names,
@@ -500,35 +551,13 @@ impl Metrics {
         self.set_dimension(name, || Cow::Owned(name.to_owned()), value)
     }
 
-    /// Lift's own dimension (`route`): a valid name, never copied.
-    pub(crate) fn builtin_dimension(
-        &self,
-        name: &'static str,
-        value: &str,
-    ) -> Result<(), MetricsError> {
-        self.set_dimension(name, || Cow::Borrowed(name), value)
-    }
-
     fn set_dimension(
         &self,
         name: &str,
         owned: impl FnOnce() -> Name,
         value: &str,
     ) -> Result<(), MetricsError> {
-        if value.is_empty() || value.len() > 1024 {
-            return Err(MetricsError::InvalidDimensionValue(name.to_owned()));
-        }
-        self.with(|r| {
-            if let Some((_, old)) = r.dimensions.iter_mut().find(|(n, _)| n == name) {
-                value.clone_into(old);
-                return Ok(());
-            }
-            if r.dimensions.len() >= 30 {
-                return Err(MetricsError::TooManyDimensions);
-            }
-            r.dimensions.push((owned(), value.to_owned()));
-            Ok(())
-        })
+        self.with(|r| r.set_dimension(name, owned, value))
     }
 
     /// Adds a property: a searchable field of the log line that is not a dimension
