@@ -18,14 +18,20 @@ pub(crate) type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// its verification and its own `exp` plus the leeway, the moment a full verification would
 /// start refusing it. A token that fails is never kept. When `capacity` tokens are kept,
 /// the expired ones go; if none has, all do.
+///
+/// Tokens are hashed with foldhash (seeded per process) rather than SipHash: a lookup
+/// hashes the whole token on every request, and only tokens that passed verification are
+/// ever inserted, so a caller cannot choose keys to crowd a bucket.
 pub(crate) struct VerifiedTokens {
-    entries: Mutex<HashMap<Box<str>, Verified>>,
+    entries: Mutex<Entries>,
     capacity: usize,
     max_age: Duration,
     leeway: Duration,
     clock: Clock,
     hits: AtomicU64,
 }
+
+type Entries = HashMap<Box<str>, Verified, foldhash::fast::RandomState>;
 
 struct Verified {
     principal: Arc<Principal>,
@@ -35,7 +41,10 @@ struct Verified {
 impl VerifiedTokens {
     pub(crate) fn new(capacity: usize, max_age: Duration, leeway: Duration, clock: Clock) -> Self {
         VerifiedTokens {
-            entries: Mutex::new(HashMap::with_capacity(capacity.min(1024))),
+            entries: Mutex::new(HashMap::with_capacity_and_hasher(
+                capacity.min(1024),
+                foldhash::fast::RandomState::default(),
+            )),
             capacity,
             max_age,
             leeway,
@@ -44,7 +53,7 @@ impl VerifiedTokens {
         }
     }
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Verified>> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
