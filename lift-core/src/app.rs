@@ -842,6 +842,7 @@ impl LiftService {
             endpoint: unit.endpoint,
             extensions: None,
             tenant: None,
+            principal: None,
             span: unit.span,
         }
     }

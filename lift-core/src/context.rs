@@ -161,6 +161,8 @@ pub struct Context {
     /// Its own field rather than an extension: nearly every multi-tenant request has one,
     /// and an extension costs three allocations.
     pub(crate) tenant: Option<TenantId>,
+    /// The authenticated caller, once authentication ran; shared, as the tenant is.
+    pub(crate) principal: Option<Arc<crate::principal::Principal>>,
     pub(crate) span: tracing::Span,
     pub(crate) metrics: crate::metrics::Metrics,
 }
@@ -284,7 +286,20 @@ impl Context {
         self.tenant = Some(tenant);
     }
 
-    /// Typed values that middleware attach for handlers (tenant, principal, ...).
+    /// The authenticated caller, once authentication middleware (lift-middleware's
+    /// `JwtAuthLayer`) verified one.
+    pub fn principal(&self) -> Option<&crate::principal::Principal> {
+        self.principal.as_deref()
+    }
+
+    /// Sets the authenticated caller (authentication middleware calls this). Shared: a
+    /// cache of verified tokens hands the same principal to every request that sends the
+    /// token, and clones of the context share it.
+    pub fn set_principal(&mut self, principal: Arc<crate::principal::Principal>) {
+        self.principal = Some(principal);
+    }
+
+    /// Typed values that middleware attach for handlers.
     pub fn extensions(&self) -> &http::Extensions {
         static NONE: LazyLock<http::Extensions> = LazyLock::new(http::Extensions::new);
         self.extensions.as_deref().unwrap_or(&NONE)

@@ -74,6 +74,7 @@ pub mod http_layer;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod principal;
 pub mod stream;
 pub mod testing;
 #[cfg(feature = "websocket")]

@@ -25,7 +25,7 @@ use lift_core::authorizer::Authorization;
 use lift_core::http::StatusCode;
 use lift_core::metrics::{MetricsConfig, Unit};
 use lift_core::{App, Context, Created, Error, Json, Result, with_layer};
-use lift_middleware::auth::{JwtAuthLayer, JwtConfig, PrincipalExt};
+use lift_middleware::auth::{JwtAuthLayer, JwtConfig};
 use lift_middleware::cache::{Cache, CacheLayer, HttpGetPolicy};
 use lift_middleware::dynamo::{self, DynamoError};
 use lift_middleware::idempotency::{IdempotencyConfig, IdempotencyLayer};

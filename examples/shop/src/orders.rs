@@ -23,7 +23,7 @@ use lift_core::{App, Context, Error, Json, Result, with_layer};
 use lift_events::Envelope;
 use lift_events::publish::EventBridgePublisher;
 use lift_events::store::{DynamoStore, SagaStore};
-use lift_middleware::auth::{JwtAuthLayer, JwtConfig, PrincipalExt};
+use lift_middleware::auth::{JwtAuthLayer, JwtConfig};
 use lift_middleware::idempotency::{IdempotencyConfig, IdempotencyLayer};
 use lift_middleware::tenancy::{TenantConfig, TenantLayer, TenantSource};
 use lift_services::client::{CallError, ServiceClient};

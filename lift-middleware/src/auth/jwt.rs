@@ -19,8 +19,8 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::hmac;
 use super::keys::{JwksCache, JwksSource, Key};
-use super::principal::{Principal, VerifiedBy};
 use super::verified::VerifiedTokens;
+use super::{Principal, VerifiedBy};
 use crate::error::{ConfigError, check};
 use crate::refusal::RefusedOr;
 
@@ -718,13 +718,13 @@ where
                 let service = crate::take_ready(&mut self.inner);
                 return ResponseFuture::inner(Either::Right(Box::pin(async move {
                     let principal = verifier.verify_fetched(&pending).await.map_err(refused)?;
-                    ctx.extensions_mut().insert(principal);
+                    ctx.set_principal(principal);
                     service.oneshot(ctx).await.map_err(Into::into)
                 })));
             }
         };
         if let Some(principal) = principal {
-            ctx.extensions_mut().insert(principal);
+            ctx.set_principal(principal);
         }
         ResponseFuture::inner(Either::Left(self.inner.call(ctx).err_into()))
     }

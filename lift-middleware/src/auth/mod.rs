@@ -9,11 +9,13 @@
 //! checks `exp` and `nbf` with leeway, and `iss` and `aud` when configured (a token
 //! without them is then refused); accepted algorithms are pinned, and each key only
 //! verifies its own algorithm, so `alg: none` and RS/HS confusion are refused. The claims
-//! become a typed [`Principal`] in the context ([`PrincipalExt::principal`]). A missing or
+//! become a typed [`Principal`] in the context ([`Context::principal`]). A missing or
 //! invalid token is a 401 with a `WWW-Authenticate` challenge; error bodies never echo the
 //! token. When API Gateway's JWT authorizer already verified the token, its claims can be
 //! trusted instead (configured explicitly). A warm function can keep the tokens it
 //! verified for a while ([`JwtConfigBuilder::cache_verified_tokens`], off by default).
+//!
+//! [`Context::principal`]: lift_core::Context::principal
 //!
 //! [`RequireLayer`] then demands scopes, roles or any rule on a route: 403
 //! `insufficient_scope` when the principal falls short.
@@ -21,7 +23,7 @@
 //! ```
 //! use jsonwebtoken::Algorithm;
 //! use lift_core::{App, Context, Result, with_layer};
-//! use lift_middleware::auth::{JwtAuthLayer, JwtConfig, PrincipalExt, RequireLayer};
+//! use lift_middleware::auth::{JwtAuthLayer, JwtConfig, RequireLayer};
 //!
 //! async fn me(ctx: Context) -> Result<String> {
 //!     Ok(ctx.principal().and_then(|p| p.subject.clone()).unwrap_or_default())
@@ -48,7 +50,6 @@ mod hmac;
 mod jwt;
 #[cfg(feature = "jwt")]
 mod keys;
-mod principal;
 mod require;
 #[cfg(feature = "jwt")]
 mod verified;
@@ -59,5 +60,5 @@ pub use jsonwebtoken::Algorithm;
 pub use jwt::{JwtAuth, JwtAuthLayer, JwtConfig, JwtConfigBuilder, JwtVerifier, ResponseFuture};
 #[cfg(feature = "jwt")]
 pub use keys::{HttpJwks, JwksSource};
-pub use principal::{Principal, PrincipalExt, VerifiedBy};
+pub use lift_core::principal::{Principal, VerifiedBy};
 pub use require::{Require, RequireLayer};

@@ -9,7 +9,7 @@ use futures_util::future::{Either, MapErr, TryFutureExt};
 use lift_core::{BoxError, Context, Error, Response};
 use tower::{Layer, Service};
 
-use super::principal::{Principal, PrincipalExt};
+use super::Principal;
 
 type Check = Arc<dyn Fn(&Principal) -> bool + Send + Sync>;
 

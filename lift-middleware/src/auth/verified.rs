@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::principal::Principal;
+use super::Principal;
 
 /// The clock entries are dated by; the wall clock, as `exp` is.
 pub(crate) type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;

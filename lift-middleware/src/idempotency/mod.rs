@@ -76,7 +76,6 @@ use lift_core::{Body, BoxError, Context, Error, Response};
 use sha2::{Digest, Sha256};
 use tower::{Layer, Service, ServiceExt};
 
-use crate::auth::PrincipalExt;
 use crate::error::{ConfigError, check};
 pub use function::{Idempotent, IdempotentError};
 pub use store::Record;
@@ -728,8 +727,10 @@ mod tests {
                         ("sub".to_owned(), Value::from(subject)),
                         ("iss".to_owned(), Value::from("issuer")),
                     ]);
-                    ctx.extensions_mut()
-                        .insert(Principal::from_claims(claims, VerifiedBy::Lift));
+                    ctx.set_principal(std::sync::Arc::new(Principal::from_claims(
+                        claims,
+                        VerifiedBy::Lift,
+                    )));
                 }
                 ctx
             })

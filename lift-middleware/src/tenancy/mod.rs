@@ -44,7 +44,6 @@ use http::StatusCode;
 use lift_core::{BoxError, Context, Error, Response, TenantId};
 use tower::{Layer, Service};
 
-use crate::auth::PrincipalExt;
 use crate::error::{ConfigError, check};
 
 #[cfg(feature = "dynamodb")]

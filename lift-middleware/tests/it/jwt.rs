@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use lift_core::testing::{HttpResponse, TestApp, events};
 use lift_core::{App, BoxError, BoxFuture, Context, Json, with_layer};
 use lift_middleware::auth::{
-    JwksSource, JwtAuthLayer, JwtConfig, JwtConfigBuilder, PrincipalExt, RequireLayer, VerifiedBy,
+    JwksSource, JwtAuthLayer, JwtConfig, JwtConfigBuilder, RequireLayer, VerifiedBy,
 };
 use serde_json::{Value, json};
 

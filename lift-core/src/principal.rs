@@ -1,8 +1,8 @@
-//! Who the caller is, as authentication established it.
+//! Who the caller is, as authentication established it: the [`Principal`] that
+//! authentication middleware (lift-middleware's `JwtAuthLayer`) sets on the
+//! [`Context`](crate::Context) and handlers read with
+//! [`Context::principal`](crate::Context::principal).
 
-use std::sync::Arc;
-
-use lift_core::Context;
 use serde_json::{Map, Value};
 
 /// How a [`Principal`] was established.
@@ -16,9 +16,13 @@ pub enum VerifiedBy {
 }
 
 /// The authenticated caller: subject, issuer, scopes, roles and every claim, typed where
-/// they are standard. Authentication stores it in the [`Context`]'s extensions as an
-/// `Arc<Principal>`, shared with the verified-token cache, and [`PrincipalExt::principal`]
-/// reads it from there.
+/// they are standard. Authentication sets it with [`Context::set_principal`] (shared, so
+/// that a cache of verified tokens hands out the same one) and [`Context::principal`]
+/// reads it.
+///
+/// [`Context`]: crate::Context
+/// [`Context::set_principal`]: crate::Context::set_principal
+/// [`Context::principal`]: crate::Context::principal
 #[derive(Debug, Clone, PartialEq)]
 pub struct Principal {
     /// The `sub` claim.
@@ -104,23 +108,6 @@ impl Principal {
     }
 }
 
-/// Reads the [`Principal`] from a [`Context`].
-pub trait PrincipalExt {
-    /// The authenticated caller, once authentication ran.
-    fn principal(&self) -> Option<&Principal>;
-}
-
-impl PrincipalExt for Context {
-    fn principal(&self) -> Option<&Principal> {
-        let extensions = self.extensions();
-        match extensions.get::<Arc<Principal>>() {
-            Some(shared) => Some(shared),
-            // One inserted by hand, as a test may do.
-            None => extensions.get::<Principal>(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,68 +137,55 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_principal_is_read_shared_or_inserted_by_hand() {
-        use lift_core::testing::{TestApp, events};
-        use lift_core::{App, BoxService, Json};
+    async fn the_principal_set_by_middleware_is_read_in_place() {
+        use std::sync::{Arc, Mutex};
 
-        fn principal(sub: &str) -> Principal {
-            let mut claims = Map::new();
-            claims.insert("sub".to_owned(), Value::from(sub));
-            Principal::from_claims(claims, VerifiedBy::Lift)
-        }
-        let shared = Arc::new(principal("shared"));
+        use crate::testing::{TestApp, events};
+        use crate::{App, BoxService, Context, Json};
+
+        let mut claims = Map::new();
+        claims.insert("sub".to_owned(), Value::from("user-1"));
+        let shared = Arc::new(Principal::from_claims(claims, VerifiedBy::Lift));
         let kept = shared.clone();
-        // `x-insert`: `plain` inserts a Principal, `both` also the shared one.
-        let insert = tower::layer::layer_fn(move |inner: BoxService| {
+        // Sets the principal when `x-sign-in` is sent, as authentication would.
+        let sign_in = tower::layer::layer_fn(move |inner: BoxService| {
             let shared = kept.clone();
             tower::util::MapRequest::new(inner, move |mut ctx: Context| {
-                let insert = ctx.header("x-insert").map(str::to_owned);
-                if insert.is_some() {
-                    ctx.extensions_mut().insert(principal("by-hand"));
-                }
-                if insert.as_deref() == Some("both") {
-                    ctx.extensions_mut().insert(shared.clone());
+                if ctx.header("x-sign-in").is_some() {
+                    ctx.set_principal(shared.clone());
                 }
                 ctx
             })
         });
-        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
         let app = App::new()
             .get("/", move |ctx: Context| {
                 let log = log.clone();
                 async move {
                     let read = ctx.principal();
-                    log.lock()
-                        .expect("lock")
-                        .push(read.map(|p| p as *const Principal as usize));
-                    let subject = read.and_then(|p| p.subject.clone());
-                    Ok::<_, lift_core::Error>(Json(subject))
+                    let at = read.map(|p| p as *const Principal as usize);
+                    log.lock().expect("lock").push(at);
+                    Ok::<_, crate::Error>(Json(read.and_then(|p| p.subject.clone())))
                 }
             })
-            .layer(insert);
+            .layer(sign_in);
         let app = TestApp::new(app).expect("app");
-        let subject = |insert: Option<&str>| {
-            let mut event = events::http("GET", "/");
-            if let Some(insert) = insert {
-                event = event.header("x-insert", insert);
-            }
-            let app = &app;
-            async move {
-                let answer = app.http(event.v2()).await.expect("response");
-                answer.json::<Option<String>>().expect("json")
-            }
-        };
-        assert_eq!(subject(None).await, None);
-        assert_eq!(subject(Some("plain")).await.as_deref(), Some("by-hand"));
+        let anonymous = app
+            .http(events::http("GET", "/").v2())
+            .await
+            .expect("answer");
+        assert_eq!(anonymous.json::<Option<String>>().expect("json"), None);
+        let signed_in = events::http("GET", "/").header("x-sign-in", "1").v2();
+        let signed_in = app.http(signed_in).await.expect("answer");
         assert_eq!(
-            subject(Some("both")).await.as_deref(),
-            Some("shared"),
-            "shared wins"
+            signed_in.json::<Option<String>>().expect("json").as_deref(),
+            Some("user-1")
         );
         let seen = seen.lock().expect("lock");
+        assert_eq!(seen[0], None);
         assert_eq!(
-            seen[2],
+            seen[1],
             Some(Arc::as_ptr(&shared) as usize),
             "read in place"
         );
