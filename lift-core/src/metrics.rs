@@ -378,7 +378,8 @@ struct Recorder {
 }
 
 impl Recorder {
-    /// Records a finite `value` of `name` (`owned` makes the name kept, the first time).
+    /// Records `value` of `name`, which must be finite (`owned` makes the name kept, the
+    /// first time).
     fn record(
         &mut self,
         name: &str,
@@ -387,6 +388,9 @@ impl Recorder {
         unit: Unit,
         high_resolution: bool,
     ) -> Result<(), MetricsError> {
+        if !value.is_finite() {
+            return Err(MetricsError::InvalidValue(name.to_owned()));
+        }
         let unit = unit.as_str();
         let Some(metric) = self.metrics.iter_mut().find(|m| m.name == name) else {
             self.metrics.push(Metric {
@@ -450,20 +454,6 @@ impl Metrics {
         f(&mut recorder)
     }
 
-    fn record(
-        &self,
-        name: &str,
-        owned: impl FnOnce() -> Name,
-        value: f64,
-        unit: Unit,
-        high_resolution: bool,
-    ) -> Result<(), MetricsError> {
-        if !value.is_finite() {
-            return Err(MetricsError::InvalidValue(name.to_owned()));
-        }
-        self.with(|r| r.record(name, owned, value, unit, high_resolution))
-    }
-
     fn record_named(
         &self,
         name: &str,
@@ -472,13 +462,8 @@ impl Metrics {
         high_resolution: bool,
     ) -> Result<(), MetricsError> {
         check_name(name)?;
-        self.record(
-            name,
-            || Cow::Owned(name.to_owned()),
-            value,
-            unit,
-            high_resolution,
-        )
+        let owned = || Cow::Owned(name.to_owned());
+        self.with(|r| r.record(name, owned, value, unit, high_resolution))
     }
 
     /// Lift's per-route metrics of one request, under one lock: the `route` dimension and
@@ -492,22 +477,20 @@ impl Metrics {
                 ("Latency", latency, Unit::Milliseconds),
             ];
             for (name, value, unit) in builtins {
-                if value.is_finite() {
-                    let _ = r.record(name, || Cow::Borrowed(name), value, unit, false);
-                }
+                let _ = r.record(name, || Cow::Borrowed(name), value, unit, false);
             }
         });
     }
 
-    /// Lift's own metrics (`Requests`, `Errors`, `Latency`, `ColdStart`): valid names,
-    /// never copied.
+    /// Lift's own metrics (`ColdStart`, and what [`Metrics::record_route`] records): valid
+    /// names, never copied.
     pub(crate) fn record_builtin(
         &self,
         name: &'static str,
         value: f64,
         unit: Unit,
     ) -> Result<(), MetricsError> {
-        self.record(name, || Cow::Borrowed(name), value, unit, false)
+        self.with(|r| r.record(name, || Cow::Borrowed(name), value, unit, false))
     }
 
     /// Adds `n` to the count `name`.
