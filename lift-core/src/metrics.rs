@@ -164,7 +164,7 @@ pub struct MetricsConfig {
 struct Directive {
     dimensions: Vec<String>,
     metrics: Vec<(String, &'static str, bool)>,
-    json: Arc<RawValue>,
+    json: Box<RawValue>,
     /// `,"Name":` for each metric, in the batch's order.
     keys: Vec<String>,
     /// The dimension values `written` is for.
@@ -255,7 +255,7 @@ impl MetricsConfig {
                     .iter()
                     .map(|(n, u, h, _)| ((*n).to_owned(), *u, *h))
                     .collect(),
-                json: Arc::from(json),
+                json,
                 keys: batch
                     .iter()
                     .map(|(name, ..)| {
