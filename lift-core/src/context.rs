@@ -381,7 +381,21 @@ impl Context {
 
     /// The first value of header `name` when it is valid UTF-8 (HTTP sources, and the
     /// handshake headers of a WebSocket `$connect`).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    ///
+    /// `name` is a `&str` (any case) or an [`http::HeaderName`]; a `HeaderName` kept in a
+    /// constant is not checked and lower-cased again on every call, which is what a layer
+    /// reading the same header on every request wants.
+    ///
+    /// ```
+    /// use http::header::{AUTHORIZATION, HeaderName};
+    /// # fn check(ctx: &lift_core::Context) {
+    /// const TENANT: HeaderName = HeaderName::from_static("x-tenant-id");
+    /// let tenant = ctx.header(&TENANT);
+    /// let token = ctx.header(AUTHORIZATION);
+    /// let same = ctx.header("Authorization");
+    /// # }
+    /// ```
+    pub fn header<K: http::header::AsHeaderName>(&self, name: K) -> Option<&str> {
         self.request_headers()?.get(name)?.to_str().ok()
     }
 

@@ -101,14 +101,21 @@ pub enum Priority {
 impl Priority {
     /// Reads a priority from a header value (`low`, `normal`, `high`).
     pub fn parse(value: &str) -> Option<Self> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "low" => Some(Priority::Low),
-            "normal" => Some(Priority::Normal),
-            "high" => Some(Priority::High),
-            _ => None,
-        }
+        let value = value.trim();
+        [
+            ("low", Priority::Low),
+            ("normal", Priority::Normal),
+            ("high", Priority::High),
+        ]
+        .into_iter()
+        .find_map(|(name, priority)| value.eq_ignore_ascii_case(name).then_some(priority))
     }
 }
+
+/// The header a request's priority is read from, parsed once: a lookup by `&str` would
+/// check and lower-case the name on every call, and the load shedder and the bulkhead
+/// both ask.
+const PRIORITY_HEADER: http::HeaderName = http::HeaderName::from_static("x-priority");
 
 fn method_is_idempotent(method: &http::Method) -> bool {
     !matches!(*method, http::Method::POST | http::Method::PATCH)
@@ -124,7 +131,7 @@ impl RequestInfo for Context {
     }
     /// From the `x-priority` header (`low`, `normal`, `high`), else normal.
     fn priority(&self) -> Priority {
-        self.header("x-priority")
+        self.header(&PRIORITY_HEADER)
             .and_then(Priority::parse)
             .unwrap_or_default()
     }
@@ -139,7 +146,7 @@ impl<B> RequestInfo for http::Request<B> {
     }
     fn priority(&self) -> Priority {
         self.headers()
-            .get("x-priority")
+            .get(&PRIORITY_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(Priority::parse)
             .unwrap_or_default()
@@ -224,5 +231,43 @@ mod tests {
             &c,
             &Err(transport)
         ));
+    }
+
+    #[tokio::test]
+    async fn priority_comes_from_the_header_in_any_case_else_normal() {
+        use lift_core::testing::{TestApp, events};
+        use lift_core::{App, Json};
+        let app = TestApp::new(App::new().get("/", |ctx: Context| async move {
+            Ok::<_, Error>(Json(format!("{:?}", ctx.priority())))
+        }))
+        .expect("app");
+        assert_eq!(Priority::parse(" High "), Some(Priority::High));
+        assert_eq!(Priority::parse("LOW"), Some(Priority::Low));
+        assert_eq!(Priority::parse("urgent"), None);
+        for (header, expected) in [
+            (Some("low"), Priority::Low),
+            (Some(" HIGH"), Priority::High),
+            (Some("urgent"), Priority::Normal),
+            (None, Priority::Normal),
+        ] {
+            let mut event = events::http("GET", "/");
+            if let Some(value) = header {
+                event = event.header("X-Priority", value);
+            }
+            let answer: String = app
+                .http(event.v2())
+                .await
+                .expect("response")
+                .json()
+                .expect("json");
+            assert_eq!(answer, format!("{expected:?}"), "{header:?}");
+            let mut request = http::Request::new(());
+            if let Some(value) = header {
+                request
+                    .headers_mut()
+                    .insert("x-priority", value.parse().expect("value"));
+            }
+            assert_eq!(request.priority(), expected, "{header:?}");
+        }
     }
 }

@@ -556,7 +556,7 @@ impl JwtVerifier {
             )))));
         }
         let Some(authorization) = ctx
-            .header("authorization")
+            .header(http::header::AUTHORIZATION)
             .or_else(|| authorizer_token(ctx))
         else {
             if let Some(token) = self.connect_query_token(ctx) {

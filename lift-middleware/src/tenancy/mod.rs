@@ -166,7 +166,7 @@ fn value_of<'a>(ctx: &'a Context, source: &TenantSource) -> Option<Cow<'a, str>>
         TenantSource::PathParam(name) => ctx.path_param(name).ok().map(Cow::Borrowed),
         TenantSource::MessageAttribute(name) => ctx.message_attribute(name).map(Cow::Borrowed),
         TenantSource::Subdomain => {
-            let host = ctx.header("host")?;
+            let host = ctx.header(http::header::HOST)?;
             let host = host.split(':').next()?;
             let mut labels = host.split('.');
             let first = labels.next()?;
