@@ -731,9 +731,9 @@ impl LiftService {
             Some(trace) => &[request_id, ("xrayTraceId", trace.as_str())][..],
             None => &[request_id][..],
         };
-        for document in metrics.documents(config, SystemTime::now(), fixed) {
+        metrics.documents(config, SystemTime::now(), fixed, |document| {
             config.sink.write(&document);
-        }
+        });
     }
 
     /// Per-route `Requests`, `Errors` and `Latency`, when configured.

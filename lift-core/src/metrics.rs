@@ -33,6 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
+use smallvec::SmallVec;
 
 use crate::json_text::{push_f64, push_int, push_str};
 
@@ -560,20 +561,27 @@ impl Metrics {
 
     /// Builds the EMF documents for what was recorded, and empties the handle.
     pub fn take_documents(&self, config: &MetricsConfig, now: SystemTime) -> Vec<String> {
-        self.documents(config, now, &[])
+        let mut documents = Vec::new();
+        self.documents(config, now, &[], |document| documents.push(document));
+        documents
     }
 
     /// [`Metrics::take_documents`] with properties of the invocation (`requestId`) that
-    /// win over recorded ones of the same name, written without being copied first.
+    /// win over recorded ones of the same name, written without being copied first; each
+    /// document goes to `emit` as it is written.
+    ///
+    /// An invocation records a few metrics under a few dimensions, so their lists are
+    /// kept on the stack: the document itself is the one allocation of a flush.
     pub(crate) fn documents(
         &self,
         config: &MetricsConfig,
         now: SystemTime,
         fixed: &[(&str, &str)],
-    ) -> Vec<String> {
+        mut emit: impl FnMut(String),
+    ) {
         let mut recorder = self.with(std::mem::take);
         if recorder.metrics.is_empty() {
-            return Vec::new();
+            return;
         }
         // In name order, so that the directive does not depend on the order of recording.
         recorder
@@ -581,7 +589,7 @@ impl Metrics {
             .sort_unstable_by(|a, b| a.name.cmp(&b.name));
         // Default and invocation dimensions together, in name order, an invocation's value
         // over a default of the same name, within CloudWatch's 30: borrowed, not copied.
-        let mut dimensions: Vec<(&str, &str)> = config
+        let mut dimensions: SmallVec<[(&str, &str); 8]> = config
             .defaults
             .iter()
             .filter(|(k, _)| !recorder.dimensions.iter().any(|(n, _)| n == *k))
@@ -596,13 +604,17 @@ impl Metrics {
             .unwrap_or(0);
         // At most 100 values per metric: a longer one is cut into chunks, each in its own
         // document, since a name appears once in a document.
-        let mut pending: Vec<Entry<'_>> = Vec::with_capacity(recorder.metrics.len());
-        for metric in &recorder.metrics {
-            for chunk in metric.values.as_slice().chunks(100) {
-                pending.push((&metric.name, metric.unit, metric.high_resolution, chunk));
-            }
-        }
-        let mut documents = Vec::with_capacity(1);
+        let mut pending: SmallVec<[Entry<'_>; 8]> = recorder
+            .metrics
+            .iter()
+            .flat_map(|metric| {
+                metric
+                    .values
+                    .as_slice()
+                    .chunks(100)
+                    .map(|chunk| (&*metric.name, metric.unit, metric.high_resolution, chunk))
+            })
+            .collect();
         while !pending.is_empty() {
             // At most 100 metrics per document, each name once (a name is recorded once, so
             // that holds unless a metric was cut into chunks). Usually everything fits.
@@ -614,10 +626,10 @@ impl Metrics {
             let batch = if fits {
                 std::mem::take(&mut pending)
             } else {
-                let mut batch: Vec<Entry<'_>> = Vec::with_capacity(pending.len().min(100));
-                let mut rest = Vec::new();
+                let mut batch = SmallVec::new();
+                let mut rest = SmallVec::new();
                 for entry in pending {
-                    if batch.len() < 100 && !batch.iter().any(|(n, ..)| *n == entry.0) {
+                    if batch.len() < 100 && !batch.iter().any(|(n, ..): &Entry<'_>| *n == entry.0) {
                         batch.push(entry);
                     } else {
                         rest.push(entry);
@@ -634,10 +646,9 @@ impl Metrics {
                 batch: &batch,
             };
             if let Some(written) = config.write(&document) {
-                documents.push(written);
+                emit(written);
             }
         }
-        documents
     }
 }
 
@@ -933,7 +944,8 @@ mod tests {
             ("Placed", "shadowed"),
             ("service", "x"),
         ];
-        let documents = m.documents(&config(), UNIX_EPOCH, &fixed);
+        let mut documents = Vec::new();
+        m.documents(&config(), UNIX_EPOCH, &fixed, |d| documents.push(d));
         let text = &documents[0];
         for key in ["\"requestId\":", "\"Placed\":", "\"service\":"] {
             assert_eq!(text.matches(key).count(), 1, "{key} in {text}");
