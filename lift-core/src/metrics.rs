@@ -483,8 +483,8 @@ impl Metrics {
         });
     }
 
-    /// Lift's own metrics (`ColdStart`, and what [`Metrics::record_route`] records): valid
-    /// names, never copied.
+    /// Lift's own `ColdStart` count (the per-route ones go through
+    /// [`Metrics::record_route`]): a valid name, never copied.
     pub(crate) fn record_builtin(
         &self,
         name: &'static str,

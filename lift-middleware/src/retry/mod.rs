@@ -418,14 +418,13 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let service = crate::take_ready(&mut self.inner);
         let layer = Arc::clone(&self.layer);
-        // The attempts' state is boxed once, here; the timers that only some
-        // configurations need are boxed where they start, so that the state every call
-        // carries (and every layer above moves) stays small.
+        // One box, holding the total timeout's timer only when one is configured; the
+        // other timers are boxed where they start, so that the state every call carries
+        // stays small.
         match layer.config.total_timeout {
             None => Box::pin(run(service, layer, request)),
             Some(limit) => Box::pin(async move {
-                let attempts = Box::pin(run(service, layer, request));
-                match tokio::time::timeout(limit, attempts).await {
+                match tokio::time::timeout(limit, run(service, layer, request)).await {
                     Ok(result) => result,
                     Err(_) => Err(Box::new(Error::Timeout { after: limit }) as BoxError),
                 }
