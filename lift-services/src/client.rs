@@ -5,7 +5,10 @@
 //! through lift-middleware's circuit breaker (one per instance) and timeout (bounded by the
 //! caller's deadline). A retryable failure fails over to another instance, at most
 //! `max_attempts` in all, within a retry budget; consecutive failures eject an instance
-//! locally until the next refresh.
+//! locally until the next refresh. What is retryable: a 429 or 503 answer, or a call that
+//! never left (an open circuit), for any request; any other 5xx answer or a transport
+//! failure (a timeout, a function error) only for an idempotent one
+//! ([`ServiceRequest::idempotent`]), since the instance may have done the work.
 //!
 //! The call carries the tenant (`x-tenant-id`), the X-Ray trace header, the correlation id
 //! and the caller's service identity (`x-lift-caller`, and a signed `x-lift-service-token`
@@ -45,7 +48,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -62,7 +64,9 @@ use tower::{Layer, Service, ServiceExt};
 
 use crate::balance::{PowerOfTwoChoices, Rng, Strategy};
 use crate::config::ConfigError;
-use crate::discovery::{Discovered, Discovery, DiscoveryError, HealthFilter, Query, report_entry};
+use crate::discovery::{
+    Discovered, Discovery, DiscoveryError, HealthFilter, InFlight, Query, report_entry,
+};
 use crate::health::HealthSignals;
 use crate::policy::{CallInfo, TrafficPolicy};
 use crate::transport::{Outbound, ServiceRequest, ServiceResponse, Transport};
@@ -524,7 +528,8 @@ impl ServiceClient {
                     tenant: request.tenant.clone(),
                 });
             }
-            entry.stats.outstanding.fetch_add(1, Ordering::Relaxed);
+            // Counted until the attempt ends, also when the caller drops the call mid-way.
+            let in_flight = InFlight::count(entry);
             let mut stack = inner.breakers.stack(&instance.id);
             let outcome = match stack.ready().await {
                 Ok(ready) => {
@@ -538,7 +543,7 @@ impl ServiceClient {
                 }
                 Err(error) => Err(error),
             };
-            entry.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
+            drop(in_flight);
             let verdict = judge(service, &instance.id, request.idempotent, outcome);
             report_entry(
                 found.ejections(),
@@ -618,8 +623,11 @@ fn judge(
     match outcome {
         Ok(response) if response.status < 400 => Verdict::Done(response),
         Ok(response) => {
-            let retryable = matches!(response.status, 429 | 502 | 503 | 504)
-                || (response.status >= 500 && idempotent);
+            // 429 and 503 are refusals before any work (Lift's rate limit, load shedder,
+            // bulkhead and open circuit answer them); a 502 or 504 may come after the
+            // handler ran (a crash, a timeout), so only an idempotent request goes again.
+            let retryable =
+                matches!(response.status, 429 | 503) || (response.status >= 500 && idempotent);
             let error = CallError::Status {
                 service: service.to_owned(),
                 instance: instance.to_owned(),

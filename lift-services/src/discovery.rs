@@ -503,9 +503,7 @@ impl Discovered {
     /// [`crate::balance::PowerOfTwoChoices`] read. The service client does this itself.
     pub fn track(&self, position: usize) -> Option<InFlight> {
         let index = *self.answer.indices.get(position)?;
-        let stats = self.snapshot.entries[index as usize].stats.clone();
-        stats.outstanding.fetch_add(1, Ordering::Relaxed);
-        Some(InFlight { stats })
+        Some(InFlight::count(&self.snapshot.entries[index as usize]))
     }
 
     pub(crate) fn ejections(&self) -> &AtomicU32 {
@@ -521,6 +519,15 @@ impl Discovered {
 #[derive(Debug)]
 pub struct InFlight {
     stats: Arc<Stats>,
+}
+
+impl InFlight {
+    pub(crate) fn count(entry: &Entry) -> InFlight {
+        entry.stats.outstanding.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            stats: entry.stats.clone(),
+        }
+    }
 }
 
 impl Drop for InFlight {

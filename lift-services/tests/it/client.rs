@@ -339,6 +339,82 @@ async fn a_non_idempotent_call_is_not_replayed_after_a_server_error() {
     );
 }
 
+/// A 502 or 504 may come after the handler ran (a crash, a timeout): a request that is not
+/// idempotent is not sent to a second instance, while a 503 (a refusal before any work)
+/// still fails over.
+#[tokio::test]
+async fn a_non_idempotent_call_is_not_replayed_after_a_gateway_error() {
+    for status in [502, 504] {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let other = Arc::new(AtomicUsize::new(0));
+        let registry = registry_with(&[("a", None), ("b", None)]).await;
+        let transport = InProcessTransport::new()
+            .serve(arn("a"), failing(status, calls.clone()))
+            .serve(arn("b"), failing(status, other.clone()));
+        let error = client(registry, transport)
+            .call("payments", ServiceRequest::post("/charges"))
+            .await
+            .expect_err("gateway error");
+        assert!(
+            matches!(error, CallError::Status { status: s, .. } if s == status),
+            "{error:?}"
+        );
+        assert_eq!(
+            calls.load(Ordering::SeqCst) + other.load(Ordering::SeqCst),
+            1,
+            "{status}: sent once"
+        );
+    }
+    let refused = Arc::new(AtomicUsize::new(0));
+    let good = Arc::new(AtomicUsize::new(0));
+    let registry = registry_with(&[("a", None), ("b", None)]).await;
+    let transport = InProcessTransport::new()
+        .serve(arn("a"), failing(503, refused.clone()))
+        .serve(arn("b"), payments("b", good.clone()));
+    let client = client(registry, transport);
+    for _ in 0..4 {
+        let reply = client
+            .call("payments", ServiceRequest::post("/charges"))
+            .await
+            .expect("a 503 fails over");
+        assert_eq!(reply.instance.as_ref(), "b");
+    }
+    assert_eq!(good.load(Ordering::SeqCst), 4);
+}
+
+/// A call the caller stops waiting for (a timeout around it, a `select!`) no longer counts
+/// as in flight: the load-aware balancers would otherwise avoid that instance for good.
+#[tokio::test]
+async fn a_dropped_call_is_no_longer_counted_in_flight() {
+    let slow = move |_ctx: Context| async move {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        Ok::<_, Error>("late")
+    };
+    let registry = registry_with(&[("a", None)]).await;
+    let transport = InProcessTransport::new().serve(
+        arn("a"),
+        App::new()
+            .get("/charges", slow)
+            .into_service()
+            .expect("app"),
+    );
+    let client = client(registry, transport);
+    let abandoned = tokio::time::timeout(
+        std::time::Duration::from_millis(20),
+        client.call("payments", ServiceRequest::get("/charges")),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the caller gave up first");
+    let found = client
+        .discovery()
+        .discover(&lift_services::discovery::Query::new("payments"))
+        .await
+        .expect("discover");
+    let candidates = found.candidates();
+    assert_eq!(candidates.len(), 1);
+    assert_eq!(candidates.outstanding(0), 0, "nothing left in flight");
+}
+
 #[tokio::test]
 async fn no_call_crosses_tenants() {
     let a_calls = Arc::new(AtomicUsize::new(0));
