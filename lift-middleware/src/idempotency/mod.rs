@@ -27,8 +27,10 @@
 //!   the same key with a different payload is refused (422 `idempotency_key_reused`).
 //! - The claim is one conditional `PutItem`: it wins if no record exists, or the record's
 //!   expiry passed, or an in-progress record's lock expired (a crashed invocation does not
-//!   block forever: the lock lasts the invocation's remaining time). Expiry is always
-//!   checked in code, since DynamoDB's TTL deletes late.
+//!   block forever: the lock lasts the invocation's remaining time). A claim's expiry is
+//!   never before its lock ends, however short [`IdempotencyConfigBuilder::expires_after`]
+//!   is, so a key in progress is not taken over. Expiry is always checked in code, since
+//!   DynamoDB's TTL deletes late.
 //! - A completed key answers with the stored response without running the handler. A key
 //!   in progress answers 409 `idempotency_in_progress`, or, when
 //!   [`IdempotencyConfigBuilder::wait_for_in_progress`] allows, waits for the first call's answer.

@@ -219,7 +219,12 @@ impl Store {
         let record = Record {
             id: key.to_owned(),
             completed: false,
-            expiration: (now + ttl).as_secs(),
+            // Not before the lock ends: the condition below frees any record whose
+            // `expiration` passed, and an expiry shorter than the handler's run would hand
+            // the key to a duplicate while this call still runs.
+            expiration: (now + ttl)
+                .as_secs()
+                .max((now + lock_for).as_millis().div_ceil(1000) as u64),
             in_progress_expiration: Some((now + lock_for).as_millis() as u64),
             data: None,
             validation: Some(validation.to_owned()),

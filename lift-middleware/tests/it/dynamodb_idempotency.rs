@@ -39,7 +39,8 @@ async fn fixture(
                 return Err(Error::internal("the payment provider timed out"));
             }
             // Long enough for concurrent duplicates to find the key in progress.
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            let pause = body["slow_ms"].as_u64().unwrap_or(150);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
             Ok::<_, Error>(Created(json!({"order": body["orderId"], "run": n})))
         }
     };
@@ -108,8 +109,11 @@ pub(crate) async fn wait_for_status(
 
 impl Fixture {
     /// Waits until a record in the fixture's table has `status`.
-    async fn wait_for_status(&self, status: &str) {
-        wait_for_status(&self.client, &self.table, status).await;
+    async fn wait_for_status(
+        &self,
+        status: &str,
+    ) -> std::collections::HashMap<String, AttributeValue> {
+        wait_for_status(&self.client, &self.table, status).await
     }
 
     /// Every record in the table.
@@ -174,6 +178,39 @@ async fn without_waiting_a_duplicate_in_progress_is_a_409() {
     let later = send(&f.app, &body).await;
     assert_eq!(later.status, 201, "completed: the stored answer");
     assert_eq!(f.calls.load(Ordering::SeqCst), 1);
+}
+
+/// A record's expiry shorter than the handler's run does not free a key still in
+/// progress: the claim's `expiration` covers its lock, so the claim condition's
+/// `expiration < :now` cannot hand the key to a duplicate while the first call runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_shorter_than_the_run_does_not_free_a_key_in_progress() {
+    let f = fixture(|c| c.expires_after(Duration::from_secs(1))).await;
+    let body = json!({"orderId": "o-long", "slow_ms": 5000});
+    let first = {
+        let (app, body) = (f.app.clone(), body.clone());
+        tokio::spawn(async move { send(&app, &body).await })
+    };
+    let item = f.wait_for_status("INPROGRESS").await;
+    let number = |name: &str| -> u64 {
+        item[name]
+            .as_n()
+            .expect("a number")
+            .parse()
+            .expect("an integer")
+    };
+    let claimed_at = std::time::SystemTime::now();
+    assert!(
+        number("expiration") * 1000 >= number("in_progress_expiration"),
+        "the record expires before its lock: {item:?}"
+    );
+    // Past the one-second expiry the claim would have had, with the first call running.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(claimed_at.elapsed().expect("clock") < Duration::from_millis(4500));
+    let duplicate = send(&f.app, &body).await;
+    assert_eq!(duplicate.status, 409, "{}", duplicate.text());
+    assert_eq!(first.await.expect("task").status, 201);
+    assert_eq!(f.calls.load(Ordering::SeqCst), 1, "the handler ran once");
 }
 
 #[tokio::test]
