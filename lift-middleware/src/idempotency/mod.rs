@@ -16,10 +16,12 @@
 //!   [`IdempotencyConfigBuilder::scope_by_principal`] for the rest), what
 //!   [`IdempotencyConfigBuilder::scope_fn`] returns, and for records the event's identity
 //!   (the SQS queue, the SNS topic, the DynamoDB stream, the EventBridge `source` and
-//!   `detail-type`). Two tenants that send the same key and body get two executions, and
-//!   neither sees the other's answer.
+//!   `detail-type`), for HTTP requests the path parameters of a route that has any (the
+//!   same body sent to `/accounts/A/deposit` and `/accounts/B/deposit` is two keys). Two
+//!   tenants that send the same key and body get two executions, and neither sees the
+//!   other's answer.
 //! - The record id keeps Powertools' shape, `{function}.{route}#{sha256 hex}`; without any
-//!   scope (no tenant, no caller, an HTTP request) the hash is the same SHA-256 of the key
+//!   scope (no tenant, no caller, no path parameter) the hash is the same SHA-256 of the key
 //!   material as before. With a scope it is the SHA-256 of the scope's parts followed by
 //!   the material, so a Powertools function reading the table sees ordinary records, and
 //!   tenant and caller ids never appear in clear in the table.
@@ -67,6 +69,7 @@
 mod function;
 mod store;
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -301,7 +304,25 @@ fn scope_parts(config: &IdempotencyConfig, ctx: &Context) -> Vec<(u8, String)> {
     if let Some(identity) = event_identity(ctx) {
         parts.push((b'e', identity));
     }
+    if let Some(resource) = path_params(ctx) {
+        parts.push((b'r', resource));
+    }
     parts
+}
+
+/// The path parameters the request's route matched (`id=A`, length-prefixed), `None` for a
+/// route without any: `/accounts/{id}/deposit` is one route for every account, and the
+/// same body sent for two accounts is two operations.
+fn path_params(ctx: &Context) -> Option<String> {
+    let mut params = ctx.path_params().peekable();
+    params.peek()?;
+    let mut out = String::new();
+    for (name, value) in params {
+        for part in [name, value] {
+            let _ = write!(out, "{}:{part}", part.len());
+        }
+    }
+    Some(out)
 }
 
 /// The hash of a key: SHA-256 of the material alone when nothing scopes it (the hash
@@ -321,14 +342,18 @@ fn scoped_hash(parts: &[(u8, String)], material: &[u8]) -> String {
     hex(&hasher.finalize())
 }
 
-/// The key material of the fields `pointers` name in `value`; `None` when none of them is
-/// there (or all are null): the payload has no key.
+/// The key material of the fields `pointers` name in `value`, a missing one as null (so
+/// that `{"orderId":"7"}` and `{"cartId":"7"}` differ); `None` when none of them is there
+/// (or all are null): the payload has no key.
 fn fields_material(
     value: &serde_json::Value,
     pointers: &[String],
 ) -> Result<Option<Vec<u8>>, serde_json::Error> {
-    let parts: Vec<&serde_json::Value> = pointers.iter().filter_map(|p| value.pointer(p)).collect();
-    if parts.is_empty() || parts.iter().all(|v| v.is_null()) {
+    let parts: Vec<&serde_json::Value> = pointers
+        .iter()
+        .map(|p| value.pointer(p).unwrap_or(&serde_json::Value::Null))
+        .collect();
+    if parts.iter().all(|v| v.is_null()) {
         return Ok(None);
     }
     serde_json::to_vec(&parts).map(Some)
@@ -718,6 +743,7 @@ mod tests {
         let seen = record_keys.clone();
         let config = Arc::new(config);
         let on_http = config.clone();
+        let on_deposit = config.clone();
         let key = move |config: Arc<IdempotencyConfig>, ctx: Context| async move {
             let key = key_of(&config, &ctx)?.map(|(key, _)| key);
             Ok::<_, Error>(Json(json!({ "key": key })))
@@ -748,6 +774,9 @@ mod tests {
         let app = TestApp::new(
             App::new()
                 .post("/orders", move |ctx| key(on_http.clone(), ctx))
+                .post("/accounts/{id}/deposit", move |ctx| {
+                    key(on_deposit.clone(), ctx)
+                })
                 .event_fallback(move |ctx: Context| {
                     let config = on_event.clone();
                     async move {
@@ -770,7 +799,16 @@ mod tests {
     }
 
     async fn http_key(app: &TestApp, headers: &[(&str, &str)], body: &str) -> Option<String> {
-        let mut event = events::http("POST", "/orders").body(body);
+        http_key_at(app, "/orders", headers, body).await
+    }
+
+    async fn http_key_at(
+        app: &TestApp,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Option<String> {
+        let mut event = events::http("POST", path).body(body);
         for (name, value) in headers {
             event = event.header(name, value);
         }
@@ -785,6 +823,32 @@ mod tests {
             .key_header("Idempotency-Key")
             .build()
             .expect("config")
+    }
+
+    #[tokio::test]
+    async fn the_same_body_for_two_resources_of_one_route_is_two_keys() {
+        let app = keys(IdempotencyConfig::builder("t").build().expect("config"));
+        let body = r#"{"amount":5}"#;
+        let a = http_key_at(&app, "/accounts/A/deposit", &[], body).await;
+        let b = http_key_at(&app, "/accounts/B/deposit", &[], body).await;
+        let a_again = http_key_at(&app, "/accounts/A/deposit", &[], body).await;
+        assert!(a.is_some());
+        assert_ne!(a, b);
+        assert_eq!(a, a_again);
+    }
+
+    #[test]
+    fn a_missing_key_field_is_not_another_field() {
+        let pointers = ["/orderId".to_owned(), "/cartId".to_owned()];
+        let order = fields_material(&json!({"orderId": "7"}), &pointers).expect("json");
+        let cart = fields_material(&json!({"cartId": "7"}), &pointers).expect("json");
+        assert!(order.is_some());
+        assert_ne!(order, cart);
+        assert_eq!(
+            fields_material(&json!({"other": 1}), &pointers).expect("json"),
+            None,
+            "no field at all: no key"
+        );
     }
 
     #[tokio::test]
