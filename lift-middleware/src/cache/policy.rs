@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Method, header};
 use lift_core::{Context, Response};
+use percent_encoding::{AsciiSet, CONTROLS, PercentEncode, percent_encode};
 
 /// How one request uses the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +180,21 @@ impl HttpGetPolicy {
     }
 }
 
+/// What a part of a cache key escapes: controls, non-ASCII, and the characters that
+/// separate its parts.
+const KEY_PART: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'%')
+    .add(b'?')
+    .add(b'&')
+    .add(b'=')
+    .add(b',')
+    .add(b'#');
+
+fn escaped(bytes: &[u8]) -> PercentEncode<'_> {
+    percent_encode(bytes, KEY_PART)
+}
+
 impl CachePolicy for HttpGetPolicy {
     fn rule(&self, ctx: &Context) -> Option<CacheRule> {
         let http = ctx.http()?;
@@ -191,24 +207,34 @@ impl CachePolicy for HttpGetPolicy {
             return None;
         }
         // Room for the cache to put the namespace and tenant in front without reallocating.
+        // The path, query and header values come decoded: each is escaped again, so that
+        // no value can spell the key of another request (`?a=x%26b%3Dy` is not `?a=x&b=y`).
         let mut key = String::with_capacity(128);
         key.push_str(method.as_str());
         key.push(' ');
-        key.push_str(http.path());
+        let _ = write!(key, "{}", escaped(http.path().as_bytes()));
         let mut query: Vec<&(String, String)> = http.query_pairs().iter().collect();
         if !query.is_empty() {
             query.sort();
             for (i, (name, value)) in query.into_iter().enumerate() {
                 key.push(if i == 0 { '?' } else { '&' });
-                let _ = write!(key, "{name}={value}");
+                let _ = write!(
+                    key,
+                    "{}={}",
+                    escaped(name.as_bytes()),
+                    escaped(value.as_bytes())
+                );
             }
         }
         for name in &self.vary {
             key.push('\u{1f}');
             key.push_str(name.as_str());
             key.push('=');
-            for value in http.headers().get_all(name) {
-                key.push_str(value.to_str().unwrap_or(""));
+            for (i, value) in http.headers().get_all(name).iter().enumerate() {
+                if i > 0 {
+                    key.push(',');
+                }
+                let _ = write!(key, "{}", escaped(value.as_bytes()));
             }
         }
         let mut rule = CacheRule::new(key, self.ttl);

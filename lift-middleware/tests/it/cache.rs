@@ -130,6 +130,41 @@ async fn a_repeat_is_served_from_the_cache_until_it_expires() {
     assert_eq!((stats.hits, stats.misses, stats.stores), (2, 3, 3));
 }
 
+/// A value that spells the separators of a key (decoded `&` and `=`, a decoded `?` in the
+/// path) does not reach the answer cached for another request.
+#[tokio::test(start_paused = true)]
+async fn no_query_or_path_value_spells_the_key_of_another_request() {
+    let f = fixture(Duration::from_secs(60));
+    // One parameter `a` whose value is `x&b=y`, then two parameters `a` and `b`.
+    let one = request("GET", "/items/1").query("a", "x&b=y");
+    assert_eq!(
+        f.app
+            .http(one.v2())
+            .await
+            .expect("invoke")
+            .header("x-cache"),
+        Some("miss")
+    );
+    let two = get(&f, "/items/1?a=x&b=y", &[]).await;
+    assert_eq!(two.header("x-cache"), Some("miss"), "another request");
+    assert_eq!(run(&two), 2);
+    // A REST API passes the path decoded: `/items/1%3Fc=` arrives as `/items/1?c=`, the
+    // item `1?c=`, which is not the item `1` asked for with an empty `c`.
+    let odd = f
+        .app
+        .http(events::http("GET", "/items/1?c=").v1())
+        .await
+        .expect("invoke");
+    assert_eq!(odd.json::<Value>().expect("json")["id"], "1?c=");
+    let item = f
+        .app
+        .http(events::http("GET", "/items/1").query("c", "").v1())
+        .await
+        .expect("invoke");
+    assert_eq!(item.header("x-cache"), Some("miss"), "another request");
+    assert_eq!(item.json::<Value>().expect("json")["id"], "1");
+}
+
 #[tokio::test(start_paused = true)]
 async fn tenants_never_share_answers() {
     let f = fixture(Duration::from_secs(60));
