@@ -214,7 +214,8 @@ impl ServiceConfig {
 
     /// How long an environment's lease lasts without renewal. An instance none of whose
     /// environments renewed within it leaves discovery: make it longer than the longest
-    /// quiet spell the service has, since a frozen environment renews nothing.
+    /// quiet spell the service has, since a frozen environment renews nothing. From one
+    /// second to a year.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
@@ -271,13 +272,18 @@ impl ServiceConfig {
                 region: region.clone(),
             });
         }
-        if self.lease < Duration::from_secs(1) {
+        if self.lease < Duration::from_secs(1) || self.lease > MAX_LEASE {
             return Err(ConfigError::Duration {
                 field: "lease",
-                reason: "at least one second",
+                reason: "at least one second and at most a year",
             });
         }
-        if self.renew_every.is_zero() || self.renew_every * 2 > self.lease {
+        if self.renew_every.is_zero()
+            || self
+                .renew_every
+                .checked_mul(2)
+                .is_none_or(|twice| twice > self.lease)
+        {
             return Err(ConfigError::Duration {
                 field: "renew_every",
                 reason: "positive and at most half the lease",
@@ -303,6 +309,10 @@ impl ServiceConfig {
         Ok(())
     }
 }
+
+/// The longest lease: a year, so that a lease end in milliseconds since the epoch never
+/// overflows, nor does its garbage-collection time.
+const MAX_LEASE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[cfg(test)]
 mod tests {
@@ -344,6 +354,30 @@ mod tests {
             ServiceConfig::new("payments")
                 .lease(Duration::from_secs(60))
                 .renew_every(Duration::from_secs(31))
+                .validate(),
+            Err(ConfigError::Duration {
+                field: "renew_every",
+                ..
+            })
+        ));
+        for (lease, renew) in [
+            (Duration::MAX, Duration::from_secs(60)),
+            (
+                Duration::from_secs(366 * 24 * 3600),
+                Duration::from_secs(60),
+            ),
+        ] {
+            assert!(matches!(
+                ServiceConfig::new("payments")
+                    .lease(lease)
+                    .renew_every(renew)
+                    .validate(),
+                Err(ConfigError::Duration { field: "lease", .. })
+            ));
+        }
+        assert!(matches!(
+            ServiceConfig::new("payments")
+                .renew_every(Duration::MAX)
                 .validate(),
             Err(ConfigError::Duration {
                 field: "renew_every",

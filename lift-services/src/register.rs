@@ -209,7 +209,8 @@ impl Registration {
     fn lease(&self, started_at_ms: u64) -> EnvLease {
         let now = self.clock.now_ms();
         let observed = self.signals.take();
-        let expires = now + self.config.lease.as_millis() as u64;
+        // The lease is at most a year (validated), so neither sum overflows.
+        let expires = now.saturating_add(self.config.lease.as_millis() as u64);
         let mut report =
             EnvReport::new(expires, now, observed.error_rate(), observed.open_breakers);
         report.calls = self.signals.calls();
