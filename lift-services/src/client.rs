@@ -71,6 +71,10 @@ use crate::health::HealthSignals;
 use crate::policy::{CallInfo, TrafficPolicy};
 use crate::transport::{Outbound, ServiceRequest, ServiceResponse, Transport};
 
+/// What an attempt keeps of the caller's deadline: it ends this much before it, and none
+/// starts with less left.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
+
 /// A failed call, naming the step that failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -109,6 +113,13 @@ pub enum CallError {
         #[source]
         source: BoxError,
     },
+    /// The request's deadline left no time for an attempt (less than the timeout's 50 ms
+    /// margin); nothing more was sent, and no instance is blamed for it.
+    #[error("calling `{service}`: the caller's deadline left no time for an attempt")]
+    Deadline {
+        /// The service.
+        service: String,
+    },
     /// An answer with an error status.
     #[error("`{service}` (instance `{instance}`) answered {status}")]
     Status {
@@ -139,6 +150,7 @@ impl CallError {
             CallError::Discovery { .. } => "discovery",
             CallError::TenantRefused { .. } => "tenant",
             CallError::Transport { .. } => "transport",
+            CallError::Deadline { .. } => "deadline",
             CallError::Status { .. } => "status",
             CallError::Decode { .. } => "decode",
         }
@@ -346,7 +358,7 @@ impl ServiceClientBuilder {
             .as_ref()
             .map(|signals| Arc::new(signals.breaker_listener()) as Listener);
         let transport = TransportService(self.transport);
-        let timeout = TimeoutLayer::deadline_aware(self.timeout, Duration::from_millis(50))
+        let timeout = TimeoutLayer::deadline_aware(self.timeout, DEADLINE_MARGIN)
             .map_err(|_| ConfigError::Duration {
                 field: "timeout",
                 reason: "a valid timeout",
@@ -509,6 +521,18 @@ impl ServiceClient {
         let mut tried = [0u32; MAX_ATTEMPTS as usize];
         let mut last: Option<CallError> = None;
         for attempt in 0..inner.max_attempts as usize {
+            // A caller out of time gets no attempt: one would only time out at once and count
+            // as the instance's failure (towards its ejection and its circuit).
+            if request.deadline.is_some_and(|deadline| {
+                deadline
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default()
+                    <= DEADLINE_MARGIN
+            }) {
+                return Err(last.unwrap_or_else(|| CallError::Deadline {
+                    service: service.to_owned(),
+                }));
+            }
             if attempt > 0 && !inner.budget.withdraw(false) {
                 break;
             }

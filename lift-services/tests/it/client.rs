@@ -415,6 +415,45 @@ async fn a_dropped_call_is_no_longer_counted_in_flight() {
     assert_eq!(candidates.outstanding(0), 0, "nothing left in flight");
 }
 
+/// A call whose deadline has passed is not sent, and counts against no instance: calls
+/// made out of time do not eject healthy instances for the calls that have time.
+#[tokio::test]
+async fn a_call_out_of_time_sends_nothing_and_blames_no_instance() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let registry = registry_with(&[("a", None), ("b", None), ("c", None)]).await;
+    let transport = ["a", "b", "c"]
+        .into_iter()
+        .fold(InProcessTransport::new(), |t, id| {
+            t.serve(arn(id), payments("any", calls.clone()))
+        });
+    let client = client(registry, transport);
+    for _ in 0..10 {
+        let error = client
+            .call(
+                "payments",
+                ServiceRequest::get("/charges").deadline(std::time::SystemTime::now()),
+            )
+            .await
+            .expect_err("out of time");
+        assert!(matches!(error, CallError::Deadline { .. }), "{error:?}");
+        assert_eq!(error.step(), "deadline");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing sent");
+    let found = client
+        .discovery()
+        .discover(&lift_services::discovery::Query::new("payments"))
+        .await
+        .expect("no instance ejected");
+    assert_eq!(found.len(), 3);
+    let in_time = ServiceRequest::get("/charges")
+        .deadline(std::time::SystemTime::now() + std::time::Duration::from_secs(5));
+    client
+        .call("payments", in_time)
+        .await
+        .expect("a call with time");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn no_call_crosses_tenants() {
     let a_calls = Arc::new(AtomicUsize::new(0));
