@@ -15,7 +15,9 @@
 //! Self-preservation: when most of a service's instances look expired at once (a registry
 //! that stopped receiving renewals is likelier than a fleet that died at once), discovery
 //! keeps serving them, logs it at WARN (target `lift::registry`) once per snapshot, and lets
-//! ejection take out those that really fail.
+//! ejection take out those that really fail. Only leases that ended recently count
+//! ([`DiscoveryConfig::preserve_for`], an hour by default): instances retired days ago,
+//! still in the table until their TTL, neither count nor come back.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -399,12 +401,14 @@ struct ServiceCache {
 ///
 /// # Default
 /// Refresh in the background after 30 s; refresh in line after 5 minutes; eject after 3
-/// consecutive failures; self-preservation when more than half look expired.
+/// consecutive failures; self-preservation when more than half of the instances whose
+/// leases ran within the last hour look expired.
 #[derive(Debug, Clone)]
 pub struct DiscoveryConfig {
     ttl: Duration,
     max_stale: Duration,
     eject_after: u32,
+    preserve_for: Duration,
 }
 
 impl Default for DiscoveryConfig {
@@ -413,6 +417,7 @@ impl Default for DiscoveryConfig {
             ttl: Duration::from_secs(30),
             max_stale: Duration::from_secs(300),
             eject_after: 3,
+            preserve_for: Duration::from_secs(3600),
         }
     }
 }
@@ -435,6 +440,14 @@ impl DiscoveryConfig {
     /// (at least 1).
     pub fn eject_after(mut self, failures: u32) -> Self {
         self.eject_after = failures.max(1);
+        self
+    }
+
+    /// How long after its lease ended an instance still counts for self-preservation (and
+    /// may be served by it); one whose lease ended earlier is gone for good, and neither
+    /// counts nor is served, however many of its kind the table still holds.
+    pub fn preserve_for(mut self, window: Duration) -> Self {
+        self.preserve_for = window;
         self
     }
 }
@@ -781,6 +794,7 @@ impl Discovery {
         }
         let mut indices = Vec::with_capacity(snapshot.entries.len());
         let (mut expired, mut healthy) = (0usize, 0usize);
+        let preserve_for = millis(self.shared.config.preserve_for);
         // The next lease end among the matching instances: the answer holds until then.
         let mut valid_until_ms = u64::MAX;
         for (i, key) in snapshot.keys.iter().enumerate() {
@@ -794,14 +808,22 @@ impl Discovery {
                 continue;
             }
             if key.expires_at_ms <= now {
+                // Retired long ago (a replaced function, an old alias): not part of a fleet
+                // whose leases lapsed together.
+                let gone_at = key.expires_at_ms.saturating_add(preserve_for);
+                if gone_at <= now {
+                    continue;
+                }
                 expired += 1;
+                valid_until_ms = valid_until_ms.min(gone_at);
             } else {
                 valid_until_ms = valid_until_ms.min(key.expires_at_ms);
             }
             indices.push(i as u32);
         }
         let matching = indices.len();
-        // Self-preservation: most matching instances expired at once → keep them all.
+        // Self-preservation: most matching instances expired at once (recently) → keep
+        // them all.
         let preserve = matching >= 2 && expired * 2 > matching;
         if preserve && !snapshot.preservation_logged.swap(true, Ordering::Relaxed) {
             tracing::warn!(target: "lift::registry", service = query.service, matching, expired, "self-preservation: most instances look expired at once; serving the last known set");

@@ -399,13 +399,28 @@ async fn expired_and_unhealthy_instances_leave_discovery(registry: Arc<dyn Regis
     assert_eq!(ids(found.instances()), ["a", "d"]);
 
     // Expiry is read at call time: once a's and d's leases end too, most look expired at
-    // once, and self-preservation keeps the last known set.
+    // once, and self-preservation keeps the last known set — but not b, whose lease ended
+    // an hour before theirs: it was gone before they lapsed.
     tokio::time::advance(Duration::from_millis(3_600_000)).await;
     let preserved = discovery
         .discover(&Query::new("payments"))
         .await
         .expect("kept");
-    assert_eq!(ids(preserved.instances()), ["a", "b", "d"]);
+    assert_eq!(ids(preserved.instances()), ["a", "d"]);
+}
+
+/// Instances retired days ago (still in the table until their TTL) do not make a live
+/// fleet look mostly expired: self-preservation stays off and they are not served.
+async fn long_retired_instances_do_not_trigger_self_preservation(registry: Arc<dyn Registry>) {
+    put(registry.as_ref(), instance("payments", "a"), T0 + 3_600_000).await;
+    let two_days = 2 * 24 * 3_600_000;
+    put(registry.as_ref(), instance("payments", "b"), T0 - two_days).await;
+    put(registry.as_ref(), instance("payments", "c"), T0 - two_days).await;
+    let found = discovery(registry)
+        .discover(&Query::new("payments"))
+        .await
+        .expect("found");
+    assert_eq!(ids(found.instances()), ["a"]);
 }
 
 async fn a_deregistered_instance_leaves_and_stays_gone(registry: Arc<dyn Registry>) {
@@ -508,6 +523,7 @@ on_both!(
     unknown_and_unhealthy_are_distinct_errors,
     a_deregistered_instance_leaves_and_stays_gone,
     tenant_scoped_discovery_never_crosses_tenants,
+    long_retired_instances_do_not_trigger_self_preservation,
 );
 
 #[tokio::test(start_paused = true)]
