@@ -5,7 +5,8 @@
 //! [`Registry::instances`] call (one DynamoDB `Query`): in the background once it is older
 //! than the TTL (the stale snapshot is served meanwhile), and in line only when there is
 //! none or it is older than the stale limit. A refresh that fails keeps the previous
-//! snapshot (serve-stale), logged at WARN.
+//! snapshot (serve-stale), logged at WARN, and the registry is not asked again for that
+//! service before a TTL has passed.
 //!
 //! Filtering happens per call, in code: tombstones never enter a snapshot; an instance
 //! whose leases all ended is left out at read time; then health, tenant, version, alias,
@@ -34,7 +35,7 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -394,7 +395,17 @@ struct ServiceCache {
     /// Held by the caller refreshing in line (no snapshot, or one past the stale limit).
     inline: tokio::sync::Mutex<()>,
     refreshing: AtomicBool,
+    /// When the last refresh failed (clock milliseconds), 0 after one succeeds: for a TTL
+    /// after a failure the stale snapshot is served without asking the registry again.
+    failed_at_ms: AtomicU64,
     ejections: Arc<AtomicU32>,
+}
+
+impl ServiceCache {
+    fn failed_recently(&self, now: u64, ttl: Duration) -> bool {
+        let failed_at = self.failed_at_ms.load(Ordering::Acquire);
+        failed_at != 0 && now.saturating_sub(failed_at) < millis(ttl)
+    }
 }
 
 /// How discovery caches.
@@ -607,6 +618,7 @@ impl Discovery {
                     snapshot: RwLock::new(None),
                     inline: tokio::sync::Mutex::new(()),
                     refreshing: AtomicBool::new(false),
+                    failed_at_ms: AtomicU64::new(0),
                     ejections: Arc::new(AtomicU32::new(0)),
                 })
             })
@@ -632,16 +644,18 @@ impl Discovery {
     pub async fn refresh(&self, service: &str) -> Result<(), RegistryError> {
         let cache = self.cache(service);
         let result = self.shared.registry.instances(service).await;
+        let now = self.shared.clock.now_ms();
         cache.refreshing.store(false, Ordering::Release);
         let instances = match result {
             Ok(instances) => instances,
             Err(error) => {
+                cache.failed_at_ms.store(now.max(1), Ordering::Release);
                 tracing::warn!(target: "lift::registry", service, error = %error, "refresh failed; serving the cached instances");
                 return Err(error);
             }
         };
+        cache.failed_at_ms.store(0, Ordering::Release);
         let previous = read(&cache.snapshot);
-        let now = self.shared.clock.now_ms();
         let entries = instances
             .into_iter()
             .filter(|i| !i.deregistered)
@@ -684,10 +698,19 @@ impl Discovery {
         let config = &self.shared.config;
         if let Some(snapshot) = self.cached(query.service) {
             let age = now.saturating_sub(snapshot.fetched_at_ms);
-            if age < millis(config.max_stale) {
-                if age >= millis(config.ttl) {
+            if age >= millis(config.ttl) {
+                // Past the TTL; but a registry that failed within the last TTL is not asked
+                // again before it is over: a throttled or unreachable table would otherwise
+                // get a query (and every caller a wait) per call.
+                let cache = self.cache(query.service);
+                if cache.failed_recently(now, config.ttl) {
+                    return self.select(snapshot, query, now);
+                }
+                if age < millis(config.max_stale) {
                     self.refresh_in_background(query.service);
                 }
+            }
+            if age < millis(config.max_stale) {
                 return self.select(snapshot, query, now);
             }
         }

@@ -193,10 +193,45 @@ async fn a_registry_error_serves_the_stale_set_and_a_cold_one_is_an_error() {
         .await
         .expect("stale served");
     assert_eq!(ids(stale.instances()), ["a"]);
+    assert_eq!(registry.queries.load(Ordering::SeqCst), 2);
+    // The registry just failed: the next calls within a TTL are served stale without
+    // asking it again (nor waiting for it), then one more try.
+    for _ in 0..50 {
+        discovery
+            .discover(&Query::new("payments"))
+            .await
+            .expect("stale served");
+    }
+    assert_eq!(
+        registry.queries.load(Ordering::SeqCst),
+        2,
+        "no query per call"
+    );
+    tokio::time::advance(Duration::from_secs(31)).await;
+    discovery
+        .discover(&Query::new("payments"))
+        .await
+        .expect("stale served");
+    assert_eq!(
+        registry.queries.load(Ordering::SeqCst),
+        3,
+        "tried again after a TTL"
+    );
     let cold = discovery.discover(&Query::new("orders")).await;
     assert!(
         matches!(cold, Err(DiscoveryError::Registry { .. })),
         "{cold:?}"
+    );
+    registry.failing.store(false, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(31)).await;
+    discovery
+        .discover(&Query::new("payments"))
+        .await
+        .expect("fresh");
+    assert_eq!(
+        registry.queries.load(Ordering::SeqCst),
+        5,
+        "refreshed once recovered"
     );
 }
 
