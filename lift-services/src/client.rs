@@ -301,7 +301,11 @@ impl ServiceClientBuilder {
         self
     }
 
-    /// Which health states discovery accepts (default: healthy only).
+    /// Which health states discovery accepts (default: healthy and degraded instances, or
+    /// every live one when none is: [`HealthFilter::HealthyElseAll`]). An instance reports
+    /// its health when it renews its lease, and it renews only when invoked: with
+    /// [`HealthFilter::HealthyOnly`], a service whose instances all reported failing gets
+    /// no call, so no renewal, and stays unreachable after it recovers.
     pub fn health(mut self, health: HealthFilter) -> Self {
         self.health = health;
         self
@@ -464,7 +468,7 @@ impl ServiceClient {
             timeout: Duration::from_secs(3),
             max_attempts: 3,
             breaker: None,
-            health: HealthFilter::HealthyOnly,
+            health: HealthFilter::HealthyElseAll,
             signals: None,
             seed: None,
         }

@@ -454,6 +454,55 @@ async fn a_call_out_of_time_sends_nothing_and_blames_no_instance() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+/// A service whose only instance reported failing (its last renewal) still gets calls by
+/// default: it renews only when invoked, so without them its report never changes and it
+/// would stay unreachable after it recovered.
+#[tokio::test]
+async fn a_service_reported_failing_everywhere_still_gets_calls() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let registry = Arc::new(MemoryRegistry::new());
+    let mut failing = lease("env", T0, u64::MAX / 2);
+    failing.report.error_rate = 0.8;
+    registry
+        .register(
+            &Instance::new("payments", "a", "eu-west-1", Endpoints::lambda(arn("a"))),
+            &failing,
+        )
+        .await
+        .expect("register");
+    let transport = InProcessTransport::new().serve(arn("a"), payments("a", calls.clone()));
+    let reply = client(registry.clone(), transport)
+        .call("payments", ServiceRequest::get("/charges"))
+        .await
+        .expect("the recovered instance is called");
+    assert_eq!(reply.instance.as_ref(), "a");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // Healthy-only, as asked: refused before sending.
+    let strict = ServiceClient::builder(
+        Discovery::new(registry),
+        Arc::new(InProcessTransport::new().serve(arn("a"), payments("a", calls.clone()))),
+    )
+    .health(lift_services::discovery::HealthFilter::HealthyOnly)
+    .build()
+    .expect("client");
+    let error = strict
+        .call("payments", ServiceRequest::get("/charges"))
+        .await
+        .expect_err("no healthy instance");
+    assert!(
+        matches!(
+            error,
+            CallError::Discovery {
+                source: DiscoveryError::NoHealthyInstance { .. },
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn no_call_crosses_tenants() {
     let a_calls = Arc::new(AtomicUsize::new(0));
