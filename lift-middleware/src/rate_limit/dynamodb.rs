@@ -118,7 +118,7 @@ pub struct DistributedRateLimitConfigBuilder {
 }
 
 impl DistributedRateLimitConfig {
-    /// `limit` calls per `window` and key, counted in `table`.
+    /// `limit` calls per `window` (whole seconds) and key, counted in `table`.
     ///
     /// # Default
     /// Item prefix `rl`, fixed windows, fail open, 500 ms per store call.
@@ -166,10 +166,12 @@ impl DistributedRateLimitConfigBuilder {
         let c = &self.config;
         check(!c.table.is_empty(), "table", "must name a table")?;
         check(c.limit >= 1, "limit", "must be at least 1")?;
+        // Windows are counted in whole seconds of the wall clock: 1.5 s would count per
+        // second, admitting more than `limit` per window.
         check(
-            c.window >= Duration::from_secs(1),
+            c.window >= Duration::from_secs(1) && c.window.subsec_nanos() == 0,
             "window",
-            "must be at least one second",
+            "must be a whole number of seconds, at least one",
         )?;
         check(
             !c.store_timeout.is_zero(),

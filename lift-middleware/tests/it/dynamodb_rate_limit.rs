@@ -174,6 +174,15 @@ fn invalid_limits_are_refused_at_build() {
             .build()
             .is_err()
     );
+    // Windows are whole seconds: 1.5 s would be counted per second.
+    assert!(
+        DistributedRateLimitConfig::builder("t", 5, Duration::from_millis(1500))
+            .build()
+            .is_err()
+    );
+    DistributedRateLimitConfig::builder("t", 5, Duration::from_secs(2))
+        .build()
+        .expect("whole seconds");
 }
 
 #[tokio::test]
