@@ -94,9 +94,12 @@ impl<C: Clock + Clone + Send + Sync + 'static> RateLimitLayer<Unkeyed, C> {
     }
 
     /// One bucket per key instead of one for all, at most `max_keys` buckets, idle ones
-    /// dropped after `idle`; requests without a key share the global bucket.
+    /// dropped after `idle`; requests without a key share the global bucket. A bucket is
+    /// kept at least as long as a drained one takes to refill: dropped sooner, its key
+    /// would start again with a full burst.
     pub fn keyed<K>(self, key: K, max_keys: u64, idle: Duration) -> RateLimitLayer<K, C> {
         let shared = &self.shared;
+        let idle = idle.max(shared.quota.burst_size_replenished_in());
         RateLimitLayer {
             shared: Arc::new(Shared {
                 global: RateLimiter::direct_with_clock(shared.quota, shared.clock.clone()),

@@ -126,3 +126,28 @@ async fn keyed_limits_isolate_keys() {
     clock.advance(Duration::from_secs(1));
     assert_eq!(status(&call(&mut svc, tenant("a")).await), 200);
 }
+
+/// A drained key's bucket is not dropped before it has refilled, however short `idle` is:
+/// otherwise the key would get a whole new burst (60 a minute, idle 10 ms: 60 calls every
+/// 10 ms). The limiter's clock stands still; only the key cache's idle time passes.
+#[tokio::test]
+async fn a_short_idle_does_not_hand_a_drained_key_a_new_burst() {
+    let clock = FakeRelativeClock::default();
+    let dep = Dependency::new(Behaviour::Ok);
+    let per_minute = Quota::per_minute(NonZeroU32::new(60).expect("non-zero"));
+    let layer = RateLimitLayer::with_clock(per_minute, clock.clone()).keyed(
+        tenant_of,
+        100,
+        Duration::from_millis(10),
+    );
+    let mut svc = layer.layer(dep.clone());
+    let tenant = || TestRequest::new().for_tenant("a");
+    for _ in 0..60 {
+        assert_eq!(status(&call(&mut svc, tenant()).await), 200);
+    }
+    refused(&call(&mut svc, tenant()).await, 60);
+    // Three times the configured idle time: the bucket would be gone.
+    std::thread::sleep(Duration::from_millis(30));
+    refused(&call(&mut svc, tenant()).await, 60);
+    assert_eq!(dep.calls_for(Some("a")), 60);
+}
