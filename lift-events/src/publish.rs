@@ -84,14 +84,17 @@ pub struct PublishReport {
     pub resent: usize,
 }
 
-/// Sends every entry of `entries` in batches of `batch`, resending failed ones with backoff
-/// until `config.deadline`. `send` makes one call and returns the indexes that failed,
-/// with an error code.
+/// Sends every entry of `entries` in batches of at most `batch` entries and at most
+/// `config.max_entry_bytes` in all (by `size`: `PutEvents` and `SendMessageBatch` limit a
+/// call's total as they limit one entry), resending failed ones with backoff until
+/// `config.deadline`. `send` makes one call and returns the indexes that failed, with an
+/// error code.
 pub(crate) async fn send_all<T, F, Fut>(
     entries: &[T],
     batch: usize,
     config: &PublishConfig,
     id: impl Fn(&T) -> String,
+    size: impl Fn(&T) -> usize,
     mut send: F,
 ) -> Result<PublishReport, TransportError>
 where
@@ -106,7 +109,7 @@ where
     let mut last_reason = String::new();
     while !pending.is_empty() {
         let mut failed = Vec::new();
-        for chunk in pending.chunks(batch) {
+        for chunk in batches(&pending, batch, config.max_entry_bytes, &size) {
             report.calls += 1;
             let outcome = match send(chunk.to_vec()).await {
                 Ok(failures) => failures,
@@ -141,6 +144,36 @@ where
         pending = failed;
     }
     Ok(report)
+}
+
+/// `entries` cut in order into runs of at most `count` entries whose sizes add up to at
+/// most `bytes` (an entry larger than `bytes` alone goes alone: the callers refuse those
+/// before sending).
+fn batches<T>(
+    entries: &[T],
+    count: usize,
+    bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> impl Iterator<Item = &[T]> {
+    let mut rest = entries;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut taken = 0;
+        let mut total = 0usize;
+        for entry in rest.iter().take(count.max(1)) {
+            let next = total.saturating_add(size(entry));
+            if taken > 0 && next > bytes {
+                break;
+            }
+            total = next;
+            taken += 1;
+        }
+        let (run, tail) = rest.split_at(taken);
+        rest = tail;
+        Some(run)
+    })
 }
 
 /// The size EventBridge counts for an entry: source, detail type and detail (UTF-8 bytes).
@@ -192,6 +225,12 @@ impl EventBridgePublisher {
             PUT_EVENTS_BATCH,
             &self.config,
             |(id, _)| id.clone(),
+            |(_, entry)| {
+                [entry.source(), entry.detail_type(), entry.detail()]
+                    .into_iter()
+                    .map(|part| part.map_or(0, str::len))
+                    .sum()
+            },
             |chunk| self.put(chunk),
         )
         .await
@@ -335,6 +374,7 @@ impl SqsPublisher {
             10,
             &self.config,
             |(id, _)| id.clone(),
+            |(_, entry)| entry.message_body().len(),
             |chunk| self.batch(chunk),
         )
         .await
@@ -500,6 +540,7 @@ impl LambdaInvoker {
             1,
             &self.config,
             |(id, _)| id.clone(),
+            |(_, payload)| payload.len(),
             |chunk| self.invoke(chunk),
         )
         .await
@@ -706,6 +747,7 @@ mod tests {
             10,
             &config(),
             |e| e.to_string(),
+            |_| 1,
             |chunk: Vec<u32>| {
                 calls.lock().unwrap().push(chunk.clone());
                 let first_time = calls.lock().unwrap().len() <= 3;
@@ -734,6 +776,36 @@ mod tests {
         );
     }
 
+    /// Ten entries of 60 KiB do not go as one call over the 256 KiB a call may carry in
+    /// all: four, four and two.
+    #[tokio::test(start_paused = true)]
+    async fn batches_stay_within_the_bytes_a_call_may_carry() {
+        let entries: Vec<usize> = vec![60 * 1024; 10];
+        let limit = PublishConfig::default().max_entry_bytes;
+        let calls = Mutex::new(Vec::new());
+        let report = send_all(
+            &entries,
+            10,
+            &PublishConfig::default(),
+            |e| e.to_string(),
+            |e| *e,
+            |chunk: Vec<usize>| {
+                calls.lock().unwrap().push(chunk.len());
+                let total: usize = chunk.iter().sum();
+                async move {
+                    if total > limit {
+                        return Err(TransportError::Refused(format!("{total} bytes")));
+                    }
+                    Ok(Vec::new())
+                }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(*calls.lock().unwrap(), [4, 4, 2]);
+        assert_eq!(report.entries, 10);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn reports_entries_still_failing_at_the_deadline() {
         let began = tokio::time::Instant::now();
@@ -742,6 +814,7 @@ mod tests {
             10,
             &config(),
             |e| format!("e{e}"),
+            |_| 1,
             |chunk: Vec<u32>| async move {
                 Ok(chunk
                     .iter()
