@@ -40,8 +40,8 @@ impl PublishConfig {
     /// Checks and builds the settings.
     ///
     /// # Errors
-    /// [`ConfigError`] naming `max_entry_bytes` (0, or above 1 MiB), `deadline` (zero) or
-    /// `max_backoff` (below `initial_backoff`).
+    /// [`ConfigError`] naming `max_entry_bytes` (0, or above 1 MiB), `deadline` (zero),
+    /// `initial_backoff` (zero) or `max_backoff` (below `initial_backoff`).
     pub fn new(
         max_entry_bytes: usize,
         deadline: Duration,
@@ -56,6 +56,13 @@ impl PublishConfig {
         }
         if deadline.is_zero() {
             return Err(ConfigError::invalid("deadline", "must be above zero"));
+        }
+        // Zero would resend failed entries in a tight loop until the deadline.
+        if initial_backoff.is_zero() {
+            return Err(ConfigError::invalid(
+                "initial_backoff",
+                "must be above zero",
+            ));
         }
         if max_backoff < initial_backoff {
             return Err(ConfigError::invalid(
@@ -804,6 +811,17 @@ mod tests {
         .unwrap();
         assert_eq!(*calls.lock().unwrap(), [4, 4, 2]);
         assert_eq!(report.entries, 10);
+    }
+
+    #[test]
+    fn a_zero_backoff_is_refused() {
+        let config = PublishConfig::new(
+            1000,
+            Duration::from_secs(5),
+            Duration::ZERO,
+            Duration::from_secs(1),
+        );
+        assert!(config.is_err(), "{config:?}");
     }
 
     #[tokio::test(start_paused = true)]
