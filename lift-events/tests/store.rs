@@ -77,3 +77,71 @@ async fn a_missing_table_is_refused_not_retried() {
     );
     assert!(!error.is_retryable());
 }
+
+/// A reply whose snapshot does not have the saga's shape (fewer steps than its definition)
+/// is applied to the stored saga instead, never indexed out of bounds; a stored saga whose
+/// definition changed without a new version is an error, not a panic.
+#[tokio::test]
+async fn a_snapshot_or_saga_that_does_not_fit_its_definition_is_not_applied() {
+    use lift_events::saga::{Message, Orchestrator, OrchestratorError, Registry, Reply, SagaInput};
+    let two_steps = Saga::named("contract", 1)
+        .step(Step::new("a", remote("p", "A"), Some(remote("p", "UndoA"))))
+        .step(Step::new("b", remote("p", "B"), Some(remote("p", "UndoB"))))
+        .build()
+        .unwrap();
+    let store = MemoryStore::new();
+    let orchestrator = Orchestrator::new(Registry::new().with(two_steps), store.clone());
+    let started = orchestrator
+        .start("contract", "s-1", &json!({"n": 1}), StartMeta::default())
+        .await
+        .unwrap();
+    let command = started
+        .outbox()
+        .iter()
+        .find_map(|m| match m {
+            Message::Command(c) => Some(c.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let mut shape = serde_json::to_value(&started).unwrap();
+    shape["steps"] = json!([]);
+    let mut reply = Reply::to(&command, Ok(json!({"done": "a"})));
+    reply.snapshot = Some(Box::new(serde_json::from_value(shape).unwrap()));
+    orchestrator
+        .handle(&SagaInput::Reply(reply))
+        .await
+        .expect("applied to the stored saga");
+    let stored = store.load("s-1").await.unwrap().unwrap();
+    assert_eq!(stored.version(), started.version() + 1);
+    assert_eq!(stored.steps().len(), 2);
+
+    // The same name and version, redefined with one step: the stored saga does not fit.
+    let one_step = Saga::named("contract", 1)
+        .step(Step::new("a", remote("p", "A"), Some(remote("p", "UndoA"))))
+        .build()
+        .unwrap();
+    let redefined = Orchestrator::new(Registry::new().with(one_step), store.clone());
+    let next = stored
+        .outbox()
+        .iter()
+        .find_map(|m| match m {
+            Message::Command(c) => Some(c.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let error = redefined
+        .handle(&SagaInput::Reply(Reply::to(&next, Ok(json!(null)))))
+        .await
+        .expect_err("does not fit");
+    assert!(
+        matches!(
+            error,
+            OrchestratorError::DefinitionMismatch {
+                steps: 2,
+                defined: 1,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}

@@ -47,12 +47,37 @@ pub enum OrchestratorError {
         /// The version it started with.
         version: u32,
     },
+    /// The saga's steps do not fit its definition (a definition changed without a new
+    /// version): applying an input to it could not be done safely.
+    #[error(
+        "saga `{id}` has {steps} steps where its definition `{name}` version {version} has {defined}"
+    )]
+    DefinitionMismatch {
+        /// The saga.
+        id: String,
+        /// The saga's name.
+        name: String,
+        /// The version it started with.
+        version: u32,
+        /// The steps the saga has.
+        steps: usize,
+        /// The steps the definition has.
+        defined: usize,
+    },
     /// The saga's data does not serialize.
     #[error("the saga's data does not serialize: {0}")]
     Data(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Whether `state` has the shape of `saga`: a status per step, and a cursor on one.
+fn fits(saga: &Saga, state: &SagaState) -> bool {
+    state.steps().len() == saga.steps().len()
+        && state
+            .cursor()
+            .is_none_or(|cursor| (cursor.step as usize) < saga.steps().len())
 }
 
 /// Applies replies and timers to sagas kept in a [`SagaStore`].
@@ -223,6 +248,21 @@ impl<S: SagaStore> Orchestrator<S> {
                     version: state.definition_version(),
                 })?
                 .clone();
+            if !fits(&saga, &state) {
+                // A snapshot handed back by a participant is not trusted beyond its shape:
+                // read the stored saga. A stored one that does not fit is an error, never
+                // an index out of bounds.
+                if maybe_behind {
+                    continue;
+                }
+                return Err(OrchestratorError::DefinitionMismatch {
+                    id: id.to_owned(),
+                    name: state.name().to_owned(),
+                    version: state.definition_version(),
+                    steps: state.steps().len(),
+                    defined: saga.steps().len(),
+                });
+            }
             let transition = match transition(&saga, &state, input, (self.clock)()) {
                 Outcome::Applied(transition) => transition,
                 // A state that may be behind cannot tell the input is stale: read.
