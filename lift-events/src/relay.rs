@@ -34,6 +34,24 @@ pub const PUT_EVENTS_BATCH: usize = 10;
 /// replies are applied after a read.
 pub const MAX_SNAPSHOT_BYTES: usize = 32 * 1024;
 
+/// The largest command the relay sends (as EventBridge counts an entry: source, type and
+/// the envelope), EventBridge's limit for one entry. A command carries the saga's data and
+/// the outputs of its completed steps; a larger one is never sent (see
+/// [`Relay::relay_states`]): retrying it would hold up every later record of its stream
+/// shard, and its saga is moved on by its timer instead.
+pub const MAX_COMMAND_BYTES: usize = 256 * 1024;
+
+fn fits(bytes: usize) -> bool {
+    bytes <= MAX_COMMAND_BYTES
+}
+
+/// The size of `command` as the relay would send it (without a snapshot), when it is above
+/// [`MAX_COMMAND_BYTES`].
+pub(crate) fn too_large(command: &Command) -> Result<Option<usize>, serde_json::Error> {
+    let bytes = crate::publish::entry_size(&command_envelope(String::new(), command)?)?;
+    Ok((!fits(bytes)).then_some(bytes))
+}
+
 /// The calls the relay makes: events on the bus, delayed messages on the orchestrator's
 /// queue. [`AwsTransport`](crate::publish::AwsTransport) is EventBridge and SQS.
 pub trait Transport: Send + Sync {
@@ -279,7 +297,10 @@ impl<T: Transport> Relay<T> {
 
     /// Publishes the outboxes of stored sagas (a stream batch's new images), each command
     /// carrying its saga as a [`Command::snapshot`] (when it is at most
-    /// [`MAX_SNAPSHOT_BYTES`]), so the replies are applied without a read.
+    /// [`MAX_SNAPSHOT_BYTES`]), so the replies are applied without a read. A command above
+    /// [`MAX_COMMAND_BYTES`] is not sent, logged at ERROR (target `lift::saga`): its step's
+    /// timer fails the attempt, and the saga retries or compensates as for a step that
+    /// does not answer.
     ///
     /// # Errors
     /// [`RelayError`]; relaying the same sagas again is safe.
@@ -393,6 +414,13 @@ fn collect(
                 } else {
                     command_envelope(id, c)?
                 };
+                let bytes = crate::publish::entry_size(&envelope)?;
+                if !fits(bytes) {
+                    // No transport takes it, now or on a retry: send the rest (the step's
+                    // timer included), and let the timer fail the attempt.
+                    tracing::error!(target: "lift::saga", saga_id, command = %envelope.id, step = %c.step_name, bytes, limit = MAX_COMMAND_BYTES, "command too large to relay (the saga's data and outputs); not sent, the step will time out");
+                    continue;
+                }
                 events.push((participant, envelope));
             }
             Message::Finished(f) => events.push((
@@ -480,5 +508,33 @@ mod tests {
             timers.iter().all(|(_, d)| *d == MAX_TIMER_DELAY),
             "an hour is capped at 15 minutes"
         );
+    }
+
+    /// A command above what a transport takes (the saga's data is 300 KiB) is not sent and
+    /// does not fail the relay: the other sagas' commands and its own timer go, so the
+    /// stream record is done and the saga moves on by its timer.
+    #[tokio::test]
+    async fn a_command_too_large_for_any_transport_does_not_hold_up_the_others() {
+        let saga = Saga::named("s", 1)
+            .step(Step::new("a", remote("p", "A"), None))
+            .build()
+            .unwrap();
+        let big = start(
+            &saga,
+            "big",
+            json!({"blob": "x".repeat(300 * 1024)}),
+            StartMeta::default(),
+            0,
+        )
+        .into_state();
+        let small = start(&saga, "small", json!({}), StartMeta::default(), 0).into_state();
+        let relay = Relay::new(Recorder::default());
+        let sent = relay.relay_states(&[&big, &small], 1_000).await.unwrap();
+        assert_eq!(sent, 3, "the small saga's command and both timers");
+        let puts = relay.transport().puts.lock().unwrap().clone();
+        assert!(puts.iter().flatten().all(|id| id.starts_with("small:")));
+        assert!(puts.iter().flatten().any(|id| id.starts_with("small:")));
+        let timers = relay.transport().timers.lock().unwrap().clone();
+        assert_eq!(timers.len(), 2);
     }
 }

@@ -145,3 +145,32 @@ async fn a_snapshot_or_saga_that_does_not_fit_its_definition_is_not_applied() {
         "{error:?}"
     );
 }
+
+/// Data too large for the first command to be relayed is refused at the start, with
+/// nothing stored, instead of a saga whose command never leaves.
+#[tokio::test]
+async fn a_start_whose_first_command_cannot_be_relayed_is_refused() {
+    use lift_events::saga::{Orchestrator, OrchestratorError, Registry};
+    let store = MemoryStore::new();
+    let orchestrator = Orchestrator::new(Registry::new().with(saga()), store.clone());
+    let error = orchestrator
+        .start(
+            "contract",
+            "too-big",
+            &json!({"blob": "x".repeat(300 * 1024)}),
+            StartMeta::default(),
+        )
+        .await
+        .expect_err("too large");
+    assert!(matches!(error, OrchestratorError::Data(_)), "{error:?}");
+    assert!(store.load("too-big").await.unwrap().is_none());
+    orchestrator
+        .start(
+            "contract",
+            "fits",
+            &json!({"blob": "x".repeat(100 * 1024)}),
+            StartMeta::default(),
+        )
+        .await
+        .expect("100 KiB fits");
+}

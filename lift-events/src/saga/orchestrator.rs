@@ -151,8 +151,9 @@ impl<S: SagaStore> Orchestrator<S> {
     /// changes nothing and returns the stored saga, so a retried start is harmless.
     ///
     /// # Errors
-    /// [`OrchestratorError`]: an unknown definition, data that does not serialize, or a
-    /// store failure.
+    /// [`OrchestratorError`]: an unknown definition, data that does not serialize or
+    /// makes the first command larger than [`crate::relay::MAX_COMMAND_BYTES`] (nothing is
+    /// stored), or a store failure.
     pub async fn start(
         &self,
         name: &str,
@@ -171,6 +172,19 @@ impl<S: SagaStore> Orchestrator<S> {
         let data =
             serde_json::to_value(data).map_err(|e| OrchestratorError::Data(e.to_string()))?;
         let first = start(&saga, id, data, meta, (self.clock)());
+        // Refused here, with nothing stored, rather than relayed never.
+        for message in first.state().outbox() {
+            if let Message::Command(command) = message
+                && command.target != Target::Local
+                && let Some(bytes) = crate::relay::too_large(command)
+                    .map_err(|e| OrchestratorError::Data(e.to_string()))?
+            {
+                return Err(OrchestratorError::Data(format!(
+                    "the first command is {bytes} bytes with this data, above the {} bytes a command may have",
+                    crate::relay::MAX_COMMAND_BYTES
+                )));
+            }
+        }
         match self.store.save(first.state()).await {
             Ok(()) => {
                 tracing::info!(target: "lift::saga", saga = %saga.name, saga_id = %id, "started");
