@@ -10,6 +10,13 @@
 //! Every write is conditional on `stored_at`: the write whose time is later wins. A fill
 //! carries the time its computation *started*, so a computation that began before an
 //! invalidation cannot put back what the invalidation removed.
+//!
+//! A prefix invalidation also leaves a marker, an item under the partition key
+//! `{pk}\u{0}prefixes` with the prefix as its sort key and its time as `stored_at`,
+//! before it tombstones the keys it finds; a fill, after its write, looks for a marker
+//! newer than its start that covers its key, and tombstones its own write if there is
+//! one. Whichever of the two writes first, the other sees it: a computation of a key the
+//! table did not hold when the prefix was invalidated cannot store its answer either.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -31,6 +38,22 @@ const TOMBSTONE_TTL: Duration = Duration::from_secs(16 * 60);
 
 /// At most this many tombstones are written at once by a prefix invalidation.
 const PARALLEL_WRITES: usize = 8;
+
+/// The partition of `scope`'s prefix-invalidation markers.
+fn markers(scope: &str) -> String {
+    format!("{scope}\u{0}prefixes")
+}
+
+/// A tombstone's attributes (or a marker's), left at `now`: it outlives any computation
+/// that started before it.
+fn tombstone(now: u64) -> HashMap<String, AttributeValue> {
+    let expires = now.saturating_add(millis(TOMBSTONE_TTL));
+    HashMap::from([
+        ("gone".to_owned(), AttributeValue::Bool(true)),
+        ("expires_at".to_owned(), n(expires.div_ceil(1000))),
+        ("expires_ms".to_owned(), n(expires)),
+    ])
+}
 
 /// The time limit of each cache read and write: a store slower than this is a miss (or an
 /// answer not kept), never a slow request.
@@ -123,15 +146,15 @@ impl DynamoDbStore {
         Ok(output.item().and_then(decode))
     }
 
-    /// Writes `item` for `scope`/`key` unless an item written later is there. A lost race
-    /// is not an error: the newer item stands.
+    /// Writes `item` for `scope`/`key` unless an item written later is there; whether it
+    /// was written. A lost race is not an error: the newer item stands.
     async fn put_newer(
         &self,
         scope: &str,
         key: &str,
         stored_at: u64,
         mut item: HashMap<String, AttributeValue>,
-    ) -> Result<(), CacheError> {
+    ) -> Result<bool, CacheError> {
         item.insert("pk".into(), s(scope));
         item.insert("sk".into(), s(key));
         item.insert("stored_at".into(), n(stored_at));
@@ -144,17 +167,20 @@ impl DynamoDbStore {
             .expression_attribute_values(":t", n(stored_at))
             .send();
         match dynamo::within("PutItem", STORE_TIMEOUT, result).await {
-            Ok(_) | Err(DynamoError::ConditionFailed { .. }) => Ok(()),
+            Ok(_) => Ok(true),
+            Err(DynamoError::ConditionFailed { .. }) => Ok(false),
             Err(error) => Err(error.into()),
         }
     }
 
+    /// Stores `entry` for `scope`/`key`; whether it stands (`false`: a newer item was
+    /// there, or a prefix invalidation newer than the entry covers the key).
     pub(crate) async fn put(
         &self,
         scope: &str,
         key: &str,
         entry: &Entry,
-    ) -> Result<(), CacheError> {
+    ) -> Result<bool, CacheError> {
         let mut item = HashMap::new();
         item.insert("expires_at".into(), n(entry.expires_at.div_ceil(1000)));
         item.insert("expires_ms".into(), n(entry.expires_at));
@@ -182,7 +208,50 @@ impl DynamoDbStore {
             }
             _ => {}
         }
-        self.put_newer(scope, key, entry.stored_at, item).await
+        if !self.put_newer(scope, key, entry.stored_at, item).await? {
+            return Ok(false);
+        }
+        match self.invalidated_since(scope, key, entry.stored_at).await? {
+            Some(at) => {
+                self.invalidate(scope, key, at).await?;
+                Ok(false)
+            }
+            None => Ok(true),
+        }
+    }
+
+    /// The latest prefix invalidation after `since` whose prefix covers `key`.
+    async fn invalidated_since(
+        &self,
+        scope: &str,
+        key: &str,
+        since: u64,
+    ) -> Result<Option<u64>, CacheError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .filter_expression("stored_at > :t")
+            .expression_attribute_values(":pk", s(markers(scope)))
+            .expression_attribute_values(":t", n(since))
+            .projection_expression("sk, stored_at")
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        let mut latest = None;
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(|error| dynamo::classify("Query", error))?;
+            if let (Some(prefix), Some(at)) = (
+                item.get("sk").and_then(|v| v.as_s().ok()),
+                number(&item, "stored_at"),
+            ) && key.starts_with(prefix.as_str())
+            {
+                latest = latest.max(Some(at));
+            }
+        }
+        Ok(latest)
     }
 
     /// Leaves a tombstone for `scope`/`key` at `now`.
@@ -192,12 +261,8 @@ impl DynamoDbStore {
         key: &str,
         now: u64,
     ) -> Result<(), CacheError> {
-        let expires = now.saturating_add(millis(TOMBSTONE_TTL));
-        let mut item = HashMap::new();
-        item.insert("gone".into(), AttributeValue::Bool(true));
-        item.insert("expires_at".into(), n(expires.div_ceil(1000)));
-        item.insert("expires_ms".into(), n(expires));
-        self.put_newer(scope, key, now, item).await
+        self.put_newer(scope, key, now, tombstone(now)).await?;
+        Ok(())
     }
 
     /// Leaves a tombstone on every key under `scope` that starts with `prefix`; returns
@@ -208,6 +273,11 @@ impl DynamoDbStore {
         prefix: &str,
         now: u64,
     ) -> Result<usize, CacheError> {
+        // The marker first: a fill that writes after the query below sees it.
+        self.put_newer(&markers(scope), prefix, now, tombstone(now))
+            .await?;
+        // Tombstones included: one older than a computation still running would not stop
+        // that computation's write.
         let mut pages = self
             .client
             .query()
@@ -215,7 +285,6 @@ impl DynamoDbStore {
             .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
             .expression_attribute_values(":pk", s(scope))
             .expression_attribute_values(":prefix", s(prefix))
-            .filter_expression("attribute_not_exists(gone)")
             .projection_expression("sk")
             .consistent_read(true)
             .into_paginator()

@@ -13,8 +13,10 @@
 //! - Single flight: concurrent misses for one key in one process compute once; the
 //!   others wait for that answer.
 //! - Invalidation by key and by prefix, within a tenant. In DynamoDB an invalidation
-//!   leaves a tombstone, and every write is conditional on its time, so a computation
-//!   that started before an invalidation cannot store a stale answer after it. Other
+//!   leaves a tombstone (a prefix invalidation also a marker for the keys the table does
+//!   not hold yet), and every write is conditional on its time, so a computation that
+//!   started before an invalidation cannot store a stale answer after it, in the table
+//!   nor in its environment's memory. Other
 //!   execution environments see it in the table at once and in their memory within
 //!   [`CacheBuilder::memory_ttl`] (10 s by default).
 //! - Counters ([`Cache::stats`]) and, when enabled, `CacheHit`/`CacheMiss` metrics on the
@@ -351,14 +353,26 @@ impl Cache {
         }
     }
 
-    async fn store(&self, slot: &Slot, entry: Arc<Entry>) {
-        if let Some(remote) = &self.inner.remote
-            && let Err(error) = remote.put(slot.scope(), slot.key(), &entry).await
-        {
-            self.failed("write", &error);
-            return;
+    /// Keeps `entry`, computed while the local invalidation count was `epoch`: in the
+    /// table first, then in memory only if the table kept it (an invalidation in another
+    /// environment refuses it there) and no local invalidation came meanwhile.
+    async fn store(&self, slot: &Slot, entry: Arc<Entry>, epoch: u64) {
+        if let Some(remote) = &self.inner.remote {
+            match remote.put(slot.scope(), slot.key(), &entry).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.inner.counters.stores.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(error) => {
+                    self.failed("write", &error);
+                    return;
+                }
+            }
         }
-        if let Some(memory) = &self.inner.memory {
+        if let Some(memory) = &self.inner.memory
+            && self.inner.epoch.load(Ordering::Acquire) == epoch
+        {
             memory.put(&slot.joined, entry, self.now());
         }
         self.inner.counters.stores.fetch_add(1, Ordering::Relaxed);
@@ -412,7 +426,7 @@ impl Cache {
         let entry = match payload {
             Some(payload) if self.inner.epoch.load(Ordering::Acquire) == epoch => {
                 let entry = Arc::new(payload.stamp(started));
-                self.store(slot, entry.clone()).await;
+                self.store(slot, entry.clone(), epoch).await;
                 Some(entry)
             }
             _ => None,

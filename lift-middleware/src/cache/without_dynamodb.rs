@@ -26,7 +26,7 @@ impl DynamoDbStore {
         match *self {}
     }
 
-    pub(crate) async fn put(&self, _: &str, _: &str, _: &Entry) -> Result<(), CacheError> {
+    pub(crate) async fn put(&self, _: &str, _: &str, _: &Entry) -> Result<bool, CacheError> {
         match *self {}
     }
 

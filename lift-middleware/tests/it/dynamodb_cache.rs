@@ -240,6 +240,80 @@ async fn a_computation_that_started_before_an_invalidation_cannot_store_its_answ
     assert_eq!(cache_header(&get(&b, "/items/1", None).await), Some("miss"));
 }
 
+/// A prefix invalidation from another environment while `a` computes a key, with the
+/// table holding nothing for that key (`prior` none) or an older tombstone (`prior` some):
+/// `a`'s answer does not stand, in the table nor in `a`'s memory.
+async fn a_prefix_invalidation_stops_a_computation_in_flight(prior_tombstone: bool, memory: u64) {
+    let client = aws::client().await;
+    let table = aws::table_with_sort_key(&client, "lift-cache").await;
+    let clock = ManualClock::default();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let a = environment(&client, &table, &clock, memory, Some(gate.clone()));
+    let b = environment(&client, &table, &clock, 0, None);
+    if prior_tombstone {
+        b.cache.invalidate(None, "GET /items/1").await.unwrap();
+        clock.advance(Duration::from_millis(5));
+    }
+    let (answer, ()) = tokio::join!(get(&a, "/items/1", None), async {
+        while a.calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        clock.advance(Duration::from_millis(5));
+        b.cache
+            .invalidate_prefix(None, "GET /items/")
+            .await
+            .unwrap();
+        clock.advance(Duration::from_millis(5));
+        gate.notify_one();
+    });
+    assert_eq!(answer.status, 200);
+    assert_eq!(a.cache.stats().stores, 1, "the write was attempted");
+    let stored = item(&client, &table, "catalog#-", "GET /items/1")
+        .await
+        .expect("an item");
+    assert_eq!(
+        stored.get("gone"),
+        Some(&AttributeValue::Bool(true)),
+        "{stored:?}"
+    );
+    assert_eq!(cache_header(&get(&b, "/items/1", None).await), Some("miss"));
+    if memory > 0 {
+        assert_eq!(a.cache.memory_entries(), 0, "not kept in memory either");
+    }
+}
+
+#[tokio::test]
+async fn a_prefix_invalidation_stops_a_computation_of_a_key_the_table_did_not_hold() {
+    a_prefix_invalidation_stops_a_computation_in_flight(false, 0).await;
+}
+
+#[tokio::test]
+async fn a_prefix_invalidation_stops_a_computation_of_a_tombstoned_key() {
+    a_prefix_invalidation_stops_a_computation_in_flight(true, 0).await;
+}
+
+#[tokio::test]
+async fn an_answer_the_table_refused_is_not_kept_in_memory() {
+    a_prefix_invalidation_stops_a_computation_in_flight(false, 100).await;
+    // The same with an invalidation by key, another environment's: the table refuses the
+    // write, and a's memory does not keep what the table refused.
+    let client = aws::client().await;
+    let table = aws::table_with_sort_key(&client, "lift-cache").await;
+    let clock = ManualClock::default();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let a = environment(&client, &table, &clock, 100, Some(gate.clone()));
+    let b = environment(&client, &table, &clock, 0, None);
+    let (_, ()) = tokio::join!(get(&a, "/items/1", None), async {
+        while a.calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        clock.advance(Duration::from_millis(5));
+        b.cache.invalidate(None, "GET /items/1").await.unwrap();
+        gate.notify_one();
+    });
+    assert_eq!(a.cache.memory_entries(), 0);
+}
+
 #[tokio::test]
 async fn memory_in_front_answers_without_dynamodb() {
     let client = aws::client().await;
