@@ -24,7 +24,9 @@ pub use state::{
     Command, Cursor, Finished, HistoryEntry, HistoryEvent, Message, Phase, Reply, SagaInput,
     SagaState, SagaStatus, StepStatus, Target, Timer, TimerKind, Waiting, command_id,
 };
-pub use transition::{Ignored, Outcome, StartMeta, Transition, start, transition};
+pub use transition::{
+    Ignored, MAX_REASON_BYTES, Outcome, StartMeta, Transition, start, transition,
+};
 
 #[cfg(test)]
 mod tests;

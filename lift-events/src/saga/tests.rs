@@ -90,6 +90,27 @@ fn completes_in_order_with_one_version_per_transition() {
     assert_eq!(versions.last(), Some(&4));
 }
 
+/// A participant's reason is kept bounded: a 150 KB refusal (stored four times) would not
+/// fit a saga item, and the saga would be stuck instead of compensated.
+#[test]
+fn a_long_refusal_reason_is_kept_bounded() {
+    let saga = three_steps(false);
+    let t = begin(&saga);
+    let c = command(&t);
+    let long = "é".repeat(75_000);
+    let t = applied(transition(
+        &saga,
+        t.state(),
+        &err(&c, StepError::Rejected(long)),
+        2_000,
+    ));
+    let reason = t.state().reason().unwrap();
+    assert!(reason.len() <= 2 * MAX_REASON_BYTES, "{}", reason.len());
+    assert!(reason.ends_with('…'));
+    let bytes = serde_json::to_string(t.state()).unwrap().len();
+    assert!(bytes < 20 * MAX_REASON_BYTES, "{bytes}");
+}
+
 #[test]
 fn a_refused_step_compensates_the_completed_ones_in_reverse() {
     let saga = three_steps(false);

@@ -173,6 +173,7 @@ fn on_reply(
             }
         }
         Err(StepError::Rejected(reason)) => {
+            let reason = &bounded(reason);
             tx.log(HistoryEvent::Replied {
                 step,
                 phase: cursor.phase,
@@ -194,6 +195,7 @@ fn on_reply(
             if !current {
                 return Outcome::Ignored(Ignored::Stale);
             }
+            let reason = &bounded(reason);
             tx.log(HistoryEvent::Replied {
                 step,
                 phase: cursor.phase,
@@ -205,6 +207,22 @@ fn on_reply(
         }
     }
     Outcome::Applied(tx.finish())
+}
+
+/// The most of a participant's reason a saga keeps: it is stored up to four times (the
+/// history's lines and the saga's reason), and a saga item has 400 KB in all.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// `reason`, cut to [`MAX_REASON_BYTES`] on a character boundary, with `…` when cut.
+fn bounded(reason: &str) -> String {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason.to_owned();
+    }
+    let mut end = MAX_REASON_BYTES - '…'.len_utf8();
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &reason[..end])
 }
 
 fn on_timer(
