@@ -127,9 +127,24 @@ impl Cursor {
         Cursor(text.to_owned())
     }
 
+    /// The last evaluated key, each attribute with its type (`S`, `N` as its exact text,
+    /// `B` in base64), so that binary keys and numbers past a float's precision come back
+    /// as they were.
     fn encode(key: Item) -> Result<Cursor, Error> {
-        let value: serde_json::Value = dynamo::from_item(key).map_err(Error::internal)?;
-        let json = serde_json::to_vec(&value).map_err(Error::internal)?;
+        let mut typed = serde_json::Map::new();
+        for (name, value) in key {
+            let (kind, text) = match value {
+                AttributeValue::S(text) => ("S", text),
+                AttributeValue::N(number) => ("N", number),
+                AttributeValue::B(bytes) => (
+                    "B",
+                    base64::engine::general_purpose::STANDARD.encode(bytes.as_ref()),
+                ),
+                _ => return Err(Error::internal("a key attribute that is not S, N or B")),
+            };
+            typed.insert(name, serde_json::json!({ kind: text }));
+        }
+        let json = serde_json::to_vec(&typed).map_err(Error::internal)?;
         Ok(Cursor(
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json),
         ))
@@ -140,8 +155,33 @@ impl Cursor {
         let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(&self.0)
             .map_err(|_| malformed())?;
-        let value: serde_json::Value = serde_json::from_slice(&json).map_err(|_| malformed())?;
-        dynamo::to_item(&value).map_err(|_| malformed())
+        let typed: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&json).map_err(|_| malformed())?;
+        let mut key = Item::new();
+        for (name, value) in typed {
+            let object = value
+                .as_object()
+                .filter(|o| o.len() == 1)
+                .ok_or_else(malformed)?;
+            let attribute = match object.iter().next() {
+                Some((kind, serde_json::Value::String(text))) => match kind.as_str() {
+                    "S" => AttributeValue::S(text.clone()),
+                    "N" => AttributeValue::N(text.clone()),
+                    "B" => AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(text)
+                            .map_err(|_| malformed())?,
+                    )),
+                    _ => return Err(malformed()),
+                },
+                _ => return Err(malformed()),
+            };
+            key.insert(name, attribute);
+        }
+        if key.is_empty() {
+            return Err(malformed());
+        }
+        Ok(key)
     }
 }
 
@@ -467,5 +507,37 @@ impl TenantTable {
             items: output.items.unwrap_or_default(),
             next,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page cursor gives back the key it was made of: a binary sort key, and a number
+    /// past a float's precision, exactly; anything else a client sends is malformed.
+    #[test]
+    fn a_cursor_keeps_binary_keys_and_exact_numbers() {
+        let key = Item::from([
+            ("pk".to_owned(), AttributeValue::S("t#acme".to_owned())),
+            (
+                "sk".to_owned(),
+                AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(vec![0, 159, 255])),
+            ),
+            (
+                "n".to_owned(),
+                AttributeValue::N("12345678901234567.5".to_owned()),
+            ),
+        ]);
+        let cursor = Cursor::encode(key.clone()).expect("encoded");
+        assert_eq!(
+            Cursor::from_text(cursor.as_str())
+                .decode()
+                .expect("decoded"),
+            key
+        );
+        for text in ["", "not base64!", "e30", "eyJwayI6MX0"] {
+            assert!(Cursor::from_text(text).decode().is_err(), "{text}");
+        }
     }
 }
