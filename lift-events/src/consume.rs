@@ -273,7 +273,7 @@ pub async fn orchestrator_message<S: SagaStore, T: Transport>(
         .map_err(|e| invalid(e.to_string()))?;
     match orchestrator.handle(&input).await {
         Ok(Handled::Rearm(timer)) => {
-            let message = timer_envelope(format!("{}:rearm", envelope.id), &timer)
+            let message = timer_envelope(rearm_id(&envelope.id), &timer)
                 .map_err(|e| Error::internal(e.to_string()))?;
             transport
                 .send_delayed(&message, timer_delay(timer.due_ms, now_ms()))
@@ -286,6 +286,19 @@ pub async fn orchestrator_message<S: SagaStore, T: Transport>(
         ),
         Err(e) => Err(Error::internal(e.to_string())),
     }
+}
+
+/// The id of a timer sent again for the `hops`-th time, from the id it arrived with:
+/// `{id}:rearm{n}`, so that a long timeout's hops (every 15 minutes) keep ids of a bounded
+/// length, each its own.
+fn rearm_id(id: &str) -> String {
+    let (base, hops) = match id.rsplit_once(":rearm") {
+        Some((base, n)) if n.bytes().all(|b| b.is_ascii_digit()) => {
+            (base, n.parse::<u64>().unwrap_or(0))
+        }
+        _ => (id, 0),
+    };
+    format!("{base}:rearm{}", hops.saturating_add(1))
 }
 
 /// Adds an orchestrator's inputs to `app`: replies and timers from its queue, replies
@@ -385,4 +398,23 @@ pub async fn relay_image<T: Transport>(relay: &Relay<T>, image: &OutboxImage) ->
     relayed
         .map(|_| ())
         .map_err(|e| Error::internal(format!("saga `{}` outbox not relayed: {e}", image.pk)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rearm_id;
+
+    /// A timer re-sent on every hop of a week-long timeout (672 hops of 15 minutes) keeps
+    /// an id of bounded length, a new one each hop.
+    #[test]
+    fn a_rearmed_timer_id_stays_short_and_new() {
+        let mut id = "saga-1:7:2".to_owned();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..672 {
+            id = rearm_id(&id);
+            assert!(seen.insert(id.clone()), "{id} repeated");
+        }
+        assert_eq!(id, "saga-1:7:2:rearm672");
+        assert_eq!(rearm_id("saga-1:7:2:rearm"), "saga-1:7:2:rearm1");
+    }
 }
