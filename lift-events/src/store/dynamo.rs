@@ -416,8 +416,17 @@ impl SagaStore for DynamoStore {
                     .map(|o| (o.items, o.last_evaluated_key))?
             };
             found.extend(page.0.unwrap_or_default().iter().filter_map(summary));
+            // The index gives finished sagas in order, so its first `limit` are the answer;
+            // a scan does not, so it reads to the end, keeping the `limit` least recently
+            // moved (an operator's query for stuck sagas, not a request path's).
+            if !status.is_final() && found.len() > limit {
+                found.sort_by(|a, b| a.updated_ms.cmp(&b.updated_ms).then(a.id.cmp(&b.id)));
+                found.truncate(limit);
+            }
             match page.1 {
-                Some(key) if found.len() < limit && !key.is_empty() => start = Some(key),
+                Some(key) if !key.is_empty() && (!status.is_final() || found.len() < limit) => {
+                    start = Some(key)
+                }
                 _ => break,
             }
         }

@@ -171,6 +171,14 @@ pub(crate) async fn contract<S: SagaStore + Clone + 'static>(store: S) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The least recently moved first, whatever order the store reads them in: the oldest
+    // running saga, saved last, is the one a limit of one gives.
+    let oldest_id = unique("oldest");
+    let oldest = start(&saga, &oldest_id, json!({}), StartMeta::default(), 1).into_state();
+    store.save(&oldest).await.unwrap();
+    let first = store.list(SagaStatus::Running, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].id, oldest_id, "{first:?}");
     assert!(
         store
             .list(SagaStatus::NeedsAttention, 1000)
