@@ -455,6 +455,22 @@ enum Verdict {
     Failover(CallError),
 }
 
+impl Verdict {
+    /// Whether the attempt shows the instance working, for its ejection: an answer below
+    /// 500 (a 429 aside) does; a 5xx, a 429 or no answer does not, whether or not the call
+    /// may fail over (a timed-out POST is final, and still the instance's failure).
+    fn instance_works(&self) -> bool {
+        match self {
+            Verdict::Done(_) => true,
+            Verdict::Final(CallError::Status { status, .. })
+            | Verdict::Failover(CallError::Status { status, .. }) => {
+                *status < 500 && *status != 429
+            }
+            Verdict::Final(_) | Verdict::Failover(_) => false,
+        }
+    }
+}
+
 impl ServiceClient {
     /// A client over `discovery`, sending through `transport`.
     pub fn builder(discovery: Discovery, transport: Arc<dyn Transport>) -> ServiceClientBuilder {
@@ -576,7 +592,7 @@ impl ServiceClient {
             report_entry(
                 found.ejections(),
                 entry,
-                !matches!(verdict, Verdict::Failover(_)),
+                verdict.instance_works(),
                 inner.discovery.eject_after(),
             );
             match verdict {

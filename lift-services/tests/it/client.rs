@@ -503,6 +503,49 @@ async fn a_service_reported_failing_everywhere_still_gets_calls() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+/// A call that cannot fail over (a POST) still counts its timeout against the instance:
+/// after three in a row it is ejected and the calls go to the other instance.
+#[tokio::test(start_paused = true)]
+async fn a_final_failure_still_counts_towards_ejection() {
+    let slow_calls = Arc::new(AtomicUsize::new(0));
+    let good_calls = Arc::new(AtomicUsize::new(0));
+    let counter = slow_calls.clone();
+    let slow = move |_ctx: Context| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            Ok::<_, Error>("late")
+        }
+    };
+    let registry = registry_with(&[("slow", None), ("good", None)]).await;
+    let transport = InProcessTransport::new()
+        .serve(
+            arn("slow"),
+            App::new()
+                .post("/charges", slow)
+                .into_service()
+                .expect("app"),
+        )
+        .serve(arn("good"), payments("good", good_calls.clone()));
+    let client = ServiceClient::builder(Discovery::new(registry), Arc::new(transport))
+        .strategy(Arc::new(RoundRobin::new()))
+        .timeout(std::time::Duration::from_millis(100))
+        .build()
+        .expect("client");
+    for _ in 0..12 {
+        let _ = client
+            .call("payments", ServiceRequest::post("/charges"))
+            .await;
+    }
+    assert_eq!(
+        slow_calls.load(Ordering::SeqCst),
+        3,
+        "ejected after three timeouts"
+    );
+    assert_eq!(good_calls.load(Ordering::SeqCst), 9);
+}
+
 #[tokio::test]
 async fn no_call_crosses_tenants() {
     let a_calls = Arc::new(AtomicUsize::new(0));
