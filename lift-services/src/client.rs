@@ -685,13 +685,20 @@ fn judge(
             }
         }
         Err(source) => {
-            // An open circuit sent nothing; other failures may have reached the instance.
+            // An open circuit, an instance without a usable endpoint and a throttled
+            // invocation ran nothing; other failures may have reached the instance.
             let unsent = matches!(
                 source.downcast_ref::<lift_core::Error>(),
                 Some(lift_core::Error::CircuitOpen { .. })
             ) || source
                 .downcast_ref::<crate::transport::TransportError>()
-                .is_some_and(|e| matches!(e, crate::transport::TransportError::NoEndpoint { .. }));
+                .is_some_and(|e| {
+                    matches!(
+                        e,
+                        crate::transport::TransportError::NoEndpoint { .. }
+                            | crate::transport::TransportError::Throttled { .. }
+                    )
+                });
             let error = CallError::Transport {
                 service: service.to_owned(),
                 instance: instance.to_owned(),
@@ -703,5 +710,40 @@ fn judge(
                 Verdict::Final(error)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::TransportError;
+
+    /// A throttled invocation ran nothing: even a request that is not idempotent goes to
+    /// another instance. A function error may have run: only an idempotent one does.
+    #[test]
+    fn a_throttled_invocation_fails_over_whatever_the_request() {
+        let throttled = || -> BoxError {
+            Box::new(TransportError::Throttled {
+                instance: "a".into(),
+            })
+        };
+        assert!(matches!(
+            judge("s", "a", false, Err(throttled())),
+            Verdict::Failover(_)
+        ));
+        let crashed = || -> BoxError {
+            Box::new(TransportError::FunctionError {
+                kind: "Unhandled".into(),
+                payload: String::new(),
+            })
+        };
+        assert!(matches!(
+            judge("s", "a", false, Err(crashed())),
+            Verdict::Final(_)
+        ));
+        assert!(matches!(
+            judge("s", "a", true, Err(crashed())),
+            Verdict::Failover(_)
+        ));
     }
 }

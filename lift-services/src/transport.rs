@@ -203,6 +203,13 @@ pub enum TransportError {
     /// The answer is not an HTTP-shaped Lambda response.
     #[error("the answer is not an HTTP response: {0}")]
     BadResponse(String),
+    /// Lambda throttled the invocation (`TooManyRequestsException`): the function did not
+    /// run, so any request may go to another instance.
+    #[error("Lambda throttled the invocation of instance `{instance}`")]
+    Throttled {
+        /// The instance.
+        instance: String,
+    },
 }
 
 /// The API Gateway HTTP API (payload 2.0) event a request becomes.
@@ -337,7 +344,14 @@ impl Transport for LambdaTransport {
                 .payload(aws_sdk_lambda::primitives::Blob::new(payload))
                 .send()
                 .await
-                .map_err(|e| Box::new(aws_sdk_lambda::Error::from(e)) as BoxError)?;
+                .map_err(|e| match aws_sdk_lambda::Error::from(e) {
+                    aws_sdk_lambda::Error::TooManyRequestsException(_) => {
+                        Box::new(TransportError::Throttled {
+                            instance: call.instance.id.to_string(),
+                        }) as BoxError
+                    }
+                    other => Box::new(other) as BoxError,
+                })?;
             let body = output.payload().map(|b| b.as_ref()).unwrap_or_default();
             if let Some(kind) = output.function_error() {
                 return Err(TransportError::FunctionError {
