@@ -723,7 +723,15 @@ where
             }
         };
         for item in items.unwrap_or_default() {
-            instances.push(instance_from(&item)?);
+            // One item that does not decode (written by hand, or by another version) is
+            // left out, not the service's whole discovery.
+            match instance_from(&item) {
+                Ok(instance) => instances.push(instance),
+                Err(error) => {
+                    let key = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+                    tracing::warn!(target: "lift::registry", pk = ?key("pk"), sk = ?key("sk"), %error, "a registry item does not decode; left out");
+                }
+            }
         }
         match last {
             Some(key) if !key.is_empty() => start = Some(key),

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use aws_sdk_dynamodb::types::AttributeValue;
+
 use lift_services::{Health, MemoryRegistry, Registry, RegistryError};
 
 use crate::support::{dynamo_registry, instance, lease};
@@ -249,4 +251,32 @@ async fn memory_concurrent_registrations_are_all_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dynamodb_concurrent_registrations_are_all_kept() {
     concurrent_registrations_are_all_kept(Arc::new(dynamo_registry().await)).await;
+}
+
+/// An item of the service that does not decode (written by hand, or by another version)
+/// is left out; the service's other instances are still found.
+#[tokio::test]
+async fn a_malformed_item_does_not_hide_the_other_instances() {
+    let registry = crate::support::dynamo_registry().await;
+    let instance = crate::support::instance("payments", "good");
+    registry
+        .register(
+            &instance,
+            &crate::support::lease("env", 1_000, u64::MAX / 2),
+        )
+        .await
+        .expect("register");
+    crate::support::client()
+        .await
+        .put_item()
+        .table_name(registry.table())
+        .item("pk", AttributeValue::S("svc#payments".into()))
+        .item("sk", AttributeValue::S("i#broken".into()))
+        .item("status", AttributeValue::N("7".into()))
+        .send()
+        .await
+        .expect("put");
+    let found = registry.instances("payments").await.expect("instances");
+    let ids: Vec<&str> = found.iter().map(|i| &*i.id).collect();
+    assert_eq!(ids, ["good"]);
 }
