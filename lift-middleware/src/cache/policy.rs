@@ -156,8 +156,10 @@ fn keep_http(rule: &CacheRule, response: &Response) -> Option<Duration> {
 /// The usual HTTP policy: `GET` and `HEAD` requests are cached under their method, path,
 /// sorted query and the values of the [`vary`](HttpGetPolicy::vary) headers, honouring
 /// the request's `Cache-Control` (`no-store` passes through, `no-cache` and `max-age=0`
-/// refresh, `max-age` bounds the age). A request with an `Authorization` header is kept
-/// only when the response allows shared caching. Other events pass through.
+/// refresh, `max-age` bounds the age). A request that carries credentials (an
+/// `Authorization` or `Cookie` header, a service token, or a caller that authentication
+/// resolved, a Lambda authorizer's included) is kept only when the response allows shared
+/// caching (`public` or `s-maxage`). Other events pass through.
 #[derive(Debug, Clone)]
 pub struct HttpGetPolicy {
     ttl: Duration,
@@ -194,6 +196,9 @@ const KEY_PART: &AsciiSet = &CONTROLS
 fn escaped(bytes: &[u8]) -> PercentEncode<'_> {
     percent_encode(bytes, KEY_PART)
 }
+
+/// The header of a service-to-service token (`service_auth`).
+const SERVICE_TOKEN: HeaderName = HeaderName::from_static("x-lift-service-token");
 
 impl CachePolicy for HttpGetPolicy {
     fn rule(&self, ctx: &Context) -> Option<CacheRule> {
@@ -240,7 +245,13 @@ impl CachePolicy for HttpGetPolicy {
         let mut rule = CacheRule::new(key, self.ttl);
         rule.refresh = cc.no_cache || cc.max_age == Some(0);
         rule.max_age = cc.max_age.map(Duration::from_secs);
-        rule.shared_only = http.headers().contains_key(header::AUTHORIZATION);
+        // Credentials of any kind: the answer may be the caller's own, and the cache is
+        // shared by the tenant's callers.
+        rule.shared_only = ctx.principal().is_some()
+            || [header::AUTHORIZATION, header::COOKIE]
+                .iter()
+                .chain(std::iter::once(&SERVICE_TOKEN))
+                .any(|name| http.headers().contains_key(name));
         Some(rule)
     }
 }

@@ -165,6 +165,42 @@ async fn no_query_or_path_value_spells_the_key_of_another_request() {
     assert_eq!(item.json::<Value>().expect("json")["id"], "1");
 }
 
+/// A request with a cookie (or any credentials) may get the caller's own answer: it is
+/// kept only when the response says it may be shared.
+#[tokio::test(start_paused = true)]
+async fn an_answer_to_a_request_with_credentials_is_not_shared_unless_public() {
+    let f = fixture(Duration::from_secs(60));
+    let alice = get(&f, "/items/1", &[("cookie", "session=alice")]).await;
+    assert_eq!(alice.header("x-cache"), Some("miss"));
+    let bob = get(&f, "/items/1", &[("cookie", "session=bob")]).await;
+    assert_eq!(
+        bob.header("x-cache"),
+        Some("miss"),
+        "alice's answer not kept"
+    );
+    assert_eq!(run(&bob), 2);
+    let token = get(&f, "/items/2", &[("x-lift-service-token", "t")]).await;
+    assert_eq!(token.header("x-cache"), Some("miss"));
+    assert_eq!(
+        get(&f, "/items/2", &[]).await.header("x-cache"),
+        Some("miss")
+    );
+    // `public`: kept, whoever asked.
+    get(
+        &f,
+        "/items/3?respond_cc=public",
+        &[("cookie", "session=alice")],
+    )
+    .await;
+    let shared = get(
+        &f,
+        "/items/3?respond_cc=public",
+        &[("cookie", "session=bob")],
+    )
+    .await;
+    assert_eq!(shared.header("x-cache"), Some("hit"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn tenants_never_share_answers() {
     let f = fixture(Duration::from_secs(60));
