@@ -290,6 +290,51 @@ fn instance_from(item: &Item) -> Result<Instance, RegistryError> {
 }
 
 impl DynamoRegistry {
+    /// Raises the item's `ttl` when another lease outlives the one just written: each write
+    /// sets `ttl` from the writer's lease, and an environment with a short lease must not
+    /// let DynamoDB delete an item another lease still holds (a deployment's month-long
+    /// lease beside half-hour ones). Leases of a like length end well within each other's
+    /// garbage-collection margin, so a fleet of them never pays this write.
+    async fn keep_ttl(&self, stored: &Instance, lease: &EnvLease) -> Result<(), RegistryError> {
+        let longest_s = stored
+            .environments
+            .values()
+            .map(|env| env.expires_at_ms / 1000)
+            .max()
+            .unwrap_or(0);
+        if longest_s < lease.ttl_s {
+            return Ok(());
+        }
+        let margin = lease
+            .ttl_s
+            .saturating_sub(lease.report.expires_at_ms / 1000);
+        let needed = longest_s.saturating_add(margin);
+        let result = limited(
+            "UpdateItem",
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", pk(&stored.service))
+                .key("sk", sk(&stored.id))
+                .update_expression("SET #ttl = :ttl, #rev = #rev + :one")
+                .condition_expression("attribute_exists(pk) AND #ttl < :ttl")
+                .expression_attribute_names("#ttl", "ttl")
+                .expression_attribute_names("#rev", "rev")
+                .expression_attribute_values(":ttl", n(needed))
+                .expression_attribute_values(":one", n(1))
+                .send(),
+        )
+        .await?;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) => match classify("UpdateItem", error) {
+                // Already as long, or gone: nothing to raise.
+                Failure::ConditionFailed => Ok(()),
+                Failure::Error(error) => Err(error),
+            },
+        }
+    }
+
     fn failed(&self, service: &str, id: &str, old: Option<&Item>) -> RegistryError {
         match old {
             Some(old) if !old.is_empty() => RegistryError::Deregistered {
@@ -452,7 +497,10 @@ impl Registry for DynamoRegistry {
             // Update, else create, else (another environment created it meanwhile) update.
             for _ in 0..2 {
                 match self.update_registration(instance, lease).await? {
-                    Ok(stored) => return Ok(stored),
+                    Ok(stored) => {
+                        self.keep_ttl(&stored, lease).await?;
+                        return Ok(stored);
+                    }
                     Err(Some(old)) if !old.is_empty() => {
                         return Err(self.failed(&instance.service, &instance.id, Some(&old)));
                     }
@@ -527,11 +575,15 @@ impl Registry for DynamoRegistry {
             )
             .await?;
             match result {
-                Ok(output) => instance_from(
-                    output
-                        .attributes()
-                        .ok_or_else(|| codec("UpdateItem returned no attributes"))?,
-                ),
+                Ok(output) => {
+                    let stored = instance_from(
+                        output
+                            .attributes()
+                            .ok_or_else(|| codec("UpdateItem returned no attributes"))?,
+                    )?;
+                    self.keep_ttl(&stored, lease).await?;
+                    Ok(stored)
+                }
                 Err(error) => {
                     let old = error.as_service_error().and_then(old_item);
                     match classify("UpdateItem", error) {

@@ -280,3 +280,44 @@ async fn a_malformed_item_does_not_hide_the_other_instances() {
     let ids: Vec<&str> = found.iter().map(|i| &*i.id).collect();
     assert_eq!(ids, ["good"]);
 }
+
+/// The item's `ttl` covers its longest lease, whichever environment wrote last: a
+/// half-hour lease renewed after a month-long one does not let DynamoDB delete the item
+/// while the long lease runs.
+#[tokio::test]
+async fn the_item_ttl_covers_the_longest_lease() {
+    let registry = crate::support::dynamo_registry().await;
+    let client = crate::support::client().await;
+    let instance = crate::support::instance("payments", "a");
+    let now = 1_800_000_000_000u64;
+    let month = crate::support::lease("deploy", now, now + 30 * 86_400_000);
+    let half_hour = crate::support::lease("env-1", now, now + 1_800_000);
+    registry.register(&instance, &month).await.expect("deploy");
+    registry
+        .register(&instance, &half_hour)
+        .await
+        .expect("env-1");
+    let ttl = || async {
+        client
+            .get_item()
+            .table_name(registry.table())
+            .key("pk", AttributeValue::S("svc#payments".into()))
+            .key("sk", AttributeValue::S("i#a".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get")
+            .item
+            .expect("item")["ttl"]
+            .as_n()
+            .expect("ttl")
+            .parse::<u64>()
+            .expect("number")
+    };
+    assert_eq!(ttl().await, month.ttl_s, "after a shorter registration");
+    registry
+        .renew("payments", "a", &half_hour, &[])
+        .await
+        .expect("renew");
+    assert_eq!(ttl().await, month.ttl_s, "after a shorter renewal");
+}
