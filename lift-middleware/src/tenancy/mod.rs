@@ -5,7 +5,10 @@
 //! it), API Gateway's authorizer context ([`TenantSource::Authorizer`]), a header, a path
 //! parameter, or the host's first label. A header is unverified: it is only honoured when
 //! the configuration says it is trusted (behind a gateway that sets it). When two sources
-//! name different tenants the request is refused (403 `tenant_mismatch`, logged); when none
+//! name different tenants the request is refused (403 `tenant_mismatch`, logged); when a
+//! claim source is configured and the verified caller's token lacks the claim, no other
+//! source names the tenant for it (403 `tenant_claim_missing`: the path, a header or the
+//! host speak for anonymous requests only); when none
 //! names one and a tenant is required, 400 `tenant_required`. Tenant ids are 1 to 64 ASCII
 //! letters, digits, `-` or `_` (400 `invalid_tenant` otherwise), so they cannot smuggle a
 //! key separator into storage keys.
@@ -189,8 +192,11 @@ fn resolve_in_place<'a>(
     ctx: &'a Context,
 ) -> Result<Option<Cow<'a, str>>, Error> {
     let mut found: Option<(Cow<'a, str>, &TenantSource)> = None;
+    // A verified caller whose token names no tenant (the claim absent, or not a string).
+    let mut claim_missing = false;
     for source in &config.sources {
         let Some(value) = value_of(ctx, source) else {
+            claim_missing |= matches!(source, TenantSource::Claim(_)) && ctx.principal().is_some();
             continue;
         };
         if !is_valid_tenant(&value) {
@@ -217,6 +223,15 @@ fn resolve_in_place<'a>(
         }
     }
     match found {
+        // Such a caller does not choose a tenant through the path, a header or the host:
+        // a token without the claim (a client-credentials token) is not for any tenant.
+        Some((_, source)) if claim_missing && !matches!(source, TenantSource::Authorizer(_)) => {
+            tracing::warn!(target: "lift::tenancy", from = ?source, "the caller's token names no tenant");
+            Err(Error::forbidden(
+                "tenant_claim_missing",
+                "the caller's token does not name a tenant",
+            ))
+        }
         Some((tenant, _)) => Ok(Some(tenant)),
         None if config.required => Err(Error::new(
             StatusCode::BAD_REQUEST,

@@ -113,6 +113,44 @@ async fn a_path_that_names_another_tenant_than_the_token_is_forbidden() {
     );
 }
 
+/// A verified caller whose token has no tenant claim (a client-credentials token) cannot
+/// act for a tenant of its choosing through the path; an anonymous request still can.
+#[tokio::test]
+async fn a_token_without_the_tenant_claim_cannot_pick_a_tenant_by_path() {
+    let app = app(claim_then_path());
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("time")
+        .as_secs()
+        + 600;
+    for claims in [
+        json!({"sub": "client-1", "exp": exp}),
+        json!({"sub": "client-1", "exp": exp, "tenant_id": 42}),
+    ] {
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .expect("sign");
+        let response = send(
+            &app,
+            events::http("GET", "/t/globex/orders")
+                .header("authorization", &format!("Bearer {token}"))
+                .v2(),
+        )
+        .await;
+        assert_eq!(response.status, 403, "{claims}: {}", response.text());
+        assert_eq!(
+            response.json::<Value>().expect("json")["error"]["code"],
+            "tenant_claim_missing"
+        );
+    }
+    let anonymous = send(&app, events::http("GET", "/t/globex/orders").v2()).await;
+    assert_eq!(anonymous.status, 200);
+    assert_eq!(anonymous.json::<Value>().expect("json")["tenant"], "globex");
+}
+
 #[tokio::test]
 async fn missing_and_malformed_tenants_are_refused() {
     let app = app(claim_then_path());
