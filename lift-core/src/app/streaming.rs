@@ -91,7 +91,16 @@ impl LiftService {
         event: &RawValue,
         lambda: lambda_runtime::Context,
     ) -> Result<Reply, Error> {
-        if self.inner.streaming.enabled && matches!(probe(event.get()), Some(Kind::ApiGatewayV2)) {
+        // An HTTP API authorizer's payload 2.0 event probes as an HTTP request: it goes to
+        // the authorizer (through `invoke`), never to a route.
+        #[cfg(feature = "authorizer")]
+        let authorizer = self.is_authorizer_request(event);
+        #[cfg(not(feature = "authorizer"))]
+        let authorizer = false;
+        if self.inner.streaming.enabled
+            && !authorizer
+            && matches!(probe(event.get()), Some(Kind::ApiGatewayV2))
+        {
             self.inner.lifecycle.observe(&lambda);
             let lambda = Arc::new(lambda);
             let metrics = Metrics::default();

@@ -236,3 +236,41 @@ async fn an_upstream_authorizers_values_reach_the_handler() {
         Value::Null
     );
 }
+
+/// With response streaming on, an HTTP API authorizer's payload 2.0 event (which reads as
+/// an HTTP request) still goes to the authorizer, through the entry the runtime calls,
+/// and never runs a route.
+#[tokio::test]
+async fn with_streaming_on_an_authorizer_event_goes_to_the_authorizer() {
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = ran.clone();
+    let app = TestApp::new(
+        App::new()
+            .authorizer(decide)
+            .get("/orders", move |_ctx: Context| {
+                let flag = flag.clone();
+                async move {
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Ok::<_, Error>("orders")
+                }
+            })
+            .response_streaming(),
+    )
+    .expect("app");
+    let event = orders().header("authorization", "Bearer good").request_v2();
+    let raw = serde_json::value::to_raw_value(&event).expect("raw");
+    let reply = app
+        .service()
+        .respond(&raw, lift_core::testing::lambda_context("r"))
+        .await
+        .expect("answer");
+    let lambda_runtime::FunctionResponse::BufferedResponse(answer) = reply else {
+        panic!("an authorizer's answer is not streamed");
+    };
+    let answer: Value = serde_json::from_str(answer.get()).expect("json");
+    assert_eq!(answer["policyDocument"]["Statement"][0]["Effect"], "Allow");
+    assert!(
+        !ran.load(std::sync::atomic::Ordering::SeqCst),
+        "no route ran"
+    );
+}
