@@ -355,7 +355,9 @@ fn encode_body<'a>(body: &'a Body, headers: &HeaderMap) -> (Cow<'a, str>, bool) 
     }
 }
 
-/// Serializes a header map one value per name, repeated values joined with `, `.
+/// Serializes a header map one value per name, repeated values joined with `, ` — except
+/// `Set-Cookie`, which cannot be joined (RFC 6265 §3: a comma is part of a cookie's value
+/// and date): its first value is sent, and the loss logged.
 struct SingleHeaders<'a> {
     headers: &'a HeaderMap,
     skip_cookies: bool,
@@ -365,7 +367,18 @@ impl Serialize for SingleHeaders<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
         for name in self.headers.keys() {
-            if self.skip_cookies && name == header::SET_COOKIE {
+            if name == header::SET_COOKIE {
+                if self.skip_cookies {
+                    continue;
+                }
+                let mut cookies = self.headers.get_all(name).iter();
+                if let Some(first) = cookies.next() {
+                    let dropped = cookies.count();
+                    if dropped > 0 {
+                        tracing::warn!(target: "lift", dropped, "the response sets several cookies, but the request came without multi-value headers (an ALB target group without them): only the first is sent");
+                    }
+                    map.serialize_entry(name.as_str(), &String::from_utf8_lossy(first.as_bytes()))?;
+                }
                 continue;
             }
             let mut joined = String::new();

@@ -328,6 +328,8 @@ async fn response_headers_take_each_source_shape() {
     let alb_single = app.invoke(&single).await.expect("alb single");
     assert!(alb_single.get("multiValueHeaders").is_none());
     assert_eq!(alb_single["headers"]["x-multi"], "one, two");
+    // Cookies are never folded into one (the browser would read `a` as `1, b=2`).
+    assert_eq!(alb_single["headers"]["set-cookie"], "a=1");
 }
 
 #[tokio::test]
