@@ -129,7 +129,9 @@ impl AuthorizerRequest {
 /// `arn:…:{api id}/{stage}/…` → `arn:…:{api id}/{stage}/*`; an ARN of another shape is
 /// returned as it is.
 fn stage_wildcard(arn: &str) -> String {
-    let Some(colon) = arn.rfind(':') else {
+    // The resource is what follows the ARN's fifth `:` (`arn:partition:service:region:
+    // account:`); the route after it may hold `:` itself (`/POST/items:batchGet`).
+    let Some(colon) = arn.match_indices(':').nth(4).map(|(i, _)| i) else {
         return arn.to_owned();
     };
     let (prefix, path) = arn.split_at(colon + 1);
@@ -363,6 +365,13 @@ mod tests {
             "arn:aws:execute-api:eu-west-1:123456789012:ws1/live/*"
         );
         assert_eq!(stage_wildcard("not-an-arn"), "not-an-arn");
+        assert_eq!(
+            stage_wildcard(
+                "arn:aws:execute-api:us-east-1:123456789012:abc123/prod/POST/items:batchGet"
+            ),
+            "arn:aws:execute-api:us-east-1:123456789012:abc123/prod/*",
+            "a `:` in the route"
+        );
     }
 
     #[test]
