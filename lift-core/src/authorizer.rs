@@ -284,8 +284,19 @@ struct RawRequest {
     identity_source: Option<IdentitySource>,
     #[serde(default)]
     headers: Option<HashMap<String, String>>,
+    /// REST `REQUEST` events: every value of each header.
+    #[serde(default)]
+    multi_value_headers: Option<HashMap<String, Vec<String>>>,
+    /// Payload 2.0: the cookies, which are not in `headers`.
+    #[serde(default)]
+    cookies: Option<Vec<String>>,
     #[serde(default)]
     query_string_parameters: Option<HashMap<String, String>>,
+    /// REST `REQUEST` events: every value of each query parameter.
+    #[serde(default)]
+    multi_value_query_string_parameters: Option<HashMap<String, Vec<String>>>,
+    /// Payload 2.0: the query as the client sent it (its parameters join repeats with `,`).
+    raw_query_string: Option<String>,
     route_key: Option<String>,
     #[serde(default)]
     request_context: Option<RawContext>,
@@ -314,8 +325,17 @@ pub(crate) fn parse(json: &str) -> Result<AuthorizerRequest, serde_json::Error> 
     } else {
         AuthorizerKind::Request
     };
+    // Every value where the event has them: multi-value maps (REST), else the single ones;
+    // payload 2.0's cookies as the `cookie` header a handler reads.
+    let header_pairs: Vec<(String, String)> = match raw.multi_value_headers {
+        Some(multi) if !multi.is_empty() => multi
+            .into_iter()
+            .flat_map(|(name, values)| values.into_iter().map(move |v| (name.clone(), v)))
+            .collect(),
+        _ => raw.headers.unwrap_or_default().into_iter().collect(),
+    };
     let mut headers = HeaderMap::new();
-    for (name, value) in raw.headers.unwrap_or_default() {
+    for (name, value) in header_pairs {
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(&value),
@@ -323,11 +343,28 @@ pub(crate) fn parse(json: &str) -> Result<AuthorizerRequest, serde_json::Error> 
             headers.append(name, value);
         }
     }
-    let mut query: Vec<(String, String)> = raw
-        .query_string_parameters
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
+    if let Some(cookies) = raw.cookies.filter(|c| !c.is_empty())
+        && let Ok(value) = HeaderValue::from_str(&cookies.join("; "))
+    {
+        headers.insert(http::header::COOKIE, value);
+    }
+    let mut query: Vec<(String, String)> = match (
+        raw.raw_query_string.filter(|q| !q.is_empty()),
+        raw.multi_value_query_string_parameters,
+    ) {
+        (Some(raw_query), _) => form_urlencoded::parse(raw_query.as_bytes())
+            .into_owned()
+            .collect(),
+        (None, Some(multi)) if !multi.is_empty() => multi
+            .into_iter()
+            .flat_map(|(name, values)| values.into_iter().map(move |v| (name.clone(), v)))
+            .collect(),
+        _ => raw
+            .query_string_parameters
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+    };
     query.sort();
     let context = raw.request_context;
     Ok(AuthorizerRequest {

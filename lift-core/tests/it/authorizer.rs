@@ -274,3 +274,32 @@ async fn with_streaming_on_an_authorizer_event_goes_to_the_authorizer() {
         "no route ran"
     );
 }
+
+/// A payload 2.0 authorizer request's cookies (not in its `headers`) and repeated query
+/// parameters (joined with `,` in `queryStringParameters`) reach the handler as an HTTP
+/// route would see them; so do a REST request's multi-value headers and parameters.
+#[tokio::test]
+async fn an_authorizer_sees_cookies_and_every_value() {
+    async fn echo(ctx: Context) -> Result<Authorization> {
+        let values: Vec<&str> = ctx.query_all("p").collect();
+        let cookie = ctx.header("cookie").unwrap_or_default();
+        let multi = ctx.header("x-multi").unwrap_or_default();
+        Ok(Authorization::allow("u")
+            .context("cookie", cookie)
+            .context("p", values.join("|"))
+            .context("multi", multi))
+    }
+    let app = TestApp::new(App::new().authorizer(echo)).expect("app");
+    let mut v2 = orders().query("p", "a").query("p", "b").request_v2();
+    v2["cookies"] = json!(["sid=1", "theme=dark"]);
+    let answer = app.invoke(&v2).await.expect("answer");
+    assert_eq!(answer["context"]["cookie"], "sid=1; theme=dark");
+    assert_eq!(answer["context"]["p"], "a|b");
+
+    let mut v1 = orders().request_v1();
+    v1["multiValueHeaders"] = json!({"x-multi": ["one", "two"]});
+    v1["multiValueQueryStringParameters"] = json!({"p": ["a", "b"]});
+    let answer = app.invoke(&v1).await.expect("answer");
+    assert_eq!(answer["context"]["multi"], "one");
+    assert_eq!(answer["context"]["p"], "a|b");
+}
