@@ -322,7 +322,7 @@ pub(crate) fn from_alb(
 }
 
 /// Whether a body of this content type can travel as text.
-fn is_textual(headers: &HeaderMap) -> bool {
+pub(crate) fn is_textual(headers: &HeaderMap) -> bool {
     if headers.contains_key(header::CONTENT_ENCODING) {
         return false;
     }

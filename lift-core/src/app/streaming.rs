@@ -54,8 +54,9 @@ impl App {
     }
 
     /// The most bytes of a [`StreamBody`](crate::stream::StreamBody) collected into a
-    /// buffered response (default [`DEFAULT_COLLECT_LIMIT`], 6 MiB). A longer body is cut
-    /// off at the limit and answered with a `500`
+    /// buffered response (default [`DEFAULT_COLLECT_LIMIT`], 6 MiB), as sent: a binary
+    /// body, sent in base64, may have three quarters of it. A longer body is cut off at the
+    /// limit and answered with a `500`
     /// ([`StreamError::TooLarge`](crate::stream::StreamError::TooLarge) in the log).
     pub fn stream_collect_limit(mut self, bytes: usize) -> Self {
         self.streaming.collect_limit = bytes;
@@ -165,12 +166,15 @@ impl LiftService {
     ) -> Response {
         let started = Instant::now();
         let request_id = &lambda.request_id;
-        let collected = stream::collect(
-            response,
-            self.inner.streaming.collect_limit,
-            self.stream_deadline(lambda),
-        )
-        .await;
+        // The limit is on what Lambda is sent: a body that goes out in base64 grows by a
+        // third, so it may be at most three quarters of it.
+        let limit = self.inner.streaming.collect_limit;
+        let limit = if crate::http_event::is_textual(response.headers()) {
+            limit
+        } else {
+            limit / 4 * 3
+        };
+        let collected = stream::collect(response, limit, self.stream_deadline(lambda)).await;
         match collected {
             Ok(response) => {
                 let _entered = span.enter();

@@ -390,6 +390,33 @@ async fn a_collected_body_over_the_limit_is_a_clear_error_and_stops_the_producer
     assert_eq!(DEFAULT_COLLECT_LIMIT, 6 * 1024 * 1024);
 }
 
+/// A binary body goes out in base64, a third larger: collected against a limit of 40
+/// bytes, 32 bytes of text pass, while 32 bytes of `application/octet-stream` (44 in
+/// base64) are refused.
+#[tokio::test]
+async fn a_binary_body_is_collected_against_the_limit_as_sent() {
+    let chunks = |content_type: &'static str| {
+        move |_ctx: Context| async move {
+            let chunks = futures_util::stream::iter(
+                [&b"0123456789abcdef"[..], &b"0123456789abcdef"[..]]
+                    .map(|c| Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(c))),
+            );
+            Ok::<_, Error>(StreamBody::new(chunks).with_header(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(content_type),
+            ))
+        }
+    };
+    let app = buffered(
+        App::new()
+            .get("/text", chunks("text/plain"))
+            .get("/binary", chunks("application/octet-stream"))
+            .stream_collect_limit(40),
+    );
+    assert_eq!(app.http(v2("/text")).await.expect("text").status, 200);
+    assert_eq!(app.http(v2("/binary")).await.expect("binary").status, 500);
+}
+
 #[tokio::test]
 async fn an_error_mid_stream_ends_the_body_after_the_chunks_sent() {
     fn failing() -> App {
