@@ -107,9 +107,24 @@ impl LiftService {
             let metrics = Metrics::default();
             // Boxed: a streamed reply's future is large and most invocations are not one.
             let result = Box::pin(self.stream_http(event, &lambda, &metrics)).await;
-            self.flush(&metrics, &lambda);
-            self.inner.lifecycle.answered();
-            return result.map(FunctionResponse::StreamingResponse);
+            return match result {
+                // The answer is sent when its last chunk is: the invocation's metrics
+                // (what the body's producer records included) are flushed then, and only
+                // then does it count as answered.
+                Ok(mut response) => {
+                    let this = self.clone();
+                    response.stream = response.stream.on_end(move || {
+                        this.flush(&metrics, &lambda);
+                        this.inner.lifecycle.answered();
+                    });
+                    Ok(FunctionResponse::StreamingResponse(response))
+                }
+                Err(error) => {
+                    self.flush(&metrics, &lambda);
+                    self.inner.lifecycle.answered();
+                    Err(error)
+                }
+            };
         }
         self.invoke(event, lambda)
             .await

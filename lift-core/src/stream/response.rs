@@ -320,6 +320,29 @@ fn single_valued(headers: HeaderMap) -> HeaderMap {
 /// mid-response, and the producer's [`Sender`](super::Sender) is closed.
 pub struct ResponseStream {
     state: State,
+    /// Runs once the body has ended (or the stream is dropped): what the invocation does
+    /// after its answer, which for a streamed answer is after its last chunk.
+    on_end: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl ResponseStream {
+    /// Runs `f` once the body has ended, or the stream is dropped.
+    pub(crate) fn on_end(mut self, f: impl FnOnce() + Send + 'static) -> Self {
+        self.on_end = Some(Box::new(f));
+        self
+    }
+
+    fn ended(&mut self) {
+        if let Some(f) = self.on_end.take() {
+            f();
+        }
+    }
+}
+
+impl Drop for ResponseStream {
+    fn drop(&mut self) {
+        self.ended();
+    }
 }
 
 enum State {
@@ -353,6 +376,7 @@ impl ResponseStream {
     fn once(body: Bytes) -> Self {
         ResponseStream {
             state: State::Once((!body.is_empty()).then_some(body)),
+            on_end: None,
         }
     }
 
@@ -367,6 +391,7 @@ impl ResponseStream {
                 on_deadline: streamed.on_deadline,
                 encoders: Encoders(streamed.encoders),
             },
+            on_end: None,
         }
     }
 
@@ -383,10 +408,16 @@ impl Stream for ResponseStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         let (stream, request_id, chunks, bytes, encoders) = match &mut this.state {
-            State::Done => return Poll::Ready(None),
+            State::Done => {
+                this.ended();
+                return Poll::Ready(None);
+            }
             State::Once(body) => {
                 let body = body.take();
                 this.state = State::Done;
+                if body.is_none() {
+                    this.ended();
+                }
                 return Poll::Ready(body.map(Ok));
             }
             State::Live {
@@ -412,7 +443,11 @@ impl Stream for ResponseStream {
                     };
                     // Dropping the producer's stream closes its channel.
                     this.state = State::Done;
-                    return Poll::Ready((!last.is_empty()).then_some(Ok(last)));
+                    if last.is_empty() {
+                        this.ended();
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(last)));
                 }
                 (stream, request_id, chunks, bytes, encoders)
             }
@@ -466,6 +501,7 @@ impl Stream for ResponseStream {
                 tracing::error!(target: "lift::stream", requestId = %request_id, code = "stream_failed", chunks = *chunks, bytes = *bytes, error = %Chain(&error), "response stream failed; the body was cut short");
             }
             this.state = State::Done;
+            this.ended();
             return Poll::Ready(None);
         }
     }

@@ -138,3 +138,38 @@ async fn the_route_dimension_names_method_and_pattern_or_says_what_did_not_match
         assert_eq!(docs[0]["route"], route, "{method} {path}");
     }
 }
+
+/// A streamed answer is sent when its last chunk is: what the body's producer records is
+/// in the invocation's one document, flushed after the body ended, not before it began.
+#[tokio::test]
+async fn a_streamed_bodys_metrics_are_flushed_when_the_body_ends() {
+    let sink = Captured::default();
+    let app = TestApp::new(
+        App::new()
+            .get("/feed", |ctx: Context| async move {
+                let metrics = ctx.metrics().clone();
+                let items =
+                    futures_util::StreamExt::map(futures_util::stream::iter(0..3), move |n| {
+                        metrics.count("Sent", 1.0).expect("count");
+                        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(format!("{n}\n")))
+                    });
+                Ok::<_, Error>(lift_core::stream::StreamBody::new(items))
+            })
+            .response_streaming()
+            .metrics(MetricsConfig::new("Shop").sink(sink.clone())),
+    )
+    .expect("app");
+    let response = app
+        .stream(events::http("GET", "/feed").v2())
+        .await
+        .expect("streamed");
+    assert!(
+        sink.0.lock().unwrap().is_empty(),
+        "nothing flushed before the body"
+    );
+    assert_eq!(response.body().await, b"0\n1\n2\n");
+    let documents = sink.0.lock().unwrap().clone();
+    assert_eq!(documents.len(), 1, "{documents:?}");
+    let document: Value = serde_json::from_str(&documents[0]).expect("json");
+    assert_eq!(document["Sent"], json!([1.0, 1.0, 1.0]), "{document}");
+}
