@@ -471,7 +471,9 @@ impl Metrics {
     /// `Requests`, `Errors` and `Latency` (milliseconds). Valid names, never copied.
     pub(crate) fn record_route(&self, route: &str, failed: bool, latency: f64) {
         self.with(|r| {
-            let _ = r.set_dimension("route", || Cow::Borrowed("route"), route);
+            if let Err(error) = r.set_dimension("route", || Cow::Borrowed("route"), route) {
+                tracing::warn!(target: "lift::metrics", %error, route, "the route dimension was not recorded");
+            }
             let builtins = [
                 ("Requests", 1.0, Unit::Count),
                 ("Errors", if failed { 1.0 } else { 0.0 }, Unit::Count),
@@ -597,7 +599,10 @@ impl Metrics {
             .chain(recorder.dimensions.iter().map(|(k, v)| (&**k, v.as_str())))
             .collect();
         dimensions.sort_unstable_by_key(|(k, _)| *k);
-        dimensions.truncate(30);
+        if dimensions.len() > 30 {
+            tracing::warn!(target: "lift::metrics", dropped = dimensions.len() - 30, "more than CloudWatch's 30 dimensions with the defaults: the last by name are left out");
+            dimensions.truncate(30);
+        }
         let timestamp = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
