@@ -129,12 +129,31 @@ impl RequestInfo for Context {
         self.http()
             .is_none_or(|request| method_is_idempotent(request.method()))
     }
-    /// From the `x-priority` header (`low`, `normal`, `high`), else normal.
+    /// A [`Priority`] a layer put in the Context's extensions (one that knows the caller:
+    /// [`crate::service_auth`] for verified services, or your own, by plan or role), else
+    /// the `x-priority` header's `low` or `normal`, else normal. The header is the client's
+    /// own word: it may lower a request, never raise it (`high` reads as normal), or any
+    /// client would skip the load shedder and take the bulkhead's reserved slots.
     fn priority(&self) -> Priority {
-        self.header(&PRIORITY_HEADER)
-            .and_then(Priority::parse)
-            .unwrap_or_default()
+        if let Some(priority) = self.extensions().get::<Priority>() {
+            return *priority;
+        }
+        untrusted(self.header(&PRIORITY_HEADER))
     }
+}
+
+/// A priority a client chose for itself: at most normal.
+fn untrusted(header: Option<&str>) -> Priority {
+    header
+        .and_then(Priority::parse)
+        .unwrap_or_default()
+        .min(Priority::Normal)
+}
+
+/// Reads the `x-priority` header as sent by a caller whose identity was verified.
+#[cfg(feature = "jwt")]
+pub(crate) fn header_priority(ctx: &Context) -> Option<Priority> {
+    ctx.header(&PRIORITY_HEADER).and_then(Priority::parse)
 }
 
 impl<B> RequestInfo for http::Request<B> {
@@ -144,12 +163,17 @@ impl<B> RequestInfo for http::Request<B> {
     fn is_idempotent(&self) -> bool {
         method_is_idempotent(self.method())
     }
+    /// As for a [`Context`]: the [`Priority`] extension, else the header's `low` or
+    /// `normal`.
     fn priority(&self) -> Priority {
-        self.headers()
-            .get(&PRIORITY_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(Priority::parse)
-            .unwrap_or_default()
+        if let Some(priority) = self.extensions().get::<Priority>() {
+            return *priority;
+        }
+        untrusted(
+            self.headers()
+                .get(&PRIORITY_HEADER)
+                .and_then(|v| v.to_str().ok()),
+        )
     }
 }
 
@@ -233,20 +257,41 @@ mod tests {
         ));
     }
 
+    /// The client's header may lower its priority, never raise it; a layer that knows the
+    /// caller sets it in the extensions, and that wins.
     #[tokio::test]
-    async fn priority_comes_from_the_header_in_any_case_else_normal() {
+    async fn priority_is_raised_only_by_a_layer_the_header_may_lower_it() {
         use lift_core::testing::{TestApp, events};
         use lift_core::{App, Json};
-        let app = TestApp::new(App::new().get("/", |ctx: Context| async move {
-            Ok::<_, Error>(Json(format!("{:?}", ctx.priority())))
-        }))
+        let trusted = tower::layer::layer_fn(|inner: lift_core::BoxService| {
+            tower::util::MapRequest::new(inner, |mut ctx: Context| {
+                if ctx.header("x-plan") == Some("premium") {
+                    ctx.extensions_mut().insert(Priority::High);
+                }
+                ctx
+            })
+        });
+        let app = TestApp::new(
+            App::new()
+                .get("/", |ctx: Context| async move {
+                    Ok::<_, Error>(Json(format!("{:?}", ctx.priority())))
+                })
+                .layer(trusted),
+        )
         .expect("app");
         assert_eq!(Priority::parse(" High "), Some(Priority::High));
         assert_eq!(Priority::parse("LOW"), Some(Priority::Low));
         assert_eq!(Priority::parse("urgent"), None);
+        let premium = app
+            .http(events::http("GET", "/").header("x-plan", "premium").v2())
+            .await
+            .expect("response")
+            .json::<String>()
+            .expect("json");
+        assert_eq!(premium, "High");
         for (header, expected) in [
             (Some("low"), Priority::Low),
-            (Some(" HIGH"), Priority::High),
+            (Some(" HIGH"), Priority::Normal),
             (Some("urgent"), Priority::Normal),
             (None, Priority::Normal),
         ] {
@@ -269,5 +314,8 @@ mod tests {
             }
             assert_eq!(request.priority(), expected, "{header:?}");
         }
+        let mut request = http::Request::new(());
+        request.extensions_mut().insert(Priority::High);
+        assert_eq!(request.priority(), Priority::High);
     }
 }

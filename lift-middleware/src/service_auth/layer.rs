@@ -188,6 +188,11 @@ where
         match decision {
             Some(Err(error)) => ResponseFuture::refused(Box::new(error)),
             Some(Ok(caller)) => {
+                // A verified service's word on its request's priority is taken as given
+                // (a client's `x-priority` can only lower it; see `classify`).
+                if let Some(priority) = crate::classify::header_priority(&ctx) {
+                    ctx.extensions_mut().insert(priority);
+                }
                 ctx.extensions_mut().insert(ServiceCaller(caller));
                 ResponseFuture::inner(self.inner.call(ctx))
             }

@@ -505,3 +505,22 @@ async fn role_patterns_match_one_session_segment() {
         assert_eq!(response.status, status, "{arn}");
     }
 }
+
+/// A verified service's `x-priority` is taken as given (a client's can only lower it).
+#[tokio::test]
+async fn a_verified_service_sets_its_requests_priority() {
+    use lift_middleware::classify::{Priority, RequestInfo};
+    let app = TestApp::new(
+        App::new()
+            .get("/internal/health", |ctx: Context| async move {
+                Ok::<_, Error>(format!("{:?}", ctx.priority()))
+            })
+            .layer(ServiceAuthLayer::new(policy().build().expect("config")).with_clock(Fixed)),
+    )
+    .expect("app");
+    let mut event = with_token("/internal/health", &token("ops", 60));
+    event["headers"]["x-priority"] = json!("high");
+    let response = app.http(event).await.expect("response");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.text(), format!("{:?}", Priority::High));
+}
