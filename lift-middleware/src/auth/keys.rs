@@ -2,7 +2,7 @@
 //! token names an unknown key id (at most once per interval, one fetch at a time).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -72,7 +72,11 @@ impl JwksSource for HttpJwks {
             if !response.status().is_success() {
                 return Err(format!("the JWKS endpoint answered {}", response.status()).into());
             }
-            let body = response.into_body().collect().await?.to_bytes();
+            // A key set is a few KiB: a body past a MiB is not one.
+            let body = http_body_util::Limited::new(response.into_body(), MAX_JWKS_BYTES)
+                .collect()
+                .await?
+                .to_bytes();
             Ok(serde_json::from_slice(&body)?)
         })
     }
@@ -120,7 +124,17 @@ fn index(set: &JwkSet) -> HashMap<String, Arc<Key>> {
         .collect()
 }
 
-/// A JWKS cache: keys by id, refreshed on an unknown id at most once per `min_interval`.
+/// How long a JWKS fetch may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// After a failed fetch, how soon another may be tried (when `min_interval` is longer).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// The largest key set body read.
+const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+/// A JWKS cache: keys by id, refreshed on an unknown id at most once per `min_interval`
+/// (a second after a failed fetch).
 pub(crate) struct JwksCache {
     source: Arc<dyn JwksSource>,
     keys: RwLock<Arc<HashMap<String, Arc<Key>>>>,
@@ -128,6 +142,8 @@ pub(crate) struct JwksCache {
     epoch: Instant,
     /// Milliseconds since `epoch` of the last fetch attempt, plus one (0: never).
     last_fetch: AtomicU64,
+    /// Whether the last fetch failed: the next may come sooner.
+    last_failed: AtomicBool,
     fetching: tokio::sync::Mutex<()>,
     fetches: AtomicU64,
 }
@@ -140,6 +156,7 @@ impl JwksCache {
             min_interval,
             epoch: Instant::now(),
             last_fetch: AtomicU64::new(0),
+            last_failed: AtomicBool::new(false),
             fetching: tokio::sync::Mutex::new(()),
             fetches: AtomicU64::new(0),
         }
@@ -173,14 +190,28 @@ impl JwksCache {
             .as_millis() as u64
             + 1;
         let last = self.last_fetch.load(Ordering::Acquire);
-        if last != 0 && now.saturating_sub(last) < self.min_interval.as_millis() as u64 {
+        let interval = if self.last_failed.load(Ordering::Acquire) {
+            self.min_interval.min(RETRY_AFTER_FAILURE)
+        } else {
+            self.min_interval
+        };
+        if last != 0 && now.saturating_sub(last) < interval.as_millis() as u64 {
             tracing::debug!(target: "lift::auth", kid, "unknown key id; JWKS refresh rate-limited");
             return None;
         }
         self.last_fetch.store(now, Ordering::Release);
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        match self.source.fetch().await {
+        // Bounded, so that an endpoint that hangs does not hold every request needing a key
+        // (they wait on `fetching`) until the invocation's deadline.
+        let fetched = match tokio::time::timeout(FETCH_TIMEOUT, self.source.fetch()).await {
+            Ok(fetched) => fetched,
+            Err(_) => {
+                Err(format!("the JWKS endpoint did not answer within {FETCH_TIMEOUT:?}").into())
+            }
+        };
+        match fetched {
             Ok(set) => {
+                self.last_failed.store(false, Ordering::Release);
                 let keys = Arc::new(index(&set));
                 tracing::info!(target: "lift::auth", keys = keys.len(), "JWKS refreshed");
                 *self
@@ -191,6 +222,9 @@ impl JwksCache {
             }
             Err(error) => {
                 // The old keys stay in use: a rotation-safe cache never drops keys on a failure.
+                // The next fetch may come after `RETRY_AFTER_FAILURE`: on a cold start there
+                // are no old keys, and a blip must not refuse every token for a minute.
+                self.last_failed.store(true, Ordering::Release);
                 tracing::warn!(target: "lift::auth", error = %lift_core::Error::internal(error), "JWKS fetch failed");
                 None
             }

@@ -377,6 +377,63 @@ async fn jwks_rotation_is_picked_up_and_refreshes_are_rate_limited() {
     assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
 }
 
+/// A JWKS endpoint that fails once (a cold start during a blip) is tried again a second
+/// later, not after the whole refresh interval; one that hangs is given up on.
+#[tokio::test(start_paused = true)]
+async fn a_failed_jwks_fetch_is_retried_soon_and_a_hanging_one_times_out() {
+    #[derive(Clone)]
+    struct Flaky {
+        calls: Arc<AtomicU32>,
+        hang: bool,
+    }
+    impl JwksSource for Flaky {
+        fn fetch(&self) -> BoxFuture<Result<JwkSet, BoxError>> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            let hang = self.hang;
+            Box::pin(async move {
+                if n == 0 {
+                    if hang {
+                        std::future::pending::<()>().await;
+                    }
+                    return Err("502 from the identity provider".into());
+                }
+                Ok(jwks("jwks.json"))
+            })
+        }
+    }
+    let key1 = EncodingKey::from_rsa_pem(&key("rsa_private.pem")).expect("rsa");
+    let token = format!(
+        "Bearer {}",
+        sign(Algorithm::RS256, Some("key-1"), &claims(), &key1)
+    );
+    for hang in [false, true] {
+        let source = Flaky {
+            calls: Arc::new(AtomicU32::new(0)),
+            hang,
+        };
+        let layer = JwtAuthLayer::new(
+            JwtConfig::builder()
+                .jwks(source.clone(), Duration::from_secs(60))
+                .algorithms(&[Algorithm::RS256])
+                .build()
+                .expect("config"),
+        );
+        let app = TestApp::new(App::new().get("/me", whoami).layer(layer)).expect("app");
+        assert_eq!(
+            get(&app, "/me", Some(&token)).await.status,
+            401,
+            "hang: {hang}"
+        );
+        tokio::time::advance(Duration::from_millis(1100)).await;
+        assert_eq!(
+            get(&app, "/me", Some(&token)).await.status,
+            200,
+            "hang: {hang}"
+        );
+        assert_eq!(source.calls.load(Ordering::SeqCst), 2);
+    }
+}
+
 #[test]
 fn configurations_that_would_be_unsafe_do_not_build() {
     assert!(
