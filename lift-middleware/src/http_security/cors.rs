@@ -411,7 +411,13 @@ where
     fn call(&mut self, ctx: Context) -> Self::Future {
         let request = ctx.http();
         let Some(origin) = request.and_then(|r| r.headers().get(header::ORIGIN).cloned()) else {
-            return CorsFuture::forward(self.inner.call(ctx), None);
+            // No CORS headers, but `Vary: Origin` on an HTTP response all the same: a cache
+            // must not hand this answer, without them, to a cross-origin request.
+            let decorate = request.is_some().then(|| Decorate {
+                allow_origin: None,
+                config: Arc::clone(&self.config),
+            });
+            return CorsFuture::forward(self.inner.call(ctx), decorate);
         };
         let preflight = request.is_some_and(|r| {
             r.method() == Method::OPTIONS

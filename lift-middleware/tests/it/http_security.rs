@@ -292,7 +292,11 @@ async fn other_origins_and_requests_without_origin_pass_without_cors_headers() {
     let response = app.http(plain).await.expect("response");
     assert_eq!(response.status, 200);
     assert!(cors_headers(&response).is_empty());
-    assert_eq!(response.header("vary"), None, "untouched");
+    assert_eq!(
+        response.header("vary"),
+        Some("Origin"),
+        "a cache must not give this answer to a cross-origin request"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
