@@ -4,7 +4,7 @@
 #[path = "support/contract.rs"]
 mod contract;
 
-use contract::{contract, unique};
+use contract::{contract, first_command, unique};
 use lift_events::saga::{Saga, StartMeta, Step, remote, start};
 use lift_events::store::{DynamoStore, MemoryStore, SagaStore, StoreError};
 use serde_json::json;
@@ -83,7 +83,7 @@ async fn a_missing_table_is_refused_not_retried() {
 /// definition changed without a new version is an error, not a panic.
 #[tokio::test]
 async fn a_snapshot_or_saga_that_does_not_fit_its_definition_is_not_applied() {
-    use lift_events::saga::{Message, Orchestrator, OrchestratorError, Registry, Reply, SagaInput};
+    use lift_events::saga::{Orchestrator, OrchestratorError, Registry, Reply, SagaInput};
     let two_steps = Saga::named("contract", 1)
         .step(Step::new("a", remote("p", "A"), Some(remote("p", "UndoA"))))
         .step(Step::new("b", remote("p", "B"), Some(remote("p", "UndoB"))))
@@ -95,14 +95,7 @@ async fn a_snapshot_or_saga_that_does_not_fit_its_definition_is_not_applied() {
         .start("contract", "s-1", &json!({"n": 1}), StartMeta::default())
         .await
         .unwrap();
-    let command = started
-        .outbox()
-        .iter()
-        .find_map(|m| match m {
-            Message::Command(c) => Some(c.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let command = first_command(&started);
     let mut shape = serde_json::to_value(&started).unwrap();
     shape["steps"] = json!([]);
     let mut reply = Reply::to(&command, Ok(json!({"done": "a"})));
@@ -121,14 +114,7 @@ async fn a_snapshot_or_saga_that_does_not_fit_its_definition_is_not_applied() {
         .build()
         .unwrap();
     let redefined = Orchestrator::new(Registry::new().with(one_step), store.clone());
-    let next = stored
-        .outbox()
-        .iter()
-        .find_map(|m| match m {
-            Message::Command(c) => Some(c.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let next = first_command(&stored);
     let error = redefined
         .handle(&SagaInput::Reply(Reply::to(&next, Ok(json!(null)))))
         .await

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lift_events::saga::{
-    Message, Orchestrator, Outcome, Registry, Reply, Saga, SagaInput, SagaState, SagaStatus,
-    StartMeta, Step, StepError, local, remote, start, transition,
+    Command, Message, Orchestrator, Outcome, Registry, Reply, Saga, SagaInput, SagaState,
+    SagaStatus, StartMeta, Step, StepError, local, remote, start, transition,
 };
 use lift_events::store::{SagaStore, StoreError};
 use serde_json::json;
@@ -34,15 +34,20 @@ fn fastrand_id() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
-fn next(saga: &Saga, state: &SagaState, ok: bool) -> SagaState {
-    let command = state
+/// The first command `state`'s transition sent.
+pub(crate) fn first_command(state: &SagaState) -> Command {
+    state
         .outbox()
         .iter()
         .find_map(|m| match m {
             Message::Command(c) => Some(c.clone()),
             _ => None,
         })
-        .unwrap();
+        .unwrap()
+}
+
+fn next(saga: &Saga, state: &SagaState, ok: bool) -> SagaState {
+    let command = first_command(state);
     let outcome = if ok {
         Ok(json!({"done": command.step}))
     } else {
