@@ -220,38 +220,44 @@ impl DynamoDbStore {
         }
     }
 
-    /// The latest prefix invalidation after `since` whose prefix covers `key`.
+    /// The latest prefix invalidation after `since` whose prefix covers `key` (a few
+    /// markers at most: they live 16 minutes), each page within the store's time limit.
     async fn invalidated_since(
         &self,
         scope: &str,
         key: &str,
         since: u64,
     ) -> Result<Option<u64>, CacheError> {
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .filter_expression("stored_at > :t")
-            .expression_attribute_values(":pk", s(markers(scope)))
-            .expression_attribute_values(":t", n(since))
-            .projection_expression("sk, stored_at")
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send();
         let mut latest = None;
-        while let Some(item) = pages.next().await {
-            let item = item.map_err(|error| dynamo::classify("Query", error))?;
-            if let (Some(prefix), Some(at)) = (
-                item.get("sk").and_then(|v| v.as_s().ok()),
-                number(&item, "stored_at"),
-            ) && key.starts_with(prefix.as_str())
-            {
-                latest = latest.max(Some(at));
+        let mut start = None;
+        loop {
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .filter_expression("stored_at > :t")
+                .expression_attribute_values(":pk", s(markers(scope)))
+                .expression_attribute_values(":t", n(since))
+                .projection_expression("sk, stored_at")
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send();
+            let page = dynamo::within("Query", STORE_TIMEOUT, query).await?;
+            for item in page.items() {
+                if let (Some(prefix), Some(at)) = (
+                    item.get("sk").and_then(|v| v.as_s().ok()),
+                    number(item, "stored_at"),
+                ) && key.starts_with(prefix.as_str())
+                {
+                    latest = latest.max(Some(at));
+                }
+            }
+            match page.last_evaluated_key {
+                Some(next) if !next.is_empty() => start = Some(next),
+                _ => return Ok(latest),
             }
         }
-        Ok(latest)
     }
 
     /// Leaves a tombstone for `scope`/`key` at `now`.
