@@ -6,8 +6,8 @@
 //! caller's deadline). A retryable failure fails over to another instance, at most
 //! `max_attempts` in all, within a retry budget; consecutive failures eject an instance
 //! locally until the next refresh. What is retryable: a 429 or 503 answer, or a call that
-//! never left (an open circuit), for any request; any other 5xx answer or a transport
-//! failure (a timeout, a function error) only for an idempotent one
+//! ran nothing (an open circuit, a throttled Lambda invocation), for any request; any other
+//! 5xx answer or a transport failure (a timeout, a function error) only for an idempotent one
 //! ([`ServiceRequest::idempotent`]), since the instance may have done the work.
 //!
 //! The call carries the tenant (`x-tenant-id`), the X-Ray trace header, the correlation id
