@@ -52,7 +52,8 @@ impl CallerPattern {
 /// A validated service authorization configuration; see [`ServiceAuthConfig::builder`].
 #[derive(Clone)]
 pub struct ServiceAuthConfig {
-    pub(crate) secrets: Vec<DecodingKey>,
+    /// Each secret with the one service name it may sign for (`None`: any name).
+    pub(crate) secrets: Vec<(Option<String>, DecodingKey)>,
     pub(crate) iam: bool,
     pub(crate) routes: HashMap<String, Vec<CallerPattern>>,
     pub(crate) default: Vec<CallerPattern>,
@@ -98,7 +99,7 @@ impl ServiceAuthConfig {
 /// Builds a [`ServiceAuthConfig`]; [`ServiceAuthConfigBuilder::build`] validates it.
 #[must_use]
 pub struct ServiceAuthConfigBuilder {
-    secrets: Vec<Vec<u8>>,
+    secrets: Vec<(Option<String>, Vec<u8>)>,
     iam: bool,
     routes: Vec<(String, Vec<String>)>,
     default: Vec<String>,
@@ -119,9 +120,21 @@ impl std::fmt::Debug for ServiceAuthConfigBuilder {
 
 impl ServiceAuthConfigBuilder {
     /// Accepts service tokens (`x-lift-service-token`) signed with `secret` (at least 32
-    /// bytes). Call again to accept several secrets while rotating.
+    /// bytes), whatever service they name. Call again to accept several secrets while
+    /// rotating. Whoever holds a shared secret can sign for any name: for allow-lists that
+    /// must keep callers apart, give each calling service its own secret
+    /// ([`ServiceAuthConfigBuilder::caller_secret`]).
     pub fn shared_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
-        self.secrets.push(secret.as_ref().to_vec());
+        self.secrets.push((None, secret.as_ref().to_vec()));
+        self
+    }
+
+    /// Accepts service tokens signed with `secret` (at least 32 bytes) for the service
+    /// `caller` only: a token naming another service is refused even if this secret
+    /// signed it, so a service cannot pass for another it shares no secret with.
+    pub fn caller_secret(mut self, caller: &str, secret: impl AsRef<[u8]>) -> Self {
+        self.secrets
+            .push((Some(caller.to_owned()), secret.as_ref().to_vec()));
         self
     }
 
@@ -172,8 +185,15 @@ impl ServiceAuthConfigBuilder {
     /// neither a service name, an ARN nor an ARN prefix ending in `/*`),
     /// `max_token_lifetime` (zero or over 24 hours).
     pub fn build(self) -> Result<ServiceAuthConfig, ConfigError> {
-        for secret in &self.secrets {
+        for (caller, secret) in &self.secrets {
             check_secret(secret)?;
+            if let Some(caller) = caller {
+                check(
+                    valid_service_name(caller),
+                    "caller_secret",
+                    "a service name: letters, digits, '-' and '_'",
+                )?;
+            }
         }
         if !self.iam && self.secrets.is_empty() {
             return Err(ConfigError::Conflict {
@@ -199,7 +219,7 @@ impl ServiceAuthConfigBuilder {
             secrets: self
                 .secrets
                 .iter()
-                .map(|s| DecodingKey::from_secret(s))
+                .map(|(caller, secret)| (caller.clone(), DecodingKey::from_secret(secret)))
                 .collect(),
             iam: self.iam,
             routes,

@@ -8,8 +8,12 @@
 //! - a **signed service token** in `x-lift-service-token`:
 //!   `<service-name>.<unix-expiry>.<hex HMAC-SHA256 of "service-name.expiry">` with a
 //!   shared secret, minted by [`ServiceTokenSigner`]. It is accepted only when the
-//!   configuration has a shared secret, and is then checked first: a token that is
-//!   malformed, tampered with, expired or valid too far ahead is refused, with no fallback;
+//!   configuration has a secret, and is then checked first: a token that is
+//!   malformed, tampered with, expired or valid too far ahead is refused, with no fallback.
+//!   Whoever holds a secret given with `shared_secret` can sign for any service name; a
+//!   secret given with `caller_secret(name, …)` signs for `name` alone, which is what lets
+//!   the allow-lists keep callers apart. A token names no callee: within its lifetime
+//!   (at most `max_token_lifetime`) it is good at every function that accepts its secret;
 //! - or the **IAM principal** API Gateway authenticated (SigV4 / `AWS_IAM` auth):
 //!   REST API `requestContext.identity.userArn` (else `caller`), HTTP API and Function
 //!   URL `requestContext.authorizer.iam.userArn` (see [`iam_principal`]).

@@ -121,10 +121,11 @@ impl Rejection {
     }
 }
 
-/// Verifies `token` against any of `keys` at `now`; returns the service name.
+/// Verifies `token` against any of `keys` that may sign for the service it names (a key
+/// bound to a name signs for that name alone) at `now`; returns the service name.
 pub(crate) fn verify<'t>(
     token: &'t str,
-    keys: &[DecodingKey],
+    keys: &[(Option<String>, DecodingKey)],
     now: SystemTime,
     max_lifetime: Duration,
 ) -> Result<&'t str, Rejection> {
@@ -152,7 +153,8 @@ pub(crate) fn verify<'t>(
         .ok_or(Rejection::Malformed)?;
     if !keys
         .iter()
-        .any(|key| hmac_verifies(key, message, &signature))
+        .filter(|(caller, _)| caller.as_deref().is_none_or(|name| name == service))
+        .any(|(_, key)| hmac_verifies(key, message, &signature))
     {
         return Err(Rejection::BadSignature);
     }

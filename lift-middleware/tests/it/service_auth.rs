@@ -524,3 +524,57 @@ async fn a_verified_service_sets_its_requests_priority() {
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(response.text(), format!("{:?}", Priority::High));
 }
+
+/// A secret given for one calling service signs for that service only: `reporting`, which
+/// holds its own secret, cannot pass for `billing` on a route that allows `billing` alone.
+#[tokio::test]
+async fn a_callers_secret_signs_for_that_caller_only() {
+    const BILLING: &[u8] = b"billing-secret-of-32-bytes-or-more!!";
+    const REPORTING: &[u8] = b"reporting-secret-of-32-bytes-or-more";
+    let config = ServiceAuthConfig::builder()
+        .caller_secret("billing", BILLING)
+        .caller_secret("reporting", REPORTING)
+        .allow("/internal/orders/{id}", ["billing"])
+        .build()
+        .expect("config");
+    let app = app(config);
+    let signed = |secret: &[u8], service: &str| {
+        ServiceTokenSigner::new(secret)
+            .expect("signer")
+            .sign(service, at(60))
+            .expect("token")
+    };
+    let forged = app
+        .http(with_token(
+            "/internal/orders/7",
+            &signed(REPORTING, "billing"),
+        ))
+        .await
+        .expect("response");
+    assert_eq!(forged.status, 401, "{}", forged.text());
+    let genuine = app
+        .http(with_token(
+            "/internal/orders/7",
+            &signed(BILLING, "billing"),
+        ))
+        .await
+        .expect("response");
+    assert_eq!(genuine.status, 200, "{}", genuine.text());
+    let reporting = app
+        .http(with_token(
+            "/internal/orders/7",
+            &signed(REPORTING, "reporting"),
+        ))
+        .await
+        .expect("response");
+    assert_eq!(
+        reporting.status, 403,
+        "authenticated, not allowed on this route"
+    );
+    assert!(
+        ServiceAuthConfig::builder()
+            .caller_secret("not a name", BILLING)
+            .build()
+            .is_err()
+    );
+}
