@@ -547,6 +547,9 @@ impl Registry for DynamoRegistry {
                 .expression_attribute_values(":now", n(lease.report.reported_at_ms))
                 .expression_attribute_values(":lease", lease_value(&lease.report));
             let mut remove = Vec::new();
+            // An environment is pruned only if its lease has ended by this renewal's time:
+            // one that renewed since the renewer last looked keeps its lease.
+            let mut condition = "#status = :up".to_owned();
             for (i, env) in prune
                 .iter()
                 .filter(|e| **e != lease.env_id)
@@ -555,6 +558,12 @@ impl Registry for DynamoRegistry {
             {
                 request = request.expression_attribute_names(format!("#p{i}"), env);
                 remove.push(format!("#envs.#p{i}"));
+                condition.push_str(&format!(
+                    " AND (attribute_not_exists(#envs.#p{i}) OR #envs.#p{i}.#exp <= :now)"
+                ));
+            }
+            if !remove.is_empty() {
+                request = request.expression_attribute_names("#exp", "exp");
             }
             let mut expression =
                 "SET #envs.#env = :lease, #hb = :now, #ttl = :ttl, #rev = #rev + :one".to_owned();
@@ -566,7 +575,7 @@ impl Registry for DynamoRegistry {
                 "UpdateItem",
                 request
                     .update_expression(expression)
-                    .condition_expression("#status = :up")
+                    .condition_expression(condition)
                     .return_values(ReturnValue::AllNew)
                     .return_values_on_condition_check_failure(
                         ReturnValuesOnConditionCheckFailure::AllOld,
@@ -587,6 +596,16 @@ impl Registry for DynamoRegistry {
                 Err(error) => {
                     let old = error.as_service_error().and_then(old_item);
                     match classify("UpdateItem", error) {
+                        // Still up: an environment to prune renewed meanwhile. Renew alone.
+                        Failure::ConditionFailed
+                            if !remove.is_empty()
+                                && old.as_ref().is_some_and(|item| {
+                                    item.get("status").and_then(|v| v.as_s().ok())
+                                        == Some(&"up".to_owned())
+                                }) =>
+                        {
+                            self.renew(service, id, lease, &[]).await
+                        }
                         Failure::ConditionFailed => Err(self.failed(service, id, old.as_ref())),
                         Failure::Error(error) => Err(error),
                     }

@@ -116,8 +116,17 @@ impl Registry for MemoryRegistry {
                 if stored.instance.deregistered {
                     return Err(gone(&stored.instance));
                 }
+                // Only a lease that has ended by this renewal's time: one renewed since the
+                // renewer last looked stays.
                 for env in prune {
-                    stored.instance.environments.remove(env);
+                    if stored
+                        .instance
+                        .environments
+                        .get(env)
+                        .is_some_and(|e| e.expires_at_ms <= lease.report.reported_at_ms)
+                    {
+                        stored.instance.environments.remove(env);
+                    }
                 }
                 stored
                     .instance

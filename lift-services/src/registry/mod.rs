@@ -72,7 +72,8 @@ pub trait Registry: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Instance, RegistryError>>;
 
     /// Renews one environment's lease and report, and drops the leases of the environments
-    /// in `prune` (seen expired); returns the instance as stored.
+    /// in `prune` (seen expired) that have ended by the report's time, not one renewed
+    /// since; returns the instance as stored.
     fn renew<'a>(
         &'a self,
         service: &'a str,

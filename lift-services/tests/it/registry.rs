@@ -51,6 +51,7 @@ async fn registers_renews_and_releases(registry: &dyn Registry) {
 
     // A renewal reports health, and prunes an environment seen expired.
     let mut renewal = lease("env-a", T0, T0 + 120_000);
+    renewal.report.reported_at_ms = T0 + 80_000;
     renewal.report.error_rate = 0.9;
     let renewed = registry
         .renew("payments", &payments.id, &renewal, &["env-b".to_owned()])
@@ -60,6 +61,23 @@ async fn registers_renews_and_releases(registry: &dyn Registry) {
     assert_eq!(renewed.environments.len(), 1);
     assert_eq!(renewed.health(T0 + 1), Health::Unhealthy);
 
+    // An environment the renewer saw expired, but which renewed since, keeps its lease.
+    registry
+        .register(&payments, &lease("env-c", T0 + 90_000, T0 + 500_000))
+        .await
+        .expect("env-c");
+    let mut stale_view = lease("env-a", T0, T0 + 130_000);
+    stale_view.report.reported_at_ms = T0 + 100_000;
+    let renewed = registry
+        .renew("payments", &payments.id, &stale_view, &["env-c".to_owned()])
+        .await
+        .expect("renew");
+    assert!(renewed.environments.contains_key("env-c"), "{renewed:?}");
+    registry
+        .release("payments", &payments.id, "env-c")
+        .await
+        .expect("release env-c");
+
     registry
         .release("payments", &payments.id, "env-a")
         .await
@@ -67,7 +85,7 @@ async fn registers_renews_and_releases(registry: &dyn Registry) {
     let read = one(registry, "payments").await;
     assert!(read.environments.is_empty());
     assert!(!read.is_live(T0), "no lease left");
-    assert_eq!(read.revision, 4);
+    assert_eq!(read.revision, 7);
     assert!(
         registry
             .instances("orders")
