@@ -88,7 +88,14 @@ pub fn negotiate(accept_encoding: &str) -> Option<Coding> {
             if let Some((name, value)) = parameter.split_once('=')
                 && name.trim().eq_ignore_ascii_case("q")
             {
-                quality = value.trim().parse().unwrap_or(0.0);
+                // A qvalue is 0 to 1 (RFC 9110 §12.4.2): anything else (`NaN`, `inf`, `2`)
+                // is no acceptance.
+                quality = value
+                    .trim()
+                    .parse::<f32>()
+                    .ok()
+                    .filter(|q| (0.0..=1.0).contains(q))
+                    .unwrap_or(0.0);
             }
         }
         let slot = if token.eq_ignore_ascii_case("gzip") || token.eq_ignore_ascii_case("x-gzip") {
@@ -443,6 +450,10 @@ mod tests {
             ("GZIP ; Q=0.8", Some(Coding::Gzip)),
             ("x-gzip", Some(Coding::Gzip)),
             ("gzip;q=oops", None),
+            ("gzip;q=NaN", None),
+            ("gzip;q=NaN, deflate;q=0.1", Some(Coding::Deflate)),
+            ("deflate;q=inf, gzip;q=0.5", Some(Coding::Gzip)),
+            ("gzip;q=2, deflate;q=0.5", Some(Coding::Deflate)),
         ] {
             assert_eq!(negotiate(header), expected, "{header:?}");
         }
