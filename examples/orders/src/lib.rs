@@ -210,9 +210,12 @@ async fn place(orders: Orders, ctx: Context, input: NewOrder) -> Result<Created<
 
 async fn fetch(orders: Orders, ctx: Context) -> Result<Json<Order>> {
     let id = ctx.path_param("id")?;
+    // Behind the APIs, a customer sees their own orders only: another's is not found, as
+    // if it did not exist (no hint that the id is taken).
+    let caller = ctx.authorizer_value("customer");
     match orders.get(id).await? {
-        Some(order) => Ok(Json(order)),
-        None => Err(Error::new(
+        Some(order) if caller.as_ref().is_none_or(|c| *c == order.customer) => Ok(Json(order)),
+        _ => Err(Error::new(
             StatusCode::NOT_FOUND,
             "order_not_found",
             "no order has this id",

@@ -358,6 +358,20 @@ async fn the_http_api_lets_through_only_what_the_lambda_authorizer_allows() {
         serde_json::from_str::<Order>(&text).expect("an order"),
         placed
     );
+    // Another customer's valid token does not read it.
+    let other = crate::authorizer::token(
+        DEPLOYED_SECRET,
+        orders::TOKEN_ISSUER,
+        &customer("http-api-other"),
+        600,
+    );
+    let (status, text) = http(
+        "GET",
+        &format!("{api}/orders/{}", placed.id),
+        Some(&format!("Bearer {other}")),
+        None,
+    );
+    assert_eq!(status, 404, "another customer's order: {text}");
     let deployed = deployed().await;
     assert_eq!(
         placed.customer, who,
