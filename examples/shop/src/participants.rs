@@ -21,7 +21,7 @@ use lift_middleware::dynamo::{self, DynamoError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::{CARD_LIMIT, Line, UNDELIVERABLE, invalid, merged, product};
+use crate::{CARD_LIMIT, Line, UNDELIVERABLE, merged, product};
 
 /// A record's state: the effect is in place.
 const DONE: &str = "done";
@@ -338,10 +338,12 @@ pub async fn work(
     Ok(done)
 }
 
-/// A quote request (`POST /quote` on inventory).
-#[derive(Debug, Serialize, Deserialize)]
+/// A quote request (`POST /quote` on inventory), validated as an order's lines are: 1 to
+/// 10 lines of 1 to 100 of a product, so no price overflows.
+#[derive(Debug, Serialize, Deserialize, garde::Validate)]
 pub struct QuoteRequest {
     /// What is asked for.
+    #[garde(length(min = 1, max = crate::MAX_LINES), dive)]
     pub items: Vec<Line>,
 }
 
@@ -444,16 +446,8 @@ pub fn app(participant: Participant, ledger: Ledger, name: &str, crash_sku: Opti
     if !quotes {
         return app;
     }
-    app.post(
-        "/quote",
-        move |_ctx: Context, Json(request): Json<QuoteRequest>| {
-            let ledger = on_quote.clone();
-            async move {
-                if request.items.is_empty() || request.items.len() > crate::MAX_LINES {
-                    return Err(invalid("/items", "must hold 1 to 10 lines"));
-                }
-                quote(&ledger, &request).await.map(Json)
-            }
-        },
-    )
+    app.post("/quote", move |_ctx: Context, request: QuoteRequest| {
+        let ledger = on_quote.clone();
+        async move { quote(&ledger, &request).await.map(Json) }
+    })
 }

@@ -425,3 +425,15 @@ async fn bad_requests_get_clear_errors_and_orders_stay_private() {
         assert_eq!(answer.status, 404, "{}", answer.text());
     }
 }
+
+/// Inventory's quote takes what an order takes: a quantity past 100 is a 422, not a price
+/// that overflows.
+#[tokio::test]
+async fn a_quote_for_an_impossible_quantity_is_refused() {
+    let shop = shop().await;
+    let quote = events::http("POST", "/quote")
+        .json(&json!({"items": [{"sku": "kettle", "quantity": 2_305_843_009_213_693_952_u64}]}))
+        .v2();
+    let answer = invoke(&shop.lambda, &output("ShopInventoryAliasArn"), &quote).await;
+    assert_eq!(answer.status, 422, "{}", answer.text());
+}
