@@ -317,6 +317,14 @@ struct RawContext {
     route_key: Option<String>,
 }
 
+/// Every (name, value) of a multi-value map (REST `multiValueHeaders`, or its query).
+fn pairs(multi: HashMap<String, Vec<String>>) -> Vec<(String, String)> {
+    multi
+        .into_iter()
+        .flat_map(|(name, values)| values.into_iter().map(move |v| (name.clone(), v)))
+        .collect()
+}
+
 /// Decodes an authorizer event.
 pub(crate) fn parse(json: &str) -> Result<AuthorizerRequest, serde_json::Error> {
     let raw: RawRequest = serde_json::from_str(json)?;
@@ -328,10 +336,7 @@ pub(crate) fn parse(json: &str) -> Result<AuthorizerRequest, serde_json::Error> 
     // Every value where the event has them: multi-value maps (REST), else the single ones;
     // payload 2.0's cookies as the `cookie` header a handler reads.
     let header_pairs: Vec<(String, String)> = match raw.multi_value_headers {
-        Some(multi) if !multi.is_empty() => multi
-            .into_iter()
-            .flat_map(|(name, values)| values.into_iter().map(move |v| (name.clone(), v)))
-            .collect(),
+        Some(multi) if !multi.is_empty() => pairs(multi),
         _ => raw.headers.unwrap_or_default().into_iter().collect(),
     };
     let mut headers = HeaderMap::new();
@@ -355,10 +360,7 @@ pub(crate) fn parse(json: &str) -> Result<AuthorizerRequest, serde_json::Error> 
         (Some(raw_query), _) => form_urlencoded::parse(raw_query.as_bytes())
             .into_owned()
             .collect(),
-        (None, Some(multi)) if !multi.is_empty() => multi
-            .into_iter()
-            .flat_map(|(name, values)| values.into_iter().map(move |v| (name.clone(), v)))
-            .collect(),
+        (None, Some(multi)) if !multi.is_empty() => pairs(multi),
         _ => raw
             .query_string_parameters
             .unwrap_or_default()
