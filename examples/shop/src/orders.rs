@@ -9,7 +9,12 @@
 //!   `Idempotency-Key` header a repeat answers the first answer and places nothing; the key
 //!   is the caller's own (scoped by tenant and customer), and the order's id is derived from
 //!   it ([`order_id`]), so even a retry after a crash between the bus and the stored answer
-//!   names the same order.
+//!   names the same order: once that order's saga has started, the retry answers it as
+//!   placed (its amount as quoted then) and the key with other lines or another address is
+//!   a `422` (`idempotency_key_reused`). A retry that comes before the saga started (the
+//!   bus still delivering, well under a second) publishes again, and the saga's start,
+//!   idempotent by id, keeps the first order: its answer names the right order, but its
+//!   amount is the new quote's.
 //! - `GET /orders/{id}` answers the order's saga — status, reason, each step and the
 //!   timeline — to the customer who placed it, and `404` to anyone else (and until the
 //!   orchestrator has started the saga, well under a second after the `202`).
@@ -60,8 +65,10 @@ pub struct Placed {
     pub status: String,
     /// What it costs, as quoted.
     pub amount: u64,
-    /// Which instance of inventory quoted it.
-    pub quoted_by: String,
+    /// Which instance of inventory quoted it; absent when the answer is of an order this
+    /// key placed before (a retry whose first answer was lost), which nothing quoted again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quoted_by: Option<String>,
 }
 
 /// The answer of `GET /orders/{id}`.
@@ -174,12 +181,62 @@ fn customer(ctx: &Context) -> Result<String> {
         })
 }
 
+/// The order `order` if this key placed it before: the same lines and address answer it
+/// again (its amount as quoted then), anything else is the key reused for another order.
+///
+/// The idempotency layer answers a repeat from its stored answer; this covers a repeat
+/// that found no stored answer (the first attempt died after the bus took the order), where
+/// running the handler again would quote afresh and answer an amount or lines the saga,
+/// started by the first attempt's event, does not run.
+async fn placed_before(
+    deps: &Deps,
+    ctx: &Context,
+    order: &str,
+    customer: &str,
+    items: &[Line],
+    ship_to: &str,
+) -> Result<Option<Placed>> {
+    let Some(state) = deps.sagas.load(order).await.map_err(Error::internal)? else {
+        return Ok(None);
+    };
+    let before: OrderPlaced =
+        serde_json::from_value(state.data().clone()).map_err(Error::internal)?;
+    if state.name() != crate::SAGA
+        || state.tenant() != ctx.tenant()
+        || before.customer != customer
+        || before.items != items
+        || before.ship_to != ship_to
+    {
+        return Err(Error::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this idempotency key already placed an order with other lines or another address; use a new key for a new order",
+        ));
+    }
+    Ok(Some(Placed {
+        order: state.id().to_owned(),
+        status: "placed".to_owned(),
+        amount: before.amount,
+        quoted_by: None,
+    }))
+}
+
 async fn place(
     deps: Arc<Deps>,
     ctx: Context,
     input: NewOrder,
 ) -> Result<(StatusCode, Json<Placed>)> {
     let customer = customer(&ctx)?;
+    let key = ctx.header(IDEMPOTENCY_KEY).filter(|key| !key.is_empty());
+    let order = order_id(ctx.tenant(), &customer, key);
+    let items = crate::merged(&input.items);
+    if key.is_some()
+        && let Some(placed) =
+            placed_before(&deps, &ctx, &order, &customer, &items, &input.ship_to).await?
+    {
+        tracing::info!(target: "lift::shop", order = %placed.order, "order placed before under this key");
+        return Ok((StatusCode::ACCEPTED, Json(placed)));
+    }
     let request = ServiceRequest::from_context(&ctx, http::Method::POST, "/quote")
         .json(&QuoteRequest {
             items: input.items.clone(),
@@ -217,9 +274,9 @@ async fn place(
         ));
     }
     let placed = OrderPlaced {
-        order: order_id(ctx.tenant(), &customer, ctx.header(IDEMPOTENCY_KEY)),
+        order,
         customer,
-        items: crate::merged(&input.items),
+        items,
         amount: quote.amount,
         ship_to: input.ship_to,
     };
@@ -244,7 +301,7 @@ async fn place(
             order: placed.order,
             status: "placed".to_owned(),
             amount: placed.amount,
-            quoted_by: reply.instance.to_string(),
+            quoted_by: Some(reply.instance.to_string()),
         }),
     ))
 }

@@ -301,9 +301,13 @@ async fn forget_answer(order: &str) {
     let ids: Vec<_> = items
         .iter()
         .filter(|item| {
-            item.get("data")
-                .and_then(|d| d.as_s().ok())
-                .is_some_and(|d| d.contains(order))
+            // The orders function's records (its route in the key), not the participants'
+            // (shipping's answer names the order too).
+            item["id"].as_s().is_ok_and(|id| id.contains("./orders#"))
+                && item
+                    .get("data")
+                    .and_then(|d| d.as_s().ok())
+                    .is_some_and(|d| d.contains(order))
         })
         .map(|item| item["id"].clone())
         .collect();
@@ -331,17 +335,33 @@ async fn a_retry_after_the_answer_was_lost_names_the_same_order() {
         order,
         shop::orders::order_id(Some("initech"), "erin", Some(&key))
     );
-    forget_answer(&order).await;
-    // The handler runs again (the record is back afterwards) and names the same order, so
-    // the saga it publishes for is the one already started.
-    let retry = shop.post(Some(&erin), &body, Some(&key)).await;
-    assert_eq!(retry.status, 202, "{}", retry.text());
-    assert_eq!(retry.json::<Value>().unwrap()["order"], order.as_str());
-    // The retry stored its answer: exactly one record names the order again.
-    forget_answer(&order).await;
     let (view, state) = shop.ended(&erin, &order).await;
     assert_eq!(view.status, "completed", "{view:#?}");
     assert_eq!(replies(&state), [(0, A, true), (1, A, true), (2, A, true)]);
+    forget_answer(&order).await;
+    // The handler runs again (the record is back afterwards), finds the order this key
+    // placed, and answers it as placed: no new quote, nothing published.
+    let retry = shop.post(Some(&erin), &body, Some(&key)).await;
+    assert_eq!(retry.status, 202, "{}", retry.text());
+    let retry: Value = retry.json().unwrap();
+    assert_eq!(retry["order"], order.as_str());
+    assert_eq!(retry["amount"], first["amount"]);
+    assert_eq!(retry.get("quoted_by"), None, "{retry}");
+    // The retry stored its answer: exactly one record names the order again.
+    forget_answer(&order).await;
+    // The same key for another address is refused, not answered with the first order.
+    let elsewhere = json!({"items": [{"sku": "kettle", "quantity": 1}], "ship_to": "Porto"});
+    let reused = shop.post(Some(&erin), &elsewhere, Some(&key)).await;
+    assert_eq!(reused.status, 422, "{}", reused.text());
+    assert_eq!(
+        reused.json::<Value>().unwrap()["error"]["code"],
+        "idempotency_key_reused",
+        "{}",
+        reused.text()
+    );
+    let after = shop.store.load(&order).await.unwrap().unwrap();
+    assert_eq!(after.data()["ship_to"], "Faro");
+    assert_eq!(after.history().len(), state.history().len());
 }
 
 #[tokio::test]
