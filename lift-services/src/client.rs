@@ -276,7 +276,8 @@ impl ServiceClientBuilder {
     }
 
     /// Signs a short-lived `x-lift-service-token` per call for lift-middleware's
-    /// `service_auth` (needs [`ServiceClientBuilder::caller`]).
+    /// `service_auth` (needs [`ServiceClientBuilder::caller`]), for the service called
+    /// (`sign_for`), which a callee configured with its `audience` requires.
     pub fn signer(mut self, signer: ServiceTokenSigner) -> Self {
         self.signer = Some(signer);
         self
@@ -329,7 +330,8 @@ impl ServiceClientBuilder {
     ///
     /// # Errors
     /// [`ConfigError::Duration`] for a zero timeout, [`ConfigError::Label`] for zero or
-    /// more than 8 attempts or a signer without a caller.
+    /// more than 8 attempts, or a signer without a caller or with one a token cannot name
+    /// (`A-Z a-z 0-9 _ -`, at most 128 bytes).
     pub fn build(self) -> Result<ServiceClient, ConfigError> {
         if self.timeout.is_zero() {
             return Err(ConfigError::Duration {
@@ -342,7 +344,13 @@ impl ServiceClientBuilder {
                 field: "max_attempts",
             });
         }
-        if self.signer.is_some() && self.caller.is_none() {
+        // A signer needs a caller whose name a token can carry.
+        if let Some(signer) = &self.signer
+            && self
+                .caller
+                .as_deref()
+                .is_none_or(|caller| signer.sign(caller, SystemTime::now()).is_err())
+        {
             return Err(ConfigError::Label { field: "caller" });
         }
         let breaker = match self.breaker {
@@ -535,7 +543,7 @@ impl ServiceClient {
                     service: service.to_owned(),
                     source,
                 })?;
-        self.identify(&mut request);
+        self.identify(service, &mut request);
         let request = Arc::new(request);
         let policy = inner.policies.get(service).unwrap_or(&inner.default_policy);
         let mut tried = [0u32; MAX_ATTEMPTS as usize];
@@ -620,10 +628,16 @@ impl ServiceClient {
         }))
     }
 
-    fn identify(&self, request: &mut ServiceRequest) {
+    /// Signs the caller's token for `service`, the one called, so that it is good there
+    /// alone.
+    fn identify(&self, service: &str, request: &mut ServiceRequest) {
         let inner = &self.inner;
+        let expires_at = SystemTime::now() + Duration::from_secs(60);
+        // A service whose name a token cannot carry cannot require one for it either.
         if let (Some(signer), Some(caller)) = (&inner.signer, &inner.caller_name)
-            && let Ok(token) = signer.sign(caller, SystemTime::now() + Duration::from_secs(60))
+            && let Ok(token) = signer
+                .sign_for(caller, service, expires_at)
+                .or_else(|_| signer.sign(caller, expires_at))
             && let Ok(value) = HeaderValue::from_str(&token)
         {
             request.headers.insert("x-lift-service-token", value);

@@ -58,6 +58,8 @@ pub struct ServiceAuthConfig {
     pub(crate) routes: HashMap<String, Vec<CallerPattern>>,
     pub(crate) default: Vec<CallerPattern>,
     pub(crate) max_token_lifetime: Duration,
+    /// This function's service name, which tokens must be for.
+    pub(crate) audience: Option<String>,
 }
 
 impl std::fmt::Debug for ServiceAuthConfig {
@@ -68,6 +70,7 @@ impl std::fmt::Debug for ServiceAuthConfig {
             .field("routes", &self.routes)
             .field("default", &self.default)
             .field("max_token_lifetime", &self.max_token_lifetime)
+            .field("audience", &self.audience)
             .finish()
     }
 }
@@ -85,6 +88,7 @@ impl ServiceAuthConfig {
             routes: Vec::new(),
             default: Vec::new(),
             max_token_lifetime: Duration::from_secs(15 * 60),
+            audience: None,
         }
     }
 
@@ -104,6 +108,7 @@ pub struct ServiceAuthConfigBuilder {
     routes: Vec<(String, Vec<String>)>,
     default: Vec<String>,
     max_token_lifetime: Duration,
+    audience: Option<String>,
 }
 
 impl std::fmt::Debug for ServiceAuthConfigBuilder {
@@ -114,6 +119,7 @@ impl std::fmt::Debug for ServiceAuthConfigBuilder {
             .field("routes", &self.routes)
             .field("default", &self.default)
             .field("max_token_lifetime", &self.max_token_lifetime)
+            .field("audience", &self.audience)
             .finish()
     }
 }
@@ -177,14 +183,32 @@ impl ServiceAuthConfigBuilder {
         self
     }
 
+    /// This function's service name: a service token must be for it (minted with
+    /// [`ServiceTokenSigner::sign_for`](super::ServiceTokenSigner::sign_for), as
+    /// lift-services' client does for the service it calls), so a token another service
+    /// received cannot be replayed here. Tokens for no service
+    /// ([`ServiceTokenSigner::sign`](super::ServiceTokenSigner::sign)) are then refused.
+    /// Without it, a token is good at any function that accepts its secret.
+    pub fn audience(mut self, service: &str) -> Self {
+        self.audience = Some(service.to_owned());
+        self
+    }
+
     /// Validates the configuration.
     ///
     /// # Errors
     /// [`ConfigError`] naming the field: `shared_secret` (under 32 bytes), `iam` (no
     /// identity source left), `allow` (a route not starting with `/`, or a caller that is
     /// neither a service name, an ARN nor an ARN prefix ending in `/*`),
-    /// `max_token_lifetime` (zero or over 24 hours).
+    /// `max_token_lifetime` (zero or over 24 hours), `audience` (not a service name).
     pub fn build(self) -> Result<ServiceAuthConfig, ConfigError> {
+        if let Some(audience) = &self.audience {
+            check(
+                valid_service_name(audience),
+                "audience",
+                "a service name: letters, digits, '-' and '_'",
+            )?;
+        }
         for (caller, secret) in &self.secrets {
             check_secret(secret)?;
             if let Some(caller) = caller {
@@ -225,6 +249,7 @@ impl ServiceAuthConfigBuilder {
             routes,
             default: patterns(&self.default)?,
             max_token_lifetime: self.max_token_lifetime,
+            audience: self.audience,
         })
     }
 }

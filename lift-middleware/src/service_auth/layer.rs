@@ -121,6 +121,7 @@ impl ServiceAuthLayer {
                         &config.secrets,
                         self.clock.now(),
                         config.max_token_lifetime,
+                        config.audience.as_deref(),
                     )
                 });
             return match verified {

@@ -12,8 +12,12 @@
 //!   malformed, tampered with, expired or valid too far ahead is refused, with no fallback.
 //!   Whoever holds a secret given with `shared_secret` can sign for any service name; a
 //!   secret given with `caller_secret(name, …)` signs for `name` alone, which is what lets
-//!   the allow-lists keep callers apart. A token names no callee: within its lifetime
-//!   (at most `max_token_lifetime`) it is good at every function that accepts its secret;
+//!   the allow-lists keep callers apart. A token minted with
+//!   [`ServiceTokenSigner::sign_for`] also names the service it is for
+//!   (`<service-name>.<unix-expiry>.<audience>.<hex HMAC of "service-name.expiry.audience">`),
+//!   and a function configured with its own name (`audience`) refuses a token for any other
+//!   service, or for none; without `audience`, a token is good at every function that
+//!   accepts its secret within its lifetime (at most `max_token_lifetime`);
 //! - or the **IAM principal** API Gateway authenticated (SigV4 / `AWS_IAM` auth):
 //!   REST API `requestContext.identity.userArn` (else `caller`), HTTP API and Function
 //!   URL `requestContext.authorizer.iam.userArn` (see [`iam_principal`]).
@@ -50,6 +54,7 @@
 //! let secret = b"a-shared-secret-of-32-bytes-min!";
 //! let config = ServiceAuthConfig::builder()
 //!     .shared_secret(secret)
+//!     .audience("orders")
 //!     .allow("/internal/orders/{id}", [
 //!         "billing",
 //!         "arn:aws:sts::123456789012:assumed-role/shipping-role/*",
@@ -61,9 +66,9 @@
 //!         .layer(ServiceAuthLayer::new(config)),
 //! )?;
 //!
-//! // The calling side mints a short-lived token.
-//! let token = ServiceTokenSigner::new(secret)?
-//!     .sign("billing", SystemTime::now() + Duration::from_secs(60))?;
+//! // The calling side mints a short-lived token for this service.
+//! let signer = ServiceTokenSigner::new(secret)?;
+//! let token = signer.sign_for("billing", "orders", SystemTime::now() + Duration::from_secs(60))?;
 //! let request = events::http("GET", "/internal/orders/7").header("x-lift-service-token", &token);
 //! let response = app.http(request.v2()).await?;
 //! assert_eq!(response.status, 200);
@@ -71,6 +76,11 @@
 //!
 //! let anonymous = app.http(events::http("GET", "/internal/orders/7").v2()).await?;
 //! assert_eq!(anonymous.status, 401);
+//!
+//! // A token billing minted for another service is no good here.
+//! let elsewhere = signer.sign_for("billing", "payments", SystemTime::now() + Duration::from_secs(60))?;
+//! let replayed = events::http("GET", "/internal/orders/7").header("x-lift-service-token", &elsewhere);
+//! assert_eq!(app.http(replayed.v2()).await?.status, 401);
 //! # Ok(())
 //! # }
 //! ```
@@ -81,7 +91,7 @@
 //!
 //! # Default
 //! IAM principals accepted; no shared secret (service tokens ignored); nobody allowed on
-//! unlisted routes; tokens may expire at most 15 minutes ahead.
+//! unlisted routes; tokens may expire at most 15 minutes ahead; no audience checked.
 
 mod config;
 mod layer;

@@ -1,4 +1,6 @@
-//! Signed service tokens: `<service>.<unix-expiry>.<hex HMAC-SHA256 of "service.expiry">`.
+//! Signed service tokens: `<service>.<unix-expiry>.<hex HMAC-SHA256 of "service.expiry">`,
+//! or, naming the service they are for, `<service>.<unix-expiry>.<audience>.<hex HMAC-SHA256
+//! of "service.expiry.audience">`.
 //!
 //! The HMAC is aws-lc-rs's, reached through `jsonwebtoken`'s aws-lc provider (the crate's
 //! one HMAC implementation); verification compares in constant time.
@@ -16,7 +18,7 @@ pub const SERVICE_TOKEN_HEADER: &str = "x-lift-service-token";
 /// The shortest shared secret accepted: the HMAC-SHA256 output size.
 pub(crate) const MIN_SECRET_LEN: usize = 32;
 const MAX_SERVICE_NAME_LEN: usize = 128;
-const MAX_TOKEN_LEN: usize = MAX_SERVICE_NAME_LEN + 1 + 20 + 1 + 64;
+const MAX_TOKEN_LEN: usize = MAX_SERVICE_NAME_LEN + 1 + 20 + 1 + MAX_SERVICE_NAME_LEN + 1 + 64;
 const SIGNATURE_LEN: usize = 32;
 
 /// Minting a service token failed.
@@ -71,19 +73,52 @@ impl ServiceTokenSigner {
         })
     }
 
-    /// A token naming `service`, valid until `expires_at` (whole seconds, rounded down).
+    /// A token naming `service`, valid until `expires_at` (whole seconds, rounded down), at
+    /// any function that accepts the secret and checks no audience; prefer
+    /// [`ServiceTokenSigner::sign_for`].
     ///
     /// # Errors
     /// [`ServiceTokenError`] for an invalid service name or an expiry before 1970.
     pub fn sign(&self, service: &str, expires_at: SystemTime) -> Result<String, ServiceTokenError> {
-        if !valid_service_name(service) {
+        self.mint(service, None, expires_at)
+    }
+
+    /// A token naming `service` as the caller and `audience` as the service it is for,
+    /// valid until `expires_at` (whole seconds, rounded down). A function whose
+    /// configuration names its own service
+    /// ([`ServiceAuthConfigBuilder::audience`](super::ServiceAuthConfigBuilder::audience))
+    /// refuses a token for another, so a token seen by one service cannot be replayed at
+    /// another that accepts the same secret.
+    ///
+    /// # Errors
+    /// [`ServiceTokenError`] for an invalid service name (either of them) or an expiry
+    /// before 1970.
+    pub fn sign_for(
+        &self,
+        service: &str,
+        audience: &str,
+        expires_at: SystemTime,
+    ) -> Result<String, ServiceTokenError> {
+        self.mint(service, Some(audience), expires_at)
+    }
+
+    fn mint(
+        &self,
+        service: &str,
+        audience: Option<&str>,
+        expires_at: SystemTime,
+    ) -> Result<String, ServiceTokenError> {
+        if !valid_service_name(service) || !audience.is_none_or(valid_service_name) {
             return Err(ServiceTokenError::InvalidServiceName);
         }
         let expiry = expires_at
             .duration_since(UNIX_EPOCH)
             .map_err(|_| ServiceTokenError::ExpiryBeforeEpoch)?
             .as_secs();
-        let message = format!("{service}.{expiry}");
+        let message = match audience {
+            Some(audience) => format!("{service}.{expiry}.{audience}"),
+            None => format!("{service}.{expiry}"),
+        };
         let signer = (DEFAULT_PROVIDER.signer_factory)(&Algorithm::HS256, &self.key)
             .map_err(|_| ServiceTokenError::Crypto)?;
         let signature = signer
@@ -108,6 +143,8 @@ pub(crate) enum Rejection {
     BadSignature,
     Expired,
     TooLongLived,
+    /// For another service, or for none where this one requires its name.
+    WrongAudience,
 }
 
 impl Rejection {
@@ -117,28 +154,34 @@ impl Rejection {
             Rejection::BadSignature => "the service token's signature does not verify",
             Rejection::Expired => "the service token has expired",
             Rejection::TooLongLived => "the service token's expiry is too far in the future",
+            Rejection::WrongAudience => "the service token is not for this service",
         }
     }
 }
 
 /// Verifies `token` against any of `keys` that may sign for the service it names (a key
-/// bound to a name signs for that name alone) at `now`; returns the service name.
+/// bound to a name signs for that name alone) at `now`, and, when `audience` is given, that
+/// the token is for it; returns the service name.
 pub(crate) fn verify<'t>(
     token: &'t str,
     keys: &[(Option<String>, DecodingKey)],
     now: SystemTime,
     max_lifetime: Duration,
+    audience: Option<&str>,
 ) -> Result<&'t str, Rejection> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(Rejection::Malformed);
     }
-    let mut parts = token.split('.');
-    let (Some(service), Some(expiry_text), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(Rejection::Malformed);
+    let parts: Vec<&str> = token.splitn(5, '.').collect();
+    let (service, expiry_text, for_service, signature) = match parts[..] {
+        [service, expiry, signature] => (service, expiry, None, signature),
+        [service, expiry, for_service, signature] => {
+            (service, expiry, Some(for_service), signature)
+        }
+        _ => return Err(Rejection::Malformed),
     };
     if !valid_service_name(service)
+        || !for_service.is_none_or(valid_service_name)
         || expiry_text.is_empty()
         || expiry_text.len() > 20
         || !expiry_text.bytes().all(|b| b.is_ascii_digit())
@@ -147,9 +190,9 @@ pub(crate) fn verify<'t>(
     }
     let expiry: u64 = expiry_text.parse().map_err(|_| Rejection::Malformed)?;
     let signature = unhex(signature).ok_or(Rejection::Malformed)?;
-    // The signed message is the token up to the second dot, exactly as sent.
+    // The signed message is the token up to its last dot, exactly as sent.
     let message = token
-        .get(..service.len() + 1 + expiry_text.len())
+        .get(..token.len() - SIGNATURE_LEN * 2 - 1)
         .ok_or(Rejection::Malformed)?;
     if !keys
         .iter()
@@ -157,6 +200,9 @@ pub(crate) fn verify<'t>(
         .any(|(_, key)| hmac_verifies(key, message, &signature))
     {
         return Err(Rejection::BadSignature);
+    }
+    if audience.is_some_and(|audience| for_service != Some(audience)) {
+        return Err(Rejection::WrongAudience);
     }
     let now = now
         .duration_since(UNIX_EPOCH)

@@ -190,6 +190,57 @@ async fn a_refused_token_is_not_rescued_by_an_iam_principal() {
     assert_eq!(response.status, 401);
 }
 
+/// A token names the service it is for; a function configured with its own name takes
+/// only tokens for it, so one seen by another service cannot be replayed here.
+#[tokio::test]
+async fn a_function_with_an_audience_takes_only_tokens_for_it() {
+    let signer = ServiceTokenSigner::new(SECRET).expect("signer");
+    let for_service = |audience: &str| signer.sign_for("billing", audience, at(60)).expect("token");
+    let orders = app(policy().audience("orders").build().expect("config"));
+    let open = app(policy().build().expect("config"));
+    let ours = for_service("orders");
+    let elsewhere = for_service("payments");
+    // The audience swapped in a token minted for another service: the HMAC covers it.
+    let swapped = elsewhere.replacen(".payments.", ".orders.", 1);
+    assert_ne!(swapped, elsewhere);
+    for (app, token, status) in [
+        (&orders, ours.as_str(), 200),
+        (&orders, elsewhere.as_str(), 401),
+        (&orders, swapped.as_str(), 401),
+        // A token for no service is refused where the audience is checked...
+        (&orders, token("billing", 60).as_str(), 401),
+        // ...and without an audience any token of the secret is taken, as before.
+        (&open, elsewhere.as_str(), 200),
+        (&open, token("billing", 60).as_str(), 200),
+    ] {
+        let response = app
+            .http(with_token("/internal/orders/7", token))
+            .await
+            .expect("response");
+        assert_eq!(response.status, status, "{token}: {}", response.text());
+        if status == 401 {
+            assert_eq!(
+                response.header("www-authenticate"),
+                Some(r#"LiftService realm="lift", error="invalid_token""#)
+            );
+        }
+    }
+    assert_eq!(
+        signer.sign_for("billing", "not.a.name", at(60)),
+        Err(ServiceTokenError::InvalidServiceName)
+    );
+    assert!(matches!(
+        ServiceAuthConfig::builder()
+            .shared_secret(SECRET)
+            .audience("orders.v2")
+            .build(),
+        Err(ConfigError::OutOfRange {
+            field: "audience",
+            ..
+        })
+    ));
+}
+
 #[tokio::test]
 async fn rotated_secrets_are_all_accepted() {
     let app = app(policy().shared_secret(OLD_SECRET).build().expect("config"));

@@ -10,6 +10,7 @@ use lift_core::metrics::{MetricsConfig, MetricsSink};
 use lift_core::testing::{TestApp, events};
 use lift_core::{App, Context, Error, Json, LiftService};
 use lift_middleware::circuit_breaker::CircuitBreakerConfig;
+use lift_middleware::service_auth::{ServiceAuthConfig, ServiceAuthLayer, ServiceTokenSigner};
 use lift_services::balance::RoundRobin;
 use lift_services::client::{CallError, ServiceClient};
 use lift_services::clock::SystemClock;
@@ -583,4 +584,70 @@ async fn no_call_crosses_tenants() {
         a_calls.load(Ordering::SeqCst) + b_calls.load(Ordering::SeqCst),
         before
     );
+}
+
+/// A signing client's token is for the service it calls: `payments`, which checks its
+/// audience, takes it; the same token presented to `ledger` (same secret, its own audience)
+/// is refused, so a callee cannot replay what it received.
+#[tokio::test]
+async fn a_signed_call_is_good_at_the_service_called_alone() {
+    const SECRET: &[u8] = b"a-secret-orders-signs-with-32-b!";
+    let guarded = |audience: &str, seen: Arc<Mutex<Vec<String>>>| {
+        let config = ServiceAuthConfig::builder()
+            .caller_secret("orders", SECRET)
+            .iam(false)
+            .audience(audience)
+            .allow("/charges", ["orders"])
+            .build()
+            .expect("config");
+        App::new()
+            .post("/charges", move |ctx: Context| {
+                let seen = seen.clone();
+                async move {
+                    let token = ctx.header("x-lift-service-token").unwrap_or_default();
+                    seen.lock().expect("seen").push(token.to_owned());
+                    Ok::<_, Error>("charged")
+                }
+            })
+            .layer(ServiceAuthLayer::new(config))
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let registry = registry_with(&[("a", None)]).await;
+    let transport = InProcessTransport::new().serve(
+        arn("a"),
+        guarded("payments", seen.clone())
+            .into_service()
+            .expect("app"),
+    );
+    let client = ServiceClient::builder(Discovery::new(registry), Arc::new(transport))
+        .caller("orders")
+        .signer(ServiceTokenSigner::new(SECRET).expect("signer"))
+        .build()
+        .expect("client");
+    let reply = client
+        .call("payments", ServiceRequest::post("/charges"))
+        .await
+        .expect("payments takes a token for it");
+    assert_eq!(reply.response.status, 200);
+    let token = seen.lock().expect("seen").pop().expect("a token was sent");
+    let ledger = TestApp::new(guarded("ledger", Arc::new(Mutex::new(Vec::new())))).expect("app");
+    let replayed = ledger
+        .http(
+            events::http("POST", "/charges")
+                .header("x-lift-service-token", &token)
+                .v2(),
+        )
+        .await
+        .expect("response");
+    assert_eq!(replayed.status, 401, "{}", replayed.text());
+    // A signer whose caller a token cannot name is a configuration error, not a call that
+    // goes out unsigned.
+    let unnamed = ServiceClient::builder(
+        Discovery::new(registry_with(&[]).await),
+        Arc::new(InProcessTransport::new()),
+    )
+    .caller("orders.v2")
+    .signer(ServiceTokenSigner::new(SECRET).expect("signer"))
+    .build();
+    assert!(unnamed.is_err());
 }
