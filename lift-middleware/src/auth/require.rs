@@ -21,12 +21,14 @@ type Check = Arc<dyn Fn(&Principal) -> bool + Send + Sync>;
 pub struct RequireLayer {
     check: Check,
     describe: Arc<str>,
+    realm: Arc<str>,
 }
 
 impl std::fmt::Debug for RequireLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RequireLayer")
             .field("requires", &self.describe)
+            .field("realm", &self.realm)
             .finish()
     }
 }
@@ -39,6 +41,7 @@ impl RequireLayer {
         RequireLayer {
             check: Arc::new(move |p| wanted.iter().all(|s| p.has_scope(s))),
             describe: Arc::from(describe),
+            realm: Arc::from("lift"),
         }
     }
 
@@ -49,6 +52,7 @@ impl RequireLayer {
         RequireLayer {
             check: Arc::new(move |p| wanted.iter().any(|r| p.has_role(r))),
             describe: Arc::from(describe),
+            realm: Arc::from("lift"),
         }
     }
 
@@ -60,7 +64,17 @@ impl RequireLayer {
         RequireLayer {
             check: Arc::new(check),
             describe: Arc::from(describe),
+            realm: Arc::from("lift"),
         }
+    }
+
+    /// The realm its challenges name (default `lift`): give it the one given to
+    /// [`JwtConfigBuilder::realm`](super::JwtConfigBuilder::realm), so that a client sees
+    /// one realm. Quotes are left out.
+    #[must_use]
+    pub fn realm(mut self, realm: &str) -> Self {
+        self.realm = Arc::from(realm.replace('"', ""));
+        self
     }
 }
 
@@ -98,14 +112,15 @@ where
     fn call(&mut self, ctx: Context) -> Self::Future {
         let refusal = match ctx.principal() {
             None => Some(Error::Unauthorized {
-                challenge: Cow::Borrowed("Bearer realm=\"lift\""),
+                challenge: Cow::Owned(format!("Bearer realm=\"{}\"", self.layer.realm)),
                 reason: Cow::Borrowed("a bearer token is required"),
             }),
             Some(principal) if !(self.layer.check)(principal) => Some(Error::Forbidden {
                 code: Cow::Borrowed("insufficient_scope"),
                 message: Cow::Owned(format!("this requires {}", self.layer.describe)),
                 challenge: Some(Cow::Owned(format!(
-                    "Bearer realm=\"lift\", error=\"insufficient_scope\", scope=\"{}\"",
+                    "Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"{}\"",
+                    self.layer.realm,
                     self.layer.describe.replace('"', "")
                 ))),
             }),

@@ -276,6 +276,43 @@ async fn scope_requirements() {
 }
 
 #[tokio::test]
+async fn a_requirement_names_the_realm_it_is_given() {
+    let admin = RequireLayer::scopes(&["orders:admin"]).realm("shop");
+    let app = TestApp::new(
+        App::new()
+            .get("/admin", with_layer(whoami, admin.clone()))
+            .get("/open", with_layer(whoami, admin)),
+    )
+    .expect("app");
+    // No JWT layer here: no principal, so the requirement itself asks for a token.
+    let anonymous = get(&app, "/open", None).await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(
+        anonymous.header("www-authenticate"),
+        Some(r#"Bearer realm="shop""#)
+    );
+    let app = TestApp::new(
+        App::new()
+            .get(
+                "/admin",
+                with_layer(
+                    whoami,
+                    RequireLayer::scopes(&["orders:admin"]).realm("sh\"op"),
+                ),
+            )
+            .layer(JwtAuthLayer::new(hs_config())),
+    )
+    .expect("app");
+    let token = format!("Bearer {}", hs(&claims()));
+    let refused = get(&app, "/admin", Some(&token)).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        refused.header("www-authenticate"),
+        Some(r#"Bearer realm="shop", error="insufficient_scope", scope="orders:admin""#)
+    );
+}
+
+#[tokio::test]
 async fn api_gateway_claims_are_trusted_only_when_configured() {
     let mut event = events::http("GET", "/me").v2();
     event["requestContext"]["authorizer"] =
