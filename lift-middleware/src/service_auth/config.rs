@@ -152,7 +152,8 @@ impl ServiceAuthConfigBuilder {
         self
     }
 
-    /// Allows `callers` on `route`, a route pattern as registered (`/internal/orders/{id}`).
+    /// Allows `callers` on `route`, a route pattern as registered (`/internal/orders/{id}`),
+    /// or `$connect` for a WebSocket API's connections.
     /// A caller is a service name (from a token), an ARN, or an ARN prefix ending in `/*`
     /// (`arn:aws:sts::123456789012:assumed-role/orders-role/*`: any session of the role).
     /// A listed route uses its own list only; repeat to add callers.
@@ -198,8 +199,8 @@ impl ServiceAuthConfigBuilder {
     ///
     /// # Errors
     /// [`ConfigError`] naming the field: `shared_secret` (under 32 bytes), `iam` (no
-    /// identity source left), `allow` (a route not starting with `/`, or a caller that is
-    /// neither a service name, an ARN nor an ARN prefix ending in `/*`),
+    /// identity source left), `allow` (a route neither starting with `/` nor `$connect`, or
+    /// a caller that is neither a service name, an ARN nor an ARN prefix ending in `/*`),
     /// `max_token_lifetime` (zero or over 24 hours), `audience` (not a service name).
     pub fn build(self) -> Result<ServiceAuthConfig, ConfigError> {
         if let Some(audience) = &self.audience {
@@ -233,9 +234,9 @@ impl ServiceAuthConfigBuilder {
         let mut routes = HashMap::with_capacity(self.routes.len());
         for (route, callers) in &self.routes {
             check(
-                route.starts_with('/'),
+                route.starts_with('/') || route == "$connect",
                 "allow",
-                "a route pattern starts with `/`",
+                "a route pattern starts with `/` (or is a WebSocket API's `$connect`)",
             )?;
             routes.insert(route.clone(), patterns(callers)?);
         }

@@ -4,7 +4,10 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
+use http::HeaderMap;
 use lambda_http::request::RequestContext;
+#[cfg(feature = "source-websocket")]
+use lift_core::websocket::EventType;
 use lift_core::{BoxError, Context, Error, HttpRequest, Response};
 use tower::{Layer, Service};
 
@@ -46,6 +49,31 @@ pub fn iam_principal(request: &HttpRequest) -> Option<&str> {
         _ => None,
     };
     principal.filter(|p| !p.trim().is_empty())
+}
+
+/// The headers and IAM principal of a WebSocket `$connect` (REST-style
+/// `requestContext.identity.userArn`, else `caller`, for a `$connect` route with `AWS_IAM`
+/// authorization). Later messages on the connection carry neither: the connection was
+/// admitted at `$connect`, as API Gateway's own authorizers have it.
+#[cfg(feature = "source-websocket")]
+fn websocket_connect(ctx: &Context) -> Option<(&HeaderMap, Option<&str>)> {
+    let ws = ctx
+        .websocket()
+        .filter(|ws| ws.event_type() == EventType::Connect)?;
+    let identity = &ws.request_context().identity;
+    let principal = identity
+        .user_arn
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .or(identity.caller.as_deref())
+        .filter(|p| !p.trim().is_empty());
+    Some((ws.headers(), principal))
+}
+
+/// Without WebSocket events no request is a `$connect`.
+#[cfg(not(feature = "source-websocket"))]
+fn websocket_connect(_: &Context) -> Option<(&HeaderMap, Option<&str>)> {
+    None
 }
 
 /// Applies [`ServiceAuth`] to a service.
@@ -107,10 +135,10 @@ fn unauthorized(challenge: &'static str, reason: &'static str) -> Error {
 
 impl ServiceAuthLayer {
     /// Who is calling: a verified service token, else the IAM principal.
-    fn identify(&self, request: &HttpRequest) -> Result<String, Error> {
+    fn identify(&self, headers: &HeaderMap, iam: Option<&str>) -> Result<String, Error> {
         let config = &self.config;
         if !config.secrets.is_empty()
-            && let Some(value) = request.headers().get(SERVICE_TOKEN_HEADER)
+            && let Some(value) = headers.get(SERVICE_TOKEN_HEADER)
         {
             let verified = value
                 .to_str()
@@ -133,7 +161,7 @@ impl ServiceAuthLayer {
             };
         }
         if config.iam
-            && let Some(principal) = iam_principal(request)
+            && let Some(principal) = iam
         {
             return Ok(principal.to_owned());
         }
@@ -142,8 +170,13 @@ impl ServiceAuthLayer {
     }
 
     /// Identifies the caller and checks the route's allow-list.
-    fn authorize(&self, ctx: &Context, request: &HttpRequest) -> Result<String, Error> {
-        let caller = self.identify(request)?;
+    fn authorize(
+        &self,
+        ctx: &Context,
+        headers: &HeaderMap,
+        iam: Option<&str>,
+    ) -> Result<String, Error> {
+        let caller = self.identify(headers, iam)?;
         let allowed = self
             .config
             .policy_for(ctx.route())
@@ -182,9 +215,15 @@ where
 
     fn call(&mut self, mut ctx: Context) -> Self::Future {
         let decision = match ctx.http() {
-            Some(request) => Some(self.layer.authorize(&ctx, request)),
-            // Batch records are authorized by the event source's IAM policy.
-            None => None,
+            Some(request) => Some(self.layer.authorize(
+                &ctx,
+                request.headers(),
+                iam_principal(request),
+            )),
+            // A WebSocket `$connect` is checked; the connection's later events pass, and
+            // batch records are authorized by the event source's IAM policy.
+            None => websocket_connect(&ctx)
+                .map(|(headers, iam)| self.layer.authorize(&ctx, headers, iam)),
         };
         match decision {
             Some(Err(error)) => ResponseFuture::refused(Box::new(error)),

@@ -33,8 +33,12 @@
 //! - an allowed caller: the request goes on with a [`ServiceCaller`] in the context's
 //!   extensions.
 //!
-//! Only HTTP requests are checked; batch records pass (their event source's IAM policy
-//! decides who may send them).
+//! HTTP requests and WebSocket `$connect` events are checked (a `$connect` by its headers
+//! and, for an `AWS_IAM` route, `requestContext.identity.userArn`; its route is the route
+//! key, `$connect`); a connection's later messages and its `$disconnect` pass, since it
+//! was admitted at `$connect` and they carry no credentials; batch records pass (their event
+//! source's IAM policy decides who may send them). Checking `$connect` needs the
+//! `source-websocket` feature (on by default), as WebSocket events do.
 //!
 //! ```
 //! use lift_core::testing::{TestApp, events};

@@ -241,6 +241,70 @@ async fn a_function_with_an_audience_takes_only_tokens_for_it() {
     ));
 }
 
+/// On a WebSocket API, `$connect` is checked like an HTTP request (its handshake headers,
+/// its IAM principal, the allow-list of its route key); the connection's messages and its
+/// `$disconnect`, which carry no credentials, pass.
+#[tokio::test]
+async fn a_websocket_connect_is_checked_and_its_messages_pass() {
+    let connected = Arc::new(Mutex::new(Vec::new()));
+    let seen = connected.clone();
+    let app = TestApp::new(
+        App::new()
+            .websocket("$connect", move |ctx: Context| {
+                let seen = seen.clone();
+                async move {
+                    let caller = ctx.extensions().get::<ServiceCaller>().cloned();
+                    seen.lock().expect("seen").push(caller.map(|c| c.0));
+                    Ok::<_, Error>(())
+                }
+            })
+            .websocket("say", |_ctx: Context| async { Ok::<_, Error>(()) })
+            .websocket("$disconnect", |_ctx: Context| async { Ok::<_, Error>(()) })
+            .layer(
+                ServiceAuthLayer::new(
+                    ServiceAuthConfig::builder()
+                        .shared_secret(SECRET)
+                        .allow("$connect", ["billing", SHIPPING_ROLE])
+                        .build()
+                        .expect("config"),
+                )
+                .with_clock(Fixed),
+            ),
+    )
+    .expect("app");
+    let anonymous = events::websocket("conn-1");
+    let refused = app.websocket(anonymous.connect()).await.expect("response");
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    let expired = events::websocket("conn-2").header("x-lift-service-token", &token("billing", -1));
+    assert_eq!(
+        app.websocket(expired.connect())
+            .await
+            .expect("response")
+            .status,
+        401
+    );
+    let stranger =
+        events::websocket("conn-3").header("x-lift-service-token", &token("reporting", 60));
+    let response = app.websocket(stranger.connect()).await.expect("response");
+    assert_eq!(response.status, 403);
+    assert_eq!(error_code(&response), "service_not_allowed");
+    let billing = events::websocket("conn-4").header("x-lift-service-token", &token("billing", 60));
+    let response = app.websocket(billing.connect()).await.expect("response");
+    assert_eq!(response.status, 204, "{}", response.text());
+    // The IAM principal of a `$connect` route with AWS_IAM authorization.
+    let mut by_role = events::websocket("conn-5").connect();
+    by_role["requestContext"]["identity"]["userArn"] = json!(SHIPPING_ROLE);
+    assert_eq!(app.websocket(by_role).await.expect("response").status, 204);
+    assert_eq!(
+        *connected.lock().expect("seen"),
+        [Some("billing".to_owned()), Some(SHIPPING_ROLE.to_owned())]
+    );
+    for event in [billing.message("say", "{}"), billing.disconnect()] {
+        let response = app.websocket(event).await.expect("response");
+        assert_eq!(response.status, 204, "{}", response.text());
+    }
+}
+
 #[tokio::test]
 async fn rotated_secrets_are_all_accepted() {
     let app = app(policy().shared_secret(OLD_SECRET).build().expect("config"));
