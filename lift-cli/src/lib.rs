@@ -6,9 +6,11 @@
 //! lift services [--table T]                 services, with live and healthy instances
 //! lift instances SERVICE [--table T]        a service's instances, with health and leases
 //! lift map [--table T] [--svg FILE]         the dependency map as Mermaid (and an SVG file)
-//! lift register SERVICE --arn ARN [--hours H] [--table T]
+//! lift register SERVICE --arn ARN [--hours H] [--tenant T] [--table T]
 //!                                           registers a deployed function's alias ahead of
-//!                                           its first invocation, for H hours (default 168)
+//!                                           its first invocation, for H hours (default 168);
+//!                                           an instance already registered keeps its own
+//!                                           settings, a new one gets tenant T if given
 //! lift sagas [--state S] [--limit N] [--table T]
 //!                                           sagas by state (needs-attention, running,
 //!                                           compensating, completed, compensated; all
@@ -31,7 +33,7 @@ pub const USAGE: &str = "usage:
   lift services [--table T]
   lift instances SERVICE [--table T]
   lift map [--table T] [--svg FILE]
-  lift register SERVICE --arn ARN [--hours H] [--table T]
+  lift register SERVICE --arn ARN [--hours H] [--tenant T] [--table T]
   lift sagas [--state needs-attention|running|compensating|completed|compensated] [--limit N] [--table T]
   lift saga ID [--table T]";
 
@@ -59,6 +61,7 @@ pub(crate) struct Args {
     pub(crate) limit: Option<usize>,
     pub(crate) arn: Option<String>,
     pub(crate) hours: Option<u64>,
+    pub(crate) tenant: Option<String>,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, CliError> {
@@ -78,6 +81,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, CliError> {
             "--svg" => parsed.svg = Some(value("--svg")?),
             "--state" => parsed.state = Some(value("--state")?),
             "--arn" => parsed.arn = Some(value("--arn")?),
+            "--tenant" => parsed.tenant = Some(value("--tenant")?),
             "--hours" => {
                 let n = value("--hours")?;
                 parsed.hours = Some(
@@ -109,9 +113,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, CliError> {
 pub async fn run(args: impl IntoIterator<Item = String>) -> Result<String, CliError> {
     let args = parse(args.into_iter())?;
     match args.command.as_str() {
-        "services" | "instances" | "map" | "register" => {
-            services::run(&args).await.map_err(CliError::Failed)
-        }
+        "services" | "instances" | "map" | "register" => services::run(&args).await,
         "sagas" | "saga" => sagas::run(&args).await,
         other => Err(CliError::Usage(format!("unknown command {other}"))),
     }

@@ -4,7 +4,7 @@
 //! lift services [--table T]                 services, with live and healthy instances
 //! lift instances SERVICE [--table T]        a service's instances, with health and leases
 //! lift map [--table T] [--svg FILE]         the dependency map as Mermaid (and an SVG file)
-//! lift register SERVICE --arn ARN [--hours H] [--table T]
+//! lift register SERVICE --arn ARN [--hours H] [--tenant T] [--table T]
 //!                                           registers a deployed function's alias ahead of
 //!                                           its first invocation, for H hours (default 168)
 //! ```
@@ -17,10 +17,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use lift_core::lifecycle::FirstInvocation;
 use lift_services::topology::Topology;
 use lift_services::{
-    DynamoRegistry, EnvLease, EnvReport, Health, Instance, Registration, Registry, ServiceConfig,
+    DynamoRegistry, EnvLease, EnvReport, Health, Instance, Registration, Registry, RegistryError,
+    ServiceConfig,
 };
 
-use crate::Args;
+use crate::{Args, CliError};
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -46,32 +47,71 @@ fn health(instance: &Instance, now: u64) -> &'static str {
 /// The environment id of a lease written by `lift register`: each run renews the same one.
 pub(crate) const DEPLOY_LEASE: &str = "deploy";
 
+/// The longest `--hours`: a year, the longest lease the registry takes.
+const MAX_HOURS: u64 = 366 * 24;
+
 /// Registers the function alias `--arn` as an instance of SERVICE, with a lease of
 /// `--hours` held by [`DEPLOY_LEASE`]. A function registers itself on its first
 /// invocation; until then no caller can find it, so a deployment that others call by name
 /// registers it once deployed. The instance is the one the function's environments
 /// register (`function:alias@region`), so their leases join this one.
-async fn register(registry: &DynamoRegistry, args: &Args) -> Result<String, String> {
-    let service = args.target.clone().ok_or("register needs a SERVICE")?;
-    let arn = args.arn.clone().ok_or("register needs --arn")?;
+///
+/// An instance already in the registry keeps what its environments wrote (tenant, weight,
+/// URLs, tags): only the deploy lease is written. A new one gets `--tenant` when given, so
+/// that a tenant's dedicated function is not shared with every tenant until its first
+/// invocation writes its own configuration.
+async fn register(registry: &DynamoRegistry, args: &Args) -> Result<String, CliError> {
+    let usage = |message: &str| CliError::Usage(message.to_owned());
+    let service = args
+        .target
+        .clone()
+        .ok_or_else(|| usage("register needs a SERVICE"))?;
+    let arn = args
+        .arn
+        .clone()
+        .ok_or_else(|| usage("register needs --arn"))?;
+    // `arn:aws:lambda:region:account:function:name:alias`: the alias (or version) callers
+    // reach, never `$LATEST` by omission.
+    let parts: Vec<&str> = arn.split(':').collect();
+    if parts.len() != 8 || parts[5] != "function" || parts[7].is_empty() {
+        return Err(usage(
+            "--arn is a qualified function ARN: arn:aws:lambda:REGION:ACCOUNT:function:NAME:ALIAS",
+        ));
+    }
     let hours = args.hours.unwrap_or(168);
+    if hours == 0 || hours > MAX_HOURS {
+        return Err(usage("--hours is 1 to 8784 (a year)"));
+    }
     let lease = std::time::Duration::from_secs(hours * 3600);
-    let registration = Registration::new(ServiceConfig::new(service.clone()).lease(lease))
-        .map_err(|e| e.to_string())?;
-    let function = arn.split(':').nth(6).unwrap_or_default().to_owned();
+    let mut config = ServiceConfig::new(service.clone()).lease(lease);
+    if let Some(tenant) = &args.tenant {
+        config = config.tenant(tenant.clone());
+    }
+    let registration = Registration::new(config).map_err(|e| usage(&e.to_string()))?;
     let instance = registration
-        .instance(&FirstInvocation::new(arn.clone(), function, ""))
-        .map_err(|e| format!("{arn}: {e}"))?;
+        .instance(&FirstInvocation::new(arn.clone(), parts[6].to_owned(), ""))
+        .map_err(|e| usage(&format!("{arn}: {e}")))?;
     let now = now_ms();
     let expires = now + lease.as_millis() as u64;
     let report = EnvReport::new(expires, now, 0.0, 0);
     let ttl_s = expires / 1000 + 7 * 24 * 3600;
-    let stored = registry
-        .register(&instance, &EnvLease::new(DEPLOY_LEASE, now, report, ttl_s))
-        .await
-        .map_err(|e| format!("registering {} failed: {e}", instance.id))?;
+    let lease = EnvLease::new(DEPLOY_LEASE, now, report, ttl_s);
+    let failed =
+        |e: RegistryError| CliError::Failed(format!("registering {} failed: {e}", instance.id));
+    let (stored, how) = match registry.renew(&service, &instance.id, &lease, &[]).await {
+        Ok(stored) => (stored, "renewed the deploy lease of"),
+        Err(RegistryError::NotFound { .. } | RegistryError::Deregistered { .. }) => (
+            registry.register(&instance, &lease).await.map_err(failed)?,
+            "registered",
+        ),
+        Err(error) => return Err(failed(error)),
+    };
+    let tenant = stored.tenant.as_deref().map_or_else(
+        || "shared by every tenant".to_owned(),
+        |t| format!("tenant {t}"),
+    );
     Ok(format!(
-        "registered {} as an instance of {service} for {hours} h (revision {})\n",
+        "{how} {} as an instance of {service} for {hours} h, {tenant} (revision {})\n",
         stored.id, stored.revision
     ))
 }
@@ -131,13 +171,18 @@ fn instances(instances: &[Instance], service: &str) -> String {
     out
 }
 
-/// Runs registry command `command` (`services`, `instances`, `map`).
-pub(crate) async fn run(args: &Args) -> Result<String, String> {
+/// Runs registry command `command` (`services`, `instances`, `map`, `register`).
+pub(crate) async fn run(args: &Args) -> Result<String, CliError> {
+    let failed = CliError::Failed;
     let table = match args.table.clone() {
         Some(table) => table,
-        None => std::env::var("LIFT_REGISTRY_TABLE")
-            .map_err(|_| "no table: pass --table or set LIFT_REGISTRY_TABLE".to_owned())?,
+        None => std::env::var("LIFT_REGISTRY_TABLE").map_err(|_| {
+            CliError::Usage("no table: pass --table or set LIFT_REGISTRY_TABLE".to_owned())
+        })?,
     };
+    if args.command == "instances" && args.target.is_none() {
+        return Err(CliError::Usage("instances needs a SERVICE".to_owned()));
+    }
     let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
     let registry = DynamoRegistry::new(client, table);
     if args.command == "register" {
@@ -146,20 +191,24 @@ pub(crate) async fn run(args: &Args) -> Result<String, String> {
     let all = registry
         .scan()
         .await
-        .map_err(|e| format!("reading the registry failed: {e}"))?;
-    match args.command.as_str() {
-        "services" => Ok(services(&all)),
-        "instances" => {
-            let service = args.target.clone().ok_or("instances needs a SERVICE")?;
-            Ok(instances(&all, &service))
+        .map_err(|e| failed(format!("reading the registry failed: {e}")))?;
+    match (args.command.as_str(), args.target.as_deref()) {
+        ("services", _) => Ok(services(&all)),
+        ("instances", Some(service)) => {
+            if all.iter().any(|i| i.service.as_ref() == service) {
+                Ok(instances(&all, service))
+            } else {
+                Err(failed(format!("no instances of {service} in the registry")))
+            }
         }
-        "map" => {
+        ("map", _) => {
             let map = Topology::from_instances(&all);
             if let Some(file) = &args.svg {
-                std::fs::write(file, map.svg()).map_err(|e| format!("writing {file}: {e}"))?;
+                std::fs::write(file, map.svg())
+                    .map_err(|e| failed(format!("writing {file}: {e}")))?;
             }
             Ok(map.mermaid())
         }
-        other => Err(format!("unknown command {other}")),
+        (other, _) => Err(CliError::Usage(format!("unknown command {other}"))),
     }
 }

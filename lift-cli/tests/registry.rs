@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use lift_cli::run;
+use lift_cli::{CliError, run};
 use lift_services::{DynamoRegistry, Endpoints, EnvLease, EnvReport, Instance, Registry};
 
 fn now_ms() -> u64 {
@@ -96,7 +96,8 @@ async fn registers_a_function_alias_before_its_first_invocation() {
     )
     .await;
     assert!(
-        out.contains("registered inventory-fn:live@us-east-1"),
+        out.contains("registered inventory-fn:live@us-east-1")
+            && out.contains("shared by every tenant"),
         "{out}"
     );
     let instances = registry.instances("inventory").await.unwrap();
@@ -140,4 +141,79 @@ async fn registers_a_function_alias_before_its_first_invocation() {
         .await
         .is_err()
     );
+    for refused in [
+        // An unqualified ARN would register `$LATEST`, not the alias callers reach.
+        vec![
+            "--arn",
+            "arn:aws:lambda:us-east-1:123456789012:function:inventory-fn",
+        ],
+        vec!["--arn", arn, "--hours", "0"],
+        vec!["--arn", arn, "--hours", "18446744073709551615"],
+    ] {
+        let mut line = vec!["register", "inventory"];
+        line.extend(refused);
+        assert!(
+            matches!(try_lift(&line, &table).await, Err(CliError::Usage(_))),
+            "{line:?}"
+        );
+    }
+    let unknown = try_lift(&["instances", "invntory"], &table).await;
+    assert!(
+        matches!(&unknown, Err(CliError::Failed(m)) if m.contains("no instances of invntory")),
+        "{unknown:?}"
+    );
+}
+
+/// A tenant's dedicated instance, registered by its environments, stays that tenant's when
+/// a deployment runs `lift register` for it: only the deploy lease is written.
+#[tokio::test]
+async fn registering_a_running_instance_keeps_its_tenant_and_settings() {
+    let (registry, table) = registry().await;
+    let arn = "arn:aws:lambda:us-east-1:123456789012:function:payments-acme:live";
+    let now = now_ms();
+    let mut instance = Instance::new(
+        "payments",
+        "payments-acme:live@us-east-1",
+        "us-east-1",
+        Endpoints::lambda(arn),
+    );
+    instance.tenant = Some("acme".to_owned());
+    instance.weight = 40;
+    let report = EnvReport::new(now + 60_000, now, 0.0, 0);
+    registry
+        .register(
+            &instance,
+            &EnvLease::new("env-1", now, report, now / 1000 + 86_400),
+        )
+        .await
+        .unwrap();
+    let out = lift(&["register", "payments", "--arn", arn], &table).await;
+    assert!(
+        out.contains("renewed the deploy lease") && out.contains("tenant acme"),
+        "{out}"
+    );
+    let stored = registry.instances("payments").await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].tenant.as_deref(), Some("acme"));
+    assert_eq!(stored[0].weight, 40);
+    let mut envs: Vec<&str> = stored[0].environments.keys().map(String::as_str).collect();
+    envs.sort_unstable();
+    assert_eq!(envs, ["deploy", "env-1"]);
+
+    // A new tenant's function registered ahead of its first invocation is that tenant's.
+    let arn = "arn:aws:lambda:us-east-1:123456789012:function:payments-globex:live";
+    let out = lift(
+        &["register", "payments", "--arn", arn, "--tenant", "globex"],
+        &table,
+    )
+    .await;
+    assert!(out.contains("tenant globex"), "{out}");
+    let globex = registry
+        .instances("payments")
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.endpoints.lambda_arn.as_deref() == Some(arn))
+        .unwrap();
+    assert_eq!(globex.tenant.as_deref(), Some("globex"));
 }
