@@ -1,5 +1,5 @@
-//! HTTP to a Function URL (or any HTTP endpoint), signed with SigV4 when the URL uses IAM
-//! auth.
+//! HTTP to a Function URL (or any HTTP endpoint); calls to Function URLs signed with SigV4
+//! when the transport has credentials.
 
 use std::time::SystemTime;
 
@@ -18,8 +18,10 @@ use crate::transport::{Outbound, ServiceResponse, Transport, TransportError};
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Calls an instance over HTTP: its Function URL, else its HTTP URL, with the request's
-/// path appended. With [`HttpTransport::signed`], requests are signed with SigV4 for the
-/// `lambda` service in the instance's region (Function URLs with `AWS_IAM` auth).
+/// path appended. With [`HttpTransport::signed`], calls to Function URLs are signed with
+/// SigV4 for the `lambda` service in the instance's region (`AWS_IAM` auth); calls to an
+/// instance's HTTP URL never are, so the caller's AWS credentials (a session token among
+/// them) never go to an endpoint that is not a Lambda Function URL.
 #[derive(Clone)]
 pub struct HttpTransport {
     client: HttpsClient,
@@ -54,8 +56,9 @@ impl HttpTransport {
         })
     }
 
-    /// Signs every request with SigV4 using `credentials` (for example
-    /// `lift_core::aws::sdk_config().await.credentials_provider()`).
+    /// Signs calls to Function URLs with SigV4 using `credentials` (for example
+    /// `lift_core::aws::sdk_config().await.credentials_provider()`); calls to HTTP URLs
+    /// go unsigned.
     pub fn signed(mut self, credentials: SharedCredentialsProvider) -> Self {
         self.credentials = Some(credentials);
         self
@@ -136,10 +139,12 @@ impl Transport for HttpTransport {
         let this = self.clone();
         Box::pin(async move {
             let endpoints = &call.instance.endpoints;
-            let Some(base) = endpoints
+            // Only a Function URL is AWS's to authenticate: an HTTP URL may be anyone's.
+            let Some((base, function_url)) = endpoints
                 .function_url
                 .as_deref()
-                .or(endpoints.http_url.as_deref())
+                .map(|url| (url, true))
+                .or(endpoints.http_url.as_deref().map(|url| (url, false)))
             else {
                 return Err(TransportError::NoEndpoint {
                     instance: call.instance.id.to_string(),
@@ -157,7 +162,7 @@ impl Transport for HttpTransport {
                 builder = builder.header("x-lift-caller", caller.as_ref().clone());
             }
             let mut outgoing = builder.body(Full::new(request.body.clone()))?;
-            if let Some(provider) = &this.credentials {
+            if let Some(provider) = this.credentials.as_ref().filter(|_| function_url) {
                 let credentials = provider.provide_credentials().await?;
                 sign_request(
                     &mut outgoing,
@@ -218,6 +223,92 @@ mod tests {
         ] {
             assert_eq!(localized(other, Some("http://127.0.0.1:4566")), other);
         }
+    }
+
+    /// A local endpoint answering 200 to each request; the head of each request it got.
+    async fn endpoint() -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (heads, received) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let _ = heads.send(String::from_utf8_lossy(&head).to_lowercase());
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            }
+        });
+        (format!("http://{address}"), received)
+    }
+
+    fn call_to(endpoints: crate::Endpoints) -> Outbound {
+        Outbound {
+            instance: std::sync::Arc::new(crate::Instance::new(
+                "partner",
+                "partner@eu-west-1",
+                "eu-west-1",
+                endpoints,
+            )),
+            request: std::sync::Arc::new(crate::transport::ServiceRequest::get("/quotes")),
+            caller: None,
+        }
+    }
+
+    /// A signed transport signs calls to Function URLs only: an instance reached at its HTTP
+    /// URL (anyone's endpoint) gets neither the caller's session token nor a signature.
+    #[tokio::test]
+    async fn only_function_urls_get_the_callers_credentials() {
+        let (local, mut heads) = endpoint().await;
+        let credentials = aws_credential_types::Credentials::new(
+            "AKIDEXAMPLE",
+            "secret",
+            Some("session-token".to_owned()),
+            None,
+            "test",
+        );
+        let transport = HttpTransport::new()
+            .expect("transport")
+            .signed(SharedCredentialsProvider::new(credentials))
+            .local_function_urls(&local);
+        let http_url = crate::Endpoints {
+            http_url: Some(format!("{local}/partner")),
+            ..crate::Endpoints::default()
+        };
+        let answer = transport.send(call_to(http_url)).await.expect("answer");
+        assert_eq!(answer.status, 200);
+        let head = heads.recv().await.expect("a request");
+        assert!(head.starts_with("get /partner/quotes "), "{head}");
+        assert!(!head.contains("session-token"), "{head}");
+        assert!(!head.contains("aws4-hmac-sha256"), "{head}");
+
+        let function_url = crate::Endpoints {
+            function_url: Some("https://abc123.lambda-url.eu-west-1.on.aws/".to_owned()),
+            ..crate::Endpoints::default()
+        };
+        transport.send(call_to(function_url)).await.expect("answer");
+        let head = heads.recv().await.expect("a request");
+        assert!(
+            head.starts_with("get /_aws/lambda-url/abc123/quotes "),
+            "{head}"
+        );
+        assert!(
+            head.contains("x-amz-security-token: session-token"),
+            "{head}"
+        );
+        assert!(head.contains("authorization: aws4-hmac-sha256"), "{head}");
     }
 
     #[test]
