@@ -699,8 +699,8 @@ fn judge(
             }
         }
         Err(source) => {
-            // An open circuit, an instance without a usable endpoint and a throttled
-            // invocation ran nothing; other failures may have reached the instance.
+            // An open circuit, an instance without a usable endpoint and a throttled or
+            // refused invocation ran nothing; other failures may have reached the instance.
             let unsent = matches!(
                 source.downcast_ref::<lift_core::Error>(),
                 Some(lift_core::Error::CircuitOpen { .. })
@@ -711,6 +711,7 @@ fn judge(
                         e,
                         crate::transport::TransportError::NoEndpoint { .. }
                             | crate::transport::TransportError::Throttled { .. }
+                            | crate::transport::TransportError::NotInvoked { .. }
                     )
                 });
             let error = CallError::Transport {
@@ -757,6 +758,14 @@ mod tests {
         ));
         assert!(matches!(
             judge("s", "a", true, Err(crashed())),
+            Verdict::Failover(_)
+        ));
+        let not_invoked: BoxError = Box::new(TransportError::NotInvoked {
+            instance: "a".into(),
+            reason: "ResourceNotFoundException".into(),
+        });
+        assert!(matches!(
+            judge("s", "a", false, Err(not_invoked)),
             Verdict::Failover(_)
         ));
     }

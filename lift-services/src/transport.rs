@@ -210,6 +210,16 @@ pub enum TransportError {
         /// The instance.
         instance: String,
     },
+    /// Lambda could not run the instance's function (its alias does not exist, it is being
+    /// updated or not ready, its network interfaces could not be set up): nothing ran, so
+    /// any request may go to another instance.
+    #[error("Lambda did not invoke instance `{instance}`: {reason}")]
+    NotInvoked {
+        /// The instance.
+        instance: String,
+        /// Lambda's error.
+        reason: String,
+    },
 }
 
 /// The API Gateway HTTP API (payload 2.0) event a request becomes.
@@ -338,20 +348,26 @@ impl Transport for LambdaTransport {
                 .into());
             };
             let payload = serde_json::to_vec(&api_gateway_v2_event(&call))?;
-            let output = client
+            // One invocation per attempt: the client decides what is tried again and where
+            // (a request that is not idempotent never is once it may have run), so the SDK's
+            // own retries, which would invoke again inside one attempt, are off.
+            let sent = client
                 .invoke()
                 .function_name(arn)
                 .payload(aws_sdk_lambda::primitives::Blob::new(payload))
+                .customize()
+                .config_override(
+                    aws_sdk_lambda::config::Builder::default()
+                        .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled()),
+                )
                 .send()
-                .await
-                .map_err(|e| match aws_sdk_lambda::Error::from(e) {
-                    aws_sdk_lambda::Error::TooManyRequestsException(_) => {
-                        Box::new(TransportError::Throttled {
-                            instance: call.instance.id.to_string(),
-                        }) as BoxError
-                    }
-                    other => Box::new(other) as BoxError,
-                })?;
+                .await;
+            let output = match sent {
+                Ok(output) => output,
+                Err(error) => {
+                    return refusal(&call.instance.id, aws_sdk_lambda::Error::from(error));
+                }
+            };
             let body = output.payload().map(|b| b.as_ref()).unwrap_or_default();
             if let Some(kind) = output.function_error() {
                 return Err(TransportError::FunctionError {
@@ -362,6 +378,51 @@ impl Transport for LambdaTransport {
             }
             Ok(parse_proxy_response(body)?)
         })
+    }
+}
+
+/// What an `Invoke` that Lambda refused means for the call: an answer when the request
+/// itself was refused (too large, not JSON: every instance would refuse it, and none is to
+/// blame), [`TransportError::Throttled`] or [`TransportError::NotInvoked`] when the function
+/// did not run, the error as it is otherwise (the function may have run).
+fn refusal(instance: &str, error: aws_sdk_lambda::Error) -> Result<ServiceResponse, BoxError> {
+    use aws_sdk_lambda::Error as E;
+    let refused = |status: u16, code: &str, message: Option<&str>| {
+        let body = serde_json::json!({"error": {
+            "code": code,
+            "message": message.unwrap_or("Lambda refused the request"),
+        }});
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(ServiceResponse {
+            status,
+            headers,
+            body: Bytes::from(body.to_string()),
+        })
+    };
+    let not_invoked = |reason: String| {
+        Err(Box::new(TransportError::NotInvoked {
+            instance: instance.to_owned(),
+            reason,
+        }) as BoxError)
+    };
+    match error {
+        E::RequestTooLargeException(e) => refused(413, "request_too_large", e.message()),
+        E::InvalidRequestContentException(e) => refused(400, "invalid_request", e.message()),
+        E::UnsupportedMediaTypeException(e) => refused(415, "unsupported_media_type", e.message()),
+        E::TooManyRequestsException(_) => Err(Box::new(TransportError::Throttled {
+            instance: instance.to_owned(),
+        })),
+        error @ (E::ResourceNotFoundException(_)
+        | E::ResourceConflictException(_)
+        | E::ResourceNotReadyException(_)
+        | E::EniLimitReachedException(_)
+        | E::SubnetIpAddressLimitReachedException(_)
+        | E::Ec2ThrottledException(_)) => not_invoked(error.to_string()),
+        other => Err(Box::new(other)),
     }
 }
 
@@ -408,5 +469,38 @@ impl Transport for InProcessTransport {
             let response = service.invoke(&event, context).await?;
             Ok(parse_proxy_response(response.get().as_bytes())?)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request Lambda refuses for what it is answers as an HTTP refusal would: final, and
+    /// no instance's fault (its status is under 500).
+    #[test]
+    fn a_request_lambda_refuses_is_a_client_error_answer() {
+        let too_large = aws_sdk_lambda::Error::RequestTooLargeException(
+            aws_sdk_lambda::types::error::RequestTooLargeException::builder()
+                .message("Request must be smaller than 6291456 bytes")
+                .build(),
+        );
+        let answer = refusal("a", too_large).expect("an answer");
+        assert_eq!(answer.status, 413);
+        let body: Value = serde_json::from_slice(&answer.body).expect("JSON");
+        assert_eq!(body["error"]["code"], "request_too_large");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("6291456"))
+        );
+        let throttled = aws_sdk_lambda::Error::TooManyRequestsException(
+            aws_sdk_lambda::types::error::TooManyRequestsException::builder().build(),
+        );
+        let error = refusal("a", throttled).expect_err("no answer");
+        assert!(matches!(
+            error.downcast_ref::<TransportError>(),
+            Some(TransportError::Throttled { .. })
+        ));
     }
 }

@@ -4,6 +4,7 @@
 mod balance;
 mod client;
 mod discovery;
+mod lambda_transport;
 mod register;
 mod registry;
 mod support;

@@ -1,0 +1,117 @@
+//! The Lambda transport against Lambda on the local emulator: what an `Invoke` Lambda
+//! refused means for the call, and one invocation per attempt.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use aws_sdk_lambda::config::interceptors::{
+    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextRef,
+};
+use aws_sdk_lambda::config::{ConfigBag, Intercept, RuntimeComponents};
+use lift_services::transport::{
+    LambdaTransport, Outbound, ServiceRequest, Transport, TransportError,
+};
+use lift_services::{Endpoints, Instance};
+
+/// Counts attempts, and answers the first with a 500 (as a Lambda service fault would).
+#[derive(Debug, Default)]
+struct FirstFails {
+    attempts: AtomicU32,
+}
+
+#[derive(Debug, Clone)]
+struct FirstFailsInterceptor(Arc<FirstFails>);
+
+impl Intercept for FirstFailsInterceptor {
+    fn name(&self) -> &'static str {
+        "FirstFails"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_lambda::error::BoxError> {
+        self.0.attempts.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_lambda::error::BoxError> {
+        if self.0.attempts.load(Ordering::SeqCst) == 1 {
+            *context.response_mut().status_mut() = 500.try_into()?;
+        }
+        Ok(())
+    }
+}
+
+async fn lambda(interceptor: Option<FirstFailsInterceptor>) -> aws_sdk_lambda::Client {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
+    );
+    let mut config = aws_sdk_lambda::config::Builder::from(lift_core::aws::sdk_config().await);
+    if let Some(interceptor) = interceptor {
+        config = config.interceptor(interceptor);
+    }
+    aws_sdk_lambda::Client::from_conf(config.build())
+}
+
+/// A call to an alias of a function the emulator does not have.
+fn call_to_missing_function(idempotent: bool) -> Outbound {
+    let arn = format!(
+        "arn:aws:lambda:us-east-1:000000000000:function:missing-{:08x}:live",
+        fastrand::u32(..)
+    );
+    Outbound {
+        instance: Arc::new(Instance::new(
+            "payments",
+            "missing:live@us-east-1",
+            "us-east-1",
+            Endpoints::lambda(arn),
+        )),
+        request: Arc::new(ServiceRequest::post("/charges").idempotent(idempotent)),
+        caller: None,
+    }
+}
+
+/// A function Lambda cannot find ran nothing: the transport says so, and the client may
+/// send even a request that is not idempotent to another instance.
+#[tokio::test]
+async fn an_invocation_lambda_refused_before_running_is_not_invoked() {
+    let transport = LambdaTransport::new(lambda(None).await);
+    let error = transport
+        .send(call_to_missing_function(false))
+        .await
+        .expect_err("no such function");
+    assert!(
+        matches!(
+            error.downcast_ref::<TransportError>(),
+            Some(TransportError::NotInvoked { .. })
+        ),
+        "{error:?}"
+    );
+}
+
+/// The SDK's own retries would invoke again inside one attempt of the client, which alone
+/// decides what may be sent twice: a failed invocation is one invocation.
+#[tokio::test]
+async fn an_attempt_is_one_invocation() {
+    let counted = Arc::new(FirstFails::default());
+    let transport =
+        LambdaTransport::new(lambda(Some(FirstFailsInterceptor(counted.clone()))).await);
+    let error = transport
+        .send(call_to_missing_function(false))
+        .await
+        .expect_err("a service fault");
+    assert_eq!(
+        counted.attempts.load(Ordering::SeqCst),
+        1,
+        "invoked once: {error:?}"
+    );
+}
