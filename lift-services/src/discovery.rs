@@ -852,15 +852,22 @@ impl Discovery {
             tracing::warn!(target: "lift::registry", service = query.service, matching, expired, "self-preservation: most instances look expired at once; serving the last known set");
         }
         let check_ejected = ejections > 0;
+        let live = |i: u32| preserve || snapshot.keys[i as usize].expires_at_ms > now;
+        let ejected = |i: u32| {
+            check_ejected
+                && snapshot.entries[i as usize]
+                    .stats
+                    .ejected
+                    .load(Ordering::Relaxed)
+        };
+        // Ejection steers calls away from failing instances while others are left; when
+        // it would leave none, every live one is served (a lone instance's failures may be
+        // its callers' own: short deadlines, requests it refuses), rather than failing
+        // every call until the next refresh.
+        let ignore_ejection = check_ejected && !indices.iter().any(|&i| live(i) && !ejected(i));
         indices.retain(|&i| {
-            let key = &snapshot.keys[i as usize];
-            let keep = (preserve || key.expires_at_ms > now)
-                && !(check_ejected
-                    && snapshot.entries[i as usize]
-                        .stats
-                        .ejected
-                        .load(Ordering::Relaxed));
-            healthy += usize::from(keep && !key.unhealthy);
+            let keep = live(i) && (ignore_ejection || !ejected(i));
+            healthy += usize::from(keep && !snapshot.keys[i as usize].unhealthy);
             keep
         });
         let health_filter = match query.health {

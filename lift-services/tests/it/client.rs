@@ -651,3 +651,44 @@ async fn a_signed_call_is_good_at_the_service_called_alone() {
     .build();
     assert!(unnamed.is_err());
 }
+
+/// A lone instance whose failures ejected it is still served: its failures may be its
+/// callers' own, and a service with one alias has no other instance to go to.
+#[tokio::test]
+async fn ejection_never_leaves_a_service_without_instances() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    // Fails its first three calls, then answers.
+    let flaky = App::new()
+        .get("/charges", move |_ctx: Context| {
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 3 {
+                    Err(Error::new(
+                        http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "down",
+                        "not yet",
+                    ))
+                } else {
+                    Ok("charged")
+                }
+            }
+        })
+        .into_service()
+        .expect("app");
+    let registry = registry_with(&[("a", None)]).await;
+    let client = client(registry, InProcessTransport::new().serve(arn("a"), flaky));
+    for _ in 0..3 {
+        let failed = client
+            .call("payments", ServiceRequest::get("/charges"))
+            .await
+            .expect_err("failing");
+        assert_eq!(failed.step(), "status", "{failed:?}");
+    }
+    let reply = client
+        .call("payments", ServiceRequest::get("/charges"))
+        .await
+        .expect("the ejected instance, the only one, is still called");
+    assert_eq!(reply.instance.as_ref(), "a");
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
