@@ -561,12 +561,13 @@ impl ServiceClient {
                     service: service.to_owned(),
                 }));
             }
-            if attempt > 0 && !inner.budget.withdraw(false) {
-                break;
-            }
             let Some(index) = pick(&found, policy, &request, &tried[..attempt], inner) else {
                 break;
             };
+            // A retry is paid for only when there is an instance to retry on.
+            if attempt > 0 && !inner.budget.withdraw(false) {
+                break;
+            }
             tried[attempt] = index;
             let entry = found_entry(&found, index);
             let instance = entry.instance.clone();

@@ -692,3 +692,42 @@ async fn ejection_never_leaves_a_service_without_instances() {
     assert_eq!(reply.instance.as_ref(), "a");
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
+
+/// A retry is paid for from the shared budget only when there is an instance to retry on:
+/// a lone failing instance does not drain the budget that another service's failover needs.
+#[tokio::test]
+async fn a_call_with_nowhere_to_fail_over_spends_no_retry_budget() {
+    let down = Arc::new(AtomicUsize::new(0));
+    let registry = registry_with(&[("a", None)]).await;
+    for id in ["b", "c"] {
+        let instance = Instance::new("ledger", id, "eu-west-1", Endpoints::lambda(arn(id)));
+        registry
+            .register(&instance, &lease("env", T0, u64::MAX / 2))
+            .await
+            .expect("register");
+    }
+    let ledger_down = Arc::new(AtomicUsize::new(0));
+    let transport = InProcessTransport::new()
+        .serve(arn("a"), failing(503, down.clone()))
+        .serve(arn("b"), failing(503, ledger_down.clone()))
+        .serve(arn("c"), payments("c", Arc::new(AtomicUsize::new(0))));
+    let client = client(registry, transport);
+    // 150 failed calls, each with no other instance: 5 tokens each would be 750 of 500.
+    for _ in 0..150 {
+        client
+            .call("payments", ServiceRequest::get("/charges"))
+            .await
+            .expect_err("down");
+    }
+    for n in 0..4 {
+        let reply = client
+            .call("ledger", ServiceRequest::get("/charges"))
+            .await
+            .unwrap_or_else(|e| panic!("call {n} did not fail over to c: {e:?}"));
+        assert_eq!(reply.instance.as_ref(), "c");
+    }
+    assert!(
+        ledger_down.load(Ordering::SeqCst) > 0,
+        "b was tried first at least once"
+    );
+}
