@@ -597,7 +597,7 @@ impl LambdaInvoker {
 }
 
 /// The EventBridge-shaped event an asynchronous invocation carries for `envelope`.
-fn invocation_payload(envelope: &Envelope) -> Result<Vec<u8>, TransportError> {
+pub(crate) fn invocation_payload(envelope: &Envelope) -> Result<Vec<u8>, TransportError> {
     #[derive(serde::Serialize)]
     struct Shaped<'a> {
         version: &'static str,

@@ -34,15 +34,21 @@ pub const PUT_EVENTS_BATCH: usize = 10;
 /// replies are applied after a read.
 pub const MAX_SNAPSHOT_BYTES: usize = 32 * 1024;
 
-/// The largest command the relay sends (as EventBridge counts an entry: source, type and
-/// the envelope), EventBridge's limit for one entry. A command carries the saga's data and
-/// the outputs of its completed steps; a larger one is never sent (see
-/// [`Relay::relay_states`]): retrying it would hold up every later record of its stream
-/// shard, and its saga is moved on by its timer instead.
+/// EventBridge's limit for one entry, which bounds the commands the relay sends (as
+/// EventBridge counts an entry: source, type and the envelope), less 1 KiB left for what a
+/// transport wraps around them. A command carries the saga's data and the outputs of its
+/// completed steps; a larger one is never sent (see [`Relay::relay_states`]): retrying it
+/// would hold up every later record of its stream shard, and its saga is moved on by its
+/// timer instead.
 pub const MAX_COMMAND_BYTES: usize = 256 * 1024;
 
+/// Room left under [`MAX_COMMAND_BYTES`] for what a transport wraps around a command: an
+/// asynchronous invocation carries it as an EventBridge-shaped event (about 200 bytes and
+/// the id more than the entry EventBridge counts).
+const WRAPPING_BYTES: usize = 1024;
+
 fn fits(bytes: usize) -> bool {
-    bytes <= MAX_COMMAND_BYTES
+    bytes + WRAPPING_BYTES <= MAX_COMMAND_BYTES
 }
 
 /// The size of `command` as the relay would send it (without a snapshot), when it is above
@@ -298,7 +304,8 @@ impl<T: Transport> Relay<T> {
     /// Publishes the outboxes of stored sagas (a stream batch's new images), each command
     /// carrying its saga as a [`Command::snapshot`] (when it is at most
     /// [`MAX_SNAPSHOT_BYTES`]), so the replies are applied without a read. A command above
-    /// [`MAX_COMMAND_BYTES`] is not sent, logged at ERROR (target `lift::saga`): its step's
+    /// [`MAX_COMMAND_BYTES`] (less 1 KiB), or one its participant's transport refuses
+    /// before sending, is not sent, logged at ERROR (target `lift::saga`): its step's
     /// timer fails the attempt, and the saga retries or compensates as for a step that
     /// does not answer.
     ///
@@ -330,7 +337,7 @@ impl<T: Transport> Relay<T> {
         events: Vec<(Option<String>, Envelope)>,
         timers: Vec<(Envelope, Duration)>,
     ) -> Result<usize, RelayError> {
-        let sent = events.len() + timers.len();
+        let mut sent = events.len() + timers.len();
         for (message, delay) in &timers {
             self.transport.send_delayed(message, *delay).await?;
         }
@@ -347,12 +354,27 @@ impl<T: Transport> Relay<T> {
             }
         }
         for (participant, commands) in queued {
-            if !self
-                .transport
-                .send_commands(&participant, &commands)
-                .await?
-            {
-                bus.extend(commands);
+            match self.transport.send_commands(&participant, &commands).await {
+                Ok(true) => {}
+                Ok(false) => bus.extend(commands),
+                // Refused before anything was sent (one entry too large for this
+                // transport, say): each goes alone, and one refused alone is left out as
+                // a command too large is, or the stream record would fail for good.
+                Err(TransportError::Refused(_)) => {
+                    for command in commands {
+                        let alone = std::slice::from_ref(&command);
+                        match self.transport.send_commands(&participant, alone).await {
+                            Ok(true) => {}
+                            Ok(false) => bus.push(command),
+                            Err(TransportError::Refused(reason)) => {
+                                sent -= 1;
+                                tracing::error!(target: "lift::saga", command = %command.id, participant, %reason, "command refused by the participant's transport; not sent, the step will time out");
+                            }
+                            Err(error) => return Err(error.into()),
+                        }
+                    }
+                }
+                Err(error) => return Err(error.into()),
             }
         }
         let events = bus;
@@ -508,6 +530,106 @@ mod tests {
             timers.iter().all(|(_, d)| *d == MAX_TIMER_DELAY),
             "an hour is capped at 15 minutes"
         );
+    }
+
+    /// A command the relay sends fits in an asynchronous invocation too, whose event shape
+    /// wraps it in more than the entry EventBridge counts.
+    #[test]
+    fn a_command_that_fits_fits_as_an_invocation() {
+        let saga = Saga::named("s", 1)
+            .step(Step::new("a", remote("p", "A"), None))
+            .build()
+            .unwrap();
+        let mut largest = 0;
+        for pad in (250 * 1024..256 * 1024).step_by(97) {
+            let state = start(
+                &saga,
+                "s-with-a-long-enough-id-for-the-invocation-event",
+                json!({"blob": "x".repeat(pad)}),
+                StartMeta::default(),
+                0,
+            )
+            .into_state();
+            let Message::Command(command) = &state.outbox()[0] else {
+                panic!("a command first")
+            };
+            let envelope = command_envelope(format!("{}:1:0", state.id()), command).unwrap();
+            let bytes = crate::publish::entry_size(&envelope).unwrap();
+            if fits(bytes) {
+                largest = largest.max(bytes);
+                let invocation = crate::publish::invocation_payload(&envelope).unwrap();
+                assert!(
+                    invocation.len() <= MAX_COMMAND_BYTES,
+                    "{bytes} → {}",
+                    invocation.len()
+                );
+            }
+        }
+        assert!(
+            largest > MAX_COMMAND_BYTES - 2 * WRAPPING_BYTES,
+            "{largest}"
+        );
+    }
+
+    /// Refuses, before sending, any batch with a command of the saga `poison`; records the
+    /// rest.
+    #[derive(Default)]
+    struct Refusing {
+        commands: Mutex<Vec<String>>,
+        timers: Mutex<Vec<String>>,
+    }
+
+    impl Transport for Refusing {
+        async fn put_events(&self, _: &[Envelope]) -> Result<Vec<usize>, TransportError> {
+            Ok(Vec::new())
+        }
+
+        async fn send_delayed(
+            &self,
+            message: &Envelope,
+            _: Duration,
+        ) -> Result<(), TransportError> {
+            self.timers.lock().unwrap().push(message.id.clone());
+            Ok(())
+        }
+
+        async fn send_commands(
+            &self,
+            _: &str,
+            commands: &[Envelope],
+        ) -> Result<bool, TransportError> {
+            if commands.iter().any(|c| c.id.starts_with("poison:")) {
+                return Err(TransportError::Refused("too large as an invocation".into()));
+            }
+            let mut sent = self.commands.lock().unwrap();
+            sent.extend(commands.iter().map(|c| c.id.clone()));
+            Ok(true)
+        }
+    }
+
+    /// A command the participant's transport refuses (larger as an invocation than as the
+    /// entry the relay measured, or under a smaller configured limit) is left out alone:
+    /// the others in its batch and every timer go, and the stream record is done.
+    #[tokio::test]
+    async fn a_command_its_transport_refuses_does_not_hold_up_the_others() {
+        let saga = Saga::named("s", 1)
+            .step(Step::new("a", remote("p", "A"), None))
+            .build()
+            .unwrap();
+        let states: Vec<_> = ["poison", "one", "two"]
+            .into_iter()
+            .map(|id| start(&saga, id, json!({}), StartMeta::default(), 0).into_state())
+            .collect();
+        let relay = Relay::new(Refusing::default());
+        let sent = relay
+            .relay_states(&states.iter().collect::<Vec<_>>(), 1_000)
+            .await
+            .expect("the record is done");
+        assert_eq!(sent, 5, "two commands and three timers");
+        let mut commands = relay.transport().commands.lock().unwrap().clone();
+        commands.sort();
+        assert_eq!(commands, ["one:1:0", "two:1:0"]);
+        assert_eq!(relay.transport().timers.lock().unwrap().len(), 3);
     }
 
     /// A command above what a transport takes (the saga's data is 300 KiB) is not sent and
