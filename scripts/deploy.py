@@ -309,6 +309,11 @@ def main() -> int:
 
     parameters = {
         "AwsEndpointUrl": endpoint,
+        # The local deployment's secrets; the template has no defaults, so that a deployment
+        # to AWS chooses its own. The tests and the demo sign with these.
+        "ChatToken": "let-me-in",
+        "OrdersAuthSecret": "lift-local-orders-secret-of-32-bytes",
+        "ShopAuthSecret": "lift-local-shop-secret-of-32-bytes!",
         # Registry leases renewed every 2 s, so that tests see reports within seconds.
         "MeshRenewSeconds": "2",
     }

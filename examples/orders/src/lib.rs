@@ -172,7 +172,9 @@ impl Deps {
 }
 
 /// The customer a request is for: the one the authorizer verified behind the APIs, else
-/// the one the body names (through the Function URL).
+/// the one the body names (through the Function URL, which `template.yaml` creates on a
+/// local emulator only: a function reached without an authorizer must not trust the body
+/// on AWS).
 fn customer_of(ctx: &Context) -> Option<String> {
     ctx.authorizer_value("customer").or_else(|| {
         let body: serde_json::Value = serde_json::from_slice(ctx.body()).ok()?;
