@@ -550,6 +550,17 @@ fn settle(outcome: Result<Response, Error>) -> Result<Response, Error> {
     }
 }
 
+/// The answer to a HEAD request: the status and headers a GET would get, no body (a
+/// streamed one is dropped unread).
+fn without_body(mut response: Response) -> Response {
+    drop(crate::stream::take_stream(&response));
+    response
+        .extensions_mut()
+        .remove::<crate::stream::StreamSlot>();
+    *response.body_mut() = crate::response::Body::Empty;
+    response
+}
+
 fn log_error(error: &Error, what: &'static str) {
     if error.status().is_server_error() {
         tracing::error!(target: "lift", code = error.code(), error = %Chain(error), "{what} failed");
@@ -926,6 +937,7 @@ impl LiftService {
             }
             Ok(request) => {
                 let multi_value = request.multi_value;
+                let head = request.method == Method::HEAD;
                 let resolved = self.inner.router.resolve(
                     &request.method,
                     &request.path,
@@ -972,7 +984,9 @@ impl LiftService {
                         error_response(&error, &lambda.request_id)
                     }
                 };
-                let response = if collect && crate::stream::is_streaming(&response) {
+                let response = if head {
+                    without_body(response)
+                } else if collect && crate::stream::is_streaming(&response) {
                     // Boxed: the collecting future is large, and only a streamed body
                     // needs it; inline it would grow every request's future.
                     Box::pin(self.collected(response, &span, &lambda)).await

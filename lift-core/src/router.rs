@@ -88,7 +88,13 @@ impl Router {
                 }
                 let operation = format!("{method} {pattern}").into_boxed_str();
                 entry.methods.push((method, endpoint, operation));
-                entry.allow = entry.methods.iter().map(|(m, ..)| m.clone()).collect();
+                // A GET route answers HEAD too (without its body), unless HEAD has its own.
+                let mut allow: Vec<Method> =
+                    entry.methods.iter().map(|(m, ..)| m.clone()).collect();
+                if allow.contains(&Method::GET) && !allow.contains(&Method::HEAD) {
+                    allow.push(Method::HEAD);
+                }
+                entry.allow = Arc::from(allow);
             }
             None => {
                 if entry.any.is_some() {
@@ -112,7 +118,16 @@ impl Router {
             };
         };
         let entry = &self.routes[*matched.value];
-        let registered = entry.methods.iter().find(|(m, ..)| m == method);
+        let registered = entry
+            .methods
+            .iter()
+            .find(|(m, ..)| m == method)
+            .or_else(|| {
+                // HEAD is GET without the body (RFC 9110 §9.3.2), which the App leaves out.
+                (*method == Method::HEAD)
+                    .then(|| entry.methods.iter().find(|(m, ..)| *m == Method::GET))
+                    .flatten()
+            });
         let operation = registered.map(|(.., operation)| &**operation);
         let endpoint = registered
             .map(|(_, endpoint, _)| endpoint.clone())
@@ -175,10 +190,15 @@ mod tests {
         let refused = router.resolve(&Method::POST, "/orders/1", true);
         match refused.endpoint {
             Endpoint::MethodNotAllowed(allow) => {
-                assert_eq!(&*allow, &[Method::GET, Method::DELETE])
+                assert_eq!(&*allow, &[Method::GET, Method::DELETE, Method::HEAD])
             }
             other => panic!("unexpected {other:?}"),
         }
+
+        // HEAD finds the GET route.
+        let head = router.resolve(&Method::HEAD, "/orders/1", true);
+        assert_eq!(head.operation, Some("GET /orders/{id}"));
+        assert!(matches!(head.endpoint, Endpoint::Handler(_)));
 
         let any = router.resolve(&Method::PATCH, "/files/a/b/c", true);
         assert_eq!(any.params.iter().collect::<Vec<_>>(), [("rest", "a/b/c")]);

@@ -113,7 +113,31 @@ async fn unknown_path_is_404_and_wrong_method_is_405_with_allow() {
 
     let wrong = send(&app, events::http("PUT", "/orders/1").v2()).await;
     assert_eq!(wrong.status, 405);
-    assert_eq!(wrong.header("allow"), Some("GET, DELETE"));
+    assert_eq!(wrong.header("allow"), Some("GET, DELETE, HEAD"));
+    // A route without GET does not answer HEAD.
+    let head_of_post = send(&app, events::http("HEAD", "/orders").v2()).await;
+    assert_eq!(head_of_post.status, 405);
+    assert_eq!(head_of_post.header("allow"), Some("POST"));
+}
+
+/// HEAD is answered by the GET route, with GET's status and headers and no body, in every
+/// source's shape.
+#[tokio::test]
+async fn head_is_the_get_route_without_its_body() {
+    let app = app();
+    for event in [
+        events::http("HEAD", "/orders/7").v2(),
+        events::http("HEAD", "/orders/7").v1(),
+        events::http("HEAD", "/orders/7").alb(),
+    ] {
+        let response = send(&app, event).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(response.header("content-type"), Some("application/json"));
+        assert_eq!(response.text(), "", "no body");
+    }
+    let missing = send(&app, events::http("HEAD", "/nope").v2()).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.text(), "");
 }
 
 #[tokio::test]

@@ -152,7 +152,9 @@ async fn bodies_not_worth_compressing_go_out_as_they_are() {
         )
         .await
         .expect("response");
+    assert_eq!(head.status, 200, "the GET route answers HEAD");
     assert_eq!(head.header("content-encoding"), None);
+    assert_eq!(head.text(), "");
 }
 
 #[tokio::test]
