@@ -468,8 +468,13 @@ impl ServicePool {
     }
 }
 
+/// `raw` as the event type of `kind`; a failure is logged at ERROR with its cause (the
+/// field, line and column), since no handler sees it.
 fn decode<T: serde::de::DeserializeOwned>(kind: &'static str, raw: &RawValue) -> Result<T, Error> {
-    serde_json::from_str(raw.get()).map_err(|source| Error::InvalidEvent { kind, source })
+    serde_json::from_str(raw.get()).map_err(|source| {
+        tracing::error!(target: "lift", code = "invalid_event", kind, error = %source, "the event could not be decoded");
+        Error::InvalidEvent { kind, source }
+    })
 }
 
 /// The error for an event from a source this build of lift-core leaves out: it names the

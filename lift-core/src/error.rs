@@ -99,7 +99,7 @@ pub enum Error {
     #[error("no handler is registered for {0}")]
     NoHandler(String),
     /// The event was recognised but could not be decoded into its Lambda type.
-    #[error("the {kind} event could not be decoded")]
+    #[error("the {kind} event could not be decoded: {source}")]
     InvalidEvent {
         /// The event kind that was recognised.
         kind: &'static str,

@@ -190,8 +190,14 @@ mod headers {
     }
 
     fn value<E: de::Error>(text: &str) -> Result<HeaderValue, E> {
-        HeaderValue::from_str(text)
-            .map_err(|_| E::invalid_value(Unexpected::Str(text), &"a header value"))
+        // The value is not quoted in the error: it may be a credential, and the error is
+        // logged and reported as the invocation's.
+        HeaderValue::from_str(text).map_err(|_| {
+            E::invalid_value(
+                Unexpected::Other("text with characters a header cannot carry"),
+                &"a header value",
+            )
+        })
     }
 
     impl<'de> de::DeserializeSeed<'de> for Values<'_> {

@@ -138,3 +138,56 @@ fn at_info_nothing_of_it_is_written_and_log_lines_carry_the_trace() {
         "{lines:#?}"
     );
 }
+
+/// An event that cannot be decoded reaches no handler: its cause (the field) is logged at
+/// ERROR and is in the invocation's error, and a header value that cannot be a header is
+/// not quoted (it may be a credential).
+#[test]
+fn an_undecodable_event_names_its_cause_and_quotes_no_header_value() {
+    let buffer = Buffer::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(JsonLayer::new(buffer.clone()))
+        .with(LevelFilter::INFO);
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (no_detail, bad_header) = runtime.block_on(async {
+        let app = TestApp::new(
+            App::new()
+                .event("app", "Placed", |_ctx: Context| async {
+                    Ok::<_, Error>(())
+                })
+                .get("/orders/{id}", |_ctx: Context| async { Ok::<_, Error>(()) }),
+        )
+        .unwrap();
+        let mut event = events::eventbridge("app", "Placed", serde_json::json!({}));
+        event.as_object_mut().unwrap().remove("detail");
+        let no_detail = app.invoke(&event).await.expect_err("undecodable");
+        let mut request = events::http("GET", "/orders/1").v2();
+        request["headers"]["authorization"] = Value::from("Bearer s3cr3t\u{1}");
+        let bad_header = app.invoke(&request).await;
+        (no_detail, format!("{bad_header:?}"))
+    });
+    assert_eq!(no_detail.code(), "invalid_event");
+    assert!(
+        no_detail.to_string().contains("missing field `detail`"),
+        "{no_detail}"
+    );
+    let lines = buffer.lines();
+    assert!(
+        lines.iter().any(|line| line["level"] == "ERROR"
+            && line["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("missing field `detail`"))),
+        "{lines:#?}"
+    );
+    assert!(!bad_header.contains("s3cr3t"), "{bad_header}");
+    assert!(
+        lines
+            .iter()
+            .all(|line| !line.to_string().contains("s3cr3t")),
+        "{lines:#?}"
+    );
+}
