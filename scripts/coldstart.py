@@ -301,11 +301,14 @@ def one_run(name: str, binary: Path, event_body: bytes, timeout: float,
     elif inv.kind != "response":
         run.status = f"{inv.kind}: {inv.body[:120].decode('utf-8', 'replace')}"
     else:
-        run.ms = (inv.arrived_at - started) * 1000
         try:
             run.status = str(json.loads(inv.body).get("statusCode", "ok"))
         except (ValueError, AttributeError):
             run.status = "ok"
+        # Only an answer that worked is timed: a 404 of a mistyped --path or a 500 is a
+        # failed run, not a figure.
+        if run.status == "ok" or run.status.startswith("2"):
+            run.ms = (inv.arrived_at - started) * 1000
     return run
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Deploy template.yaml to a local AWS emulator (ministack) or any CloudFormation endpoint.
+"""Deploy template.yaml to a local AWS emulator (ministack).
 
 What `sam package` + `sam deploy` would do, without SAM CLI or cargo-lambda:
 
@@ -270,6 +270,12 @@ def main() -> int:
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     endpoint = args.endpoint.rstrip("/")
+    # It deletes the stack before creating it again (tables and all), passes the endpoint
+    # to every function as AWS_ENDPOINT_URL and zips host-built binaries: fit for a local
+    # emulator only. On AWS, use `sam build` and `sam deploy` (README, Deploying).
+    host = urlparse(endpoint).hostname or ""
+    if host not in ("127.0.0.1", "localhost", "::1") and not host.endswith(".localhost"):
+        sys.exit(f"[deploy] {endpoint} is not a local endpoint: this script deploys to a local emulator only")
     bucket = args.bucket or f"{args.stack}-artifacts"
     target_dir = args.target_dir.resolve()
 
