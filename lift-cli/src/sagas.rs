@@ -187,11 +187,23 @@ pub(crate) async fn run(args: &Args) -> Result<String, CliError> {
         None => ALL.to_vec(),
     };
     let limit = args.limit.unwrap_or(DEFAULT_LIMIT);
-    let mut found = Vec::new();
-    for s in statuses {
-        found.extend(store.list(s, limit).await.map_err(failed)?);
+    if limit == 0 {
+        return Err(CliError::Usage("--limit is at least 1".to_owned()));
     }
-    Ok(list(&found))
+    let mut found = Vec::new();
+    let mut cut = false;
+    for s in statuses {
+        let of_state = store.list(s, limit).await.map_err(failed)?;
+        cut |= of_state.len() >= limit;
+        found.extend(of_state);
+    }
+    let mut out = list(&found);
+    if cut {
+        out.push_str(&format!(
+            "(at most {limit} a state, least recently moved first: more may exist; see --limit)\n"
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -123,4 +123,14 @@ async fn lists_sagas_by_state_and_shows_one_as_a_timeline() {
     assert!(matches!(missing, Err(CliError::Failed(m)) if m.contains("no saga nope")));
     let bad = lift(&format!("sagas --state finished --table {table}")).await;
     assert!(matches!(bad, Err(CliError::Usage(_))));
+    let none = lift(&format!("sagas --limit 0 --table {table}")).await;
+    assert!(matches!(none, Err(CliError::Usage(_))), "{none:?}");
+    // A list cut at its limit says so.
+    let one = lift(&format!(
+        "sagas --state completed --limit 1 --table {table}"
+    ))
+    .await
+    .unwrap();
+    assert!(one.contains("more may exist"), "{one}");
+    assert!(!completed.contains("more may exist"), "{completed}");
 }
