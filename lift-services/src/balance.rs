@@ -236,6 +236,17 @@ pub(crate) fn weighted_position(candidates: &Candidates<'_>, mut point: u64) -> 
     candidates.len() - 1
 }
 
+/// The weight of the candidates before the `i`-th, in the order draws walk them.
+fn weight_before(candidates: &Candidates<'_>, i: usize) -> u64 {
+    match candidates.cumulative {
+        Some(cumulative) => i.checked_sub(1).map_or(0, |j| cumulative[j]),
+        None => candidates.indices[..i]
+            .iter()
+            .map(|&index| u64::from(candidates.snapshot.weights[index as usize]))
+            .sum(),
+    }
+}
+
 pub(crate) fn total_weight(candidates: &Candidates<'_>) -> u64 {
     match candidates.cumulative {
         Some(cumulative) => cumulative.last().copied().unwrap_or(0),
@@ -310,8 +321,10 @@ impl Strategy for LeastOutstanding {
     }
 }
 
-/// Two candidates at random; the one with fewer calls in flight (load per unit of weight)
-/// takes the call.
+/// Two candidates drawn at random by weight; the one with fewer calls in flight per unit of
+/// weight takes the call, the first drawn on a tie. An execution environment makes one
+/// call at a time, so loads are mostly equal and the share of each instance follows its
+/// weight (a `Degraded` one's halved); under load, the less loaded of the two wins.
 #[derive(Debug, Default)]
 pub struct PowerOfTwoChoices {
     rng: Rng,
@@ -333,17 +346,21 @@ impl PowerOfTwoChoices {
 
 impl Strategy for PowerOfTwoChoices {
     fn pick(&self, candidates: &Candidates<'_>) -> Option<usize> {
-        let len = candidates.len() as u64;
+        let len = candidates.len();
         if len < 2 {
             return (len == 1).then_some(0);
         }
-        // One draw gives both picks: its two halves, each scaled to its range.
-        let draw = self.rng.next_u64();
-        let a = (((draw & 0xFFFF_FFFF) * len) >> 32) as usize;
-        let mut b = (((draw >> 32) * (len - 1)) >> 32) as usize;
-        if b >= a {
-            b += 1;
+        let total = total_weight(candidates);
+        let a = weighted_position(candidates, self.rng.below(total));
+        // The second among the others, by weight: a point in the total without `a`'s
+        // range, moved past that range.
+        let own = u64::from(candidates.weight(a));
+        let mut point = self.rng.below(total - own);
+        let before = weight_before(candidates, a);
+        if point >= before {
+            point += own;
         }
+        let b = weighted_position(candidates, point);
         // Compare outstanding / weight without division.
         let load = |i: usize| {
             u64::from(candidates.outstanding(i)) * 1000 / u64::from(candidates.weight(i))

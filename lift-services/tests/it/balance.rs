@@ -86,6 +86,19 @@ async fn weighted_random_follows_weights() {
     assert!((shares["heavy"] - 0.75).abs() < 0.02, "{shares:?}");
 }
 
+/// With nothing in flight (an environment makes one call at a time), power of two choices
+/// shares calls by weight, as the default balancer must for weights and `Degraded`'s half
+/// weight to mean anything.
+#[tokio::test]
+async fn p2c_follows_weights_when_loads_are_equal() {
+    let found = found(vec![weighted("light", 100), weighted("heavy", 300)], None).await;
+    let strategy = PowerOfTwoChoices::with_seed(5);
+    let shares = shares(&found, 10_000, || {
+        strategy.pick(&found.candidates()).expect("pick")
+    });
+    assert!((shares["heavy"] - 0.75).abs() < 0.02, "{shares:?}");
+}
+
 #[tokio::test]
 async fn least_outstanding_and_p2c_avoid_busy_instances() {
     let found = found(
