@@ -1,21 +1,25 @@
 //! What an environment observes about itself, reported with each lease renewal: its error
 //! rate and its open circuit breakers.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use lift_core::{BoxError, Context, Response};
 use lift_middleware::circuit_breaker::{State, StateChange};
+use tokio::time::Instant;
 use tower::{Layer, Service};
 
 #[derive(Debug, Default)]
 struct Counters {
     calls: AtomicU64,
     failures: AtomicU64,
-    open_breakers: AtomicU32,
+    /// Each open breaker, by name, with when it lets a probe through: it is open until
+    /// then (or until it reports leaving), whether or not anything calls it again.
+    open_breakers: Mutex<HashMap<Arc<str>, Instant>>,
     registrations: AtomicU64,
     edges: Mutex<BTreeMap<String, u64>>,
 }
@@ -38,7 +42,8 @@ pub struct Observed {
     pub calls: u64,
     /// Failed calls since the previous read.
     pub failures: u64,
-    /// Breakers open now.
+    /// Breakers open now: opened and neither left open nor past their open time (a
+    /// breaker nothing calls again is no longer counted once a probe could pass).
     pub open_breakers: u32,
 }
 
@@ -72,8 +77,18 @@ impl HealthSignals {
         Observed {
             calls: self.counters.calls.swap(0, Ordering::Relaxed),
             failures: self.counters.failures.swap(0, Ordering::Relaxed),
-            open_breakers: self.counters.open_breakers.load(Ordering::Relaxed),
+            open_breakers: self.open_breakers(),
         }
+    }
+
+    fn open_breakers(&self) -> u32 {
+        let mut open = match self.counters.open_breakers.lock() {
+            Ok(open) => open,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let now = Instant::now();
+        open.retain(|_, until| *until > now);
+        u32::try_from(open.len()).unwrap_or(u32::MAX)
     }
 
     /// Follows breaker state changes: pass it to lift-middleware's
@@ -81,16 +96,17 @@ impl HealthSignals {
     pub fn breaker_listener(&self) -> impl Fn(&StateChange) + Send + Sync + 'static {
         let counters = self.counters.clone();
         move |change: &StateChange| {
-            let was_open = change.from == State::Open;
-            let is_open = change.to == State::Open;
-            if is_open && !was_open {
-                counters.open_breakers.fetch_add(1, Ordering::Relaxed);
-            } else if was_open && !is_open {
-                let _ = counters.open_breakers.fetch_update(
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                    |n| Some(n.saturating_sub(1)),
-                );
+            let mut open = match counters.open_breakers.lock() {
+                Ok(open) => open,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if change.to == State::Open {
+                // A breaker says how long it stays open; one that does not is counted for
+                // a day at most, unless it reports leaving.
+                let open_for = change.open_for.unwrap_or(Duration::from_secs(24 * 3600));
+                open.insert(change.name.clone(), Instant::now() + open_for);
+            } else if change.from == State::Open {
+                open.remove(&change.name);
             }
         }
     }
@@ -206,18 +222,38 @@ mod tests {
             signals.record(failed);
         }
         let listen = signals.breaker_listener();
-        let change = |from, to| StateChange {
-            name: "b".into(),
+        let change = |name: &str, from, to| StateChange {
+            name: name.into(),
             from,
             to,
+            open_for: (to == State::Open).then_some(Duration::from_secs(30)),
         };
-        listen(&change(State::Closed, State::Open));
-        listen(&change(State::Closed, State::Open));
-        listen(&change(State::Open, State::HalfOpen));
+        listen(&change("a", State::Closed, State::Open));
+        listen(&change("b", State::Closed, State::Open));
+        listen(&change("b", State::Open, State::HalfOpen));
         let seen = signals.take();
         assert_eq!(seen.error_rate(), 0.5);
         assert_eq!(seen.open_breakers, 1);
         assert_eq!(signals.take().calls, 0, "reset");
         assert_eq!(signals.take().error_rate(), 0.0);
+    }
+
+    /// A breaker that opened and that nothing called again (its instance left, say) is no
+    /// longer reported open once its open time is over: it would let a probe through.
+    #[tokio::test(start_paused = true)]
+    async fn a_breaker_nothing_calls_again_stops_counting_when_its_open_time_ends() {
+        let signals = HealthSignals::new();
+        let listen = signals.breaker_listener();
+        listen(&StateChange {
+            name: "payments:a".into(),
+            from: State::Closed,
+            to: State::Open,
+            open_for: Some(Duration::from_secs(30)),
+        });
+        assert_eq!(signals.take().open_breakers, 1);
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert_eq!(signals.take().open_breakers, 1);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(signals.take().open_breakers, 0);
     }
 }

@@ -43,6 +43,10 @@ pub struct StateChange {
     pub from: State,
     /// The state after.
     pub to: State,
+    /// How long the breaker stays open, when it opens (`to` is [`State::Open`]): it lets
+    /// a probe through after that, so a listener can tell it is no longer open without
+    /// waiting for the next call.
+    pub open_for: Option<Duration>,
 }
 
 /// The callback a breaker calls on each state change.
@@ -419,6 +423,7 @@ impl Breaker {
                 .min(self.config.max_open_for);
             let until = self.since_epoch(now) + open_for;
             self.open_until.store(until.as_nanos() as u64, Release);
+            Some(open_for)
         });
         if tripped {
             self.trips.fetch_add(1, Relaxed);
@@ -429,11 +434,18 @@ impl Breaker {
 
     /// Moves `from` → `to` if no other caller did first; logs and reports the change.
     fn transition(&self, from: u8, to: u8) -> bool {
-        self.transition_with(from, to, || {})
+        self.transition_with(from, to, || None)
     }
 
-    /// As [`Self::transition`], running `prepare` under the lock before the new state shows.
-    fn transition_with(&self, from: u8, to: u8, prepare: impl FnOnce()) -> bool {
+    /// As [`Self::transition`], running `prepare` under the lock before the new state shows;
+    /// `prepare` answers how long an opening breaker stays open.
+    fn transition_with(
+        &self,
+        from: u8,
+        to: u8,
+        prepare: impl FnOnce() -> Option<Duration>,
+    ) -> bool {
+        let open_for;
         {
             // Transitions are rare: they take this lock, the call path never does.
             let _guard = self
@@ -449,13 +461,14 @@ impl Breaker {
                 self.probes_in_flight.store(0, Release);
                 self.probe_successes.store(0, Release);
             }
-            prepare();
+            open_for = prepare();
             self.state.store(to, Release);
         }
         let change = StateChange {
             name: self.name.clone(),
             from: state_of(from),
             to: state_of(to),
+            open_for,
         };
         tracing::warn!(target: "lift::circuit_breaker", breaker = %change.name, from = ?change.from, to = ?change.to, "state changed");
         if let Some(callback) = &self.on_change {
