@@ -308,6 +308,34 @@ pub fn parse_proxy_response(payload: &[u8]) -> Result<ServiceResponse, Transport
             }
         }
     }
+    // Payload 2.0 answers carry their Set-Cookie values apart, in `cookies`; a payload 1.0
+    // answer may carry repeated headers in `multiValueHeaders`.
+    if let Some(cookies) = value.get("cookies").and_then(Value::as_array) {
+        for cookie in cookies.iter().filter_map(Value::as_str) {
+            if let Ok(cookie) = HeaderValue::from_str(cookie) {
+                headers.append(http::header::SET_COOKIE, cookie);
+            }
+        }
+    }
+    if let Some(map) = value.get("multiValueHeaders").and_then(Value::as_object) {
+        for (name, values) in map {
+            let Ok(name) = HeaderName::try_from(name.as_str()) else {
+                continue;
+            };
+            let values: Vec<HeaderValue> = values
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().and_then(|v| HeaderValue::from_str(v).ok()))
+                .collect();
+            if !values.is_empty() {
+                headers.remove(&name);
+                for v in values {
+                    headers.append(name.clone(), v);
+                }
+            }
+        }
+    }
     let body = match value.get("body").and_then(Value::as_str) {
         None => Bytes::new(),
         Some(text) if value.get("isBase64Encoded") == Some(&Value::Bool(true)) => Bytes::from(
@@ -475,6 +503,27 @@ impl Transport for InProcessTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cookies of a payload 2.0 answer and the repeated headers of a 1.0 one arrive as
+    /// headers, every value kept.
+    #[test]
+    fn cookies_and_repeated_headers_are_kept() {
+        let v2 = parse_proxy_response(
+            br#"{"statusCode": 200, "headers": {"content-type": "text/plain"},
+                 "cookies": ["a=1; Path=/", "b=2"], "body": "ok"}"#,
+        )
+        .expect("a response");
+        let cookies: Vec<_> = v2.headers.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; Path=/", "b=2"]);
+        assert_eq!(v2.headers["content-type"], "text/plain");
+        let v1 = parse_proxy_response(
+            br#"{"statusCode": 200, "headers": {"x-a": "one"},
+                 "multiValueHeaders": {"x-a": ["one", "two"]}, "body": ""}"#,
+        )
+        .expect("a response");
+        let values: Vec<_> = v1.headers.get_all("x-a").iter().collect();
+        assert_eq!(values, ["one", "two"]);
+    }
 
     /// A request Lambda refuses for what it is answers as an HTTP refusal would: final, and
     /// no instance's fault (its status is under 500).
