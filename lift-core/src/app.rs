@@ -90,6 +90,8 @@ pub struct App {
     body_limit: usize,
     #[cfg(feature = "sqs")]
     sqs_concurrency: NonZeroUsize,
+    #[cfg(any(feature = "sqs", feature = "dynamodb"))]
+    batch_deadline_margin: std::time::Duration,
     metrics: Option<MetricsConfig>,
     streaming: streaming::StreamingConfig,
     config_error: Option<String>,
@@ -150,6 +152,8 @@ impl App {
             body_limit: DEFAULT_BODY_LIMIT,
             #[cfg(feature = "sqs")]
             sqs_concurrency: NonZeroUsize::MIN,
+            #[cfg(any(feature = "sqs", feature = "dynamodb"))]
+            batch_deadline_margin: DEFAULT_BATCH_DEADLINE_MARGIN,
             metrics: None,
             streaming: streaming::StreamingConfig::default(),
             config_error: None,
@@ -301,6 +305,8 @@ impl App {
                 body_limit: self.body_limit,
                 #[cfg(feature = "sqs")]
                 sqs_concurrency: self.sqs_concurrency.get(),
+                #[cfg(any(feature = "sqs", feature = "dynamodb"))]
+                batch_deadline_margin: self.batch_deadline_margin,
                 metrics: self.metrics,
                 streaming: self.streaming,
                 cold: AtomicBool::new(true),
@@ -385,6 +391,8 @@ struct Inner {
     body_limit: usize,
     #[cfg(feature = "sqs")]
     sqs_concurrency: usize,
+    #[cfg(any(feature = "sqs", feature = "dynamodb"))]
+    batch_deadline_margin: std::time::Duration,
     metrics: Option<MetricsConfig>,
     streaming: streaming::StreamingConfig,
     cold: AtomicBool,
@@ -1031,6 +1039,48 @@ impl LiftService {
         let _entered = span.enter();
         tracing::warn!(target: "lift", code = error.code(), error = %Chain(&error), "record failed");
         false
+    }
+}
+
+#[cfg(any(feature = "sqs", feature = "dynamodb"))]
+impl App {
+    /// Stops starting the records of an SQS or DynamoDB Streams batch once less than
+    /// `margin` is left before the invocation's deadline (default
+    /// [`DEFAULT_BATCH_DEADLINE_MARGIN`](crate::DEFAULT_BATCH_DEADLINE_MARGIN), 1 s):
+    /// the records not started are reported failed, so that only they are delivered again,
+    /// where a timeout would have the whole batch delivered again, the records done
+    /// included.
+    pub fn batch_deadline_margin(mut self, margin: std::time::Duration) -> Self {
+        self.batch_deadline_margin = margin;
+        self
+    }
+}
+
+/// How much of an invocation's time a batch keeps when it stops starting records.
+#[cfg(any(feature = "sqs", feature = "dynamodb"))]
+pub const DEFAULT_BATCH_DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl LiftService {
+    /// Whether a batch's next record must not start: under the margin before the
+    /// invocation's deadline (none when the runtime sent none).
+    #[cfg(any(feature = "sqs", feature = "dynamodb"))]
+    fn out_of_time(&self, lambda: &lambda_runtime::Context) -> bool {
+        if lambda.deadline == 0 {
+            return false;
+        }
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let margin = self.inner.batch_deadline_margin.as_millis() as u64;
+        now.saturating_add(margin) >= lambda.deadline
+    }
+}
+
+/// Logs the records of a batch left unstarted for lack of time.
+#[cfg(any(feature = "sqs", feature = "dynamodb"))]
+fn log_unstarted(unstarted: usize, source: &'static str) {
+    if unstarted > 0 {
+        tracing::warn!(target: "lift", unstarted, source, "records not started: the invocation's deadline is near; reported failed, to be delivered again");
     }
 }
 

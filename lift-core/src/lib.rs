@@ -80,6 +80,8 @@ pub mod testing;
 #[cfg(feature = "websocket")]
 pub mod websocket;
 
+#[cfg(any(feature = "sqs", feature = "dynamodb"))]
+pub use app::DEFAULT_BATCH_DEADLINE_MARGIN;
 pub use app::{App, BoxService, DEFAULT_BODY_LIMIT, LiftService};
 pub use context::{Context, HttpRequest, Source, TenantId};
 pub use error::{BoxError, Error, ErrorBody, ErrorDetail, FieldError, Result};

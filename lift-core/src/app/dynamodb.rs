@@ -35,8 +35,14 @@ impl LiftService {
             ));
         };
         let mut failures = Vec::new();
+        let mut unstarted = 0;
         for record in batch.records {
             let sequence = record.change.sequence_number.clone();
+            if self.out_of_time(&lambda) {
+                unstarted += 1;
+                failures.push(sequence);
+                continue;
+            }
             let span = tracing::info_span!(
                 target: "lift",
                 "record",
@@ -58,6 +64,7 @@ impl LiftService {
                 failures.push(sequence);
             }
         }
+        super::log_unstarted(unstarted, "dynamodb");
         report(failures, "SequenceNumber")
     }
 }

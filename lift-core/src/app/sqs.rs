@@ -80,10 +80,16 @@ impl LiftService {
             .and_then(|r| r.event_source_arn.as_deref())
             .is_some_and(|arn| arn.ends_with(".fifo"));
         let mut failures: Vec<Option<String>> = Vec::new();
+        let unstarted = std::sync::atomic::AtomicUsize::new(0);
         if fifo || self.inner.sqs_concurrency == 1 {
             let mut failed_groups: HashSet<String> = HashSet::new();
             for message in records {
                 let id = message.message_id.clone();
+                if self.out_of_time(&lambda) {
+                    unstarted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    failures.push(id);
+                    continue;
+                }
                 let group = message.attributes.get("MessageGroupId").cloned();
                 if let Some(group) = group.as_ref().filter(|g| failed_groups.contains(*g)) {
                     tracing::warn!(target: "lift", messageId = id.as_deref().unwrap_or_default(), group = %group, "record skipped: an earlier record of its message group failed");
@@ -102,15 +108,25 @@ impl LiftService {
             let results: Vec<(Option<String>, bool)> = stream::iter(records)
                 .map(|message| {
                     let id = message.message_id.clone();
-                    let unit = self.sqs_unit(&endpoint, &lambda, message);
+                    let endpoint = &endpoint;
                     let lambda = &lambda;
-                    async move { (id, self.record(lambda, metrics, unit).await) }
+                    let unstarted = &unstarted;
+                    // Checked when the record's turn comes, not when the batch arrives.
+                    async move {
+                        if self.out_of_time(lambda) {
+                            unstarted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            return (id, false);
+                        }
+                        let unit = self.sqs_unit(endpoint, lambda, message);
+                        (id, self.record(lambda, metrics, unit).await)
+                    }
                 })
                 .buffered(self.inner.sqs_concurrency)
                 .collect()
                 .await;
             failures.extend(results.into_iter().filter(|(_, ok)| !ok).map(|(id, _)| id));
         }
+        super::log_unstarted(unstarted.into_inner(), "sqs");
         report(failures, "messageId")
     }
 }

@@ -420,3 +420,92 @@ mod one_failure_rule {
         assert_eq!(error.code(), "record_failed");
     }
 }
+
+/// A Lambda context whose deadline is `in_ms` from now.
+fn deadline_in(in_ms: u64) -> lambda_runtime::Context {
+    let mut context = lift_core::testing::lambda_context("deadline-test");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as u64;
+    context.deadline = now + in_ms;
+    context
+}
+
+/// Records not started when the deadline is near are reported failed without running: only
+/// they are delivered again, where a timeout would redeliver the whole batch, the records
+/// already done included. The first record takes 800 ms; after it, less than the 1 s
+/// margin is left of the 1.5 s.
+#[tokio::test]
+async fn records_not_started_before_the_deadline_are_reported_failed() {
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let seen = ran.clone();
+    let slow = move |ctx: Context| {
+        let seen = seen.clone();
+        async move {
+            let id = ctx
+                .sqs_message()
+                .and_then(|m| m.message_id.clone())
+                .or_else(|| {
+                    ctx.dynamodb_record()
+                        .and_then(|r| r.change.sequence_number.clone())
+                })
+                .unwrap_or_default();
+            seen.lock().expect("lock").push(id);
+            tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+            Ok::<_, Error>(())
+        }
+    };
+    let margin = std::time::Duration::from_secs(1);
+    let sequential = TestApp::new(
+        App::new()
+            .sqs(slow.clone())
+            .dynamodb(slow.clone())
+            .batch_deadline_margin(margin),
+    )
+    .expect("app");
+    let batch = events::sqs([r#"{}"#, r#"{}"#, r#"{}"#]);
+    let response = sequential
+        .invoke_with(&batch, deadline_in(1500))
+        .await
+        .expect("batch response");
+    assert_eq!(batch_failures(&response), ["m1", "m2"]);
+    assert_eq!(*ran.lock().expect("lock"), ["m0"]);
+
+    ran.lock().expect("lock").clear();
+    let stream = events::dynamodb([
+        ("INSERT", json!({"name": {"S": "a"}}), json!({})),
+        ("INSERT", json!({"name": {"S": "b"}}), json!({})),
+    ]);
+    let response = sequential
+        .invoke_with(&stream, deadline_in(1500))
+        .await
+        .expect("batch response");
+    assert_eq!(batch_failures(&response), ["101"]);
+    assert_eq!(*ran.lock().expect("lock"), ["100"]);
+
+    // Two at a time: the first two start, the third finds the deadline near.
+    ran.lock().expect("lock").clear();
+    let concurrent = TestApp::new(
+        App::new()
+            .sqs(slow)
+            .sqs_concurrency(std::num::NonZeroUsize::new(2).expect("two"))
+            .batch_deadline_margin(margin),
+    )
+    .expect("app");
+    let response = concurrent
+        .invoke_with(&batch, deadline_in(1500))
+        .await
+        .expect("batch response");
+    assert_eq!(batch_failures(&response), ["m2"]);
+    // No deadline at all (0): everything runs.
+    ran.lock().expect("lock").clear();
+    let mut endless = deadline_in(0);
+    endless.deadline = 0;
+    let response = concurrent
+        .invoke_with(&batch, endless)
+        .await
+        .expect("batch response");
+    assert!(batch_failures(&response).is_empty());
+    assert_eq!(ran.lock().expect("lock").len(), 3);
+}
