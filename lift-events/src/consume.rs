@@ -162,9 +162,25 @@ impl Participant {
         table: &str,
         publisher: EventBridgePublisher,
     ) -> Result<Self, ConfigError> {
+        Self::with_window(name, client, table, publisher, MIN_WINDOW)
+    }
+
+    /// [`Participant::new`], remembering command ids for `window` (at least 24 hours): for
+    /// the sagas whose steps may retry for longer (give their definitions the same
+    /// [`duplicate_window`](crate::saga::SagaBuilder::duplicate_window)).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `table` when it is empty, `window` when it is under 24 hours.
+    pub fn with_window(
+        name: &str,
+        client: aws_sdk_dynamodb::Client,
+        table: &str,
+        publisher: EventBridgePublisher,
+        window: Duration,
+    ) -> Result<Self, ConfigError> {
         Ok(Participant {
             name: name.to_owned(),
-            idempotent: idempotent(client, table, "/command_id", MIN_WINDOW)?,
+            idempotent: idempotent(client, table, "/command_id", window)?,
             publisher,
             replies: None,
         })

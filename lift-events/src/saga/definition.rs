@@ -114,6 +114,15 @@ impl RetryPolicy {
             .saturating_mul(1u32 << doublings)
             .min(self.max_backoff)
     }
+
+    /// How long the attempts of one phase can take at most, each `timeout` long: from the
+    /// first command to the last attempt's timeout, backoffs included.
+    pub(crate) fn horizon(&self, timeout: Duration) -> Duration {
+        (2..=self.max_attempts).fold(
+            timeout.saturating_mul(self.max_attempts),
+            |total, attempt| total.saturating_add(self.backoff(attempt)),
+        )
+    }
 }
 
 /// Where an action or a compensation runs.
@@ -248,6 +257,7 @@ pub struct SagaBuilder {
     version: u32,
     steps: Vec<Step>,
     pivot: Option<usize>,
+    duplicate_window: Duration,
     error: Option<ConfigError>,
 }
 
@@ -283,6 +293,7 @@ impl Saga {
             version,
             steps: Vec::new(),
             pivot: None,
+            duplicate_window: crate::consume::MIN_WINDOW,
             error: None,
         }
     }
@@ -330,12 +341,24 @@ impl SagaBuilder {
         self
     }
 
+    /// How long the participants of its remote steps remember a command
+    /// ([`Participant::with_window`](crate::consume::Participant::with_window); 24 hours,
+    /// [`MIN_WINDOW`](crate::consume::MIN_WINDOW), by default). Every attempt of a phase
+    /// carries the same command id, so a participant answers a late attempt from its record
+    /// instead of acting again only while it remembers the first: the attempts of each
+    /// remote phase (timeout × attempts, and the backoffs) must end within this window.
+    pub fn duplicate_window(mut self, window: Duration) -> Self {
+        self.duplicate_window = window;
+        self
+    }
+
     /// Checks the definition.
     ///
     /// # Errors
     /// [`ConfigError`] naming the field: an empty `name`, no `steps`, two steps with the
-    /// same name, a second `pivot`, a pivot or a step after it with a compensation, or a
-    /// zero `timeout`.
+    /// same name, a second `pivot`, a pivot or a step after it with a compensation, a
+    /// zero `timeout`, or a remote phase whose attempts can outlast the
+    /// `duplicate_window`.
     pub fn build(self) -> Result<Saga, ConfigError> {
         if let Some(error) = self.error {
             return Err(error);
@@ -361,6 +384,20 @@ impl SagaBuilder {
             }
             if step.timeout.is_zero() {
                 return Err(ConfigError::invalid("timeout", "must be above zero"));
+            }
+            let phases = [
+                (Some(&step.action), &step.retry),
+                (step.compensation.as_ref(), &step.compensation_retry),
+            ];
+            for (action, policy) in phases {
+                if action.is_some_and(|a| matches!(a.work, Work::Remote { .. }))
+                    && policy.horizon(step.timeout) > self.duplicate_window
+                {
+                    return Err(ConfigError::invalid(
+                        "timeout",
+                        "a remote step's attempts (timeout × attempts, and the backoffs) must end within the participants' duplicate window (see duplicate_window)",
+                    ));
+                }
             }
             if self.pivot.is_some_and(|p| i >= p) && step.compensation.is_some() {
                 return Err(ConfigError::invalid(

@@ -492,6 +492,40 @@ fn definitions_are_checked_and_versions_kept_apart() {
     assert!(registry.latest("t").is_none());
 }
 
+/// Every attempt of a phase carries one command id, which a participant remembers for its
+/// duplicate window: a remote step whose attempts can outlast it (a late attempt would act
+/// again) is refused, unless the window is made longer; local steps have no such limit.
+#[test]
+fn a_remote_step_must_end_its_attempts_within_the_duplicate_window() {
+    let long = |action: Action| {
+        Saga::named("x", 1)
+            .step(Step::new("a", action, None).timeout(Duration::from_secs(13 * 3600)))
+    };
+    let e = long(remote("p", "A")).build().unwrap_err();
+    assert!(e.to_string().contains("duplicate window"), "{e}");
+    assert!(
+        long(remote("p", "A"))
+            .duplicate_window(Duration::from_secs(48 * 3600))
+            .build()
+            .is_ok()
+    );
+    assert!(long(local(|_| async { Ok(json!(null)) })).build().is_ok());
+    // A compensation counts with its own policy: 10 attempts of 3 hours.
+    let e = Saga::named("x", 1)
+        .step(
+            Step::new("a", remote("p", "A"), Some(remote("p", "UndoA")))
+                .timeout(Duration::from_secs(3 * 3600)),
+        )
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("duplicate window"), "{e}");
+    let p = RetryPolicy::new(3, Duration::from_secs(1), Duration::from_secs(4)).unwrap();
+    assert_eq!(
+        p.horizon(Duration::from_secs(10)),
+        Duration::from_secs(30 + 1 + 2)
+    );
+}
+
 #[test]
 fn backoff_doubles_up_to_its_cap() {
     let p = RetryPolicy::new(10, Duration::from_secs(1), Duration::from_secs(5)).unwrap();
