@@ -920,6 +920,16 @@ impl SagaStore for Streamed {
         Ok(())
     }
 
+    async fn save_over(
+        &self,
+        state: &SagaState,
+        base: &SagaState,
+    ) -> Result<(), lift_events::store::StoreError> {
+        self.store.save_over(state, base).await?;
+        self.records.lock().unwrap().push(state.clone());
+        Ok(())
+    }
+
     async fn load(&self, id: &str) -> Result<Option<SagaState>, lift_events::store::StoreError> {
         self.store.load(id).await
     }

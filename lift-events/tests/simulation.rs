@@ -319,6 +319,34 @@ impl SagaStore for SimStore {
         Ok(())
     }
 
+    async fn save_over(&self, state: &SagaState, base: &SagaState) -> Result<(), StoreError> {
+        // As DynamoDB's condition on the stored content: the base must be the stored saga,
+        // its outbox aside.
+        let content = |s: &SagaState| {
+            let mut value = serde_json::to_value(s).expect("a state encodes");
+            if let Some(map) = value.as_object_mut() {
+                map.remove("outbox");
+            }
+            value
+        };
+        let differs = lock(&self.0)
+            .items
+            .get(state.id())
+            .is_some_and(|stored| content(stored) != content(base));
+        if differs {
+            aws_call(&self.0, "dynamodb:PutItem")
+                .await
+                .map_err(|_| StoreError::Throttled)?;
+            let mut w = lock(&self.0);
+            w.stats.conflicts += 1;
+            return Err(StoreError::Conflict {
+                id: state.id().to_owned(),
+                current: w.items.get(state.id()).cloned().map(Box::new),
+            });
+        }
+        self.save(state).await
+    }
+
     async fn load(&self, id: &str) -> Result<Option<SagaState>, StoreError> {
         aws_call(&self.0, "dynamodb:GetItem")
             .await

@@ -160,3 +160,126 @@ async fn a_start_whose_first_command_cannot_be_relayed_is_refused() {
         .await
         .expect("100 KiB fits");
 }
+
+/// Counts the conflicts a store reports.
+#[derive(Clone)]
+struct Conflicts<S> {
+    store: S,
+    seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<S: SagaStore> Conflicts<S> {
+    fn count<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if matches!(result, Err(StoreError::Conflict { .. })) {
+            self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        result
+    }
+}
+
+impl<S: SagaStore> SagaStore for Conflicts<S> {
+    async fn save(&self, state: &lift_events::saga::SagaState) -> Result<(), StoreError> {
+        self.count(self.store.save(state).await)
+    }
+
+    async fn save_over(
+        &self,
+        state: &lift_events::saga::SagaState,
+        base: &lift_events::saga::SagaState,
+    ) -> Result<(), StoreError> {
+        self.count(self.store.save_over(state, base).await)
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<lift_events::saga::SagaState>, StoreError> {
+        self.store.load(id).await
+    }
+
+    async fn list(
+        &self,
+        status: lift_events::saga::SagaStatus,
+        limit: usize,
+    ) -> Result<Vec<lift_events::store::SagaSummary>, StoreError> {
+        self.store.list(status, limit).await
+    }
+}
+
+/// A reply's snapshot is written over only when it is the stored saga: the relay's own
+/// snapshot applies without a read or a conflict, and one altered on its way (its data
+/// changed, a step set back) is refused as a conflict and the reply applied to the stored
+/// saga instead, which keeps its data.
+async fn an_altered_snapshot_is_never_written_back<S: SagaStore + Clone + 'static>(store: S) {
+    use lift_events::saga::{Orchestrator, Registry, Reply, SagaInput};
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Conflicts {
+        store: store.clone(),
+        seen: seen.clone(),
+    };
+    let two_steps = Saga::named("contract", 1)
+        .step(Step::new("a", remote("p", "A"), Some(remote("p", "UndoA"))))
+        .step(Step::new("b", remote("p", "B"), Some(remote("p", "UndoB"))))
+        .build()
+        .unwrap();
+    let orchestrator = Orchestrator::new(Registry::new().with(two_steps), counted);
+    // As the relay hands it out: the stored saga, through JSON, without its outbox.
+    let snapshot_of = |state: &lift_events::saga::SagaState| {
+        let mut value = serde_json::to_value(state).unwrap();
+        value["outbox"] = json!([]);
+        Box::new(serde_json::from_value(value).unwrap())
+    };
+    let id = unique("snap");
+    let started = orchestrator
+        .start(
+            "contract",
+            &id,
+            &json!({"amount": 10}),
+            StartMeta::default(),
+        )
+        .await
+        .unwrap();
+    let stored = store.load(&id).await.unwrap().unwrap();
+    let mut reply = Reply::to(&first_command(&started), Ok(json!({"done": "a"})));
+    reply.snapshot = Some(snapshot_of(&stored));
+    orchestrator.handle(&SagaInput::Reply(reply)).await.unwrap();
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the relay's snapshot applies as it is"
+    );
+    let after_a = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(after_a.version(), started.version() + 1);
+
+    let mut altered = serde_json::to_value(snapshot_of(&after_a)).unwrap();
+    altered["data"]["amount"] = json!(1_000_000);
+    let mut reply = Reply::to(&first_command(&after_a), Ok(json!({"done": "b"})));
+    reply.snapshot = Some(Box::new(serde_json::from_value(altered).unwrap()));
+    orchestrator.handle(&SagaInput::Reply(reply)).await.unwrap();
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the altered snapshot conflicts"
+    );
+    let after_b = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(
+        after_b.version(),
+        after_a.version() + 1,
+        "the reply applied to the stored saga"
+    );
+    assert_eq!(after_b.data()["amount"], 10);
+}
+
+#[tokio::test]
+async fn the_memory_store_never_writes_an_altered_snapshot_back() {
+    an_altered_snapshot_is_never_written_back(MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn the_dynamodb_store_never_writes_an_altered_snapshot_back() {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
+    );
+    let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
+    let table = unique("sagas");
+    DynamoStore::create_table(&client, &table).await.unwrap();
+    an_altered_snapshot_is_never_written_back(DynamoStore::new(client, &table)).await;
+}

@@ -287,7 +287,14 @@ impl<S: SagaStore> Orchestrator<S> {
                 }
                 Outcome::Rearm(timer) => return Ok((saga, Handled::Rearm(timer))),
             };
-            match self.store.save(transition.state()).await {
+            // A state handed back with a reply is written over only if it is the stored
+            // one, content and all: a participant cannot alter the saga through it.
+            let saved = if maybe_behind {
+                self.store.save_over(transition.state(), &state).await
+            } else {
+                self.store.save(transition.state()).await
+            };
+            match saved {
                 Ok(()) => {
                     let state = transition.into_state();
                     tracing::debug!(

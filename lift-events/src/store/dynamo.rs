@@ -194,7 +194,33 @@ pub(crate) fn encode(state: &SagaState) -> Result<HashMap<String, AttributeValue
             AttributeValue::S(state.status().as_str().to_owned()),
         );
     }
+    let digest = content_digest(&item);
+    item.insert("d".to_owned(), AttributeValue::S(digest));
     Ok(item)
+}
+
+/// The digest of what a saga item says of its saga, its outbox aside: `state`, `h`,
+/// `status`, `name`, `reason` and `updated`, each length-prefixed. Stored as `d`, it lets a
+/// write applied to a handed-back snapshot require that the stored saga is that snapshot.
+pub(crate) fn content_digest(item: &HashMap<String, AttributeValue>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for name in ["state", "h", "status", "name", "reason", "updated"] {
+        let text = match item.get(name) {
+            Some(AttributeValue::S(s) | AttributeValue::N(s)) => s.as_str(),
+            _ => "",
+        };
+        hash.update((name.len() as u64).to_be_bytes());
+        hash.update(name.as_bytes());
+        hash.update((text.len() as u64).to_be_bytes());
+        hash.update(text.as_bytes());
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The digest [`encode`] would store for `state`.
+pub(crate) fn state_digest(state: &SagaState) -> Result<String, StoreError> {
+    encode(state).map(|item| content_digest(&item))
 }
 
 /// The state in `item`.
@@ -354,6 +380,29 @@ impl SagaStore for DynamoStore {
                     AttributeValue::N((state.version() - 1).to_string()),
                 )
         };
+        dynamo::within("PutItem", CALL_LIMIT, put.send())
+            .await
+            .map_err(|e| store_error(state.id(), e))?;
+        Ok(())
+    }
+
+    async fn save_over(&self, state: &SagaState, base: &SagaState) -> Result<(), StoreError> {
+        if state.version() <= 1 {
+            return self.save(state).await;
+        }
+        let item = encode(state)?;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .condition_expression("v = :expected AND d = :base")
+            .expression_attribute_values(
+                ":expected",
+                AttributeValue::N((state.version() - 1).to_string()),
+            )
+            .expression_attribute_values(":base", AttributeValue::S(state_digest(base)?));
         dynamo::within("PutItem", CALL_LIMIT, put.send())
             .await
             .map_err(|e| store_error(state.id(), e))?;

@@ -48,6 +48,24 @@ impl SagaStore for MemoryStore {
         Ok(())
     }
 
+    async fn save_over(&self, state: &SagaState, base: &SagaState) -> Result<(), StoreError> {
+        let base = super::dynamo::state_digest(base)?;
+        {
+            let sagas = self.sagas.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(stored) = sagas.get(state.id())
+                && super::dynamo::state_digest(stored)? != base
+            {
+                return Err(StoreError::Conflict {
+                    id: state.id().to_owned(),
+                    current: Some(Box::new(stored.clone())),
+                });
+            }
+        }
+        // The version check, and the write, under the lock again: nothing can have moved
+        // the saga past `base` unseen, since a write needs the next version.
+        self.save(state).await
+    }
+
     async fn load(&self, id: &str) -> Result<Option<SagaState>, StoreError> {
         let sagas = self.sagas.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(sagas.get(id).cloned())
