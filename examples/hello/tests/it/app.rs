@@ -82,5 +82,5 @@ async fn refuses_bad_greetings() {
         .await
         .expect("response");
     assert_eq!(wrong_method.status, 405);
-    assert_eq!(wrong_method.header("allow"), Some("GET"));
+    assert_eq!(wrong_method.header("allow"), Some("GET, HEAD"));
 }
