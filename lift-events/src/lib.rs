@@ -112,7 +112,10 @@
 //! invocations retries a failed invocation twice (one, then two minutes later) and then
 //! hands it to the function's on-failure destination (a dead-letter queue), where an SQS
 //! queue redelivers until its own redrive count: either way a command or reply lost for
-//! good leaves the saga to its timer. The saga's end ([`relay::FINISHED_TYPE`]) and the
+//! good leaves the saga to its timer. The timer is the last resort: one that ends in the
+//! orchestrator queue's own dead-letter queue (after its redrive count, in a long outage)
+//! leaves its saga running until someone acts, so alarm on that queue; `lift sagas --state
+//! running` lists the running sagas least recently moved first. The saga's end ([`relay::FINISHED_TYPE`]) and the
 //! application's own events stay on the bus, where any number of consumers can follow
 //! them.
 //!

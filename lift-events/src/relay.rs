@@ -276,7 +276,9 @@ impl<T: Transport> Relay<T> {
     }
 
     /// Publishes several outboxes at once (a whole stream batch), their events packed 10
-    /// to a `PutEvents` call: under load, calls carry full batches.
+    /// to a `PutEvents` call: under load, calls carry full batches. (The stream wiring of
+    /// [`crate::consume::orchestrator_inputs`] relays one record at a time, so that one
+    /// record's failure is reported alone.)
     ///
     /// # Errors
     /// [`RelayError`]; relaying the same outboxes again is safe.

@@ -283,3 +283,86 @@ async fn the_dynamodb_store_never_writes_an_altered_snapshot_back() {
     DynamoStore::create_table(&client, &table).await.unwrap();
     an_altered_snapshot_is_never_written_back(DynamoStore::new(client, &table)).await;
 }
+
+/// A store that fails chosen saves: `Throttled` for the `throttle`-th, and for the
+/// `lost`-th a write that applies but answers a conflict with itself (an SDK retry of a
+/// write whose first answer was lost).
+#[derive(Clone)]
+struct Faulty {
+    store: MemoryStore,
+    saves: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    throttle: usize,
+    lost: usize,
+}
+
+impl SagaStore for Faulty {
+    async fn save(&self, state: &lift_events::saga::SagaState) -> Result<(), StoreError> {
+        let n = self.saves.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n == self.throttle {
+            return Err(StoreError::Throttled);
+        }
+        self.store.save(state).await?;
+        if n == self.lost {
+            return Err(StoreError::Conflict {
+                id: state.id().to_owned(),
+                current: Some(Box::new(state.clone())),
+            });
+        }
+        Ok(())
+    }
+
+    async fn load(&self, id: &str) -> Result<Option<lift_events::saga::SagaState>, StoreError> {
+        self.store.load(id).await
+    }
+
+    async fn list(
+        &self,
+        status: lift_events::saga::SagaStatus,
+        limit: usize,
+    ) -> Result<Vec<lift_events::store::SagaSummary>, StoreError> {
+        self.store.list(status, limit).await
+    }
+}
+
+/// Once its first write is stored, a start succeeds: a local step whose result could not
+/// be stored (throttled) is left to its timer rather than reported as a failed start, and a
+/// first write that was applied though its answer said otherwise still runs its local step.
+#[tokio::test]
+async fn a_stored_start_succeeds_whatever_befalls_its_local_work() {
+    use lift_events::saga::{Orchestrator, Registry, local};
+    let saga = || {
+        Saga::named("local", 1)
+            .step(Step::new(
+                "a",
+                local(|_| async { Ok(json!({"a": 1})) }),
+                None,
+            ))
+            .step(Step::new("b", remote("p", "B"), None))
+            .build()
+            .unwrap()
+    };
+    let faulty = |throttle, lost| Faulty {
+        store: MemoryStore::new(),
+        saves: Default::default(),
+        throttle,
+        lost,
+    };
+    let throttled = faulty(2, 0);
+    let orchestrator = Orchestrator::new(Registry::new().with(saga()), throttled.clone());
+    let started = orchestrator
+        .start("local", "s-1", &json!({}), StartMeta::default())
+        .await
+        .expect("started, though its local step's result was not stored");
+    assert_eq!(started.version(), 1);
+    let stored = throttled.store.load("s-1").await.unwrap().unwrap();
+    assert_eq!(stored.version(), 1);
+
+    let lost = faulty(0, 1);
+    let orchestrator = Orchestrator::new(Registry::new().with(saga()), lost.clone());
+    let started = orchestrator
+        .start("local", "s-2", &json!({}), StartMeta::default())
+        .await
+        .unwrap();
+    assert_eq!(started.version(), 2, "the local step ran after all");
+    assert_eq!(lost.store.load("s-2").await.unwrap().unwrap().version(), 2);
+}

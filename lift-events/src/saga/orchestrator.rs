@@ -148,7 +148,10 @@ impl<S: SagaStore> Orchestrator<S> {
     }
 
     /// Starts saga `id` with the newest definition named `name`. Starting an id that exists
-    /// changes nothing and returns the stored saga, so a retried start is harmless.
+    /// changes nothing and returns the stored saga, so a retried start is harmless. Once the
+    /// first transition is stored the start has succeeded: local steps it sends run at once,
+    /// and one whose result cannot be stored now (a throttled table) is moved on by its
+    /// timer, without failing the start.
     ///
     /// # Errors
     /// [`OrchestratorError`]: an unknown definition, data that does not serialize or
@@ -188,7 +191,15 @@ impl<S: SagaStore> Orchestrator<S> {
         match self.store.save(first.state()).await {
             Ok(()) => {
                 tracing::info!(target: "lift::saga", saga = %saga.name, saga_id = %id, "started");
-                self.run_local(&saga, first.into_state()).await
+                Ok(self.local_work(&saga, first.into_state()).await)
+            }
+            // Our own write, applied by an attempt whose answer was lost and refused when
+            // the SDK sent it again: started, with its local work still to run.
+            Err(StoreError::Conflict {
+                current: Some(current),
+                ..
+            }) if same_write(&current, first.state()) => {
+                Ok(self.local_work(&saga, first.into_state()).await)
             }
             Err(StoreError::Conflict {
                 current: Some(current),
@@ -211,8 +222,23 @@ impl<S: SagaStore> Orchestrator<S> {
     pub async fn handle(&self, input: &SagaInput) -> Result<Handled, OrchestratorError> {
         let (saga, handled) = self.apply(input).await?;
         match handled {
-            Handled::Applied(state) => self.run_local(&saga, state).await.map(Handled::Applied),
+            Handled::Applied(state) => Ok(Handled::Applied(self.local_work(&saga, state).await)),
             other => Ok(other),
+        }
+    }
+
+    /// Runs the local steps `state` sent, once it is stored: a failure to apply their
+    /// results (a throttled or unavailable store) is logged and left to the step's timer,
+    /// which is already on its way, so the caller is not told that a stored transition
+    /// failed. Answers the saga as far as it got stored.
+    async fn local_work(&self, saga: &Saga, state: SagaState) -> SagaState {
+        let stored = state.clone();
+        match self.run_local(saga, state).await {
+            Ok(state) => state,
+            Err(error) => {
+                tracing::warn!(target: "lift::saga", saga_id = %stored.id(), version = stored.version(), %error, "a local step's result was not applied; its timer will move the saga on");
+                stored
+            }
         }
     }
 
@@ -393,4 +419,16 @@ fn local_commands(state: &SagaState) -> impl Iterator<Item = Command> + '_ {
         Message::Command(c) if c.target == Target::Local => Some(c.clone()),
         _ => None,
     })
+}
+
+/// Whether `stored` is `ours`, as written: the same version and content (the outbox aside).
+fn same_write(stored: &SagaState, ours: &SagaState) -> bool {
+    stored.version() == ours.version()
+        && matches!(
+            (
+                crate::store::state_digest(stored),
+                crate::store::state_digest(ours),
+            ),
+            (Ok(a), Ok(b)) if a == b
+        )
 }
