@@ -109,6 +109,14 @@ impl Router {
     /// Finds the endpoint for a request. `decode` says whether the path is still
     /// percent-encoded, so that parameters are handed out decoded.
     pub(crate) fn resolve(&self, method: &Method, path: &str, decode: bool) -> Resolved<'_> {
+        // Literal segments match however the client encoded them (`/st%C3%A4dte` is
+        // `/städte`, `%40me` is `@me`), as on a REST API, whose paths come decoded.
+        let literal = if decode {
+            decoded_but_slashes(path)
+        } else {
+            std::borrow::Cow::Borrowed(path)
+        };
+        let path: &str = &literal;
         let Ok(matched) = self.tree.at(path) else {
             return Resolved {
                 route: None,
@@ -155,6 +163,40 @@ impl Router {
             params: Params(params),
             endpoint,
         }
+    }
+}
+
+/// `path` with its percent-escapes decoded, except those of `/` and `%` (which would change
+/// the segments, or be decoded twice when parameters are), when that leaves UTF-8; as it
+/// is otherwise.
+fn decoded_but_slashes(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains('%') {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|b| *b != b'/' && *b != b'%');
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    match String::from_utf8(out) {
+        Ok(decoded) => std::borrow::Cow::Owned(decoded),
+        Err(_) => std::borrow::Cow::Borrowed(path),
     }
 }
 

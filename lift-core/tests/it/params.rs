@@ -65,3 +65,41 @@ async fn every_param_is_listed_in_route_order_and_a_clone_keeps_them() {
         .expect("response");
     assert_eq!(response.text(), format!("a {long}"));
 }
+
+/// A literal segment matches however the client encoded it, in every source: HTTP APIs and
+/// ALBs send the path as the client encoded it, REST APIs decoded.
+#[tokio::test]
+async fn a_literal_segment_matches_however_the_client_encoded_it() {
+    let app = TestApp::new(
+        App::new()
+            .get("/städte/{id}", param)
+            .get("/users/@me/{id}", param),
+    )
+    .expect("app");
+    for (encoded, decoded) in [
+        ("/st%C3%A4dte/1", "/städte/1"),
+        ("/users/%40me/2", "/users/@me/2"),
+        ("/st%c3%a4dte/a%2Fb", "/städte/a/b"),
+    ] {
+        for event in [
+            events::http("GET", encoded).v2(),
+            events::http("GET", encoded).alb(),
+        ] {
+            let response = app.http(event).await.expect("response");
+            assert_eq!(response.status, 200, "{encoded}: {}", response.text());
+        }
+        if !encoded.contains("%2F") {
+            let response = app
+                .http(events::http("GET", decoded).v1())
+                .await
+                .expect("response");
+            assert_eq!(response.status, 200, "{decoded}");
+        }
+    }
+    // An encoded slash stays inside its segment, decoded in the parameter.
+    let response = app
+        .http(events::http("GET", "/st%C3%A4dte/a%2Fb").v2())
+        .await
+        .expect("response");
+    assert_eq!(response.text(), "a/b");
+}
