@@ -42,14 +42,15 @@ probe_python() {
   if [[ -x "$VENV/bin/python" ]]; then echo "$VENV/bin/python"; else echo "${PYTHON:-python3}"; fi
 }
 
-# True if something answers HTTP on the port (any status code counts).
+# True if ministack answers on the port: its health endpoint, with its list of services.
+# Another server there (LocalStack also listens on 4566) is not taken for it.
 answering() {
   "$(probe_python)" - "$HOST" "$PORT" <<'EOF' >/dev/null 2>&1
-import sys, urllib.request, urllib.error
+import json, sys, urllib.request
 try:
-    urllib.request.urlopen(f"http://{sys.argv[1]}:{sys.argv[2]}/_ministack/health", timeout=2)
-except urllib.error.HTTPError:
-    pass  # it answered, with an error status: still alive
+    with urllib.request.urlopen(f"http://{sys.argv[1]}:{sys.argv[2]}/_ministack/health", timeout=2) as r:
+        body = json.load(r)
+    sys.exit(0 if isinstance(body.get("services"), dict) else 1)
 except Exception:
     sys.exit(1)
 EOF
