@@ -454,7 +454,7 @@ fn collect(
                     FINISHED_TYPE,
                     SAGA_SOURCE,
                     &f.correlation_id,
-                    None,
+                    f.tenant.as_deref(),
                     (&f.saga_id, None),
                     f,
                 )?,
@@ -571,6 +571,50 @@ mod tests {
             largest > MAX_COMMAND_BYTES - 2 * WRAPPING_BYTES,
             "{largest}"
         );
+    }
+
+    /// The event of a saga's end carries its tenant, as its commands do, so consumers of
+    /// the bus can tell tenants' sagas apart; the stored outbox leaves it out and the read
+    /// puts it back.
+    #[test]
+    fn a_finished_saga_is_announced_with_its_tenant() {
+        use crate::saga::{Outcome, Reply, SagaInput, transition};
+        let saga = Saga::named("s", 1)
+            .step(Step::new("a", remote("p", "A"), None))
+            .build()
+            .unwrap();
+        let meta = StartMeta {
+            tenant: Some("acme".to_owned()),
+            ..StartMeta::default()
+        };
+        let started = start(&saga, "t-1", json!({}), meta, 0).into_state();
+        let Message::Command(command) = &started.outbox()[0] else {
+            panic!("a command first")
+        };
+        let reply = Reply::to(command, Ok(json!(null)));
+        let Outcome::Applied(ended) = transition(&saga, &started, &SagaInput::Reply(reply), 1)
+        else {
+            panic!("applied")
+        };
+        let ended = ended.into_state();
+        assert!(ended.status().is_final());
+        let (mut events, mut timers) = (Vec::new(), Vec::new());
+        collect(
+            ended.id(),
+            ended.version(),
+            ended.outbox(),
+            Some(&ended),
+            2,
+            &mut events,
+            &mut timers,
+        )
+        .unwrap();
+        let finished = events
+            .iter()
+            .map(|(_, e)| e)
+            .find(|e| e.kind == FINISHED_TYPE)
+            .expect("the end is announced");
+        assert_eq!(finished.tenant.as_deref(), Some("acme"));
     }
 
     /// Refuses, before sending, any batch with a command of the saga `poison`; records the

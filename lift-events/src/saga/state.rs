@@ -216,6 +216,9 @@ pub struct Finished {
     pub reason: Option<String>,
     /// The saga's correlation id.
     pub correlation_id: String,
+    /// The saga's tenant, when it has one: the envelope of the event carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// A message a transition decided; written in the same conditional write as the state,

@@ -508,6 +508,7 @@ impl<'a> Tx<'a> {
             status,
             reason: reason.clone(),
             correlation_id: self.state.correlation_id.clone(),
+            tenant: self.state.tenant.clone(),
         }));
         self.log(HistoryEvent::Finished { status, reason });
     }

@@ -207,6 +207,7 @@ pub(crate) fn strip(outbox: &[Message]) -> Vec<Message> {
                 f.correlation_id.clear();
                 f.saga_id.clear();
                 f.saga.clear();
+                f.tenant = None;
                 Message::Finished(f)
             }
             other => other.clone(),
@@ -219,6 +220,7 @@ pub(crate) fn refill(state: &mut SagaState) {
     let (data, outputs) = (state.data.clone(), state.outputs.clone());
     let (reason, correlation_id) = (state.reason.clone(), state.correlation_id.clone());
     let (id, name) = (state.id.clone(), state.name.clone());
+    let tenant = state.tenant.clone();
     for m in &mut state.outbox {
         match m {
             Message::Command(c) if c.data.is_null() && c.outputs.is_empty() => {
@@ -230,6 +232,7 @@ pub(crate) fn refill(state: &mut SagaState) {
                 f.correlation_id.clone_from(&correlation_id);
                 f.saga_id.clone_from(&id);
                 f.saga.clone_from(&name);
+                f.tenant.clone_from(&tenant);
             }
             _ => {}
         }
