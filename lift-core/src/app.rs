@@ -88,6 +88,7 @@ pub struct App {
     authorizer_simple: bool,
     service: Option<BoxService>,
     body_limit: usize,
+    base_paths: Vec<Box<str>>,
     #[cfg(feature = "sqs")]
     sqs_concurrency: NonZeroUsize,
     #[cfg(any(feature = "sqs", feature = "dynamodb"))]
@@ -110,6 +111,7 @@ impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
             .field("body_limit", &self.body_limit)
+            .field("base_paths", &self.base_paths)
             .finish_non_exhaustive()
     }
 }
@@ -150,6 +152,7 @@ impl App {
             authorizer_simple: false,
             service: None,
             body_limit: DEFAULT_BODY_LIMIT,
+            base_paths: Vec::new(),
             #[cfg(feature = "sqs")]
             sqs_concurrency: NonZeroUsize::MIN,
             #[cfg(any(feature = "sqs", feature = "dynamodb"))]
@@ -239,6 +242,22 @@ impl App {
         self
     }
 
+    /// Routes HTTP requests whose path starts with `base` (`/v1`: a REST API's custom
+    /// domain with a base path mapping, which API Gateway leaves in the path) as if it were
+    /// not there: `/v1/orders/7` finds `/orders/{id}`, while `/orders/7` (the same API on
+    /// its `execute-api` URL) still does too. Call again for several; a base matches whole
+    /// segments only (`/v1` does not strip `/v10`). The context's path stays as sent.
+    pub fn base_path(mut self, base: &str) -> Self {
+        let base = base.trim_end_matches('/');
+        if !base.starts_with('/') {
+            self.config_error
+                .get_or_insert_with(|| format!("base path `{base}` must start with `/`"));
+            return self;
+        }
+        self.base_paths.push(Box::from(base));
+        self
+    }
+
     /// Flushes the invocation's metrics ([`Context::metrics`]) as CloudWatch EMF once per
     /// invocation, with per-route `Requests`, `Errors` and `Latency` and a `ColdStart`
     /// count unless switched off (see [`MetricsConfig`]). Without it, nothing is flushed.
@@ -303,6 +322,7 @@ impl App {
                 authorizer_simple: self.authorizer_simple,
                 service: self.service.map(ServicePool::new),
                 body_limit: self.body_limit,
+                base_paths: self.base_paths,
                 #[cfg(feature = "sqs")]
                 sqs_concurrency: self.sqs_concurrency.get(),
                 #[cfg(any(feature = "sqs", feature = "dynamodb"))]
@@ -389,6 +409,7 @@ struct Inner {
     authorizer_simple: bool,
     service: Option<ServicePool>,
     body_limit: usize,
+    base_paths: Vec<Box<str>>,
     #[cfg(feature = "sqs")]
     sqs_concurrency: usize,
     #[cfg(any(feature = "sqs", feature = "dynamodb"))]
@@ -561,6 +582,22 @@ fn settle(outcome: Result<Response, Error>) -> Result<Response, Error> {
         }
         other => other,
     }
+}
+
+/// `path` without the first of `bases` it starts with (whole segments), `/` when that
+/// leaves nothing.
+fn without_base<'p>(bases: &[Box<str>], path: &'p str) -> &'p str {
+    for base in bases {
+        if let Some(rest) = path.strip_prefix(&**base) {
+            if rest.is_empty() {
+                return "/";
+            }
+            if rest.starts_with('/') {
+                return rest;
+            }
+        }
+    }
+    path
 }
 
 /// The answer to a HEAD request: the status and headers a GET would get, no body (a
@@ -953,7 +990,7 @@ impl LiftService {
                 let head = request.method == Method::HEAD;
                 let resolved = self.inner.router.resolve(
                     &request.method,
-                    &request.path,
+                    without_base(&self.inner.base_paths, &request.path),
                     request.path_is_encoded,
                 );
                 operation = match resolved.operation {

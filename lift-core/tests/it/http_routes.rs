@@ -540,3 +540,36 @@ async fn a_cloned_context_shares_extensions_until_one_side_changes_them() {
         "c-42"
     );
 }
+
+/// A REST API behind a custom domain with a base path mapping (`/v1`) sends the base in
+/// the path; with `base_path` the routes match with and without it, whole segments only.
+#[tokio::test]
+async fn a_base_path_is_routed_as_if_it_were_not_there() {
+    let app = TestApp::new(
+        App::new()
+            .get("/orders/{id}", get_order)
+            .get("/", |_ctx: Context| async { Ok::<_, Error>("root") })
+            .base_path("/v1/")
+            .base_path("/shop"),
+    )
+    .expect("app");
+    for (path, status) in [
+        ("/v1/orders/7", 200),
+        ("/orders/7", 200),
+        ("/shop/orders/7", 200),
+        ("/v1", 200),
+        ("/v10/orders/7", 404),
+    ] {
+        for event in [
+            events::http("GET", path).v1(),
+            events::http("GET", path).v2(),
+        ] {
+            let response = send(&app, event).await;
+            assert_eq!(response.status, status, "{path}: {}", response.text());
+        }
+    }
+    let response = send(&app, events::http("GET", "/v1/orders/7").v1()).await;
+    let body: Value = response.json().expect("json");
+    assert_eq!(body["route"], "/orders/{id}");
+    assert!(TestApp::new(App::new().base_path("v1")).is_err());
+}
