@@ -20,7 +20,9 @@
 //!   same body sent to `/accounts/A/deposit` and `/accounts/B/deposit` is two keys). Two
 //!   tenants that send the same key and body get two executions, and neither sees the
 //!   other's answer.
-//! - The record id keeps Powertools' shape, `{function}.{route}#{sha256 hex}`; without any
+//! - The record id keeps Powertools' shape, `{function}.{operation}#{sha256 hex}`, the
+//!   operation being an HTTP request's method and route (`POST /orders`) or the record's
+//!   source; without any
 //!   scope (no tenant, no caller, no path parameter) the hash is the same SHA-256 of the key
 //!   material as before. With a scope it is the SHA-256 of the scope's parts followed by
 //!   the material, so a Powertools function reading the table sees ordinary records, and
@@ -387,11 +389,16 @@ fn key_of(config: &IdempotencyConfig, ctx: &Context) -> Result<Option<(String, S
             None => return Ok(None),
         },
     };
-    let prefix = format!(
-        "{}.{}",
-        ctx.function_name(),
-        ctx.route().unwrap_or(ctx.source().as_str())
-    );
+    // An HTTP request's operation is its method and route: POST and DELETE of one path
+    // with the same body are two operations, never one key.
+    let prefix = match (ctx.http(), ctx.route()) {
+        (Some(http), Some(route)) => format!("{}.{} {route}", ctx.function_name(), http.method()),
+        (_, route) => format!(
+            "{}.{}",
+            ctx.function_name(),
+            route.unwrap_or(ctx.source().as_str())
+        ),
+    };
     let hash = scoped_hash(&scope_parts(config, ctx), &material);
     Ok(Some((format!("{prefix}#{hash}"), sha256_hex(payload))))
 }
@@ -743,6 +750,7 @@ mod tests {
         let seen = record_keys.clone();
         let config = Arc::new(config);
         let on_http = config.clone();
+        let on_delete = config.clone();
         let on_deposit = config.clone();
         let key = move |config: Arc<IdempotencyConfig>, ctx: Context| async move {
             let key = key_of(&config, &ctx)?.map(|(key, _)| key);
@@ -774,6 +782,7 @@ mod tests {
         let app = TestApp::new(
             App::new()
                 .post("/orders", move |ctx| key(on_http.clone(), ctx))
+                .delete("/orders", move |ctx| key(on_delete.clone(), ctx))
                 .post("/accounts/{id}/deposit", move |ctx| {
                     key(on_deposit.clone(), ctx)
                 })
@@ -816,6 +825,26 @@ mod tests {
         assert_eq!(response.status, 200, "{}", response.text());
         let body: Value = response.json().expect("json");
         body["key"].as_str().map(str::to_owned)
+    }
+
+    /// The operation is the method and the route: a DELETE and a POST of one path with
+    /// the same key and body are two operations.
+    #[tokio::test]
+    async fn two_methods_of_one_route_are_two_keys() {
+        let app = keys(header_config());
+        let post = http_key(&app, &[("Idempotency-Key", "k1")], "{}")
+            .await
+            .expect("key");
+        let event = events::http("DELETE", "/orders")
+            .body("{}")
+            .header("Idempotency-Key", "k1")
+            .v2();
+        let response = app.http(event).await.expect("response");
+        let body: Value = response.json().expect("json");
+        let delete = body["key"].as_str().expect("key").to_owned();
+        assert_ne!(post, delete);
+        assert!(post.starts_with("lift-test.POST /orders#"), "{post}");
+        assert!(delete.starts_with("lift-test.DELETE /orders#"), "{delete}");
     }
 
     fn header_config() -> IdempotencyConfig {
@@ -927,7 +956,7 @@ mod tests {
         let app = keys(header_config());
         let key = http_key(&app, &[("idempotency-key", "k-1")], "{}").await;
         let expected = format!(
-            "{}./orders#{}",
+            "{}.POST /orders#{}",
             test_function_name(&app).await,
             sha256_hex(b"k-1")
         );

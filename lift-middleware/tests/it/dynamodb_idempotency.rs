@@ -252,7 +252,7 @@ async fn records_take_powertools_layout_and_expiry_is_checked_in_code() {
     assert_eq!(items.len(), 1);
     let item = &items[0];
     let id = item["id"].as_s().expect("id").clone();
-    assert!(id.starts_with("lift-test./orders#"), "{id}");
+    assert!(id.starts_with("lift-test.POST /orders#"), "{id}");
     assert_eq!(item["status"].as_s().expect("status"), "COMPLETED");
     let expiration: u64 = item["expiration"].as_n().expect("n").parse().expect("secs");
     let now = std::time::SystemTime::now()
@@ -790,7 +790,7 @@ async fn the_same_key_and_body_from_two_tenants_are_two_executions() {
     assert_eq!(items.len(), 2);
     for item in &items {
         let id = item["id"].as_s().expect("id");
-        assert!(id.starts_with("lift-test./charges#"), "{id}");
+        assert!(id.starts_with("lift-test.POST /charges#"), "{id}");
         assert!(!id.contains("t1") && !id.contains("t2"), "{id}");
     }
 }
