@@ -24,6 +24,8 @@ use super::{Principal, VerifiedBy};
 use crate::error::{ConfigError, check};
 use crate::refusal::RefusedOr;
 
+/// The shortest HS256 secret taken: the size of SHA-256's output.
+const MIN_HS256_SECRET: usize = 32;
 /// A validated JWT configuration; see [`JwtConfig::builder`].
 #[derive(Clone)]
 pub struct JwtConfig {
@@ -55,7 +57,8 @@ impl std::fmt::Debug for JwtConfig {
 /// Builds a [`JwtConfig`].
 pub struct JwtConfigBuilder {
     config: JwtConfig,
-    key_error: Option<&'static str>,
+    /// The first key that cannot be used: its field and why.
+    key_error: Option<(&'static str, &'static str)>,
 }
 
 impl JwtConfig {
@@ -107,14 +110,25 @@ impl JwtConfigBuilder {
                     .insert(kid.map(str::to_owned), Arc::new(key));
             }
             Err(_) => {
-                self.key_error.get_or_insert(what);
+                self.key_error
+                    .get_or_insert((what, "the key does not parse"));
             }
         }
         self
     }
 
-    /// An HS256 shared secret (`kid`: the key id tokens name, or `None` for tokens without).
-    pub fn hs256_secret(self, kid: Option<&str>, secret: &[u8]) -> Self {
+    /// An HS256 shared secret (`kid`: the key id tokens name, or `None` for tokens without)
+    /// of at least 32 bytes, the hash's size (RFC 7518 3.2): a shorter one, or an empty one
+    /// from an unset variable, is refused at [`build`](Self::build), since anyone could
+    /// guess it and sign tokens.
+    pub fn hs256_secret(mut self, kid: Option<&str>, secret: &[u8]) -> Self {
+        if secret.len() < MIN_HS256_SECRET {
+            self.key_error.get_or_insert((
+                "hs256_secret",
+                "at least 32 bytes: a shorter secret can be guessed, and tokens forged",
+            ));
+            return self;
+        }
         self.key(
             kid,
             Ok(DecodingKey::from_secret(secret)),
@@ -234,14 +248,11 @@ impl JwtConfigBuilder {
     /// Validates the configuration.
     ///
     /// # Errors
-    /// [`ConfigError`]: a key that does not parse, no key source, no pinned algorithm, or a
-    /// key whose algorithm is not pinned.
+    /// [`ConfigError`]: a key that does not parse, an HS256 secret under 32 bytes, no key
+    /// source, no pinned algorithm, or a key whose algorithm is not pinned.
     pub fn build(self) -> Result<JwtConfig, ConfigError> {
-        if let Some(field) = self.key_error {
-            return Err(ConfigError::OutOfRange {
-                field,
-                reason: "the key does not parse",
-            });
+        if let Some((field, reason)) = self.key_error {
+            return Err(ConfigError::OutOfRange { field, reason });
         }
         let c = &self.config;
         check(

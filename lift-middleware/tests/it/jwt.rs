@@ -473,6 +473,24 @@ async fn a_failed_jwks_fetch_is_retried_soon_and_a_hanging_one_times_out() {
 
 #[test]
 fn configurations_that_would_be_unsafe_do_not_build() {
+    // An empty secret (an unset variable) or a short one: anyone could sign tokens.
+    for secret in [&b""[..], b"sixteen-byte-key", &[7u8; 31]] {
+        let built = JwtConfig::builder()
+            .hs256_secret(None, secret)
+            .algorithms(&[Algorithm::HS256])
+            .build();
+        assert!(
+            matches!(
+                built,
+                Err(lift_middleware::ConfigError::OutOfRange {
+                    field: "hs256_secret",
+                    ..
+                })
+            ),
+            "a {}-byte secret",
+            secret.len()
+        );
+    }
     assert!(
         JwtConfig::builder()
             .hs256_secret(None, SECRET)

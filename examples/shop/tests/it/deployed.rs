@@ -303,7 +303,9 @@ async fn forget_answer(order: &str) {
         .filter(|item| {
             // The orders function's records (its route in the key), not the participants'
             // (shipping's answer names the order too).
-            item["id"].as_s().is_ok_and(|id| id.contains(".POST /orders#"))
+            item["id"]
+                .as_s()
+                .is_ok_and(|id| id.contains(".POST /orders#"))
                 && item
                     .get("data")
                     .and_then(|d| d.as_s().ok())
