@@ -248,11 +248,33 @@ impl CachePolicy for HttpGetPolicy {
         // Credentials of any kind: the answer may be the caller's own, and the cache is
         // shared by the tenant's callers.
         rule.shared_only = ctx.principal().is_some()
+            || gateway_authenticated(http)
             || [header::AUTHORIZATION, header::COOKIE]
                 .iter()
                 .chain(std::iter::once(&SERVICE_TOKEN))
                 .any(|name| http.headers().contains_key(name));
         Some(rule)
+    }
+}
+
+/// Whether API Gateway authenticated the caller before the function saw the request: a
+/// Lambda, JWT or IAM authorizer's context, or a REST API's IAM or Cognito identity. The
+/// credentials need not be in a header this layer knows (an API key header, a custom
+/// one), and the handler's answer may be the caller's own.
+fn gateway_authenticated(http: &lift_core::HttpRequest) -> bool {
+    use lambda_http::request::RequestContext;
+    let authorizer = |a: &lambda_http::aws_lambda_events::apigw::ApiGatewayRequestAuthorizer| {
+        a.jwt.is_some() || a.iam.is_some() || !a.fields.is_empty()
+    };
+    match http.request_context() {
+        RequestContext::ApiGatewayV2(c) => c.authorizer.as_ref().is_some_and(authorizer),
+        RequestContext::ApiGatewayV1(c) => {
+            let known = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.is_empty());
+            authorizer(&c.authorizer)
+                || known(&c.identity.user_arn)
+                || known(&c.identity.cognito_identity_id)
+        }
+        _ => false,
     }
 }
 

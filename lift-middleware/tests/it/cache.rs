@@ -201,6 +201,51 @@ async fn an_answer_to_a_request_with_credentials_is_not_shared_unless_public() {
     assert_eq!(shared.header("x-cache"), Some("hit"));
 }
 
+/// A caller API Gateway authenticated (a Lambda authorizer on an API key header, a JWT or
+/// IAM authorizer) has credentials too, whatever header carried them: its answer is not
+/// shared with the next caller.
+#[tokio::test(start_paused = true)]
+async fn an_answer_behind_an_api_gateway_authorizer_is_not_shared() {
+    let f = fixture(Duration::from_secs(60));
+    let behind_authorizer = |customer: &str, v1: bool| {
+        let event = request("GET", "/items/9").header("x-api-key", customer);
+        if v1 {
+            let mut event = event.v1();
+            event["requestContext"]["authorizer"] =
+                json!({"principalId": customer, "customer": customer});
+            event
+        } else {
+            let mut event = event.v2();
+            event["requestContext"]["authorizer"] = json!({"lambda": {"customer": customer}});
+            event
+        }
+    };
+    for v1 in [false, true] {
+        let alice = f
+            .app
+            .http(behind_authorizer("alice", v1))
+            .await
+            .expect("invoke");
+        assert_eq!(alice.header("x-cache"), Some("miss"));
+        let bob = f
+            .app
+            .http(behind_authorizer("bob", v1))
+            .await
+            .expect("invoke");
+        assert_eq!(
+            bob.header("x-cache"),
+            Some("miss"),
+            "alice's answer is not bob's (v1: {v1})"
+        );
+    }
+    // Without an authorizer the same request is shared, as before.
+    get(&f, "/items/10", &[]).await;
+    assert_eq!(
+        get(&f, "/items/10", &[]).await.header("x-cache"),
+        Some("hit")
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn tenants_never_share_answers() {
     let f = fixture(Duration::from_secs(60));
