@@ -561,6 +561,11 @@ impl JwtVerifier {
         if self.config.trust_api_gateway
             && let Some(claims) = api_gateway_claims(ctx)
         {
+            // API Gateway verified the signature, for its own issuer and audiences: this
+            // function's are checked here, as they would be for a token it verified.
+            if let Err(reason) = self.gateway_claims_fit(&claims) {
+                return Check::Done(Err(self.unauthorized(Some("invalid_token"), reason)));
+            }
             return Check::Done(Ok(Some(Arc::new(Principal::from_claims(
                 claims,
                 VerifiedBy::ApiGateway,
@@ -646,6 +651,39 @@ fn authorizer_token(_: &Context) -> Option<&str> {
 }
 
 /// The claims API Gateway's JWT authorizer verified, if it ran.
+impl JwtVerifier {
+    /// Whether claims API Gateway verified name an issuer and an audience this
+    /// configuration accepts (when it names any).
+    fn gateway_claims_fit(&self, claims: &Map<String, Value>) -> Result<(), &'static str> {
+        let config = &self.config;
+        let texts = |name: &str| -> Vec<&str> {
+            match claims.get(name) {
+                Some(Value::String(one)) => vec![one.as_str()],
+                Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            }
+        };
+        if !config.issuers.is_empty()
+            && !texts("iss")
+                .iter()
+                .any(|iss| config.issuers.iter().any(|i| i == iss))
+        {
+            return Err("the authorizer's token is from another issuer");
+        }
+        if !config.audiences.is_empty()
+            && !texts("aud")
+                .iter()
+                .any(|aud| config.audiences.iter().any(|a| a == aud))
+        {
+            return Err("the authorizer's token is for another audience");
+        }
+        Ok(())
+    }
+}
+
+/// The claims of API Gateway's JWT authorizer, which hands them over as strings: a list
+/// claim (`aud`, `scope`, `cognito:groups`) arrives as `"[a b]"` and is read back as a list;
+/// the scopes API Gateway checked fill `scope` when the claims have none.
 fn api_gateway_claims(ctx: &Context) -> Option<Map<String, Value>> {
     let request = ctx.http()?;
     let authorizer = match request.request_context() {
@@ -657,12 +695,28 @@ fn api_gateway_claims(ctx: &Context) -> Option<Map<String, Value>> {
     if jwt.claims.is_empty() {
         return None;
     }
-    Some(
-        jwt.claims
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect(),
-    )
+    let mut claims: Map<String, Value> = jwt
+        .claims
+        .iter()
+        .map(|(k, v)| {
+            let value = match v.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {
+                Some(list) => Value::Array(
+                    list.split_whitespace()
+                        .map(|item| Value::String(item.to_owned()))
+                        .collect(),
+                ),
+                None => Value::String(v.clone()),
+            };
+            (k.clone(), value)
+        })
+        .collect();
+    if let Some(scopes) = jwt.scopes.as_ref().filter(|s| !s.is_empty())
+        && !claims.contains_key("scope")
+        && !claims.contains_key("scp")
+    {
+        claims.insert("scope".to_owned(), Value::String(scopes.join(" ")));
+    }
+    Some(claims)
 }
 
 /// Authenticates every request with a bearer JWT and puts the [`Principal`] in the

@@ -338,6 +338,79 @@ async fn api_gateway_claims_are_trusted_only_when_configured() {
     assert_eq!(strict.http(event).await.expect("response").status, 401);
 }
 
+/// Claims API Gateway verified are held to this function's issuers and audiences, as a
+/// token it verified would be; their lists, which API Gateway sends as `"[a b]"`, are read
+/// as lists, so roles and scopes work.
+#[tokio::test]
+async fn trusted_api_gateway_claims_are_checked_for_issuer_and_audience() {
+    let app = TestApp::new(
+        App::new()
+            .get("/me", whoami)
+            .get(
+                "/admin",
+                with_layer(whoami, RequireLayer::any_role(&["admin"])),
+            )
+            .get(
+                "/orders",
+                with_layer(whoami, RequireLayer::scopes(&["orders:read"])),
+            )
+            .layer(JwtAuthLayer::new(
+                JwtConfig::builder()
+                    .hs256_secret(None, SECRET)
+                    .algorithms(&[Algorithm::HS256])
+                    .issuers(&[ISSUER])
+                    .audiences(&[AUDIENCE])
+                    .trust_api_gateway_authorizer(true)
+                    .build()
+                    .expect("config"),
+            )),
+    )
+    .expect("app");
+    let call = |path: &str, claims: Value, scopes: Value| {
+        let mut event = events::http("GET", path).v2();
+        event["requestContext"]["authorizer"] =
+            json!({"jwt": {"claims": claims, "scopes": scopes}});
+        let app = &app;
+        async move { app.http(event).await.expect("response").status }
+    };
+    let ours = json!({"sub": "u", "iss": ISSUER, "aud": AUDIENCE});
+    assert_eq!(call("/me", ours.clone(), json!(null)).await, 200);
+    for (claims, why) in [
+        (
+            json!({"sub": "u", "iss": ISSUER, "aud": "public-app"}),
+            "another audience",
+        ),
+        (
+            json!({"sub": "u", "iss": "https://other", "aud": AUDIENCE}),
+            "another issuer",
+        ),
+        (json!({"sub": "u", "aud": AUDIENCE}), "no issuer"),
+    ] {
+        assert_eq!(call("/me", claims, json!(null)).await, 401, "{why}");
+    }
+    let listed = json!({
+        "sub": "u", "iss": ISSUER, "aud": format!("[web {AUDIENCE}]"),
+        "cognito:groups": "[staff admin]",
+    });
+    assert_eq!(
+        call("/me", listed.clone(), json!(null)).await,
+        200,
+        "one of the audiences"
+    );
+    let mut grouped = listed.clone();
+    grouped["roles"] = json!("[staff admin]");
+    assert_eq!(
+        call("/admin", grouped, json!(null)).await,
+        200,
+        "a role in a list"
+    );
+    assert_eq!(
+        call("/orders", ours, json!(["orders:read"])).await,
+        200,
+        "the scopes API Gateway checked"
+    );
+}
+
 /// A JWKS that the test rotates, counting fetches.
 #[derive(Clone)]
 struct Rotating {
