@@ -74,9 +74,10 @@ pub trait RequestInfo {
     fn deadline(&self) -> Option<SystemTime> {
         None
     }
-    /// Whether sending the request twice has the effect of sending it once.
+    /// Whether sending the request twice has the effect of sending it once (the retry
+    /// layer retries only these). By default, no: a request type says so for itself.
     fn is_idempotent(&self) -> bool {
-        true
+        false
     }
     /// The request's priority, for bulkheads and load shedding.
     fn priority(&self) -> Priority {
@@ -125,9 +126,15 @@ impl RequestInfo for Context {
     fn deadline(&self) -> Option<SystemTime> {
         Context::deadline(self)
     }
+    /// An HTTP request by its method (all but POST and PATCH); a record of a queue, stream,
+    /// topic, bus or schedule, which its source delivers again after a failure anyway, so
+    /// its handler already takes repeats; never a WebSocket message, which nothing
+    /// delivers again (a handler that broadcasts would broadcast twice).
     fn is_idempotent(&self) -> bool {
-        self.http()
-            .is_none_or(|request| method_is_idempotent(request.method()))
+        match self.http() {
+            Some(request) => method_is_idempotent(request.method()),
+            None => self.source() != lift_core::Source::WebSocket,
+        }
     }
     /// A [`Priority`] a layer put in the Context's extensions (one that knows the caller:
     /// [`crate::service_auth`] for verified services, or your own, by plan or role), else

@@ -41,6 +41,10 @@ impl RequestInfo for PriceRequest {
     fn deadline(&self) -> Option<SystemTime> {
         self.deadline
     }
+    /// A price is read: asking twice is asking once.
+    fn is_idempotent(&self) -> bool {
+        true
+    }
 }
 
 /// The price service's HTTP client, as a tower service (built once, cloned per call).

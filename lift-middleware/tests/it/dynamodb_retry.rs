@@ -14,7 +14,12 @@ use crate::aws;
 #[derive(Clone)]
 struct Put(String);
 
-impl RequestInfo for Put {}
+/// A conditional put: sending it twice has the effect of sending it once.
+impl RequestInfo for Put {
+    fn is_idempotent(&self) -> bool {
+        true
+    }
+}
 
 #[tokio::test]
 async fn a_failed_condition_is_tried_once() {

@@ -303,3 +303,54 @@ async fn a_retry_after_a_timeout_costs_more_budget() {
     );
     assert_eq!(budget.available(), 5);
 }
+
+/// On an App, the retry layer retries what is sent again anyway or idempotent by method;
+/// a WebSocket message, which nothing delivers again, runs once: a handler that broadcasts
+/// and then fails must not broadcast three times. A GET is retried.
+#[tokio::test(start_paused = true)]
+async fn a_websocket_message_is_not_retried_but_a_get_is() {
+    use lift_core::testing::{TestApp, events};
+    use lift_core::{App, Context};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let runs = Arc::new(AtomicU32::new(0));
+    let (on_message, on_get) = (runs.clone(), runs.clone());
+    let app = TestApp::new(
+        App::new()
+            .websocket("say", move |_ctx: Context| {
+                let runs = on_message.clone();
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Err::<(), _>(Error::new(
+                        lift_core::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "busy",
+                        "try later",
+                    ))
+                }
+            })
+            .get("/quote", move |_ctx: Context| {
+                let runs = on_get.clone();
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Err::<(), _>(Error::new(
+                        lift_core::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "busy",
+                        "try later",
+                    ))
+                }
+            })
+            .layer(retry(base())),
+    )
+    .expect("app");
+    let said = app
+        .websocket(events::websocket("c").message("say", "{}"))
+        .await
+        .expect("response");
+    assert_eq!(said.status, 503);
+    assert_eq!(runs.swap(0, Ordering::SeqCst), 1, "a message runs once");
+    let got = app
+        .http(events::http("GET", "/quote").v2())
+        .await
+        .expect("response");
+    assert_eq!(got.status, 503);
+    assert_eq!(runs.load(Ordering::SeqCst), 3, "a GET is tried three times");
+}
