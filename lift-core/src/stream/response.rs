@@ -263,7 +263,7 @@ pub(crate) fn into_stream_response(
     headers.remove(SET_COOKIE);
     headers.remove(CONTENT_LENGTH);
     headers.remove(TRANSFER_ENCODING);
-    let headers = single_valued(headers);
+    let headers = ascii_only(single_valued(headers));
     let stream = match live {
         Some(streamed) => ResponseStream::live(streamed, request_id, deadline),
         None => ResponseStream::once(match body {
@@ -280,6 +280,40 @@ pub(crate) fn into_stream_response(
         },
         stream,
     }
+}
+
+/// Headers whose values the prelude can carry: it holds each value as a JSON string, which
+/// the runtime writes only for visible ASCII (any other value became `[]`, the header lost
+/// or the prelude refused). A value with other bytes (UTF-8 in a `filename`, say) is sent
+/// with those bytes percent-encoded, and logged at WARN; RFC 8187's `filename*` says the
+/// same in a way clients read.
+fn ascii_only(mut headers: HeaderMap) -> HeaderMap {
+    let unsendable: Vec<_> = headers
+        .iter()
+        .filter(|(_, v)| v.to_str().is_err())
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in unsendable {
+        let Some(value) = headers.get(&name) else {
+            continue;
+        };
+        let encoded: String = value
+            .as_bytes()
+            .iter()
+            .map(|&b| {
+                if (0x20..0x7f).contains(&b) || b == b'\t' {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        tracing::warn!(target: "lift", code = "header_not_ascii", header = %name, "a streamed response's header value is not ASCII: sent percent-encoded");
+        if let Ok(encoded) = HeaderValue::from_str(&encoded) {
+            headers.insert(name, encoded);
+        }
+    }
+    headers
 }
 
 /// Joins repeated values of a header with `, `; a map without repeats is returned as is.
@@ -521,5 +555,27 @@ mod tests {
         assert_eq!(joined["vary"], "origin, accept");
         assert_eq!(joined["x-one"], "1");
         assert_eq!(joined.len(), 2);
+    }
+
+    /// The runtime writes a prelude header only when its value is visible ASCII (anything
+    /// else became `[]`): a UTF-8 value goes out percent-encoded, as a string.
+    #[test]
+    fn a_header_value_that_is_not_ascii_still_reaches_the_prelude() {
+        let mut response = Response::new(Body::Text("pdf".to_owned()));
+        response.headers_mut().insert(
+            "content-disposition",
+            HeaderValue::from_bytes("attachment; filename=\"résumé.pdf\"".as_bytes())
+                .expect("bytes a header may hold"),
+        );
+        response
+            .headers_mut()
+            .insert("x-plain", HeaderValue::from_static("kept as is"));
+        let streamed = into_stream_response(response, "r", None);
+        let prelude = serde_json::to_value(&streamed.metadata_prelude).expect("JSON");
+        assert_eq!(
+            prelude["headers"]["content-disposition"],
+            "attachment; filename=\"r%C3%A9sum%C3%A9.pdf\""
+        );
+        assert_eq!(prelude["headers"]["x-plain"], "kept as is");
     }
 }
