@@ -61,8 +61,9 @@ pub trait CachePolicy: Send + Sync + 'static {
 
     /// How long to keep `response`, or `None` not to keep it.
     ///
-    /// The default keeps 2xx answers without `Set-Cookie` whose `Cache-Control` does not
-    /// say `no-store`, `no-cache` or `private`, for the rule's time to live shortened to
+    /// The default keeps complete answers (200, 203 or 204: never a 206, a part of one)
+    /// without `Set-Cookie` whose `Cache-Control` does not say `no-store`, `no-cache` or
+    /// `private`, for the rule's time to live shortened to
     /// the response's `s-maxage` or `max-age`; under [`CacheRule::shared_only`] the
     /// response must say `public` or `s-maxage`.
     fn keep(&self, rule: &CacheRule, response: &Response) -> Option<Duration> {
@@ -136,7 +137,10 @@ impl CacheControl {
 }
 
 fn keep_http(rule: &CacheRule, response: &Response) -> Option<Duration> {
-    if !response.status().is_success() || response.headers().contains_key(header::SET_COOKIE) {
+    // A 206 is a part of an answer (a Range request's): stored, it would be served whole.
+    if !matches!(response.status().as_u16(), 200 | 203 | 204)
+        || response.headers().contains_key(header::SET_COOKIE)
+    {
         return None;
     }
     let cc = CacheControl::parse(response.headers());
@@ -201,6 +205,33 @@ fn escaped(bytes: &[u8]) -> PercentEncode<'_> {
 const SERVICE_TOKEN: HeaderName = HeaderName::from_static("x-lift-service-token");
 
 impl CachePolicy for HttpGetPolicy {
+    /// As [`CachePolicy::keep`], and not an answer that says it varies (`Vary`) on a
+    /// header the key does not hold (a CORS layer's `Vary: Origin` with one origin's
+    /// `Access-Control-Allow-Origin`, a language negotiated from `Accept-Language`), nor
+    /// one that varies on everything (`Vary: *`): served to the next caller, it would be
+    /// another request's answer. Name such a header with [`HttpGetPolicy::vary`].
+    fn keep(&self, rule: &CacheRule, response: &Response) -> Option<Duration> {
+        let unkeyed = response
+            .headers()
+            .get_all(header::VARY)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .any(|name| {
+                name == "*"
+                    || !self
+                        .vary
+                        .iter()
+                        .any(|v| v.as_str().eq_ignore_ascii_case(name))
+            });
+        if unkeyed {
+            return None;
+        }
+        keep_http(rule, response)
+    }
+
     fn rule(&self, ctx: &Context) -> Option<CacheRule> {
         let http = ctx.http()?;
         let method = http.method();
@@ -328,6 +359,12 @@ mod tests {
         assert_eq!(keep_http(&rule, &response(200, Some("max-age=0"))), None);
         assert_eq!(keep_http(&rule, &response(500, None)), None);
         assert_eq!(keep_http(&rule, &response(404, None)), None);
+        assert_eq!(
+            keep_http(&rule, &response(206, None)),
+            None,
+            "a part of an answer"
+        );
+        assert!(keep_http(&rule, &response(204, None)).is_some());
         for cc in ["no-store", "no-cache", "private"] {
             assert_eq!(keep_http(&rule, &response(200, Some(cc))), None, "{cc}");
         }
@@ -336,6 +373,29 @@ mod tests {
             .headers_mut()
             .insert(header::SET_COOKIE, HeaderValue::from_static("a=b"));
         assert_eq!(keep_http(&rule, &cookie), None);
+    }
+
+    /// An answer that varies on a header the key does not hold is not kept; once the
+    /// policy keys on it, it is.
+    #[test]
+    fn an_answer_varying_on_an_unkeyed_header_is_not_kept() {
+        let rule = CacheRule::new("k", Duration::from_secs(100));
+        let varying = |vary: &str| {
+            let mut r = response(200, None);
+            r.headers_mut()
+                .insert(header::VARY, HeaderValue::from_str(vary).unwrap());
+            r
+        };
+        let plain = HttpGetPolicy::new(Duration::from_secs(100));
+        assert_eq!(plain.keep(&rule, &varying("Origin")), None);
+        assert_eq!(plain.keep(&rule, &varying("*")), None);
+        assert!(plain.keep(&rule, &response(200, None)).is_some());
+        let by_origin = HttpGetPolicy::new(Duration::from_secs(100)).vary(header::ORIGIN);
+        assert!(by_origin.keep(&rule, &varying("origin")).is_some());
+        assert_eq!(
+            by_origin.keep(&rule, &varying("Origin, Accept-Language")),
+            None
+        );
     }
 
     #[test]
