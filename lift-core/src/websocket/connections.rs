@@ -21,8 +21,9 @@ use crate::error::{BoxError, Error};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectionError {
-    /// The connection no longer exists (API Gateway's `410 GoneException`): the client
-    /// disconnected. Forget the connection id.
+    /// The connection does not exist (API Gateway's `410 GoneException`): the client
+    /// disconnected (forget the connection id), or it is not open yet (a post from the
+    /// `$connect` of another invocation racing it).
     #[error("WebSocket connection `{connection_id}` is gone")]
     Gone {
         /// The connection that is gone.
@@ -55,6 +56,14 @@ pub enum ConnectionError {
     /// The context did not come from a WebSocket API, so it names no connection.
     #[error("the event did not come from a WebSocket API: there is no connection to answer")]
     NotWebSocket,
+    /// A reply from the connection's own `$connect`: API Gateway opens the connection only
+    /// once `$connect` answers 2xx, and refuses a post to it before (`410`). Send from the
+    /// first message instead, or answer the `$connect` itself.
+    #[error("WebSocket connection `{connection_id}` is not open until its $connect answers")]
+    NotYetConnected {
+        /// The connection being opened.
+        connection_id: String,
+    },
     /// Any other failure of the call (network, credentials, an unexpected answer).
     #[error("the API Gateway Management API call for connection `{connection_id}` failed")]
     Api {
@@ -372,14 +381,20 @@ impl Connections {
     /// Sends `data` to the connection the WebSocket event in `ctx` came from.
     ///
     /// # Errors
-    /// [`ConnectionError::NotWebSocket`] for a context of another source; otherwise as
-    /// [`Connections::send`].
+    /// [`ConnectionError::NotWebSocket`] for a context of another source,
+    /// [`ConnectionError::NotYetConnected`] for a `$connect` (nothing is sent: the
+    /// connection opens when it answers); otherwise as [`Connections::send`].
     pub async fn reply(
         &self,
         ctx: &Context,
         data: impl Into<Vec<u8>>,
     ) -> Result<(), ConnectionError> {
         let request = ctx.websocket().ok_or(ConnectionError::NotWebSocket)?;
+        if request.event_type() == super::EventType::Connect {
+            return Err(ConnectionError::NotYetConnected {
+                connection_id: request.connection_id().to_owned(),
+            });
+        }
         self.send(request.api(), request.connection_id(), data)
             .await
     }
@@ -498,6 +513,53 @@ mod tests {
         connections.client(&b).await;
         let clients = connections.shared.clients.read().expect("lock");
         assert_eq!(clients.len(), 2);
+    }
+
+    /// A `$connect` cannot post to its own connection, which opens when it answers:
+    /// `reply` says so without a call, where API Gateway's 410 would have refused the
+    /// connection through the handler's `?`. A message's reply does call (here an endpoint
+    /// that refuses connections).
+    #[tokio::test]
+    async fn a_reply_from_connect_is_refused_without_a_call() {
+        use crate::testing::{TestApp, events};
+        let connections = Connections::new(&config(Some("http://127.0.0.1:9")));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (on_connect, on_say) = (
+            (connections.clone(), seen.clone()),
+            (connections, seen.clone()),
+        );
+        let app = TestApp::new(
+            crate::App::new()
+                .websocket("$connect", move |ctx: Context| {
+                    let (connections, seen) = on_connect.clone();
+                    async move {
+                        let result = connections.reply(&ctx, "welcome").await;
+                        seen.lock().expect("seen").push(format!("{result:?}"));
+                        Ok::<_, Error>(())
+                    }
+                })
+                .websocket("say", move |ctx: Context| {
+                    let (connections, seen) = on_say.clone();
+                    async move {
+                        let result = connections.reply(&ctx, "hi").await;
+                        seen.lock().expect("seen").push(format!("{result:?}"));
+                        Ok::<_, Error>(())
+                    }
+                }),
+        )
+        .expect("app");
+        let client = events::websocket("c-1");
+        let connected = app.websocket(client.connect()).await.expect("response");
+        assert!(connected.status < 300, "the connection is accepted");
+        app.websocket(client.message("say", "{}"))
+            .await
+            .expect("response");
+        let seen = seen.lock().expect("seen").clone();
+        assert!(seen[0].starts_with("Err(NotYetConnected"), "{seen:?}");
+        assert!(
+            seen[1].starts_with("Err(Api"),
+            "a message's reply is sent: {seen:?}"
+        );
     }
 
     #[test]
