@@ -190,10 +190,7 @@ impl Idempotent {
             data: Some(data),
             validation: Some(validation),
         };
-        if shared
-            .finish(&record, &token)
-            .await
-            .map_err(IdempotentError::Store)?
+        if shared.finish(&record, &token, ctx.deadline()).await
             && let Some(values) = &self.values
         {
             values.insert(key, Arc::new(record));

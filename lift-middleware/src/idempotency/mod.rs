@@ -455,43 +455,45 @@ impl Shared {
         })
     }
 
-    /// Stores the completed record in place of the claim; `false` (and a warning) when the
-    /// call outlived its lock and another call holds the key by now.
-    async fn finish(&self, record: &Record, token: &ClaimToken) -> Result<bool, Error> {
-        let stored = self.store.complete(record, token).await?;
-        if !stored {
-            tracing::warn!(target: "lift::idempotency", code = "idempotency_lock_lapsed", key = %record.id, "the call outlived its lock and another call claimed the key; that call's answer is the one kept");
+    /// Stores the completed record in place of the claim, retrying a store error that may
+    /// pass; `false` when the call outlived its lock and another call holds the key by now
+    /// (a warning), or when the record could not be stored (an ERROR: the key stays locked
+    /// until its lock lapses, then a repeat runs again). The call's answer goes out either
+    /// way: a call that ran is never turned into a failure by its bookkeeping.
+    async fn finish(
+        &self,
+        record: &Record,
+        token: &ClaimToken,
+        deadline: Option<SystemTime>,
+    ) -> bool {
+        let key = record.id.as_str();
+        match retried(key, "storing a call's answer", deadline, || {
+            self.store.complete(record, token)
+        })
+        .await
+        {
+            Ok(true) => true,
+            Ok(false) => {
+                tracing::warn!(target: "lift::idempotency", code = "idempotency_lock_lapsed", %key, "the call outlived its lock and another call claimed the key; that call's answer is the one kept");
+                false
+            }
+            Err((error, attempts)) => {
+                tracing::error!(target: "lift::idempotency", code = "idempotency_complete_failed", %key, attempts, %error, "could not store a call's answer: the key stays locked until its lock lapses, and a repeat then runs again");
+                false
+            }
         }
-        Ok(stored)
     }
 
     /// Releases a failed call's key, so that a retry runs. A store error that may pass is
-    /// retried with backoff and jitter as long as the invocation has time left (a margin
-    /// before its deadline; a few attempts without one); a release that still fails is
-    /// logged at ERROR with the key, which stays locked until its lock lapses.
+    /// retried (see [`retried`]); a release that still fails is logged at ERROR with the
+    /// key, which stays locked until its lock lapses.
     async fn release(&self, key: &str, token: &ClaimToken, deadline: Option<SystemTime>) {
-        const MARGIN: Duration = Duration::from_millis(100);
-        const ATTEMPTS_WITHOUT_DEADLINE: u32 = 5;
-        let mut pause = Duration::from_millis(25);
-        let mut attempt = 1;
-        loop {
-            let error = match self.store.release(key, token).await {
-                Ok(()) => return,
-                Err(error) => error,
-            };
-            let wait = pause.mul_f64(0.5 + fastrand::f64());
-            let has_time = match deadline {
-                Some(deadline) => SystemTime::now() + wait + MARGIN < deadline,
-                None => attempt < ATTEMPTS_WITHOUT_DEADLINE,
-            };
-            if !error.is_retryable() || !has_time {
-                tracing::error!(target: "lift::idempotency", code = "idempotency_release_failed", %key, attempts = attempt, %error, "could not release a failed call's key: it stays locked until its lock lapses");
-                return;
-            }
-            tracing::warn!(target: "lift::idempotency", %key, attempt, %error, "releasing a failed call's key failed; retrying");
-            tokio::time::sleep(wait).await;
-            pause = (pause * 2).min(Duration::from_millis(800));
-            attempt += 1;
+        let released = retried(key, "releasing a failed call's key", deadline, || {
+            self.store.release(key, token)
+        })
+        .await;
+        if let Err((error, attempts)) = released {
+            tracing::error!(target: "lift::idempotency", code = "idempotency_release_failed", %key, attempts, %error, "could not release a failed call's key: it stays locked until its lock lapses");
         }
     }
 
@@ -573,6 +575,43 @@ crate::inner_accessors!(Idempotency<S>);
 
 /// The future of [`Idempotency`] (it awaits DynamoDB, so it is boxed).
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response, BoxError>> + Send>>;
+
+/// Runs a store write, retrying an error that may pass with backoff (25 ms doubling, at most
+/// 800 ms) and jitter while the invocation has time left (a margin before its deadline; five
+/// attempts without one); the last error and the attempts made when it never succeeds.
+async fn retried<T, F, Fut>(
+    key: &str,
+    what: &'static str,
+    deadline: Option<SystemTime>,
+    mut op: F,
+) -> Result<T, (crate::dynamo::DynamoError, u32)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::dynamo::DynamoError>>,
+{
+    const MARGIN: Duration = Duration::from_millis(100);
+    const ATTEMPTS_WITHOUT_DEADLINE: u32 = 5;
+    let mut pause = Duration::from_millis(25);
+    let mut attempt = 1;
+    loop {
+        let error = match op().await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let wait = pause.mul_f64(0.5 + fastrand::f64());
+        let has_time = match deadline {
+            Some(deadline) => SystemTime::now() + wait + MARGIN < deadline,
+            None => attempt < ATTEMPTS_WITHOUT_DEADLINE,
+        };
+        if !error.is_retryable() || !has_time {
+            return Err((error, attempt));
+        }
+        tracing::warn!(target: "lift::idempotency", %key, attempt, %error, "{what} failed; retrying");
+        tokio::time::sleep(wait).await;
+        pause = (pause * 2).min(Duration::from_millis(800));
+        attempt += 1;
+    }
+}
 
 fn in_progress_error() -> Error {
     Error::new(
@@ -696,7 +735,7 @@ where
                         shared.config.expires_after,
                     )
                     .map_err(|e| Box::new(Error::internal(e)) as BoxError)?;
-                    if shared.finish(&record, &token).await?
+                    if shared.finish(&record, &token, deadline).await
                         && let Some(cache) = &shared.cache
                         && let Ok(remembered) = Remembered::new(record)
                     {

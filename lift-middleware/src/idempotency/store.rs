@@ -39,10 +39,32 @@ struct StoredResponse {
     #[serde(rename = "statusCode")]
     status: u16,
     headers: HashMap<String, String>,
+    /// Every value of a header sent more than once (`Set-Cookie`, `Link`), in API
+    /// Gateway's shape; `headers` holds the last.
+    #[serde(
+        rename = "multiValueHeaders",
+        default,
+        skip_serializing_if = "HashMap::is_empty"
+    )]
+    multi: HashMap<String, Vec<String>>,
     body: String,
     #[serde(rename = "isBase64Encoded")]
     base64: bool,
+    /// The body was too large to keep: the record holds the status and headers only.
+    #[serde(
+        rename = "bodyNotKept",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    body_not_kept: bool,
 }
+
+/// The most a record's `data` may hold: DynamoDB items end at 400 KB, and the record's
+/// other attributes need room.
+const MAX_DATA_BYTES: usize = 350 * 1024;
+
+/// The header a replayed answer whose body was too large to keep carries.
+pub(crate) const BODY_NOT_KEPT_HEADER: &str = "x-lift-idempotency";
 
 impl Record {
     /// Whether the record no longer counts at `now` (since the epoch).
@@ -58,22 +80,45 @@ impl Record {
         ttl: Duration,
     ) -> Result<Record, serde_json::Error> {
         let (body, base64) = super::body_text(response.body());
-        let stored = StoredResponse {
+        let headers = response.headers();
+        let mut stored = StoredResponse {
             status: response.status().as_u16(),
-            headers: response
-                .headers()
+            headers: headers
                 .iter()
                 .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
                 .collect(),
+            multi: headers
+                .keys()
+                .filter(|name| headers.get_all(*name).iter().count() > 1)
+                .map(|name| {
+                    let values = headers
+                        .get_all(name)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                        .collect();
+                    (name.as_str().to_owned(), values)
+                })
+                .collect(),
             body,
             base64,
+            body_not_kept: false,
         };
+        let mut data = serde_json::to_string(&stored)?;
+        if data.len() > MAX_DATA_BYTES {
+            // Kept without its body rather than not at all: a repeat must not run the call
+            // again, and an item over DynamoDB's limit could never be written.
+            tracing::warn!(target: "lift::idempotency", key = %id, bytes = data.len(), "the answer is too large to keep: its status and headers are, a repeat gets them without the body");
+            stored.body.clear();
+            stored.base64 = false;
+            stored.body_not_kept = true;
+            data = serde_json::to_string(&stored)?;
+        }
         Ok(Record {
             id: id.to_owned(),
             completed: true,
             expiration: (now + ttl).as_secs(),
             in_progress_expiration: None,
-            data: Some(serde_json::to_string(&stored)?),
+            data: Some(data),
             validation: Some(validation.to_owned()),
         })
     }
@@ -107,6 +152,24 @@ impl Record {
             ) {
                 response.headers_mut().insert(name, value);
             }
+        }
+        for (name, values) in stored.multi {
+            let Ok(name) = http::HeaderName::try_from(name) else {
+                continue;
+            };
+            response.headers_mut().remove(&name);
+            for value in values {
+                if let Ok(value) = http::HeaderValue::try_from(value) {
+                    response.headers_mut().append(name.clone(), value);
+                }
+            }
+        }
+        if stored.body_not_kept {
+            response.headers_mut().remove(http::header::CONTENT_LENGTH);
+            response.headers_mut().insert(
+                http::HeaderName::from_static(BODY_NOT_KEPT_HEADER),
+                http::HeaderValue::from_static("body-too-large-to-keep"),
+            );
         }
         Ok(response)
     }

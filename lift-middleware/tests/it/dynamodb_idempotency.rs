@@ -858,3 +858,71 @@ async fn a_release_that_keeps_failing_gives_up_within_the_invocation() {
     assert_eq!(repeat.status, 409, "{}", repeat.text());
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
+
+/// An answer too large for a record (DynamoDB items end at 400 KB) is still the caller's,
+/// once: the record keeps its status and headers, so a repeat is answered (without the
+/// body, saying so) instead of running the call again or failing; repeated headers (two
+/// cookies) come back as they were sent.
+#[tokio::test]
+async fn an_answer_too_large_to_keep_runs_once_and_a_repeat_keeps_its_headers() {
+    let client = aws::client().await;
+    let table = aws::table_keyed(&client, "lift-idempotency", "id").await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let export = move |ctx: Context| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let kb: usize =
+                serde_json::from_slice::<Value>(ctx.body()).map_err(Error::internal)?["kb"]
+                    .as_u64()
+                    .unwrap_or(1) as usize;
+            let mut response =
+                lift_core::Response::new(lift_core::Body::Text("x".repeat(kb * 1024)));
+            for cookie in ["a=1; Path=/", "b=2; Path=/"] {
+                response.headers_mut().append(
+                    http::header::SET_COOKIE,
+                    http::HeaderValue::from_static(cookie),
+                );
+            }
+            Ok::<_, Error>(response)
+        }
+    };
+    let config = IdempotencyConfig::builder(&table)
+        .key_header("Idempotency-Key")
+        .build()
+        .expect("config");
+    let app = TestApp::new(
+        App::new()
+            .post("/exports", export)
+            .layer(IdempotencyLayer::new(client.clone(), config)),
+    )
+    .expect("app");
+    let call = |kb: u64, key: &str| {
+        events::http("POST", "/exports")
+            .header("Idempotency-Key", key)
+            .json(&json!({"kb": kb}))
+            .v2()
+    };
+    let first = app.http(call(450, "big")).await.expect("response");
+    assert_eq!(first.status, 200, "{}", first.text().len());
+    assert_eq!(first.text().len(), 450 * 1024);
+    let again = app.http(call(450, "big")).await.expect("response");
+    assert_eq!(again.status, 200);
+    assert_eq!(
+        again.header("x-lift-idempotency"),
+        Some("body-too-large-to-keep")
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the call ran once");
+
+    let small = app.http(call(1, "small")).await.expect("response");
+    assert_eq!(small.status, 200);
+    let repeat = app.http(call(1, "small")).await.expect("response");
+    assert_eq!(repeat.text(), small.text());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        repeat.headers["set-cookie"],
+        ["a=1; Path=/", "b=2; Path=/"],
+        "both cookies replayed"
+    );
+}
