@@ -182,7 +182,8 @@ impl Authorization {
     }
 
     /// Passes `key` to the integration (`requestContext.authorizer.{key}`; under
-    /// `lambda` for payload 2.0). REST APIs take strings, numbers and booleans only.
+    /// `lambda` for payload 2.0). REST and WebSocket APIs take strings, numbers and
+    /// booleans only: a list or an object goes to them as its JSON text, a null not at all.
     pub fn context(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
         self.context.insert(key.into(), value.into());
         self
@@ -204,8 +205,11 @@ impl Authorization {
     }
 
     /// The response API Gateway expects for a request about `arn`: the simple response of
-    /// payload 2.0 when `simple`, else an IAM policy.
-    pub(crate) fn to_json(&self, arn: &str, simple: bool) -> Value {
+    /// payload 2.0 when `simple`, else an IAM policy. For a REST or WebSocket API
+    /// (`http_api` false), whose authorizer context takes strings, numbers and booleans
+    /// only (anything else fails the call with a 500 that only API Gateway's logs explain),
+    /// a list or an object is passed as its JSON text and a null left out, each with a WARN.
+    pub(crate) fn to_json(&self, arn: &str, simple: bool, http_api: bool) -> Value {
         let mut out = Map::new();
         if simple {
             out.insert("isAuthorized".to_owned(), Value::Bool(self.allow));
@@ -235,10 +239,33 @@ impl Authorization {
             }
         }
         if !self.context.is_empty() {
-            out.insert("context".to_owned(), Value::Object(self.context.clone()));
+            let context = if http_api {
+                self.context.clone()
+            } else {
+                flat_context(&self.context)
+            };
+            out.insert("context".to_owned(), Value::Object(context));
         }
         Value::Object(out)
     }
+}
+
+/// `context` as a REST or WebSocket API takes it: strings, numbers and booleans.
+fn flat_context(context: &Map<String, Value>) -> Map<String, Value> {
+    context
+        .iter()
+        .filter_map(|(key, value)| match value {
+            Value::Null => {
+                tracing::warn!(target: "lift::authorizer", key, "an authorizer context value is null, which a REST or WebSocket API refuses: left out");
+                None
+            }
+            Value::Array(_) | Value::Object(_) => {
+                tracing::warn!(target: "lift::authorizer", key, "an authorizer context value is a list or an object, which a REST or WebSocket API refuses: passed as its JSON text");
+                Some((key.clone(), Value::String(value.to_string())))
+            }
+            other => Some((key.clone(), other.clone())),
+        })
+        .collect()
 }
 
 impl crate::response::IntoResponse for Authorization {

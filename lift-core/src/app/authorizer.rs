@@ -117,6 +117,7 @@ impl LiftService {
                 return Err(error);
             }
         };
-        serde_json::value::to_raw_value(&decision.to_json(&arn, simple)).map_err(Error::internal)
+        serde_json::value::to_raw_value(&decision.to_json(&arn, simple, http_api))
+            .map_err(Error::internal)
     }
 }

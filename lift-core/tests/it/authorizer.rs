@@ -303,3 +303,33 @@ async fn an_authorizer_sees_cookies_and_every_value() {
     assert_eq!(answer["context"]["multi"], "one");
     assert_eq!(answer["context"]["p"], "a|b");
 }
+
+/// REST and WebSocket APIs take authorizer context values that are strings, numbers or
+/// booleans, and fail the call otherwise: a list goes as its JSON text, a null not at all.
+/// An HTTP API's payload 2.0 takes any JSON, as given.
+#[tokio::test]
+async fn context_values_are_what_each_api_takes() {
+    let app = TestApp::new(App::new().authorizer(|_ctx: Context| async {
+        Ok::<_, Error>(
+            Authorization::allow("user-1")
+                .context("groups", json!(["a", "b"]))
+                .context("tenant", Option::<String>::None)
+                .context("limit", 7)
+                .context("vip", true),
+        )
+    }))
+    .expect("app");
+    let rest = app
+        .invoke(&orders().token("Bearer any"))
+        .await
+        .expect("answer");
+    assert_eq!(
+        rest["context"],
+        json!({"groups": "[\"a\",\"b\"]", "limit": 7, "vip": true})
+    );
+    let http_api = app
+        .invoke(&orders().header("authorization", "Bearer any").request_v2())
+        .await
+        .expect("answer");
+    assert_eq!(http_api["context"]["groups"], json!(["a", "b"]));
+}
