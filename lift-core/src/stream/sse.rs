@@ -128,10 +128,16 @@ impl Event {
             // Writing to a String cannot fail.
             let _ = writeln!(out, "retry: {}", retry.as_millis());
         }
-        if let Some(data) = &self.data {
-            for line in lines(data) {
-                field(&mut out, "data", line);
+        match &self.data {
+            Some(data) => {
+                for line in lines(data) {
+                    field(&mut out, "data", line);
+                }
             }
+            // A browser's EventSource drops an event without data: a named event (an
+            // `event: end` marking a complete body, say) gets an empty data line.
+            None if self.event.is_some() => out.push_str("data:\n"),
+            None => {}
         }
         out.push('\n');
         Ok(Bytes::from(out))
@@ -256,5 +262,15 @@ mod tests {
         assert_eq!(empty, [""]);
         let crlf_pair: Vec<&str> = lines("\r\n\r\n").collect();
         assert_eq!(crlf_pair, ["", "", ""]);
+    }
+
+    /// An event a browser's EventSource dispatches needs a data line: a named event
+    /// without data (the `event: end` a complete body closes with) gets an empty one.
+    #[test]
+    fn a_named_event_without_data_still_reaches_the_client() {
+        let end = Event::new().event("end").encode().expect("an event");
+        assert_eq!(&end[..], b"event: end\ndata:\n\n");
+        let comment_only = Event::new().id("7").encode().expect("an event");
+        assert_eq!(&comment_only[..], b"id: 7\n\n");
     }
 }
