@@ -27,7 +27,11 @@
 //! use lift_core::{App, Context, Error, Result};
 //!
 //! async fn authorize(ctx: Context) -> Result<Authorization> {
-//!     match ctx.header("authorization") {
+//!     // A REQUEST authorizer's headers, or a TOKEN authorizer's token.
+//!     let token = ctx
+//!         .header("authorization")
+//!         .or_else(|| ctx.authorizer().and_then(|request| request.token()));
+//!     match token {
 //!         Some("Bearer let-me-in") => Ok(Authorization::allow("user-1")
 //!             .context("tenant", "acme")
 //!             .for_all_routes()),
