@@ -209,6 +209,19 @@ struct Shared {
     clients: RwLock<HashMap<String, Client>>,
 }
 
+/// The region in `api`'s `execute-api` domain (`{id}.execute-api.{region}.amazonaws.com`).
+fn execute_api_region(api: &WebSocketApi) -> Option<&str> {
+    if !api.has_execute_api_domain() {
+        return None;
+    }
+    api.domain_name()
+        .strip_prefix(api.api_id())?
+        .strip_prefix(".execute-api.")?
+        .split('.')
+        .next()
+        .filter(|region| !region.is_empty())
+}
+
 /// The Management API endpoint of `api` under `config` (see [`Connections`]).
 fn endpoint(config: &SdkConfig, api: &WebSocketApi) -> String {
     if let Some(base) = config.endpoint_url() {
@@ -325,11 +338,18 @@ impl Connections {
         {
             return client.clone();
         }
-        let client = Client::from_conf(
-            aws_sdk_apigatewaymanagement::config::Builder::from(config)
-                .endpoint_url(&endpoint)
-                .build(),
-        );
+        let mut builder =
+            aws_sdk_apigatewaymanagement::config::Builder::from(config).endpoint_url(&endpoint);
+        // Signed for the API's own region, which a stored API's domain names, whatever
+        // region this function runs in (else API Gateway answers 403).
+        if config.endpoint_url().is_none()
+            && let Some(region) = execute_api_region(api)
+        {
+            builder = builder.region(aws_sdk_apigatewaymanagement::config::Region::new(
+                region.to_owned(),
+            ));
+        }
+        let client = Client::from_conf(builder.build());
         tracing::debug!(target: "lift::websocket", endpoint = %endpoint, "management API client built");
         clients
             .write()
@@ -492,6 +512,29 @@ mod tests {
         assert_eq!(
             local.endpoint(&api).await,
             "http://127.0.0.1:4566/_aws/execute-api/a1b2c3/prod"
+        );
+    }
+
+    /// A stored API of another region is called with requests signed for its region.
+    #[tokio::test]
+    async fn a_client_signs_for_the_apis_own_region() {
+        let connections = Connections::new(&config(None));
+        let east = WebSocketApi::new(
+            "a1b2c3",
+            "prod",
+            "a1b2c3.execute-api.us-east-1.amazonaws.com",
+        );
+        let client = connections.client(&east).await;
+        assert_eq!(
+            client.config().region().map(|r| r.as_ref()),
+            Some("us-east-1")
+        );
+        let custom = WebSocketApi::new("d4e5f6", "prod", "chat.example.com");
+        let client = connections.client(&custom).await;
+        assert_eq!(
+            client.config().region().map(|r| r.as_ref()),
+            Some("eu-west-1"),
+            "a custom domain names no region: the function's"
         );
     }
 
