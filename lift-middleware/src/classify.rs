@@ -59,11 +59,27 @@ impl<Res: ResponseStatus> Classifier<Res> for DefaultClassifier {
     }
 }
 
-/// Whether a boxed error is a Lift error with a 4xx status.
+/// Whether a boxed error is the request's own fault rather than the dependency's: a Lift
+/// error with a 4xx status, or (with the `dynamodb` feature) a DynamoDB condition that did
+/// not hold or a request DynamoDB refused as invalid, found anywhere in its chain. A
+/// breaker counting them would open on a healthy table whenever writers race.
 pub fn is_client_error(error: &BoxError) -> bool {
-    error
-        .downcast_ref::<Error>()
-        .is_some_and(Error::is_client_error)
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+    while let Some(current) = next {
+        if let Some(lift) = current.downcast_ref::<Error>() {
+            return lift.is_client_error();
+        }
+        #[cfg(feature = "dynamodb")]
+        if let Some(dynamo) = current.downcast_ref::<crate::dynamo::DynamoError>() {
+            return matches!(
+                dynamo,
+                crate::dynamo::DynamoError::ConditionFailed { .. }
+                    | crate::dynamo::DynamoError::Validation { .. }
+            );
+        }
+        next = current.source();
+    }
+    false
 }
 
 /// What middleware may ask of a request: its deadline, whether replaying it is safe, and
@@ -324,5 +340,24 @@ mod tests {
         let mut request = http::Request::new(());
         request.extensions_mut().insert(Priority::High);
         assert_eq!(request.priority(), Priority::High);
+    }
+
+    /// A condition that did not hold is the writer's race, not the table's health: a
+    /// breaker does not count it; throttling it does.
+    #[cfg(feature = "dynamodb")]
+    #[test]
+    fn a_failed_dynamodb_condition_is_not_a_failure() {
+        use crate::dynamo::DynamoError;
+        let classify = |error: DynamoError| {
+            Classifier::<http::Response<()>>::is_failure(&DefaultClassifier, &Err(Box::new(error)))
+        };
+        assert!(!classify(DynamoError::ConditionFailed {
+            operation: "PutItem",
+            item: None,
+        }));
+        assert!(classify(DynamoError::Throttled {
+            operation: "PutItem",
+            code: "ThrottlingException".to_owned(),
+        }));
     }
 }
