@@ -313,8 +313,38 @@ impl<C> std::fmt::Debug for SharedCircuitBreakerLayer<C> {
 
 impl SharedCircuitBreakerLayer {
     /// A breaker named by `config`, its state in `table`, through `client` (built once at
-    /// init and shared); default classifier, a 1 s state cache, item prefix `cb`.
+    /// init and shared); default classifier, a 1 s state cache, item prefix `cb`. It trips
+    /// on the failure rate only (see the module docs): a configuration without one never
+    /// opens it, which is logged at WARN here and refused by
+    /// [`SharedCircuitBreakerLayer::try_new`].
     pub fn new(client: Client, table: &str, config: CircuitBreakerConfig) -> Self {
+        if config.failure_rate.is_none() {
+            tracing::warn!(target: "lift::circuit_breaker", breaker = %config.name, "a shared breaker trips on its failure rate only, and this configuration has none: it never opens");
+        }
+        Self::build(client, table, config)
+    }
+
+    /// [`SharedCircuitBreakerLayer::new`], refusing a configuration that could never open
+    /// the breaker.
+    ///
+    /// # Errors
+    /// [`ConfigError`](crate::ConfigError) naming `failure_rate` when the configuration
+    /// has none (a consecutive-failure or slow-call trigger alone is local-only).
+    pub fn try_new(
+        client: Client,
+        table: &str,
+        config: CircuitBreakerConfig,
+    ) -> Result<Self, crate::ConfigError> {
+        if config.failure_rate.is_none() {
+            return Err(crate::ConfigError::OutOfRange {
+                field: "failure_rate",
+                reason: "a shared breaker trips on its failure rate only: set one",
+            });
+        }
+        Ok(Self::build(client, table, config))
+    }
+
+    fn build(client: Client, table: &str, config: CircuitBreakerConfig) -> Self {
         SharedCircuitBreakerLayer {
             shared: Arc::new(Shared {
                 client,

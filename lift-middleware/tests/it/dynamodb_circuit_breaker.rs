@@ -287,3 +287,28 @@ async fn concurrent_environments_trip_it_exactly_once() {
         "{called} calls reached the dependency"
     );
 }
+
+/// The shared breaker trips on a failure rate only: a configuration without one could
+/// never open it, and `try_new` refuses it (no call is made).
+#[test]
+fn a_shared_breaker_without_a_failure_rate_is_refused() {
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .build(),
+    );
+    let consecutive_only = CircuitBreakerConfig::builder("payments")
+        .consecutive_failures(5)
+        .no_failure_rate()
+        .build()
+        .expect("a valid local configuration");
+    assert!(matches!(
+        SharedCircuitBreakerLayer::try_new(client.clone(), "t", consecutive_only),
+        Err(lift_middleware::ConfigError::OutOfRange {
+            field: "failure_rate",
+            ..
+        })
+    ));
+    assert!(SharedCircuitBreakerLayer::try_new(client, "t", config()).is_ok());
+}
