@@ -337,10 +337,15 @@ impl Cache {
             return Some(entry);
         }
         let remote = self.inner.remote.as_ref()?;
+        // An invalidation here while the table is read may come after the read: what the
+        // read found then goes to this caller only, never into memory for the next.
+        let epoch = self.inner.epoch.load(Ordering::Acquire);
         match remote.get(slot.scope(), slot.key()).await {
             Ok(Some(entry)) if entry.usable(now, max_age) => {
                 let entry = Arc::new(entry);
-                if let Some(memory) = &self.inner.memory {
+                if let Some(memory) = &self.inner.memory
+                    && self.inner.epoch.load(Ordering::Acquire) == epoch
+                {
                     memory.put(&slot.joined, entry.clone(), now);
                 }
                 Some(entry)
