@@ -25,6 +25,7 @@
 //! # Default
 //! 10 slots, none reserved, no queue (a call with no free slot is refused at once).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -135,6 +136,13 @@ impl Compartment {
         }
     }
 
+    /// Whether a call holds one of its slots or waits for one.
+    fn in_use(&self) -> bool {
+        Arc::strong_count(&self.shared) > 1
+            || Arc::strong_count(&self.reserved) > 1
+            || self.waiting.load(Ordering::Acquire) > 0
+    }
+
     fn try_acquire(&self, priority: Priority) -> Option<OwnedSemaphorePermit> {
         self.shared.clone().try_acquire_owned().ok().or_else(|| {
             (priority == Priority::High)
@@ -200,7 +208,46 @@ struct Shared<K> {
     config: BulkheadConfig,
     global: Compartment,
     key: K,
-    per_key: Option<(BulkheadConfig, moka::sync::Cache<String, Arc<Compartment>>)>,
+    per_key: Option<PerKey>,
+}
+
+/// The compartments of a keyed bulkhead.
+struct PerKey {
+    config: BulkheadConfig,
+    /// At most `max_keys`, idle ones dropped.
+    cache: moka::sync::Cache<String, Arc<Compartment>>,
+    /// Every compartment handed out, so that one the cache dropped while calls still
+    /// hold its slots is found again: a fresh one would let a key's calls past its limit.
+    /// Pruned of the unused ones once it holds twice `max_keys`.
+    handed_out: std::sync::Mutex<HashMap<String, Arc<Compartment>>>,
+    max_keys: u64,
+}
+
+impl PerKey {
+    fn compartment(&self, key: &str, name: &str) -> Arc<Compartment> {
+        if let Some(found) = self.cache.get(key) {
+            return found;
+        }
+        let mut handed_out = self
+            .handed_out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(held) = handed_out.get(key).filter(|c| c.in_use()) {
+            self.cache.insert(key.to_owned(), held.clone());
+            return held.clone();
+        }
+        let fresh = self.cache.get_with_by_ref(key, || {
+            Arc::new(Compartment::new(
+                &self.config,
+                Arc::from(format!("{name}:{key}")),
+            ))
+        });
+        handed_out.insert(key.to_owned(), fresh.clone());
+        if handed_out.len() as u64 > self.max_keys.saturating_mul(2) {
+            handed_out.retain(|_, c| c.in_use());
+        }
+        fresh
+    }
 }
 
 /// Applies a [`Bulkhead`].
@@ -249,16 +296,25 @@ impl<K> BulkheadLayer<K> {
         idle: Duration,
     ) -> BulkheadLayer<K2> {
         let config = self.shared.config.clone();
+        // Least recently used out, every new key in: the default policy may refuse a new,
+        // rarely seen key a place, and a key without one got a fresh compartment on every
+        // call, its limit never reached.
         let cache = moka::sync::Cache::builder()
             .max_capacity(max_keys)
             .time_to_idle(idle)
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .build();
         BulkheadLayer {
             shared: Arc::new(Shared {
                 global: Compartment::new(&config, config.name.clone()),
                 config,
                 key,
-                per_key: Some((per_key, cache)),
+                per_key: Some(PerKey {
+                    config: per_key,
+                    cache,
+                    handed_out: std::sync::Mutex::new(HashMap::new()),
+                    max_keys,
+                }),
             }),
         }
     }
@@ -333,12 +389,7 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let priority = request.priority();
         let compartment = match (&self.shared.per_key, self.shared.key.key_of(&request)) {
-            (Some((config, cache)), Some(key)) => Some(cache.get_with_by_ref(&key, || {
-                Arc::new(Compartment::new(
-                    config,
-                    Arc::from(format!("{}:{key}", self.shared.config.name)),
-                ))
-            })),
+            (Some(per_key), Some(key)) => Some(per_key.compartment(&key, &self.shared.config.name)),
             _ => None,
         };
         // Fast path: free slots now, no allocation.
@@ -363,7 +414,9 @@ where
         ResponseFuture::waiting(Box::pin(async move {
             let until = tokio::time::Instant::now() + shared.config.max_wait;
             let key_permit = match (&compartment, &shared.per_key) {
-                (Some(c), Some((config, _))) => Some(c.acquire(priority, config, until).await?),
+                (Some(c), Some(per_key)) => {
+                    Some(c.acquire(priority, &per_key.config, until).await?)
+                }
                 _ => None,
             };
             let global = shared

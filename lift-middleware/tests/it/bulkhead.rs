@@ -234,3 +234,49 @@ async fn a_cancelled_waiter_leaves_the_queue() {
     assert_eq!(status(&first.await.expect("task")), 200);
     assert_eq!(status(&waiter.await.expect("task")), 200);
 }
+
+/// With every compartment place taken by busy tenants, a new tenant still gets a
+/// compartment of its own, kept between its calls: its limit holds. (A cache that refused
+/// the newcomer a place gave it a fresh compartment on every call, so it had none.)
+#[tokio::test(start_paused = true)]
+async fn a_new_key_gets_a_compartment_when_the_places_are_taken() {
+    let dep = Dependency::new(Behaviour::Hang);
+    let per_key = BulkheadConfig::builder("per-tenant")
+        .max_concurrent(1)
+        .build()
+        .expect("valid config");
+    let layer = layer(100, 0, None).keyed(tenant_of, per_key, 4, Duration::from_secs(600));
+    let svc = layer.layer(dep.clone());
+    let busy = ["a", "b", "c", "d"];
+    for tenant in busy {
+        dep.set_for(tenant, Behaviour::Ok);
+    }
+    let rounds = |n: usize| {
+        let svc = svc.clone();
+        async move {
+            for _ in 0..n {
+                for tenant in busy {
+                    let result =
+                        call(&mut svc.clone(), TestRequest::new().for_tenant(tenant)).await;
+                    assert_eq!(status(&result), 200, "{tenant}");
+                }
+            }
+        }
+    };
+    rounds(50).await;
+    let newcomer = || TestRequest::new().for_tenant("newcomer");
+    let _holding = spawn(&svc, newcomer());
+    settle().await;
+    for _ in 0..3 {
+        // The busy tenants keep the cache working (and deciding) between the newcomer's calls.
+        rounds(50).await;
+        // Admitted, the call would hang on the dependency: a refusal comes at once.
+        let second =
+            tokio::time::timeout(Duration::from_secs(5), call(&mut svc.clone(), newcomer()))
+                .await
+                .expect("refused at once, not admitted past the newcomer's limit of one");
+        assert_full(&second, "inv:newcomer");
+    }
+    assert_eq!(dep.calls_for(Some("newcomer")), 1);
+    dep.release(Behaviour::Ok);
+}
