@@ -21,8 +21,8 @@ async fn the_memory_store_keeps_the_contract() {
     contract(MemoryStore::new()).await;
 }
 
-#[tokio::test]
-async fn the_dynamodb_store_keeps_the_contract() {
+/// A store on a fresh table of the emulator.
+async fn emulator_store() -> DynamoStore {
     assert!(
         std::env::var_os("AWS_ENDPOINT_URL").is_some(),
         "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
@@ -30,7 +30,12 @@ async fn the_dynamodb_store_keeps_the_contract() {
     let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
     let table = unique("sagas");
     DynamoStore::create_table(&client, &table).await.unwrap();
-    contract(DynamoStore::new(client, &table)).await;
+    DynamoStore::new(client, &table)
+}
+
+#[tokio::test]
+async fn the_dynamodb_store_keeps_the_contract() {
+    contract(emulator_store().await).await;
 }
 
 #[tokio::test]
@@ -274,14 +279,7 @@ async fn the_memory_store_never_writes_an_altered_snapshot_back() {
 
 #[tokio::test]
 async fn the_dynamodb_store_never_writes_an_altered_snapshot_back() {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
-    );
-    let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
-    let table = unique("sagas");
-    DynamoStore::create_table(&client, &table).await.unwrap();
-    an_altered_snapshot_is_never_written_back(DynamoStore::new(client, &table)).await;
+    an_altered_snapshot_is_never_written_back(emulator_store().await).await;
 }
 
 /// A store that fails chosen saves: `Throttled` for the `throttle`-th, and for the

@@ -360,11 +360,13 @@ fn summary(item: &HashMap<String, AttributeValue>) -> Option<SagaSummary> {
     })
 }
 
-impl SagaStore for DynamoStore {
-    async fn save(&self, state: &SagaState) -> Result<(), StoreError> {
+impl DynamoStore {
+    /// Writes `state` on the version before it (for version 1: if no saga has its id), and
+    /// when `base` is given, only over a stored saga with `base`'s content too. On a
+    /// conflict DynamoDB hands back the stored item with the failure: the orchestrator
+    /// applies its input again without reading.
+    async fn put(&self, state: &SagaState, base: Option<&SagaState>) -> Result<(), StoreError> {
         let item = encode(state)?;
-        // On a conflict DynamoDB hands back the stored item with the failure: the
-        // orchestrator applies its input again without reading.
         let put = self
             .client
             .put_item()
@@ -374,39 +376,31 @@ impl SagaStore for DynamoStore {
         let put = if state.version() <= 1 {
             put.condition_expression("attribute_not_exists(pk)")
         } else {
-            put.condition_expression("v = :expected")
-                .expression_attribute_values(
-                    ":expected",
-                    AttributeValue::N((state.version() - 1).to_string()),
-                )
+            let put = put.expression_attribute_values(
+                ":expected",
+                AttributeValue::N((state.version() - 1).to_string()),
+            );
+            match base {
+                Some(base) => put
+                    .condition_expression("v = :expected AND d = :base")
+                    .expression_attribute_values(":base", AttributeValue::S(state_digest(base)?)),
+                None => put.condition_expression("v = :expected"),
+            }
         };
         dynamo::within("PutItem", CALL_LIMIT, put.send())
             .await
             .map_err(|e| store_error(state.id(), e))?;
         Ok(())
     }
+}
+
+impl SagaStore for DynamoStore {
+    async fn save(&self, state: &SagaState) -> Result<(), StoreError> {
+        self.put(state, None).await
+    }
 
     async fn save_over(&self, state: &SagaState, base: &SagaState) -> Result<(), StoreError> {
-        if state.version() <= 1 {
-            return self.save(state).await;
-        }
-        let item = encode(state)?;
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .condition_expression("v = :expected AND d = :base")
-            .expression_attribute_values(
-                ":expected",
-                AttributeValue::N((state.version() - 1).to_string()),
-            )
-            .expression_attribute_values(":base", AttributeValue::S(state_digest(base)?));
-        dynamo::within("PutItem", CALL_LIMIT, put.send())
-            .await
-            .map_err(|e| store_error(state.id(), e))?;
-        Ok(())
+        self.put(state, Some(base)).await
     }
 
     async fn load(&self, id: &str) -> Result<Option<SagaState>, StoreError> {
