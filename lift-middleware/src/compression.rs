@@ -5,6 +5,9 @@
 //! neither API Gateway HTTP APIs nor Function URLs compress a function's answer, so
 //! [`CompressionLayer`] does it in the function:
 //!
+//! - Answers to HTTP APIs, Function URLs and ALBs are compressed; answers to REST APIs
+//!   only with [`CompressionLayer::rest_api_binary_media_types`], since a REST API passes
+//!   a base64 body on as text unless its `binaryMediaTypes` cover the request's `Accept`.
 //! - The coding is negotiated from the request's `Accept-Encoding` with its quality values
 //!   (`gzip;q=1, deflate;q=0.5`, `*`, `q=0` refusals); `gzip` wins a tie. Without an
 //!   acceptable coding the response goes out as it is.
@@ -154,6 +157,8 @@ struct Settings {
     min_size: usize,
     level: Compression,
     compressible: TypeRule,
+    /// Whether REST API answers are compressed too.
+    rest_api: bool,
 }
 
 /// Compresses HTTP responses for clients that accept `gzip` or `deflate`; see the
@@ -191,6 +196,7 @@ impl CompressionLayer {
                 min_size: 1024,
                 level: Compression::default(),
                 compressible: Arc::new(is_compressible),
+                rest_api: false,
             }),
         }
     }
@@ -210,6 +216,15 @@ impl CompressionLayer {
     /// levels cost CPU time, which Lambda bills.
     pub fn level(self, level: u32) -> Self {
         self.with(|s| s.level = Compression::new(level.min(9)))
+    }
+
+    /// Compresses answers to REST API (payload 1.0) requests too, for an API whose
+    /// `binaryMediaTypes` cover what its clients `Accept` (`*/*` does). Off by default: a
+    /// REST API decodes a base64 body only for those types, and otherwise sends the base64
+    /// text itself, labelled `Content-Encoding: gzip`, which no client can read. A REST
+    /// API can also compress on its own (`minimumCompressionSize`).
+    pub fn rest_api_binary_media_types(self, configured: bool) -> Self {
+        self.with(|s| s.rest_api = configured)
     }
 
     /// Replaces the rule for which `Content-Type`s are compressed (default
@@ -258,9 +273,11 @@ where
     }
 
     fn call(&mut self, ctx: Context) -> Self::Future {
+        let rest_api = ctx.source() == lift_core::Source::ApiGatewayV1;
         let coding = ctx
             .http()
             .filter(|request| request.method() != Method::HEAD)
+            .filter(|_| !rest_api || self.settings.rest_api)
             .and_then(|_| ctx.header("accept-encoding"))
             .and_then(negotiate);
         CompressionFuture {

@@ -358,3 +358,40 @@ mod properties {
         }
     }
 }
+
+/// A REST API passes a base64 body on as text unless its binaryMediaTypes cover the
+/// request's Accept: its answers stay uncompressed unless the layer is told they do. HTTP
+/// APIs, Function URLs and ALBs decode base64 bodies and get compressed answers.
+#[tokio::test]
+async fn rest_api_answers_stay_uncompressed_unless_binary_media_types_are_set() {
+    async fn rest(app: &TestApp) -> HttpResponse {
+        let event = events::http("GET", "/report")
+            .header("accept-encoding", "gzip")
+            .header("accept", "application/json")
+            .v1();
+        app.http(event).await.expect("response")
+    }
+    let plain = rest(&app(CompressionLayer::new())).await;
+    assert_eq!(plain.header("content-encoding"), None);
+    assert!(!plain.base64);
+    assert_eq!(plain.json::<Value>().expect("json"), report());
+    let configured = rest(&app(
+        CompressionLayer::new().rest_api_binary_media_types(true)
+    ))
+    .await;
+    assert_eq!(configured.header("content-encoding"), Some("gzip"));
+    for event in [
+        events::http("GET", "/report")
+            .header("accept-encoding", "gzip")
+            .v2(),
+        events::http("GET", "/report")
+            .header("accept-encoding", "gzip")
+            .alb(),
+    ] {
+        let response = app(CompressionLayer::new())
+            .http(event)
+            .await
+            .expect("response");
+        assert_eq!(response.header("content-encoding"), Some("gzip"));
+    }
+}
