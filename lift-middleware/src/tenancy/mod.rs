@@ -67,8 +67,15 @@ pub enum TenantSource {
     Header(String),
     /// A path parameter of the matched route.
     PathParam(String),
-    /// The first label of the `Host` (`acme.api.example.com` → `acme`).
+    /// The first label of the `Host`, lower-cased (`Acme.api.example.com` → `acme`), of any
+    /// host with three labels or more: the API's own host (`api.example.com` → `api`, an
+    /// `execute-api` or Function URL host → its id) names one too. Prefer
+    /// [`TenantSource::SubdomainOf`], which takes tenants under one domain only.
     Subdomain,
+    /// The one label before `base` in the `Host`, lower-cased (`acme.api.example.com` with
+    /// base `api.example.com` → `acme`); any other host (the base itself, a deeper name,
+    /// another domain) names no tenant.
+    SubdomainOf(String),
     /// A message attribute of an SQS or SNS record (such as `tenantId`, the attribute
     /// `propagate` sets), or the string field at the top of an EventBridge event's `detail`
     /// (such as `tenant`, where an event envelope carries it), set by the publisher; trusted
@@ -173,8 +180,29 @@ fn value_of<'a>(ctx: &'a Context, source: &TenantSource) -> Option<Cow<'a, str>>
             let host = host.split(':').next()?;
             let mut labels = host.split('.');
             let first = labels.next()?;
-            (labels.count() >= 2).then_some(Cow::Borrowed(first))
+            (labels.count() >= 2).then(|| lower(first))
         }
+        TenantSource::SubdomainOf(base) => {
+            let host = ctx.header(http::header::HOST)?;
+            let host = host.split(':').next()?.trim_end_matches('.');
+            let label = host
+                .len()
+                .checked_sub(base.len() + 1)
+                .filter(|&at| {
+                    host[at + 1..].eq_ignore_ascii_case(base) && host.as_bytes()[at] == b'.'
+                })
+                .map(|at| &host[..at])?;
+            (!label.is_empty() && !label.contains('.')).then(|| lower(label))
+        }
+    }
+}
+
+/// A host label as a tenant id: DNS names ignore case, so `Acme` and `acme` are one.
+fn lower(label: &str) -> Cow<'_, str> {
+    if label.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(label.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(label)
     }
 }
 

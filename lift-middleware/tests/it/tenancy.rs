@@ -210,6 +210,36 @@ async fn headers_count_only_when_trusted_and_other_sources_work() {
         "umbrella"
     );
 
+    // Under one domain: the label before it, lower-cased; the API's own host, a deeper
+    // name or another domain names no tenant (400 when one is required).
+    let under = app(TenantConfig::builder()
+        .source(TenantSource::SubdomainOf("api.example.com".to_owned()))
+        .required(true)
+        .build()
+        .expect("config"));
+    for (host, tenant) in [
+        ("Umbrella.api.example.com", Some("umbrella")),
+        ("umbrella.API.example.com:443", Some("umbrella")),
+        ("api.example.com", None),
+        ("a.b.api.example.com", None),
+        ("a1b2c3.execute-api.us-east-1.amazonaws.com", None),
+        ("xapi.example.com", None),
+    ] {
+        let response = send(
+            &under,
+            events::http("GET", "/orders").header("host", host).alb(),
+        )
+        .await;
+        match tenant {
+            Some(tenant) => assert_eq!(
+                response.json::<Value>().expect("json")["tenant"],
+                tenant,
+                "{host}"
+            ),
+            None => assert_eq!(response.status, 400, "{host}: {}", response.text()),
+        }
+    }
+
     let by_authorizer = app(TenantConfig::builder()
         .source(TenantSource::Authorizer("tenant".to_owned()))
         .build()
