@@ -651,7 +651,15 @@ fn correlation_header(headers: &http::HeaderMap) -> Option<String> {
     headers
         .get("x-correlation-id")
         .and_then(|v| v.to_str().ok())
+        .filter(|id| usable_correlation_id(id))
         .map(str::to_owned)
+}
+
+/// Whether a caller's correlation id is taken as given: 1 to 128 visible ASCII characters.
+/// Another (empty, huge, spaced) is ignored for the request id: it goes into every log line
+/// and onto every message sent on, where SQS refuses an empty attribute.
+pub(crate) fn usable_correlation_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 #[cfg(any(feature = "sqs", feature = "dynamodb"))]

@@ -475,10 +475,13 @@ impl Context {
                 .string_value
                 .as_deref(),
             #[cfg(feature = "sns")]
+            // A Binary attribute's value is base64 text, no string value at all (as SQS
+            // has none for one).
             Payload::Sns(record) => record
                 .sns
                 .message_attributes
                 .get(name)
+                .filter(|attribute| attribute.data_type.starts_with("String"))
                 .map(|attribute| attribute.value.as_str()),
             _ => {
                 let _ = name;

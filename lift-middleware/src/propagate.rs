@@ -41,7 +41,11 @@ pub const CORRELATION_ATTRIBUTE: &str = "correlationId";
 /// The SQS message attribute that carries the tenant.
 pub const TENANT_ATTRIBUTE: &str = "tenantId";
 
+/// A String attribute; none for an empty value, which SQS refuses (failing the send).
 fn text(value: &str) -> Option<MessageAttributeValue> {
+    if value.is_empty() {
+        return None;
+    }
     MessageAttributeValue::builder()
         .data_type("String")
         .string_value(value)

@@ -153,5 +153,5 @@ fn detail_correlation_id(detail: &RawValue) -> Option<String> {
     serde_json::from_str::<Correlated>(detail.get())
         .ok()?
         .correlation_id
-        .filter(|id| !id.is_empty())
+        .filter(|id| super::usable_correlation_id(id))
 }

@@ -39,7 +39,9 @@ impl LiftService {
                 .sns
                 .message_attributes
                 .get("correlationId")
-                .map(|a| a.value.clone());
+                .filter(|a| a.data_type.starts_with("String"))
+                .map(|a| a.value.clone())
+                .filter(|id| super::usable_correlation_id(id));
             let span = tracing::info_span!(
                 target: "lift",
                 "record",

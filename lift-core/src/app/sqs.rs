@@ -43,7 +43,8 @@ impl LiftService {
         let correlation_id = message
             .message_attributes
             .get("correlationId")
-            .and_then(|a| a.string_value.clone());
+            .and_then(|a| a.string_value.clone())
+            .filter(|id| super::usable_correlation_id(id));
         let span = tracing::info_span!(
             target: "lift",
             "record",

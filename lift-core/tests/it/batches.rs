@@ -509,3 +509,32 @@ async fn records_not_started_before_the_deadline_are_reported_failed() {
     assert!(batch_failures(&response).is_empty());
     assert_eq!(ran.lock().expect("lock").len(), 3);
 }
+
+/// An SNS attribute of type Binary has no string value (its value is base64 text), as an
+/// SQS one has none: it is neither the record's correlation id nor its string attribute.
+#[tokio::test]
+async fn an_sns_binary_attribute_is_not_a_string_attribute() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = TestApp::new(App::new().sns(move |ctx: Context| {
+        let record = record.clone();
+        async move {
+            record.lock().expect("lock").push((
+                ctx.correlation_id().to_owned(),
+                ctx.message_attribute("correlationId").map(str::to_owned),
+            ));
+            Ok::<_, Error>(())
+        }
+    }))
+    .expect("app");
+    let mut event = events::sns("{}");
+    event["Records"][0]["Sns"]["MessageAttributes"] =
+        json!({"correlationId": {"Type": "Binary", "Value": "Y29ycg=="}});
+    app.invoke(&event).await.expect("handled");
+    event["Records"][0]["Sns"]["MessageAttributes"] =
+        json!({"correlationId": {"Type": "String", "Value": "corr-9"}});
+    app.invoke(&event).await.expect("handled");
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen[0], ("test-request-id".to_owned(), None));
+    assert_eq!(seen[1], ("corr-9".to_owned(), Some("corr-9".to_owned())));
+}

@@ -573,3 +573,24 @@ async fn a_base_path_is_routed_as_if_it_were_not_there() {
     assert_eq!(body["route"], "/orders/{id}");
     assert!(TestApp::new(App::new().base_path("v1")).is_err());
 }
+
+/// A caller's correlation id is taken when it is 1 to 128 visible characters; an empty,
+/// huge or spaced one is ignored for the request id (it goes into every log line and onto
+/// every message sent on, where SQS refuses an empty attribute).
+#[tokio::test]
+async fn an_unusable_correlation_id_is_replaced_by_the_request_id() {
+    let app = app();
+    let long = "x".repeat(200);
+    for (sent, kept) in [
+        ("corr-7", "corr-7"),
+        ("", "test-request-id"),
+        (long.as_str(), "test-request-id"),
+        ("two words", "test-request-id"),
+    ] {
+        let event = events::http("GET", "/orders/1")
+            .header("x-correlation-id", sent)
+            .v2();
+        let body: Value = send(&app, event).await.json().expect("json");
+        assert_eq!(body["correlation"], kept, "{sent:?}");
+    }
+}
