@@ -83,16 +83,12 @@ impl LiftService {
                 .iter()
                 .find(|r| r.source == event.source && r.detail_type.is_none())
         };
+        // A schedule handler names source and detail type (`aws.events`, `Scheduled
+        // Event`): it comes before a route on the source alone.
         let endpoint = exact
-            .or_else(by_source)
             .map(|r| r.endpoint.clone())
-            .or_else(|| {
-                if scheduled {
-                    inner.schedule.clone()
-                } else {
-                    None
-                }
-            })
+            .or_else(|| scheduled.then(|| inner.schedule.clone()).flatten())
+            .or_else(|| by_source().map(|r| r.endpoint.clone()))
             .or_else(|| inner.event_fallback.clone());
         let Some(endpoint) = endpoint else {
             return Err(Error::NoHandler(format!(

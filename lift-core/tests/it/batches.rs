@@ -538,3 +538,26 @@ async fn an_sns_binary_attribute_is_not_a_string_attribute() {
     assert_eq!(seen[0], ("test-request-id".to_owned(), None));
     assert_eq!(seen[1], ("corr-9".to_owned(), Some("corr-9".to_owned())));
 }
+
+/// A schedule handler names the source and the detail type, so it comes before a route on
+/// the source `aws.events` alone, which still takes that source's other events.
+#[tokio::test]
+async fn a_schedule_handler_comes_before_a_route_on_its_source() {
+    let app = TestApp::new(
+        App::new()
+            .event_source("aws.events", |ctx| named("aws-events", ctx))
+            .schedule(|ctx| named("schedule", ctx)),
+    )
+    .expect("app");
+    let scheduled = app.invoke(&events::schedule()).await.expect("routed");
+    assert_eq!(scheduled["handler"], "schedule");
+    let other = app
+        .invoke(&events::eventbridge(
+            "aws.events",
+            "Something Else",
+            json!({}),
+        ))
+        .await
+        .expect("routed");
+    assert_eq!(other["handler"], "aws-events");
+}
