@@ -879,3 +879,29 @@ async fn garde_custom_rules_on_typed_input_report_the_field_pointer() {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// A content-encoded body (JSON gzipped ahead of time) is not JSON to read as it is: it
+/// passes unchecked rather than being refused as malformed with a 500.
+#[tokio::test]
+async fn an_encoded_response_passes_unchecked() {
+    async fn gzipped(_ctx: Context) -> Result<Response> {
+        let mut response = Response::new(Body::Binary(vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0]));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        response.headers_mut().insert(
+            http::header::CONTENT_ENCODING,
+            http::HeaderValue::from_static("gzip"),
+        );
+        Ok(response)
+    }
+    let layer = ValidationLayer::new().response(response_schema());
+    let app = TestApp::new(App::new().get("/export", with_layer(gzipped, layer))).expect("app");
+    let response = app
+        .http(events::http("GET", "/export").v2())
+        .await
+        .expect("response");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("content-encoding"), Some("gzip"));
+}
