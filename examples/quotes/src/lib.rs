@@ -77,12 +77,9 @@ impl Service<PriceRequest> for PriceClient {
         let client = self.client.clone();
         let base = self.base.clone();
         Box::pin(async move {
-            let symbol: String = request
-                .symbol
-                .chars()
-                .filter(char::is_ascii_alphanumeric)
-                .collect();
-            let uri: http::Uri = format!("{base}/prices/{symbol}").parse()?;
+            // The handler took only a well-formed symbol: it goes as it is, never rewritten
+            // into another instrument's.
+            let uri: http::Uri = format!("{base}/prices/{}", request.symbol).parse()?;
             let mut outbound = http::Request::get(uri).body(Empty::new())?;
             outbound.headers_mut().extend(request.headers);
             let response = client.request(outbound).await?;
@@ -176,6 +173,15 @@ struct Price {
 
 async fn quote(prices: Prices, ctx: Context) -> Result<Json<Quote>, BoxError> {
     let symbol = ctx.path_param("symbol")?.to_ascii_uppercase();
+    // 1 to 12 letters and digits: anything else is refused, not rewritten (`BRK.B` is not
+    // `BRKB`) nor sent upstream.
+    if symbol.is_empty() || symbol.len() > 12 || !symbol.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return Err(Box::new(Error::Validation(vec![lift_core::FieldError {
+            pointer: "/symbol".to_owned(),
+            message: "1 to 12 letters and digits".to_owned(),
+        }])));
+    }
     let response = prices
         .oneshot(PriceRequest {
             symbol: symbol.clone(),

@@ -116,6 +116,19 @@ async fn answers_with_the_upstream_price() {
     );
 }
 
+/// A symbol with other characters is refused, not rewritten into another instrument's
+/// (`a.c.m.e` is not `ACME`), and nothing is asked upstream.
+#[tokio::test]
+async fn a_symbol_with_other_characters_is_refused_not_rewritten() {
+    let upstream = upstream().await;
+    let app = app(&upstream);
+    for path in ["/quotes/a.c.m.e", "/quotes/BRK.B", "/quotes/ABCDEFGHIJKLM"] {
+        let response = get(&app, path).await;
+        assert_eq!(response.status, 422, "{path}: {}", response.text());
+    }
+    assert_eq!(upstream.requests.load(Ordering::SeqCst), 0);
+}
+
 #[tokio::test]
 async fn a_blip_is_hidden_by_a_retry() {
     let upstream = upstream().await;
