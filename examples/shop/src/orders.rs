@@ -285,11 +285,23 @@ async fn place(
         .into_untyped()
         .map_err(Error::internal)?;
     deps.bus.publish(&[event]).await.map_err(|e| {
-        Error::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "bus_unavailable",
-            format!("the order was not placed: {e}"),
-        )
+        // Refused or still undelivered at the deadline: the bus has not taken it. Any other
+        // failure (a connection lost after the bus took the event) leaves it unknown, and a
+        // retry without the same key would place a second order.
+        let message = if matches!(
+            e,
+            lift_events::relay::TransportError::Refused(_)
+                | lift_events::relay::TransportError::Undelivered { .. }
+        ) {
+            format!("order {} was not placed; retry", placed.order)
+        } else {
+            format!(
+                "order {} may or may not have been placed; retry with the same Idempotency-Key",
+                placed.order
+            )
+        };
+        tracing::warn!(target: "lift::shop", order = %placed.order, error = %e, "publishing the order failed");
+        Error::new(StatusCode::SERVICE_UNAVAILABLE, "bus_unavailable", message)
     })?;
     ctx.metrics()
         .count("OrdersPlaced", 1.0)
