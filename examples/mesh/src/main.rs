@@ -3,8 +3,9 @@
 //!
 //! `template.yaml` deploys it twice, as the services `alpha` and `beta` (each behind the
 //! alias `live`, `beta` also with an IAM-authorized Function URL), beside the registry
-//! table. Each registers itself on its first invocation, off the response path, and
-//! releases its lease when Lambda shuts the environment down.
+//! table. Each registers itself on its first invocation, off the response path; with
+//! `MESH_SHUTDOWN_EXTENSION=on` (not set in `template.yaml`) it also releases its lease when
+//! Lambda shuts the environment down, otherwise the lease runs out.
 //!
 //! - `GET /whoami`: the service's name, its function and ARN, and who called.
 //! - `GET /call/{service}`: finds `service` in the registry and calls its `/whoami` through
