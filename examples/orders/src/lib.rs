@@ -7,8 +7,10 @@
 //!   answer, and the same key with another body is a `422 idempotency_key_reused`. The order
 //!   is written with a conditional put, and the invocation's EMF document counts
 //!   `OrdersPlaced` and `ItemsOrdered`.
-//! - `GET /orders/{id}` reads an order, cached for 30 s in memory and in DynamoDB (the
-//!   `x-cache` header says `hit` or `miss`); an unknown id is a `404`, never cached.
+//! - `GET /orders/{id}` reads an order, cached for 30 s in memory and in DynamoDB per
+//!   customer ([`PerCustomer`]: the key holds the caller the authorizer verified, so one
+//!   customer's cached order is never another's answer; the `x-cache` header says `hit` or
+//!   `miss`); an unknown id is a `404`, never cached.
 //!
 //! Orders are mapped to DynamoDB items with `serde_dynamo` (through `lift_middleware::dynamo`).
 //!
@@ -26,7 +28,7 @@ use lift_core::http::StatusCode;
 use lift_core::metrics::{MetricsConfig, Unit};
 use lift_core::{App, Context, Created, Error, Json, Result, with_layer};
 use lift_middleware::auth::{JwtAuthLayer, JwtConfig};
-use lift_middleware::cache::{Cache, CacheLayer, HttpGetPolicy};
+use lift_middleware::cache::{Cache, CacheLayer, CachePolicy, CacheRule, HttpGetPolicy};
 use lift_middleware::dynamo::{self, DynamoError};
 use lift_middleware::idempotency::{IdempotencyConfig, IdempotencyLayer};
 use serde::{Deserialize, Serialize};
@@ -246,10 +248,33 @@ pub fn app(deps: Deps) -> App {
             "/orders/{id}",
             with_layer(
                 move |ctx| fetch(on_fetch.clone(), ctx),
-                CacheLayer::new(cache, HttpGetPolicy::new(CACHE_TTL)),
+                CacheLayer::new(cache, PerCustomer(HttpGetPolicy::new(CACHE_TTL))),
             ),
         )
         .metrics(MetricsConfig::new("LiftExamples").service("orders"))
+}
+
+/// The usual HTTP cache policy, with the caller the authorizer verified (`customer`) in
+/// the key: each customer's reads are cached apart, so a cached order is only ever its own
+/// customer's answer (the ownership check in the handler is not skipped for another), and
+/// an answer to a caller with credentials may be kept, being that caller's alone. A read
+/// without an authorizer (a direct invocation, the local Function URL) is cached apart too.
+#[derive(Debug, Clone)]
+pub struct PerCustomer(pub HttpGetPolicy);
+
+impl CachePolicy for PerCustomer {
+    fn rule(&self, ctx: &Context) -> Option<CacheRule> {
+        let mut rule = self.0.rule(ctx)?;
+        let customer = ctx.authorizer_value("customer").unwrap_or_default();
+        // Length-prefixed: no customer name can spell another's key.
+        rule.key = format!("{}\u{1f}customer={}:{customer}", rule.key, customer.len());
+        rule.shared_only = false;
+        Some(rule)
+    }
+
+    fn keep(&self, rule: &CacheRule, response: &lift_core::Response) -> Option<Duration> {
+        self.0.keep(rule, response)
+    }
 }
 
 /// The issuer the authorizer accepts in tokens (`iss`).

@@ -358,6 +358,14 @@ async fn the_http_api_lets_through_only_what_the_lambda_authorizer_allows() {
         serde_json::from_str::<Order>(&text).expect("an order"),
         placed
     );
+    // A read without an authorizer (a direct invocation) is cached apart: another
+    // customer's read through the API does not get it from the cache.
+    let deployed = deployed().await;
+    assert_eq!(deployed.fetch(&placed.id).await.status, 200);
+    assert_eq!(
+        deployed.fetch(&placed.id).await.header("x-cache"),
+        Some("hit")
+    );
     // Another customer's valid token does not read it.
     let other = crate::authorizer::token(
         DEPLOYED_SECRET,
@@ -372,7 +380,6 @@ async fn the_http_api_lets_through_only_what_the_lambda_authorizer_allows() {
         None,
     );
     assert_eq!(status, 404, "another customer's order: {text}");
-    let deployed = deployed().await;
     assert_eq!(
         placed.customer, who,
         "the token's subject, passed on by the authorizer"
