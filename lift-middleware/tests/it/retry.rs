@@ -313,31 +313,24 @@ async fn a_websocket_message_is_not_retried_but_a_get_is() {
     use lift_core::{App, Context};
     use std::sync::atomic::{AtomicU32, Ordering};
     let runs = Arc::new(AtomicU32::new(0));
-    let (on_message, on_get) = (runs.clone(), runs.clone());
+    // A handler that counts its runs and answers 503, which the layer retries.
+    let busy = |runs: Arc<AtomicU32>| {
+        move |_ctx: Context| {
+            let runs = runs.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(Error::new(
+                    lift_core::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "try later",
+                ))
+            }
+        }
+    };
     let app = TestApp::new(
         App::new()
-            .websocket("say", move |_ctx: Context| {
-                let runs = on_message.clone();
-                async move {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    Err::<(), _>(Error::new(
-                        lift_core::http::StatusCode::SERVICE_UNAVAILABLE,
-                        "busy",
-                        "try later",
-                    ))
-                }
-            })
-            .get("/quote", move |_ctx: Context| {
-                let runs = on_get.clone();
-                async move {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    Err::<(), _>(Error::new(
-                        lift_core::http::StatusCode::SERVICE_UNAVAILABLE,
-                        "busy",
-                        "try later",
-                    ))
-                }
-            })
+            .websocket("say", busy(runs.clone()))
+            .get("/quote", busy(runs.clone()))
             .layer(retry(base())),
     )
     .expect("app");
