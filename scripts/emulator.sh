@@ -31,8 +31,10 @@ PINS=(
   "websockets==15.0.1"
 )
 LINT_PINS=("cfn-lint==1.58.0")
+# Every other package they bring is held at the version CI passed with.
+CONSTRAINTS="$ROOT/scripts/emulator-constraints.txt"
 MARKER="$VENV/.lift-pins"
-MARKER_CONTENT="${PINS[*]} ${LINT_PINS[*]}"
+MARKER_CONTENT="${PINS[*]} ${LINT_PINS[*]} $(cksum <"$CONSTRAINTS")"
 
 say() { printf '[emulator] %s\n' "$*"; }
 die() { printf '[emulator] error: %s\n' "$*" >&2; exit 1; }
@@ -82,7 +84,7 @@ cmd_install() {
     "$py" -m venv "$VENV"
   fi
   say "installing ${PINS[*]} ${LINT_PINS[*]}"
-  local pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+  local pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c "$CONSTRAINTS")
   if "${pip[@]}" "${PINS[@]}" "${LINT_PINS[@]}" && "$VENV/bin/python" -m pip check >/dev/null; then
     rm -rf "$LINT_VENV"
   else
@@ -91,7 +93,8 @@ cmd_install() {
     "$VENV/bin/python" -m pip uninstall --quiet --yes cfn-lint >/dev/null 2>&1 || true
     "${pip[@]}" --force-reinstall "${PINS[@]}"
     [[ -x "$LINT_VENV/bin/python" ]] || "$py" -m venv "$LINT_VENV"
-    "$LINT_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${LINT_PINS[@]}"
+    "$LINT_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -c "$CONSTRAINTS" \
+      "${LINT_PINS[@]}"
   fi
   "$VENV/bin/python" - <<'EOF' || die "pinned versions did not install as expected"
 import importlib.metadata as m
