@@ -7,8 +7,10 @@ What `sam package` + `sam deploy` would do, without SAM CLI or cargo-lambda:
    into ``target/lift-local/<binary>.zip``;
 2. upload the zips to an S3 bucket (created if missing);
 3. write a deploy copy of the template (``target/lift-local/template.deploy.json``) whose
-   functions' ``CodeUri`` is the uploaded ``s3://bucket/key``;
-4. delete an existing stack of the same name, create it again and wait for CREATE_COMPLETE;
+   functions' ``CodeUri`` is the uploaded ``s3://bucket/key``, and upload it beside them;
+4. delete an existing stack of the same name, create it again from the uploaded template
+   (``TemplateURL``, as ``sam deploy --s3-bucket`` does, so the template may grow past
+   CreateStack's 51,200-byte ``TemplateBody``) and wait for CREATE_COMPLETE;
 5. write ``target/lift-local/stack.json`` with each function's name and URLs (under
    ``functions`` by binary, the first function of each binary, and under ``resources`` by
    logical id, every function: several functions may run one binary), each
@@ -307,11 +309,14 @@ def main() -> int:
         log(f"{binary}: {binaries[logical_id]} -> s3://{bucket}/{key} ({len(data) / 1048576:.1f} MiB)")
 
     deploy_template = STATE_DIR / "template.deploy.json"
-    # Compact: CreateStack takes at most 51,200 bytes of TemplateBody.
-    body = json.dumps(template, separators=(",", ":"))
-    deploy_template.write_text(body + "\n", encoding="utf-8")
-    if len(body.encode("utf-8")) > 51200:
-        sys.exit(f"the deploy template is {len(body)} bytes, over CreateStack's 51,200")
+    body = json.dumps(template, indent=1).encode("utf-8")
+    deploy_template.write_bytes(body + b"\n")
+    # CreateStack reads a template from S3 up to 1,000,000 bytes (51,200 inline).
+    if len(body) > 1_000_000:
+        sys.exit(f"the deploy template is {len(body)} bytes, over CreateStack's 1,000,000")
+    template_key = f"{args.stack}/template-{hashlib.sha256(body).hexdigest()[:16]}.json"
+    s3.put_object(Bucket=bucket, Key=template_key, Body=body)
+    template_url = f"{endpoint.rstrip('/')}/{bucket}/{template_key}"
 
     parameters = {
         "AwsEndpointUrl": endpoint,
@@ -327,7 +332,7 @@ def main() -> int:
     log(f"creating stack {args.stack}")
     cfn.create_stack(
         StackName=args.stack,
-        TemplateBody=body,
+        TemplateURL=template_url,
         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()
                     if k in template.get("Parameters", {})],
         Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
