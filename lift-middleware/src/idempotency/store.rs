@@ -258,6 +258,17 @@ impl Store {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Record>, DynamoError> {
+        Ok(self
+            .get_item(key)
+            .await?
+            .as_ref()
+            .and_then(Record::from_item))
+    }
+
+    async fn get_item(
+        &self,
+        key: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, DynamoError> {
         let get = self
             .client
             .get_item()
@@ -266,7 +277,7 @@ impl Store {
             .consistent_read(true)
             .send();
         let output = dynamo::send("GetItem", get).await?;
-        Ok(output.item().and_then(Record::from_item))
+        Ok(output.item)
     }
 
     /// One conditional put claims the key unless a live record holds it; when one does,
@@ -317,11 +328,22 @@ impl Store {
                 Ok(_) => return Ok(Claim::Won(token)),
                 Err(DynamoError::ConditionFailed {
                     item: Some(item), ..
-                }) => Record::from_item(&item),
+                }) => Some(*item),
                 // A store that does not return the item: read it.
-                Err(DynamoError::ConditionFailed { item: None, .. }) => self.get(key).await?,
+                Err(DynamoError::ConditionFailed { item: None, .. }) => self.get_item(key).await?,
                 Err(other) => return Err(other),
             };
+            // This call's own put, applied under an answer that was lost and then sent
+            // again by the SDK: the key is this call's.
+            if holder
+                .as_ref()
+                .and_then(|item| item.get(CLAIM))
+                .and_then(|v| v.as_s().ok())
+                == Some(&token.0)
+            {
+                return Ok(Claim::Won(token));
+            }
+            let holder = holder.as_ref().and_then(Record::from_item);
             // Someone holds the key: see how (checked in code, whatever TTL did).
             match holder {
                 Some(existing) if existing.completed && !existing.expired(now) => {

@@ -816,6 +816,50 @@ fn failing_app(client: aws_sdk_dynamodb::Client, table: &str, runs: Arc<AtomicU3
     .expect("app")
 }
 
+/// A claim the store applied but whose answer was lost is met again by the SDK's retry as
+/// a failed condition: the record it finds is this call's own claim, so the call runs (it
+/// was a 409 "in progress" against itself, the key locked until the lock lapsed).
+#[tokio::test]
+async fn a_claim_whose_answer_was_lost_is_still_this_calls() {
+    let setup = aws::client().await;
+    let table = aws::table_keyed(&setup, "lift-idempotency-lost", "id").await;
+    let (client, puts) = aws::answer_losing_client("PutItem", 1).await;
+    let runs = Arc::new(AtomicU32::new(0));
+    let counter = runs.clone();
+    let handler = move |_ctx: Context| {
+        let counter = counter.clone();
+        async move {
+            let run = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok::<_, Error>(Created(json!({"run": run})))
+        }
+    };
+    let config = IdempotencyConfig::builder(&table).build().expect("config");
+    let app = TestApp::new(
+        App::new()
+            .post("/orders", handler)
+            .layer(IdempotencyLayer::new(client, config)),
+    )
+    .expect("app");
+    let event = events::http("POST", "/orders")
+        .json(&json!({"orderId": "o-lost"}))
+        .v2();
+    let first = app.http(event.clone()).await.expect("first");
+    assert_eq!(first.status, 201, "{}", first.text());
+    assert!(
+        puts.attempts() >= 2,
+        "the claim was sent again: {}",
+        puts.attempts()
+    );
+    let repeat = app.http(event).await.expect("repeat");
+    assert_eq!(repeat.status, 201, "{}", repeat.text());
+    assert_eq!(
+        repeat.json::<Value>().expect("json")["run"],
+        1,
+        "the stored answer"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
 /// Releasing a failed call's key is retried when the store fails for a moment: the key is
 /// free for the client's retry, which runs.
 #[tokio::test]

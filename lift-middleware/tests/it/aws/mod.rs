@@ -121,6 +121,10 @@ pub(crate) struct FailCalls {
     operation: &'static str,
     failures: std::sync::atomic::AtomicU32,
     attempts: std::sync::atomic::AtomicU32,
+    /// Let the failing attempts reach the emulator and lose their answer instead.
+    after_sending: bool,
+    /// The attempt in flight is to lose its answer.
+    losing: std::sync::atomic::AtomicBool,
 }
 
 impl FailCalls {
@@ -159,8 +163,27 @@ impl aws_sdk_dynamodb::config::Intercept for FailCallsInterceptor {
             .failures
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
-        if fail {
+        if fail && self.0.after_sending {
+            self.0.losing.store(true, Ordering::SeqCst);
+        } else if fail {
             return Err("injected: the connection was reset".into());
+        }
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_dynamodb::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
+        _: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        // Applied, but the caller hears a server fault (which the SDK retries).
+        if self
+            .0
+            .losing
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            *context.response_mut().status_mut() = 500.try_into()?;
         }
         Ok(())
     }
@@ -171,10 +194,29 @@ pub(crate) async fn failing_client(
     operation: &'static str,
     failures: u32,
 ) -> (Client, std::sync::Arc<FailCalls>) {
+    intercepted_client(operation, failures, false).await
+}
+
+/// A client of the emulator whose next `losses` attempts of `operation` are applied by the
+/// emulator but answered with a 500, as when the answer is lost on its way back.
+pub(crate) async fn answer_losing_client(
+    operation: &'static str,
+    losses: u32,
+) -> (Client, std::sync::Arc<FailCalls>) {
+    intercepted_client(operation, losses, true).await
+}
+
+async fn intercepted_client(
+    operation: &'static str,
+    failures: u32,
+    after_sending: bool,
+) -> (Client, std::sync::Arc<FailCalls>) {
     let calls = std::sync::Arc::new(FailCalls {
         operation,
         failures: std::sync::atomic::AtomicU32::new(failures),
         attempts: std::sync::atomic::AtomicU32::new(0),
+        after_sending,
+        losing: std::sync::atomic::AtomicBool::new(false),
     });
     let sdk = lift_core::aws::sdk_config().await;
     let config = aws_sdk_dynamodb::config::Builder::from(sdk)
