@@ -993,7 +993,9 @@ impl LiftService {
                     error_response(&error, &lambda.request_id),
                 )
             }
-            Ok(request) => {
+            Ok(mut request) => {
+                // Not shared yet: set in place.
+                Arc::make_mut(&mut request).body_limit = self.inner.body_limit;
                 let multi_value = request.multi_value;
                 let head = request.method == Method::HEAD;
                 let resolved = self.inner.router.resolve(

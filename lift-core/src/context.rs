@@ -89,6 +89,8 @@ pub struct HttpRequest {
     pub(crate) body: Bytes,
     pub(crate) multi_value: bool,
     pub(crate) request_context: lambda_http::request::RequestContext,
+    /// The App's body limit, for a body a layer reads again (decompressed, say).
+    pub(crate) body_limit: usize,
 }
 
 impl HttpRequest {

@@ -274,6 +274,7 @@ pub(crate) fn from_v2(event: V2Event) -> Result<Arc<HttpRequest>, Rejected> {
         body,
         multi_value: false,
         request_context: RequestContext::ApiGatewayV2(event.request_context),
+        body_limit: usize::MAX,
     }))
 }
 
@@ -299,6 +300,7 @@ pub(crate) fn from_v1(
         body,
         multi_value,
         request_context: RequestContext::ApiGatewayV1(event.request_context),
+        body_limit: usize::MAX,
     }))
 }
 
@@ -324,6 +326,7 @@ pub(crate) fn from_alb(
         body,
         multi_value,
         request_context: RequestContext::Alb(event.request_context),
+        body_limit: usize::MAX,
     }))
 }
 

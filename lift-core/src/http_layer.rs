@@ -230,7 +230,13 @@ where
                 .extensions
                 .remove::<Carried>()
                 .ok_or("an HttpLayer's inner service got a request that did not come through it")?;
-            let body = body.collect().await.map_err(Into::into)?.to_bytes();
+            #[allow(irrefutable_let_patterns)] // the only payload without event-source features
+            let limit = if let Payload::Http(http) = &ctx.payload {
+                http.body_limit
+            } else {
+                usize::MAX
+            };
+            let body = collect_within(body, limit).await?;
             #[allow(irrefutable_let_patterns)] // the only payload without event-source features
             if let Payload::Http(http) = &mut ctx.payload {
                 // Copied only when a clone of the context (a retry's) still shares it.
@@ -245,6 +251,37 @@ where
             Ok(to_http_response(response))
         })
     }
+}
+
+/// The body a layer hands on, read up to the App's body limit: past it, 413; a body that
+/// cannot be read (a `Content-Encoding` its bytes do not follow), 400.
+async fn collect_within<B>(body: B, limit: usize) -> Result<Bytes, BoxError>
+where
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut size = 0_usize;
+    let mut parts = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            let error: BoxError = error.into();
+            crate::Error::bad_request(format!("the request body could not be read: {error}"))
+        })?;
+        if let Ok(mut data) = frame.into_data() {
+            size = size.saturating_add(data.remaining());
+            if size > limit {
+                return Err(crate::Error::PayloadTooLarge { size, limit }.into());
+            }
+            while data.has_remaining() {
+                let chunk = data.chunk();
+                parts.extend_from_slice(chunk);
+                let read = chunk.len();
+                data.advance(read);
+            }
+        }
+    }
+    Ok(parts.freeze())
 }
 
 /// The `http::Request` of an HTTP [`Context`], without the context itself; `None` for

@@ -291,6 +291,35 @@ async fn a_gzipped_request_body_reaches_the_handler_decompressed() {
     );
 }
 
+/// The App's body limit holds for the body a decompression layer hands on, not only for
+/// the compressed bytes that arrived (a small gzip of zeros expands without end); a body
+/// that does not decompress is the client's error.
+#[tokio::test]
+async fn a_decompressed_body_is_held_to_the_body_limit() {
+    let app = TestApp::new(
+        App::new()
+            .post("/echo", echo)
+            .body_limit(1024)
+            .layer(HttpLayer::new(RequestDecompressionLayer::new())),
+    )
+    .unwrap();
+    let bomb = gzip(&vec![b' '; 512 * 1024]);
+    assert!(bomb.len() < 1024, "{} compressed bytes", bomb.len());
+    let post = |body: &[u8]| {
+        events::http("POST", "/echo")
+            .header("content-encoding", "gzip")
+            .header("content-type", "application/json")
+            .binary(body)
+            .v2()
+    };
+    let answer = app.http(post(&bomb)).await.unwrap();
+    assert_eq!(answer.status, 413, "{}", answer.text());
+    let answer = app.http(post(b"not gzip at all")).await.unwrap();
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    let small = app.http(post(&gzip(br#"{"order": 42}"#))).await.unwrap();
+    assert_eq!(small.status, 200, "{}", small.text());
+}
+
 /// Records the bytes of every response body that passes, then hands them on.
 #[derive(Clone)]
 struct Peek<S> {
