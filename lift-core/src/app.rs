@@ -236,7 +236,9 @@ impl App {
         self
     }
 
-    /// Refuses HTTP bodies over `bytes` with `413 Payload Too Large`, before any parsing.
+    /// Refuses HTTP bodies over `bytes` with `413 Payload Too Large`, before any parsing;
+    /// a body an [`HttpLayer`](crate::http_layer::HttpLayer) hands on (decompressed, say)
+    /// is held to the same limit as it is read.
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
         self
