@@ -361,9 +361,45 @@ fn fields_material(
     serde_json::to_vec(&parts).map(Some)
 }
 
+/// The bytes a payload key is derived from: the body, or for a DynamoDB stream record
+/// (which has none) its change as JSON: keys, images and sequence number, the same on every
+/// delivery of the record and another for any other record.
+fn payload_of(ctx: &Context) -> Result<std::borrow::Cow<'_, [u8]>, Error> {
+    #[cfg(feature = "source-dynamodb")]
+    if let Some(record) = ctx.dynamodb_record() {
+        return serde_json::to_vec(&record.change)
+            .map(std::borrow::Cow::Owned)
+            .map_err(Error::internal);
+    }
+    Ok(std::borrow::Cow::Borrowed(ctx.body()))
+}
+
+/// The JSON value `key_fields` are read from: the payload, or a stream record's image (the
+/// new one, or the old one of a removal) as plain JSON.
+#[cfg_attr(not(feature = "source-dynamodb"), allow(unused_variables))]
+fn fields_of(ctx: &Context, payload: &[u8]) -> Result<serde_json::Value, Error> {
+    #[cfg(feature = "source-dynamodb")]
+    if let Some(record) = ctx.dynamodb_record() {
+        let change = &record.change;
+        let image = if change.new_image.is_empty() {
+            &change.old_image
+        } else {
+            &change.new_image
+        };
+        return serde_dynamo::from_item(image.clone()).map_err(|error| {
+            Error::bad_request(format!(
+                "the record's image could not be read to derive its idempotency key: {error}"
+            ))
+        });
+    }
+    serde_json::from_slice(payload)
+        .map_err(|_| Error::bad_request("the payload must be JSON to derive its idempotency key"))
+}
+
 /// The record key and the payload hash of a request, or `None` when it has no key.
 fn key_of(config: &IdempotencyConfig, ctx: &Context) -> Result<Option<(String, String)>, Error> {
-    let payload = ctx.body();
+    let payload = payload_of(ctx)?;
+    let payload = payload.as_ref();
     let material = match &config.key {
         KeySource::Payload => {
             if payload.is_empty() {
@@ -372,9 +408,7 @@ fn key_of(config: &IdempotencyConfig, ctx: &Context) -> Result<Option<(String, S
             payload.to_vec()
         }
         KeySource::Fields(pointers) => {
-            let value: serde_json::Value = serde_json::from_slice(payload).map_err(|_| {
-                Error::bad_request("the payload must be JSON to derive its idempotency key")
-            })?;
+            let value = fields_of(ctx, payload)?;
             match fields_material(&value, pointers).map_err(Error::internal)? {
                 Some(material) => material,
                 None => return Ok(None),
@@ -781,7 +815,7 @@ mod tests {
         keys_and_records(config).0
     }
 
-    /// [`keys`], and the keys the SQS records got, in order.
+    /// [`keys`], and the keys the SQS and DynamoDB stream records got, in order.
     fn keys_and_records(
         config: IdempotencyConfig,
     ) -> (TestApp, Arc<std::sync::Mutex<Vec<String>>>) {
@@ -817,6 +851,8 @@ mod tests {
             .build()
             .expect("tenancy");
         let on_event = config.clone();
+        let on_stream = config.clone();
+        let stream_seen = seen.clone();
         let on_sqs = config;
         let app = TestApp::new(
             App::new()
@@ -833,6 +869,14 @@ mod tests {
                 })
                 .sqs(move |ctx: Context| {
                     let (config, seen) = (on_sqs.clone(), seen.clone());
+                    async move {
+                        let key = key_of(&config, &ctx)?.map(|k| k.0).unwrap_or_default();
+                        seen.lock().expect("keys").push(key);
+                        Ok::<_, Error>(())
+                    }
+                })
+                .dynamodb(move |ctx: Context| {
+                    let (config, seen) = (on_stream.clone(), stream_seen.clone());
                     async move {
                         let key = key_of(&config, &ctx)?.map(|k| k.0).unwrap_or_default();
                         seen.lock().expect("keys").push(key);
@@ -1052,5 +1096,48 @@ mod tests {
         assert_eq!(seen.len(), 3);
         assert_eq!(seen[0], seen[1]);
         assert_ne!(seen[0], seen[2]);
+    }
+
+    /// A DynamoDB stream record has no byte payload: its key comes from the record (the
+    /// same on every delivery of it, another for another record), and named fields are read
+    /// from its image. (It had none: the handler just ran on every redelivery, and with
+    /// `key_fields` every record failed as "not JSON".)
+    #[tokio::test]
+    async fn a_stream_record_has_a_key_of_its_own() {
+        let stream_keys = |config: IdempotencyConfig| async move {
+            let (app, seen) = keys_and_records(config);
+            let image = |id: &str, n: u32| json!({"id": {"S": id}, "n": {"N": n.to_string()}});
+            let mut batch = events::dynamodb([
+                ("INSERT", image("7", 1), json!({})),
+                ("MODIFY", image("7", 2), image("7", 1)),
+            ]);
+            let again = batch["Records"][0].clone();
+            batch["Records"]
+                .as_array_mut()
+                .expect("records")
+                .push(again);
+            let answer = app.invoke(&batch).await.expect("batch");
+            assert!(
+                lift_core::testing::batch_failures(&answer).is_empty(),
+                "{answer}"
+            );
+            seen.lock().expect("keys").clone()
+        };
+        let by_record = stream_keys(IdempotencyConfig::builder("t").build().expect("config")).await;
+        assert_eq!(by_record.len(), 3);
+        assert!(by_record.iter().all(|k| !k.is_empty()), "{by_record:?}");
+        assert_ne!(by_record[0], by_record[1], "two records, two keys");
+        assert_eq!(by_record[0], by_record[2], "a redelivery, the same key");
+
+        let by_field = stream_keys(
+            IdempotencyConfig::builder("t")
+                .key_fields(&["/id"])
+                .build()
+                .expect("config"),
+        )
+        .await;
+        assert_eq!(by_field.len(), 3);
+        assert!(by_field.iter().all(|k| !k.is_empty()), "{by_field:?}");
+        assert_eq!(by_field[0], by_field[1], "the same item id");
     }
 }
