@@ -164,6 +164,38 @@ async fn dynamodb_reports_sequence_numbers_and_reads_images() {
     );
 }
 
+/// Lambda resumes a stream from its lowest failed sequence number, so records after a
+/// failure come again whatever they did: they are not run (a later change of an item
+/// applied before an earlier one that failed, then both applied again), and are reported
+/// with it.
+#[tokio::test]
+async fn a_stream_batch_stops_at_its_first_failure() {
+    let names = Arc::new(Mutex::new(Vec::new()));
+    let seen = names.clone();
+    let app = TestApp::new(App::new().dynamodb(move |_ctx: Context, item: Item| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().expect("lock").push(item.name.clone());
+            if item.name == "v1" {
+                return Err(Error::internal("cannot apply v1 yet"));
+            }
+            Ok(())
+        }
+    }))
+    .expect("app");
+    let image = |name: &str| json!({"name": {"S": name}});
+    let response = app
+        .invoke(&events::dynamodb([
+            ("INSERT", image("v0"), json!({})),
+            ("MODIFY", image("v1"), image("v0")),
+            ("MODIFY", image("v2"), image("v1")),
+        ]))
+        .await
+        .expect("batch response");
+    assert_eq!(batch_failures(&response), ["101", "102"]);
+    assert_eq!(*names.lock().expect("lock"), ["v0", "v1"]);
+}
+
 #[tokio::test]
 async fn sns_answers_with_the_handler_output_and_fails_loudly() {
     #[derive(Debug, Deserialize, garde::Validate)]
