@@ -48,6 +48,14 @@ pub type BoxService = BoxCloneSyncService<Context, Response, BoxError>;
 /// Lambda's synchronous invocation payload limit (6 MB), the default body limit.
 pub const DEFAULT_BODY_LIMIT: usize = 6 * 1024 * 1024;
 
+/// The header an HTTP error answer carries, with the value `before-handler`, when a layer
+/// (a rate limit, a load shedder, a bulkhead, an open circuit, authentication) refused the
+/// request before its handler was called: nothing of the handler's ran, so a caller may
+/// send even a request that is not idempotent to another instance. An error the handler
+/// returns (say an open circuit of its own outbound call, after it wrote something) has
+/// none.
+pub const REFUSED_HEADER: &str = "x-lift-refused";
+
 /// A Lambda function: handlers for every event source, one middleware stack, one binary.
 ///
 /// The event's shape picks the handler: HTTP events (API Gateway REST and HTTP APIs,
@@ -1043,7 +1051,16 @@ impl LiftService {
                     Err(error) => {
                         let _entered = span.enter();
                         log_error(&error, "request");
-                        error_response(&error, &lambda.request_id)
+                        let mut response = error_response(&error, &lambda.request_id);
+                        if !metrics.was_handler_called() {
+                            // A layer refused it: nothing of the handler's ran, so a caller
+                            // may send even a request that is not idempotent elsewhere.
+                            response.headers_mut().insert(
+                                http::HeaderName::from_static(REFUSED_HEADER),
+                                http::HeaderValue::from_static("before-handler"),
+                            );
+                        }
+                        response
                     }
                 };
                 let response = if head {

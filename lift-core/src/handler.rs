@@ -139,7 +139,10 @@ impl tower::Service<Context> for Dispatch {
 
     fn call(&mut self, ctx: Context) -> Self::Future {
         match ctx.endpoint.clone() {
-            Endpoint::Handler(handler) => DispatchFuture::Handler(handler.call(ctx)),
+            Endpoint::Handler(handler) => {
+                ctx.metrics.handler_called();
+                DispatchFuture::Handler(handler.call(ctx))
+            }
             Endpoint::NotFound => DispatchFuture::Refused(ready(Err(Box::new(Error::NotFound {
                 path: ctx.http().map(|r| r.path.clone()).unwrap_or_default(),
             })))),

@@ -443,16 +443,39 @@ impl Recorder {
 /// holds the same one).
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
-    inner: Arc<Mutex<Recorder>>,
+    inner: Arc<Invocation>,
+}
+
+#[derive(Debug, Default)]
+struct Invocation {
+    recorder: Mutex<Recorder>,
+    /// Whether a request got past every layer to its handler; the App tells a caller when
+    /// it did not (see `App`'s refusal header).
+    handler_called: std::sync::atomic::AtomicBool,
 }
 
 impl Metrics {
     fn with<T>(&self, f: impl FnOnce(&mut Recorder) -> T) -> T {
         let mut recorder = self
             .inner
+            .recorder
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut recorder)
+    }
+
+    /// Notes that the invocation's handler was called.
+    pub(crate) fn handler_called(&self) {
+        self.inner
+            .handler_called
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the invocation's handler was called.
+    pub(crate) fn was_handler_called(&self) -> bool {
+        self.inner
+            .handler_called
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn record_named(

@@ -5,9 +5,10 @@
 //! through lift-middleware's circuit breaker (one per instance) and timeout (bounded by the
 //! caller's deadline). A retryable failure fails over to another instance, at most
 //! `max_attempts` in all, within a retry budget; consecutive failures eject an instance
-//! locally until the next refresh. What is retryable: a 429 or 503 answer, or a call that
-//! ran nothing (an open circuit, a throttled Lambda invocation), for any request; any other
-//! 5xx answer or a transport failure (a timeout, a function error) only for an idempotent one
+//! locally until the next refresh. What is retryable: a call that ran nothing (an open
+//! circuit, a throttled Lambda invocation, a 429 or 503 the callee's layers answered before
+//! its handler, marked [`lift_core::REFUSED_HEADER`]), for any request; any other 5xx or 429
+//! answer or a transport failure (a timeout, a function error) only for an idempotent one
 //! ([`ServiceRequest::idempotent`]), since the instance may have done the work.
 //!
 //! The call carries the tenant (`x-tenant-id`), the X-Ray trace header, the correlation id
@@ -682,11 +683,16 @@ fn judge(
     match outcome {
         Ok(response) if response.status < 400 => Verdict::Done(response),
         Ok(response) => {
-            // 429 and 503 are refusals before any work (Lift's rate limit, load shedder,
-            // bulkhead and open circuit answer them); a 502 or 504 may come after the
-            // handler ran (a crash, a timeout), so only an idempotent request goes again.
-            let retryable =
-                matches!(response.status, 429 | 503) || (response.status >= 500 && idempotent);
+            // A 429 or 503 a Lift layer answered before the handler says so; any other
+            // (a handler's own, say an open circuit of the call it made after writing
+            // something), and a 502 or 504 (a crash, a timeout), may come after the handler
+            // ran: only an idempotent request goes again.
+            let refused = response
+                .headers
+                .get(lift_core::REFUSED_HEADER)
+                .is_some_and(|v| v.as_bytes() == b"before-handler");
+            let retryable = (matches!(response.status, 429 | 503) && (refused || idempotent))
+                || (response.status >= 500 && idempotent);
             let error = CallError::Status {
                 service: service.to_owned(),
                 instance: instance.to_owned(),

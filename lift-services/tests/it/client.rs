@@ -340,12 +340,13 @@ async fn a_non_idempotent_call_is_not_replayed_after_a_server_error() {
     );
 }
 
-/// A 502 or 504 may come after the handler ran (a crash, a timeout): a request that is not
-/// idempotent is not sent to a second instance, while a 503 (a refusal before any work)
-/// still fails over.
+/// A 502 or 504 may come after the handler ran (a crash, a timeout), and so may a 503 the
+/// handler returned (an open circuit of its own outbound call, after it wrote something): a
+/// request that is not idempotent is not sent to a second instance. A 503 a layer answered
+/// before the handler (the callee's refusal header says so) still fails over.
 #[tokio::test]
-async fn a_non_idempotent_call_is_not_replayed_after_a_gateway_error() {
-    for status in [502, 504] {
+async fn a_non_idempotent_call_is_not_replayed_after_the_handler_may_have_run() {
+    for status in [502, 504, 503] {
         let calls = Arc::new(AtomicUsize::new(0));
         let other = Arc::new(AtomicUsize::new(0));
         let registry = registry_with(&[("a", None), ("b", None)]).await;
@@ -367,20 +368,51 @@ async fn a_non_idempotent_call_is_not_replayed_after_a_gateway_error() {
         );
     }
     let refused = Arc::new(AtomicUsize::new(0));
+    let ran = Arc::new(AtomicUsize::new(0));
     let good = Arc::new(AtomicUsize::new(0));
     let registry = registry_with(&[("a", None), ("b", None)]).await;
     let transport = InProcessTransport::new()
-        .serve(arn("a"), failing(503, refused.clone()))
+        .serve(arn("a"), refusing(refused.clone(), ran.clone()))
         .serve(arn("b"), payments("b", good.clone()));
     let client = client(registry, transport);
-    for _ in 0..4 {
+    for _ in 0..2 {
         let reply = client
             .call("payments", ServiceRequest::post("/charges"))
             .await
-            .expect("a 503 fails over");
+            .expect("a refusal fails over");
         assert_eq!(reply.instance.as_ref(), "b");
     }
-    assert_eq!(good.load(Ordering::SeqCst), 4);
+    assert!(refused.load(Ordering::SeqCst) >= 1);
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    assert_eq!(good.load(Ordering::SeqCst), 2);
+}
+
+/// A fake instance whose layer refuses every call with a full bulkhead (503) before its
+/// handler: `refused` counts the refusals, `ran` the handler's runs.
+fn refusing(refused: Arc<AtomicUsize>, ran: Arc<AtomicUsize>) -> LiftService {
+    let handler = move |_ctx: Context| {
+        let ran = ran.clone();
+        async move {
+            ran.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Error>("charged")
+        }
+    };
+    let layer = tower::layer::layer_fn(move |_inner: lift_core::BoxService| {
+        let refused = refused.clone();
+        tower::service_fn(move |_ctx: Context| {
+            refused.fetch_add(1, Ordering::SeqCst);
+            async {
+                Err::<lift_core::Response, lift_core::BoxError>(Box::new(Error::BulkheadFull {
+                    name: "charges".into(),
+                }))
+            }
+        })
+    });
+    App::new()
+        .post("/charges", handler)
+        .layer(layer)
+        .into_service()
+        .expect("app")
 }
 
 /// A call the caller stops waiting for (a timeout around it, a `select!`) no longer counts
