@@ -17,7 +17,8 @@
 //!   [`IdempotencyConfigBuilder::scope_fn`] returns, and for records the event's identity
 //!   (the SQS queue, the SNS topic, the DynamoDB stream, the EventBridge `source` and
 //!   `detail-type`), for HTTP requests the path parameters of a route that has any (the
-//!   same body sent to `/accounts/A/deposit` and `/accounts/B/deposit` is two keys). Two
+//!   same body sent to `/accounts/A/deposit` and `/accounts/B/deposit` is two keys) and the
+//!   query, if any (`?to=alice` and `?to=bob`: two keys). Two
 //!   tenants that send the same key and body get two executions, and neither sees the
 //!   other's answer.
 //! - The record id keeps Powertools' shape, `{function}.{operation}#{sha256 hex}`, the
@@ -309,7 +310,29 @@ fn scope_parts(config: &IdempotencyConfig, ctx: &Context) -> Vec<(u8, String)> {
     if let Some(resource) = path_params(ctx) {
         parts.push((b'r', resource));
     }
+    if let Some(query) = query_params(ctx) {
+        parts.push((b'q', query));
+    }
     parts
+}
+
+/// An HTTP request's query (`to=alice`, length-prefixed), by name and in the order given
+/// within a name; `None` without one: `POST /transfers?to=alice` and `?to=bob` with one
+/// body are two operations.
+fn query_params(ctx: &Context) -> Option<String> {
+    let pairs = ctx.http()?.query_pairs();
+    if pairs.is_empty() {
+        return None;
+    }
+    let mut sorted: Vec<&(String, String)> = pairs.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = String::new();
+    for (name, value) in sorted {
+        for part in [name, value] {
+            let _ = write!(out, "{}:{part}", part.len());
+        }
+    }
+    Some(out)
 }
 
 /// The path parameters the request's route matched (`id=A`, length-prefixed), `None` for a
@@ -947,6 +970,41 @@ mod tests {
         assert!(a.is_some());
         assert_ne!(a, b);
         assert_eq!(a, a_again);
+    }
+
+    /// The query names the operation as much as the path does: the same body sent with
+    /// `?to=alice` and `?to=bob` is two operations (Bob got Alice's stored answer).
+    #[tokio::test]
+    async fn the_same_body_with_another_query_is_another_key() {
+        for config in [
+            IdempotencyConfig::builder("t").build().expect("config"),
+            header_config(),
+        ] {
+            let app = keys(config);
+            let key = |to: &'static str, repeat: Option<&'static str>| {
+                let app = &app;
+                async move {
+                    let mut event = events::http("POST", "/orders")
+                        .query("to", to)
+                        .header("idempotency-key", "k-1")
+                        .body(r#"{"amount":5}"#);
+                    if let Some(repeat) = repeat {
+                        event = event.query("to", repeat);
+                    }
+                    let response = app.http(event.v2()).await.expect("response");
+                    let body: Value = response.json().expect("json");
+                    body["key"].as_str().map(str::to_owned)
+                }
+            };
+            let alice = key("alice", None).await;
+            assert!(alice.is_some());
+            assert_ne!(alice, key("bob", None).await);
+            assert_eq!(alice, key("alice", None).await);
+            assert_ne!(
+                key("alice", Some("bob")).await,
+                key("bob", Some("alice")).await
+            );
+        }
     }
 
     #[test]
