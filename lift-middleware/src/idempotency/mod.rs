@@ -437,8 +437,14 @@ fn key_of(config: &IdempotencyConfig, ctx: &Context) -> Result<Option<(String, S
                 None => return Ok(None),
             }
         }
-        KeySource::Header(name) => match ctx.header(name.as_str()) {
-            Some(value) if !value.is_empty() => value.as_bytes().to_vec(),
+        // The header's bytes as sent: a value that is not visible ASCII is a key still.
+        KeySource::Header(name) => match ctx
+            .http()
+            .and_then(|http| http.headers().get(name.as_str()))
+            .map(http::HeaderValue::as_bytes)
+            .or_else(|| ctx.header(name.as_str()).map(str::as_bytes))
+        {
+            Some(value) if !value.is_empty() => value.to_vec(),
             _ => return Ok(None),
         },
         KeySource::Custom(key) => match key(ctx) {
@@ -970,6 +976,27 @@ mod tests {
         assert!(a.is_some());
         assert_ne!(a, b);
         assert_eq!(a, a_again);
+    }
+
+    /// A header key that is not visible ASCII is a key all the same (it was read as no
+    /// header, so the call just ran, every time).
+    #[tokio::test]
+    async fn a_header_key_that_is_not_ascii_is_a_key() {
+        let app = keys(header_config());
+        let key = |value: &'static str| {
+            let app = &app;
+            async move {
+                let mut event = events::http("POST", "/orders").body("{}").v2();
+                event["headers"]["idempotency-key"] = json!(value);
+                let response = app.http(event).await.expect("response");
+                let body: Value = response.json().expect("json");
+                body["key"].as_str().map(str::to_owned)
+            }
+        };
+        let first = key("ключ-1").await;
+        assert!(first.is_some(), "no key");
+        assert_eq!(first, key("ключ-1").await);
+        assert_ne!(first, key("ключ-2").await);
     }
 
     /// The query names the operation as much as the path does: the same body sent with
