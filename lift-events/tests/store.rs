@@ -364,3 +364,41 @@ async fn a_stored_start_succeeds_whatever_befalls_its_local_work() {
     assert_eq!(started.version(), 2, "the local step ran after all");
     assert_eq!(lost.store.load("s-2").await.unwrap().unwrap().version(), 2);
 }
+
+/// A reply's write that was applied though its answer said otherwise (an SDK retry meeting
+/// its own write) is this orchestrator's transition: the local step it sent runs now. (It
+/// was read back as stale and ignored; the local step waited for its timeout and spent an
+/// attempt.)
+#[tokio::test]
+async fn a_reply_whose_write_answer_was_lost_still_runs_its_local_step() {
+    use lift_events::saga::{Handled, Orchestrator, Registry, Reply, SagaInput, SagaStatus, local};
+    let saga = Saga::named("mixed", 1)
+        .step(Step::new("a", remote("p", "A"), None))
+        .step(Step::new(
+            "b",
+            local(|_| async { Ok(json!({"b": 1})) }),
+            None,
+        ))
+        .build()
+        .unwrap();
+    // Save 1 is the start, save 2 the reply's transition.
+    let store = Faulty {
+        store: MemoryStore::new(),
+        saves: Default::default(),
+        throttle: 0,
+        lost: 2,
+    };
+    let orchestrator = Orchestrator::new(Registry::new().with(saga), store.clone());
+    let started = orchestrator
+        .start("mixed", "s-1", &json!({}), StartMeta::default())
+        .await
+        .unwrap();
+    let reply = Reply::to(&first_command(&started), Ok(json!({"done": "a"})));
+    let handled = orchestrator
+        .handle(&SagaInput::Reply(reply))
+        .await
+        .expect("handled");
+    assert!(matches!(handled, Handled::Applied(_)), "{handled:?}");
+    let stored = store.store.load("s-1").await.unwrap().unwrap();
+    assert_eq!(stored.status(), SagaStatus::Completed, "{stored:?}");
+}

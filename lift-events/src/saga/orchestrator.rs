@@ -320,6 +320,15 @@ impl<S: SagaStore> Orchestrator<S> {
             } else {
                 self.store.save(transition.state()).await
             };
+            let saved = match saved {
+                // Our own write, applied by an attempt whose answer was lost and refused when
+                // the SDK sent it again: stored.
+                Err(StoreError::Conflict {
+                    current: Some(current),
+                    ..
+                }) if same_write(&current, transition.state()) => Ok(()),
+                other => other,
+            };
             match saved {
                 Ok(()) => {
                     let state = transition.into_state();
