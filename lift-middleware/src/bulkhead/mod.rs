@@ -412,16 +412,18 @@ where
         let shared = self.shared.clone();
         let service = crate::take_ready(&mut self.inner);
         ResponseFuture::waiting(Box::pin(async move {
-            let until = tokio::time::Instant::now() + shared.config.max_wait;
+            // Each compartment waits as long as its own config says, from the call's start.
+            let started = tokio::time::Instant::now();
             let key_permit = match (&compartment, &shared.per_key) {
-                (Some(c), Some(per_key)) => {
-                    Some(c.acquire(priority, &per_key.config, until).await?)
-                }
+                (Some(c), Some(per_key)) => Some(
+                    c.acquire(priority, &per_key.config, started + per_key.config.max_wait)
+                        .await?,
+                ),
                 _ => None,
             };
             let global = shared
                 .global
-                .acquire(priority, &shared.config, until)
+                .acquire(priority, &shared.config, started + shared.config.max_wait)
                 .await?;
             let _permits = Permits {
                 _key: key_permit,

@@ -208,6 +208,31 @@ async fn per_key_compartments_isolate_a_tenants_flood() {
     }
 }
 
+/// A key's compartment queues as its own config says: the global config's wait (none by
+/// default) does not cut a key's `queue(.., 500 ms)` to nothing.
+#[tokio::test(start_paused = true)]
+async fn a_keys_queue_waits_as_long_as_its_own_config_says() {
+    let dep = Dependency::new(Behaviour::Hang);
+    let per_key = BulkheadConfig::builder("per-tenant")
+        .max_concurrent(2)
+        .queue(10, Duration::from_millis(500))
+        .build()
+        .expect("valid config");
+    let layer = layer(100, 0, None).keyed(tenant_of, per_key, 100, Duration::from_secs(600));
+    let svc = layer.layer(dep.clone());
+    let tenant = || TestRequest::new().for_tenant("t");
+    let _running = [spawn(&svc, tenant()), spawn(&svc, tenant())];
+    settle().await;
+    let waiter = spawn(&svc, tenant());
+    settle().await;
+    tokio::time::advance(Duration::from_millis(100)).await;
+    assert!(!waiter.is_finished(), "queued, not refused at once");
+    dep.set(Behaviour::Ok);
+    dep.release(Behaviour::Ok);
+    assert_eq!(status(&waiter.await.expect("task")), 200);
+    assert_eq!(dep.calls_for(Some("t")), 3);
+}
+
 /// A waiter cancelled while queued (its caller timed out or went away) must leave the
 /// queue; otherwise the queue fills with ghosts and every later call is refused at once.
 #[tokio::test(start_paused = true)]
