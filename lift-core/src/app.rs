@@ -173,6 +173,27 @@ impl App {
         }
     }
 
+    /// Puts `endpoint` in `slot`, or remembers a second registration of `what` as a
+    /// configuration error (the second would silently replace the first).
+    #[cfg(any(
+        feature = "sqs",
+        feature = "sns",
+        feature = "dynamodb",
+        feature = "eventbridge",
+        feature = "authorizer"
+    ))]
+    fn register_once(
+        slot: &mut Option<Endpoint>,
+        endpoint: Endpoint,
+        what: &str,
+    ) -> Result<(), String> {
+        if slot.is_some() {
+            return Err(format!("{what} is registered twice"));
+        }
+        *slot = Some(endpoint);
+        Ok(())
+    }
+
     fn remember(&mut self, result: Result<(), String>) {
         if let Err(error) = result
             && self.config_error.is_none()

@@ -20,7 +20,12 @@ impl App {
     /// [`Authorization`]. Events with a top-level `methodArn` or `routeArn` go to it; see
     /// [`crate::authorizer`].
     pub fn authorizer<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
-        self.authorizer = Some(Endpoint::new(handler));
+        let registered = App::register_once(
+            &mut self.authorizer,
+            Endpoint::new(handler),
+            "a Lambda authorizer handler (App::authorizer)",
+        );
+        self.remember(registered);
         self
     }
 

@@ -18,7 +18,12 @@ impl App {
     /// reported by sequence number in `batchItemFailures`. Typed input comes from the new
     /// image (the old image for `REMOVE`).
     pub fn dynamodb<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
-        self.dynamodb = Some(Endpoint::new(handler));
+        let registered = App::register_once(
+            &mut self.dynamodb,
+            Endpoint::new(handler),
+            "a DynamoDB Streams handler (App::dynamodb)",
+        );
+        self.remember(registered);
         self
     }
 }

@@ -24,43 +24,69 @@ impl App {
     /// Handles EventBridge events with this `source` and `detail-type`; typed input comes
     /// from `detail`.
     pub fn event<H: Handler<Args>, Args: 'static>(
-        mut self,
+        self,
         source: &str,
         detail_type: &str,
         handler: H,
     ) -> Self {
-        self.events.push(EventRoute {
+        self.push_event(EventRoute {
             source: source.to_owned(),
             detail_type: Some(detail_type.to_owned()),
             endpoint: Endpoint::new(handler),
-        });
-        self
+        })
     }
 
     /// Handles EventBridge events with this `source` and a `detail-type` no
     /// [`App::event`] route names.
-    pub fn event_source<H: Handler<Args>, Args: 'static>(
-        mut self,
-        source: &str,
-        handler: H,
-    ) -> Self {
-        self.events.push(EventRoute {
+    pub fn event_source<H: Handler<Args>, Args: 'static>(self, source: &str, handler: H) -> Self {
+        self.push_event(EventRoute {
             source: source.to_owned(),
             detail_type: None,
             endpoint: Endpoint::new(handler),
-        });
+        })
+    }
+
+    /// Adds an EventBridge route; a second route for the same source and detail-type is a
+    /// configuration error (the first would take every event, the second none).
+    fn push_event(mut self, route: EventRoute) -> Self {
+        if self
+            .events
+            .iter()
+            .any(|r| r.source == route.source && r.detail_type == route.detail_type)
+        {
+            let what = match &route.detail_type {
+                Some(detail_type) => format!(
+                    "the EventBridge route for source `{}` and detail-type `{detail_type}`",
+                    route.source
+                ),
+                None => format!("the EventBridge route for source `{}`", route.source),
+            };
+            self.remember(Err(format!("{what} is registered twice")));
+            return self;
+        }
+        self.events.push(route);
         self
     }
 
     /// Handles scheduled events (`source: aws.events`, `detail-type: Scheduled Event`).
     pub fn schedule<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
-        self.schedule = Some(Endpoint::new(handler));
+        let registered = App::register_once(
+            &mut self.schedule,
+            Endpoint::new(handler),
+            "a schedule handler (App::schedule)",
+        );
+        self.remember(registered);
         self
     }
 
     /// Handles EventBridge events no other route matches.
     pub fn event_fallback<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
-        self.event_fallback = Some(Endpoint::new(handler));
+        let registered = App::register_once(
+            &mut self.event_fallback,
+            Endpoint::new(handler),
+            "an EventBridge fallback (App::event_fallback)",
+        );
+        self.remember(registered);
         self
     }
 }

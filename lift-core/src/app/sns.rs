@@ -15,7 +15,12 @@ use crate::metrics::Metrics;
 impl App {
     /// Handles each SNS notification; typed input comes from the `Message`.
     pub fn sns<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
-        self.sns = Some(Endpoint::new(handler));
+        let registered = App::register_once(
+            &mut self.sns,
+            Endpoint::new(handler),
+            "an SNS handler (App::sns)",
+        );
+        self.remember(registered);
         self
     }
 }

@@ -21,7 +21,12 @@ impl App {
     /// on a FIFO queue, the records after a failure in the same message group are reported
     /// failed without running, so the group's order holds.
     pub fn sqs<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
-        self.sqs = Some(Endpoint::new(handler));
+        let registered = App::register_once(
+            &mut self.sqs,
+            Endpoint::new(handler),
+            "an SQS handler (App::sqs)",
+        );
+        self.remember(registered);
         self
     }
 

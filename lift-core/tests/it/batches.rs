@@ -593,3 +593,48 @@ async fn a_schedule_handler_comes_before_a_route_on_its_source() {
         .expect("routed");
     assert_eq!(other["handler"], "aws-events");
 }
+
+/// A second handler for one source (or one EventBridge route) is a configuration error, as
+/// a second HTTP route is: one of the two would never run, silently.
+#[tokio::test]
+async fn a_source_registered_twice_is_a_configuration_error() {
+    let first = || async { Ok::<_, Error>(()) };
+    let second = || async { Ok::<_, Error>(()) };
+    let twice: [(&str, App); 7] = [
+        ("SQS", App::new().sqs(first).sqs(second)),
+        ("SNS", App::new().sns(first).sns(second)),
+        ("DynamoDB", App::new().dynamodb(first).dynamodb(second)),
+        ("schedule", App::new().schedule(first).schedule(second)),
+        (
+            "fallback",
+            App::new().event_fallback(first).event_fallback(second),
+        ),
+        (
+            "OrderPlaced",
+            App::new()
+                .event("shop", "OrderPlaced", first)
+                .event("shop", "OrderPlaced", second),
+        ),
+        (
+            "source `shop`",
+            App::new()
+                .event_source("shop", first)
+                .event_source("shop", second),
+        ),
+    ];
+    for (what, app) in twice {
+        assert!(
+            matches!(app.into_service(), Err(Error::Config(ref m)) if m.contains(what)),
+            "{what}"
+        );
+    }
+    // One route per detail-type, and one for the rest of the source: no conflict.
+    assert!(
+        App::new()
+            .event("shop", "OrderPlaced", first)
+            .event("shop", "OrderShipped", second)
+            .event_source("shop", first)
+            .into_service()
+            .is_ok()
+    );
+}
