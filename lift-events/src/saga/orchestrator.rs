@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::definition::{Registry, Saga, StepCall, Work};
 use super::state::{Command, Message, Reply, SagaInput, SagaState, Target, Timer};
-use super::transition::{Ignored, Outcome, StartMeta, start, transition};
+use super::transition::{Ignored, Outcome, StartMeta, fits, start, transition};
 use crate::store::{SagaStore, StoreError};
 
 type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -70,14 +70,6 @@ pub enum OrchestratorError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// Whether `state` has the shape of `saga`: a status per step, and a cursor on one.
-fn fits(saga: &Saga, state: &SagaState) -> bool {
-    state.steps().len() == saga.steps().len()
-        && state
-            .cursor()
-            .is_none_or(|cursor| (cursor.step as usize) < saga.steps().len())
 }
 
 /// Applies replies and timers to sagas kept in a [`SagaStore`].

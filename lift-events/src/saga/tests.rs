@@ -203,6 +203,39 @@ fn duplicate_late_and_early_replies_are_ignored() {
     );
 }
 
+/// `transition` is public and pure: a state that does not fit the definition it is given
+/// (a saga redefined under the same name and version) is an input it cannot apply, never an
+/// index out of bounds.
+#[test]
+fn a_state_that_does_not_fit_its_definition_is_not_applied() {
+    let saga = three_steps(false);
+    let t0 = begin(&saga);
+    let a = command(&t0);
+    let t1 = applied(transition(&saga, t0.state(), &ok(&a), 2_000));
+    let t2 = applied(transition(&saga, t1.state(), &ok(&command(&t1)), 3_000));
+    let c = command(&t2);
+    assert_eq!(c.step, 2);
+    let redefined = Saga::named("s", 1)
+        .step(Step::new("a", remote("p", "Doa"), None))
+        .step(Step::new("b", remote("p", "Dob"), None))
+        .build()
+        .unwrap();
+    let timeout = Timer {
+        saga_id: "s-1".into(),
+        kind: TimerKind::Timeout,
+        step: 2,
+        phase: Phase::Action,
+        attempt: 1,
+        due_ms: 13_000,
+    };
+    for input in [SagaInput::Timer(timeout), ok(&c)] {
+        assert_eq!(
+            transition(&redefined, t2.state(), &input, 20_000),
+            Outcome::Ignored(Ignored::Unknown)
+        );
+    }
+}
+
 #[test]
 fn a_timeout_retries_and_a_late_success_of_the_first_attempt_counts() {
     let saga = three_steps(false);

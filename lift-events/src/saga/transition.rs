@@ -114,6 +114,14 @@ pub fn start(saga: &Saga, id: &str, data: Value, meta: StartMeta, now_ms: u64) -
     tx.finish()
 }
 
+/// Whether `state` has the shape of `saga`: a status per step, and a cursor on one.
+pub(crate) fn fits(saga: &Saga, state: &SagaState) -> bool {
+    state.steps().len() == saga.steps().len()
+        && state
+            .cursor()
+            .is_none_or(|cursor| (cursor.step as usize) < saga.steps().len())
+}
+
 /// Applies `input` to `state` under its definition `saga` at time `now_ms`. Pure: the same
 /// arguments give the same outcome.
 ///
@@ -122,11 +130,13 @@ pub fn start(saga: &Saga, id: &str, data: Value, meta: StartMeta, now_ms: u64) -
 /// command id gives every attempt the same answer), a technical failure only from the
 /// current attempt. Anything else is [`Outcome::Ignored`], so each reply changes the state
 /// at most once.
+/// A state that does not fit `saga` (a saga redefined under the same name and version)
+/// cannot be applied: [`Ignored::Unknown`].
 pub fn transition(saga: &Saga, state: &SagaState, input: &SagaInput, now_ms: u64) -> Outcome {
     if state.status.is_final() {
         return Outcome::Ignored(Ignored::Finished);
     }
-    if input.saga_id() != state.id {
+    if input.saga_id() != state.id || !fits(saga, state) {
         return Outcome::Ignored(Ignored::Unknown);
     }
     let Some(cursor) = state.cursor.clone() else {
