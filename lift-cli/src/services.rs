@@ -47,8 +47,8 @@ fn health(instance: &Instance, now: u64) -> &'static str {
 /// The environment id of a lease written by `lift register`: each run renews the same one.
 pub(crate) const DEPLOY_LEASE: &str = "deploy";
 
-/// The longest `--hours`: a year, the longest lease the registry takes.
-const MAX_HOURS: u64 = 366 * 24;
+/// The longest `--hours`: the longest lease the registry takes (365 days).
+const MAX_HOURS: u64 = lift_services::MAX_LEASE.as_secs() / 3600;
 
 /// Registers the function alias `--arn` as an instance of SERVICE, with a lease of
 /// `--hours` held by [`DEPLOY_LEASE`]. A function registers itself on its first
@@ -80,7 +80,7 @@ async fn register(registry: &DynamoRegistry, args: &Args) -> Result<String, CliE
     }
     let hours = args.hours.unwrap_or(168);
     if hours == 0 || hours > MAX_HOURS {
-        return Err(usage("--hours is 1 to 8784 (a year)"));
+        return Err(usage(&format!("--hours is 1 to {MAX_HOURS} (365 days)")));
     }
     let lease = std::time::Duration::from_secs(hours * 3600);
     let mut config = ServiceConfig::new(service.clone()).lease(lease);

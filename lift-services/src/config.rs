@@ -310,9 +310,9 @@ impl ServiceConfig {
     }
 }
 
-/// The longest lease: a year, so that a lease end in milliseconds since the epoch never
-/// overflows, nor does its garbage-collection time.
-const MAX_LEASE: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The longest lease [`ServiceConfig::lease`] takes: 365 days, so that a lease end in
+/// milliseconds since the epoch never overflows, nor does its garbage-collection time.
+pub const MAX_LEASE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[cfg(test)]
 mod tests {

@@ -109,7 +109,7 @@ pub mod registry;
 pub mod topology;
 pub mod transport;
 
-pub use config::{ConfigError, ServiceConfig, validate_name};
+pub use config::{ConfigError, MAX_LEASE, ServiceConfig, validate_name};
 pub use model::{
     DEGRADED_ERROR_RATE, Endpoints, EnvReport, FAILING_ERROR_RATE, Health, Instance, REGIONS,
     is_known_region,
