@@ -124,7 +124,8 @@ impl CircuitBreakerConfigBuilder {
         self.config.window = window;
         self
     }
-    /// How long the breaker stays open before probing.
+    /// How long the breaker stays open before probing (any length without
+    /// [`open_backoff`](Self::open_backoff); at most its `max` with it).
     pub fn open_for(mut self, duration: Duration) -> Self {
         self.config.open_for = duration;
         self
@@ -147,7 +148,11 @@ impl CircuitBreakerConfigBuilder {
     ///
     /// # Errors
     /// [`ConfigError`] naming the first field that is out of range or contradicts another.
-    pub fn build(self) -> Result<CircuitBreakerConfig, ConfigError> {
+    pub fn build(mut self) -> Result<CircuitBreakerConfig, ConfigError> {
+        // Without backoff the open time is `open_for`, however long: the cap is backoff's.
+        if self.config.backoff_multiplier == 1.0 {
+            self.config.max_open_for = self.config.max_open_for.max(self.config.open_for);
+        }
         let c = &self.config;
         let rate_ok = |r: Option<f64>| r.is_none_or(|r| r > 0.0 && r <= 1.0);
         check(rate_ok(c.failure_rate), "failure_rate", "must be in (0, 1]")?;

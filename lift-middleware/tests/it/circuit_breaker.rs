@@ -121,6 +121,27 @@ async fn client_errors_do_not_count_as_failures() {
     assert_eq!(layer.metrics(None).map(|m| m.failures), Some(4));
 }
 
+/// Without backoff, a breaker stays open as long as `open_for` says, 10 minutes included
+/// (the 5-minute cap is backoff's; the config was refused, naming `open_backoff.max`).
+#[tokio::test(start_paused = true)]
+async fn without_backoff_a_long_open_for_is_kept_whole() {
+    let ten_minutes = Duration::from_secs(600);
+    let config = CircuitBreakerConfig::builder("dep")
+        .consecutive_failures(1)
+        .no_failure_rate()
+        .open_for(ten_minutes)
+        .build()
+        .expect("a long open time without backoff");
+    let dep = Dependency::new(Behaviour::Status(503));
+    let layer = CircuitBreakerLayer::new(config);
+    let mut svc = layer.layer(dep.clone());
+    let _ = call(&mut svc, req()).await;
+    tokio::time::advance(ten_minutes - Duration::from_millis(1)).await;
+    assert_eq!(layer.state(None), Some(State::Open));
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(layer.state(None), Some(State::HalfOpen));
+}
+
 #[tokio::test(start_paused = true)]
 async fn half_opens_after_open_for_and_closes_after_enough_successes() {
     let dep = Dependency::new(Behaviour::Status(503));
