@@ -40,7 +40,8 @@ impl PublishConfig {
     /// Checks and builds the settings.
     ///
     /// # Errors
-    /// [`ConfigError`] naming `max_entry_bytes` (0, or above 1 MiB), `deadline` (zero),
+    /// [`ConfigError`] naming `max_entry_bytes` (0, or above 1 MiB), `deadline` (zero, or
+    /// above 15 minutes),
     /// `initial_backoff` (zero) or `max_backoff` (below `initial_backoff`).
     pub fn new(
         max_entry_bytes: usize,
@@ -54,8 +55,12 @@ impl PublishConfig {
                 "must be between 1 byte and 1 MiB",
             ));
         }
-        if deadline.is_zero() {
-            return Err(ConfigError::invalid("deadline", "must be above zero"));
+        // No invocation lasts longer; a longer one (`Duration::MAX`) overflowed the clock.
+        if deadline.is_zero() || deadline > Duration::from_secs(15 * 60) {
+            return Err(ConfigError::invalid(
+                "deadline",
+                "must be above zero and at most 15 minutes",
+            ));
         }
         // Zero would resend failed entries in a tight loop until the deadline.
         if initial_backoff.is_zero() {
@@ -894,5 +899,14 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("max_backoff"));
+        // "Forever" is refused, not an overflow at the first publish.
+        let e = PublishConfig::new(
+            10,
+            Duration::MAX,
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("deadline"));
     }
 }

@@ -207,6 +207,11 @@ pub trait KeyOf<Req>: Send + Sync + 'static {
     fn key_of(&self, request: &Req) -> Option<String>;
 }
 
+/// The longest idle time a keyed layer keeps a key's compartment: a year. A longer one
+/// (`Duration::MAX` for "never") is taken as this; the key cache refuses more than 1,000
+/// years.
+pub(crate) const MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
 /// One compartment for every request.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Unkeyed;

@@ -83,7 +83,8 @@ impl BulkheadConfigBuilder {
         self.config.reserved_for_high = n;
         self
     }
-    /// Up to `max_waiting` calls wait for a slot, each for at most `max_wait`.
+    /// Up to `max_waiting` calls wait for a slot, each for at most `max_wait` (up to 15
+    /// minutes).
     pub fn queue(mut self, max_waiting: u32, max_wait: Duration) -> Self {
         self.config.max_waiting = max_waiting;
         self.config.max_wait = max_wait;
@@ -109,6 +110,12 @@ impl BulkheadConfigBuilder {
             c.max_waiting == 0 || !c.max_wait.is_zero(),
             "queue.max_wait",
             "must be longer than zero when calls may wait",
+        )?;
+        // No invocation lasts longer; a longer one (`Duration::MAX`) overflowed the deadline.
+        check(
+            c.max_wait <= Duration::from_secs(15 * 60),
+            "queue.max_wait",
+            "must be at most 15 minutes, Lambda's longest invocation",
         )?;
         Ok(self.config)
     }
@@ -287,7 +294,8 @@ impl BulkheadLayer {
 
 impl<K> BulkheadLayer<K> {
     /// Adds a compartment per key (tenant, operation) with `per_key` slots each, on top of
-    /// the global limit; at most `max_keys` compartments, idle ones dropped after `idle`.
+    /// the global limit; at most `max_keys` compartments, idle ones dropped after `idle` (at
+    /// most a year).
     pub fn keyed<K2>(
         self,
         key: K2,
@@ -301,7 +309,7 @@ impl<K> BulkheadLayer<K> {
         // call, its limit never reached.
         let cache = moka::sync::Cache::builder()
             .max_capacity(max_keys)
-            .time_to_idle(idle)
+            .time_to_idle(idle.min(crate::classify::MAX_IDLE))
             .eviction_policy(moka::policy::EvictionPolicy::lru())
             .build();
         BulkheadLayer {

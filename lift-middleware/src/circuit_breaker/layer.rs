@@ -92,7 +92,7 @@ impl<C, K, F> CircuitBreakerBuilder<C, K, F> {
     }
 
     /// One breaker per key (tenant, operation, ...), at most `max_keys` of them; a breaker
-    /// unused for `idle` is dropped, so a flood of distinct keys cannot exhaust memory.
+    /// unused for `idle` (at most a year) is dropped, so a flood of distinct keys cannot exhaust memory.
     pub fn keyed<K2>(
         self,
         key: K2,
@@ -158,7 +158,7 @@ impl<C, K, F> CircuitBreakerBuilder<C, K, F> {
         let keyed = (self.max_keys > 0).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(self.max_keys)
-                .time_to_idle(self.idle)
+                .time_to_idle(self.idle.min(crate::classify::MAX_IDLE))
                 .build()
         });
         CircuitBreakerLayer {

@@ -204,13 +204,13 @@ impl IdempotencyConfigBuilder {
         self.config.validate_payload = on;
         self
     }
-    /// How long a completed answer is kept and served.
+    /// How long a completed answer is kept and served (one second to 365 days).
     pub fn expires_after(mut self, duration: Duration) -> Self {
         self.config.expires_after = duration;
         self
     }
-    /// Lets a repeat wait up to `duration` for a call in progress to finish, then answer
-    /// as it did (409 if it has not finished by then).
+    /// Lets a repeat wait up to `duration` (at most 15 minutes) for a call in progress to
+    /// finish, then answer as it did (409 if it has not finished by then).
     pub fn wait_for_in_progress(mut self, duration: Duration) -> Self {
         self.config.wait_for_in_progress = duration;
         self
@@ -228,9 +228,15 @@ impl IdempotencyConfigBuilder {
         let c = &self.config;
         check(!c.table.is_empty(), "table", "must name a table")?;
         check(
-            c.expires_after >= Duration::from_secs(1),
+            c.expires_after >= Duration::from_secs(1)
+                && c.expires_after <= Duration::from_secs(365 * 24 * 3600),
             "expires_after",
-            "must be at least one second",
+            "must be between one second and 365 days",
+        )?;
+        check(
+            c.wait_for_in_progress <= Duration::from_secs(15 * 60),
+            "wait_for_in_progress",
+            "must be at most 15 minutes, Lambda's longest invocation",
         )?;
         if let KeySource::Fields(fields) = &c.key {
             check(

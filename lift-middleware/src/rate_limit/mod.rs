@@ -94,7 +94,7 @@ impl<C: Clock + Clone + Send + Sync + 'static> RateLimitLayer<Unkeyed, C> {
     }
 
     /// One bucket per key instead of one for all, at most `max_keys` buckets, idle ones
-    /// dropped after `idle`; requests without a key share the global bucket. A bucket is
+    /// dropped after `idle` (at most a year); requests without a key share the global bucket. A bucket is
     /// kept at least as long as a drained one takes to refill: dropped sooner, its key
     /// would start again with a full burst.
     pub fn keyed<K>(self, key: K, max_keys: u64, idle: Duration) -> RateLimitLayer<K, C> {
@@ -109,7 +109,7 @@ impl<C: Clock + Clone + Send + Sync + 'static> RateLimitLayer<Unkeyed, C> {
                 per_key: Some(
                     moka::sync::Cache::builder()
                         .max_capacity(max_keys)
-                        .time_to_idle(idle)
+                        .time_to_idle(idle.min(crate::classify::MAX_IDLE))
                         .build(),
                 ),
             }),

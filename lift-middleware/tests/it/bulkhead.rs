@@ -305,3 +305,57 @@ async fn a_new_key_gets_a_compartment_when_the_places_are_taken() {
     assert_eq!(dep.calls_for(Some("newcomer")), 1);
     dep.release(Behaviour::Ok);
 }
+
+/// "Forever" (`Duration::MAX`) is refused or bounded when the layer is built, never a panic
+/// at the first call: a queue wait, an idempotency expiry and wait, a keyed idle time.
+#[tokio::test(start_paused = true)]
+async fn forever_is_refused_or_bounded_at_build() {
+    use lift_middleware::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+    use lift_middleware::idempotency::IdempotencyConfig;
+    use lift_middleware::rate_limit::RateLimitLayer;
+    let forever = Duration::MAX;
+    assert!(
+        BulkheadConfig::builder("b")
+            .queue(1, forever)
+            .build()
+            .is_err()
+    );
+    assert!(
+        IdempotencyConfig::builder("t")
+            .expires_after(forever)
+            .build()
+            .is_err()
+    );
+    assert!(
+        IdempotencyConfig::builder("t")
+            .wait_for_in_progress(forever)
+            .build()
+            .is_err()
+    );
+    // Keyed layers keep an idle key at most a year; each serves a call.
+    let dep = Dependency::new(Behaviour::Ok);
+    let per_key = BulkheadConfig::builder("k").build().expect("config");
+    let bulkhead = layer(10, 0, None).keyed(tenant_of, per_key, 10, forever);
+    let mut svc = bulkhead.layer(dep.clone());
+    assert_eq!(
+        status(&call(&mut svc, TestRequest::new().for_tenant("a")).await),
+        200
+    );
+    let limiter = RateLimitLayer::per_second(std::num::NonZeroU32::new(10).expect("non-zero"))
+        .keyed(tenant_of, 10, forever);
+    let mut svc = limiter.layer(dep.clone());
+    assert_eq!(
+        status(&call(&mut svc, TestRequest::new().for_tenant("a")).await),
+        200
+    );
+    let breaker =
+        CircuitBreakerLayer::builder(CircuitBreakerConfig::builder("c").build().expect("config"))
+            .keyed(tenant_of, 10, forever)
+            .build()
+            .expect("a keyed breaker");
+    let mut svc = breaker.layer(dep.clone());
+    assert_eq!(
+        status(&call(&mut svc, TestRequest::new().for_tenant("a")).await),
+        200
+    );
+}
