@@ -330,9 +330,9 @@ impl ServiceClientBuilder {
     /// The client.
     ///
     /// # Errors
-    /// [`ConfigError::Duration`] for a zero timeout, [`ConfigError::Label`] for zero or
-    /// more than 8 attempts, or a signer without a caller or with one a token cannot name
-    /// (`A-Z a-z 0-9 _ -`, at most 128 bytes).
+    /// [`ConfigError::Duration`] for a zero timeout, [`ConfigError::OutOfRange`] for zero
+    /// or more than 8 attempts, or a signer without a caller or with one a token cannot
+    /// name (`A-Z a-z 0-9 _ -`, at most 128 bytes).
     pub fn build(self) -> Result<ServiceClient, ConfigError> {
         if self.timeout.is_zero() {
             return Err(ConfigError::Duration {
@@ -341,8 +341,9 @@ impl ServiceClientBuilder {
             });
         }
         if self.max_attempts == 0 || self.max_attempts > MAX_ATTEMPTS {
-            return Err(ConfigError::Label {
+            return Err(ConfigError::OutOfRange {
                 field: "max_attempts",
+                expected: "1 to 8",
             });
         }
         // A signer needs a caller whose name a token can carry.
@@ -352,7 +353,10 @@ impl ServiceClientBuilder {
                 .as_deref()
                 .is_none_or(|caller| signer.sign(caller, SystemTime::now()).is_err())
         {
-            return Err(ConfigError::Label { field: "caller" });
+            return Err(ConfigError::OutOfRange {
+                field: "caller",
+                expected: "set with a signer, and a name a token can carry (1 to 128 of A-Z a-z 0-9 _ -)",
+            });
         }
         let breaker = match self.breaker {
             Some(config) => config,

@@ -49,6 +49,14 @@ pub enum ConfigError {
     /// An instance registered from outside Lambda names no endpoint.
     #[error("the instance has no endpoint to reach it by")]
     NoEndpoint,
+    /// A setting outside the values it takes.
+    #[error("`{field}` must be {expected}")]
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+        /// What it takes.
+        expected: &'static str,
+    },
 }
 
 /// Checks a service name: 1 to 64 characters, lower-case ASCII letters, digits, `-`, `_`

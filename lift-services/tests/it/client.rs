@@ -681,7 +681,20 @@ async fn a_signed_call_is_good_at_the_service_called_alone() {
     .caller("orders.v2")
     .signer(ServiceTokenSigner::new(SECRET).expect("signer"))
     .build();
-    assert!(unnamed.is_err());
+    let error = unnamed.expect_err("a name no token carries").to_string();
+    assert!(error.contains("caller") && error.contains("A-Z"), "{error}");
+    // Attempts out of range say what they take.
+    for attempts in [0, 9] {
+        let error = ServiceClient::builder(
+            Discovery::new(registry_with(&[]).await),
+            Arc::new(InProcessTransport::new()),
+        )
+        .max_attempts(attempts)
+        .build()
+        .expect_err("out of range")
+        .to_string();
+        assert!(error.contains("1 to 8"), "{error}");
+    }
 }
 
 /// A lone instance whose failures ejected it is still served: its failures may be its
