@@ -67,7 +67,9 @@ pub fn fixture(path: impl AsRef<Path>) -> Result<Value, Error> {
 
 /// The outputs of a local deployment, as `scripts/deploy.py` writes them into the file
 /// `LIFT_STACK_FILE` names (functions with their names and URLs, stack outputs), for tests
-/// that call deployed functions.
+/// that call deployed functions. A relative path is looked for from the working directory
+/// up: cargo runs a member crate's tests in that crate's directory, so
+/// `target/lift-local/stack.json` given at the workspace root is found from there.
 ///
 /// # Errors
 /// [`Error::Environment`] when `LIFT_STACK_FILE` is not set (nothing was deployed);
@@ -75,7 +77,19 @@ pub fn fixture(path: impl AsRef<Path>) -> Result<Value, Error> {
 pub fn deployed_stack() -> Result<Value, Error> {
     let path =
         std::env::var("LIFT_STACK_FILE").map_err(|_| Error::Environment("LIFT_STACK_FILE"))?;
-    fixture(path)
+    let found = std::env::current_dir()
+        .ok()
+        .and_then(|dir| find_upwards(Path::new(&path), &dir));
+    fixture(found.unwrap_or_else(|| path.into()))
+}
+
+/// A relative `path` found from `dir` or the nearest of its parents; `None` when `path` is
+/// absolute or nowhere.
+fn find_upwards(path: &Path, dir: &Path) -> Option<std::path::PathBuf> {
+    if path.is_absolute() {
+        return None;
+    }
+    dir.ancestors().map(|d| d.join(path)).find(|p| p.is_file())
 }
 
 /// One output of the local deployment ([`deployed_stack`]), by its name in `template.yaml`.
@@ -941,5 +955,27 @@ pub mod events {
                 }
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `target/lift-local/stack.json` given at the workspace root is found from a member
+    /// crate's directory, where cargo runs its tests.
+    #[test]
+    fn a_relative_stack_file_is_found_from_a_member_crate() {
+        let root = std::env::temp_dir().join(format!("lift-find-{}", std::process::id()));
+        let member = root.join("examples").join("shop");
+        std::fs::create_dir_all(&member).expect("dirs");
+        std::fs::create_dir_all(root.join("target/lift-local")).expect("dirs");
+        let stack = root.join("target/lift-local/stack.json");
+        std::fs::write(&stack, "{}").expect("write");
+        let relative = Path::new("target/lift-local/stack.json");
+        assert_eq!(find_upwards(relative, &member), Some(stack.clone()));
+        assert_eq!(find_upwards(relative, &root), Some(stack));
+        assert_eq!(find_upwards(Path::new("target/none.json"), &member), None);
+        std::fs::remove_dir_all(&root).expect("clean up");
     }
 }
