@@ -398,7 +398,9 @@ pub(crate) fn parse(json: &str) -> Result<AuthorizerRequest, serde_json::Error> 
             .into_iter()
             .collect(),
     };
-    query.sort();
+    // By name only (a map's names come in no order); a name's values stay in the order sent,
+    // so `query` is the first value the route behind will read too.
+    query.sort_by(|a, b| a.0.cmp(&b.0));
     let context = raw.request_context;
     Ok(AuthorizerRequest {
         kind,

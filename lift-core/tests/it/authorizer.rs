@@ -277,7 +277,8 @@ async fn with_streaming_on_an_authorizer_event_goes_to_the_authorizer() {
 
 /// A payload 2.0 authorizer request's cookies (not in its `headers`) and repeated query
 /// parameters (joined with `,` in `queryStringParameters`) reach the handler as an HTTP
-/// route would see them; so do a REST request's multi-value headers and parameters.
+/// route would see them, values in the order sent (so the authorizer checks the first
+/// value the route will read); so do a REST request's multi-value headers and parameters.
 #[tokio::test]
 async fn an_authorizer_sees_cookies_and_every_value() {
     async fn echo(ctx: Context) -> Result<Authorization> {
@@ -290,18 +291,18 @@ async fn an_authorizer_sees_cookies_and_every_value() {
             .context("multi", multi))
     }
     let app = TestApp::new(App::new().authorizer(echo)).expect("app");
-    let mut v2 = orders().query("p", "a").query("p", "b").request_v2();
+    let mut v2 = orders().query("p", "b").query("p", "a").request_v2();
     v2["cookies"] = json!(["sid=1", "theme=dark"]);
     let answer = app.invoke(&v2).await.expect("answer");
     assert_eq!(answer["context"]["cookie"], "sid=1; theme=dark");
-    assert_eq!(answer["context"]["p"], "a|b");
+    assert_eq!(answer["context"]["p"], "b|a");
 
     let mut v1 = orders().request_v1();
     v1["multiValueHeaders"] = json!({"x-multi": ["one", "two"]});
-    v1["multiValueQueryStringParameters"] = json!({"p": ["a", "b"]});
+    v1["multiValueQueryStringParameters"] = json!({"p": ["b", "a"]});
     let answer = app.invoke(&v1).await.expect("answer");
     assert_eq!(answer["context"]["multi"], "one");
-    assert_eq!(answer["context"]["p"], "a|b");
+    assert_eq!(answer["context"]["p"], "b|a");
 }
 
 /// REST and WebSocket APIs take authorizer context values that are strings, numbers or
