@@ -58,6 +58,21 @@ where
 pub(crate) fn decode<T: DeserializeOwned>(ctx: &Context) -> Result<T, Error> {
     match &ctx.payload {
         Payload::Http(request) => {
+            // An encoded body (gzip) no layer decoded: not JSON, whatever its type says.
+            if let Some(encoding) = request
+                .headers
+                .get(header::CONTENT_ENCODING)
+                .map(|v| v.to_str().unwrap_or("?").trim())
+                .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
+            {
+                return Err(Error::new(
+                    http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_content_encoding",
+                    format!(
+                        "the body's Content-Encoding `{encoding}` is not decoded here; send it unencoded"
+                    ),
+                ));
+            }
             if !request.body.is_empty() || request.headers.contains_key(header::CONTENT_TYPE) {
                 let content_type = request
                     .headers

@@ -250,6 +250,22 @@ async fn wrong_media_type_is_415_and_empty_body_is_400() {
         empty.json::<Value>().expect("json")["error"]["code"],
         "empty_body"
     );
+    // A gzip body no layer decoded is an encoding this route does not take, not a JSON
+    // syntax error at line 1.
+    let gzipped = send(
+        &app,
+        events::http("POST", "/orders")
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .binary(&[0x1f, 0x8b, 0x08, 0x00])
+            .v2(),
+    )
+    .await;
+    assert_eq!(gzipped.status, 415, "{}", gzipped.text());
+    assert_eq!(
+        gzipped.json::<Value>().expect("json")["error"]["code"],
+        "unsupported_content_encoding"
+    );
 }
 
 #[tokio::test]
