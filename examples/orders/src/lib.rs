@@ -5,8 +5,10 @@
 //!   JSON pointer). With an `Idempotency-Key` header the call is idempotent: a repeat gets the
 //!   first answer without placing another order, a repeat while the first runs waits for its
 //!   answer, and the same key with another body is a `422 idempotency_key_reused`. The order
-//!   is written with a conditional put, and the invocation's EMF document counts
-//!   `OrdersPlaced` and `ItemsOrdered`.
+//!   is written with a conditional put under an id the customer's key names ([`order_id`]),
+//!   so a run that stored the order but not its answer (a lost answer, a run cut short) is
+//!   answered with that order when the request comes again, never a second one; the
+//!   invocation's EMF document counts `OrdersPlaced` and `ItemsOrdered`.
 //! - `GET /orders/{id}` reads an order, cached for 30 s in memory and in DynamoDB per
 //!   customer ([`PerCustomer`]: the key holds the caller the authorizer verified, so one
 //!   customer's cached order is never another's answer; the `x-cache` header says `hit` or
@@ -21,6 +23,8 @@
 //! body's.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
 
 use aws_sdk_dynamodb::Client;
 use lift_core::authorizer::Authorization;
@@ -184,19 +188,57 @@ fn customer_of(ctx: &Context) -> Option<String> {
     })
 }
 
+/// The id of the order a request places: under an `Idempotency-Key`, the customer's key
+/// names it, so every run of one request writes the same order (the conditional put keeps
+/// the first); without one, a new id.
+pub fn order_id(customer: &str, key: Option<&str>) -> String {
+    match key.filter(|key| !key.is_empty()) {
+        Some(key) => {
+            let mut hash = Sha256::new();
+            // Length-prefixed parts: ("ab", "c") and ("a", "bc") must not meet.
+            for part in [customer, key] {
+                hash.update((part.len() as u64).to_be_bytes());
+                hash.update(part.as_bytes());
+            }
+            let hex: String = hash.finalize()[..12]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            format!("o-{hex}")
+        }
+        None => format!("o-{:024x}", fastrand::u128(..) >> 32),
+    }
+}
+
 async fn place(orders: Orders, ctx: Context, input: NewOrder) -> Result<Created<Order>> {
     // Behind the APIs, the customer is the one the authorizer verified, whatever the body
     // says; through the Function URL, the body names it.
     let customer = ctx.authorizer_value("customer").unwrap_or(input.customer);
+    let key = ctx.header("idempotency-key");
     let order = Order {
-        id: format!("o-{:016x}", fastrand::u64(..)),
+        id: order_id(&customer, key),
         customer,
         items: input.items,
         placed_at: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     };
-    orders.insert(&order).await?;
+    match orders.insert(&order).await {
+        Ok(()) => {}
+        // An earlier run of this request stored the order and never stored its answer (the
+        // put's answer was lost, or the run was cut short): that order is the answer.
+        Err(error) if key.is_some() && error.code() == "order_exists" => {
+            return match orders.get(&order.id).await? {
+                Some(stored)
+                    if stored.customer == order.customer && stored.items == order.items =>
+                {
+                    Ok(Created(stored))
+                }
+                _ => Err(error),
+            };
+        }
+        Err(error) => return Err(error),
+    }
     let quantity: u32 = order.items.iter().map(|line| line.quantity).sum();
     let metrics = ctx.metrics();
     metrics

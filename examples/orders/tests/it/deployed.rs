@@ -144,6 +144,37 @@ async fn a_repeated_idempotency_key_places_one_order() {
 
 /// Idempotency keys are the customer's own: two customers who send the same key each get
 /// their order placed, and neither gets the other's answer.
+/// A run that stored its order but never stored its answer (its answer lost, or the run cut
+/// short), then released or lost its key: the request again, with the key, gets that order,
+/// and there is still one. (The retry placed a second order under a new id.)
+#[tokio::test]
+async fn a_retry_after_a_run_that_stored_its_order_places_no_second() {
+    let d = deployed().await;
+    let customer = customer("cut-short");
+    let key = format!("k-{:08x}", fastrand::u32(..));
+    let body = order_body(&customer, 2);
+    let earlier = Order {
+        id: orders::order_id(&customer, Some(&key)),
+        customer: customer.clone(),
+        items: serde_json::from_value(body["items"].clone()).expect("items"),
+        placed_at: 1,
+    };
+    d.dynamodb
+        .put_item()
+        .table_name(&d.orders_table)
+        .set_item(Some(
+            lift_middleware::dynamo::to_item(&earlier).expect("item"),
+        ))
+        .send()
+        .await
+        .expect("the earlier run's order");
+    let answer = d.place(Some(&key), &body).await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    let placed: Order = answer.json().expect("an order");
+    assert_eq!(placed, earlier);
+    assert_eq!(d.stored_for(&customer).await, [earlier]);
+}
+
 #[tokio::test]
 async fn two_customers_with_one_key_each_place_their_order() {
     let d = deployed().await;
