@@ -211,12 +211,35 @@ impl DynamoDbStore {
         if !self.put_newer(scope, key, entry.stored_at, item).await? {
             return Ok(false);
         }
-        match self.invalidated_since(scope, key, entry.stored_at).await? {
-            Some(at) => {
+        match self.invalidated_since(scope, key, entry.stored_at).await {
+            Ok(Some(at)) => {
                 self.invalidate(scope, key, at).await?;
                 Ok(false)
             }
-            None => Ok(true),
+            Ok(None) => Ok(true),
+            // Not knowing whether an invalidation covers the key, take the write back
+            // rather than leave what may be an invalidated answer to every environment.
+            Err(error) => {
+                self.withdraw(scope, key, entry.stored_at).await?;
+                Err(error)
+            }
+        }
+    }
+
+    /// Deletes the item of `scope`/`key` if it is still the one stored at `stored_at`.
+    async fn withdraw(&self, scope: &str, key: &str, stored_at: u64) -> Result<(), CacheError> {
+        let delete = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(scope))
+            .key("sk", s(key))
+            .condition_expression("stored_at = :t")
+            .expression_attribute_values(":t", n(stored_at))
+            .send();
+        match dynamo::within("DeleteItem", STORE_TIMEOUT, delete).await {
+            Ok(_) | Err(DynamoError::ConditionFailed { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
         }
     }
 

@@ -390,3 +390,26 @@ async fn a_failing_table_never_fails_a_request() {
     let error = a.cache.invalidate(None, "GET /items/1").await.unwrap_err();
     assert!(error.to_string().contains("cache store error"), "{error}");
 }
+
+/// A fill whose look for prefix invalidations fails cannot tell whether one covers its key:
+/// its write is taken back rather than left for every environment to serve (an invalidated
+/// answer, for the entry's whole TTL, had the look missed one).
+#[tokio::test]
+async fn a_fill_that_cannot_check_for_invalidations_is_not_left_in_the_table() {
+    let setup = aws::client().await;
+    let table = aws::table_with_sort_key(&setup, "lift-cache").await;
+    let clock = ManualClock::default();
+    let (failing, queries) = aws::failing_client("Query", 1).await;
+    let a = environment(&failing, &table, &clock, 0, None);
+    let b = environment(&setup, &table, &clock, 0, None);
+    let first = get(&a, "/items/1", None).await;
+    assert_eq!(first.status, 200, "a store failure never fails the request");
+    assert_eq!(
+        queries.attempts(),
+        1,
+        "the invalidation check was tried once"
+    );
+    let second = get(&b, "/items/1", None).await;
+    assert_eq!(cache_header(&second), Some("miss"));
+    assert_eq!(b.calls.load(Ordering::SeqCst), 1);
+}
