@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use lift_core::Body;
@@ -162,12 +162,18 @@ impl DynamoDbStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_item(Some(item.clone()))
             .condition_expression("attribute_not_exists(pk) OR stored_at < :t")
             .expression_attribute_values(":t", n(stored_at))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send();
         match dynamo::within("PutItem", STORE_TIMEOUT, result).await {
             Ok(_) => Ok(true),
+            // This write itself, applied by an attempt whose answer was lost and refused
+            // when the SDK sent it again: it stands, and is checked as any other.
+            Err(DynamoError::ConditionFailed {
+                item: Some(stored), ..
+            }) if *stored == item => Ok(true),
             Err(DynamoError::ConditionFailed { .. }) => Ok(false),
             Err(error) => Err(error.into()),
         }

@@ -413,3 +413,19 @@ async fn a_fill_that_cannot_check_for_invalidations_is_not_left_in_the_table() {
     assert_eq!(cache_header(&second), Some("miss"));
     assert_eq!(b.calls.load(Ordering::SeqCst), 1);
 }
+
+/// A fill the table applied but whose answer was lost meets itself when the SDK sends it
+/// again: it stands (and is checked for invalidations as any fill), so memory keeps it too.
+/// (It was taken for a newer item, so its invalidation check was skipped.)
+#[tokio::test]
+async fn a_fill_whose_answer_was_lost_still_stands() {
+    let setup = aws::client().await;
+    let table = aws::table_with_sort_key(&setup, "lift-cache").await;
+    let clock = ManualClock::default();
+    let (losing, puts) = aws::answer_losing_client("PutItem", 1).await;
+    let a = environment(&losing, &table, &clock, 100, None);
+    assert_eq!(get(&a, "/items/1", None).await.status, 200);
+    assert!(puts.attempts() >= 2, "sent again: {}", puts.attempts());
+    assert_eq!(a.cache.memory_entries(), 1);
+    assert_eq!(cache_header(&get(&a, "/items/1", None).await), Some("hit"));
+}
