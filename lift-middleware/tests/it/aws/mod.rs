@@ -219,8 +219,15 @@ async fn intercepted_client(
         losing: std::sync::atomic::AtomicBool::new(false),
     });
     let sdk = lift_core::aws::sdk_config().await;
-    let config = aws_sdk_dynamodb::config::Builder::from(sdk)
-        .interceptor(FailCallsInterceptor(calls.clone()))
-        .build();
-    (Client::from_conf(config), calls)
+    let mut config = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .interceptor(FailCallsInterceptor(calls.clone()));
+    if after_sending {
+        // The SDK's retry of a lost answer comes at once, well within the stores' own
+        // time limits (its default backoff is up to a second, past some of them).
+        config = config.retry_config(
+            aws_sdk_dynamodb::config::retry::RetryConfig::standard()
+                .with_initial_backoff(std::time::Duration::from_millis(1)),
+        );
+    }
+    (Client::from_conf(config.build()), calls)
 }
