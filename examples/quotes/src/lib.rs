@@ -188,7 +188,21 @@ async fn quote(prices: Prices, ctx: Context) -> Result<Json<Quote>, BoxError> {
             deadline: ctx.deadline(),
             headers: ctx.outbound_headers(),
         })
-        .await?;
+        .await
+        .map_err(|error| -> BoxError {
+            // The stack's own refusals (an open circuit, a full bulkhead, a timeout) keep
+            // their status; a connection that failed is the upstream's, not this function's.
+            if error.is::<Error>() {
+                error
+            } else {
+                tracing::warn!(%error, "the price service could not be reached");
+                Box::new(Error::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unreachable",
+                    "the price service could not be reached",
+                ))
+            }
+        })?;
     match response.status() {
         StatusCode::OK => {
             let price: Price = serde_json::from_slice(response.body()).map_err(|_| {

@@ -182,7 +182,9 @@ async fn an_unreachable_upstream_is_a_clean_error() {
     .expect("stack");
     let app = TestApp::new(quotes::app(prices)).expect("app");
     let response = get(&app, "/quotes/acme").await;
-    assert_eq!(response.status, 500);
+    assert_eq!(response.status, 502, "{}", response.text());
+    let body: Value = response.json().expect("json");
+    assert_eq!(body["error"]["code"], "upstream_unreachable");
     assert!(
         !response.text().contains("127.0.0.1"),
         "{}",
