@@ -24,8 +24,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use lift_core::{App, Context, Error, Json, Result};
-use lift_services::client::ServiceClient;
-use lift_services::discovery::Discovery;
+use lift_services::client::{CallError, ServiceClient};
+use lift_services::discovery::{Discovery, DiscoveryError};
 use lift_services::health::HealthSignals;
 use lift_services::transport::{HttpTransport, LambdaTransport, ServiceRequest, Transport};
 use lift_services::{DynamoRegistry, RegisterExt, Registration, ServiceConfig};
@@ -99,6 +99,23 @@ async fn whoami(ctx: Context) -> Result<Json<Value>> {
     })))
 }
 
+/// What a failed call answers: a service discovery cannot find is a 404 naming it, a
+/// callee's answer or a failed transport a 502 saying which, the deadline a 504.
+fn call_failed(error: CallError) -> Error {
+    let (status, code) = match &error {
+        CallError::Discovery {
+            source: DiscoveryError::UnknownService { .. },
+            ..
+        } => (http::StatusCode::NOT_FOUND, "service_not_found"),
+        CallError::Discovery { .. } => {
+            (http::StatusCode::SERVICE_UNAVAILABLE, "service_unavailable")
+        }
+        CallError::Deadline { .. } => (http::StatusCode::GATEWAY_TIMEOUT, "call_deadline"),
+        _ => (http::StatusCode::BAD_GATEWAY, "call_failed"),
+    };
+    Error::new(status, code, error.to_string())
+}
+
 async fn call(ctx: Context) -> Result<Json<Value>> {
     let service = ctx.path_param("service")?.to_owned();
     let via_url = ctx.query("via") == Some("url");
@@ -107,7 +124,7 @@ async fn call(ctx: Context) -> Result<Json<Value>> {
         .await?
         .call(&service, request)
         .await
-        .map_err(Error::internal)?;
+        .map_err(call_failed)?;
     Ok(Json(json!({
         "instance": reply.instance.as_ref(),
         "via": if via_url { "url" } else { "invoke" },

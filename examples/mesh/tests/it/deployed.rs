@@ -151,7 +151,7 @@ async fn deployed_functions_register_and_call_each_other_by_name() {
     assert_eq!(answer["answer"]["service"], "beta");
     assert_eq!(answer["answer"]["caller"], "alpha");
 
-    // A service nobody registered is an error naming discovery, not a hang.
+    // A service nobody registered is a 404 naming it, not a hang nor a 500.
     let instance = Instance::new("test", "test", "us-east-1", Endpoints::lambda(&alpha));
     let missing = LambdaTransport::new(d.lambda.clone())
         .send(Outbound {
@@ -161,7 +161,9 @@ async fn deployed_functions_register_and_call_each_other_by_name() {
         })
         .await
         .expect("invoke");
-    assert_eq!(missing.status, 500, "{missing:?}");
+    assert_eq!(missing.status, 404, "{missing:?}");
+    let error: Value = serde_json::from_slice(&missing.body).expect("an error body");
+    assert_eq!(error["error"]["code"], "service_not_found", "{error}");
 
     // alpha's lease renewals (every 2 s on the emulator) report its calls: the dependency
     // map shows both edges.
