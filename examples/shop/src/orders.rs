@@ -141,6 +141,9 @@ pub fn idempotency(
 /// The header that makes a `POST /orders` idempotent.
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
+/// Longer than any id [`order_id`] makes (26 bytes): looked up, such an id is not found.
+const MAX_ORDER_ID: usize = 64;
+
 /// The id of a new order: derived from the tenant, the customer and the request's
 /// idempotency key when it has one, random otherwise.
 ///
@@ -328,6 +331,10 @@ async fn fetch(deps: Arc<Deps>, ctx: Context) -> Result<Json<OrderView>> {
             "no order of yours has this id (a new order shows here once its saga started)",
         )
     };
+    // No order id is that long; the table would refuse the key (over 2048 bytes) as a 500.
+    if id.len() > MAX_ORDER_ID {
+        return Err(not_found());
+    }
     let state = deps
         .sagas
         .load(id)

@@ -280,6 +280,9 @@ async fn reads_are_cached_and_unknown_orders_are_not() {
         );
         assert_ne!(unknown.header("x-cache"), Some("hit"));
     }
+    // An id longer than the table takes as a key is not found either (a 500 before).
+    let long = d.fetch(&"o".repeat(3000)).await;
+    assert_eq!(long.status, 404, "{}", long.text());
 }
 
 /// The secret `template.yaml` gives the authorizer by default (`OrdersAuthSecret`).

@@ -446,6 +446,9 @@ async fn bad_requests_get_clear_errors_and_orders_stay_private() {
         let answer = shop.get(&other, &order).await;
         assert_eq!(answer.status, 404, "{}", answer.text());
     }
+    // An id longer than the table takes as a key is not found either (a 500 before).
+    let answer = shop.get(&alice, &"o".repeat(3000)).await;
+    assert_eq!(answer.status, 404, "{}", answer.text());
 }
 
 /// Inventory's quote takes what an order takes: a quantity past 100 is a 422, not a price
