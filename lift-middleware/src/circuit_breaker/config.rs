@@ -41,6 +41,9 @@ pub struct CircuitBreakerConfig {
     pub(crate) half_open_successes: u32,
 }
 
+/// The longest a breaker stays open, backoff included.
+const MAX_OPEN: Duration = Duration::from_secs(24 * 3600);
+
 impl CircuitBreakerConfig {
     /// Starts a configuration for the breaker `name`.
     ///
@@ -124,7 +127,7 @@ impl CircuitBreakerConfigBuilder {
         self.config.window = window;
         self
     }
-    /// How long the breaker stays open before probing (any length without
+    /// How long the breaker stays open before probing (up to a day without
     /// [`open_backoff`](Self::open_backoff); at most its `max` with it).
     pub fn open_for(mut self, duration: Duration) -> Self {
         self.config.open_for = duration;
@@ -167,10 +170,11 @@ impl CircuitBreakerConfigBuilder {
             "must be at least 1",
         )?;
         check(c.min_calls >= 1, "min_calls", "must be at least 1")?;
+        // A day at most: longer ("forever", `Duration::MAX`) overflowed the open time.
         check(
-            !c.open_for.is_zero(),
+            !c.open_for.is_zero() && c.open_for <= MAX_OPEN,
             "open_for",
-            "must be longer than zero",
+            "must be longer than zero and at most a day",
         )?;
         check(
             !c.slow_call_duration.is_zero(),
@@ -183,9 +187,9 @@ impl CircuitBreakerConfigBuilder {
             "must be a finite number of at least 1",
         )?;
         check(
-            c.max_open_for >= c.open_for,
+            c.max_open_for >= c.open_for && c.max_open_for <= MAX_OPEN,
             "open_backoff.max",
-            "must be at least open_for",
+            "must be at least open_for and at most a day",
         )?;
         check(
             c.half_open_max_calls >= 1,
@@ -235,6 +239,11 @@ mod tests {
         assert_eq!(bad(b().failure_rate(f64::NAN)), "failure_rate");
         assert_eq!(bad(b().min_calls(0)), "min_calls");
         assert_eq!(bad(b().open_for(Duration::ZERO)), "open_for");
+        assert_eq!(bad(b().open_for(Duration::MAX)), "open_for");
+        assert_eq!(
+            bad(b().open_backoff(2.0, Duration::MAX)),
+            "open_backoff.max"
+        );
         assert_eq!(
             bad(b().open_backoff(0.5, Duration::from_secs(60))),
             "open_backoff.multiplier"
