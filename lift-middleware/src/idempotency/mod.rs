@@ -408,6 +408,33 @@ fn payload_of(ctx: &Context) -> Result<std::borrow::Cow<'_, [u8]>, Error> {
     Ok(std::borrow::Cow::Borrowed(ctx.body()))
 }
 
+/// A DynamoDB JSON attribute value (`{"S": "7"}`) as plain JSON (`"7"`; numbers and binary
+/// as their text).
+#[cfg(feature = "source-dynamodb")]
+fn untyped(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let Value::Object(map) = value else {
+        return value;
+    };
+    if map.len() != 1 {
+        return Value::Object(map);
+    }
+    let Some((tag, inner)) = map.into_iter().next() else {
+        return Value::Null;
+    };
+    match (tag.as_str(), inner) {
+        ("NULL", _) => Value::Null,
+        ("M", Value::Object(fields)) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(name, value)| (name, untyped(value)))
+                .collect(),
+        ),
+        ("L", Value::Array(items)) => Value::Array(items.into_iter().map(untyped).collect()),
+        (_, inner) => inner,
+    }
+}
+
 /// The JSON value `key_fields` are read from: the payload, or a stream record's image (the
 /// new one, or the old one of a removal) as plain JSON.
 #[cfg_attr(not(feature = "source-dynamodb"), allow(unused_variables))]
@@ -420,10 +447,17 @@ fn fields_of(ctx: &Context, payload: &[u8]) -> Result<serde_json::Value, Error> 
         } else {
             &change.new_image
         };
-        return serde_dynamo::from_item(image.clone()).map_err(|error| {
-            Error::bad_request(format!(
-                "the record's image could not be read to derive its idempotency key: {error}"
-            ))
+        // DynamoDB's JSON (`{"id": {"S": "7"}}`, binary as base64), unwrapped to plain JSON:
+        // any attribute reads, a binary one too.
+        let typed = serde_json::to_value(image).map_err(Error::internal)?;
+        return Ok(match typed {
+            serde_json::Value::Object(attributes) => serde_json::Value::Object(
+                attributes
+                    .into_iter()
+                    .map(|(name, value)| (name, untyped(value)))
+                    .collect(),
+            ),
+            other => other,
         });
     }
     serde_json::from_slice(payload)
@@ -1208,7 +1242,8 @@ mod tests {
             let image = |id: &str, n: u32| {
                 json!({
                     "id": {"S": id}, "n": {"N": n.to_string()}, "a": {"S": "1"},
-                    "b": {"S": "2"}, "c": {"S": "3"}, "d": {"S": "4"}, "e": {"S": "5"}
+                    "b": {"S": "2"}, "c": {"S": "3"}, "d": {"S": "4"}, "e": {"S": "5"},
+                    "blob": {"B": "AAE="}, "tags": {"L": [{"S": "x"}, {"M": {"k": {"N": "1"}}}]}
                 })
             };
             let mut batch = events::dynamodb([
