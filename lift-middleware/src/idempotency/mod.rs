@@ -20,7 +20,9 @@
 //!   (the SQS queue, the SNS topic, the DynamoDB stream, the EventBridge `source` and
 //!   `detail-type`), for HTTP requests the path parameters of a route that has any (the
 //!   same body sent to `/accounts/A/deposit` and `/accounts/B/deposit` is two keys) and the
-//!   query, if any (`?to=alice` and `?to=bob`: two keys). Two
+//!   query, if any (`?to=alice` and `?to=bob`: two keys; under a key from a header, which
+//!   names its request itself, the query goes into the payload hash instead, so the same
+//!   key with another query is refused under payload validation). Two
 //!   tenants that send the same key and body get two executions, and neither sees the
 //!   other's answer.
 //! - The record id keeps Powertools' shape, `{function}.{operation}#{sha256 hex}`, the
@@ -318,7 +320,11 @@ fn scope_parts(config: &IdempotencyConfig, ctx: &Context) -> Vec<(u8, String)> {
     if let Some(resource) = path_params(ctx) {
         parts.push((b'r', resource));
     }
-    if let Some(query) = query_params(ctx) {
+    // A key the client chose names its request itself: the same key with another query
+    // is that request changed (refused under payload validation), not another request.
+    if !config.key.client_chosen()
+        && let Some(query) = query_params(ctx)
+    {
         parts.push((b'q', query));
     }
     parts
@@ -508,7 +514,12 @@ fn key_of(config: &IdempotencyConfig, ctx: &Context) -> Result<Option<(String, S
         ),
     };
     let hash = scoped_hash(&scope_parts(config, ctx), &material);
-    Ok(Some((format!("{prefix}#{hash}"), sha256_hex(payload))))
+    // The payload's hash, with the query under a client-chosen key (out of its scope).
+    let validation = match query_params(ctx).filter(|_| config.key.client_chosen()) {
+        Some(query) => scoped_hash(&[(b'q', query)], payload),
+        None => sha256_hex(payload),
+    };
+    Ok(Some((format!("{prefix}#{hash}"), validation)))
 }
 
 /// How long a claim holds its key: the invocation's remaining time (at least a second), or
@@ -900,8 +911,8 @@ mod tests {
         let on_delete = config.clone();
         let on_deposit = config.clone();
         let key = move |config: Arc<IdempotencyConfig>, ctx: Context| async move {
-            let key = key_of(&config, &ctx)?.map(|(key, _)| key);
-            Ok::<_, Error>(Json(json!({ "key": key })))
+            let (key, validation) = key_of(&config, &ctx)?.unzip();
+            Ok::<_, Error>(Json(json!({ "key": key, "validation": validation })))
         };
         let principal = tower::layer::layer_fn(|inner: lift_core::BoxService| {
             tower::util::MapRequest::new(inner, |mut ctx: Context| {
@@ -1045,12 +1056,17 @@ mod tests {
     }
 
     /// The query names the operation as much as the path does: the same body sent with
-    /// `?to=alice` and `?to=bob` is two operations (Bob got Alice's stored answer).
+    /// `?to=alice` and `?to=bob` is two operations (Bob got Alice's stored answer). Under a
+    /// key the client chose, it is that key's request changed: one key, another payload
+    /// hash (a 422 under validation).
     #[tokio::test]
     async fn the_same_body_with_another_query_is_another_key() {
-        for config in [
-            IdempotencyConfig::builder("t").build().expect("config"),
-            header_config(),
+        for (config, field) in [
+            (
+                IdempotencyConfig::builder("t").build().expect("config"),
+                "key",
+            ),
+            (header_config(), "validation"),
         ] {
             let app = keys(config);
             let key = |to: &'static str, repeat: Option<&'static str>| {
@@ -1065,7 +1081,7 @@ mod tests {
                     }
                     let response = app.http(event.v2()).await.expect("response");
                     let body: Value = response.json().expect("json");
-                    body["key"].as_str().map(str::to_owned)
+                    body[field].as_str().map(str::to_owned)
                 }
             };
             let alice = key("alice", None).await;
@@ -1077,6 +1093,26 @@ mod tests {
                 key("bob", Some("alice")).await
             );
         }
+        // Under the client's key, one key whatever the query.
+        let app = keys(header_config());
+        let at = |to: &'static str| {
+            let event = events::http("POST", "/orders")
+                .query("to", to)
+                .header("idempotency-key", "k-1")
+                .body(r#"{"amount":5}"#)
+                .v2();
+            let app = &app;
+            async move {
+                let body: Value = app
+                    .http(event)
+                    .await
+                    .expect("response")
+                    .json()
+                    .expect("json");
+                body["key"].as_str().map(str::to_owned)
+            }
+        };
+        assert_eq!(at("alice").await, at("bob").await);
     }
 
     #[test]
