@@ -214,8 +214,20 @@ impl DynamoDbStore {
             }
             _ => {}
         }
-        if !self.put_newer(scope, key, entry.stored_at, item).await? {
-            return Ok(false);
+        match self.put_newer(scope, key, entry.stored_at, item).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            // No answer: the write may stand, unchecked for invalidations; take it back
+            // (best effort, the error is what is reported).
+            Err(
+                error @ CacheError::Store(
+                    DynamoError::Timeout { .. } | DynamoError::Transport { .. },
+                ),
+            ) => {
+                let _ = self.withdraw(scope, key, entry.stored_at).await;
+                return Err(error);
+            }
+            Err(error) => return Err(error),
         }
         match self.invalidated_since(scope, key, entry.stored_at).await {
             Ok(Some(at)) => {

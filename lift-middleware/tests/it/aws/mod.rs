@@ -194,7 +194,7 @@ pub(crate) async fn failing_client(
     operation: &'static str,
     failures: u32,
 ) -> (Client, std::sync::Arc<FailCalls>) {
-    intercepted_client(operation, failures, false).await
+    intercepted_client(operation, failures, None).await
 }
 
 /// A client of the emulator whose next `losses` attempts of `operation` are applied by the
@@ -203,14 +203,30 @@ pub(crate) async fn answer_losing_client(
     operation: &'static str,
     losses: u32,
 ) -> (Client, std::sync::Arc<FailCalls>) {
-    intercepted_client(operation, losses, true).await
+    // The SDK's retry of a lost answer comes at once, well within the stores' own time
+    // limits (its default backoff is up to a second, past some of them).
+    intercepted_client(operation, losses, Some(std::time::Duration::from_millis(1))).await
 }
 
+/// [`answer_losing_client`] whose SDK retries only after `backoff`: a store's own time
+/// limit passes first, with the write applied.
+pub(crate) async fn answer_losing_client_retrying_after(
+    operation: &'static str,
+    losses: u32,
+    backoff: std::time::Duration,
+) -> (Client, std::sync::Arc<FailCalls>) {
+    intercepted_client(operation, losses, Some(backoff)).await
+}
+
+/// A client whose next `failures` attempts of `operation` fail: before they are sent, or
+/// with `retry_after`, after they were applied (their answer lost), the SDK retrying after
+/// that long.
 async fn intercepted_client(
     operation: &'static str,
     failures: u32,
-    after_sending: bool,
+    retry_after: Option<std::time::Duration>,
 ) -> (Client, std::sync::Arc<FailCalls>) {
+    let after_sending = retry_after.is_some();
     let calls = std::sync::Arc::new(FailCalls {
         operation,
         failures: std::sync::atomic::AtomicU32::new(failures),
@@ -221,12 +237,9 @@ async fn intercepted_client(
     let sdk = lift_core::aws::sdk_config().await;
     let mut config = aws_sdk_dynamodb::config::Builder::from(sdk)
         .interceptor(FailCallsInterceptor(calls.clone()));
-    if after_sending {
-        // The SDK's retry of a lost answer comes at once, well within the stores' own
-        // time limits (its default backoff is up to a second, past some of them).
+    if let Some(backoff) = retry_after {
         config = config.retry_config(
-            aws_sdk_dynamodb::config::retry::RetryConfig::standard()
-                .with_initial_backoff(std::time::Duration::from_millis(1)),
+            aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_initial_backoff(backoff),
         );
     }
     (Client::from_conf(config.build()), calls)
