@@ -1,5 +1,6 @@
-//! DynamoDB Streams batches: one handler call per record, in order, up to the first
-//! failure; failures reported by sequence number. Built with the `dynamodb` feature.
+//! DynamoDB Streams batches: one handler call per record, in order; after a record fails,
+//! later changes of the same item wait for it. Failures reported by sequence number. Built
+//! with the `dynamodb` feature.
 
 use std::sync::Arc;
 
@@ -14,9 +15,9 @@ use crate::metrics::Metrics;
 
 impl App {
     /// Handles each record of a DynamoDB Streams batch, in order; a failed record and the
-    /// records after it (not run: Lambda delivers them again from the failed one) are
-    /// reported by sequence number in `batchItemFailures`. Typed input comes from the new
-    /// image (the old image for `REMOVE`).
+    /// later changes of the same item (not run: Lambda delivers them again from the failed
+    /// one, in order) are reported by sequence number in `batchItemFailures`. Typed input
+    /// comes from the new image (the old image for `REMOVE`).
     pub fn dynamodb<H: Handler<Args>, Args: 'static>(mut self, handler: H) -> Self {
         let registered = App::register_once(
             &mut self.dynamodb,
@@ -43,12 +44,15 @@ impl LiftService {
         let mut failures = Vec::new();
         let mut unstarted = 0;
         let mut after_failure = 0;
+        // The keys of the items whose change failed in this batch.
+        let mut failed_items = Vec::new();
         for record in batch.records {
             let sequence = record.change.sequence_number.clone();
-            // Lambda resumes the shard at the lowest failed sequence number, so what follows
-            // a failure comes again anyway: run now, it would change an item before an
-            // earlier change of it, then again.
-            if !failures.is_empty() && unstarted == 0 {
+            // A later change of an item whose change failed waits for it: run now, it
+            // would change the item before its earlier change (Lambda resumes the shard at
+            // the lowest failed sequence number, so it comes again in order). Other items'
+            // changes run.
+            if failed_items.contains(&record.change.keys) {
                 after_failure += 1;
                 failures.push(sequence);
                 continue;
@@ -58,6 +62,7 @@ impl LiftService {
                 failures.push(sequence);
                 continue;
             }
+            let keys = record.change.keys.clone();
             let span = tracing::info_span!(
                 target: "lift",
                 "record",
@@ -77,11 +82,12 @@ impl LiftService {
             );
             if !self.record(&lambda, metrics, unit).await {
                 failures.push(sequence);
+                failed_items.push(keys);
             }
         }
         super::log_unstarted(unstarted, "dynamodb");
         if after_failure > 0 {
-            tracing::warn!(target: "lift", after_failure, source = "dynamodb", "records after a failed one not run: reported failed, to be delivered again in order");
+            tracing::warn!(target: "lift", after_failure, source = "dynamodb", "later changes of an item whose change failed not run: reported failed, to be delivered again in order");
         }
         report(failures, "SequenceNumber")
     }
