@@ -262,7 +262,8 @@ where
 {
     let mut body = std::pin::pin!(body);
     let mut size = 0_usize;
-    let mut parts = bytes::BytesMut::new();
+    // Each frame's bytes as they are (no copy for a body of one frame, the usual case).
+    let mut parts: Vec<Bytes> = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|error| {
             let error: BoxError = error.into();
@@ -273,15 +274,15 @@ where
             if size > limit {
                 return Err(crate::Error::PayloadTooLarge { size, limit }.into());
             }
-            while data.has_remaining() {
-                let chunk = data.chunk();
-                parts.extend_from_slice(chunk);
-                let read = chunk.len();
-                data.advance(read);
-            }
+            let remaining = data.remaining();
+            parts.push(data.copy_to_bytes(remaining));
         }
     }
-    Ok(parts.freeze())
+    Ok(match parts.len() {
+        0 => Bytes::new(),
+        1 => parts.swap_remove(0),
+        _ => parts.concat().into(),
+    })
 }
 
 /// The `http::Request` of an HTTP [`Context`], without the context itself; `None` for
