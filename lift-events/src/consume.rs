@@ -64,8 +64,12 @@ fn idempotent(
     if table.is_empty() {
         return Err(ConfigError::invalid("table", "must name a table"));
     }
-    if window < MIN_WINDOW {
-        return Err(ConfigError::invalid("window", "must be at least 24 hours"));
+    // A year at most: the idempotency records' own longest expiry.
+    if window < MIN_WINDOW || window > Duration::from_secs(365 * 24 * 3600) {
+        return Err(ConfigError::invalid(
+            "window",
+            "must be between 24 hours and 365 days",
+        ));
     }
     let config = IdempotencyConfig::builder(table)
         .key_fields(&[key])
@@ -89,7 +93,8 @@ impl Inbox {
     /// Records in `table` through `client`, kept for `window`.
     ///
     /// # Errors
-    /// [`ConfigError`] naming `table` (empty) or `window` (under 24 hours).
+    /// [`ConfigError`] naming `table` (empty) or `window` (under 24 hours or over 365
+    /// days).
     pub fn new(
         client: aws_sdk_dynamodb::Client,
         table: &str,
@@ -170,7 +175,8 @@ impl Participant {
     /// [`duplicate_window`](crate::saga::SagaBuilder::duplicate_window)).
     ///
     /// # Errors
-    /// [`ConfigError`] naming `table` when it is empty, `window` when it is under 24 hours.
+    /// [`ConfigError`] naming `table` when it is empty, `window` when it is under 24 hours or
+    /// over 365 days.
     pub fn with_window(
         name: &str,
         client: aws_sdk_dynamodb::Client,

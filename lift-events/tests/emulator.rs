@@ -410,6 +410,15 @@ async fn the_inbox_runs_each_event_once_and_again_after_a_failure() {
     let table = idempotency_table(&aws).await;
     let inbox = Inbox::new(aws.dynamodb.clone(), &table, Duration::from_secs(24 * 3600)).unwrap();
     assert!(Inbox::new(aws.dynamodb.clone(), &table, Duration::from_secs(3600)).is_err());
+    // Past the records' longest expiry: an error naming the window, not the table.
+    let error = Inbox::new(
+        aws.dynamodb.clone(),
+        &table,
+        Duration::from_secs(400 * 24 * 3600),
+    )
+    .expect_err("over a year")
+    .to_string();
+    assert!(error.contains("window"), "{error}");
     let runs = Arc::new(AtomicU32::new(0));
     let fail_first = Arc::new(AtomicU32::new(1));
     let (i, r, f) = (inbox.clone(), runs.clone(), fail_first.clone());
