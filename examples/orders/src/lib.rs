@@ -214,7 +214,12 @@ async fn place(orders: Orders, ctx: Context, input: NewOrder) -> Result<Created<
     // Behind the APIs, the customer is the one the authorizer verified, whatever the body
     // says; through the Function URL, the body names it.
     let customer = ctx.authorizer_value("customer").unwrap_or(input.customer);
-    let key = ctx.header("idempotency-key");
+    // As the idempotency layer reads it: the bytes sent, visible ASCII or not.
+    let key = ctx
+        .http()
+        .and_then(|http| http.headers().get("idempotency-key"))
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+    let key = key.as_deref();
     let order = Order {
         id: order_id(&customer, key),
         customer,

@@ -230,7 +230,13 @@ async fn place(
     input: NewOrder,
 ) -> Result<(StatusCode, Json<Placed>)> {
     let customer = customer(&ctx)?;
-    let key = ctx.header(IDEMPOTENCY_KEY).filter(|key| !key.is_empty());
+    // As the idempotency layer reads it: the bytes sent, visible ASCII or not.
+    let key = ctx
+        .http()
+        .and_then(|http| http.headers().get(IDEMPOTENCY_KEY))
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .filter(|key| !key.is_empty());
+    let key = key.as_deref();
     let order = order_id(ctx.tenant(), &customer, key);
     let items = crate::merged(&input.items);
     if key.is_some()

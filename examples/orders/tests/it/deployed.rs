@@ -173,6 +173,14 @@ async fn a_retry_after_a_run_that_stored_its_order_places_no_second() {
     let placed: Order = answer.json().expect("an order");
     assert_eq!(placed, earlier);
     assert_eq!(d.stored_for(&customer).await, [earlier]);
+
+    // A key that is not visible ASCII names its order too (a random id before).
+    let placed: Order = d
+        .place(Some("ключ-1"), &body)
+        .await
+        .json()
+        .expect("an order");
+    assert_eq!(placed.id, orders::order_id(&customer, Some("ключ-1")));
 }
 
 #[tokio::test]
