@@ -583,3 +583,25 @@ fn detail_field<'a>(detail: &'a RawValue, name: &str) -> Option<&'a str> {
         serde_json::from_str(detail.get()).ok()?;
     serde_json::from_str::<&str>(fields.get(name)?.get()).ok()
 }
+
+tokio::task_local! {
+    /// The deadline of the invocation the task serves: `Some(None)` for one without.
+    static INVOCATION_DEADLINE: Option<SystemTime>;
+}
+
+/// The deadline of the invocation the current task serves, for code that has no
+/// [`Context`] at hand (a publisher's own resend loop, a client's retries): `None` outside
+/// an invocation, in a task it spawned, or when the runtime gave no deadline.
+pub fn invocation_deadline() -> Option<SystemTime> {
+    INVOCATION_DEADLINE
+        .try_with(|deadline| *deadline)
+        .ok()
+        .flatten()
+}
+
+/// Runs `work` as the invocation with the runtime's `deadline` (milliseconds since the
+/// epoch, 0 for none), so that [`invocation_deadline`] answers inside it.
+pub(crate) async fn within_invocation<F: std::future::Future>(deadline: u64, work: F) -> F::Output {
+    let deadline = (deadline != 0).then(|| UNIX_EPOCH + Duration::from_millis(deadline));
+    INVOCATION_DEADLINE.scope(deadline, work).await
+}

@@ -83,7 +83,7 @@ pub mod websocket;
 #[cfg(any(feature = "sqs", feature = "dynamodb"))]
 pub use app::DEFAULT_BATCH_DEADLINE_MARGIN;
 pub use app::{App, BoxService, DEFAULT_BODY_LIMIT, LiftService, REFUSED_HEADER};
-pub use context::{Context, HttpRequest, Source, TenantId};
+pub use context::{Context, HttpRequest, Source, TenantId, invocation_deadline};
 pub use error::{BoxError, Error, ErrorBody, ErrorDetail, FieldError, Result};
 pub use handler::{BoxFuture, Dispatch, DispatchFuture, Handler, Layered, LayeredArgs, with_layer};
 pub use input::Input;

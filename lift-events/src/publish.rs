@@ -3,7 +3,7 @@
 //! silence; an entry above the size limit is refused before anything is sent.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
@@ -15,8 +15,9 @@ use crate::relay::{PUT_EVENTS_BATCH, Transport, TransportError};
 /// Settings shared by both publishers.
 ///
 /// # Default
-/// Entries up to 256 KiB; failed entries resent for up to 10 s, waiting 100 ms, then
-/// twice as long each time, up to 2 s.
+/// Entries up to 256 KiB; failed entries resent for up to 10 s (and never past the
+/// invocation's deadline, less half a second), waiting 100 ms, then twice as long each
+/// time, up to 2 s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishConfig {
     max_entry_bytes: usize,
@@ -96,6 +97,10 @@ pub struct PublishReport {
     pub resent: usize,
 }
 
+/// Time kept back from the invocation's deadline when resending: to report what was not
+/// delivered, and answer.
+const INVOCATION_MARGIN: Duration = Duration::from_millis(500);
+
 /// Sends every entry of `entries` in batches of at most `batch` entries and at most
 /// `config.max_entry_bytes` in all (by `size`: `PutEvents` and `SendMessageBatch` limit a
 /// call's total as they limit one entry), resending failed ones with backoff until
@@ -114,7 +119,16 @@ where
     F: FnMut(Vec<T>) -> Fut,
     Fut: Future<Output = Result<Vec<(usize, String)>, TransportError>>,
 {
-    let deadline = tokio::time::Instant::now() + config.deadline;
+    // The configured time, and never past the invocation's deadline (less a margin to
+    // answer in): a resend loop the function's timeout cut short answered nothing.
+    let mut allowed = config.deadline;
+    if let Some(left) = lift_core::invocation_deadline().map(|end| {
+        end.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+    }) {
+        allowed = allowed.min(left.saturating_sub(INVOCATION_MARGIN));
+    }
+    let deadline = tokio::time::Instant::now() + allowed;
     let mut report = PublishReport::default();
     let mut pending: Vec<T> = entries.to_vec();
     let mut backoff = config.initial_backoff;
@@ -786,6 +800,51 @@ mod tests {
                 resent: 1
             }
         );
+    }
+
+    /// Resending stops before the invocation's deadline, whatever the configured time: a
+    /// function 2 s from its deadline gets its `Undelivered` (to answer with) within 1.5 s,
+    /// not after the 5 s configured, by which time Lambda had ended it.
+    #[tokio::test(start_paused = true)]
+    async fn resending_stops_before_the_invocation_deadline() {
+        use lift_core::testing::{TestApp, events, lambda_context};
+        let calls = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let seen = calls.clone();
+        let app = TestApp::new(lift_core::App::new().sqs(move |_ctx: lift_core::Context| {
+            let calls = seen.clone();
+            async move {
+                let result = send_all(
+                    &[1_u32],
+                    10,
+                    &config(),
+                    |e| e.to_string(),
+                    |_| 1,
+                    |_chunk: Vec<u32>| {
+                        calls.lock().unwrap().push(tokio::time::Instant::now());
+                        async move { Ok(vec![(0, "Throttled".to_owned())]) }
+                    },
+                )
+                .await;
+                assert!(matches!(result, Err(TransportError::Undelivered { .. })));
+                Ok::<_, lift_core::Error>(())
+            }
+        }))
+        .unwrap();
+        let mut context = lambda_context("r");
+        context.deadline = (SystemTime::now() + Duration::from_secs(2))
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let started = tokio::time::Instant::now();
+        app.invoke_with(&events::sqs(["x"]), context).await.unwrap();
+        let calls = calls.lock().unwrap().clone();
+        let last = *calls.last().unwrap();
+        assert!(
+            last - started <= Duration::from_millis(1500),
+            "{:?}",
+            last - started
+        );
+        assert!(calls.len() <= 4, "{} calls", calls.len());
     }
 
     /// Ten entries of 60 KiB do not go as one call over the 256 KiB a call may carry in

@@ -640,3 +640,35 @@ async fn a_source_registered_twice_is_a_configuration_error() {
             .is_ok()
     );
 }
+
+/// Inside an invocation, code without its Context reads the invocation's deadline; outside
+/// one, or for a runtime that sent none, there is none.
+#[tokio::test]
+async fn the_invocation_deadline_is_readable_without_the_context() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let app = TestApp::new(App::new().sqs(move |ctx: Context| {
+        let record = record.clone();
+        async move {
+            record
+                .lock()
+                .expect("lock")
+                .push((lift_core::invocation_deadline(), ctx.deadline()));
+            Ok::<_, Error>(())
+        }
+    }))
+    .expect("app");
+    let mut context = lift_core::testing::lambda_context("r");
+    context.deadline = 1_900_000_000_000;
+    app.invoke_with(&events::sqs(["x"]), context.clone())
+        .await
+        .expect("invoke");
+    context.deadline = 0;
+    app.invoke_with(&events::sqs(["y"]), context)
+        .await
+        .expect("invoke");
+    let seen = seen.lock().expect("lock").clone();
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_900_000_000_000);
+    assert_eq!(seen, [(Some(at), Some(at)), (None, None)]);
+    assert_eq!(lift_core::invocation_deadline(), None);
+}
