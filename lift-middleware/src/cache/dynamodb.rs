@@ -217,11 +217,13 @@ impl DynamoDbStore {
         match self.put_newer(scope, key, entry.stored_at, item).await {
             Ok(true) => {}
             Ok(false) => return Ok(false),
-            // No answer: the write may stand, unchecked for invalidations; take it back
-            // (best effort, the error is what is reported).
+            // No answer, or a server error: the write may stand, unchecked for
+            // invalidations; take it back (best effort, the error is what is reported).
             Err(
                 error @ CacheError::Store(
-                    DynamoError::Timeout { .. } | DynamoError::Transport { .. },
+                    DynamoError::Timeout { .. }
+                    | DynamoError::Transport { .. }
+                    | DynamoError::Service { .. },
                 ),
             ) => {
                 let _ = self.withdraw(scope, key, entry.stored_at).await;

@@ -205,28 +205,29 @@ pub(crate) async fn answer_losing_client(
 ) -> (Client, std::sync::Arc<FailCalls>) {
     // The SDK's retry of a lost answer comes at once, well within the stores' own time
     // limits (its default backoff is up to a second, past some of them).
-    intercepted_client(operation, losses, Some(std::time::Duration::from_millis(1))).await
+    let retry = aws_sdk_dynamodb::config::retry::RetryConfig::standard()
+        .with_initial_backoff(std::time::Duration::from_millis(1));
+    intercepted_client(operation, losses, Some(retry)).await
 }
 
-/// [`answer_losing_client`] whose SDK retries only after `backoff`: a store's own time
-/// limit passes first, with the write applied.
-pub(crate) async fn answer_losing_client_retrying_after(
+/// [`answer_losing_client`] that does not retry: the call ends in an error with its write
+/// applied, as when a store's own time limit passes before the SDK's retry.
+pub(crate) async fn answer_losing_client_without_retry(
     operation: &'static str,
     losses: u32,
-    backoff: std::time::Duration,
 ) -> (Client, std::sync::Arc<FailCalls>) {
-    intercepted_client(operation, losses, Some(backoff)).await
+    let retry = aws_sdk_dynamodb::config::retry::RetryConfig::disabled();
+    intercepted_client(operation, losses, Some(retry)).await
 }
 
-/// A client whose next `failures` attempts of `operation` fail: before they are sent, or
-/// with `retry_after`, after they were applied (their answer lost), the SDK retrying after
-/// that long.
+/// A client whose next `failures` attempts of `operation` fail: before they are sent, or,
+/// with a `retry` config, after they were applied (their answer lost).
 async fn intercepted_client(
     operation: &'static str,
     failures: u32,
-    retry_after: Option<std::time::Duration>,
+    retry: Option<aws_sdk_dynamodb::config::retry::RetryConfig>,
 ) -> (Client, std::sync::Arc<FailCalls>) {
-    let after_sending = retry_after.is_some();
+    let after_sending = retry.is_some();
     let calls = std::sync::Arc::new(FailCalls {
         operation,
         failures: std::sync::atomic::AtomicU32::new(failures),
@@ -237,10 +238,8 @@ async fn intercepted_client(
     let sdk = lift_core::aws::sdk_config().await;
     let mut config = aws_sdk_dynamodb::config::Builder::from(sdk)
         .interceptor(FailCallsInterceptor(calls.clone()));
-    if let Some(backoff) = retry_after {
-        config = config.retry_config(
-            aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_initial_backoff(backoff),
-        );
+    if let Some(retry) = retry {
+        config = config.retry_config(retry);
     }
     (Client::from_conf(config.build()), calls)
 }
