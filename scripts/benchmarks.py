@@ -24,7 +24,7 @@ What it runs:
   5. the AWS calls of a 5-step saga counted on the local emulator (lift-events'
      `tests/emulator.rs`), priced, beside Step Functions' and Lambda durable functions'
      price models for the same saga.
-Standard library only; it starts the emulator itself (for step 3 and the idempotency bench's
+Standard library only; it starts the emulator itself (for step 5 and the idempotency bench's
 warm-up) on port LIFT_BENCH_EMULATOR_PORT (default 4580) and stops it before the cold starts.
 """
 

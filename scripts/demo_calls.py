@@ -12,8 +12,9 @@ Reads target/lift-local/stack.json (written by scripts/deploy.py), then:
   * talks to the chat WebSocket API with two clients;
   * calls the mesh services alpha and beta, which registered themselves in the service
     registry: each finds the other by name, through Lambda Invoke and a signed Function URL;
-  * books two trips through the trip saga (an orchestrator and two participants on a bus and
-    queues): one completes, one refused at its last step compensates in reverse.
+  * books two trips through the trip saga (an orchestrator and two participants, commands and
+    replies as Lambda invocations): one completes, one refused at its last step compensates
+    in reverse.
 Exits non-zero if any call does not answer as expected.
 """
 
@@ -153,7 +154,11 @@ def drive_echo(echo: dict, endpoint: str, region: str, fixtures: Path, checks: C
             summary = f"{resp['StatusCode']} HTTP {parsed['statusCode']} {short(compact(parsed.get('body') or ''), 70)}"
         else:
             summary = f"{resp['StatusCode']} {short(compact(payload), 80)}"
-        checks.report(not error and resp["StatusCode"] == 200, f"{f.stem:{width}} -> {summary}")
+        # An HTTP answer of 5xx is echo failing, not answering.
+        http_failed = isinstance(parsed, dict) and isinstance(parsed.get("statusCode"), int) \
+            and parsed["statusCode"] >= 500
+        checks.report(not error and resp["StatusCode"] == 200 and not http_failed,
+                      f"{f.stem:{width}} -> {summary}")
 
 
 def drive_chat(api: dict, token: str, checks: Checks) -> None:

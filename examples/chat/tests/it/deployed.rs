@@ -18,7 +18,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// The token `template.yaml` gives the chat authorizer by default.
+/// The chat authorizer's token, as `scripts/deploy.py` gives the local deployment
+/// (`ChatToken`; the template has no default).
 const TOKEN: &str = "let-me-in";
 const WAIT: Duration = Duration::from_secs(30);
 

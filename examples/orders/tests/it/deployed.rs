@@ -293,7 +293,8 @@ async fn reads_are_cached_and_unknown_orders_are_not() {
     assert_eq!(long.status, 404, "{}", long.text());
 }
 
-/// The secret `template.yaml` gives the authorizer by default (`OrdersAuthSecret`).
+/// The authorizer's secret, as `scripts/deploy.py` gives the local deployment
+/// (`OrdersAuthSecret`; the template has no default).
 const DEPLOYED_SECRET: &[u8] = b"lift-local-orders-secret-of-32-bytes";
 
 /// One HTTP/1.1 request over a plain socket to the emulator's HTTP API endpoint:
