@@ -21,13 +21,23 @@ fn record(sink: &CloudWatchSink) {
     }
 }
 
-#[tokio::test]
-async fn metrics_reach_cloudwatch() {
+/// A client of the emulator; fails loudly without one, so that a developer's own
+/// credentials never publish test metrics to CloudWatch.
+async fn emulator_client() -> aws_sdk_cloudwatch::Client {
+    require_emulator();
+    aws_sdk_cloudwatch::Client::new(lift_core::aws::sdk_config().await)
+}
+
+fn require_emulator() {
     assert!(
         std::env::var_os("AWS_ENDPOINT_URL").is_some(),
         "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
     );
-    let client = aws_sdk_cloudwatch::Client::new(lift_core::aws::sdk_config().await);
+}
+
+#[tokio::test]
+async fn metrics_reach_cloudwatch() {
+    let client = emulator_client().await;
     let sink = CloudWatchSink::new(client);
     record(&sink);
     assert_eq!(sink.pending(), 1);
@@ -42,7 +52,7 @@ async fn metrics_reach_cloudwatch() {
 /// A document that is not EMF is dropped alone and counted; the others are sent.
 #[tokio::test]
 async fn a_malformed_document_does_not_cost_the_others() {
-    let client = aws_sdk_cloudwatch::Client::new(lift_core::aws::sdk_config().await);
+    let client = emulator_client().await;
     let sink = CloudWatchSink::new(client);
     sink.write("not json at all");
     record(&sink);
@@ -163,6 +173,7 @@ impl aws_sdk_cloudwatch::config::Intercept for RequestsInterceptor {
 /// A client of the emulator, without retries or the SDK's gzip of large bodies (so a body's
 /// size is its uncompressed size), whose requests `requests` sees.
 async fn watched_client(requests: &std::sync::Arc<Requests>) -> aws_sdk_cloudwatch::Client {
+    require_emulator();
     let sdk = lift_core::aws::sdk_config().await;
     let config = aws_sdk_cloudwatch::config::Builder::from(sdk)
         .retry_config(aws_sdk_cloudwatch::config::retry::RetryConfig::disabled())
