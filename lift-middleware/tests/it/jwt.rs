@@ -430,7 +430,9 @@ fn jwks(name: &str) -> JwkSet {
     serde_json::from_slice(&key(name)).expect("jwks")
 }
 
-#[tokio::test]
+/// The same verifier, warm, picks a rotated key up once its refresh interval has passed
+/// (paused time), and not before.
+#[tokio::test(start_paused = true)]
 async fn jwks_rotation_is_picked_up_and_refreshes_are_rate_limited() {
     let source = Rotating {
         set: Arc::new(std::sync::Mutex::new(jwks("jwks.json"))),
@@ -474,17 +476,16 @@ async fn jwks_rotation_is_picked_up_and_refreshes_are_rate_limited() {
     );
     assert_eq!(layer.verifier().jwks_fetches(), 1);
 
-    // A verifier whose interval has passed picks the rotated key up, and keeps key-1.
-    let fresh = JwtAuthLayer::new(
-        JwtConfig::builder()
-            .jwks(source.clone(), Duration::ZERO)
-            .algorithms(&[Algorithm::RS256])
-            .build()
-            .expect("config"),
-    );
-    let app = TestApp::new(App::new().get("/me", whoami).layer(fresh)).expect("app");
+    // A second short of the interval: still rate-limited.
+    tokio::time::advance(Duration::from_secs(59)).await;
+    assert_eq!(get(&app, "/me", Some(&token2)).await.status, 401);
+    assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
+    // Past it, the same warm verifier fetches again, takes key-2 and keeps key-1.
+    tokio::time::advance(Duration::from_secs(2)).await;
     assert_eq!(get(&app, "/me", Some(&token2)).await.status, 200);
+    assert_eq!(source.fetches.load(Ordering::SeqCst), 2);
     assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
+    assert_eq!(layer.verifier().jwks_fetches(), 2);
 }
 
 /// A JWKS endpoint that fails once (a cold start during a blip) is tried again a second
