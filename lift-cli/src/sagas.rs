@@ -84,6 +84,8 @@ fn step_status(status: StepStatus) -> &'static str {
         StepStatus::Uncertain => "uncertain",
         StepStatus::Compensating => "compensating",
         StepStatus::Compensated => "compensated",
+        // A status a newer lift-events added.
+        _ => "other",
     }
 }
 
@@ -136,6 +138,7 @@ pub fn show(state: &SagaState) -> String {
                 at(due_ms),
                 span(due_ms.saturating_sub(state.created_ms()))
             ),
+            other => format!("{other:?}"),
         };
         out.push_str(&format!(
             "waiting  {} {phase}, attempt {}: {what}\n",

@@ -24,6 +24,7 @@ pub enum VerifiedBy {
 /// [`Context::set_principal`]: crate::Context::set_principal
 /// [`Context::principal`]: crate::Context::principal
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Principal {
     /// The `sub` claim.
     pub subject: Option<String>,

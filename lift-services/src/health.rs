@@ -222,11 +222,13 @@ mod tests {
             signals.record(failed);
         }
         let listen = signals.breaker_listener();
-        let change = |name: &str, from, to| StateChange {
-            name: name.into(),
-            from,
-            to,
-            open_for: (to == State::Open).then_some(Duration::from_secs(30)),
+        let change = |name: &str, from, to| {
+            StateChange::new(
+                name,
+                from,
+                to,
+                (to == State::Open).then_some(Duration::from_secs(30)),
+            )
         };
         listen(&change("a", State::Closed, State::Open));
         listen(&change("b", State::Closed, State::Open));
@@ -244,12 +246,12 @@ mod tests {
     async fn a_breaker_nothing_calls_again_stops_counting_when_its_open_time_ends() {
         let signals = HealthSignals::new();
         let listen = signals.breaker_listener();
-        listen(&StateChange {
-            name: "payments:a".into(),
-            from: State::Closed,
-            to: State::Open,
-            open_for: Some(Duration::from_secs(30)),
-        });
+        listen(&StateChange::new(
+            "payments:a",
+            State::Closed,
+            State::Open,
+            Some(Duration::from_secs(30)),
+        ));
         assert_eq!(signals.take().open_breakers, 1);
         tokio::time::advance(Duration::from_secs(29)).await;
         assert_eq!(signals.take().open_breakers, 1);

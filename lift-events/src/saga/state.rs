@@ -29,6 +29,7 @@ impl Phase {
 /// Where a saga is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum SagaStatus {
     /// Running its actions forward.
     Running,
@@ -67,6 +68,7 @@ impl SagaStatus {
 /// Where one step is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum StepStatus {
     /// Not started.
     Pending,
@@ -88,6 +90,7 @@ pub enum StepStatus {
 /// What the saga waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "for")]
+#[non_exhaustive]
 pub enum Waiting {
     /// The reply to the current attempt, until `deadline_ms`.
     Reply {
@@ -125,6 +128,7 @@ pub fn command_id(saga_id: &str, step: u32, phase: Phase) -> String {
 /// Where a command runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
+#[non_exhaustive]
 pub enum Target {
     /// A command event of type `command` to `participant`.
     Remote {
@@ -177,6 +181,7 @@ pub struct Command {
 /// Why a timer was set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TimerKind {
     /// The attempt's timeout.
     Timeout,
@@ -273,6 +278,7 @@ impl Reply {
 /// What moves a running saga: a reply or a timer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "input")]
+#[non_exhaustive]
 pub enum SagaInput {
     /// A reply from a participant or a local step.
     Reply(Reply),

@@ -36,6 +36,7 @@ fn state_of(raw: u8) -> State {
 
 /// A state change, as handed to the `on_state_change` callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StateChange {
     /// The breaker's name (with its key, for keyed breakers).
     pub name: Arc<str>,
@@ -49,11 +50,25 @@ pub struct StateChange {
     pub open_for: Option<Duration>,
 }
 
+impl StateChange {
+    /// A change of breaker `name` from `from` to `to`, open for `open_for` when it opens:
+    /// what a breaker hands its listeners, for testing a listener.
+    pub fn new(name: &str, from: State, to: State, open_for: Option<Duration>) -> Self {
+        StateChange {
+            name: Arc::from(name),
+            from,
+            to,
+            open_for,
+        }
+    }
+}
+
 /// The callback a breaker calls on each state change.
 pub(crate) type OnChange = Arc<dyn Fn(&StateChange) + Send + Sync>;
 
 /// Counters of one breaker since it was created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Metrics {
     /// Calls let through.
     pub calls: u64,
