@@ -537,6 +537,27 @@ fn decode<T: serde::de::DeserializeOwned>(kind: &'static str, raw: &RawValue) ->
     })
 }
 
+/// Decodes an event known to be an HTTP request; one that does not decode (a header name or
+/// value, a query or a path the types cannot hold) is the client's request, answered 400 in
+/// the source's shape rather than failing the invocation (a 502 from API Gateway).
+fn decode_http<T: serde::de::DeserializeOwned>(
+    kind: &'static str,
+    raw: &RawValue,
+    multi_value: bool,
+) -> Result<T, http_event::Rejected> {
+    serde_json::from_str(raw.get()).map_err(|source| {
+        // Not the decoder's message: for REST and ALB events it quotes the value it refused,
+        // which may be a cookie or a token.
+        tracing::warn!(target: "lift", code = "invalid_request", kind, line = source.line(), column = source.column(), category = ?source.classify(), "the HTTP request could not be decoded");
+        http_event::Rejected {
+            multi_value,
+            error: Error::bad_request(format!(
+                "the {kind} request could not be read: a header, query or path value it cannot hold"
+            )),
+        }
+    })
+}
+
 /// The error for an event from a source this build of lift-core leaves out: it names the
 /// cargo feature that adds it.
 #[cfg(not(all(
@@ -864,26 +885,25 @@ impl LiftService {
         };
         match kind {
             Kind::ApiGatewayV2 => {
-                let request = http_event::from_v2(decode::<http_event::V2Event>(
-                    "API Gateway HTTP API",
-                    event,
-                )?);
+                let request =
+                    decode_http::<http_event::V2Event>("API Gateway HTTP API", event, false)
+                        .and_then(http_event::from_v2);
                 self.http(Source::ApiGatewayV2, request, lambda, metrics)
                     .await
             }
             Kind::ApiGatewayV1 { multi_value } => {
-                let request = http_event::from_v1(
-                    decode::<ApiGatewayProxyRequest>("API Gateway REST API", event)?,
+                let request = decode_http::<ApiGatewayProxyRequest>(
+                    "API Gateway REST API",
+                    event,
                     multi_value,
-                );
+                )
+                .and_then(|decoded| http_event::from_v1(decoded, multi_value));
                 self.http(Source::ApiGatewayV1, request, lambda, metrics)
                     .await
             }
             Kind::Alb { multi_value } => {
-                let request = http_event::from_alb(
-                    decode::<AlbTargetGroupRequest>("ALB", event)?,
-                    multi_value,
-                );
+                let request = decode_http::<AlbTargetGroupRequest>("ALB", event, multi_value)
+                    .and_then(|decoded| http_event::from_alb(decoded, multi_value));
                 self.http(Source::Alb, request, lambda, metrics).await
             }
             #[cfg(feature = "sqs")]

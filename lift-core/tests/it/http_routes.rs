@@ -294,6 +294,23 @@ async fn invalid_base64_body_is_400_not_a_crash() {
     assert_eq!(response.status, 400);
 }
 
+/// A request whose header the HTTP types cannot hold (a control character, which an ALB
+/// passes on) is the client's: a 400 in the source's shape, not an invocation error (a 502
+/// from API Gateway, an alarm on the function), and the value is not quoted back.
+#[tokio::test]
+async fn a_header_the_types_cannot_hold_is_a_400() {
+    let app = app();
+    let mut v1 = events::http("GET", "/orders/7").v1();
+    v1["headers"]["x-bad"] = json!("a\u{1}b-s3cr3t");
+    let mut v2 = events::http("GET", "/orders/7").v2();
+    v2["headers"]["x-bad"] = json!("a\u{1}b-s3cr3t");
+    for event in [v1, v2] {
+        let response = send(&app, event).await;
+        assert_eq!(response.status, 400, "{}", response.text());
+        assert!(!response.text().contains("s3cr3t"), "{}", response.text());
+    }
+}
+
 #[tokio::test]
 async fn a_panic_is_a_500_and_the_app_keeps_serving() {
     let app = app();
