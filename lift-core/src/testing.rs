@@ -777,7 +777,8 @@ pub mod events {
     }
 
     /// A DynamoDB Streams batch of `(eventName, NewImage, OldImage)` in DynamoDB JSON;
-    /// sequence numbers are `100`, `101`, ...
+    /// sequence numbers are `100`, `101`, ..., and each record is a change of its own item
+    /// (`Keys` `{"pk": "key-0"}`, `key-1`, ...; set `Keys` alike for changes of one item).
     pub fn dynamodb(records: impl IntoIterator<Item = (&'static str, Value, Value)>) -> Value {
         let records: Vec<Value> = records
             .into_iter()

@@ -44,15 +44,16 @@ impl LiftService {
         let mut failures = Vec::new();
         let mut unstarted = 0;
         let mut after_failure = 0;
-        // The keys of the items whose change failed in this batch.
-        let mut failed_items = Vec::new();
+        // The items whose change failed in this batch, by their keys.
+        let mut failed_items = std::collections::HashSet::new();
         for record in batch.records {
             let sequence = record.change.sequence_number.clone();
             // A later change of an item whose change failed waits for it: run now, it
             // would change the item before its earlier change (Lambda resumes the shard at
             // the lowest failed sequence number, so it comes again in order). Other items'
-            // changes run.
-            if failed_items.contains(&record.change.keys) {
+            // changes run now, and come again with the redelivery: a stream handler is
+            // idempotent anyway, Lambda delivering each record at least once.
+            if !failed_items.is_empty() && failed_items.contains(&item_of(&record)) {
                 after_failure += 1;
                 failures.push(sequence);
                 continue;
@@ -62,7 +63,7 @@ impl LiftService {
                 failures.push(sequence);
                 continue;
             }
-            let keys = record.change.keys.clone();
+            let record = Arc::new(record);
             let span = tracing::info_span!(
                 target: "lift",
                 "record",
@@ -75,14 +76,14 @@ impl LiftService {
             );
             let unit = Unit::unrouted(
                 Source::DynamoDbStream,
-                Payload::DynamoDb(Arc::new(record)),
+                Payload::DynamoDb(record.clone()),
                 None,
                 endpoint.clone(),
                 span,
             );
             if !self.record(&lambda, metrics, unit).await {
                 failures.push(sequence);
-                failed_items.push(keys);
+                failed_items.insert(item_of(&record));
             }
         }
         super::log_unstarted(unstarted, "dynamodb");
@@ -91,4 +92,11 @@ impl LiftService {
         }
         report(failures, "SequenceNumber")
     }
+}
+
+/// A record's item, by its keys, as text: the keys' map in a fixed order.
+fn item_of(record: &aws_lambda_events::dynamodb::EventRecord) -> String {
+    serde_json::to_value(&record.change.keys)
+        .map(|keys| keys.to_string())
+        .unwrap_or_default()
 }
