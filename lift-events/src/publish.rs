@@ -101,6 +101,9 @@ pub struct PublishReport {
 /// delivered, and answer.
 const INVOCATION_MARGIN: Duration = Duration::from_millis(500);
 
+/// Time kept back from the invocation's deadline by a call in flight.
+const CALL_MARGIN: Duration = Duration::from_millis(100);
+
 /// Sends every entry of `entries` in batches of at most `batch` entries and at most
 /// `config.max_entry_bytes` in all (by `size`: `PutEvents` and `SendMessageBatch` limit a
 /// call's total as they limit one entry), resending failed ones with backoff until
@@ -122,22 +125,45 @@ where
     // The configured time, and never past the invocation's deadline (less a margin to
     // answer in): a resend loop the function's timeout cut short answered nothing.
     let mut allowed = config.deadline;
+    let started = tokio::time::Instant::now();
+    // Each call, too, ends before the invocation does (its own SDK retries included).
+    let mut call_end = None;
     if let Some(left) = lift_core::invocation_deadline().map(|end| {
         end.duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO)
     }) {
         allowed = allowed.min(left.saturating_sub(INVOCATION_MARGIN));
+        call_end = Some(started + left.saturating_sub(CALL_MARGIN));
     }
-    let deadline = tokio::time::Instant::now() + allowed;
+    let deadline = started + allowed;
     let mut report = PublishReport::default();
     let mut pending: Vec<T> = entries.to_vec();
     let mut backoff = config.initial_backoff;
     let mut last_reason = String::new();
     while !pending.is_empty() {
         let mut failed = Vec::new();
-        for chunk in batches(&pending, batch, config.max_entry_bytes, &size) {
+        let chunks: Vec<&[T]> = batches(&pending, batch, config.max_entry_bytes, &size).collect();
+        for (n, chunk) in chunks.iter().enumerate() {
             report.calls += 1;
-            let outcome = match send(chunk.to_vec()).await {
+            let sent = match call_end {
+                Some(end) => tokio::time::timeout_at(end, send(chunk.to_vec())).await,
+                None => Ok(send(chunk.to_vec()).await),
+            };
+            let Ok(sent) = sent else {
+                // Not known to be delivered: this call's entries (which may have gone: ids
+                // let a consumer tell), the ones not sent yet, and the failed ones.
+                let ids = failed
+                    .iter()
+                    .chain(chunks[n..].iter().flat_map(|c| c.iter()))
+                    .map(&id)
+                    .collect();
+                tracing::warn!(target: "lift::events", "a publish call got no answer before the invocation's deadline");
+                return Err(TransportError::Undelivered {
+                    ids,
+                    reason: "no answer before the invocation's deadline".to_owned(),
+                });
+            };
+            let outcome = match sent {
                 Ok(failures) => failures,
                 Err(TransportError::Throttled) => (0..chunk.len())
                     .map(|i| (i, "Throttled".to_owned()))
@@ -802,16 +828,18 @@ mod tests {
         );
     }
 
-    /// Resending stops before the invocation's deadline, whatever the configured time: a
-    /// function 2 s from its deadline gets its `Undelivered` (to answer with) within 1.5 s,
-    /// not after the 5 s configured, by which time Lambda had ended it.
-    #[tokio::test(start_paused = true)]
-    async fn resending_stops_before_the_invocation_deadline() {
+    /// Runs `send_all` of one entry inside an invocation 2 s from its deadline, each call
+    /// answered by `answer` after `takes`: the outcome, when it came (from the start) and
+    /// the calls made.
+    async fn within_two_seconds(
+        takes: Duration,
+    ) -> (Result<PublishReport, TransportError>, Duration, usize) {
         use lift_core::testing::{TestApp, events, lambda_context};
-        let calls = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let seen = calls.clone();
+        type Seen = (Option<Result<PublishReport, TransportError>>, usize);
+        let seen: std::sync::Arc<Mutex<Seen>> = std::sync::Arc::new(Mutex::new((None, 0)));
+        let out = seen.clone();
         let app = TestApp::new(lift_core::App::new().sqs(move |_ctx: lift_core::Context| {
-            let calls = seen.clone();
+            let seen = out.clone();
             async move {
                 let result = send_all(
                     &[1_u32],
@@ -820,12 +848,15 @@ mod tests {
                     |e| e.to_string(),
                     |_| 1,
                     |_chunk: Vec<u32>| {
-                        calls.lock().unwrap().push(tokio::time::Instant::now());
-                        async move { Ok(vec![(0, "Throttled".to_owned())]) }
+                        seen.lock().unwrap().1 += 1;
+                        async move {
+                            tokio::time::sleep(takes).await;
+                            Ok(vec![(0, "Throttled".to_owned())])
+                        }
                     },
                 )
                 .await;
-                assert!(matches!(result, Err(TransportError::Undelivered { .. })));
+                seen.lock().unwrap().0 = Some(result);
                 Ok::<_, lift_core::Error>(())
             }
         }))
@@ -837,14 +868,36 @@ mod tests {
             .as_millis() as u64;
         let started = tokio::time::Instant::now();
         app.invoke_with(&events::sqs(["x"]), context).await.unwrap();
-        let calls = calls.lock().unwrap().clone();
-        let last = *calls.last().unwrap();
+        let took = started.elapsed();
+        let (result, calls) = std::mem::take(&mut *seen.lock().unwrap());
+        (result.expect("send_all ran"), took, calls)
+    }
+
+    /// Resending stops before the invocation's deadline, whatever the configured time: a
+    /// function 2 s from its deadline gets its `Undelivered` (to answer with) within 1.5 s,
+    /// not after the 5 s configured, by which time Lambda had ended it.
+    #[tokio::test(start_paused = true)]
+    async fn resending_stops_before_the_invocation_deadline() {
+        let (result, took, calls) = within_two_seconds(Duration::ZERO).await;
         assert!(
-            last - started <= Duration::from_millis(1500),
-            "{:?}",
-            last - started
+            matches!(result, Err(TransportError::Undelivered { .. })),
+            "{result:?}"
         );
-        assert!(calls.len() <= 4, "{} calls", calls.len());
+        assert!(took <= Duration::from_millis(1500), "{took:?}");
+        assert!(calls <= 4, "{calls} calls");
+    }
+
+    /// A call that does not answer (its own SDK retries under throttling) is cut at the
+    /// invocation's deadline too: `Undelivered`, naming the entry, before Lambda ends it.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_without_an_answer_ends_before_the_invocation() {
+        let (result, took, calls) = within_two_seconds(Duration::from_secs(3)).await;
+        match result {
+            Err(TransportError::Undelivered { ids, .. }) => assert_eq!(ids, ["1"]),
+            other => panic!("expected Undelivered, got {other:?}"),
+        }
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert_eq!(calls, 1);
     }
 
     /// Ten entries of 60 KiB do not go as one call over the 256 KiB a call may carry in
