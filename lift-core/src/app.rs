@@ -540,7 +540,7 @@ fn decode<T: serde::de::DeserializeOwned>(kind: &'static str, raw: &RawValue) ->
 /// Decodes an event known to be an HTTP request; one that does not decode (a header name or
 /// value, a query or a path the types cannot hold) is the client's request, answered 400 in
 /// the source's shape rather than failing the invocation (a 502 from API Gateway).
-fn decode_http<T: serde::de::DeserializeOwned>(
+pub(super) fn decode_http<T: serde::de::DeserializeOwned>(
     kind: &'static str,
     raw: &RawValue,
     multi_value: bool,

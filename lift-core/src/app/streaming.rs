@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use lambda_runtime::{FunctionResponse, StreamResponse};
 use serde_json::value::RawValue;
 
-use super::{App, LiftService, decode, error_response, log_error};
+use super::{App, LiftService, error_response, log_error};
 use crate::context::Source;
 use crate::error::Error;
 use crate::http_event;
@@ -141,10 +141,9 @@ impl LiftService {
         lambda: &Arc<lambda_runtime::Context>,
         metrics: &Metrics,
     ) -> Result<StreamResponse<ResponseStream>, Error> {
-        let request = http_event::from_v2(decode::<http_event::V2Event>(
-            "API Gateway HTTP API",
-            event,
-        )?);
+        let request =
+            super::decode_http::<http_event::V2Event>("API Gateway HTTP API", event, false)
+                .and_then(http_event::from_v2);
         let (_, response) = self
             .http_response(
                 Source::ApiGatewayV2,

@@ -736,3 +736,14 @@ async fn a_failed_producer_leaves_the_encoding_unfinished() {
         "no <end>: the body is visibly cut"
     );
 }
+
+/// A streaming function's request with a header the types cannot hold is answered 400, as
+/// a buffered one is, not an invocation error (a 502 from the Function URL).
+#[tokio::test]
+async fn a_header_the_types_cannot_hold_is_a_400_when_streaming() {
+    let app = streaming(App::new().get("/chunks", three_chunks));
+    let mut event = v2("/chunks");
+    event["headers"]["x-bad"] = Value::from("a\u{1}b-s3cr3t");
+    let response = app.stream(event).await.expect("an answer, not an error");
+    assert_eq!(response.status, 400);
+}
