@@ -530,6 +530,13 @@ impl ServicePool {
 
 /// `raw` as the event type of `kind`; a failure is logged at ERROR with its cause (the
 /// field, line and column), since no handler sees it.
+#[cfg(any(
+    feature = "sqs",
+    feature = "dynamodb",
+    feature = "sns",
+    feature = "eventbridge",
+    feature = "websocket"
+))]
 fn decode<T: serde::de::DeserializeOwned>(kind: &'static str, raw: &RawValue) -> Result<T, Error> {
     serde_json::from_str(raw.get()).map_err(|source| {
         tracing::error!(target: "lift", code = "invalid_event", kind, error = %source, "the event could not be decoded");
