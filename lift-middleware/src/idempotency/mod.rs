@@ -414,8 +414,8 @@ fn payload_of(ctx: &Context) -> Result<std::borrow::Cow<'_, [u8]>, Error> {
     Ok(std::borrow::Cow::Borrowed(ctx.body()))
 }
 
-/// A DynamoDB JSON attribute value (`{"S": "7"}`) as plain JSON (`"7"`; numbers and binary
-/// as their text).
+/// A DynamoDB JSON attribute value (`{"S": "7"}`) as plain JSON (`"7"`; a number as a JSON
+/// number, as in a JSON payload, unless it does not fit one; binary as its base64 text).
 #[cfg(feature = "source-dynamodb")]
 fn untyped(value: serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
@@ -430,6 +430,8 @@ fn untyped(value: serde_json::Value) -> serde_json::Value {
     };
     match (tag.as_str(), inner) {
         ("NULL", _) => Value::Null,
+        ("N", Value::String(number)) => serde_json::from_str::<serde_json::Number>(&number)
+            .map_or(Value::String(number), Value::Number),
         ("M", Value::Object(fields)) => Value::Object(
             fields
                 .into_iter()
@@ -1113,6 +1115,28 @@ mod tests {
             }
         };
         assert_eq!(at("alice").await, at("bob").await);
+    }
+
+    /// A stream image's attributes read as a JSON payload's would: a number keys as the
+    /// same number (so `/n` of `{"N": "7"}` and of `{"n": 7}` are one key), a string as the
+    /// string, maps and lists through.
+    #[cfg(feature = "source-dynamodb")]
+    #[test]
+    fn stream_attributes_read_as_plain_json() {
+        assert_eq!(untyped(json!({"N": "7"})), json!(7));
+        assert_eq!(untyped(json!({"N": "1.5"})), json!(1.5));
+        assert_eq!(untyped(json!({"S": "7"})), json!("7"));
+        assert_eq!(untyped(json!({"B": "AAE="})), json!("AAE="));
+        assert_eq!(untyped(json!({"NULL": true})), Value::Null);
+        assert_eq!(
+            untyped(json!({"M": {"k": {"L": [{"N": "1"}, {"BOOL": true}]}}})),
+            json!({"k": [1, true]})
+        );
+        let pointers = ["/n".to_owned()];
+        assert_eq!(
+            fields_material(&json!({"n": untyped(json!({"N": "7"}))}), &pointers).expect("json"),
+            fields_material(&json!({"n": 7}), &pointers).expect("json")
+        );
     }
 
     #[test]
