@@ -254,7 +254,8 @@ impl DynamoDbStore {
             .table_name(&self.table)
             .key("pk", s(scope))
             .key("sk", s(key))
-            .condition_expression("stored_at = :t")
+            // A tombstone of the same millisecond is not this fill's: it stays.
+            .condition_expression("stored_at = :t AND attribute_not_exists(gone)")
             .expression_attribute_values(":t", n(stored_at))
             .send();
         match dynamo::within("DeleteItem", STORE_TIMEOUT, delete).await {
