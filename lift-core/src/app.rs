@@ -801,11 +801,7 @@ impl LiftService {
         self.inner.lifecycle.observe(&lambda);
         let lambda = Arc::new(lambda);
         let metrics = Metrics::default();
-        let result = crate::context::within_invocation(
-            lambda.deadline,
-            self.dispatch(event, &lambda, &metrics),
-        )
-        .await;
+        let result = self.dispatch(event, &lambda, &metrics).await;
         self.flush(&metrics, &lambda);
         self.inner.lifecycle.answered();
         result

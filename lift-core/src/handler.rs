@@ -8,7 +8,7 @@ use std::task::{Context as TaskContext, Poll};
 
 use http::Method;
 
-use crate::context::Context;
+use crate::context::{Context, within_invocation};
 use crate::error::{BoxError, Error};
 use crate::input::Input;
 use crate::response::{IntoResponse, Response};
@@ -41,9 +41,11 @@ where
     T: IntoResponse,
     E: Into<BoxError>,
 {
-    fn call(&self, _ctx: Context) -> BoxFuture<Result<Response, BoxError>> {
+    fn call(&self, ctx: Context) -> BoxFuture<Result<Response, BoxError>> {
         let fut = self();
-        Box::pin(async move { finish(fut.await) })
+        Box::pin(within_invocation(ctx.invocation.deadline, async move {
+            finish(fut.await)
+        }))
     }
 }
 
@@ -55,8 +57,12 @@ where
     E: Into<BoxError>,
 {
     fn call(&self, ctx: Context) -> BoxFuture<Result<Response, BoxError>> {
+        let deadline = ctx.invocation.deadline;
         let fut = self(ctx);
-        Box::pin(async move { finish(fut.await) })
+        Box::pin(within_invocation(
+            deadline,
+            async move { finish(fut.await) },
+        ))
     }
 }
 
@@ -71,8 +77,12 @@ where
     fn call(&self, ctx: Context) -> BoxFuture<Result<Response, BoxError>> {
         match I::from_context(&ctx) {
             Ok(input) => {
+                let deadline = ctx.invocation.deadline;
                 let fut = self(ctx, input);
-                Box::pin(async move { finish(fut.await) })
+                Box::pin(within_invocation(
+                    deadline,
+                    async move { finish(fut.await) },
+                ))
             }
             Err(error) => Box::pin(ready(Err(Box::new(error) as BoxError))),
         }

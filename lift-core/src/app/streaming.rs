@@ -106,11 +106,7 @@ impl LiftService {
             let lambda = Arc::new(lambda);
             let metrics = Metrics::default();
             // Boxed: a streamed reply's future is large and most invocations are not one.
-            let result = Box::pin(crate::context::within_invocation(
-                lambda.deadline,
-                self.stream_http(event, &lambda, &metrics),
-            ))
-            .await;
+            let result = Box::pin(self.stream_http(event, &lambda, &metrics)).await;
             return match result {
                 // The answer is sent when its last chunk is: the invocation's metrics
                 // (what the body's producer records included) are flushed then, and only
