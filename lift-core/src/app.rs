@@ -534,8 +534,7 @@ impl ServicePool {
     feature = "sqs",
     feature = "dynamodb",
     feature = "sns",
-    feature = "eventbridge",
-    feature = "websocket"
+    feature = "eventbridge"
 ))]
 fn decode<T: serde::de::DeserializeOwned>(kind: &'static str, raw: &RawValue) -> Result<T, Error> {
     serde_json::from_str(raw.get()).map_err(|source| {
@@ -925,10 +924,17 @@ impl LiftService {
                 Box::pin(self.eventbridge(decode("EventBridge", event)?, lambda, metrics)).await
             }
             #[cfg(feature = "websocket")]
-            Kind::WebSocket => {
-                Box::pin(self.websocket(decode("API Gateway WebSocket", event)?, lambda, metrics))
-                    .await
-            }
+            Kind::WebSocket => match decode_http("API Gateway WebSocket", event, false) {
+                Ok(decoded) => Box::pin(self.websocket(decoded, lambda, metrics)).await,
+                // The client's request (a `$connect` header the types cannot hold): refused
+                // with a 400, never a failed invocation quoting the value.
+                Err(rejected) => {
+                    log_error(&rejected.error, "message");
+                    let response = error_response(&rejected.error, &lambda.request_id);
+                    http_event::to_event_response(Source::WebSocket, false, &response)
+                        .map_err(Error::internal)
+                }
+            },
             #[cfg(not(all(
                 feature = "sqs",
                 feature = "dynamodb",

@@ -354,6 +354,18 @@ async fn a_handler_panic_is_a_500_answer() {
     );
 }
 
+/// A `$connect` whose header the types cannot hold (a control character) is refused with
+/// a 400, not a failed invocation whose error quotes the value.
+#[tokio::test]
+async fn a_header_the_types_cannot_hold_refuses_the_connection() {
+    let app = app();
+    let mut event = events::websocket("c").connect();
+    event["headers"]["cookie"] = Value::from("sid=s3cr3t\u{1}");
+    let answer = app.invoke(&event).await.expect("an answer, not an error");
+    assert_eq!(answer["statusCode"], 400, "{answer}");
+    assert!(!answer.to_string().contains("s3cr3t"), "{answer}");
+}
+
 #[tokio::test]
 async fn an_event_without_a_route_key_is_an_invalid_event() {
     let app = app();
