@@ -430,8 +430,12 @@ fn untyped(value: serde_json::Value) -> serde_json::Value {
     };
     match (tag.as_str(), inner) {
         ("NULL", _) => Value::Null,
-        ("N", Value::String(number)) => serde_json::from_str::<serde_json::Number>(&number)
-            .map_or(Value::String(number), Value::Number),
+        // A number is one only when it reads back as written: a larger or longer one would
+        // round to an f64, and two ids would key as one.
+        ("N", Value::String(number)) => match serde_json::from_str::<serde_json::Number>(&number) {
+            Ok(parsed) if parsed.to_string() == number => Value::Number(parsed),
+            _ => Value::String(number),
+        },
         ("M", Value::Object(fields)) => Value::Object(
             fields
                 .into_iter()
@@ -1124,6 +1128,15 @@ mod tests {
     #[test]
     fn stream_attributes_read_as_plain_json() {
         assert_eq!(untyped(json!({"N": "7"})), json!(7));
+        // Past what a JSON number holds exactly: the text, so that two ids stay two keys.
+        assert_eq!(
+            untyped(json!({"N": "20000000000000000001"})),
+            json!("20000000000000000001")
+        );
+        assert_ne!(
+            untyped(json!({"N": "20000000000000000001"})),
+            untyped(json!({"N": "20000000000000000002"}))
+        );
         assert_eq!(untyped(json!({"N": "1.5"})), json!(1.5));
         assert_eq!(untyped(json!({"S": "7"})), json!("7"));
         assert_eq!(untyped(json!({"B": "AAE="})), json!("AAE="));
