@@ -930,6 +930,7 @@ impl LiftService {
                 // with a 400, never a failed invocation quoting the value.
                 Err(rejected) => {
                     log_error(&rejected.error, "message");
+                    self.observe(metrics, "websocket rejected", false, Instant::now());
                     let response = error_response(&rejected.error, &lambda.request_id);
                     http_event::to_event_response(Source::WebSocket, false, &response)
                         .map_err(Error::internal)
