@@ -340,23 +340,27 @@ fn query_params(ctx: &Context) -> Option<String> {
     }
     let mut sorted: Vec<&(String, String)> = pairs.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out = String::new();
-    for (name, value) in sorted {
-        for part in [name, value] {
-            let _ = write!(out, "{}:{part}", part.len());
-        }
-    }
-    Some(out)
+    length_prefixed(
+        sorted
+            .into_iter()
+            .map(|(name, value)| (name.as_str(), value.as_str())),
+    )
 }
 
 /// The path parameters the request's route matched (`id=A`, length-prefixed), `None` for a
 /// route without any: `/accounts/{id}/deposit` is one route for every account, and the
 /// same body sent for two accounts is two operations.
 fn path_params(ctx: &Context) -> Option<String> {
-    let mut params = ctx.path_params().peekable();
-    params.peek()?;
+    length_prefixed(ctx.path_params())
+}
+
+/// `name=value` pairs as one scope part, each name and value prefixed with its length (so
+/// `("ab", "c")` and `("a", "bc")` differ); `None` for no pairs.
+fn length_prefixed<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Option<String> {
+    let mut pairs = pairs.peekable();
+    pairs.peek()?;
     let mut out = String::new();
-    for (name, value) in params {
+    for (name, value) in pairs {
         for part in [name, value] {
             let _ = write!(out, "{}:{part}", part.len());
         }
