@@ -924,18 +924,13 @@ impl LiftService {
                 Box::pin(self.eventbridge(decode("EventBridge", event)?, lambda, metrics)).await
             }
             #[cfg(feature = "websocket")]
-            Kind::WebSocket => match decode_http("API Gateway WebSocket", event, false) {
-                Ok(decoded) => Box::pin(self.websocket(decoded, lambda, metrics)).await,
-                // The client's request (a `$connect` header the types cannot hold): refused
-                // with a 400, never a failed invocation quoting the value.
-                Err(rejected) => {
-                    log_error(&rejected.error, "message");
-                    self.observe(metrics, "websocket rejected", false, Instant::now());
-                    let response = error_response(&rejected.error, &lambda.request_id);
-                    http_event::to_event_response(Source::WebSocket, false, &response)
-                        .map_err(Error::internal)
-                }
-            },
+            // A `$connect` header the types cannot hold is the client's request: refused with
+            // a 400, never a failed invocation quoting the value.
+            Kind::WebSocket => {
+                let decoded = decode_http("API Gateway WebSocket", event, false)
+                    .map_err(|rejected| rejected.error);
+                Box::pin(self.websocket(decoded, lambda, metrics)).await
+            }
             #[cfg(not(all(
                 feature = "sqs",
                 feature = "dynamodb",

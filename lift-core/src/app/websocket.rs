@@ -70,15 +70,16 @@ impl App {
 }
 
 impl LiftService {
-    /// Runs one WebSocket event and answers in WebSocket proxy shape.
+    /// Runs one WebSocket event and answers in WebSocket proxy shape; an event the client's
+    /// request made undecodable (`Err`, a 400) is refused as any other malformed request.
     pub(super) async fn websocket(
         &self,
-        event: ApiGatewayWebsocketProxyRequest,
+        event: Result<ApiGatewayWebsocketProxyRequest, Error>,
         lambda: Arc<lambda_runtime::Context>,
         metrics: &Metrics,
     ) -> Result<Box<RawValue>, Error> {
         let started = Instant::now();
-        let (operation, response) = match websocket::from_event(event) {
+        let (operation, response) = match event.and_then(websocket::from_event) {
             Err(error @ Error::InvalidEvent { .. }) => return Err(error),
             Err(error) => {
                 log_error(&error, "message");
