@@ -103,14 +103,39 @@ async fn a_batch_flushes_once_with_every_record_counted() {
     assert_eq!(docs[0]["Errors"], json!([0.0, 1.0, 0.0]));
 }
 
-#[tokio::test]
-async fn nothing_is_flushed_without_a_config() {
-    let app = TestApp::new(App::new().post("/orders", place)).expect("app");
-    let response = app
-        .http(events::http("POST", "/orders").v2())
-        .await
-        .expect("response");
-    assert_eq!(response.status, 204);
+/// Set in the child process of [`nothing_is_flushed_without_a_config`].
+const CHILD: &str = "LIFT_TEST_METRICS_CHILD";
+
+/// Runs, in a process of its own, an App without a metrics config whose handler records
+/// metrics, and reads that process's stdout, where an EMF document would go.
+#[test]
+fn nothing_is_flushed_without_a_config() {
+    if std::env::var_os(CHILD).is_some() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let app = TestApp::new(App::new().post("/orders", place)).expect("app");
+            let response = app
+                .http(events::http("POST", "/orders").v2())
+                .await
+                .expect("response");
+            assert_eq!(response.status, 204);
+        });
+        println!("child: handled");
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "metrics::nothing_is_flushed_without_a_config"])
+        .args(["--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .expect("child test process");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "child failed: {stdout}");
+    assert!(stdout.contains("child: handled"), "the child ran: {stdout}");
+    assert!(!stdout.contains("CloudWatchMetrics"), "flushed: {stdout}");
 }
 
 #[tokio::test]
