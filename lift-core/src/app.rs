@@ -1392,10 +1392,11 @@ mod tests {
 
     #[tokio::test]
     async fn run_outside_lambda_is_an_error_not_a_panic() {
-        // The test process has no Lambda Runtime API.
-        if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
-            let result = App::new().run().await;
-            assert!(matches!(result, Err(Error::Environment(_))), "{result:?}");
-        }
+        assert!(
+            std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none(),
+            "this test needs a process without a Lambda Runtime API"
+        );
+        let result = App::new().run().await;
+        assert!(matches!(result, Err(Error::Environment(_))), "{result:?}");
     }
 }
