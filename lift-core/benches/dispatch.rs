@@ -40,7 +40,7 @@ use lift_core::{App, Context, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::layer::{Layer, SubscriberExt};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Takes each EMF document and drops it.
@@ -55,7 +55,8 @@ impl MetricsSink for Discard {
 /// Lift's production JSON log subscriber at INFO, writing to a sink, for every row.
 fn install_logs() {
     tracing_subscriber::registry()
-        .with(lift_core::logging::JsonLayer::new(std::io::sink).with_filter(LevelFilter::INFO))
+        .with(LevelFilter::INFO)
+        .with(lift_core::logging::JsonLayer::new(std::io::sink))
         .init();
 }
 

@@ -241,15 +241,13 @@ pub fn try_init() -> bool {
     let (format, level) = from_env();
     match format {
         Format::Json => tracing_subscriber::registry()
-            .with(JsonLayer::new(std::io::stdout).with_filter(level))
+            .with(level)
+            .with(JsonLayer::new(std::io::stdout))
             .try_init()
             .is_ok(),
         Format::Text => tracing_subscriber::registry()
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stdout)
-                    .with_filter(level),
-            )
+            .with(level)
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stdout))
             .try_init()
             .is_ok(),
     }

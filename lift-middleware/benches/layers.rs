@@ -54,7 +54,7 @@ use lift_middleware::timeout::TimeoutLayer;
 use serde_json::{Value, json};
 use tower::{Layer, Service, ServiceBuilder};
 use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::layer::{Layer as _, SubscriberExt};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 const SECRET: &[u8] = b"lift-bench-secret-of-32-bytes-or-more";
@@ -163,7 +163,8 @@ fn app(layer: impl FnOnce(App) -> App) -> LiftService {
 
 fn layers(c: &mut Criterion) {
     tracing_subscriber::registry()
-        .with(lift_core::logging::JsonLayer::new(std::io::sink).with_filter(LevelFilter::INFO))
+        .with(LevelFilter::INFO)
+        .with(lift_core::logging::JsonLayer::new(std::io::sink))
         .init();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
