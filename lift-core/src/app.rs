@@ -1076,11 +1076,11 @@ impl LiftService {
                     target: "lift",
                     "request",
                     tenant = tracing::field::Empty,
-                    requestId = %lambda.request_id,
+                    requestId = lambda.request_id.as_str(),
                     xrayTraceId = lambda.xray_trace_id.as_deref(),
                     correlationId = correlation_id.as_deref().unwrap_or(&lambda.request_id),
                     source = source.as_str(),
-                    method = %request.method,
+                    method = request.method.as_str(),
                     route = resolved.route.as_deref().unwrap_or_default(),
                 );
                 let ctx = self.context(

@@ -63,7 +63,7 @@ impl LiftService {
             target: "lift",
             "authorizer",
             tenant = tracing::field::Empty,
-            requestId = %lambda.request_id,
+            requestId = lambda.request_id.as_str(),
             xrayTraceId = lambda.xray_trace_id.as_deref(),
             source = Source::Authorizer.as_str(),
             arn = %request.arn(),

@@ -68,7 +68,7 @@ impl LiftService {
                 target: "lift",
                 "record",
                 tenant = tracing::field::Empty,
-                requestId = %lambda.request_id,
+                requestId = lambda.request_id.as_str(),
                 xrayTraceId = lambda.xray_trace_id.as_deref(),
                 source = "dynamodb",
                 eventName = %record.event_name,

@@ -128,10 +128,10 @@ impl LiftService {
             target: "lift",
             "event",
             tenant = tracing::field::Empty,
-            requestId = %lambda.request_id,
+            requestId = lambda.request_id.as_str(),
             xrayTraceId = lambda.xray_trace_id.as_deref(),
-            source = %event.source,
-            detailType = %event.detail_type,
+            source = event.source.as_str(),
+            detailType = event.detail_type.as_str(),
             eventId = event.id.as_deref().unwrap_or_default(),
             correlationId = correlation_id.as_deref().unwrap_or(&lambda.request_id),
         );

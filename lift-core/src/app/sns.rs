@@ -51,11 +51,11 @@ impl LiftService {
                 target: "lift",
                 "record",
                 tenant = tracing::field::Empty,
-                requestId = %lambda.request_id,
+                requestId = lambda.request_id.as_str(),
                 xrayTraceId = lambda.xray_trace_id.as_deref(),
                 correlationId = correlation_id.as_deref().unwrap_or(&lambda.request_id),
                 source = "sns",
-                messageId = %record.sns.message_id,
+                messageId = record.sns.message_id.as_str(),
             );
             let ctx = self.context(
                 &lambda,

@@ -54,7 +54,7 @@ impl LiftService {
             target: "lift",
             "record",
             tenant = tracing::field::Empty,
-            requestId = %lambda.request_id,
+            requestId = lambda.request_id.as_str(),
             xrayTraceId = lambda.xray_trace_id.as_deref(),
             correlationId = correlation_id.as_deref().unwrap_or(&lambda.request_id),
             source = "sqs",
