@@ -591,8 +591,9 @@ tokio::task_local! {
 
 /// The deadline of the invocation whose handler the current task runs, for code that has
 /// no [`Context`] at hand (a publisher's own resend loop, a client's retries): `None`
-/// outside a handler (in a layer, a task the handler spawned, a streamed body's producer
-/// once the handler returned), or when the runtime gave no deadline.
+/// outside a handler and the route's own layers (in a layer added with
+/// [`App::layer`](crate::App::layer), a task the handler spawned, a streamed body's
+/// producer once the handler returned), or when the runtime gave no deadline.
 pub fn invocation_deadline() -> Option<SystemTime> {
     INVOCATION_DEADLINE
         .try_with(|deadline| *deadline)
@@ -600,11 +601,25 @@ pub fn invocation_deadline() -> Option<SystemTime> {
         .flatten()
 }
 
-/// Runs `work`, a handler's future, for the invocation with the runtime's `deadline`
-/// (milliseconds since the epoch, 0 for none), so that [`invocation_deadline`] answers
-/// inside it. Around the handler alone: around the whole invocation, the scope moved the
-/// invocation's large future once more and cost every request half a microsecond.
-pub(crate) async fn within_invocation<F: std::future::Future>(deadline: u64, work: F) -> F::Output {
-    let deadline = (deadline != 0).then(|| UNIX_EPOCH + Duration::from_millis(deadline));
-    INVOCATION_DEADLINE.scope(deadline, work).await
+/// An invocation's deadline, put in scope while a handler's future is polled so that
+/// [`invocation_deadline`] answers inside it. Only around the handler: around the whole
+/// invocation, the scope moved the invocation's large future once more and cost every
+/// request half a microsecond.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InvocationDeadline(Option<SystemTime>);
+
+impl InvocationDeadline {
+    /// The runtime's deadline, milliseconds since the epoch (0 for none).
+    pub(crate) fn from_millis(deadline: u64) -> Self {
+        InvocationDeadline((deadline != 0).then(|| UNIX_EPOCH + Duration::from_millis(deadline)))
+    }
+
+    /// Polls `work` with the deadline in scope.
+    pub(crate) fn poll_within<F: std::future::Future + ?Sized>(
+        self,
+        work: std::pin::Pin<&mut F>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        INVOCATION_DEADLINE.sync_scope(self.0, || work.poll(cx))
+    }
 }

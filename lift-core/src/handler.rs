@@ -8,7 +8,7 @@ use std::task::{Context as TaskContext, Poll};
 
 use http::Method;
 
-use crate::context::{Context, within_invocation};
+use crate::context::{Context, InvocationDeadline};
 use crate::error::{BoxError, Error};
 use crate::input::Input;
 use crate::response::{IntoResponse, Response};
@@ -41,11 +41,9 @@ where
     T: IntoResponse,
     E: Into<BoxError>,
 {
-    fn call(&self, ctx: Context) -> BoxFuture<Result<Response, BoxError>> {
+    fn call(&self, _ctx: Context) -> BoxFuture<Result<Response, BoxError>> {
         let fut = self();
-        Box::pin(within_invocation(ctx.invocation.deadline, async move {
-            finish(fut.await)
-        }))
+        Box::pin(async move { finish(fut.await) })
     }
 }
 
@@ -57,12 +55,8 @@ where
     E: Into<BoxError>,
 {
     fn call(&self, ctx: Context) -> BoxFuture<Result<Response, BoxError>> {
-        let deadline = ctx.invocation.deadline;
         let fut = self(ctx);
-        Box::pin(within_invocation(
-            deadline,
-            async move { finish(fut.await) },
-        ))
+        Box::pin(async move { finish(fut.await) })
     }
 }
 
@@ -77,12 +71,8 @@ where
     fn call(&self, ctx: Context) -> BoxFuture<Result<Response, BoxError>> {
         match I::from_context(&ctx) {
             Ok(input) => {
-                let deadline = ctx.invocation.deadline;
                 let fut = self(ctx, input);
-                Box::pin(within_invocation(
-                    deadline,
-                    async move { finish(fut.await) },
-                ))
+                Box::pin(async move { finish(fut.await) })
             }
             Err(error) => Box::pin(ready(Err(Box::new(error) as BoxError))),
         }
@@ -151,31 +141,40 @@ impl tower::Service<Context> for Dispatch {
         match ctx.endpoint.clone() {
             Endpoint::Handler(handler) => {
                 ctx.metrics.handler_called();
-                DispatchFuture::Handler(handler.call(ctx))
+                let deadline = InvocationDeadline::from_millis(ctx.invocation.deadline);
+                DispatchFuture(Inner::Handler(handler.call(ctx), deadline))
             }
-            Endpoint::NotFound => DispatchFuture::Refused(ready(Err(Box::new(Error::NotFound {
-                path: ctx.http().map(|r| r.path.clone()).unwrap_or_default(),
-            })))),
+            Endpoint::NotFound => {
+                DispatchFuture(Inner::Refused(ready(Err(Box::new(Error::NotFound {
+                    path: ctx.http().map(|r| r.path.clone()).unwrap_or_default(),
+                })))))
+            }
             Endpoint::MethodNotAllowed(allow) => {
                 let (method, path) = ctx
                     .http()
                     .map(|r| (r.method.clone(), r.path.clone()))
                     .unwrap_or_default();
-                DispatchFuture::Refused(ready(Err(Box::new(Error::MethodNotAllowed {
-                    method,
-                    path,
-                    allow: allow.to_vec(),
-                }))))
+                DispatchFuture(Inner::Refused(ready(Err(Box::new(
+                    Error::MethodNotAllowed {
+                        method,
+                        path,
+                        allow: allow.to_vec(),
+                    },
+                )))))
             }
         }
     }
 }
 
-/// The future of [`Dispatch`].
-pub enum DispatchFuture {
-    /// A handler is running.
-    Handler(BoxFuture<Result<Response, BoxError>>),
-    /// The request was refused before any handler ran (no route, wrong method).
+/// The future of [`Dispatch`]: a running handler, or the refusal of a request no handler
+/// serves (no route, a method the route does not take).
+pub struct DispatchFuture(Inner);
+
+enum Inner {
+    /// A handler is running, polled with its invocation's deadline in scope (see
+    /// [`crate::invocation_deadline`]): set here, it holds for every [`Handler`], the
+    /// function forms and a type implementing the trait itself alike.
+    Handler(BoxFuture<Result<Response, BoxError>>, InvocationDeadline),
     Refused(Ready<Result<Response, BoxError>>),
 }
 
@@ -183,9 +182,9 @@ impl Future for DispatchFuture {
     type Output = Result<Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            DispatchFuture::Handler(fut) => fut.as_mut().poll(cx),
-            DispatchFuture::Refused(ready) => Pin::new(ready).poll(cx),
+        match &mut self.get_mut().0 {
+            Inner::Handler(fut, deadline) => deadline.poll_within(fut.as_mut(), cx),
+            Inner::Refused(ready) => Pin::new(ready).poll(cx),
         }
     }
 }

@@ -672,3 +672,39 @@ async fn the_invocation_deadline_is_readable_without_the_context() {
     assert_eq!(seen, [(Some(at), Some(at)), (None, None)]);
     assert_eq!(lift_core::invocation_deadline(), None);
 }
+
+/// A type implementing `Handler` itself, rather than a function, reads the deadline too,
+/// after an await as before it.
+#[tokio::test]
+async fn a_handler_type_of_its_own_reads_the_invocation_deadline() {
+    #[derive(Clone)]
+    struct Own(Arc<Mutex<Vec<Option<std::time::SystemTime>>>>);
+    impl lift_core::Handler<()> for Own {
+        fn call(
+            &self,
+            _ctx: Context,
+        ) -> lift_core::BoxFuture<std::result::Result<lift_core::Response, lift_core::BoxError>>
+        {
+            let seen = self.0.clone();
+            Box::pin(async move {
+                seen.lock()
+                    .expect("lock")
+                    .push(lift_core::invocation_deadline());
+                tokio::task::yield_now().await;
+                seen.lock()
+                    .expect("lock")
+                    .push(lift_core::invocation_deadline());
+                Ok(lift_core::IntoResponse::into_response(()))
+            })
+        }
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = TestApp::new(App::new().sqs(Own(seen.clone()))).expect("app");
+    let mut context = lift_core::testing::lambda_context("r");
+    context.deadline = 1_900_000_000_000;
+    app.invoke_with(&events::sqs(["x"]), context)
+        .await
+        .expect("invoke");
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_900_000_000_000);
+    assert_eq!(*seen.lock().expect("lock"), [Some(at), Some(at)]);
+}
