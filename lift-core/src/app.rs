@@ -942,6 +942,16 @@ impl LiftService {
             Kind::Sqs | Kind::DynamoDb | Kind::Sns | Kind::EventBridge | Kind::WebSocket => {
                 Err(not_built(&kind))
             }
+            // An App with an authorizer took it above.
+            Kind::Authorizer => {
+                let description = if cfg!(feature = "authorizer") {
+                    "an authorizer request (register one with App::authorizer)"
+                } else {
+                    "an authorizer request: lift-core was built without its `authorizer` feature"
+                };
+                tracing::error!(target: "lift", event = description, "no handler for the event");
+                Err(Error::NoHandler(description.to_owned()))
+            }
             Kind::Unknown(description) => {
                 let description = if description.is_empty() {
                     describe_unknown(event)

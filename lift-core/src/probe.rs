@@ -27,6 +27,10 @@ pub(crate) enum Kind {
     EventBridge,
     /// An API Gateway WebSocket API event (`$connect`, `$disconnect` or a message).
     WebSocket,
+    /// An API Gateway Lambda authorizer request (a top-level `methodArn` or `routeArn`),
+    /// seen before the event looked like anything else: only an App without an
+    /// authorizer gets this far with one.
+    Authorizer,
     /// A described event Lift has no adapter for (empty: describe it from its keys).
     Unknown(String),
 }
@@ -89,6 +93,8 @@ enum TopKey {
     DetailType,
     #[serde(rename = "source")]
     Source,
+    #[serde(rename = "methodArn", alias = "routeArn")]
+    Arn,
     #[serde(other)]
     Other,
 }
@@ -173,6 +179,9 @@ impl<'de> Visitor<'de> for Top<'_> {
                     source = true;
                     map.next_value::<IgnoredAny>()?;
                 }
+                // Only authorizer requests carry one; Lambda sends it before the request
+                // context, which would otherwise make the event an HTTP request.
+                TopKey::Arn => return stop(self.0, Kind::Authorizer),
                 TopKey::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -325,6 +334,7 @@ mod tests {
             Some(Kind::Sns) => "sns",
             Some(Kind::EventBridge) => "eventbridge",
             Some(Kind::WebSocket) => "websocket",
+            Some(Kind::Authorizer) => "authorizer",
             Some(Kind::Unknown(_)) => "unknown",
             None => "none",
         }
@@ -432,5 +442,32 @@ mod tests {
         );
         assert_eq!(kind(r#"[1,2]"#), "none");
         assert_eq!(kind(r#""text""#), "none");
+    }
+
+    /// Authorizer requests in the order Lambda sends them: the ARN comes before what would
+    /// make them a REST or payload 2.0 request.
+    #[test]
+    fn authorizer_requests_are_told_from_http_requests() {
+        assert_eq!(
+            kind(r#"{"type":"TOKEN","authorizationToken":"t","methodArn":"arn:a"}"#),
+            "authorizer"
+        );
+        assert_eq!(
+            kind(
+                r#"{"type":"REQUEST","methodArn":"arn:a","resource":"/","path":"/","httpMethod":"GET","headers":{},"requestContext":{"stage":"p"}}"#
+            ),
+            "authorizer"
+        );
+        assert_eq!(
+            kind(
+                r#"{"version":"2.0","type":"REQUEST","routeArn":"arn:a","identitySource":["t"],"routeKey":"GET /","rawPath":"/","requestContext":{"http":{"method":"GET"}}}"#
+            ),
+            "authorizer"
+        );
+        // Inside a header map or a body, the name is not the event's.
+        assert_eq!(
+            kind(r#"{"httpMethod":"GET","headers":{"methodArn":"x"},"requestContext":{}}"#),
+            "v1"
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! API Gateway Lambda authorizers served by an App: the request as the handler sees it, and
 //! the exact response API Gateway gets for each decision, event shape and error.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use lift_core::authorizer::{Authorization, AuthorizerKind};
 use lift_core::http::StatusCode;
 use lift_core::testing::{TestApp, events};
@@ -333,4 +336,35 @@ async fn context_values_are_what_each_api_takes() {
         .await
         .expect("answer");
     assert_eq!(http_api["context"]["groups"], json!(["a", "b"]));
+}
+
+/// An authorizer request reaching an App with routes but no authorizer is an invocation
+/// error that says so; before, a REQUEST authorizer event was routed as the HTTP request
+/// it describes and ran the route's handler.
+#[tokio::test]
+async fn an_authorizer_request_without_an_authorizer_runs_no_route() {
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counted = ran.clone();
+    let service = App::new()
+        .get("/orders", move |_ctx: Context| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Error>("orders") }
+        })
+        .into_service()
+        .expect("app");
+    // In the order Lambda sends them (a `Value` would sort the keys).
+    let rest = r#"{"type":"REQUEST","methodArn":"arn:aws:execute-api:us-east-1:123456789012:api/prod/GET/orders","resource":"/orders","path":"/orders","httpMethod":"GET","headers":{"Authorization":"Bearer t"},"queryStringParameters":null,"pathParameters":null,"stageVariables":null,"requestContext":{"resourcePath":"/orders","httpMethod":"GET","stage":"prod","requestId":"r"}}"#;
+    let v2 = r#"{"version":"2.0","type":"REQUEST","routeArn":"arn:aws:execute-api:us-east-1:123456789012:api/prod/GET/orders","identitySource":["Bearer t"],"routeKey":"GET /orders","rawPath":"/orders","rawQueryString":"","headers":{"authorization":"Bearer t"},"requestContext":{"http":{"method":"GET","path":"/orders","protocol":"HTTP/1.1","sourceIp":"1.2.3.4","userAgent":"t"},"requestId":"r","routeKey":"GET /orders","stage":"prod"}}"#;
+    for event in [rest, v2] {
+        let raw = serde_json::value::RawValue::from_string(event.to_owned()).expect("json");
+        let error = service
+            .invoke(&raw, lift_core::testing::lambda_context("r"))
+            .await
+            .expect_err("no authorizer");
+        assert!(
+            matches!(&error, Error::NoHandler(what) if what.contains("App::authorizer")),
+            "{error:?}"
+        );
+    }
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
 }
