@@ -50,7 +50,7 @@ use tower::{Layer, Service};
 use crate::error::{ConfigError, check};
 
 #[cfg(feature = "dynamodb")]
-pub use table::{Cursor, Item, Page, TenantTable, TenantTables};
+pub use table::{Cursor, Item, Page, TenantTable, TenantTables, WRITE_TOKEN_ATTR};
 
 /// The header the tenant travels in on outbound calls and, when trusted, on inbound ones.
 pub const TENANT_HEADER: &str = "x-tenant-id";

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ScalarAttributeType};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeyType, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+};
 use base64::Engine;
 use lift_core::http::StatusCode;
 use lift_core::{Context, Error};
@@ -192,15 +194,51 @@ fn store(error: DynamoError) -> Error {
 
 /// A conditional write's outcome: a failed condition is `refused()`, any other failure an
 /// internal error carrying the [`DynamoError`].
-fn conditional<T>(
-    result: Result<T, DynamoError>,
+/// The attribute in which [`TenantTable::insert`] and [`TenantTable::replace_versioned`]
+/// store a random token of the write. A put that DynamoDB applied but whose answer was
+/// lost is sent again by the SDK and fails its own condition; finding its own token in
+/// the stored item, it is the call's success. Reads leave the attribute out. A write
+/// applied, then overwritten by another writer before the SDK's retry, is still reported
+/// as a conflict.
+pub const WRITE_TOKEN_ATTR: &str = "_lift_write";
+
+/// Sends `put` with `item` and a fresh write token: `refused` when its condition failed
+/// on an item this put did not write.
+async fn put_once(
+    put: aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder,
+    mut item: Item,
     refused: impl FnOnce() -> Error,
 ) -> Result<(), Error> {
-    match result {
+    let token = format!("{:016x}", fastrand::u64(..));
+    item.insert(
+        WRITE_TOKEN_ATTR.to_owned(),
+        AttributeValue::S(token.clone()),
+    );
+    let put = put
+        .set_item(Some(item))
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .send();
+    match dynamo::send("PutItem", put).await {
         Ok(_) => Ok(()),
-        Err(DynamoError::ConditionFailed { .. }) => Err(refused()),
+        Err(DynamoError::ConditionFailed { item, .. }) => {
+            let stored = item
+                .as_deref()
+                .and_then(|item| item.get(WRITE_TOKEN_ATTR))
+                .and_then(|v| v.as_s().ok());
+            if stored == Some(&token) {
+                Ok(())
+            } else {
+                Err(refused())
+            }
+        }
         Err(other) => Err(store(other)),
     }
+}
+
+/// An item as read: without the write token.
+fn read(mut item: Item) -> Item {
+    item.remove(WRITE_TOKEN_ATTR);
+    item
 }
 
 fn cross_tenant() -> Error {
@@ -322,7 +360,7 @@ impl TenantTable {
             .consistent_read(true)
             .send();
         let output = dynamo::send("GetItem", get).await.map_err(store)?;
-        Ok(output.item)
+        Ok(output.item.map(read))
     }
 
     /// Writes `item` under logical key `key`, replacing whatever was there: the last
@@ -347,7 +385,9 @@ impl TenantTable {
     }
 
     /// Writes `item` under logical key `key` only if no item has that key yet (one
-    /// conditional put).
+    /// conditional put). The item carries a token of this write ([`WRITE_TOKEN_ATTR`]), so
+    /// that a put the table applied but whose answer was lost, which the SDK sends again,
+    /// is this call's success and not a conflict with itself.
     ///
     /// # Errors
     /// 409 `item_exists` when one does; 403 `cross_tenant` when the item names another key;
@@ -359,23 +399,23 @@ impl TenantTable {
             .client()
             .put_item()
             .table_name(self.table())
-            .set_item(Some(item))
             .condition_expression("attribute_not_exists(#key)")
-            .expression_attribute_names("#key", self.key_attr())
-            .send();
-        conditional(dynamo::send("PutItem", put).await, || {
+            .expression_attribute_names("#key", self.key_attr());
+        put_once(put, item, || {
             Error::new(
                 StatusCode::CONFLICT,
                 "item_exists",
                 "an item with this key already exists",
             )
         })
+        .await
     }
 
     /// Optimistic concurrency: writes `item` under logical key `key` only if the stored
     /// item's number attribute `version_attr` is still `expected` (`None`: only if there is
     /// no item yet), and stores it with version `expected + 1` (1 for a new item), which it
-    /// returns. Of two writers that read the same version, exactly one wins.
+    /// returns. Of two writers that read the same version, exactly one wins; a write whose
+    /// answer was lost is recognised by its token, as for [`TenantTable::insert`].
     ///
     /// # Errors
     /// 409 `version_conflict` when the stored version moved on (read again and retry);
@@ -392,11 +432,7 @@ impl TenantTable {
         self.ready().await?;
         let next = expected.map_or(1, |v| v.saturating_add(1));
         item.insert(version_attr.to_owned(), AttributeValue::N(next.to_string()));
-        let put = self
-            .client()
-            .put_item()
-            .table_name(self.table())
-            .set_item(Some(item));
+        let put = self.client().put_item().table_name(self.table());
         let put = match expected {
             None => put
                 .condition_expression("attribute_not_exists(#key)")
@@ -406,13 +442,14 @@ impl TenantTable {
                 .expression_attribute_names("#version", version_attr)
                 .expression_attribute_values(":expected", AttributeValue::N(version.to_string())),
         };
-        conditional(dynamo::send("PutItem", put.send()).await, || {
+        put_once(put, item, || {
             Error::new(
                 StatusCode::CONFLICT,
                 "version_conflict",
                 "the item changed since it was read; read it again and retry",
             )
-        })?;
+        })
+        .await?;
         Ok(next)
     }
 
@@ -504,7 +541,12 @@ impl TenantTable {
             _ => None,
         };
         Ok(Page {
-            items: output.items.unwrap_or_default(),
+            items: output
+                .items
+                .unwrap_or_default()
+                .into_iter()
+                .map(read)
+                .collect(),
             next,
         })
     }

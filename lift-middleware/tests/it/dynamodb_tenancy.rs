@@ -306,3 +306,52 @@ async fn store_failures_keep_their_kind() {
         "{source:?}"
     );
 }
+
+/// A conditional put the table applied but whose answer was lost is sent again by the SDK
+/// and fails its own condition: recognised by its write token, it is the call's success
+/// (it was a 409 against itself). A write by anyone else is still a conflict, and reads
+/// do not show the token.
+#[tokio::test]
+async fn a_write_whose_answer_was_lost_is_not_a_conflict_with_itself() {
+    let setup = aws::client().await;
+    let table = aws::table(&setup, "lift-tenant-lost").await;
+    let (client, puts) = aws::answer_losing_client("PutItem", 1).await;
+    let acme = TenantTable::new(&client, &table, "pk", "acme").expect("acme");
+
+    acme.insert("order-1", item("10"))
+        .await
+        .expect("the insert was this call's");
+    assert_eq!(puts.attempts(), 2, "the SDK sent the put again");
+    let stored = acme.get("order-1").await.expect("get").expect("item");
+    assert_eq!(stored["total"].as_n().expect("n"), "10");
+    assert!(!stored.contains_key(lift_middleware::tenancy::WRITE_TOKEN_ATTR));
+
+    puts.fail_next(1);
+    let v1 = acme
+        .replace_versioned("cart", item("1"), "version", None)
+        .await
+        .expect("created");
+    puts.fail_next(1);
+    let v2 = acme
+        .replace_versioned("cart", item("2"), "version", Some(v1))
+        .await
+        .expect("replaced");
+    assert_eq!((v1, v2), (1, 2));
+    let page = acme.query_page("cart", None, None).await.expect("query");
+    assert_eq!(page.items.len(), 1);
+    assert!(!page.items[0].contains_key(lift_middleware::tenancy::WRITE_TOKEN_ATTR));
+
+    // Another writer's item under the key is a conflict, whatever its answers.
+    let other = TenantTable::new(&setup, &table, "pk", "acme").expect("acme");
+    puts.fail_next(1);
+    acme.insert("order-2", item("1"))
+        .await
+        .expect("this call's");
+    let again = other.insert("order-2", item("2")).await.expect_err("taken");
+    assert_eq!(again.code(), "item_exists");
+    let stale = other
+        .replace_versioned("cart", item("3"), "version", Some(v1))
+        .await
+        .expect_err("moved on");
+    assert_eq!(stale.code(), "version_conflict");
+}

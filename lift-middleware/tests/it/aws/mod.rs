@@ -132,6 +132,11 @@ impl FailCalls {
     pub(crate) fn attempts(&self) -> u32 {
         self.attempts.load(std::sync::atomic::Ordering::SeqCst)
     }
+
+    /// The next `n` attempts fail (or lose their answer) as the first ones did.
+    pub(crate) fn fail_next(&self, n: u32) {
+        self.failures.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug, Clone)]
