@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::store::Record;
 use super::{
-    IdempotencyConfig, KeySource, Shared, Turn, fields_material, lock_for, now, scope_parts,
+    IdempotencyConfig, KeySource, Shared, Turn, fields_material, lock_for, scope_parts,
     scoped_hash, sha256_hex,
 };
 
@@ -156,7 +156,7 @@ impl Idempotent {
             return compute().await.map_err(IdempotentError::Failed);
         };
         if let Some(record) = self.values.as_ref().and_then(|c| c.get(&key))
-            && !record.expired(now())
+            && !record.expired(shared.config.now())
         {
             return self.stored(&record, &validation);
         }
@@ -185,7 +185,7 @@ impl Idempotent {
         let record = Record {
             id: key.clone(),
             completed: true,
-            expiration: (now() + shared.config.expires_after).as_secs(),
+            expiration: (shared.config.now() + shared.config.expires_after).as_secs(),
             in_progress_expiration: None,
             data: Some(data),
             validation: Some(validation),

@@ -88,6 +88,7 @@ use lift_core::{Body, BoxError, Context, Error, Response};
 use sha2::{Digest, Sha256};
 use tower::{Layer, Service, ServiceExt};
 
+use crate::classify::{SystemClock, WallClock};
 use crate::error::{ConfigError, check};
 pub use function::{Idempotent, IdempotentError};
 pub use store::Record;
@@ -122,6 +123,7 @@ pub struct IdempotencyConfig {
     local_cache: u64,
     by_principal: Option<bool>,
     scope: Option<KeyFn>,
+    clock: Arc<dyn WallClock>,
 }
 
 impl std::fmt::Debug for IdempotencyConfig {
@@ -155,8 +157,17 @@ impl IdempotencyConfig {
                 local_cache: 0,
                 by_principal: None,
                 scope: None,
+                clock: Arc::new(SystemClock),
             },
         }
+    }
+
+    /// The time as the records count it, since the epoch.
+    fn now(&self) -> Duration {
+        self.clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
     }
 }
 
@@ -222,6 +233,12 @@ impl IdempotencyConfigBuilder {
     /// Keeps up to `entries` completed answers in memory in front of DynamoDB.
     pub fn local_cache(mut self, entries: u64) -> Self {
         self.config.local_cache = entries;
+        self
+    }
+    /// Reads the time records expire and locks lapse by from `clock` (tests inject one).
+    /// The invocation's deadline is still read against the system's clock.
+    pub fn clock(mut self, clock: impl WallClock) -> Self {
+        self.config.clock = Arc::new(clock);
         self
     }
     /// Validates the configuration.
@@ -540,12 +557,6 @@ fn lock_for(ctx: &Context) -> Duration {
         .max(Duration::from_secs(1))
 }
 
-fn now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-}
-
 struct Shared {
     store: Store,
     config: IdempotencyConfig,
@@ -568,7 +579,13 @@ impl Shared {
     async fn turn(&self, key: &str, validation: &str, lock_for: Duration) -> Result<Turn, Error> {
         let claim = self
             .store
-            .claim(key, validation, now(), self.config.expires_after, lock_for)
+            .claim(
+                key,
+                validation,
+                self.config.now(),
+                self.config.expires_after,
+                lock_for,
+            )
             .await?;
         Ok(match claim {
             Claim::Won(token) => Turn::Run(token),
@@ -839,7 +856,7 @@ where
                 return service.oneshot(ctx).await.map_err(Into::into);
             };
             if let Some(remembered) = shared.cache.as_ref().and_then(|c| c.get(&key))
-                && !remembered.record.expired(now())
+                && !remembered.record.expired(shared.config.now())
             {
                 return remembered.answer(&shared, &validation);
             }
@@ -860,7 +877,7 @@ where
                         &key,
                         response,
                         &validation,
-                        now(),
+                        shared.config.now(),
                         shared.config.expires_after,
                     )
                     .map_err(|e| Box::new(Error::internal(e)) as BoxError)?;

@@ -13,10 +13,13 @@ use lift_middleware::idempotency::{IdempotencyConfig, IdempotencyLayer};
 use serde_json::{Value, json};
 
 use crate::aws;
+use crate::support::ManualClock;
 
 struct Fixture {
     app: TestApp,
     calls: Arc<AtomicU32>,
+    /// Releases a call whose body says `"hold": true`.
+    gate: Arc<tokio::sync::Notify>,
     client: aws_sdk_dynamodb::Client,
     table: String,
 }
@@ -29,14 +32,19 @@ async fn fixture(
     let client = aws::client().await;
     let table = aws::table_keyed(&client, "lift-idempotency", "id").await;
     let calls = Arc::new(AtomicU32::new(0));
+    let gate = Arc::new(tokio::sync::Notify::new());
     let counter = calls.clone();
+    let held = gate.clone();
     let place = move |ctx: Context| {
-        let counter = counter.clone();
+        let (counter, held) = (counter.clone(), held.clone());
         async move {
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
             let body: Value = serde_json::from_slice(ctx.body()).map_err(Error::internal)?;
             if body["fail_first"] == true && n == 1 {
                 return Err(Error::internal("the payment provider timed out"));
+            }
+            if body["hold"] == true {
+                held.notified().await;
             }
             // Long enough for concurrent duplicates to find the key in progress.
             let pause = body["slow_ms"].as_u64().unwrap_or(150);
@@ -70,6 +78,7 @@ async fn fixture(
     Fixture {
         app,
         calls,
+        gate,
         client,
         table,
     }
@@ -185,8 +194,12 @@ async fn without_waiting_a_duplicate_in_progress_is_a_409() {
 /// `expiration < :now` cannot hand the key to a duplicate while the first call runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expiry_shorter_than_the_run_does_not_free_a_key_in_progress() {
-    let f = fixture(|c| c.expires_after(Duration::from_secs(1))).await;
-    let body = json!({"orderId": "o-long", "slow_ms": 5000});
+    let clock = ManualClock::default();
+    let f = {
+        let clock = clock.clone();
+        fixture(move |c| c.expires_after(Duration::from_secs(1)).clock(clock)).await
+    };
+    let body = json!({"orderId": "o-long", "hold": true});
     let first = {
         let (app, body) = (f.app.clone(), body.clone());
         tokio::spawn(async move { send(&app, &body).await })
@@ -199,16 +212,15 @@ async fn an_expiry_shorter_than_the_run_does_not_free_a_key_in_progress() {
             .parse()
             .expect("an integer")
     };
-    let claimed_at = std::time::SystemTime::now();
     assert!(
         number("expiration") * 1000 >= number("in_progress_expiration"),
         "the record expires before its lock: {item:?}"
     );
     // Past the one-second expiry the claim would have had, with the first call running.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert!(claimed_at.elapsed().expect("clock") < Duration::from_millis(4500));
+    clock.advance(Duration::from_millis(2100));
     let duplicate = send(&f.app, &body).await;
     assert_eq!(duplicate.status, 409, "{}", duplicate.text());
+    f.gate.notify_one();
     assert_eq!(first.await.expect("task").status, 201);
     assert_eq!(f.calls.load(Ordering::SeqCst), 1, "the handler ran once");
 }
@@ -415,20 +427,24 @@ async fn a_call_that_outlives_its_lock_leaves_the_next_claim_alone() {
     let client = aws::client().await;
     let table = aws::table_keyed(&client, "lift-idempotency", "id").await;
     let calls = Arc::new(AtomicU32::new(0));
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let clock = ManualClock::default();
     let counter = calls.clone();
+    let held = gate.clone();
     let place = move |ctx: Context| {
-        let counter = counter.clone();
+        let (counter, held) = (counter.clone(), held.clone());
         async move {
             counter.fetch_add(1, Ordering::SeqCst);
             let body: Value = serde_json::from_slice(ctx.body()).map_err(Error::internal)?;
             if body["slow"] == true {
-                tokio::time::sleep(Duration::from_millis(2500)).await;
+                held.notified().await;
             }
             Ok::<_, Error>(Created(json!({"answeredBy": body["who"]})))
         }
     };
     let config = IdempotencyConfig::builder(&table)
         .key_fields(&["/orderId"])
+        .clock(clock.clone())
         .build()
         .expect("config");
     let app = Arc::new(
@@ -452,19 +468,10 @@ async fn a_call_that_outlives_its_lock_leaves_the_next_claim_alone() {
             .as_millis() as u64;
         tokio::spawn(async move { app.invoke_with(&event, lambda).await })
     };
-    // Wait until the first call holds the key, then until its 1 s lock has lapsed (by the
-    // record's own expiry, however long the store took); it is still running.
-    let claim = wait_for_status(&client, &table, "INPROGRESS").await;
-    let lapses_at: u64 = claim["in_progress_expiration"]
-        .as_n()
-        .expect("lock expiry")
-        .parse()
-        .expect("millis");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_millis() as u64;
-    tokio::time::sleep(Duration::from_millis(lapses_at.saturating_sub(now) + 50)).await;
+    // Wait until the first call holds the key, then let its 1 s lock lapse; it is still
+    // running.
+    wait_for_status(&client, &table, "INPROGRESS").await;
+    clock.advance(Duration::from_millis(1050));
     let second = send(&app, &json!({"orderId": "o-9", "who": "second"})).await;
     assert_eq!(second.status, 201, "{}", second.text());
     assert_eq!(
@@ -472,6 +479,7 @@ async fn a_call_that_outlives_its_lock_leaves_the_next_claim_alone() {
         "second"
     );
 
+    gate.notify_one();
     let first = first.await.expect("task").expect("first answered");
     let first = lift_core::testing::HttpResponse::from_value(&first).expect("http");
     assert_eq!(first.json::<Value>().expect("json")["answeredBy"], "first");
