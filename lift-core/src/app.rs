@@ -479,7 +479,11 @@ impl Service<LambdaEvent<Box<RawValue>>> for LiftService {
 
     fn call(&mut self, event: LambdaEvent<Box<RawValue>>) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move { this.respond(&event.payload, event.context).await })
+        // Shared from here on: the runtime's context is 376 bytes, which every future
+        // holding it by value would carry (and copy into the heap) on every invocation.
+        let LambdaEvent { payload, context } = event;
+        let lambda = Arc::new(context);
+        Box::pin(async move { this.respond_shared(&payload, lambda).await })
     }
 }
 
@@ -797,8 +801,16 @@ impl LiftService {
         event: &RawValue,
         lambda: lambda_runtime::Context,
     ) -> Result<Box<RawValue>, Error> {
+        self.invoke_shared(event, Arc::new(lambda)).await
+    }
+
+    /// [`LiftService::invoke`] with the runtime's context already shared.
+    pub(crate) async fn invoke_shared(
+        &self,
+        event: &RawValue,
+        lambda: Arc<lambda_runtime::Context>,
+    ) -> Result<Box<RawValue>, Error> {
         self.inner.lifecycle.observe(&lambda);
-        let lambda = Arc::new(lambda);
         let metrics = Metrics::default();
         let result = self.dispatch(event, &lambda, &metrics).await;
         self.flush(&metrics, &lambda);
@@ -1106,7 +1118,10 @@ impl LiftService {
                         span: span.clone(),
                     },
                 );
-                let response = match self.run_unit(ctx).await {
+                // Boxed: inline, the unit's future would make every invocation's future
+                // larger than the allocator's per-thread cache takes (1 KiB), so that each
+                // request allocated it on the slow path.
+                let response = match Box::pin(self.run_unit(ctx)).await {
                     Ok(response) => response,
                     Err(error) => {
                         let _entered = span.enter();

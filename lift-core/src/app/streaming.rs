@@ -92,6 +92,15 @@ impl LiftService {
         event: &RawValue,
         lambda: lambda_runtime::Context,
     ) -> Result<Reply, Error> {
+        self.respond_shared(event, Arc::new(lambda)).await
+    }
+
+    /// [`LiftService::respond`] with the runtime's context already shared.
+    pub(crate) async fn respond_shared(
+        &self,
+        event: &RawValue,
+        lambda: Arc<lambda_runtime::Context>,
+    ) -> Result<Reply, Error> {
         // An HTTP API authorizer's payload 2.0 event probes as an HTTP request: it goes to
         // the authorizer (through `invoke`), never to a route.
         #[cfg(feature = "authorizer")]
@@ -103,7 +112,6 @@ impl LiftService {
             && matches!(probe(event.get()), Some(Kind::ApiGatewayV2))
         {
             self.inner.lifecycle.observe(&lambda);
-            let lambda = Arc::new(lambda);
             let metrics = Metrics::default();
             // Boxed: a streamed reply's future is large and most invocations are not one.
             let result = Box::pin(self.stream_http(event, &lambda, &metrics)).await;
@@ -126,7 +134,7 @@ impl LiftService {
                 }
             };
         }
-        self.invoke(event, lambda)
+        self.invoke_shared(event, lambda)
             .await
             .map(FunctionResponse::BufferedResponse)
     }
