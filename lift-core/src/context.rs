@@ -614,6 +614,12 @@ impl InvocationDeadline {
         InvocationDeadline((deadline != 0).then(|| UNIX_EPOCH + Duration::from_millis(deadline)))
     }
 
+    /// Runs `work` (a handler's synchronous part, which makes its future) with the
+    /// deadline in scope.
+    pub(crate) fn within<T>(self, work: impl FnOnce() -> T) -> T {
+        INVOCATION_DEADLINE.sync_scope(self.0, work)
+    }
+
     /// Polls `work` with the deadline in scope.
     pub(crate) fn poll_within<F: std::future::Future + ?Sized>(
         self,

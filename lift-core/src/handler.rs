@@ -142,7 +142,8 @@ impl tower::Service<Context> for Dispatch {
             Endpoint::Handler(handler) => {
                 ctx.metrics.handler_called();
                 let deadline = InvocationDeadline::from_millis(ctx.invocation.deadline);
-                DispatchFuture(Inner::Handler(handler.call(ctx), deadline))
+                let future = deadline.within(|| handler.call(ctx));
+                DispatchFuture(Inner::Handler(future, deadline))
             }
             Endpoint::NotFound => {
                 DispatchFuture(Inner::Refused(ready(Err(Box::new(Error::NotFound {
@@ -171,8 +172,8 @@ impl tower::Service<Context> for Dispatch {
 pub struct DispatchFuture(Inner);
 
 enum Inner {
-    /// A handler is running, polled with its invocation's deadline in scope (see
-    /// [`crate::invocation_deadline`]): set here, it holds for every [`Handler`], the
+    /// A handler is running, called and polled with its invocation's deadline in scope
+    /// (see [`crate::invocation_deadline`]): set here, it holds for every [`Handler`], the
     /// function forms and a type implementing the trait itself alike.
     Handler(BoxFuture<Result<Response, BoxError>>, InvocationDeadline),
     Refused(Ready<Result<Response, BoxError>>),

@@ -673,8 +673,8 @@ async fn the_invocation_deadline_is_readable_without_the_context() {
     assert_eq!(lift_core::invocation_deadline(), None);
 }
 
-/// A type implementing `Handler` itself, rather than a function, reads the deadline too,
-/// after an await as before it.
+/// A type implementing `Handler` itself, rather than a function, reads the deadline too:
+/// in `call`, which makes the future, and in the future, after an await as before it.
 #[tokio::test]
 async fn a_handler_type_of_its_own_reads_the_invocation_deadline() {
     #[derive(Clone)]
@@ -686,6 +686,9 @@ async fn a_handler_type_of_its_own_reads_the_invocation_deadline() {
         ) -> lift_core::BoxFuture<std::result::Result<lift_core::Response, lift_core::BoxError>>
         {
             let seen = self.0.clone();
+            seen.lock()
+                .expect("lock")
+                .push(lift_core::invocation_deadline());
             Box::pin(async move {
                 seen.lock()
                     .expect("lock")
@@ -706,5 +709,5 @@ async fn a_handler_type_of_its_own_reads_the_invocation_deadline() {
         .await
         .expect("invoke");
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_900_000_000_000);
-    assert_eq!(*seen.lock().expect("lock"), [Some(at), Some(at)]);
+    assert_eq!(*seen.lock().expect("lock"), [Some(at), Some(at), Some(at)]);
 }
