@@ -143,7 +143,7 @@ impl<'de> Visitor<'de> for Top<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let (mut http_method, mut multi_value, mut alb, mut context) = (false, false, false, false);
         let (mut detail_type, mut source) = (false, false);
-        let (mut version_2, mut route_key) = (false, false);
+        let (mut version_2, mut route_key, mut http) = (false, false, false);
         while let Some(key) = map.next_key::<TopKey>()? {
             match key {
                 TopKey::Version => {
@@ -162,7 +162,11 @@ impl<'de> Visitor<'de> for Top<'_> {
                 }
                 TopKey::RequestContext => {
                     context = true;
-                    alb = map.next_value_seed(RequestContext(self.0))?;
+                    match map.next_value_seed(RequestContext(self.0))? {
+                        Shape::Http => http = true,
+                        Shape::Elb => alb = true,
+                        Shape::Other => {}
+                    }
                 }
                 TopKey::HttpMethod => {
                     http_method = true;
@@ -196,7 +200,12 @@ impl<'de> Visitor<'de> for Top<'_> {
                 return stop(self.0, Kind::ApiGatewayV2);
             }
         }
-        let kind = if alb {
+        // A payload 2.0 request context does not stop the parse: out of Lambda's order (a
+        // re-serialised event, keys sorted), an authorizer request's `routeArn` may come
+        // after it.
+        let kind = if http {
+            Kind::ApiGatewayV2
+        } else if alb {
             Kind::Alb { multi_value }
         } else if context && http_method {
             Kind::ApiGatewayV1 { multi_value }
@@ -208,34 +217,41 @@ impl<'de> Visitor<'de> for Top<'_> {
     }
 }
 
-/// `requestContext`: payload 2.0 and WebSocket events are known at once; `true` for ALB.
+/// What a `requestContext` says of its event.
+enum Shape {
+    /// `http`: payload 2.0.
+    Http,
+    /// `elb`: an ALB request.
+    Elb,
+    Other,
+}
+
+/// `requestContext`: a WebSocket event is known at once; payload 2.0 and ALB by its shape.
 struct RequestContext<'a>(&'a Cell<Option<Kind>>);
 
 impl<'de> DeserializeSeed<'de> for RequestContext<'_> {
-    type Value = bool;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+    type Value = Shape;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Shape, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for RequestContext<'_> {
-    type Value = bool;
+    type Value = Shape;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a request context")
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
-        Ok(false)
+    fn visit_unit<E: de::Error>(self) -> Result<Shape, E> {
+        Ok(Shape::Other)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        let mut alb = false;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
+        let mut shape = Shape::Other;
         while let Some(key) = map.next_key::<ContextKey>()? {
             match key {
-                ContextKey::Http => {
-                    stop::<A::Error>(self.0, Kind::ApiGatewayV2)?;
-                }
+                ContextKey::Http => shape = Shape::Http,
                 ContextKey::ConnectionId => {
                     // Only WebSocket events carry a connection; a null one is no connection.
                     if map.next_value::<Option<IgnoredAny>>()?.is_some() {
@@ -243,12 +259,12 @@ impl<'de> Visitor<'de> for RequestContext<'_> {
                     }
                     continue;
                 }
-                ContextKey::Elb => alb = true,
+                ContextKey::Elb => shape = Shape::Elb,
                 ContextKey::Other => {}
             }
             map.next_value::<IgnoredAny>()?;
         }
-        Ok(alb)
+        Ok(shape)
     }
 }
 
@@ -463,6 +479,19 @@ mod tests {
                 r#"{"version":"2.0","type":"REQUEST","routeArn":"arn:a","identitySource":["t"],"routeKey":"GET /","rawPath":"/","requestContext":{"http":{"method":"GET"}}}"#
             ),
             "authorizer"
+        );
+        // Keys sorted, as a re-serialised event has them: the request context comes first.
+        assert_eq!(
+            kind(
+                r#"{"headers":{},"identitySource":["t"],"rawPath":"/","requestContext":{"accountId":"1","http":{"method":"GET"}},"routeArn":"arn:a","routeKey":"GET /","type":"REQUEST","version":"2.0"}"#
+            ),
+            "authorizer"
+        );
+        assert_eq!(
+            kind(
+                r#"{"headers":{},"rawPath":"/","requestContext":{"accountId":"1","http":{"method":"GET"}},"routeKey":"GET /","version":"2.0"}"#
+            ),
+            "v2"
         );
         // Inside a header map or a body, the name is not the event's.
         assert_eq!(

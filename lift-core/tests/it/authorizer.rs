@@ -368,3 +368,22 @@ async fn an_authorizer_request_without_an_authorizer_runs_no_route() {
     }
     assert_eq!(ran.load(Ordering::SeqCst), 0);
 }
+
+/// The same through the testing kit, whose events are `serde_json::Value`s with their keys
+/// sorted, so that a payload 2.0 authorizer request's `routeArn` comes after its request
+/// context.
+#[tokio::test]
+async fn a_sorted_payload_2_authorizer_request_without_an_authorizer_runs_no_route() {
+    let app = TestApp::new(App::new().get("/orders", |_ctx: Context| async {
+        Ok::<_, Error>("orders")
+    }))
+    .expect("app");
+    let error = app
+        .invoke(&orders().header("authorization", "Bearer t").request_v2())
+        .await
+        .expect_err("no authorizer");
+    assert!(
+        matches!(&error, Error::NoHandler(what) if what.contains("App::authorizer")),
+        "{error:?}"
+    );
+}
