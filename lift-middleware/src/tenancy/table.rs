@@ -192,8 +192,6 @@ fn store(error: DynamoError) -> Error {
     Error::internal(error)
 }
 
-/// A conditional write's outcome: a failed condition is `refused()`, any other failure an
-/// internal error carrying the [`DynamoError`].
 /// The attribute in which [`TenantTable::insert`] and [`TenantTable::replace_versioned`]
 /// store a random token of the write. A put that DynamoDB applied but whose answer was
 /// lost is sent again by the SDK and fails its own condition; finding its own token in
