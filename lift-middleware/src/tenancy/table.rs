@@ -1,6 +1,7 @@
 //! A DynamoDB table handle that only ever touches one tenant's items.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
@@ -195,13 +196,13 @@ fn store(error: DynamoError) -> Error {
 /// The attribute in which [`TenantTable::insert`] and [`TenantTable::replace_versioned`]
 /// store a random token of the write. A put that DynamoDB applied but whose answer was
 /// lost is sent again by the SDK and fails its own condition; finding its own token in
-/// the stored item, it is the call's success. Reads leave the attribute out. A write
-/// applied, then overwritten by another writer before the SDK's retry, is still reported
-/// as a conflict.
+/// the stored item, it is the call's success. Reads leave the attribute out.
 pub const WRITE_TOKEN_ATTR: &str = "_lift_write";
 
 /// Sends `put` with `item` and a fresh write token: `refused` when its condition failed
-/// on an item this put did not write.
+/// on an item this put did not write. When an earlier attempt ended without an answer
+/// (none, or a server error) and the retry then failed on another writer's item, the write
+/// may have been applied and replaced since: neither a success nor a conflict to retry.
 async fn put_once(
     put: aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder,
     mut item: Item,
@@ -212,9 +213,12 @@ async fn put_once(
         WRITE_TOKEN_ATTR.to_owned(),
         AttributeValue::S(token.clone()),
     );
+    let attempts = Attempts::default();
     let put = put
         .set_item(Some(item))
         .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .customize()
+        .interceptor(attempts.clone())
         .send();
     match dynamo::send("PutItem", put).await {
         Ok(_) => Ok(()),
@@ -225,11 +229,59 @@ async fn put_once(
                 .and_then(|v| v.as_s().ok());
             if stored == Some(&token) {
                 Ok(())
+            } else if attempts.an_earlier_one_was_unanswered() {
+                Err(Error::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "write_outcome_unknown",
+                    "the write may have been applied and then replaced by another writer; \
+                     read the item before writing again",
+                ))
             } else {
                 Err(refused())
             }
         }
         Err(other) => Err(store(other)),
+    }
+}
+
+/// Watches the attempts of one call: whether an attempt other than the last ended without
+/// a definite answer (no response, or a server error), so that what it carried may have
+/// been applied.
+#[derive(Debug, Clone, Default)]
+struct Attempts(Arc<AttemptsSeen>);
+
+#[derive(Debug, Default)]
+struct AttemptsSeen {
+    /// The latest attempt ended without a definite answer.
+    last_unanswered: AtomicBool,
+    /// An attempt that did was followed by another.
+    earlier_unanswered: AtomicBool,
+}
+
+impl Attempts {
+    fn an_earlier_one_was_unanswered(&self) -> bool {
+        self.0.earlier_unanswered.load(Ordering::SeqCst)
+    }
+}
+
+impl aws_sdk_dynamodb::config::Intercept for Attempts {
+    fn name(&self) -> &'static str {
+        "LiftTenantTableAttempts"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::FinalizerInterceptorContextRef<'_>,
+        _: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let unanswered = context
+            .response()
+            .is_none_or(|response| response.status().is_server_error());
+        if self.0.last_unanswered.swap(unanswered, Ordering::SeqCst) {
+            self.0.earlier_unanswered.store(true, Ordering::SeqCst);
+        }
+        Ok(())
     }
 }
 
@@ -389,7 +441,9 @@ impl TenantTable {
     ///
     /// # Errors
     /// 409 `item_exists` when one does; 403 `cross_tenant` when the item names another key;
-    /// an internal error when DynamoDB fails.
+    /// 500 `write_outcome_unknown` when an attempt went unanswered and the SDK's retry then
+    /// found another writer's item (this write may have been applied and replaced); an
+    /// internal error when DynamoDB fails.
     pub async fn insert(&self, key: &str, item: Item) -> Result<(), Error> {
         let item = self.keyed(key, item)?;
         self.ready().await?;
@@ -417,8 +471,9 @@ impl TenantTable {
     ///
     /// # Errors
     /// 409 `version_conflict` when the stored version moved on (read again and retry);
-    /// 403 `cross_tenant` when the item names another key; an internal error when DynamoDB
-    /// fails.
+    /// 403 `cross_tenant` when the item names another key; 500 `write_outcome_unknown` as
+    /// for [`TenantTable::insert`] (read the item to see whether it holds this change); an
+    /// internal error when DynamoDB fails.
     pub async fn replace_versioned(
         &self,
         key: &str,

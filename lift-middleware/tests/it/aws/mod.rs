@@ -125,6 +125,17 @@ pub(crate) struct FailCalls {
     after_sending: bool,
     /// The attempt in flight is to lose its answer.
     losing: std::sync::atomic::AtomicBool,
+    /// Runs once an answer is lost, before the SDK sends the call again.
+    before_retry: std::sync::Mutex<Option<Meanwhile>>,
+}
+
+/// What another writer does meanwhile.
+struct Meanwhile(Box<dyn FnOnce() + Send>);
+
+impl std::fmt::Debug for Meanwhile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Meanwhile")
+    }
 }
 
 impl FailCalls {
@@ -136,6 +147,12 @@ impl FailCalls {
     /// The next `n` attempts fail (or lose their answer) as the first ones did.
     pub(crate) fn fail_next(&self, n: u32) {
         self.failures.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Runs `work` (blocking: the SDK waits) once the next answer is lost, before the SDK
+    /// sends the call again: what another writer does in between.
+    pub(crate) fn before_the_retry(&self, work: impl FnOnce() + Send + 'static) {
+        *self.before_retry.lock().expect("lock") = Some(Meanwhile(Box::new(work)));
     }
 }
 
@@ -189,6 +206,10 @@ impl aws_sdk_dynamodb::config::Intercept for FailCallsInterceptor {
             .swap(false, std::sync::atomic::Ordering::SeqCst)
         {
             *context.response_mut().status_mut() = 500.try_into()?;
+            let meanwhile = self.0.before_retry.lock().expect("lock").take();
+            if let Some(Meanwhile(work)) = meanwhile {
+                work();
+            }
         }
         Ok(())
     }
@@ -239,6 +260,7 @@ async fn intercepted_client(
         attempts: std::sync::atomic::AtomicU32::new(0),
         after_sending,
         losing: std::sync::atomic::AtomicBool::new(false),
+        before_retry: std::sync::Mutex::new(None),
     });
     let sdk = lift_core::aws::sdk_config().await;
     let mut config = aws_sdk_dynamodb::config::Builder::from(sdk)
