@@ -497,10 +497,12 @@ impl Metrics {
             if let Err(error) = r.set_dimension("route", || Cow::Borrowed("route"), route) {
                 tracing::warn!(target: "lift::metrics", %error, route, "the route dimension was not recorded");
             }
+            // In name order, as a document lists them: a request that records nothing
+            // else needs no sort.
             let builtins = [
-                ("Requests", 1.0, Unit::Count),
                 ("Errors", if failed { 1.0 } else { 0.0 }, Unit::Count),
                 ("Latency", latency, Unit::Milliseconds),
+                ("Requests", 1.0, Unit::Count),
             ];
             for (name, value, unit) in builtins {
                 let _ = r.record(name, || Cow::Borrowed(name), value, unit, false);
@@ -543,7 +545,7 @@ impl Metrics {
         self.record_named(name, value, unit, true)
     }
 
-    /// Records a duration in milliseconds.
+    /// Records a duration in milliseconds, to the microsecond.
     ///
     /// # Errors
     /// As [`Metrics::count`].
@@ -601,7 +603,7 @@ impl Metrics {
         &self,
         config: &MetricsConfig,
         now: SystemTime,
-        fixed: &[(&str, &str)],
+        fixed: &[(&'static str, &str)],
         mut emit: impl FnMut(String),
     ) {
         let mut recorder = self.with(std::mem::take);
@@ -609,9 +611,11 @@ impl Metrics {
             return;
         }
         // In name order, so that the directive does not depend on the order of recording.
-        recorder
-            .metrics
-            .sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        if !recorder.metrics.is_sorted_by(|a, b| a.name <= b.name) {
+            recorder
+                .metrics
+                .sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        }
         // Default and invocation dimensions together, in name order, an invocation's value
         // over a default of the same name, within CloudWatch's 30: borrowed, not copied.
         let mut dimensions: SmallVec<[(&str, &str); 8]> = config
@@ -621,7 +625,9 @@ impl Metrics {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .chain(recorder.dimensions.iter().map(|(k, v)| (&**k, v.as_str())))
             .collect();
-        dimensions.sort_unstable_by_key(|(k, _)| *k);
+        if !dimensions.is_sorted_by_key(|(k, _)| *k) {
+            dimensions.sort_unstable_by_key(|(k, _)| *k);
+        }
         if dimensions.len() > 30 {
             tracing::warn!(target: "lift::metrics", dropped = dimensions.len() - 30, "more than CloudWatch's 30 dimensions with the defaults: the last by name are left out");
             dimensions.truncate(30);
@@ -680,9 +686,10 @@ impl Metrics {
     }
 }
 
-/// A duration in milliseconds, as `Latency` and [`Metrics::timing`] record it.
+/// A duration in milliseconds to the microsecond, as `Latency` and [`Metrics::timing`]
+/// record it (so that a document writes it without the float formatter).
 pub(crate) fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
+    duration.as_micros() as f64 / 1000.0
 }
 
 /// One EMF document: the `_aws` metadata, then the dimensions, the properties and the
@@ -692,7 +699,8 @@ pub(crate) fn millis(duration: Duration) -> f64 {
 struct Document<'a> {
     timestamp: u64,
     dimensions: &'a [(&'a str, &'a str)],
-    fixed: &'a [(&'a str, &'a str)],
+    /// Keys are Lift's own plain names (letters and digits), written without escaping.
+    fixed: &'a [(&'static str, &'a str)],
     properties: &'a [(Name, Value)],
     batch: &'a [Entry<'a>],
 }
@@ -727,7 +735,10 @@ impl Document<'_> {
         out.push_str(&directive.written);
         for &(key, value) in self.fixed {
             if !self.is_metric(key) && !self.is_dimension(key) {
-                push_key(&mut out, key);
+                debug_assert!(key.bytes().all(|b| b.is_ascii_alphanumeric()), "{key}");
+                out.push_str(",\"");
+                out.push_str(key);
+                out.push_str("\":");
                 push_str(&mut out, value);
             }
         }
