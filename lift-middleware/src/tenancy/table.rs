@@ -201,8 +201,8 @@ pub const WRITE_TOKEN_ATTR: &str = "_lift_write";
 
 /// Sends `put` with `item` and a fresh write token: `refused` when its condition failed
 /// on an item this put did not write. When an earlier attempt ended without an answer
-/// (none, or a server error) and the retry then failed on another writer's item, the write
-/// may have been applied and replaced since: neither a success nor a conflict to retry.
+/// and the retry then failed on another writer's item, the write may have been applied
+/// and replaced since: neither a success nor a conflict to retry as is.
 async fn put_once(
     put: aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder,
     mut item: Item,
@@ -230,8 +230,10 @@ async fn put_once(
             if stored == Some(&token) {
                 Ok(())
             } else if attempts.an_earlier_one_was_unanswered() {
+                // A 409, as a conflict is: a retry layer re-running the handler on a 5xx
+                // would apply the change again.
                 Err(Error::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
+                    StatusCode::CONFLICT,
                     "write_outcome_unknown",
                     "the write may have been applied and then replaced by another writer; \
                      read the item before writing again",
@@ -245,8 +247,9 @@ async fn put_once(
 }
 
 /// Watches the attempts of one call: whether an attempt other than the last ended without
-/// a definite answer (no response, or a server error), so that what it carried may have
-/// been applied.
+/// a definite answer, so that what it carried may have been applied. An answer is a
+/// decoded output, or an operation error (a failed condition, throttling) under 500; a
+/// server error, a timeout, a lost connection or a body that could not be read are not.
 #[derive(Debug, Clone, Default)]
 struct Attempts(Arc<AttemptsSeen>);
 
@@ -275,9 +278,17 @@ impl aws_sdk_dynamodb::config::Intercept for Attempts {
         _: &aws_sdk_dynamodb::config::RuntimeComponents,
         _: &mut aws_sdk_dynamodb::config::ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        let unanswered = context
-            .response()
-            .is_none_or(|response| response.status().is_server_error());
+        let answered = match context.output_or_error() {
+            Some(Ok(_)) => true,
+            Some(Err(error)) => {
+                error.is_operation_error()
+                    && context
+                        .response()
+                        .is_some_and(|response| !response.status().is_server_error())
+            }
+            None => false,
+        };
+        let unanswered = !answered;
         if self.0.last_unanswered.swap(unanswered, Ordering::SeqCst) {
             self.0.earlier_unanswered.store(true, Ordering::SeqCst);
         }
@@ -441,9 +452,9 @@ impl TenantTable {
     ///
     /// # Errors
     /// 409 `item_exists` when one does; 403 `cross_tenant` when the item names another key;
-    /// 500 `write_outcome_unknown` when an attempt went unanswered and the SDK's retry then
-    /// found another writer's item (this write may have been applied and replaced); an
-    /// internal error when DynamoDB fails.
+    /// 409 `write_outcome_unknown` when an attempt went unanswered and the SDK's retry then
+    /// found another writer's item (this write may have been applied and replaced: read the
+    /// item before writing again); an internal error when DynamoDB fails.
     pub async fn insert(&self, key: &str, item: Item) -> Result<(), Error> {
         let item = self.keyed(key, item)?;
         self.ready().await?;
@@ -471,7 +482,7 @@ impl TenantTable {
     ///
     /// # Errors
     /// 409 `version_conflict` when the stored version moved on (read again and retry);
-    /// 403 `cross_tenant` when the item names another key; 500 `write_outcome_unknown` as
+    /// 403 `cross_tenant` when the item names another key; 409 `write_outcome_unknown` as
     /// for [`TenantTable::insert`] (read the item to see whether it holds this change); an
     /// internal error when DynamoDB fails.
     pub async fn replace_versioned(

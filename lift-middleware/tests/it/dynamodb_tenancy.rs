@@ -357,46 +357,54 @@ async fn a_write_whose_answer_was_lost_is_not_a_conflict_with_itself() {
 }
 
 /// A versioned write applied under a lost answer, then replaced by another writer before
-/// the SDK's retry, was neither refused nor is it a success: a 409 "read again and retry"
-/// would have the caller apply its change twice.
+/// the SDK's retry, was neither refused nor is it a success: `version_conflict` ("read
+/// again and retry") would have the caller apply its change twice. Whether the answer is
+/// a server error or a body that never arrived after its `200`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_write_replaced_before_the_retry_is_an_unknown_outcome() {
-    let setup = aws::client().await;
-    let table = aws::table(&setup, "lift-tenant-unknown").await;
-    let (client, puts) = aws::answer_losing_client("PutItem", 0).await;
-    let acme = TenantTable::new(&client, &table, "pk", "acme").expect("acme");
-    let v1 = acme
-        .replace_versioned("cart", item("1"), "version", None)
-        .await
-        .expect("created");
+    for body_lost in [false, true] {
+        let setup = aws::client().await;
+        let table = aws::table(&setup, "lift-tenant-unknown").await;
+        let (client, puts) = aws::answer_losing_client("PutItem", 0).await;
+        if body_lost {
+            puts.lose_bodies();
+        }
+        let acme = TenantTable::new(&client, &table, "pk", "acme").expect("acme");
+        let v1 = acme
+            .replace_versioned("cart", item("1"), "version", None)
+            .await
+            .expect("created");
 
-    // Another writer reads version 2 (this call's, applied) and writes version 3.
-    let other = TenantTable::new(&setup, &table, "pk", "acme").expect("acme");
-    let runtime = tokio::runtime::Handle::current();
-    puts.before_the_retry(move || {
-        std::thread::spawn(move || {
-            runtime.block_on(other.replace_versioned("cart", item("30"), "version", Some(2)))
-        })
-        .join()
-        .expect("the other writer")
-        .expect("its write");
-    });
-    puts.fail_next(1);
-    let outcome = acme
-        .replace_versioned("cart", item("2"), "version", Some(v1))
-        .await
-        .expect_err("neither applied nor refused for sure");
-    assert_eq!(
-        (outcome.status().as_u16(), outcome.code()),
-        (500, "write_outcome_unknown")
-    );
-    let stored = acme.get("cart").await.expect("get").expect("cart");
-    assert_eq!(stored["version"].as_n().expect("n"), "3");
+        // Another writer reads version 2 (this call's, applied) and writes version 3.
+        let other = TenantTable::new(&setup, &table, "pk", "acme").expect("acme");
+        let runtime = tokio::runtime::Handle::current();
+        puts.before_the_retry(move || {
+            std::thread::spawn(move || {
+                runtime.block_on(other.replace_versioned("cart", item("30"), "version", Some(2)))
+            })
+            .join()
+            .expect("the other writer")
+            .expect("its write");
+        });
+        puts.fail_next(1);
+        let outcome = acme
+            .replace_versioned("cart", item("2"), "version", Some(v1))
+            .await
+            .expect_err("neither applied nor refused for sure");
+        assert_eq!(
+            (outcome.status().as_u16(), outcome.code()),
+            (409, "write_outcome_unknown"),
+            "body lost: {body_lost}"
+        );
+        assert_eq!(puts.attempts(), 3, "the SDK sent the put again");
+        let stored = acme.get("cart").await.expect("get").expect("cart");
+        assert_eq!(stored["version"].as_n().expect("n"), "3");
 
-    // A plain conflict, answered at once, is still one.
-    let stale = acme
-        .replace_versioned("cart", item("4"), "version", Some(v1))
-        .await
-        .expect_err("moved on");
-    assert_eq!(stale.code(), "version_conflict");
+        // A plain conflict, answered at once, is still one.
+        let stale = acme
+            .replace_versioned("cart", item("4"), "version", Some(v1))
+            .await
+            .expect_err("moved on");
+        assert_eq!(stale.code(), "version_conflict");
+    }
 }

@@ -127,6 +127,8 @@ pub(crate) struct FailCalls {
     losing: std::sync::atomic::AtomicBool,
     /// Runs once an answer is lost, before the SDK sends the call again.
     before_retry: std::sync::Mutex<Option<Meanwhile>>,
+    /// A lost answer keeps its status line and loses its body instead.
+    body_lost: std::sync::atomic::AtomicBool,
 }
 
 /// What another writer does meanwhile.
@@ -147,6 +149,19 @@ impl FailCalls {
     /// The next `n` attempts fail (or lose their answer) as the first ones did.
     pub(crate) fn fail_next(&self, n: u32) {
         self.failures.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Lost answers keep their `200` and lose their body (a connection reset mid-body).
+    pub(crate) fn lose_bodies(&self) {
+        self.body_lost
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn run_meanwhile(&self) {
+        let meanwhile = self.before_retry.lock().expect("lock").take();
+        if let Some(Meanwhile(work)) = meanwhile {
+            work();
+        }
     }
 
     /// Runs `work` (blocking: the SDK waits) once the next answer is lost, before the SDK
@@ -200,16 +215,31 @@ impl aws_sdk_dynamodb::config::Intercept for FailCallsInterceptor {
         _: &mut aws_sdk_dynamodb::config::ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
         // Applied, but the caller hears a server fault (which the SDK retries).
-        if self
-            .0
-            .losing
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
-        {
+        use std::sync::atomic::Ordering;
+        if !self.0.body_lost.load(Ordering::SeqCst) && self.0.losing.swap(false, Ordering::SeqCst) {
             *context.response_mut().status_mut() = 500.try_into()?;
-            let meanwhile = self.0.before_retry.lock().expect("lock").take();
-            if let Some(Meanwhile(work)) = meanwhile {
-                work();
+            self.0.run_meanwhile();
+        }
+        Ok(())
+    }
+
+    fn modify_before_attempt_completion(
+        &self,
+        context: &mut aws_sdk_dynamodb::config::interceptors::FinalizerInterceptorContextMut<'_>,
+        _: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        // Applied and answered 200, but the body never arrives (which the SDK retries).
+        use std::sync::atomic::Ordering;
+        if self.0.body_lost.load(Ordering::SeqCst) && self.0.losing.swap(false, Ordering::SeqCst) {
+            if let Some(outcome) = context.output_or_error_mut() {
+                *outcome = Err(
+                    aws_smithy_runtime_api::client::orchestrator::OrchestratorError::response(
+                        "injected: the connection was reset in the body".into(),
+                    ),
+                );
             }
+            self.0.run_meanwhile();
         }
         Ok(())
     }
@@ -261,6 +291,7 @@ async fn intercepted_client(
         after_sending,
         losing: std::sync::atomic::AtomicBool::new(false),
         before_retry: std::sync::Mutex::new(None),
+        body_lost: std::sync::atomic::AtomicBool::new(false),
     });
     let sdk = lift_core::aws::sdk_config().await;
     let mut config = aws_sdk_dynamodb::config::Builder::from(sdk)
