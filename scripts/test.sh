@@ -2,7 +2,7 @@
 # Run Lift's checks and tests, as CI does (.ci/run calls this):
 #   format, clippy (also of lift-core without its optional event sources), cargo doc, the
 #   local AWS emulator and a deployment of template.yaml on it, cfn-lint, the doc tests,
-#   then the test suites (nextest, or cargo test without it).
+#   each bench once, then the test suites (nextest, or cargo test without it).
 #
 #   scripts/test.sh
 #
@@ -13,7 +13,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PORT="${LIFT_EMULATOR_PORT:-4566}"
 ENDPOINT="http://127.0.0.1:$PORT"
-STEPS=11
+STEPS=12
 STEP=0
 STARTED_AT=$SECONDS
 
@@ -98,6 +98,11 @@ export LIFT_STACK_FILE="$ROOT/target/lift-local/stack.json"
 # Doc tests first, so that the run closes on the main suite's summary.
 step "cargo test --workspace --doc"
 cargo test --workspace --doc
+
+# Every bench once, in the test profile (Criterion's test mode): a bench that panics under
+# `cargo bench` (a warm-up off a runtime, a failed assertion) fails here.
+step "cargo test --workspace --bench '*' (each bench runs once)"
+cargo test --workspace --bench '*'
 
 if cargo nextest --version >/dev/null 2>&1; then
   step "cargo nextest run --workspace --no-fail-fast"
