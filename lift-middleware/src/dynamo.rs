@@ -400,6 +400,20 @@ pub fn get_u64(item: &Item, name: &str) -> Option<u64> {
     item.get(name)?.as_n().ok()?.parse().ok()
 }
 
+/// A random token naming one conditional write, stored in the item it writes: when the
+/// SDK sends the write again after an answer that was lost, and the condition fails on
+/// the item just written, the token tells the writer it was its own.
+pub(crate) fn write_token() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+/// Whether `item` carries `token` in `attr`: the write that stored it was the caller's.
+pub(crate) fn holds_token(item: Option<&Item>, attr: &str, token: &str) -> bool {
+    item.and_then(|item| item.get(attr))
+        .and_then(|value| value.as_s().ok())
+        .is_some_and(|stored| stored == token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -303,7 +303,7 @@ impl Store {
             data: None,
             validation: Some(validation.to_owned()),
         };
-        let token = ClaimToken(format!("{:016x}", fastrand::u64(..)));
+        let token = ClaimToken(dynamo::write_token());
         let mut item = record.to_item();
         item.insert(CLAIM.to_owned(), AttributeValue::S(token.0.clone()));
         for _ in 0..3 {
@@ -335,12 +335,7 @@ impl Store {
             };
             // This call's own put, applied under an answer that was lost and then sent
             // again by the SDK: the key is this call's.
-            if holder
-                .as_ref()
-                .and_then(|item| item.get(CLAIM))
-                .and_then(|v| v.as_s().ok())
-                == Some(&token.0)
-            {
+            if dynamo::holds_token(holder.as_ref(), CLAIM, &token.0) {
                 return Ok(Claim::Won(token));
             }
             let holder = holder.as_ref().and_then(Record::from_item);

@@ -208,7 +208,7 @@ async fn put_once(
     mut item: Item,
     refused: impl FnOnce() -> Error,
 ) -> Result<(), Error> {
-    let token = format!("{:016x}", fastrand::u64(..));
+    let token = dynamo::write_token();
     item.insert(
         WRITE_TOKEN_ATTR.to_owned(),
         AttributeValue::S(token.clone()),
@@ -223,11 +223,7 @@ async fn put_once(
     match dynamo::send("PutItem", put).await {
         Ok(_) => Ok(()),
         Err(DynamoError::ConditionFailed { item, .. }) => {
-            let stored = item
-                .as_deref()
-                .and_then(|item| item.get(WRITE_TOKEN_ATTR))
-                .and_then(|v| v.as_s().ok());
-            if stored == Some(&token) {
+            if dynamo::holds_token(item.as_deref(), WRITE_TOKEN_ATTR, &token) {
                 Ok(())
             } else if attempts.an_earlier_one_was_unanswered() {
                 // A 409, as a conflict is: a retry layer re-running the handler on a 5xx
