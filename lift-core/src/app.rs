@@ -585,10 +585,19 @@ fn not_built(kind: &Kind) -> Error {
         Kind::EventBridge => ("an EventBridge event", "eventbridge"),
         _ => ("an API Gateway WebSocket event", "websocket"),
     };
-    let description = format!("{what}: lift-core was built without its `{feature}` feature");
+    no_handler(format!(
+        "{what}: lift-core was built without its `{feature}` feature"
+    ))
+}
+
+/// The invocation error for an event no handler takes, logged here once.
+fn no_handler(description: String) -> Error {
     tracing::error!(target: "lift", event = %description, "no handler for the event");
     Error::NoHandler(description)
 }
+
+/// What an authorizer request to an App without an authorizer is.
+pub(super) const NO_AUTHORIZER: &str = "an authorizer request (register one with App::authorizer)";
 
 fn describe_unknown(raw: &RawValue) -> String {
     match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw.get()) {
@@ -957,12 +966,11 @@ impl LiftService {
             // An App with an authorizer took it above.
             Kind::Authorizer => {
                 let description = if cfg!(feature = "authorizer") {
-                    "an authorizer request (register one with App::authorizer)"
+                    NO_AUTHORIZER
                 } else {
                     "an authorizer request: lift-core was built without its `authorizer` feature"
                 };
-                tracing::error!(target: "lift", event = description, "no handler for the event");
-                Err(Error::NoHandler(description.to_owned()))
+                Err(no_handler(description.to_owned()))
             }
             Kind::Unknown(description) => {
                 let description = if description.is_empty() {
@@ -970,8 +978,7 @@ impl LiftService {
                 } else {
                     description
                 };
-                tracing::error!(target: "lift", event = %description, "no handler for the event");
-                Err(Error::NoHandler(description))
+                Err(no_handler(description))
             }
         }
     }

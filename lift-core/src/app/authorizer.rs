@@ -51,9 +51,7 @@ impl LiftService {
         metrics: &Metrics,
     ) -> Result<Box<RawValue>, Error> {
         let Some(endpoint) = self.inner.authorizer.clone() else {
-            return Err(Error::NoHandler(
-                "an authorizer request (register one with App::authorizer)".to_owned(),
-            ));
+            return Err(Error::NoHandler(super::NO_AUTHORIZER.to_owned()));
         };
         let request = authorizer::parse(event.get()).map_err(|source| Error::InvalidEvent {
             kind: "API Gateway authorizer",
