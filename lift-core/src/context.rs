@@ -626,6 +626,6 @@ impl InvocationDeadline {
         work: std::pin::Pin<&mut F>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<F::Output> {
-        INVOCATION_DEADLINE.sync_scope(self.0, || work.poll(cx))
+        self.within(|| work.poll(cx))
     }
 }
