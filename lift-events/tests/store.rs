@@ -209,10 +209,14 @@ impl<S: SagaStore> SagaStore for Conflicts<S> {
 }
 
 /// A reply's snapshot is written over only when it is the stored saga: the relay's own
-/// snapshot applies without a read or a conflict, and one altered on its way (its data
-/// changed, a step set back) is refused as a conflict and the reply applied to the stored
-/// saga instead, which keeps its data.
-async fn an_altered_snapshot_is_never_written_back<S: SagaStore + Clone + 'static>(store: S) {
+/// snapshot applies without a read or a conflict, and one that `alter` changed on its way
+/// is refused as a conflict and the reply applied to the stored saga instead, which keeps
+/// its data and the part at `kept`.
+async fn an_altered_snapshot_is_never_written_back<S: SagaStore + Clone + 'static>(
+    store: S,
+    alter: fn(&mut serde_json::Value),
+    kept: Option<&str>,
+) {
     use lift_events::saga::{Orchestrator, Registry, Reply, SagaInput};
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = Conflicts {
@@ -254,7 +258,7 @@ async fn an_altered_snapshot_is_never_written_back<S: SagaStore + Clone + 'stati
     assert_eq!(after_a.version(), started.version() + 1);
 
     let mut altered = serde_json::to_value(snapshot_of(&after_a)).unwrap();
-    altered["data"]["amount"] = json!(1_000_000);
+    alter(&mut altered);
     let mut reply = Reply::to(&first_command(&after_a), Ok(json!({"done": "b"})));
     reply.snapshot = Some(Box::new(serde_json::from_value(altered).unwrap()));
     orchestrator.handle(&SagaInput::Reply(reply)).await.unwrap();
@@ -269,17 +273,74 @@ async fn an_altered_snapshot_is_never_written_back<S: SagaStore + Clone + 'stati
         after_a.version() + 1,
         "the reply applied to the stored saga"
     );
+    let (before, after) = (
+        serde_json::to_value(&after_a).unwrap(),
+        serde_json::to_value(&after_b).unwrap(),
+    );
     assert_eq!(after_b.data()["amount"], 10);
+    if let Some(pointer) = kept {
+        assert_eq!(after.pointer(pointer), before.pointer(pointer), "{pointer}");
+    }
+}
+
+/// Every part of the saga the stored item holds, altered in a handed-back snapshot, makes
+/// its write a conflict: the data, a step's status, the history, the time of the last move,
+/// the tenant, the reason and the correlation id.
+async fn no_altered_snapshot_is_written_back<S: SagaStore + Clone + 'static>(store: S) {
+    type Alteration = (
+        &'static str,
+        fn(&mut serde_json::Value),
+        Option<&'static str>,
+    );
+    let alterations: [Alteration; 7] = [
+        ("data", |v| v["data"]["amount"] = json!(1_000_000), None),
+        (
+            "a done step set back",
+            |v| v["steps"][0] = json!("pending"),
+            Some("/steps/0"),
+        ),
+        (
+            "the history cut",
+            |v| {
+                v["history"].as_array_mut().unwrap().pop();
+            },
+            None,
+        ),
+        (
+            "the time of the last move",
+            |v| v["updated_ms"] = json!(v["updated_ms"].as_u64().unwrap() + 1),
+            None,
+        ),
+        (
+            "a tenant",
+            |v| v["tenant"] = json!("t-other"),
+            Some("/tenant"),
+        ),
+        (
+            "a reason",
+            |v| v["reason"] = json!("forged"),
+            Some("/reason"),
+        ),
+        (
+            "the correlation id",
+            |v| v["correlation_id"] = json!("c-other"),
+            Some("/correlation_id"),
+        ),
+    ];
+    for (what, alter, kept) in alterations {
+        eprintln!("altered: {what}");
+        an_altered_snapshot_is_never_written_back(store.clone(), alter, kept).await;
+    }
 }
 
 #[tokio::test]
 async fn the_memory_store_never_writes_an_altered_snapshot_back() {
-    an_altered_snapshot_is_never_written_back(MemoryStore::new()).await;
+    no_altered_snapshot_is_written_back(MemoryStore::new()).await;
 }
 
 #[tokio::test]
 async fn the_dynamodb_store_never_writes_an_altered_snapshot_back() {
-    an_altered_snapshot_is_never_written_back(emulator_store().await).await;
+    no_altered_snapshot_is_written_back(emulator_store().await).await;
 }
 
 /// A store that fails chosen saves: `Throttled` for the `throttle`-th, and for the

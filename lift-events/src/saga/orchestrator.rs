@@ -424,12 +424,5 @@ fn local_commands(state: &SagaState) -> impl Iterator<Item = Command> + '_ {
 
 /// Whether `stored` is `ours`, as written: the same version and content (the outbox aside).
 fn same_write(stored: &SagaState, ours: &SagaState) -> bool {
-    stored.version() == ours.version()
-        && matches!(
-            (
-                crate::store::state_digest(stored),
-                crate::store::state_digest(ours),
-            ),
-            (Ok(a), Ok(b)) if a == b
-        )
+    stored.version() == ours.version() && crate::store::same_content(stored, ours).unwrap_or(false)
 }

@@ -121,30 +121,139 @@ impl DynamoStore {
     }
 }
 
+/// What a saga item says of its saga, its outbox aside: the text of its `state`, `h`,
+/// `status`, `name`, `reason` and `updated` attributes. A transition applied to a
+/// handed-back snapshot is written only over an item that says the same
+/// ([`SagaStore::save_over`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Content<'a> {
+    /// `state`: the state as JSON, without what the other attributes hold.
+    body: String,
+    /// `h`: the history, one line per entry (the attribute is absent when empty).
+    history: String,
+    status: &'static str,
+    name: &'a str,
+    reason: Option<&'a str>,
+    updated_ms: u64,
+}
+
+/// The JSON of `state` that `state` stores: the state without its history and outbox
+/// (stored compact), nor what the item's own attributes hold (the id, version, status,
+/// name, reason and time of the last move), nor a correlation id that is the saga's id.
+/// Its keys are sorted, as they have been since the first stored sagas.
+#[derive(serde::Serialize)]
+struct Body<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<&'a str>,
+    created_ms: u64,
+    /// A `Value`, for its sorted keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cursor: Option<serde_json::Value>,
+    data: &'a serde_json::Value,
+    definition_version: u32,
+    outputs: &'a std::collections::BTreeMap<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    step_names: &'a [String],
+    steps: &'a [crate::saga::StepStatus],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wake_ms: Option<u64>,
+}
+
+impl<'a> Content<'a> {
+    /// What the item of `state` says of it.
+    pub(crate) fn of(state: &'a SagaState) -> Result<Self, StoreError> {
+        let codec = |e: serde_json::Error| StoreError::Codec {
+            id: state.id().to_owned(),
+            reason: e.to_string(),
+        };
+        let body = Body {
+            correlation_id: Some(state.correlation_id.as_str()).filter(|c| *c != state.id.as_str()),
+            created_ms: state.created_ms,
+            cursor: state
+                .cursor
+                .as_ref()
+                .map(serde_json::to_value)
+                .transpose()
+                .map_err(codec)?,
+            data: &state.data,
+            definition_version: state.definition_version,
+            outputs: &state.outputs,
+            step_names: &state.step_names,
+            steps: &state.steps,
+            tenant: state.tenant.as_deref(),
+            wake_ms: state.wake_ms,
+        };
+        Ok(Content {
+            body: serde_json::to_string(&body).map_err(codec)?,
+            history: compact::history_lines(state.created_ms(), state.history()),
+            status: state.status().as_str(),
+            name: state.name(),
+            reason: state.reason(),
+            updated_ms: state.updated_ms(),
+        })
+    }
+}
+
+/// Whether the items of `a` and `b` say the same of their sagas (see [`Content`]). States
+/// equal field by field (their outboxes aside) are, without encoding either.
+pub(crate) fn same_content(a: &SagaState, b: &SagaState) -> Result<bool, StoreError> {
+    let SagaState {
+        id,
+        name,
+        definition_version,
+        status,
+        reason,
+        cursor,
+        steps,
+        step_names,
+        data,
+        outputs,
+        correlation_id,
+        tenant,
+        version,
+        wake_ms,
+        created_ms,
+        updated_ms,
+        history,
+        outbox: _,
+    } = a;
+    let equal = *id == b.id
+        && *name == b.name
+        && *definition_version == b.definition_version
+        && *status == b.status
+        && *reason == b.reason
+        && *cursor == b.cursor
+        && *steps == b.steps
+        && *step_names == b.step_names
+        && *data == b.data
+        && *outputs == b.outputs
+        && *correlation_id == b.correlation_id
+        && *tenant == b.tenant
+        && *version == b.version
+        && *wake_ms == b.wake_ms
+        && *created_ms == b.created_ms
+        && *updated_ms == b.updated_ms
+        && *history == b.history;
+    Ok(equal || Content::of(a)? == Content::of(b)?)
+}
+
 /// The item of `state`.
 pub(crate) fn encode(state: &SagaState) -> Result<HashMap<String, AttributeValue>, StoreError> {
-    let codec = |e: serde_json::Error| StoreError::Codec {
-        id: state.id().to_owned(),
-        reason: e.to_string(),
-    };
-    // The state without its history and outbox, which are stored compact.
-    let mut body = serde_json::to_value(state).map_err(codec)?;
-    if let Some(map) = body.as_object_mut() {
-        map.remove("outbox");
-        map.remove("history");
-        // What the item's own attributes hold is not repeated: the id (`pk`), version
-        // (`v`), status, name, reason and time of the last move (`updated`); nor a
-        // correlation id that is the saga's id (the default).
-        for key in ["id", "version", "status", "name", "reason", "updated_ms"] {
-            map.remove(key);
-        }
-        if state.correlation_id() == state.id() {
-            map.remove("correlation_id");
-        }
-    }
-    let body = serde_json::to_string(&body).map_err(codec)?;
-    let history = compact::history_lines(state.created_ms(), state.history());
-    let outbox = serde_json::to_string(&compact::strip(state.outbox())).map_err(codec)?;
+    let Content {
+        body,
+        history,
+        status,
+        name,
+        reason,
+        updated_ms,
+    } = Content::of(state)?;
+    let outbox =
+        serde_json::to_string(&compact::strip(state.outbox())).map_err(|e| StoreError::Codec {
+            id: state.id().to_owned(),
+            reason: e.to_string(),
+        })?;
     let bytes = body.len() + history.len() + outbox.len() + state.id().len() + 64;
     if bytes > MAX_ITEM_BYTES {
         return Err(StoreError::TooLarge {
@@ -158,17 +267,11 @@ pub(crate) fn encode(state: &SagaState) -> Result<HashMap<String, AttributeValue
             "v".to_owned(),
             AttributeValue::N(state.version().to_string()),
         ),
-        (
-            "status".to_owned(),
-            AttributeValue::S(state.status().as_str().to_owned()),
-        ),
-        (
-            "name".to_owned(),
-            AttributeValue::S(state.name().to_owned()),
-        ),
+        ("status".to_owned(), AttributeValue::S(status.to_owned())),
+        ("name".to_owned(), AttributeValue::S(name.to_owned())),
         (
             "updated".to_owned(),
-            AttributeValue::N(state.updated_ms().to_string()),
+            AttributeValue::N(updated_ms.to_string()),
         ),
         ("state".to_owned(), AttributeValue::S(body)),
         ("outbox".to_owned(), AttributeValue::S(outbox)),
@@ -185,42 +288,13 @@ pub(crate) fn encode(state: &SagaState) -> Result<HashMap<String, AttributeValue
     if publishes {
         item.insert("out".to_owned(), AttributeValue::N("1".to_owned()));
     }
-    if let Some(reason) = state.reason() {
+    if let Some(reason) = reason {
         item.insert("reason".to_owned(), AttributeValue::S(reason.to_owned()));
     }
     if state.status().is_final() {
-        item.insert(
-            "fin".to_owned(),
-            AttributeValue::S(state.status().as_str().to_owned()),
-        );
+        item.insert("fin".to_owned(), AttributeValue::S(status.to_owned()));
     }
-    let digest = content_digest(&item);
-    item.insert("d".to_owned(), AttributeValue::S(digest));
     Ok(item)
-}
-
-/// The digest of what a saga item says of its saga, its outbox aside: `state`, `h`,
-/// `status`, `name`, `reason` and `updated`, each length-prefixed. Stored as `d`, it lets a
-/// write applied to a handed-back snapshot require that the stored saga is that snapshot.
-pub(crate) fn content_digest(item: &HashMap<String, AttributeValue>) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hash = Sha256::new();
-    for name in ["state", "h", "status", "name", "reason", "updated"] {
-        let text = match item.get(name) {
-            Some(AttributeValue::S(s) | AttributeValue::N(s)) => s.as_str(),
-            _ => "",
-        };
-        hash.update((name.len() as u64).to_be_bytes());
-        hash.update(name.as_bytes());
-        hash.update((text.len() as u64).to_be_bytes());
-        hash.update(text.as_bytes());
-    }
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The digest [`encode`] would store for `state`.
-pub(crate) fn state_digest(state: &SagaState) -> Result<String, StoreError> {
-    encode(state).map(|item| content_digest(&item))
 }
 
 /// The state in `item`.
@@ -360,6 +434,46 @@ fn summary(item: &HashMap<String, AttributeValue>) -> Option<SagaSummary> {
     })
 }
 
+/// `put` on the version before (`:expected`), and only over an item that says what
+/// `content` says: each attribute compared with its text, so the item stores nothing more
+/// for the check (and write units are billed by the item's size, not the request's).
+fn same_content_condition(
+    put: aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder,
+    content: &Content<'_>,
+) -> aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder {
+    let mut condition = String::from(
+        "v = :expected AND #state = :state AND #status = :status AND #name = :name \
+         AND #updated = :updated",
+    );
+    let mut put = put
+        .expression_attribute_names("#state", "state")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_names("#name", "name")
+        .expression_attribute_names("#updated", "updated")
+        .expression_attribute_names("#reason", "reason")
+        .expression_attribute_values(":state", AttributeValue::S(content.body.clone()))
+        .expression_attribute_values(":status", AttributeValue::S(content.status.to_owned()))
+        .expression_attribute_values(":name", AttributeValue::S(content.name.to_owned()))
+        .expression_attribute_values(
+            ":updated",
+            AttributeValue::N(content.updated_ms.to_string()),
+        );
+    if content.history.is_empty() {
+        condition.push_str(" AND attribute_not_exists(h)");
+    } else {
+        condition.push_str(" AND h = :h");
+        put = put.expression_attribute_values(":h", AttributeValue::S(content.history.clone()));
+    }
+    match content.reason {
+        Some(reason) => {
+            condition.push_str(" AND #reason = :reason");
+            put = put.expression_attribute_values(":reason", AttributeValue::S(reason.to_owned()));
+        }
+        None => condition.push_str(" AND attribute_not_exists(#reason)"),
+    }
+    put.condition_expression(condition)
+}
+
 impl DynamoStore {
     /// Writes `state` on the version before it (for version 1: if no saga has its id), and
     /// when `base` is given, only over a stored saga with `base`'s content too. On a
@@ -381,9 +495,7 @@ impl DynamoStore {
                 AttributeValue::N((state.version() - 1).to_string()),
             );
             match base {
-                Some(base) => put
-                    .condition_expression("v = :expected AND d = :base")
-                    .expression_attribute_values(":base", AttributeValue::S(state_digest(base)?)),
+                Some(base) => same_content_condition(put, &Content::of(base)?),
                 None => put.condition_expression("v = :expected"),
             }
         };
@@ -500,6 +612,102 @@ fn store_error(id: &str, error: DynamoError) -> StoreError {
                     operation,
                     source: Box::new(e),
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::saga::{Saga, StartMeta, Step, remote, start};
+    use serde_json::json;
+
+    /// The `state` text of the first stored sagas: the whole state as a JSON value, less
+    /// what the other attributes hold.
+    fn first_body(state: &SagaState) -> String {
+        let mut body = serde_json::to_value(state).unwrap();
+        let map = body.as_object_mut().unwrap();
+        for key in [
+            "outbox",
+            "history",
+            "id",
+            "version",
+            "status",
+            "name",
+            "reason",
+            "updated_ms",
+        ] {
+            map.remove(key);
+        }
+        if state.correlation_id() == state.id() {
+            map.remove("correlation_id");
+        }
+        serde_json::to_string(&body).unwrap()
+    }
+
+    fn states() -> Vec<SagaState> {
+        let saga = Saga::named("trip", 1)
+            .step(Step::new("a", remote("p", "A"), Some(remote("p", "UndoA"))))
+            .step(Step::new("b", remote("p", "B"), None))
+            .build()
+            .unwrap();
+        let data = json!({"z": 1, "a": [1.5, {"y": null, "b": "x"}]});
+        let started = start(&saga, "s-1", data.clone(), StartMeta::default(), 7).into_state();
+        let mut all = vec![started.clone()];
+        let mut other = start(
+            &saga,
+            "s-2",
+            data,
+            StartMeta {
+                correlation_id: "c-9".to_owned(),
+                tenant: Some("t-1".to_owned()),
+            },
+            7,
+        )
+        .into_state();
+        other.reason = Some("refused \"b\"".to_owned());
+        other.wake_ms = Some(99);
+        other.cursor = None;
+        other
+            .outputs
+            .insert("a".to_owned(), json!({"ref": "r-1", "n": 2}));
+        all.push(other);
+        all
+    }
+
+    /// An item's `state` reads as the first stored sagas' did, so a write over a saga
+    /// stored by an earlier release compares equal text.
+    #[test]
+    fn the_state_text_is_the_first_releases() {
+        for state in states() {
+            assert!(state.cursor.is_some() || state.tenant.is_some());
+            assert_eq!(Content::of(&state).unwrap().body, first_body(&state));
+        }
+    }
+
+    /// `same_content` answers as comparing the items' text does: an outbox or a version
+    /// apart is the same content, any stored part apart is not.
+    #[test]
+    fn same_content_is_the_items_text_compared() {
+        for state in states() {
+            let alterations: [fn(&mut SagaState); 9] = [
+                |s| s.outbox.clear(),
+                |s| s.version += 1,
+                |s| s.data = json!({"z": 2}),
+                |s| s.steps[0] = crate::saga::StepStatus::Done,
+                |s| s.history.clear(),
+                |s| s.updated_ms += 1,
+                |s| s.tenant = Some("t-other".to_owned()),
+                |s| s.reason = None,
+                |s| s.correlation_id.push('x'),
+            ];
+            for (i, alter) in alterations.iter().enumerate() {
+                let mut altered = state.clone();
+                alter(&mut altered);
+                let text = Content::of(&state).unwrap() == Content::of(&altered).unwrap();
+                assert_eq!(same_content(&state, &altered).unwrap(), text, "{i}");
+                assert_eq!(text, i < 2 || (i == 7 && state.reason.is_none()), "{i}");
             }
         }
     }

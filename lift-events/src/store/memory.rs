@@ -49,11 +49,10 @@ impl SagaStore for MemoryStore {
     }
 
     async fn save_over(&self, state: &SagaState, base: &SagaState) -> Result<(), StoreError> {
-        let base = super::dynamo::state_digest(base)?;
         {
             let sagas = self.sagas.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(stored) = sagas.get(state.id())
-                && super::dynamo::state_digest(stored)? != base
+                && !super::same_content(stored, base)?
             {
                 return Err(StoreError::Conflict {
                     id: state.id().to_owned(),

@@ -14,7 +14,7 @@ mod memory;
 use std::future::Future;
 
 pub use dynamo::DynamoStore;
-pub(crate) use dynamo::{Columns, from_parts, state_digest};
+pub(crate) use dynamo::{Columns, from_parts, same_content};
 pub use memory::MemoryStore;
 
 use crate::saga::{SagaState, SagaStatus};
