@@ -426,6 +426,34 @@ async fn a_stored_start_succeeds_whatever_befalls_its_local_work() {
     assert_eq!(lost.store.load("s-2").await.unwrap().unwrap().version(), 2);
 }
 
+/// A start whose second local step's result could not be stored answers the saga as far as
+/// it got stored: after its first local step, not as it started.
+#[tokio::test]
+async fn a_start_answers_its_local_work_as_far_as_it_got_stored() {
+    use lift_events::saga::{Orchestrator, Registry, local};
+    let saga = Saga::named("two-local", 1)
+        .step(Step::new("a", local(|_| async { Ok(json!(1)) }), None))
+        .step(Step::new("b", local(|_| async { Ok(json!(2)) }), None))
+        .step(Step::new("c", remote("p", "C"), None))
+        .build()
+        .unwrap();
+    // Save 1 is the start, save 2 step a's result, save 3 step b's (throttled).
+    let throttled = Faulty {
+        store: MemoryStore::new(),
+        saves: Default::default(),
+        throttle: 3,
+        lost: 0,
+    };
+    let orchestrator = Orchestrator::new(Registry::new().with(saga), throttled.clone());
+    let started = orchestrator
+        .start("two-local", "s-1", &json!({}), StartMeta::default())
+        .await
+        .unwrap();
+    let stored = throttled.store.load("s-1").await.unwrap().unwrap();
+    assert_eq!(stored.version(), 2);
+    assert_eq!(started, stored);
+}
+
 /// A reply's write that was applied though its answer said otherwise (an SDK retry meeting
 /// its own write) is this orchestrator's transition: the local step it sent runs now. (It
 /// was read back as stale and ignored; the local step waited for its timeout and spent an

@@ -224,10 +224,9 @@ impl<S: SagaStore> Orchestrator<S> {
     /// which is already on its way, so the caller is not told that a stored transition
     /// failed. Answers the saga as far as it got stored.
     async fn local_work(&self, saga: &Saga, state: SagaState) -> SagaState {
-        let stored = state.clone();
         match self.run_local(saga, state).await {
             Ok(state) => state,
-            Err(error) => {
+            Err((stored, error)) => {
                 tracing::warn!(target: "lift::saga", saga_id = %stored.id(), version = stored.version(), %error, "a local step's result was not applied; its timer will move the saga on");
                 stored
             }
@@ -355,43 +354,44 @@ impl<S: SagaStore> Orchestrator<S> {
 
     /// Runs the local commands in `state`'s outbox and applies their results, until the
     /// saga waits for something else.
+    ///
+    /// # Errors
+    /// The saga as last stored, with why a result was not applied.
     async fn run_local(
         &self,
         saga: &Saga,
         state: SagaState,
-    ) -> Result<SagaState, OrchestratorError> {
+    ) -> Result<SagaState, (SagaState, OrchestratorError)> {
         let mut state = state;
         let mut pending: VecDeque<Command> = local_commands(&state).collect();
         while let Some(command) = pending.pop_front() {
-            let Some(Work::Local(f)) = saga
+            let outcome = match saga
                 .steps
                 .get(command.step as usize)
                 .and_then(|s| s.work(command.phase))
-            else {
+            {
+                Some(Work::Local(f)) => {
+                    f(StepCall {
+                        saga_id: command.saga_id.clone(),
+                        step: command.step_name.clone(),
+                        phase: command.phase,
+                        attempt: command.attempt,
+                        command_id: command.command_id.clone(),
+                        data: command.data.clone(),
+                        outputs: command.outputs.clone(),
+                    })
+                    .await
+                }
                 // A step without a compensation: nothing to undo.
-                let reply = Reply::to(&command, Ok(serde_json::Value::Null));
-                if let Some(next) = self.apply_local(reply, &state).await? {
+                _ => Ok(serde_json::Value::Null),
+            };
+            match self.apply_local(Reply::to(&command, outcome), &state).await {
+                Ok(Some(next)) => {
                     pending.extend(local_commands(&next));
                     state = next;
                 }
-                continue;
-            };
-            let outcome = f(StepCall {
-                saga_id: command.saga_id.clone(),
-                step: command.step_name.clone(),
-                phase: command.phase,
-                attempt: command.attempt,
-                command_id: command.command_id.clone(),
-                data: command.data.clone(),
-                outputs: command.outputs.clone(),
-            })
-            .await;
-            if let Some(next) = self
-                .apply_local(Reply::to(&command, outcome), &state)
-                .await?
-            {
-                pending.extend(local_commands(&next));
-                state = next;
+                Ok(None) => {}
+                Err(error) => return Err((state, error)),
             }
         }
         Ok(state)
