@@ -164,40 +164,62 @@ struct Body<'a> {
 impl<'a> Content<'a> {
     /// What the item of `state` says of it.
     pub(crate) fn of(state: &'a SagaState) -> Result<Self, StoreError> {
+        // Every field named, so that a field added to the state is stored or left out here
+        // on purpose: the item's `pk` and `v`, and the outbox, have attributes of their own.
+        let SagaState {
+            id,
+            name,
+            definition_version,
+            status,
+            reason,
+            cursor,
+            steps,
+            step_names,
+            data,
+            outputs,
+            correlation_id,
+            tenant,
+            version: _,
+            wake_ms,
+            created_ms,
+            updated_ms,
+            history,
+            outbox: _,
+        } = state;
         let codec = |e: serde_json::Error| StoreError::Codec {
-            id: state.id().to_owned(),
+            id: id.clone(),
             reason: e.to_string(),
         };
         let body = Body {
-            correlation_id: Some(state.correlation_id.as_str()).filter(|c| *c != state.id.as_str()),
-            created_ms: state.created_ms,
-            cursor: state
-                .cursor
+            correlation_id: Some(correlation_id.as_str()).filter(|c| c != id),
+            created_ms: *created_ms,
+            cursor: cursor
                 .as_ref()
                 .map(serde_json::to_value)
                 .transpose()
                 .map_err(codec)?,
-            data: &state.data,
-            definition_version: state.definition_version,
-            outputs: &state.outputs,
-            step_names: &state.step_names,
-            steps: &state.steps,
-            tenant: state.tenant.as_deref(),
-            wake_ms: state.wake_ms,
+            data,
+            definition_version: *definition_version,
+            outputs,
+            step_names,
+            steps,
+            tenant: tenant.as_deref(),
+            wake_ms: *wake_ms,
         };
         Ok(Content {
             body: serde_json::to_string(&body).map_err(codec)?,
-            history: compact::history_lines(state.created_ms(), state.history()),
-            status: state.status().as_str(),
-            name: state.name(),
-            reason: state.reason(),
-            updated_ms: state.updated_ms(),
+            history: compact::history_lines(*created_ms, history),
+            status: status.as_str(),
+            name,
+            reason: reason.as_deref(),
+            updated_ms: *updated_ms,
         })
     }
 }
 
 /// Whether the items of `a` and `b` say the same of their sagas (see [`Content`]). States
-/// equal field by field (their outboxes aside) are, without encoding either.
+/// equal field by field (their outboxes aside, and numbers to the bit: `0.0` and `-0.0`
+/// are equal numbers written differently) are, without encoding either.
 pub(crate) fn same_content(a: &SagaState, b: &SagaState) -> Result<bool, StoreError> {
     let SagaState {
         id,
@@ -227,8 +249,12 @@ pub(crate) fn same_content(a: &SagaState, b: &SagaState) -> Result<bool, StoreEr
         && *cursor == b.cursor
         && *steps == b.steps
         && *step_names == b.step_names
-        && *data == b.data
-        && *outputs == b.outputs
+        && identical(data, &b.data)
+        && outputs.len() == b.outputs.len()
+        && outputs
+            .iter()
+            .zip(&b.outputs)
+            .all(|((ka, va), (kb, vb))| ka == kb && identical(va, vb))
         && *correlation_id == b.correlation_id
         && *tenant == b.tenant
         && *version == b.version
@@ -237,6 +263,28 @@ pub(crate) fn same_content(a: &SagaState, b: &SagaState) -> Result<bool, StoreEr
         && *updated_ms == b.updated_ms
         && *history == b.history;
     Ok(equal || Content::of(a)? == Content::of(b)?)
+}
+
+/// Whether `a` and `b` are the same JSON, numbers compared as written: `Value`'s own
+/// equality holds `0.0` and `-0.0` equal.
+fn identical(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.is_f64() && y.is_f64(), x.as_f64()) {
+            (true, Some(fx)) => y.as_f64().is_some_and(|fy| fx.to_bits() == fy.to_bits()),
+            _ => x == y,
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| identical(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|((kx, vx), (ky, vy))| kx == ky && identical(vx, vy))
+        }
+        _ => a == b,
+    }
 }
 
 /// The item of `state`.
@@ -652,7 +700,7 @@ mod tests {
             .step(Step::new("b", remote("p", "B"), None))
             .build()
             .unwrap();
-        let data = json!({"z": 1, "a": [1.5, {"y": null, "b": "x"}]});
+        let data = json!({"z": 1, "zero": 0.0, "a": [1.5, {"y": null, "b": "x"}]});
         let started = start(&saga, "s-1", data.clone(), StartMeta::default(), 7).into_state();
         let mut all = vec![started.clone()];
         let mut other = start(
@@ -687,11 +735,12 @@ mod tests {
     }
 
     /// `same_content` answers as comparing the items' text does: an outbox or a version
-    /// apart is the same content, any stored part apart is not.
+    /// apart is the same content, any stored part apart is not, a number written
+    /// differently included (`-0.0` for `0.0`, `1.0` for `1`).
     #[test]
     fn same_content_is_the_items_text_compared() {
         for state in states() {
-            let alterations: [fn(&mut SagaState); 9] = [
+            let alterations: [fn(&mut SagaState); 12] = [
                 |s| s.outbox.clear(),
                 |s| s.version += 1,
                 |s| s.data = json!({"z": 2}),
@@ -701,6 +750,9 @@ mod tests {
                 |s| s.tenant = Some("t-other".to_owned()),
                 |s| s.reason = None,
                 |s| s.correlation_id.push('x'),
+                |s| s.data["a"][0] = json!(-1.5),
+                |s| s.data["zero"] = json!(-0.0),
+                |s| s.data["z"] = json!(1.0),
             ];
             for (i, alter) in alterations.iter().enumerate() {
                 let mut altered = state.clone();
