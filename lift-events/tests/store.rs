@@ -343,6 +343,77 @@ async fn the_dynamodb_store_never_writes_an_altered_snapshot_back() {
     no_altered_snapshot_is_written_back(emulator_store().await).await;
 }
 
+/// `save_over` writes only over the saga `base` is, part by part: a base that differs from
+/// the stored saga in any part the item holds (each attribute the write's condition
+/// compares, absent or present) is a conflict that hands back the stored saga; the stored
+/// saga itself as the base writes.
+async fn save_over_requires_every_stored_part<S: SagaStore>(store: S) {
+    let id = unique("over");
+    let mut stored = serde_json::to_value(
+        start(&saga(), &id, json!({"amount": 10}), StartMeta::default(), 5).into_state(),
+    )
+    .unwrap();
+    // A saga with a reason and a history, so that both can go missing from a base.
+    stored["status"] = json!("compensating");
+    stored["reason"] = json!("refused");
+    assert!(!stored["history"].as_array().unwrap().is_empty());
+    let state = |value: &serde_json::Value| -> lift_events::saga::SagaState {
+        serde_json::from_value(value.clone()).unwrap()
+    };
+    store.save(&state(&stored)).await.unwrap();
+    let mut next = stored.clone();
+    next["version"] = json!(2);
+    next["updated_ms"] = json!(9);
+    let next = state(&next);
+    let mut base = stored.clone();
+    base["outbox"] = json!([]);
+
+    type Alteration = (&'static str, fn(&mut serde_json::Value));
+    let alterations: [Alteration; 11] = [
+        ("status", |v| v["status"] = json!("running")),
+        ("name", |v| v["name"] = json!("other")),
+        ("history gone", |v| {
+            v.as_object_mut().unwrap().remove("history");
+        }),
+        ("history cut", |v| {
+            v["history"].as_array_mut().unwrap().pop();
+        }),
+        ("reason gone", |v| {
+            v.as_object_mut().unwrap().remove("reason");
+        }),
+        ("reason changed", |v| v["reason"] = json!("forged")),
+        ("data", |v| v["data"]["amount"] = json!(11)),
+        ("updated", |v| v["updated_ms"] = json!(6)),
+        ("a step", |v| v["steps"][0] = json!("done")),
+        ("tenant", |v| v["tenant"] = json!("t-2")),
+        ("correlation id", |v| v["correlation_id"] = json!("c-2")),
+    ];
+    for (what, alter) in alterations {
+        let mut altered = base.clone();
+        alter(&mut altered);
+        match store.save_over(&next, &state(&altered)).await {
+            Err(StoreError::Conflict {
+                current: Some(current),
+                ..
+            }) => assert_eq!(*current, state(&stored), "{what}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    assert_eq!(store.load(&id).await.unwrap().unwrap(), state(&stored));
+    store.save_over(&next, &state(&base)).await.unwrap();
+    assert_eq!(store.load(&id).await.unwrap().unwrap(), next);
+}
+
+#[tokio::test]
+async fn the_memory_store_writes_over_the_stored_saga_only() {
+    save_over_requires_every_stored_part(MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn the_dynamodb_store_writes_over_the_stored_saga_only() {
+    save_over_requires_every_stored_part(emulator_store().await).await;
+}
+
 /// A store that fails chosen saves: `Throttled` for the `throttle`-th, and for the
 /// `lost`-th a write that applies but answers a conflict with itself (an SDK retry of a
 /// write whose first answer was lost).
