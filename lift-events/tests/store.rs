@@ -84,7 +84,8 @@ async fn a_missing_table_is_refused_not_retried() {
 }
 
 /// A reply whose snapshot does not have the saga's shape (fewer steps than its definition)
-/// is applied to the stored saga instead, never indexed out of bounds; a stored saga whose
+/// or names another definition is applied to the stored saga instead, never indexed out of
+/// bounds; a stored saga whose
 /// definition changed without a new version is an error, not a panic.
 #[tokio::test]
 async fn a_snapshot_or_saga_that_does_not_fit_its_definition_is_not_applied() {
@@ -112,6 +113,29 @@ async fn a_snapshot_or_saga_that_does_not_fit_its_definition_is_not_applied() {
     let stored = store.load("s-1").await.unwrap().unwrap();
     assert_eq!(stored.version(), started.version() + 1);
     assert_eq!(stored.steps().len(), 2);
+
+    // A snapshot naming another saga, or a version of it no orchestrator runs: the reply
+    // is applied to the stored saga too (it was an unknown definition, and the reply went
+    // back to its queue until its dead-letter queue).
+    for (key, value) in [("name", json!("other")), ("definition_version", json!(9))] {
+        let id = format!("s-{key}");
+        let before = orchestrator
+            .start("contract", &id, &json!({"n": 1}), StartMeta::default())
+            .await
+            .unwrap();
+        let command = first_command(&before);
+        let mut renamed = serde_json::to_value(&before).unwrap();
+        renamed[key] = value;
+        let mut reply = Reply::to(&command, Ok(json!({"done": key})));
+        reply.snapshot = Some(Box::new(serde_json::from_value(renamed).unwrap()));
+        orchestrator
+            .handle(&SagaInput::Reply(reply))
+            .await
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        let after = store.load(&id).await.unwrap().unwrap();
+        assert_eq!(after.version(), before.version() + 1, "{key}");
+        assert_eq!((after.name(), after.definition_version()), ("contract", 1));
+    }
 
     // The same name and version, redefined with one step: the stored saga does not fit.
     let one_step = Saga::named("contract", 1)

@@ -271,14 +271,21 @@ impl<S: SagaStore> Orchestrator<S> {
                     (state, false)
                 }
             };
-            let saga = self
+            let Some(saga) = self
                 .registry
                 .get(state.name(), state.definition_version())
-                .ok_or_else(|| OrchestratorError::UnknownDefinition {
+                .cloned()
+            else {
+                // A snapshot naming a saga or version this orchestrator does not run is not
+                // the stored saga: read that instead.
+                if maybe_behind {
+                    continue;
+                }
+                return Err(OrchestratorError::UnknownDefinition {
                     name: state.name().to_owned(),
                     version: state.definition_version(),
-                })?
-                .clone();
+                });
+            };
             if !fits(&saga, &state) {
                 // A snapshot handed back by a participant is not trusted beyond its shape:
                 // read the stored saga. A stored one that does not fit is an error, never
