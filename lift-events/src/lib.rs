@@ -148,14 +148,14 @@
 //! | per saga: completed / compensated | remote, invoked | remote, queues | local |
 //! |---|---|---|---|
 //! | transitions = conditional `PutItem`s | 6 / 10 | 6 / 10 | 6 / 10 |
-//! | write units (a unit per started KB of item) | 8 / 17 | 8 / 17 | 8 / 17 |
+//! | write units (a unit per started KB of item) | 7 / 15 | 7 / 15 | 7 / 15 |
 //! | `GetItem` (the timer's, after the end) | 1 / 1 | 1 / 1 | 1 / 1 |
 //! | EventBridge entries (the end) | 1 / 1 | 1 / 1 | 1 / 1 |
 //! | asynchronous `Invoke`s (commands, replies) | 5 + 5 / 9 + 9 | 0 / 0 | 0 / 0 |
 //! | SQS messages (commands, replies, timer) | 0 + 0 + 1 / 0 + 0 + 1 | 5 + 5 + 1 / 9 + 9 + 1 | 0 + 0 + 1 / 0 + 0 + 1 |
 //! | orchestrator invocations (start, replies and timer) | 1 + 6 / 1 + 10 | 1 + 6 / 1 + 10 | 1 + 1 / 1 + 1 |
 //! | relay invocations (filtered stream records) | 6 / 10 | 6 / 10 | 2 / 2 |
-//! | **$ per million sagas** | **10.36 / 17.85** | **22.36 / 39.45** | **8.26 / 13.26** |
+//! | **$ per million sagas** | **9.73 / 16.60** | **21.73 / 38.20** | **7.63 / 12.63** |
 //!
 //! At US East prices: DynamoDB on demand $0.625 per million write units and $0.125 per
 //! million read units (after the November 2024 cut; a strongly consistent read of up to
