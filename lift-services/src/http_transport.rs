@@ -19,9 +19,10 @@ type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Byte
 
 /// Calls an instance over HTTP: its Function URL, else its HTTP URL, with the request's
 /// path appended. With [`HttpTransport::signed`], calls to Function URLs are signed with
-/// SigV4 for the `lambda` service in the instance's region (`AWS_IAM` auth); calls to an
-/// instance's HTTP URL never are, so the caller's AWS credentials (a session token among
-/// them) never go to an endpoint that is not a Lambda Function URL.
+/// SigV4 for the `lambda` service in the URL's region (`AWS_IAM` auth); calls to an
+/// instance's HTTP URL never are, nor calls to a `function_url` whose host is not
+/// `<id>.lambda-url.<region>.on.aws`, so the caller's AWS credentials (a session token
+/// among them) never go to an endpoint that is not a Lambda Function URL.
 #[derive(Clone)]
 pub struct HttpTransport {
     client: HttpsClient,
@@ -75,19 +76,25 @@ impl HttpTransport {
     }
 }
 
+/// An AWS Function URL's parts: `https://<id>.lambda-url.<region>.on.aws/<path>` gives
+/// the id, the region and the path; any other URL gives `None`.
+fn function_url_parts(base: &str) -> Option<(&str, &str, &str)> {
+    let rest = base.strip_prefix("https://")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (id, domain) = host.split_once(".lambda-url.")?;
+    let region = domain.strip_suffix(".on.aws")?;
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    (plain(id) && plain(region)).then_some((id, region, path))
+}
+
 /// `base` as the emulator at `local` serves it, when it is an AWS Function URL.
 fn localized<'a>(base: &'a str, local: Option<&str>) -> std::borrow::Cow<'a, str> {
-    let Some(local) = local else {
-        return base.into();
-    };
-    let Some(rest) = base.strip_prefix("https://") else {
-        return base.into();
-    };
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    match host.split_once(".lambda-url.") {
-        Some((id, domain)) if domain.ends_with(".on.aws") && !id.is_empty() => {
-            format!("{local}/_aws/lambda-url/{id}/{path}").into()
-        }
+    match (local, function_url_parts(base)) {
+        (Some(local), Some((id, _, path))) => format!("{local}/_aws/lambda-url/{id}/{path}").into(),
         _ => base.into(),
     }
 }
@@ -139,12 +146,13 @@ impl Transport for HttpTransport {
         let this = self.clone();
         Box::pin(async move {
             let endpoints = &call.instance.endpoints;
-            // Only a Function URL is AWS's to authenticate: an HTTP URL may be anyone's.
-            let Some((base, function_url)) = endpoints
+            // Only a Function URL is AWS's to authenticate: an HTTP URL may be anyone's, and
+            // so may a `function_url` whose host is not one of Lambda's.
+            let Some((base, signing_region)) = endpoints
                 .function_url
                 .as_deref()
-                .map(|url| (url, true))
-                .or(endpoints.http_url.as_deref().map(|url| (url, false)))
+                .map(|url| (url, function_url_parts(url).map(|(_, region, _)| region)))
+                .or(endpoints.http_url.as_deref().map(|url| (url, None)))
             else {
                 return Err(TransportError::NoEndpoint {
                     instance: call.instance.id.to_string(),
@@ -162,13 +170,13 @@ impl Transport for HttpTransport {
                 builder = builder.header("x-lift-caller", caller.as_ref().clone());
             }
             let mut outgoing = builder.body(Full::new(request.body.clone()))?;
-            if let Some(provider) = this.credentials.as_ref().filter(|_| function_url) {
+            if let (Some(provider), Some(region)) = (this.credentials.as_ref(), signing_region) {
                 let credentials = provider.provide_credentials().await?;
                 sign_request(
                     &mut outgoing,
                     &request.body,
                     credentials,
-                    &call.instance.region,
+                    region,
                     SystemTime::now(),
                 )?;
             }
@@ -309,6 +317,24 @@ mod tests {
             "{head}"
         );
         assert!(head.contains("authorization: aws4-hmac-sha256"), "{head}");
+
+        // Registered as a Function URL, but not one of Lambda's hosts: anyone's endpoint.
+        let not_lambda = crate::Endpoints {
+            function_url: Some(format!("{local}/partner")),
+            ..crate::Endpoints::default()
+        };
+        transport.send(call_to(not_lambda)).await.expect("answer");
+        let head = heads.recv().await.expect("a request");
+        assert!(head.starts_with("get /partner/quotes "), "{head}");
+        assert!(!head.contains("session-token"), "{head}");
+        assert!(!head.contains("aws4-hmac-sha256"), "{head}");
+        for lookalike in [
+            "https://abc123.lambda-url.eu-west-1.on.aws.partner.example/",
+            "https://abc123.lambda-url.eu-west-1.on.aws@partner.example/",
+            "https://partner.example/abc123.lambda-url.eu-west-1.on.aws/",
+        ] {
+            assert_eq!(function_url_parts(lookalike), None, "{lookalike}");
+        }
     }
 
     #[test]
