@@ -69,6 +69,7 @@ use crate::discovery::{
     Discovered, Discovery, DiscoveryError, HealthFilter, InFlight, Query, report_entry,
 };
 use crate::health::HealthSignals;
+use crate::model::Instance;
 use crate::policy::{CallInfo, TrafficPolicy};
 use crate::transport::{Outbound, ServiceRequest, ServiceResponse, Transport};
 
@@ -195,19 +196,24 @@ type Listener = Arc<dyn Fn(&StateChange) + Send + Sync>;
 const MAX_BREAKERS: usize = 10_000;
 
 /// One breaker per instance, each a lift-middleware [`CircuitBreaker`] of its own, found
-/// by the instance's id without allocating (a keyed breaker would build a `String` key
-/// and search a cache on every call).
+/// by the instance's service and id without allocating (a keyed breaker would build a
+/// `String` key and search a cache on every call). Ids are unique within a service only:
+/// two services' `primary` instances have a breaker each.
 struct Breakers {
     config: CircuitBreakerConfig,
     listener: Option<Listener>,
     timeout: Timeout<TransportService>,
-    by_instance: std::sync::RwLock<HashMap<Arc<str>, Stack, foldhash::fast::RandomState>>,
+    by_instance: std::sync::RwLock<HashMap<BreakerKey, Stack, foldhash::fast::RandomState>>,
 }
 
+/// An instance's service and id.
+type BreakerKey = (Arc<str>, Arc<str>);
+
 impl Breakers {
-    fn stack(&self, instance: &Arc<str>) -> Stack {
+    fn stack(&self, instance: &Instance) -> Stack {
+        let key = (instance.service.clone(), instance.id.clone());
         if let Ok(map) = self.by_instance.read()
-            && let Some(stack) = map.get(instance.as_ref())
+            && let Some(stack) = map.get(&key)
         {
             return stack.clone();
         }
@@ -215,14 +221,17 @@ impl Breakers {
             Ok(map) => map,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if map.len() >= MAX_BREAKERS && !map.contains_key(instance.as_ref()) {
+        if map.len() >= MAX_BREAKERS && !map.contains_key(&key) {
             map.clear();
         }
-        map.entry(instance.clone())
+        map.entry(key)
             .or_insert_with(|| {
-                let config = self
-                    .config
-                    .renamed(&format!("{}:{instance}", self.config.name()));
+                let config = self.config.renamed(&format!(
+                    "{}:{}/{}",
+                    self.config.name(),
+                    instance.service,
+                    instance.id
+                ));
                 let mut builder = CircuitBreakerLayer::builder(config.clone());
                 if let Some(listener) = &self.listener {
                     let listener = listener.clone();
@@ -588,7 +597,7 @@ impl ServiceClient {
             }
             // Counted until the attempt ends, also when the caller drops the call mid-way.
             let in_flight = InFlight::count(entry);
-            let mut stack = inner.breakers.stack(&instance.id);
+            let mut stack = inner.breakers.stack(&instance);
             let outcome = match stack.ready().await {
                 Ok(ready) => {
                     ready

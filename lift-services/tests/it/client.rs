@@ -228,11 +228,14 @@ async fn a_failing_instance_is_failed_over_and_ejected() {
 async fn an_instance_breaker_opens_and_calls_fail_fast() {
     let bad_calls = Arc::new(AtomicUsize::new(0));
     let good_calls = Arc::new(AtomicUsize::new(0));
+    let refunds_calls = Arc::new(AtomicUsize::new(0));
+    let refunds_arn = "arn:aws:lambda:eu-west-1:123456789012:function:refunds:live";
     let registry = registry_with(&[("bad", None)]).await;
     let signals = HealthSignals::new();
     let transport = InProcessTransport::new()
         .serve(arn("bad"), failing(503, bad_calls.clone()))
-        .serve(arn("good"), payments("good", good_calls.clone()));
+        .serve(arn("good"), payments("good", good_calls.clone()))
+        .serve(refunds_arn, payments("refunds", refunds_calls.clone()));
     let discovery = Discovery::with_config(
         registry.clone(),
         DiscoveryConfig::default().eject_after(100),
@@ -313,6 +316,27 @@ async fn an_instance_breaker_opens_and_calls_fail_fast() {
     }
     assert!(reached, "the closed instance takes calls");
     assert_eq!(bad_calls.load(Ordering::SeqCst), 2);
+
+    // Another service's instance with the same id has a breaker of its own, closed: ids
+    // are unique within a service only.
+    registry
+        .register(
+            &Instance::new(
+                "refunds",
+                "bad",
+                "eu-west-1",
+                Endpoints::lambda(refunds_arn),
+            ),
+            &lease("env", T0, u64::MAX / 2),
+        )
+        .await
+        .expect("register");
+    let reply = client
+        .call("refunds", ServiceRequest::get("/charges"))
+        .await
+        .expect("refunds' own breaker is closed");
+    assert_eq!(reply.instance.as_ref(), "bad");
+    assert_eq!(refunds_calls.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
