@@ -523,10 +523,17 @@ impl ServiceClient {
     /// A [`CallError`] naming the step that failed.
     pub async fn call(&self, service: &str, request: ServiceRequest) -> Result<Reply, CallError> {
         let started = Instant::now();
-        let metrics = request.metrics.clone();
-        if let Some(signals) = &self.inner.signals {
-            signals.record_call(service);
+        if let Err(source) = crate::validate_name(service) {
+            // No metric, edge or cache entry for a name no service can have.
+            return Err(CallError::Discovery {
+                service: service.to_owned(),
+                source: DiscoveryError::InvalidName {
+                    service: service.to_owned(),
+                    source,
+                },
+            });
         }
+        let metrics = request.metrics.clone();
         let result = self.attempts(service, request).await;
         if let Some(metrics) = metrics {
             let outcome = match &result {
@@ -557,6 +564,10 @@ impl ServiceClient {
                     service: service.to_owned(),
                     source,
                 })?;
+        // An edge of the dependency map once the callee is known to exist.
+        if let Some(signals) = &inner.signals {
+            signals.record_call(service);
+        }
         self.identify(service, &mut request);
         let request = Arc::new(request);
         let policy = inner.policies.get(service).unwrap_or(&inner.default_policy);

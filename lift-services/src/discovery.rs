@@ -44,6 +44,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::model::{Health, Instance};
 use crate::registry::{Registry, RegistryError};
 
+/// At most this many services are cached; past it the names that found no instance are
+/// dropped from the cache.
+const MAX_CACHED_SERVICES: usize = 1_000;
+
 /// Why a discovery found nothing to call.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -64,6 +68,16 @@ pub enum DiscoveryError {
         service: String,
         /// How many instances it has (tombstones left out).
         registered: usize,
+    },
+    /// The name cannot be a service's (see [`crate::validate_name`]): nothing was asked of
+    /// the registry, nor kept.
+    #[error("`{service}` is not a service name")]
+    InvalidName {
+        /// The name asked for.
+        service: String,
+        /// Why it cannot be one.
+        #[source]
+        source: crate::ConfigError,
     },
     /// The registry could not be read and nothing is cached.
     #[error("the registry could not be read for `{service}`")]
@@ -611,6 +625,12 @@ impl Discovery {
             Ok(services) => services,
             Err(poisoned) => poisoned.into_inner(),
         };
+        if services.len() >= MAX_CACHED_SERVICES && !services.contains_key(service) {
+            // Names asked for that have no instance (unknown services) make way; the
+            // services that have some stay.
+            services
+                .retain(|_, cache| read(&cache.snapshot).is_some_and(|s| !s.entries.is_empty()));
+        }
         services
             .entry(service.to_owned())
             .or_insert_with(|| {
@@ -643,6 +663,16 @@ impl Discovery {
     /// The registry's error.
     pub async fn refresh(&self, service: &str) -> Result<(), RegistryError> {
         let cache = self.cache(service);
+        self.refresh_cache(service, &cache).await
+    }
+
+    /// [`Discovery::refresh`] into `cache`, the service's entry as the caller holds it
+    /// (the map may have dropped it meanwhile, to bound itself).
+    async fn refresh_cache(
+        &self,
+        service: &str,
+        cache: &ServiceCache,
+    ) -> Result<(), RegistryError> {
         let result = self.shared.registry.instances(service).await;
         let now = self.shared.clock.now_ms();
         cache.refreshing.store(false, Ordering::Release);
@@ -694,6 +724,12 @@ impl Discovery {
     /// [`DiscoveryError::UnknownService`], [`DiscoveryError::NoHealthyInstance`], or
     /// [`DiscoveryError::Registry`] when the registry cannot be read and nothing is cached.
     pub async fn discover(&self, query: &Query<'_>) -> Result<Discovered, DiscoveryError> {
+        // A name no service can have is refused before it queries the registry or takes a
+        // place in the cache: callers may pass names their own callers chose.
+        crate::validate_name(query.service).map_err(|source| DiscoveryError::InvalidName {
+            service: query.service.to_owned(),
+            source,
+        })?;
         let now = self.shared.clock.now_ms();
         let config = &self.shared.config;
         if let Some(snapshot) = self.cached(query.service) {
@@ -728,21 +764,24 @@ impl Discovery {
             // for it and take its snapshot instead of querying the registry too.
             let cache = self.cache(service);
             let _turn = cache.inline.lock().await;
-            let fresh = self.cached(service).filter(|snapshot| {
+            let fresh = read(&cache.snapshot).filter(|snapshot| {
                 self.shared
                     .clock
                     .now_ms()
                     .saturating_sub(snapshot.fetched_at_ms)
                     < millis(config.max_stale)
             });
-            match fresh {
-                Some(snapshot) => snapshot,
-                None => match self.refresh(service).await {
+            let now = self.shared.clock.now_ms();
+            match (fresh, stale) {
+                (Some(snapshot), _) => snapshot,
+                // The refresh this caller waited for failed: the stale snapshot serves, as
+                // on the warm path, rather than another query of a failing registry.
+                (None, Some(stale)) if cache.failed_recently(now, config.ttl) => stale,
+                (None, stale) => match self.refresh_cache(service, &cache).await {
                     Ok(()) => {
-                        self.cached(service)
-                            .ok_or_else(|| DiscoveryError::UnknownService {
-                                service: service.to_owned(),
-                            })?
+                        read(&cache.snapshot).ok_or_else(|| DiscoveryError::UnknownService {
+                            service: service.to_owned(),
+                        })?
                     }
                     Err(error) => match stale {
                         Some(stale) => stale,
@@ -934,5 +973,66 @@ pub(crate) fn report_entry(ejections: &AtomicU32, entry: &Entry, ok: bool, eject
     if failures >= eject_after && !entry.stats.ejected.swap(true, Ordering::Relaxed) {
         ejections.fetch_add(1, Ordering::Release);
         tracing::warn!(target: "lift::registry", service = %entry.instance.service, instance = %entry.instance.id, failures, "instance ejected until the next refresh");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{EnvLease, MemoryRegistry};
+    use crate::{Endpoints, EnvReport, Instance};
+
+    /// Names that find no instance take the cache's places up to its bound, no further; a
+    /// service that has instances keeps its place.
+    #[tokio::test]
+    async fn unknown_names_do_not_grow_the_cache_past_its_bound() {
+        let registry = Arc::new(MemoryRegistry::new());
+        let payments = Instance::new("payments", "a", "eu-west-1", Endpoints::lambda("arn:a"));
+        registry
+            .register(
+                &payments,
+                &EnvLease::new("env", 0, EnvReport::new(u64::MAX / 2, 0, 0.0, 0), 86_400),
+            )
+            .await
+            .expect("register");
+        let discovery = Discovery::new(registry);
+        discovery
+            .discover(&Query::new("payments"))
+            .await
+            .expect("payments");
+        for n in 0..MAX_CACHED_SERVICES + 500 {
+            let error = discovery
+                .discover(&Query::new(&format!("ghost-{n}")))
+                .await
+                .expect_err("unknown");
+            assert!(
+                matches!(error, DiscoveryError::UnknownService { .. }),
+                "{error:?}"
+            );
+        }
+        let cached = |name: &str| {
+            let services = discovery.shared.services.read().expect("lock");
+            (services.len(), services.contains_key(name))
+        };
+        let (len, payments_kept) = cached("payments");
+        assert!(len <= MAX_CACHED_SERVICES, "{len} cached");
+        assert!(payments_kept);
+    }
+
+    /// A name no service can have is refused, and takes no place in the cache.
+    #[tokio::test]
+    async fn an_invalid_name_is_refused_before_the_registry() {
+        let discovery = Discovery::new(Arc::new(MemoryRegistry::new()));
+        for name in ["", "Payments", "a/../b", &"x".repeat(65)] {
+            let error = discovery
+                .discover(&Query::new(name))
+                .await
+                .expect_err("invalid");
+            assert!(
+                matches!(error, DiscoveryError::InvalidName { .. }),
+                "{name}: {error:?}"
+            );
+        }
+        assert!(discovery.shared.services.read().expect("lock").is_empty());
     }
 }

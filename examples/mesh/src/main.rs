@@ -99,12 +99,13 @@ async fn whoami(ctx: Context) -> Result<Json<Value>> {
     })))
 }
 
-/// What a failed call answers: a service discovery cannot find is a 404 naming it, a
+/// What a failed call answers: a service discovery cannot find (or a name no service can
+/// have) is a 404 naming it, a
 /// callee's answer or a failed transport a 502 saying which, the deadline a 504.
 fn call_failed(error: CallError) -> Error {
     let (status, code) = match &error {
         CallError::Discovery {
-            source: DiscoveryError::UnknownService { .. },
+            source: DiscoveryError::UnknownService { .. } | DiscoveryError::InvalidName { .. },
             ..
         } => (http::StatusCode::NOT_FOUND, "service_not_found"),
         CallError::Discovery { .. } => {

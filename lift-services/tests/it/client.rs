@@ -511,6 +511,60 @@ async fn a_call_out_of_time_sends_nothing_and_blames_no_instance() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+/// A name its caller chose (a path parameter, say) leaves nothing behind unless it is a
+/// service's: an invalid one is refused before discovery, an unknown one is not an edge of
+/// the dependency map; only a call that found its service counts.
+#[tokio::test]
+async fn only_calls_to_a_found_service_are_edges() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let registry = registry_with(&[("a", None)]).await;
+    let signals = HealthSignals::new();
+    let transport = InProcessTransport::new().serve(arn("a"), payments("a", calls.clone()));
+    let client = ServiceClient::builder(Discovery::new(registry), Arc::new(transport))
+        .signals(signals.clone())
+        .build()
+        .expect("client");
+    for name in ["Payments", "../admin", &"p".repeat(65)] {
+        let error = client
+            .call(name, ServiceRequest::get("/charges"))
+            .await
+            .expect_err("invalid");
+        assert!(
+            matches!(
+                &error,
+                CallError::Discovery {
+                    source: DiscoveryError::InvalidName { .. },
+                    ..
+                }
+            ),
+            "{name}: {error:?}"
+        );
+    }
+    let error = client
+        .call("ghost", ServiceRequest::get("/charges"))
+        .await
+        .expect_err("unknown");
+    assert!(
+        matches!(
+            &error,
+            CallError::Discovery {
+                source: DiscoveryError::UnknownService { .. },
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(signals.calls().is_empty(), "{:?}", signals.calls());
+    client
+        .call("payments", ServiceRequest::get("/charges"))
+        .await
+        .expect("found");
+    assert_eq!(
+        signals.calls(),
+        std::collections::BTreeMap::from([("payments".to_owned(), 1)])
+    );
+}
+
 /// A service whose only instance reported failing (its last renewal) still gets calls by
 /// default: it renews only when invoked, so without them its report never changes and it
 /// would stay unreachable after it recovered.

@@ -83,18 +83,17 @@ impl<R: Registry> Registry for Counting<R> {
     }
     fn instances<'a>(&'a self, s: &'a str) -> BoxFuture<'a, Result<Vec<Instance>, RegistryError>> {
         self.queries.fetch_add(1, Ordering::SeqCst);
-        if self.failing.load(Ordering::SeqCst) {
-            return Box::pin(async {
-                Err(RegistryError::Dynamo(DynamoError::Throttled {
-                    operation: "Query",
-                    code: "ThrottlingException".to_owned(),
-                }))
-            });
-        }
+        let failing = self.failing.load(Ordering::SeqCst);
         let slow = self.slow.load(Ordering::SeqCst);
         Box::pin(async move {
             if slow {
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if failing {
+                return Err(RegistryError::Dynamo(DynamoError::Throttled {
+                    operation: "Query",
+                    code: "ThrottlingException".to_owned(),
+                }));
             }
             self.inner.instances(s).await
         })
@@ -123,6 +122,36 @@ async fn put(registry: &dyn Registry, instance: Instance, expires: u64) {
         .register(&instance, &lease("env", T0 - 1000, expires))
         .await
         .expect("register");
+}
+
+/// Callers queued behind an in-line refresh that failed take the stale snapshot, as the
+/// warm path does: one query of a failing registry, not one per caller in turn.
+#[tokio::test(start_paused = true)]
+async fn callers_queued_behind_a_failed_refresh_take_the_stale_snapshot() {
+    let registry = Arc::new(Counting::new(MemoryRegistry::new()));
+    put(
+        registry.as_ref(),
+        instance("payments", "a"),
+        T0 + 36_000_000,
+    )
+    .await;
+    let discovery = discovery(registry.clone());
+    discovery
+        .discover(&Query::new("payments"))
+        .await
+        .expect("first");
+    assert_eq!(registry.queries.load(Ordering::SeqCst), 1);
+    // Past the stale limit, with a registry that fails after a while.
+    tokio::time::advance(Duration::from_secs(301)).await;
+    registry.failing.store(true, Ordering::SeqCst);
+    registry.slow.store(true, Ordering::SeqCst);
+    let query = Query::new("payments");
+    let calls = (0..8).map(|_| discovery.discover(&query));
+    for result in futures_util::future::join_all(calls).await {
+        let found = result.expect("the stale snapshot");
+        assert_eq!(ids(found.instances()), ["a"]);
+    }
+    assert_eq!(registry.queries.load(Ordering::SeqCst), 2, "one more query");
 }
 
 #[tokio::test(start_paused = true)]
