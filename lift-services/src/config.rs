@@ -208,9 +208,12 @@ impl ServiceConfig {
         self
     }
 
-    /// Adds a tag.
+    /// Adds a tag (once: a tag given again is kept once).
     pub fn tag(mut self, tag: impl Into<String>) -> Self {
-        self.tags.push(tag.into());
+        let tag = tag.into();
+        if !self.tags.contains(&tag) {
+            self.tags.push(tag);
+        }
         self
     }
 
@@ -325,6 +328,12 @@ pub const MAX_LEASE: Duration = Duration::from_secs(365 * 24 * 3600);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tag_given_twice_is_kept_once() {
+        let config = ServiceConfig::new("p").tag("pci").tag("gpu").tag("pci");
+        assert_eq!(config.tags, ["pci", "gpu"]);
+    }
 
     #[test]
     fn bad_configurations_are_refused_with_the_field() {

@@ -152,6 +152,18 @@ pub struct Instance {
     pub revision: u64,
 }
 
+/// `tags` without repeats, in their order: a registry stores them as a set (DynamoDB
+/// refuses a string set that repeats a value).
+pub(crate) fn unique_tags(tags: &[String]) -> Vec<String> {
+    let mut unique: Vec<String> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        if !unique.contains(tag) {
+            unique.push(tag.clone());
+        }
+    }
+    unique
+}
+
 impl Instance {
     /// An instance of `service` with the id `id` in `region`, reached by `endpoints`: weight
     /// 100, no tenant, tags or metadata, no environment yet. Registration builds it from a

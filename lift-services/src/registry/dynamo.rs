@@ -187,7 +187,8 @@ fn optional_attributes(instance: &Instance) -> Vec<(&'static str, Option<Attribu
         ("tenant", text(&instance.tenant)),
         (
             "tags",
-            (!instance.tags.is_empty()).then(|| AttributeValue::Ss(instance.tags.clone())),
+            (!instance.tags.is_empty())
+                .then(|| AttributeValue::Ss(crate::model::unique_tags(&instance.tags))),
         ),
         (
             "metadata",

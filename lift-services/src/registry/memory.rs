@@ -75,6 +75,7 @@ impl Registry for MemoryRegistry {
             let mut items = self.items();
             let key = (instance.service.to_string(), instance.id.to_string());
             let mut fresh = instance.clone();
+            fresh.tags = crate::model::unique_tags(&instance.tags);
             fresh.deregistered = false;
             fresh.health_override = None;
             fresh.environments = BTreeMap::new();

@@ -231,6 +231,20 @@ async fn concurrent_registrations_are_all_kept(registry: Arc<dyn Registry>) {
     assert_eq!(shared.environments.len(), 32, "no lost environment");
 }
 
+/// A tag given twice is stored once: DynamoDB refuses a string set that repeats a value,
+/// which made every registration write of such an instance fail.
+async fn a_repeated_tag_is_stored_once(registry: &dyn Registry) {
+    let mut payments = instance("payments", "payments:live@eu-west-1");
+    payments.tags = vec!["pci".to_owned(), "gpu".to_owned(), "pci".to_owned()];
+    registry
+        .register(&payments, &lease("env-a", T0, T0 + 60_000))
+        .await
+        .expect("register");
+    let mut tags = one(registry, "payments").await.tags;
+    tags.sort();
+    assert_eq!(tags, ["gpu", "pci"]);
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -259,6 +273,7 @@ contract!(
     a_renewal_never_creates,
     a_deregistered_instance_stays_gone,
     an_operator_marks_an_instance_unhealthy,
+    a_repeated_tag_is_stored_once,
 );
 
 #[tokio::test]
