@@ -231,6 +231,14 @@ fn codec(what: impl Into<String>) -> RegistryError {
     RegistryError::Codec { what: what.into() }
 }
 
+/// The end of the lease an environment entry holds.
+fn lease_end(value: &AttributeValue) -> Option<u64> {
+    match value {
+        AttributeValue::M(lease) => number(lease, "exp"),
+        _ => None,
+    }
+}
+
 /// Reads an item back into an [`Instance`].
 fn instance_from(item: &Item) -> Result<Instance, RegistryError> {
     let service = text(item, "service").ok_or_else(|| codec("no `service`"))?;
@@ -238,11 +246,16 @@ fn instance_from(item: &Item) -> Result<Instance, RegistryError> {
     let mut environments = std::collections::BTreeMap::new();
     if let Some(AttributeValue::M(envs)) = item.get("envs") {
         for (env, value) in envs {
-            let AttributeValue::M(lease) = value else {
-                return Err(codec(format!("environment `{env}` is not a map")));
+            // An environment entry without a lease end (written by hand, or by another
+            // version) counts as ended, so that the instance's other environments still
+            // serve it and the next renewal prunes it; it does not hide the instance.
+            let (AttributeValue::M(lease), Some(expires_at_ms)) = (value, lease_end(value)) else {
+                tracing::warn!(target: "lift::registry", service = service.as_str(), instance = id.as_str(), env = env.as_str(), "an environment entry without a lease end; counted as ended");
+                environments.insert(env.clone(), EnvReport::new(0, 0, 0.0, 0));
+                continue;
             };
             let mut report = EnvReport::new(
-                number(lease, "exp").ok_or_else(|| codec("a lease without `exp`"))?,
+                expires_at_ms,
                 number(lease, "at").unwrap_or(0),
                 number(lease, "err").unwrap_or(0.0),
                 number(lease, "brk").unwrap_or(0),
@@ -559,8 +572,9 @@ impl Registry for DynamoRegistry {
             {
                 request = request.expression_attribute_names(format!("#p{i}"), env);
                 remove.push(format!("#envs.#p{i}"));
+                // A lease without an end (written by hand or another version) has ended.
                 condition.push_str(&format!(
-                    " AND (attribute_not_exists(#envs.#p{i}) OR #envs.#p{i}.#exp <= :now)"
+                    " AND (attribute_not_exists(#envs.#p{i}.#exp) OR #envs.#p{i}.#exp <= :now)"
                 ));
             }
             if !remove.is_empty() {

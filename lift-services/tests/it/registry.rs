@@ -314,6 +314,59 @@ async fn a_malformed_item_does_not_hide_the_other_instances() {
     assert_eq!(ids, ["good"]);
 }
 
+/// An environment entry without a lease end (written by hand, or by another version)
+/// counts as ended: the instance is still found through its other environment, and that
+/// environment's next renewal prunes the entry. (The whole instance was left out of
+/// discovery, and no renewal could remove the entry.)
+#[tokio::test]
+async fn an_environment_entry_without_a_lease_end_is_pruned_not_fatal() {
+    let registry = crate::support::dynamo_registry().await;
+    let instance = crate::support::instance("payments", "good");
+    registry
+        .register(&instance, &crate::support::lease("env-a", T0, T0 + 600_000))
+        .await
+        .expect("register");
+    for (env, value) in [
+        (
+            "no-end",
+            AttributeValue::M([("at".to_owned(), AttributeValue::N("1".into()))].into()),
+        ),
+        ("not-a-map", AttributeValue::S("x".into())),
+    ] {
+        crate::support::client()
+            .await
+            .update_item()
+            .table_name(registry.table())
+            .key("pk", AttributeValue::S("svc#payments".into()))
+            .key("sk", AttributeValue::S("i#good".into()))
+            .update_expression("SET envs.#e = :v")
+            .expression_attribute_names("#e", env)
+            .expression_attribute_values(":v", value)
+            .send()
+            .await
+            .expect("update");
+    }
+    let found = one(&registry, "payments").await;
+    assert!(found.is_live(T0 + 1), "{found:?}");
+    assert_eq!(found.environments.len(), 3);
+    let mut renewal = crate::support::lease("env-a", T0, T0 + 700_000);
+    renewal.report.reported_at_ms = T0 + 100_000;
+    let renewed = registry
+        .renew(
+            "payments",
+            &instance.id,
+            &renewal,
+            &["no-end".to_owned(), "not-a-map".to_owned()],
+        )
+        .await
+        .expect("renew");
+    assert_eq!(
+        renewed.environments.keys().collect::<Vec<_>>(),
+        ["env-a"],
+        "{renewed:?}"
+    );
+}
+
 /// The item's `ttl` covers its longest lease, whichever environment wrote last: a
 /// half-hour lease renewed after a month-long one does not let DynamoDB delete the item
 /// while the long lease runs.
