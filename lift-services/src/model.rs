@@ -217,8 +217,16 @@ impl Instance {
     }
 
     /// Its health at `now_ms`, from the live environments' reports (the last known ones
-    /// when none is live) and an operator's override: unhealthy when overridden so or when most live environments fail; degraded
-    /// when any sees open breakers or a raised error rate.
+    /// when none is live) and an operator's override: unhealthy when overridden so or when
+    /// most live environments fail; degraded when any sees open breakers or a raised error
+    /// rate.
+    ///
+    /// A live environment's failing report older than half its lease counts as degraded,
+    /// not failing: an environment renews (and reports again) only after it serves a call,
+    /// so an instance that callers avoid for its report would otherwise never get the calls
+    /// that show it recovered. The environment renews at least twice a lease while it is
+    /// called, so a report that old means it was not. (The last reports of environments
+    /// whose leases ended keep their verdict.)
     pub fn health(&self, now_ms: u64) -> Health {
         if let Some(Health::Unhealthy) = self.health_override {
             return Health::Unhealthy;
@@ -232,7 +240,10 @@ impl Instance {
         let (mut total, mut failing, mut degraded) = (0u32, 0u32, false);
         for env in reports {
             total += 1;
-            if env.error_rate >= FAILING_ERROR_RATE {
+            let lease = env.expires_at_ms.saturating_sub(env.reported_at_ms);
+            let stale =
+                env.expires_at_ms > now_ms && now_ms.saturating_sub(env.reported_at_ms) > lease / 2;
+            if env.error_rate >= FAILING_ERROR_RATE && !stale {
                 failing += 1;
             }
             degraded |= env.open_breakers > 0 || env.error_rate >= DEGRADED_ERROR_RATE;
@@ -367,13 +378,17 @@ mod tests {
 
     #[test]
     fn liveness_is_the_latest_lease_and_health_counts_live_environments_only() {
-        let i = instance(&[(100, 0.0, 0), (200, 0.9, 0)]);
+        let i = instance(&[(100, 0.0, 0), (400, 0.9, 0)]);
         assert!(i.is_live(150));
-        assert!(!i.is_live(200));
-        assert_eq!(i.expires_at_ms(), 200);
+        assert!(!i.is_live(400));
+        assert_eq!(i.expires_at_ms(), 400);
         // At 50 one of two fails: not a majority. At 150 only the failing one is live.
         assert_eq!(i.health(50), Health::Degraded);
         assert_eq!(i.health(150), Health::Unhealthy);
+        // Reported at 0 with a lease to 400: past 200 the failing report is stale, and the
+        // instance is degraded (it gets calls again), not unhealthy.
+        assert_eq!(i.health(200), Health::Unhealthy);
+        assert_eq!(i.health(201), Health::Degraded);
         let breakers = instance(&[(100, 0.0, 2)]);
         assert_eq!(breakers.health(0), Health::Degraded);
         let mut fine = instance(&[(100, 0.0, 0)]);
