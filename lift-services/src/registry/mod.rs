@@ -5,8 +5,11 @@
 //! # The contract
 //! - [`Registry::register`] upserts an instance and puts the calling environment's lease in
 //!   it. It never resurrects a deregistered instance: an environment that started before the
-//!   deregistration is refused with [`RegistryError::Deregistered`]; one started after it (a
-//!   new deployment) registers the instance again.
+//!   deregistration is refused with [`RegistryError::Deregistered`]; one started after it
+//!   registers the instance again. That is a new deployment, but also any new environment
+//!   of the same function (Lambda starts them to scale out and to replace old ones): a
+//!   deregistration keeps a function that is still deployed out of discovery until its next
+//!   cold start. To keep it out, stop its registration (or remove the function) as well.
 //! - [`Registry::renew`] refreshes one environment's lease and health report, and only that:
 //!   it fails with [`RegistryError::Deregistered`] on a tombstone and
 //!   [`RegistryError::NotFound`] when the instance is gone, and never creates one.
