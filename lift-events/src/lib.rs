@@ -73,7 +73,12 @@
 //!   save the relay's invocation but lose the commands of a start whose caller crashed
 //!   after the write and never retried: nothing would deliver that start again. The
 //!   stream needs no redelivery of the input, batches up to 100 records an invocation
-//!   under load, and its filtered records cost nothing, so the relay stays.
+//!   under load, and its filtered records cost nothing, so the relay stays. A message
+//!   refused for what it holds (too large, EventBridge's `InvalidArgument` or
+//!   `MalformedDetail`, an SQS sender fault) is left out alone and logged at ERROR: sending
+//!   it again cannot succeed, and failing the stream record would hold up the sagas behind
+//!   it until the record leaves the stream (24 hours). Throttling, a missing permission and
+//!   any other failure fail the record, which is relayed again.
 //! - *A step's effect* — provided the participant is idempotent by command id. Every
 //!   attempt of one step carries the same command id, so retries, timeouts and duplicate
 //!   deliveries do not repeat it.

@@ -103,12 +103,17 @@ const INVOCATION_MARGIN: Duration = Duration::from_millis(500);
 
 /// Time kept back from the invocation's deadline by a call in flight.
 const CALL_MARGIN: Duration = Duration::from_millis(100);
+/// Marks the error code of an entry the service refused for what it holds (an SQS sender
+/// fault, EventBridge's `InvalidArgument` or `MalformedDetail`): sending it again cannot
+/// succeed, so it is not resent.
+const REFUSED: &str = "refused: ";
 
 /// Sends every entry of `entries` in batches of at most `batch` entries and at most
 /// `config.max_entry_bytes` in all (by `size`: `PutEvents` and `SendMessageBatch` limit a
 /// call's total as they limit one entry), resending failed ones with backoff until
 /// `config.deadline`. `send` makes one call and returns the indexes that failed, with an
-/// error code.
+/// error code; one marked [`REFUSED`] is not resent, and once the others are delivered the
+/// result is [`TransportError::Rejected`] naming it.
 pub(crate) async fn send_all<T, F, Fut>(
     entries: &[T],
     batch: usize,
@@ -137,6 +142,7 @@ where
     }
     let deadline = started + allowed;
     let mut report = PublishReport::default();
+    let mut refused: Vec<(String, String)> = Vec::new();
     let mut pending: Vec<T> = entries.to_vec();
     let mut backoff = config.initial_backoff;
     let mut last_reason = String::new();
@@ -173,8 +179,13 @@ where
             report.entries += chunk.len() - outcome.len();
             for (i, reason) in outcome {
                 if let Some(entry) = chunk.get(i) {
-                    failed.push(entry.clone());
-                    last_reason = reason;
+                    match reason.strip_prefix(REFUSED) {
+                        Some(code) => refused.push((id(entry), code.to_owned())),
+                        None => {
+                            failed.push(entry.clone());
+                            last_reason = reason;
+                        }
+                    }
                 }
             }
         }
@@ -194,6 +205,14 @@ where
         backoff = (backoff * 2).min(config.max_backoff);
         report.resent += failed.len();
         pending = failed;
+    }
+    if let Some((_, code)) = refused.first() {
+        tracing::warn!(target: "lift::events", refused = refused.len(), %code, "entries refused for good; the others delivered");
+        let reason = code.clone();
+        return Err(TransportError::Rejected {
+            ids: refused.into_iter().map(|(id, _)| id).collect(),
+            reason,
+        });
     }
     Ok(report)
 }
@@ -268,7 +287,9 @@ impl EventBridgePublisher {
     ///
     /// # Errors
     /// [`TransportError::Refused`] before any call when an entry is above the size limit
-    /// (or does not serialize); [`TransportError::Undelivered`] with the ids still failing
+    /// (or does not serialize); [`TransportError::Rejected`] with the ids EventBridge
+    /// refused for what they hold (`InvalidArgument`, `MalformedDetail`: not resent), once
+    /// the others are delivered; [`TransportError::Undelivered`] with the ids still failing
     /// at the deadline; [`TransportError::Failed`] when a call fails as a whole.
     pub async fn publish(&self, events: &[Envelope]) -> Result<PublishReport, TransportError> {
         let entries = self.entries(events)?;
@@ -338,8 +359,40 @@ impl EventBridgePublisher {
             .entries()
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| r.error_code().map(|code| (i, code.to_owned())))
+            .filter_map(|(i, r)| r.error_code().map(|code| (i, eventbridge_failure(code))))
             .collect())
+    }
+}
+
+/// An entry's failure as EventBridge gave it: [`REFUSED`] for what the entry holds
+/// (`InvalidArgument`, `MalformedDetail`), which sending again cannot cure. A missing
+/// permission may be granted meanwhile: it is resent like throttling.
+fn eventbridge_failure(code: &str) -> String {
+    match code {
+        "InvalidArgument" | "MalformedDetail" => format!("{REFUSED}{code}"),
+        _ => code.to_owned(),
+    }
+}
+
+/// An entry's failure as SQS gave it: [`REFUSED`] for a sender fault (the message's own
+/// contents, size or delay), which sending again cannot cure.
+fn sqs_failure(code: &str, sender_fault: bool) -> String {
+    if sender_fault {
+        format!("{REFUSED}{code}")
+    } else {
+        code.to_owned()
+    }
+}
+
+/// `json` with the two characters SQS refuses that JSON writes as they are (U+FFFE and
+/// U+FFFF, which can only stand in a string) written as escapes: the same JSON, a message
+/// SQS takes. The others SQS refuses (controls, lone surrogates) JSON escapes already.
+fn sqs_text(json: String) -> String {
+    if json.contains(['\u{FFFE}', '\u{FFFF}']) {
+        json.replace('\u{FFFE}', "\\ufffe")
+            .replace('\u{FFFF}', "\\uffff")
+    } else {
+        json
     }
 }
 
@@ -414,7 +467,7 @@ impl SqsPublisher {
     /// # Errors
     /// [`TransportError::Refused`] before any call for a message above the size limit, a
     /// delay above 15 minutes, or a FIFO message without a group; otherwise as
-    /// [`EventBridgePublisher::publish`].
+    /// [`EventBridgePublisher::publish`] (refused for what they hold: SQS sender faults).
     pub async fn send(&self, messages: &[SqsMessage]) -> Result<PublishReport, TransportError> {
         let entries = messages
             .iter()
@@ -437,8 +490,10 @@ impl SqsPublisher {
         index: usize,
         m: &SqsMessage,
     ) -> Result<(String, SendMessageBatchRequestEntry), TransportError> {
-        let body = serde_json::to_string(&m.envelope)
-            .map_err(|e| TransportError::Refused(e.to_string()))?;
+        let body = sqs_text(
+            serde_json::to_string(&m.envelope)
+                .map_err(|e| TransportError::Refused(e.to_string()))?,
+        );
         if body.len() > self.config.max_entry_bytes {
             return Err(TransportError::Refused(format!(
                 "message `{}` is {} bytes, above the {} byte limit",
@@ -511,7 +566,7 @@ impl SqsPublisher {
             .iter()
             .filter_map(|f| {
                 let i = ids.iter().position(|id| id == f.id())?;
-                Some((i, f.code().to_owned()))
+                Some((i, sqs_failure(f.code(), f.sender_fault())))
             })
             .collect())
     }
@@ -741,14 +796,20 @@ impl AwsTransport {
 
 impl Transport for AwsTransport {
     async fn put_events(&self, entries: &[Envelope]) -> Result<Vec<usize>, TransportError> {
+        let envelopes = entries;
         let entries = self.events.entries(entries)?;
-        Ok(self
-            .events
-            .put(entries)
-            .await?
-            .into_iter()
-            .map(|(i, _)| i)
-            .collect())
+        let mut failed = Vec::new();
+        for (i, code) in self.events.put(entries).await? {
+            match code.strip_prefix(REFUSED) {
+                // Refused for what it holds: left out, not failed again and again.
+                Some(code) => {
+                    let id = envelopes.get(i).map_or("", |e| e.id.as_str());
+                    tracing::error!(target: "lift::events", event = id, code, "event refused by the bus; not sent");
+                }
+                None => failed.push(i),
+            }
+        }
+        Ok(failed)
     }
 
     async fn send_delayed(
@@ -756,6 +817,13 @@ impl Transport for AwsTransport {
         message: &Envelope,
         delay: Duration,
     ) -> Result<(), TransportError> {
+        if self.timers.fifo {
+            // A FIFO queue takes no per-message delay: a setup error, not the timer's, so
+            // it fails the record loudly rather than being left out as a refused timer.
+            return Err(TransportError::Failed(
+                "the timers queue is a FIFO queue, which takes no per-message delay".into(),
+            ));
+        }
         self.timers
             .send(&[SqsMessage::new(message.clone()).delay(delay)])
             .await
@@ -788,6 +856,90 @@ mod tests {
             Duration::from_secs(1),
         )
         .unwrap()
+    }
+
+    /// An entry the service refused for what it holds is sent once, not again until the
+    /// deadline; the others are delivered, and the answer names the refused one.
+    #[tokio::test(start_paused = true)]
+    async fn an_entry_refused_for_good_is_not_resent() {
+        let entries: Vec<u32> = (0..5).collect();
+        let calls = Mutex::new(Vec::new());
+        let error = send_all(
+            &entries,
+            10,
+            &config(),
+            |e| format!("e{e}"),
+            |_| 1,
+            |chunk: Vec<u32>| {
+                calls.lock().unwrap().push(chunk.clone());
+                let first_time = calls.lock().unwrap().len() == 1;
+                async move {
+                    Ok(chunk
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, e)| match e {
+                            3 => Some((i, format!("{REFUSED}InvalidMessageContents"))),
+                            1 if first_time => Some((i, "InternalFailure".to_owned())),
+                            _ => None,
+                        })
+                        .collect())
+                }
+            },
+        )
+        .await
+        .expect_err("refused");
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            [vec![0, 1, 2, 3, 4], vec![1]],
+            "only the failed one again"
+        );
+        match error {
+            TransportError::Rejected { ids, reason } => {
+                assert_eq!(reason, "InvalidMessageContents");
+                assert_eq!(ids, ["e3"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// What the services say of an entry they refuse for what it holds is marked refused;
+    /// throttling, internal failures and missing permissions are resent.
+    #[test]
+    fn failures_for_what_an_entry_holds_are_marked_refused() {
+        for code in ["InvalidArgument", "MalformedDetail"] {
+            assert_eq!(eventbridge_failure(code), format!("{REFUSED}{code}"));
+        }
+        for code in [
+            "InternalFailure",
+            "ThrottlingException",
+            "NotAuthorizedForSourceException",
+        ] {
+            assert_eq!(eventbridge_failure(code), code);
+        }
+        assert_eq!(
+            sqs_failure("InvalidMessageContents", true),
+            format!("{REFUSED}InvalidMessageContents")
+        );
+        assert_eq!(sqs_failure("InternalError", false), "InternalError");
+    }
+
+    /// The characters SQS refuses and JSON writes as they are become escapes: the same
+    /// JSON, only characters SQS takes.
+    #[test]
+    fn sqs_bodies_escape_what_sqs_refuses() {
+        let envelope = serde_json::json!({"ship_to": "a\u{FFFF}b\u{FFFE}", "n": 1});
+        let text = serde_json::to_string(&envelope).unwrap();
+        assert!(text.contains('\u{FFFF}'));
+        let body = sqs_text(text);
+        let allowed = |c: char| matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..);
+        assert!(body.chars().all(allowed), "{body}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+            envelope
+        );
+        let plain = r#"{"a":"b"}"#.to_owned();
+        assert_eq!(sqs_text(plain.clone()), plain);
     }
 
     #[tokio::test(start_paused = true)]

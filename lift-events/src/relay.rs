@@ -148,9 +148,19 @@ pub enum TransportError {
     /// The service throttled the call.
     #[error("throttled")]
     Throttled,
-    /// The entry is refused before sending (too large, malformed).
+    /// The entry is refused before sending (too large, malformed): nothing was sent.
     #[error("refused: {0}")]
     Refused(String),
+    /// The service refused these entries for what they hold (EventBridge's
+    /// `InvalidArgument` or `MalformedDetail`, an SQS sender fault): sending them again
+    /// cannot succeed. The call's other entries were delivered.
+    #[error("{} entries refused ({reason}): {}", ids.len(), ids.join(", "))]
+    Rejected {
+        /// The envelope ids refused.
+        ids: Vec<String>,
+        /// The service's error code.
+        reason: String,
+    },
     /// Some entries were still failing when the publisher's deadline passed.
     #[error("{} entries undelivered: {reason}", ids.len())]
     Undelivered {
@@ -381,7 +391,17 @@ impl<T: Transport> Relay<T> {
     ) -> Result<usize, RelayError> {
         let mut sent = events.len() + timers.len();
         for (message, delay) in &timers {
-            self.transport.send_delayed(message, *delay).await?;
+            match self.transport.send_delayed(message, *delay).await {
+                Ok(()) => {}
+                // Refused for good (what it carries, not the queue's state): left out, or
+                // the stream record would fail until it leaves the stream, holding up the
+                // sagas behind it.
+                Err(TransportError::Refused(reason) | TransportError::Rejected { reason, .. }) => {
+                    sent -= 1;
+                    tracing::error!(target: "lift::saga", timer = %message.id, %reason, "timer refused by its queue; not sent, the saga waits for its reply alone");
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
         // Commands to participants with a queue go there; the rest on the bus.
         let mut queued: Vec<(String, Vec<Envelope>)> = Vec::new();
@@ -399,6 +419,11 @@ impl<T: Transport> Relay<T> {
             match self.transport.send_commands(&participant, &commands).await {
                 Ok(true) => {}
                 Ok(false) => bus.extend(commands),
+                // Refused by the service, the others delivered: left out.
+                Err(TransportError::Rejected { ids, reason }) => {
+                    sent -= ids.len();
+                    tracing::error!(target: "lift::saga", commands = ?ids, participant, %reason, "commands refused by the participant's transport; not sent, their steps will time out");
+                }
                 // Refused before anything was sent (one entry too large for this
                 // transport, say): each goes alone, and one refused alone is left out as
                 // a command too large is, or the stream record would fail for good.
@@ -408,7 +433,10 @@ impl<T: Transport> Relay<T> {
                         match self.transport.send_commands(&participant, alone).await {
                             Ok(true) => {}
                             Ok(false) => bus.push(command),
-                            Err(TransportError::Refused(reason)) => {
+                            Err(
+                                TransportError::Refused(reason)
+                                | TransportError::Rejected { reason, .. },
+                            ) => {
                                 sent -= 1;
                                 tracing::error!(target: "lift::saga", command = %command.id, participant, %reason, "command refused by the participant's transport; not sent, the step will time out");
                             }
@@ -421,22 +449,50 @@ impl<T: Transport> Relay<T> {
         }
         let events = bus;
         for chunk in events.chunks(PUT_EVENTS_BATCH) {
-            let mut pending: Vec<Envelope> = chunk.to_vec();
-            for _ in 0..self.attempts {
-                let failed = self.transport.put_events(&pending).await?;
-                pending = failed
-                    .into_iter()
-                    .filter_map(|i| pending.get(i).cloned())
-                    .collect();
-                if pending.is_empty() {
-                    break;
+            match self.put_chunk(chunk.to_vec()).await {
+                Ok(()) => {}
+                // Refused by the service, the others delivered: left out.
+                Err(RelayError::Transport(TransportError::Rejected { ids, reason })) => {
+                    sent -= ids.len();
+                    tracing::error!(target: "lift::saga", events = ?ids, %reason, "events refused by the bus; not sent");
                 }
-            }
-            if !pending.is_empty() {
-                return Err(RelayError::Unaccepted(pending.len()));
+                // Refused before sending: each goes alone, and one refused alone is left
+                // out, as a command refused by its participant's transport is.
+                Err(RelayError::Transport(TransportError::Refused(_))) => {
+                    for event in chunk {
+                        match self.put_chunk(vec![event.clone()]).await {
+                            Ok(()) => {}
+                            Err(RelayError::Transport(
+                                TransportError::Refused(reason)
+                                | TransportError::Rejected { reason, .. },
+                            )) => {
+                                sent -= 1;
+                                tracing::error!(target: "lift::saga", event = %event.id, kind = %event.kind, %reason, "event refused by the bus; not sent");
+                            }
+                            Err(error) => return Err(error),
+                        }
+                    }
+                }
+                Err(error) => return Err(error),
             }
         }
         Ok(sent)
+    }
+
+    /// Puts `pending` on the bus, sending the failed entries again up to the relay's
+    /// attempts.
+    async fn put_chunk(&self, mut pending: Vec<Envelope>) -> Result<(), RelayError> {
+        for _ in 0..self.attempts {
+            let failed = self.transport.put_events(&pending).await?;
+            pending = failed
+                .into_iter()
+                .filter_map(|i| pending.get(i).cloned())
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+        }
+        Err(RelayError::Unaccepted(pending.len()))
     }
 }
 
@@ -691,6 +747,69 @@ mod tests {
             sent.extend(commands.iter().map(|c| c.id.clone()));
             Ok(true)
         }
+    }
+
+    /// Refuses, for good, the saga `poison`'s timers and any bus batch holding its
+    /// command; records the rest.
+    #[derive(Default)]
+    struct RefusingBus {
+        puts: Mutex<Vec<String>>,
+        timers: Mutex<Vec<String>>,
+    }
+
+    impl Transport for RefusingBus {
+        async fn put_events(&self, entries: &[Envelope]) -> Result<Vec<usize>, TransportError> {
+            if entries.iter().any(|e| e.id.starts_with("poison:")) {
+                return Err(TransportError::Refused("MalformedDetail".into()));
+            }
+            let mut puts = self.puts.lock().unwrap();
+            puts.extend(entries.iter().map(|e| e.id.clone()));
+            Ok(Vec::new())
+        }
+
+        async fn send_delayed(
+            &self,
+            message: &Envelope,
+            _: Duration,
+        ) -> Result<(), TransportError> {
+            if message.id.starts_with("poison:") {
+                return Err(TransportError::Refused("InvalidMessageContents".into()));
+            }
+            self.timers.lock().unwrap().push(message.id.clone());
+            Ok(())
+        }
+
+        async fn send_commands(&self, _: &str, _: &[Envelope]) -> Result<bool, TransportError> {
+            Ok(false)
+        }
+    }
+
+    /// A saga whose messages the bus and the timers' queue refuse for good (a character
+    /// SQS does not take, a number EventBridge does not) is left out alone: the other sagas'
+    /// commands and timers go, and the stream record is done instead of failing until it
+    /// leaves the stream.
+    #[tokio::test]
+    async fn messages_refused_for_good_do_not_hold_up_the_others() {
+        let saga = Saga::named("s", 1)
+            .step(Step::new("a", remote("p", "A"), None))
+            .build()
+            .unwrap();
+        let states: Vec<_> = ["poison", "one", "two"]
+            .into_iter()
+            .map(|id| start(&saga, id, json!({}), StartMeta::default(), 0).into_state())
+            .collect();
+        let relay = Relay::new(RefusingBus::default());
+        let sent = relay
+            .relay_states(&states.iter().collect::<Vec<_>>(), 1_000)
+            .await
+            .expect("the record is done");
+        assert_eq!(sent, 4, "two commands and two timers");
+        let mut puts = relay.transport().puts.lock().unwrap().clone();
+        puts.sort();
+        assert_eq!(puts, ["one:1:0", "two:1:0"]);
+        let timers = relay.transport().timers.lock().unwrap().clone();
+        assert_eq!(timers.len(), 2);
+        assert!(timers.iter().all(|t| !t.starts_with("poison:")));
     }
 
     /// A command the participant's transport refuses (larger as an invocation than as the
