@@ -48,7 +48,9 @@ use serde_json::{Value, json};
 use crate::envelope::Envelope;
 use crate::error::ConfigError;
 use crate::publish::{Direct, EventBridgePublisher, LambdaInvoker, SqsPublisher};
-use crate::relay::{Relay, Transport, reply_envelope, saga_input, timer_delay, timer_envelope};
+use crate::relay::{
+    Relay, Transport, TransportError, reply_envelope, saga_input, timer_delay, timer_envelope,
+};
 use crate::saga::{Command, Handled, Orchestrator, Reply, StepError};
 use crate::store::{SagaStore, StoreError};
 
@@ -251,15 +253,29 @@ impl Participant {
             Err(IdempotentError::Failed(Technical(reason))) => Err(StepError::Failed(reason)),
             Err(other) => return Err(other.into()),
         };
-        let reply = Reply::to(&command, outcome);
-        let event = reply_envelope(&self.name, &command, &reply)
-            .map_err(|e| Error::internal(e.to_string()))?;
+        let mut reply = Reply::to(&command, outcome);
+        let sent = self.send_reply(&command, &reply).await;
+        let sent = match sent {
+            // The snapshot only spares the orchestrator a read: a reply too large with it
+            // goes without it rather than not at all.
+            Err(TransportError::Refused(_) | TransportError::Rejected { .. })
+                if reply.snapshot.is_some() =>
+            {
+                reply.snapshot = None;
+                self.send_reply(&command, &reply).await
+            }
+            other => other,
+        };
+        sent.map_err(|e| Error::internal(format!("the reply was not published: {e}")))
+    }
+
+    async fn send_reply(&self, command: &Command, reply: &Reply) -> Result<(), TransportError> {
+        let event = reply_envelope(&self.name, command, reply)
+            .map_err(|e| TransportError::Refused(e.to_string()))?;
         match &self.replies {
             Some(direct) => direct.send(&[event]).await.map(|_| ()),
             None => self.publisher.publish(&[event]).await.map(|_| ()),
         }
-        .map_err(|e| Error::internal(format!("the reply was not published: {e}")))?;
-        Ok(())
     }
 }
 

@@ -456,6 +456,76 @@ async fn the_inbox_runs_each_event_once_and_again_after_a_failure() {
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
+/// A reply too large with the saga its command carried goes without it: the snapshot only
+/// spares the orchestrator a read. (The reply was refused, and the step, which succeeded,
+/// was redelivered until its attempts ran out and it was compensated.)
+#[tokio::test]
+async fn a_reply_too_large_with_its_snapshot_goes_without_it() {
+    let aws = aws().await;
+    let records = idempotency_table(&aws).await;
+    let (replies_url, _) = queue(&aws, &unique("replies")).await;
+    let bus = bus(&aws).await;
+    // Replies of at most 1,500 bytes: the command's snapshot makes this one larger.
+    let replies = PublishConfig::new(
+        1500,
+        Duration::from_secs(2),
+        Duration::from_millis(10),
+        Duration::from_millis(50),
+    )
+    .unwrap();
+    let participant = Participant::new(
+        "participants",
+        aws.dynamodb.clone(),
+        &records,
+        EventBridgePublisher::new(aws.eventbridge.clone(), &bus, PublishConfig::default()),
+    )
+    .unwrap()
+    .reply_to_queue(SqsPublisher::new(aws.sqs.clone(), &replies_url, replies));
+    let saga = Saga::named("s", 1)
+        .step(Step::new("a", remote("p", "A"), None))
+        .build()
+        .unwrap();
+    let id = unique("snap");
+    let state = lift_events::saga::start(
+        &saga,
+        &id,
+        json!({"pad": "x".repeat(1200)}),
+        StartMeta::default(),
+        0,
+    )
+    .into_state();
+    // The command as the relay sends it: with the saga, without its outbox.
+    let lift_events::saga::Message::Command(command) = &state.outbox()[0] else {
+        panic!("a command first");
+    };
+    let mut command = command.clone();
+    let mut snapshot = serde_json::to_value(&state).unwrap();
+    snapshot["outbox"] = json!([]);
+    command.snapshot = Some(Box::new(serde_json::from_value(snapshot).unwrap()));
+    let envelope = lift_events::relay::command_envelope(format!("{id}:1:0"), &command).unwrap();
+    let app = TestApp::new(App::new().sqs(move |ctx: Context| {
+        let p = participant.clone();
+        async move {
+            p.handle(&ctx, |_command| async { Ok(json!({"ok": true})) })
+                .await
+        }
+    }))
+    .unwrap();
+    let body = serde_json::to_string(&envelope).unwrap();
+    let out = app.invoke(&events::sqs([body.as_str()])).await.unwrap();
+    assert!(lift_core::testing::batch_failures(&out).is_empty(), "{out}");
+    let got = receive(&aws, &replies_url, 1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    let reply: lift_events::saga::Reply = serde_json::from_value(
+        Envelope::from_body(got[0].body().unwrap().as_bytes())
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    assert_eq!(reply.outcome.unwrap(), json!({"ok": true}));
+    assert!(reply.snapshot.is_none());
+}
+
 /// The item's new image as DynamoDB JSON, the way the stream delivers it.
 async fn stream_image(aws: &Aws, table: &str, id: &str) -> Value {
     let item = aws
