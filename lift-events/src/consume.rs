@@ -356,9 +356,20 @@ where
         async move { orchestrator_message(&orchestrator, &transport, &ctx).await }
     };
     app.sqs(input.clone()).event_fallback(input).dynamodb(
-        move |_ctx: Context, lift_core::Json(image): lift_core::Json<OutboxImage>| {
+        move |ctx: Context, lift_core::Json(image): lift_core::Json<OutboxImage>| {
             let relay = relay.clone();
-            async move { relay_image(&relay, &image).await }
+            // A removed saga item (a TTL, a hand delete) has nothing to relay: without the
+            // stream mapping's filter its record would otherwise fail, and be retried, for
+            // want of an image.
+            let removed = ctx
+                .dynamodb_record()
+                .is_some_and(|record| record.event_name == "REMOVE");
+            async move {
+                if removed {
+                    return Ok(());
+                }
+                relay_image(&relay, &image).await
+            }
         },
     )
 }
@@ -367,9 +378,11 @@ where
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[non_exhaustive]
 pub struct OutboxImage {
-    /// The saga id.
+    /// The saga id (empty in a record without an image: a removed item's).
+    #[serde(default)]
     pub pk: String,
     /// The state version.
+    #[serde(default)]
     pub v: u64,
     /// The outbox, as JSON.
     #[serde(default)]
@@ -440,7 +453,79 @@ pub async fn relay_image<T: Transport>(relay: &Relay<T>, image: &OutboxImage) ->
 
 #[cfg(test)]
 mod tests {
-    use super::rearm_id;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::saga::Registry;
+    use crate::store::MemoryStore;
+
+    /// Records what the relay puts on the bus.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+
+    impl Transport for Recorder {
+        async fn put_events(&self, entries: &[Envelope]) -> Result<Vec<usize>, TransportError> {
+            let mut sent = self.0.lock().unwrap();
+            sent.extend(entries.iter().map(|e| e.id.clone()));
+            Ok(Vec::new())
+        }
+
+        async fn send_delayed(
+            &self,
+            message: &Envelope,
+            _: Duration,
+        ) -> Result<(), TransportError> {
+            self.0.lock().unwrap().push(message.id.clone());
+            Ok(())
+        }
+
+        async fn send_commands(&self, _: &str, _: &[Envelope]) -> Result<bool, TransportError> {
+            Ok(false)
+        }
+    }
+
+    /// A removed saga item's stream record (a TTL, a hand delete) relays nothing and does
+    /// not fail: without an image it did not decode, and with an old image its outbox,
+    /// relayed long before, went out again.
+    #[tokio::test]
+    async fn a_removed_saga_item_is_not_relayed() {
+        use lift_core::testing::{TestApp, batch_failures, events};
+        let recorder = Recorder::default();
+        let orchestrator = Orchestrator::new(Registry::new(), MemoryStore::new());
+        let app = TestApp::new(orchestrator_inputs(
+            App::new(),
+            orchestrator,
+            recorder.clone(),
+        ))
+        .unwrap();
+        let finished = r#"[{"message":"finished","saga_id":"s-1","saga":"s","status":"completed","correlation_id":"s-1"}]"#;
+        let old_image = json!({
+            "pk": {"S": "s-1"},
+            "v": {"N": "3"},
+            "out": {"N": "1"},
+            "outbox": {"S": finished},
+        });
+        // The same image as an update relays its outbox: the test can see a relay.
+        let out = app
+            .invoke(&events::dynamodb([(
+                "MODIFY",
+                old_image.clone(),
+                json!({}),
+            )]))
+            .await
+            .unwrap();
+        assert!(batch_failures(&out).is_empty(), "{out}");
+        assert_eq!(recorder.0.lock().unwrap().len(), 1);
+        let out = app
+            .invoke(&events::dynamodb([
+                ("REMOVE", json!({}), old_image),
+                ("REMOVE", json!({}), json!({})),
+            ]))
+            .await
+            .unwrap();
+        assert!(batch_failures(&out).is_empty(), "{out}");
+        assert_eq!(recorder.0.lock().unwrap().len(), 1, "nothing more relayed");
+    }
 
     /// A timer re-sent on every hop of a week-long timeout (672 hops of 15 minutes) keeps
     /// an id of bounded length, a new one each hop.
