@@ -549,6 +549,38 @@ async fn a_start_answers_its_local_work_as_far_as_it_got_stored() {
     assert_eq!(started, stored);
 }
 
+/// A local step's attempt that never ends is cut at the step's timeout: the start answers
+/// (with the attempt left to the step's timer) instead of hanging until the function's
+/// timeout takes its whole batch back to the queue.
+#[tokio::test(start_paused = true)]
+async fn a_local_step_that_hangs_is_cut_at_its_timeout() {
+    use lift_events::saga::{Orchestrator, Registry, local};
+    let saga = Saga::named("hangs", 1)
+        .step(
+            Step::new(
+                "a",
+                local(|_| std::future::pending::<lift_events::saga::StepResult>()),
+                None,
+            )
+            .timeout(std::time::Duration::from_secs(5)),
+        )
+        .build()
+        .unwrap();
+    let store = MemoryStore::new();
+    let orchestrator = Orchestrator::new(Registry::new().with(saga), store.clone());
+    let started = tokio::time::Instant::now();
+    let state = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        orchestrator.start("hangs", "s-1", &json!({}), StartMeta::default()),
+    )
+    .await
+    .expect("the start answers")
+    .unwrap();
+    assert_eq!(started.elapsed(), std::time::Duration::from_secs(5));
+    assert_eq!(state.version(), 1, "started, the attempt left to its timer");
+    assert_eq!(store.load("s-1").await.unwrap().unwrap(), state);
+}
+
 /// A reply's write that was applied though its answer said otherwise (an SDK retry meeting
 /// its own write) is this orchestrator's transition: the local step it sent runs now. (It
 /// was read back as stale and ignored; the local step waited for its timeout and spent an

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -15,6 +15,9 @@ type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// How many times an input is re-applied after losing a conditional write.
 const MAX_CONFLICTS: u32 = 5;
+/// Time left to a local step's attempt for storing its result before the invocation
+/// ends.
+const LOCAL_STEP_MARGIN: Duration = Duration::from_millis(500);
 
 /// What became of an input.
 #[derive(Debug, Clone, PartialEq)]
@@ -372,13 +375,10 @@ impl<S: SagaStore> Orchestrator<S> {
         let mut state = state;
         let mut pending: VecDeque<Command> = local_commands(&state).collect();
         while let Some(command) = pending.pop_front() {
-            let outcome = match saga
-                .steps
-                .get(command.step as usize)
-                .and_then(|s| s.work(command.phase))
-            {
+            let step = saga.steps.get(command.step as usize);
+            let outcome = match step.and_then(|s| s.work(command.phase)) {
                 Some(Work::Local(f)) => {
-                    f(StepCall {
+                    let call = f(StepCall {
                         saga_id: command.saga_id.clone(),
                         step: command.step_name.clone(),
                         phase: command.phase,
@@ -386,8 +386,32 @@ impl<S: SagaStore> Orchestrator<S> {
                         command_id: command.command_id.clone(),
                         data: command.data.clone(),
                         outputs: command.outputs.clone(),
-                    })
-                    .await
+                    });
+                    // An attempt has the step's timeout, and never outlives the invocation:
+                    // one killed by the function's timeout would take its whole batch of
+                    // other sagas' messages back to the queue with it.
+                    let limit = step.map_or(Duration::from_secs(30), |s| s.timeout);
+                    let limit = match lift_core::invocation_deadline() {
+                        Some(end) => limit.min(
+                            end.duration_since(SystemTime::now())
+                                .unwrap_or(Duration::ZERO)
+                                .saturating_sub(LOCAL_STEP_MARGIN),
+                        ),
+                        None => limit,
+                    };
+                    // Outside a Tokio runtime (a simulation's own executor) there is no
+                    // timer to cut it with.
+                    let timed = match tokio::runtime::Handle::try_current() {
+                        Ok(_) => tokio::time::timeout(limit, call).await,
+                        Err(_) => Ok(call.await),
+                    };
+                    match timed {
+                        Ok(outcome) => outcome,
+                        Err(_) => {
+                            tracing::warn!(target: "lift::saga", saga_id = %command.saga_id, step = %command.step_name, attempt = command.attempt, ?limit, "a local step's attempt ran out of time; its timer will move the saga on");
+                            continue;
+                        }
+                    }
                 }
                 // A step without a compensation: nothing to undo.
                 _ => Ok(serde_json::Value::Null),
