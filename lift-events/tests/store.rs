@@ -61,6 +61,47 @@ async fn the_dynamodb_store_refuses_an_item_above_400_kb_before_sending() {
     ));
 }
 
+/// A reply whose output would make the saga too large to store ends the saga in
+/// `NeedsAttention`, with a reason naming the limit, and is acknowledged: delivered again,
+/// it could never be stored (it was an error, redelivered until the dead-letter queue while
+/// the step's timer retried the step, which succeeded, until it counted as failed).
+#[tokio::test]
+async fn a_reply_too_large_to_store_ends_the_saga_for_attention() {
+    use lift_events::saga::{Handled, Orchestrator, Registry, Reply, SagaInput, SagaStatus};
+    let store = emulator_store().await;
+    let orchestrator = Orchestrator::new(Registry::new().with(saga()), store.clone());
+    let id = unique("large");
+    let started = orchestrator
+        .start(
+            "contract",
+            &id,
+            &json!({"blob": "x".repeat(150 * 1024)}),
+            StartMeta::default(),
+        )
+        .await
+        .unwrap();
+    let reply = Reply::to(
+        &first_command(&started),
+        Ok(json!({"blob": "y".repeat(260 * 1024)})),
+    );
+    let handled = orchestrator
+        .handle(&SagaInput::Reply(reply))
+        .await
+        .expect("acknowledged");
+    let Handled::Applied(parked) = handled else {
+        panic!("{handled:?}")
+    };
+    assert_eq!(parked.status(), SagaStatus::NeedsAttention);
+    assert!(
+        parked.reason().unwrap().contains("item limit"),
+        "{parked:?}"
+    );
+    let stored = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(stored.status(), SagaStatus::NeedsAttention);
+    assert_eq!(stored.version(), started.version() + 1);
+    assert!(stored.outputs().is_empty(), "the output was not applied");
+}
+
 #[tokio::test]
 async fn a_missing_table_is_refused_not_retried() {
     assert!(

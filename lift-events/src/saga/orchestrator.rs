@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::definition::{Registry, Saga, StepCall, Work};
 use super::state::{Command, Message, Reply, SagaInput, SagaState, Target, Timer};
-use super::transition::{Ignored, Outcome, StartMeta, fits, start, transition};
+use super::transition::{Ignored, Outcome, StartMeta, fits, park, start, transition};
 use crate::store::{SagaStore, StoreError};
 
 type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -316,10 +316,28 @@ impl<S: SagaStore> Orchestrator<S> {
             };
             // A state handed back with a reply is written over only if it is the stored
             // one, content and all: a participant cannot alter the saga through it.
-            let saved = if maybe_behind {
-                self.store.save_over(transition.state(), &state).await
-            } else {
-                self.store.save(transition.state()).await
+            let mut transition = transition;
+            let mut parked = false;
+            let saved = loop {
+                let saved = if maybe_behind {
+                    self.store.save_over(transition.state(), &state).await
+                } else {
+                    self.store.save(transition.state()).await
+                };
+                match saved {
+                    // The input makes the saga larger than its item may be (an output of
+                    // hundreds of KB, say): delivering it again cannot help. The saga ends
+                    // for a person to look at, with why, and the input is acknowledged.
+                    Err(StoreError::TooLarge { bytes, .. }) if !parked => {
+                        let reason = format!(
+                            "the saga would be {bytes} bytes with this input, above the store's item limit; the input was not applied"
+                        );
+                        tracing::error!(target: "lift::saga", saga_id = %id, bytes, "saga too large to store; it needs attention");
+                        transition = park(&saga, &state, reason, (self.clock)());
+                        parked = true;
+                    }
+                    other => break other,
+                }
             };
             let saved = match saved {
                 // Our own write, applied by an attempt whose answer was lost and refused when

@@ -283,6 +283,15 @@ fn on_timer(
     Outcome::Applied(tx.finish())
 }
 
+/// The transition that ends `state` as [`SagaStatus::NeedsAttention`] with `reason`, its
+/// in-flight work left as it is: for an input the saga cannot take (one that would make it
+/// too large to store).
+pub(crate) fn park(saga: &Saga, state: &SagaState, reason: String, now_ms: u64) -> Transition {
+    let mut tx = Tx::begin(saga, state, now_ms);
+    tx.needs_attention(reason);
+    tx.finish()
+}
+
 /// A transition being built on a copy of the state.
 struct Tx<'a> {
     saga: &'a Saga,
