@@ -133,7 +133,9 @@
 //! role for a scheduler to assume, and fires on time (the local emulator's Scheduler fires
 //! about 10 s late). A timer wakes the saga up rather than naming an attempt: a
 //! transition sends one only when no timer due no later is still to come, and a timer
-//! that finds the saga waiting for a later time is sent again for then, without a write.
+//! that finds the saga waiting for a later time is sent again for then, without a write,
+//! unless a transition has sent one for then (or before) that is still to come: copies do
+//! not pile up.
 //! A saga answered within its first step's timeout thus sends one timer in all, which
 //! comes after the end, reads the saga and is dropped. SQS counts delays in whole seconds
 //! (rounded up, so a timer never comes early) up to 15 minutes; a timer due later comes

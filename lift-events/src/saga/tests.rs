@@ -263,10 +263,19 @@ fn a_timeout_retries_and_a_late_success_of_the_first_attempt_counts() {
     let cursor = t1.state().cursor().unwrap();
     assert_eq!(cursor.attempt, 2);
     assert_eq!(cursor.waiting, Waiting::Retry { due_ms: 12_000 });
-    // The timeout again: the saga now waits for its retry, due later; no write.
-    assert!(matches!(
-        transition(&saga, t1.state(), &SagaInput::Timer(timeout), 11_500),
-        Outcome::Rearm(t) if t.due_ms == 12_000 && t.kind == TimerKind::Retry && t.attempt == 2
+    // The timeout again: the saga now waits for its retry, whose timer the transition
+    // sent; this copy is dropped, no write.
+    assert_eq!(
+        transition(
+            &saga,
+            t1.state(),
+            &SagaInput::Timer(timeout.clone()),
+            11_500
+        ),
+        Outcome::Ignored(Ignored::Stale)
+    );
+    assert!(t1.outbox().iter().any(
+        |m| matches!(m, Message::Timer(t) if t.due_ms == 12_000 && t.kind == TimerKind::Retry)
     ));
     // A technical failure of attempt 1 arriving now: stale.
     assert_eq!(
@@ -361,6 +370,57 @@ fn a_timer_for_a_saga_that_moved_on_waits_for_its_new_deadline() {
         deadline_ms,
     ));
     assert_eq!(t2.state().cursor().unwrap().attempt, 2);
+}
+
+/// A timer that comes due while the saga waits for a later time that a transition already
+/// sent a timer for is dropped, not sent again: replies that each come just before their
+/// step's timeout would otherwise keep one more copy alive at every step.
+#[test]
+fn a_timer_another_one_follows_is_not_sent_again() {
+    let saga = three_steps(false);
+    let timer = |due_ms| {
+        SagaInput::Timer(Timer {
+            saga_id: "s-1".into(),
+            kind: TimerKind::Timeout,
+            step: 0,
+            phase: Phase::Action,
+            attempt: 1,
+            due_ms,
+        })
+    };
+    let timers = |t: &Transition| -> Vec<u64> {
+        t.outbox()
+            .iter()
+            .filter_map(|m| match m {
+                Message::Timer(t) => Some(t.due_ms),
+                _ => None,
+            })
+            .collect()
+    };
+    // Started at 1 s: a timer for 11 s (10 s timeouts). Step a answers at 10 s: step b's
+    // deadline is 20 s, the timer for 11 s still to come.
+    let t0 = begin(&saga);
+    assert_eq!(timers(&t0), [11_000]);
+    let t1 = applied(transition(&saga, t0.state(), &ok(&command(&t0)), 10_000));
+    assert!(timers(&t1).is_empty());
+    // At 11 s the timer finds the saga waiting for 20 s, and no other timer coming: sent
+    // again for then.
+    assert!(matches!(
+        transition(&saga, t1.state(), &timer(11_000), 11_000),
+        Outcome::Rearm(t) if t.due_ms == 20_000
+    ));
+    // Step b answers at 19 s: step c's deadline is 29 s, and a transition sends a timer for
+    // it (the one for 20 s is the re-sent copy, which it does not know of).
+    let t2 = applied(transition(&saga, t1.state(), &ok(&command(&t1)), 19_000));
+    assert_eq!(timers(&t2), [29_000]);
+    // At 20 s the copy comes: the timer for 29 s follows, so it is dropped.
+    assert_eq!(
+        transition(&saga, t2.state(), &timer(20_000), 20_000),
+        Outcome::Ignored(Ignored::Stale)
+    );
+    // The timer for 29 s itself times step c out.
+    let t3 = applied(transition(&saga, t2.state(), &timer(29_000), 29_000));
+    assert_eq!(t3.state().cursor().unwrap().attempt, 2);
 }
 
 #[test]

@@ -264,7 +264,15 @@ fn on_timer(
         return wait(timer.due_ms);
     }
     if now_ms < due_ms {
-        // The saga moved on since: wait for what it waits for now.
+        // The saga moved on since: wait for what it waits for now, unless a transition
+        // sent a timer for then (or before) that is still to come. Sent again, this copy
+        // would only double that one, and both would be sent again at every wait after.
+        if state
+            .wake_ms
+            .is_some_and(|wake| now_ms < wake && wake <= due_ms)
+        {
+            return Outcome::Ignored(Ignored::Stale);
+        }
         return wait(due_ms);
     }
     let mut tx = Tx::begin(saga, state, now_ms);
