@@ -53,6 +53,11 @@ pub struct StepCall {
     pub outputs: BTreeMap<String, Value>,
 }
 
+/// The most attempts a [`RetryPolicy`] allows a step. Each attempt adds about 75 bytes of
+/// history to the saga's item (DynamoDB's limit is 400 KB), and a step that has failed a
+/// hundred times wants a person more than a hundred and first attempt.
+pub const MAX_ATTEMPTS: u32 = 100;
+
 /// How a step is retried after a technical failure or a timeout.
 ///
 /// # Default
@@ -75,12 +80,12 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// At most `max_attempts` attempts (at least 1), the first retry after
+    /// At most `max_attempts` attempts (1 to [`MAX_ATTEMPTS`]), the first retry after
     /// `initial_backoff`, each next one after twice the last, up to `max_backoff`.
     ///
     /// # Errors
-    /// [`ConfigError`] naming `max_attempts` when it is 0, or `max_backoff` when it is
-    /// below `initial_backoff`.
+    /// [`ConfigError`] naming `max_attempts` when it is 0 or above [`MAX_ATTEMPTS`], or
+    /// `max_backoff` when it is below `initial_backoff`.
     pub fn new(
         max_attempts: u32,
         initial_backoff: Duration,
@@ -88,6 +93,12 @@ impl RetryPolicy {
     ) -> Result<Self, ConfigError> {
         if max_attempts == 0 {
             return Err(ConfigError::invalid("max_attempts", "must be at least 1"));
+        }
+        if max_attempts > MAX_ATTEMPTS {
+            return Err(ConfigError::invalid(
+                "max_attempts",
+                "must be at most 100: each attempt's lines stay in the saga's item",
+            ));
         }
         if max_backoff < initial_backoff {
             return Err(ConfigError::invalid(

@@ -16,8 +16,8 @@ mod state;
 mod transition;
 
 pub use definition::{
-    Action, Registry, RetryPolicy, Saga, SagaBuilder, Step, StepCall, StepError, StepFuture,
-    StepResult, local, remote,
+    Action, MAX_ATTEMPTS, Registry, RetryPolicy, Saga, SagaBuilder, Step, StepCall, StepError,
+    StepFuture, StepResult, local, remote,
 };
 pub use orchestrator::{Handled, Orchestrator, OrchestratorError};
 pub use state::{

@@ -574,6 +574,9 @@ fn definitions_are_checked_and_versions_kept_apart() {
         .unwrap_err();
     assert!(e.to_string().contains("unique"));
     assert!(RetryPolicy::new(0, Duration::ZERO, Duration::ZERO).is_err());
+    assert!(RetryPolicy::new(MAX_ATTEMPTS, Duration::ZERO, Duration::ZERO).is_ok());
+    let e = RetryPolicy::new(MAX_ATTEMPTS + 1, Duration::ZERO, Duration::ZERO).unwrap_err();
+    assert!(e.to_string().contains("max_attempts"), "{e}");
     let registry = Registry::new().with(three_steps(false)).with(
         Saga::named("s", 2)
             .step(Step::new("only", remote("p", "X"), None))
