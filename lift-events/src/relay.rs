@@ -749,6 +749,18 @@ mod tests {
         }
     }
 
+    /// Three started sagas of one remote step: `poison`, `one` and `two`.
+    fn poison_one_two() -> Vec<SagaState> {
+        let saga = Saga::named("s", 1)
+            .step(Step::new("a", remote("p", "A"), None))
+            .build()
+            .unwrap();
+        ["poison", "one", "two"]
+            .into_iter()
+            .map(|id| start(&saga, id, json!({}), StartMeta::default(), 0).into_state())
+            .collect()
+    }
+
     /// Refuses, for good, the saga `poison`'s timers and any bus batch holding its
     /// command; records the rest.
     #[derive(Default)]
@@ -790,14 +802,7 @@ mod tests {
     /// leaves the stream.
     #[tokio::test]
     async fn messages_refused_for_good_do_not_hold_up_the_others() {
-        let saga = Saga::named("s", 1)
-            .step(Step::new("a", remote("p", "A"), None))
-            .build()
-            .unwrap();
-        let states: Vec<_> = ["poison", "one", "two"]
-            .into_iter()
-            .map(|id| start(&saga, id, json!({}), StartMeta::default(), 0).into_state())
-            .collect();
+        let states = poison_one_two();
         let relay = Relay::new(RefusingBus::default());
         let sent = relay
             .relay_states(&states.iter().collect::<Vec<_>>(), 1_000)
@@ -817,14 +822,7 @@ mod tests {
     /// the others in its batch and every timer go, and the stream record is done.
     #[tokio::test]
     async fn a_command_its_transport_refuses_does_not_hold_up_the_others() {
-        let saga = Saga::named("s", 1)
-            .step(Step::new("a", remote("p", "A"), None))
-            .build()
-            .unwrap();
-        let states: Vec<_> = ["poison", "one", "two"]
-            .into_iter()
-            .map(|id| start(&saga, id, json!({}), StartMeta::default(), 0).into_state())
-            .collect();
+        let states = poison_one_two();
         let relay = Relay::new(Refusing::default());
         let sent = relay
             .relay_states(&states.iter().collect::<Vec<_>>(), 1_000)
