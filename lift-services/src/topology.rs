@@ -164,12 +164,23 @@ impl Topology {
     }
 }
 
-/// A Mermaid node id: the name with anything but letters and digits replaced.
+/// A Mermaid node id: the name's letters and digits as they are, anything else escaped
+/// (`_` as `__`, `-` as `_h`, `.` as `_d`, another character as `_u<hex>_`), so that two
+/// names never share an id (`pay-ments` and `pay_ments` did, and their edges merged).
 fn node_id(service: &str) -> String {
-    service
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
+    let mut id = String::with_capacity(service.len());
+    for c in service.chars() {
+        match c {
+            c if c.is_ascii_alphanumeric() => id.push(c),
+            '_' => id.push_str("__"),
+            '-' => id.push_str("_h"),
+            '.' => id.push_str("_d"),
+            other => {
+                let _ = write!(id, "_u{:x}_", u32::from(other));
+            }
+        }
+    }
+    id
 }
 
 fn escape(text: &str) -> String {
@@ -212,6 +223,27 @@ mod tests {
         let svg = map.svg();
         assert_eq!(svg.matches("<rect").count(), 3);
         assert_eq!(svg.matches("<line").count(), 2);
+    }
+
+    /// Names that differ only in their punctuation are different nodes.
+    #[test]
+    fn mermaid_ids_tell_names_apart() {
+        let names = [
+            "pay-ments",
+            "pay_ments",
+            "pay.ments",
+            "pay__ments",
+            "pay_hments",
+            "pay ments",
+        ];
+        let ids: std::collections::BTreeSet<String> = names.iter().map(|n| node_id(n)).collect();
+        assert_eq!(ids.len(), names.len(), "{ids:?}");
+        assert_eq!(node_id("orders"), "orders");
+        let map = Topology::from_edges([("pay-ments", "pay_ments", 1)]);
+        assert!(
+            map.mermaid()
+                .contains("    pay_hments --> |1| pay__ments\n")
+        );
     }
 
     #[test]
