@@ -20,7 +20,8 @@
 //! ([`ServiceRequest::from_context`]), every call adds to the invocation's EMF metrics —
 //! `ServiceCall.<callee>.<outcome>` (a count) and `ServiceCallLatency.<callee>` — flushed with
 //! the invocation's one EMF line; the caller is the function that logs them. No write per
-//! call.
+//! call. A callee the registry does not know counts in `ServiceCallUnknown` alone, so
+//! names a caller made up do not each become a metric.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -540,8 +541,21 @@ impl ServiceClient {
                 Ok(_) => "ok",
                 Err(error) => error.step(),
             };
-            let _ = metrics.count(&format!("ServiceCall.{service}.{outcome}"), 1.0);
-            let _ = metrics.timing(&format!("ServiceCallLatency.{service}"), started.elapsed());
+            let unknown = matches!(
+                &result,
+                Err(CallError::Discovery {
+                    source: DiscoveryError::UnknownService { .. },
+                    ..
+                })
+            );
+            if unknown {
+                // One metric for every name no instance has: a metric per name a caller
+                // made up would be a CloudWatch metric each, billed by the month.
+                let _ = metrics.count("ServiceCallUnknown", 1.0);
+            } else {
+                let _ = metrics.count(&format!("ServiceCall.{service}.{outcome}"), 1.0);
+                let _ = metrics.timing(&format!("ServiceCallLatency.{service}"), started.elapsed());
+            }
         }
         result
     }

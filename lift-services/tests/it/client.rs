@@ -152,6 +152,20 @@ async fn a_handler_call_propagates_trace_and_correlation_and_records_the_edge() 
     let transport =
         InProcessTransport::new().serve(arn("a"), payments("a", Arc::new(AtomicUsize::new(0))));
     let client = client(registry, transport);
+    let unknown = client.clone();
+    let ghost = move |ctx: Context| {
+        let client = unknown.clone();
+        async move {
+            client
+                .call(
+                    "ghost",
+                    ServiceRequest::from_context(&ctx, Method::POST, "/charges"),
+                )
+                .await
+                .map_err(Error::internal)?;
+            Ok::<_, Error>(Json(Value::Null))
+        }
+    };
     let place = move |ctx: Context| {
         let client = client.clone();
         async move {
@@ -169,6 +183,7 @@ async fn a_handler_call_propagates_trace_and_correlation_and_records_the_edge() 
     let orders = TestApp::new(
         App::new()
             .post("/orders", place)
+            .post("/ghost", ghost)
             .metrics(MetricsConfig::new("Shop").sink(sink.clone())),
     )
     .expect("app");
@@ -192,6 +207,20 @@ async fn a_handler_call_propagates_trace_and_correlation_and_records_the_edge() 
     assert!(
         documents.contains("ServiceCall.payments.ok")
             && documents.contains("ServiceCallLatency.payments"),
+        "{documents}"
+    );
+
+    // A callee no instance has counts in one metric, not one of its own per name.
+    let response = orders
+        .http(events::http("POST", "/ghost").v2())
+        .await
+        .expect("invoke");
+    assert_eq!(response.status, 500, "{}", response.text());
+    let documents = sink.0.lock().expect("lock").join("\n");
+    assert!(documents.contains("ServiceCallUnknown"), "{documents}");
+    assert!(!documents.contains("ServiceCall.ghost"), "{documents}");
+    assert!(
+        !documents.contains("ServiceCallLatency.ghost"),
         "{documents}"
     );
 }
