@@ -4,101 +4,16 @@
 //! and in memory.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-use lift_middleware::dynamo::DynamoError;
 use lift_services::clock::TokioClock;
 use lift_services::discovery::{Discovery, DiscoveryConfig, DiscoveryError, HealthFilter, Query};
-use lift_services::{EnvLease, Health, Instance, MemoryRegistry, Registry, RegistryError};
+use lift_services::{Health, Instance, MemoryRegistry, Registry, RegistryError};
 
-use crate::support::{dynamo_registry, instance, lease};
+use crate::support::{Counting, dynamo_registry, instance, lease};
 
 const T0: u64 = 1_800_000_000_000;
-
-/// A registry that counts its queries and can be made to fail or slow.
-struct Counting<R> {
-    inner: R,
-    queries: AtomicU64,
-    failing: AtomicBool,
-    slow: AtomicBool,
-}
-
-impl<R> Counting<R> {
-    fn new(inner: R) -> Self {
-        Counting {
-            inner,
-            queries: AtomicU64::new(0),
-            failing: AtomicBool::new(false),
-            slow: AtomicBool::new(false),
-        }
-    }
-}
-
-impl<R: Registry> Registry for Counting<R> {
-    fn register<'a>(
-        &'a self,
-        i: &'a Instance,
-        l: &'a EnvLease,
-    ) -> BoxFuture<'a, Result<Instance, RegistryError>> {
-        self.inner.register(i, l)
-    }
-    fn renew<'a>(
-        &'a self,
-        s: &'a str,
-        i: &'a str,
-        l: &'a EnvLease,
-        p: &'a [String],
-    ) -> BoxFuture<'a, Result<Instance, RegistryError>> {
-        self.inner.renew(s, i, l, p)
-    }
-    fn release<'a>(
-        &'a self,
-        s: &'a str,
-        i: &'a str,
-        e: &'a str,
-    ) -> BoxFuture<'a, Result<(), RegistryError>> {
-        self.inner.release(s, i, e)
-    }
-    fn deregister<'a>(
-        &'a self,
-        s: &'a str,
-        i: &'a str,
-        at: u64,
-        ttl: u64,
-    ) -> BoxFuture<'a, Result<(), RegistryError>> {
-        self.inner.deregister(s, i, at, ttl)
-    }
-    fn set_health<'a>(
-        &'a self,
-        s: &'a str,
-        i: &'a str,
-        h: Option<Health>,
-    ) -> BoxFuture<'a, Result<(), RegistryError>> {
-        self.inner.set_health(s, i, h)
-    }
-    fn scan(&self) -> BoxFuture<'_, Result<Vec<Instance>, RegistryError>> {
-        self.inner.scan()
-    }
-    fn instances<'a>(&'a self, s: &'a str) -> BoxFuture<'a, Result<Vec<Instance>, RegistryError>> {
-        self.queries.fetch_add(1, Ordering::SeqCst);
-        let failing = self.failing.load(Ordering::SeqCst);
-        let slow = self.slow.load(Ordering::SeqCst);
-        Box::pin(async move {
-            if slow {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            if failing {
-                return Err(RegistryError::Dynamo(DynamoError::Throttled {
-                    operation: "Query",
-                    code: "ThrottlingException".to_owned(),
-                }));
-            }
-            self.inner.instances(s).await
-        })
-    }
-}
 
 fn discovery(registry: Arc<dyn Registry>) -> Discovery {
     Discovery::with_config(

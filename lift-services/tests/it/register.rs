@@ -2,6 +2,7 @@
 //! reported, lease released on shutdown.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use lift_core::testing::{TestApp, events, lambda_context};
@@ -40,7 +41,7 @@ fn invocation(request_id: &str) -> lift_core::lambda_runtime::Context {
     context
 }
 
-fn app(registry: Arc<MemoryRegistry>, config: ServiceConfig) -> TestApp {
+fn app(registry: Arc<dyn Registry>, config: ServiceConfig) -> TestApp {
     let registration = Registration::new(config)
         .expect("valid")
         .registry(registry)
@@ -141,9 +142,12 @@ async fn an_invalid_configuration_is_refused_before_any_write() {
     assert_eq!(response.status, 200);
 }
 
+/// A running environment told its instance was deregistered stops registering it: the
+/// instance stays gone, and the environment writes no more (the in-memory registry alone
+/// would refuse its writes, so the writes are counted).
 #[tokio::test(start_paused = true)]
 async fn a_deregistered_instance_is_not_brought_back_by_a_running_environment() {
-    let registry = Arc::new(MemoryRegistry::new());
+    let registry = Arc::new(crate::support::Counting::new(MemoryRegistry::new()));
     let config = ServiceConfig::new("payments")
         .lease(Duration::from_secs(2))
         .renew_every(Duration::from_secs(1));
@@ -158,6 +162,7 @@ async fn a_deregistered_instance_is_not_brought_back_by_a_running_environment() 
         .deregister("payments", &instances[0].id, u64::MAX / 2, 0)
         .await
         .expect("deregister");
+    let before = registry.writes.load(Ordering::SeqCst);
     for n in 0..3 {
         app.invoke_with(&event, invocation(&format!("r{n}")))
             .await
@@ -166,6 +171,11 @@ async fn a_deregistered_instance_is_not_brought_back_by_a_running_environment() 
     }
     let read = registry.instances("payments").await.expect("query");
     assert!(read[0].deregistered && read[0].environments.is_empty());
+    assert_eq!(
+        registry.writes.load(Ordering::SeqCst),
+        before + 1,
+        "one refused renewal, then none"
+    );
 }
 
 #[derive(Clone, Default)]
