@@ -97,9 +97,9 @@ pub struct PublishReport {
     pub resent: usize,
 }
 
-/// Time kept back from the invocation's deadline when resending: to report what was not
-/// delivered, and answer.
-const INVOCATION_MARGIN: Duration = Duration::from_millis(500);
+/// Time kept back from the invocation's deadline by a resend loop or a local step: to
+/// report what was not done, and answer.
+pub(crate) const INVOCATION_MARGIN: Duration = Duration::from_millis(500);
 
 /// Time kept back from the invocation's deadline by a call in flight.
 const CALL_MARGIN: Duration = Duration::from_millis(100);
@@ -107,6 +107,14 @@ const CALL_MARGIN: Duration = Duration::from_millis(100);
 /// fault, EventBridge's `InvalidArgument` or `MalformedDetail`): sending it again cannot
 /// succeed, so it is not resent.
 const REFUSED: &str = "refused: ";
+
+/// The time left before the invocation's deadline, when the runtime gave one.
+pub(crate) fn invocation_time_left() -> Option<Duration> {
+    lift_core::invocation_deadline().map(|end| {
+        end.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+    })
+}
 
 /// Sends every entry of `entries` in batches of at most `batch` entries and at most
 /// `config.max_entry_bytes` in all (by `size`: `PutEvents` and `SendMessageBatch` limit a
@@ -133,10 +141,7 @@ where
     let started = tokio::time::Instant::now();
     // Each call, too, ends before the invocation does (its own SDK retries included).
     let mut call_end = None;
-    if let Some(left) = lift_core::invocation_deadline().map(|end| {
-        end.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO)
-    }) {
+    if let Some(left) = invocation_time_left() {
         allowed = allowed.min(left.saturating_sub(INVOCATION_MARGIN));
         call_end = Some(started + left.saturating_sub(CALL_MARGIN));
     }

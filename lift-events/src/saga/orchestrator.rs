@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -15,9 +15,6 @@ type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// How many times an input is re-applied after losing a conditional write.
 const MAX_CONFLICTS: u32 = 5;
-/// Time left to a local step's attempt for storing its result before the invocation
-/// ends.
-const LOCAL_STEP_MARGIN: Duration = Duration::from_millis(500);
 
 /// What became of an input.
 #[derive(Debug, Clone, PartialEq)]
@@ -394,8 +391,8 @@ impl<S: SagaStore> Orchestrator<S> {
         let mut pending: VecDeque<Command> = local_commands(&state).collect();
         while let Some(command) = pending.pop_front() {
             let step = saga.steps.get(command.step as usize);
-            let outcome = match step.and_then(|s| s.work(command.phase)) {
-                Some(Work::Local(f)) => {
+            let outcome = match step.and_then(|s| Some((s, s.work(command.phase)?))) {
+                Some((step, Work::Local(f))) => {
                     let call = f(StepCall {
                         saga_id: command.saga_id.clone(),
                         step: command.step_name.clone(),
@@ -408,14 +405,11 @@ impl<S: SagaStore> Orchestrator<S> {
                     // An attempt has the step's timeout, and never outlives the invocation:
                     // one killed by the function's timeout would take its whole batch of
                     // other sagas' messages back to the queue with it.
-                    let limit = step.map_or(Duration::from_secs(30), |s| s.timeout);
-                    let limit = match lift_core::invocation_deadline() {
-                        Some(end) => limit.min(
-                            end.duration_since(SystemTime::now())
-                                .unwrap_or(Duration::ZERO)
-                                .saturating_sub(LOCAL_STEP_MARGIN),
-                        ),
-                        None => limit,
+                    let limit = match crate::publish::invocation_time_left() {
+                        Some(left) => step
+                            .timeout
+                            .min(left.saturating_sub(crate::publish::INVOCATION_MARGIN)),
+                        None => step.timeout,
                     };
                     // Outside a Tokio runtime (a simulation's own executor) there is no
                     // timer to cut it with.
