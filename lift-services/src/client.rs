@@ -20,8 +20,8 @@
 //! ([`ServiceRequest::from_context`]), every call adds to the invocation's EMF metrics —
 //! `ServiceCall.<callee>.<outcome>` (a count) and `ServiceCallLatency.<callee>` — flushed with
 //! the invocation's one EMF line; the caller is the function that logs them. No write per
-//! call. A callee the registry does not know counts in `ServiceCallUnknown` alone, so
-//! names a caller made up do not each become a metric.
+//! call. A callee the registry does not know (or a name no service can have) counts in
+//! `ServiceCallUnknown` alone, so names a caller made up do not each become a metric.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -524,16 +524,6 @@ impl ServiceClient {
     /// A [`CallError`] naming the step that failed.
     pub async fn call(&self, service: &str, request: ServiceRequest) -> Result<Reply, CallError> {
         let started = Instant::now();
-        if let Err(source) = crate::validate_name(service) {
-            // No metric, edge or cache entry for a name no service can have.
-            return Err(CallError::Discovery {
-                service: service.to_owned(),
-                source: DiscoveryError::InvalidName {
-                    service: service.to_owned(),
-                    source,
-                },
-            });
-        }
         let metrics = request.metrics.clone();
         let result = self.attempts(service, request).await;
         if let Some(metrics) = metrics {
@@ -544,13 +534,15 @@ impl ServiceClient {
             let unknown = matches!(
                 &result,
                 Err(CallError::Discovery {
-                    source: DiscoveryError::UnknownService { .. },
+                    source: DiscoveryError::UnknownService { .. }
+                        | DiscoveryError::InvalidName { .. },
                     ..
                 })
             );
             if unknown {
-                // One metric for every name no instance has: a metric per name a caller
-                // made up would be a CloudWatch metric each, billed by the month.
+                // One metric for every name no instance has (or can have): a metric per
+                // name a caller made up would be a CloudWatch metric each, billed by the
+                // month.
                 let _ = metrics.count("ServiceCallUnknown", 1.0);
             } else {
                 let _ = metrics.count(&format!("ServiceCall.{service}.{outcome}"), 1.0);
