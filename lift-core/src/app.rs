@@ -29,11 +29,10 @@ use futures_util::future::{Either, FutureExt};
 use http::Method;
 use lambda_runtime::LambdaEvent;
 use serde_json::value::RawValue;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 use tracing::Instrument;
 
-use crate::context::{Context, HttpRequest, Payload, Source};
+use crate::context::{Context, HttpRequest, InvocationDeadline, Payload, Source};
 use crate::error::{BoxError, Chain, Error};
 use crate::handler::{BoxFuture, Dispatch, Endpoint, Handler};
 use crate::http_event;
@@ -42,8 +41,7 @@ use crate::probe::{Kind, probe};
 use crate::response::{Response, json_response};
 use crate::router::Router;
 
-/// The boxed middleware stack every request and record goes through.
-pub type BoxService = BoxCloneSyncService<Context, Response, BoxError>;
+pub use crate::boxed::BoxService;
 
 /// Lambda's synchronous invocation payload limit (6 MB), the default body limit.
 pub const DEFAULT_BODY_LIMIT: usize = 6 * 1024 * 1024;
@@ -256,12 +254,12 @@ impl App {
         let inner = self
             .service
             .take()
-            .unwrap_or_else(|| BoxCloneSyncService::new(Dispatch));
+            .unwrap_or_else(|| BoxService::new(Dispatch));
         let layered = crate::trace::Timed {
             inner: layer.layer(inner).map_err(Into::into),
             name: crate::trace::layer_name::<L>(),
         };
-        self.service = Some(BoxCloneSyncService::new(layered));
+        self.service = Some(BoxService::new(layered));
         self
     }
 
@@ -1009,6 +1007,7 @@ impl LiftService {
     /// there becomes [`Error::Panic`].
     async fn run_unit(&self, ctx: Context) -> Result<Response, Error> {
         let span = ctx.span.clone();
+        let deadline = InvocationDeadline::from_millis(ctx.invocation.deadline);
         let fut = match &self.inner.service {
             Some(pool) => Either::Left(pool.call(ctx)),
             None => Either::Right(async move { Dispatch.call(ctx).await }),
@@ -1016,7 +1015,11 @@ impl LiftService {
         // The request's timing, logged at DEBUG inside its span when that level is on.
         let timing = tracing::enabled!(target: "lift", tracing::Level::DEBUG)
             .then(|| (Instant::now(), span.clone()));
-        let result = match AssertUnwindSafe(fut).catch_unwind().instrument(span).await {
+        let result = match AssertUnwindSafe(deadline.scope(fut))
+            .catch_unwind()
+            .instrument(span)
+            .await
+        {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(Error::from_boxed(error)),
             Err(panic) => Err(Error::Panic(panic_message(panic))),

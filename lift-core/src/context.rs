@@ -590,10 +590,11 @@ tokio::task_local! {
 }
 
 /// The deadline of the invocation whose handler the current task runs, for code that has
-/// no [`Context`] at hand (a publisher's own resend loop, a client's retries): `None`
-/// outside a handler and the route's own layers (in a layer added with
-/// [`App::layer`](crate::App::layer), a task the handler spawned, a streamed body's
-/// producer once the handler returned), or when the runtime gave no deadline.
+/// no [`Context`] at hand (a publisher's own resend loop, a client's retries): set while
+/// the invocation's middleware stack and handler run (a layer added with
+/// [`App::layer`](crate::App::layer), a route's own layers, the handler), `None` elsewhere
+/// (a task the handler spawned, a streamed body's producer once the handler returned), or
+/// when the runtime gave no deadline.
 pub fn invocation_deadline() -> Option<SystemTime> {
     INVOCATION_DEADLINE
         .try_with(|deadline| *deadline)
@@ -601,9 +602,9 @@ pub fn invocation_deadline() -> Option<SystemTime> {
         .flatten()
 }
 
-/// An invocation's deadline, put in scope while a handler's future is polled so that
-/// [`invocation_deadline`] answers inside it. Only around the handler: around the whole
-/// invocation, the scope moved the invocation's large future once more and cost every
+/// An invocation's deadline, put in scope while its middleware stack and handler are
+/// polled so that [`invocation_deadline`] answers inside them. Not around the whole
+/// invocation: that scope moved the invocation's large future once more and cost every
 /// request half a microsecond.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct InvocationDeadline(Option<SystemTime>);
@@ -614,18 +615,40 @@ impl InvocationDeadline {
         InvocationDeadline((deadline != 0).then(|| UNIX_EPOCH + Duration::from_millis(deadline)))
     }
 
-    /// Runs `work` (a handler's synchronous part, which makes its future) with the
-    /// deadline in scope.
-    pub(crate) fn within<T>(self, work: impl FnOnce() -> T) -> T {
+    /// Runs `work` with the deadline in scope.
+    fn within<T>(self, work: impl FnOnce() -> T) -> T {
         INVOCATION_DEADLINE.sync_scope(self.0, work)
     }
 
-    /// Polls `work` with the deadline in scope.
-    pub(crate) fn poll_within<F: std::future::Future + ?Sized>(
-        self,
-        work: std::pin::Pin<&mut F>,
+    /// `work`, polled with the deadline in scope: the call of a stack's services happens
+    /// inside its first poll, so it holds there too.
+    pub(crate) fn scope<F: std::future::Future>(self, work: F) -> Scoped<F> {
+        Scoped {
+            work,
+            deadline: self,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future polled with its invocation's deadline in scope: [`InvocationDeadline::scope`].
+    pub(crate) struct Scoped<F> {
+        #[pin]
+        work: F,
+        deadline: InvocationDeadline,
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Scoped<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<F::Output> {
-        self.within(|| work.poll(cx))
+        let this = self.project();
+        let deadline = *this.deadline;
+        let work = this.work;
+        deadline.within(|| work.poll(cx))
     }
 }

@@ -1,6 +1,6 @@
 //! Handlers: plain async functions of a [`Context`] (and optionally a typed input).
 
-use std::future::{Future, Ready, ready};
+use std::future::{Future, ready};
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,7 +8,8 @@ use std::task::{Context as TaskContext, Poll};
 
 use http::Method;
 
-use crate::context::{Context, InvocationDeadline};
+use crate::boxed::BoxService;
+use crate::context::Context;
 use crate::error::{BoxError, Error};
 use crate::input::Input;
 use crate::response::{IntoResponse, Response};
@@ -124,14 +125,15 @@ impl Endpoint {
 }
 
 /// The innermost service of every middleware stack: calls the endpoint the context was
-/// routed to.
+/// routed to. Its future is the handler's own box, which the stack's type-erased levels
+/// ([`crate::BoxService`]) hand on without boxing it again.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Dispatch;
 
 impl tower::Service<Context> for Dispatch {
     type Response = Response;
     type Error = BoxError;
-    type Future = DispatchFuture;
+    type Future = BoxFuture<Result<Response, BoxError>>;
 
     fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -141,64 +143,29 @@ impl tower::Service<Context> for Dispatch {
         match ctx.endpoint.clone() {
             Endpoint::Handler(handler) => {
                 ctx.metrics.handler_called();
-                let deadline = InvocationDeadline::from_millis(ctx.invocation.deadline);
-                let future = deadline.within(|| handler.call(ctx));
-                DispatchFuture(Inner::Handler(future, deadline))
+                handler.call(ctx)
             }
-            Endpoint::NotFound => {
-                DispatchFuture(Inner::Refused(ready(Err(Box::new(Error::NotFound {
-                    path: ctx.http().map(|r| r.path.clone()).unwrap_or_default(),
-                })))))
-            }
+            Endpoint::NotFound => Box::pin(ready(Err(Box::new(Error::NotFound {
+                path: ctx.http().map(|r| r.path.clone()).unwrap_or_default(),
+            }) as BoxError))),
             Endpoint::MethodNotAllowed(allow) => {
                 let (method, path) = ctx
                     .http()
                     .map(|r| (r.method.clone(), r.path.clone()))
                     .unwrap_or_default();
-                DispatchFuture(Inner::Refused(ready(Err(Box::new(
-                    Error::MethodNotAllowed {
-                        method,
-                        path,
-                        allow: allow.to_vec(),
-                    },
-                )))))
+                Box::pin(ready(Err(Box::new(Error::MethodNotAllowed {
+                    method,
+                    path,
+                    allow: allow.to_vec(),
+                }) as BoxError)))
             }
         }
     }
 }
 
-/// The future of [`Dispatch`]: a running handler, or the refusal of a request no handler
-/// serves (no route, a method the route does not take).
-pub struct DispatchFuture(Inner);
-
-enum Inner {
-    /// A handler is running, called and polled with its invocation's deadline in scope
-    /// (see [`crate::invocation_deadline`]): set here, it holds for every [`Handler`], the
-    /// function forms and a type implementing the trait itself alike.
-    Handler(BoxFuture<Result<Response, BoxError>>, InvocationDeadline),
-    Refused(Ready<Result<Response, BoxError>>),
-}
-
-impl Future for DispatchFuture {
-    type Output = Result<Response, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        match &mut self.get_mut().0 {
-            Inner::Handler(fut, deadline) => deadline.poll_within(fut.as_mut(), cx),
-            Inner::Refused(ready) => Pin::new(ready).poll(cx),
-        }
-    }
-}
-
-impl std::fmt::Debug for DispatchFuture {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DispatchFuture")
-    }
-}
-
 /// A handler wrapped in its own middleware, for one route: see [`with_layer`].
 pub struct Layered {
-    service: tower::util::BoxCloneSyncService<Context, Response, BoxError>,
+    service: BoxService,
 }
 
 impl Clone for Layered {
@@ -255,19 +222,19 @@ pub fn with_layer<H, Args, L, E>(handler: H, layer: L) -> Layered
 where
     H: Handler<Args>,
     Args: 'static,
-    L: tower::Layer<tower::util::BoxCloneSyncService<Context, Response, BoxError>>,
+    L: tower::Layer<BoxService>,
     L::Service:
         tower::Service<Context, Response = Response, Error = E> + Clone + Send + Sync + 'static,
     <L::Service as tower::Service<Context>>::Future: Send + 'static,
     E: Into<BoxError> + 'static,
 {
     use tower::ServiceExt;
-    let inner = tower::util::BoxCloneSyncService::new(HandlerService {
+    let inner = BoxService::new(HandlerService {
         handler,
         _args: PhantomData,
     });
     Layered {
-        service: tower::util::BoxCloneSyncService::new(crate::trace::Timed {
+        service: BoxService::new(crate::trace::Timed {
             inner: layer.layer(inner).map_err(Into::into),
             name: crate::trace::layer_name::<L>(),
         }),

@@ -54,6 +54,7 @@
 )]
 
 mod app;
+mod boxed;
 mod context;
 mod error;
 mod handler;
@@ -85,7 +86,7 @@ pub use app::DEFAULT_BATCH_DEADLINE_MARGIN;
 pub use app::{App, BoxService, DEFAULT_BODY_LIMIT, LiftService, REFUSED_HEADER};
 pub use context::{Context, HttpRequest, Source, TenantId, invocation_deadline};
 pub use error::{BoxError, Error, ErrorBody, ErrorDetail, FieldError, Result};
-pub use handler::{BoxFuture, Dispatch, DispatchFuture, Handler, Layered, LayeredArgs, with_layer};
+pub use handler::{BoxFuture, Dispatch, Handler, Layered, LayeredArgs, with_layer};
 pub use input::Input;
 pub use response::{Body, Created, IntoResponse, Json, NoContent, Response};
 

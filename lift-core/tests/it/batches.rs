@@ -711,3 +711,52 @@ async fn a_handler_type_of_its_own_reads_the_invocation_deadline() {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_900_000_000_000);
     assert_eq!(*seen.lock().expect("lock"), [Some(at), Some(at), Some(at)]);
 }
+
+/// Behind `App::layer` (the stack's type-erased levels hand the handler's future on as it
+/// is), the layer itself and the handler behind it read the deadline: in the layer's
+/// `call`, in the handler, and after an await.
+#[tokio::test]
+async fn layers_and_the_handler_behind_them_read_the_invocation_deadline() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let in_layer = seen.clone();
+    let layer = tower::layer::layer_fn(move |inner: lift_core::BoxService| {
+        let seen = in_layer.clone();
+        tower::service_fn(move |ctx: Context| {
+            seen.lock()
+                .expect("lock")
+                .push(("layer", lift_core::invocation_deadline()));
+            let mut inner = inner.clone();
+            async move { tower::Service::call(&mut inner, ctx).await }
+        })
+    });
+    let in_handler = seen.clone();
+    let app = TestApp::new(
+        App::new()
+            .sqs(move |_ctx: Context| {
+                let seen = in_handler.clone();
+                async move {
+                    seen.lock()
+                        .expect("lock")
+                        .push(("handler", lift_core::invocation_deadline()));
+                    tokio::task::yield_now().await;
+                    seen.lock()
+                        .expect("lock")
+                        .push(("after an await", lift_core::invocation_deadline()));
+                    Ok::<_, Error>(())
+                }
+            })
+            .layer(layer),
+    )
+    .expect("app");
+    let mut context = lift_core::testing::lambda_context("r");
+    context.deadline = 1_900_000_000_000;
+    app.invoke_with(&events::sqs(["x"]), context)
+        .await
+        .expect("invoke");
+    let at = Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_900_000_000_000));
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        [("layer", at), ("handler", at), ("after an await", at)]
+    );
+    assert_eq!(lift_core::invocation_deadline(), None);
+}
