@@ -30,7 +30,6 @@ use http::Method;
 use lambda_runtime::LambdaEvent;
 use serde_json::value::RawValue;
 use tower::{Layer, Service, ServiceExt};
-use tracing::Instrument;
 
 use crate::context::{Context, HttpRequest, InvocationDeadline, Payload, Source};
 use crate::error::{BoxError, Chain, Error};
@@ -764,7 +763,7 @@ struct Unit {
     endpoint: Endpoint,
     route: Option<Arc<str>>,
     params: crate::router::Params,
-    span: tracing::Span,
+    span: Arc<tracing::Span>,
 }
 
 #[cfg(any(
@@ -781,7 +780,7 @@ impl Unit {
         payload: Payload,
         correlation_id: Option<String>,
         endpoint: Endpoint,
-        span: tracing::Span,
+        span: Arc<tracing::Span>,
     ) -> Unit {
         Unit {
             source,
@@ -1006,7 +1005,7 @@ impl LiftService {
     /// Runs one context through the middleware stack and its endpoint; a panic anywhere in
     /// there becomes [`Error::Panic`].
     async fn run_unit(&self, ctx: Context) -> Result<Response, Error> {
-        let span = ctx.span.clone();
+        let span = Arc::clone(&ctx.span);
         let deadline = InvocationDeadline::from_millis(ctx.invocation.deadline);
         let fut = match &self.inner.service {
             Some(pool) => Either::Left(pool.call(ctx)),
@@ -1014,10 +1013,9 @@ impl LiftService {
         };
         // The request's timing, logged at DEBUG inside its span when that level is on.
         let timing = tracing::enabled!(target: "lift", tracing::Level::DEBUG)
-            .then(|| (Instant::now(), span.clone()));
-        let result = match AssertUnwindSafe(deadline.scope(fut))
-            .catch_unwind()
-            .instrument(span)
+            .then(|| (Instant::now(), Arc::clone(&span)));
+        let result = match deadline
+            .scope(AssertUnwindSafe(fut).catch_unwind(), span)
             .await
         {
             Ok(Ok(response)) => Ok(response),
@@ -1031,7 +1029,7 @@ impl LiftService {
             };
             tracing::debug!(
                 target: "lift",
-                parent: &span,
+                parent: &*span,
                 durationUs = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                 status = status.as_u16(),
                 "handled"
@@ -1104,7 +1102,7 @@ impl LiftService {
                     )),
                 };
                 let correlation_id = correlation_header(&request.headers);
-                let span = tracing::info_span!(
+                let span = Arc::new(tracing::info_span!(
                     target: "lift",
                     "request",
                     tenant = tracing::field::Empty,
@@ -1114,7 +1112,7 @@ impl LiftService {
                     source = source.as_str(),
                     method = request.method.as_str(),
                     route = resolved.route.as_deref().unwrap_or_default(),
-                );
+                ));
                 let ctx = self.context(
                     &lambda,
                     metrics,

@@ -165,7 +165,8 @@ pub struct Context {
     pub(crate) tenant: Option<TenantId>,
     /// The authenticated caller, once authentication ran; shared, as the tenant is.
     pub(crate) principal: Option<Arc<crate::principal::Principal>>,
-    pub(crate) span: tracing::Span,
+    /// Shared: a copy of the context (a retry's, the stack's own) costs no subscriber call.
+    pub(crate) span: Arc<tracing::Span>,
     pub(crate) metrics: crate::metrics::Metrics,
 }
 
@@ -620,22 +621,30 @@ impl InvocationDeadline {
         INVOCATION_DEADLINE.sync_scope(self.0, work)
     }
 
-    /// `work`, polled with the deadline in scope: the call of a stack's services happens
-    /// inside its first poll, so it holds there too.
-    pub(crate) fn scope<F: std::future::Future>(self, work: F) -> Scoped<F> {
+    /// `work`, polled inside `span` with the deadline in scope: the call of a stack's
+    /// services happens inside its first poll, so both hold there too.
+    pub(crate) fn scope<F: std::future::Future>(
+        self,
+        work: F,
+        span: Arc<tracing::Span>,
+    ) -> Scoped<F> {
         Scoped {
             work,
             deadline: self,
+            span,
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A future polled with its invocation's deadline in scope: [`InvocationDeadline::scope`].
+    /// A unit's middleware stack and handler, polled inside the unit's span (entered
+    /// through the context's shared copy, which costs no subscriber call to clone) with
+    /// the invocation's deadline in scope: [`InvocationDeadline::scope`].
     pub(crate) struct Scoped<F> {
         #[pin]
         work: F,
         deadline: InvocationDeadline,
+        span: Arc<tracing::Span>,
     }
 }
 
@@ -647,6 +656,7 @@ impl<F: std::future::Future> std::future::Future for Scoped<F> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<F::Output> {
         let this = self.project();
+        let _entered = this.span.enter();
         let deadline = *this.deadline;
         let work = this.work;
         deadline.within(|| work.poll(cx))

@@ -57,7 +57,7 @@ impl LiftService {
             kind: "API Gateway authorizer",
             source,
         })?;
-        let span = tracing::info_span!(
+        let span = Arc::new(tracing::info_span!(
             target: "lift",
             "authorizer",
             tenant = tracing::field::Empty,
@@ -65,7 +65,7 @@ impl LiftService {
             xrayTraceId = lambda.xray_trace_id.as_deref(),
             source = Source::Authorizer.as_str(),
             arn = %request.arn(),
-        );
+        ));
         // What the answer needs once the request has moved into the Context.
         let arn = request.arn().to_owned();
         let simple = self.inner.authorizer_simple && request.is_v2();

@@ -64,7 +64,7 @@ impl LiftService {
                 continue;
             }
             let record = Arc::new(record);
-            let span = tracing::info_span!(
+            let span = Arc::new(tracing::info_span!(
                 target: "lift",
                 "record",
                 tenant = tracing::field::Empty,
@@ -73,7 +73,7 @@ impl LiftService {
                 source = "dynamodb",
                 eventName = %record.event_name,
                 sequenceNumber = sequence.as_deref().unwrap_or_default(),
-            );
+            ));
             let unit = Unit::unrouted(
                 Source::DynamoDbStream,
                 Payload::DynamoDb(record.clone()),

@@ -124,7 +124,7 @@ impl LiftService {
         };
         let operation = format!("{}/{}", event.source, event.detail_type);
         let correlation_id = detail_correlation_id(&event.detail);
-        let span = tracing::info_span!(
+        let span = Arc::new(tracing::info_span!(
             target: "lift",
             "event",
             tenant = tracing::field::Empty,
@@ -134,7 +134,7 @@ impl LiftService {
             detailType = event.detail_type.as_str(),
             eventId = event.id.as_deref().unwrap_or_default(),
             correlationId = correlation_id.as_deref().unwrap_or(&lambda.request_id),
-        );
+        ));
         let ctx = self.context(
             &lambda,
             metrics,

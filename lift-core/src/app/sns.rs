@@ -47,7 +47,7 @@ impl LiftService {
                 .filter(|a| a.data_type.starts_with("String"))
                 .map(|a| a.value.clone())
                 .filter(|id| super::usable_correlation_id(id));
-            let span = tracing::info_span!(
+            let span = Arc::new(tracing::info_span!(
                 target: "lift",
                 "record",
                 tenant = tracing::field::Empty,
@@ -56,7 +56,7 @@ impl LiftService {
                 correlationId = correlation_id.as_deref().unwrap_or(&lambda.request_id),
                 source = "sns",
                 messageId = record.sns.message_id.as_str(),
-            );
+            ));
             let ctx = self.context(
                 &lambda,
                 metrics,

@@ -50,7 +50,7 @@ impl LiftService {
             .get("correlationId")
             .and_then(|a| a.string_value.clone())
             .filter(|id| super::usable_correlation_id(id));
-        let span = tracing::info_span!(
+        let span = Arc::new(tracing::info_span!(
             target: "lift",
             "record",
             tenant = tracing::field::Empty,
@@ -59,7 +59,7 @@ impl LiftService {
             correlationId = correlation_id.as_deref().unwrap_or(&lambda.request_id),
             source = "sqs",
             messageId = message.message_id.as_deref().unwrap_or_default(),
-        );
+        ));
         Unit::unrouted(
             Source::Sqs,
             Payload::Sqs(Arc::new(message)),

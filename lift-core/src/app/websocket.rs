@@ -106,7 +106,7 @@ impl LiftService {
                     .inner
                     .websocket
                     .resolve(&request.route_key, request.event_type);
-                let span = tracing::info_span!(
+                let span = Arc::new(tracing::info_span!(
                     target: "lift",
                     "request",
                     tenant = tracing::field::Empty,
@@ -118,7 +118,7 @@ impl LiftService {
                     routeKey = request.route_key.as_str(),
                     eventType = request.event_type.as_str(),
                     connectionId = %request.connection_id,
-                );
+                ));
                 let response = match resolved {
                     None => {
                         let error = Error::NoHandler(format!(
