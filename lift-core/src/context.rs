@@ -622,14 +622,15 @@ impl InvocationDeadline {
     }
 
     /// `work`, polled inside `span` with the deadline in scope: the call of a stack's
-    /// services happens inside its first poll, so both hold there too.
+    /// services happens inside its first poll, so both hold there too. Dropped unfinished
+    /// (the invocation cancelled), it is dropped inside both as well.
     pub(crate) fn scope<F: std::future::Future>(
         self,
         work: F,
         span: Arc<tracing::Span>,
     ) -> Scoped<F> {
         Scoped {
-            work,
+            work: Some(work),
             deadline: self,
             span,
         }
@@ -639,12 +640,24 @@ impl InvocationDeadline {
 pin_project_lite::pin_project! {
     /// A unit's middleware stack and handler, polled inside the unit's span (entered
     /// through the context's shared copy, which costs no subscriber call to clone) with
-    /// the invocation's deadline in scope: [`InvocationDeadline::scope`].
+    /// the invocation's deadline in scope: [`InvocationDeadline::scope`]. `work` is `None`
+    /// once it has finished or been dropped.
     pub(crate) struct Scoped<F> {
         #[pin]
-        work: F,
+        work: Option<F>,
         deadline: InvocationDeadline,
         span: Arc<tracing::Span>,
+    }
+
+    impl<F> PinnedDrop for Scoped<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if this.work.is_some() {
+                let _entered = this.span.enter();
+                let deadline = *this.deadline;
+                deadline.within(|| this.work.set(None));
+            }
+        }
     }
 }
 
@@ -655,10 +668,19 @@ impl<F: std::future::Future> std::future::Future for Scoped<F> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<F::Output> {
-        let this = self.project();
+        let mut this = self.project();
         let _entered = this.span.enter();
         let deadline = *this.deadline;
-        let work = this.work;
-        deadline.within(|| work.poll(cx))
+        deadline.within(|| {
+            let Some(work) = this.work.as_mut().as_pin_mut() else {
+                // Polled after it finished: a caller's bug, answered as `Fuse` would.
+                return std::task::Poll::Pending;
+            };
+            let poll = work.poll(cx);
+            if poll.is_ready() {
+                this.work.set(None);
+            }
+            poll
+        })
     }
 }

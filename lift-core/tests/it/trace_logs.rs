@@ -191,3 +191,55 @@ fn an_undecodable_event_names_its_cause_and_quotes_no_header_value() {
         "{lines:#?}"
     );
 }
+
+/// Logs when dropped, as a guard held across an await does.
+struct LogsOnDrop;
+
+impl Drop for LogsOnDrop {
+    fn drop(&mut self) {
+        tracing::info!("guard dropped");
+    }
+}
+
+/// An invocation dropped before it finished (a caller's timeout) drops its handler's
+/// state inside the request's span, so what logs then still names the request.
+#[test]
+fn a_cancelled_invocation_drops_its_handler_inside_the_request_span() {
+    let buffer = Buffer::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(JsonLayer::new(buffer.clone()))
+        .with(LevelFilter::INFO);
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let app = TestApp::new(
+            App::new()
+                .get("/slow", |_ctx: Context| async move {
+                    let _guard = LogsOnDrop;
+                    std::future::pending::<()>().await;
+                    Ok::<_, Error>("never")
+                })
+                .layer(Audit),
+        )
+        .unwrap();
+        let call = app.http(events::http("GET", "/slow").v2());
+        let cancelled = tokio::time::timeout(std::time::Duration::from_secs(1), call).await;
+        assert!(cancelled.is_err(), "the handler never answers");
+    });
+    let lines = buffer.lines();
+    let dropped: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "guard dropped")
+        .collect();
+    assert_eq!(dropped.len(), 1, "{lines:#?}");
+    assert!(
+        dropped[0]["requestId"].is_string(),
+        "inside the request span: {}",
+        dropped[0]
+    );
+    assert_eq!(dropped[0]["route"], "/slow");
+}
