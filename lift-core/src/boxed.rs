@@ -12,8 +12,9 @@ use crate::handler::BoxFuture;
 use crate::response::Response;
 
 /// A middleware stack (or one level of it) with its type erased: what every layer added
-/// with [`App::layer`](crate::App::layer) wraps. Its future is boxed once: a service whose
-/// future is a [`BoxFuture`] already (a handler's, the level below's) hands that box on.
+/// with [`App::layer`](crate::App::layer) wraps. Each level boxes its future once per
+/// call, except a service whose future is a [`BoxFuture`] already, which hands that box
+/// on: the innermost level, whose future is the handler's own box ([`crate::Dispatch`]).
 pub struct BoxService(Box<dyn Erased>);
 
 impl BoxService {
@@ -77,8 +78,8 @@ where
     }
 }
 
-/// `future` in a box: itself when it is one already, so that a level whose future is the
-/// level below's box allocates nothing.
+/// `future` in a box: itself when it is one already, so that a level whose future is a
+/// box (the handler's) allocates nothing more.
 pub(crate) fn boxed<F>(future: F) -> BoxFuture<F::Output>
 where
     F: Future + Send + 'static,

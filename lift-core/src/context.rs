@@ -593,9 +593,10 @@ tokio::task_local! {
 /// The deadline of the invocation whose handler the current task runs, for code that has
 /// no [`Context`] at hand (a publisher's own resend loop, a client's retries): set while
 /// the invocation's middleware stack and handler run (a layer added with
-/// [`App::layer`](crate::App::layer), a route's own layers, the handler), `None` elsewhere
-/// (a task the handler spawned, a streamed body's producer once the handler returned), or
-/// when the runtime gave no deadline.
+/// [`App::layer`](crate::App::layer), a route's own layers, the handler), `None` elsewhere:
+/// on a task the handler spawned, on a task a layer spawned to run the service inside it
+/// (the handler's call included), in a streamed body's producer once the handler returned,
+/// or when the runtime gave no deadline.
 pub fn invocation_deadline() -> Option<SystemTime> {
     INVOCATION_DEADLINE
         .try_with(|deadline| *deadline)

@@ -125,8 +125,8 @@ impl Endpoint {
 }
 
 /// The innermost service of every middleware stack: calls the endpoint the context was
-/// routed to. Its future is the handler's own box, which the stack's type-erased levels
-/// ([`crate::BoxService`]) hand on without boxing it again.
+/// routed to. Its future is the handler's own box, which the stack's innermost
+/// type-erased level ([`crate::BoxService`]) hands on without boxing it again.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Dispatch;
 
