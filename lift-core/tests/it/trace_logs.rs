@@ -47,6 +47,27 @@ impl Buffer {
     }
 }
 
+/// Runs `work` on a current-thread runtime (its clock paused when `paused`) under Lift's
+/// JSON log subscriber at `level`; its result, and the lines it logged.
+fn logged<T>(
+    level: LevelFilter,
+    paused: bool,
+    work: impl std::future::Future<Output = T>,
+) -> (T, Vec<Value>) {
+    let buffer = Buffer::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(JsonLayer::new(buffer.clone()))
+        .with(level);
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(paused)
+        .build()
+        .unwrap();
+    let out = runtime.block_on(work);
+    (out, buffer.lines())
+}
+
 /// A layer of its own type, so its span has a recognisable name.
 #[derive(Clone)]
 struct Audit;
@@ -69,16 +90,7 @@ fn app() -> App {
 }
 
 fn run(level: LevelFilter) -> Vec<Value> {
-    let buffer = Buffer::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(JsonLayer::new(buffer.clone()))
-        .with(level);
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    let ((), lines) = logged(level, false, async {
         let app = TestApp::new(app()).unwrap();
         let ok = app
             .http(events::http("GET", "/orders/7").v2())
@@ -88,7 +100,7 @@ fn run(level: LevelFilter) -> Vec<Value> {
         let missing = app.http(events::http("GET", "/nope").v2()).await.unwrap();
         assert_eq!(missing.status, 404);
     });
-    buffer.lines()
+    lines
 }
 
 #[test]
@@ -144,16 +156,7 @@ fn at_info_nothing_of_it_is_written_and_log_lines_carry_the_trace() {
 /// not quoted (it may be a credential).
 #[test]
 fn an_undecodable_event_names_its_cause_and_quotes_no_header_value() {
-    let buffer = Buffer::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(JsonLayer::new(buffer.clone()))
-        .with(LevelFilter::INFO);
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (no_detail, bad_header) = runtime.block_on(async {
+    let ((no_detail, bad_header), lines) = logged(LevelFilter::INFO, false, async {
         let app = TestApp::new(
             App::new()
                 .event("app", "Placed", |_ctx: Context| async {
@@ -175,7 +178,6 @@ fn an_undecodable_event_names_its_cause_and_quotes_no_header_value() {
         no_detail.to_string().contains("missing field `detail`"),
         "{no_detail}"
     );
-    let lines = buffer.lines();
     assert!(
         lines.iter().any(|line| line["level"] == "ERROR"
             && line["error"]
@@ -205,17 +207,7 @@ impl Drop for LogsOnDrop {
 /// state inside the request's span, so what logs then still names the request.
 #[test]
 fn a_cancelled_invocation_drops_its_handler_inside_the_request_span() {
-    let buffer = Buffer::default();
-    let subscriber = tracing_subscriber::registry()
-        .with(JsonLayer::new(buffer.clone()))
-        .with(LevelFilter::INFO);
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    let ((), lines) = logged(LevelFilter::INFO, true, async {
         let app = TestApp::new(
             App::new()
                 .get("/slow", |_ctx: Context| async move {
@@ -230,7 +222,6 @@ fn a_cancelled_invocation_drops_its_handler_inside_the_request_span() {
         let cancelled = tokio::time::timeout(std::time::Duration::from_secs(1), call).await;
         assert!(cancelled.is_err(), "the handler never answers");
     });
-    let lines = buffer.lines();
     let dropped: Vec<&Value> = lines
         .iter()
         .filter(|l| l["message"] == "guard dropped")
