@@ -226,14 +226,15 @@ impl JwtConfigBuilder {
 
     /// Keeps up to `capacity` verified tokens for up to `max_age` (at most an hour), so a
     /// warm function answers a token it already verified without checking its signature
-    /// and claims again: the same token, byte for byte, and never past its own `exp` plus
-    /// the leeway. A token that fails is never kept. Off by default.
+    /// and claims again. Off by default.
     ///
-    /// What it trades: a token verified with a key that is then removed from the JWKS (or
-    /// the configuration) is still accepted until it leaves the cache, as API Gateway's
-    /// authorizer cache (TTL up to an hour) and Envoy's `jwt_cache_config` also accept it.
-    /// The gain is largest with RS256 and ES256, whose verification costs tens of
-    /// microseconds.
+    /// The cache answers what verifying again would answer: only the same token, byte for
+    /// byte; never past its own `exp` plus the leeway; and never once a JWKS refresh has
+    /// removed or changed a key, whichever key verified it (a refresh that only adds keys
+    /// keeps the cache). A token that fails is never kept. The configured keys, issuers and
+    /// audiences are fixed for the verifier's life. What it costs is memory: the tokens and
+    /// their claims, at most `capacity` of them. The gain is largest with RS256 and ES256,
+    /// whose verification costs tens of microseconds.
     pub fn cache_verified_tokens(mut self, capacity: usize, max_age: Duration) -> Self {
         self.config.verified_tokens = Some((capacity, max_age));
         self
@@ -431,7 +432,13 @@ impl JwtVerifier {
     /// and the JWKS keys already fetched. [`Check::Fetch`] when the token names a key id
     /// the JWKS may have gained.
     fn check_now(&self, token: &str) -> Check<Arc<Principal>> {
-        if let Some(principal) = self.verified.as_ref().and_then(|v| v.get(token)) {
+        // Read before any key is looked up (see `JwksCache::generation`).
+        let generation = self.jwks.as_ref().map_or(0, |jwks| jwks.generation());
+        if let Some(principal) = self
+            .verified
+            .as_ref()
+            .and_then(|v| v.get(token, generation))
+        {
             return Check::Done(Ok(principal));
         }
         let (algorithm, kid) = match self.header(token) {
@@ -442,15 +449,16 @@ impl JwtVerifier {
             return Check::Done(Err(self.invalid("the token's algorithm is not accepted")));
         }
         if let Some(key) = self.config.keys.get(&kid) {
-            return Check::Done(self.verify_with(token, algorithm, key));
+            return Check::Done(self.verify_with(token, algorithm, key, generation));
         }
         match (&self.jwks, kid) {
             (Some(jwks), Some(kid)) => match jwks.cached(&kid) {
-                Some(key) => Check::Done(self.verify_with(token, algorithm, &key)),
+                Some(key) => Check::Done(self.verify_with(token, algorithm, &key, generation)),
                 None => Check::Fetch(Pending {
                     token: token.to_owned(),
                     algorithm,
                     kid,
+                    generation,
                 }),
             },
             _ => Check::Done(Err(self.invalid("the token's key id is unknown"))),
@@ -496,16 +504,18 @@ impl JwtVerifier {
             None => None,
         };
         let key = key.ok_or_else(|| self.invalid("the token's key id is unknown"))?;
-        self.verify_with(&pending.token, pending.algorithm, &key)
+        self.verify_with(&pending.token, pending.algorithm, &key, pending.generation)
     }
 
-    /// Verifies `token`, whose header names `algorithm`, with `key`; keeps the principal in
-    /// the verified-token cache when it is on.
+    /// Verifies `token`, whose header names `algorithm`, with `key` (looked up after
+    /// reading JWKS `generation`); keeps the principal in the verified-token cache when it
+    /// is on.
     fn verify_with(
         &self,
         token: &str,
         algorithm: Algorithm,
         key: &Key,
+        generation: u64,
     ) -> Result<Arc<Principal>, Error> {
         let validation = self
             .validations
@@ -531,7 +541,7 @@ impl JwtVerifier {
         };
         let principal = Arc::new(Principal::from_claims(claims, VerifiedBy::Lift));
         if let Some(verified) = &self.verified {
-            verified.put(token, &principal);
+            verified.put(token, &principal, generation);
         }
         Ok(principal)
     }
@@ -620,6 +630,8 @@ struct Pending {
     token: String,
     algorithm: Algorithm,
     kid: String,
+    /// The JWKS generation read before the key was looked up.
+    generation: u64,
 }
 
 impl JwtVerifier {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use lift_core::{BoxError, BoxFuture};
 use tokio::time::Instant;
@@ -107,7 +107,8 @@ fn algorithm_of(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
     }
 }
 
-fn index(set: &JwkSet) -> HashMap<String, Arc<Key>> {
+/// The usable keys of `set` by id, each with the JWK it came from.
+fn index(set: &JwkSet) -> HashMap<String, (Jwk, Arc<Key>)> {
     set.keys
         .iter()
         .filter_map(|jwk| {
@@ -119,7 +120,7 @@ fn index(set: &JwkSet) -> HashMap<String, Arc<Key>> {
                 algorithm,
                 hmac: None,
             };
-            Some((kid, Arc::new(key)))
+            Some((kid, (jwk.clone(), Arc::new(key))))
         })
         .collect()
 }
@@ -135,16 +136,22 @@ const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// A JWKS cache: keys by id, refreshed on an unknown id at most once per `min_interval`
 /// (a second after a failed fetch).
+///
+/// Its generation moves on each time a refresh removes a key or changes one: whatever was
+/// verified under an earlier generation may have been verified with a key that is gone.
+/// A refresh that only adds keys (a rotation starting) leaves it where it was.
 pub(crate) struct JwksCache {
     source: Arc<dyn JwksSource>,
     keys: RwLock<Arc<HashMap<String, Arc<Key>>>>,
+    generation: AtomicU64,
     min_interval: Duration,
     epoch: Instant,
     /// Milliseconds since `epoch` of the last fetch attempt, plus one (0: never).
     last_fetch: AtomicU64,
     /// Whether the last fetch failed: the next may come sooner.
     last_failed: AtomicBool,
-    fetching: tokio::sync::Mutex<()>,
+    /// Held by the one fetch at a time, with the JWKs the keys in use came from.
+    fetching: tokio::sync::Mutex<HashMap<String, Jwk>>,
     fetches: AtomicU64,
 }
 
@@ -153,11 +160,12 @@ impl JwksCache {
         JwksCache {
             source,
             keys: RwLock::new(Arc::new(HashMap::new())),
+            generation: AtomicU64::new(0),
             min_interval,
             epoch: Instant::now(),
             last_fetch: AtomicU64::new(0),
             last_failed: AtomicBool::new(false),
-            fetching: tokio::sync::Mutex::new(()),
+            fetching: tokio::sync::Mutex::new(HashMap::new()),
             fetches: AtomicU64::new(0),
         }
     }
@@ -171,6 +179,12 @@ impl JwksCache {
             .cloned()
     }
 
+    /// The current generation (see the type's docs). Read it before looking a key up: the
+    /// key found then belongs to this generation or a later one.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     pub(crate) fn fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
     }
@@ -180,7 +194,7 @@ impl JwksCache {
         if let Some(key) = self.cached(kid) {
             return Some(key);
         }
-        let _one_at_a_time = self.fetching.lock().await;
+        let mut in_use = self.fetching.lock().await;
         // Another caller may have fetched while this one waited.
         if let Some(key) = self.cached(kid) {
             return Some(key);
@@ -212,12 +226,27 @@ impl JwksCache {
         match fetched {
             Ok(set) => {
                 self.last_failed.store(false, Ordering::Release);
-                let keys = Arc::new(index(&set));
-                tracing::info!(target: "lift::auth", keys = keys.len(), "JWKS refreshed");
+                let indexed = index(&set);
+                let dropped = in_use
+                    .iter()
+                    .any(|(kid, jwk)| indexed.get(kid).is_none_or(|(new, _)| new != jwk));
+                let keys: HashMap<_, _> = indexed
+                    .iter()
+                    .map(|(kid, (_, key))| (kid.clone(), key.clone()))
+                    .collect();
+                tracing::info!(target: "lift::auth", keys = keys.len(), dropped, "JWKS refreshed");
                 *self
                     .keys
                     .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+                // After the keys: a reader that sees the new generation finds the new keys.
+                if dropped {
+                    self.generation.fetch_add(1, Ordering::AcqRel);
+                }
+                *in_use = indexed
+                    .into_iter()
+                    .map(|(kid, (jwk, _))| (kid, jwk))
+                    .collect();
                 self.cached(kid)
             }
             Err(error) => {

@@ -16,7 +16,10 @@ pub(crate) type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// Verified tokens, keyed by the whole token: only a token byte for byte equal to one that
 /// passed every check is answered from here, and only until the earlier of `max_age` after
 /// its verification and its own `exp` plus the leeway, the moment a full verification would
-/// start refusing it. A token that fails is never kept. When `capacity` tokens are kept,
+/// start refusing it, and only while the JWKS generation it was verified under is the
+/// current one (a refresh that removed or changed a key moves it on), so that a key gone
+/// from the JWKS admits nothing from here either. Static keys never change: their
+/// generation stays 0. A token that fails is never kept. When `capacity` tokens are kept,
 /// the expired ones go; if none has, all do.
 ///
 /// Tokens are hashed with foldhash (seeded per process) rather than SipHash: a lookup
@@ -36,15 +39,15 @@ type Entries = HashMap<Box<str>, Verified, foldhash::fast::RandomState>;
 struct Verified {
     principal: Arc<Principal>,
     until: SystemTime,
+    /// The JWKS generation read before its key was looked up.
+    generation: u64,
 }
 
 impl VerifiedTokens {
     pub(crate) fn new(capacity: usize, max_age: Duration, leeway: Duration, clock: Clock) -> Self {
         VerifiedTokens {
-            entries: Mutex::new(HashMap::with_capacity_and_hasher(
-                capacity.min(1024),
-                foldhash::fast::RandomState::default(),
-            )),
+            // Grown as tokens come: a function that never sees one allocates nothing.
+            entries: Mutex::new(HashMap::with_hasher(foldhash::fast::RandomState::default())),
             capacity,
             max_age,
             leeway,
@@ -57,18 +60,22 @@ impl VerifiedTokens {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The principal of `token` if it was verified and is still within its time.
-    pub(crate) fn get(&self, token: &str) -> Option<Arc<Principal>> {
+    /// The principal of `token` if it was verified under JWKS `generation` (the current
+    /// one) and is still within its time.
+    pub(crate) fn get(&self, token: &str, generation: u64) -> Option<Arc<Principal>> {
         let now = (self.clock)();
         let entries = self.entries();
-        let verified = entries.get(token).filter(|v| now < v.until)?;
+        let verified = entries
+            .get(token)
+            .filter(|v| now < v.until && v.generation == generation)?;
         self.hits.fetch_add(1, Ordering::Relaxed);
         Some(verified.principal.clone())
     }
 
-    /// Keeps `token`, just verified as `principal`. A token without a numeric `exp` is not
-    /// kept: nothing would end its time here.
-    pub(crate) fn put(&self, token: &str, principal: &Arc<Principal>) {
+    /// Keeps `token`, just verified as `principal` with a key looked up after reading JWKS
+    /// `generation`. A token without a numeric `exp` is not kept: nothing would end its
+    /// time here.
+    pub(crate) fn put(&self, token: &str, principal: &Arc<Principal>, generation: u64) {
         let Some(exp) = principal.claims.get("exp").and_then(Value::as_f64) else {
             return;
         };
@@ -87,7 +94,7 @@ impl VerifiedTokens {
         }
         let mut entries = self.entries();
         if entries.len() >= self.capacity && !entries.contains_key(token) {
-            entries.retain(|_, v| now < v.until);
+            entries.retain(|_, v| now < v.until && v.generation >= generation);
             if entries.len() >= self.capacity {
                 entries.clear();
             }
@@ -97,6 +104,7 @@ impl VerifiedTokens {
             Verified {
                 principal: principal.clone(),
                 until,
+                generation,
             },
         );
     }
@@ -150,55 +158,73 @@ mod tests {
     #[test]
     fn a_token_is_answered_until_max_age_then_verified_again() {
         let (cache, clock) = cache(8, 60, 0);
-        assert!(cache.get("a").is_none());
-        cache.put("a", &principal(Some(T0 + 3600)));
-        assert_eq!(cache.get("a"), Some(principal(Some(T0 + 3600))));
-        assert!(cache.get("b").is_none(), "only the same token");
-        assert!(cache.get("a ").is_none(), "byte for byte");
+        assert!(cache.get("a", 0).is_none());
+        cache.put("a", &principal(Some(T0 + 3600)), 0);
+        assert_eq!(cache.get("a", 0), Some(principal(Some(T0 + 3600))));
+        assert!(cache.get("b", 0).is_none(), "only the same token");
+        assert!(cache.get("a ", 0).is_none(), "byte for byte");
         clock.store(59, Ordering::Relaxed);
-        assert!(cache.get("a").is_some());
+        assert!(cache.get("a", 0).is_some());
         clock.store(60, Ordering::Relaxed);
-        assert!(cache.get("a").is_none(), "max age reached");
+        assert!(cache.get("a", 0).is_none(), "max age reached");
         assert_eq!(cache.hits(), 2);
     }
 
     #[test]
     fn a_token_is_not_answered_past_its_expiry_and_leeway() {
         let (cache, clock) = cache(8, 600, 5);
-        cache.put("a", &principal(Some(T0 + 10)));
+        cache.put("a", &principal(Some(T0 + 10)), 0);
         clock.store(14, Ordering::Relaxed);
-        assert!(cache.get("a").is_some(), "within exp + leeway");
+        assert!(cache.get("a", 0).is_some(), "within exp + leeway");
         clock.store(15, Ordering::Relaxed);
-        assert!(cache.get("a").is_none(), "exp + leeway reached");
+        assert!(cache.get("a", 0).is_none(), "exp + leeway reached");
     }
 
     #[test]
     fn tokens_without_a_numeric_expiry_or_already_expired_are_not_kept() {
         let (cache, _) = cache(8, 600, 0);
-        cache.put("none", &principal(None));
-        cache.put("past", &principal(Some(T0 - 1)));
+        cache.put("none", &principal(None), 0);
+        cache.put("past", &principal(Some(T0 - 1)), 0);
         let mut text = Arc::unwrap_or_clone(principal(None));
         text.claims.insert("exp".to_owned(), json!("tomorrow"));
-        cache.put("text", &Arc::new(text));
+        cache.put("text", &Arc::new(text), 0);
         assert_eq!(cache.len(), 0);
     }
 
     #[test]
     fn the_cache_never_holds_more_than_its_capacity() {
         let (cache, clock) = cache(2, 60, 0);
-        cache.put("a", &principal(Some(T0 + 3600)));
-        cache.put("b", &principal(Some(T0 + 3600)));
-        cache.put("b", &principal(Some(T0 + 3600)));
+        cache.put("a", &principal(Some(T0 + 3600)), 0);
+        cache.put("b", &principal(Some(T0 + 3600)), 0);
+        cache.put("b", &principal(Some(T0 + 3600)), 0);
         assert_eq!(cache.len(), 2, "a token put again takes no more room");
-        cache.put("c", &principal(Some(T0 + 3600)));
+        cache.put("c", &principal(Some(T0 + 3600)), 0);
         assert!(cache.len() <= 2);
-        assert!(cache.get("c").is_some(), "the newest is kept");
+        assert!(cache.get("c", 0).is_some(), "the newest is kept");
         clock.store(30, Ordering::Relaxed);
-        cache.put("d", &principal(Some(T0 + 3600)));
+        cache.put("d", &principal(Some(T0 + 3600)), 0);
         clock.store(61, Ordering::Relaxed);
-        cache.put("e", &principal(Some(T0 + 3600)));
+        cache.put("e", &principal(Some(T0 + 3600)), 0);
         assert!(cache.len() <= 2);
-        assert!(cache.get("e").is_some());
-        assert!(cache.get("c").is_none(), "expired entries go first");
+        assert!(cache.get("e", 0).is_some());
+        assert!(cache.get("c", 0).is_none(), "expired entries go first");
+    }
+
+    #[test]
+    fn a_token_verified_under_an_earlier_jwks_generation_is_verified_again() {
+        let (cache, _) = cache(2, 600, 0);
+        cache.put("a", &principal(Some(T0 + 3600)), 0);
+        assert!(cache.get("a", 0).is_some());
+        assert!(cache.get("a", 1).is_none(), "a key was dropped since");
+        // Verified again under the new generation, it is answered again.
+        cache.put("a", &principal(Some(T0 + 3600)), 1);
+        assert!(cache.get("a", 1).is_some());
+        assert!(cache.get("a", 0).is_none());
+        // At capacity, entries of an earlier generation go before the newest is kept.
+        cache.put("b", &principal(Some(T0 + 3600)), 0);
+        cache.put("c", &principal(Some(T0 + 3600)), 1);
+        assert_eq!(cache.len(), 2);
+        assert!(cache.get("a", 1).is_some(), "still current, still kept");
+        assert!(cache.get("c", 1).is_some());
     }
 }

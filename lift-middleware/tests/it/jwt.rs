@@ -488,6 +488,68 @@ async fn jwks_rotation_is_picked_up_and_refreshes_are_rate_limited() {
     assert_eq!(layer.verifier().jwks_fetches(), 2);
 }
 
+/// A token answered from the verified-token cache is answered only while the key that
+/// verified it is in the JWKS: a refresh that only adds a key keeps it, one that drops its
+/// key has it verified again, and refused.
+#[tokio::test(start_paused = true)]
+async fn a_cached_token_is_refused_once_the_jwks_drops_its_key() {
+    let source = Rotating {
+        set: Arc::new(std::sync::Mutex::new(jwks("jwks.json"))),
+        fetches: Arc::new(AtomicU32::new(0)),
+    };
+    let layer = JwtAuthLayer::new(
+        JwtConfig::builder()
+            .jwks(source.clone(), Duration::from_secs(60))
+            .algorithms(&[Algorithm::RS256])
+            .cache_verified_tokens(16, Duration::from_secs(300))
+            .build()
+            .expect("config"),
+    );
+    let verifier = layer.verifier().clone();
+    let app = TestApp::new(App::new().get("/me", whoami).layer(layer)).expect("app");
+    let key1 = EncodingKey::from_rsa_pem(&key("rsa_private.pem")).expect("rsa");
+    let key2 = EncodingKey::from_rsa_pem(&key("rsa2_private.pem")).expect("rsa2");
+    let token = |kid: &str, key: &EncodingKey| {
+        format!(
+            "Bearer {}",
+            sign(Algorithm::RS256, Some(kid), &claims(), key)
+        )
+    };
+    let (token1, token2, unknown) = (
+        token("key-1", &key1),
+        token("key-2", &key2),
+        token("key-3", &key2),
+    );
+
+    assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
+    assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
+    assert_eq!(verifier.cache_hits(), 1, "verified once, then answered");
+
+    // key-2 is published beside key-1: token1 is still answered from the cache.
+    *source.set.lock().expect("lock") = jwks("jwks_rotated.json");
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(get(&app, "/me", Some(&token2)).await.status, 200);
+    assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
+    assert_eq!(verifier.cache_hits(), 2, "a key added drops nothing");
+
+    // key-1 is withdrawn; the next refresh (an unknown key id asks for it) drops it.
+    let mut only_key2 = jwks("jwks_rotated.json");
+    only_key2
+        .keys
+        .retain(|jwk| jwk.common.key_id.as_deref() == Some("key-2"));
+    *source.set.lock().expect("lock") = only_key2;
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(get(&app, "/me", Some(&unknown)).await.status, 401);
+    assert_eq!(source.fetches.load(Ordering::SeqCst), 3);
+    let answer = get(&app, "/me", Some(&token1)).await;
+    assert_eq!(answer.status, 401, "the cache must not outlive key-1");
+    assert_eq!(verifier.cache_hits(), 2);
+    // token2's key is still there: verified again once, then answered again.
+    assert_eq!(get(&app, "/me", Some(&token2)).await.status, 200);
+    assert_eq!(get(&app, "/me", Some(&token2)).await.status, 200);
+    assert_eq!(verifier.cache_hits(), 3);
+}
+
 /// A JWKS endpoint that fails once (a cold start during a blip) is tried again a second
 /// later, not after the whole refresh interval; one that hangs is given up on.
 #[tokio::test(start_paused = true)]
