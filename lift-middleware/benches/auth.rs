@@ -48,11 +48,14 @@ impl JwksSource for Jwks {
     }
 }
 
+/// A verifier that checks every token (the verified-token cache off): these rows measure
+/// verification itself.
 fn verifier(builder: lift_middleware::auth::JwtConfigBuilder) -> JwtVerifier {
     JwtVerifier::new(
         builder
             .issuers(&["https://id.example.com"])
             .audiences(&["orders"])
+            .verify_every_token()
             .build()
             .expect("config"),
     )

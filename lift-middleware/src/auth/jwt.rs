@@ -26,6 +26,10 @@ use crate::refusal::RefusedOr;
 
 /// The shortest HS256 secret taken: the size of SHA-256's output.
 const MIN_HS256_SECRET: usize = 32;
+/// The verified-token cache of a configuration that does not set one: its capacity and
+/// longest keep (5 minutes: API Gateway's default TTL for a REST API authorizer's results).
+const DEFAULT_VERIFIED_TOKENS: (usize, Duration) = (1024, Duration::from_secs(300));
+
 /// A validated JWT configuration; see [`JwtConfig::builder`].
 #[derive(Clone)]
 pub struct JwtConfig {
@@ -67,7 +71,8 @@ impl JwtConfig {
     /// # Default
     /// No keys (add at least one, or a JWKS), no accepted algorithm (pin them), no issuer or
     /// audience check (set them), 60 s leeway on `exp` and `nbf`, a token required, realm
-    /// `lift`, API Gateway's authorizer not trusted.
+    /// `lift`, API Gateway's authorizer not trusted, and up to 1,024 verified tokens kept for
+    /// up to 5 minutes ([`JwtConfigBuilder::cache_verified_tokens`]).
     pub fn builder() -> JwtConfigBuilder {
         JwtConfigBuilder {
             config: JwtConfig {
@@ -82,7 +87,7 @@ impl JwtConfig {
                 optional: false,
                 realm: "lift".to_owned(),
                 connect_query_token: None,
-                verified_tokens: None,
+                verified_tokens: Some(DEFAULT_VERIFIED_TOKENS),
             },
             key_error: None,
         }
@@ -226,7 +231,8 @@ impl JwtConfigBuilder {
 
     /// Keeps up to `capacity` verified tokens for up to `max_age` (at most an hour), so a
     /// warm function answers a token it already verified without checking its signature
-    /// and claims again. Off by default.
+    /// and claims again. On by default, with 1,024 tokens for 5 minutes; turn it off with
+    /// [`JwtConfigBuilder::verify_every_token`].
     ///
     /// The cache answers what verifying again would answer: only the same token, byte for
     /// byte; never past its own `exp` plus the leeway; and never once a JWKS refresh has
@@ -237,6 +243,13 @@ impl JwtConfigBuilder {
     /// whose verification costs tens of microseconds.
     pub fn cache_verified_tokens(mut self, capacity: usize, max_age: Duration) -> Self {
         self.config.verified_tokens = Some((capacity, max_age));
+        self
+    }
+
+    /// Verifies every token's signature and claims, even one verified a moment ago: no
+    /// verified-token cache ([`JwtConfigBuilder::cache_verified_tokens`]).
+    pub fn verify_every_token(mut self) -> Self {
+        self.config.verified_tokens = None;
         self
     }
 
@@ -393,7 +406,8 @@ impl JwtVerifier {
     }
 
     /// How many tokens were answered from the verified-token cache
-    /// ([`JwtConfigBuilder::cache_verified_tokens`]); 0 when it is off.
+    /// ([`JwtConfigBuilder::cache_verified_tokens`]); 0 when it is off
+    /// ([`JwtConfigBuilder::verify_every_token`]).
     pub fn cache_hits(&self) -> u64 {
         self.verified.as_ref().map_or(0, |v| v.hits())
     }
@@ -838,6 +852,8 @@ mod tests {
                 .hs256_secret(Some("a"), b"secret-a-of-32-bytes-or-more-here")
                 .hs256_secret(Some("b"), b"secret-b-of-32-bytes-or-more-here")
                 .algorithms(&[Algorithm::HS256])
+                // Every case reads its header: none is answered from the token cache.
+                .verify_every_token()
                 .build()
                 .expect("config"),
         );

@@ -12,8 +12,9 @@
 //! become a typed [`Principal`] in the context ([`Context::principal`]). A missing or
 //! invalid token is a 401 with a `WWW-Authenticate` challenge; error bodies never echo the
 //! token. When API Gateway's JWT authorizer already verified the token, its claims can be
-//! trusted instead (configured explicitly). A warm function can keep the tokens it
-//! verified for a while ([`JwtConfigBuilder::cache_verified_tokens`], off by default).
+//! trusted instead (configured explicitly). A warm function keeps the tokens it verified
+//! for a while ([`JwtConfigBuilder::cache_verified_tokens`], on by default), answering each
+//! as verifying it again would: never past its `exp`, never once its key has left the JWKS.
 //!
 //! [`Context::principal`]: lift_core::Context::principal
 //!

@@ -915,16 +915,30 @@ async fn a_verified_token_is_answered_from_the_cache_and_a_refused_one_never_is(
     assert_eq!(verifier.cache_hits(), 2);
 }
 
-#[tokio::test]
-async fn without_the_cache_every_token_is_verified() {
-    let layer = JwtAuthLayer::new(hs_config());
+/// Hits of a verifier built from `config`, after the same token three times.
+async fn hits_after_three_requests(config: JwtConfigBuilder) -> u64 {
+    let layer = JwtAuthLayer::new(config.build().expect("config"));
     let verifier = layer.verifier().clone();
     let app = TestApp::new(App::new().get("/me", whoami).layer(layer)).expect("app");
     let token = format!("Bearer {}", hs(&claims()));
-    for _ in 0..2 {
+    for _ in 0..3 {
         assert_eq!(get(&app, "/me", Some(&token)).await.status, 200);
     }
-    assert_eq!(verifier.cache_hits(), 0);
+    verifier.cache_hits()
+}
+
+#[tokio::test]
+async fn tokens_are_cached_by_default_and_verified_every_time_when_asked() {
+    let config = || {
+        JwtConfig::builder()
+            .hs256_secret(None, SECRET)
+            .algorithms(&[Algorithm::HS256])
+    };
+    assert_eq!(hits_after_three_requests(config()).await, 2, "by default");
+    assert_eq!(
+        hits_after_three_requests(config().verify_every_token()).await,
+        0
+    );
 }
 
 #[test]
