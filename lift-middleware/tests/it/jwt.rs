@@ -442,6 +442,8 @@ async fn jwks_rotation_is_picked_up_and_refreshes_are_rate_limited() {
         JwtConfig::builder()
             .jwks(source.clone(), Duration::from_secs(60))
             .algorithms(&[Algorithm::RS256])
+            // Each request looks its key up: the key set's cache is what is tested.
+            .verify_every_token()
             .build()
             .expect("config"),
     );
@@ -488,11 +490,18 @@ async fn jwks_rotation_is_picked_up_and_refreshes_are_rate_limited() {
     assert_eq!(layer.verifier().jwks_fetches(), 2);
 }
 
+/// How the JWKS moves away from the key that verified a cached token.
+enum Withdrawal {
+    /// key-1 is no longer published.
+    Removed,
+    /// key-1's id now names another key's material.
+    Replaced,
+}
+
 /// A token answered from the verified-token cache is answered only while the key that
-/// verified it is in the JWKS: a refresh that only adds a key keeps it, one that drops its
-/// key has it verified again, and refused.
-#[tokio::test(start_paused = true)]
-async fn a_cached_token_is_refused_once_the_jwks_drops_its_key() {
+/// verified it is in the JWKS: a refresh that only adds a key keeps it; one that drops its
+/// key, or gives its key id other material, has it verified again, and refused.
+async fn a_cached_token_outlives_no_withdrawal_of_its_key(withdrawal: Withdrawal) {
     let source = Rotating {
         set: Arc::new(std::sync::Mutex::new(jwks("jwks.json"))),
         fetches: Arc::new(AtomicU32::new(0)),
@@ -532,12 +541,22 @@ async fn a_cached_token_is_refused_once_the_jwks_drops_its_key() {
     assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
     assert_eq!(verifier.cache_hits(), 2, "a key added drops nothing");
 
-    // key-1 is withdrawn; the next refresh (an unknown key id asks for it) drops it.
-    let mut only_key2 = jwks("jwks_rotated.json");
-    only_key2
+    // key-1 is withdrawn; the next refresh (an unknown key id asks for it) sees it.
+    let rotated = jwks("jwks_rotated.json");
+    let key2_jwk = rotated
         .keys
-        .retain(|jwk| jwk.common.key_id.as_deref() == Some("key-2"));
-    *source.set.lock().expect("lock") = only_key2;
+        .iter()
+        .find(|jwk| jwk.common.key_id.as_deref() == Some("key-2"))
+        .expect("key-2")
+        .clone();
+    let mut withdrawn = rotated.clone();
+    withdrawn.keys = vec![key2_jwk.clone()];
+    if let Withdrawal::Replaced = withdrawal {
+        let mut other = key2_jwk;
+        other.common.key_id = Some("key-1".to_owned());
+        withdrawn.keys.push(other);
+    }
+    *source.set.lock().expect("lock") = withdrawn;
     tokio::time::advance(Duration::from_secs(61)).await;
     assert_eq!(get(&app, "/me", Some(&unknown)).await.status, 401);
     assert_eq!(source.fetches.load(Ordering::SeqCst), 3);
@@ -548,6 +567,21 @@ async fn a_cached_token_is_refused_once_the_jwks_drops_its_key() {
     assert_eq!(get(&app, "/me", Some(&token2)).await.status, 200);
     assert_eq!(get(&app, "/me", Some(&token2)).await.status, 200);
     assert_eq!(verifier.cache_hits(), 3);
+    if let Withdrawal::Replaced = withdrawal {
+        // A token that key-1's new material signed is accepted.
+        let resigned = token("key-1", &key2);
+        assert_eq!(get(&app, "/me", Some(&resigned)).await.status, 200);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cached_token_is_refused_once_the_jwks_drops_its_key() {
+    a_cached_token_outlives_no_withdrawal_of_its_key(Withdrawal::Removed).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cached_token_is_refused_once_the_jwks_gives_its_key_id_other_material() {
+    a_cached_token_outlives_no_withdrawal_of_its_key(Withdrawal::Replaced).await;
 }
 
 /// A JWKS endpoint that fails once (a cold start during a blip) is tried again a second
@@ -705,6 +739,8 @@ async fn a_jwks_url_is_fetched_once_and_cached() {
             JwtConfig::builder()
                 .jwks(source, Duration::from_secs(60))
                 .algorithms(&[Algorithm::RS256])
+                // Each request looks its key up: the key set's cache is what is tested.
+                .verify_every_token()
                 .build()
                 .expect("config"),
         )),
