@@ -14,7 +14,8 @@
 //! token. When API Gateway's JWT authorizer already verified the token, its claims can be
 //! trusted instead (configured explicitly). A warm function keeps the tokens it verified
 //! for a while ([`JwtConfigBuilder::cache_verified_tokens`], on by default), answering each
-//! as verifying it again would: never past its `exp`, never once its key has left the JWKS.
+//! as verifying it again would: never past its `exp` plus the leeway, never once a JWKS
+//! refresh has dropped or changed its key.
 //!
 //! [`Context::principal`]: lift_core::Context::principal
 //!
