@@ -239,8 +239,9 @@ impl JwtConfigBuilder {
     /// removed or changed a key, whichever key verified it (a refresh that only adds keys
     /// keeps the cache). A token that fails is never kept. The configured keys, issuers and
     /// audiences are fixed for the verifier's life. What it costs is memory: the tokens and
-    /// their claims, at most `capacity` of them. The gain is largest with RS256 and ES256,
-    /// whose verification costs tens of microseconds.
+    /// their claims, at most `capacity` tokens and 1 MiB of their text (a token over
+    /// 256 KiB is verified every time). The gain is largest with RS256 and ES256, whose
+    /// verification costs tens of microseconds.
     pub fn cache_verified_tokens(mut self, capacity: usize, max_age: Duration) -> Self {
         self.config.verified_tokens = Some((capacity, max_age));
         self
@@ -555,7 +556,8 @@ impl JwtVerifier {
         };
         let principal = Arc::new(Principal::from_claims(claims, VerifiedBy::Lift));
         if let Some(verified) = &self.verified {
-            verified.put(token, &principal, generation);
+            let current = self.jwks.as_ref().map_or(0, |jwks| jwks.generation());
+            verified.put(token, &principal, generation, current);
         }
         Ok(principal)
     }

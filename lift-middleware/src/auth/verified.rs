@@ -19,8 +19,13 @@ pub(crate) type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// start refusing it, and only while the JWKS generation it was verified under is the
 /// current one (a refresh that removed or changed a key moves it on), so that a key gone
 /// from the JWKS admits nothing from here either. Static keys never change: their
-/// generation stays 0. A token that fails is never kept. When `capacity` tokens are kept,
-/// the expired ones go; if none has, all do.
+/// generation stays 0. A token that fails is never kept.
+///
+/// It holds at most `capacity` tokens and [`TOKEN_BYTES`] of their text (the claims parsed
+/// from a token take a small multiple of its size); a token longer than a quarter of that
+/// is not kept. When either bound would be passed, the entries that can no longer be
+/// answered go, and if that frees less than a quarter of the room, all do, so that a
+/// cache full of live tokens is not scanned again on every miss.
 ///
 /// Tokens are hashed with foldhash (seeded per process) rather than SipHash: a lookup
 /// hashes the whole token on every request, and only tokens that passed verification are
@@ -34,7 +39,15 @@ pub(crate) struct VerifiedTokens {
     hits: AtomicU64,
 }
 
-type Entries = HashMap<Box<str>, Verified, foldhash::fast::RandomState>;
+/// The most token text kept: 1 MiB.
+pub(crate) const TOKEN_BYTES: usize = 1 << 20;
+
+#[derive(Default)]
+struct Entries {
+    map: HashMap<Box<str>, Verified, foldhash::fast::RandomState>,
+    /// The length of the tokens in `map`, summed.
+    bytes: usize,
+}
 
 struct Verified {
     principal: Arc<Principal>,
@@ -47,7 +60,7 @@ impl VerifiedTokens {
     pub(crate) fn new(capacity: usize, max_age: Duration, leeway: Duration, clock: Clock) -> Self {
         VerifiedTokens {
             // Grown as tokens come: a function that never sees one allocates nothing.
-            entries: Mutex::new(HashMap::with_hasher(foldhash::fast::RandomState::default())),
+            entries: Mutex::new(Entries::default()),
             capacity,
             max_age,
             leeway,
@@ -66,6 +79,7 @@ impl VerifiedTokens {
         let now = (self.clock)();
         let entries = self.entries();
         let verified = entries
+            .map
             .get(token)
             .filter(|v| now < v.until && v.generation == generation)?;
         self.hits.fetch_add(1, Ordering::Relaxed);
@@ -73,9 +87,19 @@ impl VerifiedTokens {
     }
 
     /// Keeps `token`, just verified as `principal` with a key looked up after reading JWKS
-    /// `generation`. A token without a numeric `exp` is not kept: nothing would end its
-    /// time here.
-    pub(crate) fn put(&self, token: &str, principal: &Arc<Principal>, generation: u64) {
+    /// `generation`, when `current` is the generation now. A token without a numeric `exp`
+    /// is not kept (nothing would end its time here), nor one verified under an earlier
+    /// generation (it could never be answered), nor one too long (see the type's docs).
+    pub(crate) fn put(
+        &self,
+        token: &str,
+        principal: &Arc<Principal>,
+        generation: u64,
+        current: u64,
+    ) {
+        if generation < current || token.len() > TOKEN_BYTES / 4 {
+            return;
+        }
         let Some(exp) = principal.claims.get("exp").and_then(Value::as_f64) else {
             return;
         };
@@ -93,13 +117,28 @@ impl VerifiedTokens {
             return;
         }
         let mut entries = self.entries();
-        if entries.len() >= self.capacity && !entries.contains_key(token) {
-            entries.retain(|_, v| now < v.until && v.generation >= generation);
-            if entries.len() >= self.capacity {
-                entries.clear();
+        let Entries { map, bytes } = &mut *entries;
+        if let Some(kept) = map.get_mut(token) {
+            kept.principal = principal.clone();
+            kept.until = until;
+            kept.generation = generation;
+            return;
+        }
+        if map.len() >= self.capacity || *bytes + token.len() > TOKEN_BYTES {
+            map.retain(|kept, v| {
+                let keep = now < v.until && v.generation >= generation;
+                if !keep {
+                    *bytes -= kept.len();
+                }
+                keep
+            });
+            if map.len() > self.capacity / 4 * 3 || *bytes > TOKEN_BYTES / 4 * 3 {
+                map.clear();
+                *bytes = 0;
             }
         }
-        entries.insert(
+        *bytes += token.len();
+        map.insert(
             token.into(),
             Verified {
                 principal: principal.clone(),
@@ -116,7 +155,12 @@ impl VerifiedTokens {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.entries().len()
+        self.entries().map.len()
+    }
+
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.entries().bytes
     }
 }
 
@@ -159,7 +203,7 @@ mod tests {
     fn a_token_is_answered_until_max_age_then_verified_again() {
         let (cache, clock) = cache(8, 60, 0);
         assert!(cache.get("a", 0).is_none());
-        cache.put("a", &principal(Some(T0 + 3600)), 0);
+        cache.put("a", &principal(Some(T0 + 3600)), 0, 0);
         assert_eq!(cache.get("a", 0), Some(principal(Some(T0 + 3600))));
         assert!(cache.get("b", 0).is_none(), "only the same token");
         assert!(cache.get("a ", 0).is_none(), "byte for byte");
@@ -173,7 +217,7 @@ mod tests {
     #[test]
     fn a_token_is_not_answered_past_its_expiry_and_leeway() {
         let (cache, clock) = cache(8, 600, 5);
-        cache.put("a", &principal(Some(T0 + 10)), 0);
+        cache.put("a", &principal(Some(T0 + 10)), 0, 0);
         clock.store(14, Ordering::Relaxed);
         assert!(cache.get("a", 0).is_some(), "within exp + leeway");
         clock.store(15, Ordering::Relaxed);
@@ -183,28 +227,28 @@ mod tests {
     #[test]
     fn tokens_without_a_numeric_expiry_or_already_expired_are_not_kept() {
         let (cache, _) = cache(8, 600, 0);
-        cache.put("none", &principal(None), 0);
-        cache.put("past", &principal(Some(T0 - 1)), 0);
+        cache.put("none", &principal(None), 0, 0);
+        cache.put("past", &principal(Some(T0 - 1)), 0, 0);
         let mut text = Arc::unwrap_or_clone(principal(None));
         text.claims.insert("exp".to_owned(), json!("tomorrow"));
-        cache.put("text", &Arc::new(text), 0);
+        cache.put("text", &Arc::new(text), 0, 0);
         assert_eq!(cache.len(), 0);
     }
 
     #[test]
     fn the_cache_never_holds_more_than_its_capacity() {
         let (cache, clock) = cache(2, 60, 0);
-        cache.put("a", &principal(Some(T0 + 3600)), 0);
-        cache.put("b", &principal(Some(T0 + 3600)), 0);
-        cache.put("b", &principal(Some(T0 + 3600)), 0);
+        cache.put("a", &principal(Some(T0 + 3600)), 0, 0);
+        cache.put("b", &principal(Some(T0 + 3600)), 0, 0);
+        cache.put("b", &principal(Some(T0 + 3600)), 0, 0);
         assert_eq!(cache.len(), 2, "a token put again takes no more room");
-        cache.put("c", &principal(Some(T0 + 3600)), 0);
+        cache.put("c", &principal(Some(T0 + 3600)), 0, 0);
         assert!(cache.len() <= 2);
         assert!(cache.get("c", 0).is_some(), "the newest is kept");
         clock.store(30, Ordering::Relaxed);
-        cache.put("d", &principal(Some(T0 + 3600)), 0);
+        cache.put("d", &principal(Some(T0 + 3600)), 0, 0);
         clock.store(61, Ordering::Relaxed);
-        cache.put("e", &principal(Some(T0 + 3600)), 0);
+        cache.put("e", &principal(Some(T0 + 3600)), 0, 0);
         assert!(cache.len() <= 2);
         assert!(cache.get("e", 0).is_some());
         assert!(cache.get("c", 0).is_none(), "expired entries go first");
@@ -212,19 +256,69 @@ mod tests {
 
     #[test]
     fn a_token_verified_under_an_earlier_jwks_generation_is_verified_again() {
-        let (cache, _) = cache(2, 600, 0);
-        cache.put("a", &principal(Some(T0 + 3600)), 0);
+        let (cache, _) = cache(8, 600, 0);
+        cache.put("a", &principal(Some(T0 + 3600)), 0, 0);
         assert!(cache.get("a", 0).is_some());
         assert!(cache.get("a", 1).is_none(), "a key was dropped since");
         // Verified again under the new generation, it is answered again.
-        cache.put("a", &principal(Some(T0 + 3600)), 1);
+        cache.put("a", &principal(Some(T0 + 3600)), 1, 1);
         assert!(cache.get("a", 1).is_some());
         assert!(cache.get("a", 0).is_none());
-        // At capacity, entries of an earlier generation go before the newest is kept.
-        cache.put("b", &principal(Some(T0 + 3600)), 0);
-        cache.put("c", &principal(Some(T0 + 3600)), 1);
-        assert_eq!(cache.len(), 2);
-        assert!(cache.get("a", 1).is_some(), "still current, still kept");
-        assert!(cache.get("c", 1).is_some());
+        assert_eq!(cache.len(), 1);
+        // A verification the generation moved past while it ran is not kept.
+        cache.put("b", &principal(Some(T0 + 3600)), 0, 1);
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn when_full_what_cannot_be_answered_goes_first_and_live_tokens_only_in_bulk() {
+        let (cache, clock) = cache(8, 600, 0);
+        let put = |token: &str, exp: u64, generation: u64| {
+            cache.put(token, &principal(Some(T0 + exp)), generation, generation);
+        };
+        put("old-generation", 3600, 0);
+        put("expiring", 10, 1);
+        for live in ["a", "b", "c", "d", "e"] {
+            put(live, 3600, 1);
+        }
+        put("late", 20, 1);
+        assert_eq!(cache.len(), 8);
+        clock.store(11, Ordering::Relaxed);
+        // Two dead entries make room for a quarter: the live ones stay.
+        put("f", 3600, 1);
+        assert_eq!(cache.len(), 7);
+        for live in ["a", "b", "c", "d", "e", "late", "f"] {
+            assert!(cache.get(live, 1).is_some(), "{live} kept");
+        }
+        put("g", 3600, 1);
+        assert_eq!(cache.len(), 8);
+        // One dead entry would free less than a quarter: all go at once, rather than a
+        // scan of a full cache on every miss.
+        clock.store(21, Ordering::Relaxed);
+        put("h", 3600, 1);
+        assert_eq!(cache.len(), 1);
+        assert!(cache.get("h", 1).is_some());
+    }
+
+    #[test]
+    fn the_token_text_kept_is_bounded() {
+        let (cache, _) = cache(usize::MAX, 600, 0);
+        let quarter = TOKEN_BYTES / 4;
+        cache.put(&"x".repeat(quarter + 1), &principal(Some(T0 + 3600)), 0, 0);
+        assert_eq!(
+            cache.len(),
+            0,
+            "a token over a quarter of the budget is not kept"
+        );
+        for (i, fill) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+            let token = fill.repeat(quarter);
+            cache.put(&token, &principal(Some(T0 + 3600)), 0, 0);
+            assert!(cache.bytes() <= TOKEN_BYTES, "after {i}: {}", cache.bytes());
+            assert!(cache.get(&token, 0).is_some(), "the newest is kept");
+        }
+        assert_eq!(cache.bytes(), quarter, "the fifth emptied a full cache");
+        // The same token again takes no more room.
+        cache.put(&"e".repeat(quarter), &principal(Some(T0 + 3600)), 0, 0);
+        assert_eq!(cache.bytes(), quarter);
     }
 }
