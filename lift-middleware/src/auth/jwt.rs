@@ -30,12 +30,16 @@ const MIN_HS256_SECRET: usize = 32;
 /// longest keep (5 minutes: API Gateway's default TTL for a REST API authorizer's results).
 const DEFAULT_VERIFIED_TOKENS: (usize, Duration) = (1024, Duration::from_secs(300));
 
+/// How old a JWKS's keys get before they are fetched again, when not configured.
+const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(600);
+
 /// A validated JWT configuration; see [`JwtConfig::builder`].
 #[derive(Clone)]
 pub struct JwtConfig {
     keys: HashMap<Option<String>, Arc<Key>>,
     jwks: Option<Arc<dyn JwksSource>>,
     jwks_min_interval: Duration,
+    jwks_max_age: Duration,
     algorithms: Vec<Algorithm>,
     issuers: Vec<String>,
     audiences: Vec<String>,
@@ -71,14 +75,16 @@ impl JwtConfig {
     /// # Default
     /// No keys (add at least one, or a JWKS), no accepted algorithm (pin them), no issuer or
     /// audience check (set them), 60 s leeway on `exp` and `nbf`, a token required, realm
-    /// `lift`, API Gateway's authorizer not trusted, and up to 1,024 verified tokens kept for
-    /// up to 5 minutes ([`JwtConfigBuilder::cache_verified_tokens`]).
+    /// `lift`, API Gateway's authorizer not trusted, a JWKS's keys fetched again once 10
+    /// minutes old ([`JwtConfigBuilder::jwks_max_age`]), and up to 1,024 verified tokens
+    /// kept for up to 5 minutes ([`JwtConfigBuilder::cache_verified_tokens`]).
     pub fn builder() -> JwtConfigBuilder {
         JwtConfigBuilder {
             config: JwtConfig {
                 keys: HashMap::new(),
                 jwks: None,
                 jwks_min_interval: Duration::from_secs(60),
+                jwks_max_age: DEFAULT_JWKS_MAX_AGE,
                 algorithms: Vec::new(),
                 issuers: Vec::new(),
                 audiences: Vec::new(),
@@ -170,10 +176,22 @@ impl JwtConfigBuilder {
 
     /// Keys from a JWKS (e.g. [`HttpJwks`](super::HttpJwks)), fetched on first use, cached,
     /// and fetched again when a token names an unknown key id, at most once per
-    /// `min_interval`.
+    /// `min_interval`; also fetched again, in the background, once they are older than
+    /// [`JwtConfigBuilder::jwks_max_age`].
     pub fn jwks(mut self, source: impl JwksSource, min_interval: Duration) -> Self {
         self.config.jwks = Some(Arc::new(source));
         self.config.jwks_min_interval = min_interval;
+        self
+    }
+
+    /// How old the JWKS's keys may get (10 minutes by default): the first token verified
+    /// with a JWKS key after that starts a fetch of the set in a task of its own (within
+    /// the `min_interval` rate limit) and is itself verified with the keys at hand. A key
+    /// the issuer withdraws without publishing a new one thus stops verifying tokens within
+    /// about this age, plus the verified-token cache's longest keep for a token it already
+    /// holds. A failed fetch keeps the keys in use.
+    pub fn jwks_max_age(mut self, max_age: Duration) -> Self {
+        self.config.jwks_max_age = max_age;
         self
     }
 
@@ -286,6 +304,11 @@ impl JwtConfigBuilder {
             "every key's algorithm must be pinned",
         )?;
         check(!c.realm.contains('"'), "realm", "must not contain quotes")?;
+        check(
+            !c.jwks_max_age.is_zero(),
+            "jwks_max_age",
+            "must be above zero",
+        )?;
         if let Some((capacity, max_age)) = c.verified_tokens {
             check(
                 capacity > 0,
@@ -375,10 +398,13 @@ fn validation(config: &JwtConfig, algorithm: Algorithm) -> Validation {
 impl JwtVerifier {
     /// A verifier for `config`.
     pub fn new(config: JwtConfig) -> Self {
-        let jwks = config
-            .jwks
-            .clone()
-            .map(|source| Arc::new(JwksCache::new(source, config.jwks_min_interval)));
+        let jwks = config.jwks.clone().map(|source| {
+            Arc::new(JwksCache::new(
+                source,
+                config.jwks_min_interval,
+                config.jwks_max_age,
+            ))
+        });
         let validations = config
             .algorithms
             .iter()
@@ -468,7 +494,10 @@ impl JwtVerifier {
         }
         match (&self.jwks, kid) {
             (Some(jwks), Some(kid)) => match jwks.cached(&kid) {
-                Some(key) => Check::Done(self.verify_with(token, algorithm, &key, generation)),
+                Some(key) => {
+                    jwks.refresh_if_stale();
+                    Check::Done(self.verify_with(token, algorithm, &key, generation))
+                }
                 None => Check::Fetch(Pending {
                     token: token.to_owned(),
                     algorithm,

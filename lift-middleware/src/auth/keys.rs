@@ -1,5 +1,6 @@
 //! Verification keys: static keys, and JWKS fetched from a URL, cached, refreshed when a
-//! token names an unknown key id (at most once per interval, one fetch at a time).
+//! token names an unknown key id or the keys are past their age (at most once per
+//! interval, one fetch at a time).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -135,7 +136,8 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 /// A JWKS cache: keys by id, refreshed on an unknown id at most once per `min_interval`
-/// (a second after a failed fetch).
+/// (a second after a failed fetch), and in the background once the keys are older than
+/// `max_age`.
 ///
 /// Its generation moves on each time a refresh removes a key or changes one: whatever was
 /// verified under an earlier generation may have been verified with a key that is gone.
@@ -145,26 +147,48 @@ pub(crate) struct JwksCache {
     keys: RwLock<Arc<HashMap<String, Arc<Key>>>>,
     generation: AtomicU64,
     min_interval: Duration,
+    max_age: Duration,
     epoch: Instant,
     /// Milliseconds since `epoch` of the last fetch attempt, plus one (0: never).
     last_fetch: AtomicU64,
+    /// Milliseconds since `epoch` of the last fetch that succeeded, plus one (0: never).
+    fetched_at: AtomicU64,
     /// Whether the last fetch failed: the next may come sooner.
     last_failed: AtomicBool,
+    /// Whether a background refresh of keys past `max_age` is under way.
+    refreshing: AtomicBool,
     /// Held by the one fetch at a time, with the JWKs the keys in use came from.
     fetching: tokio::sync::Mutex<HashMap<String, Jwk>>,
     fetches: AtomicU64,
 }
 
+/// What [`JwksCache::fetch`] did.
+enum Fetched {
+    /// The set was fetched and is in use.
+    Fresh,
+    /// The set was not fetched: the last attempt is too recent.
+    RateLimited,
+    /// The fetch failed; the keys in use stay.
+    Failed,
+}
+
 impl JwksCache {
-    pub(crate) fn new(source: Arc<dyn JwksSource>, min_interval: Duration) -> Self {
+    pub(crate) fn new(
+        source: Arc<dyn JwksSource>,
+        min_interval: Duration,
+        max_age: Duration,
+    ) -> Self {
         JwksCache {
             source,
             keys: RwLock::new(Arc::new(HashMap::new())),
             generation: AtomicU64::new(0),
             min_interval,
+            max_age,
             epoch: Instant::now(),
             last_fetch: AtomicU64::new(0),
+            fetched_at: AtomicU64::new(0),
             last_failed: AtomicBool::new(false),
+            refreshing: AtomicBool::new(false),
             fetching: tokio::sync::Mutex::new(HashMap::new()),
             fetches: AtomicU64::new(0),
         }
@@ -189,6 +213,44 @@ impl JwksCache {
         self.fetches.load(Ordering::Relaxed)
     }
 
+    /// Milliseconds since `epoch`, plus one.
+    fn now(&self) -> u64 {
+        Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64
+            + 1
+    }
+
+    /// Whether the keys in use were fetched `max_age` ago or longer.
+    fn stale(&self) -> bool {
+        let fetched_at = self.fetched_at.load(Ordering::Acquire);
+        fetched_at != 0 && self.now().saturating_sub(fetched_at) >= self.max_age.as_millis() as u64
+    }
+
+    /// When the keys are `max_age` old, fetches the set again in a task of its own (one at
+    /// a time, within the refresh rate limit), so that a key withdrawn from the JWKS stops
+    /// verifying tokens even though no token names an unknown key id. The token at hand is
+    /// verified with the keys as they are. Outside a Tokio runtime it does nothing.
+    pub(crate) fn refresh_if_stale(self: &Arc<Self>) {
+        if !self.stale() || self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.refreshing.store(false, Ordering::Release);
+            return;
+        };
+        let cache = Arc::clone(self);
+        runtime.spawn(async move {
+            let mut in_use = cache.fetching.lock().await;
+            // Another caller may have fetched while this one waited.
+            if cache.stale() {
+                cache.fetch(&mut in_use).await;
+            }
+            drop(in_use);
+            cache.refreshing.store(false, Ordering::Release);
+        });
+    }
+
     /// The key `kid`, fetching the set when it is unknown and the last fetch is old enough.
     pub(crate) async fn key(&self, kid: &str) -> Option<Arc<Key>> {
         if let Some(key) = self.cached(kid) {
@@ -199,10 +261,20 @@ impl JwksCache {
         if let Some(key) = self.cached(kid) {
             return Some(key);
         }
-        let now = Instant::now()
-            .saturating_duration_since(self.epoch)
-            .as_millis() as u64
-            + 1;
+        match self.fetch(&mut in_use).await {
+            Fetched::Fresh => self.cached(kid),
+            Fetched::RateLimited => {
+                tracing::debug!(target: "lift::auth", kid, "unknown key id; JWKS refresh rate-limited");
+                None
+            }
+            Fetched::Failed => None,
+        }
+    }
+
+    /// Fetches the set unless the last attempt is too recent, and puts it in use. The
+    /// caller holds `fetching`, whose JWKs `in_use` are.
+    async fn fetch(&self, in_use: &mut HashMap<String, Jwk>) -> Fetched {
+        let now = self.now();
         let last = self.last_fetch.load(Ordering::Acquire);
         let interval = if self.last_failed.load(Ordering::Acquire) {
             self.min_interval.min(RETRY_AFTER_FAILURE)
@@ -210,8 +282,7 @@ impl JwksCache {
             self.min_interval
         };
         if last != 0 && now.saturating_sub(last) < interval.as_millis() as u64 {
-            tracing::debug!(target: "lift::auth", kid, "unknown key id; JWKS refresh rate-limited");
-            return None;
+            return Fetched::RateLimited;
         }
         self.last_fetch.store(now, Ordering::Release);
         self.fetches.fetch_add(1, Ordering::Relaxed);
@@ -247,7 +318,8 @@ impl JwksCache {
                     .into_iter()
                     .map(|(kid, (jwk, _))| (kid, jwk))
                     .collect();
-                self.cached(kid)
+                self.fetched_at.store(now, Ordering::Release);
+                Fetched::Fresh
             }
             Err(error) => {
                 // The old keys stay in use: a rotation-safe cache never drops keys on a failure.
@@ -255,7 +327,7 @@ impl JwksCache {
                 // are no old keys, and a blip must not refuse every token for a minute.
                 self.last_failed.store(true, Ordering::Release);
                 tracing::warn!(target: "lift::auth", error = %lift_core::Error::internal(error), "JWKS fetch failed");
-                None
+                Fetched::Failed
             }
         }
     }

@@ -584,6 +584,74 @@ async fn a_cached_token_is_refused_once_the_jwks_gives_its_key_id_other_material
     a_cached_token_outlives_no_withdrawal_of_its_key(Withdrawal::Replaced).await;
 }
 
+/// A key withdrawn from the JWKS, with no new key id to make anyone fetch it, stops
+/// verifying once the keys are older than `jwks_max_age`: the first token after that is
+/// verified with the keys at hand while the set is fetched beside it; later ones are not.
+#[tokio::test(start_paused = true)]
+async fn keys_past_their_max_age_are_fetched_again_so_a_withdrawn_key_stops_verifying() {
+    let source = Rotating {
+        set: Arc::new(std::sync::Mutex::new(jwks("jwks_rotated.json"))),
+        fetches: Arc::new(AtomicU32::new(0)),
+    };
+    let config = || {
+        JwtConfig::builder()
+            .jwks(source.clone(), Duration::from_secs(60))
+            .algorithms(&[Algorithm::RS256])
+            .verify_every_token()
+    };
+    let error = config()
+        .jwks_max_age(Duration::ZERO)
+        .build()
+        .expect_err("refused");
+    assert!(error.to_string().contains("jwks_max_age"), "{error}");
+    let layer = JwtAuthLayer::new(
+        config()
+            .jwks_max_age(Duration::from_secs(600))
+            .build()
+            .expect("config"),
+    );
+    let app = TestApp::new(App::new().get("/me", whoami).layer(layer)).expect("app");
+    let key1 = EncodingKey::from_rsa_pem(&key("rsa_private.pem")).expect("rsa");
+    let key2 = EncodingKey::from_rsa_pem(&key("rsa2_private.pem")).expect("rsa2");
+    let token1 = format!(
+        "Bearer {}",
+        sign(Algorithm::RS256, Some("key-1"), &claims(), &key1)
+    );
+    let token2 = format!(
+        "Bearer {}",
+        sign(Algorithm::RS256, Some("key-2"), &claims(), &key2)
+    );
+    assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
+
+    let mut withdrawn = jwks("jwks_rotated.json");
+    withdrawn
+        .keys
+        .retain(|jwk| jwk.common.key_id.as_deref() == Some("key-2"));
+    *source.set.lock().expect("lock") = withdrawn;
+    tokio::time::advance(Duration::from_secs(599)).await;
+    assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
+    assert_eq!(source.fetches.load(Ordering::SeqCst), 1, "not yet stale");
+
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(
+        get(&app, "/me", Some(&token1)).await.status,
+        200,
+        "verified with the keys at hand"
+    );
+    // Waits for the refresh it started, which runs beside the requests.
+    let mut refused = false;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+        if get(&app, "/me", Some(&token1)).await.status == 401 {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "key-1 still verifies after the refresh");
+    assert_eq!(source.fetches.load(Ordering::SeqCst), 2, "one refresh");
+    assert_eq!(get(&app, "/me", Some(&token2)).await.status, 200);
+}
+
 /// A JWKS endpoint that fails once (a cold start during a blip) is tried again a second
 /// later, not after the whole refresh interval; one that hangs is given up on.
 #[tokio::test(start_paused = true)]
