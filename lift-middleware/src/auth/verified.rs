@@ -132,7 +132,10 @@ impl VerifiedTokens {
                 }
                 keep
             });
-            if map.len() > self.capacity / 4 * 3 || *bytes > TOKEN_BYTES / 4 * 3 {
+            // Less than a quarter of the room freed (rounded up): all go.
+            if self.capacity - map.len() < self.capacity.div_ceil(4)
+                || TOKEN_BYTES - *bytes < TOKEN_BYTES / 4
+            {
                 map.clear();
                 *bytes = 0;
             }
@@ -252,6 +255,10 @@ mod tests {
         assert!(cache.len() <= 2);
         assert!(cache.get("e", 0).is_some());
         assert!(cache.get("c", 0).is_none(), "expired entries go first");
+        assert!(
+            cache.get("d", 0).is_some(),
+            "a live one stays when half is freed"
+        );
     }
 
     #[test]
