@@ -175,21 +175,21 @@ impl JwtConfigBuilder {
     }
 
     /// Keys from a JWKS (e.g. [`HttpJwks`](super::HttpJwks)), fetched on first use, cached,
-    /// and fetched again when a token names an unknown key id, at most once per
-    /// `min_interval`; also fetched again, in the background, once they are older than
-    /// [`JwtConfigBuilder::jwks_max_age`].
+    /// and fetched again when a token names an unknown key id or once they are
+    /// [`JwtConfigBuilder::jwks_max_age`] old, at most once per `min_interval`.
     pub fn jwks(mut self, source: impl JwksSource, min_interval: Duration) -> Self {
         self.config.jwks = Some(Arc::new(source));
         self.config.jwks_min_interval = min_interval;
         self
     }
 
-    /// How old the JWKS's keys may get (10 minutes by default): the first token verified
-    /// with a JWKS key after that starts a fetch of the set in a task of its own (within
-    /// the `min_interval` rate limit) and is itself verified with the keys at hand. A key
-    /// the issuer withdraws without publishing a new one thus stops verifying tokens within
-    /// about this age, plus the verified-token cache's longest keep for a token it already
-    /// holds. A failed fetch keeps the keys in use.
+    /// How old the JWKS's keys may get (10 minutes by default, and never less than the
+    /// `min_interval` of [`JwtConfigBuilder::jwks`]): the first token then verified with a
+    /// JWKS key waits for a fetch of the set (at most 3 seconds) and is verified with what
+    /// it brings. A key the issuer withdraws without publishing a new one thus stops
+    /// verifying tokens after at most this age, or, for a token the verified-token cache
+    /// already holds, when that token next leaves it. A failed fetch keeps the keys in use
+    /// and is tried again after `min_interval`.
     pub fn jwks_max_age(mut self, max_age: Duration) -> Self {
         self.config.jwks_max_age = max_age;
         self
@@ -494,11 +494,11 @@ impl JwtVerifier {
         }
         match (&self.jwks, kid) {
             (Some(jwks), Some(kid)) => match jwks.cached(&kid) {
-                Some(key) => {
-                    jwks.refresh_if_stale();
+                // Keys due for a fetch are fetched first (`verify_fetched`).
+                Some(key) if !jwks.due() => {
                     Check::Done(self.verify_with(token, algorithm, &key, generation))
                 }
-                None => Check::Fetch(Pending {
+                Some(_) | None => Check::Fetch(Pending {
                     token: token.to_owned(),
                     algorithm,
                     kid,

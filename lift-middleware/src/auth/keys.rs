@@ -135,9 +135,9 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// The largest key set body read.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
-/// A JWKS cache: keys by id, refreshed on an unknown id at most once per `min_interval`
-/// (a second after a failed fetch), and in the background once the keys are older than
-/// `max_age`.
+/// A JWKS cache: keys by id, fetched again when a token names an unknown id or once the
+/// keys are `max_age` old, at most once per `min_interval` (a second after a failed fetch
+/// while there are no keys).
 ///
 /// Its generation moves on each time a refresh removes a key or changes one: whatever was
 /// verified under an earlier generation may have been verified with a key that is gone.
@@ -155,8 +155,6 @@ pub(crate) struct JwksCache {
     fetched_at: AtomicU64,
     /// Whether the last fetch failed: the next may come sooner.
     last_failed: AtomicBool,
-    /// Whether a background refresh of keys past `max_age` is under way.
-    refreshing: AtomicBool,
     /// Held by the one fetch at a time, with the JWKs the keys in use came from.
     fetching: tokio::sync::Mutex<HashMap<String, Jwk>>,
     fetches: AtomicU64,
@@ -188,7 +186,6 @@ impl JwksCache {
             last_fetch: AtomicU64::new(0),
             fetched_at: AtomicU64::new(0),
             last_failed: AtomicBool::new(false),
-            refreshing: AtomicBool::new(false),
             fetching: tokio::sync::Mutex::new(HashMap::new()),
             fetches: AtomicU64::new(0),
         }
@@ -221,53 +218,39 @@ impl JwksCache {
             + 1
     }
 
-    /// Whether the keys in use were fetched `max_age` ago or longer.
-    fn stale(&self) -> bool {
+    /// Whether the keys in use are `max_age` old or older and the rate limit lets them be
+    /// fetched again now: the next token verified with one of them waits for that fetch.
+    pub(crate) fn due(&self) -> bool {
         let fetched_at = self.fetched_at.load(Ordering::Acquire);
-        fetched_at != 0 && self.now().saturating_sub(fetched_at) >= self.max_age.as_millis() as u64
-    }
-
-    /// When the keys are `max_age` old, fetches the set again in a task of its own (one at
-    /// a time, within the refresh rate limit), so that a key withdrawn from the JWKS stops
-    /// verifying tokens even though no token names an unknown key id. The token at hand is
-    /// verified with the keys as they are. Outside a Tokio runtime it does nothing.
-    pub(crate) fn refresh_if_stale(self: &Arc<Self>) {
-        if !self.stale() || self.refreshing.swap(true, Ordering::AcqRel) {
-            return;
+        if fetched_at == 0 {
+            return false;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            self.refreshing.store(false, Ordering::Release);
-            return;
-        };
-        let cache = Arc::clone(self);
-        runtime.spawn(async move {
-            let mut in_use = cache.fetching.lock().await;
-            // Another caller may have fetched while this one waited.
-            if cache.stale() {
-                cache.fetch(&mut in_use).await;
-            }
-            drop(in_use);
-            cache.refreshing.store(false, Ordering::Release);
-        });
+        let now = self.now();
+        let last = self.last_fetch.load(Ordering::Acquire);
+        now.saturating_sub(fetched_at) >= self.max_age.as_millis() as u64
+            && now.saturating_sub(last) >= self.min_interval.as_millis() as u64
     }
 
-    /// The key `kid`, fetching the set when it is unknown and the last fetch is old enough.
+    /// The key `kid`, fetching the set first when `kid` is unknown or the keys are
+    /// [`due`](Self::due), and the last fetch is old enough. When a fetch fails the keys in
+    /// use stay, so a key they have is still found.
     pub(crate) async fn key(&self, kid: &str) -> Option<Arc<Key>> {
-        if let Some(key) = self.cached(kid) {
+        if let Some(key) = self.cached(kid).filter(|_| !self.due()) {
             return Some(key);
         }
         let mut in_use = self.fetching.lock().await;
         // Another caller may have fetched while this one waited.
-        if let Some(key) = self.cached(kid) {
-            return Some(key);
+        let cached = self.cached(kid);
+        if cached.is_some() && !self.due() {
+            return cached;
         }
         match self.fetch(&mut in_use).await {
             Fetched::Fresh => self.cached(kid),
-            Fetched::RateLimited => {
+            Fetched::RateLimited if cached.is_none() => {
                 tracing::debug!(target: "lift::auth", kid, "unknown key id; JWKS refresh rate-limited");
                 None
             }
-            Fetched::Failed => None,
+            Fetched::RateLimited | Fetched::Failed => cached,
         }
     }
 
@@ -276,7 +259,9 @@ impl JwksCache {
     async fn fetch(&self, in_use: &mut HashMap<String, Jwk>) -> Fetched {
         let now = self.now();
         let last = self.last_fetch.load(Ordering::Acquire);
-        let interval = if self.last_failed.load(Ordering::Acquire) {
+        // Sooner after a failure only while there are no keys at all (a cold start during
+        // a blip): with keys in use, an endpoint that is down is asked once an interval.
+        let interval = if self.last_failed.load(Ordering::Acquire) && in_use.is_empty() {
             self.min_interval.min(RETRY_AFTER_FAILURE)
         } else {
             self.min_interval
@@ -323,8 +308,8 @@ impl JwksCache {
             }
             Err(error) => {
                 // The old keys stay in use: a rotation-safe cache never drops keys on a failure.
-                // The next fetch may come after `RETRY_AFTER_FAILURE`: on a cold start there
-                // are no old keys, and a blip must not refuse every token for a minute.
+                // Without keys (a cold start), the next fetch may come after
+                // `RETRY_AFTER_FAILURE`: a blip must not refuse every token for a minute.
                 self.last_failed.store(true, Ordering::Release);
                 tracing::warn!(target: "lift::auth", error = %lift_core::Error::internal(error), "JWKS fetch failed");
                 Fetched::Failed

@@ -2,9 +2,9 @@
 //!
 //! [`JwtAuthLayer`] verifies the `Authorization: Bearer` token with the `jsonwebtoken`
 //! crate (AWS-LC backend): HS256, RS256 and ES256 keys, or a JWKS fetched from a URL,
-//! cached, and fetched again when a token names an unknown key id or, in the background,
-//! once its keys are 10 minutes old (at most once per interval, one fetch at a time, old
-//! keys kept if a fetch fails); an HS256 secret's key is
+//! cached, and fetched again when a token names an unknown key id or once its keys are 10
+//! minutes old (at most once per interval, one fetch at a time, old keys kept if a fetch
+//! fails); an HS256 secret's key is
 //! prepared once and its tokens checked by Lift with AWS-LC under the same rules (about
 //! half the work of `jsonwebtoken::decode`, which prepares the key for every token). It
 //! checks `exp` and `nbf` with leeway, and `iss` and `aud` when configured (a token

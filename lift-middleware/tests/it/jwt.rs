@@ -584,15 +584,37 @@ async fn a_cached_token_is_refused_once_the_jwks_gives_its_key_id_other_material
     a_cached_token_outlives_no_withdrawal_of_its_key(Withdrawal::Replaced).await;
 }
 
+/// A JWKS that the test can make fail, counting fetches.
+#[derive(Clone)]
+struct Switchable {
+    rotating: Rotating,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl JwksSource for Switchable {
+    fn fetch(&self) -> BoxFuture<Result<JwkSet, BoxError>> {
+        if self.failing.load(Ordering::SeqCst) {
+            self.rotating.fetches.fetch_add(1, Ordering::SeqCst);
+            return Box::pin(async { Err("the issuer is down".into()) });
+        }
+        self.rotating.fetch()
+    }
+}
+
 /// A key withdrawn from the JWKS, with no new key id to make anyone fetch it, stops
-/// verifying once the keys are older than `jwks_max_age`: the first token after that is
-/// verified with the keys at hand while the set is fetched beside it; later ones are not.
+/// verifying once the keys are `jwks_max_age` old: the first token after that waits for
+/// the fetch and is refused. While the endpoint fails, the keys at hand stay in use and it
+/// is asked again once per interval, not on every token.
 #[tokio::test(start_paused = true)]
 async fn keys_past_their_max_age_are_fetched_again_so_a_withdrawn_key_stops_verifying() {
-    let source = Rotating {
-        set: Arc::new(std::sync::Mutex::new(jwks("jwks_rotated.json"))),
-        fetches: Arc::new(AtomicU32::new(0)),
+    let source = Switchable {
+        rotating: Rotating {
+            set: Arc::new(std::sync::Mutex::new(jwks("jwks_rotated.json"))),
+            fetches: Arc::new(AtomicU32::new(0)),
+        },
+        failing: Arc::default(),
     };
+    let fetches = || source.rotating.fetches.load(Ordering::SeqCst);
     let config = || {
         JwtConfig::builder()
             .jwks(source.clone(), Duration::from_secs(60))
@@ -623,33 +645,43 @@ async fn keys_past_their_max_age_are_fetched_again_so_a_withdrawn_key_stops_veri
     );
     assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
 
+    // The issuer withdraws key-1 and is down for a while.
     let mut withdrawn = jwks("jwks_rotated.json");
     withdrawn
         .keys
         .retain(|jwk| jwk.common.key_id.as_deref() == Some("key-2"));
-    *source.set.lock().expect("lock") = withdrawn;
+    *source.rotating.set.lock().expect("lock") = withdrawn;
+    source.failing.store(true, Ordering::SeqCst);
     tokio::time::advance(Duration::from_secs(599)).await;
     assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
-    assert_eq!(source.fetches.load(Ordering::SeqCst), 1, "not yet stale");
-
+    assert_eq!(fetches(), 1, "not yet due");
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(
         get(&app, "/me", Some(&token1)).await.status,
         200,
-        "verified with the keys at hand"
+        "the fetch failed: the keys at hand stay"
     );
-    // Waits for the refresh it started, which runs beside the requests.
-    let mut refused = false;
-    for _ in 0..100 {
-        tokio::task::yield_now().await;
-        if get(&app, "/me", Some(&token1)).await.status == 401 {
-            refused = true;
-            break;
-        }
+    assert_eq!(fetches(), 2);
+    // Nor does a token naming an unknown key id ask sooner, now that there are keys.
+    let unknown = format!(
+        "Bearer {}",
+        sign(Algorithm::RS256, Some("key-3"), &claims(), &key2)
+    );
+    for _ in 0..20 {
+        tokio::time::advance(Duration::from_millis(2_500)).await;
+        assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
+        assert_eq!(get(&app, "/me", Some(&unknown)).await.status, 401);
     }
-    assert!(refused, "key-1 still verifies after the refresh");
-    assert_eq!(source.fetches.load(Ordering::SeqCst), 2, "one refresh");
+    assert_eq!(fetches(), 2, "asked again only once an interval");
+
+    // Back up, one interval after the failed fetch: that token waits for the fetch and
+    // is refused; key-2's still verify.
+    source.failing.store(false, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(get(&app, "/me", Some(&token1)).await.status, 401);
+    assert_eq!(fetches(), 3);
     assert_eq!(get(&app, "/me", Some(&token2)).await.status, 200);
+    assert_eq!(fetches(), 3);
 }
 
 /// A JWKS endpoint that fails once (a cold start during a blip) is tried again a second
