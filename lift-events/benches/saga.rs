@@ -9,8 +9,8 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use lift_events::saga::{
-    Handled, Message, Orchestrator, Registry, Reply, Saga, SagaInput, SagaState, StartMeta, Step,
-    remote, start,
+    Handled, Message, Orchestrator, Registry, Reply, Saga, SagaInput, SagaState, Snapshot,
+    StartMeta, Step, remote, start,
 };
 use lift_events::store::{MemoryStore, SagaStore};
 use serde_json::json;
@@ -68,7 +68,7 @@ fn bench(c: &mut Criterion) {
     let carried = match &input {
         SagaInput::Reply(reply) => {
             let mut reply = reply.clone();
-            reply.snapshot = Some(Box::new(first.clone()));
+            reply.snapshot = Some(Snapshot::of(&first).expect("snapshot"));
             SagaInput::Reply(reply)
         }
         other => other.clone(),

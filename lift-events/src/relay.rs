@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::envelope::Envelope;
-use crate::saga::{Command, Message, Reply, SagaInput, SagaState, Target, Timer};
+use crate::saga::{Command, Message, Reply, SagaInput, SagaState, Snapshot, Target, Timer};
 
 /// The `type` of a reply envelope (participant → orchestrator).
 pub const REPLY_TYPE: &str = "lift.saga.Reply";
@@ -497,11 +497,11 @@ impl<T: Transport> Relay<T> {
 }
 
 /// The snapshot commands of `state` carry: the saga without its outbox, unless too large.
-fn snapshot(state: &SagaState) -> Option<Box<SagaState>> {
-    let mut snapshot = state.clone();
-    snapshot.outbox.clear();
-    let bytes = serde_json::to_vec(&snapshot).map(|b| b.len()).ok()?;
-    (bytes <= MAX_SNAPSHOT_BYTES).then(|| Box::new(snapshot))
+fn snapshot(state: &SagaState) -> Option<Snapshot> {
+    let snapshot = Snapshot::of(state).ok()?;
+    let mut bytes = ByteCount(0);
+    serde_json::to_writer(&mut bytes, &snapshot).ok()?;
+    (bytes.0 <= MAX_SNAPSHOT_BYTES).then_some(snapshot)
 }
 
 /// The envelopes of one outbox: bus events and delayed timers.
@@ -514,7 +514,7 @@ fn collect(
     events: &mut Vec<(Option<String>, Envelope)>,
     timers: &mut Vec<(Envelope, Duration)>,
 ) -> Result<(), RelayError> {
-    let mut carried: Option<Option<Box<SagaState>>> = None;
+    let mut carried: Option<Option<Snapshot>> = None;
     for (i, message) in outbox.iter().enumerate() {
         let id = format!("{saga_id}:{version}:{i}");
         match message {

@@ -499,9 +499,7 @@ async fn a_reply_too_large_with_its_snapshot_goes_without_it() {
         panic!("a command first");
     };
     let mut command = command.clone();
-    let mut snapshot = serde_json::to_value(&state).unwrap();
-    snapshot["outbox"] = json!([]);
-    command.snapshot = Some(Box::new(serde_json::from_value(snapshot).unwrap()));
+    command.snapshot = Some(lift_events::saga::Snapshot::of(&state).unwrap());
     let envelope = lift_events::relay::command_envelope(format!("{id}:1:0"), &command).unwrap();
     let app = TestApp::new(App::new().sqs(move |ctx: Context| {
         let p = participant.clone();
@@ -524,6 +522,74 @@ async fn a_reply_too_large_with_its_snapshot_goes_without_it() {
     .unwrap();
     assert_eq!(reply.outcome.unwrap(), json!({"ok": true}));
     assert!(reply.snapshot.is_none());
+}
+
+/// A command whose snapshot a later release wrote (a status and a history entry this one
+/// does not know) is run, and its reply hands the snapshot back as it came: a participant
+/// does not read it. (It was refused as not a saga command, again on every delivery.)
+#[tokio::test]
+async fn a_participant_hands_back_a_snapshot_it_cannot_read() {
+    let aws = aws().await;
+    let records = idempotency_table(&aws).await;
+    let (replies_url, _) = queue(&aws, &unique("replies")).await;
+    let bus = bus(&aws).await;
+    let participant = Participant::new(
+        "participants",
+        aws.dynamodb.clone(),
+        &records,
+        EventBridgePublisher::new(aws.eventbridge.clone(), &bus, PublishConfig::default()),
+    )
+    .unwrap()
+    .reply_to_queue(SqsPublisher::new(
+        aws.sqs.clone(),
+        &replies_url,
+        PublishConfig::default(),
+    ));
+    let saga = Saga::named("s", 1)
+        .step(Step::new("a", remote("p", "A"), None))
+        .build()
+        .unwrap();
+    let id = unique("later");
+    let state =
+        lift_events::saga::start(&saga, &id, json!({"n": 1}), StartMeta::default(), 0).into_state();
+    let lift_events::saga::Message::Command(command) = &state.outbox()[0] else {
+        panic!("a command first");
+    };
+    let envelope = lift_events::relay::command_envelope(format!("{id}:1:0"), command).unwrap();
+    let mut later = serde_json::to_value(&state).unwrap();
+    later["outbox"] = json!([]);
+    later["status"] = json!("paused");
+    later["history"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"at_ms": 1, "event": "paused_by_operator", "by": "ops"}));
+    let mut body = serde_json::to_value(&envelope).unwrap();
+    body["payload"]["snapshot"] = later.clone();
+    let ran = Arc::new(AtomicU32::new(0));
+    let app = {
+        let ran = ran.clone();
+        TestApp::new(App::new().sqs(move |ctx: Context| {
+            let (p, ran) = (participant.clone(), ran.clone());
+            async move {
+                p.handle(&ctx, |_command| async move {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    Ok(json!({"ok": true}))
+                })
+                .await
+            }
+        }))
+        .unwrap()
+    };
+    let body = serde_json::to_string(&body).unwrap();
+    let out = app.invoke(&events::sqs([body.as_str()])).await.unwrap();
+    assert!(lift_core::testing::batch_failures(&out).is_empty(), "{out}");
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    let got = receive(&aws, &replies_url, 1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    let reply: Value = Envelope::from_body(got[0].body().unwrap().as_bytes())
+        .unwrap()
+        .payload;
+    assert_eq!(reply["snapshot"], later, "handed back as it came");
 }
 
 /// The item's new image as DynamoDB JSON, the way the stream delivers it.

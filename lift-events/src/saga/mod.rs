@@ -22,7 +22,7 @@ pub use definition::{
 pub use orchestrator::{Handled, Orchestrator, OrchestratorError};
 pub use state::{
     Command, Cursor, Finished, HistoryEntry, HistoryEvent, Message, Phase, Reply, SagaInput,
-    SagaState, SagaStatus, StepStatus, Target, Timer, TimerKind, Waiting, command_id,
+    SagaState, SagaStatus, Snapshot, StepStatus, Target, Timer, TimerKind, Waiting, command_id,
 };
 pub use transition::{
     Ignored, MAX_REASON_BYTES, Outcome, StartMeta, Transition, start, transition,

@@ -239,10 +239,22 @@ impl<S: SagaStore> Orchestrator<S> {
     /// [`Command::snapshot`] of the transition that sent its command), else from a
     /// strongly consistent read. A write that loses gets the stored saga back with the
     /// failure and applies the input to it; a snapshot the input is not for (never the
-    /// case for a reply to its own command) is not trusted: the saga is read instead.
+    /// case for a reply to its own command), or one this release cannot read (written by a
+    /// later one), is not trusted: the saga is read instead.
     async fn apply(&self, input: &SagaInput) -> Result<(Arc<Saga>, Handled), OrchestratorError> {
         let known = match input {
-            SagaInput::Reply(reply) => reply.snapshot.as_deref().cloned(),
+            SagaInput::Reply(reply) => {
+                reply
+                    .snapshot
+                    .as_ref()
+                    .and_then(|snapshot| match snapshot.state() {
+                        Ok(state) => Some(state),
+                        Err(error) => {
+                            tracing::debug!(target: "lift::saga", saga_id = %reply.saga_id, %error, "a snapshot this release cannot read; reading the saga");
+                            None
+                        }
+                    })
+            }
             SagaInput::Timer(_) => None,
         };
         self.apply_to(input, known).await

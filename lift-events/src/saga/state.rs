@@ -175,7 +175,36 @@ pub struct Command {
     /// ([`Reply::to`] does), so the orchestrator applies the reply without reading the
     /// saga first. Absent from the stored outbox, and when the saga is too large to carry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<Box<SagaState>>,
+    pub snapshot: Option<Snapshot>,
+}
+
+/// The saga a [`Command`] carries and its [`Reply`] hands back ([`Command::snapshot`]),
+/// kept as the JSON it came as. A participant passes it on without reading it, so one on
+/// an earlier or later release of this crate than the orchestrator's hands back a saga it
+/// could not read (a status or history entry added since, say) instead of refusing the
+/// command; the orchestrator reads the stored saga when it cannot read a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Snapshot(Value);
+
+impl Snapshot {
+    /// `state` as a command carries it: without its outbox.
+    ///
+    /// # Errors
+    /// When the state does not serialise as JSON.
+    pub fn of(state: &SagaState) -> Result<Self, serde_json::Error> {
+        let mut carried = state.clone();
+        carried.outbox.clear();
+        serde_json::to_value(&carried).map(Snapshot)
+    }
+
+    /// The saga it carries.
+    ///
+    /// # Errors
+    /// When it is not a saga as this release of the crate writes one.
+    pub fn state(&self) -> Result<SagaState, serde_json::Error> {
+        SagaState::deserialize(&self.0)
+    }
 }
 
 /// Why a timer was set.
@@ -257,7 +286,7 @@ pub struct Reply {
     pub outcome: Result<Value, StepError>,
     /// The command's [`Command::snapshot`], handed back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<Box<SagaState>>,
+    pub snapshot: Option<Snapshot>,
 }
 
 impl Reply {
