@@ -175,8 +175,9 @@ impl JwtConfigBuilder {
     }
 
     /// Keys from a JWKS (e.g. [`HttpJwks`](super::HttpJwks)), fetched on first use, cached,
-    /// and fetched again when a token names an unknown key id or once they are
-    /// [`JwtConfigBuilder::jwks_max_age`] old, at most once per `min_interval`.
+    /// and fetched again when a token names an unknown key id (at most once per
+    /// `min_interval`, or a second after a failed fetch) or once they are
+    /// [`JwtConfigBuilder::jwks_max_age`] old (at most once per `min_interval`).
     pub fn jwks(mut self, source: impl JwksSource, min_interval: Duration) -> Self {
         self.config.jwks = Some(Arc::new(source));
         self.config.jwks_min_interval = min_interval;
@@ -185,11 +186,12 @@ impl JwtConfigBuilder {
 
     /// How old the JWKS's keys may get (10 minutes by default, and never less than the
     /// `min_interval` of [`JwtConfigBuilder::jwks`]): the first token then verified with a
-    /// JWKS key waits for a fetch of the set (at most 3 seconds) and is verified with what
-    /// it brings. A key the issuer withdraws without publishing a new one thus stops
-    /// verifying tokens after at most this age, or, for a token the verified-token cache
-    /// already holds, when that token next leaves it. A failed fetch keeps the keys in use
-    /// and is tried again after `min_interval`.
+    /// JWKS key waits for a fetch of the set (at most 3 seconds), as does any token
+    /// arriving while that fetch runs, and is verified with what it brings. A key the issuer
+    /// withdraws without publishing a new one thus stops verifying tokens with the first
+    /// fetch past this age, or, for a token the verified-token cache already holds, when
+    /// that token next leaves it. A failed fetch keeps the keys in use and is tried again
+    /// after `min_interval`.
     pub fn jwks_max_age(mut self, max_age: Duration) -> Self {
         self.config.jwks_max_age = max_age;
         self

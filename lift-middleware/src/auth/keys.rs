@@ -135,9 +135,9 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// The largest key set body read.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
-/// A JWKS cache: keys by id, fetched again when a token names an unknown id or once the
-/// keys are `max_age` old, at most once per `min_interval` (a second after a failed fetch
-/// while there are no keys).
+/// A JWKS cache: keys by id, fetched again when a token names an unknown id (at most once
+/// per `min_interval`, or a second after a failed fetch) or once the keys are `max_age` old
+/// (at most once per `min_interval`).
 ///
 /// Its generation moves on each time a refresh removes a key or changes one: whatever was
 /// verified under an earlier generation may have been verified with a key that is gone.
@@ -218,17 +218,24 @@ impl JwksCache {
             + 1
     }
 
-    /// Whether the keys in use are `max_age` old or older and the rate limit lets them be
-    /// fetched again now: the next token verified with one of them waits for that fetch.
-    pub(crate) fn due(&self) -> bool {
+    /// Whether the keys in use were fetched `max_age` ago or longer.
+    fn aged(&self, now: u64) -> bool {
         let fetched_at = self.fetched_at.load(Ordering::Acquire);
-        if fetched_at == 0 {
-            return false;
-        }
+        fetched_at != 0 && now.saturating_sub(fetched_at) >= self.max_age.as_millis() as u64
+    }
+
+    /// Whether a token verified with the keys in use should wait for a fetch of the set:
+    /// they are `max_age` old, and either the rate limit lets them be fetched again now or
+    /// a fetch is under way (whose outcome the token then waits for).
+    pub(crate) fn due(&self) -> bool {
         let now = self.now();
+        self.aged(now) && (self.may_refresh(now) || self.fetching.try_lock().is_err())
+    }
+
+    /// Whether the rate limit lets aged keys be fetched again at `now`.
+    fn may_refresh(&self, now: u64) -> bool {
         let last = self.last_fetch.load(Ordering::Acquire);
-        now.saturating_sub(fetched_at) >= self.max_age.as_millis() as u64
-            && now.saturating_sub(last) >= self.min_interval.as_millis() as u64
+        now.saturating_sub(last) >= self.min_interval.as_millis() as u64
     }
 
     /// The key `kid`, fetching the set first when `kid` is unknown or the keys are
@@ -241,10 +248,13 @@ impl JwksCache {
         let mut in_use = self.fetching.lock().await;
         // Another caller may have fetched while this one waited.
         let cached = self.cached(kid);
-        if cached.is_some() && !self.due() {
+        let now = self.now();
+        if cached.is_some() && !(self.aged(now) && self.may_refresh(now)) {
             return cached;
         }
-        match self.fetch(&mut in_use).await {
+        // An unknown key id (a rotation) is asked for again a second after a failed fetch;
+        // aged keys, which are still at hand, once an interval.
+        match self.fetch(&mut in_use, cached.is_none()).await {
             Fetched::Fresh => self.cached(kid),
             Fetched::RateLimited if cached.is_none() => {
                 tracing::debug!(target: "lift::auth", kid, "unknown key id; JWKS refresh rate-limited");
@@ -254,14 +264,13 @@ impl JwksCache {
         }
     }
 
-    /// Fetches the set unless the last attempt is too recent, and puts it in use. The
-    /// caller holds `fetching`, whose JWKs `in_use` are.
-    async fn fetch(&self, in_use: &mut HashMap<String, Jwk>) -> Fetched {
+    /// Fetches the set unless the last attempt is too recent (after a failed one, a second
+    /// is enough when `retry_soon`), and puts it in use. The caller holds `fetching`, whose
+    /// JWKs `in_use` are.
+    async fn fetch(&self, in_use: &mut HashMap<String, Jwk>, retry_soon: bool) -> Fetched {
         let now = self.now();
         let last = self.last_fetch.load(Ordering::Acquire);
-        // Sooner after a failure only while there are no keys at all (a cold start during
-        // a blip): with keys in use, an endpoint that is down is asked once an interval.
-        let interval = if self.last_failed.load(Ordering::Acquire) && in_use.is_empty() {
+        let interval = if self.last_failed.load(Ordering::Acquire) && retry_soon {
             self.min_interval.min(RETRY_AFTER_FAILURE)
         } else {
             self.min_interval
@@ -308,8 +317,9 @@ impl JwksCache {
             }
             Err(error) => {
                 // The old keys stay in use: a rotation-safe cache never drops keys on a failure.
-                // Without keys (a cold start), the next fetch may come after
-                // `RETRY_AFTER_FAILURE`: a blip must not refuse every token for a minute.
+                // A key id not at hand may be asked for again after `RETRY_AFTER_FAILURE`: a
+                // blip on a cold start or during a rotation must not refuse its tokens for a
+                // minute.
                 self.last_failed.store(true, Ordering::Release);
                 tracing::warn!(target: "lift::auth", error = %lift_core::Error::internal(error), "JWKS fetch failed");
                 Fetched::Failed

@@ -662,26 +662,101 @@ async fn keys_past_their_max_age_are_fetched_again_so_a_withdrawn_key_stops_veri
         "the fetch failed: the keys at hand stay"
     );
     assert_eq!(fetches(), 2);
-    // Nor does a token naming an unknown key id ask sooner, now that there are keys.
+    for _ in 0..20 {
+        tokio::time::advance(Duration::from_millis(2_500)).await;
+        assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
+    }
+    assert_eq!(
+        fetches(),
+        2,
+        "aged keys are asked for again only once an interval"
+    );
+    // A key id not at hand (a rotation) is asked for again a second after a failure.
     let unknown = format!(
         "Bearer {}",
         sign(Algorithm::RS256, Some("key-3"), &claims(), &key2)
     );
-    for _ in 0..20 {
-        tokio::time::advance(Duration::from_millis(2_500)).await;
-        assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
-        assert_eq!(get(&app, "/me", Some(&unknown)).await.status, 401);
-    }
-    assert_eq!(fetches(), 2, "asked again only once an interval");
+    assert_eq!(get(&app, "/me", Some(&unknown)).await.status, 401);
+    assert_eq!(fetches(), 3);
+    assert_eq!(get(&app, "/me", Some(&unknown)).await.status, 401);
+    assert_eq!(fetches(), 3, "not twice within a second");
 
-    // Back up, one interval after the failed fetch: that token waits for the fetch and
-    // is refused; key-2's still verify.
+    // Back up, one interval after the last fetch: that token waits for the fetch and is
+    // refused; key-2's still verify.
     source.failing.store(false, Ordering::SeqCst);
-    tokio::time::advance(Duration::from_secs(10)).await;
+    tokio::time::advance(Duration::from_secs(60)).await;
     assert_eq!(get(&app, "/me", Some(&token1)).await.status, 401);
-    assert_eq!(fetches(), 3);
+    assert_eq!(fetches(), 4);
     assert_eq!(get(&app, "/me", Some(&token2)).await.status, 200);
-    assert_eq!(fetches(), 3);
+    assert_eq!(fetches(), 4);
+}
+
+/// A JWKS whose fetch waits for the test to let it answer.
+#[derive(Clone)]
+struct Gated {
+    rotating: Rotating,
+    gate: Arc<tokio::sync::Notify>,
+}
+
+impl JwksSource for Gated {
+    fn fetch(&self) -> BoxFuture<Result<JwkSet, BoxError>> {
+        let (gate, answer) = (self.gate.clone(), self.rotating.fetch());
+        Box::pin(async move {
+            gate.notified().await;
+            answer.await
+        })
+    }
+}
+
+/// A token verified with aged keys while another request's fetch of them is under way
+/// waits for that fetch too, rather than being verified with a key it may withdraw.
+#[tokio::test(start_paused = true)]
+async fn a_token_arriving_while_aged_keys_are_fetched_waits_for_them() {
+    let source = Gated {
+        rotating: Rotating {
+            set: Arc::new(std::sync::Mutex::new(jwks("jwks_rotated.json"))),
+            fetches: Arc::new(AtomicU32::new(0)),
+        },
+        gate: Arc::default(),
+    };
+    let verifier = lift_middleware::auth::JwtVerifier::new(
+        JwtConfig::builder()
+            .jwks(source.clone(), Duration::from_secs(60))
+            .jwks_max_age(Duration::from_secs(600))
+            .algorithms(&[Algorithm::RS256])
+            .verify_every_token()
+            .build()
+            .expect("config"),
+    );
+    let key1 = EncodingKey::from_rsa_pem(&key("rsa_private.pem")).expect("rsa");
+    let key2 = EncodingKey::from_rsa_pem(&key("rsa2_private.pem")).expect("rsa2");
+    let token1 = sign(Algorithm::RS256, Some("key-1"), &claims(), &key1);
+    let token2 = sign(Algorithm::RS256, Some("key-2"), &claims(), &key2);
+    source.gate.notify_one();
+    assert!(verifier.verify_token(&token1).await.is_ok());
+
+    let mut withdrawn = jwks("jwks_rotated.json");
+    withdrawn
+        .keys
+        .retain(|jwk| jwk.common.key_id.as_deref() == Some("key-2"));
+    *source.rotating.set.lock().expect("lock") = withdrawn;
+    tokio::time::advance(Duration::from_secs(600)).await;
+    let (first, second, ()) = tokio::join!(
+        verifier.verify_token(&token2),
+        async {
+            tokio::task::yield_now().await;
+            verifier.verify_token(&token1).await
+        },
+        async {
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            source.gate.notify_one();
+        },
+    );
+    assert!(first.is_ok(), "{first:?}");
+    assert!(second.is_err(), "verified with the withdrawn key");
+    assert_eq!(source.rotating.fetches.load(Ordering::SeqCst), 2);
 }
 
 /// A JWKS endpoint that fails once (a cold start during a blip) is tried again a second
