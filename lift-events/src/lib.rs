@@ -63,9 +63,10 @@
 //!   and the input is applied to it, or ignored: still at most once, and no read. A state
 //!   that may be behind is never trusted to ignore an input: the saga is read then. Only
 //!   timers read the saga (strongly consistent), since they carry no state. Participants
-//!   pass the snapshot on without reading it ([`saga::Snapshot`]), so a participant
-//!   deployed with an older or newer release of this crate than the orchestrator's still
-//!   runs the command; an orchestrator that cannot read a snapshot reads the saga.
+//!   pass the snapshot on without reading it ([`saga::Snapshot`]): a participant on this
+//!   release or later still runs a command whose saga a later release wrote, so upgrade
+//!   the orchestrator after its participants. (A participant on an earlier release
+//!   decodes the snapshot, and refuses such a command.)
 //! - *Publishing.* The messages a transition decides (its outbox) are written in the same
 //!   conditional write as the state, and the relay publishes them from the table's stream.
 //!   An event is thus never published for a write that did not happen, and never lost

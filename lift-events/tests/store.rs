@@ -155,8 +155,9 @@ async fn a_snapshot_or_saga_that_does_not_fit_its_definition_is_not_applied() {
     assert_eq!(stored.version(), started.version() + 1);
     assert_eq!(stored.steps().len(), 2);
 
-    // A snapshot a later release wrote (a status this one does not know), handed back by
-    // a participant that passed it on unread: the reply is applied to the stored saga.
+    // A snapshot that does not read as a saga (altered on its way: a status no release
+    // writes), handed back by a participant that passed it on unread: the reply is
+    // applied to the stored saga.
     let later = orchestrator
         .start(
             "contract",

@@ -239,8 +239,8 @@ impl<S: SagaStore> Orchestrator<S> {
     /// [`Command::snapshot`] of the transition that sent its command), else from a
     /// strongly consistent read. A write that loses gets the stored saga back with the
     /// failure and applies the input to it; a snapshot the input is not for (never the
-    /// case for a reply to its own command), or one this release cannot read (written by a
-    /// later one), is not trusted: the saga is read instead.
+    /// case for a reply to its own command), or one that does not read as a saga (altered
+    /// on its way), is not trusted: the saga is read instead.
     async fn apply(&self, input: &SagaInput) -> Result<(Arc<Saga>, Handled), OrchestratorError> {
         let known = match input {
             SagaInput::Reply(reply) => {
@@ -250,7 +250,7 @@ impl<S: SagaStore> Orchestrator<S> {
                     .and_then(|snapshot| match snapshot.state() {
                         Ok(state) => Some(state),
                         Err(error) => {
-                            tracing::debug!(target: "lift::saga", saga_id = %reply.saga_id, %error, "a snapshot this release cannot read; reading the saga");
+                            tracing::debug!(target: "lift::saga", saga_id = %reply.saga_id, %error, "a snapshot that does not read as a saga; reading the saga");
                             None
                         }
                     })

@@ -179,10 +179,12 @@ pub struct Command {
 }
 
 /// The saga a [`Command`] carries and its [`Reply`] hands back ([`Command::snapshot`]),
-/// kept as the JSON it came as. A participant passes it on without reading it, so one on
-/// an earlier or later release of this crate than the orchestrator's hands back a saga it
-/// could not read (a status or history entry added since, say) instead of refusing the
-/// command; the orchestrator reads the stored saga when it cannot read a snapshot.
+/// kept as the JSON it came as. A participant passes it on without reading it, so a
+/// participant on this release or a later one runs a command whose saga it could not read
+/// (one written by a later release, with a status or history entry added since) instead of
+/// refusing it. The orchestrator reads the stored saga when a snapshot does not read as a
+/// saga; an orchestrator cannot run sagas a later release wrote, from a snapshot or from
+/// the store, so orchestrators are upgraded after the participants.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Snapshot(Value);
