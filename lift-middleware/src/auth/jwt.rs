@@ -189,9 +189,9 @@ impl JwtConfigBuilder {
     /// JWKS key waits for a fetch of the set (at most 3 seconds), as does any token
     /// arriving while that fetch runs, and is verified with what it brings. A key the issuer
     /// withdraws without publishing a new one thus stops verifying tokens with the first
-    /// fetch past this age, or, for a token the verified-token cache already holds, when
-    /// that token next leaves it. A failed fetch keeps the keys in use and is tried again
-    /// after `min_interval`.
+    /// fetch past this age, tokens the verified-token cache holds included (they are
+    /// answered from it only until their keys reach this age). A failed fetch keeps the
+    /// keys in use and is tried again after `min_interval`.
     pub fn jwks_max_age(mut self, max_age: Duration) -> Self {
         self.config.jwks_max_age = max_age;
         self
@@ -255,9 +255,10 @@ impl JwtConfigBuilder {
     /// [`JwtConfigBuilder::verify_every_token`].
     ///
     /// The cache answers what verifying again would answer: only the same token, byte for
-    /// byte; never past its own `exp` plus the leeway; and never once a JWKS refresh has
+    /// byte; never past its own `exp` plus the leeway; never once a JWKS refresh has
     /// removed or changed a key, whichever key verified it (a refresh that only adds keys
-    /// keeps the cache). A token that fails is never kept. The configured keys, issuers and
+    /// keeps the cache); and, for a JWKS key, never once the keys reach their
+    /// [`JwtConfigBuilder::jwks_max_age`], when verifying would wait for a fetch. A token that fails is never kept. The configured keys, issuers and
     /// audiences are fixed for the verifier's life. What it costs is memory: the tokens and
     /// their claims, at most `capacity` tokens and 1 MiB of their text (a token over
     /// 256 KiB is verified every time). The gain is largest with RS256 and ES256, whose
@@ -492,13 +493,14 @@ impl JwtVerifier {
             return Check::Done(Err(self.invalid("the token's algorithm is not accepted")));
         }
         if let Some(key) = self.config.keys.get(&kid) {
-            return Check::Done(self.verify_with(token, algorithm, key, generation));
+            return Check::Done(self.verify_with(token, algorithm, key, generation, None));
         }
         match (&self.jwks, kid) {
             (Some(jwks), Some(kid)) => match jwks.cached(&kid) {
                 // Keys due for a fetch are fetched first (`verify_fetched`).
                 Some(key) if !jwks.due() => {
-                    Check::Done(self.verify_with(token, algorithm, &key, generation))
+                    let aged_at = jwks.aged_at();
+                    Check::Done(self.verify_with(token, algorithm, &key, generation, aged_at))
                 }
                 Some(_) | None => Check::Fetch(Pending {
                     token: token.to_owned(),
@@ -550,18 +552,26 @@ impl JwtVerifier {
             None => None,
         };
         let key = key.ok_or_else(|| self.invalid("the token's key id is unknown"))?;
-        self.verify_with(&pending.token, pending.algorithm, &key, pending.generation)
+        let aged_at = self.jwks.as_ref().and_then(|jwks| jwks.aged_at());
+        self.verify_with(
+            &pending.token,
+            pending.algorithm,
+            &key,
+            pending.generation,
+            aged_at,
+        )
     }
 
     /// Verifies `token`, whose header names `algorithm`, with `key` (looked up after
-    /// reading JWKS `generation`); keeps the principal in the verified-token cache when it
-    /// is on.
+    /// reading JWKS `generation`; a JWKS key ages at `aged_at`); keeps the principal in the
+    /// verified-token cache when it is on.
     fn verify_with(
         &self,
         token: &str,
         algorithm: Algorithm,
         key: &Key,
         generation: u64,
+        aged_at: Option<tokio::time::Instant>,
     ) -> Result<Arc<Principal>, Error> {
         let validation = self
             .validations
@@ -588,7 +598,7 @@ impl JwtVerifier {
         let principal = Arc::new(Principal::from_claims(claims, VerifiedBy::Lift));
         if let Some(verified) = &self.verified {
             let current = self.jwks.as_ref().map_or(0, |jwks| jwks.generation());
-            verified.put(token, &principal, generation, current);
+            verified.put(token, &principal, generation, current, aged_at);
         }
         Ok(principal)
     }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use tokio::time::Instant;
 
 use super::Principal;
 
@@ -18,8 +19,9 @@ pub(crate) type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// its verification and its own `exp` plus the leeway, the moment a full verification would
 /// start refusing it, and only while the JWKS generation it was verified under is the
 /// current one (a refresh that removed or changed a key moves it on), so that a key gone
-/// from the JWKS admits nothing from here either. Static keys never change: their
-/// generation stays 0. A token that fails is never kept.
+/// from the JWKS admits nothing from here either, and, for a JWKS key, only until the keys
+/// reach their `jwks_max_age` (a fresh verification would then wait for a fetch). Static
+/// keys never change: their generation stays 0. A token that fails is never kept.
 ///
 /// It holds at most `capacity` tokens and [`TOKEN_BYTES`] of their text (the claims parsed
 /// from a token take a small multiple of its size); a token longer than a quarter of that
@@ -54,6 +56,8 @@ struct Verified {
     until: SystemTime,
     /// The JWKS generation read before its key was looked up.
     generation: u64,
+    /// When the JWKS keys that verified it reach their max age; `None` for a static key.
+    keys_until: Option<Instant>,
 }
 
 impl VerifiedTokens {
@@ -78,26 +82,33 @@ impl VerifiedTokens {
     pub(crate) fn get(&self, token: &str, generation: u64) -> Option<Arc<Principal>> {
         let now = (self.clock)();
         let entries = self.entries();
-        let verified = entries
-            .map
-            .get(token)
-            .filter(|v| now < v.until && v.generation == generation)?;
+        let verified = entries.map.get(token).filter(|v| {
+            now < v.until
+                && v.generation == generation
+                && v.keys_until.is_none_or(|until| Instant::now() < until)
+        })?;
         self.hits.fetch_add(1, Ordering::Relaxed);
         Some(verified.principal.clone())
     }
 
     /// Keeps `token`, just verified as `principal` with a key looked up after reading JWKS
-    /// `generation`, when `current` is the generation now. A token without a numeric `exp`
-    /// is not kept (nothing would end its time here), nor one verified under an earlier
-    /// generation (it could never be answered), nor one too long (see the type's docs).
+    /// `generation`, when `current` is the generation now; a JWKS key's keys age at
+    /// `keys_until`. A token without a numeric `exp` is not kept (nothing would end its
+    /// time here), nor one verified under an earlier generation or with keys already aged
+    /// (it could never be answered), nor one too long (see the type's docs).
     pub(crate) fn put(
         &self,
         token: &str,
         principal: &Arc<Principal>,
         generation: u64,
         current: u64,
+        keys_until: Option<Instant>,
     ) {
-        if generation < current || token.len() > TOKEN_BYTES / 4 {
+        let now_instant = Instant::now();
+        if generation < current
+            || token.len() > TOKEN_BYTES / 4
+            || keys_until.is_some_and(|until| until <= now_instant)
+        {
             return;
         }
         let Some(exp) = principal.claims.get("exp").and_then(Value::as_f64) else {
@@ -122,11 +133,14 @@ impl VerifiedTokens {
             kept.principal = principal.clone();
             kept.until = until;
             kept.generation = generation;
+            kept.keys_until = keys_until;
             return;
         }
         if map.len() >= self.capacity || *bytes + token.len() > TOKEN_BYTES {
             map.retain(|kept, v| {
-                let keep = now < v.until && v.generation >= generation;
+                let keep = now < v.until
+                    && v.generation >= generation
+                    && v.keys_until.is_none_or(|until| now_instant < until);
                 if !keep {
                     *bytes -= kept.len();
                 }
@@ -147,6 +161,7 @@ impl VerifiedTokens {
                 principal: principal.clone(),
                 until,
                 generation,
+                keys_until,
             },
         );
     }
@@ -206,7 +221,7 @@ mod tests {
     fn a_token_is_answered_until_max_age_then_verified_again() {
         let (cache, clock) = cache(8, 60, 0);
         assert!(cache.get("a", 0).is_none());
-        cache.put("a", &principal(Some(T0 + 3600)), 0, 0);
+        cache.put("a", &principal(Some(T0 + 3600)), 0, 0, None);
         assert_eq!(cache.get("a", 0), Some(principal(Some(T0 + 3600))));
         assert!(cache.get("b", 0).is_none(), "only the same token");
         assert!(cache.get("a ", 0).is_none(), "byte for byte");
@@ -220,7 +235,7 @@ mod tests {
     #[test]
     fn a_token_is_not_answered_past_its_expiry_and_leeway() {
         let (cache, clock) = cache(8, 600, 5);
-        cache.put("a", &principal(Some(T0 + 10)), 0, 0);
+        cache.put("a", &principal(Some(T0 + 10)), 0, 0, None);
         clock.store(14, Ordering::Relaxed);
         assert!(cache.get("a", 0).is_some(), "within exp + leeway");
         clock.store(15, Ordering::Relaxed);
@@ -230,28 +245,28 @@ mod tests {
     #[test]
     fn tokens_without_a_numeric_expiry_or_already_expired_are_not_kept() {
         let (cache, _) = cache(8, 600, 0);
-        cache.put("none", &principal(None), 0, 0);
-        cache.put("past", &principal(Some(T0 - 1)), 0, 0);
+        cache.put("none", &principal(None), 0, 0, None);
+        cache.put("past", &principal(Some(T0 - 1)), 0, 0, None);
         let mut text = Arc::unwrap_or_clone(principal(None));
         text.claims.insert("exp".to_owned(), json!("tomorrow"));
-        cache.put("text", &Arc::new(text), 0, 0);
+        cache.put("text", &Arc::new(text), 0, 0, None);
         assert_eq!(cache.len(), 0);
     }
 
     #[test]
     fn the_cache_never_holds_more_than_its_capacity() {
         let (cache, clock) = cache(2, 60, 0);
-        cache.put("a", &principal(Some(T0 + 3600)), 0, 0);
-        cache.put("b", &principal(Some(T0 + 3600)), 0, 0);
-        cache.put("b", &principal(Some(T0 + 3600)), 0, 0);
+        cache.put("a", &principal(Some(T0 + 3600)), 0, 0, None);
+        cache.put("b", &principal(Some(T0 + 3600)), 0, 0, None);
+        cache.put("b", &principal(Some(T0 + 3600)), 0, 0, None);
         assert_eq!(cache.len(), 2, "a token put again takes no more room");
-        cache.put("c", &principal(Some(T0 + 3600)), 0, 0);
+        cache.put("c", &principal(Some(T0 + 3600)), 0, 0, None);
         assert!(cache.len() <= 2);
         assert!(cache.get("c", 0).is_some(), "the newest is kept");
         clock.store(30, Ordering::Relaxed);
-        cache.put("d", &principal(Some(T0 + 3600)), 0, 0);
+        cache.put("d", &principal(Some(T0 + 3600)), 0, 0, None);
         clock.store(61, Ordering::Relaxed);
-        cache.put("e", &principal(Some(T0 + 3600)), 0, 0);
+        cache.put("e", &principal(Some(T0 + 3600)), 0, 0, None);
         assert!(cache.len() <= 2);
         assert!(cache.get("e", 0).is_some());
         assert!(cache.get("c", 0).is_none(), "expired entries go first");
@@ -264,16 +279,16 @@ mod tests {
     #[test]
     fn a_token_verified_under_an_earlier_jwks_generation_is_verified_again() {
         let (cache, _) = cache(8, 600, 0);
-        cache.put("a", &principal(Some(T0 + 3600)), 0, 0);
+        cache.put("a", &principal(Some(T0 + 3600)), 0, 0, None);
         assert!(cache.get("a", 0).is_some());
         assert!(cache.get("a", 1).is_none(), "a key was dropped since");
         // Verified again under the new generation, it is answered again.
-        cache.put("a", &principal(Some(T0 + 3600)), 1, 1);
+        cache.put("a", &principal(Some(T0 + 3600)), 1, 1, None);
         assert!(cache.get("a", 1).is_some());
         assert!(cache.get("a", 0).is_none());
         assert_eq!(cache.len(), 1);
         // A verification the generation moved past while it ran is not kept.
-        cache.put("b", &principal(Some(T0 + 3600)), 0, 1);
+        cache.put("b", &principal(Some(T0 + 3600)), 0, 1, None);
         assert_eq!(cache.len(), 1);
     }
 
@@ -281,7 +296,13 @@ mod tests {
     fn when_full_what_cannot_be_answered_goes_first_and_live_tokens_only_in_bulk() {
         let (cache, clock) = cache(8, 600, 0);
         let put = |token: &str, exp: u64, generation: u64| {
-            cache.put(token, &principal(Some(T0 + exp)), generation, generation);
+            cache.put(
+                token,
+                &principal(Some(T0 + exp)),
+                generation,
+                generation,
+                None,
+            );
         };
         put("old-generation", 3600, 0);
         put("expiring", 10, 1);
@@ -311,7 +332,13 @@ mod tests {
     fn the_token_text_kept_is_bounded() {
         let (cache, _) = cache(usize::MAX, 600, 0);
         let quarter = TOKEN_BYTES / 4;
-        cache.put(&"x".repeat(quarter + 1), &principal(Some(T0 + 3600)), 0, 0);
+        cache.put(
+            &"x".repeat(quarter + 1),
+            &principal(Some(T0 + 3600)),
+            0,
+            0,
+            None,
+        );
         assert_eq!(
             cache.len(),
             0,
@@ -319,13 +346,39 @@ mod tests {
         );
         for (i, fill) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
             let token = fill.repeat(quarter);
-            cache.put(&token, &principal(Some(T0 + 3600)), 0, 0);
+            cache.put(&token, &principal(Some(T0 + 3600)), 0, 0, None);
             assert!(cache.bytes() <= TOKEN_BYTES, "after {i}: {}", cache.bytes());
             assert!(cache.get(&token, 0).is_some(), "the newest is kept");
         }
         assert_eq!(cache.bytes(), quarter, "the fifth emptied a full cache");
         // The same token again takes no more room.
-        cache.put(&"e".repeat(quarter), &principal(Some(T0 + 3600)), 0, 0);
+        cache.put(
+            &"e".repeat(quarter),
+            &principal(Some(T0 + 3600)),
+            0,
+            0,
+            None,
+        );
         assert_eq!(cache.bytes(), quarter);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_a_jwks_key_verified_is_answered_until_the_keys_age() {
+        let (cache, _) = cache(8, 600, 0);
+        let aged = Instant::now() + Duration::from_secs(10);
+        cache.put("jwks", &principal(Some(T0 + 3600)), 0, 0, Some(aged));
+        cache.put("static", &principal(Some(T0 + 3600)), 0, 0, None);
+        assert!(cache.get("jwks", 0).is_some());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(
+            cache.get("jwks", 0).is_none(),
+            "the keys that verified it aged"
+        );
+        assert!(cache.get("static", 0).is_some());
+        cache.put("late", &principal(Some(T0 + 3600)), 0, 0, Some(aged));
+        assert!(
+            cache.get("late", 0).is_none(),
+            "verified with keys already aged"
+        );
     }
 }

@@ -691,6 +691,75 @@ async fn keys_past_their_max_age_are_fetched_again_so_a_withdrawn_key_stops_veri
     assert_eq!(fetches(), 4);
 }
 
+/// A token the verified-token cache holds is answered only until the keys that verified it
+/// reach their max age: then it is verified afresh, which waits for the fetch, and a key
+/// withdrawn meanwhile is refused though its token was cached.
+#[tokio::test(start_paused = true)]
+async fn a_cached_token_is_not_answered_past_its_keys_max_age() {
+    let source = Rotating {
+        set: Arc::new(std::sync::Mutex::new(jwks("jwks_rotated.json"))),
+        fetches: Arc::new(AtomicU32::new(0)),
+    };
+    let layer = JwtAuthLayer::new(
+        JwtConfig::builder()
+            .jwks(source.clone(), Duration::from_secs(60))
+            .jwks_max_age(Duration::from_secs(600))
+            .algorithms(&[Algorithm::RS256])
+            .build()
+            .expect("config"),
+    );
+    let verifier = layer.verifier().clone();
+    let app = TestApp::new(App::new().get("/me", whoami).layer(layer)).expect("app");
+    let key1 = EncodingKey::from_rsa_pem(&key("rsa_private.pem")).expect("rsa");
+    let key2 = EncodingKey::from_rsa_pem(&key("rsa2_private.pem")).expect("rsa2");
+    let token1 = format!(
+        "Bearer {}",
+        sign(Algorithm::RS256, Some("key-1"), &claims(), &key1)
+    );
+    let token2 = format!(
+        "Bearer {}",
+        sign(Algorithm::RS256, Some("key-2"), &claims(), &key2)
+    );
+    // token2 fetches the keys; token1 is then verified with keys at hand, and kept.
+    assert_eq!(get(&app, "/me", Some(&token2)).await.status, 200);
+    assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
+    assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
+    assert_eq!(verifier.cache_hits(), 1);
+
+    let mut withdrawn = jwks("jwks_rotated.json");
+    withdrawn
+        .keys
+        .retain(|jwk| jwk.common.key_id.as_deref() == Some("key-2"));
+    *source.set.lock().expect("lock") = withdrawn;
+    tokio::time::advance(Duration::from_secs(599)).await;
+    assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
+    assert_eq!(verifier.cache_hits(), 2, "the keys are not aged yet");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(
+        get(&app, "/me", Some(&token1)).await.status,
+        401,
+        "answered from the cache past its keys' age"
+    );
+    assert_eq!(source.fetches.load(Ordering::SeqCst), 2);
+
+    // key-1 is published again: a token verified right after the fetch its unknown key id
+    // asks for is kept until those keys age too.
+    *source.set.lock().expect("lock") = jwks("jwks_rotated.json");
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
+    assert_eq!(source.fetches.load(Ordering::SeqCst), 3);
+    assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
+    assert_eq!(verifier.cache_hits(), 3);
+    tokio::time::advance(Duration::from_secs(600)).await;
+    assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
+    assert_eq!(
+        verifier.cache_hits(),
+        3,
+        "verified again once its keys aged"
+    );
+    assert_eq!(source.fetches.load(Ordering::SeqCst), 4);
+}
+
 /// A JWKS whose fetch waits for the test to let it answer.
 #[derive(Clone)]
 struct Gated {
