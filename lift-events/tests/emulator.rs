@@ -456,23 +456,12 @@ async fn the_inbox_runs_each_event_once_and_again_after_a_failure() {
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
 
-/// A reply too large with the saga its command carried goes without it: the snapshot only
-/// spares the orchestrator a read. (The reply was refused, and the step, which succeeded,
-/// was redelivered until its attempts ran out and it was compensated.)
-#[tokio::test]
-async fn a_reply_too_large_with_its_snapshot_goes_without_it() {
-    let aws = aws().await;
-    let records = idempotency_table(&aws).await;
-    let (replies_url, _) = queue(&aws, &unique("replies")).await;
-    let bus = bus(&aws).await;
-    // Replies of at most 1,500 bytes: the command's snapshot makes this one larger.
-    let replies = PublishConfig::new(
-        1500,
-        Duration::from_secs(2),
-        Duration::from_millis(10),
-        Duration::from_millis(50),
-    )
-    .unwrap();
+/// A participant of its own idempotency table, replying to a queue of its own with
+/// `replies`; and that queue's URL.
+async fn replying_participant(aws: &Aws, replies: PublishConfig) -> (Participant, String) {
+    let records = idempotency_table(aws).await;
+    let (replies_url, _) = queue(aws, &unique("replies")).await;
+    let bus = bus(aws).await;
     let participant = Participant::new(
         "participants",
         aws.dynamodb.clone(),
@@ -481,24 +470,41 @@ async fn a_reply_too_large_with_its_snapshot_goes_without_it() {
     )
     .unwrap()
     .reply_to_queue(SqsPublisher::new(aws.sqs.clone(), &replies_url, replies));
+    (participant, replies_url)
+}
+
+/// A one-step saga `id` started with `data`, and the command its start sent.
+fn one_step_saga(id: &str, data: Value) -> (SagaState, lift_events::saga::Command) {
     let saga = Saga::named("s", 1)
         .step(Step::new("a", remote("p", "A"), None))
         .build()
         .unwrap();
-    let id = unique("snap");
-    let state = lift_events::saga::start(
-        &saga,
-        &id,
-        json!({"pad": "x".repeat(1200)}),
-        StartMeta::default(),
-        0,
-    )
-    .into_state();
-    // The command as the relay sends it: with the saga, without its outbox.
+    let state = lift_events::saga::start(&saga, id, data, StartMeta::default(), 0).into_state();
     let lift_events::saga::Message::Command(command) = &state.outbox()[0] else {
         panic!("a command first");
     };
-    let mut command = command.clone();
+    let command = command.clone();
+    (state, command)
+}
+
+/// A reply too large with the saga its command carried goes without it: the snapshot only
+/// spares the orchestrator a read. (The reply was refused, and the step, which succeeded,
+/// was redelivered until its attempts ran out and it was compensated.)
+#[tokio::test]
+async fn a_reply_too_large_with_its_snapshot_goes_without_it() {
+    let aws = aws().await;
+    // Replies of at most 1,500 bytes: the command's snapshot makes this one larger.
+    let replies = PublishConfig::new(
+        1500,
+        Duration::from_secs(2),
+        Duration::from_millis(10),
+        Duration::from_millis(50),
+    )
+    .unwrap();
+    let (participant, replies_url) = replying_participant(&aws, replies).await;
+    let id = unique("snap");
+    let (state, mut command) = one_step_saga(&id, json!({"pad": "x".repeat(1200)}));
+    // The command as the relay sends it: with the saga, without its outbox.
     command.snapshot = Some(lift_events::saga::Snapshot::of(&state).unwrap());
     let envelope = lift_events::relay::command_envelope(format!("{id}:1:0"), &command).unwrap();
     let app = TestApp::new(App::new().sqs(move |ctx: Context| {
@@ -530,32 +536,10 @@ async fn a_reply_too_large_with_its_snapshot_goes_without_it() {
 #[tokio::test]
 async fn a_participant_hands_back_a_snapshot_it_cannot_read() {
     let aws = aws().await;
-    let records = idempotency_table(&aws).await;
-    let (replies_url, _) = queue(&aws, &unique("replies")).await;
-    let bus = bus(&aws).await;
-    let participant = Participant::new(
-        "participants",
-        aws.dynamodb.clone(),
-        &records,
-        EventBridgePublisher::new(aws.eventbridge.clone(), &bus, PublishConfig::default()),
-    )
-    .unwrap()
-    .reply_to_queue(SqsPublisher::new(
-        aws.sqs.clone(),
-        &replies_url,
-        PublishConfig::default(),
-    ));
-    let saga = Saga::named("s", 1)
-        .step(Step::new("a", remote("p", "A"), None))
-        .build()
-        .unwrap();
+    let (participant, replies_url) = replying_participant(&aws, PublishConfig::default()).await;
     let id = unique("later");
-    let state =
-        lift_events::saga::start(&saga, &id, json!({"n": 1}), StartMeta::default(), 0).into_state();
-    let lift_events::saga::Message::Command(command) = &state.outbox()[0] else {
-        panic!("a command first");
-    };
-    let envelope = lift_events::relay::command_envelope(format!("{id}:1:0"), command).unwrap();
+    let (state, command) = one_step_saga(&id, json!({"n": 1}));
+    let envelope = lift_events::relay::command_envelope(format!("{id}:1:0"), &command).unwrap();
     let mut later = serde_json::to_value(&state).unwrap();
     later["outbox"] = json!([]);
     later["status"] = json!("paused");

@@ -430,14 +430,39 @@ fn jwks(name: &str) -> JwkSet {
     serde_json::from_slice(&key(name)).expect("jwks")
 }
 
+impl Rotating {
+    /// A source serving the key set in `file`, not fetched yet.
+    fn serving(file: &str) -> Self {
+        Rotating {
+            set: Arc::new(std::sync::Mutex::new(jwks(file))),
+            fetches: Arc::new(AtomicU32::new(0)),
+        }
+    }
+}
+
+/// An RS256 token naming key id `kid`, signed with the private key in `file`.
+fn rs(kid: &str, file: &str) -> String {
+    let key = EncodingKey::from_rsa_pem(&key(file)).expect("rsa");
+    sign(Algorithm::RS256, Some(kid), &claims(), &key)
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// The rotated key set after its issuer withdrew key-1.
+fn key1_withdrawn() -> JwkSet {
+    let mut set = jwks("jwks_rotated.json");
+    set.keys
+        .retain(|jwk| jwk.common.key_id.as_deref() == Some("key-2"));
+    set
+}
+
 /// The same verifier, warm, picks a rotated key up once its refresh interval has passed
 /// (paused time), and not before.
 #[tokio::test(start_paused = true)]
 async fn jwks_rotation_is_picked_up_and_refreshes_are_rate_limited() {
-    let source = Rotating {
-        set: Arc::new(std::sync::Mutex::new(jwks("jwks.json"))),
-        fetches: Arc::new(AtomicU32::new(0)),
-    };
+    let source = Rotating::serving("jwks.json");
     let layer = JwtAuthLayer::new(
         JwtConfig::builder()
             .jwks(source.clone(), Duration::from_secs(60))
@@ -448,16 +473,8 @@ async fn jwks_rotation_is_picked_up_and_refreshes_are_rate_limited() {
             .expect("config"),
     );
     let app = TestApp::new(App::new().get("/me", whoami).layer(layer.clone())).expect("app");
-    let key1 = EncodingKey::from_rsa_pem(&key("rsa_private.pem")).expect("rsa");
-    let key2 = EncodingKey::from_rsa_pem(&key("rsa2_private.pem")).expect("rsa2");
-    let token1 = format!(
-        "Bearer {}",
-        sign(Algorithm::RS256, Some("key-1"), &claims(), &key1)
-    );
-    let token2 = format!(
-        "Bearer {}",
-        sign(Algorithm::RS256, Some("key-2"), &claims(), &key2)
-    );
+    let token1 = bearer(&rs("key-1", "rsa_private.pem"));
+    let token2 = bearer(&rs("key-2", "rsa2_private.pem"));
 
     assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
     assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
@@ -502,33 +519,16 @@ enum Withdrawal {
 /// verified it is in the JWKS: a refresh that only adds a key keeps it; one that drops its
 /// key, or gives its key id other material, has it verified again, and refused.
 async fn a_cached_token_outlives_no_withdrawal_of_its_key(withdrawal: Withdrawal) {
-    let source = Rotating {
-        set: Arc::new(std::sync::Mutex::new(jwks("jwks.json"))),
-        fetches: Arc::new(AtomicU32::new(0)),
-    };
-    let layer = JwtAuthLayer::new(
+    let source = Rotating::serving("jwks.json");
+    let (verifier, app) = verified_app(
         JwtConfig::builder()
             .jwks(source.clone(), Duration::from_secs(60))
             .algorithms(&[Algorithm::RS256])
-            .cache_verified_tokens(16, Duration::from_secs(300))
-            .build()
-            .expect("config"),
+            .cache_verified_tokens(16, Duration::from_secs(300)),
     );
-    let verifier = layer.verifier().clone();
-    let app = TestApp::new(App::new().get("/me", whoami).layer(layer)).expect("app");
-    let key1 = EncodingKey::from_rsa_pem(&key("rsa_private.pem")).expect("rsa");
-    let key2 = EncodingKey::from_rsa_pem(&key("rsa2_private.pem")).expect("rsa2");
-    let token = |kid: &str, key: &EncodingKey| {
-        format!(
-            "Bearer {}",
-            sign(Algorithm::RS256, Some(kid), &claims(), key)
-        )
-    };
-    let (token1, token2, unknown) = (
-        token("key-1", &key1),
-        token("key-2", &key2),
-        token("key-3", &key2),
-    );
+    let token1 = bearer(&rs("key-1", "rsa_private.pem"));
+    let token2 = bearer(&rs("key-2", "rsa2_private.pem"));
+    let unknown = bearer(&rs("key-3", "rsa2_private.pem"));
 
     assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
     assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
@@ -542,17 +542,9 @@ async fn a_cached_token_outlives_no_withdrawal_of_its_key(withdrawal: Withdrawal
     assert_eq!(verifier.cache_hits(), 2, "a key added drops nothing");
 
     // key-1 is withdrawn; the next refresh (an unknown key id asks for it) sees it.
-    let rotated = jwks("jwks_rotated.json");
-    let key2_jwk = rotated
-        .keys
-        .iter()
-        .find(|jwk| jwk.common.key_id.as_deref() == Some("key-2"))
-        .expect("key-2")
-        .clone();
-    let mut withdrawn = rotated.clone();
-    withdrawn.keys = vec![key2_jwk.clone()];
+    let mut withdrawn = key1_withdrawn();
     if let Withdrawal::Replaced = withdrawal {
-        let mut other = key2_jwk;
+        let mut other = withdrawn.keys[0].clone();
         other.common.key_id = Some("key-1".to_owned());
         withdrawn.keys.push(other);
     }
@@ -569,7 +561,7 @@ async fn a_cached_token_outlives_no_withdrawal_of_its_key(withdrawal: Withdrawal
     assert_eq!(verifier.cache_hits(), 3);
     if let Withdrawal::Replaced = withdrawal {
         // A token that key-1's new material signed is accepted.
-        let resigned = token("key-1", &key2);
+        let resigned = bearer(&rs("key-1", "rsa2_private.pem"));
         assert_eq!(get(&app, "/me", Some(&resigned)).await.status, 200);
     }
 }
@@ -608,10 +600,7 @@ impl JwksSource for Switchable {
 #[tokio::test(start_paused = true)]
 async fn keys_past_their_max_age_are_fetched_again_so_a_withdrawn_key_stops_verifying() {
     let source = Switchable {
-        rotating: Rotating {
-            set: Arc::new(std::sync::Mutex::new(jwks("jwks_rotated.json"))),
-            fetches: Arc::new(AtomicU32::new(0)),
-        },
+        rotating: Rotating::serving("jwks_rotated.json"),
         failing: Arc::default(),
     };
     let fetches = || source.rotating.fetches.load(Ordering::SeqCst);
@@ -633,24 +622,12 @@ async fn keys_past_their_max_age_are_fetched_again_so_a_withdrawn_key_stops_veri
             .expect("config"),
     );
     let app = TestApp::new(App::new().get("/me", whoami).layer(layer)).expect("app");
-    let key1 = EncodingKey::from_rsa_pem(&key("rsa_private.pem")).expect("rsa");
-    let key2 = EncodingKey::from_rsa_pem(&key("rsa2_private.pem")).expect("rsa2");
-    let token1 = format!(
-        "Bearer {}",
-        sign(Algorithm::RS256, Some("key-1"), &claims(), &key1)
-    );
-    let token2 = format!(
-        "Bearer {}",
-        sign(Algorithm::RS256, Some("key-2"), &claims(), &key2)
-    );
+    let token1 = bearer(&rs("key-1", "rsa_private.pem"));
+    let token2 = bearer(&rs("key-2", "rsa2_private.pem"));
     assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
 
     // The issuer withdraws key-1 and is down for a while.
-    let mut withdrawn = jwks("jwks_rotated.json");
-    withdrawn
-        .keys
-        .retain(|jwk| jwk.common.key_id.as_deref() == Some("key-2"));
-    *source.rotating.set.lock().expect("lock") = withdrawn;
+    *source.rotating.set.lock().expect("lock") = key1_withdrawn();
     source.failing.store(true, Ordering::SeqCst);
     tokio::time::advance(Duration::from_secs(599)).await;
     assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
@@ -672,10 +649,7 @@ async fn keys_past_their_max_age_are_fetched_again_so_a_withdrawn_key_stops_veri
         "aged keys are asked for again only once an interval"
     );
     // A key id not at hand (a rotation) is asked for again a second after a failure.
-    let unknown = format!(
-        "Bearer {}",
-        sign(Algorithm::RS256, Some("key-3"), &claims(), &key2)
-    );
+    let unknown = bearer(&rs("key-3", "rsa2_private.pem"));
     assert_eq!(get(&app, "/me", Some(&unknown)).await.status, 401);
     assert_eq!(fetches(), 3);
     assert_eq!(get(&app, "/me", Some(&unknown)).await.status, 401);
@@ -696,41 +670,22 @@ async fn keys_past_their_max_age_are_fetched_again_so_a_withdrawn_key_stops_veri
 /// withdrawn meanwhile is refused though its token was cached.
 #[tokio::test(start_paused = true)]
 async fn a_cached_token_is_not_answered_past_its_keys_max_age() {
-    let source = Rotating {
-        set: Arc::new(std::sync::Mutex::new(jwks("jwks_rotated.json"))),
-        fetches: Arc::new(AtomicU32::new(0)),
-    };
-    let layer = JwtAuthLayer::new(
+    let source = Rotating::serving("jwks_rotated.json");
+    let (verifier, app) = verified_app(
         JwtConfig::builder()
             .jwks(source.clone(), Duration::from_secs(60))
             .jwks_max_age(Duration::from_secs(600))
-            .algorithms(&[Algorithm::RS256])
-            .build()
-            .expect("config"),
+            .algorithms(&[Algorithm::RS256]),
     );
-    let verifier = layer.verifier().clone();
-    let app = TestApp::new(App::new().get("/me", whoami).layer(layer)).expect("app");
-    let key1 = EncodingKey::from_rsa_pem(&key("rsa_private.pem")).expect("rsa");
-    let key2 = EncodingKey::from_rsa_pem(&key("rsa2_private.pem")).expect("rsa2");
-    let token1 = format!(
-        "Bearer {}",
-        sign(Algorithm::RS256, Some("key-1"), &claims(), &key1)
-    );
-    let token2 = format!(
-        "Bearer {}",
-        sign(Algorithm::RS256, Some("key-2"), &claims(), &key2)
-    );
+    let token1 = bearer(&rs("key-1", "rsa_private.pem"));
+    let token2 = bearer(&rs("key-2", "rsa2_private.pem"));
     // token2 fetches the keys; token1 is then verified with keys at hand, and kept.
     assert_eq!(get(&app, "/me", Some(&token2)).await.status, 200);
     assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
     assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
     assert_eq!(verifier.cache_hits(), 1);
 
-    let mut withdrawn = jwks("jwks_rotated.json");
-    withdrawn
-        .keys
-        .retain(|jwk| jwk.common.key_id.as_deref() == Some("key-2"));
-    *source.set.lock().expect("lock") = withdrawn;
+    *source.set.lock().expect("lock") = key1_withdrawn();
     tokio::time::advance(Duration::from_secs(599)).await;
     assert_eq!(get(&app, "/me", Some(&token1)).await.status, 200);
     assert_eq!(verifier.cache_hits(), 2, "the keys are not aged yet");
@@ -782,10 +737,7 @@ impl JwksSource for Gated {
 #[tokio::test(start_paused = true)]
 async fn a_token_arriving_while_aged_keys_are_fetched_waits_for_them() {
     let source = Gated {
-        rotating: Rotating {
-            set: Arc::new(std::sync::Mutex::new(jwks("jwks_rotated.json"))),
-            fetches: Arc::new(AtomicU32::new(0)),
-        },
+        rotating: Rotating::serving("jwks_rotated.json"),
         gate: Arc::default(),
     };
     let verifier = lift_middleware::auth::JwtVerifier::new(
@@ -797,18 +749,12 @@ async fn a_token_arriving_while_aged_keys_are_fetched_waits_for_them() {
             .build()
             .expect("config"),
     );
-    let key1 = EncodingKey::from_rsa_pem(&key("rsa_private.pem")).expect("rsa");
-    let key2 = EncodingKey::from_rsa_pem(&key("rsa2_private.pem")).expect("rsa2");
-    let token1 = sign(Algorithm::RS256, Some("key-1"), &claims(), &key1);
-    let token2 = sign(Algorithm::RS256, Some("key-2"), &claims(), &key2);
+    let token1 = rs("key-1", "rsa_private.pem");
+    let token2 = rs("key-2", "rsa2_private.pem");
     source.gate.notify_one();
     assert!(verifier.verify_token(&token1).await.is_ok());
 
-    let mut withdrawn = jwks("jwks_rotated.json");
-    withdrawn
-        .keys
-        .retain(|jwk| jwk.common.key_id.as_deref() == Some("key-2"));
-    *source.rotating.set.lock().expect("lock") = withdrawn;
+    *source.rotating.set.lock().expect("lock") = key1_withdrawn();
     tokio::time::advance(Duration::from_secs(600)).await;
     let (first, second, ()) = tokio::join!(
         verifier.verify_token(&token2),
@@ -1195,11 +1141,18 @@ async fn a_verified_token_is_answered_from_the_cache_and_a_refused_one_never_is(
     assert_eq!(verifier.cache_hits(), 2);
 }
 
-/// Hits of a verifier built from `config`, after the same token three times.
-async fn hits_after_three_requests(config: JwtConfigBuilder) -> u64 {
+/// An App answering `GET /me` behind a JWT layer built from `config`, and the layer's
+/// verifier.
+fn verified_app(config: JwtConfigBuilder) -> (lift_middleware::auth::JwtVerifier, TestApp) {
     let layer = JwtAuthLayer::new(config.build().expect("config"));
     let verifier = layer.verifier().clone();
     let app = TestApp::new(App::new().get("/me", whoami).layer(layer)).expect("app");
+    (verifier, app)
+}
+
+/// Hits of a verifier built from `config`, after the same token three times.
+async fn hits_after_three_requests(config: JwtConfigBuilder) -> u64 {
+    let (verifier, app) = verified_app(config);
     let token = format!("Bearer {}", hs(&claims()));
     for _ in 0..3 {
         assert_eq!(get(&app, "/me", Some(&token)).await.status, 200);
