@@ -184,9 +184,10 @@ impl JwtConfigBuilder {
         self
     }
 
-    /// How old the JWKS's keys may get (10 minutes by default, and never less than the
-    /// `min_interval` of [`JwtConfigBuilder::jwks`]): the first token then verified with a
-    /// JWKS key waits for a fetch of the set (at most 3 seconds), as does any token
+    /// How old the JWKS's keys may get (above zero and at most a day; 10 minutes by
+    /// default, and never less than the `min_interval` of [`JwtConfigBuilder::jwks`]): the
+    /// first token then verified with a JWKS key waits for a fetch of the set (at most 3
+    /// seconds), as does any token
     /// arriving while that fetch runs, and is verified with what it brings. A key the issuer
     /// withdraws without publishing a new one thus stops verifying tokens with the first
     /// fetch past this age, tokens the verified-token cache holds included (they are
@@ -308,9 +309,9 @@ impl JwtConfigBuilder {
         )?;
         check(!c.realm.contains('"'), "realm", "must not contain quotes")?;
         check(
-            !c.jwks_max_age.is_zero(),
+            !c.jwks_max_age.is_zero() && c.jwks_max_age <= Duration::from_secs(86_400),
             "jwks_max_age",
-            "must be above zero",
+            "must be above zero and at most a day",
         )?;
         if let Some((capacity, max_age)) = c.verified_tokens {
             check(
@@ -499,7 +500,7 @@ impl JwtVerifier {
             (Some(jwks), Some(kid)) => match jwks.cached(&kid) {
                 // Keys due for a fetch are fetched first (`verify_fetched`).
                 Some(key) if !jwks.due() => {
-                    let aged_at = jwks.aged_at();
+                    let aged_at = Some(jwks.aged_at());
                     Check::Done(self.verify_with(token, algorithm, &key, generation, aged_at))
                 }
                 Some(_) | None => Check::Fetch(Pending {
@@ -552,7 +553,7 @@ impl JwtVerifier {
             None => None,
         };
         let key = key.ok_or_else(|| self.invalid("the token's key id is unknown"))?;
-        let aged_at = self.jwks.as_ref().and_then(|jwks| jwks.aged_at());
+        let aged_at = self.jwks.as_ref().map(|jwks| jwks.aged_at());
         self.verify_with(
             &pending.token,
             pending.algorithm,

@@ -224,16 +224,16 @@ impl JwksCache {
         fetched_at != 0 && now.saturating_sub(fetched_at) >= self.max_age.as_millis() as u64
     }
 
-    /// When the keys in use become `max_age` old (`None` before the first fetch, or when
-    /// that is beyond what `Instant` counts): a token verified with one of them is answered
-    /// from the verified-token cache only until then, since a fresh verification would
-    /// then wait for a fetch that may withdraw the key.
-    pub(crate) fn aged_at(&self) -> Option<Instant> {
-        let fetched_at = self.fetched_at.load(Ordering::Acquire);
-        let since_epoch = Duration::from_millis(fetched_at.checked_sub(1)?);
-        self.epoch
-            .checked_add(since_epoch)?
-            .checked_add(self.max_age)
+    /// When the keys in use become `max_age` old: a token verified with one of them is
+    /// answered from the verified-token cache only until then, since a fresh verification
+    /// would then wait for a fetch that may withdraw the key. Before the first fetch has
+    /// finished storing its time, now: nothing verified then is kept.
+    pub(crate) fn aged_at(&self) -> Instant {
+        match self.fetched_at.load(Ordering::Acquire).checked_sub(1) {
+            // `max_age` is at most a day (checked when the configuration is built).
+            Some(since_epoch) => self.epoch + Duration::from_millis(since_epoch) + self.max_age,
+            None => Instant::now(),
+        }
     }
 
     /// Whether a token verified with the keys in use should wait for a fetch of the set:

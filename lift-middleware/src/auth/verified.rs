@@ -376,9 +376,22 @@ mod tests {
         );
         assert!(cache.get("static", 0).is_some());
         cache.put("late", &principal(Some(T0 + 3600)), 0, 0, Some(aged));
-        assert!(
-            cache.get("late", 0).is_none(),
-            "verified with keys already aged"
-        );
+        assert_eq!(cache.len(), 2, "verified with keys already aged: not kept");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_full_tokens_whose_keys_aged_go_first() {
+        let (cache, _) = cache(4, 600, 0);
+        let soon = Instant::now() + Duration::from_secs(10);
+        cache.put("a", &principal(Some(T0 + 3600)), 0, 0, Some(soon));
+        cache.put("b", &principal(Some(T0 + 3600)), 0, 0, Some(soon));
+        cache.put("c", &principal(Some(T0 + 3600)), 0, 0, None);
+        cache.put("d", &principal(Some(T0 + 3600)), 0, 0, None);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        cache.put("e", &principal(Some(T0 + 3600)), 0, 0, None);
+        assert_eq!(cache.len(), 3, "the two aged ones made room");
+        for live in ["c", "d", "e"] {
+            assert!(cache.get(live, 0).is_some(), "{live} kept");
+        }
     }
 }

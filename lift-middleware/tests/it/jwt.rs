@@ -610,11 +610,10 @@ async fn keys_past_their_max_age_are_fetched_again_so_a_withdrawn_key_stops_veri
             .algorithms(&[Algorithm::RS256])
             .verify_every_token()
     };
-    let error = config()
-        .jwks_max_age(Duration::ZERO)
-        .build()
-        .expect_err("refused");
-    assert!(error.to_string().contains("jwks_max_age"), "{error}");
+    for refused in [Duration::ZERO, Duration::from_secs(86_401)] {
+        let error = config().jwks_max_age(refused).build().expect_err("refused");
+        assert!(error.to_string().contains("jwks_max_age"), "{error}");
+    }
     let layer = JwtAuthLayer::new(
         config()
             .jwks_max_age(Duration::from_secs(600))
@@ -671,11 +670,13 @@ async fn keys_past_their_max_age_are_fetched_again_so_a_withdrawn_key_stops_veri
 #[tokio::test(start_paused = true)]
 async fn a_cached_token_is_not_answered_past_its_keys_max_age() {
     let source = Rotating::serving("jwks_rotated.json");
+    // Tokens kept for an hour, longer than the keys' max age.
     let (verifier, app) = verified_app(
         JwtConfig::builder()
             .jwks(source.clone(), Duration::from_secs(60))
             .jwks_max_age(Duration::from_secs(600))
-            .algorithms(&[Algorithm::RS256]),
+            .algorithms(&[Algorithm::RS256])
+            .cache_verified_tokens(16, Duration::from_secs(3600)),
     );
     let token1 = bearer(&rs("key-1", "rsa_private.pem"));
     let token2 = bearer(&rs("key-2", "rsa2_private.pem"));
