@@ -473,12 +473,17 @@ impl JwtVerifier {
         principal.map(Arc::unwrap_or_clone)
     }
 
+    /// The JWKS generation now (0 without a JWKS: static keys never change).
+    fn generation(&self) -> u64 {
+        self.jwks.as_ref().map_or(0, |jwks| jwks.generation())
+    }
+
     /// Checks `token` with what is at hand: the verified-token cache, the configured keys
     /// and the JWKS keys already fetched. [`Check::Fetch`] when the token names a key id
     /// the JWKS may have gained.
     fn check_now(&self, token: &str) -> Check<Arc<Principal>> {
         // Read before any key is looked up (see `JwksCache::generation`).
-        let generation = self.jwks.as_ref().map_or(0, |jwks| jwks.generation());
+        let generation = self.generation();
         if let Some(principal) = self
             .verified
             .as_ref()
@@ -598,7 +603,7 @@ impl JwtVerifier {
         };
         let principal = Arc::new(Principal::from_claims(claims, VerifiedBy::Lift));
         if let Some(verified) = &self.verified {
-            let current = self.jwks.as_ref().map_or(0, |jwks| jwks.generation());
+            let current = self.generation();
             verified.put(token, &principal, generation, current, aged_at);
         }
         Ok(principal)

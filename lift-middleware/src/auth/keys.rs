@@ -218,10 +218,9 @@ impl JwksCache {
             + 1
     }
 
-    /// Whether the keys in use were fetched `max_age` ago or longer.
-    fn aged(&self, now: u64) -> bool {
-        let fetched_at = self.fetched_at.load(Ordering::Acquire);
-        fetched_at != 0 && now.saturating_sub(fetched_at) >= self.max_age.as_millis() as u64
+    /// Whether the keys in use are `max_age` old (see [`aged_at`](Self::aged_at)).
+    fn aged(&self) -> bool {
+        Instant::now() >= self.aged_at()
     }
 
     /// When the keys in use become `max_age` old: a token verified with one of them is
@@ -240,8 +239,7 @@ impl JwksCache {
     /// they are `max_age` old, and either the rate limit lets them be fetched again now or
     /// a fetch is under way (whose outcome the token then waits for).
     pub(crate) fn due(&self) -> bool {
-        let now = self.now();
-        self.aged(now) && (self.may_refresh(now) || self.fetching.try_lock().is_err())
+        self.aged() && (self.may_refresh(self.now()) || self.fetching.try_lock().is_err())
     }
 
     /// Whether the rate limit lets aged keys be fetched again at `now`.
@@ -254,14 +252,10 @@ impl JwksCache {
     /// [`due`](Self::due), and the last fetch is old enough. When a fetch fails the keys in
     /// use stay, so a key they have is still found.
     pub(crate) async fn key(&self, kid: &str) -> Option<Arc<Key>> {
-        if let Some(key) = self.cached(kid).filter(|_| !self.due()) {
-            return Some(key);
-        }
         let mut in_use = self.fetching.lock().await;
         // Another caller may have fetched while this one waited.
         let cached = self.cached(kid);
-        let now = self.now();
-        if cached.is_some() && !(self.aged(now) && self.may_refresh(now)) {
+        if cached.is_some() && !(self.aged() && self.may_refresh(self.now())) {
             return cached;
         }
         // An unknown key id (a rotation) is asked for again a second after a failed fetch;
