@@ -48,6 +48,7 @@ use lift_middleware::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer
 use lift_middleware::classify::RequestInfo;
 use lift_middleware::load_shed::{LoadShedConfig, LoadShedLayer};
 use lift_middleware::presets;
+use lift_middleware::presets::ContextKey;
 use lift_middleware::rate_limit::RateLimitLayer;
 use lift_middleware::retry::{RetryConfig, RetryLayer};
 use lift_middleware::tenancy::{TenantConfig, TenantLayer, TenantSource};
@@ -213,6 +214,13 @@ fn layers(c: &mut Criterion) {
             }),
         ),
         ("app/rate_limit_local", app(|a| a.layer(limiter()))),
+        (
+            "app/per_tenant_rate_limit",
+            app(|a| {
+                a.layer(limiter().keyed(presets::tenant as ContextKey, 10_000))
+                    .layer(tenancy())
+            }),
+        ),
         ("app/load_shed", app(|a| a.layer(shedder()))),
         (
             "app/per_operation_breaker",

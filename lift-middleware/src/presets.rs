@@ -76,14 +76,9 @@ pub fn client_ip(ctx: &Context) -> Option<String> {
 /// use lift_middleware::presets::ClientIp;
 /// use lift_middleware::rate_limit::RateLimitLayer;
 /// use std::num::NonZeroU32;
-/// use std::time::Duration;
 ///
 /// // CloudFront in front of the ALB: one trusted proxy.
-/// let per_ip = RateLimitLayer::per_second(NonZeroU32::MIN).keyed(
-///     ClientIp::behind(1),
-///     10_000,
-///     Duration::from_secs(60),
-/// );
+/// let per_ip = RateLimitLayer::per_second(NonZeroU32::MIN).keyed(ClientIp::behind(1), 10_000);
 /// # let _ = per_ip;
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -360,11 +355,8 @@ mod tests {
     #[tokio::test]
     async fn a_per_ip_limit_holds_against_forged_headers() {
         use crate::rate_limit::RateLimitLayer;
-        let limit = RateLimitLayer::per_second(std::num::NonZeroU32::MIN).keyed(
-            client_ip as ContextKey,
-            100,
-            Duration::from_secs(60),
-        );
+        let limit = RateLimitLayer::per_second(std::num::NonZeroU32::MIN)
+            .keyed(client_ip as ContextKey, 100);
         let app = TestApp::new(
             App::new()
                 .get("/a", |_ctx: Context| async {

@@ -1,6 +1,7 @@
 //! Local rate limiting: a GCRA token bucket per execution environment (the `governor`
-//! crate: lock-free, one atomic compare-and-swap per call), globally or per key (tenant,
-//! user, API key, IP) in a bounded map. A refused call fails with
+//! crate), globally (lock-free, one atomic compare-and-swap per call) or per key (tenant,
+//! user, API key, IP) in a bounded map behind a lock ([`RateLimitLayer::keyed`]). A refused
+//! call fails with
 //! [`lift_core::Error::RateLimited`]: 429 with `Retry-After` and the `RateLimit-Limit`,
 //! `RateLimit-Remaining` and `RateLimit-Reset` headers.
 //!
@@ -21,7 +22,6 @@ use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
@@ -33,8 +33,11 @@ use tower::{Layer, Service};
 
 use crate::classify::{KeyOf, Unkeyed};
 
+mod buckets;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+
+use buckets::PerKey;
 
 type Limiter<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
@@ -43,7 +46,7 @@ struct Shared<C: Clock, K> {
     clock: C,
     global: Limiter<C>,
     key: K,
-    per_key: Option<moka::sync::Cache<String, Arc<Limiter<C>>>>,
+    per_key: Option<PerKey<C>>,
 }
 
 /// Applies a [`RateLimit`].
@@ -93,25 +96,25 @@ impl<C: Clock + Clone + Send + Sync + 'static> RateLimitLayer<Unkeyed, C> {
         }
     }
 
-    /// One bucket per key instead of one for all, at most `max_keys` buckets, idle ones
-    /// dropped after `idle` (at most a year); requests without a key share the global bucket. A bucket is
-    /// kept at least as long as a drained one takes to refill: dropped sooner, its key
-    /// would start again with a full burst.
-    pub fn keyed<K>(self, key: K, max_keys: u64, idle: Duration) -> RateLimitLayer<K, C> {
+    /// One bucket per key instead of one for all, at most `max_keys` buckets; requests
+    /// without a key share the global bucket.
+    ///
+    /// No key gets more than the quota, however many keys are active. A bucket is dropped
+    /// only once it has refilled (dropped sooner, its key would start again with a full
+    /// burst). When all `max_keys` buckets still hold their keys back, keys without a
+    /// bucket share one more, the overflow bucket, until buckets refill: during a flood of
+    /// new keys, keys that already have a bucket keep their own quota and new ones share
+    /// one (logged at WARN when it starts). A key gets a bucket of its own again once the
+    /// overflow bucket has refilled too. With `max_keys` 0, every key shares that one.
+    pub fn keyed<K>(self, key: K, max_keys: u64) -> RateLimitLayer<K, C> {
         let shared = &self.shared;
-        let idle = idle.max(shared.quota.burst_size_replenished_in());
         RateLimitLayer {
             shared: Arc::new(Shared {
                 global: RateLimiter::direct_with_clock(shared.quota, shared.clock.clone()),
                 quota: shared.quota,
                 clock: shared.clock.clone(),
                 key,
-                per_key: Some(
-                    moka::sync::Cache::builder()
-                        .max_capacity(max_keys)
-                        .time_to_idle(idle.min(crate::classify::MAX_IDLE))
-                        .build(),
-                ),
+                per_key: Some(PerKey::new(shared.quota, shared.clock.clone(), max_keys)),
             }),
         }
     }
@@ -168,14 +171,7 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let shared = &self.shared;
         let checked = match (&shared.per_key, shared.key.key_of(&request)) {
-            (Some(cache), Some(key)) => cache
-                .get_with_by_ref(&key, || {
-                    Arc::new(RateLimiter::direct_with_clock(
-                        shared.quota,
-                        shared.clock.clone(),
-                    ))
-                })
-                .check(),
+            (Some(per_key), Some(key)) => per_key.check(&key, &shared.clock),
             _ => shared.global.check(),
         };
         match checked {

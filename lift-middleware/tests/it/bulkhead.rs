@@ -312,7 +312,6 @@ async fn a_new_key_gets_a_compartment_when_the_places_are_taken() {
 async fn forever_is_refused_or_bounded_at_build() {
     use lift_middleware::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
     use lift_middleware::idempotency::IdempotencyConfig;
-    use lift_middleware::rate_limit::RateLimitLayer;
     let forever = Duration::MAX;
     assert!(
         BulkheadConfig::builder("b")
@@ -337,13 +336,6 @@ async fn forever_is_refused_or_bounded_at_build() {
     let per_key = BulkheadConfig::builder("k").build().expect("config");
     let bulkhead = layer(10, 0, None).keyed(tenant_of, per_key, 10, forever);
     let mut svc = bulkhead.layer(dep.clone());
-    assert_eq!(
-        status(&call(&mut svc, TestRequest::new().for_tenant("a")).await),
-        200
-    );
-    let limiter = RateLimitLayer::per_second(std::num::NonZeroU32::new(10).expect("non-zero"))
-        .keyed(tenant_of, 10, forever);
-    let mut svc = limiter.layer(dep.clone());
     assert_eq!(
         status(&call(&mut svc, TestRequest::new().for_tenant("a")).await),
         200

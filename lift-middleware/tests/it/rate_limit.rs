@@ -96,11 +96,7 @@ async fn calls_pass_again_once_the_clock_moves() {
 async fn keyed_limits_isolate_keys() {
     let clock = FakeRelativeClock::default();
     let dep = Dependency::new(Behaviour::Ok);
-    let layer = RateLimitLayer::with_clock(per_second(2), clock.clone()).keyed(
-        tenant_of,
-        100,
-        Duration::from_secs(600),
-    );
+    let layer = RateLimitLayer::with_clock(per_second(2), clock.clone()).keyed(tenant_of, 100);
     let mut svc = layer.layer(dep.clone());
     let tenant = |t: &str| TestRequest::new().for_tenant(t);
 
@@ -127,27 +123,167 @@ async fn keyed_limits_isolate_keys() {
     assert_eq!(status(&call(&mut svc, tenant("a")).await), 200);
 }
 
-/// A drained key's bucket is not dropped before it has refilled, however short `idle` is:
-/// otherwise the key would get a whole new burst (60 a minute, idle 10 ms: 60 calls every
-/// 10 ms). The limiter's clock stands still; only the key cache's idle time passes.
+/// A drained key's bucket is not dropped to make room for another key before it has
+/// refilled: the key would get a whole new burst. Room for one key, 60 a minute.
 #[tokio::test]
-async fn a_short_idle_does_not_hand_a_drained_key_a_new_burst() {
+async fn a_drained_bucket_is_not_dropped_to_make_room() {
     let clock = FakeRelativeClock::default();
     let dep = Dependency::new(Behaviour::Ok);
     let per_minute = Quota::per_minute(NonZeroU32::new(60).expect("non-zero"));
-    let layer = RateLimitLayer::with_clock(per_minute, clock.clone()).keyed(
-        tenant_of,
-        100,
-        Duration::from_millis(10),
-    );
+    let layer = RateLimitLayer::with_clock(per_minute, clock.clone()).keyed(tenant_of, 1);
     let mut svc = layer.layer(dep.clone());
-    let tenant = || TestRequest::new().for_tenant("a");
+    let tenant = |t: &str| TestRequest::new().for_tenant(t);
     for _ in 0..60 {
-        assert_eq!(status(&call(&mut svc, tenant()).await), 200);
+        assert_eq!(status(&call(&mut svc, tenant("a")).await), 200);
     }
-    refused(&call(&mut svc, tenant()).await, 60);
-    // Three times the configured idle time: the bucket would be gone.
-    std::thread::sleep(Duration::from_millis(30));
-    refused(&call(&mut svc, tenant()).await, 60);
-    assert_eq!(dep.calls_for(Some("a")), 60);
+    refused(&call(&mut svc, tenant("a")).await, 60);
+    // Half a minute on, "b" needs room: "a" has not refilled, so "b" shares the overflow
+    // bucket, and "a" still has its 30 calls, not 60.
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(status(&call(&mut svc, tenant("b")).await), 200);
+    for _ in 0..30 {
+        assert_eq!(status(&call(&mut svc, tenant("a")).await), 200);
+    }
+    refused(&call(&mut svc, tenant("a")).await, 60);
+    assert_eq!(dep.calls_for(Some("a")), 90);
+}
+
+/// Admitted calls of one key at fake-clock times `at` (ms) never exceed what the quota
+/// allows in any window: `burst + window / interval` calls.
+fn assert_within_quota(key: &str, at: &[u64], burst: u64, interval_ms: u64) {
+    for (i, start) in at.iter().enumerate() {
+        for (j, end) in at.iter().enumerate().skip(i) {
+            let calls = (j - i + 1) as u64;
+            let allowed = burst + (end - start) / interval_ms;
+            assert!(
+                calls <= allowed,
+                "key {key}: {calls} calls admitted within {} ms, the quota allows {allowed}",
+                end - start
+            );
+        }
+    }
+}
+
+/// More keys active than `max_keys`: a bucket that still holds its key back is never
+/// dropped to make room (that key would start again with a full burst), and keys that
+/// find no room share one bucket. No key gets more than its quota.
+#[tokio::test]
+async fn no_key_gets_more_than_its_quota_when_more_keys_are_active_than_max_keys() {
+    let clock = FakeRelativeClock::default();
+    let dep = Dependency::new(Behaviour::Ok);
+    let layer = RateLimitLayer::with_clock(per_second(2), clock.clone()).keyed(tenant_of, 3);
+    let mut svc = layer.layer(dep.clone());
+    let tenant = |t: usize| TestRequest::new().for_tenant(&format!("t{t}"));
+
+    // Twenty tenants, five rounds each, the clock still: two calls a tenant at most.
+    for _ in 0..5 {
+        for t in 0..20 {
+            let _ = call(&mut svc, tenant(t)).await;
+        }
+    }
+    let calls = |t: usize| dep.calls_for(Some(&format!("t{t}")));
+    for t in 0..20 {
+        assert!(calls(t) <= 2, "tenant t{t} got {} calls", calls(t));
+    }
+    // The first three have buckets of their own; the other seventeen shared one.
+    assert_eq!((0..3).map(calls).sum::<usize>(), 6);
+    assert_eq!((3..20).map(calls).sum::<usize>(), 2);
+
+    // Two seconds later every bucket has refilled and may go (`governor` drops a bucket
+    // one interval after it refilled): a new tenant gets a bucket of its own, and so do
+    // the others.
+    clock.advance(Duration::from_secs(2));
+    for _ in 0..3 {
+        let _ = call(&mut svc, tenant(20)).await;
+    }
+    assert_eq!(calls(20), 2);
+    let before = calls(5) + calls(6);
+    for t in [5, 6] {
+        for _ in 0..3 {
+            let _ = call(&mut svc, tenant(t)).await;
+        }
+    }
+    assert_eq!(calls(5) + calls(6) - before, 4);
+}
+
+/// A key that drew on the overflow bucket does not get a full bucket of its own as soon as
+/// there is room: its own bucket would forget what it took from the overflow one. Room for
+/// one key, 2 a second in bursts of 2 (one call every 500 ms once drained).
+#[tokio::test]
+async fn a_key_that_drew_on_the_overflow_bucket_gets_no_new_burst() {
+    let clock = FakeRelativeClock::default();
+    let dep = Dependency::new(Behaviour::Ok);
+    let layer = RateLimitLayer::with_clock(per_second(2), clock.clone()).keyed(tenant_of, 1);
+    let mut svc = layer.layer(dep.clone());
+    assert_eq!(admitted(&mut svc, "a", 2).await, 2);
+    assert_eq!(
+        admitted(&mut svc, "b", 3).await,
+        2,
+        "b shares the overflow bucket"
+    );
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        admitted(&mut svc, "b", 2).await,
+        2,
+        "the overflow bucket refilled"
+    );
+    // "a"'s bucket may go now, the overflow one has not refilled: "b" stays on it, and
+    // gets one call, not a new burst of two.
+    clock.advance(Duration::from_millis(500));
+    assert_eq!(admitted(&mut svc, "b", 3).await, 1);
+    assert_eq!(dep.calls_for(Some("b")), 5);
+}
+
+/// How many of `n` calls from `tenant` got through.
+async fn admitted<S>(svc: &mut S, tenant: &str, n: usize) -> usize
+where
+    S: tower::Service<TestRequest, Response = Response, Error = BoxError>,
+{
+    let mut ok = 0;
+    for _ in 0..n {
+        ok += usize::from(
+            call(svc, TestRequest::new().for_tenant(tenant))
+                .await
+                .is_ok(),
+        );
+    }
+    ok
+}
+
+/// Many keys, few buckets, time moving on: every key's admitted calls stay within its
+/// quota in every window, whatever the order of keys.
+#[tokio::test]
+async fn keyed_limits_hold_in_every_window_with_few_buckets_and_many_keys() {
+    let clock = FakeRelativeClock::default();
+    let dep = Dependency::new(Behaviour::Ok);
+    // 4 a second in bursts of 4: one call every 250 ms once drained.
+    let layer = RateLimitLayer::with_clock(per_second(4), clock.clone()).keyed(tenant_of, 5);
+    let mut svc = layer.layer(dep.clone());
+    let mut admitted: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut now_ms = 0;
+    for _ in 0..4_000 {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        // Keys from a pool of 12, the first three more often; time moves 0-19 ms a call.
+        let pick = (seed >> 33) % 16;
+        let key = format!("k{}", if pick < 12 { pick } else { pick - 12 });
+        let step = (seed >> 20) % 20;
+        clock.advance(Duration::from_millis(step));
+        now_ms += step;
+        if call(&mut svc, TestRequest::new().for_tenant(&key))
+            .await
+            .is_ok()
+        {
+            admitted.entry(key).or_default().push(now_ms);
+        }
+    }
+    assert!(
+        admitted.len() >= 10,
+        "most keys got calls through: {admitted:?}"
+    );
+    for (key, at) in &admitted {
+        assert_within_quota(key, at, 4, 250);
+    }
 }
