@@ -24,6 +24,9 @@ use governor::{NotUntil, Quota, RateLimiter};
 /// every bucket, and a flood of new keys must not make every call pay for one.
 const SWEEP_EVERY_NANOS: u64 = 1_000_000;
 
+/// How often the overflow bucket's coming into use is logged, at most.
+const WARN_EVERY_NANOS: u64 = 60_000_000_000;
+
 /// The keyed limiter: `governor`'s GCRA over [`Buckets`].
 pub(super) struct PerKey<C: Clock> {
     limiter: RateLimiter<String, Buckets, C, NoOpMiddleware<C::Instant>>,
@@ -31,6 +34,8 @@ pub(super) struct PerKey<C: Clock> {
     start: C::Instant,
     /// Nanoseconds after `start` before which no sweep runs again.
     next_sweep: AtomicU64,
+    /// Nanoseconds after `start` before which the overflow bucket is not logged again.
+    next_warning: AtomicU64,
 }
 
 impl<C: Clock> PerKey<C> {
@@ -43,26 +48,43 @@ impl<C: Clock> PerKey<C> {
             buckets,
             start,
             next_sweep: AtomicU64::new(0),
+            next_warning: AtomicU64::new(0),
         }
     }
 
     /// Takes one call from `key`'s bucket, or says when it may come again.
     pub(super) fn check(&self, key: &String, clock: &C) -> Result<(), NotUntil<C::Instant>> {
-        if self.buckets.crowded() && !self.buckets.holds(key) {
-            let now = clock.now().duration_since(self.start).as_u64();
-            let due = self.next_sweep.load(Ordering::Relaxed);
-            let next = now.saturating_add(SWEEP_EVERY_NANOS);
-            if now >= due
-                && self
-                    .next_sweep
-                    .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-            {
-                self.limiter.retain_recent();
-            }
+        if !self.buckets.crowded() || self.buckets.holds(key) {
+            return self.limiter.check_key(key);
         }
-        self.limiter.check_key(key)
+        let now = clock.now().duration_since(self.start).as_u64();
+        if once_per(&self.next_sweep, now, SWEEP_EVERY_NANOS) {
+            self.limiter.retain_recent();
+        }
+        let checked = self.limiter.check_key(key);
+        if self.buckets.overflow_began() && once_per(&self.next_warning, now, WARN_EVERY_NANOS) {
+            tracing::warn!(
+                target: "lift::rate_limit",
+                max_keys = self.buckets.shared.max,
+                "every key's bucket holds its key back: keys without one share a bucket"
+            );
+        }
+        checked
     }
+}
+
+/// Whether `now` is past `next`, which then moves `every` on (one caller wins a race).
+fn once_per(next: &AtomicU64, now: u64, every: u64) -> bool {
+    let due = next.load(Ordering::Relaxed);
+    now >= due
+        && next
+            .compare_exchange(
+                due,
+                now.saturating_add(every),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
 }
 
 /// The state store: a theoretical arrival time per key, and the overflow bucket's.
@@ -76,6 +98,8 @@ struct Shared {
     /// A new key would not get a bucket of its own now: `max` buckets, or the overflow
     /// bucket in use.
     crowded: AtomicBool,
+    /// The overflow bucket came into use since this was last read.
+    overflow_began: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -97,6 +121,7 @@ impl Buckets {
             shared: Arc::new(Shared {
                 max,
                 crowded: AtomicBool::new(max == 0),
+                overflow_began: AtomicBool::new(false),
                 state: Mutex::new(State::default()),
             }),
         }
@@ -111,6 +136,10 @@ impl Buckets {
 
     fn crowded(&self) -> bool {
         self.shared.crowded.load(Ordering::Relaxed)
+    }
+
+    fn overflow_began(&self) -> bool {
+        self.shared.overflow_began.swap(false, Ordering::Relaxed)
     }
 
     fn holds(&self, key: &str) -> bool {
@@ -144,11 +173,7 @@ impl StateStore for Buckets {
         }
         let (outcome, next) = f(state.overflow)?;
         if state.overflow.is_none() {
-            tracing::warn!(
-                target: "lift::rate_limit",
-                max_keys = self.shared.max,
-                "every key bucket holds its key back: keys without one share a bucket"
-            );
+            self.shared.overflow_began.store(true, Ordering::Relaxed);
         }
         state.overflow = Some(next);
         self.settle(&state);

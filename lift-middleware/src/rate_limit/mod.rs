@@ -104,7 +104,7 @@ impl<C: Clock + Clone + Send + Sync + 'static> RateLimitLayer<Unkeyed, C> {
     /// burst). When all `max_keys` buckets still hold their keys back, keys without a
     /// bucket share one more, the overflow bucket, until buckets refill: during a flood of
     /// new keys, keys that already have a bucket keep their own quota and new ones share
-    /// one (logged at WARN when it starts). A key gets a bucket of its own again once the
+    /// one (logged at WARN when it starts, at most once a minute). A key gets a bucket of its own again once the
     /// overflow bucket has refilled too. With `max_keys` 0, every key shares that one.
     pub fn keyed<K>(self, key: K, max_keys: u64) -> RateLimitLayer<K, C> {
         let shared = &self.shared;

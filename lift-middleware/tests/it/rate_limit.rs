@@ -10,7 +10,7 @@ use governor::clock::FakeRelativeClock;
 use lift_core::{BoxError, Error};
 use lift_middleware::rate_limit::RateLimitLayer;
 use support::{
-    Behaviour, Dependency, Response, TestRequest, call, expect_lift_err, status, tenant_of,
+    Behaviour, Buffer, Dependency, Response, TestRequest, call, expect_lift_err, status, tenant_of,
 };
 use tower::Layer;
 
@@ -248,6 +248,33 @@ where
         );
     }
     ok
+}
+
+/// The overflow bucket's coming into use is logged at WARN, at most once a minute however
+/// often buckets refill and the room fills again.
+#[tokio::test]
+async fn the_overflow_bucket_is_logged_at_most_once_a_minute() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let buffer = Buffer::default();
+    let subscriber =
+        tracing_subscriber::registry().with(lift_core::logging::JsonLayer::new(buffer.clone()));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let clock = FakeRelativeClock::default();
+    let layer = RateLimitLayer::with_clock(per_second(2), clock.clone()).keyed(tenant_of, 1);
+    let mut svc = layer.layer(Dependency::new(Behaviour::Ok));
+    // Every 2 s every bucket has refilled: a new key takes the room, the next one begins
+    // the overflow bucket again. 40 times over 80 s.
+    for round in 0..40 {
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(admitted(&mut svc, &format!("x{round}"), 1).await, 1);
+        assert_eq!(admitted(&mut svc, &format!("y{round}"), 1).await, 1);
+    }
+    let warnings = buffer
+        .lines()
+        .into_iter()
+        .filter(|l| l["level"] == "WARN" && l["target"] == "lift::rate_limit")
+        .count();
+    assert_eq!(warnings, 2, "at 2 s and at 62 s");
 }
 
 /// Many keys, few buckets, time moving on: every key's admitted calls stay within its

@@ -2,10 +2,10 @@
 //! trusted header, a path parameter or the subdomain; refusals for a missing, malformed or
 //! mismatched tenant; the tenant on log lines and on outbound calls.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::support::Buffer;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use lift_core::testing::{HttpResponse, TestApp, events};
 use lift_core::{App, Context, Json};
@@ -251,26 +251,6 @@ async fn headers_count_only_when_trusted_and_other_sources_work() {
     assert_eq!(response.json::<Value>().expect("json")["tenant"], "hooli");
 }
 
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
-    type Writer = Buffer;
-    fn make_writer(&'a self) -> Buffer {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn the_tenant_is_on_every_later_log_line() {
     use tracing_subscriber::layer::SubscriberExt;
@@ -282,10 +262,9 @@ async fn the_tenant_is_on_every_later_log_line() {
     let app = app(claim_then_path());
     let response = send(&app, events::http("GET", "/t/acme/orders").v2()).await;
     assert_eq!(response.status, 200);
-    let text = String::from_utf8(buffer.0.lock().expect("lock").clone()).expect("utf8");
-    let line: Value = text
+    let line: Value = buffer
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("json line"))
+        .into_iter()
         .find(|l| l["message"] == "handled")
         .expect("the handler's line");
     assert_eq!(line["tenant"], "acme");
