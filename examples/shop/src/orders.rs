@@ -246,7 +246,10 @@ async fn place(
         tracing::info!(target: "lift::shop", order = %placed.order, "order placed before under this key");
         return Ok((StatusCode::ACCEPTED, Json(placed)));
     }
+    // A quote reads stock and prices and changes nothing: a POST that may go to a second
+    // instance when the first fails after the request reached it.
     let request = ServiceRequest::from_context(&ctx, http::Method::POST, "/quote")
+        .idempotent(true)
         .json(&QuoteRequest {
             items: input.items.clone(),
         })
