@@ -9,8 +9,11 @@
 //! `RateLimited`, `Overloaded`) that Lift answers with its status and headers (503 and
 //! `Retry-After`, 504, 429 and `RateLimit-*`).
 //!
-//! The layers that decide without I/O allocate nothing per call and take no lock on the
-//! call path; see `benches/layers.rs` for their cost.
+//! The unkeyed load shed, rate limit, bulkhead, circuit breaker and timeout layers
+//! allocate nothing and take no lock for a call they let through at once (a refusal, a
+//! bulkhead's queue and a breaker's change of state do); keyed ones build their key
+//! (a `String`) per call and look it up in a map, and retry boxes its future. See
+//! `benches/layers.rs` for what each costs.
 //!
 //! # Order
 //! Outermost first: load shed → rate limit → bulkhead → circuit breaker → timeout → retry.
