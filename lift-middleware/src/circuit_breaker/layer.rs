@@ -10,6 +10,7 @@ use tower::{Layer, Service};
 
 use super::config::CircuitBreakerConfig;
 use super::future::{Guard, ResponseFuture};
+use super::keyed::Breakers;
 use super::state::{Breaker, Metrics, OnChange, State, StateChange};
 use crate::classify::{Classifier, DefaultClassifier, KeyOf, Unkeyed};
 use crate::error::{ConfigError, check};
@@ -45,20 +46,13 @@ pub(crate) struct Shared<C, K, F> {
     key: K,
     fallback: F,
     single: Arc<Breaker>,
-    keyed: Option<moka::sync::Cache<String, Arc<Breaker>>>,
-    on_change: Option<OnChange>,
+    keyed: Option<Breakers>,
 }
 
 impl<C, K, F> Shared<C, K, F> {
-    fn breaker(&self, key: Option<String>) -> Arc<Breaker> {
+    fn breaker(&self, key: Option<String>, now: Instant) -> Arc<Breaker> {
         match (key, &self.keyed) {
-            (Some(key), Some(cache)) => cache.get_with_by_ref(&key, || {
-                Arc::new(Breaker::new(
-                    self.config.clone(),
-                    Arc::from(format!("{}:{key}", self.config.name)),
-                    self.on_change.clone(),
-                ))
-            }),
+            (Some(key), Some(breakers)) => breakers.get(key, now),
             _ => self.single.clone(),
         }
     }
@@ -91,8 +85,15 @@ impl<C, K, F> CircuitBreakerBuilder<C, K, F> {
         }
     }
 
-    /// One breaker per key (tenant, operation, ...), at most `max_keys` of them; a breaker
-    /// unused for `idle` (at most a year) is dropped, so a flood of distinct keys cannot exhaust memory.
+    /// One breaker per key (tenant, operation, ...), at most `max_keys` of them, so a flood
+    /// of distinct keys cannot exhaust memory.
+    ///
+    /// A breaker goes only to make room for another key, and only with no call in flight
+    /// and either at rest (closed, no failure or slow call in its window) or unused for
+    /// `idle` (at most a year) and not open: an open breaker is never dropped. When no
+    /// breaker may go, keys without one share one more breaker, named `NAME:*`, until it
+    /// may go itself (logged at WARN when it starts, at most once a minute); a key that
+    /// opened it is not handed a closed breaker of its own while it is open.
     pub fn keyed<K2>(
         self,
         key: K2,
@@ -156,10 +157,12 @@ impl<C, K, F> CircuitBreakerBuilder<C, K, F> {
             self.on_change.clone(),
         ));
         let keyed = (self.max_keys > 0).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(self.max_keys)
-                .time_to_idle(self.idle.min(crate::classify::MAX_IDLE))
-                .build()
+            Breakers::new(
+                self.config.clone(),
+                self.on_change.clone(),
+                self.max_keys,
+                self.idle.min(crate::classify::MAX_IDLE),
+            )
         });
         CircuitBreakerLayer {
             shared: Arc::new(Shared {
@@ -169,7 +172,6 @@ impl<C, K, F> CircuitBreakerBuilder<C, K, F> {
                 fallback: self.fallback,
                 single,
                 keyed,
-                on_change: self.on_change,
             }),
         }
     }
@@ -232,7 +234,7 @@ impl<C, K, F> CircuitBreakerLayer<C, K, F> {
 
     fn breaker_ref(&self, key: Option<&str>) -> Option<Arc<Breaker>> {
         match (key, &self.shared.keyed) {
-            (Some(key), Some(cache)) => cache.get(key),
+            (Some(key), Some(breakers)) => breakers.find(key),
             (None, _) => Some(self.shared.single.clone()),
             (Some(_), None) => None,
         }
@@ -291,8 +293,8 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let breaker = self.shared.breaker(self.shared.key.key_of(&request));
         let now = Instant::now();
+        let breaker = self.shared.breaker(self.shared.key.key_of(&request), now);
         match breaker.acquire(now) {
             Ok(permit) => ResponseFuture::called(
                 self.inner.call(request),

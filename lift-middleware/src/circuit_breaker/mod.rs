@@ -8,8 +8,10 @@
 //! after enough of them succeed. A [`Classifier`](crate::classify::Classifier) decides what
 //! a failure is (default: errors, timeouts and 5xx, not 4xx).
 //!
-//! One breaker, or one per key (tenant, operation) in a bounded map that drops idle keys.
-//! The call path takes no lock: state, counters and the window are atomics.
+//! One breaker, or one per key (tenant, operation) in a bounded map that never drops an
+//! open breaker ([`CircuitBreakerBuilder::keyed`]). An unkeyed breaker's call path takes
+//! no lock: state, counters and the window are atomics; a keyed one looks its key up
+//! under a lock.
 //!
 //! ```
 //! use std::time::Duration;
@@ -35,6 +37,7 @@
 
 mod config;
 mod future;
+mod keyed;
 mod layer;
 #[cfg(feature = "dynamodb")]
 mod shared;

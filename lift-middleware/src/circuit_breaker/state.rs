@@ -207,6 +207,25 @@ impl Slots {
         }
     }
 
+    /// No failure and no slow call in the window as of `elapsed` since the breaker's epoch.
+    fn clean(&self, elapsed: Duration) -> bool {
+        match self {
+            Slots::Count { failures, slow, .. } => {
+                failures.load(Acquire) == 0 && slow.load(Acquire) == 0
+            }
+            Slots::Time { buckets, width } => {
+                let index = (elapsed.as_nanos() / width.as_nanos().max(1)) as u64;
+                let oldest = index.saturating_sub(buckets.len() as u64 - 1);
+                buckets.iter().all(|b| {
+                    let i = b.index.load(Acquire);
+                    i == u64::MAX
+                        || i < oldest
+                        || (b.failures.load(Acquire) == 0 && b.slow.load(Acquire) == 0)
+                })
+            }
+        }
+    }
+
     fn reset(&self) {
         match self {
             Slots::Count {
@@ -301,6 +320,16 @@ impl Breaker {
             }
             raw => state_of(raw),
         }
+    }
+
+    /// Nothing it holds could refuse a call: closed (closing also ends the backoff of
+    /// repeated trips), no failures in a row, no failure or slow call in its window.
+    /// Dropping such a breaker and starting a new one for its key forgets only successes,
+    /// so the new one opens no later.
+    pub(crate) fn at_rest(&self, now: Instant) -> bool {
+        self.state.load(Acquire) == CLOSED
+            && self.consecutive.load(Acquire) == 0
+            && self.window.clean(self.since_epoch(now))
     }
 
     pub(crate) fn metrics(&self) -> Metrics {
@@ -510,6 +539,86 @@ mod tests {
             }
             Err(_) => false,
         }
+    }
+
+    /// At rest: nothing that could refuse a call. Failures in a row, a failure or slow call
+    /// still in the window (count or time), or a state other than closed, each keep a
+    /// breaker from it.
+    #[tokio::test(start_paused = true)]
+    async fn at_rest_only_with_nothing_that_could_refuse_a_call() {
+        let by_count = breaker(
+            CircuitBreakerConfig::builder("t")
+                .consecutive_failures(5)
+                .window(Window::Count {
+                    size: NonZeroU32::new(3).expect("non-zero"),
+                })
+                .failure_rate(0.9)
+                .min_calls(3)
+                .build()
+                .expect("config"),
+        );
+        assert!(by_count.at_rest(Instant::now()), "new");
+        call(&by_count, true);
+        assert!(!by_count.at_rest(Instant::now()), "a failure in a row");
+        call(&by_count, false);
+        assert!(!by_count.at_rest(Instant::now()), "a failure in the window");
+        call(&by_count, false);
+        call(&by_count, false);
+        assert!(
+            by_count.at_rest(Instant::now()),
+            "the failure left the window"
+        );
+
+        let by_time = breaker(
+            CircuitBreakerConfig::builder("t")
+                .consecutive_failures(5)
+                .window(Window::Time {
+                    size: Duration::from_secs(10),
+                    buckets: NonZeroU32::new(5).expect("non-zero"),
+                })
+                .failure_rate(0.9)
+                .min_calls(100)
+                .slow_call_rate(0.9, Duration::from_secs(1))
+                .build()
+                .expect("config"),
+        );
+        let permit = by_time.acquire(Instant::now()).expect("closed");
+        by_time.record(&permit, false, Duration::from_secs(2), Instant::now());
+        assert!(
+            !by_time.at_rest(Instant::now()),
+            "a slow call in the window"
+        );
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(!by_time.at_rest(Instant::now()), "still in the window");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(by_time.at_rest(Instant::now()), "the window moved past it");
+        call(&by_time, true);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(
+            !by_time.at_rest(Instant::now()),
+            "out of the window, still a failure in a row"
+        );
+        call(&by_time, false);
+        assert!(by_time.at_rest(Instant::now()), "the run ended");
+
+        let tripped = breaker(
+            CircuitBreakerConfig::builder("t")
+                .consecutive_failures(1)
+                .no_failure_rate()
+                .open_for(Duration::from_secs(1))
+                .half_open(1, 1)
+                .build()
+                .expect("config"),
+        );
+        call(&tripped, true);
+        assert!(!tripped.at_rest(Instant::now()), "open");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(call(&tripped, false), "the probe");
+        assert_eq!(tripped.state(Instant::now()), State::Closed);
+        assert!(
+            tripped.at_rest(Instant::now()),
+            "closed again, backoff reset"
+        );
     }
 
     #[tokio::test(start_paused = true)]

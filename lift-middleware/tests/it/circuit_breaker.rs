@@ -271,6 +271,202 @@ async fn keyed_breakers_isolate_tenants() {
     assert_eq!(layer.state(Some("never-seen")), None);
 }
 
+/// A keyed layer with room for `max_keys` breakers that trip on one failure.
+fn keyed_by_tenant(
+    max_keys: u64,
+) -> CircuitBreakerLayer<
+    lift_middleware::classify::DefaultClassifier,
+    fn(&TestRequest) -> Option<String>,
+> {
+    CircuitBreakerLayer::builder(config(1, 1, 1))
+        .keyed(
+            (|r: &TestRequest| r.tenant.clone()) as fn(&TestRequest) -> Option<String>,
+            max_keys,
+            Duration::from_secs(600),
+        )
+        .build()
+        .expect("breaker")
+}
+
+/// More keys than `max_keys`: an open breaker is never dropped to make room (its key's
+/// calls would reach the failing dependency again); keys that find no room share one
+/// breaker, and are refused while it is open.
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_stays_open_however_many_keys_come() {
+    let dep = Dependency::new(Behaviour::Ok);
+    dep.set_for("down", Behaviour::Status(503));
+    dep.set_for("down-too", Behaviour::Status(503));
+    let layer = keyed_by_tenant(2);
+    let mut svc = layer.layer(dep.clone());
+    let tenant = |t: &str| TestRequest::new().for_tenant(t);
+
+    assert_eq!(status(&call(&mut svc, tenant("down")).await), 503);
+    assert_eq!(layer.state(Some("down")), Some(State::Open));
+    for i in 0..200 {
+        assert_eq!(status(&call(&mut svc, tenant(&format!("t{i}"))).await), 200);
+    }
+    assert!(call(&mut svc, tenant("down")).await.is_err(), "still open");
+    assert_eq!(dep.calls_for(Some("down")), 1);
+    assert_eq!(layer.state(Some("down")), Some(State::Open));
+
+    // A key without a breaker of its own that fails opens the shared one: the other keys
+    // without one are refused with it, and "down" still with its own.
+    assert_eq!(status(&call(&mut svc, tenant("down-too")).await), 503);
+    let refused = call(&mut svc, tenant("t150")).await;
+    match expect_lift_err(&refused) {
+        Error::CircuitOpen { name, .. } => assert_eq!(&**name, "dep:*"),
+        other => panic!("expected CircuitOpen, got {other:?}"),
+    }
+    let refused = call(&mut svc, tenant("down")).await;
+    match expect_lift_err(&refused) {
+        Error::CircuitOpen { name, .. } => assert_eq!(&**name, "dep:down"),
+        other => panic!("expected CircuitOpen, got {other:?}"),
+    }
+    assert!(call(&mut svc, tenant("down-too")).await.is_err());
+    assert_eq!(dep.calls_for(Some("down-too")), 1);
+}
+
+/// A key whose failure opened the shared breaker does not get a closed breaker of its own
+/// when room frees: it stays refused until the shared one lets a probe through.
+#[tokio::test(start_paused = true)]
+async fn a_key_that_opened_the_shared_breaker_gets_no_fresh_one() {
+    let dep = Dependency::new(Behaviour::Ok);
+    dep.set_for("down", Behaviour::Status(503));
+    let layer = keyed_by_tenant(1);
+    let mut svc = layer.layer(dep.clone());
+    let tenant = |t: &str| TestRequest::new().for_tenant(t);
+
+    assert_eq!(status(&call(&mut svc, tenant("a")).await), 200);
+    // "a"'s breaker is closed and has seen no failure, so it may go: "down" gets the room.
+    assert_eq!(status(&call(&mut svc, tenant("down")).await), 503);
+    assert_eq!(layer.state(Some("down")), Some(State::Open));
+    // Ten seconds on, "b" finds no room ("down" is open) and shares the overflow breaker;
+    // it fails, and the shared breaker is open until 40 s.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    dep.set_for("b", Behaviour::Status(503));
+    assert_eq!(status(&call(&mut svc, tenant("b")).await), 503);
+    assert!(
+        call(&mut svc, tenant("b")).await.is_err(),
+        "the shared breaker is open"
+    );
+    // "down" recovers and its breaker closes, which frees the room; "b" still waits for
+    // the shared breaker's probe.
+    dep.set_for("down", Behaviour::Ok);
+    tokio::time::advance(OPEN_FOR - Duration::from_secs(10)).await;
+    assert_eq!(status(&call(&mut svc, tenant("down")).await), 200);
+    assert_eq!(layer.state(Some("down")), Some(State::Closed));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(
+        call(&mut svc, tenant("b")).await.is_err(),
+        "b keeps its refusal"
+    );
+    assert_eq!(dep.calls_for(Some("b")), 1);
+}
+
+/// A breaker that has seen a failure goes to make room only once unused for `idle`, and an
+/// open one not even then. Room for one key, idle 10 s, open for 30 s.
+#[tokio::test(start_paused = true)]
+async fn only_a_breaker_idle_and_not_open_may_go_with_failures_on_record() {
+    let dep = Dependency::new(Behaviour::Ok);
+    dep.set_for("flaky", Behaviour::Status(503));
+    let layer = CircuitBreakerLayer::builder(config(2, 1, 1))
+        .keyed(
+            |r: &TestRequest| r.tenant.clone(),
+            1,
+            Duration::from_secs(10),
+        )
+        .build()
+        .expect("breaker");
+    let mut svc = layer.layer(dep.clone());
+    let tenant = |t: &str| TestRequest::new().for_tenant(t);
+
+    // One failure of two: closed, but not at rest.
+    assert_eq!(status(&call(&mut svc, tenant("flaky")).await), 503);
+    assert_eq!(status(&call(&mut svc, tenant("x")).await), 200);
+    assert_eq!(layer.state(Some("flaky")), Some(State::Closed), "kept");
+    assert_eq!(
+        layer.state(Some("x")),
+        None,
+        "x shared the overflow breaker"
+    );
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(status(&call(&mut svc, tenant("y")).await), 200);
+    assert_eq!(layer.state(Some("flaky")), None, "idle: gone");
+    assert_eq!(layer.state(Some("y")), Some(State::Closed));
+
+    // "y" trips (two failures) and stays open 30 s: idle or not, it stays.
+    dep.set_for("y", Behaviour::Status(503));
+    assert_eq!(status(&call(&mut svc, tenant("y")).await), 503);
+    assert_eq!(status(&call(&mut svc, tenant("y")).await), 503);
+    assert_eq!(layer.state(Some("y")), Some(State::Open));
+    tokio::time::advance(Duration::from_secs(20)).await;
+    assert_eq!(status(&call(&mut svc, tenant("z")).await), 200);
+    assert_eq!(layer.state(Some("y")), Some(State::Open), "open: kept");
+    assert!(call(&mut svc, tenant("y")).await.is_err());
+}
+
+/// The overflow breaker's coming into use is logged at WARN, at most once a minute.
+#[tokio::test(start_paused = true)]
+async fn the_overflow_breaker_is_logged_at_most_once_a_minute() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let buffer = support::Buffer::default();
+    let subscriber =
+        tracing_subscriber::registry().with(lift_core::logging::JsonLayer::new(buffer.clone()));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let dep = Dependency::new(Behaviour::Ok);
+    dep.set_for("down", Behaviour::Status(503));
+    let layer = keyed_by_tenant(1);
+    let mut svc = layer.layer(dep.clone());
+    let tenant = |t: &str| TestRequest::new().for_tenant(t);
+    // "down" holds the room; each new key finds the last one's overflow breaker at rest,
+    // which goes, and begins a new one.
+    assert_eq!(status(&call(&mut svc, tenant("down")).await), 503);
+    for i in 0..70 {
+        assert_eq!(status(&call(&mut svc, tenant(&format!("k{i}"))).await), 200);
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    let warnings = buffer
+        .lines()
+        .into_iter()
+        .filter(|l| {
+            l["level"] == "WARN"
+                && l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("share a breaker"))
+        })
+        .count();
+    assert_eq!(warnings, 2, "at 0 s and at 60 s");
+}
+
+/// A breaker with a call in flight is not dropped: the call's outcome counts.
+#[tokio::test(start_paused = true)]
+async fn a_breaker_with_a_call_in_flight_keeps_its_outcome() {
+    let dep = Dependency::new(Behaviour::Ok);
+    dep.set_for("slow", Behaviour::Hang);
+    let layer = keyed_by_tenant(1);
+    let svc = layer.layer(dep.clone());
+    let tenant = |t: &str| TestRequest::new().for_tenant(t);
+
+    let mut in_flight = svc.clone();
+    let slow = tokio::spawn(async move {
+        call(&mut in_flight, tenant("slow"))
+            .await
+            .map(|r| r.status())
+    });
+    support::settle().await;
+    // Room is needed while "slow" waits on its call: its breaker is closed and clean, but
+    // in use.
+    let mut other = svc.clone();
+    assert_eq!(status(&call(&mut other, tenant("x")).await), 200);
+    dep.release(Behaviour::Status(503));
+    assert_eq!(slow.await.expect("task").expect("response"), 503);
+    assert_eq!(
+        layer.state(Some("slow")),
+        Some(State::Open),
+        "the failure counted"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn on_state_change_sees_every_transition() {
     let changes = Arc::new(Mutex::new(Vec::<StateChange>::new()));
