@@ -3,11 +3,15 @@
 //!
 //! A bucket dropped early (evicted from a full cache, say) would hand its key a new full
 //! burst when it came back; with more keys active than there is room for, every key would
-//! then go unlimited. So a bucket goes only once it is indistinguishable from a fresh one
-//! (its theoretical arrival time has passed: `governor`'s `retain_recent`), and keys that
-//! find no room share one overflow bucket. A key gets a bucket of its own only while that
-//! overflow bucket is fresh too: it may have drawn on the overflow bucket before, and a
-//! new bucket of its own must not forget that.
+//! then go unlimited. So a bucket goes only once it has been indistinguishable from a fresh
+//! one (its theoretical arrival time passed: `governor`'s `retain_recent`) for a second
+//! more, and keys that find no room share one overflow bucket. A key that finds room
+//! starts its own bucket where the overflow bucket stands, never fuller: it may have drawn
+//! on the overflow bucket, and its own must not forget that.
+//!
+//! The second's margin covers a call that read the clock before a sweep and takes the lock
+//! after it: only a call held up longer than a second and a burst's refill could find its
+//! key's bucket gone and get one call more.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +30,9 @@ const SWEEP_EVERY_NANOS: u64 = 1_000_000;
 
 /// How often the overflow bucket's coming into use is logged, at most.
 const WARN_EVERY_NANOS: u64 = 60_000_000_000;
+
+/// How long a bucket stays after it could go (see the module's docs).
+const MARGIN: Nanos = Nanos::new(1_000_000_000);
 
 /// The keyed limiter: `governor`'s GCRA over [`Buckets`].
 pub(super) struct PerKey<C: Clock> {
@@ -62,7 +69,13 @@ impl<C: Clock> PerKey<C> {
             self.limiter.retain_recent();
         }
         let checked = self.limiter.check_key(key);
-        if self.buckets.overflow_began() && once_per(&self.next_warning, now, WARN_EVERY_NANOS) {
+        // The start is kept until it can be logged, so one within a quiet minute is logged
+        // at its end if the overflow bucket is still in use.
+        if self.buckets.shared.max > 0
+            && now >= self.next_warning.load(Ordering::Relaxed)
+            && self.buckets.overflow_used()
+            && once_per(&self.next_warning, now, WARN_EVERY_NANOS)
+        {
             tracing::warn!(
                 target: "lift::rate_limit",
                 max_keys = self.buckets.shared.max,
@@ -95,11 +108,10 @@ pub(super) struct Buckets {
 
 struct Shared {
     max: usize,
-    /// A new key would not get a bucket of its own now: `max` buckets, or the overflow
-    /// bucket in use.
+    /// `max` buckets: a key without one would not find room.
     crowded: AtomicBool,
-    /// The overflow bucket came into use since this was last read.
-    overflow_began: AtomicBool,
+    /// The overflow bucket was used since this was last read.
+    overflow_used: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -109,19 +121,13 @@ struct State {
     overflow: Option<Nanos>,
 }
 
-impl State {
-    fn crowded(&self, max: usize) -> bool {
-        self.overflow.is_some() || self.tats.len() >= max
-    }
-}
-
 impl Buckets {
     fn new(max: usize) -> Self {
         Buckets {
             shared: Arc::new(Shared {
                 max,
                 crowded: AtomicBool::new(max == 0),
-                overflow_began: AtomicBool::new(false),
+                overflow_used: AtomicBool::new(false),
                 state: Mutex::new(State::default()),
             }),
         }
@@ -138,8 +144,8 @@ impl Buckets {
         self.shared.crowded.load(Ordering::Relaxed)
     }
 
-    fn overflow_began(&self) -> bool {
-        self.shared.overflow_began.swap(false, Ordering::Relaxed)
+    fn overflow_used(&self) -> bool {
+        self.shared.overflow_used.swap(false, Ordering::Relaxed)
     }
 
     fn holds(&self, key: &str) -> bool {
@@ -147,7 +153,7 @@ impl Buckets {
     }
 
     fn settle(&self, state: &State) {
-        let crowded = state.crowded(self.shared.max);
+        let crowded = state.tats.len() >= self.shared.max;
         self.shared.crowded.store(crowded, Ordering::Relaxed);
     }
 }
@@ -165,16 +171,15 @@ impl StateStore for Buckets {
             *tat = next;
             return Ok(outcome);
         }
-        if !state.crowded(self.shared.max) {
-            let (outcome, next) = f(None)?;
+        if state.tats.len() < self.shared.max {
+            // Never fuller than the overflow bucket this key may have drawn on.
+            let (outcome, next) = f(state.overflow)?;
             state.tats.insert(key.clone(), next);
             self.settle(&state);
             return Ok(outcome);
         }
         let (outcome, next) = f(state.overflow)?;
-        if state.overflow.is_none() {
-            self.shared.overflow_began.store(true, Ordering::Relaxed);
-        }
+        self.shared.overflow_used.store(true, Ordering::Relaxed);
         state.overflow = Some(next);
         self.settle(&state);
         Ok(outcome)
@@ -183,6 +188,7 @@ impl StateStore for Buckets {
 
 impl ShrinkableKeyedStateStore<String> for Buckets {
     fn retain_recent(&self, drop_below: Nanos) {
+        let drop_below = drop_below.saturating_sub(MARGIN);
         let mut state = self.lock();
         state.tats.retain(|_, tat| *tat > drop_below);
         if state.overflow.is_some_and(|tat| tat <= drop_below) {

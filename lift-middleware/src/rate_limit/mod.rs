@@ -100,12 +100,17 @@ impl<C: Clock + Clone + Send + Sync + 'static> RateLimitLayer<Unkeyed, C> {
     /// without a key share the global bucket.
     ///
     /// No key gets more than the quota, however many keys are active. A bucket is dropped
-    /// only once it has refilled (dropped sooner, its key would start again with a full
-    /// burst). When all `max_keys` buckets still hold their keys back, keys without a
-    /// bucket share one more, the overflow bucket, until buckets refill: during a flood of
-    /// new keys, keys that already have a bucket keep their own quota and new ones share
-    /// one (logged at WARN when it starts, at most once a minute). A key gets a bucket of its own again once the
-    /// overflow bucket has refilled too. With `max_keys` 0, every key shares that one.
+    /// only once it has refilled, and a second more (dropped sooner, its key would start
+    /// again with a full burst). When all `max_keys` buckets still hold their keys back,
+    /// keys without a bucket share one more, the overflow bucket: during a flood of new
+    /// keys, keys that already have a bucket keep their own quota and new ones share one
+    /// (logged at WARN at most once a minute while it is used). A key that finds room again
+    /// starts its bucket where the overflow bucket stands, so what it drew from that one
+    /// still counts. With `max_keys` 0, every key shares the overflow bucket.
+    ///
+    /// Under contention, a call whose thread stalls for over a second plus a burst's
+    /// refill between reading the clock and taking the map's lock may find its key's
+    /// bucket dropped by a sweep meanwhile and get one call more.
     pub fn keyed<K>(self, key: K, max_keys: u64) -> RateLimitLayer<K, C> {
         let shared = &self.shared;
         RateLimitLayer {

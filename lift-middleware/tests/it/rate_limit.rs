@@ -189,10 +189,10 @@ async fn no_key_gets_more_than_its_quota_when_more_keys_are_active_than_max_keys
     assert_eq!((0..3).map(calls).sum::<usize>(), 6);
     assert_eq!((3..20).map(calls).sum::<usize>(), 2);
 
-    // Two seconds later every bucket has refilled and may go (`governor` drops a bucket
-    // one interval after it refilled): a new tenant gets a bucket of its own, and so do
-    // the others.
-    clock.advance(Duration::from_secs(2));
+    // Three seconds later every bucket has refilled and may go (one interval after it
+    // refilled, and a second more): a new tenant gets a bucket of its own, and so do the
+    // others.
+    clock.advance(Duration::from_secs(3));
     for _ in 0..3 {
         let _ = call(&mut svc, tenant(20)).await;
     }
@@ -206,9 +206,9 @@ async fn no_key_gets_more_than_its_quota_when_more_keys_are_active_than_max_keys
     assert_eq!(calls(5) + calls(6) - before, 4);
 }
 
-/// A key that drew on the overflow bucket does not get a full bucket of its own as soon as
-/// there is room: its own bucket would forget what it took from the overflow one. Room for
-/// one key, 2 a second in bursts of 2 (one call every 500 ms once drained).
+/// A key that drew on the overflow bucket does not get a full bucket of its own once there
+/// is room: its own bucket starts where the overflow bucket stands. Room for one key, 2 a
+/// second in bursts of 2 (one call every 500 ms once drained).
 #[tokio::test]
 async fn a_key_that_drew_on_the_overflow_bucket_gets_no_new_burst() {
     let clock = FakeRelativeClock::default();
@@ -221,17 +221,51 @@ async fn a_key_that_drew_on_the_overflow_bucket_gets_no_new_burst() {
         2,
         "b shares the overflow bucket"
     );
-    clock.advance(Duration::from_secs(1));
+    // At 2.4 s "a"'s bucket still stays (it may go at 2.5 s); "b" drains the overflow
+    // bucket again.
+    clock.advance(Duration::from_millis(2_400));
+    assert_eq!(admitted(&mut svc, "b", 3).await, 2);
+    // At 2.5 s "a"'s bucket goes and "b" finds room; a fresh bucket would let it make two
+    // more calls, 4 in 100 ms. Its bucket starts drained, as the overflow bucket is.
+    clock.advance(Duration::from_millis(100));
+    assert_eq!(admitted(&mut svc, "b", 3).await, 0);
     assert_eq!(
-        admitted(&mut svc, "b", 2).await,
-        2,
-        "the overflow bucket refilled"
+        admitted(&mut svc, "c", 1).await,
+        0,
+        "c too starts from the drained state"
     );
-    // "a"'s bucket may go now, the overflow one has not refilled: "b" stays on it, and
-    // gets one call, not a new burst of two.
+    // Half a second on, "b" has its own bucket, refilling at its own rate.
     clock.advance(Duration::from_millis(500));
     assert_eq!(admitted(&mut svc, "b", 3).await, 1);
     assert_eq!(dep.calls_for(Some("b")), 5);
+}
+
+/// Once the overflow bucket is busy, keys that find room still get buckets of their own:
+/// a key calling within its quota is not held on the shared bucket by the others. Room for
+/// two keys, 1 a second.
+#[tokio::test]
+async fn keys_leave_a_busy_overflow_bucket_once_there_is_room() {
+    let clock = FakeRelativeClock::default();
+    let dep = Dependency::new(Behaviour::Ok);
+    let layer = RateLimitLayer::with_clock(per_second(1), clock.clone()).keyed(tenant_of, 2);
+    let mut svc = layer.layer(dep.clone());
+    for t in ["a", "b", "c"] {
+        assert_eq!(admitted(&mut svc, t, 1).await, 1);
+    }
+    // "a" and "b" go quiet; "c" and "d" call once every 1.2 s each, below their quota,
+    // 0.6 s apart: on one shared bucket about every other call would be refused. Once
+    // "a" and "b"'s buckets have gone, each gets a bucket and every call through.
+    let mut late = (0, 0);
+    for round in 0..10 {
+        clock.advance(Duration::from_millis(600));
+        let c = admitted(&mut svc, "c", 1).await;
+        clock.advance(Duration::from_millis(600));
+        let d = admitted(&mut svc, "d", 1).await;
+        if round >= 5 {
+            late = (late.0 + c, late.1 + d);
+        }
+    }
+    assert_eq!(late, (5, 5));
 }
 
 /// How many of `n` calls from `tenant` got through.
@@ -262,10 +296,10 @@ async fn the_overflow_bucket_is_logged_at_most_once_a_minute() {
     let clock = FakeRelativeClock::default();
     let layer = RateLimitLayer::with_clock(per_second(2), clock.clone()).keyed(tenant_of, 1);
     let mut svc = layer.layer(Dependency::new(Behaviour::Ok));
-    // Every 2 s every bucket has refilled: a new key takes the room, the next one begins
-    // the overflow bucket again. 40 times over 80 s.
+    // Every 3 s every bucket may go: a new key takes the room, the next one uses the
+    // overflow bucket again. 40 times over 120 s.
     for round in 0..40 {
-        clock.advance(Duration::from_secs(2));
+        clock.advance(Duration::from_secs(3));
         assert_eq!(admitted(&mut svc, &format!("x{round}"), 1).await, 1);
         assert_eq!(admitted(&mut svc, &format!("y{round}"), 1).await, 1);
     }
@@ -274,7 +308,39 @@ async fn the_overflow_bucket_is_logged_at_most_once_a_minute() {
         .into_iter()
         .filter(|l| l["level"] == "WARN" && l["target"] == "lift::rate_limit")
         .count();
-    assert_eq!(warnings, 2, "at 2 s and at 62 s");
+    assert_eq!(warnings, 2, "at 3 s and at 63 s");
+}
+
+/// An overflow bucket in use for minutes is logged once a minute, and a limiter that has
+/// no room by configuration (`max_keys` 0) not at all.
+#[tokio::test]
+async fn a_lasting_overflow_is_logged_once_a_minute_and_max_keys_zero_never() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let buffer = Buffer::default();
+    let subscriber =
+        tracing_subscriber::registry().with(lift_core::logging::JsonLayer::new(buffer.clone()));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let clock = FakeRelativeClock::default();
+    let one = RateLimitLayer::with_clock(per_second(2), clock.clone()).keyed(tenant_of, 1);
+    let none = RateLimitLayer::with_clock(per_second(2), clock.clone()).keyed(tenant_of, 0);
+    let mut one = one.layer(Dependency::new(Behaviour::Ok));
+    let mut none = none.layer(Dependency::new(Behaviour::Ok));
+    // "a" keeps its bucket busy; "b" uses the overflow bucket all along, for 125 s.
+    for _ in 0..250 {
+        assert_eq!(admitted(&mut one, "a", 1).await, 1);
+        assert_eq!(admitted(&mut one, "b", 1).await, 1);
+        assert_eq!(admitted(&mut none, "c", 1).await, 1);
+        clock.advance(Duration::from_millis(500));
+    }
+    let warnings = buffer
+        .lines()
+        .into_iter()
+        .filter(|l| l["level"] == "WARN" && l["target"] == "lift::rate_limit")
+        .count();
+    assert_eq!(
+        warnings, 3,
+        "at 0 s, 60 s and 120 s, from the limiter with room for one"
+    );
 }
 
 /// Many keys, few buckets, time moving on: every key's admitted calls stay within its
