@@ -7,8 +7,11 @@
 //! make room, and only with no call in flight and either at rest (closed, no failure or
 //! slow call in its window, no failures in a row, no trips to back off from) or unused for
 //! the layer's idle time and not open. Keys that find no room share one more breaker, the
-//! overflow breaker; a key gets a breaker of its own only while there is none, so no key
-//! leaves an open shared breaker for a closed one of its own.
+//! overflow breaker. A key that finds room gets a breaker of its own at once, open for as
+//! long as the overflow breaker is, so no key leaves an open shared breaker for a closed
+//! one. (One that leaves a closed overflow breaker with failures on record starts with
+//! none: like any new key, it may fail as many times as the breaker allows before it
+//! opens.)
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -23,7 +26,7 @@ use super::state::{Breaker, OnChange, State};
 /// every breaker, and a flood of new keys must not make every call pay for one.
 const SWEEP_EVERY: Duration = Duration::from_millis(1);
 
-/// How often the overflow breaker's coming into use is logged, at most.
+/// How often the overflow breaker's use is logged, at most.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// The breakers of a keyed layer.
@@ -43,10 +46,10 @@ struct Entry {
 #[derive(Default)]
 struct Room {
     breakers: HashMap<String, Entry>,
-    overflow: Option<Entry>,
+    overflow: Option<Arc<Breaker>>,
     /// No sweep before this.
     next_sweep: Option<Instant>,
-    /// No WARN about the overflow breaker before this.
+    /// No WARN about the overflow breaker in use before this.
     next_warning: Option<Instant>,
 }
 
@@ -88,8 +91,11 @@ impl Breakers {
             return entry.breaker.clone();
         }
         self.make_room(&mut room, now);
-        if room.overflow.is_none() && room.breakers.len() < self.max {
+        if room.breakers.len() < self.max {
             let breaker = self.breaker(&key);
+            if let Some(overflow) = &room.overflow {
+                breaker.open_as(overflow);
+            }
             let entry = Entry {
                 breaker: breaker.clone(),
                 used: now,
@@ -97,7 +103,7 @@ impl Breakers {
             room.breakers.insert(key, entry);
             return breaker;
         }
-        if room.overflow.is_none() && room.next_warning.is_none_or(|at| now >= at) {
+        if room.next_warning.is_none_or(|at| now >= at) {
             room.next_warning = Some(now + WARN_EVERY);
             tracing::warn!(
                 target: "lift::circuit_breaker",
@@ -106,12 +112,9 @@ impl Breakers {
                 "no room for another key's breaker: keys without one share a breaker"
             );
         }
-        let entry = room.overflow.get_or_insert_with(|| Entry {
-            breaker: self.breaker("*"),
-            used: now,
-        });
-        entry.used = now;
-        entry.breaker.clone()
+        room.overflow
+            .get_or_insert_with(|| self.breaker("*"))
+            .clone()
     }
 
     /// `key`'s own breaker, if it has one.
@@ -119,12 +122,9 @@ impl Breakers {
         self.lock().breakers.get(key).map(|e| e.breaker.clone())
     }
 
-    /// Drops the overflow breaker once it may go, and, when the room is full and no sweep
-    /// ran in the last millisecond, every breaker that may go.
+    /// When the room is full and no sweep ran in the last millisecond, drops every breaker
+    /// that may go.
     fn make_room(&self, room: &mut Room, now: Instant) {
-        if room.overflow.as_ref().is_some_and(|e| self.may_go(e, now)) {
-            room.overflow = None;
-        }
         if room.breakers.len() < self.max || room.next_sweep.is_some_and(|at| now < at) {
             return;
         }

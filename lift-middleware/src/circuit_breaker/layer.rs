@@ -91,9 +91,10 @@ impl<C, K, F> CircuitBreakerBuilder<C, K, F> {
     /// A breaker goes only to make room for another key, and only with no call in flight
     /// and either at rest (closed, no failure or slow call in its window) or unused for
     /// `idle` (at most a year) and not open: an open breaker is never dropped. When no
-    /// breaker may go, keys without one share one more breaker, named `NAME:*`, until it
-    /// may go itself (logged at WARN when it starts, at most once a minute); a key that
-    /// opened it is not handed a closed breaker of its own while it is open.
+    /// breaker may go, keys without one share one more breaker, named `NAME:*` (logged at
+    /// WARN once a minute while it is used). A key that finds room again gets its
+    /// own breaker, open for as long as the shared one is: a key whose failures opened the
+    /// shared breaker is not handed a closed one.
     pub fn keyed<K2>(
         self,
         key: K2,

@@ -191,9 +191,6 @@ impl ShrinkableKeyedStateStore<String> for Buckets {
         let drop_below = drop_below.saturating_sub(MARGIN);
         let mut state = self.lock();
         state.tats.retain(|_, tat| *tat > drop_below);
-        if state.overflow.is_some_and(|tat| tat <= drop_below) {
-            state.overflow = None;
-        }
         self.settle(&state);
     }
 

@@ -363,6 +363,53 @@ async fn a_key_that_opened_the_shared_breaker_gets_no_fresh_one() {
     assert_eq!(dep.calls_for(Some("b")), 1);
 }
 
+/// A key that finds room gets a breaker of its own, open as long as the shared one is, and
+/// then its own fate: a healthy key is not held on a shared breaker that a failing key keeps
+/// opening. Room for one key.
+#[tokio::test(start_paused = true)]
+async fn a_key_that_finds_room_leaves_the_shared_breaker() {
+    let dep = Dependency::new(Behaviour::Ok);
+    dep.set_for("down", Behaviour::Status(503));
+    dep.set_for("failing", Behaviour::Status(503));
+    let layer = keyed_by_tenant(1);
+    let mut svc = layer.layer(dep.clone());
+    let tenant = |t: &str| TestRequest::new().for_tenant(t);
+
+    assert_eq!(status(&call(&mut svc, tenant("down")).await), 503);
+    // At 10 s the failing key opens the shared breaker, until 40 s.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(status(&call(&mut svc, tenant("failing")).await), 503);
+    assert!(
+        call(&mut svc, tenant("healthy")).await.is_err(),
+        "the shared breaker is open"
+    );
+    // "down" recovers and closes at 30 s; at 31 s "healthy" finds room, with a breaker
+    // open as long as the shared one.
+    dep.set_for("down", Behaviour::Ok);
+    tokio::time::advance(Duration::from_secs(20)).await;
+    assert_eq!(status(&call(&mut svc, tenant("down")).await), 200);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(
+        call(&mut svc, tenant("healthy")).await.is_err(),
+        "open as the shared one"
+    );
+    assert_eq!(layer.state(Some("healthy")), Some(State::Open));
+    // At 40 s its probe succeeds and it closes. The two keys then take turns with the one
+    // room (a closed breaker with no failure may go), and the healthy key goes through
+    // every time while the failing one's probe fails once and it is refused.
+    tokio::time::advance(Duration::from_secs(9)).await;
+    for _ in 0..5 {
+        assert_eq!(status(&call(&mut svc, tenant("healthy")).await), 200);
+        let _ = call(&mut svc, tenant("failing")).await;
+    }
+    assert_eq!(dep.calls_for(Some("healthy")), 5);
+    assert_eq!(
+        dep.calls_for(Some("failing")),
+        2,
+        "at 10 s and the probe at 40 s"
+    );
+}
+
 /// A breaker that has seen a failure goes to make room only once unused for `idle`, and an
 /// open one not even then. Room for one key, idle 10 s, open for 30 s.
 #[tokio::test(start_paused = true)]
@@ -405,7 +452,7 @@ async fn only_a_breaker_idle_and_not_open_may_go_with_failures_on_record() {
     assert!(call(&mut svc, tenant("y")).await.is_err());
 }
 
-/// The overflow breaker's coming into use is logged at WARN, at most once a minute.
+/// The overflow breaker's use is logged at WARN, at most once a minute.
 #[tokio::test(start_paused = true)]
 async fn the_overflow_breaker_is_logged_at_most_once_a_minute() {
     use tracing_subscriber::layer::SubscriberExt;
