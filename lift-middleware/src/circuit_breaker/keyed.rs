@@ -7,11 +7,14 @@
 //! make room, and only with no call in flight and either at rest (closed, no failure or
 //! slow call in its window, no failures in a row, no trips to back off from) or unused for
 //! the layer's idle time and not open. Keys that find no room share one more breaker, the
-//! overflow breaker. A key that finds room gets a breaker of its own at once, open for as
-//! long as the overflow breaker is, so no key leaves an open shared breaker for a closed
-//! one. (One that leaves a closed overflow breaker with failures on record starts with
-//! none: like any new key, it may fail as many times as the breaker allows before it
-//! opens.)
+//! overflow breaker, and get a closed breaker of their own as soon as there is room. A key
+//! whose failures opened the shared breaker then fails as many times again as a new key
+//! may before its own opens; a key that never failed is not refused for another's
+//! failures.
+//!
+//! A sweep reads every breaker: it runs at most once a millisecond, and while sweeps free
+//! nothing the wait doubles up to a second, so a room full of breakers that may not go
+//! costs a new key a scan at most once a second.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -22,9 +25,10 @@ use tokio::time::Instant;
 use super::config::CircuitBreakerConfig;
 use super::state::{Breaker, OnChange, State};
 
-/// How often a layer short of room looks for breakers that may go, at most: a sweep reads
-/// every breaker, and a flood of new keys must not make every call pay for one.
+/// How often a layer short of room looks for breakers that may go, at most, and the most
+/// it waits while sweeps free nothing (see the module's docs).
 const SWEEP_EVERY: Duration = Duration::from_millis(1);
+const SWEEP_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
 /// How often the overflow breaker's use is logged, at most.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -49,6 +53,8 @@ struct Room {
     overflow: Option<Arc<Breaker>>,
     /// No sweep before this.
     next_sweep: Option<Instant>,
+    /// The wait after the last sweep: longer while sweeps free nothing.
+    sweep_wait: Duration,
     /// No WARN about the overflow breaker in use before this.
     next_warning: Option<Instant>,
 }
@@ -93,9 +99,6 @@ impl Breakers {
         self.make_room(&mut room, now);
         if room.breakers.len() < self.max {
             let breaker = self.breaker(&key);
-            if let Some(overflow) = &room.overflow {
-                breaker.open_as(overflow);
-            }
             let entry = Entry {
                 breaker: breaker.clone(),
                 used: now,
@@ -122,14 +125,18 @@ impl Breakers {
         self.lock().breakers.get(key).map(|e| e.breaker.clone())
     }
 
-    /// When the room is full and no sweep ran in the last millisecond, drops every breaker
-    /// that may go.
+    /// When the room is full and a sweep is due, drops every breaker that may go.
     fn make_room(&self, room: &mut Room, now: Instant) {
         if room.breakers.len() < self.max || room.next_sweep.is_some_and(|at| now < at) {
             return;
         }
-        room.next_sweep = Some(now + SWEEP_EVERY);
         room.breakers.retain(|_, entry| !self.may_go(entry, now));
+        room.sweep_wait = if room.breakers.len() < self.max {
+            SWEEP_EVERY
+        } else {
+            (room.sweep_wait * 2).clamp(SWEEP_EVERY, SWEEP_AT_MOST_EVERY)
+        };
+        room.next_sweep = Some(now + room.sweep_wait);
     }
 
     fn may_go(&self, entry: &Entry, now: Instant) -> bool {

@@ -92,9 +92,10 @@ impl<C, K, F> CircuitBreakerBuilder<C, K, F> {
     /// and either at rest (closed, no failure or slow call in its window) or unused for
     /// `idle` (at most a year) and not open: an open breaker is never dropped. When no
     /// breaker may go, keys without one share one more breaker, named `NAME:*` (logged at
-    /// WARN once a minute while it is used). A key that finds room again gets its
-    /// own breaker, open for as long as the shared one is: a key whose failures opened the
-    /// shared breaker is not handed a closed one.
+    /// WARN once a minute while it is used), and get a closed breaker of their own as soon
+    /// as there is room: a key is never refused for long for another key's failures, and
+    /// one whose failures opened the shared breaker fails as many times again as a new
+    /// key may before its own opens.
     pub fn keyed<K2>(
         self,
         key: K2,
@@ -223,12 +224,14 @@ impl CircuitBreakerLayer {
 }
 
 impl<C, K, F> CircuitBreakerLayer<C, K, F> {
-    /// The state of the unkeyed breaker, or of the breaker for `key`.
+    /// The state of the unkeyed breaker, or of the breaker for `key`: `None` when `key` has
+    /// no breaker of its own (never seen, dropped to make room, or on the shared one).
     pub fn state(&self, key: Option<&str>) -> Option<State> {
         self.breaker_ref(key).map(|b| b.state(Instant::now()))
     }
 
-    /// The counters of the unkeyed breaker, or of the breaker for `key`.
+    /// The counters of the unkeyed breaker, or of the breaker for `key` (`None` as for
+    /// [`Self::state`]).
     pub fn metrics(&self, key: Option<&str>) -> Option<Metrics> {
         self.breaker_ref(key).map(|b| b.metrics())
     }

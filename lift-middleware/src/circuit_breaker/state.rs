@@ -322,20 +322,6 @@ impl Breaker {
         }
     }
 
-    /// Starts this new breaker open as long as `other` is (already over: half-open at its
-    /// next call), counting `other`'s trips for backoff. A breaker not yet handed out.
-    pub(crate) fn open_as(&self, other: &Breaker) {
-        if other.state.load(Acquire) == CLOSED {
-            return;
-        }
-        let until = other.epoch + Duration::from_nanos(other.open_until.load(Acquire));
-        let from_epoch = until.saturating_duration_since(self.epoch);
-        self.trips_in_a_row
-            .store(other.trips_in_a_row.load(Acquire), Release);
-        self.open_until.store(from_epoch.as_nanos() as u64, Release);
-        self.state.store(OPEN, Release);
-    }
-
     /// Nothing it holds could refuse a call: closed (closing also ends the backoff of
     /// repeated trips), no failures in a row, no failure or slow call in its window.
     /// Dropping such a breaker and starting a new one for its key forgets only successes,

@@ -326,52 +326,25 @@ async fn an_open_breaker_stays_open_however_many_keys_come() {
     assert_eq!(dep.calls_for(Some("down-too")), 1);
 }
 
-/// A key whose failure opened the shared breaker does not get a closed breaker of its own
-/// when room frees: it stays refused until the shared one lets a probe through.
-#[tokio::test(start_paused = true)]
-async fn a_key_that_opened_the_shared_breaker_gets_no_fresh_one() {
-    let dep = Dependency::new(Behaviour::Ok);
-    dep.set_for("down", Behaviour::Status(503));
-    let layer = keyed_by_tenant(1);
-    let mut svc = layer.layer(dep.clone());
-    let tenant = |t: &str| TestRequest::new().for_tenant(t);
-
-    assert_eq!(status(&call(&mut svc, tenant("a")).await), 200);
-    // "a"'s breaker is closed and has seen no failure, so it may go: "down" gets the room.
-    assert_eq!(status(&call(&mut svc, tenant("down")).await), 503);
-    assert_eq!(layer.state(Some("down")), Some(State::Open));
-    // Ten seconds on, "b" finds no room ("down" is open) and shares the overflow breaker;
-    // it fails, and the shared breaker is open until 40 s.
-    tokio::time::advance(Duration::from_secs(10)).await;
-    dep.set_for("b", Behaviour::Status(503));
-    assert_eq!(status(&call(&mut svc, tenant("b")).await), 503);
-    assert!(
-        call(&mut svc, tenant("b")).await.is_err(),
-        "the shared breaker is open"
-    );
-    // "down" recovers and its breaker closes, which frees the room; "b" still waits for
-    // the shared breaker's probe.
-    dep.set_for("down", Behaviour::Ok);
-    tokio::time::advance(OPEN_FOR - Duration::from_secs(10)).await;
-    assert_eq!(status(&call(&mut svc, tenant("down")).await), 200);
-    assert_eq!(layer.state(Some("down")), Some(State::Closed));
-    tokio::time::advance(Duration::from_secs(1)).await;
-    assert!(
-        call(&mut svc, tenant("b")).await.is_err(),
-        "b keeps its refusal"
-    );
-    assert_eq!(dep.calls_for(Some("b")), 1);
-}
-
-/// A key that finds room gets a breaker of its own, open as long as the shared one is, and
-/// then its own fate: a healthy key is not held on a shared breaker that a failing key keeps
-/// opening. Room for one key.
+/// A key on the shared breaker gets a closed breaker of its own as soon as there is room:
+/// it is not refused for another key's failures, and neither is a key never seen before.
+/// Room for one key.
 #[tokio::test(start_paused = true)]
 async fn a_key_that_finds_room_leaves_the_shared_breaker() {
+    let changes = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = changes.clone();
     let dep = Dependency::new(Behaviour::Ok);
     dep.set_for("down", Behaviour::Status(503));
     dep.set_for("failing", Behaviour::Status(503));
-    let layer = keyed_by_tenant(1);
+    let layer = CircuitBreakerLayer::builder(config(1, 1, 1))
+        .keyed(
+            |r: &TestRequest| r.tenant.clone(),
+            1,
+            Duration::from_secs(600),
+        )
+        .on_state_change(move |c| sink.lock().expect("lock").push(c.name.to_string()))
+        .build()
+        .expect("breaker");
     let mut svc = layer.layer(dep.clone());
     let tenant = |t: &str| TestRequest::new().for_tenant(t);
 
@@ -383,30 +356,28 @@ async fn a_key_that_finds_room_leaves_the_shared_breaker() {
         call(&mut svc, tenant("healthy")).await.is_err(),
         "the shared breaker is open"
     );
-    // "down" recovers and closes at 30 s; at 31 s "healthy" finds room, with a breaker
-    // open as long as the shared one.
+    // "down" recovers and closes at 30 s; at 31 s "healthy" finds room.
     dep.set_for("down", Behaviour::Ok);
     tokio::time::advance(Duration::from_secs(20)).await;
     assert_eq!(status(&call(&mut svc, tenant("down")).await), 200);
     tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(status(&call(&mut svc, tenant("healthy")).await), 200);
+    assert_eq!(layer.state(Some("healthy")), Some(State::Closed));
     assert!(
-        call(&mut svc, tenant("healthy")).await.is_err(),
-        "open as the shared one"
+        call(&mut svc, tenant("failing")).await.is_err(),
+        "no room: the shared breaker, open"
     );
-    assert_eq!(layer.state(Some("healthy")), Some(State::Open));
-    // At 40 s its probe succeeds and it closes. The two keys then take turns with the one
-    // room (a closed breaker with no failure may go), and the healthy key goes through
-    // every time while the failing one's probe fails once and it is refused.
-    tokio::time::advance(Duration::from_secs(9)).await;
-    for _ in 0..5 {
-        assert_eq!(status(&call(&mut svc, tenant("healthy")).await), 200);
-        let _ = call(&mut svc, tenant("failing")).await;
-    }
-    assert_eq!(dep.calls_for(Some("healthy")), 5);
-    assert_eq!(
-        dep.calls_for(Some("failing")),
-        2,
-        "at 10 s and the probe at 40 s"
+    // A second on, a key never seen takes the room ("healthy"'s breaker is at rest).
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(status(&call(&mut svc, tenant("new")).await), 200);
+    assert_eq!(layer.state(Some("new")), Some(State::Closed));
+    assert_eq!(dep.calls_for(Some("failing")), 1);
+    let changed = changes.lock().expect("lock").clone();
+    assert!(
+        changed
+            .iter()
+            .all(|name| name == "dep:down" || name == "dep:*"),
+        "{changed:?}"
     );
 }
 
@@ -465,8 +436,7 @@ async fn the_overflow_breaker_is_logged_at_most_once_a_minute() {
     let layer = keyed_by_tenant(1);
     let mut svc = layer.layer(dep.clone());
     let tenant = |t: &str| TestRequest::new().for_tenant(t);
-    // "down" holds the room; each new key finds the last one's overflow breaker at rest,
-    // which goes, and begins a new one.
+    // "down" holds the room (open); every other key shares the overflow breaker.
     assert_eq!(status(&call(&mut svc, tenant("down")).await), 503);
     for i in 0..70 {
         assert_eq!(status(&call(&mut svc, tenant(&format!("k{i}"))).await), 200);
@@ -483,6 +453,40 @@ async fn the_overflow_breaker_is_logged_at_most_once_a_minute() {
         })
         .count();
     assert_eq!(warnings, 2, "at 0 s and at 60 s");
+}
+
+/// While sweeps free nothing they run less often, a second apart at most: a key finds room
+/// within about a second of a breaker that may go, however long the room was full. Room
+/// for one key, held open for 30 s.
+#[tokio::test(start_paused = true)]
+async fn a_long_full_room_is_swept_at_least_once_a_second() {
+    let dep = Dependency::new(Behaviour::Ok);
+    dep.set_for("down", Behaviour::Status(503));
+    let layer = keyed_by_tenant(1);
+    let mut svc = layer.layer(dep.clone());
+    let tenant = |t: &str| TestRequest::new().for_tenant(t);
+    assert_eq!(status(&call(&mut svc, tenant("down")).await), 503);
+    let step = Duration::from_millis(100);
+    let mut at = Duration::ZERO;
+    // New keys every 100 ms; once "down" closes at 30 s, its breaker may go.
+    dep.set_for("down", Behaviour::Ok);
+    let found_room = loop {
+        tokio::time::advance(step).await;
+        at += step;
+        if at == OPEN_FOR {
+            assert_eq!(status(&call(&mut svc, tenant("down")).await), 200);
+        }
+        let key = format!("k{}", at.as_millis());
+        let _ = call(&mut svc, tenant(&key)).await;
+        if layer.state(Some(&key)).is_some() {
+            break at;
+        }
+        assert!(at < OPEN_FOR * 2, "no key found room");
+    };
+    assert!(
+        found_room >= OPEN_FOR && found_room <= OPEN_FOR + Duration::from_millis(1_100),
+        "a key found room at {found_room:?}"
+    );
 }
 
 /// A breaker with a call in flight is not dropped: the call's outcome counts.
