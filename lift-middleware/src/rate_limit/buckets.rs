@@ -12,6 +12,10 @@
 //! The second's margin covers a call that read the clock before a sweep and takes the lock
 //! after it: only a call held up longer than a second and a burst's refill could find its
 //! key's bucket gone and get one call more.
+//!
+//! A sweep reads every bucket. It runs only when a key without a bucket finds the map full,
+//! at most once a millisecond, and while sweeps free nothing the wait doubles up to a
+//! second: a map full of buckets that may not go costs a scan at most once a second.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,8 +29,10 @@ use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::{NotUntil, Quota, RateLimiter};
 
 /// How often a limiter short of room looks for buckets that may go, at most: a sweep reads
-/// every bucket, and a flood of new keys must not make every call pay for one.
+/// every bucket, and a flood of new keys must not make every call pay for one. While sweeps
+/// free nothing, the wait doubles up to a second.
 const SWEEP_EVERY_NANOS: u64 = 1_000_000;
+const SWEEP_AT_MOST_EVERY_NANOS: u64 = 1_000_000_000;
 
 /// How often the overflow bucket's coming into use is logged, at most.
 const WARN_EVERY_NANOS: u64 = 60_000_000_000;
@@ -39,8 +45,11 @@ pub(super) struct PerKey<C: Clock> {
     limiter: RateLimiter<String, Buckets, C, NoOpMiddleware<C::Instant>>,
     buckets: Buckets,
     start: C::Instant,
-    /// Nanoseconds after `start` before which no sweep runs again.
+    /// Nanoseconds after `start` before which no sweep runs again (`u64::MAX` while one
+    /// runs).
     next_sweep: AtomicU64,
+    /// The wait after the last sweep, in nanoseconds: longer while sweeps free nothing.
+    sweep_wait: AtomicU64,
     /// Nanoseconds after `start` before which the overflow bucket is not logged again.
     next_warning: AtomicU64,
 }
@@ -55,6 +64,7 @@ impl<C: Clock> PerKey<C> {
             buckets,
             start,
             next_sweep: AtomicU64::new(0),
+            sweep_wait: AtomicU64::new(SWEEP_EVERY_NANOS),
             next_warning: AtomicU64::new(0),
         }
     }
@@ -65,8 +75,23 @@ impl<C: Clock> PerKey<C> {
             return self.limiter.check_key(key);
         }
         let now = clock.now().duration_since(self.start).as_u64();
-        if once_per(&self.next_sweep, now, SWEEP_EVERY_NANOS) {
+        let due = self.next_sweep.load(Ordering::Relaxed);
+        if now >= due
+            && self
+                .next_sweep
+                .compare_exchange(due, u64::MAX, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             self.limiter.retain_recent();
+            let wait = if self.buckets.crowded() {
+                (self.sweep_wait.load(Ordering::Relaxed) * 2)
+                    .clamp(SWEEP_EVERY_NANOS, SWEEP_AT_MOST_EVERY_NANOS)
+            } else {
+                SWEEP_EVERY_NANOS
+            };
+            self.sweep_wait.store(wait, Ordering::Relaxed);
+            self.next_sweep
+                .store(now.saturating_add(wait), Ordering::Relaxed);
         }
         let checked = self.limiter.check_key(key);
         // The start is kept until it can be logged, so one within a quiet minute is logged
