@@ -72,7 +72,8 @@
 //! before anything is written; the registration runs as an App background task
 //! ([`lift_core::lifecycle`]) and never delays a response nor fails an invocation. Every
 //! write is conditional: a registration cannot resurrect an instance deregistered after
-//! the environment started (a tombstone with its time); a renewal needs the instance `up`;
+//! the environment started, nor one of the version deregistered (a tombstone with its time
+//! and version); a renewal needs the instance `up`;
 //! every write increments `rev`. See [`register`] for the write budget.
 //!
 //! # Discovery and balancing

@@ -408,8 +408,13 @@ impl DynamoRegistry {
             .expression_attribute_values(":now", n(lease.report.reported_at_ms))
             .expression_attribute_values(":lease", lease_value(&lease.report))
             .expression_attribute_values(":started", n(lease.started_at_ms));
+        // A tombstone keeps out every environment of the version it was written for.
+        let mut other_version = String::new();
         for (i, (name, value)) in optional_attributes(instance).into_iter().enumerate() {
             let placeholder = format!("#o{i}");
+            if name == "version" && value.is_some() {
+                other_version = format!(" AND NOT {placeholder} = :o{i}");
+            }
             request = request.expression_attribute_names(&placeholder, name);
             match value {
                 Some(value) => {
@@ -428,9 +433,9 @@ impl DynamoRegistry {
                     set.join(", "),
                     remove.join(", ")
                 ))
-                .condition_expression(
-                    "attribute_exists(pk) AND (#status = :up OR #deregistered_at < :started)",
-                )
+                .condition_expression(format!(
+                    "attribute_exists(pk) AND (#status = :up OR (#deregistered_at < :started{other_version}))"
+                ))
                 .return_values(ReturnValue::AllNew)
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,

@@ -85,7 +85,9 @@ impl Registry for MemoryRegistry {
                 deregistered_at_ms: 0,
             });
             if stored.instance.deregistered {
-                if stored.deregistered_at_ms >= lease.started_at_ms {
+                let same_version =
+                    instance.version.is_some() && stored.instance.version == instance.version;
+                if stored.deregistered_at_ms >= lease.started_at_ms || same_version {
                     return Err(gone(instance));
                 }
                 stored.instance.environments.clear();

@@ -5,11 +5,14 @@
 //! # The contract
 //! - [`Registry::register`] upserts an instance and puts the calling environment's lease in
 //!   it. It never resurrects a deregistered instance: an environment that started before the
-//!   deregistration is refused with [`RegistryError::Deregistered`]; one started after it
-//!   registers the instance again. That is a new deployment, but also any new environment
-//!   of the same function (Lambda starts them to scale out and to replace old ones): a
-//!   deregistration keeps a function that is still deployed out of discovery until its next
-//!   cold start. To keep it out, stop its registration (or remove the function) as well.
+//!   deregistration is refused with [`RegistryError::Deregistered`], and so is one of the
+//!   version the tombstone was written for, whenever it started (Lambda starts new
+//!   environments of a deployed version to scale out and to replace old ones). An
+//!   environment started after the deregistration that runs another version (a new
+//!   deployment) registers the instance again. An instance that names no version cannot be
+//!   told apart from the deregistered code: a later environment registers it again. The
+//!   tombstone lasts until its TTL; while two versions run behind one alias, it names the
+//!   one that registered last.
 //! - [`Registry::renew`] refreshes one environment's lease and health report, and only that:
 //!   it fails with [`RegistryError::Deregistered`] on a tombstone and
 //!   [`RegistryError::NotFound`] when the instance is gone, and never creates one.

@@ -157,14 +157,64 @@ async fn a_deregistered_instance_stays_gone(registry: &dyn Registry) {
     let read = one(registry, "payments").await;
     assert!(read.deregistered && read.environments.is_empty());
 
-    // A new deployment (an environment started after the deregistration) registers anew.
+    // A new deployment (another version, in an environment started after the
+    // deregistration) registers anew.
+    let mut deployed = payments.clone();
+    deployed.version = Some("4".to_owned());
     registry
-        .register(&payments, &lease("env-new", T0 + 20, T0 + 90_000))
+        .register(&deployed, &lease("env-new", T0 + 20, T0 + 90_000))
         .await
         .expect("a newer environment registers again");
     let read = one(registry, "payments").await;
     assert!(!read.deregistered && read.is_live(T0 + 30));
     assert_eq!(read.environments.keys().collect::<Vec<_>>(), ["env-new"]);
+}
+
+/// A deregistered version stays out, whenever its environments start; the next
+/// deployment (another version) registers anew, and so does an instance that names no
+/// version, for which only the start time can tell.
+async fn a_deregistered_version_stays_out_of_later_environments(registry: &dyn Registry) {
+    let mut v1 = instance("payments", "payments:live@eu-west-1");
+    v1.version = Some("1".to_owned());
+    registry
+        .register(&v1, &lease("env-a", T0, T0 + 60_000))
+        .await
+        .expect("register");
+    registry
+        .deregister("payments", &v1.id, T0 + 10, T0 / 1000 + 86_400)
+        .await
+        .expect("deregister");
+    // Lambda starts another environment of version 1 (scaling out, replacing one).
+    let again = registry
+        .register(&v1, &lease("env-b", T0 + 20, T0 + 90_000))
+        .await;
+    assert!(
+        matches!(again, Err(RegistryError::Deregistered { .. })),
+        "{again:?}"
+    );
+    assert!(one(registry, "payments").await.deregistered);
+
+    let mut v2 = v1.clone();
+    v2.version = Some("2".to_owned());
+    registry
+        .register(&v2, &lease("env-c", T0 + 30, T0 + 90_000))
+        .await
+        .expect("the next deployment registers");
+    let read = one(registry, "payments").await;
+    assert!(!read.deregistered && read.is_live(T0 + 40));
+    assert_eq!(read.version.as_deref(), Some("2"));
+
+    registry
+        .deregister("payments", &v2.id, T0 + 50, T0 / 1000 + 86_400)
+        .await
+        .expect("deregister");
+    let mut unversioned = v1.clone();
+    unversioned.version = None;
+    registry
+        .register(&unversioned, &lease("env-d", T0 + 60, T0 + 90_000))
+        .await
+        .expect("no version: a later environment registers");
+    assert!(!one(registry, "payments").await.deregistered);
 }
 
 async fn an_operator_marks_an_instance_unhealthy(registry: &dyn Registry) {
@@ -272,6 +322,7 @@ contract!(
     registers_renews_and_releases,
     a_renewal_never_creates,
     a_deregistered_instance_stays_gone,
+    a_deregistered_version_stays_out_of_later_environments,
     an_operator_marks_an_instance_unhealthy,
     a_repeated_tag_is_stored_once,
 );
