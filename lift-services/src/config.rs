@@ -163,7 +163,10 @@ impl ServiceConfig {
         &self.name
     }
 
-    /// The version label (default: the Lambda function version).
+    /// The version label (default: the Lambda function version). It names the code: a
+    /// deregistration keeps every environment of the version it names out of discovery,
+    /// so a label that does not change between deployments keeps the next one out too
+    /// (see [`crate::registry`]).
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = Some(version.into());
         self

@@ -210,6 +210,12 @@ impl Instance {
             .unwrap_or(0)
     }
 
+    /// The version that names its code, for a tombstone to keep out: `None` without a
+    /// version and for `$LATEST`, which every unpublished deployment reports.
+    pub(crate) fn code_version(&self) -> Option<&str> {
+        self.version.as_deref().filter(|v| *v != "$LATEST")
+    }
+
     /// Whether some environment's lease is still running at `now_ms`, and it is not a
     /// tombstone. Expiry is decided here, in code, never by DynamoDB's TTL.
     pub fn is_live(&self, now_ms: u64) -> bool {

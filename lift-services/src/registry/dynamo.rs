@@ -412,7 +412,7 @@ impl DynamoRegistry {
         let mut other_version = String::new();
         for (i, (name, value)) in optional_attributes(instance).into_iter().enumerate() {
             let placeholder = format!("#o{i}");
-            if name == "version" && value.is_some() {
+            if name == "version" && instance.code_version().is_some() {
                 other_version = format!(" AND NOT {placeholder} = :o{i}");
             }
             request = request.expression_attribute_names(&placeholder, name);

@@ -85,8 +85,9 @@ impl Registry for MemoryRegistry {
                 deregistered_at_ms: 0,
             });
             if stored.instance.deregistered {
-                let same_version =
-                    instance.version.is_some() && stored.instance.version == instance.version;
+                let same_version = instance
+                    .code_version()
+                    .is_some_and(|v| stored.instance.version.as_deref() == Some(v));
                 if stored.deregistered_at_ms >= lease.started_at_ms || same_version {
                     return Err(gone(instance));
                 }

@@ -9,10 +9,14 @@
 //!   version the tombstone was written for, whenever it started (Lambda starts new
 //!   environments of a deployed version to scale out and to replace old ones). An
 //!   environment started after the deregistration that runs another version (a new
-//!   deployment) registers the instance again. An instance that names no version cannot be
-//!   told apart from the deregistered code: a later environment registers it again. The
-//!   tombstone lasts until its TTL; while two versions run behind one alias, it names the
-//!   one that registered last.
+//!   deployment) registers the instance again. An instance that names no version, or
+//!   `$LATEST` (every deployment of an unpublished function), cannot be told apart from the
+//!   deregistered code: a later environment registers it again. A version label that does
+//!   not change between deployments (`ServiceConfig::version`) keeps the next deployment out
+//!   too, until the tombstone's TTL or `lift register`.
+//!   The tombstone names the version that registered last: while two versions run behind
+//!   one alias (a gradual rollout), the other one comes back; deregistered before any
+//!   environment of a new deployment registered, the new one does.
 //! - [`Registry::renew`] refreshes one environment's lease and health report, and only that:
 //!   it fails with [`RegistryError::Deregistered`] on a tombstone and
 //!   [`RegistryError::NotFound`] when the instance is gone, and never creates one.
@@ -96,8 +100,9 @@ pub trait Registry: Send + Sync + 'static {
         env_id: &'a str,
     ) -> BoxFuture<'a, Result<(), RegistryError>>;
 
-    /// Leaves a tombstone: the instance leaves discovery and no environment started before
-    /// `at_ms` can bring it back. `ttl_s` is when the tombstone may be garbage-collected.
+    /// Leaves a tombstone: the instance leaves discovery, and no environment started before
+    /// `at_ms`, nor any of the version that registered last, can bring it back (see the
+    /// module's contract). `ttl_s` is when the tombstone may be garbage-collected.
     fn deregister<'a>(
         &'a self,
         service: &'a str,

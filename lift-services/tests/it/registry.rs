@@ -215,6 +215,30 @@ async fn a_deregistered_version_stays_out_of_later_environments(registry: &dyn R
         .await
         .expect("no version: a later environment registers");
     assert!(!one(registry, "payments").await.deregistered);
+
+    // `$LATEST` is every deployment of an unpublished function: only the start time tells.
+    let mut latest = v1.clone();
+    latest.version = Some("$LATEST".to_owned());
+    registry
+        .register(&latest, &lease("env-e", T0 + 70, T0 + 90_000))
+        .await
+        .expect("register");
+    registry
+        .deregister("payments", &latest.id, T0 + 80, T0 / 1000 + 86_400)
+        .await
+        .expect("deregister");
+    let before = registry
+        .register(&latest, &lease("env-f", T0 + 75, T0 + 90_000))
+        .await;
+    assert!(
+        matches!(before, Err(RegistryError::Deregistered { .. })),
+        "{before:?}"
+    );
+    registry
+        .register(&latest, &lease("env-g", T0 + 90, T0 + 90_000))
+        .await
+        .expect("$LATEST: a later environment (a redeploy) registers");
+    assert!(!one(registry, "payments").await.deregistered);
 }
 
 async fn an_operator_marks_an_instance_unhealthy(registry: &dyn Registry) {
