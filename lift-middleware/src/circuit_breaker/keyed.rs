@@ -7,10 +7,10 @@
 //! make room, and only with no call in flight and either at rest (closed, no failure or
 //! slow call in its window, no failures in a row, no trips to back off from) or unused for
 //! the layer's idle time and not open. Keys that find no room share one more breaker, the
-//! overflow breaker, and get a closed breaker of their own as soon as there is room. A key
-//! whose failures opened the shared breaker then fails as many times again as a new key
-//! may before its own opens; a key that never failed is not refused for another's
-//! failures.
+//! overflow breaker: while the room is full, they are refused for each other's failures.
+//! Once there is room, a key gets a closed breaker of its own (found by the next sweep,
+//! within a second), so a key whose failures opened the shared breaker fails as many times
+//! again as a new key may before its own opens.
 //!
 //! A sweep reads every breaker: it runs at most once a millisecond, and while sweeps free
 //! nothing the wait doubles up to a second, so a room full of breakers that may not go
@@ -146,5 +146,57 @@ impl Breakers {
             && (breaker.at_rest(now)
                 || (now.saturating_duration_since(entry.used) >= self.idle
                     && breaker.state(now) != State::Open))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed_once(breaker: &Breaker, now: Instant) {
+        let permit = breaker.acquire(now).expect("closed");
+        breaker.record(&permit, true, Duration::from_millis(1), now);
+    }
+
+    /// Sweeps that free nothing come less often, a second apart at most; one that frees
+    /// room brings the wait back to a millisecond.
+    #[tokio::test(start_paused = true)]
+    async fn sweeps_that_free_nothing_back_off_to_a_second() {
+        let config = CircuitBreakerConfig::builder("t")
+            .consecutive_failures(1)
+            .no_failure_rate()
+            .open_for(Duration::from_secs(30))
+            .half_open(1, 1)
+            .build()
+            .expect("config");
+        let breakers = Breakers::new(config, None, 1, Duration::from_secs(600));
+        let start = Instant::now();
+        failed_once(&breakers.get("down".to_owned(), start), start);
+        let mut sweeps = Vec::new();
+        let mut last = None;
+        for i in 1..=10_000 {
+            let now = start + Duration::from_millis(i);
+            drop(breakers.get(format!("k{i}"), now));
+            let next = breakers.lock().next_sweep;
+            if next != last {
+                sweeps.push(i);
+                last = next;
+            }
+        }
+        assert_eq!(breakers.lock().sweep_wait, SWEEP_AT_MOST_EVERY);
+        let late = sweeps.iter().filter(|&&at| at > 2_000).count();
+        assert!(late <= 9, "{late} sweeps in the last 8 s: {sweeps:?}");
+        assert!(sweeps.len() <= 20, "{sweeps:?}");
+
+        // "down" closes after its open time; the next sweep frees its room.
+        let now = start + Duration::from_secs(31);
+        let down = breakers.get("down".to_owned(), now);
+        let probe = down.acquire(now).expect("a probe");
+        down.record(&probe, false, Duration::from_millis(1), now);
+        drop(down);
+        let later = now + Duration::from_secs(2);
+        drop(breakers.get("new".to_owned(), later));
+        assert!(breakers.find("new").is_some());
+        assert_eq!(breakers.lock().sweep_wait, SWEEP_EVERY);
     }
 }

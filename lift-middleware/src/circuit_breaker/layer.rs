@@ -92,10 +92,10 @@ impl<C, K, F> CircuitBreakerBuilder<C, K, F> {
     /// and either at rest (closed, no failure or slow call in its window) or unused for
     /// `idle` (at most a year) and not open: an open breaker is never dropped. When no
     /// breaker may go, keys without one share one more breaker, named `NAME:*` (logged at
-    /// WARN once a minute while it is used), and get a closed breaker of their own as soon
-    /// as there is room: a key is never refused for long for another key's failures, and
-    /// one whose failures opened the shared breaker fails as many times again as a new
-    /// key may before its own opens.
+    /// WARN once a minute while it is used); while the room is full, they are refused for
+    /// each other's failures. Once there is room, a key gets a closed breaker of its own
+    /// (within a second), so one whose failures opened the shared breaker fails as many
+    /// times again as a new key may before its own opens.
     pub fn keyed<K2>(
         self,
         key: K2,

@@ -227,3 +227,48 @@ impl ShrinkableKeyedStateStore<String> for Buckets {
         self.lock().tats.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::clock::FakeRelativeClock;
+    use std::num::NonZeroU32;
+    use std::time::Duration;
+
+    /// Sweeps that free nothing come less often, a second apart at most; one that frees
+    /// room brings the wait back to a millisecond.
+    #[test]
+    fn sweeps_that_free_nothing_back_off_to_a_second() {
+        let clock = FakeRelativeClock::default();
+        let quota = Quota::per_minute(NonZeroU32::new(60).expect("non-zero"));
+        let per_key = PerKey::new(quota, clock.clone(), 1);
+        for _ in 0..60 {
+            assert!(per_key.check(&"a".to_owned(), &clock).is_ok());
+        }
+        let mut sweeps = Vec::new();
+        let mut last = 0;
+        for i in 1..=10_000 {
+            clock.advance(Duration::from_millis(1));
+            let _ = per_key.check(&format!("k{i}"), &clock);
+            let next = per_key.next_sweep.load(Ordering::Relaxed);
+            if next != last {
+                sweeps.push(i);
+                last = next;
+            }
+        }
+        let wait = per_key.sweep_wait.load(Ordering::Relaxed);
+        assert_eq!(wait, SWEEP_AT_MOST_EVERY_NANOS);
+        let late = sweeps.iter().filter(|&&at| at > 2_000).count();
+        assert!(late <= 9, "{late} sweeps in the last 8 s: {sweeps:?}");
+        assert!(sweeps.len() <= 20, "{sweeps:?}");
+
+        // "a"'s bucket refills by 60 s and may go a second later: the next sweep frees it.
+        clock.advance(Duration::from_secs(55));
+        let _ = per_key.check(&"new".to_owned(), &clock);
+        assert!(per_key.buckets.holds("new"));
+        assert_eq!(
+            per_key.sweep_wait.load(Ordering::Relaxed),
+            SWEEP_EVERY_NANOS
+        );
+    }
+}
