@@ -531,6 +531,19 @@ mod tests {
         Breaker::new(config, Arc::from("test"), None)
     }
 
+    /// Opens on one failure, for a second; one probe closes it.
+    fn trips_at_once_for_a_second() -> Breaker {
+        breaker(
+            CircuitBreakerConfig::builder("t")
+                .consecutive_failures(1)
+                .no_failure_rate()
+                .open_for(Duration::from_secs(1))
+                .half_open(1, 1)
+                .build()
+                .expect("config"),
+        )
+    }
+
     fn call(b: &Breaker, failed: bool) -> bool {
         match b.acquire(Instant::now()) {
             Ok(permit) => {
@@ -601,15 +614,7 @@ mod tests {
         call(&by_time, false);
         assert!(by_time.at_rest(Instant::now()), "the run ended");
 
-        let tripped = breaker(
-            CircuitBreakerConfig::builder("t")
-                .consecutive_failures(1)
-                .no_failure_rate()
-                .open_for(Duration::from_secs(1))
-                .half_open(1, 1)
-                .build()
-                .expect("config"),
-        );
+        let tripped = trips_at_once_for_a_second();
         call(&tripped, true);
         assert!(!tripped.at_rest(Instant::now()), "open");
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -799,15 +804,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_cancelled_probe_gives_its_place_back() {
-        let b = breaker(
-            CircuitBreakerConfig::builder("t")
-                .consecutive_failures(1)
-                .no_failure_rate()
-                .open_for(Duration::from_secs(1))
-                .half_open(1, 1)
-                .build()
-                .expect("config"),
-        );
+        let b = trips_at_once_for_a_second();
         call(&b, true);
         tokio::time::advance(Duration::from_secs(1)).await;
         let probe = b.acquire(Instant::now()).expect("probe");

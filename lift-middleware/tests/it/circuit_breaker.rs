@@ -237,14 +237,7 @@ async fn the_fallback_answers_while_open() {
 async fn keyed_breakers_isolate_tenants() {
     let dep = Dependency::new(Behaviour::Ok);
     dep.set_for("noisy", Behaviour::Status(503));
-    let layer = CircuitBreakerLayer::builder(config(3, 1, 1))
-        .keyed(
-            |r: &TestRequest| r.tenant.clone(),
-            100,
-            Duration::from_secs(600),
-        )
-        .build()
-        .expect("breaker");
+    let layer = keyed(config(3, 1, 1), 100, Duration::from_secs(600));
     let mut svc = layer.layer(dep.clone());
     let noisy = || TestRequest::new().for_tenant("noisy");
     let quiet = || TestRequest::new().for_tenant("quiet");
@@ -271,6 +264,26 @@ async fn keyed_breakers_isolate_tenants() {
     assert_eq!(layer.state(Some("never-seen")), None);
 }
 
+/// A layer of `config` keyed by tenant, with room for `max_keys` breakers, dropping one
+/// unused for `idle` when room is needed.
+fn keyed(
+    config: CircuitBreakerConfig,
+    max_keys: u64,
+    idle: Duration,
+) -> CircuitBreakerLayer<
+    lift_middleware::classify::DefaultClassifier,
+    fn(&TestRequest) -> Option<String>,
+> {
+    CircuitBreakerLayer::builder(config)
+        .keyed(
+            (|r: &TestRequest| r.tenant.clone()) as fn(&TestRequest) -> Option<String>,
+            max_keys,
+            idle,
+        )
+        .build()
+        .expect("breaker")
+}
+
 /// A keyed layer with room for `max_keys` breakers that trip on one failure.
 fn keyed_by_tenant(
     max_keys: u64,
@@ -278,14 +291,7 @@ fn keyed_by_tenant(
     lift_middleware::classify::DefaultClassifier,
     fn(&TestRequest) -> Option<String>,
 > {
-    CircuitBreakerLayer::builder(config(1, 1, 1))
-        .keyed(
-            (|r: &TestRequest| r.tenant.clone()) as fn(&TestRequest) -> Option<String>,
-            max_keys,
-            Duration::from_secs(600),
-        )
-        .build()
-        .expect("breaker")
+    keyed(config(1, 1, 1), max_keys, Duration::from_secs(600))
 }
 
 /// More keys than `max_keys`: an open breaker is never dropped to make room (its key's
@@ -387,14 +393,7 @@ async fn a_key_that_finds_room_leaves_the_shared_breaker() {
 async fn only_a_breaker_idle_and_not_open_may_go_with_failures_on_record() {
     let dep = Dependency::new(Behaviour::Ok);
     dep.set_for("flaky", Behaviour::Status(503));
-    let layer = CircuitBreakerLayer::builder(config(2, 1, 1))
-        .keyed(
-            |r: &TestRequest| r.tenant.clone(),
-            1,
-            Duration::from_secs(10),
-        )
-        .build()
-        .expect("breaker");
+    let layer = keyed(config(2, 1, 1), 1, Duration::from_secs(10));
     let mut svc = layer.layer(dep.clone());
     let tenant = |t: &str| TestRequest::new().for_tenant(t);
 
