@@ -90,7 +90,9 @@ impl<C, K, F> CircuitBreakerBuilder<C, K, F> {
     ///
     /// A breaker goes only to make room for another key, and only with no call in flight
     /// and either at rest (closed, no failure or slow call in its window) or unused for
-    /// `idle` (at most a year) and not open: an open breaker is never dropped. When no
+    /// `idle` (at most a year) and not open: an open breaker is never dropped while its open
+    /// time runs. (One whose open time has passed and that then sees no call for `idle`
+    /// may go, and its key starts again closed, without the backoff of its trips.) When no
     /// breaker may go, keys without one share one more breaker, named `NAME:*` (logged at
     /// WARN once a minute while it is used); while the room is full, they are refused for
     /// each other's failures. Once there is room, a key gets a closed breaker of its own
