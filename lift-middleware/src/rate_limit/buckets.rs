@@ -94,8 +94,8 @@ impl<C: Clock> PerKey<C> {
                 .store(now.saturating_add(wait), Ordering::Relaxed);
         }
         let checked = self.limiter.check_key(key);
-        // The start is kept until it can be logged, so one within a quiet minute is logged
-        // at its end if the overflow bucket is still in use.
+        // A use of the overflow bucket is kept until it can be logged: one within a quiet
+        // minute is logged by the first call after that minute that finds the map full.
         if self.buckets.shared.max > 0
             && now >= self.next_warning.load(Ordering::Relaxed)
             && self.buckets.overflow_used()
