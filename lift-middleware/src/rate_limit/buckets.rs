@@ -196,16 +196,15 @@ impl StateStore for Buckets {
             *tat = next;
             return Ok(outcome);
         }
-        if state.tats.len() < self.shared.max {
-            // Never fuller than the overflow bucket this key may have drawn on.
-            let (outcome, next) = f(state.overflow)?;
-            state.tats.insert(key.clone(), next);
-            self.settle(&state);
-            return Ok(outcome);
-        }
+        // A key without a bucket is measured against the overflow bucket: its own bucket, if
+        // it finds room, starts no fuller than the one it may have drawn on.
         let (outcome, next) = f(state.overflow)?;
-        self.shared.overflow_used.store(true, Ordering::Relaxed);
-        state.overflow = Some(next);
+        if state.tats.len() < self.shared.max {
+            state.tats.insert(key.clone(), next);
+        } else {
+            self.shared.overflow_used.store(true, Ordering::Relaxed);
+            state.overflow = Some(next);
+        }
         self.settle(&state);
         Ok(outcome)
     }
