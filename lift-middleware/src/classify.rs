@@ -212,6 +212,23 @@ pub trait KeyOf<Req>: Send + Sync + 'static {
 /// years.
 pub(crate) const MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
+/// How long a keyed layer whose map is full waits before it looks again for entries that
+/// may go (a sweep reads every entry): a millisecond after a sweep that freed room,
+/// doubling up to a second while sweeps free nothing, so a flood of new keys costs at most
+/// one scan a second once sweeps find nothing.
+pub(crate) fn next_sweep_wait(last: std::time::Duration, freed_room: bool) -> std::time::Duration {
+    const AFTER_ROOM: std::time::Duration = std::time::Duration::from_millis(1);
+    const AT_MOST: std::time::Duration = std::time::Duration::from_secs(1);
+    if freed_room {
+        AFTER_ROOM
+    } else {
+        (last * 2).clamp(AFTER_ROOM, AT_MOST)
+    }
+}
+
+/// How often a keyed layer logs, at most, that keys without room share one entry.
+pub(crate) const OVERFLOW_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// One compartment for every request.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Unkeyed;

@@ -24,14 +24,7 @@ use tokio::time::Instant;
 
 use super::config::CircuitBreakerConfig;
 use super::state::{Breaker, OnChange, State};
-
-/// How often a layer short of room looks for breakers that may go, at most, and the most
-/// it waits while sweeps free nothing (see the module's docs).
-const SWEEP_EVERY: Duration = Duration::from_millis(1);
-const SWEEP_AT_MOST_EVERY: Duration = Duration::from_secs(1);
-
-/// How often the overflow breaker's use is logged, at most.
-const WARN_EVERY: Duration = Duration::from_secs(60);
+use crate::classify::{OVERFLOW_WARN_EVERY, next_sweep_wait};
 
 /// The breakers of a keyed layer.
 pub(crate) struct Breakers {
@@ -107,7 +100,7 @@ impl Breakers {
             return breaker;
         }
         if room.next_warning.is_none_or(|at| now >= at) {
-            room.next_warning = Some(now + WARN_EVERY);
+            room.next_warning = Some(now + OVERFLOW_WARN_EVERY);
             tracing::warn!(
                 target: "lift::circuit_breaker",
                 breaker = %self.config.name,
@@ -131,11 +124,7 @@ impl Breakers {
             return;
         }
         room.breakers.retain(|_, entry| !self.may_go(entry, now));
-        room.sweep_wait = if room.breakers.len() < self.max {
-            SWEEP_EVERY
-        } else {
-            (room.sweep_wait * 2).clamp(SWEEP_EVERY, SWEEP_AT_MOST_EVERY)
-        };
+        room.sweep_wait = next_sweep_wait(room.sweep_wait, room.breakers.len() < self.max);
         room.next_sweep = Some(now + room.sweep_wait);
     }
 
@@ -183,7 +172,7 @@ mod tests {
                 last = next;
             }
         }
-        assert_eq!(breakers.lock().sweep_wait, SWEEP_AT_MOST_EVERY);
+        assert_eq!(breakers.lock().sweep_wait, Duration::from_secs(1));
         let late = sweeps.iter().filter(|&&at| at > 2_000).count();
         assert!(late <= 9, "{late} sweeps in the last 8 s: {sweeps:?}");
         assert!(sweeps.len() <= 20, "{sweeps:?}");
@@ -197,6 +186,6 @@ mod tests {
         let later = now + Duration::from_secs(2);
         drop(breakers.get("new".to_owned(), later));
         assert!(breakers.find("new").is_some());
-        assert_eq!(breakers.lock().sweep_wait, SWEEP_EVERY);
+        assert_eq!(breakers.lock().sweep_wait, Duration::from_millis(1));
     }
 }

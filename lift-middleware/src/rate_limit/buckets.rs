@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use governor::clock::{Clock, Reference};
 use governor::middleware::NoOpMiddleware;
@@ -28,14 +29,12 @@ use governor::state::StateStore;
 use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::{NotUntil, Quota, RateLimiter};
 
-/// How often a limiter short of room looks for buckets that may go, at most: a sweep reads
-/// every bucket, and a flood of new keys must not make every call pay for one. While sweeps
-/// free nothing, the wait doubles up to a second.
-const SWEEP_EVERY_NANOS: u64 = 1_000_000;
-const SWEEP_AT_MOST_EVERY_NANOS: u64 = 1_000_000_000;
+use crate::classify::{OVERFLOW_WARN_EVERY, next_sweep_wait};
 
-/// How often the overflow bucket's coming into use is logged, at most.
-const WARN_EVERY_NANOS: u64 = 60_000_000_000;
+/// A duration in the nanoseconds the atomics below keep.
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
 
 /// How long a bucket stays after it could go (see the module's docs).
 const MARGIN: Nanos = Nanos::new(1_000_000_000);
@@ -64,7 +63,7 @@ impl<C: Clock> PerKey<C> {
             buckets,
             start,
             next_sweep: AtomicU64::new(0),
-            sweep_wait: AtomicU64::new(SWEEP_EVERY_NANOS),
+            sweep_wait: AtomicU64::new(nanos(next_sweep_wait(Duration::ZERO, true))),
             next_warning: AtomicU64::new(0),
         }
     }
@@ -83,12 +82,8 @@ impl<C: Clock> PerKey<C> {
                 .is_ok()
         {
             self.limiter.retain_recent();
-            let wait = if self.buckets.crowded() {
-                (self.sweep_wait.load(Ordering::Relaxed) * 2)
-                    .clamp(SWEEP_EVERY_NANOS, SWEEP_AT_MOST_EVERY_NANOS)
-            } else {
-                SWEEP_EVERY_NANOS
-            };
+            let last = Duration::from_nanos(self.sweep_wait.load(Ordering::Relaxed));
+            let wait = nanos(next_sweep_wait(last, !self.buckets.crowded()));
             self.sweep_wait.store(wait, Ordering::Relaxed);
             self.next_sweep
                 .store(now.saturating_add(wait), Ordering::Relaxed);
@@ -99,7 +94,7 @@ impl<C: Clock> PerKey<C> {
         if self.buckets.shared.max > 0
             && now >= self.next_warning.load(Ordering::Relaxed)
             && self.buckets.overflow_used()
-            && once_per(&self.next_warning, now, WARN_EVERY_NANOS)
+            && once_per(&self.next_warning, now, nanos(OVERFLOW_WARN_EVERY))
         {
             tracing::warn!(
                 target: "lift::rate_limit",
@@ -232,7 +227,6 @@ mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;
     use std::num::NonZeroU32;
-    use std::time::Duration;
 
     /// Sweeps that free nothing come less often, a second apart at most; one that frees
     /// room brings the wait back to a millisecond.
@@ -256,7 +250,7 @@ mod tests {
             }
         }
         let wait = per_key.sweep_wait.load(Ordering::Relaxed);
-        assert_eq!(wait, SWEEP_AT_MOST_EVERY_NANOS);
+        assert_eq!(wait, 1_000_000_000);
         let late = sweeps.iter().filter(|&&at| at > 2_000).count();
         assert!(late <= 9, "{late} sweeps in the last 8 s: {sweeps:?}");
         assert!(sweeps.len() <= 20, "{sweeps:?}");
@@ -265,9 +259,6 @@ mod tests {
         clock.advance(Duration::from_secs(55));
         let _ = per_key.check(&"new".to_owned(), &clock);
         assert!(per_key.buckets.holds("new"));
-        assert_eq!(
-            per_key.sweep_wait.load(Ordering::Relaxed),
-            SWEEP_EVERY_NANOS
-        );
+        assert_eq!(per_key.sweep_wait.load(Ordering::Relaxed), 1_000_000);
     }
 }
