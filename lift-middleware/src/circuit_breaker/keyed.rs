@@ -1,13 +1,14 @@
-//! The breakers of a keyed layer: one per key, at most `max_keys`, none dropped while it
-//! still holds something its key's calls depend on.
+//! The breakers of a keyed layer: one per key, at most `max_keys`, none dropped while its
+//! open time runs.
 //!
 //! A breaker dropped early (evicted from a full cache, say) would hand its key a closed
 //! breaker while the dependency was still failing: with more keys active than there is
 //! room for, an open breaker would stop protecting anything. So a breaker goes only to
-//! make room, and only with no call in flight and either at rest (closed, no failure or
-//! slow call in its window, no failures in a row, no trips to back off from) or unused for
-//! the layer's idle time and not open. Keys that find no room share one more breaker, the
-//! overflow breaker: while the room is full, they are refused for each other's failures.
+//! make room, and only with no call in flight and either at rest (closed, which also ends
+//! the backoff of its trips; no failures in a row; no failure or slow call in its window)
+//! or unused for the layer's idle time and not open. Keys that find no room share one more
+//! breaker, the overflow breaker: while the room is full, they are refused for each other's
+//! failures.
 //! Once there is room, a key gets a closed breaker of its own (found by the next sweep,
 //! within a second), so a key whose failures opened the shared breaker fails as many times
 //! again as a new key may before its own opens.
