@@ -15,6 +15,7 @@ mod compression;
 mod dynamodb_cache;
 mod dynamodb_circuit_breaker;
 mod dynamodb_idempotency;
+mod dynamodb_item_size;
 mod dynamodb_rate_limit;
 mod dynamodb_retry;
 mod dynamodb_tenancy;
