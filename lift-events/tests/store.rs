@@ -65,24 +65,26 @@ async fn the_dynamodb_store_refuses_an_item_above_400_kb_before_sending() {
 /// `NeedsAttention`, with a reason naming the limit, and is acknowledged: delivered again,
 /// it could never be stored (it was an error, redelivered until the dead-letter queue while
 /// the step's timer retried the step, which succeeded, until it counted as failed).
-#[tokio::test]
-async fn a_reply_too_large_to_store_ends_the_saga_for_attention() {
+async fn a_reply_too_large_to_store_ends_the_saga_for_attention<S: SagaStore + Clone + 'static>(
+    store: S,
+    started_with: usize,
+    reply_with: usize,
+) {
     use lift_events::saga::{Handled, Orchestrator, Registry, Reply, SagaInput, SagaStatus};
-    let store = emulator_store().await;
     let orchestrator = Orchestrator::new(Registry::new().with(saga()), store.clone());
     let id = unique("large");
     let started = orchestrator
         .start(
             "contract",
             &id,
-            &json!({"blob": "x".repeat(150 * 1024)}),
+            &json!({"blob": "x".repeat(started_with)}),
             StartMeta::default(),
         )
         .await
         .unwrap();
     let reply = Reply::to(
         &first_command(&started),
-        Ok(json!({"blob": "y".repeat(260 * 1024)})),
+        Ok(json!({"blob": "y".repeat(reply_with)})),
     );
     let handled = orchestrator
         .handle(&SagaInput::Reply(reply))
@@ -100,6 +102,188 @@ async fn a_reply_too_large_to_store_ends_the_saga_for_attention() {
     assert_eq!(stored.status(), SagaStatus::NeedsAttention);
     assert_eq!(stored.version(), started.version() + 1);
     assert!(stored.outputs().is_empty(), "the output was not applied");
+}
+
+#[tokio::test]
+async fn a_reply_too_large_to_store_ends_the_saga_for_attention_in_memory() {
+    a_reply_too_large_to_store_ends_the_saga_for_attention(
+        MemoryStore::new(),
+        150 * 1024,
+        260 * 1024,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_reply_too_large_to_store_ends_the_saga_for_attention_in_dynamodb() {
+    a_reply_too_large_to_store_ends_the_saga_for_attention(
+        emulator_store().await,
+        150 * 1024,
+        260 * 1024,
+    )
+    .await;
+}
+
+/// Two remote steps: a reply to the first leaves the saga running.
+fn two_steps() -> Saga {
+    Saga::named("two", 1)
+        .step(Step::new("a", remote("p", "A"), Some(remote("p", "UndoA"))))
+        .step(Step::new("b", remote("p", "B"), None))
+        .build()
+        .unwrap()
+}
+
+/// A saga of `two_steps()` just started, stored in `store` at the largest size a running
+/// saga may have: with a byte more in its data, the store refuses it as too large. (Stored
+/// directly: the orchestrator would refuse a first command of this size for SQS.)
+async fn stored_at_the_running_limit<S: SagaStore>(store: &S) -> lift_events::saga::SagaState {
+    let started = |len: usize| {
+        start(
+            &two_steps(),
+            &unique("full"),
+            json!({"blob": "x".repeat(len)}),
+            StartMeta::default(),
+            1,
+        )
+        .into_state()
+    };
+    let Err(StoreError::TooLarge { bytes, limit, .. }) = store.save(&started(400 * 1024)).await
+    else {
+        panic!("a 400 KB start is refused as too large")
+    };
+    let len = 400 * 1024 - (bytes - limit);
+    assert!(matches!(
+        store.save(&started(len + 1)).await,
+        Err(StoreError::TooLarge { .. })
+    ));
+    let state = started(len);
+    store.save(&state).await.expect("fits");
+    state
+}
+
+/// A running saga's item stays 8 KB below DynamoDB's limit, so the write that ends it for
+/// attention (its reason three times, a `Finished` event) always fits: a reply of 1 KB to a
+/// saga at that limit parks it. On the emulator, which counts items as DynamoDB does and
+/// refuses one above 400 KB, the park is stored. A store that counted less than DynamoDB
+/// (attribute names, the status, the reason) let a saga reach a write DynamoDB refused as
+/// invalid, which it could neither store nor park: every input was redelivered until the
+/// dead-letter queue, and the saga never ended.
+async fn a_saga_at_its_running_limit_is_parked_by_the_next_input<S: SagaStore + Clone + 'static>(
+    store: S,
+) {
+    use lift_events::saga::{Handled, Orchestrator, Registry, Reply, SagaInput, SagaStatus};
+    let full = stored_at_the_running_limit(&store).await;
+    let orchestrator = Orchestrator::new(Registry::new().with(two_steps()), store.clone());
+    let reply = Reply::to(&first_command(&full), Ok(json!({"blob": "y".repeat(1024)})));
+    let handled = orchestrator
+        .handle(&SagaInput::Reply(reply))
+        .await
+        .expect("acknowledged");
+    let Handled::Applied(parked) = handled else {
+        panic!("{handled:?}")
+    };
+    assert_eq!(parked.status(), SagaStatus::NeedsAttention);
+    let stored = store.load(full.id()).await.unwrap().unwrap();
+    assert_eq!(stored.status(), SagaStatus::NeedsAttention);
+    assert_eq!(stored.version(), full.version() + 1);
+}
+
+/// The park's worst case: a saga whose last transition sent nothing (a retry waiting for
+/// the timer already in flight, so its outbox is empty) gains the park's reason and
+/// `Finished` event without losing an outbox. Stored at the running limit, it is parked
+/// by its retry timer, whose command would take it past the limit; with no room kept
+/// below DynamoDB's limit, the park itself would be too large, and the saga stuck.
+async fn a_saga_waiting_to_retry_at_its_running_limit_is_parked<S: SagaStore + Clone + 'static>(
+    store: S,
+) {
+    use lift_events::saga::{
+        Handled, Message, Orchestrator, Outcome, Registry, Reply, RetryPolicy, SagaInput,
+        SagaStatus, StepError, transition,
+    };
+    use std::time::Duration;
+    let slow_retry = RetryPolicy::new(3, Duration::from_secs(10), Duration::from_secs(10)).unwrap();
+    let saga = Saga::named("retrying", 1)
+        .step(
+            Step::new("a", remote("p", "A"), None)
+                .timeout(Duration::from_secs(1))
+                .retry(slow_retry),
+        )
+        .step(Step::new("b", remote("p", "B"), None))
+        .build()
+        .unwrap();
+    let id = unique("retrying");
+    // Started at 1 ms, the first attempt fails at 2 ms with a long reason: its retry is due
+    // at 10,002 ms, after the step's timeout timer (1,001 ms), which will serve it.
+    let states = |len: usize| {
+        let started = start(
+            &saga,
+            &id,
+            json!({"blob": "x".repeat(len)}),
+            StartMeta::default(),
+            1,
+        )
+        .into_state();
+        let failed = Reply::to(
+            &first_command(&started),
+            Err(StepError::Failed("f".repeat(1000))),
+        );
+        let Outcome::Applied(waiting) = transition(&saga, &started, &SagaInput::Reply(failed), 2)
+        else {
+            panic!("the failure is applied")
+        };
+        (started, waiting.into_state())
+    };
+    let Err(StoreError::TooLarge { bytes, limit, .. }) = store.save(&states(400 * 1024).1).await
+    else {
+        panic!("a 400 KB saga is refused as too large")
+    };
+    let (started, waiting) = states(400 * 1024 - (bytes - limit));
+    assert!(waiting.outbox().is_empty(), "{:?}", waiting.outbox());
+    store.save(&started).await.expect("the start fits");
+    store.save(&waiting).await.expect("the retry wait fits");
+
+    let Some(Message::Timer(timer)) = started
+        .outbox()
+        .iter()
+        .find(|m| matches!(m, Message::Timer(_)))
+    else {
+        panic!("the start sends a timer")
+    };
+    let mut retry_due = timer.clone();
+    retry_due.due_ms = 10_002;
+    let orchestrator =
+        Orchestrator::new(Registry::new().with(saga.clone()), store.clone()).with_clock(|| 10_002);
+    let handled = orchestrator
+        .handle(&SagaInput::Timer(retry_due))
+        .await
+        .expect("acknowledged");
+    let Handled::Applied(parked) = handled else {
+        panic!("{handled:?}")
+    };
+    assert_eq!(parked.status(), SagaStatus::NeedsAttention);
+    let stored = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(stored.status(), SagaStatus::NeedsAttention);
+    assert_eq!(stored.version(), waiting.version() + 1);
+}
+
+#[tokio::test]
+async fn a_saga_waiting_to_retry_at_its_running_limit_is_parked_in_memory() {
+    a_saga_waiting_to_retry_at_its_running_limit_is_parked(MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn a_saga_waiting_to_retry_at_its_running_limit_is_parked_in_dynamodb() {
+    a_saga_waiting_to_retry_at_its_running_limit_is_parked(emulator_store().await).await;
+}
+
+#[tokio::test]
+async fn a_saga_at_its_running_limit_is_parked_by_the_next_input_in_memory() {
+    a_saga_at_its_running_limit_is_parked_by_the_next_input(MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn a_saga_at_its_running_limit_is_parked_by_the_next_input_in_dynamodb() {
+    a_saga_at_its_running_limit_is_parked_by_the_next_input(emulator_store().await).await;
 }
 
 #[tokio::test]

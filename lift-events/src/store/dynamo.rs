@@ -16,8 +16,11 @@ use lift_middleware::dynamo::{self, DynamoError};
 
 /// The time limit of one DynamoDB call, on top of the SDK's own.
 const CALL_LIMIT: Duration = Duration::from_secs(3);
-/// DynamoDB's item size limit.
-const MAX_ITEM_BYTES: usize = 400 * 1024;
+/// Room a saga's item keeps free while the saga runs, below DynamoDB's item limit: the
+/// write that ends it for attention when an input would make it too large adds the reason
+/// (a sentence naming the size) three times over (the `reason` attribute, the history and
+/// the `Finished` event) and the saga's ids once, and must always fit.
+pub(crate) const PARK_ROOM: usize = 8 * 1024;
 /// The sparse index of finished sagas, by status and time.
 const FINISHED_INDEX: &str = "finished";
 
@@ -302,13 +305,6 @@ pub(crate) fn encode(state: &SagaState) -> Result<HashMap<String, AttributeValue
             id: state.id().to_owned(),
             reason: e.to_string(),
         })?;
-    let bytes = body.len() + history.len() + outbox.len() + state.id().len() + 64;
-    if bytes > MAX_ITEM_BYTES {
-        return Err(StoreError::TooLarge {
-            id: state.id().to_owned(),
-            bytes,
-        });
-    }
     let mut item = HashMap::from([
         ("pk".to_owned(), AttributeValue::S(state.id().to_owned())),
         (
@@ -342,7 +338,29 @@ pub(crate) fn encode(state: &SagaState) -> Result<HashMap<String, AttributeValue
     if state.status().is_final() {
         item.insert("fin".to_owned(), AttributeValue::S(status.to_owned()));
     }
+    // Counted as DynamoDB counts it, names and all: a write it would refuse for its size is
+    // a validation error, which the orchestrator could not tell from any other, where
+    // `TooLarge` ends the saga for attention.
+    let bytes = dynamo::item_size(&item);
+    let limit = size_limit(state.status());
+    if bytes > limit {
+        return Err(StoreError::TooLarge {
+            id: state.id().to_owned(),
+            bytes,
+            limit,
+        });
+    }
     Ok(item)
+}
+
+/// The largest item a saga in `status` may have: DynamoDB's limit once it has ended, and
+/// [`PARK_ROOM`] below it while it runs.
+pub(crate) fn size_limit(status: SagaStatus) -> usize {
+    if status.is_final() {
+        dynamo::MAX_ITEM_BYTES
+    } else {
+        dynamo::MAX_ITEM_BYTES - PARK_ROOM
+    }
 }
 
 /// The state in `item`.

@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use super::{SagaStore, SagaSummary, StoreError};
 use crate::saga::{SagaState, SagaStatus};
 
-/// Sagas in a map behind a lock, with the same conditional-write contract as
-/// [`DynamoStore`](super::DynamoStore). Clones share the map.
+/// Sagas in a map behind a lock, with the same conditional-write contract and item size
+/// limit as [`DynamoStore`](super::DynamoStore): each write encodes the item DynamoDB would
+/// store, to measure it. Clones share the map.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     sagas: Arc<Mutex<HashMap<String, SagaState>>>,
@@ -35,6 +36,8 @@ impl MemoryStore {
 
 impl SagaStore for MemoryStore {
     async fn save(&self, state: &SagaState) -> Result<(), StoreError> {
+        // The item DynamoDB would store, for its size: the same saga is refused by both.
+        super::dynamo::encode(state)?;
         let mut sagas = self.sagas.lock().unwrap_or_else(PoisonError::into_inner);
         let stored = sagas.get(state.id()).map(SagaState::version);
         let expected = state.version().checked_sub(1).filter(|v| *v > 0);

@@ -120,13 +120,16 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
-    /// The item is above DynamoDB's 400 KB limit.
-    #[error("saga `{id}` is too large to store ({bytes} bytes)")]
+    /// The item would be above its limit: DynamoDB's 400 KB for a saga that has ended, 8 KB
+    /// less for one that runs, so that the write ending it for attention always fits.
+    #[error("saga `{id}` is too large to store ({bytes} bytes, above {limit})")]
     TooLarge {
         /// The saga.
         id: String,
-        /// Its encoded size.
+        /// Its encoded size, as DynamoDB counts it.
         bytes: usize,
+        /// The limit it is above.
+        limit: usize,
     },
     /// A failure worth another attempt later (network, time limit, service error).
     #[error("the saga store failed in {operation}")]
