@@ -6,7 +6,8 @@
 //! than the TTL (the stale snapshot is served meanwhile), and in line only when there is
 //! none or it is older than the stale limit. A refresh that fails keeps the previous
 //! snapshot (serve-stale), logged at WARN, and the registry is not asked again for that
-//! service before a TTL has passed.
+//! service before a TTL has passed; with no snapshot to serve, the calls meanwhile get
+//! [`DiscoveryError::RegistryFailedRecently`].
 //!
 //! Filtering happens per call, in code: tombstones never enter a snapshot; an instance
 //! whose leases all ended is left out at read time; then health, tenant, version, alias,
@@ -87,6 +88,17 @@ pub enum DiscoveryError {
         /// The cause.
         #[source]
         source: RegistryError,
+    },
+    /// Nothing is cached and the registry could not be read for the service within the
+    /// last TTL (the failure was logged then, and answered as [`DiscoveryError::Registry`]
+    /// to the caller that saw it): it is not asked again before the TTL is over, so a
+    /// throttled or unreachable table gets one query per service and TTL, not one per call.
+    #[error(
+        "the registry could not be read for `{service}` within the last TTL; not asked again before it is over"
+    )]
+    RegistryFailedRecently {
+        /// The service.
+        service: String,
     },
 }
 
@@ -722,7 +734,8 @@ impl Discovery {
     ///
     /// # Errors
     /// [`DiscoveryError::UnknownService`], [`DiscoveryError::NoHealthyInstance`], or
-    /// [`DiscoveryError::Registry`] when the registry cannot be read and nothing is cached.
+    /// [`DiscoveryError::Registry`] when the registry cannot be read and nothing is cached,
+    /// [`DiscoveryError::RegistryFailedRecently`] when it could not be within the last TTL.
     pub async fn discover(&self, query: &Query<'_>) -> Result<Discovered, DiscoveryError> {
         // A name no service can have is refused before it queries the registry or takes a
         // place in the cache: callers may pass names their own callers chose.
@@ -774,9 +787,15 @@ impl Discovery {
             let now = self.shared.clock.now_ms();
             match (fresh, stale) {
                 (Some(snapshot), _) => snapshot,
-                // The refresh this caller waited for failed: the stale snapshot serves, as
-                // on the warm path, rather than another query of a failing registry.
+                // The refresh this caller waited for (or one within the TTL) failed: the
+                // stale snapshot serves, as on the warm path, rather than another query of a
+                // failing registry; without one, the failure is the answer.
                 (None, Some(stale)) if cache.failed_recently(now, config.ttl) => stale,
+                (None, None) if cache.failed_recently(now, config.ttl) => {
+                    return Err(DiscoveryError::RegistryFailedRecently {
+                        service: service.to_owned(),
+                    });
+                }
                 (None, stale) => match self.refresh_cache(service, &cache).await {
                     Ok(()) => {
                         read(&cache.snapshot).ok_or_else(|| DiscoveryError::UnknownService {

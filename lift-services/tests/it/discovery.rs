@@ -39,6 +39,57 @@ async fn put(registry: &dyn Registry, instance: Instance, expires: u64) {
         .expect("register");
 }
 
+/// With nothing cached, a failing registry is asked once per service and TTL: callers
+/// queued behind the refresh that failed, and those that come within the TTL, get the
+/// failure without a query of their own (each used to query in turn, one after another).
+#[tokio::test(start_paused = true)]
+async fn a_failed_first_refresh_is_not_repeated_within_the_ttl() {
+    let registry = Arc::new(Counting::new(MemoryRegistry::new()));
+    put(
+        registry.as_ref(),
+        instance("payments", "a"),
+        T0 + 36_000_000,
+    )
+    .await;
+    let discovery = discovery(registry.clone());
+    registry.failing.store(true, Ordering::SeqCst);
+    registry.slow.store(true, Ordering::SeqCst);
+    let query = Query::new("payments");
+    let calls = (0..8).map(|_| discovery.discover(&query));
+    let results = futures_util::future::join_all(calls).await;
+    let first_seen = results
+        .iter()
+        .filter(|r| matches!(r, Err(DiscoveryError::Registry { .. })))
+        .count();
+    let queued = results
+        .iter()
+        .filter(|r| matches!(r, Err(DiscoveryError::RegistryFailedRecently { .. })))
+        .count();
+    assert_eq!((first_seen, queued), (1, 7), "{results:?}");
+    assert_eq!(registry.queries.load(Ordering::SeqCst), 1, "one query");
+
+    tokio::time::advance(Duration::from_secs(29)).await;
+    let within = discovery.discover(&query).await;
+    assert!(
+        matches!(within, Err(DiscoveryError::RegistryFailedRecently { .. })),
+        "{within:?}"
+    );
+    assert_eq!(
+        registry.queries.load(Ordering::SeqCst),
+        1,
+        "not asked again"
+    );
+
+    tokio::time::advance(Duration::from_secs(2)).await;
+    registry.failing.store(false, Ordering::SeqCst);
+    let found = discovery
+        .discover(&query)
+        .await
+        .expect("asked again after the TTL");
+    assert_eq!(ids(found.instances()), ["a"]);
+    assert_eq!(registry.queries.load(Ordering::SeqCst), 2);
+}
+
 /// Callers queued behind an in-line refresh that failed take the stale snapshot, as the
 /// warm path does: one query of a failing registry, not one per caller in turn.
 #[tokio::test(start_paused = true)]
