@@ -2,8 +2,10 @@
 //!
 //! Each call discovers the service's instances from the cache (no registry read on the warm
 //! path), applies the service's [`TrafficPolicy`] and the load-balancing strategy, and sends
-//! through lift-middleware's circuit breaker (one per instance) and timeout (bounded by the
-//! caller's deadline). A retryable failure fails over to another instance, at most
+//! through lift-middleware's circuit breaker (one per instance) and timeout. The caller's
+//! deadline bounds the whole call, discovery included; an attempt it cuts short counts
+//! against no instance (neither its breaker nor its ejection): the caller ran out of time,
+//! the instance did not fail. A retryable failure fails over to another instance, at most
 //! `max_attempts` in all, within a retry budget; consecutive failures eject an instance
 //! locally until the next refresh. What is retryable: a call that ran nothing (an open
 //! circuit, a throttled Lambda invocation, a 429 or 503 the callee's layers answered before
@@ -117,7 +119,8 @@ pub enum CallError {
         source: BoxError,
     },
     /// The request's deadline left no time for an attempt (less than the timeout's 50 ms
-    /// margin); nothing more was sent, and no instance is blamed for it.
+    /// margin), or passed while the service was being discovered; nothing more was sent,
+    /// and no instance is blamed for it.
     #[error("calling `{service}`: the caller's deadline left no time for an attempt")]
     Deadline {
         /// The service.
@@ -185,8 +188,8 @@ impl Reply {
 }
 
 /// One instance's key for its circuit breaker.
-/// The middleware stack an attempt goes through: the instance's own breaker around a
-/// deadline-aware timeout around the transport. Concrete, so a call clones `Arc`s only.
+/// The middleware stack an attempt goes through: the instance's own breaker around the
+/// timeout around the transport. Concrete, so a call clones `Arc`s only.
 type Stack = CircuitBreaker<Timeout<TransportService>, DefaultClassifier>;
 
 /// A breaker listener shared by every instance's breaker.
@@ -385,7 +388,9 @@ impl ServiceClientBuilder {
             .as_ref()
             .map(|signals| Arc::new(signals.breaker_listener()) as Listener);
         let transport = TransportService(self.transport);
-        let timeout = TimeoutLayer::deadline_aware(self.timeout, DEADLINE_MARGIN)
+        // The instance's own timeout; the caller's deadline is applied outside the breaker
+        // (`attempts`), so that running out of it is not counted as the instance's failure.
+        let timeout = TimeoutLayer::new(self.timeout)
             .map_err(|_| ConfigError::Duration {
                 field: "timeout",
                 reason: "a valid timeout",
@@ -561,15 +566,23 @@ impl ServiceClient {
         let query = Query::new(service)
             .tenant_opt(request.tenant.as_deref())
             .health(inner.health);
-        let found =
-            inner
-                .discovery
-                .discover(&query)
+        let out_of_time = || CallError::Deadline {
+            service: service.to_owned(),
+        };
+        // Discovery may query the registry in line (nothing cached yet, or a snapshot past
+        // its stale limit): the caller's deadline bounds that wait too.
+        let discovering = inner.discovery.discover(&query);
+        let found = match time_left(&request) {
+            None => discovering.await,
+            Some(left) if left.is_zero() => return Err(out_of_time()),
+            Some(left) => tokio::time::timeout(left, discovering)
                 .await
-                .map_err(|source| CallError::Discovery {
-                    service: service.to_owned(),
-                    source,
-                })?;
+                .map_err(|_| out_of_time())?,
+        }
+        .map_err(|source| CallError::Discovery {
+            service: service.to_owned(),
+            source,
+        })?;
         // An edge of the dependency map once the callee is known to exist.
         if let Some(signals) = &inner.signals {
             signals.record_call(service);
@@ -580,17 +593,10 @@ impl ServiceClient {
         let mut tried = [0u32; MAX_ATTEMPTS as usize];
         let mut last: Option<CallError> = None;
         for attempt in 0..inner.max_attempts as usize {
-            // A caller out of time gets no attempt: one would only time out at once and count
-            // as the instance's failure (towards its ejection and its circuit).
-            if request.deadline.is_some_and(|deadline| {
-                deadline
-                    .duration_since(SystemTime::now())
-                    .unwrap_or_default()
-                    <= DEADLINE_MARGIN
-            }) {
-                return Err(last.unwrap_or_else(|| CallError::Deadline {
-                    service: service.to_owned(),
-                }));
+            // A caller out of time gets no attempt: one would only time out at once.
+            let left = time_left(&request);
+            if left.is_some_and(|left| left.is_zero()) {
+                return Err(last.unwrap_or_else(out_of_time));
             }
             let Some(index) = pick(&found, policy, &request, &tried[..attempt], inner) else {
                 break;
@@ -615,26 +621,43 @@ impl ServiceClient {
             // Counted until the attempt ends, also when the caller drops the call mid-way.
             let in_flight = InFlight::count(entry);
             let mut stack = inner.breakers.stack(&instance);
-            let outcome = match stack.ready().await {
-                Ok(ready) => {
-                    ready
-                        .call(Outbound {
-                            instance: instance.clone(),
-                            request: request.clone(),
-                            caller: inner.caller.clone(),
-                        })
-                        .await
+            let attempt = async {
+                match stack.ready().await {
+                    Ok(ready) => {
+                        ready
+                            .call(Outbound {
+                                instance: instance.clone(),
+                                request: request.clone(),
+                                caller: inner.caller.clone(),
+                            })
+                            .await
+                    }
+                    Err(error) => Err(error),
                 }
-                Err(error) => Err(error),
+            };
+            // Cut at the caller's deadline, the attempt is dropped: its breaker settles it
+            // as cancelled, and it is not reported for ejection. It is a timeout all the
+            // same for what follows (final unless idempotent: it may have run).
+            let (outcome, cut) = match left {
+                None => (attempt.await, false),
+                Some(left) => match tokio::time::timeout(left, attempt).await {
+                    Ok(outcome) => (outcome, false),
+                    Err(_) => {
+                        let timeout: BoxError = Box::new(lift_core::Error::Timeout { after: left });
+                        (Err(timeout), true)
+                    }
+                },
             };
             drop(in_flight);
             let verdict = judge(service, &instance.id, request.idempotent, outcome);
-            report_entry(
-                found.ejections(),
-                entry,
-                verdict.instance_works(),
-                inner.discovery.eject_after(),
-            );
+            if !cut {
+                report_entry(
+                    found.ejections(),
+                    entry,
+                    verdict.instance_works(),
+                    inner.discovery.eject_after(),
+                );
+            }
             match verdict {
                 Verdict::Done(response) => {
                     inner.budget.deposit();
@@ -675,6 +698,17 @@ impl ServiceClient {
             request.headers.insert("x-lift-service-token", value);
         }
     }
+}
+
+/// The time the request's deadline leaves for an attempt (its margin taken off), if it
+/// has one.
+fn time_left(request: &ServiceRequest) -> Option<Duration> {
+    request.deadline.map(|deadline| {
+        deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .saturating_sub(DEADLINE_MARGIN)
+    })
 }
 
 fn found_entry(found: &Discovered, index: u32) -> &crate::discovery::Entry {

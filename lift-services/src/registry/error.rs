@@ -9,7 +9,10 @@ use aws_sdk_dynamodb::error::SdkError;
 use lift_middleware::dynamo::{self, DynamoError};
 
 /// How long one registry call may take, on top of the SDK's own limits: a registry that
-/// does not answer costs a renewal or a refresh this much, never an invocation.
+/// does not answer costs a renewal or a refresh this much. An invocation waits for one
+/// only to discover a service it has nothing cached for (or nothing younger than the stale
+/// limit), and never past its call's deadline when it has one (a request made from a
+/// handler's context has the invocation's).
 const CALL_LIMIT: Duration = Duration::from_secs(2);
 
 /// A registry operation that failed.

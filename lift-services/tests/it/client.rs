@@ -540,6 +540,106 @@ async fn a_call_out_of_time_sends_nothing_and_blames_no_instance() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+/// A fake instance that answers after `delay`.
+fn slow(delay: std::time::Duration, calls: Arc<AtomicUsize>) -> LiftService {
+    let answer = move |_ctx: Context| {
+        let calls = calls.clone();
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(delay).await;
+            Ok::<_, Error>("done")
+        }
+    };
+    App::new()
+        .get("/charges", answer)
+        .into_service()
+        .expect("app")
+}
+
+/// An attempt its caller's deadline cuts short is not the instance's failure: calls that
+/// reach a healthy but 100 ms instance with 80 ms left time out there (and fail over to a
+/// fast one), and neither eject it nor open its breaker (5 failures in a row), so the calls
+/// that have time still reach it. (They counted as its failures: ejected after 3, its
+/// breaker open for 30 s.)
+#[tokio::test(start_paused = true)]
+async fn attempts_cut_by_the_callers_deadline_blame_no_instance() {
+    use std::time::{Duration, SystemTime};
+    let slow_calls = Arc::new(AtomicUsize::new(0));
+    let fast_calls = Arc::new(AtomicUsize::new(0));
+    let registry = registry_with(&[("a", None), ("b", None)]).await;
+    let transport = InProcessTransport::new()
+        .serve(
+            arn("a"),
+            slow(Duration::from_millis(100), slow_calls.clone()),
+        )
+        .serve(arn("b"), payments("b", fast_calls.clone()));
+    let client = client(registry, transport);
+    for _ in 0..8 {
+        let short = ServiceRequest::get("/charges")
+            .deadline(SystemTime::now() + Duration::from_millis(130));
+        let reply = client
+            .call("payments", short)
+            .await
+            .expect("failed over to the fast instance");
+        assert_eq!(&*reply.instance, "b");
+    }
+    let cut = slow_calls.load(Ordering::SeqCst);
+    assert!(cut >= 4, "the slow instance got its turns: {cut}");
+    let found = client
+        .discovery()
+        .discover(&lift_services::discovery::Query::new("payments"))
+        .await
+        .expect("discover");
+    assert_eq!(
+        found.candidates().len(),
+        2,
+        "the slow instance is not ejected"
+    );
+    for _ in 0..2 {
+        let in_time =
+            ServiceRequest::get("/charges").deadline(SystemTime::now() + Duration::from_secs(5));
+        client.call("payments", in_time).await.expect("in time");
+    }
+    assert_eq!(
+        slow_calls.load(Ordering::SeqCst),
+        cut + 1,
+        "a call with time reaches the slow instance: its breaker is closed"
+    );
+}
+
+/// The deadline bounds discovery as well: with nothing cached and a registry that does
+/// not answer, a call ends at its deadline, not after the registry's own time limits.
+#[tokio::test(start_paused = true)]
+async fn a_call_waits_for_discovery_no_longer_than_its_deadline() {
+    use std::time::{Duration, SystemTime};
+    let registry = Arc::new(crate::support::Counting::new(MemoryRegistry::new()));
+    let instance = Instance::new("payments", "a", "eu-west-1", Endpoints::lambda(arn("a")));
+    registry
+        .register(&instance, &lease("env", T0, u64::MAX / 2))
+        .await
+        .expect("register");
+    registry.stalled.store(true, Ordering::SeqCst);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let transport = InProcessTransport::new().serve(arn("a"), payments("a", calls.clone()));
+    let client = ServiceClient::builder(Discovery::new(registry), Arc::new(transport))
+        .build()
+        .expect("client");
+    let started = tokio::time::Instant::now();
+    let request =
+        ServiceRequest::get("/charges").deadline(SystemTime::now() + Duration::from_millis(300));
+    let error = client
+        .call("payments", request)
+        .await
+        .expect_err("out of time");
+    assert!(matches!(error, CallError::Deadline { .. }), "{error:?}");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_millis(250),
+        "the deadline less the attempt margin"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
 /// A name its caller chose (a path parameter, say) leaves nothing behind unless it is a
 /// service's: an invalid one is refused before discovery, an unknown one is not an edge of
 /// the dependency map; only a call that found its service counts.

@@ -75,6 +75,8 @@ pub(crate) struct Counting<R> {
     pub(crate) failing: AtomicBool,
     /// `instances` takes 50 ms.
     pub(crate) slow: AtomicBool,
+    /// `instances` takes 10 s (a table that does not answer).
+    pub(crate) stalled: AtomicBool,
 }
 
 impl<R> Counting<R> {
@@ -85,6 +87,7 @@ impl<R> Counting<R> {
             writes: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             slow: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
         }
     }
 }
@@ -140,9 +143,13 @@ impl<R: Registry> Registry for Counting<R> {
         self.queries.fetch_add(1, Ordering::SeqCst);
         let failing = self.failing.load(Ordering::SeqCst);
         let slow = self.slow.load(Ordering::SeqCst);
+        let stalled = self.stalled.load(Ordering::SeqCst);
         Box::pin(async move {
             if slow {
                 tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if stalled {
+                tokio::time::sleep(Duration::from_secs(10)).await;
             }
             if failing {
                 return Err(RegistryError::Dynamo(DynamoError::Throttled {
