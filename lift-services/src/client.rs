@@ -11,7 +11,9 @@
 //! circuit, a throttled Lambda invocation, a 429 or 503 the callee's layers answered before
 //! its handler, marked [`lift_core::REFUSED_HEADER`]), for any request; any other 5xx or 429
 //! answer or a transport failure (a timeout, a function error) only for an idempotent one
-//! ([`ServiceRequest::idempotent`]), since the instance may have done the work.
+//! ([`ServiceRequest::idempotent`]), since the instance may have done the work. A request
+//! that could not be made here ([`TransportError::NotSent`]: a path that is no valid URI,
+//! say) is final, and blames no instance.
 //!
 //! The call carries the tenant (`x-tenant-id`), the X-Ray trace header, the correlation id
 //! and the caller's service identity (`x-lift-caller`, and a signed `x-lift-service-token`
@@ -59,7 +61,7 @@ use http::HeaderValue;
 use lift_core::BoxError;
 use lift_middleware::circuit_breaker::CircuitBreaker;
 use lift_middleware::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, StateChange};
-use lift_middleware::classify::DefaultClassifier;
+use lift_middleware::classify::{Classifier, DefaultClassifier};
 use lift_middleware::retry::RetryBudget;
 use lift_middleware::service_auth::ServiceTokenSigner;
 use lift_middleware::timeout::Timeout;
@@ -74,7 +76,7 @@ use crate::discovery::{
 use crate::health::HealthSignals;
 use crate::model::Instance;
 use crate::policy::{CallInfo, TrafficPolicy};
-use crate::transport::{Outbound, ServiceRequest, ServiceResponse, Transport};
+use crate::transport::{Outbound, ServiceRequest, ServiceResponse, Transport, TransportError};
 
 /// What an attempt keeps of the caller's deadline: it ends this much before it, and none
 /// starts with less left.
@@ -190,7 +192,22 @@ impl Reply {
 /// One instance's key for its circuit breaker.
 /// The middleware stack an attempt goes through: the instance's own breaker around the
 /// timeout around the transport. Concrete, so a call clones `Arc`s only.
-type Stack = CircuitBreaker<Timeout<TransportService>, DefaultClassifier>;
+type Stack = CircuitBreaker<Timeout<TransportService>, InstanceClassifier>;
+
+/// What an instance's breaker counts as a failure: what lift-middleware's default does,
+/// except a request that could not be made here ([`TransportError::NotSent`]), which is
+/// the caller's to fix.
+#[derive(Debug, Clone, Copy, Default)]
+struct InstanceClassifier;
+
+impl Classifier<ServiceResponse> for InstanceClassifier {
+    fn is_failure(&self, result: &Result<ServiceResponse, BoxError>) -> bool {
+        match result {
+            Err(error) if TransportError::is_not_sent(error) => false,
+            result => DefaultClassifier.is_failure(result),
+        }
+    }
+}
 
 /// A breaker listener shared by every instance's breaker.
 type Listener = Arc<dyn Fn(&StateChange) + Send + Sync>;
@@ -214,12 +231,17 @@ struct Breakers {
 type BreakerKey = (Arc<str>, Arc<str>);
 
 impl Breakers {
-    fn stack(&self, instance: &Instance) -> Stack {
+    /// The instance's stack.
+    ///
+    /// # Errors
+    /// Its breaker's configuration refused; not expected, since an unkeyed breaker's
+    /// builder refuses nothing.
+    fn stack(&self, instance: &Instance) -> Result<Stack, lift_middleware::ConfigError> {
         let key = (instance.service.clone(), instance.id.clone());
         if let Ok(map) = self.by_instance.read()
             && let Some(stack) = map.get(&key)
         {
-            return stack.clone();
+            return Ok(stack.clone());
         }
         let mut map = match self.by_instance.write() {
             Ok(map) => map,
@@ -228,26 +250,23 @@ impl Breakers {
         if map.len() >= MAX_BREAKERS && !map.contains_key(&key) {
             map.clear();
         }
-        map.entry(key)
-            .or_insert_with(|| {
-                let config = self.config.renamed(&format!(
-                    "{}:{}/{}",
-                    self.config.name(),
-                    instance.service,
-                    instance.id
-                ));
-                let mut builder = CircuitBreakerLayer::builder(config.clone());
-                if let Some(listener) = &self.listener {
-                    let listener = listener.clone();
-                    builder = builder.on_state_change(move |change| listener(change));
-                }
-                // Unkeyed: nothing for `build` to refuse.
-                match builder.build() {
-                    Ok(layer) => layer.layer(self.timeout.clone()),
-                    Err(_) => CircuitBreakerLayer::new(config).layer(self.timeout.clone()),
-                }
-            })
-            .clone()
+        if let Some(stack) = map.get(&key) {
+            return Ok(stack.clone());
+        }
+        let config = self.config.renamed(&format!(
+            "{}:{}/{}",
+            self.config.name(),
+            instance.service,
+            instance.id
+        ));
+        let mut builder = CircuitBreakerLayer::builder(config).classifier(InstanceClassifier);
+        if let Some(listener) = &self.listener {
+            let listener = listener.clone();
+            builder = builder.on_state_change(move |change| listener(change));
+        }
+        let stack = builder.build()?.layer(self.timeout.clone());
+        map.insert(key, stack.clone());
+        Ok(stack)
     }
 }
 
@@ -497,6 +516,13 @@ impl Verdict {
             Verdict::Final(_) | Verdict::Failover(_) => false,
         }
     }
+
+    /// Whether the attempt was never sent, for a reason of the caller's: it tells nothing
+    /// of the instance.
+    fn not_sent(&self) -> bool {
+        matches!(self, Verdict::Final(CallError::Transport { source, .. })
+            if TransportError::is_not_sent(source))
+    }
 }
 
 impl ServiceClient {
@@ -620,8 +646,9 @@ impl ServiceClient {
             }
             // Counted until the attempt ends, also when the caller drops the call mid-way.
             let in_flight = InFlight::count(entry);
-            let mut stack = inner.breakers.stack(&instance);
+            let stack = inner.breakers.stack(&instance);
             let attempt = async {
+                let mut stack = stack?;
                 match stack.ready().await {
                     Ok(ready) => {
                         ready
@@ -650,7 +677,7 @@ impl ServiceClient {
             };
             drop(in_flight);
             let verdict = judge(service, &instance.id, request.idempotent, outcome);
-            if !cut {
+            if !cut && !verdict.not_sent() {
                 report_entry(
                     found.ejections(),
                     entry,
@@ -790,7 +817,10 @@ fn judge(
                 instance: instance.to_owned(),
                 source,
             };
-            if unsent || idempotent {
+            // A request that could not be made here would fail the same way everywhere.
+            let local = matches!(&error, CallError::Transport { source, .. }
+                if TransportError::is_not_sent(source));
+            if (unsent || idempotent) && !local {
                 Verdict::Failover(error)
             } else {
                 Verdict::Final(error)

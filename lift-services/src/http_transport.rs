@@ -169,16 +169,24 @@ impl Transport for HttpTransport {
             if let Some(caller) = &call.caller {
                 builder = builder.header("x-lift-caller", caller.as_ref().clone());
             }
-            let mut outgoing = builder.body(Full::new(request.body.clone()))?;
+            let instance = &call.instance.id;
+            let not_sent = |error: BoxError| TransportError::not_sent(instance, error);
+            let mut outgoing = builder
+                .body(Full::new(request.body.clone()))
+                .map_err(|e| not_sent(e.into()))?;
             if let (Some(provider), Some(region)) = (this.credentials.as_ref(), signing_region) {
-                let credentials = provider.provide_credentials().await?;
+                let credentials = provider
+                    .provide_credentials()
+                    .await
+                    .map_err(|e| not_sent(e.into()))?;
                 sign_request(
                     &mut outgoing,
                     &request.body,
                     credentials,
                     region,
                     SystemTime::now(),
-                )?;
+                )
+                .map_err(not_sent)?;
             }
             let response = this.client.request(outgoing).await?;
             let status = response.status().as_u16();

@@ -220,6 +220,37 @@ pub enum TransportError {
         /// Lambda's error.
         reason: String,
     },
+    /// The request could not be made here (a path that is not a valid URI; over a Function
+    /// URL, no credentials to sign it with; an `Invoke` the SDK could not build): nothing
+    /// was sent. It is the caller's to fix, not the instance's
+    /// failure: it counts in neither the instance's breaker nor its ejection, and is not
+    /// sent to another instance, which would refuse it the same way.
+    #[error("the request to instance `{instance}` could not be made, so nothing was sent")]
+    NotSent {
+        /// The instance.
+        instance: String,
+        /// Why.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl TransportError {
+    /// [`TransportError::NotSent`] for `instance`, from `source`.
+    pub(crate) fn not_sent(instance: &str, source: impl Into<BoxError>) -> BoxError {
+        Box::new(TransportError::NotSent {
+            instance: instance.to_owned(),
+            source: source.into(),
+        })
+    }
+
+    /// Whether `error` is a [`TransportError::NotSent`].
+    pub(crate) fn is_not_sent(error: &BoxError) -> bool {
+        matches!(
+            error.downcast_ref::<TransportError>(),
+            Some(TransportError::NotSent { .. })
+        )
+    }
 }
 
 /// The API Gateway HTTP API (payload 2.0) event a request becomes.
@@ -392,6 +423,12 @@ impl Transport for LambdaTransport {
                 .await;
             let output = match sent {
                 Ok(output) => output,
+                // Not dispatched: the request could not be built (no endpoint for the
+                // region, a payload that does not serialize). Missing credentials are a
+                // dispatch failure in the SDK, indistinct from those that may have sent.
+                Err(error @ aws_sdk_lambda::error::SdkError::ConstructionFailure(_)) => {
+                    return Err(TransportError::not_sent(&call.instance.id, error));
+                }
                 Err(error) => {
                     return refusal(&call.instance.id, aws_sdk_lambda::Error::from(error));
                 }
@@ -503,6 +540,30 @@ impl Transport for InProcessTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An `Invoke` the SDK could not build (here: no endpoint for its region) was not
+    /// sent: the caller's to fix, not the instance's failure.
+    #[tokio::test]
+    async fn an_invoke_the_sdk_cannot_build_is_not_sent() {
+        let config = aws_sdk_lambda::Config::builder()
+            .behavior_version(aws_sdk_lambda::config::BehaviorVersion::latest())
+            .region(aws_sdk_lambda::config::Region::new("not a region/"))
+            .credentials_provider(aws_sdk_lambda::config::Credentials::for_tests())
+            .build();
+        let transport = LambdaTransport::new(aws_sdk_lambda::Client::from_conf(config));
+        let call = Outbound {
+            instance: Arc::new(crate::Instance::new(
+                "payments",
+                "a",
+                "us-east-1",
+                crate::Endpoints::lambda("arn:aws:lambda:us-east-1:123456789012:function:p:live"),
+            )),
+            request: Arc::new(ServiceRequest::get("/charges")),
+            caller: None,
+        };
+        let error = transport.send(call).await.expect_err("no endpoint");
+        assert!(TransportError::is_not_sent(&error), "{error:?}");
+    }
 
     /// The cookies of a payload 2.0 answer and the repeated headers of a 1.0 one arrive as
     /// headers, every value kept.

@@ -640,6 +640,115 @@ async fn a_call_waits_for_discovery_no_longer_than_its_deadline() {
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
+/// A request that cannot be made (here a path with a space, no valid URI) is the caller's
+/// to fix: it is not sent, not failed over (every instance would refuse it alike), and
+/// counts against no instance. Five of them to one instance (a sticky key) used to count as
+/// its failures, eject it and open its breaker, refusing every valid call for 30 s.
+#[tokio::test]
+async fn a_request_that_cannot_be_made_blames_no_instance() {
+    use lift_services::transport::{HttpTransport, TransportError};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let served = Arc::new(AtomicUsize::new(0));
+    let counted = served.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut head = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buffer[..n]),
+                }
+            }
+            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+            let _ = socket.write_all(answer).await;
+        }
+    });
+    let registry = Arc::new(MemoryRegistry::new());
+    for id in ["a", "b"] {
+        let instance = Instance::new(
+            "users",
+            id,
+            "eu-west-1",
+            Endpoints::http(format!("http://{address}")),
+        );
+        registry
+            .register(&instance, &lease("env", T0, u64::MAX / 2))
+            .await
+            .expect("register");
+    }
+    /// Counts the attempts handed to the transport.
+    struct Attempts(HttpTransport, AtomicUsize);
+    impl lift_services::transport::Transport for Attempts {
+        fn send(
+            &self,
+            call: lift_services::transport::Outbound,
+        ) -> futures_util::future::BoxFuture<
+            'static,
+            Result<lift_services::transport::ServiceResponse, lift_core::BoxError>,
+        > {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            self.0.send(call)
+        }
+    }
+    let transport = Arc::new(Attempts(
+        HttpTransport::new().expect("transport"),
+        AtomicUsize::new(0),
+    ));
+    let client = ServiceClient::builder(Discovery::new(registry), transport.clone())
+        .policy(
+            "users",
+            lift_services::policy::TrafficPolicy::new().sticky_header("x-user"),
+        )
+        .build()
+        .expect("client");
+    let request = |path: &str| {
+        ServiceRequest::get(path).header(
+            http::HeaderName::from_static("x-user"),
+            http::HeaderValue::from_static("u1"),
+        )
+    };
+    let first = client
+        .call("users", request("/users/jose"))
+        .await
+        .expect("a valid call");
+    for _ in 0..5 {
+        let error = client
+            .call("users", request("/users/José Díaz"))
+            .await
+            .expect_err("not a URI");
+        let CallError::Transport { source, .. } = &error else {
+            panic!("{error:?}")
+        };
+        assert!(
+            matches!(
+                source.downcast_ref::<TransportError>(),
+                Some(TransportError::NotSent { .. })
+            ),
+            "{error:?}"
+        );
+    }
+    assert_eq!(served.load(Ordering::SeqCst), 1, "nothing more was sent");
+    assert_eq!(
+        transport.1.load(Ordering::SeqCst),
+        6,
+        "one attempt each: not failed over"
+    );
+    let again = client
+        .call("users", request("/users/jose"))
+        .await
+        .expect("a valid call goes through");
+    assert_eq!(
+        again.instance, first.instance,
+        "the same instance: neither ejected nor its breaker open"
+    );
+}
+
 /// A name its caller chose (a path parameter, say) leaves nothing behind unless it is a
 /// service's: an invalid one is refused before discovery, an unknown one is not an edge of
 /// the dependency map; only a call that found its service counts.
