@@ -252,7 +252,9 @@ impl ServiceConfig {
     /// with Lambda `GetFunctionUrlConfig` when the environment registers (off the response
     /// path; the function needs `lambda:GetFunctionUrlConfig` on itself). A function cannot
     /// be given its own URL in its template (the URL depends on the function), so it asks.
-    /// When the lookup fails the instance registers without the URL and the error is logged.
+    /// When the lookup fails (throttled, say) the instance registers with the URL the
+    /// registry already has for it, if any, and the error is logged; only Lambda's answer
+    /// that there is no URL registers none.
     pub fn function_url(mut self) -> Self {
         self.lookup_function_url = true;
         self

@@ -260,17 +260,18 @@ impl Registration {
                 return;
             }
         };
-        let instance = if self.config.lookup_function_url {
-            with_function_url(instance).await
-        } else {
-            instance
-        };
         let registry = match self.open_registry().await {
             Ok(registry) => registry,
             Err(error) => {
                 tracing::error!(target: "lift::registry", service = %service, error, "registration impossible");
                 return;
             }
+        };
+        let instance = if self.config.lookup_function_url {
+            let lambda = aws_sdk_lambda::Client::new(lift_core::aws::sdk_config().await);
+            with_function_url(instance, &lambda, registry.as_ref()).await
+        } else {
+            instance
         };
         let mut rng = fastrand::Rng::with_seed(self.seed);
         let mut registered: Option<Instance> = None;
@@ -347,14 +348,22 @@ impl Registration {
 }
 
 /// `instance` with the Function URL of its Lambda endpoint's qualifier, when it has one.
-async fn with_function_url(mut instance: Instance) -> Instance {
+///
+/// A lookup that fails (throttled: `GetFunctionUrlConfig` is a control-plane call, and a
+/// scale-out makes many at once) tells nothing of the URL: the instance keeps the one the
+/// registry has for it, since registering none would take it from every caller. Only
+/// Lambda's answer that there is no URL registers none.
+async fn with_function_url(
+    mut instance: Instance,
+    lambda: &aws_sdk_lambda::Client,
+    registry: &dyn Registry,
+) -> Instance {
     let Some(arn) = instance.endpoints.lambda_arn.clone() else {
         return instance;
     };
     let Some(parsed) = parse_function_arn(&arn) else {
         return instance;
     };
-    let lambda = aws_sdk_lambda::Client::new(lift_core::aws::sdk_config().await);
     let mut request = lambda
         .get_function_url_config()
         .function_name(parsed.function);
@@ -365,9 +374,23 @@ async fn with_function_url(mut instance: Instance) -> Instance {
         Ok(config) => {
             instance.endpoints.function_url = Some(config.function_url);
         }
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_not_found_exception()) =>
+        {
+            instance.endpoints.function_url = None;
+        }
         Err(error) => {
             let error = aws_sdk_lambda::error::DisplayErrorContext(error);
-            tracing::warn!(target: "lift::registry", instance = %instance.id, error = %error, "no Function URL registered: the lookup failed");
+            let stored = registry
+                .instances(&instance.service)
+                .await
+                .ok()
+                .and_then(|all| all.into_iter().find(|i| i.id == instance.id))
+                .and_then(|stored| stored.endpoints.function_url);
+            tracing::warn!(target: "lift::registry", instance = %instance.id, error = %error, kept = stored.is_some(), "the Function URL lookup failed: registering the URL the registry has");
+            instance.endpoints.function_url = stored;
         }
     }
     instance
@@ -401,5 +424,76 @@ where
             }
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{EnvLease, MemoryRegistry};
+    use crate::{Endpoints, EnvReport};
+
+    const ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:beta:live";
+
+    /// A Lambda client whose every call fails before an answer (nothing listens there).
+    fn unreachable_lambda() -> aws_sdk_lambda::Client {
+        let config = aws_sdk_lambda::Config::builder()
+            .behavior_version(aws_sdk_lambda::config::BehaviorVersion::latest())
+            .region(aws_sdk_lambda::config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_lambda::config::Credentials::for_tests())
+            .endpoint_url("http://127.0.0.1:9")
+            .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled())
+            .build();
+        aws_sdk_lambda::Client::from_conf(config)
+    }
+
+    /// An environment whose lookup fails registers the URL another environment stored,
+    /// not none: one throttled lookup in a scale-out used to remove the URL for every
+    /// caller until another environment registered with a lookup that worked.
+    #[tokio::test]
+    async fn a_failed_lookup_keeps_the_stored_function_url() {
+        let registry = MemoryRegistry::new();
+        let url = "https://abc.lambda-url.us-east-1.on.aws/";
+        let stored = Instance::new(
+            "beta",
+            "live",
+            "us-east-1",
+            Endpoints::lambda(ARN).with_function_url(url),
+        );
+        let lease = EnvLease::new("env-a", 0, EnvReport::new(u64::MAX / 2, 0, 0.0, 0), 86_400);
+        registry.register(&stored, &lease).await.expect("register");
+
+        let fresh = Instance::new("beta", "live", "us-east-1", Endpoints::lambda(ARN));
+        let looked_up = with_function_url(fresh.clone(), &unreachable_lambda(), &registry).await;
+        assert_eq!(looked_up.endpoints.function_url.as_deref(), Some(url));
+
+        // Nothing stored: nothing to keep.
+        let empty = MemoryRegistry::new();
+        let looked_up = with_function_url(fresh, &unreachable_lambda(), &empty).await;
+        assert_eq!(looked_up.endpoints.function_url, None);
+    }
+
+    /// Lambda's own answer that there is no URL (on the emulator: a function that does not
+    /// exist) registers none, whatever the registry has.
+    #[tokio::test]
+    async fn lambdas_answer_of_no_url_registers_none() {
+        assert!(
+            std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+            "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
+        );
+        let lambda = aws_sdk_lambda::Client::new(lift_core::aws::sdk_config().await);
+        let arn = "arn:aws:lambda:us-east-1:000000000000:function:lift-no-such-function:live";
+        let registry = MemoryRegistry::new();
+        let stored = Instance::new(
+            "gone",
+            "live",
+            "us-east-1",
+            Endpoints::lambda(arn).with_function_url("https://old.lambda-url.us-east-1.on.aws/"),
+        );
+        let lease = EnvLease::new("env-a", 0, EnvReport::new(u64::MAX / 2, 0, 0.0, 0), 86_400);
+        registry.register(&stored, &lease).await.expect("register");
+        let fresh = Instance::new("gone", "live", "us-east-1", Endpoints::lambda(arn));
+        let looked_up = with_function_url(fresh, &lambda, &registry).await;
+        assert_eq!(looked_up.endpoints.function_url, None);
     }
 }
