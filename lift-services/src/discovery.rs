@@ -19,7 +19,13 @@
 //! keeps serving them, logs it at WARN (target `lift::registry`) once per snapshot, and lets
 //! ejection take out those that really fail. Only leases that ended recently count
 //! ([`DiscoveryConfig::preserve_for`], an hour by default): instances retired days ago,
-//! still in the table until their TTL, neither count nor come back.
+//! still in the table until their TTL, neither count nor come back. It needs at least two
+//! matching instances: a lone instance whose lease ended cannot be told from a service idle
+//! for longer than its lease (or whose environments all shut down), which leaves
+//! discovery. A service with one alias per region is one instance there, so registry
+//! writes that fail for a whole lease (throttled, or refused by IAM) take it out of
+//! discovery until it is invoked or registered again: alarm on the `lift::registry`
+//! WARNs of failed renewals, and give such services a longer lease.
 //!
 //! ```no_run
 //! use std::sync::Arc;

@@ -65,7 +65,8 @@
 //!   are long (30 minutes by default) and renewed lazily from invocations, at most once per
 //!   interval; a service idle for longer than its lease leaves discovery (set a longer
 //!   lease for rarely called services), and self-preservation keeps a fleet whose leases
-//!   all lapse at once.
+//!   all lapse at once (two instances or more: a lone one that lapses leaves, see
+//!   [`discovery`]).
 //!
 //! # Registration
 //! `App::new().register(ServiceConfig::new("payments"))` — [`ServiceConfig`] is validated
