@@ -69,7 +69,7 @@ pub struct TrafficPolicy {
 }
 
 /// The most candidates a policy narrows without allocating; beyond it, policies other than
-/// the sticky key are skipped (logged at DEBUG).
+/// the sticky key are skipped.
 const BUFFER: usize = 256;
 
 impl TrafficPolicy {

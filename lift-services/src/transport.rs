@@ -3,8 +3,9 @@
 //! SigV4 for IAM auth ([`HttpTransport`]), or an in-process Lift App standing in for a
 //! service in tests ([`InProcessTransport`]).
 //!
-//! Both build the same event from the request, so any Lift HTTP route is callable without
-//! an API in front of it, authorized by IAM (`lambda:InvokeFunction` on the target).
+//! The Lambda and in-process transports build the same event from the request, so any Lift
+//! HTTP route is callable without an API in front of it, authorized by IAM
+//! (`lambda:InvokeFunction` on the target); the HTTP transport sends the request as it is.
 
 use std::collections::HashMap;
 use std::sync::Arc;
