@@ -142,7 +142,14 @@ impl Inbox {
 /// a window where a crash makes the work run again (after the record's in-progress lock
 /// expires). Make the effect conditional on the command id (a conditional write keyed by
 /// it, or one transaction with the effect), and make a compensation of a command that
-/// never took effect record that, so the late action is refused.
+/// never took effect record that, so the late action is refused (by a condition of the
+/// effect's own write, not a read before it: see the crate docs, rule 4).
+///
+/// The record is kept by command id within the delivery path (the queue, or the event's
+/// source and type, and the function name): a command delivered through another path (the
+/// participant moved from a queue to invocations while commands were in flight, a
+/// dead-letter queue redriven through another queue) is run again, and only the effect's
+/// own condition on the command id stops a second effect.
 #[derive(Debug, Clone)]
 pub struct Participant {
     name: String,
@@ -293,7 +300,7 @@ fn now_ms() -> u64 {
 /// # Errors
 /// A 422 for a message that is not a saga input (it goes to the dead-letter queue after
 /// its retries); a 500 when the store or the transport failed, so the message is delivered
-/// again (nothing was half done).
+/// again (and applied once: see [`OrchestratorError`](crate::saga::OrchestratorError)).
 pub async fn orchestrator_message<S: SagaStore, T: Transport>(
     orchestrator: &Orchestrator<S>,
     transport: &T,

@@ -61,16 +61,21 @@
 //!   saga moved on meanwhile (a duplicate, a late or a reordered reply) the write fails,
 //!   DynamoDB returns the stored item with the failure (`ReturnValuesOnConditionCheckFailure`)
 //!   and the input is applied to it, or ignored: still at most once, and no read. A state
-//!   that may be behind is never trusted to ignore an input: the saga is read then. Only
-//!   timers read the saga (strongly consistent), since they carry no state. Participants
+//!   that may be behind is never trusted to ignore an input: the saga is read then. Timers
+//!   read the saga (strongly consistent), since they carry no state, and so do replies
+//!   that come without a snapshot (a saga above [`relay::MAX_SNAPSHOT_BYTES`], a reply
+//!   resent without it) or with one the saga moved past. Participants
 //!   pass the snapshot on without reading it ([`saga::Snapshot`]): a participant on this
 //!   release or later still runs a command whose saga a later release wrote, so upgrade
 //!   the orchestrator after its participants. (A participant on an earlier release
 //!   decodes the snapshot, and refuses such a command.)
 //! - *Publishing.* The messages a transition decides (its outbox) are written in the same
 //!   conditional write as the state, and the relay publishes them from the table's stream.
-//!   An event is thus never published for a write that did not happen, and never lost
-//!   after one that did. The relay may publish twice (a crash before its checkpoint), with
+//!   An event is thus never published for a write that did not happen, and not lost after
+//!   one that did while the stream holds its record: 24 hours, or until the mapping's retry
+//!   limits send the record to its on-failure destination (the template's does after a
+//!   relay failure that lasts, a missing `PutEvents` permission say): alarm on that
+//!   destination, where a saga's outbox then waits for someone to send it. The relay may publish twice (a crash before its checkpoint), with
 //!   the same event ids. The item marks (`out`) the transitions with something to publish,
 //!   so a stream mapping filtered on it leaves the others (local steps) out. Publishing
 //!   right after the write instead, with the input's redelivery for the crash case, would
@@ -98,7 +103,24 @@
 //!    repeat the effect.
 //! 4. Make a compensation of a command that never took effect a no-op that *records* that
 //!    the command is cancelled, so the action arriving late is refused. A step whose
-//!    attempts all timed out is compensated without knowing whether it acted.
+//!    attempts all timed out is compensated without knowing whether it acted. The refusal
+//!    belongs in the atomic write of rule 3 (the effect conditional on no cancellation of
+//!    its command id), not in a read before it: an action already past such a read when
+//!    its compensation records the cancellation would still take effect, and the saga end
+//!    `Compensated` with it in place.
+//!
+//! **Who may answer a step.** A reply is applied when it names the command in flight
+//! (saga, step, phase, command id and attempt): command ids are derived from the saga id,
+//! and the orchestrator does not check who sent the reply (its envelope's `source` is the
+//! sender's to write, and one participant function may answer for several steps). Whoever
+//! can deliver a reply to the orchestrator (send to its queue, invoke its function, put a
+//! `lift.saga.Reply` event on a bus a rule routes to it) can thus complete any step of a
+//! saga whose id it knows: grant those permissions to the participants alone.
+//! [`consume::Participant`] keeps its record of a command by command id within its
+//! delivery path (the queue, or the event's source and type, and the function): moving a
+//! participant to another path (from a queue to invocations, say) while commands are in
+//! flight, or redriving a dead-letter queue through another queue, can run a repeat
+//! again, which only rule 3 then stops.
 //!
 //! **Compensation.** When a step is refused, or runs out of attempts, the steps that
 //! completed (or may have: out of attempts) are compensated in reverse order. A
@@ -124,7 +146,7 @@
 //! good leaves the saga to its timer. The timer is the last resort: one that ends in the
 //! orchestrator queue's own dead-letter queue (after its redrive count, in a long outage)
 //! leaves its saga running until someone acts, so alarm on that queue; `lift sagas --state
-//! running` lists the running sagas least recently moved first. The saga's end ([`relay::FINISHED_TYPE`]) and the
+//! running` (and `--state compensating`) lists those sagas least recently moved first. The saga's end ([`relay::FINISHED_TYPE`]) and the
 //! application's own events stay on the bus, where any number of consumers can follow
 //! them.
 //!
@@ -140,8 +162,9 @@
 //! that finds the saga waiting for a later time is sent again for then, without a write,
 //! unless a transition has sent one for then (or before) that is still to come: copies do
 //! not pile up.
-//! A saga answered within its first step's timeout thus sends one timer in all, which
-//! comes after the end, reads the saga and is dropped. SQS counts delays in whole seconds
+//! A saga answered within its first step's timeout thus sends one timer in all (unless a
+//! later step's timeout falls before it, which sends one for then), which comes after the
+//! end, reads the saga and is dropped. SQS counts delays in whole seconds
 //! (rounded up, so a timer never comes early) up to 15 minutes; a timer due later comes
 //! early and is sent again with the remaining delay, without a write.
 //!

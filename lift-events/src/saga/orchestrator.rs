@@ -32,7 +32,10 @@ pub enum Handled {
 }
 
 /// Why the orchestrator could not apply an input. The input must be delivered again
-/// (leave the message on its queue); nothing was half done.
+/// (leave the message on its queue), which is safe: delivered again, it is applied once.
+/// A store that failed may still have written the transition (its answer lost, or the
+/// call's time limit reached while the write was on its way); its local steps then wait
+/// for the step's timer, and the input delivered again is found applied.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OrchestratorError {
