@@ -6,7 +6,9 @@
 //! scheduler and clock. The orchestrator, the store contract and the relay are the crate's
 //! own code; every AWS call is a point where the scheduler may switch to another task, and
 //! where faults strike: a crash (the task dies after the call took effect), throttling, a
-//! duplicate or reordered delivery, a delay beyond the step's timeout, a participant that
+//! saga write that took effect but whose answer was lost (the SDK's retry then fails its
+//! condition on the write itself, or the call's time limit ends it), a duplicate or
+//! reordered delivery, a delay beyond the step's timeout, a participant that
 //! fails or answers twice, a relay that lags, and conflicting writers (duplicates handled
 //! at the same time race on the saga's version).
 //!
@@ -70,6 +72,8 @@ struct Faults {
     reject_step: Option<u32>,
     /// How commands and replies travel.
     channel: Channel,
+    /// A saga write that took effect answers an error.
+    ambiguous: f64,
 }
 
 /// How commands and replies travel (timers always ride the orchestrator's queue).
@@ -100,6 +104,8 @@ impl Faults {
             relay_weight: rng.u32(1..10),
             reject_step: None,
             channel: [Channel::Bus, Channel::Queues, Channel::Invoke][rng.usize(..3)],
+            // Drawn last: the seeds keep the faults they had before it.
+            ambiguous: p(rng, 0.08),
         }
     }
 }
@@ -179,6 +185,7 @@ struct Stats {
     timeouts: u64,
     failed_entries: u64,
     dead_letters: u64,
+    ambiguous: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -191,6 +198,7 @@ impl std::ops::AddAssign for Stats {
         self.timeouts += o.timeouts;
         self.failed_entries += o.failed_entries;
         self.dead_letters += o.dead_letters;
+        self.ambiguous += o.ambiguous;
     }
 }
 
@@ -256,6 +264,27 @@ impl World {
         }
     }
 
+    /// After a saga write took effect: maybe its answer is lost. The SDK sends it again,
+    /// and the condition fails on the item just written, which comes back with the
+    /// failure; or the call's time limit ends it before the answer.
+    fn lost_answer(&mut self, written: &SagaState) -> Option<StoreError> {
+        if self.rng.f64() >= self.faults.ambiguous {
+            return None;
+        }
+        self.stats.ambiguous += 1;
+        Some(if self.rng.bool() {
+            StoreError::Conflict {
+                id: written.id().to_owned(),
+                current: Some(Box::new(written.clone())),
+            }
+        } else {
+            StoreError::Unavailable {
+                operation: "PutItem",
+                source: "the call's time limit ran out".into(),
+            }
+        })
+    }
+
     /// Routes an event on the bus (EventBridge → SQS), sent to a queue, or invoked
     /// (Lambda's queue for asynchronous invocations), with duplicates and delays.
     fn route(&mut self, event: Envelope) {
@@ -316,7 +345,10 @@ impl SagaStore for SimStore {
         w.items.insert(state.id().to_owned(), state.clone());
         w.stream.push(state.clone());
         w.after_effect();
-        Ok(())
+        match w.lost_answer(state) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 
     async fn save_over(&self, state: &SagaState, base: &SagaState) -> Result<(), StoreError> {
@@ -700,6 +732,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
             relay_weight: 5,
             reject_step: fail_last.then_some(4),
             channel: Channel::Queues,
+            ambiguous: 0.0,
         };
     }
     let world: Shared = Arc::new(Mutex::new(World {
@@ -1191,6 +1224,7 @@ async fn the_dynamodb_model_keeps_the_store_contract() {
     let mut faults = Faults::of(&mut rng);
     faults.throttle = 0.0;
     faults.crash = 0.0;
+    faults.ambiguous = 0.0;
     let world: Shared = Arc::new(Mutex::new(World {
         rng,
         now: 0,
