@@ -286,6 +286,46 @@ async fn a_saga_at_its_running_limit_is_parked_by_the_next_input_in_dynamodb() {
     a_saga_at_its_running_limit_is_parked_by_the_next_input(emulator_store().await).await;
 }
 
+/// A saga whose id, correlation id or tenant SQS could not carry as a message attribute
+/// is refused at its start, with nothing stored: started, its timers would be refused for
+/// good and it would wait forever. What SQS takes (tabs, line feeds, any other Unicode)
+/// starts.
+#[tokio::test]
+async fn a_saga_its_messages_cannot_carry_is_refused_at_its_start() {
+    use lift_events::saga::{MAX_ID_BYTES, Orchestrator, OrchestratorError, Registry};
+    let store = MemoryStore::new();
+    let orchestrator = Orchestrator::new(Registry::new().with(saga()), store.clone());
+    let meta = |correlation: &str, tenant: Option<&str>| StartMeta {
+        correlation_id: correlation.to_owned(),
+        tenant: tenant.map(str::to_owned),
+    };
+    let long = "x".repeat(MAX_ID_BYTES + 1);
+    let refused = [
+        ("a\u{7}b", meta("", None), "id"),
+        ("", meta("", None), "id"),
+        (long.as_str(), meta("", None), "id"),
+        ("ok-1", meta("c\u{0}", None), "correlation_id"),
+        ("ok-2", meta("", Some("t\u{FFFF}")), "tenant"),
+        ("ok-3", meta("", Some("")), "tenant"),
+    ];
+    for (id, meta, named) in refused {
+        let error = orchestrator
+            .start("contract", id, &json!({}), meta)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(error, OrchestratorError::Unsendable { field, .. } if field == named),
+            "{id:?}: {error:?}"
+        );
+        assert!(store.load(id).await.unwrap().is_none(), "nothing stored");
+    }
+    let fine = format!("tab\tline\nü-{}", "y".repeat(MAX_ID_BYTES - 20));
+    orchestrator
+        .start("contract", &fine, &json!({}), meta("c\r", Some("ténant")))
+        .await
+        .expect("SQS takes these");
+}
+
 #[tokio::test]
 async fn a_missing_table_is_refused_not_retried() {
     assert!(

@@ -19,7 +19,7 @@ pub use definition::{
     Action, MAX_ATTEMPTS, Registry, RetryPolicy, Saga, SagaBuilder, Step, StepCall, StepError,
     StepFuture, StepResult, local, remote,
 };
-pub use orchestrator::{Handled, Orchestrator, OrchestratorError};
+pub use orchestrator::{Handled, MAX_ID_BYTES, Orchestrator, OrchestratorError};
 pub use state::{
     Command, Cursor, Finished, HistoryEntry, HistoryEvent, Message, Phase, Reply, SagaInput,
     SagaState, SagaStatus, Snapshot, StepStatus, Target, Timer, TimerKind, Waiting, command_id,

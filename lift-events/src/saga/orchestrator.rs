@@ -70,9 +70,45 @@ pub enum OrchestratorError {
     /// The saga's data does not serialize.
     #[error("the saga's data does not serialize: {0}")]
     Data(String),
+    /// The saga's id, correlation id or tenant could not travel with its messages, which
+    /// carry them as SQS message attributes: the id or the tenant is empty, the id longer
+    /// than [`MAX_ID_BYTES`], or one holds a character SQS refuses there (as in a message
+    /// body: a control character other than tab, line feed and carriage return; U+FFFE;
+    /// U+FFFF). Nothing is stored:
+    /// started, such a saga's timers would be refused for good, and it would wait forever.
+    #[error("the saga's {field} cannot travel with its messages: {reason}")]
+    Unsendable {
+        /// `id`, `correlation_id` or `tenant`.
+        field: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The longest saga id [`Orchestrator::start`] takes: room for the step names and suffixes
+/// of its command ids within DynamoDB's 2,048-byte key.
+pub const MAX_ID_BYTES: usize = 512;
+
+/// Why `value` (a saga's `field`) could not travel as an SQS message attribute, if it
+/// could not.
+fn unsendable(field: &'static str, value: &str) -> Result<(), OrchestratorError> {
+    let refused = |c: char| {
+        (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{FFFE}' | '\u{FFFF}')
+    };
+    let reason = if value.contains(refused) {
+        "it holds a character SQS refuses in a message attribute"
+    } else if field != "correlation_id" && value.is_empty() {
+        // SQS takes no empty attribute; an empty correlation id means the saga id.
+        "it is empty"
+    } else if field == "id" && value.len() > MAX_ID_BYTES {
+        "it is longer than 512 bytes"
+    } else {
+        return Ok(());
+    };
+    Err(OrchestratorError::Unsendable { field, reason })
 }
 
 /// Applies replies and timers to sagas kept in a [`SagaStore`].
@@ -149,9 +185,10 @@ impl<S: SagaStore> Orchestrator<S> {
     /// timer, without failing the start.
     ///
     /// # Errors
-    /// [`OrchestratorError`]: an unknown definition, data that does not serialize or
-    /// makes the first command larger than [`crate::relay::MAX_COMMAND_BYTES`] (nothing is
-    /// stored), or a store failure.
+    /// [`OrchestratorError`]: an unknown definition, an id, correlation id or tenant its
+    /// messages cannot carry ([`OrchestratorError::Unsendable`]), data that does not
+    /// serialize or makes the first command larger than [`crate::relay::MAX_COMMAND_BYTES`]
+    /// (nothing is stored in these cases), or a store failure.
     pub async fn start(
         &self,
         name: &str,
@@ -159,6 +196,11 @@ impl<S: SagaStore> Orchestrator<S> {
         data: &impl Serialize,
         meta: StartMeta,
     ) -> Result<SagaState, OrchestratorError> {
+        unsendable("id", id)?;
+        unsendable("correlation_id", &meta.correlation_id)?;
+        if let Some(tenant) = &meta.tenant {
+            unsendable("tenant", tenant)?;
+        }
         let saga = self
             .registry
             .latest(name)
