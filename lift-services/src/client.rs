@@ -137,6 +137,11 @@ pub enum CallError {
         instance: String,
         /// The status code.
         status: u16,
+        /// The answer's headers: `Retry-After` when the callee sent one, and
+        /// [`lift_core::REFUSED_HEADER`] (`before-handler`) when a Lift layer refused the
+        /// call before its handler ran, so that sending it again later is safe even if it
+        /// is not idempotent. Boxed: the error stays small on the `Result` path.
+        headers: Box<http::HeaderMap>,
         /// The body.
         body: Bytes,
     },
@@ -788,6 +793,7 @@ fn judge(
                 service: service.to_owned(),
                 instance: instance.to_owned(),
                 status: response.status,
+                headers: Box::new(response.headers),
                 body: response.body,
             };
             if retryable {

@@ -440,6 +440,36 @@ async fn a_non_idempotent_call_is_not_replayed_after_the_handler_may_have_run() 
     assert_eq!(good.load(Ordering::SeqCst), 2);
 }
 
+/// A refusal that cannot fail over (one instance) comes back with its headers: the
+/// caller sees that the handler never ran, so a request that is not idempotent may be
+/// sent again later.
+#[tokio::test]
+async fn a_status_error_keeps_the_answers_headers() {
+    let refused = Arc::new(AtomicUsize::new(0));
+    let ran = Arc::new(AtomicUsize::new(0));
+    let registry = registry_with(&[("a", None)]).await;
+    let transport =
+        InProcessTransport::new().serve(arn("a"), refusing(refused.clone(), ran.clone()));
+    let error = client(registry, transport)
+        .call("payments", ServiceRequest::post("/charges"))
+        .await
+        .expect_err("refused");
+    let CallError::Status {
+        status, headers, ..
+    } = &error
+    else {
+        panic!("{error:?}")
+    };
+    assert_eq!(*status, 503);
+    assert_eq!(
+        headers
+            .get(lift_core::REFUSED_HEADER)
+            .and_then(|v| v.to_str().ok()),
+        Some("before-handler")
+    );
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+}
+
 /// A fake instance whose layer refuses every call with a full bulkhead (503) before its
 /// handler: `refused` counts the refusals, `ran` the handler's runs.
 fn refusing(refused: Arc<AtomicUsize>, ran: Arc<AtomicUsize>) -> LiftService {
