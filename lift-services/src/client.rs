@@ -6,8 +6,9 @@
 //! deadline bounds the whole call, discovery included; an attempt it cuts short counts
 //! against no instance (neither its breaker nor its ejection): the caller ran out of time,
 //! the instance did not fail. A retryable failure fails over to another instance, at most
-//! `max_attempts` in all, within a retry budget; consecutive failures eject an instance
-//! locally until the next refresh. What is retryable: a call that ran nothing (an open
+//! `max_attempts` in all, within the callee's retry budget (one per service called, so a
+//! service failing everywhere does not stop the failover of calls to others); consecutive
+//! failures eject an instance locally until the next refresh. What is retryable: a call that ran nothing (an open
 //! circuit, a throttled Lambda invocation, a 429 or 503 the callee's layers answered before
 //! its handler, marked [`lift_core::REFUSED_HEADER`]), for any request; any other 5xx or 429
 //! answer or a transport failure (a timeout, a function error) only for an idempotent one
@@ -235,6 +236,35 @@ struct Breakers {
 /// An instance's service and id.
 type BreakerKey = (Arc<str>, Arc<str>);
 
+/// Failover budgets, one per service called (the AWS SDKs' standard figures each): a
+/// service failing on every instance spends its own, and calls to the others still fail
+/// over. Bounded as the breakers are.
+#[derive(Default)]
+struct Budgets {
+    by_service: std::sync::RwLock<HashMap<Arc<str>, Arc<RetryBudget>, foldhash::fast::RandomState>>,
+}
+
+impl Budgets {
+    /// The budget of `service`.
+    fn of(&self, service: &Arc<str>) -> Arc<RetryBudget> {
+        if let Ok(map) = self.by_service.read()
+            && let Some(budget) = map.get(service)
+        {
+            return budget.clone();
+        }
+        let mut map = match self.by_service.write() {
+            Ok(map) => map,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if map.len() >= MAX_BREAKERS && !map.contains_key(service) {
+            map.clear();
+        }
+        map.entry(service.clone())
+            .or_insert_with(|| Arc::new(RetryBudget::standard()))
+            .clone()
+    }
+}
+
 impl Breakers {
     /// The instance's stack.
     ///
@@ -441,7 +471,7 @@ impl ServiceClientBuilder {
                 signer: self.signer,
                 max_attempts: self.max_attempts,
                 health: self.health,
-                budget: RetryBudget::standard(),
+                budgets: Budgets::default(),
                 rng: self.seed.map(Rng::with_seed).unwrap_or_default(),
                 default_policy: TrafficPolicy::new(),
                 signals,
@@ -480,7 +510,7 @@ struct Inner {
     signer: Option<ServiceTokenSigner>,
     max_attempts: u32,
     health: HealthFilter,
-    budget: RetryBudget,
+    budgets: Budgets,
     rng: Rng,
     default_policy: TrafficPolicy,
     signals: Option<HealthSignals>,
@@ -632,12 +662,12 @@ impl ServiceClient {
             let Some(index) = pick(&found, policy, &request, &tried[..attempt], inner) else {
                 break;
             };
+            let entry = found_entry(&found, index);
             // A retry is paid for only when there is an instance to retry on.
-            if attempt > 0 && !inner.budget.withdraw(false) {
+            if attempt > 0 && !inner.budgets.of(&entry.instance.service).withdraw(false) {
                 break;
             }
             tried[attempt] = index;
-            let entry = found_entry(&found, index);
             let instance = entry.instance.clone();
             if let Some(scope) = &instance.tenant
                 && request.tenant.as_deref() != Some(scope.as_str())
@@ -692,7 +722,7 @@ impl ServiceClient {
             }
             match verdict {
                 Verdict::Done(response) => {
-                    inner.budget.deposit();
+                    inner.budgets.of(&instance.service).deposit();
                     return Ok(Reply {
                         service: instance.service.clone(),
                         instance: instance.id.clone(),

@@ -1122,3 +1122,44 @@ async fn a_call_with_nowhere_to_fail_over_spends_no_retry_budget() {
         "b was tried first at least once"
     );
 }
+
+/// A service failing on every instance spends its own failover budget, not the other
+/// services': 150 GETs to two failing `payments` instances fail over each time (750
+/// tokens of the 500 a budget holds), and `ledger`'s calls still fail over from a failing
+/// instance to a working one. (One budget for every callee was empty by then.)
+#[tokio::test]
+async fn a_service_failing_everywhere_spends_its_own_budget() {
+    let registry = registry_with(&[("a", None), ("a2", None)]).await;
+    for id in ["b", "c"] {
+        let instance = Instance::new("ledger", id, "eu-west-1", Endpoints::lambda(arn(id)));
+        registry
+            .register(&instance, &lease("env", T0, u64::MAX / 2))
+            .await
+            .expect("register");
+    }
+    let down = Arc::new(AtomicUsize::new(0));
+    let ledger_down = Arc::new(AtomicUsize::new(0));
+    let transport = InProcessTransport::new()
+        .serve(arn("a"), failing(503, down.clone()))
+        .serve(arn("a2"), failing(503, down.clone()))
+        .serve(arn("b"), failing(503, ledger_down.clone()))
+        .serve(arn("c"), payments("c", Arc::new(AtomicUsize::new(0))));
+    let client = client(registry, transport);
+    for _ in 0..150 {
+        client
+            .call("payments", ServiceRequest::get("/charges"))
+            .await
+            .expect_err("down");
+    }
+    for n in 0..4 {
+        let reply = client
+            .call("ledger", ServiceRequest::get("/charges"))
+            .await
+            .unwrap_or_else(|e| panic!("call {n} did not fail over to c: {e:?}"));
+        assert_eq!(reply.instance.as_ref(), "c");
+    }
+    assert!(
+        ledger_down.load(Ordering::SeqCst) > 0,
+        "b was tried first at least once"
+    );
+}
