@@ -185,6 +185,17 @@ fn client_overhead(c: &mut Criterion) {
             black_box(reply.response.status)
         })
     });
+    // As a handler's call is made: with the invocation's deadline, which bounds the call.
+    group.bench_function("client_with_deadline", |b| {
+        b.iter(|| {
+            let request = ServiceRequest::get("/charges")
+                .deadline(std::time::SystemTime::now() + std::time::Duration::from_secs(60));
+            let reply = rt
+                .block_on(client.call("payments", request))
+                .expect("answer");
+            black_box(reply.response.status)
+        })
+    });
     group.finish();
 }
 
