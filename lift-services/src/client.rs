@@ -470,6 +470,7 @@ impl ServiceClientBuilder {
                 caller_name: self.caller,
                 signer: self.signer,
                 max_attempts: self.max_attempts,
+                timeout: self.timeout,
                 health: self.health,
                 budgets: Budgets::default(),
                 rng: self.seed.map(Rng::with_seed).unwrap_or_default(),
@@ -509,6 +510,8 @@ struct Inner {
     caller_name: Option<String>,
     signer: Option<ServiceTokenSigner>,
     max_attempts: u32,
+    /// Each attempt's own timeout (inside the instance's breaker).
+    timeout: Duration,
     health: HealthFilter,
     budgets: Budgets,
     rng: Rng,
@@ -699,16 +702,19 @@ impl ServiceClient {
             };
             // Cut at the caller's deadline, the attempt is dropped: its breaker settles it
             // as cancelled, and it is not reported for ejection. It is a timeout all the
-            // same for what follows (final unless idempotent: it may have run).
+            // same for what follows (final unless idempotent: it may have run). A deadline
+            // no nearer than the attempt's own timeout cannot cut it: no timer for it.
             let (outcome, cut) = match left {
-                None => (attempt.await, false),
-                Some(left) => match tokio::time::timeout(left, attempt).await {
+                Some(left) if left < inner.timeout => match tokio::time::timeout(left, attempt)
+                    .await
+                {
                     Ok(outcome) => (outcome, false),
                     Err(_) => {
                         let timeout: BoxError = Box::new(lift_core::Error::Timeout { after: left });
                         (Err(timeout), true)
                     }
                 },
+                _ => (attempt.await, false),
             };
             drop(in_flight);
             let verdict = judge(service, &instance.id, request.idempotent, outcome);
