@@ -70,7 +70,7 @@ async fn a_reply_too_large_to_store_ends_the_saga_for_attention<S: SagaStore + C
     started_with: usize,
     reply_with: usize,
 ) {
-    use lift_events::saga::{Handled, Orchestrator, Registry, Reply, SagaInput, SagaStatus};
+    use lift_events::saga::{Orchestrator, Registry, Reply, SagaInput};
     let orchestrator = Orchestrator::new(Registry::new().with(saga()), store.clone());
     let id = unique("large");
     let started = orchestrator
@@ -90,6 +90,18 @@ async fn a_reply_too_large_to_store_ends_the_saga_for_attention<S: SagaStore + C
         .handle(&SagaInput::Reply(reply))
         .await
         .expect("acknowledged");
+    let stored = parked(&store, handled, &started).await;
+    assert!(stored.outputs().is_empty(), "the output was not applied");
+}
+
+/// The saga `handled` parked, as stored: ended for attention by the write after `before`,
+/// with a reason naming the item limit.
+async fn parked<S: SagaStore>(
+    store: &S,
+    handled: lift_events::saga::Handled,
+    before: &lift_events::saga::SagaState,
+) -> lift_events::saga::SagaState {
+    use lift_events::saga::{Handled, SagaStatus};
     let Handled::Applied(parked) = handled else {
         panic!("{handled:?}")
     };
@@ -98,10 +110,10 @@ async fn a_reply_too_large_to_store_ends_the_saga_for_attention<S: SagaStore + C
         parked.reason().unwrap().contains("item limit"),
         "{parked:?}"
     );
-    let stored = store.load(&id).await.unwrap().unwrap();
+    let stored = store.load(before.id()).await.unwrap().unwrap();
     assert_eq!(stored.status(), SagaStatus::NeedsAttention);
-    assert_eq!(stored.version(), started.version() + 1);
-    assert!(stored.outputs().is_empty(), "the output was not applied");
+    assert_eq!(stored.version(), before.version() + 1);
+    stored
 }
 
 #[tokio::test]
@@ -171,7 +183,7 @@ async fn stored_at_the_running_limit<S: SagaStore>(store: &S) -> lift_events::sa
 async fn a_saga_at_its_running_limit_is_parked_by_the_next_input<S: SagaStore + Clone + 'static>(
     store: S,
 ) {
-    use lift_events::saga::{Handled, Orchestrator, Registry, Reply, SagaInput, SagaStatus};
+    use lift_events::saga::{Orchestrator, Registry, Reply, SagaInput};
     let full = stored_at_the_running_limit(&store).await;
     let orchestrator = Orchestrator::new(Registry::new().with(two_steps()), store.clone());
     let reply = Reply::to(&first_command(&full), Ok(json!({"blob": "y".repeat(1024)})));
@@ -179,13 +191,7 @@ async fn a_saga_at_its_running_limit_is_parked_by_the_next_input<S: SagaStore + 
         .handle(&SagaInput::Reply(reply))
         .await
         .expect("acknowledged");
-    let Handled::Applied(parked) = handled else {
-        panic!("{handled:?}")
-    };
-    assert_eq!(parked.status(), SagaStatus::NeedsAttention);
-    let stored = store.load(full.id()).await.unwrap().unwrap();
-    assert_eq!(stored.status(), SagaStatus::NeedsAttention);
-    assert_eq!(stored.version(), full.version() + 1);
+    parked(&store, handled, &full).await;
 }
 
 /// The park's worst case: a saga whose last transition sent nothing (a retry waiting for
@@ -197,8 +203,8 @@ async fn a_saga_waiting_to_retry_at_its_running_limit_is_parked<S: SagaStore + C
     store: S,
 ) {
     use lift_events::saga::{
-        Handled, Message, Orchestrator, Outcome, Registry, Reply, RetryPolicy, SagaInput,
-        SagaStatus, StepError, transition,
+        Message, Orchestrator, Outcome, Registry, Reply, RetryPolicy, SagaInput, StepError,
+        transition,
     };
     use std::time::Duration;
     let slow_retry = RetryPolicy::new(3, Duration::from_secs(10), Duration::from_secs(10)).unwrap();
@@ -257,13 +263,7 @@ async fn a_saga_waiting_to_retry_at_its_running_limit_is_parked<S: SagaStore + C
         .handle(&SagaInput::Timer(retry_due))
         .await
         .expect("acknowledged");
-    let Handled::Applied(parked) = handled else {
-        panic!("{handled:?}")
-    };
-    assert_eq!(parked.status(), SagaStatus::NeedsAttention);
-    let stored = store.load(&id).await.unwrap().unwrap();
-    assert_eq!(stored.status(), SagaStatus::NeedsAttention);
-    assert_eq!(stored.version(), waiting.version() + 1);
+    parked(&store, handled, &waiting).await;
 }
 
 #[tokio::test]

@@ -39,11 +39,9 @@ async fn put(registry: &dyn Registry, instance: Instance, expires: u64) {
         .expect("register");
 }
 
-/// With nothing cached, a failing registry is asked once per service and TTL: callers
-/// queued behind the refresh that failed, and those that come within the TTL, get the
-/// failure without a query of their own (each used to query in turn, one after another).
-#[tokio::test(start_paused = true)]
-async fn a_failed_first_refresh_is_not_repeated_within_the_ttl() {
+/// A counting registry holding `payments`' instance `a` (its lease running for ten hours),
+/// and a discovery over it.
+async fn counted_payments() -> (Arc<Counting<MemoryRegistry>>, Discovery) {
     let registry = Arc::new(Counting::new(MemoryRegistry::new()));
     put(
         registry.as_ref(),
@@ -52,6 +50,15 @@ async fn a_failed_first_refresh_is_not_repeated_within_the_ttl() {
     )
     .await;
     let discovery = discovery(registry.clone());
+    (registry, discovery)
+}
+
+/// With nothing cached, a failing registry is asked once per service and TTL: callers
+/// queued behind the refresh that failed, and those that come within the TTL, get the
+/// failure without a query of their own (each used to query in turn, one after another).
+#[tokio::test(start_paused = true)]
+async fn a_failed_first_refresh_is_not_repeated_within_the_ttl() {
+    let (registry, discovery) = counted_payments().await;
     registry.failing.store(true, Ordering::SeqCst);
     registry.slow.store(true, Ordering::SeqCst);
     let query = Query::new("payments");
@@ -94,14 +101,7 @@ async fn a_failed_first_refresh_is_not_repeated_within_the_ttl() {
 /// warm path does: one query of a failing registry, not one per caller in turn.
 #[tokio::test(start_paused = true)]
 async fn callers_queued_behind_a_failed_refresh_take_the_stale_snapshot() {
-    let registry = Arc::new(Counting::new(MemoryRegistry::new()));
-    put(
-        registry.as_ref(),
-        instance("payments", "a"),
-        T0 + 36_000_000,
-    )
-    .await;
-    let discovery = discovery(registry.clone());
+    let (registry, discovery) = counted_payments().await;
     discovery
         .discover(&Query::new("payments"))
         .await
