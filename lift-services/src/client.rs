@@ -63,7 +63,6 @@ use lift_core::BoxError;
 use lift_middleware::circuit_breaker::CircuitBreaker;
 use lift_middleware::circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer, StateChange};
 use lift_middleware::classify::{Classifier, DefaultClassifier};
-use lift_middleware::retry::RetryBudget;
 use lift_middleware::service_auth::ServiceTokenSigner;
 use lift_middleware::timeout::Timeout;
 use lift_middleware::timeout::TimeoutLayer;
@@ -235,35 +234,6 @@ struct Breakers {
 
 /// An instance's service and id.
 type BreakerKey = (Arc<str>, Arc<str>);
-
-/// Failover budgets, one per service called (the AWS SDKs' standard figures each): a
-/// service failing on every instance spends its own, and calls to the others still fail
-/// over. Bounded as the breakers are.
-#[derive(Default)]
-struct Budgets {
-    by_service: std::sync::RwLock<HashMap<Arc<str>, Arc<RetryBudget>, foldhash::fast::RandomState>>,
-}
-
-impl Budgets {
-    /// The budget of `service`.
-    fn of(&self, service: &Arc<str>) -> Arc<RetryBudget> {
-        if let Ok(map) = self.by_service.read()
-            && let Some(budget) = map.get(service)
-        {
-            return budget.clone();
-        }
-        let mut map = match self.by_service.write() {
-            Ok(map) => map,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if map.len() >= MAX_BREAKERS && !map.contains_key(service) {
-            map.clear();
-        }
-        map.entry(service.clone())
-            .or_insert_with(|| Arc::new(RetryBudget::standard()))
-            .clone()
-    }
-}
 
 impl Breakers {
     /// The instance's stack.
@@ -472,7 +442,6 @@ impl ServiceClientBuilder {
                 max_attempts: self.max_attempts,
                 timeout: self.timeout,
                 health: self.health,
-                budgets: Budgets::default(),
                 rng: self.seed.map(Rng::with_seed).unwrap_or_default(),
                 default_policy: TrafficPolicy::new(),
                 signals,
@@ -513,7 +482,6 @@ struct Inner {
     /// Each attempt's own timeout (inside the instance's breaker).
     timeout: Duration,
     health: HealthFilter,
-    budgets: Budgets,
     rng: Rng,
     default_policy: TrafficPolicy,
     signals: Option<HealthSignals>,
@@ -634,14 +602,30 @@ impl ServiceClient {
             service: service.to_owned(),
         };
         // Discovery may query the registry in line (nothing cached yet, or a snapshot past
-        // its stale limit): the caller's deadline bounds that wait too.
-        let discovering = inner.discovery.discover(&query);
-        let found = match time_left(&request) {
-            None => discovering.await,
-            Some(left) if left.is_zero() => return Err(out_of_time()),
-            Some(left) => tokio::time::timeout(left, discovering)
+        // its stale limit): the caller's deadline bounds that wait too. A timer only when
+        // it does not answer at once from its cache.
+        // Read once for discovery and the first attempt, unless discovery had to wait.
+        let mut left = time_left(&request);
+        let found = {
+            let mut discovering = std::pin::pin!(inner.discovery.discover(&query));
+            match left {
+                None => discovering.await,
+                Some(time) if time.is_zero() => return Err(out_of_time()),
+                Some(time) => match std::future::poll_fn(|cx| {
+                    std::task::Poll::Ready(std::future::Future::poll(discovering.as_mut(), cx))
+                })
                 .await
-                .map_err(|_| out_of_time())?,
+                {
+                    std::task::Poll::Ready(found) => found,
+                    std::task::Poll::Pending => {
+                        let found = tokio::time::timeout(time, discovering)
+                            .await
+                            .map_err(|_| out_of_time())?;
+                        left = time_left(&request);
+                        found
+                    }
+                },
+            }
         }
         .map_err(|source| CallError::Discovery {
             service: service.to_owned(),
@@ -658,7 +642,9 @@ impl ServiceClient {
         let mut last: Option<CallError> = None;
         for attempt in 0..inner.max_attempts as usize {
             // A caller out of time gets no attempt: one would only time out at once.
-            let left = time_left(&request);
+            if attempt > 0 {
+                left = time_left(&request);
+            }
             if left.is_some_and(|left| left.is_zero()) {
                 return Err(last.unwrap_or_else(out_of_time));
             }
@@ -667,7 +653,7 @@ impl ServiceClient {
             };
             let entry = found_entry(&found, index);
             // A retry is paid for only when there is an instance to retry on.
-            if attempt > 0 && !inner.budgets.of(&entry.instance.service).withdraw(false) {
+            if attempt > 0 && !found.budget().withdraw(false) {
                 break;
             }
             tried[attempt] = index;
@@ -728,7 +714,7 @@ impl ServiceClient {
             }
             match verdict {
                 Verdict::Done(response) => {
-                    inner.budgets.of(&instance.service).deposit();
+                    found.budget().deposit();
                     return Ok(Reply {
                         service: instance.service.clone(),
                         instance: instance.id.clone(),

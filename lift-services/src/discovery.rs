@@ -46,6 +46,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use lift_middleware::retry::RetryBudget;
+
 use crate::balance::Candidates;
 use crate::clock::{Clock, SystemClock};
 use crate::model::{Health, Instance};
@@ -270,6 +272,8 @@ pub(crate) struct Snapshot {
     /// Ejections since the last refresh (shared by the service's snapshots): while zero,
     /// discovery skips the per-instance check.
     pub(crate) ejections: Arc<AtomicU32>,
+    /// The service's failover budget (shared by its snapshots: refreshes keep it).
+    budget: Arc<RetryBudget>,
     /// Answers to recent queries over this snapshot ([`Memo`]).
     memo: RwLock<Vec<(MemoKey, Memo)>>,
 }
@@ -331,7 +335,12 @@ impl Snapshot {
         }
     }
 
-    fn new(entries: Vec<Entry>, fetched_at_ms: u64, ejections: Arc<AtomicU32>) -> Snapshot {
+    fn new(
+        entries: Vec<Entry>,
+        fetched_at_ms: u64,
+        ejections: Arc<AtomicU32>,
+        budget: Arc<RetryBudget>,
+    ) -> Snapshot {
         let mut snapshot = Snapshot {
             weights: Vec::with_capacity(entries.len()),
             keys: Vec::with_capacity(entries.len()),
@@ -344,6 +353,7 @@ impl Snapshot {
             fetched_at_ms,
             preservation_logged: AtomicBool::new(false),
             ejections,
+            budget,
             entries: Vec::new(),
             memo: RwLock::new(Vec::new()),
         };
@@ -431,6 +441,10 @@ struct ServiceCache {
     /// after a failure the stale snapshot is served without asking the registry again.
     failed_at_ms: AtomicU64,
     ejections: Arc<AtomicU32>,
+    /// The service's failover budget, for [`crate::client`]: the AWS SDKs' standard
+    /// figures, one per service (a new one when the cache drops the service to bound
+    /// itself).
+    budget: Arc<RetryBudget>,
 }
 
 impl ServiceCache {
@@ -566,6 +580,11 @@ impl Discovered {
         &self.snapshot.ejections
     }
 
+    /// The service's failover budget.
+    pub(crate) fn budget(&self) -> &RetryBudget {
+        &self.snapshot.budget
+    }
+
     pub(crate) fn entry_at(&self, snapshot_index: u32) -> &Entry {
         &self.snapshot.entries[snapshot_index as usize]
     }
@@ -658,6 +677,7 @@ impl Discovery {
                     refreshing: AtomicBool::new(false),
                     failed_at_ms: AtomicU64::new(0),
                     ejections: Arc::new(AtomicU32::new(0)),
+                    budget: Arc::new(RetryBudget::standard()),
                 })
             })
             .clone()
@@ -727,7 +747,12 @@ impl Discovery {
             })
             .collect();
         cache.ejections.store(0, Ordering::Relaxed);
-        let snapshot = Arc::new(Snapshot::new(entries, now, cache.ejections.clone()));
+        let snapshot = Arc::new(Snapshot::new(
+            entries,
+            now,
+            cache.ejections.clone(),
+            cache.budget.clone(),
+        ));
         match cache.snapshot.write() {
             Ok(mut slot) => *slot = Some(snapshot),
             Err(poisoned) => *poisoned.into_inner() = Some(snapshot),
