@@ -2,10 +2,10 @@
 //!
 //! Each call discovers the service's instances from the cache (no registry read on the warm
 //! path), applies the service's [`TrafficPolicy`] and the load-balancing strategy, and sends
-//! through lift-middleware's circuit breaker (one per instance) and timeout. The caller's
-//! deadline bounds the whole call, discovery included; an attempt it cuts short counts
-//! against no instance (neither its breaker nor its ejection): the caller ran out of time,
-//! the instance did not fail. A retryable failure fails over to another instance, at most
+//! through lift-middleware's circuit breaker (one per instance) and timeout (bounded by the
+//! caller's deadline, which bounds discovery too). A caller with less time left than an
+//! attempt needs ([`ServiceClientBuilder::min_attempt_time`]) gets no attempt, so that its
+//! lack of time is not counted against an instance. A retryable failure fails over to another instance, at most
 //! `max_attempts` in all, within the callee's retry budget (one per service called, so a
 //! service failing everywhere does not stop the failover of calls to others); consecutive
 //! failures eject an instance locally until the next refresh. What is retryable: a call that ran nothing (an open
@@ -82,6 +82,10 @@ use crate::transport::{Outbound, ServiceRequest, ServiceResponse, Transport, Tra
 /// starts with less left.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 
+/// [`ServiceClientBuilder::min_attempt_time`]'s default: a warm Lambda invocation and a
+/// short handler fit.
+const DEFAULT_MIN_ATTEMPT: Duration = Duration::from_millis(250);
+
 /// A failed call, naming the step that failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -120,9 +124,10 @@ pub enum CallError {
         #[source]
         source: BoxError,
     },
-    /// The request's deadline left no time for an attempt (less than the timeout's 50 ms
-    /// margin), or passed while the service was being discovered; nothing more was sent,
-    /// and no instance is blamed for it.
+    /// The request's deadline left too little time for an attempt (less than
+    /// [`ServiceClientBuilder::min_attempt_time`] after the timeout's 50 ms margin), or
+    /// passed while the service was being discovered; nothing more was sent, and no
+    /// instance is blamed for it.
     #[error("calling `{service}`: the caller's deadline left no time for an attempt")]
     Deadline {
         /// The service.
@@ -288,6 +293,7 @@ pub struct ServiceClientBuilder {
     signer: Option<ServiceTokenSigner>,
     timeout: Duration,
     max_attempts: u32,
+    min_attempt: Duration,
     breaker: Option<CircuitBreakerConfig>,
     health: HealthFilter,
     signals: Option<HealthSignals>,
@@ -330,6 +336,18 @@ impl ServiceClientBuilder {
     /// Attempts per call, failovers included (default 3, at most 8).
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
+        self
+    }
+
+    /// The least time an attempt starts with, before the request's deadline (less its 50
+    /// ms margin); default 250 ms. With less left, the call ends with
+    /// [`CallError::Deadline`] and sends nothing more: such an attempt could only time out,
+    /// and count as the instance's failure. An attempt that started with this much and
+    /// timed out counts, so a hung instance opens its breaker even when every caller's
+    /// deadline comes before the client's timeout. Set it to about the time the callee
+    /// needs to answer.
+    pub fn min_attempt_time(mut self, time: Duration) -> Self {
+        self.min_attempt = time;
         self
     }
 
@@ -412,9 +430,7 @@ impl ServiceClientBuilder {
             .as_ref()
             .map(|signals| Arc::new(signals.breaker_listener()) as Listener);
         let transport = TransportService(self.transport);
-        // The instance's own timeout; the caller's deadline is applied outside the breaker
-        // (`attempts`), so that running out of it is not counted as the instance's failure.
-        let timeout = TimeoutLayer::new(self.timeout)
+        let timeout = TimeoutLayer::deadline_aware(self.timeout, DEADLINE_MARGIN)
             .map_err(|_| ConfigError::Duration {
                 field: "timeout",
                 reason: "a valid timeout",
@@ -440,7 +456,7 @@ impl ServiceClientBuilder {
                 caller_name: self.caller,
                 signer: self.signer,
                 max_attempts: self.max_attempts,
-                timeout: self.timeout,
+                min_attempt: self.min_attempt,
                 health: self.health,
                 rng: self.seed.map(Rng::with_seed).unwrap_or_default(),
                 default_policy: TrafficPolicy::new(),
@@ -479,8 +495,8 @@ struct Inner {
     caller_name: Option<String>,
     signer: Option<ServiceTokenSigner>,
     max_attempts: u32,
-    /// Each attempt's own timeout (inside the instance's breaker).
-    timeout: Duration,
+    /// The least time left (the deadline's margin taken off) an attempt starts with.
+    min_attempt: Duration,
     health: HealthFilter,
     rng: Rng,
     default_policy: TrafficPolicy,
@@ -543,6 +559,7 @@ impl ServiceClient {
             signer: None,
             timeout: Duration::from_secs(3),
             max_attempts: 3,
+            min_attempt: DEFAULT_MIN_ATTEMPT,
             breaker: None,
             health: HealthFilter::HealthyElseAll,
             signals: None,
@@ -641,11 +658,14 @@ impl ServiceClient {
         let mut tried = [0u32; MAX_ATTEMPTS as usize];
         let mut last: Option<CallError> = None;
         for attempt in 0..inner.max_attempts as usize {
-            // A caller out of time gets no attempt: one would only time out at once.
+            // A caller with less time left than an attempt needs gets none: it could only
+            // time out, and count as the instance's failure (its breaker, its ejection).
+            // An attempt that had that much and timed out at the deadline is the
+            // instance's: a hung instance must open its breaker, whatever the deadlines.
             if attempt > 0 {
                 left = time_left(&request);
             }
-            if left.is_some_and(|left| left.is_zero()) {
+            if left.is_some_and(|left| left < inner.min_attempt) {
                 return Err(last.unwrap_or_else(out_of_time));
             }
             let Some(index) = pick(&found, policy, &request, &tried[..attempt], inner) else {
@@ -686,25 +706,10 @@ impl ServiceClient {
                     Err(error) => Err(error),
                 }
             };
-            // Cut at the caller's deadline, the attempt is dropped: its breaker settles it
-            // as cancelled, and it is not reported for ejection. It is a timeout all the
-            // same for what follows (final unless idempotent: it may have run). A deadline
-            // no nearer than the attempt's own timeout cannot cut it: no timer for it.
-            let (outcome, cut) = match left {
-                Some(left) if left < inner.timeout => match tokio::time::timeout(left, attempt)
-                    .await
-                {
-                    Ok(outcome) => (outcome, false),
-                    Err(_) => {
-                        let timeout: BoxError = Box::new(lift_core::Error::Timeout { after: left });
-                        (Err(timeout), true)
-                    }
-                },
-                _ => (attempt.await, false),
-            };
+            let outcome = attempt.await;
             drop(in_flight);
             let verdict = judge(service, &instance.id, request.idempotent, outcome);
-            if !cut && !verdict.not_sent() {
+            if !verdict.not_sent() {
                 report_entry(
                     found.ejections(),
                     entry,
