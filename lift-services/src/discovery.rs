@@ -435,7 +435,7 @@ impl Resolved {
 struct ServiceCache {
     snapshot: RwLock<Option<Arc<Snapshot>>>,
     /// Held by the caller refreshing in line (no snapshot, or one past the stale limit).
-    inline: tokio::sync::Mutex<()>,
+    inline: Arc<tokio::sync::Mutex<()>>,
     refreshing: AtomicBool,
     /// When the last refresh failed (clock milliseconds), 0 after one succeeds: for a TTL
     /// after a failure the stale snapshot is served without asking the registry again.
@@ -673,7 +673,7 @@ impl Discovery {
             .or_insert_with(|| {
                 Arc::new(ServiceCache {
                     snapshot: RwLock::new(None),
-                    inline: tokio::sync::Mutex::new(()),
+                    inline: Arc::new(tokio::sync::Mutex::new(())),
                     refreshing: AtomicBool::new(false),
                     failed_at_ms: AtomicU64::new(0),
                     ejections: Arc::new(AtomicU32::new(0)),
@@ -807,7 +807,7 @@ impl Discovery {
             // One refresh at a time per service: callers that arrive meanwhile wait
             // for it and take its snapshot instead of querying the registry too.
             let cache = self.cache(service);
-            let _turn = cache.inline.lock().await;
+            let turn = cache.inline.clone().lock_owned().await;
             let fresh = read(&cache.snapshot).filter(|snapshot| {
                 self.shared
                     .clock
@@ -827,7 +827,7 @@ impl Discovery {
                         service: service.to_owned(),
                     });
                 }
-                (None, stale) => match self.refresh_cache(service, &cache).await {
+                (None, stale) => match self.refresh_holding(turn, service, &cache).await {
                     Ok(()) => {
                         read(&cache.snapshot).ok_or_else(|| DiscoveryError::UnknownService {
                             service: service.to_owned(),
@@ -846,6 +846,32 @@ impl Discovery {
             }
         };
         self.select(snapshot, query, self.shared.clock.now_ms())
+    }
+
+    /// [`refresh_cache`](Self::refresh_cache) in a task of its own, which holds the
+    /// service's `turn`: a caller that stops waiting (its deadline came) leaves the refresh
+    /// to finish, so that its snapshot, or its failure (remembered for the TTL), serves
+    /// the callers after it rather than each starting a query of its own.
+    async fn refresh_holding(
+        &self,
+        turn: tokio::sync::OwnedMutexGuard<()>,
+        service: &str,
+        cache: &Arc<ServiceCache>,
+    ) -> Result<(), RegistryError> {
+        let this = self.clone();
+        let (name, cache) = (service.to_owned(), cache.clone());
+        let refresh = tokio::spawn(async move {
+            let _turn = turn;
+            this.refresh_cache(&name, &cache).await
+        });
+        match refresh.await {
+            Ok(result) => result,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // The runtime is shutting down: nothing was learnt.
+            Err(_) => Err(RegistryError::Codec {
+                what: "the refresh was cancelled: the runtime is shutting down".to_owned(),
+            }),
+        }
     }
 
     /// The cached snapshot, read under the locks without touching the registry.

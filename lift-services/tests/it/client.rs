@@ -677,7 +677,7 @@ async fn a_call_waits_for_discovery_no_longer_than_its_deadline() {
     registry.stalled.store(true, Ordering::SeqCst);
     let calls = Arc::new(AtomicUsize::new(0));
     let transport = InProcessTransport::new().serve(arn("a"), payments("a", calls.clone()));
-    let client = ServiceClient::builder(Discovery::new(registry), Arc::new(transport))
+    let client = ServiceClient::builder(Discovery::new(registry.clone()), Arc::new(transport))
         .build()
         .expect("client");
     let started = tokio::time::Instant::now();
@@ -695,6 +695,15 @@ async fn a_call_waits_for_discovery_no_longer_than_its_deadline() {
         "{waited:?}"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+    // The query the caller stopped waiting for goes on: once it answers, its snapshot
+    // serves the next call, which makes no query of its own.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    client
+        .call("payments", ServiceRequest::get("/charges"))
+        .await
+        .expect("served from the snapshot the first query brought");
+    assert_eq!(registry.queries.load(Ordering::SeqCst), 1);
 }
 
 /// A request that cannot be made (here a path with a space, no valid URI) is the caller's
