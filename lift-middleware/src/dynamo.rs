@@ -405,8 +405,10 @@ pub const MAX_ITEM_BYTES: usize = 400 * 1024;
 
 /// The size DynamoDB counts for `item` against [`MAX_ITEM_BYTES`] (and bills capacity
 /// by): each attribute's name and value, by the rules of the DynamoDB Developer Guide's
-/// "Item sizes and formats". A number counts one byte per two digits and one more, leading
-/// and trailing zeros included, so the figure is never below DynamoDB's.
+/// "Item sizes and formats". A number counts as it is stored: a byte per pair of digits
+/// aligned on the decimal point, zero pairs at either end left out, one byte more, and one
+/// more again when it is negative (the Guide's "about one byte per two significant digits,
+/// plus one"); one in exponent notation counts one byte per character, plus two.
 pub fn item_size(item: &Item) -> usize {
     item.iter()
         .map(|(name, value)| name.len() + value_size(value))
@@ -414,7 +416,7 @@ pub fn item_size(item: &Item) -> usize {
 }
 
 fn value_size(value: &AttributeValue) -> usize {
-    let number = |n: &String| n.bytes().filter(u8::is_ascii_digit).count().div_ceil(2) + 1;
+    let number = |n: &String| number_size(n);
     let nested = |elements: usize| 3 + elements;
     match value {
         AttributeValue::S(s) => s.len(),
@@ -428,6 +430,32 @@ fn value_size(value: &AttributeValue) -> usize {
         // BOOL, NULL, and any kind a later SDK adds (counted as small as these).
         _ => 1,
     }
+}
+
+/// The size of the number `n` (see [`item_size`]).
+fn number_size(n: &str) -> usize {
+    let negative = n.starts_with('-');
+    let unsigned = n.trim_start_matches(['-', '+']);
+    if unsigned.contains(['e', 'E']) {
+        return n.len() + 2;
+    }
+    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    // The digits in pairs aligned on the decimal point: a zero before an odd integer part,
+    // after an odd fraction.
+    let digits: Vec<u8> = std::iter::repeat_n(b'0', int.len() % 2)
+        .chain(int.bytes())
+        .chain(frac.bytes())
+        .chain(std::iter::repeat_n(b'0', frac.len() % 2))
+        .collect();
+    let pairs: Vec<&[u8]> = digits.chunks(2).collect();
+    let significant = match (
+        pairs.iter().position(|p| *p != b"00"),
+        pairs.iter().rposition(|p| *p != b"00"),
+    ) {
+        (Some(first), Some(last)) => last - first + 1,
+        _ => 1,
+    };
+    significant + 1 + usize::from(negative)
 }
 
 /// A random token naming one conditional write, stored in the item it writes: when the
@@ -455,6 +483,26 @@ mod tests {
         TransactionCanceledException,
     };
 
+    /// Sizes the local emulator gave each number (the largest padding it stored beside
+    /// it), which follow DynamoDB's storage rule.
+    #[test]
+    fn numbers_count_as_stored() {
+        for (number, size) in [
+            ("5", 2),
+            ("-5", 3),
+            ("-1.5", 4),
+            ("100.5", 4),
+            ("-0.25", 3),
+            ("1234567", 5),
+            ("10", 2),
+            ("1700000000123", 8),
+            ("0.001", 2),
+            ("100", 2),
+        ] {
+            assert_eq!(number_size(number), size, "{number}");
+        }
+    }
+
     #[test]
     fn an_item_counts_its_names_and_values_as_dynamodb_does() {
         use aws_sdk_dynamodb::primitives::Blob;
@@ -463,8 +511,8 @@ mod tests {
         // Worked by hand from the Developer Guide's rules.
         let item = Item::from([
             ("pk".to_owned(), s("order-1")), // 2 + 7
-            ("qty".to_owned(), n("12345")),  // 3 + 3 + 1
-            ("neg".to_owned(), n("-1.5")),   // 3 + 1 + 1
+            ("qty".to_owned(), n("12345")),  // 3 + (01 23 45) + 1
+            ("neg".to_owned(), n("-1.5")),   // 3 + (01 . 50) + 1 + 1
             ("bin".to_owned(), AttributeValue::B(Blob::new(vec![0; 10]))), // 3 + 10
             ("ok".to_owned(), AttributeValue::Bool(true)), // 2 + 1
             ("none".to_owned(), AttributeValue::Null(true)), // 4 + 1
@@ -475,7 +523,7 @@ mod tests {
             (
                 "ns".to_owned(),
                 AttributeValue::Ns(vec!["1".into(), "100".into()]),
-            ), // 2 + 2 + 3
+            ), // 2 + 2 + (01 00, its zero pair left out) 2
             // 4 + 3 + 2 elements + ("xy" 2) + (number 2)
             ("list".to_owned(), AttributeValue::L(vec![s("xy"), n("7")])),
             // 1 + 3 + 1 element + (name 1 + value 3)
@@ -485,7 +533,7 @@ mod tests {
             ),
             ("empty".to_owned(), AttributeValue::M(Item::new())), // 5 + 3
         ]);
-        let expected = 9 + 7 + 5 + 13 + 3 + 5 + 9 + 7 + 13 + 9 + 8;
+        let expected = 9 + 7 + 7 + 13 + 3 + 5 + 9 + 6 + 13 + 9 + 8;
         assert_eq!(item_size(&item), expected);
         assert_eq!(item_size(&Item::new()), 0);
     }

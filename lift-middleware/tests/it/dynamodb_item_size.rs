@@ -14,6 +14,8 @@ fn mixed(pk: &str) -> Item {
     Item::from([
         ("pk".to_owned(), s(pk)),
         ("version".to_owned(), n("1234567")),
+        ("price".to_owned(), n("100.5")),
+        ("tiny".to_owned(), n("0.001")),
         ("ratio".to_owned(), n("-0.25")),
         (
             "blob".to_owned(),
