@@ -159,10 +159,19 @@ impl Transport for HttpTransport {
                 }
                 .into());
             };
+            // A registered URL that is no URI is the instance's fault, as a missing one is:
+            // not the request's, which another instance may take.
+            let base = localized(base, this.local.as_deref());
+            if base.parse::<http::Uri>().is_err() {
+                return Err(TransportError::NoEndpoint {
+                    instance: call.instance.id.to_string(),
+                }
+                .into());
+            }
             let request = &call.request;
             let mut builder = http::Request::builder()
                 .method(request.method.clone())
-                .uri(url(&localized(base, this.local.as_deref()), &request.path));
+                .uri(url(&base, &request.path));
             for (name, value) in &request.headers {
                 builder = builder.header(name, value);
             }
@@ -268,6 +277,29 @@ mod tests {
             }
         });
         (format!("http://{address}"), received)
+    }
+
+    /// A registered URL that is no URI is the instance's fault (no usable endpoint: the
+    /// call may go to another instance, and the instance counts it); a request path that
+    /// makes no URI is the request's (not sent, final).
+    #[tokio::test]
+    async fn a_bad_registered_url_is_no_endpoint_and_a_bad_path_is_not_sent() {
+        let transport = HttpTransport::new().expect("transport");
+        let error = transport
+            .send(call_to(crate::Endpoints::http("http://bad host")))
+            .await
+            .expect_err("no URI");
+        assert!(
+            matches!(
+                error.downcast_ref::<TransportError>(),
+                Some(TransportError::NoEndpoint { .. })
+            ),
+            "{error:?}"
+        );
+        let mut call = call_to(crate::Endpoints::http("http://127.0.0.1:9"));
+        call.request = std::sync::Arc::new(crate::transport::ServiceRequest::get("/a b"));
+        let error = transport.send(call).await.expect_err("no URI");
+        assert!(TransportError::is_not_sent(&error), "{error:?}");
     }
 
     fn call_to(endpoints: crate::Endpoints) -> Outbound {
