@@ -612,6 +612,15 @@ impl ServiceClient {
         mut request: ServiceRequest,
     ) -> Result<Reply, CallError> {
         let inner = &self.inner;
+        // A name no service can have is refused first, whatever the time left: it must be
+        // counted as such, never become a metric of its own.
+        crate::validate_name(service).map_err(|source| CallError::Discovery {
+            service: service.to_owned(),
+            source: DiscoveryError::InvalidName {
+                service: service.to_owned(),
+                source,
+            },
+        })?;
         let query = Query::new(service)
             .tenant_opt(request.tenant.as_deref())
             .health(inner.health);

@@ -829,20 +829,21 @@ async fn only_calls_to_a_found_service_are_edges() {
         .build()
         .expect("client");
     for name in ["Payments", "../admin", &"p".repeat(65)] {
-        let error = client
-            .call(name, ServiceRequest::get("/charges"))
-            .await
-            .expect_err("invalid");
-        assert!(
-            matches!(
-                &error,
-                CallError::Discovery {
-                    source: DiscoveryError::InvalidName { .. },
-                    ..
-                }
-            ),
-            "{name}: {error:?}"
-        );
+        // Out of time or not, an invalid name is refused as such.
+        let late = ServiceRequest::get("/charges").deadline(std::time::SystemTime::now());
+        for request in [ServiceRequest::get("/charges"), late] {
+            let error = client.call(name, request).await.expect_err("invalid");
+            assert!(
+                matches!(
+                    &error,
+                    CallError::Discovery {
+                        source: DiscoveryError::InvalidName { .. },
+                        ..
+                    }
+                ),
+                "{name}: {error:?}"
+            );
+        }
     }
     let error = client
         .call("ghost", ServiceRequest::get("/charges"))
