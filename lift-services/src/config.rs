@@ -253,8 +253,8 @@ impl ServiceConfig {
     /// path; the function needs `lambda:GetFunctionUrlConfig` on itself). A function cannot
     /// be given its own URL in its template (the URL depends on the function), so it asks.
     /// When the lookup fails (throttled, say) the instance registers with the URL the
-    /// registry already has for it, if any, and the error is logged; only Lambda's answer
-    /// that there is no URL registers none.
+    /// registry has for it, read once (none when that read fails too, or finds none), and
+    /// the error is logged; Lambda's answer that there is no URL registers none.
     pub fn function_url(mut self) -> Self {
         self.lookup_function_url = true;
         self

@@ -81,7 +81,8 @@
 //! [`discovery::Discovery`] serves from a per-process snapshot (zero registry reads on the
 //! warm path), refreshes it in the background after its TTL with one `Query`, serves it
 //! stale when the registry fails, ejects an instance after consecutive failures until the
-//! next refresh, and keeps the last known set when most instances look expired at once.
+//! next refresh, and keeps the last known set when most instances (two or more) look
+//! expired at once.
 //! Strategies ([`balance`]) pick without allocating; [`policy::TrafficPolicy`] splits by
 //! version, routes by header or tenant and keeps sticky keys.
 //!

@@ -384,7 +384,7 @@ impl<S: SagaStore> Orchestrator<S> {
                     // for a person to look at, with why, and the input is acknowledged.
                     Err(StoreError::TooLarge { bytes, limit, .. }) if !parked => {
                         let reason = format!(
-                            "the saga would be {bytes} bytes with this input, above the item limit of a running saga ({limit} bytes); the input was not applied"
+                            "the saga would be {bytes} bytes with this input, above its item limit ({limit} bytes); the input was not applied"
                         );
                         tracing::error!(target: "lift::saga", saga_id = %id, bytes, "saga too large to store; it needs attention");
                         transition = park(&saga, &state, reason, (self.clock)());
