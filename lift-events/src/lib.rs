@@ -110,7 +110,8 @@
 //!    `Compensated` with it in place.
 //!
 //! **Who may answer a step.** A reply is applied when it names the command in flight
-//! (saga, step, phase, command id and attempt): command ids are derived from the saga id,
+//! (saga, step, phase and command id, and an attempt no later than the current one):
+//! command ids are derived from the saga id,
 //! and the orchestrator does not check who sent the reply (its envelope's `source` is the
 //! sender's to write, and one participant function may answer for several steps). Whoever
 //! can deliver a reply to the orchestrator (send to its queue, invoke its function, put a
