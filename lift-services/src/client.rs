@@ -5,16 +5,18 @@
 //! through lift-middleware's circuit breaker (one per instance) and timeout (bounded by the
 //! caller's deadline, which bounds discovery too). A caller with less time left than an
 //! attempt needs ([`ServiceClientBuilder::min_attempt_time`]) gets no attempt, so that its
-//! lack of time is not counted against an instance. A retryable failure fails over to another instance, at most
-//! `max_attempts` in all, within the callee's retry budget (one per service called, so a
-//! service failing everywhere does not stop the failover of calls to others); consecutive
-//! failures eject an instance locally until the next refresh. What is retryable: a call that ran nothing (an open
-//! circuit, a throttled Lambda invocation, a 429 or 503 the callee's layers answered before
-//! its handler, marked [`lift_core::REFUSED_HEADER`]), for any request; any other 5xx or 429
-//! answer or a transport failure (a timeout, a function error) only for an idempotent one
-//! ([`ServiceRequest::idempotent`]), since the instance may have done the work. A request
-//! that could not be made here ([`TransportError::NotSent`]: a path that is no valid URI,
-//! say) is final, and blames no instance.
+//! lack of time is not counted against an instance.
+//!
+//! A retryable failure fails over to another instance, at most `max_attempts` in all,
+//! within the callee's retry budget (one per service called, so a service failing
+//! everywhere does not stop the failover of calls to others); consecutive failures eject an
+//! instance locally until the next refresh. What is retryable: a call that ran nothing (an
+//! open circuit, a throttled Lambda invocation, a 429 or 503 the callee's layers answered
+//! before its handler, marked [`lift_core::REFUSED_HEADER`]), for any request; any other
+//! 5xx or 429 answer or a transport failure (a timeout, a function error) only for an
+//! idempotent one ([`ServiceRequest::idempotent`]), since the instance may have done the
+//! work. A request that could not be made here ([`TransportError::NotSent`]: a path that
+//! is no valid URI, say) is final, and blames no instance.
 //!
 //! The call carries the tenant (`x-tenant-id`), the X-Ray trace header, the correlation id
 //! and the caller's service identity (`x-lift-caller`, and a signed `x-lift-service-token`
@@ -340,9 +342,9 @@ impl ServiceClientBuilder {
     }
 
     /// The least time an attempt starts with, before the request's deadline (less its 50
-    /// ms margin); default 250 ms. With less left, the call ends with
-    /// [`CallError::Deadline`] and sends nothing more: such an attempt could only time out,
-    /// and count as the instance's failure. An attempt that started with this much and
+    /// ms margin); default 250 ms. With less left, no attempt is sent: the call ends with
+    /// [`CallError::Deadline`], or, after an attempt that failed, with that attempt's error.
+    /// Such an attempt could only time out, and count as the instance's failure. An attempt that started with this much and
     /// timed out counts, so a hung instance opens its breaker even when every caller's
     /// deadline comes before the client's timeout. Set it to about the time the callee
     /// needs to answer.
