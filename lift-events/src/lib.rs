@@ -47,6 +47,12 @@
 //! or on time.
 //!
 //! **What is exactly once in effect, and why:**
+//! - *A saga's start.* Its first write is conditional on no item under its id. A start
+//!   sent again (same definition name, tenant and data: a retried request, a redelivered
+//!   event) answers the stored saga; any other start under that id is refused with
+//!   [`saga::OrchestratorError::AlreadyExists`], told nothing of the stored saga. Ids are
+//!   unique in the table across definitions and tenants, as an execution's name is in Step
+//!   Functions, where a start with the same name and other input is refused too.
 //! - *A saga transition.* Each input is applied by one conditional write on the saga's
 //!   version. The transition is a pure function of the stored state, so a redelivered
 //!   input is either applied (the first write never happened) or recognised: a reply is

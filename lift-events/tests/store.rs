@@ -326,6 +326,36 @@ async fn a_saga_its_messages_cannot_carry_is_refused_at_its_start() {
         .expect("SQS takes these");
 }
 
+/// Ids are unique across definitions: starting another definition's saga under a used id
+/// is refused with a 409 for the handler, and does not answer the stored saga (it may be
+/// another tenant's, and the caller would take it for its own).
+#[tokio::test]
+async fn a_start_under_another_definitions_id_is_refused() {
+    use lift_events::saga::{Orchestrator, OrchestratorError, Registry};
+    let other = Saga::named("other", 1)
+        .step(Step::new("b", remote("p", "B"), None))
+        .build()
+        .unwrap();
+    let store = MemoryStore::new();
+    let orchestrator = Orchestrator::new(Registry::new().with(saga()).with(other), store.clone());
+    let first = orchestrator
+        .start("contract", "s-1", &json!({"n": 1}), StartMeta::default())
+        .await
+        .unwrap();
+    let error = orchestrator
+        .start("other", "s-1", &json!({"n": 1}), StartMeta::default())
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&error, OrchestratorError::AlreadyExists(id) if id == "s-1"),
+        "{error:?}"
+    );
+    let answer = lift_core::Error::from(error);
+    assert_eq!(answer.status(), 409);
+    assert_eq!(answer.code(), "saga_exists");
+    assert_eq!(store.load("s-1").await.unwrap(), Some(first));
+}
+
 #[tokio::test]
 async fn a_missing_table_is_refused_not_retried() {
     assert!(

@@ -238,7 +238,7 @@ where
                     let state = orchestrator
                         .start(SAGA, order, &placed.payload, meta)
                         .await
-                        .map_err(Error::internal)?;
+                        ?;
                     tracing::info!(target: "lift::shop", order, status = state.status().as_str(), "saga started");
                     Ok(Json(serde_json::json!({
                         "saga": state.id(),

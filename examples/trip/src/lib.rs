@@ -147,8 +147,7 @@ where
                 };
                 let state = orchestrator
                     .start(SAGA, trip, &request.payload, meta)
-                    .await
-                    .map_err(Error::internal)?;
+                    .await?;
                 Ok(Json(Started {
                     saga: state.id().to_owned(),
                     status: state.status().as_str().to_owned(),

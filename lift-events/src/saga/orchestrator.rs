@@ -83,9 +83,35 @@ pub enum OrchestratorError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A saga with this id is stored, and it was started with another definition name,
+    /// another tenant or other data: this start is not a retry of that one. Nothing is
+    /// changed, and nothing of the stored saga is told (it may be another tenant's).
+    #[error("saga `{0}` exists, started with another definition, tenant or data")]
+    AlreadyExists(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What a handler that starts sagas answers for each error, so that `?` can take it: 409
+/// `saga_exists` for [`OrchestratorError::AlreadyExists`]; 400 for an id, correlation id,
+/// tenant or data the saga cannot take ([`OrchestratorError::Unsendable`],
+/// [`OrchestratorError::Data`]); 500 for the rest (the log has the cause), so that a
+/// failed store is retried.
+impl From<OrchestratorError> for lift_core::Error {
+    fn from(error: OrchestratorError) -> Self {
+        match error {
+            OrchestratorError::AlreadyExists(_) => lift_core::Error::new(
+                lift_core::http::StatusCode::CONFLICT,
+                "saga_exists",
+                error.to_string(),
+            ),
+            OrchestratorError::Unsendable { .. } | OrchestratorError::Data(_) => {
+                lift_core::Error::bad_request(error.to_string())
+            }
+            other => lift_core::Error::internal(other),
+        }
+    }
 }
 
 /// The longest saga id [`Orchestrator::start`] takes: room for the step names and suffixes
@@ -178,17 +204,23 @@ impl<S: SagaStore> Orchestrator<S> {
         &self.store
     }
 
-    /// Starts saga `id` with the newest definition named `name`. Starting an id that exists
-    /// changes nothing and returns the stored saga, so a retried start is harmless. Once the
-    /// first transition is stored the start has succeeded: local steps it sends run at once,
-    /// and one whose result cannot be stored now (a throttled table) is moved on by its
-    /// timer, without failing the start.
+    /// Starts saga `id` with the newest definition named `name`. Once the first transition
+    /// is stored the start has succeeded: local steps it sends run at once, and one whose
+    /// result cannot be stored now (a throttled table) is moved on by its timer, without
+    /// failing the start.
+    ///
+    /// A start sent again, with the same definition name, tenant and data (the correlation
+    /// id may differ), changes nothing and returns the saga as stored, however far it has
+    /// gone, so a retried request or a redelivered event is harmless. Ids are unique in
+    /// the table, across definitions and tenants: where clients choose them, put what
+    /// scopes them (the tenant, the kind of saga) in the id.
     ///
     /// # Errors
     /// [`OrchestratorError`]: an unknown definition, an id, correlation id or tenant its
     /// messages cannot carry ([`OrchestratorError::Unsendable`]), data that does not
     /// serialize or makes the first command larger than [`crate::relay::MAX_COMMAND_BYTES`]
-    /// (nothing is stored in these cases), or a store failure.
+    /// (nothing is stored in these cases), an id stored for another definition, tenant or
+    /// data ([`OrchestratorError::AlreadyExists`]), or a store failure.
     pub async fn start(
         &self,
         name: &str,
@@ -241,12 +273,11 @@ impl<S: SagaStore> Orchestrator<S> {
             Err(StoreError::Conflict {
                 current: Some(current),
                 ..
-            }) => Ok(*current),
-            Err(StoreError::Conflict { .. }) => self
-                .store
-                .load(id)
-                .await?
-                .ok_or_else(|| OrchestratorError::UnknownSaga(id.to_owned())),
+            }) => started_again(*current, first.state()),
+            Err(StoreError::Conflict { .. }) => match self.store.load(id).await? {
+                Some(current) => started_again(current, first.state()),
+                None => Err(OrchestratorError::UnknownSaga(id.to_owned())),
+            },
             Err(e) => Err(e.into()),
         }
     }
@@ -520,6 +551,19 @@ fn local_commands(state: &SagaState) -> impl Iterator<Item = Command> + '_ {
         Message::Command(c) if c.target == Target::Local => Some(c.clone()),
         _ => None,
     })
+}
+
+/// The answer to a start (`ours`, its first state) that found `stored` under its id: the
+/// stored saga when the start is one sent again, else [`OrchestratorError::AlreadyExists`].
+fn started_again(stored: SagaState, ours: &SagaState) -> Result<SagaState, OrchestratorError> {
+    if stored.name() == ours.name()
+        && stored.tenant() == ours.tenant()
+        && stored.data() == ours.data()
+    {
+        Ok(stored)
+    } else {
+        Err(OrchestratorError::AlreadyExists(stored.id().to_owned()))
+    }
 }
 
 /// Whether `stored` is `ours`, as written: the same version and content (the outbox aside).

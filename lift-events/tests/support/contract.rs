@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lift_events::saga::{
-    Command, Message, Orchestrator, Outcome, Registry, Reply, Saga, SagaInput, SagaState,
-    SagaStatus, StartMeta, Step, StepError, local, remote, start, transition,
+    Command, Message, Orchestrator, OrchestratorError, Outcome, Registry, Reply, Saga, SagaInput,
+    SagaState, SagaStatus, StartMeta, Step, StepError, local, remote, start, transition,
 };
 use lift_events::store::{SagaStore, StoreError};
 use serde_json::json;
@@ -216,10 +216,30 @@ pub(crate) async fn contract<S: SagaStore + Clone + 'static>(store: S) {
     assert_eq!(done.status(), SagaStatus::Compensated);
     let stored = store.load(&local_id).await.unwrap().unwrap();
     assert_eq!(stored, done);
-    // Starting the same id again changes nothing.
+    // Starting the same id again changes nothing and answers the stored saga; with other
+    // data, or for another tenant, it is refused.
     let again = orchestrator
-        .start("local", &local_id, &json!({"x": 2}), StartMeta::default())
+        .start("local", &local_id, &json!({"x": 1}), StartMeta::default())
         .await
         .unwrap();
     assert_eq!(again, done);
+    let other_data = orchestrator
+        .start("local", &local_id, &json!({"x": 2}), StartMeta::default())
+        .await;
+    assert!(
+        matches!(&other_data, Err(OrchestratorError::AlreadyExists(id)) if *id == local_id),
+        "{other_data:?}"
+    );
+    let tenant = StartMeta {
+        tenant: Some("t-other".into()),
+        ..StartMeta::default()
+    };
+    let other_tenant = orchestrator
+        .start("local", &local_id, &json!({"x": 1}), tenant)
+        .await;
+    assert!(
+        matches!(other_tenant, Err(OrchestratorError::AlreadyExists(_))),
+        "{other_tenant:?}"
+    );
+    assert_eq!(store.load(&local_id).await.unwrap().unwrap(), done);
 }

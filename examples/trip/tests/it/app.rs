@@ -230,8 +230,16 @@ async fn a_second_request_for_a_trip_changes_nothing() {
     let mut h = harness();
     h.start("trip-twice", 120, false).await;
     let before = h.state("trip-twice").await;
-    let again = h.start("trip-twice", 999, true).await;
+    let again = h.start("trip-twice", 120, false).await;
     assert_eq!((again.status.as_str(), again.version), ("running", 1));
+    assert_eq!(h.state("trip-twice").await, before);
+    // Other data under the same id is another trip: refused with a 409, nothing moved.
+    let refused = h
+        .app
+        .invoke(&request("trip-twice", 999, true))
+        .await
+        .expect_err("another trip under a used id is refused");
+    assert_eq!(refused.status(), 409, "{refused}");
     assert_eq!(h.state("trip-twice").await, before);
     let done = h.run("trip-twice").await;
     assert_eq!(

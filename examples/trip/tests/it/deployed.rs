@@ -89,6 +89,18 @@ impl Deployed {
     /// Invokes the orchestrator with a trip request, as EventBridge would, and waits for
     /// its answer.
     async fn start_directly(&self, request: &Envelope<TripRequested>) -> Started {
+        match self.try_start_directly(request).await {
+            Ok(started) => started,
+            Err(error) => panic!("function error: {error}"),
+        }
+    }
+
+    /// As [`start_directly`](Self::start_directly), answering the function's error
+    /// document when it fails.
+    async fn try_start_directly(
+        &self,
+        request: &Envelope<TripRequested>,
+    ) -> Result<Started, Value> {
         let event = events::eventbridge(
             trip::SOURCE,
             TripRequested::TYPE,
@@ -104,11 +116,10 @@ impl Deployed {
             .expect("the Invoke call itself succeeds");
         let payload: Value = serde_json::from_slice(output.payload().expect("payload").as_ref())
             .expect("payload is JSON");
-        assert!(
-            output.function_error().is_none(),
-            "function error: {payload}"
-        );
-        serde_json::from_value(payload).expect("a Started answer")
+        if output.function_error().is_some() {
+            return Err(payload);
+        }
+        Ok(serde_json::from_value(payload).expect("a Started answer"))
     }
 
     /// The saga, read back from its table (strongly consistent).
@@ -205,7 +216,7 @@ async fn a_duplicate_start_places_nothing_new() {
     );
 
     // Once more, directly: the answer is the stored saga, and nothing moved.
-    let again = d.start_directly(&request(&trip, 120, true)).await;
+    let again = d.start_directly(&request(&trip, 120, false)).await;
     assert_eq!(
         again,
         Started {
@@ -214,6 +225,14 @@ async fn a_duplicate_start_places_nothing_new() {
             version: ended.version(),
         }
     );
+    // The same id with other data is another request, refused: nothing moved, and the
+    // stored saga is not told.
+    let refused = d
+        .try_start_directly(&request(&trip, 120, true))
+        .await
+        .expect_err("another trip under a used id is refused");
+    assert_eq!(refused["errorType"], "Lift.saga_exists", "{refused}");
+    assert!(!refused.to_string().contains("completed"), "{refused}");
     assert_eq!(d.saga(&trip).await.as_ref(), Some(&ended));
 }
 
