@@ -9,8 +9,10 @@
 //! saga write that took effect but whose answer was lost (the SDK's retry then fails its
 //! condition on the write itself, or the call's time limit ends it), a duplicate or
 //! reordered delivery, a delay beyond the step's timeout, a participant that
-//! fails or answers twice, a relay that lags, and conflicting writers (duplicates handled
-//! at the same time race on the saga's version).
+//! fails or answers twice, a relay that lags or dies mid-batch (the stream then delivers
+//! the whole batch again), conflicting writers (duplicates handled at the same time race
+//! on the saga's version), starts sent again by the client, some with another client's
+//! data, and environments whose clocks are up to 2 s apart.
 //!
 //! `LIFT_SIM_SEEDS=<first>..<last> cargo test -p lift-events --release --test simulation`
 //! runs exactly those seeds; without it a few thousand run.
@@ -28,8 +30,8 @@ use lift_events::relay::{
     timer_envelope,
 };
 use lift_events::saga::{
-    Command, Handled, HistoryEvent, Orchestrator, Phase, Registry, Reply, RetryPolicy, Saga,
-    SagaState, SagaStatus, StartMeta, Step, StepCall, StepError, local, remote,
+    Command, Handled, HistoryEvent, Orchestrator, OrchestratorError, Phase, Registry, Reply,
+    RetryPolicy, Saga, SagaState, SagaStatus, StartMeta, Step, StepCall, StepError, local, remote,
 };
 use lift_events::store::{SagaStore, SagaSummary, StoreError};
 use serde_json::{Value, json};
@@ -46,6 +48,8 @@ const MAX_RECEIVES: u32 = 5;
 const INVOKE_ATTEMPTS: u32 = 3;
 const INVOKE_RETRY_MS: u64 = 60_000;
 const MAX_TICKS: u64 = 200_000;
+/// The simulated time at which a run starts (ms).
+const START_MS: u64 = 1_000_000;
 
 // ---------------------------------------------------------------- the world
 
@@ -74,6 +78,11 @@ struct Faults {
     channel: Channel,
     /// A saga write that took effect answers an error.
     ambiguous: f64,
+    /// Starts of the same saga sent again by its client, each at a time after the first
+    /// start: `true` for one that carries other data (a client reusing an id).
+    restarts: Vec<(u64, bool)>,
+    /// How far an environment's clock may be from true time, either way (ms).
+    skew_ms: u64,
 }
 
 /// How commands and replies travel (timers always ride the orchestrator's queue).
@@ -106,7 +115,21 @@ impl Faults {
             channel: [Channel::Bus, Channel::Queues, Channel::Invoke][rng.usize(..3)],
             // Drawn last: the seeds keep the faults they had before it.
             ambiguous: p(rng, 0.08),
+            restarts: Vec::new(),
+            skew_ms: 0,
         }
+    }
+
+    /// The faults added after the others, drawn from a generator of their own so that
+    /// each seed keeps the saga and the faults it had before them.
+    fn with_later(mut self, seed: u64) -> Self {
+        let mut rng = fastrand::Rng::with_seed(seed ^ 0x5bd1_e995_0f1e_2d3c);
+        let restarts = [0, 0, 1, 2, 3][rng.usize(..5)];
+        self.restarts = (0..restarts)
+            .map(|_| (START_MS + rng.u64(0..200_000), rng.u8(..4) == 0))
+            .collect();
+        self.skew_ms = if rng.bool() { rng.u64(1..=2_000) } else { 0 };
+        self
     }
 }
 
@@ -186,6 +209,9 @@ struct Stats {
     failed_entries: u64,
     dead_letters: u64,
     ambiguous: u64,
+    restarts: u64,
+    replayed_batches: u64,
+    skewed_runs: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -199,6 +225,9 @@ impl std::ops::AddAssign for Stats {
         self.failed_entries += o.failed_entries;
         self.dead_letters += o.dead_letters;
         self.ambiguous += o.ambiguous;
+        self.restarts += o.restarts;
+        self.replayed_batches += o.replayed_batches;
+        self.skewed_runs += o.skewed_runs;
     }
 }
 
@@ -211,6 +240,8 @@ enum Planted {
     ParticipantNotIdempotent,
     /// A timer that finds the saga waiting for a later time is dropped, not sent again.
     TimerNotSentAgain,
+    /// The table takes a saga's first write even when the saga is already stored.
+    StartOverwrites,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -255,6 +286,17 @@ async fn aws_call(world: &Shared, op: &'static str) -> Result<(), Throttled> {
 }
 
 impl World {
+    /// The time on the clock of the environment running the current task: each
+    /// environment's clock is off true time by its own amount, up to the skew either way.
+    fn clock(&self) -> u64 {
+        let skew = self.faults.skew_ms;
+        if skew == 0 {
+            return self.now;
+        }
+        let mixed = self.current_task.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 33;
+        (self.now + mixed % (2 * skew + 1)).saturating_sub(skew)
+    }
+
     /// After a call took effect: maybe the task dies right here.
     fn after_effect(&mut self) {
         if self.rng.f64() < self.faults.crash {
@@ -333,7 +375,8 @@ impl SagaStore for SimStore {
         let mut w = lock(&self.0);
         let stored = w.items.get(state.id()).map(SagaState::version);
         let expected = state.version().checked_sub(1).filter(|v| *v > 0);
-        if stored != expected {
+        let unconditional = w.planted == Planted::StartOverwrites && state.version() == 1;
+        if stored != expected && !unconditional {
             // As DynamoDB with ReturnValuesOnConditionCheckFailure: the stored item
             // comes back with the failure.
             w.stats.conflicts += 1;
@@ -638,6 +681,40 @@ fn fake_command(call: &StepCall, step: u32) -> Command {
     .expect("a command")
 }
 
+/// A start of the saga by its client, with the first data or (`other_data`) another
+/// client's, which may come first. A start answers the saga only when it is the one
+/// stored, with the data it sent; a start with other data is refused.
+async fn start_saga(
+    world: Shared,
+    orchestrator: Orchestrator<SimStore>,
+    other_data: bool,
+) -> Result<(), ()> {
+    let data = json!({ "order": if other_data { 2 } else { 1 } });
+    let answer = orchestrator
+        .start("sim", SAGA_ID, &data, StartMeta::default())
+        .await;
+    let stored = lock(&world).stream.first().map(|s| s.data().clone());
+    match answer {
+        Ok(state) => {
+            assert_eq!(state.data(), &data, "a start answered another start's saga");
+            assert_eq!(
+                Some(&data),
+                stored.as_ref(),
+                "a start answered a saga not stored"
+            );
+            Ok(())
+        }
+        Err(OrchestratorError::AlreadyExists(_)) => {
+            assert!(
+                stored.is_some_and(|stored| stored != data),
+                "a start was refused though its saga is the one stored"
+            );
+            Ok(())
+        }
+        Err(_) => Err(()),
+    }
+}
+
 // ---------------------------------------------------------------- the scheduler
 
 type Task = Pin<Box<dyn Future<Output = Result<(), ()>> + Send>>;
@@ -645,8 +722,20 @@ type Task = Pin<Box<dyn Future<Output = Result<(), ()>> + Send>>;
 struct Running {
     id: u64,
     future: Task,
-    message: Option<(QueueName, u64)>,
-    relay: bool,
+    role: Role,
+}
+
+/// What a task is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The saga's first start.
+    Start,
+    /// A start sent again by the saga's client.
+    Restart,
+    /// A batch of stream records, from the record at `batch_start`.
+    Relay { batch_start: usize },
+    /// Handling a message from a queue.
+    Message(QueueName, u64),
 }
 
 fn definition(world: &Shared, rng: &mut fastrand::Rng) -> Saga {
@@ -733,11 +822,15 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
             reject_step: fail_last.then_some(4),
             channel: Channel::Queues,
             ambiguous: 0.0,
+            restarts: Vec::new(),
+            skew_ms: 0,
         };
+    } else {
+        faults = faults.with_later(seed);
     }
     let world: Shared = Arc::new(Mutex::new(World {
         rng: fastrand::Rng::with_seed(seed ^ 0x9e37_79b9_7f4a_7c15),
-        now: 1_000_000,
+        now: START_MS,
         faults,
         items: HashMap::new(),
         stream: Vec::new(),
@@ -775,7 +868,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
     let pivot = saga.pivot();
     let clock_world = world.clone();
     let orchestrator = Orchestrator::new(Registry::new().with(saga), SimStore(world.clone()))
-        .with_clock(move || lock(&clock_world).now);
+        .with_clock(move || lock(&clock_world).clock());
     let relay = Relay::new(SimTransport(world.clone()));
 
     let mut tasks: Vec<Running> = Vec::new();
@@ -793,8 +886,10 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
         w.now += 1;
         let now = w.now;
         // What can happen now.
-        let start_ready = !started && !tasks.iter().any(|t| t.message.is_none() && !t.relay);
-        let relay_ready = w.relayed < w.stream.len() && !tasks.iter().any(|t| t.relay);
+        let start_ready = !started && !tasks.iter().any(|t| t.role == Role::Start);
+        let relay_ready = w.relayed < w.stream.len()
+            && !tasks.iter().any(|t| matches!(t.role, Role::Relay { .. }));
+        let restart_ready = w.faults.restarts.iter().position(|(at, _)| *at <= now);
         let visible = |q: &Queue| {
             q.messages
                 .iter()
@@ -806,6 +901,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
         let part_ready = visible(&w.participant_q);
         let choices = tasks.len() as u32 * 4
             + u32::from(start_ready) * 4
+            + u32::from(restart_ready.is_some()) * 4
             + u32::from(relay_ready) * w.faults.relay_weight
             + orch_ready.len().min(3) as u32 * 2
             + part_ready.len().min(3) as u32 * 2;
@@ -817,6 +913,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
                 .values()
                 .chain(w.participant_q.messages.values())
                 .map(|m| m.visible_at)
+                .chain(w.faults.restarts.iter().map(|(at, _)| *at))
                 .min();
             match next {
                 Some(at) => {
@@ -832,8 +929,14 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
             let index = (pick / 4) as usize;
             let id = tasks[index].id;
             if w.crashed.contains(&id) {
-                // The process died: its message stays invisible until the timeout.
+                // The process died: its message stays invisible until the timeout, and a
+                // stream batch is delivered again from its first record (no checkpoint
+                // is taken when the function does not answer).
                 let dead = tasks.swap_remove(index);
+                if let Role::Relay { batch_start } = dead.role {
+                    w.relayed = batch_start;
+                    w.stats.replayed_batches += 1;
+                }
                 drop(w);
                 drop(dead);
                 continue;
@@ -847,8 +950,8 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
             if w.crashed.contains(&id) {
                 continue;
             }
-            match (result, done.message) {
-                (Ok(()), Some((queue, msg))) => {
+            match (result, done.role) {
+                (Ok(()), Role::Message(queue, msg)) => {
                     // Deleting the message is a call too: when it fails, the message comes
                     // back after its visibility timeout. An invocation that returned is done.
                     let p = w.faults.throttle + w.faults.crash;
@@ -864,9 +967,8 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
                         };
                     }
                 }
-                (Ok(()), None) if done.relay => {}
-                (Ok(()), None) => started = true,
-                (Err(()), _) => {}
+                (Ok(()), Role::Start) => started = true,
+                (_, _) => {}
             }
             continue;
         }
@@ -879,14 +981,28 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
                 let o = orchestrator.clone();
                 tasks.push(Running {
                     id,
+                    future: Box::pin(start_saga(world.clone(), o, false)),
+                    role: Role::Start,
+                });
+                continue;
+            }
+            pick -= 4;
+        }
+        if let Some(index) = restart_ready {
+            if pick < 4 {
+                let (_, other_data) = w.faults.restarts.swap_remove(index);
+                w.stats.restarts += 1;
+                drop(w);
+                let o = orchestrator.clone();
+                let started_by = world.clone();
+                tasks.push(Running {
+                    id,
                     future: Box::pin(async move {
-                        o.start("sim", SAGA_ID, &json!({"order": 1}), StartMeta::default())
-                            .await
-                            .map(|_| ())
-                            .map_err(|_| ())
+                        // Whatever it answers, the client's retry is done.
+                        let _ = start_saga(started_by, o, other_data).await;
+                        Ok(())
                     }),
-                    message: None,
-                    relay: false,
+                    role: Role::Restart,
                 });
                 continue;
             }
@@ -894,6 +1010,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
         }
         if relay_ready {
             if pick < w.faults.relay_weight {
+                let batch_start = w.relayed;
                 drop(w);
                 let r = relay.clone();
                 let rw = world.clone();
@@ -905,7 +1022,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
                             let (record, now) = {
                                 let w = lock(&rw);
                                 match w.stream.get(w.relayed) {
-                                    Some(r) => (r.clone(), w.now),
+                                    Some(r) => (r.clone(), w.clock()),
                                     None => return Ok(()),
                                 }
                             };
@@ -914,8 +1031,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
                         }
                         Ok(())
                     }),
-                    message: None,
-                    relay: true,
+                    role: Role::Relay { batch_start },
                 });
                 continue;
             }
@@ -976,7 +1092,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
                     match o.handle(&input).await {
                         Ok(Handled::Rearm(_)) if drops_timers => Ok(()),
                         Ok(Handled::Rearm(timer)) => {
-                            let now = lock(&cw).now;
+                            let now = lock(&cw).clock();
                             let env = timer_envelope(format!("rearm-{}", body.id), &timer)
                                 .map_err(|_| ())?;
                             t.send_delayed(&env, timer_delay(timer.due_ms, now))
@@ -992,8 +1108,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
         tasks.push(Running {
             id,
             future,
-            message: Some((queue, msg)),
-            relay: false,
+            role: Role::Message(queue, msg),
         });
     }
     check(&world, steps, pivot)?;
@@ -1004,6 +1119,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
         .map(|s| s.status().as_str())
         .unwrap_or("none");
     let mut stats = w.stats;
+    stats.skewed_runs = u64::from(w.faults.skew_ms > 0);
     stats.timeouts = w.items.get(SAGA_ID).map_or(0, |s| {
         s.history()
             .iter()
@@ -1027,6 +1143,9 @@ fn check(world: &Shared, steps: usize, pivot: Option<usize>) -> Result<(), Strin
     // No skipped transition: the stream saw every version, in order, and the history
     // has entries for each.
     let versions: Vec<u64> = w.stream.iter().map(SagaState::version).collect();
+    if w.stream.iter().any(|s| s.data() != w.stream[0].data()) {
+        return Err("the saga's data changed after its start".into());
+    }
     let expected: Vec<u64> = (1..=state.version()).collect();
     if versions != expected {
         return Err(format!(
@@ -1214,6 +1333,19 @@ fn the_harness_catches_a_timer_that_is_not_sent_again() {
         violation.contains("not a final state") || violation.contains("settle"),
         "{violation}"
     );
+}
+
+/// The harness can fail: a table that takes a saga's first write over a stored saga lets a
+/// start sent again by the client (or by another client with the same id) begin the saga
+/// anew, and some seed among the first few thousand shows it.
+#[test]
+fn the_harness_catches_a_start_that_overwrites_the_saga() {
+    let found = (0..3000u64).find(|&seed| {
+        std::panic::catch_unwind(|| run(seed, Planted::StartOverwrites))
+            .map_or(true, |outcome| outcome.is_err())
+    });
+    let seed = found.expect("no seed caught the planted bug");
+    eprintln!("seed {seed} caught a start that overwrites");
 }
 
 /// The model of DynamoDB keeps the same store contract as DynamoDB itself (the suite the
