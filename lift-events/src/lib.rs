@@ -109,7 +109,8 @@
 //!    repeat the effect.
 //! 4. Make a compensation of a command that never took effect a no-op that *records* that
 //!    the command is cancelled, so the action arriving late is refused. A step whose
-//!    attempts all timed out is compensated without knowing whether it acted. The refusal
+//!    attempts all timed out, or that was in flight when the saga was cancelled
+//!    ([`saga::Orchestrator::cancel`]), is compensated without knowing whether it acted. The refusal
 //!    belongs in the atomic write of rule 3 (the effect conditional on no cancellation of
 //!    its command id), not in a read before it: an action already past such a read when
 //!    its compensation records the cancellation would still take effect, and the saga end

@@ -83,6 +83,8 @@ struct Faults {
     restarts: Vec<(u64, bool)>,
     /// How far an environment's clock may be from true time, either way (ms).
     skew_ms: u64,
+    /// When someone cancels the saga, if anyone does.
+    cancel_at: Option<u64>,
 }
 
 /// How commands and replies travel (timers always ride the orchestrator's queue).
@@ -117,6 +119,7 @@ impl Faults {
             ambiguous: p(rng, 0.08),
             restarts: Vec::new(),
             skew_ms: 0,
+            cancel_at: None,
         }
     }
 
@@ -129,6 +132,7 @@ impl Faults {
             .map(|_| (START_MS + rng.u64(0..200_000), rng.u8(..4) == 0))
             .collect();
         self.skew_ms = if rng.bool() { rng.u64(1..=2_000) } else { 0 };
+        self.cancel_at = (rng.u8(..3) == 0).then(|| START_MS + rng.u64(0..120_000));
         self
     }
 }
@@ -195,6 +199,8 @@ struct World {
     ops: BTreeMap<&'static str, u64>,
     stats: Stats,
     planted: Planted,
+    /// A cancel was accepted: the saga must not complete.
+    cancel_accepted: bool,
 }
 
 /// How often each fault struck, over a run.
@@ -212,6 +218,8 @@ struct Stats {
     restarts: u64,
     replayed_batches: u64,
     skewed_runs: u64,
+    cancels_accepted: u64,
+    cancels_refused: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -228,6 +236,8 @@ impl std::ops::AddAssign for Stats {
         self.restarts += o.restarts;
         self.replayed_batches += o.replayed_batches;
         self.skewed_runs += o.skewed_runs;
+        self.cancels_accepted += o.cancels_accepted;
+        self.cancels_refused += o.cancels_refused;
     }
 }
 
@@ -715,6 +725,49 @@ async fn start_saga(
     }
 }
 
+/// Someone cancelling the saga, sending the cancel again while the store fails. An
+/// accepted cancel answers a saga compensating or compensated; a refused one, a saga
+/// that ended, or one at or past its pivot.
+async fn cancel_saga(
+    world: Shared,
+    orchestrator: Orchestrator<SimStore>,
+    pivot: Option<usize>,
+) -> Result<(), ()> {
+    for _ in 0..10 {
+        match orchestrator
+            .cancel(SAGA_ID, "cancelled by the simulation")
+            .await
+        {
+            Ok(state) => {
+                assert!(
+                    matches!(
+                        state.status(),
+                        SagaStatus::Compensating | SagaStatus::Compensated
+                    ),
+                    "an accepted cancel answered {:?}",
+                    state.status()
+                );
+                let mut w = lock(&world);
+                w.cancel_accepted = true;
+                w.stats.cancels_accepted += 1;
+                return Ok(());
+            }
+            Err(OrchestratorError::NotCancellable { status, .. }) => {
+                assert!(
+                    status.is_final() || (status == SagaStatus::Running && pivot.is_some()),
+                    "a cancel of a {status:?} saga without a pivot was refused"
+                );
+                lock(&world).stats.cancels_refused += 1;
+                return Ok(());
+            }
+            // Not started yet: nothing to cancel.
+            Err(OrchestratorError::UnknownSaga(_)) => return Ok(()),
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------- the scheduler
 
 type Task = Pin<Box<dyn Future<Output = Result<(), ()>> + Send>>;
@@ -732,6 +785,8 @@ enum Role {
     Start,
     /// A start sent again by the saga's client.
     Restart,
+    /// Someone cancelling the saga.
+    Cancel,
     /// A batch of stream records, from the record at `batch_start`.
     Relay { batch_start: usize },
     /// Handling a message from a queue.
@@ -824,6 +879,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
             ambiguous: 0.0,
             restarts: Vec::new(),
             skew_ms: 0,
+            cancel_at: None,
         };
     } else {
         faults = faults.with_later(seed);
@@ -846,6 +902,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
         ops: BTreeMap::new(),
         stats: Stats::default(),
         planted,
+        cancel_accepted: false,
     }));
     let saga = match workload {
         Workload::Faulty => definition(&world, &mut rng),
@@ -890,6 +947,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
         let relay_ready = w.relayed < w.stream.len()
             && !tasks.iter().any(|t| matches!(t.role, Role::Relay { .. }));
         let restart_ready = w.faults.restarts.iter().position(|(at, _)| *at <= now);
+        let cancel_ready = w.faults.cancel_at.is_some_and(|at| at <= now);
         let visible = |q: &Queue| {
             q.messages
                 .iter()
@@ -902,6 +960,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
         let choices = tasks.len() as u32 * 4
             + u32::from(start_ready) * 4
             + u32::from(restart_ready.is_some()) * 4
+            + u32::from(cancel_ready) * 4
             + u32::from(relay_ready) * w.faults.relay_weight
             + orch_ready.len().min(3) as u32 * 2
             + part_ready.len().min(3) as u32 * 2;
@@ -914,6 +973,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
                 .chain(w.participant_q.messages.values())
                 .map(|m| m.visible_at)
                 .chain(w.faults.restarts.iter().map(|(at, _)| *at))
+                .chain(w.faults.cancel_at)
                 .min();
             match next {
                 Some(at) => {
@@ -1003,6 +1063,19 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
                         Ok(())
                     }),
                     role: Role::Restart,
+                });
+                continue;
+            }
+            pick -= 4;
+        }
+        if cancel_ready {
+            if pick < 4 {
+                w.faults.cancel_at = None;
+                drop(w);
+                tasks.push(Running {
+                    id,
+                    future: Box::pin(cancel_saga(world.clone(), orchestrator.clone(), pivot)),
+                    role: Role::Cancel,
                 });
                 continue;
             }
@@ -1218,6 +1291,9 @@ fn check(world: &Shared, steps: usize, pivot: Option<usize>) -> Result<(), Strin
             ));
         }
     }
+    if w.cancel_accepted && status == SagaStatus::Completed {
+        return Err("the saga completed after a cancel was accepted".into());
+    }
     match status {
         SagaStatus::Completed => {
             if actions.iter().any(|a| *a != 1) || compensations.iter().any(|c| *c != 0) {
@@ -1375,6 +1451,7 @@ async fn the_dynamodb_model_keeps_the_store_contract() {
         ops: BTreeMap::new(),
         stats: Stats::default(),
         planted: Planted::None,
+        cancel_accepted: false,
     }));
     contract::contract(SimStore(world)).await;
 }

@@ -7,7 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::definition::{Registry, Saga, StepCall, Work};
-use super::state::{Command, Message, Reply, SagaInput, SagaState, Target, Timer};
+use super::state::{
+    Cancel, Command, Message, Reply, SagaInput, SagaState, SagaStatus, Target, Timer,
+};
 use super::transition::{Ignored, Outcome, StartMeta, fits, park, start, transition};
 use crate::store::{SagaStore, StoreError};
 
@@ -88,16 +90,26 @@ pub enum OrchestratorError {
     /// changed, and nothing of the stored saga is told (it may be another tenant's).
     #[error("saga `{0}` exists, started with another definition, tenant or data")]
     AlreadyExists(String),
+    /// The saga cannot be cancelled: it completed or needs attention, or its step in
+    /// flight is its pivot or a step after it. Nothing was changed.
+    #[error("saga `{id}` cannot be cancelled: it is {} (a running saga is past its pivot)", status.as_str())]
+    NotCancellable {
+        /// The saga.
+        id: String,
+        /// Its status when the cancel found it.
+        status: SagaStatus,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// What a handler that starts sagas answers for each error, so that `?` can take it: 409
-/// `saga_exists` for [`OrchestratorError::AlreadyExists`]; 400 for an id, correlation id,
-/// tenant or data the saga cannot take ([`OrchestratorError::Unsendable`],
-/// [`OrchestratorError::Data`]); 500 for the rest (the log has the cause), so that a
-/// failed store is retried.
+/// What a handler that starts or cancels sagas answers for each error, so that `?` can
+/// take it: 409 `saga_exists` for [`OrchestratorError::AlreadyExists`], 409
+/// `saga_not_cancellable` for [`OrchestratorError::NotCancellable`], 404 for
+/// [`OrchestratorError::UnknownSaga`]; 400 for an id, correlation id, tenant or data the
+/// saga cannot take ([`OrchestratorError::Unsendable`], [`OrchestratorError::Data`]); 500
+/// for the rest (the log has the cause), so that a failed store is retried.
 impl From<OrchestratorError> for lift_core::Error {
     fn from(error: OrchestratorError) -> Self {
         match error {
@@ -106,6 +118,12 @@ impl From<OrchestratorError> for lift_core::Error {
                 "saga_exists",
                 error.to_string(),
             ),
+            OrchestratorError::NotCancellable { .. } => lift_core::Error::new(
+                lift_core::http::StatusCode::CONFLICT,
+                "saga_not_cancellable",
+                error.to_string(),
+            ),
+            OrchestratorError::UnknownSaga(_) => lift_core::Error::not_found(error.to_string()),
             OrchestratorError::Unsendable { .. } | OrchestratorError::Data(_) => {
                 lift_core::Error::bad_request(error.to_string())
             }
@@ -282,6 +300,46 @@ impl<S: SagaStore> Orchestrator<S> {
         }
     }
 
+    /// Cancels saga `id`: it stops going forward, compensates the steps that took effect
+    /// in reverse, and ends [`SagaStatus::Compensated`] with the reason `cancelled:
+    /// {reason}`. The step in flight (or waiting to be tried again) may have taken effect,
+    /// so its compensation runs too; a participant that keeps rule 4 of the crate's docs
+    /// refuses its action should it arrive after that. The cancel is one conditional
+    /// write, as any transition, and its commands go out through the relay; a local
+    /// compensation runs before this returns. Answers the saga as stored.
+    ///
+    /// A cancel sent again, or one that finds the saga already compensating or
+    /// compensated, changes nothing and answers the saga as stored.
+    ///
+    /// # Errors
+    /// [`OrchestratorError::NotCancellable`] for a saga that completed or needs attention,
+    /// or whose step in flight is its pivot or after it (nothing was changed);
+    /// [`OrchestratorError::UnknownSaga`]; a store failure (the cancel may have been
+    /// written: send it again).
+    pub async fn cancel(&self, id: &str, reason: &str) -> Result<SagaState, OrchestratorError> {
+        let input = SagaInput::Cancel(Cancel {
+            saga_id: id.to_owned(),
+            reason: reason.to_owned(),
+        });
+        let (saga, handled) = self.apply_to(&input, None).await?;
+        if let Handled::Applied(state) = handled {
+            tracing::info!(target: "lift::saga", saga = %saga.name, saga_id = %id, "cancelled");
+            return Ok(self.local_work(&saga, state).await);
+        }
+        let state = self
+            .store
+            .load(id)
+            .await?
+            .ok_or_else(|| OrchestratorError::UnknownSaga(id.to_owned()))?;
+        match state.status() {
+            SagaStatus::Compensating | SagaStatus::Compensated => Ok(state),
+            status => Err(OrchestratorError::NotCancellable {
+                id: id.to_owned(),
+                status,
+            }),
+        }
+    }
+
     /// Applies a reply or a timer to its saga.
     ///
     /// # Errors
@@ -331,7 +389,7 @@ impl<S: SagaStore> Orchestrator<S> {
                         }
                     })
             }
-            SagaInput::Timer(_) => None,
+            SagaInput::Timer(_) | SagaInput::Cancel(_) => None,
         };
         self.apply_to(input, known).await
     }

@@ -306,7 +306,17 @@ impl Reply {
     }
 }
 
-/// What moves a running saga: a reply or a timer.
+/// A request to stop a running saga and undo what it did
+/// ([`Orchestrator::cancel`](super::Orchestrator::cancel)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancel {
+    /// The saga instance.
+    pub saga_id: String,
+    /// Why, kept in the saga's history and as its reason.
+    pub reason: String,
+}
+
+/// What moves a running saga: a reply, a timer or a cancel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "input")]
 #[non_exhaustive]
@@ -315,6 +325,8 @@ pub enum SagaInput {
     Reply(Reply),
     /// A timer came due.
     Timer(Timer),
+    /// Someone cancelled the saga.
+    Cancel(Cancel),
 }
 
 impl SagaInput {
@@ -323,6 +335,7 @@ impl SagaInput {
         match self {
             SagaInput::Reply(r) => &r.saga_id,
             SagaInput::Timer(t) => &t.saga_id,
+            SagaInput::Cancel(c) => &c.saga_id,
         }
     }
 }
@@ -387,6 +400,12 @@ pub enum HistoryEvent {
     },
     /// Compensation began.
     CompensationStarted {
+        /// Why.
+        reason: String,
+    },
+    /// The saga was cancelled: it compensates from the step that was in flight, which
+    /// may have taken effect.
+    Cancelled {
         /// Why.
         reason: String,
     },
@@ -621,6 +640,7 @@ impl SagaState {
                     format!("{} out of attempts: may have taken effect", name(*step))
                 }
                 HistoryEvent::CompensationStarted { reason } => format!("compensating: {reason}"),
+                HistoryEvent::Cancelled { reason } => format!("cancelled: {reason}"),
                 HistoryEvent::Finished { status, reason } => format!(
                     "ended {}{}",
                     status.as_str(),

@@ -773,3 +773,139 @@ proptest! {
         prop_assert!(state.status().is_final(), "still {:?} after 64 answers", state.status());
     }
 }
+
+fn cancel(reason: &str) -> SagaInput {
+    SagaInput::Cancel(Cancel {
+        saga_id: "s-1".into(),
+        reason: reason.into(),
+    })
+}
+
+/// A cancel while step `b`'s action is in flight: `b` may have taken effect, so it is
+/// compensated (a participant's tombstone refuses the late action), then `a`; the saga
+/// ends compensated with the cancel's reason, and the late reply to `b` changes nothing.
+#[test]
+fn a_cancel_compensates_from_the_step_in_flight() {
+    let saga = three_steps(false);
+    let t = begin(&saga);
+    let a = command(&t);
+    let t = applied(transition(&saga, t.state(), &ok(&a), 2_000));
+    let b = command(&t);
+    let t = applied(transition(
+        &saga,
+        t.state(),
+        &cancel("customer asked"),
+        3_000,
+    ));
+    let s = t.state();
+    assert_eq!(s.status(), SagaStatus::Compensating);
+    assert_eq!(s.reason(), Some("cancelled: customer asked"));
+    assert_eq!(
+        s.steps(),
+        [
+            StepStatus::Done,
+            StepStatus::Compensating,
+            StepStatus::Pending
+        ]
+    );
+    assert!(s.history().iter().any(|h| h.event
+        == HistoryEvent::Cancelled {
+            reason: "customer asked".into()
+        }));
+    let undo_b = command(&t);
+    assert_eq!((undo_b.step, undo_b.phase), (1, Phase::Compensation));
+    // The action's reply comes late: the saga is past it.
+    assert_eq!(
+        transition(&saga, t.state(), &ok(&b), 3_500),
+        Outcome::Ignored(Ignored::Stale)
+    );
+    let t = applied(transition(&saga, t.state(), &ok(&undo_b), 4_000));
+    let undo_a = command(&t);
+    assert_eq!((undo_a.step, undo_a.phase), (0, Phase::Compensation));
+    let t = applied(transition(&saga, t.state(), &ok(&undo_a), 5_000));
+    assert_eq!(t.state().status(), SagaStatus::Compensated);
+    assert!(matches!(t.outbox(), [Message::Finished(f)]
+        if f.status == SagaStatus::Compensated && f.reason.as_deref() == Some("cancelled: customer asked")));
+}
+
+/// A step waiting to be tried again may have taken effect on an earlier attempt (one that
+/// timed out): a cancel then compensates it too.
+#[test]
+fn a_cancel_while_a_step_waits_for_its_retry_compensates_it() {
+    let saga = three_steps(false);
+    let t = begin(&saga);
+    let a = command(&t);
+    let t = applied(transition(
+        &saga,
+        t.state(),
+        &err(&a, StepError::Failed("down".into())),
+        2_000,
+    ));
+    assert!(matches!(
+        t.state().cursor().map(|c| &c.waiting),
+        Some(Waiting::Retry { .. })
+    ));
+    let t = applied(transition(&saga, t.state(), &cancel("stop"), 2_100));
+    let undo_a = command(&t);
+    assert_eq!((undo_a.step, undo_a.phase), (0, Phase::Compensation));
+}
+
+/// What a cancel leaves alone: a saga already compensating goes on as it is, an ended one
+/// stays ended, and a step at or after the pivot cannot be undone.
+#[test]
+fn a_cancel_leaves_compensating_ended_and_past_pivot_sagas_alone() {
+    let saga = three_steps(false);
+    let t = begin(&saga);
+    let a = command(&t);
+    let compensating = applied(transition(
+        &saga,
+        t.state(),
+        &err(&a, StepError::Rejected("no".into())),
+        2_000,
+    ));
+    // Step `a` refused: nothing to undo, the saga ended at once.
+    assert_eq!(
+        transition(&saga, compensating.state(), &cancel("x"), 3_000),
+        Outcome::Ignored(Ignored::Finished)
+    );
+    let t = applied(transition(&saga, t.state(), &ok(&a), 2_000));
+    let b = command(&t);
+    let t = applied(transition(
+        &saga,
+        t.state(),
+        &err(&b, StepError::Rejected("no".into())),
+        3_000,
+    ));
+    assert_eq!(t.state().status(), SagaStatus::Compensating);
+    assert_eq!(
+        transition(&saga, t.state(), &cancel("x"), 3_100),
+        Outcome::Ignored(Ignored::Stale)
+    );
+
+    let pivoted = three_steps(true);
+    let mut t = begin(&pivoted);
+    for _ in 0..2 {
+        let c = command(&t);
+        t = applied(transition(&pivoted, t.state(), &ok(&c), 2_000));
+    }
+    assert_eq!(command(&t).step, 2, "the pivot is in flight");
+    assert_eq!(
+        transition(&pivoted, t.state(), &cancel("x"), 3_000),
+        Outcome::Ignored(Ignored::PastPivot)
+    );
+}
+
+/// A cancel with nothing to undo (the first step has no compensation) ends the saga in
+/// the same transition.
+#[test]
+fn a_cancel_with_nothing_to_undo_ends_the_saga_at_once() {
+    let saga = Saga::named("one", 1)
+        .step(Step::new("only", remote("p", "Do"), None))
+        .build()
+        .unwrap();
+    let t = start(&saga, "s-1", json!({}), StartMeta::default(), 1_000);
+    let t = applied(transition(&saga, t.state(), &cancel("never mind"), 1_500));
+    assert_eq!(t.state().status(), SagaStatus::Compensated);
+    assert_eq!(t.state().steps(), [StepStatus::Uncertain]);
+    assert!(matches!(t.outbox(), [Message::Finished(_)]));
+}

@@ -7,8 +7,8 @@ use serde_json::Value;
 use super::StepError;
 use super::definition::{Saga, Work};
 use super::state::{
-    Command, Cursor, Finished, HistoryEntry, HistoryEvent, Message, Phase, Reply, SagaInput,
-    SagaState, SagaStatus, StepStatus, Target, Timer, TimerKind, Waiting, command_id,
+    Cancel, Command, Cursor, Finished, HistoryEntry, HistoryEvent, Message, Phase, Reply,
+    SagaInput, SagaState, SagaStatus, StepStatus, Target, Timer, TimerKind, Waiting, command_id,
 };
 
 /// Who started a saga: the correlation id and tenant its events carry.
@@ -61,6 +61,9 @@ pub enum Ignored {
     Stale,
     /// The input names a step, attempt or command the saga never sent.
     Unknown,
+    /// A cancel of a saga whose step in flight is its pivot or a step after it: what
+    /// those did cannot be undone, so the saga goes on.
+    PastPivot,
 }
 
 /// The result of applying an input.
@@ -145,7 +148,40 @@ pub fn transition(saga: &Saga, state: &SagaState, input: &SagaInput, now_ms: u64
     match input {
         SagaInput::Reply(reply) => on_reply(saga, state, &cursor, reply, now_ms),
         SagaInput::Timer(timer) => on_timer(saga, state, &cursor, timer, now_ms),
+        SagaInput::Cancel(cancel) => on_cancel(saga, state, &cursor, cancel, now_ms),
     }
+}
+
+/// Stops a running saga going forward. The step in flight, or waiting to be tried again,
+/// may have taken effect: it counts as uncertain, and the saga compensates from it (its
+/// compensation included, which a participant keeping rule 4 of the crate's docs makes
+/// refuse the action should it arrive later), as when a step runs out of attempts. A saga
+/// already compensating goes on as it is ([`Ignored::Stale`]); one whose step in flight is
+/// its pivot or after it cannot be undone ([`Ignored::PastPivot`]).
+fn on_cancel(
+    saga: &Saga,
+    state: &SagaState,
+    cursor: &Cursor,
+    cancel: &Cancel,
+    now_ms: u64,
+) -> Outcome {
+    if cursor.phase == Phase::Compensation {
+        return Outcome::Ignored(Ignored::Stale);
+    }
+    let step = cursor.step as usize;
+    if saga.pivot.is_some_and(|pivot| step >= pivot) {
+        return Outcome::Ignored(Ignored::PastPivot);
+    }
+    let reason = bounded(&cancel.reason);
+    let mut tx = Tx::begin(saga, state, now_ms);
+    tx.log(HistoryEvent::Cancelled {
+        reason: reason.clone(),
+    });
+    tx.state.steps[step] = StepStatus::Uncertain;
+    tx.state.status = SagaStatus::Compensating;
+    tx.state.reason = Some(format!("cancelled: {reason}"));
+    tx.compensate_from(step);
+    Outcome::Applied(tx.finish())
 }
 
 fn on_reply(

@@ -82,6 +82,7 @@ pub(crate) fn history_lines(created_ms: u64, history: &[HistoryEntry]) -> String
             ),
             HistoryEvent::StepUncertain { step } => write!(out, "U {step}"),
             HistoryEvent::CompensationStarted { reason: r } => write!(out, "K {}", reason(r)),
+            HistoryEvent::Cancelled { reason: r } => write!(out, "X {}", reason(r)),
             HistoryEvent::Finished { status, reason: r } => {
                 let _ = write!(out, "F {}", status.as_str());
                 match r {
@@ -170,6 +171,9 @@ fn parse_line(created_ms: u64, line: &str) -> Option<HistoryEntry> {
             step: num(Some(rest))?,
         },
         "K" => HistoryEvent::CompensationStarted {
+            reason: text(rest)?,
+        },
+        "X" => HistoryEvent::Cancelled {
             reason: text(rest)?,
         },
         "F" => {
@@ -310,6 +314,13 @@ mod tests {
                 },
             ),
             at(4, 1040, HistoryEvent::StepUncertain { step: 1 }),
+            at(
+                4,
+                1040,
+                HistoryEvent::Cancelled {
+                    reason: "the customer \"changed\" their mind\né".into(),
+                },
+            ),
             at(
                 4,
                 1040,

@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lift_events::saga::{
-    Command, Message, Orchestrator, OrchestratorError, Outcome, Registry, Reply, Saga, SagaInput,
-    SagaState, SagaStatus, StartMeta, Step, StepError, local, remote, start, transition,
+    Command, Handled, Message, Orchestrator, OrchestratorError, Outcome, Phase, Registry, Reply,
+    Saga, SagaInput, SagaState, SagaStatus, StartMeta, Step, StepError, local, remote, start,
+    transition,
 };
 use lift_events::store::{SagaStore, StoreError};
 use serde_json::json;
@@ -242,4 +243,64 @@ pub(crate) async fn contract<S: SagaStore + Clone + 'static>(store: S) {
         "{other_tenant:?}"
     );
     assert_eq!(store.load(&local_id).await.unwrap().unwrap(), done);
+
+    cancel_contract(store).await;
+}
+
+/// Cancelling through the store: the cancel is one stored transition, a cancel sent again
+/// changes nothing, an ended saga cannot be cancelled, an unknown one is said so.
+async fn cancel_contract<S: SagaStore + Clone + 'static>(store: S) {
+    let orchestrator = Orchestrator::new(Registry::new().with(saga()), store.clone());
+    let id = unique("cancel");
+    let started = orchestrator
+        .start("contract", &id, &json!({"order": 3}), StartMeta::default())
+        .await
+        .unwrap();
+    let cancelled = orchestrator.cancel(&id, "changed my mind").await.unwrap();
+    assert_eq!(cancelled.version(), started.version() + 1);
+    assert_eq!(cancelled.status(), SagaStatus::Compensating);
+    assert_eq!(cancelled.reason(), Some("cancelled: changed my mind"));
+    let undo = first_command(&cancelled);
+    assert_eq!((undo.step, undo.phase), (0, Phase::Compensation));
+    assert_eq!(store.load(&id).await.unwrap().as_ref(), Some(&cancelled));
+    let again = orchestrator.cancel(&id, "twice").await.unwrap();
+    assert_eq!(again, cancelled, "a cancel sent again changes nothing");
+    let reply = SagaInput::Reply(Reply::to(&undo, Ok(json!(null))));
+    let ended = match orchestrator.handle(&reply).await.unwrap() {
+        Handled::Applied(state) => state,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ended.status(), SagaStatus::Compensated);
+    assert_eq!(orchestrator.cancel(&id, "late").await.unwrap(), ended);
+
+    let completed = unique("cancel-done");
+    let mut state = orchestrator
+        .start("contract", &completed, &json!({}), StartMeta::default())
+        .await
+        .unwrap();
+    while !state.status().is_final() {
+        let command = first_command(&state);
+        let reply = SagaInput::Reply(Reply::to(&command, Ok(json!(null))));
+        state = match orchestrator.handle(&reply).await.unwrap() {
+            Handled::Applied(state) => state,
+            other => panic!("{other:?}"),
+        };
+    }
+    let refused = orchestrator.cancel(&completed, "too late").await;
+    assert!(
+        matches!(
+            &refused,
+            Err(OrchestratorError::NotCancellable {
+                status: SagaStatus::Completed,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(store.load(&completed).await.unwrap(), Some(state));
+    let unknown = orchestrator.cancel(&unique("never"), "x").await;
+    assert!(
+        matches!(unknown, Err(OrchestratorError::UnknownSaga(_))),
+        "{unknown:?}"
+    );
 }
