@@ -44,6 +44,10 @@ on_exit() {
   exit "$rc"
 }
 trap on_exit EXIT
+# A run stopped by a signal reports itself failed: without these, the EXIT trap would see
+# the status of the last command that finished, and could print "all steps passed".
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 step "cargo fmt --all --check"
 cargo fmt --all --check
