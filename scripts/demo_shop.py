@@ -139,6 +139,7 @@ def drive(shop: Shop, checks: Checks) -> list[tuple[str, str]]:
     alice = token("alice", "acme")
     bob = token("bob", "acme")
     carol = token("carol", "globex")
+    dave = token("dave", "acme")
     print(f"\nshop: orders through the orders Function URL  {DIM}{shop.base}/orders{RESET}")
     sagas: list[tuple[str, str]] = []
 
@@ -174,6 +175,21 @@ def drive(shop: Shop, checks: Checks) -> list[tuple[str, str]]:
                         {"items": [{"sku": "teapot", "quantity": 3}], "ship_to": "Atlantis"})
     crashed = place("5. payments dies mid-charge", alice,
                     {"items": [{"sku": "gremlin", "quantity": 1}], "ship_to": "Porto"})
+    doubtful = place("6. cancelled while charging", dave,
+                     {"items": [{"sku": "gremlin", "quantity": 1}], "ship_to": "Braga"})
+    # Its payments process dies mid-charge too: cancelled while that charge is in doubt,
+    # before SQS delivers the command again (30 s), the saga refunds it without its answer.
+    deadline = time.time() + WAIT_S
+    while doubtful is not None and time.time() < deadline:
+        status, view = shop.get(dave, doubtful)
+        if status == 200 and isinstance(view, dict) and dict(view["steps"]).get("charge") == "running":
+            break
+        time.sleep(0.2)
+    if doubtful is not None:
+        status, text = http("POST", f"{shop.base}/orders/{doubtful}/cancel", None,
+                            {"authorization": f"Bearer {dave}"})
+        checks.report(status == 202, f"{'6. cancelled while charging':34} POST .../cancel -> {status} "
+                      f"{short(text, 80)}")
 
     view = ended("1. completes", alice, done, "completed", [
         "reserve action ok", "charge action ok", "ship action ok"])
@@ -216,6 +232,17 @@ def drive(shop: Shop, checks: Checks) -> list[tuple[str, str]]:
         "reserve action ok", "charge action ok", "ship action ok"])
     checks.report(shop.record(f"payment#{crashed}") == "done",
                   f"{'':34} charged once (the second delivery found the charge and replied)")
+
+    print(f"\nshop: an order cancelled while its charge is in doubt  {DIM}(the charge and the goods"
+          f" are given back without the charge's answer){RESET}")
+    ended("6. cancelled while charging", dave, doubtful, "compensated", [
+        "reserve action ok", "charge compensation ok", "reserve compensation ok"])
+    checks.report(shop.record(f"payment#{doubtful}") == "undone"
+                  and shop.record(f"reservation#{doubtful}") == "undone",
+                  f"{'':34} refunded (or refused before it charged), then released")
+    status, text = http("POST", f"{shop.base}/orders/{done}/cancel", None,
+                        {"authorization": f"Bearer {alice}"})
+    checks.report(status == 409, f"{'order 1, completed, cancelled':34} POST -> {status} {short(text, 100)}")
 
     print("\nshop: bad requests")
     cases = [

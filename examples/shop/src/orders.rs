@@ -18,6 +18,11 @@
 //! - `GET /orders/{id}` answers the order's saga — status, reason, each step and the
 //!   timeline — to the customer who placed it, and `404` to anyone else (and until the
 //!   orchestrator has started the saga, well under a second after the `202`).
+//! - `POST /orders/{id}/cancel` cancels the order for the customer who placed it: its
+//!   saga stops and undoes what it did, the step in flight included (a charge whose
+//!   answer has not come is refunded), and the answer is `202` with the saga's status;
+//!   sent again, the same answer. An order that ended is a `409`
+//!   (`saga_not_cancellable`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +32,7 @@ use lift_core::metrics::MetricsConfig;
 use lift_core::{App, Context, Error, Json, Result, with_layer};
 use lift_events::Envelope;
 use lift_events::publish::EventBridgePublisher;
+use lift_events::saga::{Orchestrator, SagaState};
 use lift_events::store::{DynamoStore, SagaStore};
 use lift_middleware::auth::{JwtAuthLayer, JwtConfig};
 use lift_middleware::idempotency::{IdempotencyConfig, IdempotencyLayer};
@@ -92,6 +98,16 @@ pub struct OrderView {
     pub timeline: String,
 }
 
+/// The answer of `POST /orders/{id}/cancel`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancelled {
+    /// The order's id.
+    pub order: String,
+    /// The saga's status: `compensating` while its steps are undone, `compensated` once
+    /// they are.
+    pub status: String,
+}
+
 /// What the orders App is built from.
 #[derive(Debug, Clone)]
 pub struct Deps {
@@ -99,8 +115,8 @@ pub struct Deps {
     pub services: ServiceClient,
     /// Where [`OrderPlaced`] goes.
     pub bus: EventBridgePublisher,
-    /// Where the sagas are read from.
-    pub sagas: DynamoStore,
+    /// Reads the sagas and cancels them ([`crate::orchestrator`] over the saga table).
+    pub sagas: Orchestrator<DynamoStore>,
     /// Makes `POST /orders` idempotent.
     pub idempotency: IdempotencyLayer,
     /// How bearer tokens are verified.
@@ -199,7 +215,13 @@ async fn placed_before(
     items: &[Line],
     ship_to: &str,
 ) -> Result<Option<Placed>> {
-    let Some(state) = deps.sagas.load(order).await.map_err(Error::internal)? else {
+    let Some(state) = deps
+        .sagas
+        .store()
+        .load(order)
+        .await
+        .map_err(Error::internal)?
+    else {
         return Ok(None);
     };
     let before: OrderPlaced =
@@ -330,8 +352,9 @@ async fn place(
     ))
 }
 
-async fn fetch(deps: Arc<Deps>, ctx: Context) -> Result<Json<OrderView>> {
-    let customer = customer(&ctx)?;
+/// The saga of order `{id}`, if the caller placed it; a `404` otherwise.
+async fn own_order(deps: &Deps, ctx: &Context) -> Result<SagaState> {
+    let customer = customer(ctx)?;
     let id = ctx.path_param("id")?;
     let not_found = || {
         Error::new(
@@ -346,6 +369,7 @@ async fn fetch(deps: Arc<Deps>, ctx: Context) -> Result<Json<OrderView>> {
     }
     let state = deps
         .sagas
+        .store()
         .load(id)
         .await
         .map_err(Error::internal)?
@@ -356,6 +380,11 @@ async fn fetch(deps: Arc<Deps>, ctx: Context) -> Result<Json<OrderView>> {
     if !ours {
         return Err(not_found());
     }
+    Ok(state)
+}
+
+async fn fetch(deps: Arc<Deps>, ctx: Context) -> Result<Json<OrderView>> {
+    let state = own_order(&deps, &ctx).await?;
     let steps = state
         .step_names()
         .iter()
@@ -378,6 +407,23 @@ async fn fetch(deps: Arc<Deps>, ctx: Context) -> Result<Json<OrderView>> {
     }))
 }
 
+async fn cancel(deps: Arc<Deps>, ctx: Context) -> Result<(StatusCode, Json<Cancelled>)> {
+    let order = own_order(&deps, &ctx).await?;
+    // The cancel names who asked; a saga already cancelled or compensating answers as it is.
+    let state = deps
+        .sagas
+        .cancel(order.id(), "the customer cancelled the order")
+        .await?;
+    tracing::info!(target: "lift::shop", order = %state.id(), status = state.status().as_str(), "order cancelled");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Cancelled {
+            order: state.id().to_owned(),
+            status: state.status().as_str().to_owned(),
+        }),
+    ))
+}
+
 /// The orders App: bearer JWTs ([`jwt`]) and the tenant from their [`TENANT_CLAIM`] on
 /// every route.
 ///
@@ -392,6 +438,7 @@ pub fn app(deps: Deps) -> std::result::Result<App, lift_middleware::ConfigError>
     let idempotency = deps.idempotency.clone();
     let deps = Arc::new(deps);
     let on_fetch = deps.clone();
+    let on_cancel = deps.clone();
     Ok(App::new()
         .post(
             "/orders",
@@ -401,6 +448,9 @@ pub fn app(deps: Deps) -> std::result::Result<App, lift_middleware::ConfigError>
             ),
         )
         .get("/orders/{id}", move |ctx| fetch(on_fetch.clone(), ctx))
+        .post("/orders/{id}/cancel", move |ctx| {
+            cancel(on_cancel.clone(), ctx)
+        })
         .layer(TenantLayer::new(tenancy))
         .layer(jwt)
         .metrics(MetricsConfig::new("LiftExamples").service("shop-orders")))

@@ -91,7 +91,7 @@ fn orders(config: &SdkConfig) -> Result<App, BoxError> {
     let deps = shop::orders::Deps {
         services,
         bus: bus(config)?,
-        sagas: DynamoStore::new(dynamodb.clone(), &env("SAGA_TABLE")?),
+        sagas: shop::orchestrator(DynamoStore::new(dynamodb.clone(), &env("SAGA_TABLE")?))?,
         idempotency: shop::orders::idempotency(dynamodb, &env("IDEMPOTENCY_TABLE")?)?,
         jwt: shop::orders::jwt(env("SHOP_AUTH_SECRET")?.as_bytes())?,
     };

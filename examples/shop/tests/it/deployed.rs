@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_lambda::primitives::Blob;
 use lift_core::testing::{HttpResponse, events, stack_output};
-use lift_events::saga::{HistoryEvent, Phase, SagaState, SagaStatus};
+use lift_events::saga::{HistoryEvent, Phase, SagaState, SagaStatus, StepStatus};
 use lift_events::store::{DynamoStore, SagaStore};
 use lift_services::{DynamoRegistry, Registry};
 use serde_json::{Value, json};
@@ -141,6 +141,13 @@ impl Shop {
             .to_owned()
     }
 
+    async fn cancel(&self, token: &str, order: &str) -> HttpResponse {
+        let event = events::http("POST", &format!("/orders/{order}/cancel"))
+            .header("authorization", &format!("Bearer {token}"))
+            .v2();
+        invoke(&self.lambda, &self.orders, &event).await
+    }
+
     async fn get(&self, token: &str, order: &str) -> HttpResponse {
         let event = events::http("GET", &format!("/orders/{order}"))
             .header("authorization", &format!("Bearer {token}"))
@@ -216,6 +223,14 @@ async fn an_order_completes_and_a_declined_payment_releases_the_goods() {
         "{}",
         view.timeline
     );
+    // A completed order cannot be cancelled: what shipped stays shipped.
+    let late = shop.cancel(&alice, &done).await;
+    assert_eq!(late.status, 409, "{}", late.text());
+    assert_eq!(
+        late.json::<Value>().unwrap()["error"]["code"],
+        "saga_not_cancellable"
+    );
+    assert_eq!(shop.store.load(&done).await.unwrap(), Some(state));
 
     let (view, state) = shop.ended(&alice, &declined).await;
     assert_eq!(view.status, "compensated", "{view:#?}");
@@ -396,6 +411,69 @@ async fn a_participant_dying_in_the_middle_of_a_step_does_not_stop_the_saga() {
         charged - state.created_ms() >= 25_000,
         "the charge was answered {} ms after the start: by the first delivery, not the second",
         charged - state.created_ms()
+    );
+}
+
+/// A customer cancels an order while its charge is in doubt: the payments process dies
+/// after writing the charge and before replying, and SQS delivers the command again only
+/// after 30 s. The saga refunds the charge and releases the goods without the charge's
+/// answer (none is in its history); the late answer changes nothing, and shipping never
+/// runs.
+#[tokio::test]
+async fn an_order_cancelled_while_its_charge_is_in_doubt_is_refunded_and_released() {
+    let shop = shop().await;
+    let frank = token("frank", "acme", 600);
+    let order = shop
+        .place(
+            &frank,
+            json!({"items": [{"sku": "gremlin", "quantity": 1}], "ship_to": "Braga"}),
+        )
+        .await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let charging = shop
+            .store
+            .load(&order)
+            .await
+            .unwrap()
+            .is_some_and(|s| s.steps()[1] == StepStatus::Running);
+        if charging {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the charge of {order} never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Only its customer may cancel it.
+    let other = shop.cancel(&token("mallory", "acme", 600), &order).await;
+    assert_eq!(other.status, 404, "{}", other.text());
+    let cancelled = shop.cancel(&frank, &order).await;
+    assert_eq!(cancelled.status, 202, "{}", cancelled.text());
+    let cancelled: shop::orders::Cancelled = cancelled.json().unwrap();
+    assert_eq!(cancelled.status, "compensating");
+
+    let (view, state) = shop.ended(&frank, &order).await;
+    assert_eq!(view.status, "compensated", "{view:#?}");
+    assert_eq!(
+        view.reason.as_deref(),
+        Some("cancelled: the customer cancelled the order")
+    );
+    // Reserved, then the charge refunded (its action never answered before the cancel)
+    // and the goods released; nothing shipped.
+    assert_eq!(replies(&state), [(0, A, true), (1, C, true), (0, C, true)]);
+    // Sent again, the same answer; the charge's late answer changed nothing.
+    let again = shop.cancel(&frank, &order).await;
+    assert_eq!(again.status, 202, "{}", again.text());
+    assert_eq!(again.json::<Value>().unwrap()["status"], "compensated");
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let after = shop.store.load(&order).await.unwrap().unwrap();
+    assert_eq!(
+        after.version(),
+        state.version(),
+        "{}",
+        after.stored_timeline()
     );
 }
 
