@@ -243,6 +243,19 @@ pub(crate) async fn contract<S: SagaStore + Clone + 'static>(store: S) {
         "{other_tenant:?}"
     );
     assert_eq!(store.load(&local_id).await.unwrap().unwrap(), done);
+    // Data read back from the store is the data sent, to the bit: a retried start with
+    // floats in its data (a price times a rate) is recognised as the same start.
+    let priced = unique("priced");
+    let data = json!({"total": 100.0_f64 * 1.1, "rate": 9.899_999_999_999_999_f64});
+    let first = orchestrator
+        .start("local", &priced, &data, StartMeta::default())
+        .await
+        .unwrap();
+    assert_eq!(store.load(&priced).await.unwrap().unwrap().data(), &data);
+    let again = orchestrator
+        .start("local", &priced, &data, StartMeta::default())
+        .await;
+    assert_eq!(again.unwrap(), first);
 
     cancel_contract(store).await;
 }
