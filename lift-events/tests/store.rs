@@ -935,3 +935,42 @@ async fn a_reply_whose_write_answer_was_lost_still_runs_its_local_step() {
     let stored = store.store.load("s-1").await.unwrap().unwrap();
     assert_eq!(stored.status(), SagaStatus::Completed, "{stored:?}");
 }
+
+/// A cancel whose local compensation is refused leaves the saga needing attention: the
+/// cancel was taken, so it answers that saga, and so does the same cancel sent again (a
+/// client whose first answer was lost), rather than "not cancellable".
+#[tokio::test]
+async fn a_cancel_whose_local_compensation_is_refused_answers_the_saga_needing_attention() {
+    use lift_events::saga::{
+        Orchestrator, Registry, RetryPolicy, SagaStatus, StepError, Waiting, local,
+    };
+    use std::time::Duration;
+    let saga = Saga::named("local-undo", 1)
+        .step(
+            Step::new(
+                "a",
+                local(|_| async { Err(StepError::Failed("down".into())) }),
+                Some(local(|_| async {
+                    Err(StepError::Rejected("cannot undo".into()))
+                })),
+            )
+            .retry(RetryPolicy::new(3, Duration::from_secs(1), Duration::from_secs(4)).unwrap()),
+        )
+        .build()
+        .unwrap();
+    let orchestrator = Orchestrator::new(Registry::new().with(saga), MemoryStore::new());
+    let started = orchestrator
+        .start("local-undo", "s-1", &json!({}), StartMeta::default())
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            started.cursor().map(|c| &c.waiting),
+            Some(Waiting::Retry { .. })
+        ),
+        "{started:?}"
+    );
+    let cancelled = orchestrator.cancel("s-1", "stop").await.unwrap();
+    assert_eq!(cancelled.status(), SagaStatus::NeedsAttention);
+    assert_eq!(orchestrator.cancel("s-1", "stop").await.unwrap(), cancelled);
+}

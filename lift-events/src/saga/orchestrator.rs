@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::definition::{Registry, Saga, StepCall, Work};
 use super::state::{
-    Cancel, Command, Message, Reply, SagaInput, SagaState, SagaStatus, Target, Timer,
+    Cancel, Command, HistoryEvent, Message, Reply, SagaInput, SagaState, SagaStatus, Target, Timer,
 };
 use super::transition::{Ignored, Outcome, StartMeta, fits, park, start, transition};
 use crate::store::{SagaStore, StoreError};
@@ -90,8 +90,9 @@ pub enum OrchestratorError {
     /// changed, and nothing of the stored saga is told (it may be another tenant's).
     #[error("saga `{0}` exists, started with another definition, tenant or data")]
     AlreadyExists(String),
-    /// The saga cannot be cancelled: it completed or needs attention, or its step in
-    /// flight is its pivot or a step after it. Nothing was changed.
+    /// The saga cannot be cancelled: it completed, it needs attention (without having
+    /// been cancelled), or its step in flight is its pivot or a step after it. Nothing was
+    /// changed.
     #[error("saga `{id}` cannot be cancelled: it is {} (a running saga is past its pivot)", status.as_str())]
     NotCancellable {
         /// The saga.
@@ -304,18 +305,25 @@ impl<S: SagaStore> Orchestrator<S> {
     /// in reverse, and ends [`SagaStatus::Compensated`] with the reason `cancelled:
     /// {reason}`. The step in flight (or waiting to be tried again) may have taken effect,
     /// so its compensation runs too; a participant that keeps rule 4 of the crate's docs
-    /// refuses its action should it arrive after that. The cancel is one conditional
-    /// write, as any transition, and its commands go out through the relay; a local
-    /// compensation runs before this returns. Answers the saga as stored.
+    /// refuses its action should it arrive after that. A step without a compensation is
+    /// not undone, as on any compensation path: cancelled while in flight, it may still
+    /// take effect. The cancel is one conditional write, as any transition, and its
+    /// commands go out through the relay; a local compensation runs before this returns.
     ///
-    /// A cancel sent again, or one that finds the saga already compensating or
-    /// compensated, changes nothing and answers the saga as stored.
+    /// Answers the saga as stored: compensating, compensated, or needing attention when
+    /// a compensation run here was refused. A cancel sent again, or one that finds the
+    /// saga compensating or compensated already, changes nothing and answers the same.
+    ///
+    /// A cancel adds a history entry ([`HistoryEvent::Cancelled`]) that releases before
+    /// this one cannot read: deploy every function that reads the saga table (the
+    /// orchestrator and its relay, the `lift` command) at this release or later before
+    /// any function cancels.
     ///
     /// # Errors
-    /// [`OrchestratorError::NotCancellable`] for a saga that completed or needs attention,
-    /// or whose step in flight is its pivot or after it (nothing was changed);
-    /// [`OrchestratorError::UnknownSaga`]; a store failure (the cancel may have been
-    /// written: send it again).
+    /// [`OrchestratorError::NotCancellable`] for a saga that completed, that needs
+    /// attention without having been cancelled, or whose step in flight is its pivot or
+    /// after it (nothing was changed); [`OrchestratorError::UnknownSaga`]; a store failure
+    /// (the cancel may have been written: send it again).
     pub async fn cancel(&self, id: &str, reason: &str) -> Result<SagaState, OrchestratorError> {
         let input = SagaInput::Cancel(Cancel {
             saga_id: id.to_owned(),
@@ -331,8 +339,13 @@ impl<S: SagaStore> Orchestrator<S> {
             .load(id)
             .await?
             .ok_or_else(|| OrchestratorError::UnknownSaga(id.to_owned()))?;
+        let cancelled = state
+            .history()
+            .iter()
+            .any(|entry| matches!(entry.event, HistoryEvent::Cancelled { .. }));
         match state.status() {
             SagaStatus::Compensating | SagaStatus::Compensated => Ok(state),
+            _ if cancelled => Ok(state),
             status => Err(OrchestratorError::NotCancellable {
                 id: id.to_owned(),
                 status,
