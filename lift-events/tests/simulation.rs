@@ -739,10 +739,13 @@ async fn cancel_saga(
             .await
         {
             Ok(state) => {
+                // Needing attention: a local compensation run by the cancel was refused.
                 assert!(
                     matches!(
                         state.status(),
-                        SagaStatus::Compensating | SagaStatus::Compensated
+                        SagaStatus::Compensating
+                            | SagaStatus::Compensated
+                            | SagaStatus::NeedsAttention
                     ),
                     "an accepted cancel answered {:?}",
                     state.status()
@@ -757,6 +760,18 @@ async fn cancel_saga(
                     status.is_final() || (status == SagaStatus::Running && pivot.is_some()),
                     "a cancel of a {status:?} saga without a pivot was refused"
                 );
+                // A running saga is refused only at or past its pivot, where it still is
+                // while it runs (steps only move forward until it compensates).
+                let w = lock(&world);
+                let stored = w.items.get(SAGA_ID).expect("a refused saga is stored");
+                if stored.status() == SagaStatus::Running {
+                    let step = stored.cursor().map_or(0, |c| c.step as usize);
+                    assert!(
+                        pivot.is_some_and(|p| step >= p),
+                        "a cancel at step {step} before the pivot {pivot:?} was refused"
+                    );
+                }
+                drop(w);
                 lock(&world).stats.cancels_refused += 1;
                 return Ok(());
             }
@@ -1008,6 +1023,11 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
             let done = tasks.swap_remove(index);
             let mut w = lock(&world);
             if w.crashed.contains(&id) {
+                // It died on its last call: as above, no checkpoint.
+                if let Role::Relay { batch_start } = done.role {
+                    w.relayed = batch_start;
+                    w.stats.replayed_batches += 1;
+                }
                 continue;
             }
             match (result, done.role) {
