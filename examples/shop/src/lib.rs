@@ -41,7 +41,7 @@ use std::time::Duration;
 use lift_core::{App, Context, Error, FieldError, Json};
 use lift_events::consume::orchestrator_inputs;
 use lift_events::relay::Transport;
-use lift_events::saga::{Orchestrator, Registry, Saga, StartMeta, Step, remote};
+use lift_events::saga::{Orchestrator, OrchestratorError, Registry, Saga, StartMeta, Step, remote};
 use lift_events::store::SagaStore;
 use lift_events::{ConfigError, Envelope, Event};
 use serde::{Deserialize, Serialize};
@@ -235,10 +235,17 @@ where
                         correlation_id: placed.correlation_id.clone(),
                         tenant: placed.tenant.clone(),
                     };
-                    let state = orchestrator
-                        .start(SAGA, order, &placed.payload, meta)
-                        .await
-                        ?;
+                    let state = match orchestrator.start(SAGA, order, &placed.payload, meta).await {
+                        Ok(state) => state,
+                        // The order's id comes from its idempotency key: a second event for
+                        // it is a retry of the same order (one that quoted again, say), and
+                        // the saga runs with the first event's data. Done, not retried.
+                        Err(OrchestratorError::AlreadyExists(_)) => {
+                            tracing::warn!(target: "lift::shop", order, "a second OrderPlaced with other data; the saga keeps the first");
+                            return Ok(Json(serde_json::json!({"saga": order, "status": "exists"})));
+                        }
+                        Err(error) => return Err(error.into()),
+                    };
                     tracing::info!(target: "lift::shop", order, status = state.status().as_str(), "saga started");
                     Ok(Json(serde_json::json!({
                         "saga": state.id(),

@@ -21,8 +21,8 @@
 //! - `POST /orders/{id}/cancel` cancels the order for the customer who placed it: its
 //!   saga stops and undoes what it did, the step in flight included (a charge whose
 //!   answer has not come is refunded), and the answer is `202` with the saga's status;
-//!   sent again, the same answer. An order that ended is a `409`
-//!   (`saga_not_cancellable`).
+//!   sent again, the same answer. An order that completed is a `409`
+//!   (`saga_not_cancellable`); one that was compensated answers `202` as it is.
 
 use std::sync::Arc;
 use std::time::Duration;

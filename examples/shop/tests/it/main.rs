@@ -6,3 +6,4 @@
 
 mod deployed;
 mod ledger;
+mod orchestrator;
