@@ -69,7 +69,8 @@ class Shop:
         self.env = dict(os.environ, AWS_ENDPOINT_URL=stack["endpoint"],
                         AWS_REGION=stack["region"],
                         LIFT_REGISTRY_TABLE=self.out["ServiceRegistryTableName"],
-                        LIFT_SAGA_TABLE=self.out["ShopSagaTableName"])
+                        LIFT_SAGA_TABLE=self.out["ShopSagaTableName"],
+                        LIFT_ORCHESTRATOR_QUEUE=self.out["ShopOrchestratorQueueUrl"])
         self.table = boto3.resource("dynamodb", endpoint_url=stack["endpoint"],
                                     region_name=stack["region"]).Table(self.out["ShopTableName"])
 
@@ -251,6 +252,20 @@ def drive(shop: Shop, checks: Checks) -> list[tuple[str, str]]:
     status, text = http("POST", f"{shop.base}/orders/{done}/cancel", None,
                         {"authorization": f"Bearer {alice}"})
     checks.report(status == 409, f"{'order 1, completed, cancelled':34} POST -> {status} {short(text, 100)}")
+
+    print(f"\nshop: an operator cancels an order from the command line  {DIM}(lift cancel ID: a cancel"
+          f" on the orchestrator's queue){RESET}")
+    by_ops = place("7. cancelled by an operator", dave,
+                   {"items": [{"sku": "gremlin", "quantity": 1}], "ship_to": "Faro"})
+    charge_written(by_ops)
+    if by_ops is not None:
+        code, text = shop.run_lift("cancel", by_ops, "--reason", "the warehouse is closed")
+        checks.report(code == 0, f"{'7. cancelled by an operator':34} lift cancel -> {short(text.strip(), 90)}")
+    view = ended("7. cancelled by an operator", dave, by_ops, "compensated", [
+        "reserve action ok", "charge compensation ok", "reserve compensation ok"])
+    checks.report(view.get("reason") == "cancelled: the warehouse is closed"
+                  and shop.record(f"payment#{by_ops}") == "undone",
+                  f"{'':34} {view.get('reason')}; the charge refunded")
 
     print("\nshop: bad requests")
     cases = [

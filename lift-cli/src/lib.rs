@@ -18,11 +18,13 @@
 //!                                           moved first
 //! lift saga ID [--table T]                  one saga: its steps and its timeline (attempts,
 //!                                           replies, compensations, timings, reason)
+//! lift cancel ID [--reason R] [--queue URL] sends a cancel of saga ID to its orchestrator's
+//!                                           queue; `lift saga ID` then shows what it did
 //! ```
 //!
 //! The registry table defaults to `LIFT_REGISTRY_TABLE`, the saga table to
-//! `LIFT_SAGA_TABLE`; AWS settings come from the environment (`AWS_ENDPOINT_URL` for the
-//! local emulator).
+//! `LIFT_SAGA_TABLE`, the orchestrator's queue to `LIFT_ORCHESTRATOR_QUEUE`; AWS settings
+//! come from the environment (`AWS_ENDPOINT_URL` for the local emulator).
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod sagas;
@@ -35,7 +37,8 @@ pub const USAGE: &str = "usage:
   lift map [--table T] [--svg FILE]
   lift register SERVICE --arn ARN [--hours H] [--tenant T] [--table T]
   lift sagas [--state needs-attention|running|compensating|completed|compensated] [--limit N] [--table T]
-  lift saga ID [--table T]";
+  lift saga ID [--table T]
+  lift cancel ID [--reason R] [--queue URL]";
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,8 @@ pub(crate) struct Args {
     pub(crate) arn: Option<String>,
     pub(crate) hours: Option<u64>,
     pub(crate) tenant: Option<String>,
+    pub(crate) reason: Option<String>,
+    pub(crate) queue: Option<String>,
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, CliError> {
@@ -82,6 +87,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, CliError> {
             "--state" => parsed.state = Some(value("--state")?),
             "--arn" => parsed.arn = Some(value("--arn")?),
             "--tenant" => parsed.tenant = Some(value("--tenant")?),
+            "--reason" => parsed.reason = Some(value("--reason")?),
+            "--queue" => parsed.queue = Some(value("--queue")?),
             "--hours" => {
                 let n = value("--hours")?;
                 parsed.hours = Some(
@@ -115,6 +122,7 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> Result<String, CliEr
     match args.command.as_str() {
         "services" | "instances" | "map" | "register" => services::run(&args).await,
         "sagas" | "saga" => sagas::run(&args).await,
+        "cancel" => sagas::cancel(&args).await,
         other => Err(CliError::Usage(format!("unknown command {other}"))),
     }
 }
@@ -141,5 +149,12 @@ mod tests {
         assert!(matches!(args("sagas --state"), Err(CliError::Usage(_))));
         assert!(matches!(args("sagas --what"), Err(CliError::Usage(_))));
         assert!(matches!(args("saga a b"), Err(CliError::Usage(_))));
+        let a = args("cancel trip-42 --reason late --queue https://q").unwrap();
+        assert_eq!(
+            (a.command.as_str(), a.target.as_deref()),
+            ("cancel", Some("trip-42"))
+        );
+        assert_eq!(a.reason.as_deref(), Some("late"));
+        assert_eq!(a.queue.as_deref(), Some("https://q"));
     }
 }

@@ -1,6 +1,7 @@
 //! The saga commands: `lift sagas` lists sagas by state, `lift saga ID` shows one as a
 //! timeline. [`list`] and [`show`] render what the commands print.
 
+use lift_events::publish::{PublishConfig, SqsMessage};
 use lift_events::saga::{Phase, SagaState, SagaStatus, StepStatus, Waiting};
 use lift_events::store::{DynamoStore, SagaStore, SagaSummary};
 
@@ -152,6 +153,42 @@ pub fn show(state: &SagaState) -> String {
 }
 
 /// Runs `lift sagas` or `lift saga ID` against the saga table.
+/// `lift cancel ID`: a cancel of saga `ID` on its orchestrator's queue, which applies it
+/// as `Orchestrator::cancel` does (the command has no saga definitions to apply it
+/// with). Whether the saga could be cancelled shows in `lift saga ID`: a saga that ended
+/// or is at or past its pivot goes on as it is, and the orchestrator logs why.
+pub(crate) async fn cancel(args: &Args) -> Result<String, CliError> {
+    let id = args
+        .target
+        .as_deref()
+        .ok_or_else(|| CliError::Usage("cancel needs a saga ID".to_owned()))?;
+    let queue = match &args.queue {
+        Some(queue) => queue.clone(),
+        None => std::env::var("LIFT_ORCHESTRATOR_QUEUE").map_err(|_| {
+            CliError::Usage(
+                "no queue: pass --queue or set LIFT_ORCHESTRATOR_QUEUE (the orchestrator's)"
+                    .to_owned(),
+            )
+        })?,
+    };
+    let reason = args
+        .reason
+        .as_deref()
+        .unwrap_or("cancelled with lift cancel");
+    let envelope = lift_events::relay::cancel_envelope("lift-cli", id, reason)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let client = aws_sdk_sqs::Client::new(lift_core::aws::sdk_config().await);
+    let publisher =
+        lift_events::publish::SqsPublisher::new(client, &queue, PublishConfig::default());
+    publisher
+        .send(&[SqsMessage::new(envelope)])
+        .await
+        .map_err(|e| CliError::Failed(format!("sending to {queue} failed: {e}")))?;
+    Ok(format!(
+        "cancel of saga {id} sent to {queue}; `lift saga {id}` shows what it did\n"
+    ))
+}
+
 pub(crate) async fn run(args: &Args) -> Result<String, CliError> {
     let table = match &args.table {
         Some(table) => table.clone(),

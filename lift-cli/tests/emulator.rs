@@ -134,3 +134,51 @@ async fn lists_sagas_by_state_and_shows_one_as_a_timeline() {
     assert!(one.contains("more may exist"), "{one}");
     assert!(!completed.contains("more may exist"), "{completed}");
 }
+
+/// `lift cancel` puts a cancel on the orchestrator's queue, in the envelope the
+/// orchestrator's function takes; without a saga id or a queue it says how to call it.
+#[tokio::test]
+async fn cancel_puts_a_cancel_on_the_orchestrators_queue() {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
+    );
+    let sqs = aws_sdk_sqs::Client::new(lift_core::aws::sdk_config().await);
+    let url = sqs
+        .create_queue()
+        .queue_name(unique("orchestrator"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let out = lift(&format!(
+        "cancel trip-9 --queue {url} --reason changed-plans"
+    ))
+    .await
+    .unwrap();
+    assert!(out.contains("trip-9"), "{out}");
+    let got = sqs
+        .receive_message()
+        .queue_url(&url)
+        .wait_time_seconds(5)
+        .send()
+        .await
+        .unwrap();
+    let [message] = got.messages() else {
+        panic!("one message: {got:?}");
+    };
+    let envelope = lift_events::Envelope::from_body(message.body().unwrap().as_bytes()).unwrap();
+    match lift_events::relay::saga_input(&envelope) {
+        Some(Ok(lift_events::saga::SagaInput::Cancel(cancel))) => {
+            assert_eq!(cancel.saga_id, "trip-9");
+            assert_eq!(cancel.reason, "changed-plans");
+        }
+        other => panic!("not a cancel: {other:?}"),
+    }
+    assert!(matches!(lift("cancel").await, Err(CliError::Usage(_))));
+    assert!(matches!(
+        lift(&format!("cancel --queue {url}")).await,
+        Err(CliError::Usage(_))
+    ));
+}

@@ -51,7 +51,7 @@ use crate::publish::{Direct, EventBridgePublisher, LambdaInvoker, SqsPublisher};
 use crate::relay::{
     Relay, Transport, TransportError, reply_envelope, saga_input, timer_delay, timer_envelope,
 };
-use crate::saga::{Command, Handled, Orchestrator, Reply, StepError};
+use crate::saga::{Command, Handled, Orchestrator, Reply, SagaInput, StepError};
 use crate::store::{SagaStore, StoreError};
 
 /// The shortest duplicate window: EventBridge retries a delivery for up to 24 hours.
@@ -293,9 +293,12 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The orchestrator's input handler: applies the reply or timer in the message (an SQS
-/// message, or an EventBridge event from a rule or an asynchronous invocation) to its
-/// saga and re-sends a timer that came early. Any other message is refused (422).
+/// The orchestrator's input handler: applies the reply, timer or cancel
+/// ([`crate::relay::cancel_envelope`]) in the message (an SQS message, or an EventBridge
+/// event from a rule or an asynchronous invocation) to its saga and re-sends a timer that
+/// came early. A cancel that cannot be applied (the saga ended, compensates already, or
+/// is at or past its pivot) is logged at WARN and done. Any other message is refused
+/// (422).
 ///
 /// # Errors
 /// A 422 for a message that is not a saga input (it goes to the dead-letter queue after
@@ -324,6 +327,11 @@ pub async fn orchestrator_message<S: SagaStore, T: Transport>(
                 .send_delayed(&message, timer_delay(timer.due_ms, now_ms()))
                 .await
                 .map_err(|e| Error::internal(format!("the timer was not re-sent: {e}")))
+        }
+        Ok(Handled::Ignored(why)) if matches!(input, SagaInput::Cancel(_)) => {
+            // Done: sent again, it would be refused again. Whoever sent it reads the saga.
+            tracing::warn!(target: "lift::saga", saga_id = %input.saga_id(), ?why, "cancel not applied: the saga ended, compensates already, or is at or past its pivot");
+            Ok(())
         }
         Ok(_) => Ok(()),
         Err(crate::saga::OrchestratorError::Store(StoreError::Codec { id, reason })) => Err(

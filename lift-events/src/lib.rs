@@ -123,7 +123,9 @@
 //! sender's to write, and one participant function may answer for several steps). Whoever
 //! can deliver a reply to the orchestrator (send to its queue, invoke its function, put a
 //! `lift.saga.Reply` event on a bus a rule routes to it) can thus complete any step of a
-//! saga whose id it knows: grant those permissions to the participants alone.
+//! saga whose id it knows, and cancel any saga by sending a `lift.saga.Cancel`
+//! ([`relay::cancel_envelope`]): grant those permissions to the participants, and to the
+//! operators who cancel with `lift cancel`, alone.
 //! [`consume::Participant`] keeps its record of a command by command id within its
 //! delivery path (the queue, or the event's source and type, and the function): moving a
 //! participant to another path (from a queue to invocations, say) while commands are in

@@ -15,12 +15,15 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::envelope::Envelope;
-use crate::saga::{Command, Message, Reply, SagaInput, SagaState, Snapshot, Target, Timer};
+use crate::saga::{Cancel, Command, Message, Reply, SagaInput, SagaState, Snapshot, Target, Timer};
 
 /// The `type` of a reply envelope (participant → orchestrator).
 pub const REPLY_TYPE: &str = "lift.saga.Reply";
 /// The `type` of a timer envelope (orchestrator → itself, through an SQS delay).
 pub const TIMER_TYPE: &str = "lift.saga.Timer";
+/// The `type` of a cancel envelope (an operator or a function → the orchestrator, on its
+/// queue): applied as [`Orchestrator::cancel`](crate::saga::Orchestrator::cancel) does.
+pub const CANCEL_TYPE: &str = "lift.saga.Cancel";
 /// The `type` of the event published when a saga ends.
 pub const FINISHED_TYPE: &str = "lift.saga.Finished";
 /// The `source` of the events the orchestrator publishes (commands included).
@@ -275,8 +278,33 @@ pub fn timer_envelope(id: String, timer: &Timer) -> Result<Envelope, serde_json:
     )
 }
 
-/// The saga input an orchestrator queue message carries: a reply or a timer; `None` for
-/// any other envelope.
+/// The envelope that cancels saga `saga_id` for `reason`, sent by `source` (who asks),
+/// for the orchestrator's queue: a way to cancel for whoever may send to that queue but
+/// has no code with the saga's definition (the `lift cancel` command, say).
+///
+/// # Errors
+/// When the cancel does not serialize.
+pub fn cancel_envelope(
+    source: &str,
+    saga_id: &str,
+    reason: &str,
+) -> Result<Envelope, serde_json::Error> {
+    envelope(
+        crate::envelope::new_id(),
+        CANCEL_TYPE,
+        source,
+        saga_id,
+        None,
+        (saga_id, None),
+        &Cancel {
+            saga_id: saga_id.to_owned(),
+            reason: reason.to_owned(),
+        },
+    )
+}
+
+/// The saga input an orchestrator queue message carries: a reply, a timer or a cancel;
+/// `None` for any other envelope.
 ///
 /// # Errors
 /// When the payload does not decode as its type says.
@@ -284,6 +312,9 @@ pub fn saga_input(envelope: &Envelope) -> Option<Result<SagaInput, serde_json::E
     match envelope.kind.as_str() {
         REPLY_TYPE => Some(serde_json::from_value(envelope.payload.clone()).map(SagaInput::Reply)),
         TIMER_TYPE => Some(serde_json::from_value(envelope.payload.clone()).map(SagaInput::Timer)),
+        CANCEL_TYPE => {
+            Some(serde_json::from_value(envelope.payload.clone()).map(SagaInput::Cancel))
+        }
         _ => None,
     }
 }
@@ -632,6 +663,26 @@ mod tests {
 
     /// A command the relay sends fits in an asynchronous invocation too, whose event shape
     /// wraps it in more than the entry EventBridge counts.
+    /// A cancel travels as an envelope any sender can write and the orchestrator's queue
+    /// handler reads back as the cancel it was, through its JSON body.
+    #[test]
+    fn a_cancel_envelope_reads_back_as_the_cancel() {
+        let envelope = cancel_envelope("ops", "trip-1", "customer called").unwrap();
+        assert_eq!(
+            (envelope.kind.as_str(), envelope.saga_id.as_deref()),
+            (CANCEL_TYPE, Some("trip-1"))
+        );
+        let body = serde_json::to_vec(&envelope).unwrap();
+        let read = Envelope::from_body(&body).unwrap();
+        match saga_input(&read) {
+            Some(Ok(SagaInput::Cancel(cancel))) => {
+                assert_eq!(cancel.saga_id, "trip-1");
+                assert_eq!(cancel.reason, "customer called");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_command_that_fits_fits_as_an_invocation() {
         let saga = Saga::named("s", 1)

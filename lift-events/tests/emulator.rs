@@ -601,6 +601,64 @@ async fn stream_image(aws: &Aws, table: &str, id: &str) -> Value {
     Value::Object(image)
 }
 
+/// A cancel sent to the orchestrator's queue (as `lift cancel` sends it) is applied by
+/// the orchestrator's function: the saga compensates from the step in flight. Sent twice,
+/// it is done both times, and the second changes nothing.
+#[tokio::test]
+async fn a_cancel_on_the_orchestrators_queue_is_applied_once() {
+    let aws = aws().await;
+    let table = unique("sagas");
+    DynamoStore::create_table(&aws.dynamodb, &table)
+        .await
+        .unwrap();
+    let (url, _) = queue(&aws, &unique("orchestrator")).await;
+    let saga = Saga::named("trip", 1)
+        .step(Step::new(
+            "reserve",
+            remote("inventory", "Reserve"),
+            Some(remote("inventory", "Release")),
+        ))
+        .step(Step::new("charge", remote("payments", "Charge"), None))
+        .build()
+        .unwrap();
+    let store = DynamoStore::new(aws.dynamodb.clone(), &table);
+    let orchestrator = Orchestrator::new(Registry::new().with(saga), store.clone());
+    let queued = SqsPublisher::new(aws.sqs.clone(), &url, PublishConfig::default());
+    let transport = AwsTransport::new(
+        EventBridgePublisher::new(aws.eventbridge.clone(), "default", PublishConfig::default()),
+        queued.clone(),
+    );
+    let (o, t) = (orchestrator.clone(), transport);
+    let app = TestApp::new(App::new().sqs(move |ctx: Context| {
+        let (o, t) = (o.clone(), t.clone());
+        async move { orchestrator_message(&o, &t, &ctx).await }
+    }))
+    .unwrap();
+
+    let id = unique("trip");
+    let started = orchestrator
+        .start("trip", &id, &json!({}), StartMeta::default())
+        .await
+        .unwrap();
+    let cancel = lift_events::relay::cancel_envelope("ops", &id, "the customer called").unwrap();
+    queued
+        .send(&[SqsMessage::new(cancel.clone()), SqsMessage::new(cancel)])
+        .await
+        .unwrap();
+    let messages = receive(&aws, &url, 2, Duration::from_secs(10)).await;
+    assert_eq!(messages.len(), 2);
+    for m in &messages {
+        let out = app.invoke(&events::sqs([m.body().unwrap()])).await.unwrap();
+        assert!(lift_core::testing::batch_failures(&out).is_empty(), "{out}");
+    }
+    let cancelled = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(cancelled.version(), started.version() + 1, "applied once");
+    assert_eq!(cancelled.status(), SagaStatus::Compensating);
+    assert_eq!(cancelled.reason(), Some("cancelled: the customer called"));
+    assert!(cancelled.outbox().iter().any(|m| matches!(m,
+        lift_events::saga::Message::Command(c) if c.step == 0 && c.phase == Phase::Compensation)));
+}
+
 #[tokio::test]
 async fn a_saga_completes_and_another_compensates_across_the_bus() {
     let aws = aws().await;
