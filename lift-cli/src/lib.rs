@@ -18,8 +18,10 @@
 //!                                           moved first
 //! lift saga ID [--table T]                  one saga: its steps and its timeline (attempts,
 //!                                           replies, compensations, timings, reason)
-//! lift cancel ID [--reason R] [--queue URL] sends a cancel of saga ID to its orchestrator's
-//!                                           queue; `lift saga ID` then shows what it did
+//! lift cancel ID [--reason R] [--queue URL] [--table T]
+//!                                           sends a cancel of saga ID to its orchestrator's
+//!                                           queue, once the saga is read and found running;
+//!                                           `lift saga ID` then shows what it did
 //! ```
 //!
 //! The registry table defaults to `LIFT_REGISTRY_TABLE`, the saga table to
@@ -38,7 +40,7 @@ pub const USAGE: &str = "usage:
   lift register SERVICE --arn ARN [--hours H] [--tenant T] [--table T]
   lift sagas [--state needs-attention|running|compensating|completed|compensated] [--limit N] [--table T]
   lift saga ID [--table T]
-  lift cancel ID [--reason R] [--queue URL]";
+  lift cancel ID [--reason R] [--queue URL] [--table T]";
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 //! timeline. [`list`] and [`show`] render what the commands print.
 
 use lift_events::publish::{PublishConfig, SqsMessage};
-use lift_events::saga::{Phase, SagaState, SagaStatus, StepStatus, Waiting};
+use lift_events::saga::{HistoryEvent, Phase, SagaState, SagaStatus, StepStatus, Waiting};
 use lift_events::store::{DynamoStore, SagaStore, SagaSummary};
 
 use crate::{Args, CliError};
@@ -152,11 +152,36 @@ pub fn show(state: &SagaState) -> String {
     out
 }
 
-/// Runs `lift sagas` or `lift saga ID` against the saga table.
+/// The saga table of `args` (`--table`, else `LIFT_SAGA_TABLE`) and a store on it.
+async fn saga_store(args: &Args) -> Result<(String, DynamoStore), CliError> {
+    let table = match &args.table {
+        Some(table) => table.clone(),
+        None => std::env::var("LIFT_SAGA_TABLE").map_err(|_| {
+            CliError::Usage("no table: pass --table or set LIFT_SAGA_TABLE".to_owned())
+        })?,
+    };
+    let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
+    let store = DynamoStore::new(client, &table);
+    Ok((table, store))
+}
+
+/// A failed read of `table`, with every cause.
+fn read_failed(table: &str, e: &lift_events::store::StoreError) -> CliError {
+    let mut message = format!("reading table {table} failed: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    CliError::Failed(message)
+}
+
 /// `lift cancel ID`: a cancel of saga `ID` on its orchestrator's queue, which applies it
 /// as `Orchestrator::cancel` does (the command has no saga definitions to apply it
-/// with). Whether the saga could be cancelled shows in `lift saga ID`: a saga that ended
-/// or is at or past its pivot goes on as it is, and the orchestrator logs why.
+/// with). The saga is read first: an unknown one, or one that completed or needs
+/// attention, is refused and nothing is sent; one that compensates already, or ended
+/// compensated, is said so and nothing is sent. Whether the orchestrator could cancel a
+/// running saga (not at or past its pivot) shows in `lift saga ID`.
 pub(crate) async fn cancel(args: &Args) -> Result<String, CliError> {
     let id = args
         .target
@@ -171,6 +196,37 @@ pub(crate) async fn cancel(args: &Args) -> Result<String, CliError> {
             )
         })?,
     };
+    let (table, store) = saga_store(args).await?;
+    let state = store
+        .load(id)
+        .await
+        .map_err(|e| read_failed(&table, &e))?
+        .ok_or_else(|| CliError::Failed(format!("no saga {id} in table {table}; nothing sent")))?;
+    let cancelled = state
+        .history()
+        .iter()
+        .any(|entry| matches!(entry.event, HistoryEvent::Cancelled { .. }));
+    match state.status() {
+        SagaStatus::Running => {}
+        SagaStatus::Compensating | SagaStatus::Compensated => {
+            return Ok(format!(
+                "saga {id} is {} already; nothing sent\n",
+                state.status().as_str()
+            ));
+        }
+        _ if cancelled => {
+            return Ok(format!(
+                "saga {id} was cancelled and is {}; nothing sent\n",
+                state.status().as_str()
+            ));
+        }
+        status => {
+            return Err(CliError::Failed(format!(
+                "saga {id} is {}: it cannot be cancelled; nothing sent",
+                status.as_str()
+            )));
+        }
+    }
     let reason = args
         .reason
         .as_deref()
@@ -189,24 +245,10 @@ pub(crate) async fn cancel(args: &Args) -> Result<String, CliError> {
     ))
 }
 
+/// Runs `lift sagas` or `lift saga ID` against the saga table.
 pub(crate) async fn run(args: &Args) -> Result<String, CliError> {
-    let table = match &args.table {
-        Some(table) => table.clone(),
-        None => std::env::var("LIFT_SAGA_TABLE").map_err(|_| {
-            CliError::Usage("no table: pass --table or set LIFT_SAGA_TABLE".to_owned())
-        })?,
-    };
-    let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
-    let store = DynamoStore::new(client, &table);
-    let failed = |e: lift_events::store::StoreError| {
-        let mut message = format!("reading table {table} failed: {e}");
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            message.push_str(&format!(": {s}"));
-            source = s.source();
-        }
-        CliError::Failed(message)
-    };
+    let (table, store) = saga_store(args).await?;
+    let failed = |e: lift_events::store::StoreError| read_failed(&table, &e);
     if args.command == "saga" {
         let id = args
             .target

@@ -3,7 +3,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lift_cli::{CliError, run};
-use lift_events::saga::{Orchestrator, Registry, Saga, SagaStatus, Step, StepError, local};
+use lift_events::saga::{Orchestrator, Registry, Saga, SagaStatus, Step, StepError, local, remote};
 use lift_events::store::DynamoStore;
 use serde_json::json;
 
@@ -135,15 +135,20 @@ async fn lists_sagas_by_state_and_shows_one_as_a_timeline() {
     assert!(!completed.contains("more may exist"), "{completed}");
 }
 
-/// `lift cancel` puts a cancel on the orchestrator's queue, in the envelope the
-/// orchestrator's function takes; without a saga id or a queue it says how to call it.
+/// `lift cancel` reads the saga, then puts a cancel on the orchestrator's queue, in the
+/// envelope the orchestrator's function takes. It sends nothing for a saga that is not
+/// stored or that completed, and without a saga id or a queue it says how to call it.
 #[tokio::test]
 async fn cancel_puts_a_cancel_on_the_orchestrators_queue() {
     assert!(
         std::env::var_os("AWS_ENDPOINT_URL").is_some(),
         "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
     );
-    let sqs = aws_sdk_sqs::Client::new(lift_core::aws::sdk_config().await);
+    let config = lift_core::aws::sdk_config().await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(config);
+    let sqs = aws_sdk_sqs::Client::new(config);
+    let table = unique("sagas");
+    DynamoStore::create_table(&dynamodb, &table).await.unwrap();
     let url = sqs
         .create_queue()
         .queue_name(unique("orchestrator"))
@@ -152,33 +157,71 @@ async fn cancel_puts_a_cancel_on_the_orchestrators_queue() {
         .unwrap()
         .queue_url
         .unwrap();
+    let saga = Saga::named("trip", 1)
+        .step(Step::new("hold", remote("seats", "Hold"), None))
+        .build()
+        .unwrap();
+    let quick = Saga::named("quick", 1)
+        .step(Step::new(
+            "only",
+            local(|_| async { Ok(json!(null)) }),
+            None,
+        ))
+        .build()
+        .unwrap();
+    let orchestrator = Orchestrator::new(
+        Registry::new().with(saga).with(quick),
+        DynamoStore::new(dynamodb.clone(), &table),
+    );
+    let running = unique("trip");
+    orchestrator
+        .start("trip", &running, &json!({}), Default::default())
+        .await
+        .unwrap();
+    let completed = unique("quick");
+    orchestrator
+        .start("quick", &completed, &json!({}), Default::default())
+        .await
+        .unwrap();
+
+    for (id, why) in [
+        (completed.as_str(), "completed"),
+        ("no-such-saga", "no saga"),
+    ] {
+        let refused = lift(&format!("cancel {id} --queue {url} --table {table}")).await;
+        assert!(
+            matches!(&refused, Err(CliError::Failed(m)) if m.contains(why)),
+            "{refused:?}"
+        );
+    }
     let out = lift(&format!(
-        "cancel trip-9 --queue {url} --reason changed-plans"
+        "cancel {running} --queue {url} --table {table} --reason changed-plans"
     ))
     .await
     .unwrap();
-    assert!(out.contains("trip-9"), "{out}");
+    assert!(out.contains(&running), "{out}");
     let got = sqs
         .receive_message()
         .queue_url(&url)
+        .max_number_of_messages(10)
         .wait_time_seconds(5)
         .send()
         .await
         .unwrap();
     let [message] = got.messages() else {
-        panic!("one message: {got:?}");
+        panic!("one message, for the running saga alone: {got:?}");
     };
     let envelope = lift_events::Envelope::from_body(message.body().unwrap().as_bytes()).unwrap();
     match lift_events::relay::saga_input(&envelope) {
         Some(Ok(lift_events::saga::SagaInput::Cancel(cancel))) => {
-            assert_eq!(cancel.saga_id, "trip-9");
+            assert_eq!(cancel.saga_id, running);
             assert_eq!(cancel.reason, "changed-plans");
         }
         other => panic!("not a cancel: {other:?}"),
     }
     assert!(matches!(lift("cancel").await, Err(CliError::Usage(_))));
     assert!(matches!(
-        lift(&format!("cancel --queue {url}")).await,
+        lift(&format!("cancel --queue {url} --table {table}")).await,
         Err(CliError::Usage(_))
     ));
 }

@@ -297,8 +297,10 @@ fn now_ms() -> u64 {
 /// ([`crate::relay::cancel_envelope`]) in the message (an SQS message, or an EventBridge
 /// event from a rule or an asynchronous invocation) to its saga and re-sends a timer that
 /// came early. A cancel that cannot be applied (the saga ended, compensates already, or
-/// is at or past its pivot) is logged at WARN and done. Any other message is refused
-/// (422).
+/// is at or past its pivot) is logged and done. A cancel for a saga that is not stored
+/// fails like any input for an unknown saga, so the queue delivers it again (its start
+/// may land after it) until its redrive limit sends it to the dead-letter queue: `lift
+/// cancel` checks the saga first. Any other message is refused (422).
 ///
 /// # Errors
 /// A 422 for a message that is not a saga input (it goes to the dead-letter queue after
@@ -317,7 +319,12 @@ pub async fn orchestrator_message<S: SagaStore, T: Transport>(
     };
     let envelope = Envelope::from_body(ctx.body()).map_err(|e| invalid(e.to_string()))?;
     let input = saga_input(&envelope)
-        .ok_or_else(|| invalid(format!("`{}` is not a saga reply or timer", envelope.kind)))?
+        .ok_or_else(|| {
+            invalid(format!(
+                "`{}` is not a saga reply, timer or cancel",
+                envelope.kind
+            ))
+        })?
         .map_err(|e| invalid(e.to_string()))?;
     match orchestrator.handle(&input).await {
         Ok(Handled::Rearm(timer)) => {
@@ -330,7 +337,7 @@ pub async fn orchestrator_message<S: SagaStore, T: Transport>(
         }
         Ok(Handled::Ignored(why)) if matches!(input, SagaInput::Cancel(_)) => {
             // Done: sent again, it would be refused again. Whoever sent it reads the saga.
-            tracing::warn!(target: "lift::saga", saga_id = %input.saga_id(), ?why, "cancel not applied: the saga ended, compensates already, or is at or past its pivot");
+            tracing::info!(target: "lift::saga", saga_id = %input.saga_id(), ?why, "cancel not applied: the saga ended, compensates already (a cancel delivered again, say), or is at or past its pivot");
             Ok(())
         }
         Ok(_) => Ok(()),
@@ -354,7 +361,7 @@ fn rearm_id(id: &str) -> String {
     format!("{base}:rearm{}", hops.saturating_add(1))
 }
 
-/// Adds an orchestrator's inputs to `app`: replies and timers from its queue, replies
+/// Adds an orchestrator's inputs to `app`: replies, timers and cancels from its queue, replies
 /// invoked asynchronously ([`Participant::reply_by_invoke`]: EventBridge events no other
 /// route of `app` takes, so this claims [`App::event_fallback`]), both through
 /// [`orchestrator_message`]; and the saga table's stream records, whose outbox it relays

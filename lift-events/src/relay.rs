@@ -661,8 +661,6 @@ mod tests {
         );
     }
 
-    /// A command the relay sends fits in an asynchronous invocation too, whose event shape
-    /// wraps it in more than the entry EventBridge counts.
     /// A cancel travels as an envelope any sender can write and the orchestrator's queue
     /// handler reads back as the cancel it was, through its JSON body.
     #[test]
@@ -683,6 +681,8 @@ mod tests {
         }
     }
 
+    /// A command the relay sends fits in an asynchronous invocation too, whose event shape
+    /// wraps it in more than the entry EventBridge counts.
     #[test]
     fn a_command_that_fits_fits_as_an_invocation() {
         let saga = Saga::named("s", 1)

@@ -603,7 +603,8 @@ async fn stream_image(aws: &Aws, table: &str, id: &str) -> Value {
 
 /// A cancel sent to the orchestrator's queue (as `lift cancel` sends it) is applied by
 /// the orchestrator's function: the saga compensates from the step in flight. Sent twice,
-/// it is done both times, and the second changes nothing.
+/// it is done both times, and the second changes nothing; one for a saga that completed
+/// is done too (sent again, it would be refused again), and changes nothing.
 #[tokio::test]
 async fn a_cancel_on_the_orchestrators_queue_is_applied_once() {
     let aws = aws().await;
@@ -621,8 +622,16 @@ async fn a_cancel_on_the_orchestrators_queue_is_applied_once() {
         .step(Step::new("charge", remote("payments", "Charge"), None))
         .build()
         .unwrap();
+    let quick = Saga::named("quick", 1)
+        .step(Step::new(
+            "only",
+            local(|_| async { Ok(json!(null)) }),
+            None,
+        ))
+        .build()
+        .unwrap();
     let store = DynamoStore::new(aws.dynamodb.clone(), &table);
-    let orchestrator = Orchestrator::new(Registry::new().with(saga), store.clone());
+    let orchestrator = Orchestrator::new(Registry::new().with(saga).with(quick), store.clone());
     let queued = SqsPublisher::new(aws.sqs.clone(), &url, PublishConfig::default());
     let transport = AwsTransport::new(
         EventBridgePublisher::new(aws.eventbridge.clone(), "default", PublishConfig::default()),
@@ -640,13 +649,24 @@ async fn a_cancel_on_the_orchestrators_queue_is_applied_once() {
         .start("trip", &id, &json!({}), StartMeta::default())
         .await
         .unwrap();
-    let cancel = lift_events::relay::cancel_envelope("ops", &id, "the customer called").unwrap();
-    queued
-        .send(&[SqsMessage::new(cancel.clone()), SqsMessage::new(cancel)])
+    let done = unique("quick");
+    let completed = orchestrator
+        .start("quick", &done, &json!({}), StartMeta::default())
         .await
         .unwrap();
-    let messages = receive(&aws, &url, 2, Duration::from_secs(10)).await;
-    assert_eq!(messages.len(), 2);
+    assert_eq!(completed.status(), SagaStatus::Completed);
+    let cancel = lift_events::relay::cancel_envelope("ops", &id, "the customer called").unwrap();
+    let too_late = lift_events::relay::cancel_envelope("ops", &done, "too late").unwrap();
+    queued
+        .send(&[
+            SqsMessage::new(cancel.clone()),
+            SqsMessage::new(cancel),
+            SqsMessage::new(too_late),
+        ])
+        .await
+        .unwrap();
+    let messages = receive(&aws, &url, 3, Duration::from_secs(10)).await;
+    assert_eq!(messages.len(), 3);
     for m in &messages {
         let out = app.invoke(&events::sqs([m.body().unwrap()])).await.unwrap();
         assert!(lift_core::testing::batch_failures(&out).is_empty(), "{out}");
@@ -657,6 +677,7 @@ async fn a_cancel_on_the_orchestrators_queue_is_applied_once() {
     assert_eq!(cancelled.reason(), Some("cancelled: the customer called"));
     assert!(cancelled.outbox().iter().any(|m| matches!(m,
         lift_events::saga::Message::Command(c) if c.step == 0 && c.phase == Phase::Compensation)));
+    assert_eq!(store.load(&done).await.unwrap(), Some(completed));
 }
 
 #[tokio::test]
