@@ -14,6 +14,11 @@ orders through the orders Function URL, as customers of two tenants with bearer 
   * one whose payment participant dies in the middle of the charge (after writing it,
     before replying): the message comes back after its visibility timeout and the saga
     still completes, charged once;
+  * one cancelled by its customer (POST /orders/{id}/cancel) while its charge is in doubt
+    in the same way: refunded and released without the charge's answer; a completed order
+    cannot be cancelled (409);
+  * one cancelled by an operator with `lift cancel ID` (a cancel on the orchestrator's
+    queue), the same way;
   * bad requests: no token, an invalid body, an unknown product, another customer's order.
 
 Then it prints each saga's timeline and the sagas by state (`lift saga`, `lift sagas`),

@@ -184,6 +184,18 @@ pub fn saga() -> Result<Saga, ConfigError> {
         .build()
 }
 
+/// Whether two orders' data differ in their amount alone.
+fn same_but_amount(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    let without = |v: &serde_json::Value| {
+        let mut v = v.clone();
+        if let Some(map) = v.as_object_mut() {
+            map.remove("amount");
+        }
+        v
+    };
+    without(a) == without(b)
+}
+
 /// The orchestrator of [`saga`] over `store`.
 ///
 /// # Errors
@@ -212,7 +224,7 @@ pub(crate) fn invalid(pointer: &str, message: &str) -> Error {
 }
 
 /// The orchestrator's function: [`OrderPlaced`] events from the bus start a saga (a
-/// repeated event starts nothing), SQS messages are replies and timers, DynamoDB stream
+/// repeated event starts nothing), SQS messages are replies, timers and cancels, DynamoDB stream
 /// records are stored transitions whose outbox it publishes through `transport`.
 pub fn orchestrator_app<S, T>(orchestrator: Orchestrator<S>, transport: T) -> App
 where
@@ -238,10 +250,18 @@ where
                     let state = match orchestrator.start(SAGA, order, &placed.payload, meta).await {
                         Ok(state) => state,
                         // The order's id comes from its idempotency key: a second event for
-                        // it is a retry of the same order (one that quoted again, say), and
-                        // the saga runs with the first event's data. Done, not retried.
-                        Err(OrchestratorError::AlreadyExists(_)) => {
-                            tracing::warn!(target: "lift::shop", order, "a second OrderPlaced with other data; the saga keeps the first");
+                        // it with only another amount is a retry of the same order that
+                        // quoted again, and the saga runs with the first event's data. Done,
+                        // not retried. Other lines or another address under the same key
+                        // are another order: refused (409), so the event is kept.
+                        Err(OrchestratorError::AlreadyExists(id)) => {
+                            let stored = orchestrator.store().load(order).await.map_err(Error::internal)?;
+                            let requoted = serde_json::to_value(&placed.payload)
+                                .is_ok_and(|sent| stored.is_some_and(|s| same_but_amount(s.data(), &sent)));
+                            if !requoted {
+                                return Err(OrchestratorError::AlreadyExists(id).into());
+                            }
+                            tracing::warn!(target: "lift::shop", order, "a second OrderPlaced quoted again; the saga keeps the first amount");
                             return Ok(Json(serde_json::json!({"saga": order, "status": "exists"})));
                         }
                         Err(error) => return Err(error.into()),

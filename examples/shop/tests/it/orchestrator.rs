@@ -30,6 +30,10 @@ impl Transport for Quiet {
 }
 
 fn placed(order: &str, amount: u64) -> Value {
+    placed_to(order, amount, "Lisbon")
+}
+
+fn placed_to(order: &str, amount: u64, ship_to: &str) -> Value {
     let envelope = Envelope::new(
         shop::SOURCE,
         OrderPlaced {
@@ -40,7 +44,7 @@ fn placed(order: &str, amount: u64) -> Value {
                 quantity: 1,
             }],
             amount,
-            ship_to: "Lisbon".to_owned(),
+            ship_to: ship_to.to_owned(),
         },
     );
     events::eventbridge(
@@ -50,12 +54,13 @@ fn placed(order: &str, amount: u64) -> Value {
     )
 }
 
-/// The order's id comes from its idempotency key, so a second `OrderPlaced` for it is a
-/// retry of the same order, whatever it quoted: the saga keeps the first event's data,
-/// and the second event is done (not failed, which would send it to the dead-letter queue
-/// after EventBridge's retries).
+/// The order's id comes from its idempotency key, so a second `OrderPlaced` for it that
+/// differs in its amount alone is a retry of the same order that quoted again: the saga
+/// keeps the first event's data, and the second event is done (not failed, which would
+/// send it to the dead-letter queue after EventBridge's retries). Another address under
+/// the same id is another order: refused, so the event is kept.
 #[tokio::test]
-async fn a_second_order_placed_with_other_data_is_done_and_changes_nothing() {
+async fn a_second_order_placed_quoted_again_is_done_and_another_is_refused() {
     let store = MemoryStore::new();
     let orchestrator = shop::orchestrator(store.clone()).unwrap();
     let app = TestApp::new(shop::orchestrator_app(orchestrator, Quiet)).unwrap();
@@ -66,6 +71,11 @@ async fn a_second_order_placed_with_other_data_is_done_and_changes_nothing() {
     assert_eq!(again["status"], "running", "{again}");
     let requoted = app.invoke(&placed("o-1", 45)).await.unwrap();
     assert_eq!(requoted["status"], "exists", "{requoted}");
+    let elsewhere = app
+        .invoke(&placed_to("o-1", 40, "Porto"))
+        .await
+        .expect_err("another order under a used id is refused");
+    assert_eq!(elsewhere.status(), 409, "{elsewhere}");
     let after = store.load("o-1").await.unwrap().unwrap();
     assert_eq!(after, stored);
     assert_eq!(after.data()["amount"], json!(40));
