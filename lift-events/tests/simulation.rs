@@ -132,7 +132,15 @@ impl Faults {
             .map(|_| (START_MS + rng.u64(0..200_000), rng.u8(..4) == 0))
             .collect();
         self.skew_ms = if rng.bool() { rng.u64(1..=2_000) } else { 0 };
-        self.cancel_at = (rng.u8(..3) == 0).then(|| START_MS + rng.u64(0..120_000));
+        // Most sagas end within seconds: half the cancels come within the first 3 s.
+        self.cancel_at = (rng.u8(..3) == 0).then(|| {
+            START_MS
+                + if rng.bool() {
+                    rng.u64(0..3_000)
+                } else {
+                    rng.u64(0..120_000)
+                }
+        });
         self
     }
 }
@@ -218,8 +226,10 @@ struct Stats {
     restarts: u64,
     replayed_batches: u64,
     skewed_runs: u64,
-    cancels_accepted: u64,
-    cancels_refused: u64,
+    /// Cancels sent (each until it got an answer).
+    cancels: u64,
+    /// Runs whose saga ended cancelled (a `Cancelled` entry in its history).
+    cancelled: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -236,8 +246,8 @@ impl std::ops::AddAssign for Stats {
         self.restarts += o.restarts;
         self.replayed_batches += o.replayed_batches;
         self.skewed_runs += o.skewed_runs;
-        self.cancels_accepted += o.cancels_accepted;
-        self.cancels_refused += o.cancels_refused;
+        self.cancels += o.cancels;
+        self.cancelled += o.cancelled;
     }
 }
 
@@ -752,7 +762,7 @@ async fn cancel_saga(
                 );
                 let mut w = lock(&world);
                 w.cancel_accepted = true;
-                w.stats.cancels_accepted += 1;
+                w.stats.cancels += 1;
                 return Ok(());
             }
             Err(OrchestratorError::NotCancellable { status, .. }) => {
@@ -772,11 +782,69 @@ async fn cancel_saga(
                     );
                 }
                 drop(w);
-                lock(&world).stats.cancels_refused += 1;
+                lock(&world).stats.cancels += 1;
                 return Ok(());
             }
             // Not started yet: nothing to cancel.
             Err(OrchestratorError::UnknownSaga(_)) => return Ok(()),
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// A cancel on the orchestrator's queue, as `lift cancel` sends it: the envelope read back
+/// from its body and handled as the orchestrator's function handles it, delivered again
+/// while it fails (the saga not stored yet, a failing store). Applied, the saga is
+/// compensating, compensated or needing attention (a local compensation refused); not
+/// applied, it compensates already, ended, or runs at or past its pivot.
+async fn cancel_by_message(
+    world: Shared,
+    orchestrator: Orchestrator<SimStore>,
+    pivot: Option<usize>,
+) -> Result<(), ()> {
+    let envelope = lift_events::relay::cancel_envelope("sim", SAGA_ID, "cancelled on the queue")
+        .expect("a cancel envelope");
+    let body = serde_json::to_vec(&envelope).expect("a message body");
+    let read = Envelope::from_body(&body).expect("the body reads back");
+    let Some(Ok(input)) = saga_input(&read) else {
+        panic!("a cancel is a saga input");
+    };
+    for _ in 0..10 {
+        match orchestrator.handle(&input).await {
+            Ok(Handled::Applied(state)) => {
+                assert!(
+                    matches!(
+                        state.status(),
+                        SagaStatus::Compensating
+                            | SagaStatus::Compensated
+                            | SagaStatus::NeedsAttention
+                    ),
+                    "a cancel applied from the queue left the saga {:?}",
+                    state.status()
+                );
+                let mut w = lock(&world);
+                w.cancel_accepted = true;
+                w.stats.cancels += 1;
+                return Ok(());
+            }
+            Ok(Handled::Ignored(_)) => {
+                let mut w = lock(&world);
+                let stored = w
+                    .items
+                    .get(SAGA_ID)
+                    .expect("an ignored cancel's saga is stored");
+                if stored.status() == SagaStatus::Running {
+                    let step = stored.cursor().map_or(0, |c| c.step as usize);
+                    assert!(
+                        pivot.is_some_and(|p| step >= p),
+                        "a cancel from the queue at step {step} before the pivot {pivot:?} was ignored"
+                    );
+                }
+                w.stats.cancels += 1;
+                return Ok(());
+            }
+            Ok(other) => panic!("a cancel answered {other:?}"),
             Err(_) => {}
         }
     }
@@ -1091,10 +1159,18 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
         if cancel_ready {
             if pick < 4 {
                 w.faults.cancel_at = None;
+                // Half through the orchestrator's queue, as `lift cancel` sends it.
+                let on_the_queue = w.rng.bool();
                 drop(w);
+                let (cw, o) = (world.clone(), orchestrator.clone());
+                let future: Task = if on_the_queue {
+                    Box::pin(cancel_by_message(cw, o, pivot))
+                } else {
+                    Box::pin(cancel_saga(cw, o, pivot))
+                };
                 tasks.push(Running {
                     id,
-                    future: Box::pin(cancel_saga(world.clone(), orchestrator.clone(), pivot)),
+                    future,
                     role: Role::Cancel,
                 });
                 continue;
@@ -1213,6 +1289,11 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
         .unwrap_or("none");
     let mut stats = w.stats;
     stats.skewed_runs = u64::from(w.faults.skew_ms > 0);
+    stats.cancelled = u64::from(w.items.get(SAGA_ID).is_some_and(|s| {
+        s.history()
+            .iter()
+            .any(|h| matches!(h.event, HistoryEvent::Cancelled { .. }))
+    }));
     stats.timeouts = w.items.get(SAGA_ID).map_or(0, |s| {
         s.history()
             .iter()
