@@ -11,9 +11,12 @@
 //!   `inventory` service for a quote — found through discovery and called through the
 //!   service client — and puts an [`OrderPlaced`] event on the bus. `GET /orders/{id}`
 //!   answers the order's saga: its status, each step, and its timeline.
+//!   `POST /orders/{id}/cancel` cancels it for its customer: the steps done, and the one
+//!   in flight, are undone in reverse.
 //! - **orchestrator** ([`orchestrator_app`]): starts a saga for each [`OrderPlaced`] event,
-//!   applies the participants' replies and its own timers from its queue, and relays each
-//!   stored transition's outbox from the saga table's stream.
+//!   applies the participants' replies, its own timers and the cancels `lift cancel` sends
+//!   from its queue, and relays each stored transition's outbox from the saga table's
+//!   stream.
 //! - **inventory**, **payments** and **shipping** ([`participants::app`]): each takes its
 //!   commands from its queue, does them at most once in effect ([`participants::Ledger`])
 //!   and replies to the orchestrator's queue. Inventory also answers the quotes
