@@ -549,6 +549,43 @@ mod tests {
         assert_eq!(recorder.0.lock().unwrap().len(), 1, "nothing more relayed");
     }
 
+    /// A cancel that reaches the orchestrator's function as an invocation (an EventBridge
+    /// event, through the App's event fallback) is applied as one from its queue; the same
+    /// cancel again is done and changes nothing.
+    #[tokio::test]
+    async fn a_cancel_invoked_as_an_event_is_applied() {
+        use crate::saga::{Saga, SagaStatus, StartMeta, Step, remote};
+        use lift_core::testing::{TestApp, events};
+        let saga = Saga::named("s", 1)
+            .step(Step::new("a", remote("p", "A"), Some(remote("p", "UndoA"))))
+            .build()
+            .unwrap();
+        let store = MemoryStore::new();
+        let orchestrator = Orchestrator::new(Registry::new().with(saga), store.clone());
+        let started = orchestrator
+            .start("s", "s-1", &json!({}), StartMeta::default())
+            .await
+            .unwrap();
+        let app = TestApp::new(orchestrator_inputs(
+            App::new(),
+            orchestrator,
+            Recorder::default(),
+        ))
+        .unwrap();
+        let cancel = crate::relay::cancel_envelope("ops", "s-1", "stop").unwrap();
+        let event = events::eventbridge(
+            "ops",
+            crate::relay::CANCEL_TYPE,
+            serde_json::to_value(&cancel).unwrap(),
+        );
+        app.invoke(&event).await.unwrap();
+        let cancelled = store.load("s-1").await.unwrap().unwrap();
+        assert_eq!(cancelled.status(), SagaStatus::Compensating);
+        assert_eq!(cancelled.version(), started.version() + 1);
+        app.invoke(&event).await.unwrap();
+        assert_eq!(store.load("s-1").await.unwrap().unwrap(), cancelled);
+    }
+
     /// A timer re-sent on every hop of a week-long timeout (672 hops of 15 minutes) keeps
     /// an id of bounded length, a new one each hop.
     #[test]
