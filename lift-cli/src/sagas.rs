@@ -2,7 +2,7 @@
 //! timeline. [`list`] and [`show`] render what the commands print.
 
 use lift_events::publish::{PublishConfig, SqsMessage};
-use lift_events::saga::{HistoryEvent, Phase, SagaState, SagaStatus, StepStatus, Waiting};
+use lift_events::saga::{Phase, SagaState, SagaStatus, StepStatus, Waiting};
 use lift_events::store::{DynamoStore, SagaStore, SagaSummary};
 
 use crate::{Args, CliError};
@@ -202,10 +202,6 @@ pub(crate) async fn cancel(args: &Args) -> Result<String, CliError> {
         .await
         .map_err(|e| read_failed(&table, &e))?
         .ok_or_else(|| CliError::Failed(format!("no saga {id} in table {table}; nothing sent")))?;
-    let cancelled = state
-        .history()
-        .iter()
-        .any(|entry| matches!(entry.event, HistoryEvent::Cancelled { .. }));
     match state.status() {
         SagaStatus::Running => {}
         SagaStatus::Compensating | SagaStatus::Compensated => {
@@ -214,7 +210,7 @@ pub(crate) async fn cancel(args: &Args) -> Result<String, CliError> {
                 state.status().as_str()
             ));
         }
-        _ if cancelled => {
+        _ if state.cancelled() => {
             return Ok(format!(
                 "saga {id} was cancelled and is {}; nothing sent\n",
                 state.status().as_str()

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::definition::{Registry, Saga, StepCall, Work};
 use super::state::{
-    Cancel, Command, HistoryEvent, Message, Reply, SagaInput, SagaState, SagaStatus, Target, Timer,
+    Cancel, Command, Message, Reply, SagaInput, SagaState, SagaStatus, Target, Timer,
 };
 use super::transition::{Ignored, Outcome, StartMeta, fits, park, start, transition};
 use crate::store::{SagaStore, StoreError};
@@ -314,7 +314,7 @@ impl<S: SagaStore> Orchestrator<S> {
     /// a compensation run here was refused. A cancel sent again, or one that finds the
     /// saga compensating or compensated already, changes nothing and answers the same.
     ///
-    /// A cancel adds a history entry ([`HistoryEvent::Cancelled`]) that releases before
+    /// A cancel adds a history entry ([`HistoryEvent::Cancelled`](super::HistoryEvent::Cancelled)) that releases before
     /// this one cannot read: deploy every function that reads the saga table (the
     /// orchestrator and its relay, the `lift` command) at this release or later before
     /// any function cancels.
@@ -339,13 +339,9 @@ impl<S: SagaStore> Orchestrator<S> {
             .load(id)
             .await?
             .ok_or_else(|| OrchestratorError::UnknownSaga(id.to_owned()))?;
-        let cancelled = state
-            .history()
-            .iter()
-            .any(|entry| matches!(entry.event, HistoryEvent::Cancelled { .. }));
         match state.status() {
             SagaStatus::Compensating | SagaStatus::Compensated => Ok(state),
-            _ if cancelled => Ok(state),
+            _ if state.cancelled() => Ok(state),
             status => Err(OrchestratorError::NotCancellable {
                 id: id.to_owned(),
                 status,

@@ -523,6 +523,13 @@ impl SagaState {
         self.tenant.as_deref()
     }
 
+    /// Whether the saga was cancelled: its history holds a [`HistoryEvent::Cancelled`].
+    pub fn cancelled(&self) -> bool {
+        self.history
+            .iter()
+            .any(|entry| matches!(entry.event, HistoryEvent::Cancelled { .. }))
+    }
+
     /// The state version: 1 after the start, one more per transition.
     pub fn version(&self) -> u64 {
         self.version
