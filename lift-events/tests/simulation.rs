@@ -735,6 +735,41 @@ async fn start_saga(
     }
 }
 
+/// A cancel took effect, or found the saga compensating already: the saga must be
+/// compensating, compensated, or needing attention (a local compensation run by the
+/// cancel was refused); it must not complete after this.
+fn cancel_taken(world: &Shared, state: &SagaState) {
+    assert!(
+        matches!(
+            state.status(),
+            SagaStatus::Compensating | SagaStatus::Compensated | SagaStatus::NeedsAttention
+        ),
+        "a cancel that was taken left the saga {:?}",
+        state.status()
+    );
+    let mut w = lock(world);
+    w.cancel_accepted = true;
+    w.stats.cancels += 1;
+}
+
+/// A cancel was not taken: a running saga is left alone only at or past its pivot, where
+/// it still is while it runs (steps only move forward until it compensates).
+fn cancel_not_taken(world: &Shared, pivot: Option<usize>) {
+    let mut w = lock(world);
+    let stored = w
+        .items
+        .get(SAGA_ID)
+        .expect("a saga whose cancel was not taken is stored");
+    if stored.status() == SagaStatus::Running {
+        let step = stored.cursor().map_or(0, |c| c.step as usize);
+        assert!(
+            pivot.is_some_and(|p| step >= p),
+            "a cancel at step {step} before the pivot {pivot:?} was not taken"
+        );
+    }
+    w.stats.cancels += 1;
+}
+
 /// Someone cancelling the saga, sending the cancel again while the store fails. An
 /// accepted cancel answers a saga compensating or compensated; a refused one, a saga
 /// that ended, or one at or past its pivot.
@@ -749,20 +784,7 @@ async fn cancel_saga(
             .await
         {
             Ok(state) => {
-                // Needing attention: a local compensation run by the cancel was refused.
-                assert!(
-                    matches!(
-                        state.status(),
-                        SagaStatus::Compensating
-                            | SagaStatus::Compensated
-                            | SagaStatus::NeedsAttention
-                    ),
-                    "an accepted cancel answered {:?}",
-                    state.status()
-                );
-                let mut w = lock(&world);
-                w.cancel_accepted = true;
-                w.stats.cancels += 1;
+                cancel_taken(&world, &state);
                 return Ok(());
             }
             Err(OrchestratorError::NotCancellable { status, .. }) => {
@@ -770,19 +792,7 @@ async fn cancel_saga(
                     status.is_final() || (status == SagaStatus::Running && pivot.is_some()),
                     "a cancel of a {status:?} saga without a pivot was refused"
                 );
-                // A running saga is refused only at or past its pivot, where it still is
-                // while it runs (steps only move forward until it compensates).
-                let w = lock(&world);
-                let stored = w.items.get(SAGA_ID).expect("a refused saga is stored");
-                if stored.status() == SagaStatus::Running {
-                    let step = stored.cursor().map_or(0, |c| c.step as usize);
-                    assert!(
-                        pivot.is_some_and(|p| step >= p),
-                        "a cancel at step {step} before the pivot {pivot:?} was refused"
-                    );
-                }
-                drop(w);
-                lock(&world).stats.cancels += 1;
+                cancel_not_taken(&world, pivot);
                 return Ok(());
             }
             // Not started yet: nothing to cancel.
@@ -813,35 +823,11 @@ async fn cancel_by_message(
     for _ in 0..10 {
         match orchestrator.handle(&input).await {
             Ok(Handled::Applied(state)) => {
-                assert!(
-                    matches!(
-                        state.status(),
-                        SagaStatus::Compensating
-                            | SagaStatus::Compensated
-                            | SagaStatus::NeedsAttention
-                    ),
-                    "a cancel applied from the queue left the saga {:?}",
-                    state.status()
-                );
-                let mut w = lock(&world);
-                w.cancel_accepted = true;
-                w.stats.cancels += 1;
+                cancel_taken(&world, &state);
                 return Ok(());
             }
             Ok(Handled::Ignored(_)) => {
-                let mut w = lock(&world);
-                let stored = w
-                    .items
-                    .get(SAGA_ID)
-                    .expect("an ignored cancel's saga is stored");
-                if stored.status() == SagaStatus::Running {
-                    let step = stored.cursor().map_or(0, |c| c.step as usize);
-                    assert!(
-                        pivot.is_some_and(|p| step >= p),
-                        "a cancel from the queue at step {step} before the pivot {pivot:?} was ignored"
-                    );
-                }
-                w.stats.cancels += 1;
+                cancel_not_taken(&world, pivot);
                 return Ok(());
             }
             Ok(other) => panic!("a cancel answered {other:?}"),
@@ -1289,11 +1275,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
         .unwrap_or("none");
     let mut stats = w.stats;
     stats.skewed_runs = u64::from(w.faults.skew_ms > 0);
-    stats.cancelled = u64::from(w.items.get(SAGA_ID).is_some_and(|s| {
-        s.history()
-            .iter()
-            .any(|h| matches!(h.event, HistoryEvent::Cancelled { .. }))
-    }));
+    stats.cancelled = u64::from(w.items.get(SAGA_ID).is_some_and(SagaState::cancelled));
     stats.timeouts = w.items.get(SAGA_ID).map_or(0, |s| {
         s.history()
             .iter()
