@@ -293,14 +293,16 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The orchestrator's input handler: applies the reply, timer or cancel
-/// ([`crate::relay::cancel_envelope`]) in the message (an SQS message, or an EventBridge
+/// The orchestrator's input handler: applies the reply, timer, cancel
+/// ([`crate::relay::cancel_envelope`]) or redrive ([`crate::relay::redrive_envelope`]) in
+/// the message (an SQS message, or an EventBridge
 /// event from a rule or an asynchronous invocation) to its saga and re-sends a timer that
 /// came early. A cancel that cannot be applied (the saga ended, compensates already, or
 /// is at or past its pivot) is logged and done. A cancel for a saga that is not stored
 /// fails like any input for an unknown saga, so the queue delivers it again (its start
 /// may land after it) until its redrive limit sends it to the dead-letter queue: `lift
-/// cancel` checks the saga first. Any other message is refused (422).
+/// cancel` checks the saga first. A redrive that cannot be applied is logged and done, as
+/// a cancel is. Any other message is refused (422).
 ///
 /// # Errors
 /// A 422 for a message that is not a saga input (it goes to the dead-letter queue after
@@ -321,7 +323,7 @@ pub async fn orchestrator_message<S: SagaStore, T: Transport>(
     let input = saga_input(&envelope)
         .ok_or_else(|| {
             invalid(format!(
-                "`{}` is not a saga reply, timer or cancel",
+                "`{}` is not a saga reply, timer, cancel or redrive",
                 envelope.kind
             ))
         })?
@@ -338,6 +340,10 @@ pub async fn orchestrator_message<S: SagaStore, T: Transport>(
         Ok(Handled::Ignored(why)) if matches!(input, SagaInput::Cancel(_)) => {
             // Done: sent again, it would be refused again. Whoever sent it reads the saga.
             tracing::info!(target: "lift::saga", saga_id = %input.saga_id(), ?why, "cancel not applied: the saga ended, compensates already (a cancel delivered again, say), or is at or past its pivot");
+            Ok(())
+        }
+        Ok(Handled::Ignored(why)) if matches!(input, SagaInput::Redrive(_)) => {
+            tracing::info!(target: "lift::saga", saga_id = %input.saga_id(), ?why, "redrive not applied: the saga does not need attention at the version it names (a redrive delivered again, say), or has no command to send again");
             Ok(())
         }
         Ok(_) => Ok(()),

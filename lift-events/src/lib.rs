@@ -123,9 +123,10 @@
 //! sender's to write, and one participant function may answer for several steps). Whoever
 //! can deliver a reply to the orchestrator (send to its queue, invoke its function, put a
 //! `lift.saga.Reply` event on a bus a rule routes to it) can thus complete any step of a
-//! saga whose id it knows, and cancel any saga by sending a `lift.saga.Cancel`
-//! ([`relay::cancel_envelope`]): grant those permissions to the participants, and to the
-//! operators who cancel with `lift cancel`, alone.
+//! saga whose id it knows, cancel any saga by sending a `lift.saga.Cancel`
+//! ([`relay::cancel_envelope`]), and redrive one that needs attention with a
+//! `lift.saga.Redrive` ([`relay::redrive_envelope`]): grant those permissions to the
+//! participants, and to the operators who use `lift cancel` and `lift redrive`, alone.
 //! [`consume::Participant`] keeps its record of a command by command id within its
 //! delivery path (the queue, or the event's source and type, and the function): moving a
 //! participant to another path (from a queue to invocations, say) while commands are in
@@ -138,6 +139,23 @@
 //! out the saga ends `NeedsAttention` with the reason. After the pivot a saga only goes
 //! forward; a step after it that fails for good ends `NeedsAttention` too. A running saga
 //! keeps the definition version it started with.
+//!
+//! **Redrive.** A saga that needs attention keeps the command it stopped on
+//! ([`saga::SagaState::halted`]). Once what stopped it is fixed (a participant that
+//! refused a compensation, one down for longer than its retries), an operator redrives it
+//! ([`saga::Orchestrator::redrive`], a `lift.saga.Redrive` on the orchestrator's queue, or
+//! `lift redrive ID`): that command goes out again from its first attempt, and the saga
+//! goes on compensating, or forward after its pivot, as Step Functions'
+//! `RedriveExecution` restarts an execution from the state that failed. A command whose
+//! attempts ran out may have taken effect and goes under its own id, which a participant
+//! keeping rule 1 answers without acting twice. A refused one goes under a new id (its
+//! step's id and `:r<n>`, for the saga's n-th redrive), since the participant answers its
+//! recorded refusal to the old one. A redrive names the saga's version it was decided
+//! on, so one delivered twice, or after the saga stopped again, changes nothing. A saga
+//! stopped by an input too large to store keeps no command, since the participant would
+//! answer the same again. A technical failure of an attempt before the redrive,
+//! delivered after it, counts against the redriven attempt with the same number, which
+//! costs that attempt and no more.
 //!
 //! **Messages: invocations or queues for commands and replies, the bus for business
 //! events.** A command or a reply on EventBridge costs an entry ($1 per million) plus the
@@ -247,11 +265,15 @@
 //! draws whether commands and replies go through the bus, straight to the queues, or as
 //! asynchronous invocations (with a crash possible between two of them). The models follow the calls
 //! the crate makes: a failed conditional write hands back the stored item, SQS delays are
-//! whole seconds. After each run it checks that the saga
+//! whole seconds. Most runs also draw starts sent again, clocks apart, a cancel at a
+//! random time, and an operator who, when the saga needs attention, stops its
+//! participants refusing and redrives it (at the version read, through the orchestrator
+//! or its queue, a quarter of the redrives sent twice). After each run it checks that the saga
 //! ended (`Completed`, `Compensated` or `NeedsAttention` with a reason), that each action
 //! and compensation took effect at most once, compensations only of actions in effect and
 //! in reverse order, that every stored version was relayed and the end published, and that
-//! no version was skipped. A failing seed prints the command that replays it:
+//! no version was skipped, and that no more redrives were applied than decided. A failing
+//! seed prints the command that replays it:
 //!
 //! ```text
 //! LIFT_SIM_SEEDS=<first>..<last> cargo test -p lift-events --release --test simulation

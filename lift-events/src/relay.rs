@@ -15,7 +15,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::envelope::Envelope;
-use crate::saga::{Cancel, Command, Message, Reply, SagaInput, SagaState, Snapshot, Target, Timer};
+use crate::saga::{
+    Cancel, Command, Message, Redrive, Reply, SagaInput, SagaState, Snapshot, Target, Timer,
+};
 
 /// The `type` of a reply envelope (participant → orchestrator).
 pub const REPLY_TYPE: &str = "lift.saga.Reply";
@@ -24,6 +26,9 @@ pub const TIMER_TYPE: &str = "lift.saga.Timer";
 /// The `type` of a cancel envelope (an operator or a function → the orchestrator, on its
 /// queue): applied as [`Orchestrator::cancel`](crate::saga::Orchestrator::cancel) does.
 pub const CANCEL_TYPE: &str = "lift.saga.Cancel";
+/// The `type` of a redrive envelope (an operator or a function → the orchestrator, on its
+/// queue): applied as [`Orchestrator::redrive`](crate::saga::Orchestrator::redrive) does.
+pub const REDRIVE_TYPE: &str = "lift.saga.Redrive";
 /// The `type` of the event published when a saga ends.
 pub const FINISHED_TYPE: &str = "lift.saga.Finished";
 /// The `source` of the events the orchestrator publishes (commands included).
@@ -289,22 +294,53 @@ pub fn cancel_envelope(
     saga_id: &str,
     reason: &str,
 ) -> Result<Envelope, serde_json::Error> {
+    let cancel = Cancel {
+        saga_id: saga_id.to_owned(),
+        reason: reason.to_owned(),
+    };
+    operator_envelope(CANCEL_TYPE, source, saga_id, &cancel)
+}
+
+/// The envelope that redrives saga `saga_id`, which needs attention at `version`, for
+/// `reason`, sent by `source` (who asks), for the orchestrator's queue: as
+/// [`cancel_envelope`], for the `lift redrive` command.
+///
+/// # Errors
+/// When the redrive does not serialize.
+pub fn redrive_envelope(
+    source: &str,
+    saga_id: &str,
+    version: u64,
+    reason: &str,
+) -> Result<Envelope, serde_json::Error> {
+    let redrive = Redrive {
+        saga_id: saga_id.to_owned(),
+        version,
+        reason: reason.to_owned(),
+    };
+    operator_envelope(REDRIVE_TYPE, source, saga_id, &redrive)
+}
+
+/// An envelope of type `kind` for saga `saga_id` from `source`, with a new id.
+fn operator_envelope(
+    kind: &str,
+    source: &str,
+    saga_id: &str,
+    payload: &impl Serialize,
+) -> Result<Envelope, serde_json::Error> {
     envelope(
         crate::envelope::new_id(),
-        CANCEL_TYPE,
+        kind,
         source,
         saga_id,
         None,
         (saga_id, None),
-        &Cancel {
-            saga_id: saga_id.to_owned(),
-            reason: reason.to_owned(),
-        },
+        payload,
     )
 }
 
-/// The saga input an orchestrator queue message carries: a reply, a timer or a cancel;
-/// `None` for any other envelope.
+/// The saga input an orchestrator queue message carries: a reply, a timer, a cancel or a
+/// redrive; `None` for any other envelope.
 ///
 /// # Errors
 /// When the payload does not decode as its type says.
@@ -314,6 +350,9 @@ pub fn saga_input(envelope: &Envelope) -> Option<Result<SagaInput, serde_json::E
         TIMER_TYPE => Some(serde_json::from_value(envelope.payload.clone()).map(SagaInput::Timer)),
         CANCEL_TYPE => {
             Some(serde_json::from_value(envelope.payload.clone()).map(SagaInput::Cancel))
+        }
+        REDRIVE_TYPE => {
+            Some(serde_json::from_value(envelope.payload.clone()).map(SagaInput::Redrive))
         }
         _ => None,
     }
@@ -661,10 +700,10 @@ mod tests {
         );
     }
 
-    /// A cancel travels as an envelope any sender can write and the orchestrator's queue
-    /// handler reads back as the cancel it was, through its JSON body.
+    /// A cancel or a redrive travels as an envelope any sender can write and the
+    /// orchestrator's queue handler reads back as what it was, through its JSON body.
     #[test]
-    fn a_cancel_envelope_reads_back_as_the_cancel() {
+    fn a_cancel_or_redrive_envelope_reads_back_as_what_it_carries() {
         let envelope = cancel_envelope("ops", "trip-1", "customer called").unwrap();
         assert_eq!(
             (envelope.kind.as_str(), envelope.saga_id.as_deref()),
@@ -676,6 +715,15 @@ mod tests {
             Some(Ok(SagaInput::Cancel(cancel))) => {
                 assert_eq!(cancel.saga_id, "trip-1");
                 assert_eq!(cancel.reason, "customer called");
+            }
+            other => panic!("{other:?}"),
+        }
+        let redrive = redrive_envelope("ops", "trip-1", 7, "refunds fixed").unwrap();
+        let body = serde_json::to_vec(&redrive).unwrap();
+        match saga_input(&Envelope::from_body(&body).unwrap()) {
+            Some(Ok(SagaInput::Redrive(redrive))) => {
+                assert_eq!((redrive.saga_id.as_str(), redrive.version), ("trip-1", 7));
+                assert_eq!(redrive.reason, "refunds fixed");
             }
             other => panic!("{other:?}"),
         }

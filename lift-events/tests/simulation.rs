@@ -85,6 +85,9 @@ struct Faults {
     skew_ms: u64,
     /// When someone cancels the saga, if anyone does.
     cancel_at: Option<u64>,
+    /// How many times an operator fixes what stopped a saga that needs attention (no more
+    /// refusals) and redrives it.
+    redrives: u32,
 }
 
 /// How commands and replies travel (timers always ride the orchestrator's queue).
@@ -120,6 +123,7 @@ impl Faults {
             restarts: Vec::new(),
             skew_ms: 0,
             cancel_at: None,
+            redrives: 0,
         }
     }
 
@@ -141,6 +145,8 @@ impl Faults {
                     rng.u64(0..120_000)
                 }
         });
+        // Drawn last, as above.
+        self.redrives = if rng.u8(..4) == 0 { 0 } else { rng.u32(1..=2) };
         self
     }
 }
@@ -209,6 +215,8 @@ struct World {
     planted: Planted,
     /// A cancel was accepted: the saga must not complete.
     cancel_accepted: bool,
+    /// When the operator redrives the saga that needs attention.
+    redrive_at: Option<u64>,
 }
 
 /// How often each fault struck, over a run.
@@ -230,6 +238,10 @@ struct Stats {
     cancels: u64,
     /// Runs whose saga ended cancelled (a `Cancelled` entry in its history).
     cancelled: u64,
+    /// Redrives an operator decided (each sent until it got an answer, some twice).
+    redrives: u64,
+    /// Redrives applied (`Redriven` entries in the sagas' histories).
+    redriven: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -248,6 +260,8 @@ impl std::ops::AddAssign for Stats {
         self.skewed_runs += o.skewed_runs;
         self.cancels += o.cancels;
         self.cancelled += o.cancelled;
+        self.redrives += o.redrives;
+        self.redriven += o.redriven;
     }
 }
 
@@ -630,7 +644,8 @@ fn decide(w: &mut World, command: &Command) -> Result<Value, StepError> {
         Phase::Action => {
             if w.faults.reject_step == Some(step) {
                 let outcome = Err(StepError::Rejected("refused".into()));
-                w.participant_records.insert(action_id, outcome.clone());
+                w.participant_records
+                    .insert(command.command_id.clone(), outcome.clone());
                 return outcome;
             }
             let roll = w.rng.f64();
@@ -644,7 +659,9 @@ fn decide(w: &mut World, command: &Command) -> Result<Value, StepError> {
                 w.effects.push(Effect::Action(step));
                 Ok(json!({ "step": step }))
             };
-            w.participant_records.insert(action_id, outcome.clone());
+            // Its own id: a redriven action has another than its step's first one.
+            w.participant_records
+                .insert(command.command_id.clone(), outcome.clone());
             outcome
         }
         Phase::Compensation => {
@@ -837,6 +854,63 @@ async fn cancel_by_message(
     Ok(())
 }
 
+/// The operator reads the saga and, when it still needs attention, fixes what stopped it
+/// (its participants refuse no more) and redrives it at the version they read: through `Orchestrator::redrive` (sent again while
+/// the store fails) or on the orchestrator's queue, as `lift redrive` sends it; a quarter
+/// of the redrives are sent a second time, on the queue, up to a minute later.
+fn redrive(
+    w: &mut World,
+    orchestrator: &Orchestrator<SimStore>,
+    world: &Shared,
+    id: u64,
+    tasks: &mut Vec<Running>,
+) {
+    w.redrive_at = None;
+    // The operator reads the saga first: another redrive may have moved it since.
+    let stuck = w
+        .items
+        .get(SAGA_ID)
+        .is_some_and(|s| s.status() == SagaStatus::NeedsAttention && s.halted().is_some());
+    if !stuck {
+        return;
+    }
+    w.faults.redrives -= 1;
+    w.faults.reject = 0.0;
+    w.faults.reject_compensation = 0.0;
+    let version = w.items.get(SAGA_ID).map_or(0, SagaState::version);
+    let envelope = lift_events::relay::redrive_envelope("sim", SAGA_ID, version, "fixed")
+        .expect("a redrive envelope");
+    w.stats.redrives += 1;
+    let now = w.now;
+    if w.rng.u8(..4) == 0 {
+        let later = now + w.rng.u64(0..60_000);
+        w.orchestrator_q.push(envelope.clone(), later);
+    }
+    if w.rng.bool() {
+        w.orchestrator_q.push(envelope, now);
+        return;
+    }
+    let o = orchestrator.clone();
+    let stuck = world.clone();
+    tasks.push(Running {
+        id,
+        future: Box::pin(async move {
+            for _ in 0..10 {
+                match o.redrive(SAGA_ID, version, "fixed").await {
+                    Ok(_) => return Ok(()),
+                    Err(OrchestratorError::NotRedrivable { .. }) => {
+                        let now = lock(&stuck).items.get(SAGA_ID).cloned();
+                        panic!("a redrive decided at version {version} was refused: {now:#?}");
+                    }
+                    Err(_) => {}
+                }
+            }
+            Ok(())
+        }),
+        role: Role::Redrive,
+    });
+}
+
 // ---------------------------------------------------------------- the scheduler
 
 type Task = Pin<Box<dyn Future<Output = Result<(), ()>> + Send>>;
@@ -856,6 +930,8 @@ enum Role {
     Restart,
     /// Someone cancelling the saga.
     Cancel,
+    /// An operator redriving the saga.
+    Redrive,
     /// A batch of stream records, from the record at `batch_start`.
     Relay { batch_start: usize },
     /// Handling a message from a queue.
@@ -949,6 +1025,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
             restarts: Vec::new(),
             skew_ms: 0,
             cancel_at: None,
+            redrives: 0,
         };
     } else {
         faults = faults.with_later(seed);
@@ -972,6 +1049,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
         stats: Stats::default(),
         planted,
         cancel_accepted: false,
+        redrive_at: None,
     }));
     let saga = match workload {
         Workload::Faulty => definition(&world, &mut rng),
@@ -1017,6 +1095,15 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
             && !tasks.iter().any(|t| matches!(t.role, Role::Relay { .. }));
         let restart_ready = w.faults.restarts.iter().position(|(at, _)| *at <= now);
         let cancel_ready = w.faults.cancel_at.is_some_and(|at| at <= now);
+        // An operator notices a saga that needs attention, some time later.
+        let redrivable = w
+            .items
+            .get(SAGA_ID)
+            .is_some_and(|s| s.status() == SagaStatus::NeedsAttention && s.halted().is_some());
+        if redrivable && w.redrive_at.is_none() && w.faults.redrives > 0 {
+            w.redrive_at = Some(now + w.rng.u64(0..30_000));
+        }
+        let redrive_ready = w.redrive_at.is_some_and(|at| at <= now);
         let visible = |q: &Queue| {
             q.messages
                 .iter()
@@ -1030,6 +1117,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
             + u32::from(start_ready) * 4
             + u32::from(restart_ready.is_some()) * 4
             + u32::from(cancel_ready) * 4
+            + u32::from(redrive_ready) * 4
             + u32::from(relay_ready) * w.faults.relay_weight
             + orch_ready.len().min(3) as u32 * 2
             + part_ready.len().min(3) as u32 * 2;
@@ -1043,6 +1131,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
                 .map(|m| m.visible_at)
                 .chain(w.faults.restarts.iter().map(|(at, _)| *at))
                 .chain(w.faults.cancel_at)
+                .chain(w.redrive_at)
                 .min();
             match next {
                 Some(at) => {
@@ -1163,6 +1252,13 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
             }
             pick -= 4;
         }
+        if redrive_ready {
+            if pick < 4 {
+                redrive(&mut w, &orchestrator, &world, id, &mut tasks);
+                continue;
+            }
+            pick -= 4;
+        }
         if relay_ready {
             if pick < w.faults.relay_weight {
                 let batch_start = w.relayed;
@@ -1276,6 +1372,7 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
     let mut stats = w.stats;
     stats.skewed_runs = u64::from(w.faults.skew_ms > 0);
     stats.cancelled = u64::from(w.items.get(SAGA_ID).is_some_and(SagaState::cancelled));
+    stats.redriven = w.items.get(SAGA_ID).map_or(0, |s| u64::from(s.redrives()));
     stats.timeouts = w.items.get(SAGA_ID).map_or(0, |s| {
         s.history()
             .iter()
@@ -1373,6 +1470,13 @@ fn check(world: &Shared, steps: usize, pivot: Option<usize>) -> Result<(), Strin
                 actions[s], compensations[s]
             ));
         }
+    }
+    if u64::from(state.redrives()) > w.stats.redrives {
+        return Err(format!(
+            "{} redrives applied, {} decided",
+            state.redrives(),
+            w.stats.redrives
+        ));
     }
     if w.cancel_accepted && status == SagaStatus::Completed {
         return Err("the saga completed after a cancel was accepted".into());
@@ -1535,6 +1639,7 @@ async fn the_dynamodb_model_keeps_the_store_contract() {
         stats: Stats::default(),
         planted: Planted::None,
         cancel_accepted: false,
+        redrive_at: None,
     }));
     contract::contract(SimStore(world)).await;
 }

@@ -21,9 +21,9 @@ pub use definition::{
 };
 pub use orchestrator::{Handled, MAX_ID_BYTES, Orchestrator, OrchestratorError};
 pub use state::{
-    Cancel, Command, Cursor, Finished, HistoryEntry, HistoryEvent, Message, Phase, Reply,
-    SagaInput, SagaState, SagaStatus, Snapshot, StepStatus, Target, Timer, TimerKind, Waiting,
-    command_id,
+    Cancel, Command, Cursor, Finished, Halted, HistoryEntry, HistoryEvent, Message, Phase, Redrive,
+    Reply, SagaInput, SagaState, SagaStatus, Snapshot, StepStatus, Target, Timer, TimerKind,
+    Waiting, command_id, redriven_command_id,
 };
 pub use transition::{
     Ignored, MAX_REASON_BYTES, Outcome, StartMeta, Transition, start, transition,

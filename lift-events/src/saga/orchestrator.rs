@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use super::definition::{Registry, Saga, StepCall, Work};
 use super::state::{
-    Cancel, Command, Message, Reply, SagaInput, SagaState, SagaStatus, Target, Timer,
+    Cancel, Command, HistoryEvent, Message, Redrive, Reply, SagaInput, SagaState, SagaStatus,
+    Target, Timer,
 };
 use super::transition::{Ignored, Outcome, StartMeta, fits, park, start, transition};
 use crate::store::{SagaStore, StoreError};
@@ -100,14 +101,31 @@ pub enum OrchestratorError {
         /// Its status when the cancel found it.
         status: SagaStatus,
     },
+    /// The saga cannot be redriven at the version named: it does not need attention, it
+    /// moved on since that version, or it needs attention with no command to send again
+    /// ([`SagaState::halted`] is `None`). Nothing was changed.
+    #[error("saga `{id}` cannot be redriven at version {asked}: it is {} at version {version}{}", status.as_str(), if *halted { "" } else { " with no command to send again" })]
+    NotRedrivable {
+        /// The saga.
+        id: String,
+        /// The version the redrive named.
+        asked: u64,
+        /// Its status when the redrive found it.
+        status: SagaStatus,
+        /// Its version then.
+        version: u64,
+        /// Whether it kept the command it stopped on.
+        halted: bool,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// What a handler that starts or cancels sagas answers for each error, so that `?` can
-/// take it: 409 `saga_exists` for [`OrchestratorError::AlreadyExists`], 409
-/// `saga_not_cancellable` for [`OrchestratorError::NotCancellable`], 404 for
+/// What a handler that starts, cancels or redrives sagas answers for each error, so that
+/// `?` can take it: 409 `saga_exists` for [`OrchestratorError::AlreadyExists`], 409
+/// `saga_not_cancellable` for [`OrchestratorError::NotCancellable`], 409
+/// `saga_not_redrivable` for [`OrchestratorError::NotRedrivable`], 404 for
 /// [`OrchestratorError::UnknownSaga`]; 400 for an id, correlation id, tenant or data the
 /// saga cannot take ([`OrchestratorError::Unsendable`], [`OrchestratorError::Data`]); 500
 /// for the rest (the log has the cause), so that a failed store is retried.
@@ -122,6 +140,11 @@ impl From<OrchestratorError> for lift_core::Error {
             OrchestratorError::NotCancellable { .. } => lift_core::Error::new(
                 lift_core::http::StatusCode::CONFLICT,
                 "saga_not_cancellable",
+                error.to_string(),
+            ),
+            OrchestratorError::NotRedrivable { .. } => lift_core::Error::new(
+                lift_core::http::StatusCode::CONFLICT,
+                "saga_not_redrivable",
                 error.to_string(),
             ),
             OrchestratorError::UnknownSaga(_) => lift_core::Error::not_found(error.to_string()),
@@ -349,6 +372,66 @@ impl<S: SagaStore> Orchestrator<S> {
         }
     }
 
+    /// Redrives saga `id`, which needs attention at `version` (as read from the store):
+    /// sends again the command it stopped on ([`SagaState::halted`]), from its first
+    /// attempt under the step's policy, once what stopped it is fixed (a participant that
+    /// refused a compensation, one down for longer than its retries). A command that may
+    /// have taken effect (its attempts ran out) goes under the same id, so a participant
+    /// idempotent by command id answers it without acting twice; a refused one under a
+    /// new id ([`redriven_command_id`](super::redriven_command_id)), since a participant
+    /// answers its recorded refusal to the old one. A compensation goes on compensating,
+    /// an action (after the pivot, or the pivot that may have acted) goes on forward. As
+    /// Step Functions' `RedriveExecution` restarts a failed execution from the state that
+    /// failed.
+    ///
+    /// The redrive is one conditional write, as any transition, and its command goes out
+    /// through the relay; a local step runs before this returns. Answers the saga as
+    /// stored. A redrive sent again (same id and version) answers the saga as stored.
+    ///
+    /// A redrive adds a history entry ([`HistoryEvent::Redriven`]) and keeps the command a
+    /// saga stops on, which releases before this one cannot read (the entry) or keep (the
+    /// command): deploy every function that reads or writes the saga table at this release
+    /// or later before any function redrives. A saga that ended needing attention under an
+    /// earlier release kept no command, and cannot be redriven.
+    ///
+    /// # Errors
+    /// [`OrchestratorError::NotRedrivable`] for a saga that does not need attention at
+    /// `version`, or has no command to send again (nothing was changed);
+    /// [`OrchestratorError::UnknownSaga`]; a store failure (the redrive may have been
+    /// written: send it again).
+    pub async fn redrive(
+        &self,
+        id: &str,
+        version: u64,
+        reason: &str,
+    ) -> Result<SagaState, OrchestratorError> {
+        let input = SagaInput::Redrive(Redrive {
+            saga_id: id.to_owned(),
+            version,
+            reason: reason.to_owned(),
+        });
+        let (saga, handled) = self.apply_to(&input, None).await?;
+        if let Handled::Applied(state) = handled {
+            tracing::info!(target: "lift::saga", saga = %saga.name, saga_id = %id, version, "redriven");
+            return Ok(self.local_work(&saga, state).await);
+        }
+        let state = self
+            .store
+            .load(id)
+            .await?
+            .ok_or_else(|| OrchestratorError::UnknownSaga(id.to_owned()))?;
+        if redriven_at(&state, version) {
+            return Ok(state);
+        }
+        Err(OrchestratorError::NotRedrivable {
+            id: id.to_owned(),
+            asked: version,
+            status: state.status(),
+            version: state.version(),
+            halted: state.halted().is_some(),
+        })
+    }
+
     /// Applies a reply or a timer to its saga.
     ///
     /// # Errors
@@ -398,7 +481,7 @@ impl<S: SagaStore> Orchestrator<S> {
                         }
                     })
             }
-            SagaInput::Timer(_) | SagaInput::Cancel(_) => None,
+            SagaInput::Timer(_) | SagaInput::Cancel(_) | SagaInput::Redrive(_) => None,
         };
         self.apply_to(input, known).await
     }
@@ -631,6 +714,15 @@ fn started_again(stored: SagaState, ours: &SagaState) -> Result<SagaState, Orche
     } else {
         Err(OrchestratorError::AlreadyExists(stored.id().to_owned()))
     }
+}
+
+/// Whether `state` was redriven at `version`: its transition to `version + 1` is a
+/// redrive.
+pub(crate) fn redriven_at(state: &SagaState, version: u64) -> bool {
+    state.history().iter().any(|entry| {
+        entry.version == version.saturating_add(1)
+            && matches!(entry.event, HistoryEvent::Redriven { .. })
+    })
 }
 
 /// Whether `stored` is `ours`, as written: the same version and content (the outbox aside).

@@ -40,7 +40,8 @@ pub enum SagaStatus {
     /// A step failed and every completed step was undone. Final.
     Compensated,
     /// Stuck: a compensation kept failing, or a step after the pivot did. A person must
-    /// look; [`SagaState::reason`] says why. Final for the orchestrator.
+    /// look; [`SagaState::reason`] says why. Final for the orchestrator, until someone
+    /// redrives it ([`Orchestrator::redrive`](super::Orchestrator::redrive)).
     NeedsAttention,
 }
 
@@ -123,6 +124,40 @@ pub struct Cursor {
 /// so a participant idempotent by command id applies the step at most once.
 pub fn command_id(saga_id: &str, step: u32, phase: Phase) -> String {
     format!("{saga_id}:{step}:{}", phase.letter())
+}
+
+/// The id of the command that redrive `redrive` (from 1) sends for `step`'s `phase` when
+/// the command the saga stopped on was refused: a participant answers a command id it
+/// recorded with its recorded outcome, so a refusal sent again under the same id would be
+/// refused again. A command that may have taken effect keeps its id instead
+/// ([`Halted::resend`]).
+pub fn redriven_command_id(saga_id: &str, step: u32, phase: Phase, redrive: u32) -> String {
+    format!("{}:r{redrive}", command_id(saga_id, step, phase))
+}
+
+/// The command a saga that needs attention stopped on, kept so that a redrive
+/// ([`Orchestrator::redrive`](super::Orchestrator::redrive)) can send it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Halted {
+    /// The step's index.
+    pub step: u32,
+    /// Action or compensation.
+    pub phase: Phase,
+    /// The id it was sent with.
+    pub command_id: String,
+    /// Whether its participant refused it (nothing took effect, and the refusal is
+    /// recorded under its id), rather than its attempts running out (it may have taken
+    /// effect).
+    pub refused: bool,
+}
+
+impl Halted {
+    /// Whether a redrive sends it again under the same id: when it may have taken effect,
+    /// so that a participant idempotent by command id does not act twice. A refused one
+    /// goes under a new id ([`redriven_command_id`]).
+    pub fn resend(&self) -> bool {
+        !self.refused
+    }
 }
 
 /// Where a command runs.
@@ -316,7 +351,22 @@ pub struct Cancel {
     pub reason: String,
 }
 
-/// What moves a running saga: a reply, a timer or a cancel.
+/// A request to send again the command a saga that needs attention stopped on
+/// ([`Orchestrator::redrive`](super::Orchestrator::redrive)), once what stopped it is
+/// fixed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redrive {
+    /// The saga instance.
+    pub saga_id: String,
+    /// The version the saga had when someone decided to redrive it: a redrive applies to
+    /// that version only, so one delivered twice, or after the saga stopped again, does
+    /// nothing.
+    pub version: u64,
+    /// Why, kept in the saga's history.
+    pub reason: String,
+}
+
+/// What moves a saga: a reply, a timer, a cancel or a redrive.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "input")]
 #[non_exhaustive]
@@ -327,6 +377,8 @@ pub enum SagaInput {
     Timer(Timer),
     /// Someone cancelled the saga.
     Cancel(Cancel),
+    /// Someone redrove a saga that needs attention.
+    Redrive(Redrive),
 }
 
 impl SagaInput {
@@ -336,6 +388,7 @@ impl SagaInput {
             SagaInput::Reply(r) => &r.saga_id,
             SagaInput::Timer(t) => &t.saga_id,
             SagaInput::Cancel(c) => &c.saga_id,
+            SagaInput::Redrive(r) => &r.saga_id,
         }
     }
 }
@@ -409,6 +462,15 @@ pub enum HistoryEvent {
         /// Why.
         reason: String,
     },
+    /// A saga that needed attention was redriven: the command it stopped on is sent again.
+    Redriven {
+        /// The step's index.
+        step: u32,
+        /// Action or compensation.
+        phase: Phase,
+        /// Why.
+        reason: String,
+    },
     /// The saga ended.
     Finished {
         /// The final status.
@@ -444,6 +506,9 @@ pub struct SagaState {
     pub(crate) reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) cursor: Option<Cursor>,
+    /// The command a saga that needs attention stopped on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) halted: Option<Halted>,
     pub(crate) steps: Vec<StepStatus>,
     /// The steps' names, for reading the saga without its definition.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -496,6 +561,24 @@ impl SagaState {
     /// The command in flight.
     pub fn cursor(&self) -> Option<&Cursor> {
         self.cursor.as_ref()
+    }
+
+    /// The command a saga that needs attention stopped on, when a redrive can send it
+    /// again. `None` for any other saga, for one stopped because an input would have made
+    /// it too large to store (the participant would give the same answer again), and for
+    /// one that ended needing attention under a release that did not keep it.
+    pub fn halted(&self) -> Option<&Halted> {
+        self.halted.as_ref()
+    }
+
+    /// How many times the saga was redriven: its [`HistoryEvent::Redriven`] entries.
+    pub fn redrives(&self) -> u32 {
+        let count = self
+            .history
+            .iter()
+            .filter(|entry| matches!(entry.event, HistoryEvent::Redriven { .. }))
+            .count();
+        u32::try_from(count).unwrap_or(u32::MAX)
     }
 
     /// Each step's status, in order.
@@ -648,6 +731,11 @@ impl SagaState {
                 }
                 HistoryEvent::CompensationStarted { reason } => format!("compensating: {reason}"),
                 HistoryEvent::Cancelled { reason } => format!("cancelled: {reason}"),
+                HistoryEvent::Redriven {
+                    step,
+                    phase: p,
+                    reason,
+                } => format!("redriven: {} {} again: {reason}", name(*step), phase(*p)),
                 HistoryEvent::Finished { status, reason } => format!(
                     "ended {}{}",
                     status.as_str(),

@@ -644,6 +644,8 @@ enum Move {
         compensation: bool,
         outcome: u8,
     },
+    /// Redrive a saga that needs attention (at an earlier version when `stale`).
+    Redrive { stale: bool },
 }
 
 fn moves() -> impl Strategy<Value = Vec<Move>> {
@@ -651,6 +653,7 @@ fn moves() -> impl Strategy<Value = Vec<Move>> {
         4 => (0u8..4, 0u32..2).prop_map(|(outcome, attempt_back)| Move::Answer { outcome, attempt_back }),
         2 => prop_oneof![Just(0u64), 1u64..5_000].prop_map(|early| Move::Fire { early }),
         2 => any::<usize>().prop_map(Move::Replay),
+        1 => any::<bool>().prop_map(|stale| Move::Redrive { stale }),
         1 => (0u32..4, any::<bool>(), 0u8..4).prop_map(|(step, compensation, outcome)| Move::Noise { step, compensation, outcome }),
     ];
     proptest::collection::vec(one, 1..120)
@@ -680,12 +683,41 @@ proptest! {
         let mut applied_inputs: Vec<SagaInput> = Vec::new();
         let mut last_compensated: Option<u32> = None;
         for m in script {
-            if state.status().is_final() {
-                break;
-            }
             now += 7;
+            if state.status().is_final() {
+                let Move::Redrive { stale } = m else { continue };
+                let halted = state.halted().cloned();
+                let input = SagaInput::Redrive(Redrive {
+                    saga_id: state.id().to_owned(),
+                    version: state.version() - u64::from(stale),
+                    reason: "again".into(),
+                });
+                match transition(&saga, &state, &input, now) {
+                    Outcome::Applied(t) => {
+                        let halted = halted.expect("a redrive applies to a saga that kept its command");
+                        prop_assert!(!stale && state.status() == SagaStatus::NeedsAttention);
+                        let c = command(&t);
+                        prop_assert_eq!((c.step, c.phase, c.attempt), (halted.step, halted.phase, 1));
+                        // The same id only for what may have acted, a new one for a refusal.
+                        prop_assert_eq!(c.command_id == halted.command_id, halted.resend());
+                        prop_assert!(!matches!(transition(&saga, t.state(), &input, now), Outcome::Applied(_)));
+                        if halted.phase == Phase::Action {
+                            last_compensated = None;
+                        }
+                        state = t.into_state();
+                    }
+                    Outcome::Ignored(_) => prop_assert!(stale || state.status() != SagaStatus::NeedsAttention || halted.is_none()),
+                    Outcome::Rearm(_) => prop_assert!(false, "a redrive re-armed a timer"),
+                }
+                continue;
+            }
             let cursor = state.cursor().cloned().expect("a running saga has a cursor");
             let input = match m {
+                Move::Redrive { stale } => SagaInput::Redrive(Redrive {
+                    saga_id: state.id().to_owned(),
+                    version: state.version() - u64::from(stale),
+                    reason: "early".into(),
+                }),
                 Move::Answer { outcome, attempt_back } => SagaInput::Reply(Reply {
                     saga_id: state.id().to_owned(),
                     command_id: cursor.command_id.clone(),
@@ -908,4 +940,322 @@ fn a_cancel_with_nothing_to_undo_ends_the_saga_at_once() {
     assert_eq!(t.state().status(), SagaStatus::Compensated);
     assert_eq!(t.state().steps(), [StepStatus::Uncertain]);
     assert!(matches!(t.outbox(), [Message::Finished(_)]));
+}
+
+fn redrive(state: &SagaState, reason: &str) -> SagaInput {
+    SagaInput::Redrive(Redrive {
+        saga_id: state.id().to_owned(),
+        version: state.version(),
+        reason: reason.into(),
+    })
+}
+
+/// `a` done, `b` refused, then `a`'s compensation refused: the saga needs attention,
+/// stopped on that compensation.
+fn compensation_refused(saga: &Saga) -> (Transition, Command) {
+    let t = begin(saga);
+    let t = applied(transition(saga, t.state(), &ok(&command(&t)), 2_000));
+    let t = applied(transition(
+        saga,
+        t.state(),
+        &err(&command(&t), StepError::Rejected("out of stock".into())),
+        3_000,
+    ));
+    let undo_a = command(&t);
+    let t = applied(transition(
+        saga,
+        t.state(),
+        &err(&undo_a, StepError::Rejected("refunds closed".into())),
+        4_000,
+    ));
+    (t, undo_a)
+}
+
+/// A refused compensation, redriven: sent again from its first attempt under a new id (the
+/// participant recorded its refusal under the old one), the saga compensating for the
+/// reason it had; the old command's late answer changes nothing, the new one's ends the
+/// saga compensated, and the same redrive again changes nothing.
+#[test]
+fn a_refused_compensation_is_redriven_under_a_new_id() {
+    let saga = three_steps(false);
+    let (t, undo_a) = compensation_refused(&saga);
+    let stuck = t.state();
+    assert_eq!(stuck.status(), SagaStatus::NeedsAttention);
+    assert_eq!(
+        stuck.halted(),
+        Some(&Halted {
+            step: 0,
+            phase: Phase::Compensation,
+            command_id: "s-1:0:c".into(),
+            refused: true,
+        })
+    );
+    let input = redrive(stuck, "refunds open again");
+    let r = applied(transition(&saga, stuck, &input, 5_000));
+    let s = r.state();
+    assert_eq!(s.status(), SagaStatus::Compensating);
+    assert!(
+        s.reason().is_some_and(|r| r.contains("out of stock")),
+        "{:?}",
+        s.reason()
+    );
+    assert_eq!(s.halted(), None);
+    assert_eq!(s.redrives(), 1);
+    assert!(r.history().iter().any(|h| h.event
+        == HistoryEvent::Redriven {
+            step: 0,
+            phase: Phase::Compensation,
+            reason: "refunds open again".into()
+        }));
+    let again = command(&r);
+    assert_eq!(
+        (
+            again.step,
+            again.phase,
+            again.attempt,
+            again.command_id.as_str()
+        ),
+        (0, Phase::Compensation, 1, "s-1:0:c:r1")
+    );
+    assert_eq!(
+        again.command_id,
+        redriven_command_id("s-1", 0, Phase::Compensation, 1)
+    );
+    assert!(
+        r.outbox().iter().any(|m| matches!(m, Message::Timer(_))),
+        "a timeout for the redriven attempt"
+    );
+    // The refusal under the old id, delivered again, answers another command.
+    assert_eq!(
+        transition(
+            &saga,
+            s,
+            &err(&undo_a, StepError::Rejected("refunds closed".into())),
+            5_100
+        ),
+        Outcome::Ignored(Ignored::Unknown)
+    );
+    assert_eq!(
+        transition(&saga, s, &input, 5_100),
+        Outcome::Ignored(Ignored::Stale)
+    );
+    let done = applied(transition(&saga, s, &ok(&again), 6_000));
+    assert_eq!(done.state().status(), SagaStatus::Compensated);
+    assert!(matches!(done.outbox(), [Message::Finished(f)]
+        if f.status == SagaStatus::Compensated && f.reason.as_deref().is_some_and(|r| r.contains("out of stock"))));
+    assert_eq!(
+        transition(&saga, done.state(), &input, 6_100),
+        Outcome::Ignored(Ignored::Finished)
+    );
+}
+
+/// A redriven command refused again needs attention again, and the next redrive sends it
+/// under yet another id; its retries keep the id they were sent with.
+#[test]
+fn each_redrive_of_a_refusal_takes_a_new_id_and_its_retries_keep_it() {
+    let saga = three_steps(false);
+    let (t, _) = compensation_refused(&saga);
+    let r1 = applied(transition(
+        &saga,
+        t.state(),
+        &redrive(t.state(), "1"),
+        5_000,
+    ));
+    let c1 = command(&r1);
+    let failed = applied(transition(
+        &saga,
+        r1.state(),
+        &err(&c1, StepError::Failed("db".into())),
+        5_100,
+    ));
+    let retry = match failed.state().cursor().map(|c| c.waiting) {
+        Some(Waiting::Retry { due_ms }) => due_ms,
+        other => panic!("{other:?}"),
+    };
+    let retried = applied(transition(
+        &saga,
+        failed.state(),
+        &SagaInput::Timer(Timer {
+            saga_id: "s-1".into(),
+            kind: TimerKind::Retry,
+            step: 0,
+            phase: Phase::Compensation,
+            attempt: 2,
+            due_ms: retry,
+        }),
+        retry,
+    ));
+    let c2 = command(&retried);
+    assert_eq!((c2.attempt, c2.command_id.as_str()), (2, "s-1:0:c:r1"));
+    let refused = applied(transition(
+        &saga,
+        retried.state(),
+        &err(&c2, StepError::Rejected("still closed".into())),
+        retry + 10,
+    ));
+    assert_eq!(refused.state().status(), SagaStatus::NeedsAttention);
+    let r2 = applied(transition(
+        &saga,
+        refused.state(),
+        &redrive(refused.state(), "2"),
+        retry + 20,
+    ));
+    assert_eq!(command(&r2).command_id, "s-1:0:c:r2");
+    assert_eq!(r2.state().redrives(), 2);
+}
+
+/// A compensation whose attempts ran out may have taken effect: redriven, it keeps its id,
+/// so a participant idempotent by command id answers it without undoing twice.
+#[test]
+fn a_compensation_out_of_attempts_is_redriven_under_its_own_id() {
+    let saga = three_steps(false);
+    let t = begin(&saga);
+    let t = applied(transition(&saga, t.state(), &ok(&command(&t)), 2_000));
+    let mut t = applied(transition(
+        &saga,
+        t.state(),
+        &err(&command(&t), StepError::Rejected("no".into())),
+        3_000,
+    ));
+    // Two attempts of `a`'s compensation, each failing.
+    for attempt in 1..=2 {
+        let c = command(&t);
+        assert_eq!(c.attempt, attempt);
+        t = applied(transition(
+            &saga,
+            t.state(),
+            &err(&c, StepError::Failed("db".into())),
+            3_100,
+        ));
+        if let Some(Waiting::Retry { due_ms }) = t.state().cursor().map(|c| c.waiting) {
+            let timer = Timer {
+                saga_id: "s-1".into(),
+                kind: TimerKind::Retry,
+                step: 0,
+                phase: Phase::Compensation,
+                attempt: 2,
+                due_ms,
+            };
+            t = applied(transition(
+                &saga,
+                t.state(),
+                &SagaInput::Timer(timer),
+                due_ms,
+            ));
+        }
+    }
+    let stuck = t.state();
+    assert_eq!(stuck.status(), SagaStatus::NeedsAttention);
+    assert_eq!(stuck.halted().map(Halted::resend), Some(true));
+    let r = applied(transition(&saga, stuck, &redrive(stuck, "db back"), 9_000));
+    let c = command(&r);
+    assert_eq!(
+        (c.phase, c.attempt, c.command_id.as_str()),
+        (Phase::Compensation, 1, "s-1:0:c")
+    );
+}
+
+/// After the pivot a saga only goes forward: a step after it that was refused is redriven
+/// under a new id and the saga completes; a pivot whose attempts ran out is sent again
+/// under its own id, and refused then, the saga compensates the steps before it.
+#[test]
+fn a_step_after_the_pivot_is_redriven_forward() {
+    let saga = Saga::named("s", 1)
+        .step(Step::new("a", remote("p", "A"), Some(remote("p", "UndoA"))))
+        .pivot(
+            Step::new("b", remote("p", "B"), None)
+                .retry(RetryPolicy::new(1, Duration::ZERO, Duration::ZERO).unwrap()),
+        )
+        .step(Step::new("c", remote("p", "C"), None))
+        .build()
+        .unwrap();
+    let t = begin(&saga);
+    let t = applied(transition(&saga, t.state(), &ok(&command(&t)), 2_000));
+    let b = applied(transition(&saga, t.state(), &ok(&command(&t)), 2_100));
+    let refused = applied(transition(
+        &saga,
+        b.state(),
+        &err(&command(&b), StepError::Rejected("no address".into())),
+        2_200,
+    ));
+    assert_eq!(refused.state().status(), SagaStatus::NeedsAttention);
+    let r = applied(transition(
+        &saga,
+        refused.state(),
+        &redrive(refused.state(), "address fixed"),
+        3_000,
+    ));
+    assert_eq!(r.state().status(), SagaStatus::Running);
+    assert_eq!(r.state().reason(), None);
+    let c = command(&r);
+    assert_eq!(
+        (c.step, c.phase, c.command_id.as_str()),
+        (2, Phase::Action, "s-1:2:a:r1")
+    );
+    let done = applied(transition(&saga, r.state(), &ok(&c), 3_100));
+    assert_eq!(done.state().status(), SagaStatus::Completed);
+
+    // The pivot out of attempts.
+    let uncertain = applied(transition(
+        &saga,
+        t.state(),
+        &err(&command(&t), StepError::Failed("?".into())),
+        2_100,
+    ));
+    assert_eq!(uncertain.state().status(), SagaStatus::NeedsAttention);
+    let r = applied(transition(
+        &saga,
+        uncertain.state(),
+        &redrive(uncertain.state(), "look again"),
+        3_000,
+    ));
+    let pivot = command(&r);
+    assert_eq!((pivot.step, pivot.command_id.as_str()), (1, "s-1:1:a"));
+    let compensating = applied(transition(
+        &saga,
+        r.state(),
+        &err(&pivot, StepError::Rejected("never got it".into())),
+        3_100,
+    ));
+    assert_eq!(compensating.state().status(), SagaStatus::Compensating);
+    assert_eq!(command(&compensating).step, 0);
+}
+
+/// What a redrive leaves alone: a running saga, an ended one, a saga needing attention at
+/// another version than the redrive names, and one stopped by an input too large to store
+/// (the participant would answer the same again).
+#[test]
+fn a_redrive_leaves_other_sagas_and_versions_alone() {
+    let saga = three_steps(false);
+    let t = begin(&saga);
+    assert_eq!(
+        transition(&saga, t.state(), &redrive(t.state(), "x"), 1_500),
+        Outcome::Ignored(Ignored::Stale)
+    );
+    let (stuck, _) = compensation_refused(&saga);
+    let stale = SagaInput::Redrive(Redrive {
+        saga_id: "s-1".into(),
+        version: stuck.state().version() - 1,
+        reason: "x".into(),
+    });
+    assert_eq!(
+        transition(&saga, stuck.state(), &stale, 5_000),
+        Outcome::Ignored(Ignored::Stale)
+    );
+    let other = SagaInput::Redrive(Redrive {
+        saga_id: "s-2".into(),
+        version: stuck.state().version(),
+        reason: "x".into(),
+    });
+    assert_eq!(
+        transition(&saga, stuck.state(), &other, 5_000),
+        Outcome::Ignored(Ignored::Unknown)
+    );
+    let parked = super::transition::park(&saga, t.state(), "too large".into(), 2_000);
+    assert_eq!(parked.state().status(), SagaStatus::NeedsAttention);
+    assert_eq!(parked.state().halted(), None);
+    assert_eq!(
+        transition(&saga, parked.state(), &redrive(parked.state(), "x"), 3_000),
+        Outcome::Ignored(Ignored::NotRedrivable)
+    );
 }

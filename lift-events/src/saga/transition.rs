@@ -7,8 +7,9 @@ use serde_json::Value;
 use super::StepError;
 use super::definition::{Saga, Work};
 use super::state::{
-    Cancel, Command, Cursor, Finished, HistoryEntry, HistoryEvent, Message, Phase, Reply,
-    SagaInput, SagaState, SagaStatus, StepStatus, Target, Timer, TimerKind, Waiting, command_id,
+    Cancel, Command, Cursor, Finished, Halted, HistoryEntry, HistoryEvent, Message, Phase, Redrive,
+    Reply, SagaInput, SagaState, SagaStatus, StepStatus, Target, Timer, TimerKind, Waiting,
+    command_id, redriven_command_id,
 };
 
 /// Who started a saga: the correlation id and tenant its events carry.
@@ -64,6 +65,9 @@ pub enum Ignored {
     /// A cancel of a saga whose step in flight is its pivot or a step after it: what
     /// those did cannot be undone, so the saga goes on.
     PastPivot,
+    /// A redrive of a saga that needs attention without a command to send again
+    /// ([`SagaState::halted`] is `None`).
+    NotRedrivable,
 }
 
 /// The result of applying an input.
@@ -96,6 +100,7 @@ pub fn start(saga: &Saga, id: &str, data: Value, meta: StartMeta, now_ms: u64) -
         status: SagaStatus::Running,
         reason: None,
         cursor: None,
+        halted: None,
         steps: vec![StepStatus::Pending; saga.steps.len()],
         step_names: saga.steps.iter().map(|s| s.name.clone()).collect(),
         data,
@@ -135,7 +140,13 @@ pub(crate) fn fits(saga: &Saga, state: &SagaState) -> bool {
 /// at most once.
 /// A state that does not fit `saga` (a saga redefined under the same name and version)
 /// cannot be applied: [`Ignored::Unknown`].
+///
+/// A redrive applies to a saga that needs attention only, at the version it names: see
+/// [`Redrive`].
 pub fn transition(saga: &Saga, state: &SagaState, input: &SagaInput, now_ms: u64) -> Outcome {
+    if let SagaInput::Redrive(redrive) = input {
+        return on_redrive(saga, state, redrive, now_ms);
+    }
     if state.status.is_final() {
         return Outcome::Ignored(Ignored::Finished);
     }
@@ -149,7 +160,74 @@ pub fn transition(saga: &Saga, state: &SagaState, input: &SagaInput, now_ms: u64
         SagaInput::Reply(reply) => on_reply(saga, state, &cursor, reply, now_ms),
         SagaInput::Timer(timer) => on_timer(saga, state, &cursor, timer, now_ms),
         SagaInput::Cancel(cancel) => on_cancel(saga, state, &cursor, cancel, now_ms),
+        SagaInput::Redrive(_) => Outcome::Ignored(Ignored::Unknown),
     }
+}
+
+/// Sends again the command a saga that needs attention stopped on ([`SagaState::halted`]),
+/// from its first attempt: under the same id when it may have taken effect, under a new
+/// one ([`redriven_command_id`]) when it was refused. A compensation goes on compensating
+/// (the reason it compensates for is the one it had), an action after the pivot goes on
+/// forward. Applies at the version the redrive names only: a redrive delivered twice, or
+/// after the saga stopped again, is [`Ignored::Stale`].
+fn on_redrive(saga: &Saga, state: &SagaState, redrive: &Redrive, now_ms: u64) -> Outcome {
+    if redrive.saga_id != state.id || !fits(saga, state) {
+        return Outcome::Ignored(Ignored::Unknown);
+    }
+    match state.status {
+        SagaStatus::NeedsAttention if redrive.version == state.version => {}
+        SagaStatus::Completed | SagaStatus::Compensated => {
+            return Outcome::Ignored(Ignored::Finished);
+        }
+        _ => return Outcome::Ignored(Ignored::Stale),
+    }
+    let Some(halted) = state.halted.clone() else {
+        return Outcome::Ignored(Ignored::NotRedrivable);
+    };
+    if halted.step as usize >= saga.steps.len() {
+        return Outcome::Ignored(Ignored::Unknown);
+    }
+    let mut tx = Tx::begin(saga, state, now_ms);
+    tx.log(HistoryEvent::Redriven {
+        step: halted.step,
+        phase: halted.phase,
+        reason: bounded(&redrive.reason),
+    });
+    tx.state.halted = None;
+    // The timer sent before the saga stopped may have come while it was stopped, and was
+    // dropped then (one due later than 15 minutes comes early): send one of its own.
+    tx.state.wake_ms = None;
+    match halted.phase {
+        Phase::Action => {
+            tx.state.status = SagaStatus::Running;
+            tx.state.reason = None;
+        }
+        Phase::Compensation => {
+            tx.state.status = SagaStatus::Compensating;
+            tx.state.reason = compensating_for(state);
+        }
+    }
+    let id = if halted.resend() {
+        halted.command_id
+    } else {
+        redriven_command_id(&state.id, halted.step, halted.phase, state.redrives() + 1)
+    };
+    tx.send_as(halted.step, halted.phase, 1, id);
+    Outcome::Applied(tx.finish())
+}
+
+/// Why `state` compensates: the reason of the last compensation it began, or of its
+/// cancel.
+fn compensating_for(state: &SagaState) -> Option<String> {
+    state
+        .history
+        .iter()
+        .rev()
+        .find_map(|entry| match &entry.event {
+            HistoryEvent::CompensationStarted { reason } => Some(reason.clone()),
+            HistoryEvent::Cancelled { reason } => Some(format!("cancelled: {reason}")),
+            _ => None,
+        })
 }
 
 /// Stops a running saga going forward. The step in flight, or waiting to be tried again,
@@ -229,10 +307,13 @@ fn on_reply(
             });
             match cursor.phase {
                 Phase::Action => tx.action_failed(step, false, reason),
-                Phase::Compensation => tx.needs_attention(format!(
-                    "the compensation of step `{}` was refused: {reason}",
-                    tx.step_name(step)
-                )),
+                Phase::Compensation => tx.needs_attention(
+                    format!(
+                        "the compensation of step `{}` was refused: {reason}",
+                        tx.step_name(step)
+                    ),
+                    Some(halted_on(cursor, true)),
+                ),
             }
         }
         Err(StepError::Failed(reason)) => {
@@ -332,8 +413,19 @@ fn on_timer(
 /// too large to store).
 pub(crate) fn park(saga: &Saga, state: &SagaState, reason: String, now_ms: u64) -> Transition {
     let mut tx = Tx::begin(saga, state, now_ms);
-    tx.needs_attention(reason);
+    // Not redrivable: the participant would answer the same again.
+    tx.needs_attention(reason, None);
     tx.finish()
+}
+
+/// The command in flight at `cursor`, as a saga that stops on it keeps it.
+fn halted_on(cursor: &Cursor, refused: bool) -> Halted {
+    Halted {
+        step: cursor.step,
+        phase: cursor.phase,
+        command_id: cursor.command_id.clone(),
+        refused,
+    }
 }
 
 /// A transition being built on a copy of the state.
@@ -378,8 +470,21 @@ impl<'a> Tx<'a> {
         &self.saga.steps[step as usize].name
     }
 
-    /// Sends attempt `attempt` of `step`'s `phase`, with its timeout timer.
+    /// Sends attempt `attempt` of `step`'s `phase`, with its timeout timer, under the id
+    /// of the command in flight when it is the same step and phase (a retry), else under
+    /// the step's own id.
     fn send(&mut self, step: u32, phase: Phase, attempt: u32) {
+        let id = match &self.state.cursor {
+            Some(cursor) if cursor.step == step && cursor.phase == phase => {
+                cursor.command_id.clone()
+            }
+            _ => command_id(&self.state.id, step, phase),
+        };
+        self.send_as(step, phase, attempt, id);
+    }
+
+    /// [`send`](Self::send) under command id `id`.
+    fn send_as(&mut self, step: u32, phase: Phase, attempt: u32, id: String) {
         let definition = &self.saga.steps[step as usize];
         let target = match definition.work(phase) {
             Some(Work::Remote {
@@ -394,7 +499,6 @@ impl<'a> Tx<'a> {
         let deadline_ms = self
             .now_ms
             .saturating_add(u64::try_from(definition.timeout.as_millis()).unwrap_or(u64::MAX));
-        let id = command_id(&self.state.id, step, phase);
         self.state.steps[step as usize] = match phase {
             Phase::Action => StepStatus::Running,
             Phase::Compensation => StepStatus::Compensating,
@@ -483,7 +587,10 @@ impl<'a> Tx<'a> {
                 self.log(HistoryEvent::StepUncertain { step: cursor.step });
                 self.action_failed(cursor.step, true, &reason);
             }
-            Phase::Compensation => self.needs_attention(format!("the compensation of {reason}")),
+            Phase::Compensation => self.needs_attention(
+                format!("the compensation of {reason}"),
+                Some(halted_on(cursor, false)),
+            ),
         }
     }
 
@@ -511,13 +618,14 @@ impl<'a> Tx<'a> {
         };
         let name = &self.saga.steps[index].name;
         if let Some(pivot) = self.saga.pivot {
+            let halted = self.state.cursor.as_ref().map(|c| halted_on(c, !uncertain));
             if index > pivot {
                 let reason = format!("step `{name}` after the pivot failed: {reason}");
-                return self.needs_attention(reason);
+                return self.needs_attention(reason, halted);
             }
             if index == pivot && uncertain {
                 let reason = format!("the pivot `{name}` may have taken effect: {reason}");
-                return self.needs_attention(reason);
+                return self.needs_attention(reason, halted);
             }
         }
         self.state.status = SagaStatus::Compensating;
@@ -557,8 +665,11 @@ impl<'a> Tx<'a> {
         }
     }
 
-    fn needs_attention(&mut self, reason: String) {
+    /// Ends the saga for a person to look at, keeping the command it stopped on (when a
+    /// redrive can send it again).
+    fn needs_attention(&mut self, reason: String, halted: Option<Halted>) {
         self.end(SagaStatus::NeedsAttention, Some(reason));
+        self.state.halted = halted;
     }
 
     fn end(&mut self, status: SagaStatus, reason: Option<String>) {

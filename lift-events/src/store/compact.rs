@@ -12,6 +12,8 @@
 //! Y <step> <a|c> <attempt> <due, ms since start>  retry scheduled
 //! U <step>                                        out of attempts: uncertain
 //! K <reason>                                      compensation started
+//! X <reason>                                      cancelled
+//! D <step> <a|c> <reason>                         redriven
 //! F <status> [<reason>]                           finished
 //! ```
 //!
@@ -83,6 +85,11 @@ pub(crate) fn history_lines(created_ms: u64, history: &[HistoryEntry]) -> String
             HistoryEvent::StepUncertain { step } => write!(out, "U {step}"),
             HistoryEvent::CompensationStarted { reason: r } => write!(out, "K {}", reason(r)),
             HistoryEvent::Cancelled { reason: r } => write!(out, "X {}", reason(r)),
+            HistoryEvent::Redriven {
+                step,
+                phase: p,
+                reason: r,
+            } => write!(out, "D {step} {} {}", phase(*p), reason(r)),
             HistoryEvent::Finished { status, reason: r } => {
                 let _ = write!(out, "F {}", status.as_str());
                 match r {
@@ -176,6 +183,14 @@ fn parse_line(created_ms: u64, line: &str) -> Option<HistoryEntry> {
         "X" => HistoryEvent::Cancelled {
             reason: text(rest)?,
         },
+        "D" => {
+            let mut f = rest.splitn(3, ' ');
+            HistoryEvent::Redriven {
+                step: num(f.next())?,
+                phase: phase(f.next())?,
+                reason: text(f.next()?)?,
+            }
+        }
         "F" => {
             let (s, r) = rest.split_once(' ').unwrap_or((rest, ""));
             HistoryEvent::Finished {
@@ -350,6 +365,15 @@ mod tests {
             at(
                 6,
                 2001,
+                HistoryEvent::Redriven {
+                    step: 0,
+                    phase: Phase::Compensation,
+                    reason: "fixed the \"refund\" service\né".into(),
+                },
+            ),
+            at(
+                7,
+                2002,
                 HistoryEvent::Finished {
                     status: SagaStatus::Completed,
                     reason: None,
@@ -367,5 +391,6 @@ mod tests {
         assert_eq!(parse_history(created, "").unwrap(), []);
         assert!(parse_history(created, "1 0 Q 1").is_err());
         assert!(parse_history(created, "1 0 C 0 x 1").is_err());
+        assert!(parse_history(created, "1 0 D 0 c").is_err());
     }
 }

@@ -154,6 +154,9 @@ struct Body<'a> {
     cursor: Option<serde_json::Value>,
     data: &'a serde_json::Value,
     definition_version: u32,
+    /// A `Value`, for its sorted keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    halted: Option<serde_json::Value>,
     outputs: &'a std::collections::BTreeMap<String, serde_json::Value>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     step_names: &'a [String],
@@ -176,6 +179,7 @@ impl<'a> Content<'a> {
             status,
             reason,
             cursor,
+            halted,
             steps,
             step_names,
             data,
@@ -203,6 +207,11 @@ impl<'a> Content<'a> {
                 .map_err(codec)?,
             data,
             definition_version: *definition_version,
+            halted: halted
+                .as_ref()
+                .map(serde_json::to_value)
+                .transpose()
+                .map_err(codec)?,
             outputs,
             step_names,
             steps,
@@ -231,6 +240,7 @@ pub(crate) fn same_content(a: &SagaState, b: &SagaState) -> Result<bool, StoreEr
         status,
         reason,
         cursor,
+        halted,
         steps,
         step_names,
         data,
@@ -250,6 +260,7 @@ pub(crate) fn same_content(a: &SagaState, b: &SagaState) -> Result<bool, StoreEr
         && *status == b.status
         && *reason == b.reason
         && *cursor == b.cursor
+        && *halted == b.halted
         && *steps == b.steps
         && *step_names == b.step_names
         && identical(data, &b.data)

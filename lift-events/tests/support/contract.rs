@@ -257,7 +257,86 @@ pub(crate) async fn contract<S: SagaStore + Clone + 'static>(store: S) {
         .await;
     assert_eq!(again.unwrap(), first);
 
-    cancel_contract(store).await;
+    cancel_contract(store.clone()).await;
+    redrive_contract(store).await;
+}
+
+/// Redriving through the store: a saga that needs attention keeps the command it stopped
+/// on, read back as written; the redrive is one stored transition, sent again it changes
+/// nothing, and a stale or unknown one is refused with nothing changed.
+async fn redrive_contract<S: SagaStore + Clone + 'static>(store: S) {
+    let orchestrator = Orchestrator::new(Registry::new().with(saga()), store.clone());
+    let id = unique("redrive");
+    let mut state = orchestrator
+        .start("contract", &id, &json!({"order": 4}), StartMeta::default())
+        .await
+        .unwrap();
+    // `a` done, `b` refused, `a`'s compensation refused.
+    for outcome in [Ok(json!("a")), Err("no stock"), Err("refunds closed")] {
+        let command = first_command(&state);
+        let reply = Reply::to(&command, outcome.map_err(|r| StepError::Rejected(r.into())));
+        state = match orchestrator.handle(&SagaInput::Reply(reply)).await.unwrap() {
+            Handled::Applied(state) => state,
+            other => panic!("{other:?}"),
+        };
+    }
+    assert_eq!(state.status(), SagaStatus::NeedsAttention);
+    let stuck = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(stuck, state, "the stopped command is stored");
+    assert!(stuck.halted().is_some_and(|h| h.refused && h.step == 0));
+
+    let stale = orchestrator
+        .redrive(&id, stuck.version() - 1, "old look")
+        .await;
+    assert!(
+        matches!(
+            &stale,
+            Err(OrchestratorError::NotRedrivable { asked, version, status: SagaStatus::NeedsAttention, halted: true, .. })
+                if *asked == stuck.version() - 1 && *version == stuck.version()
+        ),
+        "{stale:?}"
+    );
+    let redriven = orchestrator
+        .redrive(&id, stuck.version(), "refunds open")
+        .await
+        .unwrap();
+    assert_eq!(redriven.version(), stuck.version() + 1);
+    assert_eq!(redriven.status(), SagaStatus::Compensating);
+    let undo = first_command(&redriven);
+    assert_eq!(
+        (undo.step, undo.phase, undo.command_id.as_str()),
+        (0, Phase::Compensation, format!("{id}:0:c:r1").as_str())
+    );
+    assert_eq!(store.load(&id).await.unwrap().as_ref(), Some(&redriven));
+    let again = orchestrator
+        .redrive(&id, stuck.version(), "twice")
+        .await
+        .unwrap();
+    assert_eq!(again, redriven, "a redrive sent again changes nothing");
+    let reply = SagaInput::Reply(Reply::to(&undo, Ok(json!(null))));
+    let ended = match orchestrator.handle(&reply).await.unwrap() {
+        Handled::Applied(state) => state,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(ended.status(), SagaStatus::Compensated);
+    assert_eq!(store.load(&id).await.unwrap().as_ref(), Some(&ended));
+    let late = orchestrator.redrive(&id, ended.version(), "late").await;
+    assert!(
+        matches!(
+            &late,
+            Err(OrchestratorError::NotRedrivable {
+                status: SagaStatus::Compensated,
+                halted: false,
+                ..
+            })
+        ),
+        "{late:?}"
+    );
+    let unknown = orchestrator.redrive(&unique("never"), 3, "x").await;
+    assert!(
+        matches!(unknown, Err(OrchestratorError::UnknownSaga(_))),
+        "{unknown:?}"
+    );
 }
 
 /// Cancelling through the store: the cancel is one stored transition, a cancel sent again
