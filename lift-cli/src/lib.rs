@@ -22,6 +22,11 @@
 //!                                           sends a cancel of saga ID to its orchestrator's
 //!                                           queue, once the saga is read and found running;
 //!                                           `lift saga ID` then shows what it did
+//! lift redrive ID [--reason R] [--queue URL] [--table T]
+//!                                           sends a redrive of saga ID to its orchestrator's
+//!                                           queue, once the saga is read and found needing
+//!                                           attention with a command to send again: that
+//!                                           command goes out again, from its first attempt
 //! ```
 //!
 //! The registry table defaults to `LIFT_REGISTRY_TABLE`, the saga table to
@@ -40,7 +45,8 @@ pub const USAGE: &str = "usage:
   lift register SERVICE --arn ARN [--hours H] [--tenant T] [--table T]
   lift sagas [--state needs-attention|running|compensating|completed|compensated] [--limit N] [--table T]
   lift saga ID [--table T]
-  lift cancel ID [--reason R] [--queue URL] [--table T]";
+  lift cancel ID [--reason R] [--queue URL] [--table T]
+  lift redrive ID [--reason R] [--queue URL] [--table T]";
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +131,7 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> Result<String, CliEr
         "services" | "instances" | "map" | "register" => services::run(&args).await,
         "sagas" | "saga" => sagas::run(&args).await,
         "cancel" => sagas::cancel(&args).await,
+        "redrive" => sagas::redrive(&args).await,
         other => Err(CliError::Usage(format!("unknown command {other}"))),
     }
 }

@@ -147,6 +147,25 @@ pub fn show(state: &SagaState) -> String {
             cursor.attempt
         ));
     }
+    if let Some(halted) = state.halted() {
+        let phase = match halted.phase {
+            Phase::Action => "action",
+            Phase::Compensation => "compensation",
+        };
+        let (why, how) = if halted.refused {
+            ("refused", "under a new command id")
+        } else {
+            (
+                "out of attempts, may have taken effect",
+                "under its own command id",
+            )
+        };
+        out.push_str(&format!(
+            "stopped  on {} {phase} ({why}): `lift redrive {}` sends it again {how}\n",
+            name(halted.step as usize),
+            state.id()
+        ));
+    }
     out.push_str("\ntimeline\n");
     out.push_str(&state.stored_timeline());
     out
@@ -183,25 +202,7 @@ fn read_failed(table: &str, e: &lift_events::store::StoreError) -> CliError {
 /// compensated, is said so and nothing is sent. Whether the orchestrator could cancel a
 /// running saga (not at or past its pivot) shows in `lift saga ID`.
 pub(crate) async fn cancel(args: &Args) -> Result<String, CliError> {
-    let id = args
-        .target
-        .as_deref()
-        .ok_or_else(|| CliError::Usage("cancel needs a saga ID".to_owned()))?;
-    let queue = match &args.queue {
-        Some(queue) => queue.clone(),
-        None => std::env::var("LIFT_ORCHESTRATOR_QUEUE").map_err(|_| {
-            CliError::Usage(
-                "no queue: pass --queue or set LIFT_ORCHESTRATOR_QUEUE (the orchestrator's)"
-                    .to_owned(),
-            )
-        })?,
-    };
-    let (table, store) = saga_store(args).await?;
-    let state = store
-        .load(id)
-        .await
-        .map_err(|e| read_failed(&table, &e))?
-        .ok_or_else(|| CliError::Failed(format!("no saga {id} in table {table}; nothing sent")))?;
+    let (id, queue, state) = operated_saga(args).await?;
     match state.status() {
         SagaStatus::Running => {}
         SagaStatus::Compensating | SagaStatus::Compensated => {
@@ -229,16 +230,83 @@ pub(crate) async fn cancel(args: &Args) -> Result<String, CliError> {
         .unwrap_or("cancelled with lift cancel");
     let envelope = lift_events::relay::cancel_envelope("lift-cli", id, reason)
         .map_err(|e| CliError::Failed(e.to_string()))?;
+    send(&queue, envelope).await?;
+    Ok(format!(
+        "cancel of saga {id} sent to {queue}; `lift saga {id}` shows what it did\n"
+    ))
+}
+
+/// `lift redrive ID`: a redrive of saga `ID` on its orchestrator's queue, at the version
+/// read, which the orchestrator applies as `Orchestrator::redrive` does: the command the
+/// saga stopped on is sent again. The saga is read first: one that does not need attention,
+/// or stopped with no command to send again, is refused and nothing is sent. A redrive
+/// names the version it read, so one sent twice, or after the saga moved, does nothing.
+pub(crate) async fn redrive(args: &Args) -> Result<String, CliError> {
+    let (id, queue, state) = operated_saga(args).await?;
+    let Some(halted) = state.halted() else {
+        let why = if state.status() == SagaStatus::NeedsAttention {
+            "it stopped with no command to send again (an input too large to store, or a release that did not keep the command)"
+        } else {
+            "only a saga that needs attention can be redriven"
+        };
+        return Err(CliError::Failed(format!(
+            "saga {id} is {}: {why}; nothing sent",
+            state.status().as_str()
+        )));
+    };
+    let reason = args
+        .reason
+        .as_deref()
+        .unwrap_or("redriven with lift redrive");
+    let envelope = lift_events::relay::redrive_envelope("lift-cli", id, state.version(), reason)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    send(&queue, envelope).await?;
+    let step = state
+        .step_names()
+        .get(halted.step as usize)
+        .cloned()
+        .unwrap_or_else(|| format!("#{}", halted.step));
+    Ok(format!(
+        "redrive of saga {id} (version {}, stopped on {step}) sent to {queue}; `lift saga {id}` shows what it did\n",
+        state.version()
+    ))
+}
+
+/// The saga id, the orchestrator's queue (`--queue`, else `LIFT_ORCHESTRATOR_QUEUE`) and
+/// the saga as stored, for a command that sends to that queue.
+async fn operated_saga(args: &Args) -> Result<(&str, String, SagaState), CliError> {
+    let id = args
+        .target
+        .as_deref()
+        .ok_or_else(|| CliError::Usage(format!("{} needs a saga ID", args.command)))?;
+    let queue = match &args.queue {
+        Some(queue) => queue.clone(),
+        None => std::env::var("LIFT_ORCHESTRATOR_QUEUE").map_err(|_| {
+            CliError::Usage(
+                "no queue: pass --queue or set LIFT_ORCHESTRATOR_QUEUE (the orchestrator's)"
+                    .to_owned(),
+            )
+        })?,
+    };
+    let (table, store) = saga_store(args).await?;
+    let state = store
+        .load(id)
+        .await
+        .map_err(|e| read_failed(&table, &e))?
+        .ok_or_else(|| CliError::Failed(format!("no saga {id} in table {table}; nothing sent")))?;
+    Ok((id, queue, state))
+}
+
+/// Sends `envelope` to the orchestrator's `queue`.
+async fn send(queue: &str, envelope: lift_events::Envelope) -> Result<(), CliError> {
     let client = aws_sdk_sqs::Client::new(lift_core::aws::sdk_config().await);
     let publisher =
-        lift_events::publish::SqsPublisher::new(client, &queue, PublishConfig::default());
+        lift_events::publish::SqsPublisher::new(client, queue, PublishConfig::default());
     publisher
         .send(&[SqsMessage::new(envelope)])
         .await
         .map_err(|e| CliError::Failed(format!("sending to {queue} failed: {e}")))?;
-    Ok(format!(
-        "cancel of saga {id} sent to {queue}; `lift saga {id}` shows what it did\n"
-    ))
+    Ok(())
 }
 
 /// Runs `lift sagas` or `lift saga ID` against the saga table.

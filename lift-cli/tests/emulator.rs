@@ -3,8 +3,11 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lift_cli::{CliError, run};
-use lift_events::saga::{Orchestrator, Registry, Saga, SagaStatus, Step, StepError, local, remote};
-use lift_events::store::DynamoStore;
+use lift_events::saga::{
+    Handled, Message, Orchestrator, Registry, Reply, Saga, SagaInput, SagaStatus, Step, StepError,
+    local, remote,
+};
+use lift_events::store::{DynamoStore, SagaStore};
 use serde_json::json;
 
 fn unique(prefix: &str) -> String {
@@ -213,7 +216,7 @@ async fn cancel_puts_a_cancel_on_the_orchestrators_queue() {
     };
     let envelope = lift_events::Envelope::from_body(message.body().unwrap().as_bytes()).unwrap();
     match lift_events::relay::saga_input(&envelope) {
-        Some(Ok(lift_events::saga::SagaInput::Cancel(cancel))) => {
+        Some(Ok(SagaInput::Cancel(cancel))) => {
             assert_eq!(cancel.saga_id, running);
             assert_eq!(cancel.reason, "changed-plans");
         }
@@ -224,4 +227,120 @@ async fn cancel_puts_a_cancel_on_the_orchestrators_queue() {
         lift(&format!("cancel --queue {url} --table {table}")).await,
         Err(CliError::Usage(_))
     ));
+}
+
+/// `lift redrive` reads the saga and, for one that needs attention with a command to send
+/// again, puts a redrive at the version read on the orchestrator's queue: applied, the
+/// refused command goes out again under a new id, and the same message again does
+/// nothing. A saga that does not need attention is refused, with nothing sent; `lift saga`
+/// says what a redrive would send.
+#[tokio::test]
+async fn redrive_puts_a_redrive_of_the_version_read_on_the_orchestrators_queue() {
+    assert!(
+        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
+        "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
+    );
+    let config = lift_core::aws::sdk_config().await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(config);
+    let sqs = aws_sdk_sqs::Client::new(config);
+    let table = unique("sagas");
+    DynamoStore::create_table(&dynamodb, &table).await.unwrap();
+    let url = sqs
+        .create_queue()
+        .queue_name(unique("orchestrator"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let saga = Saga::named("order", 1)
+        .pivot(Step::new(
+            "charge",
+            local(|_| async { Ok(json!("charged")) }),
+            None,
+        ))
+        .step(Step::new("ship", remote("shipping", "Ship"), None))
+        .build()
+        .unwrap();
+    let orchestrator = Orchestrator::new(
+        Registry::new().with(saga),
+        DynamoStore::new(dynamodb.clone(), &table),
+    );
+    let id = unique("order");
+    let shipping = orchestrator
+        .start("order", &id, &json!({}), Default::default())
+        .await
+        .unwrap();
+    let refused = lift(&format!("redrive {id} --queue {url} --table {table}")).await;
+    assert!(
+        matches!(&refused, Err(CliError::Failed(m)) if m.contains("running") && m.contains("nothing sent")),
+        "{refused:?}"
+    );
+    let ship = shipping
+        .outbox()
+        .iter()
+        .find_map(|m| match m {
+            Message::Command(c) => Some(c.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let reply = Reply::to(&ship, Err(StepError::Rejected("no address".into())));
+    let stuck = match orchestrator.handle(&SagaInput::Reply(reply)).await.unwrap() {
+        Handled::Applied(state) => state,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(stuck.status(), SagaStatus::NeedsAttention);
+    let shown = lift(&format!("saga {id} --table {table}")).await.unwrap();
+    assert!(
+        shown.contains("stopped  on ship action (refused)") && shown.contains("new command id"),
+        "{shown}"
+    );
+
+    let out = lift(&format!(
+        "redrive {id} --queue {url} --table {table} --reason address-fixed"
+    ))
+    .await
+    .unwrap();
+    assert!(out.contains(&id) && out.contains("ship"), "{out}");
+    let got = sqs
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(5)
+        .send()
+        .await
+        .unwrap();
+    let [message] = got.messages() else {
+        panic!("one message: {got:?}");
+    };
+    let envelope = lift_events::Envelope::from_body(message.body().unwrap().as_bytes()).unwrap();
+    let Some(Ok(input)) = lift_events::relay::saga_input(&envelope) else {
+        panic!("not a saga input: {envelope:?}");
+    };
+    let SagaInput::Redrive(redrive) = &input else {
+        panic!("not a redrive: {input:?}");
+    };
+    assert_eq!(
+        (redrive.version, redrive.reason.as_str()),
+        (stuck.version(), "address-fixed")
+    );
+    let redriven = match orchestrator.handle(&input).await.unwrap() {
+        Handled::Applied(state) => state,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(redriven.status(), SagaStatus::Running);
+    assert!(
+        redriven.outbox().iter().any(|m| matches!(m,
+            Message::Command(c) if c.command_id == format!("{id}:1:a:r1"))),
+        "{:?}",
+        redriven.outbox()
+    );
+    assert!(matches!(
+        orchestrator.handle(&input).await.unwrap(),
+        Handled::Ignored(_)
+    ));
+    assert_eq!(
+        orchestrator.store().load(&id).await.unwrap().as_ref(),
+        Some(&redriven)
+    );
 }
