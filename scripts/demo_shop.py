@@ -19,6 +19,9 @@ orders through the orders Function URL, as customers of two tenants with bearer 
     cannot be cancelled (409);
   * one cancelled by an operator with `lift cancel ID` (a cancel on the orchestrator's
     queue), the same way;
+  * one whose shipping fails while refunds to its customer are on hold: the refund is
+    refused and the saga needs attention; once the hold is lifted, an operator redrives it
+    with `lift redrive ID` and it ends compensated;
   * bad requests: no token, an invalid body, an unknown product, another customer's order.
 
 Then it prints each saga's timeline and the sagas by state (`lift saga`, `lift sagas`),
@@ -52,6 +55,8 @@ SERVICES = ["orders", "orchestrator", "inventory", "payments", "shipping"]
 REPLY = re.compile(r"(\S+) (action|compensation) (answered ok|failed) \(attempt")
 # How long a saga may take: the crash costs the payments queue's visibility timeout (30 s).
 WAIT_S = 90
+# The statuses a saga ends in (one that needs attention may still be redriven).
+FINAL = ("completed", "compensated", "needs_attention")
 
 
 def token(customer: str, tenant: str) -> str:
@@ -102,15 +107,16 @@ class Shop:
         except ValueError:
             return status, text
 
-    def wait(self, who: str, order: str) -> dict:
-        """The order's saga once it ended (or as it stands after WAIT_S)."""
+    def wait(self, who: str, order: str, until: tuple[str, ...] = FINAL) -> dict:
+        """The order's saga once its status is one of `until` (or as it stands after
+        WAIT_S)."""
         deadline = time.time() + WAIT_S
         view: dict = {}
         while time.time() < deadline:
             status, body = self.get(who, order)
             if status == 200 and isinstance(body, dict):
                 view = body
-                if body["status"] in ("completed", "compensated", "needs_attention"):
+                if body["status"] in until:
                     return body
             time.sleep(0.5)
         return view
@@ -160,12 +166,13 @@ def drive(shop: Shop, checks: Checks) -> list[tuple[str, str]]:
         sagas.append((label, answer["order"]))
         return answer["order"]
 
-    def ended(label: str, who: str, order: str | None, status: str, expect_replies: list[str]) -> dict:
+    def ended(label: str, who: str, order: str | None, status: str, expect_replies: list[str],
+              until: tuple[str, ...] = FINAL) -> dict:
         if order is None:
             checks.report(False, f"{label}: no order to follow")
             return {}
         started = time.time()
-        view = shop.wait(who, order)
+        view = shop.wait(who, order, until)
         got = replies(view)
         ok = view.get("status") == status and got == expect_replies
         checks.report(ok, f"{label:34} {view.get('status', 'not started')}"
@@ -271,6 +278,30 @@ def drive(shop: Shop, checks: Checks) -> list[tuple[str, str]]:
     checks.report(view.get("reason") == "cancelled: the warehouse is closed"
                   and shop.record(f"payment#{by_ops}") == "undone",
                   f"{'':34} {view.get('reason')}; the charge refunded")
+
+    print(f"\nshop: a refund refused, then redriven  {DIM}(refunds to erin on hold: the saga needs"
+          f" attention; the hold lifted, lift redrive ID sends the refund again under a new"
+          f" command id){RESET}")
+    erin = token("erin", "acme")
+    hold = {"pk": "refund-hold#erin"}
+    shop.table.put_item(Item=hold)
+    held = place("8. refund on hold", erin,
+                 {"items": [{"sku": "kettle", "quantity": 1}], "ship_to": "Atlantis"})
+    view = ended("8. refund on hold", erin, held, "needs_attention", [
+        "reserve action ok", "charge action ok", "ship action failed", "charge compensation failed"])
+    checks.report("on hold" in (view.get("reason") or "")
+                  and shop.record(f"payment#{held}") == "done",
+                  f"{'':34} {short(view.get('reason') or '-', 100)}; still charged")
+    shop.table.delete_item(Key=hold)
+    if held is not None:
+        code, text = shop.run_lift("redrive", held, "--reason", "refunds to erin released")
+        checks.report(code == 0, f"{'8. redriven by an operator':34} lift redrive -> {short(text.strip(), 90)}")
+    ended("8. redriven by an operator", erin, held, "compensated", [
+        "reserve action ok", "charge action ok", "ship action failed", "charge compensation failed",
+        "charge compensation ok", "reserve compensation ok"], until=("compensated",))
+    checks.report(shop.record(f"payment#{held}") == "undone"
+                  and shop.record(f"reservation#{held}") == "undone",
+                  f"{'':34} refunded, then released")
 
     print("\nshop: bad requests")
     cases = [

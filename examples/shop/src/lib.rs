@@ -14,8 +14,8 @@
 //!   `POST /orders/{id}/cancel` cancels it for its customer: the steps done, and the one
 //!   in flight, are undone in reverse.
 //! - **orchestrator** ([`orchestrator_app`]): starts a saga for each [`OrderPlaced`] event,
-//!   applies the participants' replies, its own timers and the cancels `lift cancel` sends
-//!   from its queue, and relays each stored transition's outbox from the saga table's
+//!   applies the participants' replies, its own timers, and the cancels and redrives
+//!   `lift cancel` and `lift redrive` send, from its queue, and relays each stored transition's outbox from the saga table's
 //!   stream.
 //! - **inventory**, **payments** and **shipping** ([`participants::app`]): each takes its
 //!   commands from its queue, does them at most once in effect ([`participants::Ledger`])
@@ -27,9 +27,13 @@
 //! When a step is refused, the steps done before it are undone in reverse order.
 //!
 //! The demo's rules: a charge above [`CARD_LIMIT`] is declined; shipping refuses
-//! [`UNDELIVERABLE`]; and, where the template sets `SHOP_CRASH_SKU` (on the emulator), the
-//! payments process dies in the middle of the first delivery of a charge for an order of
-//! that product — after the charge is written, before the reply — and the saga still ends.
+//! [`UNDELIVERABLE`]; payments refuses a refund to a customer whose refunds are on hold
+//! (an item [`participants::refund_hold_key`] in the shop's table, which the payments
+//! team puts and deletes), so that order's saga needs attention until someone redrives
+//! it (`lift redrive ID`) once the hold is lifted; and, where the template sets
+//! `SHOP_CRASH_SKU` (on the emulator), the payments process dies in the middle of the
+//! first delivery of a charge for an order of that product — after the charge is
+//! written, before the reply — and the saga still ends.
 #![cfg_attr(
     not(test),
     warn(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)
@@ -227,7 +231,7 @@ pub(crate) fn invalid(pointer: &str, message: &str) -> Error {
 }
 
 /// The orchestrator's function: [`OrderPlaced`] events from the bus start a saga (a
-/// repeated event starts nothing), SQS messages are replies, timers and cancels, DynamoDB stream
+/// repeated event starts nothing), SQS messages are replies, timers, cancels and redrives, DynamoDB stream
 /// records are stored transitions whose outbox it publishes through `transport`.
 pub fn orchestrator_app<S, T>(orchestrator: Orchestrator<S>, transport: T) -> App
 where

@@ -229,6 +229,15 @@ impl Ledger {
         })
     }
 
+    /// Whether refunds to `customer` are on hold: the payments team put the item
+    /// [`refund_hold_key`] (a fraud review, a closed card) and has not deleted it yet.
+    ///
+    /// # Errors
+    /// A technical failure when DynamoDB fails.
+    pub async fn refund_hold(&self, customer: &str) -> std::result::Result<bool, StepError> {
+        Ok(self.item(&refund_hold_key(customer)).await?.is_some())
+    }
+
     /// How many of `sku` are left (the initial stock before any order).
     ///
     /// # Errors
@@ -243,10 +252,17 @@ impl Ledger {
     }
 }
 
+/// The key of the item that puts refunds to `customer` on hold, in the shop's table.
+pub fn refund_hold_key(customer: &str) -> String {
+    format!("refund-hold#{customer}")
+}
+
 /// What the saga hands every command: the order as placed.
 #[derive(Debug, Deserialize)]
 struct OrderData {
     order: String,
+    #[serde(default)]
+    customer: String,
     items: Vec<Line>,
     amount: u64,
     ship_to: String,
@@ -306,6 +322,14 @@ pub async fn work(
             json!({ "charged": data.amount })
         }
         ("payments", "charge", Phase::Compensation) => {
+            // Refused before anything is written: the charge stays, and its record says
+            // nothing of a cancellation (a refund on hold undoes nothing).
+            if ledger.refund_hold(&data.customer).await? {
+                return Err(StepError::Rejected(format!(
+                    "refunds to {} are on hold",
+                    data.customer
+                )));
+            }
             ledger.undo(&format!("payment#{order}"), Vec::new()).await?;
             json!({ "refunded": data.amount })
         }

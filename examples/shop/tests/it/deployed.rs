@@ -561,3 +561,107 @@ async fn a_quote_for_an_impossible_quantity_is_refused() {
     let answer = invoke(&shop.lambda, &output("ShopInventoryAliasArn"), &quote).await;
     assert_eq!(answer.status, 422, "{}", answer.text());
 }
+
+/// A refund refused (refunds to the customer on hold) stops the compensation of an order
+/// whose shipping failed: the saga needs attention, stopped on the refund, charged and not
+/// released. Once the hold is lifted, a redrive on the orchestrator's queue (what `lift
+/// redrive` sends) sends the refund again under a new command id, since payments recorded
+/// its refusal under the old one, and the saga ends compensated: refunded, then released.
+#[tokio::test]
+async fn a_refused_refund_needs_attention_until_a_redrive_after_the_hold_is_lifted() {
+    let shop = shop().await;
+    let customer = format!("erin-{}", now_s() * 1000 + u64::from(fastrand::u16(..)));
+    let erin = token(&customer, "acme", 600);
+    let dynamodb = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
+    let hold = shop::participants::refund_hold_key(&customer);
+    let key = aws_sdk_dynamodb::types::AttributeValue::S(hold.clone());
+    dynamodb
+        .put_item()
+        .table_name(output("ShopTableName"))
+        .item("pk", key.clone())
+        .send()
+        .await
+        .expect("put the hold");
+    let order = shop
+        .place(
+            &erin,
+            json!({"items": [{"sku": "kettle", "quantity": 1}], "ship_to": shop::UNDELIVERABLE}),
+        )
+        .await;
+    let (view, stuck) = shop.ended(&erin, &order).await;
+    assert_eq!(view.status, "needs_attention", "{view:#?}");
+    assert!(
+        stuck.reason().is_some_and(|r| r.contains("on hold")),
+        "{:?}",
+        stuck.reason()
+    );
+    let halted = stuck.halted().expect("the refund it stopped on").clone();
+    assert_eq!(
+        (halted.step, halted.phase, halted.refused),
+        (1, C, true),
+        "{halted:?}"
+    );
+    assert_eq!(
+        ledger(&format!("payment#{order}")).await.as_deref(),
+        Some("done")
+    );
+    assert_eq!(
+        ledger(&format!("reservation#{order}")).await.as_deref(),
+        Some("done")
+    );
+
+    dynamodb
+        .delete_item()
+        .table_name(output("ShopTableName"))
+        .key("pk", key)
+        .send()
+        .await
+        .expect("lift the hold");
+    let redrive = lift_events::relay::redrive_envelope(
+        "ops",
+        &order,
+        stuck.version(),
+        "refunds to the customer released",
+    )
+    .unwrap();
+    let queue = lift_events::publish::SqsPublisher::new(
+        aws_sdk_sqs::Client::new(lift_core::aws::sdk_config().await),
+        &output("ShopOrchestratorQueueUrl"),
+        lift_events::publish::PublishConfig::default(),
+    );
+    queue
+        .send(&[lift_events::publish::SqsMessage::new(redrive)])
+        .await
+        .expect("send the redrive");
+    // Until the redrive is applied the order still reads as needing attention.
+    let deadline = Instant::now() + WAIT;
+    while shop.store.load(&order).await.unwrap().unwrap().version() == stuck.version() {
+        assert!(
+            Instant::now() < deadline,
+            "the redrive was not applied within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (view, state) = shop.ended(&erin, &order).await;
+    assert_eq!(view.status, "compensated", "{view:#?}");
+    assert_eq!(
+        replies(&state),
+        [
+            (0, A, true),
+            (1, A, true),
+            (2, A, false),
+            (1, C, false),
+            (1, C, true),
+            (0, C, true)
+        ]
+    );
+    assert_eq!(state.redrives(), 1);
+    assert_eq!(
+        ledger(&format!("payment#{order}")).await.as_deref(),
+        Some("undone")
+    );
+    assert_eq!(
+        ledger(&format!("reservation#{order}")).await.as_deref(),
+        Some("undone")
+    );
+}
