@@ -592,6 +592,66 @@ mod tests {
         assert_eq!(store.load("s-1").await.unwrap().unwrap(), cancelled);
     }
 
+    /// A redrive on the orchestrator's queue is applied once: the same message delivered
+    /// again, and a redrive of a version the saga has moved past, are acknowledged (no
+    /// batch item failure) and change nothing.
+    #[tokio::test]
+    async fn a_redrive_from_the_queue_is_applied_once_and_a_stale_one_is_acknowledged() {
+        use crate::saga::{
+            Handled, Message, Saga, SagaInput, SagaStatus, StartMeta, Step, StepError, remote,
+        };
+        use lift_core::testing::{TestApp, batch_failures, events};
+        let saga = Saga::named("s", 1)
+            .step(Step::new("a", remote("p", "A"), Some(remote("p", "UndoA"))))
+            .step(Step::new("b", remote("p", "B"), None))
+            .build()
+            .unwrap();
+        let store = MemoryStore::new();
+        let orchestrator = Orchestrator::new(Registry::new().with(saga), store.clone());
+        let mut state = orchestrator
+            .start("s", "s-1", &json!({}), StartMeta::default())
+            .await
+            .unwrap();
+        for outcome in [Ok(json!(1)), Err("no"), Err("cannot undo")] {
+            let command = state
+                .outbox()
+                .iter()
+                .find_map(|m| match m {
+                    Message::Command(c) => Some(c.clone()),
+                    _ => None,
+                })
+                .unwrap();
+            let reply = Reply::to(&command, outcome.map_err(|r| StepError::Rejected(r.into())));
+            state = match orchestrator.handle(&SagaInput::Reply(reply)).await.unwrap() {
+                Handled::Applied(state) => state,
+                other => panic!("{other:?}"),
+            };
+        }
+        assert_eq!(state.status(), SagaStatus::NeedsAttention);
+        let app = TestApp::new(orchestrator_inputs(
+            App::new(),
+            orchestrator,
+            Recorder::default(),
+        ))
+        .unwrap();
+        let body = |version| {
+            let redrive = crate::relay::redrive_envelope("ops", "s-1", version, "fixed").unwrap();
+            serde_json::to_string(&redrive).unwrap()
+        };
+        let (current, stale) = (body(state.version()), body(state.version() - 1));
+        let out = app.invoke(&events::sqs([stale.as_str()])).await.unwrap();
+        assert!(batch_failures(&out).is_empty(), "{out}");
+        assert_eq!(store.load("s-1").await.unwrap().unwrap(), state);
+        let out = app.invoke(&events::sqs([current.as_str()])).await.unwrap();
+        assert!(batch_failures(&out).is_empty(), "{out}");
+        let redriven = store.load("s-1").await.unwrap().unwrap();
+        assert_eq!(redriven.status(), SagaStatus::Compensating);
+        assert_eq!(redriven.version(), state.version() + 1);
+        let out = app.invoke(&events::sqs([current.as_str()])).await.unwrap();
+        assert!(batch_failures(&out).is_empty(), "{out}");
+        assert_eq!(store.load("s-1").await.unwrap().unwrap(), redriven);
+    }
+
     /// A timer re-sent on every hop of a week-long timeout (672 hops of 15 minutes) keeps
     /// an id of bounded length, a new one each hop.
     #[test]
