@@ -134,7 +134,8 @@ impl Inbox {
 /// Makes a participant idempotent by command id and answers the orchestrator.
 ///
 /// Every attempt of a step (and every redelivery of a command) carries the same command
-/// id; the first to finish records its outcome and later ones get the same outcome
+/// id (a redrive sends a refused command again under a new one); the first to finish
+/// records its outcome and later ones get the same outcome
 /// without running, so the step takes effect once. A success and a refusal are recorded;
 /// a technical failure is not (its id is released, and the orchestrator retries).
 ///
@@ -302,7 +303,8 @@ fn now_ms() -> u64 {
 /// fails like any input for an unknown saga, so the queue delivers it again (its start
 /// may land after it) until its redrive limit sends it to the dead-letter queue: `lift
 /// cancel` checks the saga first. A redrive that cannot be applied is logged and done, as
-/// a cancel is. Any other message is refused (422).
+/// a cancel is, and so is one refused because the saga is too large to go on running
+/// (logged at ERROR). Any other message is refused (422).
 ///
 /// # Errors
 /// A 422 for a message that is not a saga input (it goes to the dead-letter queue after
@@ -346,6 +348,13 @@ pub async fn orchestrator_message<S: SagaStore, T: Transport>(
             tracing::info!(target: "lift::saga", saga_id = %input.saga_id(), ?why, "redrive not applied: the saga does not need attention at the version it names (a redrive delivered again, say), or has no command to send again");
             Ok(())
         }
+        Err(crate::saga::OrchestratorError::Store(StoreError::TooLarge {
+            bytes, limit, ..
+        })) if matches!(input, SagaInput::Redrive(_)) => {
+            // Delivered again it would be refused again: nothing was written.
+            tracing::error!(target: "lift::saga", saga_id = %input.saga_id(), bytes, limit, "redrive refused: the saga is too large to go on running");
+            Ok(())
+        }
         Ok(_) => Ok(()),
         Err(crate::saga::OrchestratorError::Store(StoreError::Codec { id, reason })) => Err(
             Error::internal(format!("saga `{id}` does not decode: {reason}")),
@@ -367,7 +376,8 @@ fn rearm_id(id: &str) -> String {
     format!("{base}:rearm{}", hops.saturating_add(1))
 }
 
-/// Adds an orchestrator's inputs to `app`: replies, timers and cancels from its queue, replies
+/// Adds an orchestrator's inputs to `app`: replies, timers, cancels and redrives from its
+/// queue, replies
 /// invoked asynchronously ([`Participant::reply_by_invoke`]: EventBridge events no other
 /// route of `app` takes, so this claims [`App::event_fallback`]), both through
 /// [`orchestrator_message`]; and the saga table's stream records, whose outbox it relays
@@ -594,7 +604,8 @@ mod tests {
 
     /// A redrive on the orchestrator's queue is applied once: the same message delivered
     /// again, and a redrive of a version the saga has moved past, are acknowledged (no
-    /// batch item failure) and change nothing.
+    /// batch item failure) and change nothing. One for a saga that is not stored fails,
+    /// so the queue delivers it again and, in the end, to its dead-letter queue.
     #[tokio::test]
     async fn a_redrive_from_the_queue_is_applied_once_and_a_stale_one_is_acknowledged() {
         use crate::saga::{
@@ -650,6 +661,12 @@ mod tests {
         let out = app.invoke(&events::sqs([current.as_str()])).await.unwrap();
         assert!(batch_failures(&out).is_empty(), "{out}");
         assert_eq!(store.load("s-1").await.unwrap().unwrap(), redriven);
+        let unknown = serde_json::to_string(
+            &crate::relay::redrive_envelope("ops", "s-2", 3, "fixed").unwrap(),
+        )
+        .unwrap();
+        let out = app.invoke(&events::sqs([unknown.as_str()])).await.unwrap();
+        assert_eq!(batch_failures(&out).len(), 1, "{out}");
     }
 
     /// A timer re-sent on every hop of a week-long timeout (672 hops of 15 minutes) keeps

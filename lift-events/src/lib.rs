@@ -95,8 +95,9 @@
 //!   it until the record leaves the stream (24 hours). Throttling, a missing permission and
 //!   any other failure fail the record, which is relayed again.
 //! - *A step's effect* — provided the participant is idempotent by command id. Every
-//!   attempt of one step carries the same command id, so retries, timeouts and duplicate
-//!   deliveries do not repeat it.
+//!   attempt of one step carries the same command id (until a redrive sends a refused one
+//!   under a new id, see Redrive), so retries, timeouts and duplicate deliveries do not
+//!   repeat it.
 //!
 //! **What a participant must do** ([`consume::Participant`] does the first two):
 //! 1. Record each command id with its outcome (success or refusal) and answer a repeat
@@ -105,14 +106,17 @@
 //!    nothing took effect: not retried, not compensated) or technical failure (retried),
 //!    handing back the command's snapshot ([`saga::Reply::to`] does).
 //! 3. Make the effect and the record of the command id atomic (one DynamoDB transaction,
-//!    or an effect conditional on the command id): a crash between them would otherwise
-//!    repeat the effect.
+//!    or an effect conditional on the step's id, [`saga::Command::step_id`], which is the
+//!    command id except for a refused command a redrive sent again): a crash between them
+//!    would otherwise repeat the effect, and a command delivered again once its record
+//!    expired finds the effect there.
 //! 4. Make a compensation of a command that never took effect a no-op that *records* that
 //!    the command is cancelled, so the action arriving late is refused. A step whose
 //!    attempts all timed out, or that was in flight when the saga was cancelled
 //!    ([`saga::Orchestrator::cancel`]), is compensated without knowing whether it acted. The refusal
 //!    belongs in the atomic write of rule 3 (the effect conditional on no cancellation of
-//!    its command id), not in a read before it: an action already past such a read when
+//!    its action's step id, [`saga::Command::step_id`] of the action: a compensation's
+//!    own id may end in `:r<n>`), not in a read before it: an action already past such a read when
 //!    its compensation records the cancellation would still take effect, and the saga end
 //!    `Compensated` with it in place.
 //!
@@ -148,14 +152,19 @@
 //! goes on compensating, or forward after its pivot, as Step Functions'
 //! `RedriveExecution` restarts an execution from the state that failed. A command whose
 //! attempts ran out may have taken effect and goes under its own id, which a participant
-//! keeping rule 1 answers without acting twice. A refused one goes under a new id (its
-//! step's id and `:r<n>`, for the saga's n-th redrive), since the participant answers its
-//! recorded refusal to the old one. A redrive names the saga's version it was decided
-//! on, so one delivered twice, or after the saga stopped again, changes nothing. A saga
-//! stopped by an input too large to store keeps no command, since the participant would
-//! answer the same again. A technical failure of an attempt before the redrive,
-//! delivered after it, counts against the redriven attempt with the same number, which
-//! costs that attempt and no more.
+//! keeping rule 1 answers without acting twice while it remembers the id (24 hours by
+//! default); past that, rule 3 keyed on the step's id stops a second effect. A refused one
+//! goes under a new id (its step's id and `:r<n>`, for the saga's n-th redrive), since the
+//! participant answers its recorded refusal to the old one. A redrive names the saga's
+//! version it was decided on, so one delivered twice, or after the saga stopped again,
+//! changes nothing. A saga stopped by an input too large to store keeps no command, since
+//! the participant would answer the same again, and a saga too large to go on running
+//! (within 8 KB of its item limit) cannot be redriven. A pivot that may have acted is
+//! sent again, never compensated. A technical failure of an attempt from before the
+//! redrive of a command sent again under its own id, delivered after the redrive, counts
+//! against the redriven attempt with the same number: with one attempt left, the saga
+//! stops again and needs another redrive. A redriven saga publishes
+//! `lift.saga.Finished` again when it ends.
 //!
 //! **Messages: invocations or queues for commands and replies, the bus for business
 //! events.** A command or a reply on EventBridge costs an entry ($1 per million) plus the

@@ -29,7 +29,8 @@ pub const CANCEL_TYPE: &str = "lift.saga.Cancel";
 /// The `type` of a redrive envelope (an operator or a function → the orchestrator, on its
 /// queue): applied as [`Orchestrator::redrive`](crate::saga::Orchestrator::redrive) does.
 pub const REDRIVE_TYPE: &str = "lift.saga.Redrive";
-/// The `type` of the event published when a saga ends.
+/// The `type` of the event published when a saga ends (again, for a saga that needed
+/// attention and was redriven).
 pub const FINISHED_TYPE: &str = "lift.saga.Finished";
 /// The `source` of the events the orchestrator publishes (commands included).
 pub const SAGA_SOURCE: &str = "lift.saga";

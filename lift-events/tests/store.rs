@@ -356,6 +356,105 @@ async fn a_start_under_another_definitions_id_is_refused() {
     assert_eq!(store.load("s-1").await.unwrap(), Some(first));
 }
 
+/// A saga may use the last 8 KB of its item once it has stopped, but not while it runs. One
+/// stopped for attention in that room cannot be redriven: the redrive is refused as too
+/// large with nothing written, not parked (which would drop the command it stopped on, and
+/// any later redrive), and the refusal maps to a 500 with the store's reason. A saga with
+/// room is redriven; a redrive of another version maps to a 409 `saga_not_redrivable`.
+async fn a_saga_too_large_to_go_on_running_is_not_redriven<S: SagaStore + Clone + 'static>(
+    store: S,
+) {
+    use lift_events::saga::{
+        Handled, Orchestrator, OrchestratorError, Registry, Reply, SagaInput, SagaStatus, StepError,
+    };
+    let full = stored_at_the_running_limit(&store).await;
+    let blob = full.data()["blob"].as_str().unwrap().len();
+    let orchestrator = Orchestrator::new(Registry::new().with(two_steps()), store.clone());
+    let refusal = "r".repeat(1000);
+    // `a` done, `b` refused, `a`'s compensation refused with a long reason: with its data
+    // this much under the running limit, the saga compensates, then stops for attention.
+    let stopped_with = |margin: usize| {
+        let (orchestrator, store, refusal) = (orchestrator.clone(), store.clone(), refusal.clone());
+        async move {
+            let mut state = start(
+                &two_steps(),
+                &unique("room"),
+                json!({"blob": "x".repeat(blob - margin)}),
+                StartMeta::default(),
+                1,
+            )
+            .into_state();
+            store.save(&state).await.unwrap();
+            for outcome in [Ok(json!(1)), Err("no"), Err(refusal.as_str())] {
+                let reply = Reply::to(
+                    &first_command(&state),
+                    outcome.map_err(|r| StepError::Rejected(r.into())),
+                );
+                match orchestrator.handle(&SagaInput::Reply(reply)).await.unwrap() {
+                    Handled::Applied(next) => state = next,
+                    other => panic!("{other:?}"),
+                }
+                if state.status() == SagaStatus::NeedsAttention {
+                    break;
+                }
+            }
+            state
+        }
+    };
+    let mut margin = 0;
+    let stopped = loop {
+        let state = stopped_with(margin).await;
+        if state.halted().is_some() {
+            break state;
+        }
+        // Parked on the way: too close to the limit to compensate.
+        margin += 256;
+        assert!(margin < 8 * 1024, "no saga stopped with its command kept");
+    };
+    let refused = orchestrator
+        .redrive(stopped.id(), stopped.version(), "fixed")
+        .await
+        .expect_err("too large to go on running");
+    assert!(
+        matches!(
+            &refused,
+            OrchestratorError::Store(StoreError::TooLarge { .. })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(lift_core::Error::from(refused).status(), 500);
+    assert_eq!(
+        store.load(stopped.id()).await.unwrap().as_ref(),
+        Some(&stopped),
+        "nothing written: the saga can still be redriven once it is smaller"
+    );
+
+    let roomy = stopped_with(margin + 8 * 1024).await;
+    assert!(roomy.halted().is_some());
+    let stale = orchestrator
+        .redrive(roomy.id(), roomy.version() - 1, "old")
+        .await
+        .expect_err("another version");
+    let answer = lift_core::Error::from(stale);
+    assert_eq!(answer.status(), 409);
+    assert_eq!(answer.code(), "saga_not_redrivable");
+    let redriven = orchestrator
+        .redrive(roomy.id(), roomy.version(), "fixed")
+        .await
+        .unwrap();
+    assert_eq!(redriven.status(), SagaStatus::Compensating);
+}
+
+#[tokio::test]
+async fn a_saga_too_large_to_go_on_running_is_not_redriven_in_memory() {
+    a_saga_too_large_to_go_on_running_is_not_redriven(MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn a_saga_too_large_to_go_on_running_is_not_redriven_in_dynamodb() {
+    a_saga_too_large_to_go_on_running_is_not_redriven(emulator_store().await).await;
+}
+
 #[tokio::test]
 async fn a_missing_table_is_refused_not_retried() {
     assert!(

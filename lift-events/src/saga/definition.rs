@@ -355,9 +355,11 @@ impl SagaBuilder {
     /// How long the participants of its remote steps remember a command
     /// ([`Participant::with_window`](crate::consume::Participant::with_window); 24 hours,
     /// [`MIN_WINDOW`](crate::consume::MIN_WINDOW), by default). Every attempt of a phase
-    /// carries the same command id, so a participant answers a late attempt from its record
-    /// instead of acting again only while it remembers the first: the attempts of each
-    /// remote phase (timeout × attempts, and the backoffs) must end within this window.
+    /// carries the same command id (until a redrive sends a refused one under a new id),
+    /// so a participant answers a late attempt from its record instead of acting again
+    /// only while it remembers the first: the attempts of each remote phase (timeout ×
+    /// attempts, and the backoffs) must end within this window. A redrive may come later:
+    /// see [`Orchestrator::redrive`](super::Orchestrator::redrive).
     pub fn duplicate_window(mut self, window: Duration) -> Self {
         self.duplicate_window = window;
         self

@@ -104,7 +104,7 @@ pub enum OrchestratorError {
     /// The saga cannot be redriven at the version named: it does not need attention, it
     /// moved on since that version, or it needs attention with no command to send again
     /// ([`SagaState::halted`] is `None`). Nothing was changed.
-    #[error("saga `{id}` cannot be redriven at version {asked}: it is {} at version {version}{}", status.as_str(), if *halted { "" } else { " with no command to send again" })]
+    #[error("saga `{id}` cannot be redriven at version {asked}: it is {} at version {version}{}", status.as_str(), if !*halted && *status == SagaStatus::NeedsAttention { " with no command to send again" } else { "" })]
     NotRedrivable {
         /// The saga.
         id: String,
@@ -388,6 +388,13 @@ impl<S: SagaStore> Orchestrator<S> {
     /// through the relay; a local step runs before this returns. Answers the saga as
     /// stored. A redrive sent again (same id and version) answers the saga as stored.
     ///
+    /// The command goes under its own id whenever it was first sent: a participant that
+    /// remembers command ids for a window (24 hours for [`Participant`](crate::consume::Participant) by
+    /// default) and has forgotten this one runs it again, and only rule 3 of the crate's
+    /// docs (the effect conditional on [`Command::step_id`]) then stops a second effect. A
+    /// pivot that may have acted is sent again, never compensated: a saga only goes forward
+    /// from its pivot.
+    ///
     /// A redrive adds a history entry ([`HistoryEvent::Redriven`]) and keeps the command a
     /// saga stops on, which releases before this one cannot read (the entry) or keep (the
     /// command): deploy every function that reads or writes the saga table at this release
@@ -397,8 +404,11 @@ impl<S: SagaStore> Orchestrator<S> {
     /// # Errors
     /// [`OrchestratorError::NotRedrivable`] for a saga that does not need attention at
     /// `version`, or has no command to send again (nothing was changed);
-    /// [`OrchestratorError::UnknownSaga`]; a store failure (the redrive may have been
-    /// written: send it again).
+    /// [`OrchestratorError::UnknownSaga`]; [`StoreError::TooLarge`] (as
+    /// [`OrchestratorError::Store`]) for a saga whose item is too large to go on running
+    /// (a saga may use the last 8 KB of its item only once it has stopped): nothing was
+    /// changed, and sending it again cannot help; any other store failure (the redrive may
+    /// have been written: send it again).
     pub async fn redrive(
         &self,
         id: &str,
@@ -563,7 +573,11 @@ impl<S: SagaStore> Orchestrator<S> {
                     // The input makes the saga larger than its item may be (an output of
                     // hundreds of KB, say): delivering it again cannot help. The saga ends
                     // for a person to look at, with why, and the input is acknowledged.
-                    Err(StoreError::TooLarge { bytes, limit, .. }) if !parked => {
+                    // A redrive is refused instead: parked, the saga would lose the command it
+                    // stopped on, and with it any later redrive.
+                    Err(StoreError::TooLarge { bytes, limit, .. })
+                        if !parked && !matches!(input, SagaInput::Redrive(_)) =>
+                    {
                         let reason = format!(
                             "the saga would be {bytes} bytes with this input, above its item limit ({limit} bytes); the input was not applied"
                         );

@@ -46,7 +46,8 @@ pub enum SagaStatus {
 }
 
 impl SagaStatus {
-    /// Whether the orchestrator is done with the saga.
+    /// Whether the orchestrator is done with the saga (until someone redrives one that
+    /// needs attention).
     pub fn is_final(self) -> bool {
         matches!(
             self,
@@ -213,6 +214,19 @@ pub struct Command {
     pub snapshot: Option<Snapshot>,
 }
 
+impl Command {
+    /// The id of its step's phase, [`command_id`]`(saga_id, step, phase)`: the same for
+    /// every attempt and every redrive. [`command_id`](Command::command_id) is that id too,
+    /// except for a refused command sent again by a redrive, which goes under a new one so
+    /// that a participant does not answer it with its recorded refusal. Key the effect's
+    /// own condition (rule 3 of the crate's docs) and a compensation's record that its
+    /// action is cancelled (rule 4) on this id: a command delivered again under an older
+    /// id, once its participant forgot it, then finds the effect of a newer one.
+    pub fn step_id(&self) -> String {
+        command_id(&self.saga_id, self.step, self.phase)
+    }
+}
+
 /// The saga a [`Command`] carries and its [`Reply`] hands back ([`Command::snapshot`]),
 /// kept as the JSON it came as. A participant passes it on without reading it, so a
 /// participant on this release or a later one runs a command whose saga it could not read
@@ -273,7 +287,8 @@ pub struct Timer {
     pub due_ms: u64,
 }
 
-/// A saga ended: published so others can follow sagas without reading the table.
+/// A saga ended: published so others can follow sagas without reading the table. A saga
+/// that ended needing attention and is redriven ends again later, and publishes another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finished {
     /// The saga instance.

@@ -31,6 +31,29 @@ fn three_steps(pivot: bool) -> Saga {
     b.build().unwrap()
 }
 
+/// `a` (undone by `UndoA`), the pivot `b`, and `c` after it: the policies of
+/// [`three_steps`].
+fn pivot_in_the_middle() -> Saga {
+    let step = |name: &str| {
+        Step::new(name, remote("p", &format!("Do{name}")), None)
+            .timeout(Duration::from_secs(10))
+            .retry(RetryPolicy::new(3, Duration::from_secs(1), Duration::from_secs(4)).unwrap())
+    };
+    Saga::named("s", 1)
+        .step(
+            Step::new("a", remote("p", "Doa"), Some(remote("p", "Undoa")))
+                .timeout(Duration::from_secs(10))
+                .retry(RetryPolicy::new(3, Duration::from_secs(1), Duration::from_secs(4)).unwrap())
+                .compensation_retry(
+                    RetryPolicy::new(2, Duration::from_secs(1), Duration::from_secs(4)).unwrap(),
+                ),
+        )
+        .pivot(step("b"))
+        .step(step("c"))
+        .build()
+        .unwrap()
+}
+
 fn applied(outcome: Outcome) -> Transition {
     match outcome {
         Outcome::Applied(t) => t,
@@ -675,8 +698,13 @@ proptest! {
     /// compensates only completed (or uncertain) steps, in reverse order; final states are
     /// consistent.
     #[test]
-    fn transitions_keep_the_saga_invariants(pivot in any::<bool>(), script in moves()) {
-        let saga = three_steps(pivot);
+    fn transitions_keep_the_saga_invariants(pivot in 0u8..3, script in moves()) {
+        // No pivot, the pivot last, or the pivot in the middle (a step after it to fail).
+        let saga = match pivot {
+            0 => three_steps(false),
+            1 => three_steps(true),
+            _ => pivot_in_the_middle(),
+        };
         let first = begin(&saga);
         let mut state = first.state().clone();
         let mut now = 1_000u64;
@@ -696,6 +724,10 @@ proptest! {
                     Outcome::Applied(t) => {
                         let halted = halted.expect("a redrive applies to a saga that kept its command");
                         prop_assert!(!stale && state.status() == SagaStatus::NeedsAttention);
+                        let next = t.state();
+                        prop_assert_eq!(next.version(), state.version() + 1);
+                        prop_assert_eq!(&next.history()[..state.history().len()], state.history());
+                        prop_assert_eq!(t.outbox().iter().filter(|m| matches!(m, Message::Command(_))).count(), 1);
                         let c = command(&t);
                         prop_assert_eq!((c.step, c.phase, c.attempt), (halted.step, halted.phase, 1));
                         // The same id only for what may have acted, a new one for a refusal.
@@ -704,6 +736,7 @@ proptest! {
                         if halted.phase == Phase::Action {
                             last_compensated = None;
                         }
+                        applied_inputs.push(input);
                         state = t.into_state();
                     }
                     Outcome::Ignored(_) => prop_assert!(stale || state.status() != SagaStatus::NeedsAttention || halted.is_none()),

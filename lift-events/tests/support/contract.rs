@@ -284,6 +284,19 @@ async fn redrive_contract<S: SagaStore + Clone + 'static>(store: S) {
     let stuck = store.load(&id).await.unwrap().unwrap();
     assert_eq!(stuck, state, "the stopped command is stored");
     assert!(stuck.halted().is_some_and(|h| h.refused && h.step == 0));
+    let listed = |status| {
+        let store = store.clone();
+        let id = id.clone();
+        async move {
+            store
+                .list(status, 1_000)
+                .await
+                .unwrap()
+                .iter()
+                .any(|s| s.id == id)
+        }
+    };
+    assert!(listed(SagaStatus::NeedsAttention).await);
 
     let stale = orchestrator
         .redrive(&id, stuck.version() - 1, "old look")
@@ -308,6 +321,10 @@ async fn redrive_contract<S: SagaStore + Clone + 'static>(store: S) {
         (0, Phase::Compensation, format!("{id}:0:c:r1").as_str())
     );
     assert_eq!(store.load(&id).await.unwrap().as_ref(), Some(&redriven));
+    assert!(
+        !listed(SagaStatus::NeedsAttention).await,
+        "a redriven saga needs attention no more"
+    );
     let again = orchestrator
         .redrive(&id, stuck.version(), "twice")
         .await
