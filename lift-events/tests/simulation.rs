@@ -17,7 +17,7 @@
 //! `LIFT_SIM_SEEDS=<first>..<last> cargo test -p lift-events --release --test simulation`
 //! runs exactly those seeds; without it a few thousand run.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -217,6 +217,11 @@ struct World {
     cancel_accepted: bool,
     /// When the operator redrives the saga that needs attention.
     redrive_at: Option<u64>,
+    /// The versions the operator decided to redrive the saga at.
+    redrives_decided: BTreeSet<u64>,
+    /// Those whose every send may be lost: a dead letter, a process that died, a call
+    /// given up on. The others must be applied.
+    redrives_lost: BTreeSet<u64>,
 }
 
 /// How often each fault struck, over a run.
@@ -659,7 +664,10 @@ fn decide(w: &mut World, command: &Command) -> Result<Value, StepError> {
                 w.effects.push(Effect::Action(step));
                 Ok(json!({ "step": step }))
             };
-            // Its own id: a redriven action has another than its step's first one.
+            // Its own id: a refused action redriven goes under another than its step's id.
+            // Only actions at or past the pivot are redriven, and those have no
+            // compensation, so the tombstone a compensation leaves under the step's id
+            // (below) still meets every action it must refuse.
             w.participant_records
                 .insert(command.command_id.clone(), outcome.clone());
             outcome
@@ -854,8 +862,8 @@ async fn cancel_by_message(
     Ok(())
 }
 
-/// The operator reads the saga and, when it still needs attention, fixes what stopped it
-/// (its participants refuse no more) and redrives it at the version they read: through `Orchestrator::redrive` (sent again while
+/// The operator reads the saga and, when it still needs attention, stops its participants
+/// refusing (technical failures go on as before) and redrives it at the version they read: through `Orchestrator::redrive` (sent again while
 /// the store fails) or on the orchestrator's queue, as `lift redrive` sends it; a quarter
 /// of the redrives are sent a second time, on the queue, up to a minute later.
 fn redrive(
@@ -881,6 +889,7 @@ fn redrive(
     let envelope = lift_events::relay::redrive_envelope("sim", SAGA_ID, version, "fixed")
         .expect("a redrive envelope");
     w.stats.redrives += 1;
+    w.redrives_decided.insert(version);
     let now = w.now;
     if w.rng.u8(..4) == 0 {
         let later = now + w.rng.u64(0..60_000);
@@ -899,15 +908,17 @@ fn redrive(
                 match o.redrive(SAGA_ID, version, "fixed").await {
                     Ok(_) => return Ok(()),
                     Err(OrchestratorError::NotRedrivable { .. }) => {
-                        let now = lock(&stuck).items.get(SAGA_ID).cloned();
-                        panic!("a redrive decided at version {version} was refused: {now:#?}");
+                        let now = lock(&stuck).items.get(SAGA_ID).map(SagaState::version);
+                        panic!("a redrive decided at version {version} was refused at {now:?}");
                     }
                     Err(_) => {}
                 }
             }
+            // Given up on: it may not have been written.
+            lock(&stuck).redrives_lost.insert(version);
             Ok(())
         }),
-        role: Role::Redrive,
+        role: Role::Redrive { version },
     });
 }
 
@@ -930,8 +941,8 @@ enum Role {
     Restart,
     /// Someone cancelling the saga.
     Cancel,
-    /// An operator redriving the saga.
-    Redrive,
+    /// An operator redriving the saga at `version`.
+    Redrive { version: u64 },
     /// A batch of stream records, from the record at `batch_start`.
     Relay { batch_start: usize },
     /// Handling a message from a queue.
@@ -1050,6 +1061,8 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
         planted,
         cancel_accepted: false,
         redrive_at: None,
+        redrives_decided: BTreeSet::new(),
+        redrives_lost: BTreeSet::new(),
     }));
     let saga = match workload {
         Workload::Faulty => definition(&world, &mut rng),
@@ -1154,6 +1167,9 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
                 if let Role::Relay { batch_start } = dead.role {
                     w.relayed = batch_start;
                     w.stats.replayed_batches += 1;
+                }
+                if let Role::Redrive { version } = dead.role {
+                    w.redrives_lost.insert(version);
                 }
                 drop(w);
                 drop(dead);
@@ -1314,7 +1330,12 @@ fn simulate(seed: u64, planted: Planted, workload: Workload) -> Result<Summary, 
             // The queue's redrive policy: after its fifth failed delivery the message goes
             // to the dead-letter queue. A command or reply lost so: only a timer moves the
             // saga on.
-            q.messages.remove(&msg);
+            if let Some(lost) = q.messages.remove(&msg)
+                && lost.body.kind == lift_events::relay::REDRIVE_TYPE
+            {
+                let version = lost.body.payload["version"].as_u64().unwrap_or(0);
+                w.redrives_lost.insert(version);
+            }
             w.stats.dead_letters += 1;
             continue;
         }
@@ -1471,11 +1492,26 @@ fn check(world: &Shared, steps: usize, pivot: Option<usize>) -> Result<(), Strin
             ));
         }
     }
-    if u64::from(state.redrives()) > w.stats.redrives {
+    // Redrives: each applied at a version the operator decided on, and each decided one
+    // applied, unless all its sends may have been lost.
+    let redriven: Vec<u64> = state
+        .history()
+        .iter()
+        .filter(|h| matches!(h.event, HistoryEvent::Redriven { .. }))
+        .map(|h| h.version - 1)
+        .collect();
+    if let Some(v) = redriven.iter().find(|v| !w.redrives_decided.contains(v)) {
         return Err(format!(
-            "{} redrives applied, {} decided",
-            state.redrives(),
-            w.stats.redrives
+            "a redrive applied at version {v}, which nobody decided on"
+        ));
+    }
+    if let Some(v) = w
+        .redrives_decided
+        .iter()
+        .find(|v| !redriven.contains(v) && !w.redrives_lost.contains(v))
+    {
+        return Err(format!(
+            "the redrive decided at version {v} was never applied"
         ));
     }
     if w.cancel_accepted && status == SagaStatus::Completed {
@@ -1568,6 +1604,10 @@ fn sagas_keep_their_invariants_under_faults() {
         failures.len()
     );
     assert!(failures.is_empty(), "violations at seeds {failures:?}");
+    assert!(
+        count < 1_000 || stats.redriven > 0,
+        "no saga was redriven in {count} runs"
+    );
 }
 
 /// The harness can fail: a participant that forgets command ids applies a step twice,
@@ -1640,6 +1680,8 @@ async fn the_dynamodb_model_keeps_the_store_contract() {
         planted: Planted::None,
         cancel_accepted: false,
         redrive_at: None,
+        redrives_decided: BTreeSet::new(),
+        redrives_lost: BTreeSet::new(),
     }));
     contract::contract(SimStore(world)).await;
 }
