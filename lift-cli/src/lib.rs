@@ -17,7 +17,8 @@
 //!                                           states when none is given), least recently
 //!                                           moved first
 //! lift saga ID [--table T]                  one saga: its steps and its timeline (attempts,
-//!                                           replies, compensations, timings, reason)
+//!                                           replies, compensations, timings, reason), and for
+//!                                           one that needs attention, what a redrive sends
 //! lift cancel ID [--reason R] [--queue URL] [--table T]
 //!                                           sends a cancel of saga ID to its orchestrator's
 //!                                           queue, once the saga is read and found running;

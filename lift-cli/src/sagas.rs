@@ -1,8 +1,9 @@
 //! The saga commands: `lift sagas` lists sagas by state, `lift saga ID` shows one as a
-//! timeline. [`list`] and [`show`] render what the commands print.
+//! timeline, `lift cancel ID` and `lift redrive ID` send a cancel or a redrive to its
+//! orchestrator. [`list`] and [`show`] render what the commands print.
 
 use lift_events::publish::{PublishConfig, SqsMessage};
-use lift_events::saga::{Phase, SagaState, SagaStatus, StepStatus, Waiting};
+use lift_events::saga::{HistoryEvent, Phase, SagaState, SagaStatus, StepStatus, Waiting};
 use lift_events::store::{DynamoStore, SagaStore, SagaSummary};
 
 use crate::{Args, CliError};
@@ -90,8 +91,9 @@ fn step_status(status: StepStatus) -> &'static str {
     }
 }
 
-/// What `lift saga ID` prints: the saga's state, its steps, what it waits for, and its
-/// history as a timeline (every transition: commands and their attempts, replies,
+/// What `lift saga ID` prints: the saga's state, its steps, what it waits for (or, for one
+/// that needs attention, the command a redrive would send again), and its history as a
+/// timeline (every transition: commands and their attempts, replies,
 /// timeouts, retries, compensations, the end, with times since the start).
 pub fn show(state: &SagaState) -> String {
     let name = |i: usize| {
@@ -266,10 +268,36 @@ pub(crate) async fn redrive(args: &Args) -> Result<String, CliError> {
         .get(halted.step as usize)
         .cloned()
         .unwrap_or_else(|| format!("#{}", halted.step));
-    Ok(format!(
+    let mut out = format!(
         "redrive of saga {id} (version {}, stopped on {step}) sent to {queue}; `lift saga {id}` shows what it did\n",
         state.version()
-    ))
+    );
+    let first_sent = state.history().iter().find_map(|entry| match entry.event {
+        HistoryEvent::CommandSent { step, phase, .. }
+            if step == halted.step && phase == halted.phase =>
+        {
+            Some(entry.at_ms)
+        }
+        _ => None,
+    });
+    let age = first_sent.map(|at| now_ms().saturating_sub(at));
+    if halted.resend() && age.is_some_and(|age| age > DAY_MS) {
+        out.push_str(&format!(
+            "note: it goes under the id it was first sent with, {} ago: a participant that remembers command ids for 24 hours (the default) runs it again, and only an effect conditional on the step's id stops a second effect\n",
+            span(age.unwrap_or(0))
+        ));
+    }
+    Ok(out)
+}
+
+/// A day, in ms: how long `consume::Participant` remembers a command id by default.
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// The saga id, the orchestrator's queue (`--queue`, else `LIFT_ORCHESTRATOR_QUEUE`) and
@@ -471,6 +499,72 @@ steps    reserve compensated, charge refused
         assert!(
             !shown.contains("waiting"),
             "an ended saga waits for nothing"
+        );
+    }
+
+    /// A saga that needs attention shows the command a redrive sends again, and how: a
+    /// refused one under a new id, one out of attempts under its own; a redrive shows in
+    /// the timeline.
+    #[test]
+    fn a_saga_that_needs_attention_shows_what_a_redrive_sends() {
+        let saga = saga();
+        let s1 = start(&saga, "trip-7", json!({}), StartMeta::default(), T0).into_state();
+        let s2 = apply(&saga, &s1, &reply(&s1, Ok(json!(1))), T0 + 100);
+        let s3 = apply(
+            &saga,
+            &s2,
+            &reply(&s2, Err(StepError::Rejected("no".into()))),
+            T0 + 200,
+        );
+        let refused = apply(
+            &saga,
+            &s3,
+            &reply(&s3, Err(StepError::Rejected("closed".into()))),
+            T0 + 300,
+        );
+        let shown = show(&refused);
+        assert!(
+            shown.contains("stopped  on reserve compensation (refused): `lift redrive trip-7` sends it again under a new command id\n"),
+            "{shown}"
+        );
+        let redrive = SagaInput::Redrive(lift_events::saga::Redrive {
+            saga_id: "trip-7".into(),
+            version: refused.version(),
+            reason: "reopened".into(),
+        });
+        let redriven = apply(&saga, &refused, &redrive, T0 + 400);
+        let shown = show(&redriven);
+        assert!(!shown.contains("stopped"), "{shown}");
+        assert!(
+            shown.contains("v5   +400ms    redriven: reserve compensation again: reopened"),
+            "{shown}"
+        );
+        // Out of attempts: the compensation may have acted.
+        let mut stuck = redriven;
+        let mut now = T0 + 500;
+        while stuck.status() != SagaStatus::NeedsAttention {
+            now += 1_000;
+            let input = match stuck.cursor().map(|c| (c.waiting, c.attempt)) {
+                Some((Waiting::Retry { due_ms }, attempt)) => {
+                    now = due_ms;
+                    SagaInput::Timer(Timer {
+                        saga_id: "trip-7".into(),
+                        kind: TimerKind::Retry,
+                        step: 0,
+                        phase: Phase::Compensation,
+                        attempt,
+                        due_ms,
+                    })
+                }
+                _ => reply(&stuck, Err(StepError::Failed("down".into()))),
+            };
+            stuck = apply(&saga, &stuck, &input, now);
+        }
+        assert_eq!(stuck.status(), SagaStatus::NeedsAttention);
+        let shown = show(&stuck);
+        assert!(
+            shown.contains("stopped  on reserve compensation (out of attempts, may have taken effect): `lift redrive trip-7` sends it again under its own command id\n"),
+            "{shown}"
         );
     }
 

@@ -232,8 +232,8 @@ async fn cancel_puts_a_cancel_on_the_orchestrators_queue() {
 /// `lift redrive` reads the saga and, for one that needs attention with a command to send
 /// again, puts a redrive at the version read on the orchestrator's queue: applied, the
 /// refused command goes out again under a new id, and the same message again does
-/// nothing. A saga that does not need attention is refused, with nothing sent; `lift saga`
-/// says what a redrive would send.
+/// nothing. A saga that does not need attention, or is not stored, is refused with nothing
+/// sent; `lift saga` says what a redrive would send.
 #[tokio::test]
 async fn redrive_puts_a_redrive_of_the_version_read_on_the_orchestrators_queue() {
     assert!(
@@ -275,6 +275,14 @@ async fn redrive_puts_a_redrive_of_the_version_read_on_the_orchestrators_queue()
     assert!(
         matches!(&refused, Err(CliError::Failed(m)) if m.contains("running") && m.contains("nothing sent")),
         "{refused:?}"
+    );
+    let unknown = lift(&format!(
+        "redrive no-such-saga --queue {url} --table {table}"
+    ))
+    .await;
+    assert!(
+        matches!(&unknown, Err(CliError::Failed(m)) if m.contains("no saga") && m.contains("nothing sent")),
+        "{unknown:?}"
     );
     let ship = shipping
         .outbox()
