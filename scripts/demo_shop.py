@@ -283,16 +283,20 @@ def drive(shop: Shop, checks: Checks) -> list[tuple[str, str]]:
           f" attention; the hold lifted, lift redrive ID sends the refund again under a new"
           f" command id){RESET}")
     erin = token("erin", "acme")
-    hold = {"pk": "refund-hold#erin"}
+    hold = {"pk": "refund-hold#acme#erin"}
     shop.table.put_item(Item=hold)
-    held = place("8. refund on hold", erin,
-                 {"items": [{"sku": "kettle", "quantity": 1}], "ship_to": "Atlantis"})
-    view = ended("8. refund on hold", erin, held, "needs_attention", [
-        "reserve action ok", "charge action ok", "ship action failed", "charge compensation failed"])
-    checks.report("on hold" in (view.get("reason") or "")
-                  and shop.record(f"payment#{held}") == "done",
-                  f"{'':34} {short(view.get('reason') or '-', 100)}; still charged")
-    shop.table.delete_item(Key=hold)
+    try:
+        held = place("8. refund on hold", erin,
+                     {"items": [{"sku": "kettle", "quantity": 1}], "ship_to": "Atlantis"})
+        view = ended("8. refund on hold", erin, held, "needs_attention", [
+            "reserve action ok", "charge action ok", "ship action failed",
+            "charge compensation failed"])
+        checks.report("on hold" in (view.get("reason") or "")
+                      and shop.record(f"payment#{held}") == "done",
+                      f"{'':34} {short(view.get('reason') or '-', 100)}; still charged")
+    finally:
+        # Lifted whatever happened: a hold left behind would stop later runs' refunds.
+        shop.table.delete_item(Key=hold)
     if held is not None:
         code, text = shop.run_lift("redrive", held, "--reason", "refunds to erin released")
         checks.report(code == 0, f"{'8. redriven by an operator':34} lift redrive -> {short(text.strip(), 90)}")

@@ -15,8 +15,8 @@
 //!   in flight, are undone in reverse.
 //! - **orchestrator** ([`orchestrator_app`]): starts a saga for each [`OrderPlaced`] event,
 //!   applies the participants' replies, its own timers, and the cancels and redrives
-//!   `lift cancel` and `lift redrive` send, from its queue, and relays each stored transition's outbox from the saga table's
-//!   stream.
+//!   `lift cancel` and `lift redrive` send, from its queue, and relays each stored
+//!   transition's outbox from the saga table's stream.
 //! - **inventory**, **payments** and **shipping** ([`participants::app`]): each takes its
 //!   commands from its queue, does them at most once in effect ([`participants::Ledger`])
 //!   and replies to the orchestrator's queue. Inventory also answers the quotes
@@ -27,10 +27,11 @@
 //! When a step is refused, the steps done before it are undone in reverse order.
 //!
 //! The demo's rules: a charge above [`CARD_LIMIT`] is declined; shipping refuses
-//! [`UNDELIVERABLE`]; payments refuses a refund to a customer whose refunds are on hold
-//! (an item [`participants::refund_hold_key`] in the shop's table, which the payments
-//! team puts and deletes), so that order's saga needs attention until someone redrives
-//! it (`lift redrive ID`) once the hold is lifted; and, where the template sets
+//! [`UNDELIVERABLE`]; payments refuses the refund of a charge made to a customer whose
+//! refunds are on hold (an item [`participants::refund_hold_key`] in the shop's table,
+//! which the payments team puts and deletes), so that order's saga needs attention until
+//! someone redrives it (`lift redrive ID`) once the hold is lifted; and, where the
+//! template sets
 //! `SHOP_CRASH_SKU` (on the emulator), the payments process dies in the middle of the
 //! first delivery of a charge for an order of that product — after the charge is
 //! written, before the reply — and the saga still ends.
@@ -231,8 +232,9 @@ pub(crate) fn invalid(pointer: &str, message: &str) -> Error {
 }
 
 /// The orchestrator's function: [`OrderPlaced`] events from the bus start a saga (a
-/// repeated event starts nothing), SQS messages are replies, timers, cancels and redrives, DynamoDB stream
-/// records are stored transitions whose outbox it publishes through `transport`.
+/// repeated event starts nothing), SQS messages are replies, timers, cancels and
+/// redrives, DynamoDB stream records are stored transitions whose outbox it publishes
+/// through `transport`.
 pub fn orchestrator_app<S, T>(orchestrator: Orchestrator<S>, transport: T) -> App
 where
     S: SagaStore + Clone + 'static,

@@ -229,13 +229,20 @@ impl Ledger {
         })
     }
 
-    /// Whether refunds to `customer` are on hold: the payments team put the item
-    /// [`refund_hold_key`] (a fraud review, a closed card) and has not deleted it yet.
+    /// Whether refunds to `customer` of `tenant` are on hold: the payments team put the
+    /// item [`refund_hold_key`] (a fraud review, a closed card) and has not deleted it yet.
     ///
     /// # Errors
     /// A technical failure when DynamoDB fails.
-    pub async fn refund_hold(&self, customer: &str) -> std::result::Result<bool, StepError> {
-        Ok(self.item(&refund_hold_key(customer)).await?.is_some())
+    pub async fn refund_hold(
+        &self,
+        tenant: Option<&str>,
+        customer: &str,
+    ) -> std::result::Result<bool, StepError> {
+        Ok(self
+            .item(&refund_hold_key(tenant, customer))
+            .await?
+            .is_some())
     }
 
     /// How many of `sku` are left (the initial stock before any order).
@@ -252,9 +259,10 @@ impl Ledger {
     }
 }
 
-/// The key of the item that puts refunds to `customer` on hold, in the shop's table.
-pub fn refund_hold_key(customer: &str) -> String {
-    format!("refund-hold#{customer}")
+/// The key of the item that puts refunds to `customer` of `tenant` on hold, in the shop's
+/// table: `refund-hold#<tenant>#<customer>`.
+pub fn refund_hold_key(tenant: Option<&str>, customer: &str) -> String {
+    format!("refund-hold#{}#{customer}", tenant.unwrap_or(""))
 }
 
 /// What the saga hands every command: the order as placed.
@@ -322,9 +330,15 @@ pub async fn work(
             json!({ "charged": data.amount })
         }
         ("payments", "charge", Phase::Compensation) => {
-            // Refused before anything is written: the charge stays, and its record says
-            // nothing of a cancellation (a refund on hold undoes nothing).
-            if ledger.refund_hold(&data.customer).await? {
+            // A charge that was made is refunded unless refunds to the customer are on
+            // hold: refused then, with nothing written, the charge stays. One never made is
+            // cancelled whatever the hold (rule 4: its late arrival is refused).
+            let charged = ledger.state(&format!("payment#{order}")).await?;
+            if charged.as_deref() == Some(DONE)
+                && ledger
+                    .refund_hold(command.tenant.as_deref(), &data.customer)
+                    .await?
+            {
                 return Err(StepError::Rejected(format!(
                     "refunds to {} are on hold",
                     data.customer
