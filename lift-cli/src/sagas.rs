@@ -385,8 +385,8 @@ mod tests {
     use std::time::Duration;
 
     use lift_events::saga::{
-        Message, Outcome, Reply, RetryPolicy, Saga, SagaInput, StartMeta, Step, StepError, Timer,
-        TimerKind, remote, start, transition,
+        Outcome, Reply, RetryPolicy, Saga, SagaInput, StartMeta, Step, StepError, Timer, TimerKind,
+        remote, start, transition,
     };
     use serde_json::json;
 
@@ -412,14 +412,7 @@ mod tests {
     }
 
     fn reply(state: &SagaState, outcome: Result<serde_json::Value, StepError>) -> SagaInput {
-        let command = state
-            .outbox()
-            .iter()
-            .find_map(|m| match m {
-                Message::Command(c) => Some(c.clone()),
-                _ => None,
-            })
-            .unwrap();
+        let command = state.commands().next().unwrap().clone();
         SagaInput::Reply(Reply::to(&command, outcome))
     }
 

@@ -138,11 +138,14 @@ async fn lists_sagas_by_state_and_shows_one_as_a_timeline() {
     assert!(!completed.contains("more may exist"), "{completed}");
 }
 
-/// `lift cancel` reads the saga, then puts a cancel on the orchestrator's queue, in the
-/// envelope the orchestrator's function takes. It sends nothing for a saga that is not
-/// stored or that completed, and without a saga id or a queue it says how to call it.
-#[tokio::test]
-async fn cancel_puts_a_cancel_on_the_orchestrators_queue() {
+/// The emulator's DynamoDB and SQS clients, a new saga table and a new orchestrator queue
+/// (its URL).
+async fn saga_table_and_queue() -> (
+    aws_sdk_dynamodb::Client,
+    aws_sdk_sqs::Client,
+    String,
+    String,
+) {
     assert!(
         std::env::var_os("AWS_ENDPOINT_URL").is_some(),
         "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
@@ -160,6 +163,35 @@ async fn cancel_puts_a_cancel_on_the_orchestrators_queue() {
         .unwrap()
         .queue_url
         .unwrap();
+    (dynamodb, sqs, table, url)
+}
+
+/// The saga input in the one message on queue `url` (it fails when there are more).
+async fn the_one_input(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+) -> Option<Result<SagaInput, serde_json::Error>> {
+    let got = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(5)
+        .send()
+        .await
+        .unwrap();
+    let [message] = got.messages() else {
+        panic!("one message: {got:?}");
+    };
+    let envelope = lift_events::Envelope::from_body(message.body().unwrap().as_bytes()).unwrap();
+    lift_events::relay::saga_input(&envelope)
+}
+
+/// `lift cancel` reads the saga, then puts a cancel on the orchestrator's queue, in the
+/// envelope the orchestrator's function takes. It sends nothing for a saga that is not
+/// stored or that completed, and without a saga id or a queue it says how to call it.
+#[tokio::test]
+async fn cancel_puts_a_cancel_on_the_orchestrators_queue() {
+    let (dynamodb, sqs, table, url) = saga_table_and_queue().await;
     let saga = Saga::named("trip", 1)
         .step(Step::new("hold", remote("seats", "Hold"), None))
         .build()
@@ -203,19 +235,7 @@ async fn cancel_puts_a_cancel_on_the_orchestrators_queue() {
     .await
     .unwrap();
     assert!(out.contains(&running), "{out}");
-    let got = sqs
-        .receive_message()
-        .queue_url(&url)
-        .max_number_of_messages(10)
-        .wait_time_seconds(5)
-        .send()
-        .await
-        .unwrap();
-    let [message] = got.messages() else {
-        panic!("one message, for the running saga alone: {got:?}");
-    };
-    let envelope = lift_events::Envelope::from_body(message.body().unwrap().as_bytes()).unwrap();
-    match lift_events::relay::saga_input(&envelope) {
+    match the_one_input(&sqs, &url).await {
         Some(Ok(SagaInput::Cancel(cancel))) => {
             assert_eq!(cancel.saga_id, running);
             assert_eq!(cancel.reason, "changed-plans");
@@ -236,23 +256,7 @@ async fn cancel_puts_a_cancel_on_the_orchestrators_queue() {
 /// sent; `lift saga` says what a redrive would send.
 #[tokio::test]
 async fn redrive_puts_a_redrive_of_the_version_read_on_the_orchestrators_queue() {
-    assert!(
-        std::env::var_os("AWS_ENDPOINT_URL").is_some(),
-        "AWS_ENDPOINT_URL is not set: run scripts/test.sh, which starts the local emulator"
-    );
-    let config = lift_core::aws::sdk_config().await;
-    let dynamodb = aws_sdk_dynamodb::Client::new(config);
-    let sqs = aws_sdk_sqs::Client::new(config);
-    let table = unique("sagas");
-    DynamoStore::create_table(&dynamodb, &table).await.unwrap();
-    let url = sqs
-        .create_queue()
-        .queue_name(unique("orchestrator"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let (dynamodb, sqs, table, url) = saga_table_and_queue().await;
     let saga = Saga::named("order", 1)
         .pivot(Step::new(
             "charge",
@@ -284,14 +288,7 @@ async fn redrive_puts_a_redrive_of_the_version_read_on_the_orchestrators_queue()
         matches!(&unknown, Err(CliError::Failed(m)) if m.contains("no saga") && m.contains("nothing sent")),
         "{unknown:?}"
     );
-    let ship = shipping
-        .outbox()
-        .iter()
-        .find_map(|m| match m {
-            Message::Command(c) => Some(c.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let ship = shipping.commands().next().unwrap().clone();
     let reply = Reply::to(&ship, Err(StepError::Rejected("no address".into())));
     let stuck = match orchestrator.handle(&SagaInput::Reply(reply)).await.unwrap() {
         Handled::Applied(state) => state,
@@ -310,20 +307,8 @@ async fn redrive_puts_a_redrive_of_the_version_read_on_the_orchestrators_queue()
     .await
     .unwrap();
     assert!(out.contains(&id) && out.contains("ship"), "{out}");
-    let got = sqs
-        .receive_message()
-        .queue_url(&url)
-        .max_number_of_messages(10)
-        .wait_time_seconds(5)
-        .send()
-        .await
-        .unwrap();
-    let [message] = got.messages() else {
-        panic!("one message: {got:?}");
-    };
-    let envelope = lift_events::Envelope::from_body(message.body().unwrap().as_bytes()).unwrap();
-    let Some(Ok(input)) = lift_events::relay::saga_input(&envelope) else {
-        panic!("not a saga input: {envelope:?}");
+    let Some(Ok(input)) = the_one_input(&sqs, &url).await else {
+        panic!("not a saga input");
     };
     let SagaInput::Redrive(redrive) = &input else {
         panic!("not a redrive: {input:?}");

@@ -609,7 +609,7 @@ mod tests {
     #[tokio::test]
     async fn a_redrive_from_the_queue_is_applied_once_and_a_stale_one_is_acknowledged() {
         use crate::saga::{
-            Handled, Message, Saga, SagaInput, SagaStatus, StartMeta, Step, StepError, remote,
+            Handled, Saga, SagaInput, SagaStatus, StartMeta, Step, StepError, remote,
         };
         use lift_core::testing::{TestApp, batch_failures, events};
         let saga = Saga::named("s", 1)
@@ -624,14 +624,7 @@ mod tests {
             .await
             .unwrap();
         for outcome in [Ok(json!(1)), Err("no"), Err("cannot undo")] {
-            let command = state
-                .outbox()
-                .iter()
-                .find_map(|m| match m {
-                    Message::Command(c) => Some(c.clone()),
-                    _ => None,
-                })
-                .unwrap();
+            let command = state.commands().next().unwrap().clone();
             let reply = Reply::to(&command, outcome.map_err(|r| StepError::Rejected(r.into())));
             state = match orchestrator.handle(&SagaInput::Reply(reply)).await.unwrap() {
                 Handled::Applied(state) => state,

@@ -352,16 +352,10 @@ impl<S: SagaStore> Orchestrator<S> {
             saga_id: id.to_owned(),
             reason: reason.to_owned(),
         });
-        let (saga, handled) = self.apply_to(&input, None).await?;
-        if let Handled::Applied(state) = handled {
-            tracing::info!(target: "lift::saga", saga = %saga.name, saga_id = %id, "cancelled");
-            return Ok(self.local_work(&saga, state).await);
-        }
-        let state = self
-            .store
-            .load(id)
-            .await?
-            .ok_or_else(|| OrchestratorError::UnknownSaga(id.to_owned()))?;
+        let state = match self.operate(&input, "cancelled").await? {
+            Operated::Applied(state) => return Ok(state),
+            Operated::Ignored(state) => state,
+        };
         match state.status() {
             SagaStatus::Compensating | SagaStatus::Compensated => Ok(state),
             _ if state.cancelled() => Ok(state),
@@ -420,16 +414,10 @@ impl<S: SagaStore> Orchestrator<S> {
             version,
             reason: reason.to_owned(),
         });
-        let (saga, handled) = self.apply_to(&input, None).await?;
-        if let Handled::Applied(state) = handled {
-            tracing::info!(target: "lift::saga", saga = %saga.name, saga_id = %id, version, "redriven");
-            return Ok(self.local_work(&saga, state).await);
-        }
-        let state = self
-            .store
-            .load(id)
-            .await?
-            .ok_or_else(|| OrchestratorError::UnknownSaga(id.to_owned()))?;
+        let state = match self.operate(&input, "redriven").await? {
+            Operated::Applied(state) => return Ok(state),
+            Operated::Ignored(state) => state,
+        };
         if redriven_at(&state, version) {
             return Ok(state);
         }
@@ -440,6 +428,28 @@ impl<S: SagaStore> Orchestrator<S> {
             version: state.version(),
             halted: state.halted().is_some(),
         })
+    }
+
+    /// Applies an operator's `input` (a cancel, a redrive) to its saga, logged as `done`
+    /// when applied: the saga after it and its local work, or, when it changed nothing,
+    /// the saga as stored.
+    async fn operate(
+        &self,
+        input: &SagaInput,
+        done: &'static str,
+    ) -> Result<Operated, OrchestratorError> {
+        let id = input.saga_id();
+        let (saga, handled) = self.apply_to(input, None).await?;
+        if let Handled::Applied(state) = handled {
+            tracing::info!(target: "lift::saga", saga = %saga.name, saga_id = %id, version = state.version(), "{done}");
+            return Ok(Operated::Applied(self.local_work(&saga, state).await));
+        }
+        let state = self
+            .store
+            .load(id)
+            .await?
+            .ok_or_else(|| OrchestratorError::UnknownSaga(id.to_owned()))?;
+        Ok(Operated::Ignored(state))
     }
 
     /// Applies a reply or a timer to its saga.
@@ -728,6 +738,14 @@ fn started_again(stored: SagaState, ours: &SagaState) -> Result<SagaState, Orche
     } else {
         Err(OrchestratorError::AlreadyExists(stored.id().to_owned()))
     }
+}
+
+/// What an operator's input did ([`Orchestrator::operate`]).
+enum Operated {
+    /// Applied: the saga as it got stored.
+    Applied(SagaState),
+    /// Ignored: the saga as stored.
+    Ignored(SagaState),
 }
 
 /// Whether `state` was redriven at `version`: its transition to `version + 1` is a

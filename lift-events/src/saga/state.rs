@@ -652,6 +652,14 @@ impl SagaState {
     pub fn outbox(&self) -> &[Message] {
         &self.outbox
     }
+
+    /// The commands among them.
+    pub fn commands(&self) -> impl Iterator<Item = &Command> {
+        self.outbox.iter().filter_map(|m| match m {
+            Message::Command(c) => Some(c),
+            _ => None,
+        })
+    }
 }
 
 impl SagaState {

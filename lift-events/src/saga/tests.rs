@@ -54,6 +54,19 @@ fn pivot_in_the_middle() -> Saga {
         .unwrap()
 }
 
+/// `a` (undone by `UndoA`), the pivot `b`, tried once, and `c` after it.
+fn pivot_tried_once() -> Saga {
+    Saga::named("s", 2)
+        .step(Step::new("a", remote("p", "A"), Some(remote("p", "UndoA"))))
+        .pivot(
+            Step::new("b", remote("p", "B"), None)
+                .retry(RetryPolicy::new(1, Duration::ZERO, Duration::ZERO).unwrap()),
+        )
+        .step(Step::new("c", remote("p", "C"), None))
+        .build()
+        .unwrap()
+}
+
 fn applied(outcome: Outcome) -> Transition {
     match outcome {
         Outcome::Applied(t) => t,
@@ -560,15 +573,7 @@ fn after_the_pivot_a_failure_needs_attention_and_before_it_compensates() {
     assert_eq!(command(&refused).step, 1);
     assert_eq!(refused.state().status(), SagaStatus::Compensating);
     // A pivot that ran out of attempts may have taken effect: a person decides.
-    let saga2 = Saga::named("s", 2)
-        .step(Step::new("a", remote("p", "A"), Some(remote("p", "UndoA"))))
-        .pivot(
-            Step::new("b", remote("p", "B"), None)
-                .retry(RetryPolicy::new(1, Duration::ZERO, Duration::ZERO).unwrap()),
-        )
-        .step(Step::new("c", remote("p", "C"), None))
-        .build()
-        .unwrap();
+    let saga2 = pivot_tried_once();
     let t0 = begin(&saga2);
     let t1 = applied(transition(&saga2, t0.state(), &ok(&command(&t0)), 2_000));
     let t2 = applied(transition(
@@ -1193,15 +1198,7 @@ fn a_compensation_out_of_attempts_is_redriven_under_its_own_id() {
 /// under its own id, and refused then, the saga compensates the steps before it.
 #[test]
 fn a_step_after_the_pivot_is_redriven_forward() {
-    let saga = Saga::named("s", 1)
-        .step(Step::new("a", remote("p", "A"), Some(remote("p", "UndoA"))))
-        .pivot(
-            Step::new("b", remote("p", "B"), None)
-                .retry(RetryPolicy::new(1, Duration::ZERO, Duration::ZERO).unwrap()),
-        )
-        .step(Step::new("c", remote("p", "C"), None))
-        .build()
-        .unwrap();
+    let saga = pivot_tried_once();
     let t = begin(&saga);
     let t = applied(transition(&saga, t.state(), &ok(&command(&t)), 2_000));
     let b = applied(transition(&saga, t.state(), &ok(&command(&t)), 2_100));
