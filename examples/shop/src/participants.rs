@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
 use lift_core::{App, Context, Error, Json, Result};
 use lift_events::consume::Participant;
 use lift_events::saga::{Command, Phase, StepError};
@@ -119,9 +119,10 @@ impl Ledger {
         }
     }
 
-    /// Marks `key` undone, with `also` in the same transaction, when it is done; when it is
-    /// not there, writes it undone (nothing to undo, and the action can no longer happen);
-    /// when it is undone already, does nothing.
+    /// Marks `key` undone, with `also` in the same transaction, when it is done (refused
+    /// when a condition of `also` fails); when it is not there, writes it undone whatever
+    /// `also` says (nothing to undo, and the action can no longer happen); when it is undone
+    /// already, does nothing.
     async fn undo(&self, key: &str, also: Vec<Also>) -> std::result::Result<(), StepError> {
         let update = Update::builder()
             .table_name(&self.table)
@@ -157,7 +158,8 @@ impl Ledger {
                     }
                 }
             },
-            Err(_) => Err(failed("the transaction failed")),
+            Err(Some(i)) => Err(StepError::Rejected(also[i - 1].refusal.clone())),
+            Err(None) => Err(failed("the transaction failed")),
         }
     }
 
@@ -229,20 +231,24 @@ impl Ledger {
         })
     }
 
-    /// Whether refunds to `customer` of `tenant` are on hold: the payments team put the
-    /// item [`refund_hold_key`] (a fraud review, a closed card) and has not deleted it yet.
-    ///
-    /// # Errors
-    /// A technical failure when DynamoDB fails.
-    pub async fn refund_hold(
+    /// The condition that refunds to `customer` of `tenant` are not on hold: the payments
+    /// team puts the item [`refund_hold_key`] (a fraud review, a closed card) and deletes
+    /// it when the hold is lifted.
+    fn no_refund_hold(
         &self,
         tenant: Option<&str>,
         customer: &str,
-    ) -> std::result::Result<bool, StepError> {
-        Ok(self
-            .item(&refund_hold_key(tenant, customer))
-            .await?
-            .is_some())
+    ) -> std::result::Result<Also, StepError> {
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(refund_hold_key(tenant, customer)))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(failed)?;
+        Ok(Also {
+            item: TransactWriteItem::builder().condition_check(check).build(),
+            refusal: format!("refunds to {customer} are on hold"),
+        })
     }
 
     /// How many of `sku` are left (the initial stock before any order).
@@ -333,18 +339,10 @@ pub async fn work(
             // A charge that was made is refunded unless refunds to the customer are on
             // hold: refused then, with nothing written, the charge stays. One never made is
             // cancelled whatever the hold (rule 4: its late arrival is refused).
-            let charged = ledger.state(&format!("payment#{order}")).await?;
-            if charged.as_deref() == Some(DONE)
-                && ledger
-                    .refund_hold(command.tenant.as_deref(), &data.customer)
-                    .await?
-            {
-                return Err(StepError::Rejected(format!(
-                    "refunds to {} are on hold",
-                    data.customer
-                )));
-            }
-            ledger.undo(&format!("payment#{order}"), Vec::new()).await?;
+            // The hold is checked in the refund's own transaction, so a charge landing
+            // meanwhile is not refunded past it.
+            let hold = ledger.no_refund_hold(command.tenant.as_deref(), &data.customer)?;
+            ledger.undo(&format!("payment#{order}"), vec![hold]).await?;
             json!({ "refunded": data.amount })
         }
         ("shipping", "ship", Phase::Action) => {
