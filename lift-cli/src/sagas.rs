@@ -159,7 +159,7 @@ pub fn show(state: &SagaState) -> String {
         } else {
             (
                 "out of attempts, may have taken effect",
-                "under its own command id",
+                "under its own command id (answered from the participant's record while it remembers the id)",
             )
         };
         out.push_str(&format!(
@@ -556,7 +556,7 @@ steps    reserve compensated, charge refused
         assert_eq!(stuck.status(), SagaStatus::NeedsAttention);
         let shown = show(&stuck);
         assert!(
-            shown.contains("stopped  on reserve compensation (out of attempts, may have taken effect): `lift redrive trip-7` sends it again under its own command id\n"),
+            shown.contains("stopped  on reserve compensation (out of attempts, may have taken effect): `lift redrive trip-7` sends it again under its own command id (answered from the participant's record while it remembers the id)\n"),
             "{shown}"
         );
     }

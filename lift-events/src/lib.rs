@@ -105,18 +105,21 @@
 //! 2. Answer with a reply event: success (with an output), refusal (business failure,
 //!    nothing took effect: not retried, not compensated) or technical failure (retried),
 //!    handing back the command's snapshot ([`saga::Reply::to`] does).
-//! 3. Make the effect and the record of the command id atomic (one DynamoDB transaction,
-//!    or an effect conditional on the step's id, [`saga::Command::step_id`], which is the
-//!    command id except for a refused command a redrive sent again): a crash between them
-//!    would otherwise repeat the effect, and a command delivered again once its record
-//!    expired finds the effect there.
+//! 3. Make the effect and the record of the command id atomic (one DynamoDB transaction
+//!    with the record, or an effect conditional on a record of its own): a crash between
+//!    them would otherwise repeat the effect. Key the effect's own record on the step's
+//!    id, [`saga::Command::step_id`] (the command id, except for a refused command a
+//!    redrive sent again), and keep it longer than rule 1's record: a command delivered
+//!    again once rule 1's record expired, under its own id or an older one, then finds
+//!    the effect there instead of acting twice.
 //! 4. Make a compensation of a command that never took effect a no-op that *records* that
 //!    the command is cancelled, so the action arriving late is refused. A step whose
 //!    attempts all timed out, or that was in flight when the saga was cancelled
-//!    ([`saga::Orchestrator::cancel`]), is compensated without knowing whether it acted. The refusal
-//!    belongs in the atomic write of rule 3 (the effect conditional on no cancellation of
-//!    its action's step id, [`saga::Command::step_id`] of the action: a compensation's
-//!    own id may end in `:r<n>`), not in a read before it: an action already past such a read when
+//!    ([`saga::Orchestrator::cancel`]), is compensated without knowing whether it acted.
+//!    The compensation records the cancellation under its action's step id
+//!    ([`saga::Command::action_id`]; its own id may end in `:r<n>`), and the refusal
+//!    belongs in the atomic write of rule 3 (the effect conditional on no such
+//!    cancellation), not in a read before it: an action already past such a read when
 //!    its compensation records the cancellation would still take effect, and the saga end
 //!    `Compensated` with it in place.
 //!
@@ -153,7 +156,8 @@
 //! `RedriveExecution` restarts an execution from the state that failed. A command whose
 //! attempts ran out may have taken effect and goes under its own id, which a participant
 //! keeping rule 1 answers without acting twice while it remembers the id (24 hours by
-//! default); past that, rule 3 keyed on the step's id stops a second effect. A refused one
+//! default); past that, only rule 3's record keyed on the step's id stops a second
+//! effect. A refused one
 //! goes under a new id (its step's id and `:r<n>`, for the saga's n-th redrive), since the
 //! participant answers its recorded refusal to the old one. A redrive names the saga's
 //! version it was decided on, so one delivered twice, or after the saga stopped again,

@@ -219,8 +219,8 @@ struct World {
     redrive_at: Option<u64>,
     /// The versions the operator decided to redrive the saga at.
     redrives_decided: BTreeSet<u64>,
-    /// Those whose every send may be lost: a dead letter, a process that died, a call
-    /// given up on. The others must be applied.
+    /// Those with a send that may have been lost (a dead letter, a process that died, a
+    /// call given up on): excused from being applied. The others must be.
     redrives_lost: BTreeSet<u64>,
 }
 
@@ -644,7 +644,7 @@ async fn participant(world: Shared, envelope: Envelope) -> Result<(), ()> {
 /// The participant's decision and effect, in one transaction with the command's record.
 fn decide(w: &mut World, command: &Command) -> Result<Value, StepError> {
     let step = command.step;
-    let action_id = lift_events::saga::command_id(&command.saga_id, step, Phase::Action);
+    let action_id = command.action_id();
     match command.phase {
         Phase::Action => {
             if w.faults.reject_step == Some(step) {

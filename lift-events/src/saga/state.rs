@@ -121,8 +121,9 @@ pub struct Cursor {
     pub waiting: Waiting,
 }
 
-/// The id of the command of `step`'s `phase` in saga `saga_id`: the same for every attempt,
-/// so a participant idempotent by command id applies the step at most once.
+/// The id of the command of `step`'s `phase` in saga `saga_id`: the same for every attempt
+/// (and every redrive, but that of a refused command: [`redriven_command_id`]), so a
+/// participant idempotent by command id applies the step at most once.
 pub fn command_id(saga_id: &str, step: u32, phase: Phase) -> String {
     format!("{saga_id}:{step}:{}", phase.letter())
 }
@@ -219,11 +220,17 @@ impl Command {
     /// every attempt and every redrive. [`command_id`](Command::command_id) is that id too,
     /// except for a refused command sent again by a redrive, which goes under a new one so
     /// that a participant does not answer it with its recorded refusal. Key the effect's
-    /// own condition (rule 3 of the crate's docs) and a compensation's record that its
-    /// action is cancelled (rule 4) on this id: a command delivered again under an older
-    /// id, once its participant forgot it, then finds the effect of a newer one.
+    /// own record (rule 3 of the crate's docs) on this id: a command delivered again under
+    /// an older id, once its participant forgot it, then finds the effect of a newer one.
     pub fn step_id(&self) -> String {
         command_id(&self.saga_id, self.step, self.phase)
+    }
+
+    /// The step id of its step's action, [`command_id`]`(saga_id, step, Phase::Action)`,
+    /// whichever phase it is: where a compensation records that its action is cancelled
+    /// (rule 4 of the crate's docs), so that the action arriving late is refused.
+    pub fn action_id(&self) -> String {
+        command_id(&self.saga_id, self.step, Phase::Action)
     }
 }
 
