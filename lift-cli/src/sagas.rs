@@ -96,13 +96,7 @@ fn step_status(status: StepStatus) -> &'static str {
 /// timeline (every transition: commands and their attempts, replies,
 /// timeouts, retries, compensations, the end, with times since the start).
 pub fn show(state: &SagaState) -> String {
-    let name = |i: usize| {
-        state
-            .step_names()
-            .get(i)
-            .cloned()
-            .unwrap_or_else(|| format!("#{i}"))
-    };
+    let name = |i: usize| step_name(state, i);
     let mut out = format!(
         "saga     {} ({} v{})\nstate    {}{}\n",
         state.id(),
@@ -126,10 +120,7 @@ pub fn show(state: &SagaState) -> String {
         .collect();
     out.push_str(&format!("steps    {}\n", steps.join(", ")));
     if let Some(cursor) = state.cursor() {
-        let phase = match cursor.phase {
-            Phase::Action => "action",
-            Phase::Compensation => "compensation",
-        };
+        let phase = phase_name(cursor.phase);
         let what = match cursor.waiting {
             Waiting::Reply { deadline_ms } => format!(
                 "a reply, until {} (+{})",
@@ -150,10 +141,7 @@ pub fn show(state: &SagaState) -> String {
         ));
     }
     if let Some(halted) = state.halted() {
-        let phase = match halted.phase {
-            Phase::Action => "action",
-            Phase::Compensation => "compensation",
-        };
+        let phase = phase_name(halted.phase);
         let (why, how) = if halted.refused {
             ("refused", "under a new command id")
         } else {
@@ -171,6 +159,24 @@ pub fn show(state: &SagaState) -> String {
     out.push_str("\ntimeline\n");
     out.push_str(&state.stored_timeline());
     out
+}
+
+/// The name of step `i` of `state`, as the saga keeps it (`#i` for a saga stored before
+/// step names were kept).
+fn step_name(state: &SagaState, i: usize) -> String {
+    state
+        .step_names()
+        .get(i)
+        .cloned()
+        .unwrap_or_else(|| format!("#{i}"))
+}
+
+/// `action` or `compensation`.
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Action => "action",
+        Phase::Compensation => "compensation",
+    }
 }
 
 /// The saga table of `args` (`--table`, else `LIFT_SAGA_TABLE`) and a store on it.
@@ -263,11 +269,7 @@ pub(crate) async fn redrive(args: &Args) -> Result<String, CliError> {
     let envelope = lift_events::relay::redrive_envelope("lift-cli", id, state.version(), reason)
         .map_err(|e| CliError::Failed(e.to_string()))?;
     send(&queue, envelope).await?;
-    let step = state
-        .step_names()
-        .get(halted.step as usize)
-        .cloned()
-        .unwrap_or_else(|| format!("#{}", halted.step));
+    let step = step_name(&state, halted.step as usize);
     let mut out = format!(
         "redrive of saga {id} (version {}, stopped on {step}) sent to {queue}; `lift saga {id}` shows what it did\n",
         state.version()
