@@ -1073,3 +1073,47 @@ async fn a_cancel_whose_local_compensation_is_refused_answers_the_saga_needing_a
     assert_eq!(cancelled.status(), SagaStatus::NeedsAttention);
     assert_eq!(orchestrator.cancel("s-1", "stop").await.unwrap(), cancelled);
 }
+
+/// Two orchestrators, each with its own DynamoDB client, redrive one saga at the same
+/// version at once: one conditional write wins, the saga is redriven once, and both
+/// callers are answered with the stored saga.
+#[tokio::test]
+async fn two_redrives_racing_on_dynamodb_redrive_once() {
+    use lift_events::saga::{Handled, Orchestrator, Registry, Reply, SagaInput, StepError};
+    let store = emulator_store().await;
+    let orchestrator = Orchestrator::new(Registry::new().with(two_steps()), store.clone());
+    let id = unique("race");
+    let mut state = orchestrator
+        .start("two", &id, &json!({}), StartMeta::default())
+        .await
+        .unwrap();
+    for outcome in [Ok(json!(1)), Err("no"), Err("closed")] {
+        let reply = Reply::to(
+            &first_command(&state),
+            outcome.map_err(|r| StepError::Rejected(r.into())),
+        );
+        match orchestrator.handle(&SagaInput::Reply(reply)).await.unwrap() {
+            Handled::Applied(next) => state = next,
+            other => panic!("{other:?}"),
+        }
+    }
+    let other = Orchestrator::new(
+        Registry::new().with(two_steps()),
+        emulator_store_on(&store).await,
+    );
+    let (a, b) = tokio::join!(
+        orchestrator.redrive(&id, state.version(), "first"),
+        other.redrive(&id, state.version(), "second"),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let stored = store.load(&id).await.unwrap().unwrap();
+    assert_eq!(stored.redrives(), 1, "{:?}", stored.history());
+    assert_eq!(stored.version(), state.version() + 1);
+    assert_eq!((a, b), (stored.clone(), stored));
+}
+
+/// A second store on `store`'s table, through a client of its own.
+async fn emulator_store_on(store: &DynamoStore) -> DynamoStore {
+    let client = aws_sdk_dynamodb::Client::new(lift_core::aws::sdk_config().await);
+    DynamoStore::new(client, store.table())
+}
