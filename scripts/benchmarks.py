@@ -12,8 +12,9 @@ What it runs:
      is taken inside each round (Lift and its baseline ran minutes apart at most, in one
      process) and reported as the median with its spread across rounds;
   2. cold starts of release builds, interleaved (`scripts/coldstart.py`): `hello` (Lift)
-     against `bare-runtime` (a typed `lambda_runtime` handler, the floor) and `bare-hello`
-     (`lambda_http`), both answering the same `GET /hello/{name}`, with where the resident
+     against `bare-runtime` (a typed `lambda_runtime` handler, the floor), `bare-hello`
+     (`lambda_http`) and `lift-min` (the smallest Lift App: one route), all answering the
+     same `GET /hello/{name}`, with where the resident
      memory is at the first response (`/proc/<pid>/smaps`) and `hello`'s code against the
      floor's by crate (`scripts/text_by_crate.py`, on builds that keep their symbols);
   3. cold starts of `mesh` (release) with service registration off, on (the default), and on
@@ -193,12 +194,17 @@ def bench_section(rounds: list[dict[str, float]]) -> list[str]:
     return out + [""]
 
 
+# The cold-start binaries, the floor first and `hello` last.
+COLDSTART_NAMES = ["bare-runtime", "bare-hello", "lift-min", "hello"]
+
+
 def coldstart(runs: int) -> list[str]:
     sh(["cargo", "build", "--release", "-p", "hello", "-p", "bare-hello", "--bins"])
     release = TARGET / "release"
     done = sh([sys.executable, "scripts/coldstart.py", "--json", "--runs", str(runs),
                f"bare-runtime={release / 'bare-runtime'}", f"bare-hello={release / 'bare-hello'}",
-               f"hello={release / 'hello'}"], capture_output=True)
+               f"lift-min={release / 'lift-min'}", f"hello={release / 'hello'}"],
+              capture_output=True)
     result = json.loads(done.stdout)
     by = {b["name"]: b for b in result["binaries"]}
     floor = by["bare-runtime"]
@@ -208,8 +214,10 @@ def coldstart(runs: int) -> list[str]:
            "| binary | what | size | median | p90 | peak RSS | time ÷ floor | RSS ÷ floor |",
            "|---|---|---|---|---|---|---|---|"]
     what = {"bare-runtime": "typed `lambda_runtime` (the floor)",
-            "bare-hello": "`lambda_http`", "hello": "Lift (target ≤ 1.05× the floor)"}
-    for name in ["bare-runtime", "bare-hello", "hello"]:
+            "bare-hello": "`lambda_http`",
+            "lift-min": "Lift, one route and nothing else (what any Lift function pays)",
+            "hello": "Lift (target ≤ 1.05× the floor)"}
+    for name in COLDSTART_NAMES:
         b = by[name]
         out.append(f"| `{name}` | {what[name]} | {b['size_bytes'] / 1048576:.2f} MiB | "
                    f"{b['median_ms']:.2f} ms | {b['p90_ms']:.2f} ms | {b['rss_median_mib']:.2f} MiB | "
@@ -220,7 +228,7 @@ def coldstart(runs: int) -> list[str]:
 
 def rss_breakdown(by: dict) -> list[str]:
     """Resident memory at the first response by kind, from the cold-start runs."""
-    names = ["bare-runtime", "bare-hello", "hello"]
+    names = COLDSTART_NAMES
     if not all(by[n].get("rss_parts_median_kib") for n in names):
         return []
     out = ["Where the resident memory is at the first response (median KiB of the same runs, "
@@ -244,18 +252,22 @@ def text_breakdown(top: int = 12) -> list[str]:
         "--target-dir", str(symbols)], env={**os.environ, "CARGO_PROFILE_RELEASE_STRIP": "none"})
     done = sh([sys.executable, "scripts/text_by_crate.py", "--json",
                f"bare-runtime={symbols / 'release' / 'bare-runtime'}",
+               f"lift-min={symbols / 'release' / 'lift-min'}",
                f"hello={symbols / 'release' / 'hello'}"], capture_output=True)
     result = json.loads(done.stdout)
     crates = result["crates"]
-    floor, hello = result["totals"]
+    floor, lift_min, hello = result["totals"]
     out = [f"`hello`'s code by crate against the floor's (`scripts/text_by_crate.py`: a function "
            "counts for the first crate its name mentions besides the standard library's, so "
            "drop glue and serde code written for a Lift type count for Lift): "
-           f"{hello / 1024:.0f} KiB against {floor / 1024:.0f} KiB, the {top} largest differences:",
-           "", "| crate | `bare-runtime` | `hello` | difference |", "|---|---|---|---|"]
+           f"{hello / 1024:.0f} KiB against {floor / 1024:.0f} KiB ({lift_min / 1024:.0f} KiB for "
+           f"`lift-min`), the {top} largest differences:",
+           "", "| crate | `bare-runtime` | `lift-min` | `hello` | `hello` − floor |",
+           "|---|---|---|---|---|"]
     for crate in list(crates)[:top]:
-        a, b = crates[crate]
-        out.append(f"| `{crate}` | {a / 1024:.1f} KiB | {b / 1024:.1f} KiB | {(b - a) / 1024:+.1f} KiB |")
+        a, m, b = crates[crate]
+        out.append(f"| `{crate}` | {a / 1024:.1f} KiB | {m / 1024:.1f} KiB | {b / 1024:.1f} KiB | "
+                   f"{(b - a) / 1024:+.1f} KiB |")
     return out + [""]
 
 
