@@ -27,11 +27,11 @@
 //!   other's answer.
 //! - The record id keeps Powertools' shape, `{function}.{operation}#{sha256 hex}`, the
 //!   operation being an HTTP request's method and route (`POST /orders`) or the record's
-//!   source; without any
-//!   scope (no tenant, no caller, no path parameter, no query) the hash is the SHA-256 of
-//!   the key material. With a scope it is the SHA-256 of the scope's parts followed by the
-//!   material, so the records keep one shape, and tenant and caller ids never appear in
-//!   clear in the table.
+//!   source. The hash is the SHA-256 of the scope's parts (tenant, caller, path parameters,
+//!   query: those there are), each tagged and length-prefixed, then `|` and the key
+//!   material, so the records keep one shape, tenant and caller ids never appear in clear
+//!   in the table, and no material sent without a scope can be made to hash like a scoped
+//!   key.
 //! - Optionally a second hash of the payload ([`IdempotencyConfigBuilder::validate_payload`]):
 //!   the same key with a different payload is refused (422 `idempotency_key_reused`).
 //! - The claim is one conditional `PutItem`: it wins if no record exists, or the record's
@@ -385,12 +385,11 @@ fn length_prefixed<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Optio
     Some(out)
 }
 
-/// The hash of a key: SHA-256 of the material alone when nothing scopes it, else of the
-/// length-prefixed scope parts followed by the material.
+/// The hash of a key: SHA-256 of the tagged, length-prefixed scope parts, then `|`, then
+/// the material. Without any scope part the input is `|` and the material: its first byte is
+/// never a part's tag, so no material sent without a scope (an anonymous caller's body) can
+/// hash to a scoped key (a tenant's).
 fn scoped_hash(parts: &[(u8, String)], material: &[u8]) -> String {
-    if parts.is_empty() {
-        return sha256_hex(material);
-    }
     let mut hasher = Sha256::new();
     for (tag, value) in parts {
         hasher.update([*tag]);
@@ -1187,6 +1186,20 @@ mod tests {
         );
     }
 
+    /// A caller without a tenant controls the whole of its material: sent as the body, the
+    /// bytes a tenant's key is hashed from (its tagged, length-prefixed tenant, `|`, the
+    /// tenant's body) must not land on the tenant's record.
+    #[tokio::test]
+    async fn a_body_sent_without_a_tenant_cannot_forge_a_tenants_key() {
+        let app = keys(IdempotencyConfig::builder("t").build().expect("config"));
+        let body = r#"{"amount":5}"#;
+        let tenant = http_key(&app, &[("x-tenant-id", "t1")], body).await;
+        let forged = format!("t{}t1|{body}", "\0".repeat(7) + "\u{2}");
+        let anonymous = http_key(&app, &[], &forged).await;
+        assert!(tenant.is_some() && anonymous.is_some());
+        assert_ne!(tenant, anonymous);
+    }
+
     #[tokio::test]
     async fn the_same_key_and_body_under_two_tenants_are_two_keys() {
         let app = keys(header_config());
@@ -1258,14 +1271,16 @@ mod tests {
         assert_eq!(alice, bob);
     }
 
-    /// The record id of an unscoped key, against a SHA-256 computed elsewhere: a stable
-    /// id across releases, so records stored before an upgrade are still found.
+    /// The record id of an unscoped key, against a SHA-256 computed elsewhere: a release
+    /// that changes ids loses the records stored before it (a repeat within their expiry
+    /// runs again), so no change to them goes unnoticed.
     #[tokio::test]
-    async fn an_unscoped_key_is_the_sha256_of_its_material() {
+    async fn an_unscoped_key_is_the_sha256_of_a_bar_and_its_material() {
         let app = keys(header_config());
         let key = http_key(&app, &[("idempotency-key", "k-1")], "{}").await;
+        // SHA-256 of `|k-1`.
         let expected = format!(
-            "{}.POST /orders#7c35c5a1785d20704e44d5de4beb81c1fce91b6fe48ed7c3159af6f7f832078b",
+            "{}.POST /orders#117af7f341d43b6291c21e5339866d5bd444158ce8a0d9a7f7f883755f9cbdf3",
             test_function_name(&app).await,
         );
         assert_eq!(key.as_deref(), Some(expected.as_str()));
