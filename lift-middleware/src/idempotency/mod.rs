@@ -44,7 +44,10 @@
 //!   in progress answers 409 `idempotency_in_progress`, or, when
 //!   [`IdempotencyConfigBuilder::wait_for_in_progress`] allows, waits for the first call's answer.
 //! - A failed handler (an error or a 5xx) deletes its record, so a retry can run. So does
-//!   a streamed response ([`lift_core::stream`]), whose body cannot be stored and replayed.
+//!   a streamed response ([`lift_core::stream`]), whose body cannot be stored and replayed,
+//!   and so does a call cut short: its future dropped by a timeout around the layer, or a
+//!   panic unwinding through it (logged at ERROR with the key, released in a task of its
+//!   own, which Lambda may freeze with the environment and finish at its next invocation).
 //! - Completing and releasing are conditional on the claim still being this call's (a
 //!   random token in the attribute `lift_claim`, which Powertools ignores): a call that
 //!   outlived its lock and lost the key to another call leaves that call's record alone.
@@ -866,20 +869,37 @@ where
                 Turn::Busy => return Err(in_progress()),
             };
             let deadline = ctx.deadline();
+            // Released however this future ends before it completes or releases the key
+            // itself: dropped by a timeout around it, or unwound by a panic in the handler.
+            let mut held = Held {
+                shared: shared.clone(),
+                key: key.clone(),
+                token: token.clone(),
+                deadline,
+                armed: true,
+            };
             let result = service.oneshot(ctx).await.map_err(Into::into);
+            held.armed = false;
             match &result {
                 Ok(response)
                     if !response.status().is_server_error()
                         && !lift_core::stream::is_streaming(response) =>
                 {
-                    let record = Record::completed(
+                    let record = match Record::completed(
                         &key,
                         response,
                         &validation,
                         shared.config.now(),
                         shared.config.expires_after,
-                    )
-                    .map_err(|e| Box::new(Error::internal(e)) as BoxError)?;
+                    ) {
+                        Ok(record) => record,
+                        Err(error) => {
+                            // An answer that cannot be stored: nothing to remember, so a
+                            // retry is to run.
+                            shared.release(&key, &token, deadline).await;
+                            return Err(Box::new(Error::internal(error)));
+                        }
+                    };
                     if shared.finish(&record, &token, deadline).await
                         && let Some(cache) = &shared.cache
                         && let Ok(remembered) = Remembered::new(record)
@@ -895,6 +915,40 @@ where
             }
             result
         })
+    }
+}
+
+/// A key this call claimed and has neither completed nor released. Dropped armed (the call's
+/// future was dropped by a timeout around it, or a panic unwound through it), it logs the key
+/// at ERROR and releases it in a task of its own, so that a retry runs rather than finding
+/// the key in progress until its lock lapses (the invocation's remaining time).
+struct Held {
+    shared: Arc<Shared>,
+    key: String,
+    token: ClaimToken,
+    deadline: Option<SystemTime>,
+    /// Cleared once the call has answered: it completes or releases the key itself.
+    armed: bool,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let shared = self.shared.clone();
+        let key = std::mem::take(&mut self.key);
+        tracing::error!(target: "lift::idempotency", code = "idempotency_call_abandoned", %key, "the call ended before it finished (a timeout around it or a panic): releasing its key");
+        let token = self.token.clone();
+        let deadline = self.deadline;
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move { shared.release(&key, &token, deadline).await });
+            }
+            Err(_) => {
+                tracing::error!(target: "lift::idempotency", code = "idempotency_release_failed", %key, "no runtime to release the key on: it stays locked until its lock lapses");
+            }
+        }
     }
 }
 

@@ -978,3 +978,60 @@ async fn an_answer_too_large_to_keep_runs_once_and_a_repeat_keeps_its_headers() 
         "both cookies replayed"
     );
 }
+
+/// An App whose `POST /orders` stalls past the 300 ms timeout around its idempotency layer,
+/// or panics, on its first run when the body's `first` says so, counting runs in `runs`.
+fn cut_short_app(client: aws_sdk_dynamodb::Client, table: &str, runs: Arc<AtomicU32>) -> TestApp {
+    let config = IdempotencyConfig::builder(table).build().expect("config");
+    TestApp::new(
+        App::new()
+            .post("/orders", move |ctx: Context| {
+                let runs = runs.clone();
+                async move {
+                    let n = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                    let body: Value =
+                        serde_json::from_slice(ctx.body()).map_err(Error::internal)?;
+                    if n == 1 && body["first"] == "stall" {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                    if n == 1 && body["first"] == "panic" {
+                        panic!("the handler's first run panics");
+                    }
+                    Ok::<_, Error>(Created(json!({"run": n})))
+                }
+            })
+            .layer(IdempotencyLayer::new(client, config))
+            .layer(
+                lift_middleware::timeout::TimeoutLayer::new(Duration::from_millis(300))
+                    .expect("timeout"),
+            ),
+    )
+    .expect("app")
+}
+
+/// A call cut short inside the idempotency layer, by a timeout around it (which drops its
+/// future) or a panic in its handler, releases its key: the retry runs, rather than finding
+/// the key in progress until its lock lapses (the 30 s the test invocation has left).
+#[tokio::test]
+async fn a_call_cut_short_by_a_timeout_or_a_panic_releases_its_key() {
+    let client = aws::client().await;
+    for (first, status) in [("stall", 504), ("panic", 500)] {
+        let table = aws::table_keyed(&client, "lift-idempotency", "id").await;
+        let runs = Arc::new(AtomicU32::new(0));
+        let app = cut_short_app(client.clone(), &table, runs.clone());
+        let body = json!({"orderId": "o-cut", "first": first});
+        assert_eq!(send(&app, &body).await.status, status, "{first}");
+        // The release runs in a task of its own: wait for it rather than for a fixed time.
+        let waited = tokio::time::Instant::now();
+        let retry = loop {
+            let retry = send(&app, &body).await;
+            if retry.status != 409 || waited.elapsed() > Duration::from_secs(10) {
+                break retry;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(retry.status, 201, "{first}: {}", retry.text());
+        assert_eq!(retry.json::<Value>().expect("json")["run"], 2, "{first}");
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "{first}");
+    }
+}
