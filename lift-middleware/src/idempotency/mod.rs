@@ -726,7 +726,10 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response, BoxError>
 
 /// Runs a store write, retrying an error that may pass with backoff (25 ms doubling, at most
 /// 800 ms) and jitter while the invocation has time left (a margin before its deadline; five
-/// attempts without one); the last error and the attempts made when it never succeeds.
+/// attempts without one); the last error and the attempts made when it never succeeds. With
+/// a deadline, each attempt (the SDK's own retries included) also ends by that margin, so
+/// that a write that hangs or backs off inside the SDK is still given up, and logged, before
+/// Lambda ends the invocation.
 async fn retried<T, F, Fut>(
     key: &str,
     what: &'static str,
@@ -739,16 +742,41 @@ where
 {
     const MARGIN: Duration = Duration::from_millis(100);
     const ATTEMPTS_WITHOUT_DEADLINE: u32 = 5;
+    // The least an attempt is given, however close the deadline.
+    const MIN_ATTEMPT: Duration = Duration::from_millis(20);
+    // The deadline on the runtime's monotonic clock, read once.
+    let end = deadline.map(|deadline| {
+        tokio::time::Instant::now()
+            + deadline
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+    });
     let mut pause = Duration::from_millis(25);
     let mut attempt = 1;
     loop {
-        let error = match op().await {
+        let attempt_result = match end {
+            Some(end) => {
+                let limit = end
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .saturating_sub(MARGIN)
+                    .max(MIN_ATTEMPT);
+                match tokio::time::timeout(limit, op()).await {
+                    Ok(result) => result,
+                    Err(_) => Err(crate::dynamo::DynamoError::Timeout {
+                        operation: what,
+                        after: limit,
+                    }),
+                }
+            }
+            None => op().await,
+        };
+        let error = match attempt_result {
             Ok(value) => return Ok(value),
             Err(error) => error,
         };
         let wait = pause.mul_f64(0.5 + fastrand::f64());
-        let has_time = match deadline {
-            Some(deadline) => SystemTime::now() + wait + MARGIN < deadline,
+        let has_time = match end {
+            Some(end) => tokio::time::Instant::now() + wait + MARGIN < end,
             None => attempt < ATTEMPTS_WITHOUT_DEADLINE,
         };
         if !error.is_retryable() || !has_time {
@@ -1390,6 +1418,34 @@ mod tests {
         assert_eq!(seen.len(), 3);
         assert_eq!(seen[0], seen[1]);
         assert_ne!(seen[0], seen[2]);
+    }
+
+    /// A store write that never answers (a stalled connection, or the SDK backing off
+    /// inside one attempt) is given up by the deadline's margin, not left for Lambda to end
+    /// the invocation before the failure is logged.
+    #[tokio::test(start_paused = true)]
+    async fn a_store_write_that_hangs_is_given_up_before_the_deadline() {
+        let started = tokio::time::Instant::now();
+        let deadline = SystemTime::now() + Duration::from_secs(2);
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let outcome = retried("k", "releasing a failed call's key", Some(deadline), || {
+            attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::pending::<Result<(), crate::dynamo::DynamoError>>()
+        });
+        let outcome = tokio::time::timeout(Duration::from_secs(60), outcome)
+            .await
+            .expect("given up, not left hanging");
+        let (error, tries) = outcome.expect_err("never answered");
+        assert!(
+            matches!(error, crate::dynamo::DynamoError::Timeout { .. }),
+            "{error:?}"
+        );
+        assert_eq!(tries, attempts.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(
+            started.elapsed() <= Duration::from_millis(1900),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     /// A DynamoDB stream record has no byte payload: its key comes from the record (the
