@@ -18,7 +18,8 @@
 //!   [`IdempotencyConfigBuilder::scope_by_principal`] for the rest), what
 //!   [`IdempotencyConfigBuilder::scope_fn`] returns, and for records the event's identity
 //!   (the SQS queue, the SNS topic, the DynamoDB stream, the EventBridge `source` and
-//!   `detail-type`), for HTTP requests the path parameters of a route that has any (the
+//!   `detail-type`, and a scheduled event's id, since every run of a schedule has the same
+//!   empty `detail`), for HTTP requests the path parameters of a route that has any (the
 //!   same body sent to `/accounts/A/deposit` and `/accounts/B/deposit` is two keys) and the
 //!   query, if any (`?to=alice` and `?to=bob`: two keys; under a key from a header, which
 //!   names its request itself, the query goes into the payload hash instead, so the same
@@ -296,7 +297,14 @@ fn principal_of(ctx: &Context) -> Option<String> {
 }
 
 /// The identity of the event a record came in: the queue, topic, stream or EventBridge
-/// source and detail-type. `None` for HTTP requests, whose route is in the key's prefix.
+/// source and detail-type (length-prefixed: a `|` in either cannot make two pairs one), and
+/// for a scheduled event also its id. `None` for HTTP requests, whose route is in the key's
+/// prefix.
+///
+/// Every run of every schedule has the same source, detail-type and empty `detail`: keyed
+/// on those alone, each run within the expiry would be answered from the first run's
+/// record and never handled. A run delivered again (EventBridge delivers at least once;
+/// Lambda retries a failed asynchronous invocation) keeps its id.
 fn event_identity(ctx: &Context) -> Option<String> {
     #[cfg(feature = "source-sqs")]
     if let Some(message) = ctx.sqs_message() {
@@ -304,7 +312,14 @@ fn event_identity(ctx: &Context) -> Option<String> {
     }
     #[cfg(feature = "source-eventbridge")]
     if let Some(event) = ctx.eventbridge_event() {
-        return Some(format!("{}|{}", event.source, event.detail_type));
+        let mut parts = vec![
+            ("source", event.source.as_str()),
+            ("detail-type", event.detail_type.as_str()),
+        ];
+        if ctx.source() == lift_core::Source::Schedule {
+            parts.push(("id", event.id.as_deref().unwrap_or_default()));
+        }
+        return length_prefixed(parts.into_iter());
     }
     #[cfg(feature = "source-sns")]
     if let Some(record) = ctx.sns_record() {
@@ -1446,6 +1461,36 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    /// Every run of a schedule has the same source, detail-type and empty detail: each run
+    /// is a key of its own (its event id), and a run delivered again keeps its key. A `|` in
+    /// a source or detail-type cannot make two events one.
+    #[tokio::test]
+    async fn each_run_of_a_schedule_is_a_key_of_its_own() {
+        let (app, _) = keys_and_records(IdempotencyConfig::builder("t").build().expect("config"));
+        let run = |id: &str| {
+            let mut event = events::schedule();
+            event["id"] = json!(id);
+            event
+        };
+        let first = app.invoke(&run("run-1")).await.expect("first");
+        let again = app.invoke(&run("run-1")).await.expect("again");
+        let second = app.invoke(&run("run-2")).await.expect("second");
+        assert!(first["key"].is_string());
+        assert_eq!(first["key"], again["key"]);
+        assert_ne!(first["key"], second["key"]);
+
+        let detail = json!({"orderId": "o-1"});
+        let a = app
+            .invoke(&events::eventbridge("a|b", "c", detail.clone()))
+            .await
+            .expect("a");
+        let b = app
+            .invoke(&events::eventbridge("a", "b|c", detail))
+            .await
+            .expect("b");
+        assert_ne!(a["key"], b["key"]);
     }
 
     /// A DynamoDB stream record has no byte payload: its key comes from the record (the
