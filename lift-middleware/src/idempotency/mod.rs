@@ -13,8 +13,9 @@
 //!   ([`IdempotencyConfigBuilder::key_header`]), or any string a closure returns; it is
 //!   prefixed with the function name and the route.
 //! - A key belongs to whoever sent it: the hash also covers the request's tenant (when one
-//!   was resolved), the caller (a verified JWT's issuer and subject, else a Lambda
-//!   authorizer's `principalId`; on by default for a key taken from a client-chosen header,
+//!   was resolved), the caller (a verified JWT's issuer and subject, whether Lift, an HTTP
+//!   API's JWT authorizer or a REST API's Cognito authorizer verified it, else a Lambda
+//!   authorizer's `principalId`, else the IAM identity that signed it; on by default for a key taken from a client-chosen header,
 //!   [`IdempotencyConfigBuilder::scope_by_principal`] for the rest), what
 //!   [`IdempotencyConfigBuilder::scope_fn`] returns, and for records the event's identity
 //!   (the SQS queue, the SNS topic, the DynamoDB stream, the EventBridge `source` and
@@ -282,8 +283,11 @@ fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The caller a key belongs to: a verified JWT's issuer and subject, else a Lambda
-/// authorizer's `principalId`.
+/// The caller a key belongs to, whoever verified it: a JWT's issuer and subject (verified by
+/// Lift's [`crate::auth`] layer, by an HTTP API's JWT authorizer, or by a REST API's Cognito
+/// authorizer: one user is one caller whichever verified the token), else a Lambda
+/// authorizer's `principalId`, else the IAM identity that signed the request (an
+/// `AWS_IAM` route or Function URL).
 fn principal_of(ctx: &Context) -> Option<String> {
     if let Some(principal) = ctx.principal()
         && let Some(subject) = &principal.subject
@@ -293,7 +297,30 @@ fn principal_of(ctx: &Context) -> Option<String> {
             principal.issuer.as_deref().unwrap_or_default()
         ));
     }
-    ctx.authorizer_value("principalId")
+    let authorizer = ctx
+        .http()
+        .and_then(|http| http.request_context().authorizer());
+    // A REST API's Cognito authorizer passes the claims it verified as `claims`.
+    let cognito = |name: &str| {
+        authorizer?
+            .fields
+            .get("claims")?
+            .get(name)?
+            .as_str()
+            .map(str::to_owned)
+    };
+    let claim = |name: &str| ctx.authorizer_value(name).or_else(|| cognito(name));
+    if let Some(subject) = claim("sub") {
+        return Some(format!("{}|{subject}", claim("iss").unwrap_or_default()));
+    }
+    if let Some(principal) = ctx.authorizer_value("principalId") {
+        return Some(principal);
+    }
+    let iam = authorizer?.iam.as_ref()?;
+    iam.user_arn
+        .as_deref()
+        .or(iam.caller_id.as_deref())
+        .map(|caller| format!("iam|{caller}"))
 }
 
 /// The identity of the event a record came in: the queue, topic, stream or EventBridge
@@ -1281,6 +1308,62 @@ mod tests {
             None,
             "no field at all: no key"
         );
+    }
+
+    /// A header key is the caller's whoever verified the caller: behind an HTTP API's JWT
+    /// authorizer, a REST API's Cognito authorizer or IAM, two callers sending one key and
+    /// body are two keys, and one caller sending them again is one. (Only Lift's own JWT
+    /// layer and a `principalId` counted: every caller behind these shared one key.)
+    #[tokio::test]
+    async fn callers_verified_by_api_gateway_do_not_share_a_header_key() {
+        let app = keys(header_config());
+        let key = |version: &'static str, authorizer: Value| {
+            let app = &app;
+            async move {
+                let request = events::http("POST", "/orders")
+                    .header("idempotency-key", "k1")
+                    .body("{}");
+                let mut event = if version == "v1" {
+                    request.v1()
+                } else {
+                    request.v2()
+                };
+                event["requestContext"]["authorizer"] = authorizer;
+                let response = app.http(event).await.expect("response");
+                assert_eq!(response.status, 200, "{}", response.text());
+                response.json::<Value>().expect("json")["key"].clone()
+            }
+        };
+        let jwt = |sub: &str| json!({"jwt": {"claims": {"iss": "https://issuer", "sub": sub}, "scopes": null}});
+        let cognito = |sub: &str| json!({"claims": {"iss": "https://issuer", "sub": sub}});
+        let iam = |arn: &str| json!({"iam": {"userArn": arn, "accountId": "123456789012"}});
+        for (version, alice, bob) in [
+            ("v2", jwt("alice"), jwt("bob")),
+            ("v1", cognito("alice"), cognito("bob")),
+            (
+                "v2",
+                iam("arn:aws:iam::123456789012:user/alice"),
+                iam("arn:aws:iam::123456789012:user/bob"),
+            ),
+        ] {
+            let first = key(version, alice.clone()).await;
+            assert!(first.is_string(), "{alice}");
+            assert_eq!(first, key(version, alice.clone()).await, "{alice}");
+            assert_ne!(first, key(version, bob).await, "{alice}");
+        }
+        // One user is one caller whether API Gateway or Lift verified the token.
+        let by_lift = http_key(
+            &app,
+            &[("idempotency-key", "k1"), ("x-test-sub", "alice")],
+            "{}",
+        )
+        .await;
+        let by_gateway = key(
+            "v2",
+            json!({"jwt": {"claims": {"iss": "issuer", "sub": "alice"}, "scopes": null}}),
+        )
+        .await;
+        assert_eq!(by_lift.as_deref(), by_gateway.as_str());
     }
 
     /// A caller without a tenant controls the whole of its material: sent as the body, the
