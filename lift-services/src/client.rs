@@ -207,15 +207,16 @@ impl Reply {
 type Stack = CircuitBreaker<Timeout<TransportService>, InstanceClassifier>;
 
 /// What an instance's breaker counts as a failure: what lift-middleware's default does,
-/// except a request that could not be made here ([`TransportError::NotSent`]), which is
-/// the caller's to fix.
+/// except a request that could not be made here ([`TransportError::NotSent`]) or that
+/// Lambda refused the caller ([`TransportError::Unauthorized`]), which are the caller's to
+/// fix.
 #[derive(Debug, Clone, Copy, Default)]
 struct InstanceClassifier;
 
 impl Classifier<ServiceResponse> for InstanceClassifier {
     fn is_failure(&self, result: &Result<ServiceResponse, BoxError>) -> bool {
         match result {
-            Err(error) if TransportError::is_not_sent(error) => false,
+            Err(error) if TransportError::is_callers(error) => false,
             result => DefaultClassifier.is_failure(result),
         }
     }
@@ -541,11 +542,11 @@ impl Verdict {
         }
     }
 
-    /// Whether the attempt was never sent, for a reason of the caller's: it tells nothing
-    /// of the instance.
-    fn not_sent(&self) -> bool {
+    /// Whether the attempt failed for a reason of the caller's (never sent, or Lambda
+    /// refused the caller): it tells nothing of the instance.
+    fn callers(&self) -> bool {
         matches!(self, Verdict::Final(CallError::Transport { source, .. })
-            if TransportError::is_not_sent(source))
+            if TransportError::is_callers(source))
     }
 }
 
@@ -720,7 +721,7 @@ impl ServiceClient {
             let outcome = attempt.await;
             drop(in_flight);
             let verdict = judge(service, &instance.id, request.idempotent, outcome);
-            if !verdict.not_sent() {
+            if !verdict.callers() {
                 report_entry(
                     found.ejections(),
                     entry,
@@ -863,7 +864,7 @@ fn judge(
             };
             // A request that could not be made here would fail the same way everywhere.
             let local = matches!(&error, CallError::Transport { source, .. }
-                if TransportError::is_not_sent(source));
+                if TransportError::is_callers(source));
             if (unsent || idempotent) && !local {
                 Verdict::Failover(error)
             } else {
@@ -877,6 +878,30 @@ fn judge(
 mod tests {
     use super::*;
     use crate::transport::TransportError;
+
+    /// Lambda refusing the caller says nothing of the instance: neither its breaker nor
+    /// its ejection counts it, and the call ends there (another instance would refuse the
+    /// same caller), for a request that is idempotent too.
+    #[test]
+    fn a_caller_lambda_refused_is_not_the_instances_failure() {
+        let denied = || -> BoxError {
+            Box::new(TransportError::Unauthorized {
+                instance: "a".into(),
+                code: "AccessDeniedException".into(),
+                message: String::new(),
+            })
+        };
+        assert!(!InstanceClassifier.is_failure(&Err(denied())));
+        let verdict = judge("s", "a", true, Err(denied()));
+        assert!(verdict.callers());
+        assert!(matches!(verdict, Verdict::Final(_)));
+        // A function error still counts.
+        let crashed: BoxError = Box::new(TransportError::FunctionError {
+            kind: "Unhandled".into(),
+            payload: String::new(),
+        });
+        assert!(InstanceClassifier.is_failure(&Err(crashed)));
+    }
 
     /// A throttled invocation ran nothing: even a request that is not idempotent goes to
     /// another instance. A function error may have run: only an idempotent one does.

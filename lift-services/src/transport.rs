@@ -221,6 +221,22 @@ pub enum TransportError {
         /// Lambda's error.
         reason: String,
     },
+    /// Lambda refused the caller before running anything: no permission to invoke the
+    /// function (`AccessDeniedException`), credentials it does not recognise or that have
+    /// expired, a bad signature. It is the caller's to fix, like [`TransportError::NotSent`]:
+    /// it counts in neither the instance's breaker nor its ejection (a caller missing
+    /// `lambda:InvokeFunction` would otherwise eject every healthy instance in turn and open
+    /// every breaker, hiding the cause behind open circuits), and is not sent to another
+    /// instance.
+    #[error("Lambda refused the caller's invocation of instance `{instance}` ({code}): {message}")]
+    Unauthorized {
+        /// The instance.
+        instance: String,
+        /// Lambda's error code (`AccessDeniedException`, ...).
+        code: String,
+        /// Lambda's message.
+        message: String,
+    },
     /// The request could not be made here (a path that is not a valid URI; over a Function
     /// URL, no credentials to sign it with; an `Invoke` the SDK could not build): nothing
     /// was sent. It is the caller's to fix, not the instance's
@@ -245,11 +261,12 @@ impl TransportError {
         })
     }
 
-    /// Whether `error` is a [`TransportError::NotSent`].
-    pub(crate) fn is_not_sent(error: &BoxError) -> bool {
+    /// Whether `error` is the caller's to fix and tells nothing of the instance: a
+    /// [`TransportError::NotSent`] or a [`TransportError::Unauthorized`].
+    pub(crate) fn is_callers(error: &BoxError) -> bool {
         matches!(
             error.downcast_ref::<TransportError>(),
-            Some(TransportError::NotSent { .. })
+            Some(TransportError::NotSent { .. } | TransportError::Unauthorized { .. })
         )
     }
 }
@@ -450,9 +467,13 @@ impl Transport for LambdaTransport {
 /// What an `Invoke` that Lambda refused means for the call: an answer when the request
 /// itself was refused (too large, not JSON: every instance would refuse it, and none is to
 /// blame), [`TransportError::Throttled`] or [`TransportError::NotInvoked`] when the function
-/// did not run, the error as it is otherwise (the function may have run).
+/// did not run (Lambda's error codes are for errors that kept it from running: its
+/// configuration, its file systems, its network, its keys, its snapshot),
+/// [`TransportError::Unauthorized`] when Lambda refused the caller, the error as it is
+/// otherwise (a `ServiceException`, or anything unknown: the function may have run).
 fn refusal(instance: &str, error: aws_sdk_lambda::Error) -> Result<ServiceResponse, BoxError> {
     use aws_sdk_lambda::Error as E;
+    use aws_sdk_lambda::error::ProvideErrorMetadata;
     let refused = |status: u16, code: &str, message: Option<&str>| {
         let body = serde_json::json!({"error": {
             "code": code,
@@ -477,6 +498,9 @@ fn refusal(instance: &str, error: aws_sdk_lambda::Error) -> Result<ServiceRespon
     };
     match error {
         E::RequestTooLargeException(e) => refused(413, "request_too_large", e.message()),
+        E::SerializedRequestEntityTooLargeException(e) => {
+            refused(413, "request_too_large", e.message())
+        }
         E::InvalidRequestContentException(e) => refused(400, "invalid_request", e.message()),
         E::UnsupportedMediaTypeException(e) => refused(415, "unsupported_media_type", e.message()),
         E::TooManyRequestsException(_) => Err(Box::new(TransportError::Throttled {
@@ -486,11 +510,61 @@ fn refusal(instance: &str, error: aws_sdk_lambda::Error) -> Result<ServiceRespon
         | E::ResourceConflictException(_)
         | E::ResourceNotReadyException(_)
         | E::EniLimitReachedException(_)
+        | E::EniNotReadyException(_)
         | E::SubnetIpAddressLimitReachedException(_)
-        | E::Ec2ThrottledException(_)) => not_invoked(error.to_string()),
+        | E::Ec2ThrottledException(_)
+        | E::Ec2AccessDeniedException(_)
+        | E::Ec2UnexpectedException(_)
+        | E::InvalidSubnetIdException(_)
+        | E::InvalidSecurityGroupIdException(_)
+        | E::EfsMountConnectivityException(_)
+        | E::EfsMountFailureException(_)
+        | E::EfsMountTimeoutException(_)
+        | E::S3FilesMountConnectivityException(_)
+        | E::S3FilesMountFailureException(_)
+        | E::S3FilesMountTimeoutException(_)
+        | E::KmsAccessDeniedException(_)
+        | E::KmsDisabledException(_)
+        | E::KmsInvalidStateException(_)
+        | E::KmsNotFoundException(_)
+        | E::InvalidRuntimeException(_)
+        | E::InvalidZipFileException(_)
+        | E::CodeArtifactUserDeletedException(_)
+        | E::CodeArtifactUserFailedException(_)
+        | E::CodeArtifactUserPendingException(_)
+        | E::NoPublishedVersionException(_)
+        | E::SnapStartException(_)
+        | E::SnapStartNotReadyException(_)
+        | E::SnapStartRegenerationFailureException(_)
+        | E::SnapStartTimeoutException(_)
+        | E::RecursiveInvocationException(_)) => not_invoked(error.to_string()),
+        // Not modelled by the SDK: the caller's identity or permissions.
+        other
+            if other
+                .code()
+                .is_some_and(|code| CALLER_REFUSED.contains(&code)) =>
+        {
+            Err(Box::new(TransportError::Unauthorized {
+                instance: instance.to_owned(),
+                code: other.code().unwrap_or_default().to_owned(),
+                message: other.message().unwrap_or_default().to_owned(),
+            }))
+        }
         other => Err(Box::new(other)),
     }
 }
+
+/// The error codes with which Lambda (or the AWS front end before it) refuses the caller
+/// rather than the request or the function.
+const CALLER_REFUSED: &[&str] = &[
+    "AccessDeniedException",
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "IncompleteSignature",
+    "MissingAuthenticationToken",
+    "ExpiredTokenException",
+    "ExpiredToken",
+];
 
 /// Lift Apps in this process standing in for services, reached by the qualified ARN their
 /// instances register: a test double the real client reaches through the real discovery
@@ -563,7 +637,41 @@ mod tests {
             caller: None,
         };
         let error = transport.send(call).await.expect_err("no endpoint");
-        assert!(TransportError::is_not_sent(&error), "{error:?}");
+        assert!(TransportError::is_callers(&error), "{error:?}");
+    }
+
+    /// A function whose key is disabled never ran: not invoked, whatever the request. A
+    /// caller Lambda refused (an error the SDK does not model) is the caller's to fix.
+    #[test]
+    fn errors_that_kept_the_function_from_running_or_refused_the_caller() {
+        let kms = aws_sdk_lambda::Error::KmsDisabledException(
+            aws_sdk_lambda::types::error::KmsDisabledException::builder().build(),
+        );
+        let error = refusal("a", kms).expect_err("no answer");
+        assert!(
+            matches!(
+                error.downcast_ref::<TransportError>(),
+                Some(TransportError::NotInvoked { .. })
+            ),
+            "{error:?}"
+        );
+        let denied =
+            aws_sdk_lambda::Error::from(aws_sdk_lambda::operation::invoke::InvokeError::generic(
+                aws_sdk_lambda::error::ErrorMetadata::builder()
+                    .code("AccessDeniedException")
+                    .message("not authorized to perform: lambda:InvokeFunction")
+                    .build(),
+            ));
+        let error = refusal("a", denied).expect_err("no answer");
+        assert!(TransportError::is_callers(&error), "{error:?}");
+        let fault =
+            aws_sdk_lambda::Error::from(aws_sdk_lambda::operation::invoke::InvokeError::generic(
+                aws_sdk_lambda::error::ErrorMetadata::builder()
+                    .code("SomethingElse")
+                    .build(),
+            ));
+        let error = refusal("a", fault).expect_err("no answer");
+        assert!(!TransportError::is_callers(&error), "{error:?}");
     }
 
     /// The cookies of a payload 2.0 answer and the repeated headers of a 1.0 one arrive as
@@ -604,6 +712,16 @@ mod tests {
             body["error"]["message"]
                 .as_str()
                 .is_some_and(|m| m.contains("6291456"))
+        );
+        let serialized_too_large = aws_sdk_lambda::Error::SerializedRequestEntityTooLargeException(
+            aws_sdk_lambda::types::error::SerializedRequestEntityTooLargeException::builder()
+                .build(),
+        );
+        assert_eq!(
+            refusal("a", serialized_too_large)
+                .expect("an answer")
+                .status,
+            413
         );
         let throttled = aws_sdk_lambda::Error::TooManyRequestsException(
             aws_sdk_lambda::types::error::TooManyRequestsException::builder().build(),

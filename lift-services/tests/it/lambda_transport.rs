@@ -115,3 +115,48 @@ async fn an_attempt_is_one_invocation() {
         "invoked once: {error:?}"
     );
 }
+
+/// Answers every attempt as Lambda does a caller without `lambda:InvokeFunction` on the
+/// function: a 403 `AccessDeniedException`.
+#[derive(Debug, Clone)]
+struct AccessDenied;
+
+impl Intercept for AccessDenied {
+    fn name(&self) -> &'static str {
+        "AccessDenied"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_lambda::error::BoxError> {
+        let response = context.response_mut();
+        *response.status_mut() = 403.try_into()?;
+        response
+            .headers_mut()
+            .insert("x-amzn-errortype", "AccessDeniedException");
+        Ok(())
+    }
+}
+
+/// Lambda refusing the caller (no permission to invoke) is the caller's to fix: the
+/// transport says so, with Lambda's code, rather than an error the client would count
+/// against a healthy instance.
+#[tokio::test]
+async fn an_invocation_refused_to_the_caller_is_unauthorized() {
+    let mut config = aws_sdk_lambda::config::Builder::from(lift_core::aws::sdk_config().await);
+    config = config.interceptor(AccessDenied);
+    let transport = LambdaTransport::new(aws_sdk_lambda::Client::from_conf(config.build()));
+    let error = transport
+        .send(call_to_missing_function(true))
+        .await
+        .expect_err("refused");
+    match error.downcast_ref::<TransportError>() {
+        Some(TransportError::Unauthorized { code, .. }) => {
+            assert_eq!(code, "AccessDeniedException");
+        }
+        other => panic!("expected Unauthorized, got {other:?} ({error:?})"),
+    }
+}
