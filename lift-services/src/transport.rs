@@ -401,7 +401,8 @@ pub fn parse_proxy_response(payload: &[u8]) -> Result<ServiceResponse, Transport
     })
 }
 
-/// Calls an instance through Lambda `Invoke` of its qualified ARN.
+/// Calls an instance through Lambda `Invoke` of its qualified ARN, in the ARN's region
+/// (whatever the client's own region), so instances registered in other regions are reached.
 #[derive(Debug, Clone)]
 pub struct LambdaTransport {
     client: aws_sdk_lambda::Client,
@@ -428,15 +429,22 @@ impl Transport for LambdaTransport {
             // One invocation per attempt: the client decides what is tried again and where
             // (a request that is not idempotent never is once it may have run), so the SDK's
             // own retries, which would invoke again inside one attempt, are off.
+            let mut once = aws_sdk_lambda::config::Builder::default()
+                .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled());
+            // Lambda invokes only functions of the region it is called in: an instance in
+            // another region is invoked there (through the client's region, Lambda answers
+            // `ResourceNotFoundException`, and the healthy instance would be blamed).
+            if let Some(region) = crate::model::parse_function_arn(&arn).map(|a| a.region)
+                && client.config().region().map(|r| r.as_ref()) != Some(region)
+            {
+                once = once.region(aws_sdk_lambda::config::Region::new(region.to_owned()));
+            }
             let sent = client
                 .invoke()
                 .function_name(arn)
                 .payload(aws_sdk_lambda::primitives::Blob::new(payload))
                 .customize()
-                .config_override(
-                    aws_sdk_lambda::config::Builder::default()
-                        .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled()),
-                )
+                .config_override(once)
                 .send()
                 .await;
             let output = match sent {
@@ -631,7 +639,10 @@ mod tests {
                 "payments",
                 "a",
                 "us-east-1",
-                crate::Endpoints::lambda("arn:aws:lambda:us-east-1:123456789012:function:p:live"),
+                // In the client's region: the ARN's own would be asked for instead.
+                crate::Endpoints::lambda(
+                    "arn:aws:lambda:not a region/:123456789012:function:p:live",
+                ),
             )),
             request: Arc::new(ServiceRequest::get("/charges")),
             caller: None,

@@ -160,3 +160,67 @@ async fn an_invocation_refused_to_the_caller_is_unauthorized() {
         other => panic!("expected Unauthorized, got {other:?} ({error:?})"),
     }
 }
+
+/// Records the region each request was signed for (its credential scope).
+#[derive(Debug, Clone, Default)]
+struct SignedFor(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Intercept for SignedFor {
+    fn name(&self) -> &'static str {
+        "SignedFor"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_lambda::error::BoxError> {
+        let authorization = context
+            .request()
+            .headers()
+            .get("authorization")
+            .unwrap_or_default();
+        // `Credential=<key>/<date>/<region>/lambda/aws4_request`
+        let region = authorization
+            .split("Credential=")
+            .nth(1)
+            .and_then(|scope| scope.split('/').nth(2))
+            .unwrap_or_default();
+        self.0.lock().expect("regions").push(region.to_owned());
+        Ok(())
+    }
+}
+
+/// Lambda invokes only functions of the region it is called in: an instance registered in
+/// another region is invoked there, not through the caller's region (where Lambda would
+/// answer that it has no such function, and the healthy instance would be blamed).
+#[tokio::test]
+async fn an_instance_in_another_region_is_invoked_in_its_region() {
+    let signed = SignedFor::default();
+    let config = aws_sdk_lambda::config::Builder::from(lift_core::aws::sdk_config().await)
+        .region(aws_sdk_lambda::config::Region::new("us-east-1"))
+        .interceptor(signed.clone());
+    let transport = LambdaTransport::new(aws_sdk_lambda::Client::from_conf(config.build()));
+    for region in ["eu-west-1", "us-east-1"] {
+        let arn = format!(
+            "arn:aws:lambda:{region}:000000000000:function:missing-{:08x}:live",
+            fastrand::u32(..)
+        );
+        let call = Outbound {
+            instance: Arc::new(Instance::new(
+                "payments",
+                format!("missing:live@{region}"),
+                region,
+                Endpoints::lambda(arn),
+            )),
+            request: Arc::new(ServiceRequest::get("/charges")),
+            caller: None,
+        };
+        let _ = transport.send(call).await;
+    }
+    assert_eq!(
+        *signed.0.lock().expect("regions"),
+        ["eu-west-1", "us-east-1"]
+    );
+}
