@@ -11,12 +11,15 @@
 //! within the callee's retry budget (one per service called, so a service failing
 //! everywhere does not stop the failover of calls to others); consecutive failures eject an
 //! instance locally until the next refresh. What is retryable: a call that ran nothing (an
-//! open circuit, a throttled Lambda invocation, a 429 or 503 the callee's layers answered
-//! before its handler, marked [`lift_core::REFUSED_HEADER`]), for any request; any other
-//! 5xx or 429 answer or a transport failure (a timeout, a function error) only for an
-//! idempotent one ([`ServiceRequest::idempotent`]), since the instance may have done the
-//! work. A request that could not be made here ([`TransportError::NotSent`]: a path that
-//! is no valid URI, say) is final, and blames no instance.
+//! open circuit, a throttled Lambda invocation, one Lambda did not run
+//! ([`TransportError::NotInvoked`]: its alias missing, its keys or network unusable), a 429
+//! or 503 the callee's layers answered before its handler, marked
+//! [`lift_core::REFUSED_HEADER`]), for any request; any other 5xx or 429 answer or a
+//! transport failure (a timeout, a function error) only for an idempotent one
+//! ([`ServiceRequest::idempotent`]), since the instance may have done the work. A request
+//! that could not be made here ([`TransportError::NotSent`]: a path that is no valid URI,
+//! say) or that Lambda refused to the caller ([`TransportError::Unauthorized`]: no
+//! permission to invoke, expired credentials) is final, and blames no instance.
 //!
 //! The call carries the tenant (`x-tenant-id`), the X-Ray trace header, the correlation id
 //! and the caller's service identity (`x-lift-caller`, and a signed `x-lift-service-token`
