@@ -100,15 +100,25 @@ impl ClientIp {
             RequestContext::ApiGatewayV2(c) => c.http.source_ip.clone(),
             RequestContext::ApiGatewayV1(c) => c.identity.source_ip.clone(),
             _ => {
-                let list = ctx.header("x-forwarded-for")?;
-                let entries: Vec<&str> = list.split(',').map(str::trim).collect();
+                // Every `X-Forwarded-For` line, in order, as one list (as HTTP reads repeated
+                // header lines), split as bytes: the client writes the lines before the
+                // trusted hops' entries, and a byte it writes that is not visible ASCII must
+                // not make the whole list unreadable (no key, the bucket of key-less calls).
+                let entries: Vec<&[u8]> = request
+                    .headers()
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .flat_map(|line| line.as_bytes().split(|b| *b == b','))
+                    .map(<[u8]>::trim_ascii)
+                    .collect();
                 // Fewer entries than trusted hops: every entry was written by a trusted
                 // hop, and the first is the farthest one known.
                 let index = entries.len().saturating_sub(1 + self.trusted_proxies);
-                entries
-                    .get(index)
-                    .filter(|ip| !ip.is_empty())
-                    .map(|ip| (*ip).to_owned())
+                let entry = std::str::from_utf8(entries.get(index)?).ok()?;
+                entry
+                    .parse::<std::net::IpAddr>()
+                    .ok()
+                    .map(|ip| ip.to_string())
             }
         }
     }
@@ -350,6 +360,37 @@ mod tests {
         );
         // Fewer entries than hops: the farthest one known.
         assert_eq!(ip(2, "10.0.0.7").await.as_deref(), Some("10.0.0.7"));
+    }
+
+    /// A client that sends `X-Forwarded-For` lines of its own (before the line the ALB
+    /// appends to), or a byte that is not visible ASCII in its part of the list, still does
+    /// not choose the key: the lines are one list, read as bytes. (Only the first line was
+    /// read, and a byte of the client's made the whole value no key at all.)
+    #[tokio::test]
+    async fn forwarded_for_lines_and_bytes_of_the_clients_do_not_choose_the_key() {
+        let app = TestApp::new(App::new().any("/{*path}", |ctx: Context| async move {
+            Ok::<_, lift_core::Error>(Json(ClientIp::behind(0).of(&ctx)))
+        }))
+        .expect("app");
+        let ip = |lines: serde_json::Value| {
+            let app = &app;
+            async move {
+                let mut event = events::http("GET", "/a").alb();
+                event["multiValueHeaders"]["x-forwarded-for"] = lines;
+                app.http(event)
+                    .await
+                    .expect("response")
+                    .json::<Option<String>>()
+                    .expect("json")
+            }
+        };
+        let lines = serde_json::json!(["1.1.1.1", "2.2.2.2, 198.51.100.4"]);
+        assert_eq!(ip(lines).await.as_deref(), Some("198.51.100.4"));
+        let lines = serde_json::json!(["1.1.1.1\u{e9}, 198.51.100.4"]);
+        assert_eq!(ip(lines).await.as_deref(), Some("198.51.100.4"));
+        // What the trusted hop wrote is an address, or there is no key.
+        let lines = serde_json::json!(["1.1.1.1, not-an-address"]);
+        assert_eq!(ip(lines).await, None);
     }
 
     #[tokio::test]
