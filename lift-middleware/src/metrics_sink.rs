@@ -370,53 +370,78 @@ impl CloudWatchSink {
     /// # Errors
     /// When a `PutMetricData` call fails: what that call and every later one would have
     /// sent stays buffered for the next flush (the data sent before it are counted as sent).
+    /// A flush dropped before it ends (a timeout around it, a shutdown's grace running out)
+    /// keeps the same way what its unfinished calls carried: the call in flight may have
+    /// reached CloudWatch, and is sent again rather than lost.
     pub async fn flush(&self) -> Result<usize, Error> {
         let documents: Vec<Pending> = self.lock().drain(..).collect();
         let mut calls = self.plan(&documents);
-        // Data of each document sent by this flush.
-        let mut sent_of = vec![0; documents.len()];
+        let mut flight = InFlight {
+            sink: self,
+            parts: calls.iter().map(|call| call.parts.clone()).collect(),
+            sent_of: vec![0; documents.len()],
+            documents,
+            next: 0,
+        };
         let mut sent = 0;
-        for at in 0..calls.len() {
-            let call = &mut calls[at];
-            let result = self
-                .client
+        for (at, call) in calls.iter_mut().enumerate() {
+            flight.next = at;
+            self.client
                 .put_metric_data()
                 .namespace(&call.namespace)
                 .set_metric_data(Some(std::mem::take(&mut call.data)))
                 .send()
-                .await;
-            match result {
-                Ok(_) => {
-                    for &(document, count) in &call.parts {
-                        sent_of[document] += count;
-                        sent += count;
-                    }
-                }
-                Err(error) => {
-                    // Keep this call's documents and the later ones', each with what of it
-                    // was sent, ahead of whatever was written meanwhile.
-                    let unsent: BTreeSet<usize> = calls[at..]
-                        .iter()
-                        .flat_map(|call| call.parts.iter().map(|&(document, _)| document))
-                        .collect();
-                    let mut documents: Vec<Option<Pending>> =
-                        documents.into_iter().map(Some).collect();
-                    let kept: Vec<Pending> = unsent
-                        .into_iter()
-                        .filter_map(|index| {
-                            documents[index].take().map(|pending| Pending {
-                                sent: pending.sent + sent_of[index],
-                                document: pending.document,
-                            })
-                        })
-                        .collect();
-                    let newer: Vec<Pending> = self.lock().drain(..).collect();
-                    self.keep(kept.into_iter().chain(newer));
-                    return Err(Error::internal(error));
-                }
+                .await
+                .map_err(Error::internal)?;
+            for &(document, count) in &call.parts {
+                flight.sent_of[document] += count;
+                sent += count;
             }
         }
+        flight.next = calls.len();
         Ok(sent)
+    }
+}
+
+/// The documents of a flush under way. However the flush ends before its last call, when
+/// this is dropped (a failed call returned, or the flush's future was dropped), the
+/// documents of the calls from `next` on go back to the buffer, each with what of it was
+/// sent, ahead of whatever was written meanwhile.
+struct InFlight<'a> {
+    sink: &'a CloudWatchSink,
+    documents: Vec<Pending>,
+    /// Each call's `(document, data)` parts.
+    parts: Vec<Vec<(usize, usize)>>,
+    /// Data of each document sent by this flush.
+    sent_of: Vec<usize>,
+    /// The first call not known to be sent.
+    next: usize,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let unsent: BTreeSet<usize> = self.parts[self.next.min(self.parts.len())..]
+            .iter()
+            .flat_map(|parts| parts.iter().map(|&(document, _)| document))
+            .collect();
+        if unsent.is_empty() {
+            return;
+        }
+        let mut documents: Vec<Option<Pending>> = std::mem::take(&mut self.documents)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let kept: Vec<Pending> = unsent
+            .into_iter()
+            .filter_map(|index| {
+                documents[index].take().map(|pending| Pending {
+                    sent: pending.sent + self.sent_of[index],
+                    document: pending.document,
+                })
+            })
+            .collect();
+        let newer: Vec<Pending> = self.sink.lock().drain(..).collect();
+        self.sink.keep(kept.into_iter().chain(newer));
     }
 }
 

@@ -261,3 +261,38 @@ async fn a_failure_in_the_middle_of_a_document_resends_nothing_already_sent() {
         .collect();
     assert_eq!(values, [1000.0, 200.0], "each datum sent once");
 }
+
+/// A client of an endpoint that takes the connection and never answers.
+async fn silent_client() -> aws_sdk_cloudwatch::Client {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let config = aws_sdk_cloudwatch::Config::builder()
+        .behavior_version(aws_sdk_cloudwatch::config::BehaviorVersion::latest())
+        .region(aws_sdk_cloudwatch::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_cloudwatch::config::Credentials::for_tests())
+        .endpoint_url(format!("http://{address}"))
+        .build();
+    aws_sdk_cloudwatch::Client::from_conf(config)
+}
+
+/// A flush dropped while its call is in flight (a timeout around it, a shutdown's grace
+/// running out) keeps its documents for the next flush. (They were taken out of the buffer
+/// first and lost with the future: nothing counted, nothing logged.)
+#[tokio::test]
+async fn a_flush_dropped_mid_call_keeps_the_documents() {
+    let sink = CloudWatchSink::new(silent_client().await);
+    record(&sink);
+    assert_eq!(sink.pending(), 1);
+    let flush = tokio::time::timeout(std::time::Duration::from_millis(200), sink.flush()).await;
+    assert!(flush.is_err(), "the endpoint never answers: {flush:?}");
+    assert_eq!(sink.pending(), 1, "nothing lost");
+    assert_eq!(sink.dropped(), 0);
+}
