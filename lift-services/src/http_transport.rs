@@ -28,7 +28,12 @@ pub struct HttpTransport {
     client: HttpsClient,
     credentials: Option<SharedCredentialsProvider>,
     local: Option<std::sync::Arc<str>>,
+    max_response: usize,
 }
+
+/// The largest answer [`HttpTransport`] reads by default: 16 MiB, room for any buffered
+/// Lambda response (6 MB) and a streamed one of moderate size.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 impl std::fmt::Debug for HttpTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,7 +59,17 @@ impl HttpTransport {
             client: Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector),
             credentials: None,
             local: None,
+            max_response: DEFAULT_MAX_RESPONSE_BYTES,
         })
+    }
+
+    /// Reads answers of at most `bytes` ([`DEFAULT_MAX_RESPONSE_BYTES`] unless set); a larger
+    /// one is [`TransportError::BadResponse`], read no further. An HTTP URL may be anyone's:
+    /// an endpoint that streams without end must not take the caller's memory (a Lambda
+    /// function has no swap).
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response = bytes;
+        self
     }
 
     /// Signs calls to Function URLs with SigV4 using `credentials` (for example
@@ -197,10 +212,35 @@ impl Transport for HttpTransport {
                 )
                 .map_err(not_sent)?;
             }
-            let response = this.client.request(outgoing).await?;
+            let response = match this.client.request(outgoing).await {
+                Ok(response) => response,
+                // No connection (a name that does not resolve, a refused connection):
+                // nothing reached the instance, so any request may go to another.
+                Err(error) if error.is_connect() => {
+                    return Err(TransportError::NotInvoked {
+                        instance: instance.to_string(),
+                        reason: error.to_string(),
+                    }
+                    .into());
+                }
+                Err(error) => return Err(error.into()),
+            };
             let status = response.status().as_u16();
             let headers = response.headers().clone();
-            let body = response.into_body().collect().await?.to_bytes();
+            let limit = this.max_response;
+            let body = http_body_util::Limited::new(response.into_body(), limit)
+                .collect()
+                .await
+                .map_err(|error| -> BoxError {
+                    if error.is::<http_body_util::LengthLimitError>() {
+                        Box::new(TransportError::BadResponse(format!(
+                            "the answer is larger than {limit} bytes"
+                        )))
+                    } else {
+                        error
+                    }
+                })?
+                .to_bytes();
             Ok(ServiceResponse {
                 status,
                 headers,
@@ -300,6 +340,73 @@ mod tests {
         call.request = std::sync::Arc::new(crate::transport::ServiceRequest::get("/a b"));
         let error = transport.send(call).await.expect_err("no URI");
         assert!(TransportError::is_callers(&error), "{error:?}");
+    }
+
+    /// An endpoint that answers 200 with `size` bytes of body.
+    async fn endpoint_answering(size: usize) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buffer = [0u8; 4096];
+                let _ = socket.read(&mut buffer).await;
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&vec![b'x'; size]).await;
+            }
+        });
+        format!("http://{address}")
+    }
+
+    /// An answer larger than the transport reads is a bad response, not the caller's memory;
+    /// one within the limit is read whole.
+    #[tokio::test]
+    async fn an_answer_over_the_limit_is_a_bad_response() {
+        let transport = HttpTransport::new()
+            .expect("transport")
+            .max_response_bytes(1024);
+        let base = endpoint_answering(1024).await;
+        let answer = transport
+            .send(call_to(crate::Endpoints::http(&base)))
+            .await
+            .expect("within the limit");
+        assert_eq!(answer.body.len(), 1024);
+        let base = endpoint_answering(1025).await;
+        let error = transport
+            .send(call_to(crate::Endpoints::http(&base)))
+            .await
+            .expect_err("over the limit");
+        assert!(
+            matches!(
+                error.downcast_ref::<TransportError>(),
+                Some(TransportError::BadResponse(_))
+            ),
+            "{error:?}"
+        );
+    }
+
+    /// A connection refused reached no instance: not invoked, so any request may go to
+    /// another instance.
+    #[tokio::test]
+    async fn a_refused_connection_is_not_invoked() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        drop(listener);
+        let error = HttpTransport::new()
+            .expect("transport")
+            .send(call_to(crate::Endpoints::http(format!("http://{address}"))))
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(
+                error.downcast_ref::<TransportError>(),
+                Some(TransportError::NotInvoked { .. })
+            ),
+            "{error:?}"
+        );
     }
 
     fn call_to(endpoints: crate::Endpoints) -> Outbound {

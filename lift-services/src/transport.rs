@@ -19,7 +19,7 @@ use lift_core::{BoxError, LiftService};
 use lift_middleware::classify::{RequestInfo, ResponseStatus};
 use serde_json::{Value, json};
 
-pub use crate::http_transport::HttpTransport;
+pub use crate::http_transport::{DEFAULT_MAX_RESPONSE_BYTES, HttpTransport};
 use crate::model::Instance;
 
 /// A request to a service.
@@ -212,8 +212,9 @@ pub enum TransportError {
         instance: String,
     },
     /// Lambda could not run the instance's function (its alias does not exist, it is being
-    /// updated or not ready, its network interfaces could not be set up): nothing ran, so
-    /// any request may go to another instance.
+    /// updated or not ready, its network interfaces could not be set up), or over HTTP no
+    /// connection to it could be made: nothing ran, so any request may go to another
+    /// instance.
     #[error("Lambda did not invoke instance `{instance}`: {reason}")]
     NotInvoked {
         /// The instance.
