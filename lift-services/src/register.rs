@@ -323,7 +323,10 @@ impl Registration {
                         tracing::warn!(target: "lift::registry", service = %service, instance = %instance.id, "instance deregistered: this environment stops registering it");
                         return;
                     }
-                    Err(RegistryError::NotFound { .. }) => {
+                    // Gone while renewing: register again at once. A registry whose
+                    // `register` itself answers NotFound waits the interval like any
+                    // failed write, rather than writing again in a loop.
+                    Err(RegistryError::NotFound { .. }) if registered.is_some() => {
                         tracing::warn!(target: "lift::registry", service = %service, instance = %instance.id, "instance gone: registering again");
                         registered = None;
                         continue;

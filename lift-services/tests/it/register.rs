@@ -243,3 +243,98 @@ async fn a_busy_environment_writes_at_most_sixteen_times_an_hour_at_the_defaults
     eprintln!("registry writes in an hour of a busy environment at the defaults: {writes}");
     assert!((12..=16).contains(&writes), "{writes} writes");
 }
+
+/// A registry that has never heard of the instance, whatever it is asked to register.
+struct NeverFound(std::sync::atomic::AtomicU32);
+
+impl Registry for NeverFound {
+    fn register<'a>(
+        &'a self,
+        instance: &'a Instance,
+        _: &'a lift_services::EnvLease,
+    ) -> futures_util::future::BoxFuture<'a, Result<Instance, lift_services::RegistryError>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        let error = lift_services::RegistryError::NotFound {
+            service: instance.service.to_string(),
+            id: instance.id.to_string(),
+        };
+        Box::pin(async move { Err(error) })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        service: &'a str,
+        id: &'a str,
+        _: &'a lift_services::EnvLease,
+        _: &'a [String],
+    ) -> futures_util::future::BoxFuture<'a, Result<Instance, lift_services::RegistryError>> {
+        let error = lift_services::RegistryError::NotFound {
+            service: service.to_owned(),
+            id: id.to_owned(),
+        };
+        Box::pin(async move { Err(error) })
+    }
+
+    fn release<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), lift_services::RegistryError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn deregister<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: u64,
+        _: u64,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), lift_services::RegistryError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn set_health<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: Option<Health>,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), lift_services::RegistryError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn instances<'a>(
+        &'a self,
+        _: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<Vec<Instance>, lift_services::RegistryError>>
+    {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn scan(
+        &self,
+    ) -> futures_util::future::BoxFuture<'_, Result<Vec<Instance>, lift_services::RegistryError>>
+    {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+/// A registry whose `register` answers NotFound (any implementation of the public trait
+/// may) gets one write per interval like any failed write, not a loop writing again at
+/// once. (It looped: a busy task writing without end.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_register_that_answers_not_found_waits_the_interval() {
+    let registry = Arc::new(NeverFound(std::sync::atomic::AtomicU32::new(0)));
+    let config = ServiceConfig::new("payments").renew_every(Duration::from_secs(60));
+    let app = app(registry.clone(), config);
+    app.service().start_background();
+    let event = events::http("POST", "/charges").v2();
+    app.invoke_with(&event, invocation("r1"))
+        .await
+        .expect("answer");
+    // Real time, on another worker than the registration's: a looping task writes
+    // thousands of times in it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let writes = registry.0.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&writes), "{writes} registry writes");
+}
