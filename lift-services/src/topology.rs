@@ -79,7 +79,12 @@ impl Topology {
     pub fn mermaid(&self) -> String {
         let mut out = String::from("graph LR\n");
         for service in &self.services {
-            let _ = writeln!(out, "    {}[{}]", node_id(service), service);
+            let _ = writeln!(
+                out,
+                "    {}[\"{}\"]",
+                node_id(service),
+                mermaid_label(service)
+            );
         }
         for ((caller, callee), n) in &self.edges {
             let _ = writeln!(out, "    {} --> |{n}| {}", node_id(caller), node_id(callee));
@@ -183,6 +188,25 @@ fn node_id(service: &str) -> String {
     id
 }
 
+/// A name as the text of a quoted Mermaid label: quotes, `#` and angle brackets as
+/// Mermaid's entity codes, control characters left out. Names come from registry items,
+/// and one written to close its label and start a statement of its own (a `click` link)
+/// stays text.
+fn mermaid_label(name: &str) -> String {
+    let mut label = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '"' => label.push_str("#quot;"),
+            '#' => label.push_str("#35;"),
+            '<' => label.push_str("#lt;"),
+            '>' => label.push_str("#gt;"),
+            c if c.is_control() => {}
+            c => label.push(c),
+        }
+    }
+    label
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -243,6 +267,22 @@ mod tests {
         assert!(
             map.mermaid()
                 .contains("    pay_hments --> |1| pay__ments\n")
+        );
+    }
+
+    /// A service name written to close its label and add statements of its own (a link)
+    /// stays the text of one node.
+    #[test]
+    fn a_name_cannot_add_mermaid_statements() {
+        let name = "pay\"]\n    click orders \"https://example.com\" #x <b>";
+        let mermaid = Topology::from_edges([("orders", name, 1)]).mermaid();
+        assert_eq!(mermaid.lines().count(), 4, "{mermaid}");
+        assert!(!mermaid.contains("click orders \""), "{mermaid}");
+        assert!(
+            mermaid.contains(
+                "[\"pay#quot;]    click orders #quot;https://example.com#quot; #35;x #lt;b#gt;\"]"
+            ),
+            "{mermaid}"
         );
     }
 
