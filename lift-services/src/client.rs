@@ -212,7 +212,8 @@ type Stack = CircuitBreaker<Timeout<TransportService>, InstanceClassifier>;
 /// What an instance's breaker counts as a failure: what lift-middleware's default does,
 /// except a request that could not be made here ([`TransportError::NotSent`]) or that
 /// Lambda refused the caller ([`TransportError::Unauthorized`]), which are the caller's to
-/// fix.
+/// fix, and a throttled invocation ([`TransportError::Throttled`]), which counts as a 429
+/// answer does: against the instance's ejection only.
 #[derive(Debug, Clone, Copy, Default)]
 struct InstanceClassifier;
 
@@ -220,6 +221,17 @@ impl Classifier<ServiceResponse> for InstanceClassifier {
     fn is_failure(&self, result: &Result<ServiceResponse, BoxError>) -> bool {
         match result {
             Err(error) if TransportError::is_callers(error) => false,
+            // Lambda throttled the invocation: counted as a 429 answer is, against the
+            // instance's ejection but not in its breaker, which would otherwise stay open
+            // (and a lone alias fail fast) for its whole open time after the burst passed.
+            Err(error)
+                if matches!(
+                    error.downcast_ref::<TransportError>(),
+                    Some(TransportError::Throttled { .. })
+                ) =>
+            {
+                false
+            }
             result => DefaultClassifier.is_failure(result),
         }
     }
@@ -919,6 +931,9 @@ mod tests {
             judge("s", "a", false, Err(throttled())),
             Verdict::Failover(_)
         ));
+        // As a 429 answer: not in the breaker, against the instance's ejection.
+        assert!(!InstanceClassifier.is_failure(&Err(throttled())));
+        assert!(!judge("s", "a", false, Err(throttled())).instance_works());
         let crashed = || -> BoxError {
             Box::new(TransportError::FunctionError {
                 kind: "Unhandled".into(),
