@@ -703,6 +703,11 @@ impl Shared {
 }
 
 /// Makes handlers idempotent; see the module docs.
+///
+/// Add it after (inside) the layers that resolve the tenant and the caller
+/// ([`crate::tenancy::TenantLayer`], [`crate::auth`]'s JWT layer): the key is made when the
+/// request reaches this layer, and a tenant resolved further in is not in it. With
+/// `App::layer`, the layer added last is the outermost, so add this one first.
 #[derive(Clone)]
 pub struct IdempotencyLayer {
     shared: Arc<Shared>,
