@@ -170,18 +170,27 @@ impl Idempotent {
             Turn::Answer(record) => return self.stored(&record, &validation),
             Turn::Busy => return Err(IdempotentError::InProgress),
         };
+        // Released however this future ends before it completes or releases the key: a
+        // timeout around the handler, or a panic in the computation.
+        let mut held = super::Held::new(shared, &key, &token);
         let value = match compute().await {
             Ok(value) => value,
             Err(error) => {
                 shared.release(&key, &token, ctx.deadline()).await;
+                held.disarm();
                 return Err(IdempotentError::Failed(error));
             }
         };
-        let data = serde_json::to_string(&value).map_err(|e| {
-            IdempotentError::Store(Error::internal(format!(
-                "the value of `{name}` does not serialize: {e}"
-            )))
-        })?;
+        let data = match serde_json::to_string(&value) {
+            Ok(data) => data,
+            Err(e) => {
+                shared.release(&key, &token, ctx.deadline()).await;
+                held.disarm();
+                return Err(IdempotentError::Store(Error::internal(format!(
+                    "the value of `{name}` does not serialize: {e}"
+                ))));
+            }
+        };
         let record = Record {
             id: key.clone(),
             completed: true,
@@ -195,6 +204,7 @@ impl Idempotent {
         {
             values.insert(key, Arc::new(record));
         }
+        held.disarm();
         Ok(value)
     }
 

@@ -601,7 +601,7 @@ fn lock_for(ctx: &Context) -> Duration {
         .max(Duration::from_secs(1))
 }
 
-struct Shared {
+pub(crate) struct Shared {
     store: Store,
     config: IdempotencyConfig,
     cache: Option<moka::sync::Cache<String, Arc<Remembered>>>,
@@ -946,15 +946,8 @@ where
             let deadline = ctx.deadline();
             // Released however this future ends before it completes or releases the key
             // itself: dropped by a timeout around it, or unwound by a panic in the handler.
-            let mut held = Held {
-                shared: shared.clone(),
-                key: key.clone(),
-                token: token.clone(),
-                deadline,
-                armed: true,
-            };
+            let mut held = Held::new(&shared, &key, &token);
             let result = service.oneshot(ctx).await.map_err(Into::into);
-            held.armed = false;
             match &result {
                 Ok(response)
                     if !response.status().is_server_error()
@@ -972,6 +965,7 @@ where
                             // An answer that cannot be stored: nothing to remember, so a
                             // retry is to run.
                             shared.release(&key, &token, deadline).await;
+                            held.disarm();
                             return Err(Box::new(Error::internal(error)));
                         }
                     };
@@ -988,6 +982,10 @@ where
                     shared.release(&key, &token, deadline).await;
                 }
             }
+            // Armed until here: a timeout around the layer may also drop the future while
+            // it stores the answer or releases the key (a release after a completed record
+            // changes nothing: it is conditional on the claim still in progress).
+            held.disarm();
             result
         })
     }
@@ -997,13 +995,33 @@ where
 /// future was dropped by a timeout around it, or a panic unwound through it), it logs the key
 /// at ERROR and releases it in a task of its own, so that a retry runs rather than finding
 /// the key in progress until its lock lapses (the invocation's remaining time).
-struct Held {
+pub(crate) struct Held {
     shared: Arc<Shared>,
     key: String,
     token: ClaimToken,
-    deadline: Option<SystemTime>,
-    /// Cleared once the call has answered: it completes or releases the key itself.
+    /// Cleared once the call has completed or released the key itself.
     armed: bool,
+}
+
+impl Held {
+    /// How long a release in a task of its own may take: not the invocation's deadline,
+    /// which a timeout around the call may have nearly reached, and which a freeze of the
+    /// environment leaves behind.
+    const RELEASE_TIME: Duration = Duration::from_secs(5);
+
+    pub(crate) fn new(shared: &Arc<Shared>, key: &str, token: &ClaimToken) -> Self {
+        Held {
+            shared: shared.clone(),
+            key: key.to_owned(),
+            token: token.clone(),
+            armed: true,
+        }
+    }
+
+    /// The call has completed or released the key itself.
+    pub(crate) fn disarm(&mut self) {
+        self.armed = false;
+    }
 }
 
 impl Drop for Held {
@@ -1015,10 +1033,12 @@ impl Drop for Held {
         let key = std::mem::take(&mut self.key);
         tracing::error!(target: "lift::idempotency", code = "idempotency_call_abandoned", %key, "the call ended before it finished (a timeout around it or a panic): releasing its key");
         let token = self.token.clone();
-        let deadline = self.deadline;
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(async move { shared.release(&key, &token, deadline).await });
+                runtime.spawn(async move {
+                    let deadline = SystemTime::now() + Held::RELEASE_TIME;
+                    shared.release(&key, &token, Some(deadline)).await;
+                });
             }
             Err(_) => {
                 tracing::error!(target: "lift::idempotency", code = "idempotency_release_failed", %key, "no runtime to release the key on: it stays locked until its lock lapses");

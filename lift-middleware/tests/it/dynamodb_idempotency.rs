@@ -667,6 +667,62 @@ mod computations {
         assert_eq!(f.runs.load(Ordering::SeqCst), 2);
     }
 
+    /// A computation cut short, by a timeout around its handler or a panic in it, releases
+    /// its key: the retry computes, rather than finding the key in progress until its lock
+    /// lapses (the 30 s the test invocation has left).
+    #[tokio::test]
+    async fn a_computation_cut_short_releases_its_key() {
+        let client = aws::client().await;
+        for first in ["stall", "panic"] {
+            let table = aws::table_keyed(&client, "lift-idempotent", "id").await;
+            let config = IdempotencyConfig::builder(&table).build().expect("config");
+            let idempotent = Idempotent::new(client.clone(), config);
+            let runs = Arc::new(AtomicU32::new(0));
+            let counted = runs.clone();
+            let handler = move |ctx: Context, Json(charge): Json<Charge>| {
+                let (idempotent, runs) = (idempotent.clone(), counted.clone());
+                async move {
+                    let receipt = idempotent
+                        .run(&ctx, "charge", &charge, || async {
+                            let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                            if run == 1 && first == "stall" {
+                                tokio::time::sleep(Duration::from_secs(60)).await;
+                            }
+                            if run == 1 && first == "panic" {
+                                panic!("the computation's first run panics");
+                            }
+                            Ok::<_, Error>(Receipt {
+                                order: charge.order.clone(),
+                                run,
+                            })
+                        })
+                        .await?;
+                    Ok::<_, Error>(Json(receipt))
+                }
+            };
+            let app = TestApp::new(
+                App::new().post("/charge", handler).layer(
+                    lift_middleware::timeout::TimeoutLayer::new(Duration::from_millis(300))
+                        .expect("timeout"),
+                ),
+            )
+            .expect("app");
+            let body = charge("o-cut", 100, 0, false);
+            let cut = post(&app, "/charge", &body).await;
+            assert!(cut.status >= 500, "{first}: {}", cut.text());
+            let waited = tokio::time::Instant::now();
+            let retry = loop {
+                let retry = post(&app, "/charge", &body).await;
+                if retry.status != 409 || waited.elapsed() > Duration::from_secs(10) {
+                    break retry;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert_eq!(retry.status, 200, "{first}: {}", retry.text());
+            assert_eq!(retry.json::<Receipt>().expect("receipt").run, 2, "{first}");
+        }
+    }
+
     #[tokio::test]
     async fn a_key_reused_with_another_payload_is_a_422() {
         let f = fixture(|c| c.key_fields(&["/order"]).validate_payload(true)).await;
