@@ -287,8 +287,10 @@ fn hex(digest: &[u8]) -> String {
 /// Lift's [`crate::auth`] layer, by an HTTP API's JWT authorizer, or by a REST API's Cognito
 /// authorizer: one user is one caller whichever verified the token), else a Lambda
 /// authorizer's `principalId`, else the IAM identity that signed the request (an
-/// `AWS_IAM` route or Function URL).
+/// `AWS_IAM` route or Function URL). A Lambda authorizer's own context fields are not
+/// claims: a field it names `sub` is not taken for a subject.
 fn principal_of(ctx: &Context) -> Option<String> {
+    use lambda_http::request::RequestContext;
     if let Some(principal) = ctx.principal()
         && let Some(subject) = &principal.subject
     {
@@ -297,30 +299,36 @@ fn principal_of(ctx: &Context) -> Option<String> {
             principal.issuer.as_deref().unwrap_or_default()
         ));
     }
-    let authorizer = ctx
-        .http()
-        .and_then(|http| http.request_context().authorizer());
-    // A REST API's Cognito authorizer passes the claims it verified as `claims`.
-    let cognito = |name: &str| {
-        authorizer?
-            .fields
-            .get("claims")?
-            .get(name)?
-            .as_str()
-            .map(str::to_owned)
+    let request = ctx.http();
+    let authorizer = request.and_then(|http| http.request_context().authorizer());
+    let claim = |name: &str| {
+        let authorizer = authorizer?;
+        // An HTTP API's JWT authorizer, or a REST API's Cognito authorizer (`claims`).
+        match authorizer.jwt.as_ref() {
+            Some(jwt) => jwt.claims.get(name).cloned(),
+            None => authorizer
+                .fields
+                .get("claims")?
+                .get(name)?
+                .as_str()
+                .map(str::to_owned),
+        }
     };
-    let claim = |name: &str| ctx.authorizer_value(name).or_else(|| cognito(name));
     if let Some(subject) = claim("sub") {
         return Some(format!("{}|{subject}", claim("iss").unwrap_or_default()));
     }
     if let Some(principal) = ctx.authorizer_value("principalId") {
         return Some(principal);
     }
-    let iam = authorizer?.iam.as_ref()?;
-    iam.user_arn
-        .as_deref()
-        .or(iam.caller_id.as_deref())
-        .map(|caller| format!("iam|{caller}"))
+    // IAM: an HTTP API or Function URL names the signer in the authorizer, a REST API in
+    // the request's identity.
+    let signer = match request.map(|http| http.request_context()) {
+        Some(RequestContext::ApiGatewayV1(c)) => c.identity.user_arn.clone(),
+        _ => authorizer
+            .and_then(|a| a.iam.as_ref())
+            .and_then(|iam| iam.user_arn.clone().or_else(|| iam.caller_id.clone())),
+    };
+    signer.map(|signer| format!("iam|{signer}"))
 }
 
 /// The identity of the event a record came in: the queue, topic, stream or EventBridge
@@ -1364,6 +1372,11 @@ mod tests {
         let iam = |arn: &str| json!({"iam": {"userArn": arn, "accountId": "123456789012"}});
         for (version, alice, bob) in [
             ("v2", jwt("alice"), jwt("bob")),
+            (
+                "v1",
+                json!({"principalId": "alice", "sub": "tier-1"}),
+                json!({"principalId": "bob", "sub": "tier-1"}),
+            ),
             ("v1", cognito("alice"), cognito("bob")),
             (
                 "v2",
@@ -1376,6 +1389,26 @@ mod tests {
             assert_eq!(first, key(version, alice.clone()).await, "{alice}");
             assert_ne!(first, key(version, bob).await, "{alice}");
         }
+        // A REST API's IAM caller is named in the request's identity.
+        let rest_iam = |arn: &'static str| {
+            let app = &app;
+            async move {
+                let mut event = events::http("POST", "/orders")
+                    .header("idempotency-key", "k1")
+                    .body("{}")
+                    .v1();
+                event["requestContext"]["identity"]["userArn"] = json!(arn);
+                let response = app.http(event).await.expect("response");
+                response.json::<Value>().expect("json")["key"].clone()
+            }
+        };
+        let alice = rest_iam("arn:aws:iam::123456789012:user/alice").await;
+        assert!(alice.is_string());
+        assert_eq!(
+            alice,
+            rest_iam("arn:aws:iam::123456789012:user/alice").await
+        );
+        assert_ne!(alice, rest_iam("arn:aws:iam::123456789012:user/bob").await);
         // One user is one caller whether API Gateway or Lift verified the token.
         let by_lift = http_key(
             &app,
