@@ -12,14 +12,15 @@
 //! everywhere does not stop the failover of calls to others); consecutive failures eject an
 //! instance locally until the next refresh. What is retryable: a call that ran nothing (an
 //! open circuit, a throttled Lambda invocation, one Lambda did not run
-//! ([`TransportError::NotInvoked`]: its alias missing, its keys or network unusable), a 429
-//! or 503 the callee's layers answered before its handler, marked
-//! [`lift_core::REFUSED_HEADER`]), for any request; any other 5xx or 429 answer or a
+//! ([`TransportError::NotInvoked`]: its alias missing, its keys or network unusable) or
+//! refused to the caller ([`TransportError::Unauthorized`]: no permission to invoke it,
+//! expired credentials), a 429 or 503 the callee's layers answered before its handler,
+//! marked [`lift_core::REFUSED_HEADER`]), for any request; any other 5xx or 429 answer or a
 //! transport failure (a timeout, a function error) only for an idempotent one
-//! ([`ServiceRequest::idempotent`]), since the instance may have done the work. A request
-//! that could not be made here ([`TransportError::NotSent`]: a path that is no valid URI,
-//! say) or that Lambda refused to the caller ([`TransportError::Unauthorized`]: no
-//! permission to invoke, expired credentials) is final, and blames no instance.
+//! ([`ServiceRequest::idempotent`]), since the instance may have done the work. A throttle
+//! and a refusal to the caller count against the instance's ejection, not in its breaker.
+//! A request that could not be made here ([`TransportError::NotSent`]: a path that is no
+//! valid URI, say) is final, and blames no instance.
 //!
 //! The call carries the tenant (`x-tenant-id`), the X-Ray trace header, the correlation id
 //! and the caller's service identity (`x-lift-caller`, and a signed `x-lift-service-token`
@@ -210,24 +211,25 @@ impl Reply {
 type Stack = CircuitBreaker<Timeout<TransportService>, InstanceClassifier>;
 
 /// What an instance's breaker counts as a failure: what lift-middleware's default does,
-/// except a request that could not be made here ([`TransportError::NotSent`]) or that
-/// Lambda refused the caller ([`TransportError::Unauthorized`]), which are the caller's to
-/// fix, and a throttled invocation ([`TransportError::Throttled`]), which counts as a 429
-/// answer does: against the instance's ejection only.
+/// except a request that could not be made here ([`TransportError::NotSent`]), the
+/// caller's to fix, and a throttled invocation ([`TransportError::Throttled`]) or one Lambda
+/// refused to the caller ([`TransportError::Unauthorized`]), which count as a 429 answer
+/// does: against the instance's ejection only.
 #[derive(Debug, Clone, Copy, Default)]
 struct InstanceClassifier;
 
 impl Classifier<ServiceResponse> for InstanceClassifier {
     fn is_failure(&self, result: &Result<ServiceResponse, BoxError>) -> bool {
         match result {
-            Err(error) if TransportError::is_callers(error) => false,
-            // Lambda throttled the invocation: counted as a 429 answer is, against the
-            // instance's ejection but not in its breaker, which would otherwise stay open
-            // (and a lone alias fail fast) for its whole open time after the burst passed.
+            Err(error) if TransportError::is_not_sent(error) => false,
+            // Lambda throttled the invocation, or refused the caller: counted as a 429
+            // answer is, against the instance's ejection but not in its breaker, which would
+            // otherwise stay open (a lone alias failing fast) for its whole open time after
+            // a burst passed, or open everywhere for a caller missing a permission.
             Err(error)
                 if matches!(
                     error.downcast_ref::<TransportError>(),
-                    Some(TransportError::Throttled { .. })
+                    Some(TransportError::Throttled { .. } | TransportError::Unauthorized { .. })
                 ) =>
             {
                 false
@@ -557,11 +559,11 @@ impl Verdict {
         }
     }
 
-    /// Whether the attempt failed for a reason of the caller's (never sent, or Lambda
-    /// refused the caller): it tells nothing of the instance.
-    fn callers(&self) -> bool {
+    /// Whether the attempt was never sent, for a reason of the caller's: it tells nothing
+    /// of the instance.
+    fn not_sent(&self) -> bool {
         matches!(self, Verdict::Final(CallError::Transport { source, .. })
-            if TransportError::is_callers(source))
+            if TransportError::is_not_sent(source))
     }
 }
 
@@ -736,7 +738,7 @@ impl ServiceClient {
             let outcome = attempt.await;
             drop(in_flight);
             let verdict = judge(service, &instance.id, request.idempotent, outcome);
-            if !verdict.callers() {
+            if !verdict.not_sent() {
                 report_entry(
                     found.ejections(),
                     entry,
@@ -870,6 +872,7 @@ fn judge(
                         crate::transport::TransportError::NoEndpoint { .. }
                             | crate::transport::TransportError::Throttled { .. }
                             | crate::transport::TransportError::NotInvoked { .. }
+                            | crate::transport::TransportError::Unauthorized { .. }
                     )
                 });
             let error = CallError::Transport {
@@ -879,7 +882,7 @@ fn judge(
             };
             // A request that could not be made here would fail the same way everywhere.
             let local = matches!(&error, CallError::Transport { source, .. }
-                if TransportError::is_callers(source));
+                if TransportError::is_not_sent(source));
             if (unsent || idempotent) && !local {
                 Verdict::Failover(error)
             } else {
@@ -894,11 +897,11 @@ mod tests {
     use super::*;
     use crate::transport::TransportError;
 
-    /// Lambda refusing the caller says nothing of the instance: neither its breaker nor
-    /// its ejection counts it, and the call ends there (another instance would refuse the
-    /// same caller), for a request that is idempotent too.
+    /// Lambda refusing the caller ran nothing: the call may go to another instance whatever
+    /// the request (a policy may name some functions and not others), the breaker does not
+    /// count it, and the instance's ejection does, as for a 429.
     #[test]
-    fn a_caller_lambda_refused_is_not_the_instances_failure() {
+    fn a_caller_lambda_refused_fails_over_and_opens_no_breaker() {
         let denied = || -> BoxError {
             Box::new(TransportError::Unauthorized {
                 instance: "a".into(),
@@ -907,9 +910,10 @@ mod tests {
             })
         };
         assert!(!InstanceClassifier.is_failure(&Err(denied())));
-        let verdict = judge("s", "a", true, Err(denied()));
-        assert!(verdict.callers());
-        assert!(matches!(verdict, Verdict::Final(_)));
+        let verdict = judge("s", "a", false, Err(denied()));
+        assert!(matches!(verdict, Verdict::Failover(_)));
+        assert!(!verdict.not_sent());
+        assert!(!verdict.instance_works());
         // A function error still counts.
         let crashed: BoxError = Box::new(TransportError::FunctionError {
             kind: "Unhandled".into(),

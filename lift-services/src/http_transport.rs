@@ -339,7 +339,7 @@ mod tests {
         let mut call = call_to(crate::Endpoints::http("http://127.0.0.1:9"));
         call.request = std::sync::Arc::new(crate::transport::ServiceRequest::get("/a b"));
         let error = transport.send(call).await.expect_err("no URI");
-        assert!(TransportError::is_callers(&error), "{error:?}");
+        assert!(TransportError::is_not_sent(&error), "{error:?}");
     }
 
     /// An endpoint that answers 200 with `size` bytes of body.

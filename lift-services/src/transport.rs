@@ -224,11 +224,12 @@ pub enum TransportError {
     },
     /// Lambda refused the caller before running anything: no permission to invoke the
     /// function (`AccessDeniedException`), credentials it does not recognise or that have
-    /// expired, a bad signature. It is the caller's to fix, like [`TransportError::NotSent`]:
-    /// it counts in neither the instance's breaker nor its ejection (a caller missing
-    /// `lambda:InvokeFunction` would otherwise eject every healthy instance in turn and open
-    /// every breaker, hiding the cause behind open circuits), and is not sent to another
-    /// instance.
+    /// expired, a bad signature, a region not enabled. Nothing ran, so any request may go to
+    /// another instance (a policy may name some functions and not others, a region may be
+    /// reachable and another not). It does not count in the instance's breaker (a caller
+    /// missing `lambda:InvokeFunction` everywhere would otherwise open every breaker and see
+    /// only open circuits, the cause hidden), only against its ejection, as a throttle does.
+    /// `Display` names Lambda's code and message.
     #[error("Lambda refused the caller's invocation of instance `{instance}` ({code}): {message}")]
     Unauthorized {
         /// The instance.
@@ -262,12 +263,11 @@ impl TransportError {
         })
     }
 
-    /// Whether `error` is the caller's to fix and tells nothing of the instance: a
-    /// [`TransportError::NotSent`] or a [`TransportError::Unauthorized`].
-    pub(crate) fn is_callers(error: &BoxError) -> bool {
+    /// Whether `error` is a [`TransportError::NotSent`].
+    pub(crate) fn is_not_sent(error: &BoxError) -> bool {
         matches!(
             error.downcast_ref::<TransportError>(),
-            Some(TransportError::NotSent { .. } | TransportError::Unauthorized { .. })
+            Some(TransportError::NotSent { .. })
         )
     }
 }
@@ -573,6 +573,8 @@ const CALLER_REFUSED: &[&str] = &[
     "MissingAuthenticationToken",
     "ExpiredTokenException",
     "ExpiredToken",
+    "RequestExpired",
+    "OptInRequired",
 ];
 
 /// Lift Apps in this process standing in for services, reached by the qualified ARN their
@@ -649,7 +651,7 @@ mod tests {
             caller: None,
         };
         let error = transport.send(call).await.expect_err("no endpoint");
-        assert!(TransportError::is_callers(&error), "{error:?}");
+        assert!(TransportError::is_not_sent(&error), "{error:?}");
     }
 
     /// A function whose key is disabled never ran: not invoked, whatever the request. A
@@ -675,7 +677,13 @@ mod tests {
                     .build(),
             ));
         let error = refusal("a", denied).expect_err("no answer");
-        assert!(TransportError::is_callers(&error), "{error:?}");
+        assert!(
+            matches!(
+                error.downcast_ref::<TransportError>(),
+                Some(TransportError::Unauthorized { .. })
+            ),
+            "{error:?}"
+        );
         let fault =
             aws_sdk_lambda::Error::from(aws_sdk_lambda::operation::invoke::InvokeError::generic(
                 aws_sdk_lambda::error::ErrorMetadata::builder()
@@ -683,7 +691,10 @@ mod tests {
                     .build(),
             ));
         let error = refusal("a", fault).expect_err("no answer");
-        assert!(!TransportError::is_callers(&error), "{error:?}");
+        assert!(
+            error.downcast_ref::<TransportError>().is_none(),
+            "{error:?}"
+        );
     }
 
     /// The cookies of a payload 2.0 answer and the repeated headers of a 1.0 one arrive as
