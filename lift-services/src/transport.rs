@@ -404,6 +404,13 @@ pub fn parse_proxy_response(payload: &[u8]) -> Result<ServiceResponse, Transport
 
 /// Calls an instance through Lambda `Invoke` of its qualified ARN, in the ARN's region
 /// (whatever the client's own region), so instances registered in other regions are reached.
+///
+/// The client's other settings go with every call: its credentials, and its endpoint URL
+/// when it has one. An endpoint of one region (a VPC interface endpoint for Lambda) cannot
+/// reach another region's functions, and Lambda's FIPS endpoints exist in some regions only:
+/// with either, calls to instances in the regions it cannot reach fail (refused to the
+/// caller when the endpoint refuses the signature, may have run when no FIPS endpoint's
+/// name resolves), so give such a caller a transport per region it can reach.
 #[derive(Debug, Clone)]
 pub struct LambdaTransport {
     client: aws_sdk_lambda::Client,
