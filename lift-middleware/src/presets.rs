@@ -115,8 +115,10 @@ impl ClientIp {
                 // hop, and the first is the farthest one known.
                 let index = entries.len().saturating_sub(1 + self.trusted_proxies);
                 let entry = std::str::from_utf8(entries.get(index)?).ok()?;
+                // An ALB that preserves the client's port writes `ip:port` (`[ip]:port`).
                 entry
                     .parse::<std::net::IpAddr>()
+                    .or_else(|_| entry.parse::<std::net::SocketAddr>().map(|a| a.ip()))
                     .ok()
                     .map(|ip| ip.to_string())
             }
@@ -388,6 +390,11 @@ mod tests {
         assert_eq!(ip(lines).await.as_deref(), Some("198.51.100.4"));
         let lines = serde_json::json!(["1.1.1.1\u{e9}, 198.51.100.4"]);
         assert_eq!(ip(lines).await.as_deref(), Some("198.51.100.4"));
+        // An ALB that preserves the client's port: the address alone.
+        let lines = serde_json::json!(["1.1.1.1, 198.51.100.4:40312"]);
+        assert_eq!(ip(lines).await.as_deref(), Some("198.51.100.4"));
+        let lines = serde_json::json!(["[2001:db8::7]:40312"]);
+        assert_eq!(ip(lines).await.as_deref(), Some("2001:db8::7"));
         // What the trusted hop wrote is an address, or there is no key.
         let lines = serde_json::json!(["1.1.1.1, not-an-address"]);
         assert_eq!(ip(lines).await, None);
