@@ -173,6 +173,11 @@ impl Topology {
 /// (`_` as `__`, `-` as `_h`, `.` as `_d`, another character as `_u<hex>_`), so that two
 /// names never share an id (`pay-ments` and `pay_ments` did, and their edges merged).
 fn node_id(service: &str) -> String {
+    // `end` closes a subgraph in Mermaid: a service of that name gets `end_` (a real `_`
+    // is doubled below, so no other name's id is `end_`).
+    if service.eq_ignore_ascii_case("end") {
+        return format!("{service}_");
+    }
     let mut id = String::with_capacity(service.len());
     for c in service.chars() {
         match c {
@@ -263,6 +268,8 @@ mod tests {
         let ids: std::collections::BTreeSet<String> = names.iter().map(|n| node_id(n)).collect();
         assert_eq!(ids.len(), names.len(), "{ids:?}");
         assert_eq!(node_id("orders"), "orders");
+        assert_eq!(node_id("end"), "end_");
+        assert_ne!(node_id("end"), node_id("end_"));
         let map = Topology::from_edges([("pay-ments", "pay_ments", 1)]);
         assert!(
             map.mermaid()
