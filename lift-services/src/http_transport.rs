@@ -217,9 +217,18 @@ impl Transport for HttpTransport {
                 // No connection (a name that does not resolve, a refused connection):
                 // nothing reached the instance, so any request may go to another.
                 Err(error) if error.is_connect() => {
+                    // hyper's own message is only "client error (Connect)": the cause
+                    // (a name that does not resolve, a refused connection, TLS) is below.
+                    let mut reason = String::from("no connection");
+                    let mut source = std::error::Error::source(&error);
+                    while let Some(cause) = source {
+                        reason.push_str(": ");
+                        reason.push_str(&cause.to_string());
+                        source = cause.source();
+                    }
                     return Err(TransportError::NotInvoked {
                         instance: instance.to_string(),
-                        reason: error.to_string(),
+                        reason,
                     }
                     .into());
                 }

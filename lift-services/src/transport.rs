@@ -215,7 +215,7 @@ pub enum TransportError {
     /// updated or not ready, its network interfaces could not be set up), or over HTTP no
     /// connection to it could be made: nothing ran, so any request may go to another
     /// instance.
-    #[error("Lambda did not invoke instance `{instance}`: {reason}")]
+    #[error("instance `{instance}` was not invoked: {reason}")]
     NotInvoked {
         /// The instance.
         instance: String,
