@@ -9,7 +9,9 @@
 //! - a `PutMetricData` call that fails keeps its documents, and every later one's, for the
 //!   next flush (calls carry whole documents where they fit, and a document that had to
 //!   be spread over several calls is kept with what of it was already sent, so no datum is
-//!   sent twice);
+//!   sent twice); so does a flush dropped before it ends (a timeout around it, a shutdown's
+//!   grace running out), whose call in flight, which may have reached CloudWatch, is sent
+//!   again rather than lost;
 //! - a document that is not EMF is dropped alone (it could never be sent), the rest go;
 //! - calls stay within what `PutMetricData` takes (1000 metric data, 150 values a datum,
 //!   1 MB a request, by an estimate of the encoded size that errs high); a value CloudWatch

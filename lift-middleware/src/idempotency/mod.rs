@@ -288,7 +288,9 @@ fn hex(digest: &[u8]) -> String {
 /// authorizer: one user is one caller whichever verified the token), else a Lambda
 /// authorizer's `principalId`, else the IAM identity that signed the request (an
 /// `AWS_IAM` route or Function URL). A Lambda authorizer's own context fields are not
-/// claims: a field it names `sub` is not taken for a subject.
+/// claims: a field it names `sub` is not taken for a subject, and an HTTP API Lambda
+/// authorizer with simple responses, which returns no `principalId`, names no caller here
+/// (its users name theirs with [`IdempotencyConfigBuilder::scope_fn`]).
 fn principal_of(ctx: &Context) -> Option<String> {
     use lambda_http::request::RequestContext;
     if let Some(principal) = ctx.principal()

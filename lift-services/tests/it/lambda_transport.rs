@@ -141,9 +141,9 @@ impl Intercept for AccessDenied {
     }
 }
 
-/// Lambda refusing the caller (no permission to invoke) is the caller's to fix: the
-/// transport says so, with Lambda's code, rather than an error the client would count
-/// against a healthy instance.
+/// Lambda refusing the caller (no permission to invoke) ran nothing: the transport says so,
+/// with Lambda's code, rather than an error that may have run, so the client may send even
+/// a POST to another instance and does not count it in the instance's breaker.
 #[tokio::test]
 async fn an_invocation_refused_to_the_caller_is_unauthorized() {
     let mut config = aws_sdk_lambda::config::Builder::from(lift_core::aws::sdk_config().await);
