@@ -161,18 +161,17 @@ impl Idempotent {
             return self.stored(&record, &validation);
         }
         let lock_for = lock_for(ctx);
-        let token = match shared
+        let (token, mut held) = match shared
             .turn(&key, &validation, lock_for)
             .await
             .map_err(IdempotentError::Store)?
         {
-            Turn::Run(token) => token,
+            Turn::Run(token, held) => (token, held),
             Turn::Answer(record) => return self.stored(&record, &validation),
             Turn::Busy => return Err(IdempotentError::InProgress),
         };
-        // Released however this future ends before it completes or releases the key: a
-        // timeout around the handler, or a panic in the computation.
-        let mut held = super::Held::new(shared, &key, &token);
+        // `held` releases the key however this future ends before it completes or releases
+        // it: a timeout around the handler, or a panic in the computation.
         let value = match compute().await {
             Ok(value) => value,
             Err(error) => {

@@ -619,8 +619,9 @@ pub(crate) struct Shared {
 
 /// What a call with a key is to do.
 enum Turn {
-    /// It holds the key: run, then complete or release with the token.
-    Run(ClaimToken),
+    /// It holds the key: run, then complete or release with the token, the guard armed
+    /// until it has.
+    Run(ClaimToken, Held),
     /// Another call finished with this key: answer as it did.
     Answer(Record),
     /// Another call holds the key and did not finish in the time allowed to wait.
@@ -630,7 +631,18 @@ enum Turn {
 impl Shared {
     /// Claims `key`, or finds the record of the call that holds it, waiting for one in
     /// progress as long as the configuration allows.
-    async fn turn(&self, key: &str, validation: &str, lock_for: Duration) -> Result<Turn, Error> {
+    ///
+    /// The guard is armed before the claim is sent: a call dropped while its claim is in
+    /// flight (which may have landed) releases it, conditional on its token, rather than
+    /// leaving the key locked with nothing logged.
+    async fn turn(
+        self: &Arc<Self>,
+        key: &str,
+        validation: &str,
+        lock_for: Duration,
+    ) -> Result<Turn, Error> {
+        let token = ClaimToken::fresh();
+        let mut held = Held::new(self, key, &token);
         let claim = self
             .store
             .claim(
@@ -639,10 +651,21 @@ impl Shared {
                 self.config.now(),
                 self.config.expires_after,
                 lock_for,
+                &token,
             )
-            .await?;
+            .await;
+        let claim = match claim {
+            Ok(claim) => claim,
+            Err(error) => {
+                held.disarm();
+                return Err(error.into());
+            }
+        };
+        if !matches!(claim, Claim::Won) {
+            held.disarm();
+        }
         Ok(match claim {
-            Claim::Won(token) => Turn::Run(token),
+            Claim::Won => Turn::Run(token, held),
             Claim::Completed(record) => Turn::Answer(record),
             Claim::InProgress => match self
                 .store
@@ -948,15 +971,15 @@ where
                 return remembered.answer(&shared, &validation);
             }
             let lock_for = lock_for(&ctx);
-            let token = match shared.turn(&key, &validation, lock_for).await? {
-                Turn::Run(token) => token,
+            let (token, mut held) = match shared.turn(&key, &validation, lock_for).await? {
+                Turn::Run(token, held) => (token, held),
                 Turn::Answer(record) => return answer(&shared, &record, &validation),
                 Turn::Busy => return Err(in_progress()),
             };
             let deadline = ctx.deadline();
-            // Released however this future ends before it completes or releases the key
-            // itself: dropped by a timeout around it, or unwound by a panic in the handler.
-            let mut held = Held::new(&shared, &key, &token);
+            // `held` (armed since the claim was sent) releases the key however this future
+            // ends before it completes or releases it: dropped by a timeout around it, or
+            // unwound by a panic in the handler.
             let result = service.oneshot(ctx).await.map_err(Into::into);
             match &result {
                 Ok(response)

@@ -234,10 +234,17 @@ impl Record {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ClaimToken(String);
 
+impl ClaimToken {
+    /// A token no other claim has.
+    pub(crate) fn fresh() -> Self {
+        ClaimToken(dynamo::write_token())
+    }
+}
+
 /// The outcome of trying to claim a key.
 pub(crate) enum Claim {
-    /// This call owns the key: run the handler, then complete or release with the token.
-    Won(ClaimToken),
+    /// This call owns the key: run the handler, then complete or release with its token.
+    Won,
     /// Another call finished with this key: here is its record.
     Completed(Record),
     /// Another call holds the key and has not finished.
@@ -289,6 +296,7 @@ impl Store {
         now: Duration,
         ttl: Duration,
         lock_for: Duration,
+        token: &ClaimToken,
     ) -> Result<Claim, DynamoError> {
         let record = Record {
             id: key.to_owned(),
@@ -303,7 +311,6 @@ impl Store {
             data: None,
             validation: Some(validation.to_owned()),
         };
-        let token = ClaimToken(dynamo::write_token());
         let mut item = record.to_item();
         item.insert(CLAIM.to_owned(), AttributeValue::S(token.0.clone()));
         for _ in 0..3 {
@@ -325,7 +332,7 @@ impl Store {
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
                 .send();
             let holder = match dynamo::send("PutItem", put).await {
-                Ok(_) => return Ok(Claim::Won(token)),
+                Ok(_) => return Ok(Claim::Won),
                 Err(DynamoError::ConditionFailed {
                     item: Some(item), ..
                 }) => Some(*item),
@@ -336,7 +343,7 @@ impl Store {
             // This call's own put, applied under an answer that was lost and then sent
             // again by the SDK: the key is this call's.
             if dynamo::holds_token(holder.as_ref(), CLAIM, &token.0) {
-                return Ok(Claim::Won(token));
+                return Ok(Claim::Won);
             }
             let holder = holder.as_ref().and_then(Record::from_item);
             // Someone holds the key: see how (checked in code, whatever TTL did).
