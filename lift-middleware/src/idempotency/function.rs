@@ -161,12 +161,12 @@ impl Idempotent {
             return self.stored(&record, &validation);
         }
         let lock_for = lock_for(ctx);
-        let (token, mut held) = match shared
+        let held = match shared
             .turn(&key, &validation, lock_for)
             .await
             .map_err(IdempotentError::Store)?
         {
-            Turn::Run(token, held) => (token, held),
+            Turn::Run(held) => held,
             Turn::Answer(record) => return self.stored(&record, &validation),
             Turn::Busy => return Err(IdempotentError::InProgress),
         };
@@ -175,16 +175,14 @@ impl Idempotent {
         let value = match compute().await {
             Ok(value) => value,
             Err(error) => {
-                shared.release(&key, &token, ctx.deadline()).await;
-                held.disarm();
+                held.release(ctx.deadline()).await;
                 return Err(IdempotentError::Failed(error));
             }
         };
         let data = match serde_json::to_string(&value) {
             Ok(data) => data,
             Err(e) => {
-                shared.release(&key, &token, ctx.deadline()).await;
-                held.disarm();
+                held.release(ctx.deadline()).await;
                 return Err(IdempotentError::Store(Error::internal(format!(
                     "the value of `{name}` does not serialize: {e}"
                 ))));
@@ -198,12 +196,11 @@ impl Idempotent {
             data: Some(data),
             validation: Some(validation),
         };
-        if shared.finish(&record, &token, ctx.deadline()).await
+        if held.finish(&record, ctx.deadline()).await
             && let Some(values) = &self.values
         {
             values.insert(key, Arc::new(record));
         }
-        held.disarm();
         Ok(value)
     }
 

@@ -619,9 +619,9 @@ pub(crate) struct Shared {
 
 /// What a call with a key is to do.
 enum Turn {
-    /// It holds the key: run, then complete or release with the token, the guard armed
-    /// until it has.
-    Run(ClaimToken, Held),
+    /// It holds the key: run, then complete or release it through the guard, armed until
+    /// then.
+    Run(Held),
     /// Another call finished with this key: answer as it did.
     Answer(Record),
     /// Another call holds the key and did not finish in the time allowed to wait.
@@ -641,8 +641,7 @@ impl Shared {
         validation: &str,
         lock_for: Duration,
     ) -> Result<Turn, Error> {
-        let token = ClaimToken::fresh();
-        let mut held = Held::new(self, key, &token);
+        let mut held = Held::new(self, key);
         let claim = self
             .store
             .claim(
@@ -651,7 +650,7 @@ impl Shared {
                 self.config.now(),
                 self.config.expires_after,
                 lock_for,
-                &token,
+                &held.token,
             )
             .await;
         let claim = match claim {
@@ -665,7 +664,7 @@ impl Shared {
             held.disarm();
         }
         Ok(match claim {
-            Claim::Won => Turn::Run(token, held),
+            Claim::Won => Turn::Run(held),
             Claim::Completed(record) => Turn::Answer(record),
             Claim::InProgress => match self
                 .store
@@ -971,8 +970,8 @@ where
                 return remembered.answer(&shared, &validation);
             }
             let lock_for = lock_for(&ctx);
-            let (token, mut held) = match shared.turn(&key, &validation, lock_for).await? {
-                Turn::Run(token, held) => (token, held),
+            let held = match shared.turn(&key, &validation, lock_for).await? {
+                Turn::Run(held) => held,
                 Turn::Answer(record) => return answer(&shared, &record, &validation),
                 Turn::Busy => return Err(in_progress()),
             };
@@ -997,12 +996,11 @@ where
                         Err(error) => {
                             // An answer that cannot be stored: nothing to remember, so a
                             // retry is to run.
-                            shared.release(&key, &token, deadline).await;
-                            held.disarm();
+                            held.release(deadline).await;
                             return Err(Box::new(Error::internal(error)));
                         }
                     };
-                    if shared.finish(&record, &token, deadline).await
+                    if held.finish(&record, deadline).await
                         && let Some(cache) = &shared.cache
                         && let Ok(remembered) = Remembered::new(record)
                     {
@@ -1012,13 +1010,9 @@ where
                 _ => {
                     // A failure must not be remembered, and a streamed body cannot be
                     // replayed: release the key.
-                    shared.release(&key, &token, deadline).await;
+                    held.release(deadline).await;
                 }
             }
-            // Armed until here: a timeout around the layer may also drop the future while
-            // it stores the answer or releases the key (a release after a completed record
-            // changes nothing: it is conditional on the claim still in progress).
-            held.disarm();
             result
         })
     }
@@ -1042,18 +1036,35 @@ impl Held {
     /// environment leaves behind.
     const RELEASE_TIME: Duration = Duration::from_secs(5);
 
-    pub(crate) fn new(shared: &Arc<Shared>, key: &str, token: &ClaimToken) -> Self {
+    /// Armed for `key`, with a token no other claim has, before the claim is sent.
+    fn new(shared: &Arc<Shared>, key: &str) -> Self {
         Held {
             shared: shared.clone(),
             key: key.to_owned(),
-            token: token.clone(),
+            token: ClaimToken::fresh(),
             armed: true,
         }
     }
 
-    /// The call has completed or released the key itself.
-    pub(crate) fn disarm(&mut self) {
+    /// The claim was not this call's: nothing to release.
+    fn disarm(&mut self) {
         self.armed = false;
+    }
+
+    /// Releases the key (see [`Shared::release`]). Armed until the release has run: a
+    /// future dropped meanwhile still releases it, in a task of its own.
+    pub(crate) async fn release(mut self, deadline: Option<SystemTime>) {
+        self.shared.release(&self.key, &self.token, deadline).await;
+        self.armed = false;
+    }
+
+    /// Stores the completed record in place of the claim (see [`Shared::finish`]). Armed
+    /// until it has run: a future dropped meanwhile releases the key, which changes nothing
+    /// once the record is stored (a release is conditional on the claim in progress).
+    pub(crate) async fn finish(mut self, record: &Record, deadline: Option<SystemTime>) -> bool {
+        let stored = self.shared.finish(record, &self.token, deadline).await;
+        self.armed = false;
+        stored
     }
 }
 
